@@ -1,0 +1,5 @@
+import sys
+
+from bridge_osc.cli import main
+
+sys.exit(main())

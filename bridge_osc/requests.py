@@ -1,0 +1,297 @@
+"""Parse the arguments of incoming `/m2u/*` messages into `Request`s (see bridge_osc/README.md).
+
+Every argument is first classed as `s` (string) or `n` (number: i/h/f/d, interchangeable); the class
+string is then matched against each address's pattern. A run of strings is joined with spaces (Pure
+Data and Max split free text into words). Anything that does not fit raises `ArgError` with a code and
+a message that names the argument and the expected type tags.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bridge_osc.osc import Message
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+
+# name -> (where it goes in the submit, value classes); see README `/m2u/set`.
+SETTINGS: dict[str, tuple[str, str]] = {
+    "seed": ("params", "i"),
+    "temperature": ("params", "f"),
+    "top_p": ("params", "f"),
+    "max_new_tokens": ("params", "i"),
+    "conditioning": ("params", "s"),
+    "sample_rate": ("params", "i"),
+    "channels": ("params", "i"),
+    "bpm": ("context", "f"),
+    "time_signature": ("context", "ii"),
+    "key": ("context", "s"),
+}
+
+USAGE = {
+    "/m2u/hello": ",[i:reply_port]",
+    "/m2u/ping": ",[i:reply_port]",
+    "/m2u/generate": ",s:prompt… [f:duration] [s:image_or_video_path] [i:reply_port]",
+    "/m2u/edit": ",s:prompt… s:audio [f:start f:end] [f:duration] [i:reply_port]",
+    "/m2u/ask": ",s:question… s:audio [f:start f:end] [i:reply_port]",
+    "/m2u/cancel": ",s:job [i:reply_port]",
+    "/m2u/status": ",s:job [i:reply_port]",
+    "/m2u/set": ",s:name value… [i:reply_port]",
+}
+
+
+class ArgError(ValueError):
+    """A request that cannot be understood; `code` is an OSC error code (README, error codes)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Request:
+    op: str  # hello | ping | generate | edit | ask | cancel | status | set
+    reply_port: int | None = None  # trailing reply_port (hello: the declared port), None = not given
+    prompt: str = ""
+    audio: str = ""  # edit/ask: absolute path, "last" or a job id
+    start: float | None = None
+    end: float | None = None
+    duration: float | None = None
+    image: str | None = None
+    video: str | None = None
+    job: str = ""  # cancel/status: job id or "last"
+    name: str = ""  # set
+    value: Any = None  # set: the parsed value, None = clear
+
+
+def classify(message: Message) -> str:
+    """Argument classes, one letter per argument: 's' string, 'n' number, or the raw tag otherwise."""
+    classes = []
+    for tag in message.tags:
+        if tag == "s":
+            classes.append("s")
+        elif tag in "ihfd":
+            classes.append("n")
+        else:
+            classes.append(tag)
+    return "".join(classes)
+
+
+def parse(message: Message) -> Request:
+    """Message -> Request, or raise ArgError (`unknown_address` / `bad_args`)."""
+    address = message.address
+    if address not in USAGE:
+        raise ArgError("unknown_address", f"unknown address {address!r}; known: {', '.join(sorted(USAGE))}")
+    classes = classify(message)
+    for position, c in enumerate(classes):
+        if c not in "sn":
+            raise ArgError(
+                "bad_args",
+                f"{address}: argument {position + 1} has type tag {message.tags[position]!r}; "
+                f"only strings (s) and numbers (i, f) are accepted; expected {USAGE[address]}",
+            )
+    op = address.rsplit("/", 1)[1]
+    parser = {
+        "hello": _parse_hello,
+        "ping": _parse_ping,
+        "generate": _parse_generate,
+        "edit": _parse_edit,
+        "ask": _parse_ask,
+        "cancel": _parse_job,
+        "status": _parse_job,
+        "set": _parse_set,
+    }[op]
+    return parser(op, classes, list(message.args), message.tags)
+
+
+def _bad(op: str, tags: str, why: str) -> ArgError:
+    return ArgError("bad_args", f"/m2u/{op}: {why}; got ',{tags}', expected {USAGE['/m2u/' + op]}")
+
+
+def _number(value: Any, what: str, op: str, tags: str) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise _bad(op, tags, f"{what} must be finite, got {value}")
+    return value
+
+
+def _whole(value: Any, what: str, op: str, tags: str) -> int:
+    number = _number(value, what, op, tags)
+    if number != int(number):
+        raise _bad(op, tags, f"{what} must be a whole number, got {number}")
+    return int(number)
+
+
+def _port(value: Any, op: str, tags: str) -> int:
+    port = _whole(value, "reply_port", op, tags)
+    if not 0 <= port <= 65535:
+        raise _bad(op, tags, f"reply_port must be 0..65535, got {port}")
+    return port
+
+
+def _words(words: list[str], what: str, op: str, tags: str) -> str:
+    text = " ".join(w.strip() for w in words if w.strip())
+    if not text:
+        raise _bad(op, tags, f"{what} is empty")
+    return text
+
+
+def _parse_hello(op: str, classes: str, args: list, tags: str) -> Request:
+    if not re.fullmatch(r"n?", classes):
+        raise _bad(op, tags, "takes at most one number")
+    return Request(op, reply_port=_port(args[0], op, tags) if args else None)
+
+
+_parse_ping = _parse_hello
+
+
+def _parse_generate(op: str, classes: str, args: list, tags: str) -> Request:
+    match = re.fullmatch(r"(s+)(n*)(s?)(n*)", classes)
+    if not match:
+        raise _bad(op, tags, "the prompt (strings) must come first, then numbers and at most one path")
+    prompt_end, numbers_end, media_end = match.end(1), match.end(2), match.end(3)
+    before = args[prompt_end:numbers_end]
+    media = args[numbers_end:media_end]
+    after = args[media_end:]
+    if not media and prompt_end >= 2 and _is_media_path(args[prompt_end - 1]):
+        # "/m2u/generate a cat /abs/cat.png [reply_port]": the last word is the path, not prompt
+        prompt_end -= 1
+        before, media, after = [], args[prompt_end : prompt_end + 1], before
+    if media:
+        if len(before) > 1 or len(after) > 1:
+            raise _bad(op, tags, "with a media path: at most one number before it (duration) and one after (reply_port)")
+        numbers = before + [None] * (1 - len(before))
+        port = after[0] if after else None
+    else:
+        if len(before) > 2:
+            raise _bad(op, tags, "at most two numbers (duration, reply_port)")
+        numbers = before[:1] + [None] * (1 - len(before[:1]))
+        port = before[1] if len(before) == 2 else None
+    request = Request(op, prompt=_words(args[:prompt_end], "prompt", op, tags))
+    if numbers[0] is not None:
+        duration = _number(numbers[0], "duration", op, tags)
+        request.duration = duration if duration > 0 else None
+    if port is not None:
+        request.reply_port = _port(port, op, tags)
+    if media:
+        path = media[0].strip()
+        extension = os.path.splitext(path)[1].lower()
+        if extension in IMAGE_EXTENSIONS:
+            request.image = path
+        elif extension in VIDEO_EXTENSIONS:
+            request.video = path
+        else:
+            raise _bad(
+                op, tags,
+                f"media path {path!r} has extension {extension!r}; image: {' '.join(sorted(IMAGE_EXTENSIONS))}; "
+                f"video: {' '.join(sorted(VIDEO_EXTENSIONS))}",
+            )
+    return request
+
+
+def _is_media_path(word: str) -> bool:
+    word = word.strip()
+    absolute = word.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", word) is not None
+    return absolute and os.path.splitext(word)[1].lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+
+def _crop(request: Request, start: Any, end: Any, op: str, tags: str) -> None:
+    start = _number(start, "start", op, tags)
+    end = _number(end, "end", op, tags)
+    if start < 0 or end < 0:
+        raise _bad(op, tags, f"start and end must be >= 0 seconds, got {start}, {end}")
+    if end > 0 and end <= start:
+        raise _bad(op, tags, f"end ({end}) must be after start ({start}); 0 means the end of the file")
+    request.start = start if start > 0 else None
+    request.end = end if end > 0 else None
+
+
+def _audio_request(op: str, classes: str, args: list, tags: str, max_numbers: int) -> tuple[Request, list]:
+    match = re.fullmatch(r"(s+)(n*)", classes)
+    if not match or match.end(1) < 2:
+        raise _bad(op, tags, "needs the prompt (one or more strings) then the audio path or job handle")
+    strings, numbers = args[: match.end(1)], args[match.end(1) :]
+    if len(numbers) > max_numbers:
+        raise _bad(op, tags, f"at most {max_numbers} numbers")
+    audio = strings[-1].strip()
+    if not audio:
+        raise _bad(op, tags, "the audio argument is empty")
+    request = Request(op, prompt=_words(strings[:-1], "prompt", op, tags), audio=audio)
+    return request, numbers
+
+
+def _parse_edit(op: str, classes: str, args: list, tags: str) -> Request:
+    request, numbers = _audio_request(op, classes, args, tags, max_numbers=4)
+    duration = None
+    if len(numbers) == 1:
+        duration = numbers[0]
+    elif len(numbers) >= 2:
+        _crop(request, numbers[0], numbers[1], op, tags)
+        duration = numbers[2] if len(numbers) >= 3 else None
+    if duration is not None:
+        duration = _number(duration, "duration", op, tags)
+        request.duration = duration if duration > 0 else None
+    if len(numbers) == 4:
+        request.reply_port = _port(numbers[3], op, tags)
+    return request
+
+
+def _parse_ask(op: str, classes: str, args: list, tags: str) -> Request:
+    request, numbers = _audio_request(op, classes, args, tags, max_numbers=3)
+    if len(numbers) == 1:
+        request.reply_port = _port(numbers[0], op, tags)
+    if len(numbers) >= 2:
+        _crop(request, numbers[0], numbers[1], op, tags)
+    if len(numbers) == 3:
+        request.reply_port = _port(numbers[2], op, tags)
+    return request
+
+
+def _parse_job(op: str, classes: str, args: list, tags: str) -> Request:
+    if not re.fullmatch(r"sn?", classes):
+        raise _bad(op, tags, "needs one job id (or 'last')")
+    job = args[0].strip()
+    if not job:
+        raise _bad(op, tags, "the job id is empty")
+    return Request(op, job=job, reply_port=_port(args[1], op, tags) if len(args) > 1 else None)
+
+
+def _parse_set(op: str, classes: str, args: list, tags: str) -> Request:
+    if not classes.startswith("s"):
+        raise _bad(op, tags, "the first argument is the setting's name")
+    name = args[0].strip()
+    if name not in SETTINGS:
+        raise _bad(op, tags, f"unknown setting {name!r}; known: {', '.join(SETTINGS)}")
+    rest_classes, rest = classes[1:], args[1:]
+    want = SETTINGS[name][1]
+    request = Request(op, name=name)
+    # Clearing: nothing, or one empty string, then an optional reply_port.
+    clear = re.fullmatch(r"(s?)(n?)", rest_classes)
+    if clear and (rest_classes == "" or rest_classes.startswith("s") and rest[0].strip() == ""):
+        if clear.group(2):
+            request.reply_port = _port(rest[-1], op, tags)
+        return request
+    if want == "s":  # one or more words, then an optional reply_port
+        match = re.fullmatch(r"(s+)(n?)", rest_classes)
+        if not match:
+            raise _bad(op, tags, f"{name} takes text")
+        request.value = _words(rest[: match.end(1)], name, op, tags)
+        if match.group(2):
+            request.reply_port = _port(rest[-1], op, tags)
+        return request
+    count = len(want)  # "i", "f" or "ii"
+    if not re.fullmatch("n" * count + "n?", rest_classes):
+        raise _bad(op, tags, f"{name} takes {count} number(s)")
+    values = []
+    for i, kind in enumerate(want):
+        values.append(_whole(rest[i], name, op, tags) if kind == "i" else _number(rest[i], name, op, tags))
+    request.value = values[0] if count == 1 else values
+    if len(rest) > count:
+        request.reply_port = _port(rest[-1], op, tags)
+    return request
