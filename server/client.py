@@ -79,7 +79,8 @@ class Client:
             server_public_key = self._discovered_server_key()
         self.socket = self._ctx.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.IPV6, 1)
+        if endpoint_host(self.endpoint).count(":"):
+            self.socket.setsockopt(zmq.IPV6, 1)
         if server_public_key is not None:
             public, secret = client_keys or security.load_client_keys(security.default_keys_dir())
             self.socket.curve_serverkey = security.load_public_key(server_public_key)

@@ -1,0 +1,149 @@
+"""Assembles ``m2ugen serve``: model, journal, queue, worker thread, transport thread, discovery file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server import discovery, protocol, security
+from server.handlers import Handlers, Limits
+from server.jobs import JobQueue, JobStore
+from server.journal import Journal
+from server.transport import Transport
+from server.worker import Worker
+
+log = logging.getLogger("m2ugen.server")
+
+TINY_BANNER = ("*** NO WEIGHTS FOUND: serving the TINY preset (random weights, for trying the integration; "
+               "its music is noise and its text is gibberish). Configure weights with M2UGEN_WEIGHTS or "
+               "<config dir>/weights.json, or pass --weights PATH. ***")
+
+
+def load_model(preset: str | None = None, weights: str | None = None):
+    """-> (model, info dict for replies). No preset and no weights: the configured weights, else tiny."""
+    from m2ugen import M2UGen, M2UGenConfig
+
+    if weights is not None and preset is not None:
+        raise ValueError("give either --preset or --weights, not both")
+    if weights is None and preset is None:
+        from m2ugen import checkpoint
+
+        weights = checkpoint.find_weights()
+        if weights is None:
+            preset = "tiny"
+            log.warning(TINY_BANNER)
+    if weights is not None:
+        log.info("loading weights from %s", weights)
+        model = M2UGen.from_pretrained(weights)
+    else:
+        model = M2UGen.from_config(M2UGenConfig.preset(preset))
+    return model, model_info(model, preset=preset, weights=weights)
+
+
+def model_info(model, preset: str | None = None, weights: str | None = None) -> dict[str, Any]:
+    cfg = getattr(model, "config", None)
+    return {"name": getattr(model, "name", getattr(cfg, "name", "unknown")), "preset": preset,
+            "tiny": bool(getattr(cfg, "is_tiny", False)), "sample_rate": int(getattr(model, "sample_rate", 0)),
+            "weights": str(weights) if weights else None}
+
+
+@dataclass
+class ServerSettings:
+    host: str = protocol.DEFAULT_HOST
+    port: int = protocol.DEFAULT_PORT
+    data_dir: Path | None = None  # default: discovery.data_dir()
+    allowed_roots: list[str] = field(default_factory=list)  # default: home + temp dir
+    limits: Limits = field(default_factory=Limits)
+    curve: bool | None = None  # None: on when binding a non-loopback address
+    keys_dir: Path | None = None  # default: <config dir>/keys
+    write_discovery: bool = True
+    osc: tuple[str, int] | None = None  # (host, port) of the OSC bridge to start beside the server
+
+
+class ServerApp:
+    def __init__(self, model, info: dict[str, Any], settings: ServerSettings):
+        self.settings = s = settings
+        self.model_info = info
+        keys_dir = s.keys_dir or security.default_keys_dir()
+        use_curve = s.curve if s.curve is not None else not security.is_loopback(s.host)
+        security.check_bind(s.host, keys_dir, use_curve)  # raises SecurityError with the reason
+
+        self.data_dir = Path(s.data_dir or discovery.data_dir())
+        self.jobs_dir = self.data_dir / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        roots = s.allowed_roots or [str(p) for p in security.default_roots()]
+        self.roots = security.AllowedRoots([*roots, str(self.jobs_dir)])
+
+        self.journal = Journal(self.data_dir / "jobs.sqlite")
+        interrupted = self.journal.recover()
+        if interrupted:
+            log.warning("%d job(s) were interrupted by the last stop and are now failed/interrupted: %s",
+                        len(interrupted), ", ".join(interrupted))
+        self.store = JobStore()
+        self.queue = JobQueue(s.limits.queue_size)
+        self.handlers = Handlers(store=self.store, queue=self.queue, journal=self.journal, roots=self.roots,
+                                 jobs_dir=self.jobs_dir, model_info=info, limits=s.limits)
+        curve_keys = security.load_server_keys(keys_dir) if use_curve else None
+        self.server_public_key = curve_keys[0].decode("ascii") if curve_keys else None
+        self.transport = Transport(self.handlers, self.store, host=s.host, port=s.port,
+                                   max_message_bytes=s.limits.max_message_mb * 2**20, curve_keys=curve_keys,
+                                   authorized_dir=keys_dir / "authorized")
+        self.endpoint = self.transport.endpoint
+        self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter)
+        self._transport_thread = threading.Thread(target=self.transport.run, name="m2ugen-transport", daemon=True)
+        self._osc = None
+        self.stopped = threading.Event()
+
+    def start(self) -> str:
+        self._transport_thread.start()
+        self.worker.start()
+        osc_info = None
+        if self.settings.osc is not None:
+            from bridge_osc import bridge  # lazy: the bridge is optional
+
+            host, port = self.settings.osc
+            self._osc = bridge.start_in_thread(self.endpoint, host, port)
+            osc_info = {"host": host, "port": port}
+        if self.settings.write_discovery:
+            path = discovery.write({
+                "version": protocol.SERVER_VERSION, "protocol": protocol.PROTOCOL_VERSION, "endpoint": self.endpoint,
+                "osc": osc_info, "cli": discovery.cli_path(), "python": sys.executable, "pid": os.getpid(),
+                "jobs_dir": str(self.jobs_dir), "data_dir": str(self.data_dir), "started": time.time(),
+                "running": True, "curve": self.server_public_key is not None,
+                "server_public_key": self.server_public_key, "model": self.model_info,
+            })
+            log.info("discovery file: %s", path)
+        log.info("m2ugen server %s listening on %s (model %s%s), jobs in %s", protocol.SERVER_VERSION,
+                 self.endpoint, self.model_info["name"], ", TINY" if self.model_info["tiny"] else "", self.jobs_dir)
+        if self.model_info["tiny"]:
+            log.warning("serving the TINY preset: random weights, every reply says model.tiny = true")
+        return self.endpoint
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        if self._osc is not None:
+            try:
+                self._osc.stop()
+            except Exception:
+                log.exception("stopping the OSC bridge")
+        self.worker.stopping = True
+        current = self.worker.current
+        if current is not None:
+            current.cancel_requested.set()
+        self.queue.close()
+        if self.worker.is_alive():
+            self.worker.join(timeout_s)
+        self.transport.stop()
+        self._transport_thread.join(timeout_s)
+        self.journal.close()
+        if self.settings.write_discovery:
+            discovery.mark_stopped(os.getpid())
+        log.info("server stopped")

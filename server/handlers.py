@@ -1,0 +1,210 @@
+"""Request handlers: one method per op (docs/protocol.md §2). Runs on the transport thread.
+
+``handle`` never raises: every failure becomes an ``error`` reply, and the server keeps serving.
+It returns the direct reply plus events for the subscribers of a job (e.g. ``cancelled``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server import inputs as inputs_mod
+from server import protocol
+from server.jobs import Job, JobQueue, JobStore, QueueFull, new_job_id
+from server.journal import Journal
+from server.protocol import ProtocolError, req_int, req_str
+from server.security import AllowedRoots, PathNotAllowed
+
+log = logging.getLogger("m2ugen.server")
+
+
+@dataclass
+class Limits:
+    queue_size: int = 16
+    max_message_mb: int = 256
+    max_audio_s: float = 600.0
+    max_audio_mb: int = 256
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"queue_size": self.queue_size, "max_message_mb": self.max_message_mb,
+                "max_audio_s": self.max_audio_s, "max_audio_mb": self.max_audio_mb,
+                "max_header_kb": protocol.MAX_HEADER_BYTES // 1024}
+
+
+@dataclass
+class Outcome:
+    """What the transport sends: the direct reply, and events routed to a job's subscribers."""
+    reply: dict[str, Any]
+    frames: list = field(default_factory=list)
+    events: list[tuple[dict[str, Any], list]] = field(default_factory=list)
+
+
+class Handlers:
+    def __init__(self, *, store: JobStore, queue: JobQueue, journal: Journal, roots: AllowedRoots, jobs_dir: Path,
+                 model_info: dict[str, Any], limits: Limits):
+        self.store = store
+        self.queue = queue
+        self.journal = journal
+        self.roots = roots
+        self.jobs_dir = Path(jobs_dir)
+        self.model_info = model_info
+        self.limits = limits
+
+    # -----------------------------------------------------------------------------------------
+    def handle(self, identity: bytes, frames: list) -> Outcome:
+        req = None
+        try:
+            header, rest = protocol.decode(frames)
+            req = header.get("req") if isinstance(header.get("req"), (str, int)) else None
+            op = protocol.check_envelope(header)
+            out = getattr(self, "op_" + op)(identity, header, rest)
+        except ProtocolError as e:
+            log.info("request refused: %s: %s", e.code, e.message)
+            return Outcome(protocol.error_header(e.code, e.message, req=req, field=e.field))
+        except Exception as e:  # a bug: report it, keep serving
+            log.exception("internal error while handling a request")
+            return Outcome(protocol.error_header("internal", f"internal server error ({type(e).__name__}: {e})",
+                                                 req=req))
+        out.reply.setdefault("v", protocol.PROTOCOL_VERSION)
+        if req is not None:
+            out.reply["req"] = req
+        return out
+
+    def _record(self, job_id: str) -> dict[str, Any]:
+        job = self.store.get(job_id)
+        if job is not None:
+            with self.store.lock:
+                return job.record()
+        rec = self.journal.get(job_id)
+        if rec is None:
+            raise ProtocolError("not_found", f"no job with id {job_id!r}", "job")
+        return rec
+
+    # -----------------------------------------------------------------------------------------
+    def op_hello(self, identity, header, frames) -> Outcome:
+        client = req_str(header, "client", max_len=200, default="")
+        log.info("hello from %s", client or "a client")
+        return Outcome({"op": "welcome", "server_version": protocol.SERVER_VERSION,
+                        "protocol": protocol.PROTOCOL_VERSION, "model": self.model_info,
+                        "limits": self.limits.to_dict(), "jobs_dir": str(self.jobs_dir),
+                        "allowed_roots": [str(r) for r in self.roots.roots]})
+
+    def op_ping(self, identity, header, frames) -> Outcome:
+        return Outcome({"op": "pong", "server_version": protocol.SERVER_VERSION, "time": time.time(),
+                        "model": self.model_info})
+
+    def op_submit(self, identity, header, frames) -> Outcome:
+        spec = protocol.check_submit(header, len(frames))
+        if len(self.queue) >= self.queue.maxsize:
+            raise ProtocolError("busy", f"the queue is full ({self.queue.maxsize} jobs waiting); try again later")
+        output: dict[str, Any] = {"want": spec["output"]["want"], "path": None}
+        if spec["output"]["path"] is not None:
+            try:
+                output["path"] = self.roots.check_write(spec["output"]["path"], "output")
+            except PathNotAllowed as e:
+                raise ProtocolError("path_not_allowed", str(e), "output.path") from None
+        job_id = new_job_id()
+        job_dir = self.jobs_dir / job_id
+        try:
+            model_inputs, info = inputs_mod.resolve(
+                spec["inputs"], frames, self.roots, job_dir,
+                max_audio_s=self.limits.max_audio_s, max_audio_bytes=self.limits.max_audio_mb * 2**20)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        params = spec["params"]
+        if spec["kind"] != "ask" and params["duration"] is None:
+            audio = model_inputs["audio"]
+            params["duration"] = 10.0 if audio is None else min(300.0, max(0.5, audio[0].shape[1] / audio[1]))
+        job = Job(id=job_id, kind=spec["kind"], params=params, model=self.model_info, inputs_info=info)
+        job.inputs, job.output, job.job_dir = model_inputs, output, job_dir
+        job.subscribers.add(identity)
+        self.store.add(job)
+        try:
+            position = self.queue.put(job)
+        except QueueFull as e:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise ProtocolError("busy", str(e)) from None
+        self.journal.save(job.record())
+        log.info("job %s queued (%s, position %d): %.60r", job.id, job.kind, position, params["prompt"])
+        return Outcome({"op": "accepted", "job": job.id, "queue_position": position, "model": self.model_info})
+
+    def op_status(self, identity, header, frames) -> Outcome:
+        rec = self._record(req_str(header, "job", min_len=1, max_len=64))
+        return Outcome({"op": "job", **rec})
+
+    def op_subscribe(self, identity, header, frames) -> Outcome:
+        job_id = req_str(header, "job", min_len=1, max_len=64)
+        rec = self._record(job_id)
+        job = self.store.get(job_id)
+        if job is not None:
+            with self.store.lock:
+                job.subscribers.add(identity)
+        return Outcome({"op": "subscribed", **rec})
+
+    def op_cancel(self, identity, header, frames) -> Outcome:
+        job_id = req_str(header, "job", min_len=1, max_len=64)
+        job = self.store.get(job_id)
+        if job is None:
+            rec = self._record(job_id)  # an earlier run's job: already final
+            return Outcome({"op": "cancelling", "job": job_id, "state": rec["state"]})
+        with self.store.lock:
+            job.subscribers.add(identity)
+            state = job.state
+        if state in protocol.FINAL_STATES:
+            return Outcome({"op": "cancelling", "job": job_id, "state": state})
+        job.cancelled_by_client = True
+        job.cancel_requested.set()
+        if self.queue.remove(job):
+            with self.store.lock:
+                job.state, job.finished = "cancelled", time.time()
+                job.inputs = {}
+                rec = job.record()
+            self.journal.save(rec)
+            shutil.rmtree(job.job_dir, ignore_errors=True)
+            log.info("job %s cancelled while queued", job_id)
+            events = [({"v": protocol.PROTOCOL_VERSION, "op": "cancelled", "job": job_id, "state": "cancelled"}, [])]
+            events += [({"v": protocol.PROTOCOL_VERSION, "op": "queued", "job": j.id,
+                         "queue_position": j.queue_position}, []) for j in self.queue.snapshot()]
+            return Outcome({"op": "cancelling", "job": job_id, "state": "cancelled"}, events=events)
+        log.info("job %s: cancel requested while running", job_id)
+        return Outcome({"op": "cancelling", "job": job_id, "state": "running"})
+
+    def op_result(self, identity, header, frames) -> Outcome:
+        job_id = req_str(header, "job", min_len=1, max_len=64)
+        want = req_str(header, "want", choices=("path", "bytes"), default="path")
+        rec = self._record(job_id)
+        if rec["state"] not in protocol.FINAL_STATES:
+            raise ProtocolError("not_ready", f"job {job_id} is {rec['state']}; wait for its 'done' event")
+        reply = {"op": "result", **rec}
+        out_frames: list = []
+        if rec["state"] == "done":
+            if rec.get("sidecar_path"):
+                try:
+                    reply["sidecar"] = json.loads(Path(rec["sidecar_path"]).read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    reply["sidecar"] = None
+            if want == "bytes" and rec.get("audio_path"):
+                try:
+                    out_frames = [Path(rec["audio_path"]).read_bytes()]
+                except OSError as e:
+                    raise ProtocolError("not_found", f"the result file of job {job_id} is gone: {e}") from None
+                reply["audio"] = {"frame": 1}
+        return Outcome(reply, out_frames)
+
+    def op_jobs(self, identity, header, frames) -> Outcome:
+        limit = req_int(header, "limit", lo=1, hi=1000, default=50)
+        state = req_str(header, "state", choices=protocol.JOB_STATES, default=None)
+        records = self.journal.list(limit, state)
+        for i, rec in enumerate(records):  # fresher progress of this run's jobs
+            job = self.store.get(rec["job"])
+            if job is not None:
+                with self.store.lock:
+                    records[i] = job.record()
+        return Outcome({"op": "jobs", "jobs": records})

@@ -1,0 +1,206 @@
+"""The single model worker thread (the model is not thread-safe).
+
+Takes jobs from the queue one at a time, calls ``model.chat`` and turns the model's ``on_event``
+callbacks into ``progress`` / ``text`` events. A running job is cancelled by raising ``JobCancelled``
+from that callback at the model's next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from server import audio_io, protocol
+from server.jobs import Job, JobQueue, JobStore
+from server.journal import Journal
+
+log = logging.getLogger("m2ugen.worker")
+
+Emit = Callable[..., None]  # emit(header: dict, frames: list[bytes] = ()) -> None, thread-safe
+
+# overall fraction = lo + (hi - lo) * stage fraction
+STAGE_SPANS = {
+    "ask": {"encoding": (0.0, 0.1), "thinking": (0.1, 1.0), "generating": (0.9, 1.0), "writing": (0.95, 1.0)},
+    "edit": {"encoding": (0.0, 0.1), "thinking": (0.1, 0.4), "generating": (0.4, 0.95), "writing": (0.95, 1.0)},
+    "generate": {"encoding": (0.0, 0.05), "thinking": (0.05, 0.4), "generating": (0.4, 0.95), "writing": (0.95, 1.0)},
+}
+
+
+class JobCancelled(Exception):
+    pass
+
+
+def prompt_with_context(prompt: str, context: dict[str, Any]) -> str:
+    """Append musical context the decoder has no other input for: "..., at 120 bpm, in A minor"."""
+    extra = []
+    if context.get("bpm"):
+        extra.append(f"at {context['bpm']:g} bpm")
+    if context.get("key"):
+        extra.append(f"in {context['key']}")
+    if context.get("time_signature"):
+        n, d = context["time_signature"]
+        extra.append(f"in {n}/{d} time")
+    return prompt if not extra else prompt.rstrip() + ", " + ", ".join(extra)
+
+
+class Worker(threading.Thread):
+    def __init__(self, model, model_info: dict[str, Any], queue: JobQueue, store: JobStore, journal: Journal,
+                 emit_factory: Callable[[], Emit]):
+        super().__init__(name="m2ugen-worker", daemon=True)
+        self.model = model
+        self.model_info = model_info
+        self.queue = queue
+        self.store = store
+        self.journal = journal
+        self._emit_factory = emit_factory
+        self.emit: Emit = lambda header, frames=(): None
+        self.current: Job | None = None
+        self.stopping = False  # set by the app on shutdown: a job cancelled then is 'interrupted'
+
+    def run(self) -> None:
+        self.emit = self._emit_factory()  # the event socket belongs to this thread
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            self._announce_positions()
+            self.current = job
+            try:
+                self._run(job)
+            except Exception:  # never let one job kill the worker
+                log.exception("job %s: unexpected worker error", job.id)
+                self._finish(job, "failed", error={"code": "internal", "message": "internal error in the worker"})
+            finally:
+                self.current = None
+
+    # -----------------------------------------------------------------------------------------
+    def _announce_positions(self) -> None:
+        for j in self.queue.snapshot():
+            self.emit({"v": 1, "op": "queued", "job": j.id, "queue_position": j.queue_position})
+
+    def _set(self, job: Job, **changes: Any) -> None:
+        with self.store.lock:
+            for k, v in changes.items():
+                setattr(job, k, v)
+
+    def _finish(self, job: Job, state: str, error: dict | None = None, frames=()) -> None:
+        if state == "cancelled" and self.stopping and not job.cancelled_by_client:
+            state, error = "failed", {"code": "interrupted", "message": "the server stopped while the job ran"}
+        with self.store.lock:
+            if job.state in protocol.FINAL_STATES:
+                return
+            job.state = state
+            job.finished = time.time()
+            job.error = error
+            job.inputs = {}  # free the decoded audio
+            if state == "done":
+                job.fraction = 1.0
+            record = job.record()
+        self.journal.save(record)
+        if state == "done":
+            log.info("job %s done in %.2f s -> %s", job.id, job.finished - (job.started or job.created),
+                     job.audio_path or "(text only)")
+            self.emit({"v": 1, "op": "done", **record}, frames)
+        elif state == "cancelled":
+            log.info("job %s cancelled while running", job.id)
+            self.emit({"v": 1, "op": "cancelled", "job": job.id, "state": "cancelled"})
+        else:
+            log.info("job %s failed: %s: %s", job.id, error["code"], error["message"])
+            self.emit(protocol.error_header(error["code"], error["message"], job=job.id))
+
+    def _progress(self, job: Job, stage: str, stage_fraction: float) -> None:
+        lo, hi = STAGE_SPANS[job.kind][stage]
+        frac = max(job.fraction, min(1.0, lo + (hi - lo) * max(0.0, min(1.0, stage_fraction))))
+        self._set(job, stage=stage, fraction=frac)
+        self.emit({"v": 1, "op": "progress", "job": job.id, "stage": stage, "fraction": round(frac, 4)})
+
+    def _run(self, job: Job) -> None:
+        if job.cancel_requested.is_set():
+            self._finish(job, "cancelled")
+            return
+        p = job.params
+        seed = p["seed"] if p["seed"] is not None else random.randrange(2**31)
+        self._set(job, state="running", started=time.time(), stage="encoding", seed=seed)
+        self.journal.save(job.record())
+        log.info("job %s running (%s, seed %d)", job.id, job.kind, seed)
+        self._progress(job, "encoding", 0.0)
+
+        last = {"stage": "encoding", "fraction": -1.0, "t": 0.0}
+
+        def on_event(ev) -> None:
+            if job.cancel_requested.is_set():
+                raise JobCancelled()
+            stage = ev.stage if ev.stage in STAGE_SPANS[job.kind] else last["stage"]
+            if stage == "thinking" and ev.text is not None and ev.text != job.text:
+                old = job.text
+                delta = ev.text[len(old):] if ev.text.startswith(old) else ev.text
+                self._set(job, text=ev.text)
+                self.emit({"v": 1, "op": "text", "job": job.id, "text": ev.text, "delta": delta})
+            frac = float(ev.fraction or 0.0)
+            now = time.monotonic()
+            if stage != last["stage"] or frac - last["fraction"] >= 0.02 or now - last["t"] >= 0.25 or frac >= 1.0:
+                last.update(stage=stage, fraction=frac, t=now)
+                self._progress(job, stage, frac)
+
+        want_audio = job.kind != "ask"
+        t0 = time.perf_counter()
+        try:
+            reply = self.model.chat(
+                prompt_with_context(p["prompt"], p["context"]),
+                audio=job.inputs.get("audio"), image=job.inputs.get("image"), video=job.inputs.get("video"),
+                max_new_tokens=p["max_new_tokens"] or getattr(self.model.config, "max_new_tokens", 512),
+                temperature=p["temperature"], top_p=p["top_p"], seed=seed, conditioning=p["conditioning"],
+                duration_s=p["duration"] if want_audio else None, want_audio=want_audio, on_event=on_event,
+            )
+        except JobCancelled:
+            self._finish(job, "cancelled")
+            return
+        except Exception as e:
+            log.warning("job %s: model raised %s: %s", job.id, type(e).__name__, e)
+            self._finish(job, "failed", error={"code": "job_failed", "message": f"{type(e).__name__}: {e}"})
+            return
+        chat_s = time.perf_counter() - t0
+        if job.cancel_requested.is_set():
+            self._finish(job, "cancelled")
+            return
+        final_text = reply.text or ""
+        if final_text.strip() != job.text.strip():  # the streamed text missed something: send the whole
+            self.emit({"v": 1, "op": "text", "job": job.id, "text": final_text, "delta": final_text})
+        self._set(job, text=final_text)
+
+        self._progress(job, "writing", 0.0)
+        t1 = time.perf_counter()
+        frames: list[bytes] = []
+        out_path: Path | None = None
+        wave = None
+        if want_audio:
+            if reply.audio is None:
+                self._finish(job, "failed", error={"code": "job_failed", "message": "the model returned no audio"})
+                return
+            sr = p["sample_rate"] or int(reply.sample_rate)
+            wave = audio_io.prepare_output(reply.audio, int(reply.sample_rate), sr, p["channels"], p["duration"])
+            out_path = job.output.get("path") or (job.job_dir / "result.wav")
+            audio_io.write_wav(out_path, wave, sr)
+            if job.output.get("want") == "bytes":
+                frames = [out_path.read_bytes()]
+            self._set(job, audio_path=str(out_path), sample_rate=sr, channels=wave.shape[0],
+                      duration=wave.shape[1] / sr)
+        sidecar = (out_path.with_suffix(".json") if out_path is not None and job.output.get("path")
+                   else job.job_dir / "result.json")
+        timings = {k: float(v) for k, v in (getattr(reply, "timings", None) or {}).items()}
+        timings.update(queue_wait=(job.started or 0) - job.created, chat=chat_s, write=time.perf_counter() - t1)
+        audio_io.write_sidecar(sidecar, {
+            "job": job.id, "kind": job.kind, "prompt": p["prompt"],
+            "prompt_sent": prompt_with_context(p["prompt"], p["context"]), "seed": int(reply.seed or seed),
+            "model": self.model_info, "conditioning": p["conditioning"], "params": p, "inputs": job.inputs_info,
+            "text": reply.text, "raw_text": getattr(reply, "raw_text", reply.text),
+            "audio_path": str(out_path) if out_path else None, "sample_rate": job.sample_rate,
+            "channels": job.channels, "duration": job.duration, "timings": timings,
+            "created": job.created, "started": job.started, "server_version": protocol.SERVER_VERSION,
+        })
+        self._set(job, sidecar_path=str(sidecar), seed=int(reply.seed or seed))
+        self._finish(job, "done", frames=frames)
