@@ -1,0 +1,488 @@
+"""Frozen input encoders: MERT (music), ViT (image) and ViViT (video), built lazily.
+
+Each holder is a plain Python object (not an ``nn.Module`` child of the top-level model): nothing is
+built until ``.model`` is first used, so a request without video never builds ViViT.
+
+Weights come from, in order of precedence:
+1. ``load_state_dict(sd)`` with the official M2UGen sub-dict (``mert_model.*`` etc. with the prefix
+   stripped, transformers-4.35 names): kept until the model is built, then loaded with ``assign``
+   so the checkpoint's tensors are used without a random init or a second copy;
+2. ``cfg.*_path``: a local directory, or a Hugging Face repo id found in the local cache only;
+3. ``cfg.*_config``: a tiny random model (seeded, so it does not depend on build order).
+
+Official names differ from transformers 5.23 in two ways, both mapped here:
+- weight norm: legacy ``.weight_g`` / ``.weight_v`` <-> ``.parametrizations.weight.original0/1``;
+- ViT / ViViT layers: ``encoder.layer.N.attention.attention.query`` <-> ``layers.N.attention.q_proj``
+  etc. (transformers v5 renamed them and converts old checkpoints in ``from_pretrained``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from m2ugen import media
+from m2ugen.config import M2UGenConfig
+
+# ----------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def resolve_pretrained_dir(path_or_repo: str, what: str) -> Path:
+    """A local directory, or a Hugging Face repo id resolved in the local cache only (never downloads)."""
+    p = Path(path_or_repo).expanduser()
+    if p.is_dir():
+        return p
+    if p.exists() or path_or_repo.startswith((".", "/", "~")) or path_or_repo.count("/") != 1:
+        raise FileNotFoundError(f"{what}: {path_or_repo!r} is not a directory (and not a Hugging Face repo id)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=path_or_repo, local_files_only=True))
+    except Exception as e:  # LocalEntryNotFoundError, OfflineModeIsEnabled, HFValidationError, ...
+        raise FileNotFoundError(
+            f"{what}: {path_or_repo!r} is neither a local directory nor a Hugging Face repo in the local cache "
+            f"({type(e).__name__}). Download it on a connected machine (`hf download {path_or_repo}`) or set the "
+            "path to a local copy."
+        ) from None
+
+
+def legacy_weight_norm_name(key: str) -> str:
+    """transformers 5.x parametrized weight norm -> the legacy names of the official checkpoints."""
+    return key.replace(".parametrizations.weight.original0", ".weight_g").replace(
+        ".parametrizations.weight.original1", ".weight_v"
+    )
+
+
+def _list(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_and_rename_state_dict(
+    sd: dict[str, torch.Tensor],
+    expected: dict[str, torch.Size],
+    official_to_ours: dict[str, str],
+    ours_to_official: dict[str, str],
+    what: str,
+) -> dict[str, torch.Tensor]:
+    """Strict key/shape check of ``sd`` (official or our names) against our model's ``expected`` shapes.
+
+    Returns ``sd`` renamed to our names; raises ``ValueError`` naming every missing, unexpected or
+    mis-shaped key (in official naming where we know it).
+    """
+    out: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    misshaped: list[str] = []
+    duplicated: list[str] = []
+    seen: set[str] = set()
+    for key, value in sd.items():
+        ours = official_to_ours.get(key, key if key in expected else None)
+        if ours is None:
+            unexpected.append(key)
+            continue
+        if ours in seen:
+            duplicated.append(key)
+            continue
+        seen.add(ours)
+        shape = tuple(getattr(value, "shape", ()))
+        if shape != tuple(expected[ours]):
+            misshaped.append(f"{key} (checkpoint {list(shape)}, model {list(expected[ours])})")
+            continue
+        out[ours] = value
+    missing = [ours_to_official.get(k, k) for k in expected if k not in seen]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_list(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_list(unexpected)}")
+    if misshaped:
+        problems.append(f"{len(misshaped)} mis-shaped key(s): {_list(misshaped, 4)}")
+    if duplicated:
+        problems.append(f"{len(duplicated)} key(s) given twice (old and new name): {_list(duplicated)}")
+    if problems:
+        raise ValueError(f"{what} state dict does not match the model: " + "; ".join(problems))
+    return out
+
+
+class _LazyEncoder:
+    """Shared lazy-build / strict-load logic. Subclasses define the model, its config and names."""
+
+    kind = "encoder"
+    _seed = 0
+
+    def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._model: nn.Module | None = None
+        self._processor: Any = None
+        self._pending: dict[str, torch.Tensor] | None = None
+        self._dir: Path | None = None
+        self._names: tuple[dict[str, torch.Size], dict[str, str], dict[str, str]] | None = None
+
+    # --- to implement -----------------------------------------------------------------------
+    def _path(self) -> str | None:
+        raise NotImplementedError
+
+    def _hf_config(self):
+        raise NotImplementedError
+
+    def _new_model(self, config) -> nn.Module:
+        raise NotImplementedError
+
+    def _from_pretrained(self, directory: Path, config) -> nn.Module:
+        raise NotImplementedError
+
+    def _build_processor(self):
+        raise NotImplementedError
+
+    def _official_name(self, key: str) -> str:
+        return legacy_weight_norm_name(key)
+
+    # --- shared -------------------------------------------------------------------------------
+    def _pretrained_dir(self) -> Path | None:
+        if self._path() is None:
+            return None
+        if self._dir is None:
+            self._dir = resolve_pretrained_dir(self._path(), f"{self.kind} weights")
+        return self._dir
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            # first use may happen inside encode()'s inference_mode: build normal tensors so that a
+            # later load_state_dict can still copy into them
+            with torch.inference_mode(False):
+                self._model = self._build()
+        return self._model
+
+    @property
+    def processor(self):
+        if self._processor is None:
+            self._processor = self._build_processor()
+        return self._processor
+
+    def _build(self) -> nn.Module:
+        config = self._hf_config()
+        if self._pending is not None:
+            with torch.device("meta"):
+                model = self._new_model(config)
+            model.load_state_dict(self._pending, strict=True, assign=True)
+            self._pending = None
+            stray = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+            if stray:
+                raise RuntimeError(f"{self.kind}: tensors left uninitialised after loading: {_list(stray)}")
+        elif self._pretrained_dir() is not None:
+            model = self._from_pretrained(self._pretrained_dir(), config)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed)
+                model = self._new_model(config)
+        model.eval().requires_grad_(False)
+        return model.to(device=self.device, dtype=self.dtype)
+
+    def _name_maps(self) -> tuple[dict[str, torch.Size], dict[str, str], dict[str, str]]:
+        """(our shapes, official->ours, ours->official), from a model built on the meta device."""
+        if self._names is None:
+            with torch.device("meta"):
+                meta = self._new_model(self._hf_config())
+            ours = {k: v.shape for k, v in meta.state_dict().items()}
+            to_official = {k: self._official_name(k) for k in ours}
+            self._names = (ours, {v: k for k, v in to_official.items()}, to_official)
+        return self._names
+
+    def expected_shapes(self) -> dict[str, torch.Size]:
+        """Official key names (transformers-4.35, weight_g/_v) -> shapes; costs no memory (meta device)."""
+        ours, _, to_official = self._name_maps()
+        return {to_official[k]: s for k, s in ours.items()}
+
+    def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        """Strictly check the official sub-dict (prefix stripped) and use it for the model."""
+        ours, official_to_ours, to_official = self._name_maps()
+        renamed = check_and_rename_state_dict(sd, ours, official_to_ours, to_official, self.kind)
+        renamed = {k: (v.to(self.dtype) if v.is_floating_point() else v) for k, v in renamed.items()}
+        if self._model is None:
+            self._pending = renamed
+        else:
+            with torch.no_grad():
+                self._model.load_state_dict(renamed, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# MERT as a plain HubertModel
+
+# MERT config.json fields that HubertConfig does not know (or that only matter for MERT variants
+# we refuse: CQT front-end, deepnorm post-LN encoder).
+_MERT_ONLY_KEYS = {
+    "attention_relax", "deepnorm", "feature_extractor_cqt", "feature_extractor_cqt_bins", "sample_rate",
+    "auto_map", "architectures", "model_type", "_name_or_path", "transformers_version", "torch_dtype", "dtype",
+}
+
+
+def hubert_config_from_mert(mert: dict[str, Any]):
+    """MERT-v1 config.json -> an equivalent ``HubertConfig`` (no remote code needed)."""
+    from transformers import HubertConfig
+
+    if mert.get("feature_extractor_cqt"):
+        raise ValueError("MERT config uses the CQT front-end (feature_extractor_cqt); only plain MERT-v1 is supported")
+    if mert.get("deepnorm"):
+        raise ValueError("MERT config uses deepnorm; only the stable-layer-norm MERT-v1 encoder is supported")
+    if not mert.get("do_stable_layer_norm", False):
+        raise ValueError("MERT config has do_stable_layer_norm=False (MERT's own post-LN encoder); not supported")
+    kwargs = {k: v for k, v in mert.items() if k not in _MERT_ONLY_KEYS}
+    kwargs["conv_pos_batch_norm"] = False
+    return HubertConfig(**kwargs)
+
+
+class MusicEncoder(_LazyEncoder):
+    """MERT-v1: mono audio at ``cfg.audio_sample_rate`` -> per-layer time means [cfg.mert_layers, cfg.mert_dim]."""
+
+    kind = "MERT"
+    _seed = 1
+
+    def _path(self) -> str | None:
+        return self.cfg.mert_path
+
+    def _hf_config(self):
+        from transformers import HubertConfig
+
+        d = self._pretrained_dir()
+        if d is None:
+            if self.cfg.mert_config is None:
+                raise ValueError("MERT: set cfg.mert_path (weights) or cfg.mert_config (random tiny model)")
+            return HubertConfig(**self.cfg.mert_config, conv_pos_batch_norm=False)
+        return hubert_config_from_mert(json.loads((d / "config.json").read_text()))
+
+    def _new_model(self, config) -> nn.Module:
+        from transformers import HubertModel
+
+        return HubertModel(config)
+
+    def _from_pretrained(self, directory: Path, config) -> nn.Module:
+        from transformers import HubertModel
+
+        return HubertModel.from_pretrained(directory, config=config, dtype=self.dtype)
+
+    def _build_processor(self):
+        from transformers import Wav2Vec2FeatureExtractor
+
+        d = self._pretrained_dir()
+        if d is not None and (d / "preprocessor_config.json").exists():
+            return Wav2Vec2FeatureExtractor.from_pretrained(d)
+        return Wav2Vec2FeatureExtractor(
+            feature_size=1, sampling_rate=self.cfg.audio_sample_rate, padding_value=0.0,
+            do_normalize=True, return_attention_mask=True,
+        )
+
+    def receptive_field(self) -> int:
+        """Samples the conv front-end needs for one output frame (400 for MERT / HuBERT)."""
+        cfg = self.model.config
+        field, hop = 1, 1
+        for kernel, stride in zip(cfg.conv_kernel, cfg.conv_stride):
+            field += (kernel - 1) * hop
+            hop *= stride
+        return field
+
+    def windows(self, wave: np.ndarray) -> list[np.ndarray]:
+        """Split a clip into the windows MERT encodes (see ``encode``)."""
+        sr = self.cfg.audio_sample_rate
+        size = int(round(self.cfg.mert_window_s * sr))
+        if size < 1:
+            raise ValueError(f"mert_window_s must be positive, got {self.cfg.mert_window_s}")
+        if self.cfg.mert_windows == "reference":
+            return [wave[:size]]
+        if self.cfg.mert_windows != "all":
+            raise ValueError(f"mert_windows must be 'all' or 'reference', got {self.cfg.mert_windows!r}")
+        chunks = [wave[i:i + size] for i in range(0, len(wave), size)]
+        if len(chunks) > 1 and len(chunks[-1]) < sr:  # a tail shorter than 1 s is dropped
+            chunks.pop()
+        return chunks
+
+    @torch.inference_mode()
+    def _encode_window(self, x: np.ndarray) -> torch.Tensor:
+        need = self.receptive_field()
+        if len(x) < need:  # very short clip: zero-pad to one output frame instead of failing in the conv
+            x = np.pad(x, (0, need - len(x)))
+        inputs = self.processor(x, sampling_rate=self.cfg.audio_sample_rate, return_tensors="pt")
+        kwargs = {"input_values": inputs["input_values"].to(self.device, self.dtype)}
+        if "attention_mask" in inputs:
+            kwargs["attention_mask"] = inputs["attention_mask"].to(self.device)
+        out = self.model(**kwargs, output_hidden_states=True)
+        hidden = torch.stack(out.hidden_states)[:, 0]  # [L+1, T, H]
+        return hidden.float().mean(dim=1)  # [L+1, H]
+
+    def encode(self, wave: np.ndarray) -> torch.Tensor:
+        """Mono float32 [samples] at ``cfg.audio_sample_rate`` -> [cfg.mert_layers, cfg.mert_dim] (float32).
+
+        ``cfg.mert_windows``: ``"all"`` encodes consecutive ``cfg.mert_window_s`` windows of the whole clip
+        (a last partial window counts when it is at least 1 s long) and takes the plain mean of the
+        per-window results, each window weighing the same (the official formula, sum / count);
+        ``"reference"`` encodes only the first window (what the official code does, §1.2).
+        """
+        w = np.asarray(wave)
+        if w.ndim != 1:
+            raise ValueError(f"MERT input must be mono [samples], got shape {list(w.shape)}")
+        if w.size == 0:
+            raise ValueError("MERT input audio is empty")
+        if not np.isfinite(w).all():
+            raise ValueError("MERT input audio contains NaN or inf")
+        w = w.astype(np.float32, copy=False)
+        feats = torch.stack([self._encode_window(x) for x in self.windows(w)]).mean(dim=0)
+        expected = (self.cfg.mert_layers, self.cfg.mert_dim)
+        if tuple(feats.shape) != expected:
+            raise RuntimeError(f"MERT produced {list(feats.shape)}, config expects {list(expected)}")
+        return feats
+
+
+# ----------------------------------------------------------------------------------------------
+# ViT / ViViT (same layer layout)
+
+# transformers 5.23 name -> transformers 4.35 name, inside one ViT/ViViT layer
+_VIT_LAYER_RENAMES = [
+    (".attention.q_proj.", ".attention.attention.query."),
+    (".attention.k_proj.", ".attention.attention.key."),
+    (".attention.v_proj.", ".attention.attention.value."),
+    (".attention.o_proj.", ".attention.output.dense."),
+    (".mlp.fc1.", ".intermediate.dense."),
+    (".mlp.fc2.", ".output.dense."),
+]
+
+
+def vit_official_name(key: str) -> str:
+    """``layers.3.attention.q_proj.weight`` -> ``encoder.layer.3.attention.attention.query.weight``."""
+    m = re.match(r"layers\.(\d+)(\..*)$", key)
+    if m is None:
+        return key
+    rest = m.group(2)
+    for new, old in _VIT_LAYER_RENAMES:
+        if rest.startswith(new):
+            rest = old + rest[len(new):]
+            break
+    return f"encoder.layer.{m.group(1)}{rest}"
+
+
+class ImageEncoder(_LazyEncoder):
+    """ViT: an image (path, PIL, array) -> last_hidden_state[0] [cfg.vit_tokens, cfg.vit_dim]."""
+
+    kind = "ViT"
+    _seed = 2
+
+    def _path(self) -> str | None:
+        return self.cfg.vit_path
+
+    def _hf_config(self):
+        from transformers import ViTConfig
+
+        d = self._pretrained_dir()
+        if d is None:
+            if self.cfg.vit_config is None:
+                raise ValueError("ViT: set cfg.vit_path (weights) or cfg.vit_config (random tiny model)")
+            config = ViTConfig(**self.cfg.vit_config)
+        else:
+            config = ViTConfig.from_pretrained(d)
+        if config.image_size != self.cfg.image_size:
+            raise ValueError(f"ViT image_size {config.image_size} != cfg.image_size {self.cfg.image_size}")
+        return config
+
+    def _new_model(self, config) -> nn.Module:
+        from transformers import ViTModel
+
+        return ViTModel(config)  # with the pooler: official checkpoints have pooler.dense.*
+
+    def _from_pretrained(self, directory: Path, config) -> nn.Module:
+        from transformers import ViTModel
+
+        return ViTModel.from_pretrained(directory, config=config, dtype=self.dtype)
+
+    def _official_name(self, key: str) -> str:
+        return vit_official_name(key)
+
+    def _build_processor(self):
+        from transformers import ViTImageProcessorPil
+
+        d = self._pretrained_dir()
+        size = {"height": self.cfg.image_size, "width": self.cfg.image_size}
+        if d is not None and (d / "preprocessor_config.json").exists():
+            return ViTImageProcessorPil.from_pretrained(d, size=size)
+        # what the official code gets from vit-base-patch16-224: bilinear resize, [0,1] -> mean/std 0.5
+        return ViTImageProcessorPil(size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+    @torch.inference_mode()
+    def encode(self, image: Any) -> torch.Tensor:
+        """-> float32 [cfg.vit_tokens, cfg.vit_dim] (CLS + patch tokens)."""
+        img = media.load_image(image)
+        pixels = self.processor(images=img, return_tensors="pt")["pixel_values"]  # [1, 3, S, S]
+        out = self.model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state[0].float()
+        expected = (self.cfg.vit_tokens, self.cfg.vit_dim)
+        if tuple(out.shape) != expected:
+            raise RuntimeError(f"ViT produced {list(out.shape)}, config expects {list(expected)}")
+        return out
+
+
+class VideoEncoder(_LazyEncoder):
+    """ViViT: a video (path or frames) -> last_hidden_state[0] [cfg.vivit_tokens, cfg.vivit_dim]."""
+
+    kind = "ViViT"
+    _seed = 3
+
+    def _path(self) -> str | None:
+        return self.cfg.vivit_path
+
+    def _hf_config(self):
+        from transformers import VivitConfig
+
+        d = self._pretrained_dir()
+        if d is None:
+            if self.cfg.vivit_config is None:
+                raise ValueError("ViViT: set cfg.vivit_path (weights) or cfg.vivit_config (random tiny model)")
+            config = VivitConfig(**self.cfg.vivit_config)
+        else:
+            config = VivitConfig.from_pretrained(d)
+        if config.num_frames != self.cfg.video_frames:
+            raise ValueError(f"ViViT num_frames {config.num_frames} != cfg.video_frames {self.cfg.video_frames}")
+        return config
+
+    def _new_model(self, config) -> nn.Module:
+        from transformers import VivitModel
+
+        return VivitModel(config)
+
+    def _from_pretrained(self, directory: Path, config) -> nn.Module:
+        from transformers import VivitModel
+
+        return VivitModel.from_pretrained(directory, config=config, dtype=self.dtype)
+
+    def _official_name(self, key: str) -> str:
+        return vit_official_name(key)
+
+    def _build_processor(self):
+        from transformers import VivitImageProcessor
+
+        d = self._pretrained_dir()
+        if d is not None and (d / "preprocessor_config.json").exists():
+            return VivitImageProcessor.from_pretrained(d)
+        s = self.cfg.image_size
+        # HF defaults otherwise (rescale 1/127.5 with offset, mean/std 0.5), as the official code gets
+        return VivitImageProcessor(size={"shortest_edge": s}, crop_size={"height": s, "width": s})
+
+    @torch.inference_mode()
+    def encode(self, video: Any, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """-> float32 [cfg.vivit_tokens, cfg.vivit_dim]; frames from ``media.load_video_frames``."""
+        frames = media.load_video_frames(video, self.cfg.video_frames, self.cfg.video_sampling, rng)
+        pixels = self.processor(frames, return_tensors="pt")["pixel_values"]  # [1, T, 3, S, S]
+        out = self.model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state[0].float()
+        expected = (self.cfg.vivit_tokens, self.cfg.vivit_dim)
+        if tuple(out.shape) != expected:
+            raise RuntimeError(f"ViViT produced {list(out.shape)}, config expects {list(expected)}")
+        return out
