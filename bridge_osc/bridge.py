@@ -144,9 +144,10 @@ class Bridge:
     # ------------------------------------------------------------------ loop
     def serve(self) -> None:
         """Run until stop(). Opens the server Client in this thread."""
+        # Plain sockets are registered by file number: zmq.Poller reports them by number.
         self._poller = zmq.Poller()
-        self._poller.register(self.sock, zmq.POLLIN)
-        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._poller.register(self.sock.fileno(), zmq.POLLIN)
+        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
         self._open_client()
         log.info("OSC bridge on udp %s:%d -> server %s (replies default to port %d)",
                  self.host, self.port, self.client.endpoint, self.default_reply_port)
@@ -154,7 +155,7 @@ class Bridge:
             while not self._stop.is_set():
                 timeout_ms = max(0, int((self._next_deadline() - time.monotonic()) * 1000)) + 1
                 events = dict(self._poller.poll(timeout_ms))
-                if self.sock in events:
+                if self.sock.fileno() in events:
                     self._drain_udp()
                 if self.client is not None and self.client.socket in events:
                     self._drain_server()

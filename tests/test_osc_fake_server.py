@@ -1,0 +1,262 @@
+"""The OSC bridge against a scripted fake ROUTER that speaks docs/protocol.md.
+
+Kept beside the real-server tests (test_osc_bridge.py) for what the tiny model cannot produce on
+demand: a long multi-byte text answer (chunking), streamed `text` events (thinking progress), a job
+that fails, a job the server forgets across a restart, and exact control of when the server dies.
+"""
+
+import socket
+import threading
+import time
+
+import pytest
+import zmq
+
+from bridge_osc import osc
+from bridge_osc.bridge import start_in_thread
+from server import protocol
+
+LONG_TEXT = ("Ceci est une réponse très détaillée 🎵 — " * 80).strip()  # ~3.6 KB, 2- and 4-byte chars
+
+
+class FakeServer:
+    """A ROUTER on 127.0.0.1 answering ping/hello/submit/status/cancel/subscribe from a script."""
+
+    def __init__(self, port: int | None = None, forget_jobs: bool = False):
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if port is None:
+            port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        else:
+            deadline = time.monotonic() + 5
+            while True:  # the previous server's port may take a moment to free
+                try:
+                    self.sock.bind(f"tcp://127.0.0.1:{port}")
+                    break
+                except zmq.ZMQError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        self.port = port
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self.forget_jobs = forget_jobs
+        self.requests: list[dict] = []
+        self.held: dict[str, bytes] = {}  # job -> identity of jobs waiting for a cancel
+        self._count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+
+    def _send(self, identity, header):
+        self.sock.send_multipart([identity, *protocol.encode({"v": 1, **header})])
+
+    def _run(self):
+        while not self._stop.is_set():
+            if not self.sock.poll(20):
+                continue
+            identity, *frames = self.sock.recv_multipart()
+            header, _ = protocol.decode(frames)
+            self.requests.append(header)
+            self._answer(identity, header)
+        self.sock.close(0)
+
+    def _answer(self, identity, h):
+        op, req = h["op"], h.get("req")
+        if op == "ping":
+            self._send(identity, {"op": "pong", "req": req, "server_version": "fake", "time": time.time()})
+        elif op == "hello":
+            self._send(identity, {"op": "welcome", "req": req, "server_version": "fake-1", "protocol": 1,
+                                  "model": {"name": "fake", "preset": "tiny", "tiny": True, "sample_rate": 32000}})
+        elif op == "submit":
+            self._count += 1
+            job = f"job{self._count}"
+            prompt = h["params"]["prompt"]
+            self._send(identity, {"op": "accepted", "req": req, "job": job, "queue_position": 0})
+            if prompt == "hold":
+                self.held[job] = identity
+                return
+            self._send(identity, {"op": "progress", "job": job, "stage": "encoding", "fraction": 0.1})
+            if prompt == "fail":
+                self._send(identity, {"op": "error", "job": job, "code": "job_failed", "message": "boom"})
+                return
+            self._send(identity, {"op": "progress", "job": job, "stage": "thinking", "fraction": 0.3})
+            self._send(identity, {"op": "text", "job": job, "text": "Ceci", "delta": "Ceci"})
+            self._send(identity, {"op": "text", "job": job, "text": "Ceci est", "delta": " est"})
+            path = "" if h["kind"] == "ask" else f"/tmp/fake/{job}/result.wav"
+            self._send(identity, {"op": "done", "job": job, "state": "done", "text": LONG_TEXT,
+                                  "audio_path": path, "duration": 4.0 if path else None,
+                                  "sample_rate": 32000 if path else None, "channels": 1})
+        elif op == "cancel":
+            identity_of_job = self.held.pop(h["job"], None)
+            self._send(identity, {"op": "cancelling", "req": req, "job": h["job"], "state": "running"})
+            if identity_of_job is not None:
+                self._send(identity_of_job, {"op": "cancelled", "job": h["job"]})
+        elif op == "status":
+            self._send(identity, {"op": "job", "req": req, "job": h["job"], "state": "running",
+                                  "fraction": 0.25, "stage": "generating", "queue_position": 0})
+        elif op == "subscribe":
+            if self.forget_jobs:
+                self._send(identity, {"op": "error", "req": req, "code": "not_found",
+                                      "message": f"no job {h['job']}"})
+            else:
+                self._send(identity, {"op": "subscribed", "req": req, "job": h["job"], "state": "failed",
+                                      "error": {"code": "interrupted", "message": "the server stopped"}})
+
+
+class OscPeer:
+    """A UDP socket that sends to the bridge and receives its replies on its own port."""
+
+    def __init__(self, bridge_port: int):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.bridge = ("127.0.0.1", bridge_port)
+
+    def send(self, address, *args):
+        self.sock.sendto(osc.encode(address, *args), self.bridge)
+
+    def send_raw(self, dgram):
+        self.sock.sendto(dgram, self.bridge)
+
+    def expect(self, address, timeout=5.0):
+        """Messages received until (and including) the first one at `address`."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {address} within {timeout} s; got {[(m.address, m.args) for m in got]}")
+            self.sock.settimeout(left)
+            try:
+                dgram = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            m = osc.decode(dgram)[0]
+            got.append(m)
+            if m.address == address:
+                return got
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def fake():
+    server = FakeServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bridge(fake):
+    handle = start_in_thread(fake.endpoint, port=0, ping_interval_s=0.1, ping_timeout_s=0.5)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def peer(bridge):
+    p = OscPeer(bridge.port)
+    p.send("/m2u/hello", ("i", p.port))
+    welcome = p.expect("/m2u/welcome")[-1]
+    assert welcome.args[6] == p.port
+    yield p
+    p.close()
+
+
+@pytest.mark.timeout(30)
+def test_long_text_is_chunked_and_thinking_streams_as_progress(peer, fake):
+    peer.send("/m2u/ask", ("s", "what"), ("s", "is"), ("s", "this"), ("s", "/tmp/in.wav"), ("f", 1.0), ("f", 2.0))
+    got = peer.expect("/m2u/done")
+    addresses = [m.address for m in got]
+    assert addresses[0] == "/m2u/accepted"
+    thinking = [m for m in got if m.address == "/m2u/progress" and m.args[2] == "thinking"]
+    assert len(thinking) >= 3  # the stage change + one per streamed text event
+    assert thinking[-1].args[1] == pytest.approx(0.3)
+    chunks = [m for m in got if m.address == "/m2u/text"]
+    assert len(chunks) == len(osc.utf8_chunks(LONG_TEXT, 1000)) >= 4
+    assert [m.args[1] for m in chunks] == list(range(len(chunks)))
+    assert {m.args[2] for m in chunks} == {len(chunks)}
+    assert all(len(m.args[3].encode()) <= 1000 for m in chunks)
+    assert "".join(m.args[3] for m in chunks) == LONG_TEXT
+    done = got[-1]
+    assert done.tags == "ssfi" and done.args[1:] == ["", 0.0, 0]
+    submit = [h for h in fake.requests if h["op"] == "submit"][-1]
+    assert submit["kind"] == "ask"
+    assert submit["params"]["prompt"] == "what is this"
+    assert submit["inputs"] == {"audio": {"path": "/tmp/in.wav", "start": 1.0, "end": 2.0}}
+
+
+@pytest.mark.timeout(30)
+def test_settings_last_and_failures(peer, fake):
+    peer.send("/m2u/set", ("s", "bpm"), ("f", 120.0))
+    assert peer.expect("/m2u/set")[-1].args == ["bpm", 120.0]
+    peer.send("/m2u/set", ("s", "seed"), ("f", 7.0))
+    assert peer.expect("/m2u/set")[-1].args == ["seed", 7]
+    peer.send("/m2u/edit", ("s", "more drums"), ("s", "last"))  # no job yet
+    assert peer.expect("/m2u/error")[-1].args[1] == "no_job"
+
+    peer.send("/m2u/generate", ("s", "lofi"), ("f", 4.0))
+    done = peer.expect("/m2u/done")[-1]
+    assert done.args[1] == "/tmp/fake/job1/result.wav" and done.args[2:] == [4.0, 32000]
+    submit = [h for h in fake.requests if h["op"] == "submit"][-1]
+    assert submit["params"] == {"prompt": "lofi", "duration": 4.0, "seed": 7, "context": {"bpm": 120.0}}
+
+    peer.send("/m2u/edit", ("s", "more drums"), ("s", "last"), ("f", 3.0))
+    peer.expect("/m2u/done")
+    submit = [h for h in fake.requests if h["op"] == "submit"][-1]
+    assert submit["inputs"] == {"audio": {"path": "/tmp/fake/job1/result.wav"}}
+    assert submit["params"]["duration"] == 3.0
+
+    peer.send("/m2u/generate", ("s", "fail"))
+    error = peer.expect("/m2u/error")[-1]
+    assert error.args == ["job3", "job_failed", "boom"]
+    peer.send("/m2u/edit", ("s", "again"), ("s", "last"))  # last = the failed job: no audio
+    error = peer.expect("/m2u/error")[-1]
+    assert error.args[:2] == ["", "not_ready"]
+
+
+@pytest.mark.timeout(30)
+def test_cancel_and_status(peer, fake):
+    peer.send("/m2u/generate", ("s", "hold"))
+    job = peer.expect("/m2u/accepted")[-1].args[0]
+    peer.send("/m2u/status", ("s", "last"))
+    status = peer.expect("/m2u/status")[-1]
+    assert status.tags == "ssfsi" and status.args == [job, "running", 0.25, "generating", 0]
+    peer.send("/m2u/cancel", ("s", "last"))
+    assert peer.expect("/m2u/cancelled")[-1].args == [job]
+    assert [h["job"] for h in fake.requests if h["op"] == "cancel"] == [job]
+
+
+@pytest.mark.timeout(40)
+def test_server_goes_away_and_comes_back(peer, fake, bridge):
+    peer.send("/m2u/generate", ("s", "hold"))
+    job = peer.expect("/m2u/accepted")[-1].args[0]
+    port = fake.port
+    fake.stop()
+    down = peer.expect("/m2u/server", timeout=5)[-1]
+    assert down.args[0] == "down"
+    peer.send("/m2u/generate", ("s", "lofi"))
+    error = peer.expect("/m2u/error")[-1]
+    assert error.args[:2] == ["", "server_unavailable"]
+    peer.send("/m2u/ping")
+    assert peer.expect("/m2u/pong")[-1].args[1] == "down"
+
+    back = FakeServer(port, forget_jobs=False)
+    try:
+        got = peer.expect("/m2u/server", timeout=10)
+        assert got[-1].args[0] == "up"
+        # the job that ran when the server died is reported as interrupted
+        error = peer.expect("/m2u/error", timeout=5)[-1]
+        assert error.args[:2] == [job, "interrupted"]
+        peer.send("/m2u/generate", ("s", "lofi"))
+        assert peer.expect("/m2u/done")[-1].args[1].endswith("result.wav")
+        peer.send("/m2u/hello", ("i", peer.port))
+        welcome = peer.expect("/m2u/welcome")[-1]
+        assert welcome.args[1:6] == ["up", "fake-1", "fake", 1, 32000]
+    finally:
+        back.stop()
