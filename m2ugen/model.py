@@ -1,0 +1,423 @@
+"""The top-level M2UGen model: encoders -> bridges -> LLaMA (+ adapters) -> [AUD] states -> music decoder.
+
+Attribute names follow the official state dict where a module owns weights (``llama``, ``mu_mert``,
+``iu_vit``, ``iu_vivit``, ``prefix_query``, ``output_projector``); the frozen encoders and the music
+decoder live in lazy holders (``music_encoder``, ``image_encoder``, ``video_encoder``, ``decoder``)
+that are *not* registered as submodules: they load their own weights when first used.
+
+Public API: docs/model-api.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from m2ugen.bridges import UnderstandingBridge
+from m2ugen.config import AUDIO_TOKENS, PROMPT_TEMPLATE, M2UGenConfig
+from m2ugen.generate import Generation, generate, teacher_force_hidden
+from m2ugen.llama import Transformer, build_adapters
+from m2ugen.projector import OutputProjector
+from m2ugen.tokenizer import audio_token_ids, load_tokenizer
+
+logger = logging.getLogger("m2ugen")
+
+_AUD_RE = re.compile(r"\[AUD\d+\]")
+STAGES = ("encoding", "thinking", "generating")
+
+
+@dataclass
+class Event:
+    """Progress report passed to ``chat(on_event=...)``; stage in encoding | thinking | generating."""
+
+    stage: str
+    fraction: float
+    text: str = ""
+
+
+@dataclass
+class Reply:
+    """What ``chat`` returns. ``audio`` is float32 [channels, samples] or None."""
+
+    text: str  # the reply without [AUDk] tokens
+    audio: np.ndarray | None
+    sample_rate: int
+    seed: int = 0
+    raw_text: str = ""  # the reply as decoded, [AUDk] kept (what the official code feeds the decoder)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _set_plain(obj: nn.Module, name: str, value: Any):
+    """Keep a holder as a plain attribute (never a registered submodule, never in the state dict)."""
+    object.__setattr__(obj, name, value)
+
+
+class M2UGen(nn.Module):
+    def __init__(self, cfg: M2UGenConfig, tokenizer=None):
+        super().__init__()
+        if tokenizer is None:
+            tokenizer = load_tokenizer(cfg)
+        if cfg.vocab_size == 0:
+            cfg = cfg.replace(vocab_size=len(tokenizer))
+        if cfg.vocab_size < len(tokenizer):
+            raise ValueError(f"cfg.vocab_size {cfg.vocab_size} is smaller than the tokenizer ({len(tokenizer)})")
+        self.cfg = cfg
+        _set_plain(self, "tokenizer", tokenizer)
+        self.audio_token_ids = audio_token_ids(tokenizer)
+
+        self.llama = Transformer(cfg)
+        self.mu_mert = UnderstandingBridge(cfg.mert_layers, cfg.mert_dim, cfg.dim, cfg.feature_scaler,
+                                           cfg.bridge_norm_eps)
+        self.iu_vit = UnderstandingBridge(cfg.vit_tokens, cfg.vit_dim, cfg.dim, cfg.feature_scaler,
+                                          cfg.bridge_norm_eps)
+        self.iu_vivit = UnderstandingBridge(cfg.vivit_tokens, cfg.vivit_dim, cfg.dim, cfg.feature_scaler,
+                                            cfg.bridge_norm_eps)
+        self.prefix_query = nn.Embedding(cfg.n_prefix, cfg.dim)
+        self.output_projector = OutputProjector(
+            cfg.dim, cfg.output_dim, cfg.num_gen_audio_tokens, cfg.num_output_tokens, cfg.projector_dim,
+            cfg.projector_heads, cfg.projector_layers, cfg.projector_ffn,
+        )
+
+        from m2ugen import decoders, encoders
+
+        _set_plain(self, "music_encoder", encoders.MusicEncoder(cfg))
+        _set_plain(self, "image_encoder", encoders.ImageEncoder(cfg))
+        _set_plain(self, "video_encoder", encoders.VideoEncoder(cfg))
+        _set_plain(self, "decoder", decoders.build_decoder(cfg))
+
+    # ------------------------------------------------------------------------------------------
+    # construction and loading
+
+    @classmethod
+    def from_config(cls, cfg: M2UGenConfig, device: str | torch.device | None = None, tokenizer=None) -> "M2UGen":
+        """Random weights (official init: [AUD] input-embedding rows 1.0, LoRA l2 and gates zero). No downloads."""
+        model = cls(cfg, tokenizer=tokenizer)
+        with torch.no_grad():
+            model.llama.tok_embeddings.weight[model.audio_token_ids] = 1.0
+        model.place(device)
+        model.log_gate_report()
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> "M2UGen":
+        """Load real weights; see ``m2ugen.checkpoint.from_pretrained`` for the accepted sources."""
+        from m2ugen import checkpoint
+
+        model = checkpoint.from_pretrained(cls, *args, **kwargs)
+        model.log_gate_report()
+        return model
+
+    def load_reference_state_dict(self, sd: dict[str, torch.Tensor], strict: bool = True):
+        """Load a state dict with the official key names (``module.`` prefix allowed)."""
+        from m2ugen import checkpoint
+
+        result = checkpoint.load_reference_state_dict(self, sd, strict)
+        self.log_gate_report()
+        return result
+
+    def place(self, device: str | torch.device | None = None) -> "M2UGen":
+        """Cast the LLaMA to ``cfg.dtype`` (bridges/projector/prefix_query stay fp32, as official) and
+        move everything to ``device`` (None: stay where built, e.g. on the meta device)."""
+        dtype = getattr(torch, self.cfg.dtype, None)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"cfg.dtype {self.cfg.dtype!r} is not a torch floating dtype")
+        self.llama.to(dtype)
+        if device is not None:
+            self.to(device)
+        return self
+
+    def _apply(self, fn, recurse=True):
+        # model.to(device) / .cuda(): the lazy holders follow the weights' device
+        out = super()._apply(fn, recurse)
+        dev = self.device
+        if dev.type != "meta":
+            for holder in self.holders():
+                _move_holder(holder, dev)
+        return out
+
+    def holders(self) -> list[Any]:
+        """The lazy, non-module parts: music/image/video encoders and the music decoder."""
+        return [h for h in (getattr(self, n, None) for n in ("music_encoder", "image_encoder", "video_encoder",
+                                                             "decoder")) if h is not None]
+
+    # ------------------------------------------------------------------------------------------
+    # properties
+
+    @property
+    def config(self) -> M2UGenConfig:
+        return self.cfg
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def device(self) -> torch.device:
+        return self.llama.tok_embeddings.weight.device
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.decoder.sample_rate)
+
+    # ------------------------------------------------------------------------------------------
+    # gates
+
+    def gate_report(self) -> dict[str, Any]:
+        """tanh(gate) statistics over every layer/head; ``all_zero`` means modality inputs cannot affect text."""
+        gates = [layer.attention.gate for layer in self.llama.layers]
+        if any(g.is_meta for g in gates):
+            return {"n_layers": len(gates), "all_zero": None, "note": "weights not materialised"}
+        g = torch.tanh(torch.stack([x.detach().float().flatten() for x in gates]))  # [n_layers, n_heads]
+        per_layer = g.abs().mean(dim=1)
+        return {
+            "n_layers": g.shape[0],
+            "n_heads": g.shape[1],
+            "min": float(g.min()),
+            "max": float(g.max()),
+            "mean_abs": float(g.abs().mean()),
+            "per_layer_mean_abs": [float(x) for x in per_layer],
+            "nonzero_layers": [i for i, x in enumerate(per_layer.tolist()) if x > 0],
+            "all_zero": bool(torch.count_nonzero(g) == 0),
+        }
+
+    def log_gate_report(self) -> dict[str, Any]:
+        rep = self.gate_report()
+        if rep.get("all_zero") is None:
+            return rep
+        logger.info("attention gates tanh(gate): min %.4g max %.4g mean|.| %.4g, non-zero in %d of %d layers",
+                    rep["min"], rep["max"], rep["mean_abs"], len(rep["nonzero_layers"]), rep["n_layers"])
+        if rep["all_zero"]:
+            logger.warning("every attention gate is zero: image/video/music inputs have no effect on the text "
+                           "(the prefix adapters are multiplied by tanh(0) = 0)")
+        return rep
+
+    # ------------------------------------------------------------------------------------------
+    # encoding
+
+    def _bridge(self, bridge: UnderstandingBridge, feats: torch.Tensor, what: str) -> torch.Tensor:
+        """Encoder output [T, D] or [B, T, D] -> [B, 1, dim] LLaMA-space features."""
+        if not isinstance(feats, torch.Tensor):
+            raise ValueError(f"{what} features must be a torch.Tensor, got {type(feats).__name__}")
+        if feats.dim() == 2:
+            feats = feats.unsqueeze(0)
+        if feats.dim() != 3 or feats.shape[1:] != (bridge.in_tokens, bridge.in_dim):
+            raise ValueError(f"{what} features must be [{bridge.in_tokens}, {bridge.in_dim}] (optionally batched), "
+                             f"got {list(feats.shape)}")
+        if not torch.isfinite(feats).all():
+            raise ValueError(f"{what} features contain NaN or infinite values")
+        p = bridge.agg.weight
+        return bridge(feats.to(device=p.device, dtype=p.dtype))
+
+    def encode_audio(self, audio) -> torch.Tensor:
+        """(wave, sr) or a path -> [1, 1, dim]. MERT at 24 kHz mono; see m2ugen.encoders for windows."""
+        from m2ugen import media
+
+        wave = media.load_audio(audio, self.cfg.audio_sample_rate, self.cfg.max_audio_s)
+        return self._bridge(self.mu_mert, self.music_encoder.encode(wave), "audio")
+
+    def encode_image(self, image) -> torch.Tensor:
+        return self._bridge(self.iu_vit, self.image_encoder.encode(image), "image")
+
+    def encode_video(self, video) -> torch.Tensor:
+        return self._bridge(self.iu_vivit, self.video_encoder.encode(video), "video")
+
+    def adapters(self, audio_feats=None, image_feats=None, video_feats=None) -> list[torch.Tensor | None]:
+        """Per-layer adapters from bridged features [B, 1, dim] (None = modality absent)."""
+        return build_adapters(self.cfg, self.prefix_query.weight.float(), audio_feats, image_feats, video_feats)
+
+    # ------------------------------------------------------------------------------------------
+    # text
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The official prompt template with BOS; ValueError when empty or too long for the context."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("prompt must be a non-empty string")
+        ids = self.tokenizer(PROMPT_TEMPLATE.format(instruction=prompt)).input_ids
+        limit = self.cfg.max_seq_len
+        if len(ids) >= limit:
+            raise ValueError(f"prompt is {len(ids)} tokens with the template; the context limit is {limit} tokens "
+                             f"(prompt + reply)")
+        return ids
+
+    @torch.no_grad()
+    def next_token_logits(
+        self,
+        token_ids: torch.Tensor,
+        audio_feats: torch.Tensor | None = None,
+        image_feats: torch.Tensor | None = None,
+        video_feats: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Next-token logits [B, vocab] (float32) after ``token_ids`` [B, T] (no padding; include BOS).
+
+        ``*_feats`` are encoder outputs as ``model.music_encoder.encode`` / ``image_encoder.encode`` /
+        ``video_encoder.encode`` return them ([tokens, dim], or batched [B or 1, tokens, dim]); they go
+        through the bridges and into the adapter layers exactly as in ``chat``. With all gates zero (the
+        official checkpoints, probably) the features cannot change the logits.
+        """
+        if not isinstance(token_ids, torch.Tensor) or token_ids.dim() != 2 or token_ids.dtype != torch.long:
+            raise ValueError("token_ids must be a [B, T] torch.long tensor")
+        B, T = token_ids.shape
+        if T == 0 or T > self.cfg.max_seq_len:
+            raise ValueError(f"token_ids length must be 1..{self.cfg.max_seq_len}, got {T}")
+        if token_ids.min() < 0 or token_ids.max() >= self.cfg.vocab_size:
+            raise ValueError(f"token ids must lie in [0, {self.cfg.vocab_size})")
+        feats = {}
+        for name, bridge, x in (("audio", self.mu_mert, audio_feats), ("image", self.iu_vit, image_feats),
+                                ("video", self.iu_vivit, video_feats)):
+            if x is not None:
+                f = self._bridge(bridge, x, name)
+                if f.shape[0] not in (1, B):
+                    raise ValueError(f"{name} features have batch {f.shape[0]}, tokens have batch {B}")
+                feats[name] = f
+        adapters = self.adapters(feats.get("audio"), feats.get("image"), feats.get("video"))
+        logits, _ = self.llama(token_ids.to(self.device), adapters=adapters)
+        return logits
+
+    # ------------------------------------------------------------------------------------------
+    # chat
+
+    def _check_options(self, conditioning, duration_s, want_audio, max_new_tokens, temperature, top_p, seed):
+        if conditioning not in ("text", "embedding"):
+            raise ValueError(f"conditioning must be 'text' or 'embedding', got {conditioning!r}")
+        if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s <= 0:
+            raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
+        if want_audio not in (None, True, False):
+            raise ValueError(f"want_audio must be None, True or False, got {want_audio!r}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        if seed is not None and (not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+    @torch.no_grad()
+    def chat(
+        self,
+        prompt: str,
+        audio=None,
+        image=None,
+        video=None,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        conditioning: str = "text",
+        duration_s: float = 10.0,
+        want_audio: bool | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> Reply:
+        """One instruction -> Reply(text, audio, sample_rate, ...). See docs/model-api.md.
+
+        conditioning="text" is the official inference: the decoder's text prompt is the reply as decoded,
+        first line, with the literal "[AUD0]..[AUD7]" strings in it (kept for fidelity to the official
+        outputs). conditioning="embedding" is what the paper trains for: output_projector(hidden states
+        predicting [AUD0..7], their token embeddings) * cfg.embedding_scale conditions the decoder.
+        want_audio: None decodes music only when the reply produced all eight [AUD] tokens; True appends
+        them (teacher-forced through the LLM) when missing; False never decodes.
+        """
+        cfg = self.cfg
+        max_new_tokens = cfg.max_new_tokens if max_new_tokens is None else max_new_tokens
+        temperature = cfg.temperature if temperature is None else temperature
+        top_p = cfg.top_p if top_p is None else top_p
+        self._check_options(conditioning, duration_s, want_audio, max_new_tokens, temperature, top_p, seed)
+        ids = self.prompt_ids(prompt)
+        if want_audio is True:
+            room = cfg.max_seq_len - len(ids) - len(self.audio_token_ids)
+            if room < 1:
+                raise ValueError(f"prompt is {len(ids)} tokens; with the 8 [AUD] tokens it leaves no room in the "
+                                 f"context limit of {cfg.max_seq_len} tokens")
+            max_new_tokens = min(max_new_tokens, room)
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+        emit = on_event if on_event is not None else (lambda event: None)
+        timings: dict[str, float] = {}
+
+        # 1. encoding
+        t0 = time.perf_counter()
+        given = [(n, x) for n, x in (("audio", audio), ("image", image), ("video", video)) if x is not None]
+        emit(Event("encoding", 0.0, ""))
+        feats: dict[str, torch.Tensor] = {}
+        for i, (name, x) in enumerate(given):
+            feats[name] = getattr(self, f"encode_{name}")(x)
+            emit(Event("encoding", (i + 1) / len(given), name))
+        if not given:
+            emit(Event("encoding", 1.0, ""))
+        adapters = self.adapters(feats.get("audio"), feats.get("image"), feats.get("video"))
+        timings["encoding"] = time.perf_counter() - t0
+
+        # 2. thinking
+        t0 = time.perf_counter()
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+
+        def on_step(rows: list[list[int]]):
+            so_far = self.tokenizer.decode(rows[0], skip_special_tokens=True)
+            emit(Event("thinking", min(1.0, len(rows[0]) / max_new_tokens), _clean(so_far)))
+
+        gen: Generation = generate(
+            self.llama, self.tokenizer, [ids], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            adapters=adapters, generator=generator, audio_token_ids=self.audio_token_ids, on_step=on_step,
+        )[0]
+        raw_text = gen.text
+        hidden = gen.aud_hidden  # [8, dim] or None
+        if want_audio is True and hidden is None:
+            hidden = teacher_force_hidden(self.llama, ids + gen.reply_tokens, self.audio_token_ids, adapters)
+            raw_text = self.tokenizer.decode(gen.reply_tokens + self.audio_token_ids, skip_special_tokens=False)
+        timings["thinking"] = time.perf_counter() - t0
+
+        # 3. generating
+        audio_out = None
+        decode_music = want_audio is True or (want_audio is None and hidden is not None)
+        if decode_music:
+            t0 = time.perf_counter()
+            emit(Event("generating", 0.0, ""))
+            kwargs = dict(duration_s=float(duration_s), guidance_scale=cfg.guidance_scale, seed=seed,
+                          tokens_per_s=cfg.musicgen_tokens_per_s,
+                          on_progress=lambda f: emit(Event("generating", float(f), "")))
+            if conditioning == "text":
+                audio_out = self.decoder.generate(text=raw_text, **kwargs)
+            else:
+                audio_out = self.decoder.generate(embeds=self.music_embeddings(hidden), **kwargs)
+            audio_out = np.asarray(audio_out, dtype=np.float32)
+            emit(Event("generating", 1.0, ""))
+            timings["generating"] = time.perf_counter() - t0
+
+        return Reply(text=_clean(raw_text), audio=audio_out, sample_rate=self.sample_rate, seed=seed,
+                     raw_text=raw_text, timings=timings)
+
+    def music_embeddings(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[8, dim] (or [B, 8, dim]) [AUD] hidden states -> projector output * embedding_scale [B, Nq, out_dim]."""
+        if hidden.dim() == 2:
+            hidden = hidden.unsqueeze(0)
+        p = self.output_projector.fc.weight
+        aud = torch.tensor(self.audio_token_ids, device=self.device)
+        aud_embs = self.llama.tok_embeddings(aud).unsqueeze(0).expand(hidden.shape[0], -1, -1)  # [B, 8, dim]
+        out = self.output_projector(hidden.to(p.device, p.dtype), aud_embs.to(p.device, p.dtype))
+        return out * self.cfg.embedding_scale
+
+
+def _move_holder(holder: Any, device: torch.device):
+    """Point a lazy holder at ``device``; move its model if it is already built."""
+    if hasattr(holder, "to") and callable(holder.to):
+        holder.to(device)
+        return
+    if getattr(holder, "device", None) is None or torch.device(holder.device) == device:
+        return
+    holder.device = device
+    if getattr(holder, "loaded", False):
+        holder.model.to(device)
+
+
+def _clean(text: str) -> str:
+    """Reply text without the [AUDk] tokens."""
+    return re.sub(r"[ \t]{2,}", " ", _AUD_RE.sub("", text)).strip()
