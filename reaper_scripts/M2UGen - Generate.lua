@@ -1,0 +1,29 @@
+-- @description M2UGen: generate, edit and ask about music from REAPER
+-- @author M2UGen project
+-- @version 0.1.0
+-- @license MIT
+-- @about
+--   # M2UGen for REAPER
+--   Actions that talk to a local M2UGen server through the `m2ugen` command-line client:
+--   Generate (text, optionally an image or a video), Edit selection, Ask about selection,
+--   Cancel and Settings. The server (m2ugen serve) must be running; its discovery file tells
+--   these scripts where the CLI is.
+-- @provides
+--   [main] M2UGen - Ask about selection.lua
+--   [main] M2UGen - Edit selection.lua
+--   [main] M2UGen - Cancel.lua
+--   [main] M2UGen - Settings.lua
+--   [nomain] m2ugen/*.lua
+-- @changelog
+--   First release.
+
+-- The library lives in m2ugen/ next to this script (installed together by ReaPack).
+local script_dir = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"
+local loaded, import = pcall(dofile, script_dir .. "m2ugen/lib.lua")
+if not loaded then
+  reaper.ShowMessageBox("The M2UGen library is missing next to this script:\n" .. tostring(import) ..
+    "\n\nReinstall the M2UGen package (ReaPack) or copy the m2ugen folder beside the scripts.", "M2UGen", 0)
+  return
+end
+
+import("app").run("generate")

@@ -1,0 +1,50 @@
+-- Tiny WAV writer/reader for the tests (16-bit PCM), with string.pack.
+local wav = {}
+
+-- Writes `seconds` of a quiet sine to `path`; returns the number of frames written.
+function wav.write(path, seconds, rate, channels)
+  rate = math.floor(rate or 48000)
+  channels = math.floor(channels or 1)
+  local frames = math.floor(seconds * rate + 0.5)
+  local data = {}
+  for i = 0, frames - 1 do
+    local v = math.floor(3000 * math.sin(2 * math.pi * 440 * i / rate))
+    local s = string.pack("<i2", v)
+    data[#data + 1] = s:rep(channels)
+  end
+  local body = table.concat(data)
+  local f = assert(io.open(path, "wb"))
+  f:write("RIFF", string.pack("<I4", 36 + #body), "WAVE")
+  f:write("fmt ", string.pack("<I4I2I2I4I4I2I2", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16))
+  f:write("data", string.pack("<I4", #body), body)
+  f:close()
+  return frames
+end
+
+-- Returns {rate, channels, bits, frames, seconds} or nil, message.
+function wav.info(path)
+  local f = io.open(path, "rb")
+  if not f then return nil, "no file " .. path end
+  local blob = f:read("a")
+  f:close()
+  if blob:sub(1, 4) ~= "RIFF" or blob:sub(9, 12) ~= "WAVE" then return nil, "not a WAV: " .. path end
+  local pos, fmt = 13, nil
+  while pos + 8 <= #blob do
+    local id = blob:sub(pos, pos + 3)
+    local size = string.unpack("<I4", blob, pos + 4)
+    if id == "fmt " then
+      local tag, ch, rate, _, _, bits = string.unpack("<I2I2I4I4I2I2", blob, pos + 8)
+      fmt = { tag = tag, channels = ch, rate = rate, bits = bits }
+    elseif id == "data" and fmt then
+      local bytes_per_frame = fmt.channels * fmt.bits // 8
+      local data_size = math.min(size, #blob - pos - 7)
+      fmt.frames = data_size // bytes_per_frame
+      fmt.seconds = fmt.frames / fmt.rate
+      return fmt
+    end
+    pos = pos + 8 + size + (size % 2)
+  end
+  return nil, "no data chunk in " .. path
+end
+
+return wav
