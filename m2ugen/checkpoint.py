@@ -302,7 +302,7 @@ def _set_prefix_layout(model, legacy: bool) -> None:
     if cfg.legacy_prefix == legacy:
         return
     old = model.prefix_query.weight
-    cfg.legacy_prefix = legacy
+    cfg = model.cfg = cfg.replace(legacy_prefix=legacy)  # a copy: the caller's config is left alone
     rows = cfg.n_prefix
     log.info("prefix layout: %s (prefix_query [%d, %d])", "legacy summed" if legacy else "per-modality", rows, cfg.dim)
     model.prefix_query = nn.Embedding(rows, cfg.dim, device=old.device, dtype=old.dtype)
@@ -376,20 +376,16 @@ def load_reference_state_dict(model, sd: dict[str, torch.Tensor], strict: bool =
     for name, t in own_hits.items():
         _put(model, name, t)
     for attr, hsd in holder_sds.items():
-        if hsd:
-            holder = _holder(model, attr)
-            holder.load_state_dict({k: v for k, v in hsd.items() if k in holder_expected[attr]})
+        expected = holder_expected[attr]
+        if not hsd:
+            continue
+        if any(n not in hsd for n in expected):  # only with strict=False: a sub-model loads whole or not at all
+            log.warning("%s: incomplete sub-model weights in the checkpoint, not loaded", attr)
+            continue
+        _holder(model, attr).load_state_dict({k: v for k, v in hsd.items() if k in expected})
     log.info("loaded %d tensors (%d into sub-models) in %.1f s", len(own_hits),
              sum(len(h) for h in holder_sds.values()), time.perf_counter() - t0)
-    log_gates(model)
-
-
-def log_gates(model) -> Any:
-    """Run ``model.gate_report()`` (it logs, and warns when every gate is zero) once gates are real."""
-    gates = [p for n, p in model.named_parameters() if n.endswith("attention.gate")]
-    if not gates or any(g.is_meta for g in gates) or not hasattr(model, "gate_report"):
-        return None
-    return model.gate_report()
+    # the gate report (M2UGen.log_gate_report) is logged by the callers in m2ugen.model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -783,7 +779,6 @@ def load_converted_state_dict(model, sd: dict[str, torch.Tensor], meta: dict[str
     with torch.no_grad():
         model.llama.output.weight[start:] = aud.to(out_w.dtype)
     log.info("loaded %d trained tensors + %d [AUD] output rows", len(hits), aud.shape[0])
-    log_gates(model)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -891,50 +886,79 @@ def from_pretrained(cls, source=None, *, preset=None, llama_dir=None, mert_path=
     if name is None:
         raise ValueError(f"cannot tell the preset of {ckpt or spec.get('llama_dir')}: "
                          "give preset= (tiny, musicgen-small, musicgen-medium, audioldm2)")
-    # An official full checkpoint holds the sub-model weights: use known architectures for any
-    # sub-model whose path the spec does not give, so nothing has to come from the Hub.
-    cfg = offline_config(name) if (sd and not converted) else M2UGenConfig.preset(name)
-    changes = {k: spec[k] for k in ("llama_dir", "tokenizer_path", "mert_path", "vit_path", "vivit_path",
-                                    "decoder_path") if spec.get(k)}
-    for sub in ("mert", "vit", "vivit", "decoder"):
-        if f"{sub}_path" in changes:
-            changes[f"{sub}_config"] = None
-    if spec.get("dtype"):
-        changes["dtype"] = str(spec["dtype"]).removeprefix("torch.")
-    if spec.get("config"):
-        changes.update(spec["config"])
-    cfg = cfg.replace(**changes)
-    if sd:
-        emb = sd.get("llama.tok_embeddings.weight")
-        if emb is not None and cfg.vocab_size <= 0:
-            cfg.vocab_size = emb.shape[0]
-        pq = sd.get("prefix_query.weight")
-        if pq is not None and detect_prefix_layout(cfg, pq.shape[0]) is not None:
-            cfg.legacy_prefix = bool(detect_prefix_layout(cfg, pq.shape[0]))
-    log.info("building %s (%s) on the meta device", cfg.name, cfg.dtype)
+    full = bool(sd) and not converted
+    cfg = _config_for(name, spec, sd, full)
+    log.info("building %s (LLaMA %s) on the meta device", cfg.name, cfg.dtype)
 
-    if sd and not converted:
+    if full:
         with torch.device("meta"):
-            model = cls.from_config(cfg)
+            model = cls.from_config(cfg, device="meta")
         load_reference_state_dict(model, sd, strict=True)
-    else:
+    elif converted:
         if not cfg.llama_dir:
             raise ValueError(f"{ckpt} holds only the trained tensors; give llama_dir (LLaMA-2 base weights)")
-        if converted:
-            with torch.device("meta"):
-                model = cls.from_config(cfg)
-            load_llama(model, cfg.llama_dir)
-            load_converted_state_dict(model, sd, meta)
-        else:
-            # no M2UGen checkpoint: a fresh model (official init) on the LLaMA-2 base weights
-            model = cls.from_config(cfg)
-            load_llama(model, cfg.llama_dir)
+        with torch.device("meta"):
+            model = cls.from_config(cfg, device="meta")
+        load_llama(model, cfg.llama_dir)
+        load_converted_state_dict(model, sd, meta)
+    else:
+        # no M2UGen checkpoint: a fresh model (official init) on the LLaMA-2 base weights
+        model = cls.from_config(cfg)
+        load_llama(model, cfg.llama_dir)
     _check_materialized(model)
-    if torch.device(spec.get("device") or device).type != "cpu":
-        model.to(spec.get("device") or device)
+    model.place(spec.get("device") or device)
     model.eval()
     log.info("model ready in %.1f s", time.perf_counter() - t_start)
     return model
+
+
+def _resolvable(path: str | None) -> bool:
+    """True when a sub-model path is a local directory or a repo in the local Hugging Face cache."""
+    if not path:
+        return False
+    from m2ugen.encoders import resolve_pretrained_dir
+
+    try:
+        resolve_pretrained_dir(path, "sub-model")
+        return True
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def _config_for(name: str, spec: dict[str, Any], sd: dict[str, torch.Tensor], full: bool) -> M2UGenConfig:
+    """The preset, with the spec's paths/dtype/overrides and what the checkpoint's shapes imply.
+
+    ``full``: ``sd`` is a complete official state dict (sub-model weights and frozen LLaMA inside).
+    """
+    cfg = M2UGenConfig.preset(name)
+    changes: dict[str, Any] = {k: spec[k] for k in ("llama_dir", "tokenizer_path") if spec.get(k)}
+    known = offline_config(name)
+    for sub in ("mert", "vit", "vivit", "decoder"):
+        key = f"{sub}_path"
+        if spec.get(key):
+            changes[key], changes[f"{sub}_config"] = spec[key], None
+        elif full and getattr(known, key) is None and not _resolvable(getattr(cfg, key)):
+            # the official checkpoint holds this sub-model's weights: its known architecture suffices
+            log.info("%s: %r not available locally; using the checkpoint's weights with the known architecture",
+                     sub, getattr(cfg, key))
+            changes[key], changes[f"{sub}_config"] = None, getattr(known, f"{sub}_config")
+    dtype = spec.get("dtype")
+    if dtype is None and full:
+        # half-precision frozen LLaMA weights stay half (no fp32 copy of a 13 GB fp16 file)
+        wq = sd.get("llama.layers.0.attention.wq.weight")
+        if wq is not None and wq.dtype in (torch.float16, torch.bfloat16):
+            dtype = wq.dtype
+    if dtype is not None:
+        changes["dtype"] = str(dtype).removeprefix("torch.")
+    changes.update(spec.get("config") or {})
+    cfg = cfg.replace(**changes)
+    emb = sd.get("llama.tok_embeddings.weight")
+    if emb is not None and cfg.vocab_size <= 0:
+        cfg = cfg.replace(vocab_size=emb.shape[0])
+    pq = sd.get("prefix_query.weight")
+    if pq is not None and detect_prefix_layout(cfg, pq.shape[0]) is not None:
+        cfg = cfg.replace(legacy_prefix=bool(detect_prefix_layout(cfg, pq.shape[0])))
+    return cfg
 
 
 def _check_materialized(model) -> None:
