@@ -204,7 +204,9 @@ class Bridge:
         was_up = self.server_up
         self.server_up = False
         for req, pending in list(self.pending.items()):
-            if pending.target is not None:
+            if pending.what == "hello" and pending.target is not None:
+                self._send_welcome(pending.target)  # says "down"
+            elif pending.target is not None:
                 job = pending.request.job if pending.request and pending.what in ("status", "cancel") else ""
                 self._error(pending.target, job, "server_unavailable",
                             f"the server went away before answering: {why}")
@@ -289,17 +291,11 @@ class Bridge:
             self._send(target, "/m2u/pong", ("s", self.version), ("s", self._server_word()))
             return
         if request.op == "hello":
-            model = self.welcome.get("model") or {}
-            up = self.server_up is not False
-            self._send(
-                target, "/m2u/welcome",
-                ("s", self.version), ("s", self._server_word()),
-                ("s", str(self.welcome.get("server_version", "")) if up else ""),
-                ("s", str(model.get("name", "")) if up else ""),
-                ("i", 1 if up and model.get("tiny") else 0),
-                ("i", int(model.get("sample_rate") or 0) if up else 0),
-                ("i", target[1]),
-            )
+            if self.server_up is False:
+                self._send_welcome(target)
+            else:  # fresh model details from the server; /m2u/welcome goes out with its reply
+                req = self.client.send("hello", client=f"bridge_osc {self.version}")
+                self.pending[req] = Pending("hello", target, time.monotonic(), request)
             return
         if request.op == "set":
             self._apply_setting(client, request, target)
@@ -431,10 +427,14 @@ class Bridge:
                 self.jobs[pending.job].state = "failed"
             return
         if pending.what == "hello" and op == "welcome":
+            if self.welcome.get("server_version") != header.get("server_version") or \
+                    self.welcome.get("model") != header.get("model"):
+                model = header.get("model") or {}
+                log.info("server %s: version %s, model %s%s", self.client.endpoint, header.get("server_version"),
+                         model.get("name"), " (tiny, random weights)" if model.get("tiny") else "")
             self.welcome = header
-            model = header.get("model") or {}
-            log.info("server %s: version %s, model %s%s", self.client.endpoint, header.get("server_version"),
-                     model.get("name"), " (tiny, random weights)" if model.get("tiny") else "")
+            if target is not None:
+                self._send_welcome(target)
             return
         if pending.what == "submit" and op == "accepted":
             job = str(header["job"])
@@ -521,6 +521,19 @@ class Bridge:
             self._send(target, "/m2u/cancelled", ("s", job))
 
     # ------------------------------------------------------------------ OSC out
+    def _send_welcome(self, target: Address) -> None:
+        up = self.server_up is not False
+        model = (self.welcome.get("model") or {}) if up else {}
+        self._send(
+            target, "/m2u/welcome",
+            ("s", self.version), ("s", self._server_word()),
+            ("s", str(self.welcome.get("server_version", "")) if up else ""),
+            ("s", str(model.get("name", ""))),
+            ("i", 1 if model.get("tiny") else 0),
+            ("i", int(model.get("sample_rate") or 0)),
+            ("i", target[1]),
+        )
+
     def _server_word(self) -> str:
         return "down" if self.server_up is False else "up"
 

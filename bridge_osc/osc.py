@@ -76,7 +76,7 @@ def _decode_message(dgram: bytes) -> Message:
     if index >= len(dgram):  # no type tag string: a message without arguments (OSC 1.0 allows it)
         return Message(address, "", [])
     try:
-        tag_string, _ = osc_types.get_string(dgram, index)
+        tag_string, tags_start = osc_types.get_string(dgram, index)
     except (osc_types.ParseError, UnicodeDecodeError) as e:
         raise OscDecodeError(f"{address}: type tag string unreadable: {e}") from None
     if not tag_string.startswith(","):
@@ -85,6 +85,12 @@ def _decode_message(dgram: bytes) -> Message:
     unknown = sorted(set(tags) - KNOWN_TAGS - {"S"})
     if unknown:
         raise OscDecodeError(f"{address}: unsupported type tags {''.join(unknown)!r} in ',{tags}'")
+    # python-osc pads missing number bytes with zeros; a truncated message must be an error instead
+    end = _arguments_end(dgram, tags_start, tags)
+    if end != len(dgram):
+        raise OscDecodeError(
+            f"{address}: ',{tags}' needs {end} bytes, the datagram has {len(dgram)} (truncated or trailing bytes)"
+        )
     if "S" in tags:  # same bytes as 's'; patch the tag so python-osc reads it as a string
         patched = tag_string.replace("S", "s").encode("ascii")
         dgram = dgram[:index] + patched + dgram[index + len(patched) :]
@@ -94,6 +100,27 @@ def _decode_message(dgram: bytes) -> Message:
     except Exception as e:  # python-osc raises ParseError, or struct/Unicode errors on truncated data
         raise OscDecodeError(f"{address}: arguments do not match ',{tags}': {e}") from None
     return Message(address, tags, parsed.params)
+
+
+def _arguments_end(dgram: bytes, index: int, tags: str) -> int:
+    """Offset just past the arguments the tags describe (may exceed len(dgram) when truncated)."""
+    for tag in tags:
+        if tag in "ifrmc":
+            index += 4
+        elif tag in "hdt":
+            index += 8
+        elif tag in "sS":
+            nul = dgram.find(b"\x00", index)
+            if nul < 0:
+                return len(dgram) + 1
+            index = nul + 4 - nul % 4  # the NUL and the padding to a multiple of 4
+        elif tag == "b":
+            if index + 4 > len(dgram):
+                return len(dgram) + 1
+            size = int.from_bytes(dgram[index : index + 4], "big")
+            index += 4 + size + (-size) % 4
+        # T F N [ ] carry no bytes
+    return index
 
 
 def encode(address: str, *args: tuple[str, Any]) -> bytes:

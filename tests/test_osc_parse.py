@@ -61,7 +61,11 @@ def test_decode_nested_bundle():
     (b"", "not an OSC"),
     (b"hello world", "not an OSC"),
     (b"/m2u/ping\x00\x00\x00sf\x00\x00", "must start with ','"),
-    (b"/m2u/ping\x00\x00\x00,i\x00\x00", "do not match"),          # int tag without its 4 bytes
+    (b"/m2u/ping\x00\x00\x00,i\x00\x00", "truncated"),             # int tag without its 4 bytes
+    (b"/m2u/generate\x00\x00\x00,sf\x00ab\x00\x00", "truncated"),   # python-osc alone reads 0.0
+    (b"/m2u/ping\x00\x00\x00,i\x00\x00" + b"\x00" * 8, "trailing"),  # 4 bytes too many
+    (b"/m2u/ping\x00\x00\x00,s\x00\x00abc", "truncated"),          # string without its NUL
+    (b"/m2u/ping\x00\x00\x00,b\x00\x00" + struct.pack(">i", 64) + b"RIFF", "truncated"),
     (b"/m2u/ping\x00\x00\x00,c\x00\x00\x00\x00\x00A", "unsupported type tags"),
     (b"#bundle\x00\x00\x00", "shorter"),
     (b"#bundle\x00" + b"\x00" * 7 + b"\x01" + struct.pack(">i", 400) + b"/x\x00\x00", "does not fit"),
