@@ -1,0 +1,1986 @@
+{
+	"patcher": {
+		"fileversion": 1,
+		"appversion": {
+			"major": 8,
+			"minor": 6,
+			"revision": 0,
+			"architecture": "x64",
+			"modernui": 1
+		},
+		"classnamespace": "box",
+		"rect": [
+			100.0,
+			100.0,
+			1480.0,
+			700.0
+		],
+		"openinpresentation": 1,
+		"default_fontsize": 10.0,
+		"default_fontface": 0,
+		"default_fontname": "Arial Bold",
+		"gridonopen": 1,
+		"gridsize": [
+			8.0,
+			8.0
+		],
+		"gridsnaponopen": 1,
+		"objectsnaponopen": 1,
+		"statusbarvisible": 2,
+		"toolbarvisible": 1,
+		"boxanimatetime": 200,
+		"enablehscroll": 1,
+		"enablevscroll": 1,
+		"devicewidth": 556.0,
+		"description": "M2UGen: ask about, edit or generate music with a local M2UGen server (OSC bridge).",
+		"digest": "M2UGen music assistant",
+		"tags": "",
+		"style": "",
+		"subpatcher_template": "",
+		"assistshowspatchername": 0,
+		"boxes": [
+			{
+				"box": {
+					"id": "obj-1",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"signal",
+						"signal"
+					],
+					"patching_rect": [
+						20,
+						20,
+						60,
+						22
+					],
+					"text": "plugin~"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-2",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"signal",
+						"signal"
+					],
+					"patching_rect": [
+						20,
+						300,
+						60,
+						22
+					],
+					"text": "plugout~"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-3",
+					"maxclass": "newobj",
+					"numinlets": 4,
+					"numoutlets": 1,
+					"outlettype": [
+						"signal"
+					],
+					"patching_rect": [
+						120,
+						260,
+						150,
+						22
+					],
+					"text": "record~ ---m2u_capture 2"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-4",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"float",
+						"bang"
+					],
+					"patching_rect": [
+						290,
+						260,
+						190,
+						22
+					],
+					"text": "buffer~ ---m2u_capture 60000 2"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-20",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"",
+						"",
+						""
+					],
+					"patching_rect": [
+						420,
+						420,
+						240,
+						22
+					],
+					"text": "js m2ugen_device.js"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-10",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						420,
+						520,
+						150,
+						22
+					],
+					"text": "udpsend 127.0.0.1 9100"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-11",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						600,
+						380,
+						100,
+						22
+					],
+					"text": "udpreceive 9101"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-70",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"bang",
+						"int",
+						"int"
+					],
+					"patching_rect": [
+						420,
+						300,
+						100,
+						22
+					],
+					"text": "live.thisdevice"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-71",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						420,
+						340,
+						35,
+						22
+					],
+					"text": "init"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-21",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"",
+						"",
+						""
+					],
+					"patching_rect": [
+						580,
+						470,
+						190,
+						22
+					],
+					"text": "route status progress answer"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-22",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						580,
+						510,
+						75,
+						22
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"fontsize": 10.0,
+					"id": "obj-23",
+					"maxclass": "comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						580,
+						560,
+						300,
+						20
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						8,
+						148,
+						540,
+						18
+					],
+					"text": "M2UGen: waiting for Live"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-25",
+					"maxclass": "multislider",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"orientation": 0,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						700,
+						510,
+						120,
+						12
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						8,
+						138,
+						540,
+						8
+					],
+					"setminmax": [
+						0.0,
+						1.0
+					],
+					"setstyle": 1,
+					"size": 1
+				}
+			},
+			{
+				"box": {
+					"id": "obj-26",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						840,
+						510,
+						75,
+						22
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"fontsize": 10.0,
+					"id": "obj-27",
+					"lines": 0,
+					"maxclass": "textedit",
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						840,
+						560,
+						220,
+						80
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						300,
+						8,
+						248,
+						126
+					],
+					"readonly": 1,
+					"text": "",
+					"wordwrap": 1
+				}
+			},
+			{
+				"box": {
+					"id": "obj-30",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						""
+					],
+					"patching_rect": [
+						120,
+						200,
+						120,
+						22
+					],
+					"text": "route record buffer"
+				}
+			},
+			{
+				"box": {
+					"fontsize": 9.5,
+					"id": "obj-80",
+					"maxclass": "live.comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						20,
+						60,
+						40,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						8,
+						6,
+						40,
+						18
+					],
+					"text": "Mode",
+					"textjustification": 0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-40",
+					"maxclass": "live.tab",
+					"num_lines_patching": 1,
+					"num_lines_presentation": 1,
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						20,
+						80,
+						180,
+						20
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						48,
+						6,
+						150,
+						18
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"ask",
+								"edit",
+								"generate"
+							],
+							"parameter_initial": [
+								2
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Mode",
+							"parameter_mmax": 2,
+							"parameter_shortname": "Mode",
+							"parameter_type": 2,
+							"parameter_unitstyle": 9
+						}
+					},
+					"varname": "Mode"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-41",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						20,
+						110,
+						85,
+						22
+					],
+					"text": "prepend mode"
+				}
+			},
+			{
+				"box": {
+					"fontsize": 9.5,
+					"id": "obj-81",
+					"maxclass": "live.comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						220,
+						60,
+						40,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						8,
+						28,
+						40,
+						18
+					],
+					"text": "Prompt",
+					"textjustification": 0
+				}
+			},
+			{
+				"box": {
+					"bangmode": 0,
+					"fontsize": 10.0,
+					"id": "obj-42",
+					"lines": 0,
+					"maxclass": "textedit",
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						220,
+						80,
+						180,
+						40
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						48,
+						28,
+						246,
+						40
+					],
+					"text": "",
+					"wordwrap": 1
+				}
+			},
+			{
+				"box": {
+					"id": "obj-43",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						220,
+						130,
+						65,
+						22
+					],
+					"text": "route text"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-44",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						220,
+						160,
+						110,
+						22
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_invisible": 1,
+							"parameter_longname": "Prompt",
+							"parameter_shortname": "Prompt",
+							"parameter_type": 3
+						}
+					},
+					"saved_object_attributes": {
+						"parameter_enable": 1,
+						"parameter_mappable": 0
+					},
+					"text": "pattr m2u_prompt",
+					"varname": "Prompt"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-45",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						220,
+						190,
+						95,
+						22
+					],
+					"text": "prepend prompt"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-46",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						340,
+						190,
+						75,
+						22
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"fontsize": 9.5,
+					"id": "obj-82",
+					"maxclass": "live.comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						740,
+						60,
+						100,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						8,
+						74,
+						100,
+						18
+					],
+					"text": "Duration s (0 auto)",
+					"textjustification": 0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-47",
+					"maxclass": "live.numbox",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						740,
+						80,
+						50,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						110,
+						74,
+						44,
+						15
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_initial": [
+								0.0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Duration",
+							"parameter_mmax": 300.0,
+							"parameter_mmin": 0.0,
+							"parameter_shortname": "Duration",
+							"parameter_type": 0,
+							"parameter_unitstyle": 1
+						}
+					},
+					"varname": "Duration"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-48",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						740,
+						110,
+						105,
+						22
+					],
+					"text": "prepend duration"
+				}
+			},
+			{
+				"box": {
+					"fontsize": 9.5,
+					"id": "obj-83",
+					"maxclass": "live.comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						880,
+						60,
+						70,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						160,
+						74,
+						64,
+						18
+					],
+					"text": "Conditioning",
+					"textjustification": 0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-49",
+					"maxclass": "live.menu",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						880,
+						80,
+						90,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						224,
+						74,
+						70,
+						15
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"text",
+								"embedding"
+							],
+							"parameter_initial": [
+								0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Conditioning",
+							"parameter_mmax": 1,
+							"parameter_shortname": "Cond",
+							"parameter_type": 2,
+							"parameter_unitstyle": 9
+						}
+					},
+					"varname": "Conditioning"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-50",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						880,
+						110,
+						125,
+						22
+					],
+					"text": "prepend conditioning"
+				}
+			},
+			{
+				"box": {
+					"fontsize": 9.5,
+					"id": "obj-84",
+					"maxclass": "live.comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1020,
+						60,
+						40,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						8,
+						96,
+						30,
+						18
+					],
+					"text": "Host",
+					"textjustification": 0
+				}
+			},
+			{
+				"box": {
+					"bangmode": 0,
+					"fontsize": 10.0,
+					"id": "obj-51",
+					"lines": 1,
+					"maxclass": "textedit",
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						1020,
+						80,
+						110,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						40,
+						96,
+						90,
+						16
+					],
+					"text": "127.0.0.1"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-52",
+					"maxclass": "newobj",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						1020,
+						110,
+						65,
+						22
+					],
+					"text": "route text"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-53",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1020,
+						140,
+						95,
+						22
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_invisible": 1,
+							"parameter_longname": "Host",
+							"parameter_shortname": "Host",
+							"parameter_type": 3
+						}
+					},
+					"saved_object_attributes": {
+						"parameter_enable": 1,
+						"parameter_mappable": 0
+					},
+					"text": "pattr m2u_host",
+					"varname": "Host"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-54",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1020,
+						170,
+						85,
+						22
+					],
+					"text": "prepend host"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-59",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1120,
+						170,
+						75,
+						22
+					],
+					"text": "prepend set"
+				}
+			},
+			{
+				"box": {
+					"fontsize": 9.5,
+					"id": "obj-85",
+					"maxclass": "live.comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1220,
+						60,
+						40,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						136,
+						96,
+						30,
+						18
+					],
+					"text": "Port",
+					"textjustification": 0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-55",
+					"maxclass": "live.numbox",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1220,
+						80,
+						50,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						166,
+						97,
+						44,
+						15
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_initial": [
+								9100
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Bridge Port",
+							"parameter_mmax": 65535,
+							"parameter_mmin": 1,
+							"parameter_shortname": "Port",
+							"parameter_type": 1,
+							"parameter_unitstyle": 0
+						}
+					},
+					"varname": "Bridge Port"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-56",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1220,
+						110,
+						85,
+						22
+					],
+					"text": "prepend port"
+				}
+			},
+			{
+				"box": {
+					"fontsize": 9.5,
+					"id": "obj-86",
+					"maxclass": "live.comment",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1320,
+						60,
+						40,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						214,
+						96,
+						32,
+						18
+					],
+					"text": "Reply",
+					"textjustification": 0
+				}
+			},
+			{
+				"box": {
+					"id": "obj-57",
+					"maxclass": "live.numbox",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1320,
+						80,
+						50,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						248,
+						97,
+						46,
+						15
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_initial": [
+								9101
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Reply Port",
+							"parameter_mmax": 65535,
+							"parameter_mmin": 1,
+							"parameter_shortname": "Reply",
+							"parameter_type": 1,
+							"parameter_unitstyle": 0
+						}
+					},
+					"varname": "Reply Port"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-58",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1320,
+						110,
+						115,
+						22
+					],
+					"text": "prepend reply_port"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-60",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						20,
+						380,
+						44,
+						20
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						8,
+						118,
+						60,
+						16
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"val1",
+								"val2"
+							],
+							"parameter_invisible": 2,
+							"parameter_longname": "Go",
+							"parameter_mmax": 1,
+							"parameter_shortname": "Go",
+							"parameter_type": 2,
+							"parameter_unitstyle": 9
+						}
+					},
+					"text": "Go",
+					"varname": "Go"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-61",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"bang",
+						"bang"
+					],
+					"patching_rect": [
+						20,
+						410,
+						40,
+						22
+					],
+					"text": "t b b"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-62",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						20,
+						440,
+						30,
+						22
+					],
+					"text": "go"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-63",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						100,
+						380,
+						44,
+						20
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						74,
+						118,
+						60,
+						16
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"val1",
+								"val2"
+							],
+							"parameter_invisible": 2,
+							"parameter_longname": "Cancel",
+							"parameter_mmax": 1,
+							"parameter_shortname": "Cancel",
+							"parameter_type": 2,
+							"parameter_unitstyle": 9
+						}
+					},
+					"text": "Cancel",
+					"varname": "Cancel"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-64",
+					"maxclass": "message",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						100,
+						410,
+						45,
+						22
+					],
+					"text": "cancel"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-65",
+					"maxclass": "live.text",
+					"mode": 1,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						180,
+						380,
+						44,
+						20
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						140,
+						118,
+						60,
+						16
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"off",
+								"on"
+							],
+							"parameter_invisible": 2,
+							"parameter_longname": "Rec",
+							"parameter_mmax": 1,
+							"parameter_shortname": "Rec",
+							"parameter_type": 2,
+							"parameter_unitstyle": 9
+						}
+					},
+					"text": "Rec",
+					"texton": "Rec",
+					"varname": "Rec"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-66",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						180,
+						410,
+						75,
+						22
+					],
+					"text": "prepend rec"
+				}
+			}
+		],
+		"lines": [
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-1",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						1
+					],
+					"source": [
+						"obj-1",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-3",
+						0
+					],
+					"source": [
+						"obj-1",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-3",
+						1
+					],
+					"source": [
+						"obj-1",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-10",
+						0
+					],
+					"source": [
+						"obj-20",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-11",
+						0
+					],
+					"source": [
+						"obj-20",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-11",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-71",
+						0
+					],
+					"source": [
+						"obj-70",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-71",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-21",
+						0
+					],
+					"source": [
+						"obj-20",
+						2
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-22",
+						0
+					],
+					"source": [
+						"obj-21",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-23",
+						0
+					],
+					"source": [
+						"obj-22",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-25",
+						0
+					],
+					"source": [
+						"obj-21",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-26",
+						0
+					],
+					"source": [
+						"obj-21",
+						2
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-27",
+						0
+					],
+					"source": [
+						"obj-26",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-30",
+						0
+					],
+					"source": [
+						"obj-20",
+						3
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-3",
+						0
+					],
+					"source": [
+						"obj-30",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-4",
+						0
+					],
+					"source": [
+						"obj-30",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-41",
+						0
+					],
+					"source": [
+						"obj-40",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-41",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-43",
+						0
+					],
+					"source": [
+						"obj-42",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-44",
+						0
+					],
+					"source": [
+						"obj-43",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-44",
+						0
+					],
+					"source": [
+						"obj-43",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-45",
+						0
+					],
+					"source": [
+						"obj-44",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-46",
+						0
+					],
+					"source": [
+						"obj-44",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-45",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-42",
+						0
+					],
+					"source": [
+						"obj-46",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-48",
+						0
+					],
+					"source": [
+						"obj-47",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-48",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-50",
+						0
+					],
+					"source": [
+						"obj-49",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-50",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-52",
+						0
+					],
+					"source": [
+						"obj-51",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-53",
+						0
+					],
+					"source": [
+						"obj-52",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-53",
+						0
+					],
+					"source": [
+						"obj-52",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-54",
+						0
+					],
+					"source": [
+						"obj-53",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-59",
+						0
+					],
+					"source": [
+						"obj-53",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-54",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-51",
+						0
+					],
+					"source": [
+						"obj-59",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-56",
+						0
+					],
+					"source": [
+						"obj-55",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-56",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-58",
+						0
+					],
+					"source": [
+						"obj-57",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-58",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-61",
+						0
+					],
+					"source": [
+						"obj-60",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-42",
+						0
+					],
+					"source": [
+						"obj-61",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-62",
+						0
+					],
+					"source": [
+						"obj-61",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-62",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-64",
+						0
+					],
+					"source": [
+						"obj-63",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-64",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-66",
+						0
+					],
+					"source": [
+						"obj-65",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-66",
+						0
+					]
+				}
+			}
+		],
+		"parameters": {
+			"obj-40": [
+				"Mode",
+				"Mode",
+				0
+			],
+			"obj-44": [
+				"Prompt",
+				"Prompt",
+				0
+			],
+			"obj-47": [
+				"Duration",
+				"Duration",
+				0
+			],
+			"obj-49": [
+				"Conditioning",
+				"Cond",
+				0
+			],
+			"obj-53": [
+				"Host",
+				"Host",
+				0
+			],
+			"obj-55": [
+				"Bridge Port",
+				"Port",
+				0
+			],
+			"obj-57": [
+				"Reply Port",
+				"Reply",
+				0
+			],
+			"obj-60": [
+				"Go",
+				"Go",
+				0
+			],
+			"obj-63": [
+				"Cancel",
+				"Cancel",
+				0
+			],
+			"obj-65": [
+				"Rec",
+				"Rec",
+				0
+			],
+			"parameterbanks": {
+				"0": {
+					"index": 0,
+					"name": "",
+					"parameters": [
+						"-",
+						"-",
+						"-",
+						"-",
+						"-",
+						"-",
+						"-",
+						"-"
+					]
+				}
+			},
+			"inherited_shortname": 1
+		},
+		"dependency_cache": [
+			{
+				"name": "m2ugen_device.js",
+				"bootpath": ".",
+				"patcherrelativepath": ".",
+				"type": "TEXT",
+				"implicit": 1
+			}
+		],
+		"latency": 0,
+		"is_mpe": 0,
+		"external_mpe_tuning_enabled": 0,
+		"minimum_live_version": "",
+		"minimum_max_version": "",
+		"platform_compatibility": 0,
+		"autosave": 0
+	}
+}

@@ -1,0 +1,102 @@
+// End to end: the device JS (as Max's [js] runs it) with the LOM stub, over real UDP/OSC, against the
+// real OSC bridge and job server (tiny preset). Started by tests/test_max_device.py, which passes
+// M2U_BRIDGE_PORT (the bridge's UDP port), M2U_CLIP (a WAV inside the server's allowed roots) and
+// M2U_LOM_NAMES.
+"use strict";
+
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const fs = require("fs");
+const dgram = require("dgram");
+const { World } = require("./lom_stub");
+const { Device } = require("./harness");
+
+function requiredEnv(name) {
+    const v = process.env[name];
+    if (!v) throw new Error(`${name} is not set: run this through tests/test_max_device.py`);
+    return v;
+}
+
+const BRIDGE_PORT = Number(requiredEnv("M2U_BRIDGE_PORT"));
+const CLIP = requiredEnv("M2U_CLIP");
+const JOB_TIMEOUT_MS = 180000;
+
+async function freePort() {
+    const s = dgram.createSocket("udp4");
+    await new Promise((r) => s.bind(0, "127.0.0.1", r));
+    const p = s.address().port;
+    await new Promise((r) => s.close(r));
+    return p;
+}
+
+async function startDevice(worldOptions) {
+    const world = new World(worldOptions);
+    const dev = new Device(world);
+    const udp = await dev.connectUdp();
+    dev.send("port", BRIDGE_PORT);
+    dev.send("reply_port", await freePort());
+    dev.send("init");
+    await udp.waitFor(() => udp.received.some((m) => m.address === "/m2u/welcome"), 10000, "/m2u/welcome");
+    return { world, dev, udp };
+}
+
+function calls(world, name) {
+    return world.log.filter((e) => e.op === "call" && e.name === name);
+}
+
+function finished(dev) {
+    return () => /Placed on track|Answer ready|Error |Live could not|cannot import/.test(dev.lastStatus());
+}
+
+test("hello: the bridge answers /m2u/welcome with the server up and the tiny model", async () => {
+    const { dev, udp } = await startDevice({});
+    const welcome = udp.received.find((m) => m.address === "/m2u/welcome");
+    assert.equal(welcome.args[1], "up");
+    assert.equal(welcome.args[4], 1); // tiny
+    assert.match(dev.lastStatus(), /^Connected: .*tiny test model/);
+    await dev.close();
+});
+
+test("generate in the arrangement: new track after the device's track, clip with the returned file at the loop start", async () => {
+    const { world, dev, udp } = await startDevice({ deviceTrack: 1, tracks: 3, view: "Arranger", loop: 1, loopStart: 8, loopLength: 4, tempo: 120 });
+    dev.send("mode", "generate");
+    dev.send("prompt", "short", "lofi", "piano");
+    dev.send("go");
+    await udp.waitFor(finished(dev), JOB_TIMEOUT_MS, "the generate job to finish");
+    assert.match(dev.lastStatus(), /Placed on track 3 at beat 8/);
+    const done = udp.received.find((m) => m.address === "/m2u/done");
+    const resultPath = done.args[1];
+    assert.ok(fs.existsSync(resultPath), `result file ${resultPath} exists`);
+    assert.ok(Math.abs(done.args[2] - 2.0) < 0.05, `duration ${done.args[2]} is the loop length (4 beats at 120 bpm)`);
+    assert.deepEqual(calls(world, "create_audio_track").map((c) => c.args), [[2]]);
+    assert.deepEqual(calls(world, "create_audio_clip").map((c) => [c.path, c.args]), [["live_set tracks 2", [resultPath, 8]]]);
+    assert.ok(udp.received.some((m) => m.address === "/m2u/progress"), "progress events arrived");
+    await dev.close();
+});
+
+test("edit of the selected session clip: result in the selected scene's slot of the new track", async () => {
+    const { world, dev, udp } = await startDevice({ deviceTrack: 0, view: "Session", selectedScene: 1 });
+    world.selectAudioClip({ file_path: CLIP, warping: 0, start_marker: 0.5, end_marker: 1.5 }, { track: 0, slot: 0 });
+    dev.send("mode", "edit");
+    dev.send("duration", 1);
+    dev.send("prompt", "add", "drums");
+    dev.send("go");
+    await udp.waitFor(finished(dev), JOB_TIMEOUT_MS, "the edit job to finish");
+    assert.match(dev.lastStatus(), /Placed on track 2 \(session\)/);
+    const done = udp.received.find((m) => m.address === "/m2u/done");
+    assert.ok(fs.existsSync(done.args[1]));
+    assert.deepEqual(calls(world, "create_audio_clip").map((c) => [c.path, c.args]), [["live_set tracks 1 clip_slots 1", [done.args[1]]]]);
+    await dev.close();
+});
+
+test("a bridge error (path outside the allowed roots) lands in the status line, nothing is created", async () => {
+    const { world, dev, udp } = await startDevice({ deviceTrack: 0 });
+    world.selectAudioClip({ file_path: "/etc/hostname", warping: 0, start_marker: 0, end_marker: 1 }, { track: 0, slot: 0 });
+    dev.send("mode", "ask");
+    dev.send("prompt", "what is this");
+    dev.send("go");
+    await udp.waitFor(finished(dev), 30000, "the error");
+    assert.match(dev.lastStatus(), /^Error (path_not_allowed|bad_audio|bad_request): /);
+    assert.equal(calls(world, "create_audio_track").length, 0);
+    await dev.close();
+});

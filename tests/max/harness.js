@@ -1,0 +1,197 @@
+// Runs max_device/m2ugen_device.js the way Max's [js] does: in its own global scope (node's vm), with
+// the Max globals LiveAPI (the LOM stub), Task, outlet, post, messnamed, max, patcher and messagename.
+// Outlet 0/1 can be connected to real UDP sockets, doing what [udpsend]/[udpreceive] do in the patch.
+"use strict";
+
+const fs = require("fs");
+const path = require("path");
+const vm = require("vm");
+const dgram = require("dgram");
+const osc = require("./osc");
+const { makeLiveAPI } = require("./lom_stub");
+
+const DEVICE_JS = path.join(__dirname, "..", "..", "max_device", "m2ugen_device.js");
+
+// Max's Task: new Task(fn, thisobj); schedule(ms); cancel(). Runs from node's timers.
+function makeTask(pending) {
+    function Task(fn, thisobj) {
+        this.fn = fn;
+        this.thisobj = thisobj;
+        this.timer = null;
+    }
+    Task.prototype.schedule = function (ms) {
+        this.cancel();
+        const self = this;
+        pending.add(this);
+        this.timer = setTimeout(function () {
+            pending.delete(self);
+            self.timer = null;
+            self.fn.call(self.thisobj);
+        }, ms || 0);
+    };
+    Task.prototype.cancel = function () {
+        if (this.timer) clearTimeout(this.timer);
+        this.timer = null;
+        pending.delete(this);
+    };
+    return Task;
+}
+
+class Device {
+    constructor(world, options) {
+        const o = options || {};
+        this.world = world;
+        this.outlets = [[], [], [], []];   // every message per outlet, as atom arrays
+        this.posts = [];
+        this.messnamed = [];
+        this.pendingTasks = new Set();
+        this.sandbox = {
+            LiveAPI: makeLiveAPI(world),
+            Task: makeTask(this.pendingTasks),
+            outlet: (index, ...atoms) => this._outlet(index, atoms),
+            post: (...a) => this.posts.push(a.join(" ")),
+            messnamed: (...a) => this.messnamed.push(a),
+            max: { os: o.os || "macintosh" },
+            patcher: { filepath: o.patcherPath === undefined ? "Macintosh HD:/Users/me/Music/M2UGen/M2UGen.amxd" : o.patcherPath },
+            messagename: "",
+            JSON, Math, Date, Number, String, Array, Error, RegExp, parseInt, encodeURI,
+        };
+        vm.createContext(this.sandbox);
+        vm.runInContext(fs.readFileSync(DEVICE_JS, "utf8"), this.sandbox, { filename: DEVICE_JS });
+        this.udp = null;
+    }
+
+    // a message into the [js] inlet, e.g. send("mode", 2), send("prompt", "dark", "ambient")
+    send(name, ...args) {
+        const fn = this.sandbox[name];
+        if (typeof fn !== "function") throw new Error(`the device JS has no handler '${name}'`);
+        this.sandbox.messagename = name;
+        return fn.apply(this.sandbox, args);
+    }
+
+    // an OSC event as [udpreceive] hands it to [js]: selector = OSC address
+    receive(address, args) {
+        this.sandbox.messagename = address;
+        this.sandbox.anything.apply(this.sandbox, args);
+    }
+
+    _outlet(index, atoms) {
+        this.outlets[index].push(atoms);
+        if (this.udp) this.udp.route(index, atoms);
+    }
+
+    ui(name) {
+        return this.outlets[2].filter((m) => m[0] === name).map((m) => m.slice(1));
+    }
+
+    lastStatus() {
+        const s = this.ui("status");
+        return s.length ? String(s[s.length - 1][0]) : "";
+    }
+
+    osc() {
+        return this.outlets[0].filter((m) => String(m[0]).charAt(0) === "/");
+    }
+
+    // Connect outlet 0 to a UDP sender and outlet 1 to a UDP receiver (what [udpsend]/[udpreceive] do).
+    async connectUdp() {
+        this.udp = new UdpPeer(this);
+        await this.udp.open();
+        return this.udp;
+    }
+
+    async close() {
+        for (const t of Array.from(this.pendingTasks)) t.cancel();
+        if (this.udp) await this.udp.close();
+    }
+}
+
+class UdpPeer {
+    constructor(device) {
+        this.device = device;
+        this.sendSocket = dgram.createSocket("udp4");
+        this.recvSocket = null;
+        this.host = "127.0.0.1";
+        this.port = 0;
+        this.received = [];
+        this.errors = [];
+        this.waiters = [];
+    }
+
+    open() {
+        return new Promise((resolve) => this.sendSocket.bind(0, "127.0.0.1", resolve));
+    }
+
+    route(index, atoms) {
+        if (index === 0) {
+            if (atoms[0] === "host") this.host = String(atoms[1]);
+            else if (atoms[0] === "port") this.port = Number(atoms[1]);
+            else {
+                const buf = osc.encode(String(atoms[0]), atoms.slice(1));
+                this.sendSocket.send(buf, this.port, this.host);
+            }
+        } else if (index === 1 && atoms[0] === "port") {
+            this.listen(Number(atoms[1]));
+        }
+    }
+
+    listen(port) {
+        if (this.recvSocket && this.recvPort === port) return;
+        if (this.recvSocket) this.recvSocket.close();
+        this.recvPort = port;
+        const sock = dgram.createSocket("udp4");
+        sock.on("message", (buf) => {
+            let messages;
+            try {
+                messages = osc.decode(buf);
+            } catch (e) {
+                this.errors.push(e);
+                return;
+            }
+            for (const m of messages) {
+                this.received.push(m);
+                this.device.receive(m.address, m.args);
+                this._wake();
+            }
+        });
+        sock.on("error", (e) => this.errors.push(e));
+        sock.bind(port, "127.0.0.1");
+        this.recvSocket = sock;
+    }
+
+    _wake() {
+        for (const w of this.waiters.slice()) {
+            if (w.test()) {
+                this.waiters.splice(this.waiters.indexOf(w), 1);
+                w.resolve();
+            }
+        }
+    }
+
+    // resolves when test() becomes true (checked after every received message and every 50 ms)
+    waitFor(test, timeoutMs, what) {
+        return new Promise((resolve, reject) => {
+            if (test()) return resolve();
+            const w = { test, resolve: () => { clearInterval(poll); clearTimeout(timer); resolve(); } };
+            const poll = setInterval(() => this._wake(), 50);
+            const timer = setTimeout(() => {
+                clearInterval(poll);
+                this.waiters.splice(this.waiters.indexOf(w), 1);
+                const seen = this.received.map((m) => m.address + " " + JSON.stringify(m.args)).join("\n  ");
+                reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; received:\n  ${seen}`));
+            }, timeoutMs);
+            this.waiters.push(w);
+        });
+    }
+
+    close() {
+        return new Promise((resolve) => {
+            this.sendSocket.close(() => {
+                if (this.recvSocket) this.recvSocket.close(resolve);
+                else resolve();
+            });
+        });
+    }
+}
+
+module.exports = { Device, DEVICE_JS };

@@ -1,0 +1,313 @@
+// A small Live Object Model for running the device JS under node.
+//
+// Every class, property and function the stub accepts is checked against the names extracted from
+// the `ableton-live-stubs` package (tests/test_max_device.py writes them to the JSON file named by
+// $M2U_LOM_NAMES): a path step must be a property of the class, `get` a property, `set` a property
+// with a setter, `call` a function. The values behave like Max's LiveAPI: `get` returns an array,
+// object references come back as ["id", n], `path` is quoted and `unquotedpath` is not.
+// Changing the Set from inside an observer callback throws, as Max refuses it.
+"use strict";
+
+const fs = require("fs");
+
+function loadNames() {
+    const file = process.env.M2U_LOM_NAMES;
+    if (!file) {
+        throw new Error("M2U_LOM_NAMES is not set: run these tests through tests/test_max_device.py, " +
+            "which extracts the LOM names from ableton-live-stubs");
+    }
+    return JSON.parse(fs.readFileSync(file, "utf8"));
+}
+
+const ROOTS = { live_set: "Song", live_app: "Application", this_device: "Device" };
+
+class World {
+    constructor(options) {
+        const o = options || {};
+        this.names = o.names || loadNames();
+        this.version = o.version || [12, 1, 10];
+        this.objects = new Map(); // id -> {id, cls, values, observers}
+        this.nextId = 1;
+        this.log = [];            // every set/call, in order: {op, path, name, args}
+        this.inNotification = false;
+        this.failImport = o.failImport || null; // null | "throw" | "silent"
+        this.fileExists = o.fileExists || ((p) => fs.existsSync(p));
+
+        this.app = this.make("Application", {});
+        this.app.values.view = this.make("Application.View", { focused_document_view: o.view || "Arranger" });
+        this.song = this.make("Song", {
+            tempo: o.tempo || 120.0, signature_numerator: 4, signature_denominator: 4,
+            loop: o.loop === undefined ? 1 : o.loop, loop_start: o.loopStart || 16.0, loop_length: o.loopLength || 8.0,
+            current_song_time: o.songTime || 4.0, is_playing: 0, tracks: [], scenes: [],
+        });
+        for (let i = 0; i < (o.scenes || 4); i++) this.song.values.scenes.push(this.make("Scene", { name: "" }));
+        const songView = this.make("Song.View", {
+            detail_clip: null, selected_scene: this.song.values.scenes[o.selectedScene || 0], selected_track: null,
+        });
+        this.song.values.view = songView;
+        for (let i = 0; i < (o.tracks || 3); i++) this.addTrack(this.song.values.tracks.length, "Track " + (i + 1));
+        const deviceTrack = this.song.values.tracks[o.deviceTrack === undefined ? 1 : o.deviceTrack];
+        this.device = this.make("Device", { name: "M2UGen", canonical_parent: deviceTrack });
+        deviceTrack.values.devices.push(this.device);
+        songView.values.selected_track = deviceTrack;
+    }
+
+    make(cls, values) {
+        if (!this.names.classes[cls]) throw new Error(`LOM stub: class ${cls} is not in ableton-live-stubs`);
+        const obj = { id: this.nextId++, cls, values, observers: [] };
+        this.objects.set(obj.id, obj);
+        return obj;
+    }
+
+    addTrack(index, name) {
+        const track = this.make("Track", {
+            name, clip_slots: [], arrangement_clips: [], devices: [], has_audio_input: 1, canonical_parent: this.song,
+        });
+        for (let s = 0; s < this.song.values.scenes.length; s++) {
+            track.values.clip_slots.push(this.make("ClipSlot", { has_clip: 0, clip: null, canonical_parent: track }));
+        }
+        this.song.values.tracks.splice(index, 0, track);
+        return track;
+    }
+
+    // An audio clip with a file, put in the detail view (the "selected clip").
+    selectAudioClip(values, where) {
+        const v = Object.assign({ is_audio_clip: 1, is_arrangement_clip: 0, warping: 0, name: "", start_time: 0 }, values);
+        let clip;
+        if (where && where.track !== undefined && where.slot !== undefined) {
+            const slot = this.song.values.tracks[where.track].values.clip_slots[where.slot];
+            clip = this.make("Clip", Object.assign(v, { canonical_parent: slot }));
+            slot.values.clip = clip;
+            slot.values.has_clip = 1;
+        } else {
+            const track = this.song.values.tracks[where && where.track !== undefined ? where.track : 0];
+            clip = this.make("Clip", Object.assign(v, { is_arrangement_clip: 1, canonical_parent: track }));
+            track.values.arrangement_clips.push(clip);
+        }
+        this.song.values.view.values.detail_clip = clip;
+        return clip;
+    }
+
+    // Live's canonical path of an object ("live_set tracks 2 clip_slots 0 clip").
+    pathOf(obj) {
+        if (obj === this.song) return "live_set";
+        if (obj === this.app) return "live_app";
+        if (obj === this.app.values.view) return "live_app view";
+        if (obj === this.song.values.view) return "live_set view";
+        const tracks = this.song.values.tracks;
+        for (let t = 0; t < tracks.length; t++) {
+            const tr = tracks[t];
+            if (tr === obj) return `live_set tracks ${t}`;
+            const d = tr.values.devices.indexOf(obj);
+            if (d >= 0) return `live_set tracks ${t} devices ${d}`;
+            const a = tr.values.arrangement_clips.indexOf(obj);
+            if (a >= 0) return `live_set tracks ${t} arrangement_clips ${a}`;
+            for (let s = 0; s < tr.values.clip_slots.length; s++) {
+                const slot = tr.values.clip_slots[s];
+                if (slot === obj) return `live_set tracks ${t} clip_slots ${s}`;
+                if (slot.values.clip === obj) return `live_set tracks ${t} clip_slots ${s} clip`;
+            }
+        }
+        const sc = this.song.values.scenes.indexOf(obj);
+        if (sc >= 0) return `live_set scenes ${sc}`;
+        return `id ${obj.id}`;
+    }
+
+    classNames(cls) {
+        const c = this.names.classes[cls];
+        if (!c) throw new Error(`LOM stub: class ${cls} is not in ableton-live-stubs`);
+        return c;
+    }
+
+    checkProperty(obj, name) {
+        const c = this.classNames(obj.cls);
+        if (!Object.prototype.hasOwnProperty.call(c.properties, name)) {
+            throw new Error(`LOM stub: ${obj.cls} has no property '${name}' in ableton-live-stubs`);
+        }
+    }
+
+    checkFunction(obj, name) {
+        const c = this.classNames(obj.cls);
+        if (c.methods.indexOf(name) < 0) {
+            throw new Error(`LOM stub: ${obj.cls} has no function '${name}' in ableton-live-stubs`);
+        }
+    }
+
+    resolve(path) {
+        const words = String(path).replace(/"/g, "").trim().split(/\s+/);
+        if (words[0] === "id") {
+            const obj = this.objects.get(Number(words[1]));
+            return obj || null;
+        }
+        if (!ROOTS[words[0]]) throw new Error(`LOM stub: unknown root '${words[0]}' in path '${path}'`);
+        let obj = words[0] === "live_set" ? this.song : words[0] === "live_app" ? this.app : this.device;
+        for (let i = 1; i < words.length; i++) {
+            if (!obj) return null;
+            const name = words[i];
+            this.checkProperty(obj, name);
+            let v = obj.values[name];
+            if (Array.isArray(v)) {
+                const index = Number(words[++i]);
+                if (!Number.isInteger(index)) throw new Error(`LOM stub: '${name}' needs an index in '${path}'`);
+                v = v[index];
+            }
+            if (v === undefined) throw new Error(`LOM stub: ${obj.cls}.${name} is not modelled by the stub`);
+            obj = v;
+        }
+        return obj;
+    }
+
+    guardChange(what) {
+        if (this.inNotification) throw new Error(`Changes cannot be triggered by notifications (${what})`);
+    }
+
+    notify(obj, name) {
+        this.inNotification = true;
+        try {
+            for (const cb of obj.observers.filter((o) => o.property === name)) cb.fn([name].concat(this.getValue(obj, name)));
+        } finally {
+            this.inNotification = false;
+        }
+    }
+
+    getValue(obj, name) {
+        this.checkProperty(obj, name);
+        const v = obj.values[name];
+        if (v === undefined) throw new Error(`LOM stub: ${obj.cls}.${name} is not modelled by the stub`);
+        if (v === null) return ["id", 0];
+        if (Array.isArray(v)) return [].concat(...v.map((o) => ["id", o.id]));
+        if (typeof v === "object" && v.id) return ["id", v.id];
+        return [v];
+    }
+
+    setValue(obj, name, value) {
+        this.checkProperty(obj, name);
+        const c = this.classNames(obj.cls);
+        if (c.settable.indexOf(name) < 0) throw new Error(`LOM stub: ${obj.cls}.${name} is read-only in ableton-live-stubs`);
+        this.guardChange(`set ${name}`);
+        obj.values[name] = value;
+    }
+
+    callFunction(obj, name, args) {
+        this.checkFunction(obj, name);
+        const impl = FUNCTIONS[`${obj.cls}.${name}`];
+        if (!impl) throw new Error(`LOM stub: ${obj.cls}.${name} exists in Live but the stub does not implement it`);
+        return impl(this, obj, args);
+    }
+}
+
+function checkAudioFile(world, path) {
+    if (typeof path !== "string" || path.charAt(0) !== "/") throw new Error(`invalid file path: ${path}`);
+    if (!world.fileExists(path)) throw new Error(`file not found: ${path}`);
+}
+
+function makeClip(world, parent, path, extra) {
+    return world.make("Clip", Object.assign({
+        file_path: path, is_audio_clip: 1, is_arrangement_clip: 0, warping: 1, name: "", start_time: 0,
+        canonical_parent: parent,
+    }, extra));
+}
+
+// Behaviour of the functions the device calls (names must also exist in the stubs).
+const FUNCTIONS = {
+    "Application.get_major_version": (w) => w.version[0],
+    "Application.get_minor_version": (w) => w.version[1],
+    "Application.get_bugfix_version": (w) => w.version[2],
+    "Song.create_audio_track": (w, song, args) => {
+        w.guardChange("create_audio_track");
+        const n = song.values.tracks.length;
+        let index = args.length ? Number(args[0]) : n;
+        if (index === -1) index = n;
+        if (!Number.isInteger(index) || index < 0 || index > n) throw new Error(`create_audio_track: index ${args[0]} out of range`);
+        const t = w.addTrack(index, `${index + 1}-Audio`);
+        return ["id", t.id];
+    },
+    "Song.delete_track": (w, song, args) => {
+        w.guardChange("delete_track");
+        const index = Number(args[0]);
+        if (!Number.isInteger(index) || index < 0 || index >= song.values.tracks.length) {
+            throw new Error(`delete_track: index ${args[0]} out of range`);
+        }
+        song.values.tracks.splice(index, 1);
+    },
+    "Track.create_audio_clip": (w, track, args) => {
+        w.guardChange("create_audio_clip");
+        if (args.length !== 2) throw new Error(`Track.create_audio_clip takes (file_path, position), got ${args.length} args`);
+        const [path, position] = args;
+        if (w.failImport === "throw") throw new Error("create_audio_clip: Live could not import the file");
+        if (w.failImport === "silent") return undefined;
+        checkAudioFile(w, path);
+        if (typeof position !== "number" || position < 0 || position > 1576800) {
+            throw new Error(`create_audio_clip: position ${position} outside [0, 1576800]`);
+        }
+        const clip = makeClip(w, track, path, { is_arrangement_clip: 1, start_time: position });
+        track.values.arrangement_clips.push(clip);
+        return ["id", clip.id];
+    },
+    "ClipSlot.create_audio_clip": (w, slot, args) => {
+        w.guardChange("create_audio_clip");
+        if (args.length !== 1) throw new Error(`ClipSlot.create_audio_clip takes (file_path), got ${args.length} args`);
+        if (slot.values.has_clip) throw new Error("create_audio_clip: the clip slot is not empty");
+        if (w.failImport === "throw") throw new Error("create_audio_clip: Live could not import the file");
+        if (w.failImport === "silent") return undefined;
+        checkAudioFile(w, args[0]);
+        const clip = makeClip(w, slot, args[0], {});
+        slot.values.clip = clip;
+        slot.values.has_clip = 1;
+        return ["id", clip.id];
+    },
+};
+
+// The LiveAPI class the device sees (Max: `new LiveAPI([callback], path)`).
+function makeLiveAPI(world) {
+    function LiveAPI(a, b) {
+        const callback = typeof a === "function" ? a : null;
+        const path = typeof a === "function" ? b : a;
+        this._callback = callback;
+        this._bind(path === undefined ? "" : path);
+    }
+    LiveAPI.prototype._bind = function (path) {
+        this._obj = path ? world.resolve(path) : null;
+    };
+    Object.defineProperty(LiveAPI.prototype, "id", { get() { return this._obj ? this._obj.id : 0; } });
+    Object.defineProperty(LiveAPI.prototype, "type", { get() { return this._obj ? this._obj.cls.split(".").pop() : ""; } });
+    Object.defineProperty(LiveAPI.prototype, "unquotedpath", { get() { return this._obj ? world.pathOf(this._obj) : ""; } });
+    Object.defineProperty(LiveAPI.prototype, "path", { get() { return this._obj ? `"${world.pathOf(this._obj)}"` : ""; } });
+    Object.defineProperty(LiveAPI.prototype, "property", {
+        get() { return this._property || ""; },
+        set(name) {
+            this._need();
+            world.checkProperty(this._obj, name);
+            this._property = name;
+            if (this._callback) this._obj.observers.push({ property: name, fn: this._callback.bind(this) });
+        },
+    });
+    LiveAPI.prototype._need = function () {
+        if (!this._obj) throw new Error("LOM stub: LiveAPI object has no valid path");
+    };
+    LiveAPI.prototype.goto = function (path) { this._bind(path); };
+    LiveAPI.prototype.get = function (name) {
+        this._need();
+        return world.getValue(this._obj, name);
+    };
+    LiveAPI.prototype.getcount = function (name) {
+        this._need();
+        world.checkProperty(this._obj, name);
+        const v = this._obj.values[name];
+        if (!Array.isArray(v)) throw new Error(`LOM stub: ${this._obj.cls}.${name} is not a list`);
+        return v.length;
+    };
+    LiveAPI.prototype.set = function (name, value) {
+        this._need();
+        world.log.push({ op: "set", path: world.pathOf(this._obj), name, args: [value] });
+        world.setValue(this._obj, name, value);
+    };
+    LiveAPI.prototype.call = function (name, ...args) {
+        this._need();
+        world.log.push({ op: "call", path: world.pathOf(this._obj), name, args });
+        return world.callFunction(this._obj, name, args);
+    };
+    return LiveAPI;
+}
+
+module.exports = { World, makeLiveAPI, loadNames };
