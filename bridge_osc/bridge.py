@@ -249,14 +249,14 @@ class Bridge:
         try:
             messages = osc.decode(dgram)
         except osc.OscDecodeError as e:
-            log.warning("from %s:%d: bad OSC packet: %s", host, source[1], e)
+            log.warning("from %s:%d: bad_osc: %s", host, source[1], e)
             self._error(self._reply_address(source, None), "", "bad_osc", str(e))
             return
         for message in messages:
             try:
                 request = parse(message)
             except ArgError as e:
-                log.warning("from %s:%d: %s", host, source[1], e.message)
+                log.warning("from %s:%d: %s: %s", host, source[1], e.code, e.message)
                 self._error(self._reply_address(source, None), "", e.code, e.message)
                 continue
             try:
