@@ -159,6 +159,7 @@ local function abort(run, err)
   if run.window then run.window:close() end
   remove_temp(run)
   if run.out then os.remove(run.out) end
+  if run.kept and not run.result then os.remove(run.kept) end
   clear_active(run)
   app.message(message_of(err), app.TITLES[run.kind])
 end
@@ -206,10 +207,14 @@ local function finish(run, st)
     app.show_text(app.TITLES.ask, notes)
     return
   end
-  local path = st.audio_path or run.out
-  if not path or not settings.file_exists(path) then
-    fail("The M2UGen job finished but its audio file is missing: " .. tostring(path))
+  local produced = st.audio_path or run.out
+  if not produced or not settings.file_exists(produced) then
+    fail("The M2UGen job finished but its audio file is missing: " .. tostring(produced))
   end
+  local path = settings.join(project.result_dir(), run.name .. ".wav")
+  project.copy_file(produced, path)
+  run.kept = path
+  if produced == run.out then os.remove(run.out) end
   run.result = project.insert_audio({ path = path, track = run.track, position = run.position, name = name,
                                       take_name = st.job, notes = provenance(run, st),
                                       ext = json.encode(record) })
@@ -316,18 +321,18 @@ local function start(run)
     req.channels = 2
     local duration = inputs.duration or (sel and (sel["end"] - sel.start)) or tonumber(run.settings.duration)
     req.duration = duration + 0.0 -- a JSON float, as the protocol says
-    run.out = settings.join(project.work_dir("out"), run.name .. ".wav")
+    run.out = settings.join(project.temp_dir("out"), run.name .. ".wav")
     req.out = run.out
   end
   if media_kind then req[media_kind] = media_path end
   run.request = req
 
   if kind ~= "generate" then
-    run.input = project.render(sel, project.work_dir("in"), run.name)
+    run.input = project.render(sel, project.temp_dir("in"), run.name)
     req.audio = run.input
   end
 
-  run.job = job.start({ cli = cli, kind = kind, request = req, dir = project.work_dir("jobs"), name = run.name,
+  run.job = job.start({ cli = cli, kind = kind, request = req, dir = project.temp_dir("jobs"), name = run.name,
                         server = run.settings.server })
   run.started = reaper.time_precise()
   run.last_poll = -math.huge

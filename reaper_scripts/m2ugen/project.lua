@@ -57,14 +57,42 @@ function project.context(sel, at)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- working folders: <project recording path>/M2UGen/{in,out,jobs}
+-- folders
+-- Files the server must read or write (rendered input, request, status, raw result) live in the
+-- system temp dir, which the server allows by default (its roots are the home and temp dirs) --
+-- projects on another drive would be refused. Results are then copied next to the project.
 
-function project.work_dir(sub)
-  local base = reaper.GetProjectPathEx(0)
-  if base == nil or base == "" then base = reaper.GetResourcePath() end
-  local dir = settings.join(settings.join(base, "M2UGen"), sub)
+function project.temp_dir(sub)
+  local base
+  if settings.is_windows() then
+    base = os.getenv("TEMP") or os.getenv("TMP") or reaper.GetResourcePath()
+  else
+    base = os.getenv("TMPDIR") or "/tmp"
+  end
+  local dir = settings.join(settings.join(base, "m2ugen-reaper"), sub)
   reaper.RecursiveCreateDirectory(dir, 0)
   return dir
+end
+
+-- <project recording path>/M2UGen: results kept with the project.
+function project.result_dir()
+  local base = reaper.GetProjectPathEx(0)
+  if base == nil or base == "" then base = reaper.GetResourcePath() end
+  local dir = settings.join(base, "M2UGen")
+  reaper.RecursiveCreateDirectory(dir, 0)
+  return dir
+end
+
+-- Copies a file byte for byte; raises with both paths on failure.
+function project.copy_file(from, to)
+  local src, err = io.open(from, "rb")
+  if not src then error("Cannot read " .. from .. ": " .. tostring(err), 0) end
+  local data = src:read("a")
+  src:close()
+  local dst, err2 = io.open(to, "wb")
+  if not dst then error("Cannot write " .. to .. ": " .. tostring(err2), 0) end
+  dst:write(data)
+  dst:close()
 end
 
 -- A name unique enough for one user: time + random suffix.

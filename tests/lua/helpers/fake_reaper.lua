@@ -659,7 +659,11 @@ function Fake:implementations()
   end
   I.PCM_Source_Destroy = function(src) src.destroyed = true end
   I.GetMediaSourceLength = function(src) return src.info.seconds, false end
-  I.SetMediaItemTake_Source = function(take, src) take.source = src return true end
+  I.SetMediaItemTake_Source = function(take, src)
+    if fake.refuse_source then return false end
+    take.source = src
+    return true
+  end
 
   return I
 end

@@ -1,0 +1,90 @@
+-- Per-test sandbox: a temp dir with a project folder, a config dir with a discovery file naming a
+-- (fake) CLI, os.getenv patched so the scripts find that config dir, and a fresh fake reaper.
+local HERE = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"
+local Fake = dofile(HERE .. "fake_reaper.lua")
+
+local env = {}
+
+env.Fake = Fake
+env.REPO = Fake.REPO
+env.SCRIPTS = Fake.REPO .. "reaper_scripts/"
+
+-- A directory name with everything a shell could trip over.
+env.NASTY = "My Proj 'q' \"dq\" $(echo INJECTED) `id` ; & | %PATH% %%x é日本"
+
+local function tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  os.execute("mkdir -p " .. Fake.sh_quote(p))
+  return p
+end
+
+-- opts: project_name, os_name, exec_mode, no_discovery, cli_exists (default true), fake options
+function env.setup(opts)
+  opts = opts or {}
+  local ctx = { root = tmpdir() }
+  ctx.project_dir = ctx.root .. "/" .. (opts.project_name or "project")
+  os.execute("mkdir -p " .. Fake.sh_quote(ctx.project_dir))
+  ctx.config_dir = ctx.root .. "/config"
+  ctx.cli = opts.cli or (ctx.root .. "/bin dir/m2ugen")
+  if opts.cli_exists ~= false and not opts.cli then
+    os.execute("mkdir -p " .. Fake.sh_quote(ctx.root .. "/bin dir"))
+    local f = assert(io.open(ctx.cli, "w"))
+    f:write("#!/bin/sh\nexit 0\n")
+    f:close()
+  end
+  if not opts.no_discovery then Fake.write_discovery(ctx.config_dir, ctx.cli) end
+  ctx.real_getenv = os.getenv
+  -- the scripts' temp files go to <root>/<tmp_name>/m2ugen-reaper/{in,out,jobs}
+  ctx.tmp_dir = ctx.root .. "/" .. (opts.tmp_name or "tmp")
+  os.execute("mkdir -p " .. Fake.sh_quote(ctx.tmp_dir))
+  local overrides = { M2UGEN_CONFIG_DIR = ctx.config_dir, HOME = ctx.root .. "/home",
+                      XDG_CONFIG_HOME = false, APPDATA = false, LOCALAPPDATA = false,
+                      TMPDIR = ctx.tmp_dir, TEMP = ctx.tmp_dir, TMP = false }
+  for k, v in pairs(opts.env or {}) do overrides[k] = v end
+  os.getenv = function(k)
+    local v = overrides[k]
+    if v == false then return nil end
+    if v ~= nil then return v end
+    return ctx.real_getenv(k)
+  end
+  local fopts = { project_dir = ctx.project_dir, os_name = opts.os_name, exec_mode = opts.exec_mode,
+                  tick_dt = opts.tick_dt, sim_every = opts.sim_every }
+  ctx.fake = Fake.new(fopts)
+  ctx.fake:install()
+  return ctx
+end
+
+function env.teardown(ctx)
+  os.getenv = ctx.real_getenv
+  os.execute("rm -rf " .. Fake.sh_quote(ctx.root))
+  _G.reaper = nil
+  _G.gfx = nil
+end
+
+-- A project with three tracks; `Keys` (index 1) selected, time selection 2..6 s, 3/4 at 96 bpm.
+function env.standard_project(fake)
+  fake:add_track("Drums")
+  local keys = fake:add_track("Keys")
+  fake:add_track("Bass")
+  keys.selected = true
+  fake.ts, fake.te = 2.0, 6.0
+  fake.tempo = { num = 3, den = 4, bpm = 96 }
+  return keys
+end
+
+function env.run_action(ctx, name, defer_opts)
+  ctx.fake:run_script(env.SCRIPTS .. "M2UGen - " .. name .. ".lua")
+  return ctx.fake:run_defer(defer_opts)
+end
+
+-- Every file (recursively) under dir, relative names.
+function env.list_files(dir)
+  local p = io.popen("cd " .. Fake.sh_quote(dir) .. " 2>/dev/null && find . -type f | sort")
+  local out = {}
+  for line in p:lines() do out[#out + 1] = line:sub(3) end
+  p:close()
+  return out
+end
+
+return env
