@@ -338,6 +338,7 @@ def load_reference_state_dict(model, sd: dict[str, torch.Tensor], strict: bool =
     missing: list[str] = []
     unexpected: list[str] = []
     misshaped: list[str] = []
+    seen: set[str] = set()
     for key, t in sd.items():
         where, name = to_ours(key)
         if where is None:
@@ -347,11 +348,13 @@ def load_reference_state_dict(model, sd: dict[str, torch.Tensor], strict: bool =
                 unexpected.append(key)
             elif tuple(own[name].shape) != tuple(t.shape):
                 misshaped.append(f"{key}: checkpoint {_shape(t)} vs model {_shape(own[name])}")
+                seen.add(name)
             else:
                 own_hits[name] = t
+                seen.add(name)
         else:
             holder_sds[where][name] = t
-    missing += [to_official(n) for n in own if n not in own_hits]
+    missing += [to_official(n) for n in own if n not in seen]
 
     holder_expected: dict[str, dict[str, Any]] = {}
     for attr, hsd in holder_sds.items():
@@ -785,6 +788,7 @@ def load_converted_state_dict(model, sd: dict[str, torch.Tensor], meta: dict[str
 # from_pretrained and the weights spec
 
 SPEC_PATH_KEYS = ("checkpoint", "llama_dir", "tokenizer_path", "mert_path", "vit_path", "vivit_path", "decoder_path")
+SUBMODEL_PATH_KEYS = ("mert_path", "vit_path", "vivit_path", "decoder_path")
 SPEC_KEYS = {"preset", "dtype", "device", "config", *SPEC_PATH_KEYS}
 
 
@@ -821,15 +825,16 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{p}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SPEC_KEYS))}")
     for k in SPEC_PATH_KEYS:
         v = spec.get(k)
-        if isinstance(v, str) and v and not _looks_like_repo_id(v):
-            v = os.path.expanduser(v)
-            spec[k] = str((p.parent / v).resolve()) if not os.path.isabs(v) else v
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"{p}: {k} must be a string path, got {type(v).__name__}")
+        if not v:
+            continue
+        v = os.path.expanduser(v)
+        local = Path(v) if os.path.isabs(v) else (p.parent / v).resolve()
+        # sub-model entries may be Hub ids ("owner/name", read from the local HF cache by the holders)
+        hub_id = k in SUBMODEL_PATH_KEYS and v.count("/") == 1 and not v.startswith((".", "/")) and not local.exists()
+        spec[k] = v if hub_id else str(local)
     return spec
-
-
-def _looks_like_repo_id(v: str) -> bool:
-    """'owner/name' Hub ids stay as they are (resolved from the local HF cache by the holders)."""
-    return v.count("/") == 1 and not v.startswith((".", "/", "~")) and not os.path.exists(v)
 
 
 def resolve_source(source: str | os.PathLike) -> dict[str, Any]:
