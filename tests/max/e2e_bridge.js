@@ -100,3 +100,21 @@ test("a bridge error (path outside the allowed roots) lands in the status line, 
     assert.equal(calls(world, "create_audio_track").length, 0);
     await dev.close();
 });
+
+test("ask about the selected clip: the text answer reaches the answer box, nothing is placed", async () => {
+    const { world, dev, udp } = await startDevice({ deviceTrack: 0 });
+    world.selectAudioClip({ file_path: CLIP, warping: 0, start_marker: 0, end_marker: 2 }, { track: 0, slot: 0 });
+    dev.send("mode", "ask");
+    dev.send("prompt", "what", "instruments", "play", "here?");
+    dev.send("go");
+    await udp.waitFor(finished(dev), JOB_TIMEOUT_MS, "the ask job to finish");
+    assert.match(dev.lastStatus(), /^Answer ready/);
+    const done = udp.received.find((m) => m.address === "/m2u/done");
+    assert.equal(done.args[1], ""); // ask: no audio
+    const chunks = udp.received.filter((m) => m.address === "/m2u/text").sort((a, b) => a.args[1] - b.args[1]);
+    const text = chunks.map((m) => m.args[3]).join("");
+    const answers = dev.ui("answer");
+    assert.equal(String(answers[answers.length - 1][0]), text);
+    assert.equal(calls(world, "create_audio_track").length, 0);
+    await dev.close();
+});
