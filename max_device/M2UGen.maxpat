@@ -1102,7 +1102,7 @@
 						"",
 						""
 					],
-					"parameter_enable": 1,
+					"parameter_enable": 0,
 					"patching_rect": [
 						20,
 						380,
@@ -1116,22 +1116,7 @@
 						60,
 						16
 					],
-					"saved_attribute_attributes": {
-						"valueof": {
-							"parameter_enum": [
-								"val1",
-								"val2"
-							],
-							"parameter_invisible": 2,
-							"parameter_longname": "Go",
-							"parameter_mmax": 1,
-							"parameter_shortname": "Go",
-							"parameter_type": 2,
-							"parameter_unitstyle": 9
-						}
-					},
-					"text": "Go",
-					"varname": "Go"
+					"text": "Go"
 				}
 			},
 			{
@@ -1182,7 +1167,7 @@
 						"",
 						""
 					],
-					"parameter_enable": 1,
+					"parameter_enable": 0,
 					"patching_rect": [
 						100,
 						380,
@@ -1196,22 +1181,7 @@
 						60,
 						16
 					],
-					"saved_attribute_attributes": {
-						"valueof": {
-							"parameter_enum": [
-								"val1",
-								"val2"
-							],
-							"parameter_invisible": 2,
-							"parameter_longname": "Cancel",
-							"parameter_mmax": 1,
-							"parameter_shortname": "Cancel",
-							"parameter_type": 2,
-							"parameter_unitstyle": 9
-						}
-					},
-					"text": "Cancel",
-					"varname": "Cancel"
+					"text": "Cancel"
 				}
 			},
 			{
@@ -1243,7 +1213,7 @@
 						"",
 						""
 					],
-					"parameter_enable": 1,
+					"parameter_enable": 0,
 					"patching_rect": [
 						180,
 						380,
@@ -1257,23 +1227,8 @@
 						60,
 						16
 					],
-					"saved_attribute_attributes": {
-						"valueof": {
-							"parameter_enum": [
-								"off",
-								"on"
-							],
-							"parameter_invisible": 2,
-							"parameter_longname": "Rec",
-							"parameter_mmax": 1,
-							"parameter_shortname": "Rec",
-							"parameter_type": 2,
-							"parameter_unitstyle": 9
-						}
-					},
 					"text": "Rec",
-					"texton": "Rec",
-					"varname": "Rec"
+					"texton": "Rec"
 				}
 			},
 			{
@@ -1931,21 +1886,6 @@
 			"obj-57": [
 				"Reply Port",
 				"Reply",
-				0
-			],
-			"obj-60": [
-				"Go",
-				"Go",
-				0
-			],
-			"obj-63": [
-				"Cancel",
-				"Cancel",
-				0
-			],
-			"obj-65": [
-				"Rec",
-				"Rec",
 				0
 			],
 			"parameterbanks": {
