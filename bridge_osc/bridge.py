@@ -103,6 +103,7 @@ class Bridge:
         allow_remote: bool = False,
         ping_interval_s: float = 1.0,
         ping_timeout_s: float = 5.0,
+        request_timeout_s: float = 30.0,
         client_factory: Callable[[str | None], Client] | None = None,
     ):
         if not is_loopback(host) and not allow_remote:
@@ -116,8 +117,13 @@ class Bridge:
         self.default_reply_port = reply_port
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
+        self.request_timeout_s = request_timeout_s
         self._client_factory = client_factory or (lambda endpoint: Client(endpoint))
         self.version = bridge_version()
+        try:  # a malformed endpoint fails here, in the caller's thread, not later in serve()
+            self._client_factory(server_endpoint).close()
+        except zmq.ZMQError as e:
+            raise ValueError(f"bad server endpoint {server_endpoint!r}: {e}") from None
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -162,10 +168,14 @@ class Bridge:
                 self._tick(time.monotonic())
         finally:
             self._close_client()
-            self.sock.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            self.close()
             log.info("OSC bridge stopped")
+
+    def close(self) -> None:
+        """Release the UDP port (serve() does this when it ends)."""
+        self.sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -199,6 +209,17 @@ class Bridge:
             self._ping_req = self.client.send("ping")
             self._ping_sent = now
             self._next_ping = now + self.ping_interval_s
+            self._expire_pending(now)
+
+    def _expire_pending(self, now: float) -> None:
+        """A server that answers pings but not a request (a bug) must not leave the client waiting."""
+        for req, pending in list(self.pending.items()):
+            if now - pending.sent > self.request_timeout_s:
+                del self.pending[req]
+                log.warning("no reply to %s (%s) within %g s", pending.what, req, self.request_timeout_s)
+                if pending.target is not None:
+                    self._error(pending.target, pending.job if pending.what in ("status", "cancel", "subscribe") else "",
+                                "server_unavailable", f"no reply from the server within {self.request_timeout_s:g} s")
 
     def _server_lost(self, why: str) -> None:
         was_up = self.server_up
@@ -207,7 +228,7 @@ class Bridge:
             if pending.what == "hello" and pending.target is not None:
                 self._send_welcome(pending.target)  # says "down"
             elif pending.target is not None:
-                job = pending.request.job if pending.request and pending.what in ("status", "cancel") else ""
+                job = pending.job if pending.what in ("status", "cancel", "subscribe") else ""
                 self._error(pending.target, job, "server_unavailable",
                             f"the server went away before answering: {why}")
         self.pending.clear()
