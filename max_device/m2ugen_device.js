@@ -144,6 +144,14 @@ function unquotedPath(api) {
     return String(api.path).replace(/"/g, "");
 }
 
+// Canonical path ("live_set tracks 2") of whatever `path` points to ("this_device canonical_parent"):
+// a LiveAPI made from an id reports the canonical path; "" when nothing is there.
+function canonicalPath(path) {
+    var api = live(path);
+    if (!api || num(api.id) === 0) return "";
+    return unquotedPath(live("id " + api.id));
+}
+
 // ------------------------------------------------------------------------------------------------
 // pure functions (exported for tests)
 
@@ -620,7 +628,7 @@ function placeResult(path, seconds, request) {
     }
 
     var song = live("live_set");
-    var deviceTrack = trackIndexFromPath(unquotedPath(live("this_device canonical_parent")));
+    var deviceTrack = trackIndexFromPath(canonicalPath("this_device canonical_parent"));
     var trackCount = num(song.getcount("tracks"));
     var index = deviceTrack >= 0 ? deviceTrack + 1 : trackCount;
     var arranger = str(live("live_app view").get("focused_document_view")) === "Arranger";
@@ -647,7 +655,7 @@ function placeResult(path, seconds, request) {
                 clipPath = trackPath + " arrangement_clips " + before;
             }
         } else {
-            var scene = sceneIndexFromPath(unquotedPath(live("live_set view selected_scene")));
+            var scene = sceneIndexFromPath(canonicalPath("live_set view selected_scene"));
             var slot = live(trackPath + " clip_slots " + scene);
             slot.call("create_audio_clip", path);
             if (num(slot.get("has_clip")) === 1) clipPath = trackPath + " clip_slots " + scene + " clip";

@@ -78,7 +78,10 @@ test("LOM stub refuses names that are not in the stubs", () => {
     assert.throws(() => new LiveAPI("live_set tracks 0").set("has_audio_input", 0), /read-only/);
     assert.throws(() => new LiveAPI("live_set bogus_child"), /no property 'bogus_child'/);
     assert.deepEqual(new LiveAPI("live_set").get("tempo"), [120]);
-    assert.equal(new LiveAPI("this_device canonical_parent").unquotedpath, "live_set tracks 1");
+    const parent = new LiveAPI("this_device canonical_parent");
+    assert.equal(parent.unquotedpath, "this_device canonical_parent");
+    assert.equal(new LiveAPI("id " + parent.id).unquotedpath, "live_set tracks 1");
+    assert.equal(new LiveAPI("id " + parent.id).path, '"live_set tracks 1"');
 });
 
 // ---- pure helpers -------------------------------------------------------------------------------

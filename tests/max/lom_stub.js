@@ -266,13 +266,17 @@ function makeLiveAPI(world) {
         this._callback = callback;
         this._bind(path === undefined ? "" : path);
     }
+    // Made from an id, `path` is the canonical path; made from a path, the stub gives that path back
+    // as written (the conservative reading of Max's docs), so the device must not rely on more.
     LiveAPI.prototype._bind = function (path) {
         this._obj = path ? world.resolve(path) : null;
+        const p = String(path).replace(/"/g, "").trim().replace(/\s+/g, " ");
+        this._path = !this._obj ? "" : /^id /.test(p) ? world.pathOf(this._obj) : p;
     };
     Object.defineProperty(LiveAPI.prototype, "id", { get() { return this._obj ? this._obj.id : 0; } });
     Object.defineProperty(LiveAPI.prototype, "type", { get() { return this._obj ? this._obj.cls.split(".").pop() : ""; } });
-    Object.defineProperty(LiveAPI.prototype, "unquotedpath", { get() { return this._obj ? world.pathOf(this._obj) : ""; } });
-    Object.defineProperty(LiveAPI.prototype, "path", { get() { return this._obj ? `"${world.pathOf(this._obj)}"` : ""; } });
+    Object.defineProperty(LiveAPI.prototype, "unquotedpath", { get() { return this._path; } });
+    Object.defineProperty(LiveAPI.prototype, "path", { get() { return this._obj ? `"${this._path}"` : ""; } });
     Object.defineProperty(LiveAPI.prototype, "property", {
         get() { return this._property || ""; },
         set(name) {
