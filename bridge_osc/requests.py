@@ -1,9 +1,10 @@
 """Parse the arguments of incoming `/m2u/*` messages into `Request`s (see bridge_osc/README.md).
 
 Every argument is first classed as `s` (string) or `n` (number: i/h/f/d, interchangeable); the class
-string is then matched against each address's pattern. A run of strings is joined with spaces (Pure
-Data and Max split free text into words). Anything that does not fit raises `ArgError` with a code and
-a message that names the argument and the expected type tags.
+string is then split at each address's last string (the audio / media path) and trailing numbers.
+Free text that Pure Data and Max split into atoms is joined again with spaces, numbers inside it
+included ("lofi beat at 90 bpm"). Anything that does not fit raises `ArgError` with a code and a
+message that names the argument and the expected type tags.
 """
 
 from __future__ import annotations
@@ -135,8 +136,20 @@ def _port(value: Any, op: str, tags: str) -> int:
     return port
 
 
-def _words(words: list[str], what: str, op: str, tags: str) -> str:
-    text = " ".join(w.strip() for w in words if w.strip())
+def _text(atoms: list, what: str, op: str, tags: str) -> str:
+    """Atoms split by Pd/Max -> one text: words joined by single spaces, numbers written back
+    as Pd prints them (90.0 -> "90")."""
+    words = []
+    for atom in atoms:
+        if isinstance(atom, str):
+            word = atom.strip()
+        elif float(atom).is_integer() and abs(atom) < 1e15:
+            word = str(int(atom))
+        else:
+            word = repr(float(atom))
+        if word:
+            words.append(word)
+    text = " ".join(words)
     if not text:
         raise _bad(op, tags, f"{what} is empty")
     return text
@@ -152,53 +165,51 @@ _parse_ping = _parse_hello
 
 
 def _parse_generate(op: str, classes: str, args: list, tags: str) -> Request:
-    match = re.fullmatch(r"(s+)(n*)(s?)(n*)", classes)
-    if not match:
-        raise _bad(op, tags, "the prompt (strings) must come first, then numbers and at most one path")
-    prompt_end, numbers_end, media_end = match.end(1), match.end(2), match.end(3)
-    before = args[prompt_end:numbers_end]
-    media = args[numbers_end:media_end]
-    after = args[media_end:]
-    if not media and prompt_end >= 2 and _is_media_path(args[prompt_end - 1]):
-        # "/m2u/generate a cat /abs/cat.png [reply_port]": the last word is the path, not prompt
-        prompt_end -= 1
-        before, media, after = [], args[prompt_end : prompt_end + 1], before
-    if media:
+    last_string = classes.rfind("s")
+    if last_string < 0:
+        raise _bad(op, tags, "needs a prompt (one or more strings)")
+    media_at = last_string if _media_kind(args[last_string]) else None
+    if media_at is None and _is_absolute(args[last_string]):
+        raise _bad(op, tags, f"media path {args[last_string].strip()!r} has extension "
+                             f"{os.path.splitext(args[last_string].strip())[1].lower()!r}; "
+                             f"image: {' '.join(sorted(IMAGE_EXTENSIONS))}; video: {' '.join(sorted(VIDEO_EXTENSIONS))}")
+    if media_at is not None:
+        prompt_end = classes.rfind("s", 0, media_at) + 1
+        if prompt_end == 0:
+            raise _bad(op, tags, "needs a prompt before the media path")
+        before, after = args[prompt_end:media_at], args[media_at + 1 :]
         if len(before) > 1 or len(after) > 1:
             raise _bad(op, tags, "with a media path: at most one number before it (duration) and one after (reply_port)")
-        numbers = before + [None] * (1 - len(before))
-        port = after[0] if after else None
+        duration, port = (before[0] if before else None), (after[0] if after else None)
     else:
-        if len(before) > 2:
-            raise _bad(op, tags, "at most two numbers (duration, reply_port)")
-        numbers = before[:1] + [None] * (1 - len(before[:1]))
-        port = before[1] if len(before) == 2 else None
-    request = Request(op, prompt=_words(args[:prompt_end], "prompt", op, tags))
-    if numbers[0] is not None:
-        duration = _number(numbers[0], "duration", op, tags)
+        prompt_end = last_string + 1
+        numbers = args[prompt_end:]
+        if len(numbers) > 2:
+            raise _bad(op, tags, "at most two numbers after the prompt (duration, reply_port)")
+        duration, port = (numbers[0] if numbers else None), (numbers[1] if len(numbers) == 2 else None)
+    request = Request(op, prompt=_text(args[:prompt_end], "prompt", op, tags))
+    if duration is not None:
+        duration = _number(duration, "duration", op, tags)
         request.duration = duration if duration > 0 else None
     if port is not None:
         request.reply_port = _port(port, op, tags)
-    if media:
-        path = media[0].strip()
-        extension = os.path.splitext(path)[1].lower()
-        if extension in IMAGE_EXTENSIONS:
+    if media_at is not None:
+        path = args[media_at].strip()
+        if _media_kind(path) == "image":
             request.image = path
-        elif extension in VIDEO_EXTENSIONS:
-            request.video = path
         else:
-            raise _bad(
-                op, tags,
-                f"media path {path!r} has extension {extension!r}; image: {' '.join(sorted(IMAGE_EXTENSIONS))}; "
-                f"video: {' '.join(sorted(VIDEO_EXTENSIONS))}",
-            )
+            request.video = path
     return request
 
 
-def _is_media_path(word: str) -> bool:
+def _media_kind(word: str) -> str | None:
+    extension = os.path.splitext(word.strip())[1].lower()
+    return "image" if extension in IMAGE_EXTENSIONS else "video" if extension in VIDEO_EXTENSIONS else None
+
+
+def _is_absolute(word: str) -> bool:
     word = word.strip()
-    absolute = word.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", word) is not None
-    return absolute and os.path.splitext(word)[1].lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+    return word.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", word) is not None
 
 
 def _crop(request: Request, start: Any, end: Any, op: str, tags: str) -> None:
@@ -213,16 +224,16 @@ def _crop(request: Request, start: Any, end: Any, op: str, tags: str) -> None:
 
 
 def _audio_request(op: str, classes: str, args: list, tags: str, max_numbers: int) -> tuple[Request, list]:
-    match = re.fullmatch(r"(s+)(n*)", classes)
-    if not match or match.end(1) < 2:
-        raise _bad(op, tags, "needs the prompt (one or more strings) then the audio path or job handle")
-    strings, numbers = args[: match.end(1)], args[match.end(1) :]
+    audio_at = classes.rfind("s")
+    if audio_at < 1:
+        raise _bad(op, tags, "needs the prompt (one or more words) then the audio path or job handle")
+    numbers = args[audio_at + 1 :]
     if len(numbers) > max_numbers:
-        raise _bad(op, tags, f"at most {max_numbers} numbers")
-    audio = strings[-1].strip()
+        raise _bad(op, tags, f"at most {max_numbers} numbers after the audio")
+    audio = args[audio_at].strip()
     if not audio:
         raise _bad(op, tags, "the audio argument is empty")
-    request = Request(op, prompt=_words(strings[:-1], "prompt", op, tags), audio=audio)
+    request = Request(op, prompt=_text(args[:audio_at], "prompt", op, tags), audio=audio)
     return request, numbers
 
 
@@ -281,7 +292,7 @@ def _parse_set(op: str, classes: str, args: list, tags: str) -> Request:
         match = re.fullmatch(r"(s+)(n?)", rest_classes)
         if not match:
             raise _bad(op, tags, f"{name} takes text")
-        request.value = _words(rest[: match.end(1)], name, op, tags)
+        request.value = _text(rest[: match.end(1)], name, op, tags)
         if match.group(2):
             request.reply_port = _port(rest[-1], op, tags)
         return request

@@ -125,6 +125,16 @@ def test_pd_split_words_are_joined():
     assert (r.prompt, r.audio) == ("more drums", "last")
 
 
+def test_numbers_inside_split_text_stay_in_the_prompt():
+    # Pd: [list lofi beat at 90 bpm 8( sends 90 and 8 as floats; the prompt ends at its last word
+    r = req("/m2u/generate", ("s", "lofi"), ("s", "beat"), ("s", "at"), ("f", 90.0), ("s", "bpm"), ("f", 8.0))
+    assert (r.prompt, r.duration, r.image) == ("lofi beat at 90 bpm", 8.0, None)
+    r = req("/m2u/generate", ("f", 808.0), ("s", "drums"), ("f", 0.5), ("s", "swing"), ("s", "/x/a.jpg"))
+    assert (r.prompt, r.image, r.duration) == ("808 drums 0.5 swing", "/x/a.jpg", None)
+    r = req("/m2u/edit", ("s", "add"), ("f", 808.0), ("s", "drums"), ("s", "/a.wav"), ("f", 1.0), ("f", 2.0))
+    assert (r.prompt, r.audio, r.start, r.end) == ("add 808 drums", "/a.wav", 1.0, 2.0)
+
+
 def test_edit_number_counts():
     base = [("s", "more drums"), ("s", "/a.wav")]
     r = req("/m2u/edit", *base, ("f", 12.0))
@@ -167,6 +177,8 @@ def test_job_hello_ping_set():
     ("/m2u/generate", [("s", "x"), ("T", True)], "bad_args", "type tag 'T'"),
     ("/m2u/generate", [("s", "x"), ("b", b"RIFF")], "bad_args", "type tag 'b'"),
     ("/m2u/generate", [("s", "x"), ("f", 1.0), ("f", 2.0), ("f", 3.0)], "bad_args", "at most two numbers"),
+    ("/m2u/generate", [("s", "x"), ("f", 1.0), ("s", "/a/b.png"), ("f", 2.0), ("f", 3.0)], "bad_args", "at most one number"),
+    ("/m2u/generate", [("s", "/a/b.png")], "bad_args", "prompt before the media path"),
     ("/m2u/generate", [("s", "x"), ("f", 1.0), ("s", "/a/b.txt")], "bad_args", "extension '.txt'"),
     ("/m2u/generate", [("s", "x"), ("f", 1.0), ("f", 9101.5)], "bad_args", "whole number"),
     ("/m2u/generate", [("s", "x"), ("f", 1.0), ("i", 70000)], "bad_args", "0..65535"),

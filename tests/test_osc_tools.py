@@ -189,5 +189,5 @@ def test_pure_data_patch_generates_and_receives_done(server, bridge_process):
     assert float(seconds) == pytest.approx(2.0, abs=0.02)
     with Client(server) as c:
         record = c.call("status", job=job).header
-    assert record["params"]["prompt"] == "dark ambient drone"  # Pd's separate atoms joined again
+    assert record["params"]["prompt"] == "dark ambient drone at 90 bpm"  # Pd atoms (90 a float) joined again
     assert record["params"]["duration"] == 2.0
