@@ -252,3 +252,28 @@ def test_real_server_stops_and_another_starts_on_the_same_port(tmp_path, tiny_mo
             second.stop()
         else:
             first.stop()
+
+
+@pytest.mark.timeout(150)
+def test_audio_by_job_id_of_another_client(server, peer):
+    """A job id the bridge has never seen (made by the CLI, say) is resolved through the server."""
+    with Client(server, timeout_s=10) as c:
+        req = c.send("submit", kind="generate", params={"prompt": "pad", "duration": 1.0})
+        deadline = time.monotonic() + 100
+        while True:
+            m = c.recv(timeout_s=max(0.1, deadline - time.monotonic()))
+            assert m is not None, "no done from the server"
+            if m.op in ("done", "error"):
+                break
+        assert m.op == "done", m
+        other_job, other_path = m.job, m.header["audio_path"]
+    peer.send("/m2u/edit", ("s", "brighter"), ("s", other_job), ("f", 0.5))
+    got = peer.expect("/m2u/done", timeout=100)
+    job = got[0].args[0]
+    assert job != other_job
+    record = server_record(server, job)
+    assert record["params"]["prompt"] == "brighter"
+    assert record["kind"] == "edit" and other_path in str(record["inputs"]["audio"])
+    peer.send("/m2u/edit", ("s", "brighter"), ("s", "nonexistent42"))
+    error = peer.expect("/m2u/error")[-1]
+    assert error.args[1] == "not_found" and "nonexistent42" in error.args[2]
