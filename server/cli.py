@@ -136,9 +136,13 @@ def is_local(endpoint: str) -> bool:
     return is_loopback(endpoint_host(endpoint))
 
 
-def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: float = 5.0) -> int:
-    """Print the job's events until it ends; returns the exit code."""
+def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: float = 5.0,
+           exit_map: dict[int, int] | None = None) -> int:
+    """Print the job's events until it ends; returns the exit code (``exit_map`` renames codes)."""
     from server.client import ServerUnavailable
+
+    def finish(code: int) -> int:
+        return reporter.finish((exit_map or {}).get(code, code))
 
     while True:
         msg = client.recv(timeout_s=poll_s)
@@ -162,16 +166,16 @@ def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: fl
                 out.write_bytes(msg.frames[0])
                 h = {**h, "audio_path": str(out)}
             reporter.event({**h, "op": "done"} if op != "done" else h)
-            return reporter.finish(EXIT_OK)
+            return finish(EXIT_OK)
         if op == "cancelled" or h.get("state") == "cancelled":
             reporter.event(h)
             reporter.state["state"] = "cancelled"
-            return reporter.finish(EXIT_CANCELLED)
+            return finish(EXIT_CANCELLED)
         if op == "error" or h.get("state") == "failed":
             reporter.event(h)
             if h.get("state") == "failed":
                 reporter.state["state"] = "failed"
-            return reporter.finish(EXIT_FAILED)
+            return finish(EXIT_FAILED)
         reporter.event(h)
 
 
@@ -369,8 +373,8 @@ def cmd_cancel(args) -> int:
             return reporter.finish(EXIT_FAILED)
         if reply.header.get("state") != "running" or args.no_wait:
             return reporter.finish(EXIT_OK)
-        code = follow(client, reporter, args.job, None)  # wait for the final event (cancelled, or done)
-        return code
+        # wait for the final event: cancelled (exit 0), or the job ended some other way first (exit 4)
+        return follow(client, reporter, args.job, None, exit_map={EXIT_CANCELLED: EXIT_OK, EXIT_OK: EXIT_FAILED})
 
 
 def cmd_result(args) -> int:

@@ -121,7 +121,11 @@ class Handlers:
         params = spec["params"]
         if spec["kind"] != "ask" and params["duration"] is None:
             audio = model_inputs["audio"]
-            params["duration"] = 10.0 if audio is None else min(300.0, max(0.5, audio[0].shape[1] / audio[1]))
+            seconds = 10.0 if audio is None else audio[0].shape[1] / audio[1]
+            ref = spec["inputs"]["audio"] or {}
+            if ref.get("start") is not None and ref.get("end") is not None:  # a DAW selection: its exact length
+                seconds = min(seconds + 1e-3, ref["end"] - ref["start"])
+            params["duration"] = min(300.0, max(0.5, seconds))
         job = Job(id=job_id, kind=spec["kind"], params=params, model=self.model_info, inputs_info=info)
         job.inputs, job.output, job.job_dir = model_inputs, output, job_dir
         job.subscribers.add(identity)

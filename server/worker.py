@@ -154,7 +154,7 @@ class Worker(threading.Thread):
                 audio=job.inputs.get("audio"), image=job.inputs.get("image"), video=job.inputs.get("video"),
                 max_new_tokens=p["max_new_tokens"] or getattr(self.model.config, "max_new_tokens", 512),
                 temperature=p["temperature"], top_p=p["top_p"], seed=seed, conditioning=p["conditioning"],
-                duration_s=p["duration"] if want_audio else None, want_audio=want_audio, on_event=on_event,
+                duration_s=p["duration"] or 10.0, want_audio=want_audio, on_event=on_event,
             )
         except JobCancelled:
             self._finish(job, "cancelled")

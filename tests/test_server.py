@@ -17,6 +17,7 @@ from server.client import Client, Message, ServerUnavailable
 from server.handlers import Limits
 
 FINAL = ("done", "error", "cancelled")
+QUICK = {"duration": 0.5, "max_new_tokens": 4}  # keeps the tiny model to about a second per job
 
 
 def wait_final(client: Client, job: str, timeout_s: float = 60.0) -> tuple[Message, list[Message]]:
@@ -59,6 +60,7 @@ def test_generate_streams_events_and_writes_requested_wav(server, tmp_path):
     with Client(server) as c:
         acc = c.call("submit", kind="generate", output={"path": str(out)},
                      params={"prompt": "calm piano", "duration": 1.25, "sample_rate": 44100, "channels": 2, "seed": 7,
+                             "max_new_tokens": 6,
                              "context": {"bpm": 90, "key": "A minor"}})
         assert acc.op == "accepted", acc.header
         assert acc.header["queue_position"] == 0 and acc.header["model"]["tiny"] is True
@@ -98,7 +100,8 @@ def test_several_concurrent_clients_get_only_their_own_events(server):
 
     def run(i: int) -> None:
         with Client(server, timeout_s=30) as c:
-            acc = c.call("submit", kind="generate", params={"prompt": f"client {i}", "duration": 0.5, "seed": i})
+            acc = c.call("submit", kind="generate",
+                         params={"prompt": f"client {i}", "seed": i, **QUICK})
             done, events = wait_final(c, acc.job, timeout_s=120)
             results[i] = (acc.job, done, events)
 
@@ -117,7 +120,7 @@ def test_several_concurrent_clients_get_only_their_own_events(server):
 
 def test_disconnect_then_refetch_by_job_id(server):
     c = Client(server)
-    job = c.call("submit", kind="generate", params={"prompt": "gone", "duration": 0.5}).job
+    job = c.call("submit", kind="generate", params={"prompt": "gone", **QUICK}).job
     c.close()  # the submitting client vanishes; the job must still finish
     with Client(server) as c2:
         end = time.monotonic() + 60
@@ -137,8 +140,8 @@ def test_cancel_queued_and_running(make_server, tiny_model):
     slow = SlowModel(tiny_model, step_s=0.1)
     srv = make_server(slow)
     with Client(srv.endpoint) as c:
-        j1 = c.call("submit", kind="generate", params={"prompt": "one", "duration": 0.5}).job
-        j2 = c.call("submit", kind="generate", params={"prompt": "two", "duration": 0.5})
+        j1 = c.call("submit", kind="generate", params={"prompt": "one", **QUICK}).job
+        j2 = c.call("submit", kind="generate", params={"prompt": "two", **QUICK})
         assert j2.header["queue_position"] == 0
         j2 = j2.job
         assert slow.started.wait(30)
@@ -162,11 +165,11 @@ def test_full_queue_answers_busy(make_server, tiny_model):
     slow = SlowModel(tiny_model, step_s=0.1)
     srv = make_server(slow, limits=Limits(queue_size=1))
     with Client(srv.endpoint) as c:
-        running = c.call("submit", kind="generate", params={"prompt": "a", "duration": 0.5}).job
+        running = c.call("submit", kind="generate", params={"prompt": "a", **QUICK}).job
         assert slow.started.wait(30)
-        queued = c.call("submit", kind="generate", params={"prompt": "b", "duration": 0.5})
+        queued = c.call("submit", kind="generate", params={"prompt": "b", **QUICK})
         assert queued.op == "accepted"
-        busy = c.call("submit", kind="generate", params={"prompt": "c", "duration": 0.5})
+        busy = c.call("submit", kind="generate", params={"prompt": "c", **QUICK})
         assert busy.op == "error" and busy.header["code"] == "busy" and "full" in busy.header["message"]
         for job in (queued.job, running):
             c.call("cancel", job=job)

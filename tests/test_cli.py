@@ -1,0 +1,146 @@
+"""The `m2ugen` CLI as a subprocess against a real server: JSON lines, status file, WAV output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from conftest import SlowModel
+from server.client import Client
+
+CLI = [sys.executable, "-m", "server.cli"]
+
+
+def run(args, timeout=120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ}, **kw)
+
+
+def lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_generate_out_and_status_file(server, tmp_path):
+    out, status = tmp_path / "gen.wav", tmp_path / "status.json"
+    p = run(["generate", "--server", server, "--prompt", "lofi piano", "--duration", "1.5", "--sample-rate", "48000",
+             "--channels", "2", "--seed", "3", "--bpm", "92", "--max-new-tokens", "4", "--out", str(out),
+             "--status-file", str(status)])
+    assert p.returncode == 0, p.stderr
+    events = lines(p.stdout)
+    ops = [e["op"] for e in events]
+    assert ops[0] == "accepted" and "progress" in ops and ops[-2:] == ["done", "exit"]
+    assert events[-1]["code"] == 0
+    done = events[-2]
+    assert done["audio_path"] == str(out) and done["model"]["tiny"] is True
+    info = sf.info(out)
+    assert (info.samplerate, info.channels, info.frames) == (48000, 2, 72000)
+    st = json.loads(status.read_text())
+    assert st["state"] == "done" and st["exit_code"] == 0 and st["audio_path"] == str(out)
+    assert st["fraction"] == 1.0 and st["job"] == done["job"] and st["error"] is None
+    assert json.loads(Path(done["sidecar_path"]).read_text())["params"]["context"]["bpm"] == 92
+
+
+def test_console_script_request_file_upload_and_result(server, tmp_path, wav_file):
+    exe = shutil.which("m2ugen", path=str(Path(sys.executable).parent))
+    assert exe, "the m2ugen console script is not installed in this venv"
+    src = wav_file(seconds=1.0, sr=22050, channels=2)
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"kind": "edit", "prompt": "more drums, it's \"fun\"; rm -rf /", "audio": str(src),
+                               "start": 0.25, "end": 1.0, "max_new_tokens": 4, "out": str(tmp_path / "edit.wav"),
+                               "status_file": str(tmp_path / "st.json"), "server": server}))
+    p = subprocess.run([exe, "submit", "--request", str(req), "--upload"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    done = lines(p.stdout)[-2]
+    assert done["op"] == "done"
+    info = sf.info(tmp_path / "edit.wav")
+    assert info.frames == int(round(0.75 * info.samplerate))  # duration defaults to the cropped input
+    assert done["params"]["prompt"].endswith("rm -rf /")
+    p = run(["result", done["job"], "--server", server, "--out", str(tmp_path / "again.wav")])
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "again.wav").read_bytes() == (tmp_path / "edit.wav").read_bytes()
+    p = run(["jobs", "--server", server])
+    assert p.returncode == 0 and lines(p.stdout)[0]["job"] == done["job"]
+    p = run(["status", done["job"], "--server", server])
+    assert p.returncode == 0 and lines(p.stdout)[0]["state"] == "done"
+
+
+def test_no_server_exits_3_quickly(tmp_path):
+    status = tmp_path / "s.json"
+    t0 = time.monotonic()
+    p = run(["generate", "--server", "tcp://127.0.0.1:9", "--prompt", "x", "--status-file", str(status),
+             "--connect-timeout", "1"])
+    assert p.returncode == 3
+    assert time.monotonic() - t0 < 10
+    assert "no m2ugen server answers at tcp://127.0.0.1:9" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert lines(p.stdout)[-1] == {"op": "exit", "code": 3}
+    st = json.loads(status.read_text())
+    assert st["exit_code"] == 3 and st["error"]["code"] == "unreachable"
+
+
+def test_bad_input_exits_4(server, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEnot really")
+    status = tmp_path / "s.json"
+    p = run(["ask", "--server", server, "--audio", str(bad), "--prompt", "key?", "--status-file", str(status)])
+    assert p.returncode == 4
+    err = lines(p.stdout)[0]
+    assert err["op"] == "error" and err["code"] == "bad_audio"
+    assert "bad_audio" in p.stderr
+    st = json.loads(status.read_text())
+    assert st["state"] == "failed" and st["exit_code"] == 4 and st["error"]["code"] == "bad_audio"
+
+
+def test_usage_errors_exit_2(server, tmp_path):
+    assert run(["generate", "--server", server]).returncode == 2  # no --prompt
+    assert run(["ask", "--server", server, "--prompt", "x"]).returncode == 2  # no --audio
+    assert run(["frobnicate"]).returncode == 2
+    bad = tmp_path / "r.json"
+    bad.write_text("[1]")
+    assert run(["submit", "--request", str(bad)]).returncode == 2
+
+
+def test_cancel_exits_5(make_server, tiny_model, tmp_path):
+    srv = make_server(SlowModel(tiny_model, step_s=0.2))
+    status = tmp_path / "s.json"
+    proc = subprocess.Popen([*CLI, "generate", "--server", srv.endpoint, "--prompt", "long", "--duration", "2",
+                             "--max-new-tokens", "4", "--status-file", str(status)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ})
+    try:
+        first = json.loads(proc.stdout.readline())
+        assert first["op"] == "accepted"
+        p = run(["cancel", first["job"], "--server", srv.endpoint])
+        assert p.returncode == 0, p.stderr
+        assert lines(p.stdout)[0]["op"] == "cancelling"
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 5
+    assert lines(rest)[-2]["op"] == "cancelled"
+    st = json.loads(status.read_text())
+    assert st["state"] == "cancelled" and st["exit_code"] == 5
+    with Client(srv.endpoint) as c:
+        assert c.call("status", job=first["job"]).header["state"] == "cancelled"
+
+
+@pytest.mark.parametrize("cmd", [[], ["serve"], ["generate"], ["result"], ["keys"], ["chat"], ["bridge"]])
+def test_help_everywhere(cmd):
+    p = run([*cmd, "--help"], timeout=60)
+    assert p.returncode == 0 and "usage: m2ugen" in p.stdout
+
+
+def test_keys_command_creates_keys(tmp_path):
+    p = run(["keys", "--dir", str(tmp_path / "k")])
+    assert p.returncode == 0, p.stderr
+    made = json.loads(p.stdout)
+    assert Path(made["server_secret"]).is_file() and (tmp_path / "k" / "authorized" / "client.key").is_file()
+    assert run(["keys", "--dir", str(tmp_path / "k")]).returncode == 4  # refuses to overwrite
