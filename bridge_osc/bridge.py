@@ -306,7 +306,8 @@ class Bridge:
                 self.hello_ports[source[0]] = request.reply_port
         target = self._reply_address(source, None if request.op == "hello" else request.reply_port)
         client = self._client_state(target)
-        log.info("%s:%d -> /m2u/%s %s", target[0], target[1], request.op, _describe(request))
+        log.log(logging.DEBUG if request.op == "ping" else logging.INFO,
+                "%s:%d -> /m2u/%s %s", target[0], target[1], request.op, _describe(request))
 
         if request.op == "ping":
             self._send(target, "/m2u/pong", ("s", self.version), ("s", self._server_word()))
