@@ -381,19 +381,38 @@ class M2UGen(nn.Module):
         if decode_music:
             t0 = time.perf_counter()
             emit(Event("generating", 0.0, ""))
-            kwargs = dict(duration_s=float(duration_s), guidance_scale=cfg.guidance_scale, seed=seed,
+            target = int(round(duration_s * self.sample_rate))
+            kwargs = dict(duration_s=self._decoder_duration(duration_s, target), guidance_scale=cfg.guidance_scale,
+                          seed=seed,
                           tokens_per_s=cfg.musicgen_tokens_per_s,
                           on_progress=lambda f: emit(Event("generating", float(f), "")))
             if conditioning == "text":
                 audio_out = self.decoder.generate(text=raw_text, **kwargs)
             else:
                 audio_out = self.decoder.generate(embeds=self.music_embeddings(hidden), **kwargs)
-            audio_out = np.asarray(audio_out, dtype=np.float32)
+            audio_out = np.asarray(audio_out, dtype=np.float32)[:, :target]
             emit(Event("generating", 1.0, ""))
             timings["generating"] = time.perf_counter() - t0
 
         return Reply(text=_clean(raw_text), audio=audio_out, sample_rate=self.sample_rate, seed=seed,
                      raw_text=raw_text, timings=timings)
+
+    def _decoder_duration(self, duration_s: float, target: int) -> float:
+        """Seconds to ask the decoder for so that it returns at least ``target`` samples.
+
+        MusicGen's official length, int(51.2 * s) steps, loses K - 1 frames to the codebook delay
+        pattern; ask for the few extra steps (the reply is then trimmed to exactly ``duration_s``).
+        """
+        num_samples = getattr(self.decoder, "num_samples", None)
+        if not callable(num_samples):
+            return float(duration_s)
+        tps = self.cfg.musicgen_tokens_per_s
+        ask = float(duration_s)
+        for _ in range(64):
+            if num_samples(ask, tps) >= target:
+                break
+            ask += 1.0 / tps
+        return ask
 
     def music_embeddings(self, hidden: torch.Tensor) -> torch.Tensor:
         """[8, dim] (or [B, 8, dim]) [AUD] hidden states -> projector output * embedding_scale [B, Nq, out_dim]."""

@@ -13,6 +13,11 @@ from m2ugen.llama import Transformer, build_adapters
 from m2ugen.tokenizer import audio_token_ids, load_tokenizer
 
 
+
+def stop_ids(tok):
+    """Token ids of "\\n###" without the SentencePiece dummy-prefix piece."""
+    return [t for t in tok("\n###", add_special_tokens=False).input_ids if tok.convert_ids_to_tokens(t) != "\u2581"]
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     os.environ["M2UGEN_DATA_DIR"] = str(tmp_path_factory.mktemp("data"))
@@ -123,7 +128,7 @@ def test_stops_on_newline_hash(setup):
     cfg, tok, llama = setup
     ids = prompt_ids(tok, PROMPTS[0])
     body = tok("Here is a music", add_special_tokens=False).input_ids
-    stop = tok("\n###", add_special_tokens=False).input_ids[-3:]
+    stop = stop_ids(tok)
     more = tok(" never reached", add_special_tokens=False).input_ids
     m = _forced(setup, body + stop + more, ids)
     g = generate(m, tok, [ids], max_new_tokens=60, temperature=0.0)[0]
@@ -149,7 +154,7 @@ def test_aud_gathering_picks_predicting_positions(setup):
     ids = prompt_ids(tok, PROMPTS[2])
     aud = audio_token_ids(tok)
     body = tok("Here is a music", add_special_tokens=False).input_ids
-    stop = tok("\n###", add_special_tokens=False).input_ids[-3:]
+    stop = stop_ids(tok)
     # two complete runs: the second [AUD0] restarts the list, so the second run is kept
     script = body + aud + body[:1] + aud + stop
     m = _forced(setup, script, ids)
@@ -171,7 +176,7 @@ def test_aud_gathering_official_false_start(setup):
     ids = prompt_ids(tok, PROMPTS[2])
     aud = audio_token_ids(tok)
     body = tok("Here is a music", add_special_tokens=False).input_ids
-    script = body + aud[:2] + body[:1] + aud + tok("\n###", add_special_tokens=False).input_ids[-3:]
+    script = body + aud[:2] + body[:1] + aud + stop_ids(tok)
     g = generate(_forced(setup, script, ids), tok, [ids], max_new_tokens=80, temperature=0.0, audio_token_ids=aud)[0]
     n = len(body)
     assert g.aud_positions == [n, n + 1] + list(range(n + 2 + 1 + 2, n + 2 + 1 + 8))
@@ -181,7 +186,7 @@ def test_incomplete_aud_run_gives_none(setup):
     cfg, tok, llama = setup
     ids = prompt_ids(tok, PROMPTS[2])
     aud = audio_token_ids(tok)
-    script = aud[:5] + tok("\n###", add_special_tokens=False).input_ids[-3:]
+    script = aud[:5] + stop_ids(tok)
     g = generate(_forced(setup, script, ids), tok, [ids], max_new_tokens=40, temperature=0.0, audio_token_ids=aud)[0]
     assert g.aud_hidden is None
 
