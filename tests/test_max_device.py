@@ -202,6 +202,25 @@ def test_amxd_chunks_and_patcher(built):
     assert doc["patcher"]["openinpresentation"] == 1
 
 
+def test_build_rejects_bad_sources(tmp_path):
+    sys.path.insert(0, str(MAX_DIR))
+    try:
+        import build_amxd
+    finally:
+        sys.path.remove(str(MAX_DIR))
+    bad = tmp_path / "bad.maxpat"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.maxpat is not valid JSON"):
+        build_amxd.build(tmp_path / "out.amxd", patcher=bad)
+    bad.write_text('{"patcher": {"boxes": [{"box": {"maxclass": "newobj", "text": "js missing.js"}}]}}')
+    with pytest.raises(ValueError, match=r"uses \[js missing.js\] but .*missing.js does not exist"):
+        build_amxd.build(tmp_path / "out.amxd", patcher=bad)
+    bad.write_text('{"boxes": []}')
+    with pytest.raises(ValueError, match="no patcher.boxes list"):
+        build_amxd.build(tmp_path / "out.amxd", patcher=bad)
+    assert not (tmp_path / "out.amxd").exists()
+
+
 def test_every_object_is_a_known_max_object(built):
     known = set(json.loads((TESTS_MAX / "known_max_objects.json").read_text())["objects"])
     chunks = dict(read_chunks(built[0].read_bytes()))
