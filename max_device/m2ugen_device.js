@@ -28,6 +28,7 @@ var MODES = ["ask", "edit", "generate"];
 var CONDITIONINGS = ["text", "embedding"];
 var CAPTURE_SECONDS = 60;      // size of the [buffer~ m2u_capture] in the patch
 var ACCEPT_TIMEOUT_MS = 5000;  // no /m2u/accepted or /m2u/error by then: the bridge is not there
+var STATUS_POLL_MS = 15000;    // a running job silent this long: ask /m2u/status (UDP may drop its outcome)
 var ARRANGEMENT_MAX_BEATS = 1576800;
 
 var JS_THIS = this;
@@ -76,6 +77,8 @@ function resetState() {
         kind: "",
         pending: null,          // request sent, no /m2u/accepted yet
         watchdog: null,
+        poll: null,             // Task asking /m2u/status while the job is silent
+        lastEventMs: 0,
         request: null,          // what the running job needs to place its result
         chunks: null,           // /m2u/text pieces of the current job
         recording: null,        // {startedMs, startBeat} while [record~] runs
@@ -472,6 +475,10 @@ function finishJob() {
         state.watchdog.cancel();
         state.watchdog = null;
     }
+    if (state.poll) {
+        state.poll.cancel();
+        state.poll = null;
+    }
     state.job = "";
     state.pending = null;
     ui("busy", [0]);
@@ -520,8 +527,20 @@ function anything() {
     handleOsc(messagename, args);
 }
 
+function pollStatus() {
+    state.poll = null;
+    if (!state.job) return;
+    var now = new Date().getTime();
+    if (now - state.lastEventMs >= STATUS_POLL_MS) {
+        sendOsc("/m2u/status", [state.job, settings.replyPort]);
+        state.lastEventMs = now;
+    }
+    state.poll = defer(pollStatus, STATUS_POLL_MS);
+}
+
 function handleOsc(address, args) {
     var job = args.length ? String(args[0]) : "";
+    if (job && job === state.job) state.lastEventMs = new Date().getTime();
     if (address === "/m2u/welcome") {
         if (args[1] === "up") {
             setStatus("Connected: " + args[3] + (Number(args[4]) ? " (tiny test model)" : "") + ", bridge " + args[0]);
@@ -540,6 +559,8 @@ function handleOsc(address, args) {
         }
         state.pending = null;
         state.job = job;
+        state.lastEventMs = new Date().getTime();
+        state.poll = defer(pollStatus, STATUS_POLL_MS);
         setStatus(Number(args[1]) > 0 ? "Queued at position " + args[1] : "Running " + state.kind);
     } else if (address === "/m2u/queued") {
         if (job === state.job) setStatus("Queued at position " + args[1]);
@@ -567,8 +588,13 @@ function handleOsc(address, args) {
         finishJob();
         state.request = null;
         setStatus("Cancelled " + job);
+    } else if (address === "/m2u/status") {
+        // reply to a poll: job state fraction stage queue_pos (a finished job's outcome follows by itself)
+        if (job !== state.job) return;
+        if (args[1] === "queued") setStatus("Queued at position " + args[4]);
+        else if (args[1] === "running") ui("progress", [Math.max(0, Math.min(1, Number(args[2])))]);
     }
-    // /m2u/set echoes and /m2u/status replies need no action
+    // /m2u/set echoes need no action
 }
 
 function onTextChunk(index, count, chunk) {

@@ -406,3 +406,23 @@ test("talks OSC over UDP to a fake bridge and places the returned file", async (
     await dev.close();
     await new Promise((r) => bridge.close(r));
 });
+
+test("a silent running job is polled with /m2u/status until its outcome arrives", async () => {
+    const { dev } = ready();
+    dev.sandbox.STATUS_POLL_MS = 40; // top-level var of the device script
+    dev.send("prompt", "x");
+    dev.send("go");
+    dev.receive("/m2u/accepted", ["j9", 0]);
+    await sleep(150);
+    const polls = () => dev.osc().filter((m) => m[0] === "/m2u/status");
+    assert.ok(polls().length >= 1, "polled at least once");
+    assert.deepEqual(polls()[0], ["/m2u/status", "j9", 9101]);
+    dev.receive("/m2u/status", ["j9", "running", 0.6, "generating", 0]);
+    assert.deepEqual(dev.ui("progress").pop(), [0.6]);
+    dev.receive("/m2u/done", ["j9", RESULT, 1.0, 32000]); // the outcome the bridge re-sends
+    const n = polls().length;
+    await sleep(150);
+    assert.equal(polls().length, n, "no polling after the job finished");
+    assert.match(dev.lastStatus(), /Placed on track/);
+    await dev.close();
+});
