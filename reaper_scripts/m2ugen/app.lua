@@ -160,6 +160,8 @@ local function abort(run, err)
   remove_temp(run)
   if run.out then os.remove(run.out) end
   if run.kept and not run.result then os.remove(run.kept) end
+  if run.kept_sidecar and not run.result then os.remove(run.kept_sidecar) end
+  if run.out then os.remove((run.out:gsub("%.wav$", "")) .. ".json") end
   clear_active(run)
   app.message(message_of(err), app.TITLES[run.kind])
 end
@@ -214,6 +216,13 @@ local function finish(run, st)
   local path = settings.join(project.result_dir(), run.name .. ".wav")
   project.copy_file(produced, path)
   run.kept = path
+  -- the server's sidecar (<out>.json: prompt, seed, model, timings) goes along as provenance
+  local sidecar = produced:gsub("%.[wW][aA][vV]$", "") .. ".json"
+  if produced == run.out and settings.file_exists(sidecar) then
+    run.kept_sidecar = settings.join(project.result_dir(), run.name .. ".json")
+    project.copy_file(sidecar, run.kept_sidecar)
+    os.remove(sidecar)
+  end
   if produced == run.out then os.remove(run.out) end
   run.result = project.insert_audio({ path = path, track = run.track, position = run.position, name = name,
                                       take_name = st.job, notes = provenance(run, st),

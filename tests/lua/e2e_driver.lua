@@ -1,0 +1,69 @@
+-- End to end (run by tests/test_reaper_e2e.py, not by busted): one M2UGen action under lua5.4 with
+-- the fake reaper in "background" mode, so ExecProcess really starts the CLI named by the server's
+-- discovery file (M2UGEN_CONFIG_DIR) and the defer loop polls its real status file in real time.
+-- Environment: E2E_KIND (generate | edit | ask), E2E_PROJECT (project folder), E2E_PROMPT,
+-- E2E_TIMEOUT (seconds). Prints one JSON line describing the fake project afterwards.
+local HERE = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"
+local Fake = dofile(HERE .. "helpers/fake_reaper.lua")
+local json = Fake.json
+
+local kind = assert(os.getenv("E2E_KIND"), "E2E_KIND")
+local project_dir = assert(os.getenv("E2E_PROJECT"), "E2E_PROJECT")
+local prompt = os.getenv("E2E_PROMPT") or "a calm piano melody"
+local timeout = tonumber(os.getenv("E2E_TIMEOUT") or "120")
+local dt = 0.05
+
+local fake = Fake.new({ project_dir = project_dir, exec_mode = "background", tick_dt = dt })
+fake:install()
+fake:add_track("Drums")
+local keys = fake:add_track("Keys")
+fake:add_track("Bass")
+keys.selected = true
+fake.ts, fake.te = 1.0, 2.0 -- a 1 s time selection
+fake.tempo = { num = 4, den = 4, bpm = 100 }
+local server = os.getenv("E2E_SERVER")
+if server then fake.ext.M2UGen = { server = { value = server, persist = true } } end -- as set in Settings
+
+local script
+if kind == "generate" then
+  fake.inputs_answers = { prompt .. "\n1\n7" }
+  fake.mb_answers = { 7 }
+  script = "M2UGen - Generate.lua"
+elseif kind == "edit" then
+  fake.inputs_answers = { prompt .. "\n7" }
+  script = "M2UGen - Edit selection.lua"
+else
+  fake.inputs_answers = { prompt }
+  script = "M2UGen - Ask about selection.lua"
+end
+
+fake:run_script(Fake.REPO .. "reaper_scripts/" .. script)
+local ok, err = pcall(fake.run_defer, fake, { real_sleep = dt, max_ticks = math.floor(timeout / dt) })
+
+local tracks = {}
+for i, t in ipairs(fake.tracks) do
+  local items = {}
+  for _, it in ipairs(t.items) do
+    local take = it.takes[1]
+    items[#items + 1] = { position = it.position, length = it.length, notes = it.notes,
+                          source = take and take.source and take.source.path or json.null,
+                          take_name = take and take.name or json.null }
+  end
+  tracks[#tracks + 1] = { index = i - 1, name = t.name, created = t.created or false, items = json.array(items) }
+end
+local messages = {}
+for _, m in ipairs(fake.messages) do messages[#messages + 1] = m.msg end
+local commands = {}
+for _, e in ipairs(fake.exec_log) do commands[#commands + 1] = e.cmd end
+
+print(json.encode({
+  ok = ok, error = ok and json.null or tostring(err),
+  tracks = json.array(tracks), messages = json.array(messages), commands = json.array(commands),
+  violations = json.array(fake.violations),
+  undo = { begin = fake.undo.begin, ["end"] = fake.undo["end"] },
+  render_restored = json.encode(fake.render.numbers) == json.encode(Fake.DEFAULT_RENDER.numbers)
+    and json.encode(fake.render.strings) == json.encode(Fake.DEFAULT_RENDER.strings),
+  renders = #fake.renders,
+  proj_ext = fake.proj_ext.M2UGen or json.null,
+  ticks = fake.ticks or json.null,
+}))

@@ -1,0 +1,130 @@
+"""End to end: the REAPER Lua actions (lua5.4, fake ``reaper`` table, defer loop driven by the fake) start
+the REAL ``m2ugen`` CLI named by the discovery file of a REAL server (tiny preset, ``server_info`` fixture
+from conftest.py) and end with the result inserted into the fake project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+DRIVER = ROOT / "tests" / "lua" / "e2e_driver.lua"
+LUA = shutil.which("lua5.4")
+
+
+def run_action(kind: str, server_info, tmp_path: Path, prompt: str) -> dict:
+    assert LUA, "lua5.4 is not installed (apt-get install lua5.4)"
+    discovery = json.loads((server_info.config_dir / "server.json").read_text())
+    assert Path(discovery["cli"]).exists(), discovery["cli"]
+    project = tmp_path / "My project é"
+    project.mkdir()
+    work_tmp = tmp_path / "tmp dir"
+    work_tmp.mkdir()
+    env = dict(os.environ, M2UGEN_CONFIG_DIR=str(server_info.config_dir), TMPDIR=str(work_tmp),
+               E2E_KIND=kind, E2E_PROJECT=str(project), E2E_PROMPT=prompt, E2E_TIMEOUT="150")
+    t0 = time.monotonic()
+    proc = subprocess.run([LUA, str(DRIVER)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["seconds"] = time.monotonic() - t0
+    out["project"] = project
+    out["tmp"] = work_tmp
+    assert out["ok"], out
+    assert out["violations"] == [], out["violations"]
+    assert out["undo"]["begin"] == out["undo"]["end"] == 1, out
+    assert out["render_restored"], out
+    assert out["messages"] == [] or kind == "generate" and out["messages"] == [
+        "Condition the music on an image or a video file?"], out["messages"]
+    # the only temporary files left are none
+    assert not any(p.is_file() for p in (work_tmp / "m2ugen-reaper").rglob("*")), list(work_tmp.rglob("*"))
+    return out
+
+
+def new_track(out: dict) -> dict:
+    created = [t for t in out["tracks"] if t["created"]]
+    assert len(created) == 1, out["tracks"]
+    assert created[0]["index"] == 2  # right below "Keys" (index 1)
+    assert len(out["tracks"]) == 4
+    return created[0]
+
+
+@pytest.mark.timeout(240)
+def test_generate_inserts_the_real_result(server_info, tmp_path):
+    out = run_action("generate", server_info, tmp_path, "a calm piano melody, it's late")
+    track = new_track(out)
+    assert track["name"] == "M2UGen generate: a calm piano melody, it's late"
+    item = track["items"][0]
+    assert item["position"] == 1.0
+    src = Path(item["source"])
+    assert src.parent == out["project"] / "M2UGen" and src.exists()
+    sidecar = json.loads(src.with_suffix(".json").read_text())  # the server's provenance, kept too
+    assert "a calm piano melody" in json.dumps(sidecar)
+    data, sr = sf.read(src)
+    assert sr == 48000  # the project sample rate was requested
+    assert abs(len(data) / sr - 1.0) < 0.02  # the requested duration
+    assert abs(item["length"] - len(data) / sr) < 1e-3
+    assert "Prompt: a calm piano melody" in item["notes"]
+    assert out["proj_ext"]["last_job"] == item["take_name"]
+    record = json.loads(out["proj_ext"]["job:" + item["take_name"]])
+    assert record["kind"] == "generate" and record["seed"] == 7
+
+
+@pytest.mark.timeout(240)
+def test_edit_renders_sends_and_inserts(server_info, tmp_path):
+    out = run_action("edit", server_info, tmp_path, "add more reverb")
+    assert out["renders"] == 1
+    track = new_track(out)
+    item = track["items"][0]
+    assert item["position"] == 1.0
+    data, sr = sf.read(item["source"])
+    assert abs(len(data) / sr - 1.0) < 0.02  # edit keeps the selection length
+    assert abs(item["length"] - 1.0) < 0.02
+
+
+@pytest.mark.timeout(240)
+def test_ask_keeps_the_answer_with_the_project(server_info, tmp_path):
+    out = run_action("ask", server_info, tmp_path, "What instruments do you hear?")
+    track = new_track(out)
+    item = track["items"][0]
+    assert item["source"] is None  # a note item, no audio
+    assert item["notes"].startswith("Q: What instruments do you hear?\n\nA: ")
+    answer = item["notes"].split("\n\nA: ", 1)[1]
+    assert answer.strip() != ""
+    record = json.loads(out["proj_ext"]["job:" + out["proj_ext"]["last_job"]])
+    assert record["text"] == answer
+
+
+def test_server_not_running_gives_exit_code_3_message(tmp_path):
+    """The real CLI against a dead endpoint: the status file says exit code 3 and the action says so."""
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    cli = ROOT / ".venv" / "bin" / "m2ugen"
+    if not cli.exists():
+        cli = Path(shutil.which("m2ugen") or "")
+    assert cli.is_file(), "the m2ugen CLI is not installed in the venv"
+    # a discovery file naming the CLI, and Settings pointing at a port nobody listens on
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    (cfg / "server.json").write_text(json.dumps({"cli": str(cli), "endpoint": f"tcp://127.0.0.1:{port}"}))
+    project = tmp_path / "proj"
+    project.mkdir()
+    env = dict(os.environ, M2UGEN_CONFIG_DIR=str(cfg), TMPDIR=str(tmp_path), E2E_KIND="generate",
+               E2E_PROJECT=str(project), E2E_TIMEOUT="60", E2E_SERVER=f"tcp://127.0.0.1:{port}")
+    proc = subprocess.run([LUA, str(DRIVER)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["ok"] and out["violations"] == []
+    assert "server is not running" in out["messages"][-1], out["messages"]
+    assert [t for t in out["tracks"] if t["created"]] == []
+    assert out["undo"]["begin"] == out["undo"]["end"] == 0
