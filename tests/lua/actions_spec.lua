@@ -303,6 +303,32 @@ describe("M2UGen - Generate", function()
     assert.are.equal(2, #fake.exec_log) -- the first job + one cancel
   end)
 
+  it("a script stopped by REAPER mid-job cancels the job and cleans up in atexit", function()
+    fake.scenario = "long"
+    fake.inputs_answers = { "x\n4\n1" }
+    fake.mb_answers = { 7 }
+    fake:run_script(env.SCRIPTS .. "M2UGen - Generate.lua")
+    fake:run_defer({ on_tick = function(f, tick)
+      if tick == 15 then return "stop" end -- REAPER terminates the script: no more defer calls
+    end })
+    assert.are.same({}, fake.violations)
+    assert.are.equal(fake.undo.begin, fake.undo["end"])
+    assert.are.same({ ctx.cli, "cancel", "job-1" }, Fake.sh_argv(fake.exec_log[2].cmd))
+    assert.is_nil(fake.ext.M2UGen.active)
+    assert.are.same({}, leftover_files(ctx, "jobs"))
+    assert.are.equal(3, #fake.tracks)
+  end)
+
+  it("a stale 'active job' left by a crashed script does not block a new job", function()
+    fake.ext.M2UGen = { active = { value = json.encode({ name = "old", kind = "edit", heartbeat = 1.0 }),
+                                   persist = false } }
+    fake.inputs_answers = { "x\n4\n1" }
+    fake.mb_answers = { 7 }
+    env.run_action(ctx, "Generate")
+    check_invariants(fake)
+    assert.are.equal(1, #created_tracks(fake))
+  end)
+
   it("uses ReaImGui when installed (behind APIExists) and its Cancel button", function()
     fake:enable_imgui({ button_at = 6 })
     fake.scenario = "long"
@@ -598,6 +624,13 @@ describe("M2UGen - Settings", function()
     assert.are.equal("embedding", e.conditioning.value)
     assert.are.equal("99", e.seed.value)
     assert.is_true(e.seed.persist)
+  end)
+
+  it("Cancel in the dialog saves nothing", function()
+    fake.inputs_answers = { false }
+    env.run_action(ctx, "Settings")
+    assert.is_nil(fake.ext.M2UGen)
+    assert.are.same({}, fake.messages)
   end)
 
   it("rejects a bad value, names it, and saves nothing", function()

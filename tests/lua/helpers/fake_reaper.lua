@@ -367,7 +367,8 @@ end
 
 -- Drives the defer queue: each tick runs the functions deferred in the previous tick, advances the
 -- fake clock by tick_dt (and, with real processes, sleeps that long), and lets the sim CLI move.
--- opts.max_ticks (default 2000), opts.on_tick(fake, tick) hook, opts.real_sleep (seconds per tick).
+-- opts.max_ticks (default 2000), opts.on_tick(fake, tick) hook (return "stop" to terminate the script
+-- like REAPER's 'terminate instances'), opts.real_sleep (seconds per tick).
 function Fake:run_defer(opts)
   opts = opts or {}
   local max_ticks = opts.max_ticks or 2000
@@ -386,7 +387,10 @@ function Fake:run_defer(opts)
     self.clock = self.clock + self.tick_dt
     if sleeper then sleeper(opts.real_sleep) end
     self:sim_advance()
-    if opts.on_tick then opts.on_tick(self, tick) end
+    if opts.on_tick and opts.on_tick(self, tick) == "stop" then
+      self.deferred = {} -- REAPER terminated the script: nothing deferred runs any more
+      break
+    end
     for _, fn in ipairs(now) do fn() end
   end
   self.ticks = tick
