@@ -27,7 +27,8 @@ TINY_BANNER = ("*** NO WEIGHTS FOUND: serving the TINY preset (random weights, f
 
 def load_model(preset: str | None = None, weights: str | None = None):
     """-> (model, info dict for replies). No preset and no weights: the configured weights, else tiny."""
-    from m2ugen import M2UGen, M2UGenConfig
+    from m2ugen.config import M2UGenConfig  # submodules: also work when the editable install is stale
+    from m2ugen.model import M2UGen
 
     if weights is not None and preset is not None:
         raise ValueError("give either --preset or --weights, not both")

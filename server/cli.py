@@ -482,6 +482,7 @@ def cmd_serve(args) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # also when started in the background (SIGINT ignored by default)
     try:
         while not app.stopped.wait(1.0):
             pass

@@ -29,7 +29,7 @@ def lines(stdout: str) -> list[dict]:
 
 def test_generate_out_and_status_file(server, tmp_path):
     out, status = tmp_path / "gen.wav", tmp_path / "status.json"
-    p = run(["generate", "--server", server, "--prompt", "lofi piano", "--duration", "1.5", "--sample-rate", "48000",
+    p = run(["generate", "--server", server, "--prompt", "lofi piano", "--duration", "0.5", "--sample-rate", "48000",
              "--channels", "2", "--seed", "3", "--bpm", "92", "--max-new-tokens", "4", "--out", str(out),
              "--status-file", str(status)])
     assert p.returncode == 0, p.stderr
@@ -40,7 +40,7 @@ def test_generate_out_and_status_file(server, tmp_path):
     done = events[-2]
     assert done["audio_path"] == str(out) and done["model"]["tiny"] is True
     info = sf.info(out)
-    assert (info.samplerate, info.channels, info.frames) == (48000, 2, 72000)
+    assert (info.samplerate, info.channels, info.frames) == (48000, 2, 24000)
     st = json.loads(status.read_text())
     assert st["state"] == "done" and st["exit_code"] == 0 and st["audio_path"] == str(out)
     assert st["fraction"] == 1.0 and st["job"] == done["job"] and st["error"] is None
@@ -53,7 +53,7 @@ def test_console_script_request_file_upload_and_result(server, tmp_path, wav_fil
     src = wav_file(seconds=1.0, sr=22050, channels=2)
     req = tmp_path / "req.json"
     req.write_text(json.dumps({"kind": "edit", "prompt": "more drums, it's \"fun\"; rm -rf /", "audio": str(src),
-                               "start": 0.25, "end": 1.0, "max_new_tokens": 4, "out": str(tmp_path / "edit.wav"),
+                               "start": 0.25, "end": 0.75, "max_new_tokens": 4, "out": str(tmp_path / "edit.wav"),
                                "status_file": str(tmp_path / "st.json"), "server": server}))
     p = subprocess.run([exe, "submit", "--request", str(req), "--upload"], capture_output=True, text=True,
                        timeout=120)
@@ -61,7 +61,7 @@ def test_console_script_request_file_upload_and_result(server, tmp_path, wav_fil
     done = lines(p.stdout)[-2]
     assert done["op"] == "done"
     info = sf.info(tmp_path / "edit.wav")
-    assert info.frames == int(round(0.75 * info.samplerate))  # duration defaults to the cropped input
+    assert info.frames == int(round(0.5 * info.samplerate))  # duration defaults to the cropped input
     assert done["params"]["prompt"].endswith("rm -rf /")
     p = run(["result", done["job"], "--server", server, "--out", str(tmp_path / "again.wav")])
     assert p.returncode == 0, p.stderr
