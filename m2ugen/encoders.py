@@ -53,6 +53,22 @@ def resolve_pretrained_dir(path_or_repo: str, what: str) -> Path:
         ) from None
 
 
+def load_into_empty(new_model, sd: dict[str, torch.Tensor]) -> nn.Module:
+    """Build ``new_model()`` with parameters on the meta device (buffers real, e.g. MusicGen's sinusoidal
+    positions), then take the tensors of ``sd`` as the parameters (``assign``): no random init, no copy."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        model = new_model()
+    model.load_state_dict(sd, strict=True, assign=True)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()  # e.g. T5's shared / encoder.embed_tokens
+    stray = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if stray:
+        raise RuntimeError(f"tensors left uninitialised after loading: {_list(stray)}")
+    return model
+
+
 def legacy_weight_norm_name(key: str) -> str:
     """transformers 5.x parametrized weight norm -> the legacy names of the official checkpoints."""
     return key.replace(".parametrizations.weight.original0", ".weight_g").replace(
@@ -158,6 +174,13 @@ class _LazyEncoder:
     def loaded(self) -> bool:
         return self._model is not None
 
+    def to(self, device: str | torch.device) -> "_LazyEncoder":
+        """Run on ``device`` from now on (moves the model if it is built)."""
+        self.device = torch.device(device)
+        if self._model is not None:
+            self._model.to(self.device)
+        return self
+
     @property
     def model(self) -> nn.Module:
         if self._model is None:
@@ -176,13 +199,8 @@ class _LazyEncoder:
     def _build(self) -> nn.Module:
         config = self._hf_config()
         if self._pending is not None:
-            with torch.device("meta"):
-                model = self._new_model(config)
-            model.load_state_dict(self._pending, strict=True, assign=True)
+            model = load_into_empty(lambda: self._new_model(config), self._pending)
             self._pending = None
-            stray = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-            if stray:
-                raise RuntimeError(f"{self.kind}: tensors left uninitialised after loading: {_list(stray)}")
         elif self._pretrained_dir() is not None:
             model = self._from_pretrained(self._pretrained_dir(), config)
         else:

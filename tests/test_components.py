@@ -15,6 +15,15 @@ from m2ugen.bridges import UnderstandingBridge
 from m2ugen.projector import OutputProjector
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # the test box has 2 cores shared by parallel jobs: 2 OpenMP threads each spin and slow to a crawl
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ----------------------------------------------------------------------------------------------
 # bridges
 

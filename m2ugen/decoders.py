@@ -1,0 +1,651 @@
+"""Music decoders: MusicGen (transformers) and AudioLDM2 (diffusers), built lazily.
+
+Both take the same ``generate`` call and return float32 audio ``[channels, samples]``:
+
+- ``text=...``: the official inference (the LLM's reply is the decoder's text prompt);
+- ``embeds=...``: the paper's conditioning (projector output, already scaled by the caller) with
+  classifier-free guidance against an all-zero null condition.
+
+``on_progress(fraction)`` is called after every decoder step; an exception raised by it propagates
+out of ``generate`` unchanged (that is how a running job is cancelled).
+
+Tiny presets build tiny random sub-models and a tiny T5 SentencePiece tokenizer trained (once,
+deterministically) from ``m2ugen/assets/tiny_t5_corpus.txt``; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from m2ugen.config import M2UGenConfig
+from m2ugen.encoders import (
+    check_and_rename_state_dict,
+    legacy_weight_norm_name,
+    load_into_empty,
+    resolve_pretrained_dir,
+)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+TINY_T5_CORPUS = ASSETS / "tiny_t5_corpus.txt"
+TEXT_MAX_LENGTH = 128  # official: T5 prompt padded / truncated to 128 tokens
+NEGATIVE_PROMPT = "Low quality."  # official AudioLDM2 negative prompt
+
+ProgressFn = Callable[[float], None] | None
+
+
+# ----------------------------------------------------------------------------------------------
+# tiny T5 tokenizer (offline)
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("M2UGEN_DATA_DIR")
+    root = Path(env).expanduser() if env else Path(tempfile.gettempdir()) / "m2ugen"
+    return root / "tokenizers"
+
+
+def tiny_t5_tokenizer_dir(vocab_size: int = 96, corpus: Path = TINY_T5_CORPUS) -> Path:
+    """Directory with a tiny unigram ``spiece.model`` (T5's kind), trained on first use.
+
+    Keyed by a hash of the corpus and the vocabulary size; written atomically so parallel processes
+    can share the cache. Ids follow T5: pad 0, eos 1, unk 2, no bos.
+    """
+    import sentencepiece as spm
+
+    text = corpus.read_text(encoding="utf-8")
+    key = hashlib.sha256(f"t5-unigram\n{vocab_size}\n{text}".encode()).hexdigest()[:16]
+    out = _cache_root() / f"tiny-t5-{key}"
+    if (out / "spiece.model").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="t5tok-", dir=out.parent))
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter([line for line in text.splitlines() if line.strip()]),
+            model_prefix=str(work / "spiece"),
+            model_type="unigram",
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,
+            character_coverage=1.0,
+            pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+            num_threads=1,
+            shuffle_input_sentence=False,
+            minloglevel=2,
+        )
+        staged = work / "dir"
+        staged.mkdir()
+        os.replace(work / "spiece.model", staged / "spiece.model")
+        try:
+            os.replace(staged, out)  # atomic publish of the whole directory
+        except OSError:
+            if not (out / "spiece.model").is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def tiny_t5_tokenizer(max_vocab: int):
+    """The tiny T5 tokenizer (``T5Tokenizer.from_pretrained(dir, extra_ids=0)``); its ids stay < max_vocab."""
+    from transformers import T5Tokenizer
+
+    tok = T5Tokenizer.from_pretrained(str(tiny_t5_tokenizer_dir()), extra_ids=0,
+                                      model_max_length=TEXT_MAX_LENGTH)
+    if len(tok) > max_vocab:
+        raise ValueError(f"tiny T5 tokenizer has {len(tok)} ids but the text encoder only {max_vocab}")
+    return tok
+
+
+# ----------------------------------------------------------------------------------------------
+# shared checks
+
+
+def _check_request(text: str | None, embeds: torch.Tensor | None, duration_s: float) -> None:
+    if (text is None) == (embeds is None):
+        raise ValueError("give exactly one of text= or embeds= to the music decoder")
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"decoder text must be a string, got {type(text).__name__}")
+    if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s <= 0:
+        raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
+
+
+def _check_embeds(embeds: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    if not isinstance(embeds, torch.Tensor):
+        raise ValueError(f"{what} embeds must be a torch.Tensor, got {type(embeds).__name__}")
+    if embeds.dim() == len(shape) - 1:
+        embeds = embeds.unsqueeze(0)
+    if tuple(embeds.shape) != shape:
+        raise ValueError(f"{what} embeds must be {list(shape)}, got {list(embeds.shape)}")
+    if not torch.isfinite(embeds).all():
+        raise ValueError(f"{what} embeds contain NaN or inf")
+    return embeds
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device):
+    """Seed torch's global RNG for the block only (transformers' sampling uses it); None: leave it alone."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        torch.manual_seed(int(seed))
+        yield
+
+
+class _LazyDecoder:
+    kind = "decoder"
+
+    def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._dir: Path | None = None
+
+    def _pretrained_dir(self) -> Path | None:
+        if self.cfg.decoder_path is None:
+            return None
+        if self._dir is None:
+            self._dir = resolve_pretrained_dir(self.cfg.decoder_path, f"{self.kind} weights")
+        return self._dir
+
+
+# ----------------------------------------------------------------------------------------------
+# MusicGen
+
+
+class _ProgressCounter:
+    """A transformers logits processor that reports step / total after every decoder step."""
+
+    def __init__(self, total: int, on_progress: Callable[[float], None]):
+        self.total = max(1, total)
+        self.step = 0
+        self.on_progress = on_progress
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.step += 1
+        self.on_progress(min(1.0, self.step / self.total))
+        return scores
+
+
+class _EmbedsAsEncoderOutput(nn.Module):
+    """Stands in for MusicGen's T5 during one ``generate`` call.
+
+    ``inputs_embeds`` come back unchanged as the encoder's hidden states, so MusicGen builds its
+    classifier-free-guidance null branch (zeros) exactly as for text; ``input_ids`` still run the T5.
+    """
+
+    def __init__(self, t5: nn.Module):
+        super().__init__()
+        self.t5 = t5
+        self.config = t5.config
+        self.main_input_name = "input_ids"
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs):
+        from transformers.modeling_outputs import BaseModelOutput
+
+        if input_ids is None and inputs_embeds is not None:
+            return BaseModelOutput(last_hidden_state=inputs_embeds)
+        return self.t5(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
+
+
+_EMBED_POSITIONS = "decoder.model.decoder.embed_positions.weights"  # a Parameter in 4.35, a buffer in 5.x
+
+
+def _responsive_random_init(model: nn.Module) -> None:
+    """Make a random MusicGen's output depend on its inputs (tiny presets only).
+
+    transformers' init leaves EnCodec codebooks (buffers) at zero, so every code decodes to the same
+    audio, and its std-0.02 decoder weights make a tiny decoder all but ignore its conditioning.
+    Codebooks get N(0, 1) entries; decoder linears N(0, 1/fan_in), embeddings N(0, 1).
+    """
+    with torch.no_grad():
+        for module in list(model.decoder.modules()) + [model.enc_to_dec_proj]:
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, module.in_features ** -0.5)
+            elif isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, 1.0)
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_()
+            layer.codebook.embed_avg.copy_(layer.codebook.embed)
+            layer.codebook.cluster_size.fill_(1.0)
+
+
+class MusicGenDecoder(_LazyDecoder):
+    """``MusicgenForConditionalGeneration`` + its processor (T5 tokenizer), lazily built."""
+
+    kind = "MusicGen"
+    _seed = 4
+
+    def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        super().__init__(cfg, device, dtype)
+        self._model: nn.Module | None = None
+        self._processor: Any = None
+        self._pending: dict[str, torch.Tensor] | None = None
+        self._names: tuple[dict[str, torch.Size], dict[str, str], dict[str, str]] | None = None
+
+    # --- construction ---------------------------------------------------------------------------
+    def _hf_config(self):
+        from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+        d = self._pretrained_dir()
+        if d is not None:
+            return MusicgenConfig.from_pretrained(d)
+        c = self.cfg.decoder_config
+        if not c or not all(k in c for k in ("text_encoder", "audio_encoder", "decoder")):
+            raise ValueError("MusicGen: set cfg.decoder_path (weights) or cfg.decoder_config with "
+                             "text_encoder / audio_encoder / decoder sub-configs")
+        return MusicgenConfig(text_encoder=T5Config(**c["text_encoder"]), audio_encoder=EncodecConfig(**c["audio_encoder"]),
+                              decoder=MusicgenDecoderConfig(**c["decoder"]))
+
+    def _new_model(self, config) -> nn.Module:
+        from transformers import MusicgenForConditionalGeneration
+
+        return MusicgenForConditionalGeneration(config)
+
+    def _fix_generation_config(self, model: nn.Module) -> None:
+        """Random models: the special ids of the real checkpoints (= codebook size) and their sampling."""
+        gc = model.generation_config
+        start = model.config.decoder.decoder_start_token_id
+        if start is None:
+            start = model.config.decoder.vocab_size
+        gc.decoder_start_token_id = gc.pad_token_id = gc.bos_token_id = start
+        gc.do_sample, gc.top_k = True, 250  # facebook/musicgen-* generation_config.json
+
+    def _build(self) -> nn.Module:
+        config = self._hf_config()
+        if self._pending is not None:
+            model = load_into_empty(lambda: self._new_model(config), self._pending)
+            self._pending = None
+            if self._pretrained_dir() is None:
+                self._fix_generation_config(model)
+            else:
+                from transformers import GenerationConfig
+
+                model.generation_config = GenerationConfig.from_pretrained(self._pretrained_dir())
+        elif self._pretrained_dir() is not None:
+            from transformers import MusicgenForConditionalGeneration
+
+            model = MusicgenForConditionalGeneration.from_pretrained(self._pretrained_dir(), dtype=self.dtype)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._seed)
+                model = self._new_model(config)
+                _responsive_random_init(model)
+            self._fix_generation_config(model)
+        model.eval().requires_grad_(False)
+        return model.to(device=self.device, dtype=self.dtype)
+
+    def _build_processor(self):
+        from transformers import EncodecFeatureExtractor, MusicgenProcessor
+
+        d = self._pretrained_dir()
+        if d is not None:
+            return MusicgenProcessor.from_pretrained(d)
+        vocab = self._hf_config().text_encoder.vocab_size
+        return MusicgenProcessor(
+            feature_extractor=EncodecFeatureExtractor(feature_size=1, sampling_rate=self.sample_rate),
+            tokenizer=tiny_t5_tokenizer(vocab),
+        )
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            with torch.inference_mode(False):
+                self._model = self._build()
+        return self._model
+
+    @property
+    def processor(self):
+        if self._processor is None:
+            self._processor = self._build_processor()
+        return self._processor
+
+    def to(self, device: str | torch.device) -> "MusicGenDecoder":
+        self.device = torch.device(device)
+        if self._model is not None:
+            self._model.to(self.device)
+        return self
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._hf_config().audio_encoder.sampling_rate)
+
+    @property
+    def frame_rate(self) -> int:
+        """EnCodec frames (decoder steps) per second: 50 for the 32 kHz model (hop 640 samples)."""
+        return int(self._hf_config().audio_encoder.frame_rate)
+
+    @property
+    def text_dim(self) -> int:
+        return int(self._hf_config().text_encoder.d_model)
+
+    # --- official names --------------------------------------------------------------------------
+    def _name_maps(self):
+        if self._names is None:
+            config = self._hf_config()
+            with torch.device("meta"):
+                meta = self._new_model(config)
+            ours = {k: v.shape for k, v in meta.state_dict().items()}
+            to_official = {k: legacy_weight_norm_name(k) for k in ours}
+            self._names = (ours, {v: k for k, v in to_official.items()}, to_official)
+        return self._names
+
+    def expected_shapes(self) -> dict[str, torch.Size]:
+        """Official ``generation_model.*`` names (prefix stripped, transformers 4.35) -> shapes; meta device."""
+        ours, _, to_official = self._name_maps()
+        shapes = {to_official[k]: s for k, s in ours.items()}
+        dec = self._hf_config().decoder
+        shapes[_EMBED_POSITIONS] = torch.Size([dec.max_position_embeddings, dec.hidden_size])
+        return shapes
+
+    def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        """Strictly check the official sub-dict and use it. ``embed_positions.weights`` (fixed sinusoids,
+        recomputed by transformers 5.x) is shape-checked and dropped; it may also be absent."""
+        sd = dict(sd)
+        positions = sd.pop(_EMBED_POSITIONS, None)
+        expected = self.expected_shapes()[_EMBED_POSITIONS]
+        if positions is not None and tuple(positions.shape) != tuple(expected):
+            raise ValueError(f"MusicGen state dict does not match the model: 1 mis-shaped key(s): {_EMBED_POSITIONS} "
+                             f"(checkpoint {list(positions.shape)}, model {list(expected)})")
+        ours, official_to_ours, to_official = self._name_maps()
+        renamed = check_and_rename_state_dict(sd, ours, official_to_ours, to_official, self.kind)
+        renamed = {k: (v.to(self.dtype) if v.is_floating_point() else v) for k, v in renamed.items()}
+        if self._model is None:
+            self._pending = renamed
+        else:
+            with torch.no_grad():
+                self._model.load_state_dict(renamed, strict=True)
+
+    # --- inference -----------------------------------------------------------------------------
+    def _text_inputs(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        inputs = self.processor(text=captions, padding="max_length", max_length=TEXT_MAX_LENGTH, truncation=True,
+                                return_tensors="pt")
+        return {k: inputs[k].to(self.device) for k in ("input_ids", "attention_mask")}
+
+    @torch.inference_mode()
+    def text_embedding(self, captions: list[str]) -> torch.Tensor:
+        """T5 last_hidden_state of the captions padded to 128 tokens -> [B, 128, D] (the training target / 10)."""
+        if isinstance(captions, str) or not captions:
+            raise ValueError("captions must be a non-empty list of strings")
+        inputs = self._text_inputs(list(captions))
+        return self.model.text_encoder(**inputs).last_hidden_state.float()
+
+    def num_new_tokens(self, duration_s: float, tokens_per_s: float = 51.2) -> int:
+        """Official length: ``int(tokens_per_s * duration_s)`` decoder steps."""
+        n = int(tokens_per_s * duration_s)
+        dec = self._hf_config().decoder
+        if n < dec.num_codebooks:
+            raise ValueError(f"duration_s={duration_s} gives {n} decoder steps; need at least {dec.num_codebooks}")
+        if n >= dec.max_position_embeddings:
+            limit = (dec.max_position_embeddings - 1) / tokens_per_s
+            raise ValueError(f"duration_s={duration_s} is too long for this MusicGen (at most {limit:.1f} s)")
+        return n
+
+    def num_samples(self, duration_s: float, tokens_per_s: float = 51.2) -> int:
+        """Samples returned by ``generate``: the delay pattern of K codebooks costs K - 1 steps, so
+        (int(tokens_per_s * duration_s) - (K - 1)) frames of sample_rate / frame_rate (640) samples."""
+        hop = self.sample_rate // self.frame_rate
+        k = self._hf_config().decoder.num_codebooks
+        return (self.num_new_tokens(duration_s, tokens_per_s) - (k - 1)) * hop
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        *,
+        text: str | None = None,
+        embeds: torch.Tensor | None = None,
+        duration_s: float,
+        guidance_scale: float = 3.5,
+        seed: int | None = None,
+        tokens_per_s: float = 51.2,
+        on_progress: ProgressFn = None,
+    ) -> np.ndarray:
+        """-> float32 [channels, samples] at ``sample_rate``; see the module docstring for the modes."""
+        from transformers import LogitsProcessorList
+
+        _check_request(text, embeds, duration_s)
+        n_new = self.num_new_tokens(duration_s, tokens_per_s)
+        model = self.model
+        kwargs: dict[str, Any] = dict(do_sample=True, guidance_scale=guidance_scale, max_new_tokens=n_new)
+        if on_progress is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([_ProgressCounter(n_new, on_progress)])
+
+        with _seeded(seed, self.device):
+            if text is not None:
+                audio = model.generate(**self._text_inputs([text]), **kwargs)
+            else:
+                embeds = _check_embeds(embeds, (1, embeds.shape[-2], self.text_dim), "MusicGen")
+                embeds = embeds.to(self.device, self.dtype)
+                mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+                t5 = model.text_encoder
+                model.text_encoder = _EmbedsAsEncoderOutput(t5)
+                try:
+                    audio = model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+                finally:
+                    model.text_encoder = t5
+        return audio[0].float().cpu().numpy()  # [channels, samples]
+
+
+# ----------------------------------------------------------------------------------------------
+# AudioLDM2
+
+
+def tiny_audioldm2_pipeline(t5_dim: int = 32, gpt2_dim: int = 16, seed: int = 5):
+    """Tiny random AudioLDM2 (diffusers' own fast-test dimensions) with the tiny T5 tokenizer for both
+    text encoders (the CLAP one is random anyway), so text mode runs offline too."""
+    from diffusers import (
+        AudioLDM2Pipeline, AudioLDM2ProjectionModel, AudioLDM2UNet2DConditionModel, AutoencoderKL, DDIMScheduler,
+    )
+    from transformers import (
+        ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig, GPT2Config, GPT2Model,
+        SpeechT5HifiGan, SpeechT5HifiGanConfig, T5Config, T5EncoderModel,
+    )
+
+    vocab = 1000
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = AudioLDM2UNet2DConditionModel(
+            block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=([None, gpt2_dim, t5_dim], [None, gpt2_dim, t5_dim]),
+        )
+        scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  clip_sample=False, set_alpha_to_one=False)
+        vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=1, out_channels=1,
+                            down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                            latent_channels=4)
+        text_cfg = ClapTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=16, intermediate_size=37,
+                                  num_attention_heads=2, num_hidden_layers=2, pad_token_id=1, vocab_size=vocab,
+                                  projection_dim=16)
+        audio_cfg = ClapAudioConfig(spec_size=64, window_size=4, num_mel_bins=64, intermediate_size=37, depths=[2, 2],
+                                    num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=192, projection_dim=16,
+                                    patch_size=2, patch_stride=2, patch_embed_input_channels=4)
+        clap = ClapModel(ClapConfig(text_config=text_cfg.to_dict(), audio_config=audio_cfg.to_dict(), projection_dim=16))
+        t5 = T5EncoderModel(T5Config(vocab_size=vocab, d_model=t5_dim, d_ff=37, d_kv=8, num_heads=2, num_layers=2))
+        gpt2 = GPT2Model(GPT2Config(n_embd=gpt2_dim, n_head=2, n_layer=2, vocab_size=vocab, n_ctx=99, n_positions=99))
+        gpt2.config.max_new_tokens = 8
+        projection = AudioLDM2ProjectionModel(text_encoder_dim=16, text_encoder_1_dim=t5_dim, langauge_model_dim=gpt2_dim)
+        vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+            # hop 160 = the real vocoder's (100 mel frames per second), so short clips stay cheap
+            model_in_dim=8, sampling_rate=16000, upsample_initial_channel=16, upsample_rates=[10, 16],
+            upsample_kernel_sizes=[20, 32], resblock_kernel_sizes=[3, 7], resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
+            normalize_before=False,
+        ))
+    tok = tiny_t5_tokenizer(vocab)
+    pipe = AudioLDM2Pipeline(vae=vae, text_encoder=clap, text_encoder_2=t5, projection_model=projection,
+                             language_model=gpt2, tokenizer=tok, tokenizer_2=tok,
+                             feature_extractor=ClapFeatureExtractor(), unet=unet, scheduler=scheduler, vocoder=vocoder)
+    for component in pipe.components.values():
+        if isinstance(component, nn.Module):
+            component.eval().requires_grad_(False)  # built directly, they start in training mode (dropout)
+    return pipe
+
+
+def continue_hidden_states(language_model: nn.Module, inputs_embeds: torch.Tensor, max_new_tokens: int,
+                           attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """AudioLDM2's GPT-2 step: feed each new last-layer hidden state back as the next input embedding.
+
+    Replaces ``AudioLDM2Pipeline.generate_language_model``, which calls GenerationMixin helpers that
+    transformers 5.x ``GPT2Model`` no longer has. KV-cached; -> [B, max_new_tokens, hidden].
+    """
+    b = inputs_embeds.shape[0]
+    if attention_mask is None:
+        attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+    out = language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=True)
+    h = out.last_hidden_state[:, -1:]  # [B, 1, hidden]
+    new = [h]
+    for _ in range(max_new_tokens - 1):
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(b, 1)], dim=1)
+        out = language_model(inputs_embeds=h, attention_mask=attention_mask, past_key_values=out.past_key_values,
+                             use_cache=True)
+        h = out.last_hidden_state[:, -1:]
+        new.append(h)
+    return torch.cat(new, dim=1)
+
+
+def _patch_language_model_step(pipe) -> None:
+    """Route the pipeline's GPT-2 continuation through ``continue_hidden_states`` (see there)."""
+    def generate_language_model(inputs_embeds=None, max_new_tokens=None, attention_mask=None, **unused):
+        n = max_new_tokens if max_new_tokens is not None else pipe.language_model.config.max_new_tokens
+        return continue_hidden_states(pipe.language_model, inputs_embeds, int(n), attention_mask)
+
+    pipe.generate_language_model = generate_language_model
+
+
+class AudioLDM2Decoder(_LazyDecoder):
+    """diffusers ``AudioLDM2Pipeline`` (16 kHz). No ``generation_model.*`` keys exist for this variant."""
+
+    kind = "AudioLDM2"
+
+    def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        super().__init__(cfg, device, dtype)
+        self._pipe = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipe is not None
+
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            with torch.inference_mode(False):
+                d = self._pretrained_dir()
+                if d is not None:
+                    from diffusers import AudioLDM2Pipeline
+
+                    pipe = AudioLDM2Pipeline.from_pretrained(d, local_files_only=True, torch_dtype=self.dtype)
+                else:
+                    pipe = tiny_audioldm2_pipeline()
+                    if self.dtype != torch.float32:
+                        pipe.to(dtype=self.dtype)
+                pipe.set_progress_bar_config(disable=True)
+                _patch_language_model_step(pipe)
+                self._pipe = pipe.to(self.device)
+        return self._pipe
+
+    model = pipe  # the same lazy object under the holders' common name
+
+    def to(self, device: str | torch.device) -> "AudioLDM2Decoder":
+        self.device = torch.device(device)
+        if self._pipe is not None:
+            self._pipe.to(self.device)
+        return self
+
+    @property
+    def sample_rate(self) -> int:
+        if self._pipe is not None:
+            return int(self._pipe.vocoder.config.sampling_rate)
+        d = self._pretrained_dir()
+        if d is not None and (d / "vocoder" / "config.json").is_file():
+            return int(json.loads((d / "vocoder" / "config.json").read_text())["sampling_rate"])
+        return 16000
+
+    def embed_split(self) -> tuple[int, int, int, int]:
+        """(T5 tokens, T5 dim, GPT-2 tokens, GPT-2 dim) of the pipeline: how [1, 1, out_dim] is split."""
+        t5_dim = int(self.pipe.text_encoder_2.config.d_model)
+        lm = self.pipe.language_model.config
+        gpt_tokens = int(getattr(lm, "max_new_tokens", 8) or 8)
+        gpt_dim = int(lm.n_embd if hasattr(lm, "n_embd") else lm.hidden_size)
+        rest = self.cfg.output_dim - gpt_tokens * gpt_dim
+        if rest <= 0 or rest % t5_dim:
+            raise ValueError(f"cfg.output_dim {self.cfg.output_dim} is not T x {t5_dim} + {gpt_tokens} x {gpt_dim}")
+        return rest // t5_dim, t5_dim, gpt_tokens, gpt_dim
+
+    def expected_shapes(self) -> dict[str, torch.Size]:
+        return {}
+
+    def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        if sd:
+            raise ValueError(f"AudioLDM2 has no generation_model.* keys in the official checkpoint; got {len(sd)} "
+                             f"unexpected key(s), e.g. {next(iter(sd))}")
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        *,
+        text: str | None = None,
+        embeds: torch.Tensor | None = None,
+        duration_s: float,
+        guidance_scale: float = 3.5,
+        seed: int | None = None,
+        tokens_per_s: float = 51.2,  # unused: the length comes from duration_s
+        on_progress: ProgressFn = None,
+    ) -> np.ndarray:
+        """-> float32 [1, samples] at 16 kHz (samples = int(duration_s * 16000)).
+
+        Text mode is the official call (negative prompt "Low quality.", cfg.audioldm2_steps steps,
+        cfg.audioldm2_waveforms candidates ranked by CLAP, the best one returned). Embedding mode
+        splits [1, 1, out_dim] into T5 embeddings [1, T, Dt5] ++ GPT-2 embeddings [1, 8, Dgpt2], with
+        all-zero negative embeddings for guidance and a single waveform (no text to rank by).
+        """
+        _check_request(text, embeds, duration_s)
+        pipe = self.pipe
+        steps = int(self.cfg.audioldm2_steps)
+        kwargs: dict[str, Any] = dict(num_inference_steps=steps, guidance_scale=guidance_scale,
+                                      audio_length_in_s=float(duration_s))
+        if seed is not None:
+            kwargs["generator"] = torch.Generator(device=self.device).manual_seed(int(seed))
+        if on_progress is not None:
+            kwargs["callback"] = lambda step, t, latents: on_progress(min(1.0, (step + 1) / steps))
+            kwargs["callback_steps"] = 1
+        if text is not None:
+            out = pipe(prompt=text, negative_prompt=NEGATIVE_PROMPT,
+                       num_waveforms_per_prompt=int(self.cfg.audioldm2_waveforms), **kwargs)
+        else:
+            n_t5, d_t5, n_gpt, d_gpt = self.embed_split()
+            embeds = _check_embeds(embeds, (1, 1, self.cfg.output_dim), "AudioLDM2")
+            flat = embeds.to(self.device, self.dtype).reshape(-1)
+            prompt_embeds = flat[: n_t5 * d_t5].reshape(1, n_t5, d_t5)
+            generated = flat[n_t5 * d_t5:].reshape(1, n_gpt, d_gpt)
+            out = pipe(prompt_embeds=prompt_embeds, generated_prompt_embeds=generated,
+                       negative_prompt_embeds=torch.zeros_like(prompt_embeds),
+                       negative_generated_prompt_embeds=torch.zeros_like(generated),
+                       num_waveforms_per_prompt=1, **kwargs)
+        audio = np.asarray(out.audios[0], dtype=np.float32)  # [samples]
+        return audio.reshape(1, -1)
+
+
+def build_decoder(cfg: M2UGenConfig, device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32) -> MusicGenDecoder | AudioLDM2Decoder:
+    """The lazy decoder named by ``cfg.music_decoder``."""
+    if cfg.music_decoder == "musicgen":
+        return MusicGenDecoder(cfg, device, dtype)
+    if cfg.music_decoder == "audioldm2":
+        return AudioLDM2Decoder(cfg, device, dtype)
+    raise ValueError(f"unknown music_decoder {cfg.music_decoder!r}; choose 'musicgen' or 'audioldm2'")
