@@ -171,7 +171,7 @@ local function request_cancel(run)
   local id = run.status and run.status.job
   if id and not run.cancel_sent then
     run.cancel_sent = true
-    job.cancel(run.cli, id, run.settings.server)
+    job.cancel(run.cli, id, run.settings.server, project.temp_dir("jobs"))
   end
 end
 
@@ -256,7 +256,7 @@ local function tick(run)
       end
     elseif now - run.started > app.START_TIMEOUT then
       fail("The M2UGen CLI did not start: no status file after " .. app.START_TIMEOUT .. " s.\nCommand:\n" ..
-        run.job.command)
+        table.concat(run.job.argv, " "))
     end
     if reaper.GetExtState(settings.SECTION, "cancel") == run.name then request_cancel(run) end
     if run.cancel_wanted then request_cancel(run) end
@@ -351,7 +351,7 @@ local function start(run)
     if not run.finished then
       -- the script was stopped (REAPER closed it): the result could never be inserted
       if run.status and run.status.job and not run.cancel_sent then
-        pcall(job.cancel, run.cli, run.status.job, run.settings.server)
+        pcall(job.cancel, run.cli, run.status.job, run.settings.server, project.temp_dir("jobs"))
       end
       remove_temp(run)
       clear_active(run)
@@ -386,7 +386,7 @@ function app.cancel()
   end
   reaper.SetExtState(settings.SECTION, "cancel", a.name, false)
   if a.job and type(a.cli) == "table" then
-    local ok, err = pcall(job.cancel, a.cli, a.job, a.server)
+    local ok, err = pcall(job.cancel, a.cli, a.job, a.server, project.temp_dir("jobs"))
     if not ok then
       app.message("Could not send the cancel request: " .. tostring(err), "M2UGen - Cancel")
       return false

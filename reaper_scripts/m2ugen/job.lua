@@ -1,6 +1,7 @@
 -- @noindex
--- One CLI run: write the request JSON, start `"<cli>" <kind> --request R --status-file S` without
--- waiting (reaper.ExecProcess(cmd, -2)), read the status file (docs/protocol.md §7), cancel.
+-- One CLI run: write the request JSON, start `<cli> <kind> --request R --status-file S` without
+-- waiting (reaper.ExecProcess(cmd, -2); through a launcher script on macOS/Linux, see shell.lua),
+-- read the status file (docs/protocol.md §7), cancel.
 -- No prompt or user path goes on the command line: only the CLI, the request and the status file.
 
 local import = ...
@@ -30,9 +31,26 @@ function job.cli_argv(cli)
   return argv, names
 end
 
--- Builds the command line for `argv` on this OS (raises a clear error for unquotable paths).
-function job.command(argv, names)
-  return shell.command(argv, settings.is_windows(), names)
+-- A folder for launcher scripts whose path has no single quote (see shell.lua).
+local function launcher_dir(preferred)
+  if not preferred:find("'", 1, true) then return preferred end
+  local dir = "/tmp/m2ugen-reaper-launch"
+  reaper.RecursiveCreateDirectory(dir, 0)
+  return dir
+end
+
+-- The command line that runs `argv` on this OS. POSIX: writes the launcher `<dir>/<name>.sh`
+-- and returns `/bin/sh '<launcher>'`, launcher path. Windows: the quoted argv, nil.
+-- Raises a clear error for an argument that cannot be passed.
+function job.command(argv, names, dir, name)
+  if settings.is_windows() then
+    return shell.command(argv, true, names), nil
+  end
+  local text = shell.launcher(argv, names)
+  local path = settings.join(launcher_dir(dir), name .. ".sh")
+  local cmd = "/bin/sh " .. shell.quote_single(path, "launcher path")
+  write_file(path, text)
+  return cmd, path
 end
 
 -- opts: cli (argv prefix list, see settings.resolve_cli), kind, request (table),
@@ -62,13 +80,15 @@ function job.start(opts)
     names[#names + 1] = "option"
     names[#names + 1] = "server address"
   end
-  j.command = job.command(argv, names) -- before writing anything: a bad path fails early
+  -- the command first: an argument that cannot be passed fails before anything is written
+  j.command, j.launcher = job.command(argv, names, opts.dir, opts.name)
+  j.argv = argv
   os.remove(j.status_path)
   write_file(j.request_path, json.encode(req))
   local ret = reaper.ExecProcess(j.command, -2)
   if ret == nil then
-    os.remove(j.request_path)
-    error("REAPER could not start the M2UGen CLI:\n" .. j.command, 0)
+    job.cleanup(j)
+    error("REAPER could not start the M2UGen CLI:\n" .. table.concat(argv, " "), 0)
   end
   return j
 end
@@ -88,8 +108,9 @@ function job.read_status(j)
   return st
 end
 
--- Asks the server to cancel `job_id` through a second, fire-and-forget CLI run.
-function job.cancel(cli, job_id, server)
+-- Asks the server to cancel `job_id` through a second, fire-and-forget CLI run
+-- (`dir`: where its launcher script goes on macOS/Linux).
+function job.cancel(cli, job_id, server, dir)
   if type(job_id) ~= "string" or not job_id:match("^[%w%-_.]+$") then
     error("Cannot cancel: bad job id " .. tostring(job_id), 0)
   end
@@ -104,13 +125,16 @@ function job.cancel(cli, job_id, server)
     names[#names + 1] = "option"
     names[#names + 1] = "server address"
   end
-  local ret = reaper.ExecProcess(job.command(argv, names), -2)
+  local name = "m2ugen-cancel-" .. job_id .. string.format("-%04d", math.random(0, 9999))
+  local cmd = job.command(argv, names, dir, name)
+  local ret = reaper.ExecProcess(cmd, -2)
   return ret ~= nil
 end
 
 function job.cleanup(j)
   os.remove(j.request_path)
   os.remove(j.status_path)
+  if j.launcher then os.remove(j.launcher) end
 end
 
 -- A message for the user for a finished status (exit_code set), or nil when it succeeded.

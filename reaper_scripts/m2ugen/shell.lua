@@ -1,15 +1,22 @@
 -- @noindex
--- Command-line quoting for reaper.ExecProcess (pure Lua, no REAPER calls).
+-- Command lines for reaper.ExecProcess (pure Lua, no REAPER calls).
 --
--- Only three things ever reach a command line: the CLI path, the request file and the status file.
--- Prompts and user file names travel inside the request JSON, never through a shell.
+-- Only the CLI path, the kind, the request file, the status file (and a validated server address)
+-- ever reach a command line. Prompts and user file names travel inside the request JSON.
 --
---   shell.quote_posix(s)     single quotes, ' written as '\''  (sh: nothing is special inside '...')
---   shell.quote_windows(s)   double quotes for CreateProcess/cmd.exe; backslashes before the closing
---                            quote are doubled (MSVCRT rules); '"' (illegal in Windows file names),
---                            '%' (cmd.exe expands %VAR% even inside quotes) and control characters
---                            are rejected with an error that names the argument
---   shell.command(argv, is_windows) -> one command line string
+-- macOS/Linux: REAPER's ExecProcess runs no shell; it splits the command line at spaces and honours
+-- '...', "..." and `...` without any escapes. So the real argv goes into a small launcher script
+-- where every argument is sh-quoted, and REAPER runs `/bin/sh '<launcher>'` (a path we choose, with
+-- no quote in it). The same line also means the same thing to a shell, should one be involved.
+--   shell.quote_posix(s)          single quotes, ' written as '\''  (sh: nothing is special in '...')
+--   shell.launcher(argv, names)   the launcher text: #!/bin/sh, rm -f "$0", exec <quoted argv>
+--   shell.quote_single(s)         '...' for the launcher path itself (refuses a ' in it)
+-- Windows: CreateProcess hands the line to the program, which splits it with the MSVCRT rules.
+--   shell.quote_windows(s)        double quotes; backslashes before the closing quote are doubled;
+--                                 '"' (illegal in Windows file names), '%' (cmd.exe would expand
+--                                 %VAR% even inside quotes) and control characters are refused
+--   shell.command(argv, is_windows, names) -> one command line with every argument quoted
+-- Every refusal raises an error that names the argument.
 
 local shell = {}
 
@@ -28,6 +35,25 @@ end
 function shell.quote_posix(s, what)
   check_common(s, what)
   return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+function shell.quote_single(s, what)
+  check_common(s, what)
+  if s:find("'", 1, true) then
+    error(string.format("%s contains a single quote ('), which REAPER cannot pass: %s", what or "argument", s), 0)
+  end
+  return "'" .. s .. "'"
+end
+
+-- The launcher script for `argv` (POSIX). It deletes itself first: sh keeps reading the open file.
+function shell.launcher(argv, names)
+  local quoted = {}
+  for i, a in ipairs(argv) do
+    quoted[i] = shell.quote_posix(a, names and names[i] or ("argument " .. i))
+  end
+  return "#!/bin/sh\n# written by the M2UGen ReaScripts for one run of the m2ugen CLI\n" ..
+    "rm -f -- \"$0\"\n" ..
+    "exec " .. table.concat(quoted, " ") .. "\n"
 end
 
 function shell.quote_windows(s, what)

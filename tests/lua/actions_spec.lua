@@ -58,10 +58,14 @@ describe("M2UGen - Generate", function()
     -- the command line carries only the CLI, the kind and two file paths
     assert.are.equal(1, #fake.exec_log)
     assert.are.equal(-2, fake.exec_log[1].timeout)
-    local argv = Fake.sh_argv(fake.exec_log[1].cmd)
+    local argv = fake.exec_log[1].argv
     assert.are.equal(ctx.cli, argv[1])
     assert.are.equal("generate", argv[2])
     assert.are.equal("--request", argv[3])
+    -- what REAPER sees: /bin/sh and a launcher script next to the request
+    local outer = Fake.reaper_split(fake.exec_log[1].cmd)
+    assert.are.equal("/bin/sh", outer[1])
+    assert.are.equal(ctx.tmp_dir .. "/m2ugen-reaper/jobs/", outer[2]:match("^(.*/)"))
     assert.are.equal("--status-file", argv[5])
     assert.is_nil(fake.exec_log[1].cmd:find("piano", 1, true))
 
@@ -253,7 +257,7 @@ describe("M2UGen - Generate", function()
     env.run_action(ctx, "Generate")
     check_invariants(fake)
     assert.are.equal(2, #fake.exec_log)
-    local argv = Fake.sh_argv(fake.exec_log[2].cmd)
+    local argv = fake.exec_log[2].argv
     assert.are.same({ ctx.cli, "cancel", "job-1" }, argv)
     assert.truthy(last_message(fake):find("cancelled", 1, true))
     assert.are.equal(3, #fake.tracks)
@@ -276,8 +280,7 @@ describe("M2UGen - Generate", function()
     assert.is_true(cancelled)
     local cancels = {}
     for _, e in ipairs(fake.exec_log) do
-      local argv = Fake.sh_argv(e.cmd)
-      if argv[2] == "cancel" then cancels[#cancels + 1] = argv end
+      if e.argv[2] == "cancel" then cancels[#cancels + 1] = e.argv end
     end
     assert.is_true(#cancels >= 1)
     assert.are.same({ ctx.cli, "cancel", "job-1" }, cancels[1])
@@ -313,7 +316,7 @@ describe("M2UGen - Generate", function()
     end })
     assert.are.same({}, fake.violations)
     assert.are.equal(fake.undo.begin, fake.undo["end"])
-    assert.are.same({ ctx.cli, "cancel", "job-1" }, Fake.sh_argv(fake.exec_log[2].cmd))
+    assert.are.same({ ctx.cli, "cancel", "job-1" }, fake.exec_log[2].argv)
     assert.is_nil(fake.ext.M2UGen.active)
     assert.are.same({}, leftover_files(ctx, "jobs"))
     assert.are.equal(3, #fake.tracks)
@@ -339,7 +342,7 @@ describe("M2UGen - Generate", function()
     assert.is_true(fake.imgui.begins >= 6)
     assert.are.equal(fake.imgui.begins, fake.imgui.ends)
     assert.is_nil(fake.gfx_state.inits)
-    assert.are.equal("cancel", Fake.sh_argv(fake.exec_log[2].cmd)[2])
+    assert.are.equal("cancel", fake.exec_log[2].argv[2])
     assert.truthy(last_message(fake):find("cancelled", 1, true))
   end)
 
@@ -352,9 +355,11 @@ describe("M2UGen - Generate", function()
     fake.mb_answers = { 7 }
     env.run_action(ctx, "Generate")
     check_invariants(fake)
-    local argv = Fake.sh_argv(fake.exec_log[1].cmd)
+    local argv = fake.exec_log[1].argv
     assert.are.equal(6, #argv)
     assert.truthy(argv[4]:find(env.NASTY, 1, true))
+    -- the temp dir has a ' in it, so the launcher went to a quote-free folder
+    assert.truthy(fake.exec_log[1].cmd:match("^/bin/sh '/tmp/m2ugen%-reaper%-launch/[^']+%.sh'$"))
     assert.are.equal(fake.sims[1].request.status_file, argv[6])
     assert.is_nil(table.concat(argv, " "):find("\nINJECTED", 1, true))
     assert.are.equal(1, #created_tracks(fake))
@@ -650,7 +655,7 @@ describe("M2UGen - Settings", function()
     fake.mb_answers = { 7 }
     env.run_action(ctx, "Generate")
     check_invariants(fake)
-    local argv = Fake.sh_argv(fake.exec_log[1].cmd)
+    local argv = fake.exec_log[1].argv
     assert.are.equal("--server", argv[7])
     assert.are.equal("tcp://127.0.0.1:6000", argv[8])
     local req = fake.sims[1].request

@@ -49,6 +49,37 @@ describe("shell.quote_posix", function()
   end)
 end)
 
+describe("shell.launcher", function()
+  it("runs the exact argv under /bin/sh and deletes itself", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. Fake.sh_quote(dir))
+    local path = dir .. "/run 1.sh"
+    local argv = { "printf", "%s\\0" }
+    for _, a in ipairs(NASTY) do argv[#argv + 1] = a end
+    local f = assert(io.open(path, "w"))
+    f:write(shell.launcher(argv))
+    f:close()
+    local cmd = "/bin/sh " .. shell.quote_single(path, "launcher path")
+    -- REAPER splits that line into exactly /bin/sh and the launcher path
+    assert.are.same({ "/bin/sh", path }, Fake.reaper_split(cmd))
+    local p = assert(io.popen(cmd, "r"))
+    local out = p:read("a")
+    p:close()
+    local got = {}
+    for a in out:gmatch("([^%z]*)%z") do got[#got + 1] = a end
+    assert.are.same(NASTY, got)
+    assert.is_false(Fake.file_exists(path))
+    os.execute("rm -rf " .. Fake.sh_quote(dir))
+  end)
+
+  it("refuses a launcher path with a single quote", function()
+    local ok, err = pcall(shell.quote_single, "/tmp/it's/x.sh", "launcher path")
+    assert.is_false(ok)
+    assert.truthy(err:find("launcher path contains a single quote", 1, true))
+  end)
+end)
+
 describe("shell.quote_windows", function()
   it("round-trips paths with spaces, cmd metacharacters, non-ASCII and trailing backslashes", function()
     local ok_cases = {

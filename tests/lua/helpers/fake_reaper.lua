@@ -78,6 +78,43 @@ function Fake.windows_argv(cmd)
   return argv
 end
 
+-- How REAPER's ExecProcess splits a command line on macOS/Linux (no shell): at spaces; a token that
+-- starts with ', " or ` runs to the next same character; no escapes, everything else literal.
+function Fake.reaper_split(cmd)
+  local argv, i, n = {}, 1, #cmd
+  while i <= n do
+    local c = cmd:sub(i, i)
+    if c == " " then
+      i = i + 1
+    elseif c == "'" or c == '"' or c == "`" then
+      local j = cmd:find(c, i + 1, true)
+      if not j then error("fake ExecProcess: unterminated " .. c .. " in " .. cmd) end
+      argv[#argv + 1] = cmd:sub(i + 1, j - 1)
+      i = j + 1
+    else
+      local j = cmd:find(" ", i, true) or (n + 1)
+      argv[#argv + 1] = cmd:sub(i, j - 1)
+      i = j
+    end
+  end
+  return argv
+end
+
+-- The argv a command line of the scripts really runs. POSIX: `/bin/sh '<launcher>'` split the way
+-- REAPER does, then the launcher's exec line split by a real sh. Windows: the MSVCRT rules.
+function Fake:exec_argv(cmd, consume)
+  if self.os_name:match("^Win") then return Fake.windows_argv(cmd) end
+  local outer = Fake.reaper_split(cmd)
+  assert(#outer == 2 and outer[1] == "/bin/sh", "not a launcher command: " .. cmd)
+  local text = assert(Fake.read_file(outer[2]), "launcher script missing: " .. outer[2])
+  assert(text:sub(1, 10) == "#!/bin/sh\n", "launcher without #!/bin/sh")
+  assert(text:find('\nrm %-f %-%- "%$0"\n'), "launcher does not delete itself")
+  local line = text:match("\nexec ([^\n]*)\n$")
+  assert(line, "launcher without a final exec line")
+  if consume then os.remove(outer[2]) end -- what its `rm -f -- "$0"` does
+  return Fake.sh_argv(line)
+end
+
 local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 Fake.sh_quote = sh_quote
 
@@ -581,13 +618,19 @@ function Fake:implementations()
 
   -- processes
   I.ExecProcess = function(cmd, timeout)
-    fake.exec_log[#fake.exec_log + 1] = { cmd = cmd, timeout = timeout }
-    if fake.exec_mode == "none" then return nil end
+    local entry = { cmd = cmd, timeout = timeout }
+    fake.exec_log[#fake.exec_log + 1] = entry
+    if fake.exec_mode == "none" then
+      entry.argv = fake:exec_argv(cmd, false)
+      return nil
+    end
     if fake.exec_mode == "background" then
+      entry.argv = fake:exec_argv(cmd, false)
       os.execute(cmd .. " >/dev/null 2>&1 &")
       return ""
     end
-    local argv = Fake.sh_argv(cmd)
+    local argv = fake:exec_argv(cmd, true)
+    entry.argv = argv
     if argv[2] == "cancel" then fake:sim_cancel(argv) return "" end
     fake:sim_start(argv, cmd)
     return ""
