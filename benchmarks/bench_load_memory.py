@@ -2,8 +2,9 @@
 
 Writes an official-format ``checkpoint.pth`` (fp16 frozen LLaMA, fp32 trained tensors and bridges,
 ``module.`` prefixes, optimizer state, pickled ``args``) for a mid-size config into a temp dir, then
-measures each loading path in a fresh subprocess: peak RSS (``ru_maxrss``) minus the peak after
-imports, right after loading and after touching every weight (memory-mapped pages count once read).
+measures each loading path in a fresh subprocess: peak RSS minus the RSS after imports and a tiny
+warm-up model (VmHWM, the kernel's ru_maxrss of this address space, reset after the imports), right after
+loading and after touching every weight (memory-mapped pages count once read).
 
     .venv/bin/python benchmarks/bench_load_memory.py [--dim 2048 --layers 8] [--keep DIR]
 
@@ -75,23 +76,47 @@ def write_checkpoint(path: Path, dim: int, layers: int) -> dict:
 
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
 import torch
 from m2ugen.model import M2UGen
 from m2ugen import checkpoint as ck
 
-def peak():  # bytes; Linux reports KiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def status(field):  # bytes, from /proc/self/status (kB)
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
 
-base = peak()
+# warm-up: import everything loading touches (transformers model classes, tokenizers, safetensors)
+from m2ugen.config import M2UGenConfig
+import safetensors.torch
+warm = M2UGen.from_config(M2UGenConfig.preset("tiny"))
+for h in (warm.music_encoder, warm.image_encoder, warm.video_encoder, warm.decoder):
+    h.expected_shapes()
+del warm, h
+import gc
+gc.collect()
+
+# ru_maxrss survives fork+exec (it starts from the parent's RSS), so this process's own peak is
+# read from VmHWM, reset after the imports (clear_refs 5), minus the RSS at that point.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = status("VmRSS")
+
+def peak():
+    return status("VmHWM")
+
 t0 = time.perf_counter()
 model = M2UGen.from_pretrained(sys.argv[2])
 t_load = time.perf_counter() - t0
 after_load = peak() - base
 loaded = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-with torch.no_grad():  # read every weight once: memory-mapped pages become resident
-    s = sum(float(t.sum(dtype=torch.float32)) for t in model.state_dict().values())
+with torch.no_grad():  # read every weight once (in 1 M-element chunks): memory-mapped pages become resident
+    s = 0.0
+    for t in model.state_dict().values():
+        for chunk in t.reshape(-1).split(1 << 20):
+            s += float(chunk.sum(dtype=torch.float32))
 after_touch = peak() - base
 ids = torch.randint(0, 32000, (1, 16))
 model.next_token_logits(ids)
@@ -120,7 +145,10 @@ def main():
     d.mkdir(parents=True, exist_ok=True)
     ckpt = d / "checkpoint.pth"
     t0 = time.perf_counter()
-    info = write_checkpoint(ckpt, args.dim, args.layers)
+    if args.keep is not None and ckpt.is_file() and (d / "llama" / "params.json").is_file():
+        info = {"checkpoint_bytes": ckpt.stat().st_size}  # reuse the files of an earlier --keep run
+    else:
+        info = write_checkpoint(ckpt, args.dim, args.layers)
     print(f"mid-size config: dim {args.dim}, {args.layers} layers, vocab 32008; checkpoint.pth "
           f"{info['checkpoint_bytes'] / 2**30:.2f} GiB (written in {time.perf_counter() - t0:.0f} s)")
 

@@ -25,7 +25,9 @@ import hashlib
 import json
 import logging
 import math
+import mmap
 import os
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -249,24 +251,76 @@ def _resolve(root: nn.Module, name: str) -> tuple[nn.Module, str]:
     return mod, attr
 
 
+class FilePages:
+    """Drops the resident pages of file-mapped source tensors once they have been copied or cast.
+
+    Tensors read with ``mmap`` occupy RSS once touched; after a cast (fp32 file -> fp16 model) the
+    source pages are dead weight until the whole file is unmapped. Only pages lying wholly inside
+    the tensor and inside a file-backed mapping (``/proc/self/maps``) are dropped
+    (``madvise(MADV_DONTNEED)``); the kernel re-reads them from the file if they are touched again.
+    Never used on tensors of a caller's in-memory state dict. A no-op off Linux.
+    """
+
+    MADV_DONTNEED = 4
+
+    def __init__(self, enabled: bool = True):
+        self.ranges: list[tuple[int, int]] = []
+        self.libc = None
+        if not enabled or not sys.platform.startswith("linux"):
+            return
+        try:
+            import ctypes
+
+            self.libc = ctypes.CDLL(None, use_errno=True)
+            with open("/proc/self/maps") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 6 and parts[5].startswith("/"):
+                        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                        self.ranges.append((lo, hi))
+        except OSError:
+            self.ranges = []
+
+    def release(self, t: torch.Tensor) -> None:
+        if not self.ranges or t.device.type != "cpu" or t.is_meta or not t.is_contiguous():
+            return
+        import ctypes
+
+        start = t.data_ptr()
+        end = start + t.numel() * t.element_size()
+        if not any(lo <= start and end <= hi for lo, hi in self.ranges):
+            return
+        page = mmap.PAGESIZE
+        a, b = -(-start // page) * page, end // page * page
+        if b > a:
+            self.libc.madvise(ctypes.c_void_p(a), ctypes.c_size_t(b - a), self.MADV_DONTNEED)
+
+
+_NO_RELEASE = FilePages(enabled=False)
+
+
 @torch.no_grad()
-def _put(root: nn.Module, name: str, value: torch.Tensor) -> None:
+def _put(root: nn.Module, name: str, value: torch.Tensor, pages: FilePages = _NO_RELEASE) -> None:
     """Set parameter/buffer ``name`` of ``root`` to ``value`` cast to the target's dtype.
 
     A meta target is replaced (assign: no copy if the dtype matches); a real one is copied into.
+    When a copy was made, ``pages`` drops the source's file pages.
     """
     mod, attr = _resolve(root, name)
     cur = getattr(mod, attr)
     if tuple(cur.shape) != tuple(value.shape):
         raise ValueError(f"{name}: shape {list(value.shape)} does not fit the model's {list(cur.shape)}")
     if cur.is_meta:
-        value = value.to(dtype=cur.dtype)
+        new = value.to(dtype=cur.dtype)
         if attr in mod._parameters:
-            mod._parameters[attr] = nn.Parameter(value, requires_grad=cur.requires_grad)
+            mod._parameters[attr] = nn.Parameter(new, requires_grad=cur.requires_grad)
         else:
-            mod._buffers[attr] = value
+            mod._buffers[attr] = new
+        if new.data_ptr() != value.data_ptr():
+            pages.release(value)
     else:
         cur.copy_(value)
+        pages.release(value)
 
 
 def _fmt_list(names: list[str], limit: int = 20) -> str:
@@ -317,12 +371,14 @@ def detect_prefix_layout(cfg: M2UGenConfig, rows: int) -> bool | None:
     return None
 
 
-def load_reference_state_dict(model, sd: dict[str, torch.Tensor], strict: bool = True) -> None:
+def load_reference_state_dict(model, sd: dict[str, torch.Tensor], strict: bool = True, *,
+                              release_source: bool = False) -> None:
     """Load a state dict with official key names into ``model`` (an ``M2UGen``).
 
     Checks every key first and raises ONE ValueError listing the missing, unexpected and mis-shaped
     keys (official names). ``strict=False`` tolerates missing/unexpected keys (logged), never wrong
     shapes. The prefix layout follows ``prefix_query.weight``'s rows. Works on a meta-device model.
+    ``release_source``: ``sd`` was memory-mapped from a file here; drop its pages after casts.
     """
     sd = strip_module_prefix(sd)
     cfg = model.cfg
@@ -376,8 +432,9 @@ def load_reference_state_dict(model, sd: dict[str, torch.Tensor], strict: bool =
         log.warning("%s", _mismatch_error(title + " (strict=False, loading the rest)", missing, unexpected, []))
 
     t0 = time.perf_counter()
+    pages = FilePages(release_source)
     for name, t in own_hits.items():
-        _put(model, name, t)
+        _put(model, name, t, pages)
     for attr, hsd in holder_sds.items():
         expected = holder_expected[attr]
         if not hsd:
@@ -408,7 +465,7 @@ def _is_base_param(name: str) -> bool:
 
 
 @torch.no_grad()
-def _put_vocab_rows(llama: nn.Module, name: str, base: torch.Tensor) -> None:
+def _put_vocab_rows(llama: nn.Module, name: str, base: torch.Tensor, pages: FilePages) -> None:
     """tok_embeddings / output with the base vocabulary's rows; the extra [AUD] rows as official:
     embeddings := 1.0, output rows keep their value (nn.Linear init when the model is on meta)."""
     mod, attr = _resolve(llama, name)
@@ -417,10 +474,11 @@ def _put_vocab_rows(llama: nn.Module, name: str, base: torch.Tensor) -> None:
     if cur.shape[1] != dim or cur.shape[0] < n_base:
         raise ValueError(f"{name}: base weights {list(base.shape)} do not fit the model's {list(cur.shape)}")
     if cur.shape[0] == n_base:
-        _put(llama, name, base)
+        _put(llama, name, base, pages)
         return
     full = torch.empty(cur.shape, dtype=cur.dtype) if cur.is_meta else cur
     full[:n_base] = base
+    pages.release(base)
     if name.startswith("tok_embeddings"):
         full[n_base:] = 1.0
     elif cur.is_meta:
@@ -431,6 +489,7 @@ def _put_vocab_rows(llama: nn.Module, name: str, base: torch.Tensor) -> None:
 
 
 def _load_llama_tensors(model, get, available: set[str], n_base_vocab: int | None, source: str) -> None:
+    """Check and put the base LLaMA tensors ``get(name)`` (Meta names) read from files we mapped."""
     llama = _llama_of(model)
     cfg = llama.cfg
     names = [n for n, _ in llama.named_parameters() if _is_base_param(n)]
@@ -452,11 +511,12 @@ def _load_llama_tensors(model, get, available: set[str], n_base_vocab: int | Non
         tensors[n] = t
     if misshaped:
         raise ValueError(f"{source}: LLaMA weights do not fit the config: {_fmt_list(misshaped)}")
+    pages = FilePages()
     for n, t in tensors.items():
         if n in ("tok_embeddings.weight", "output.weight"):
-            _put_vocab_rows(llama, n, t)
+            _put_vocab_rows(llama, n, t, pages)
         else:
-            _put(llama, n, t)
+            _put(llama, n, t, pages)
     extra_rows = cfg.vocab_size - tensors["tok_embeddings.weight"].shape[0]
     log.info("%s: loaded %d LLaMA base tensors (%d extra vocabulary rows kept as [AUD] rows)",
              source, len(tensors), extra_rows)
@@ -739,7 +799,8 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, progre
     return stats
 
 
-def load_converted_state_dict(model, sd: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+def load_converted_state_dict(model, sd: dict[str, torch.Tensor], meta: dict[str, str], *,
+                              release_source: bool = False) -> None:
     """Overlay a converted (trainable-only) state dict on a model whose LLaMA base is loaded.
 
     Every trained tensor of the model must be in the file, every tensor in the file must exist in
@@ -777,8 +838,9 @@ def load_converted_state_dict(model, sd: dict[str, torch.Tensor], meta: dict[str
                               missing, unexpected, misshaped)
     if out_w.is_meta:
         raise ValueError("load the LLaMA base weights (llama_dir) before a converted checkpoint")
+    pages = FilePages(release_source)
     for name, t in hits.items():
-        _put(model, name, t)
+        _put(model, name, t, pages)
     with torch.no_grad():
         model.llama.output.weight[start:] = aud.to(out_w.dtype)
     log.info("loaded %d trained tensors + %d [AUD] output rows", len(hits), aud.shape[0])
@@ -898,14 +960,14 @@ def from_pretrained(cls, source=None, *, preset=None, llama_dir=None, mert_path=
     if full:
         with torch.device("meta"):
             model = cls.from_config(cfg, device="meta")
-        load_reference_state_dict(model, sd, strict=True)
+        load_reference_state_dict(model, sd, strict=True, release_source=True)
     elif converted:
         if not cfg.llama_dir:
             raise ValueError(f"{ckpt} holds only the trained tensors; give llama_dir (LLaMA-2 base weights)")
         with torch.device("meta"):
             model = cls.from_config(cfg, device="meta")
         load_llama(model, cfg.llama_dir)
-        load_converted_state_dict(model, sd, meta)
+        load_converted_state_dict(model, sd, meta, release_source=True)
     else:
         # no M2UGen checkpoint: a fresh model (official init) on the LLaMA-2 base weights
         model = cls.from_config(cfg)

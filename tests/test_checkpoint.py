@@ -480,3 +480,15 @@ def test_weights_spec_discovery(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="weights not found"):
         ck.resolve_source(tmp_path / "nope.pth")
     assert "weights.json" in ck.describe_weights()
+
+
+def test_file_pages_release_keeps_values_and_spares_memory_tensors(tmp_path):
+    src = torch.randn(1 << 20)  # 4 MiB: many whole pages
+    torch.save({"w": src}, tmp_path / "w.pth")
+    mapped = torch.load(tmp_path / "w.pth", mmap=True, weights_only=True)["w"]
+    assert torch.equal(mapped, src)
+    in_memory = src.clone()
+    pages = ck.FilePages()
+    pages.release(mapped)  # file-backed: pages dropped, re-read from the file on the next touch
+    pages.release(in_memory)  # anonymous memory: must be left alone (DONTNEED would zero it)
+    assert torch.equal(mapped, src) and torch.equal(in_memory, src)
