@@ -15,7 +15,11 @@ function project.selection()
   local ts, te = reaper.GetSet_LoopTimeRange2(0, false, false, 0, 0, false)
   if te > ts then
     local track = nil
-    if reaper.CountSelectedTracks(0) > 0 then track = reaper.GetSelectedTrack(0, 0) end
+    if reaper.CountSelectedTracks(0) > 0 then
+      track = reaper.GetSelectedTrack(0, 0)
+    elseif reaper.CountSelectedMediaItems(0) > 0 then
+      track = reaper.GetMediaItem_Track(reaper.GetSelectedMediaItem(0, 0))
+    end
     return { start = ts, ["end"] = te, source = "time", track = track }
   end
   local n = reaper.CountSelectedMediaItems(0)
@@ -65,7 +69,9 @@ end
 function project.temp_dir(sub)
   local base
   if settings.is_windows() then
-    base = os.getenv("TEMP") or os.getenv("TMP") or reaper.GetResourcePath()
+    -- os.getenv is not UTF-8 on Windows: a non-ASCII %TEMP% falls back to REAPER's resource path
+    base = os.getenv("TEMP") or os.getenv("TMP")
+    if not base or base:find("[\128-\255]") then base = reaper.GetResourcePath() end
   else
     base = os.getenv("TMPDIR") or "/tmp"
   end

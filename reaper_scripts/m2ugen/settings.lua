@@ -128,6 +128,9 @@ function settings.discovery_candidates()
     add(os.getenv("LOCALAPPDATA"), "m2ugen", "server.json")
     add(os.getenv("APPDATA"), "m2ugen", "server.json")
     add(os.getenv("APPDATA"), "m2ugen", "m2ugen", "server.json")
+    -- os.getenv is not UTF-8 on Windows; REAPER's resource path is (...\AppData\Roaming\REAPER)
+    local appdata = reaper.GetResourcePath():match("^(.*)\\Roaming\\REAPER$")
+    if appdata then add(appdata .. "\\Local", "m2ugen", "m2ugen", "server.json") end
   elseif settings.is_macos() then
     add(os.getenv("HOME"), "Library", "Application Support", "m2ugen", "server.json")
   else

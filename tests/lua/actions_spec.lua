@@ -384,7 +384,7 @@ describe("M2UGen - Generate", function()
 
   it("on Windows the command splits back into the exact paths", function()
     env.teardown(ctx)
-    ctx = env.setup({ tmp_name = "Zoë's proj & co", os_name = "Win64" })
+    ctx = env.setup({ tmp_name = "Zoe's proj & co; $(x) `y`", os_name = "Win64" })
     fake = ctx.fake
     -- discovery paths are joined with backslashes here, so name the CLI in Settings
     fake.ext.M2UGen = { cli_path = { value = ctx.cli, persist = true } }
@@ -399,8 +399,24 @@ describe("M2UGen - Generate", function()
     local argv = Fake.windows_argv(cmd)
     assert.are.equal(ctx.cli, argv[1])
     assert.are.equal("generate", argv[2])
-    assert.truthy(argv[4]:find("Zoë's proj & co", 1, true))
+    assert.truthy(argv[4]:find("Zoe's proj & co; $(x) `y`", 1, true))
+    assert.are.equal("--status-file", argv[5])
     assert.truthy(last_message(fake):find("could not start", 1, true))
+  end)
+
+  it("on Windows a non-ASCII %TEMP% (not UTF-8 from os.getenv) falls back to REAPER's resource path", function()
+    env.teardown(ctx)
+    ctx = env.setup({ tmp_name = "Zoë", os_name = "Win64" })
+    fake = ctx.fake
+    fake.ext.M2UGen = { cli_path = { value = ctx.cli, persist = true } }
+    env.standard_project(fake)
+    fake.exec_mode = "none"
+    fake.inputs_answers = { "x\n4\n1" }
+    fake.mb_answers = { 7 }
+    env.run_action(ctx, "Generate")
+    check_invariants(fake)
+    local argv = fake.exec_log[1].argv
+    assert.are.equal(fake.resource_dir .. "\\m2ugen-reaper\\jobs\\", argv[4]:match("^(.*\\)"))
   end)
 end)
 

@@ -31,10 +31,13 @@ describe("settings", function()
     ctx = env.setup({ os_name = "Win64", env = { M2UGEN_CONFIG_DIR = false,
                                                  LOCALAPPDATA = [[C:\Users\u\AppData\Local]],
                                                  APPDATA = [[C:\Users\u\AppData\Roaming]] } })
+    ctx.fake.resource_dir = [[C:\Users\Zoë\AppData\Roaming\REAPER]]
     settings = load_settings()
     local c = settings.discovery_candidates()
     assert.are.equal([[C:\Users\u\AppData\Local\m2ugen\m2ugen\server.json]], c[1])
     assert.are.equal([[C:\Users\u\AppData\Roaming\m2ugen\server.json]], c[3])
+    -- derived from REAPER's resource path (UTF-8, unlike os.getenv on Windows)
+    assert.are.equal([[C:\Users\Zoë\AppData\Local\m2ugen\m2ugen\server.json]], c[#c])
     env.teardown(ctx)
 
     ctx = env.setup({ os_name = "linux-x86_64", env = { M2UGEN_CONFIG_DIR = "/cfg" } })
