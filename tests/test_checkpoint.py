@@ -339,6 +339,7 @@ def official_state_dict(model, frozen_dtype=torch.float16):
             sd[prefix + name] = torch.randn(tuple(shape), generator=gen) * 0.02
     for k in [k for k in sd if k.endswith(".attention.gate")]:
         sd[k] = sd[k].half()  # official gates are fp16
+    sd["llama.norm.weight"] = sd["llama.norm.weight"].bfloat16()  # the medium file also holds bf16 storages
     return sd
 
 
@@ -440,6 +441,7 @@ def test_convert_then_load_with_meta_llama(tiny, tmp_path):
     assert conv["llama.layers.0.attention.gate"].dtype == torch.float16  # fp16 stayed fp16
     assert conv[ck.AUD_ROWS_KEY].dtype == torch.float16
     assert conv["llama.tok_embeddings.weight"].dtype == torch.float32
+    assert conv["llama.norm.weight"].dtype == torch.bfloat16
     assert stats["kept_tensors"] == len(conv) and stats["dropped_tensors"] > 0
 
     # base LLaMA weights in Meta format (vocabulary without the 8 [AUD] rows)
@@ -483,12 +485,17 @@ def test_weights_spec_discovery(tmp_path, monkeypatch):
 
 
 def test_file_pages_release_keeps_values_and_spares_memory_tensors(tmp_path):
-    src = torch.randn(1 << 20)  # 4 MiB: many whole pages
+    def rss():
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    src = torch.randn(8 << 20)  # 32 MiB
     torch.save({"w": src}, tmp_path / "w.pth")
     mapped = torch.load(tmp_path / "w.pth", mmap=True, weights_only=True)["w"]
-    assert torch.equal(mapped, src)
+    assert torch.equal(mapped, src)  # every page of the map is now resident
     in_memory = src.clone()
     pages = ck.FilePages()
+    before = rss()
     pages.release(mapped)  # file-backed: pages dropped, re-read from the file on the next touch
+    assert before - rss() > 24 << 20
     pages.release(in_memory)  # anonymous memory: must be left alone (DONTNEED would zero it)
     assert torch.equal(mapped, src) and torch.equal(in_memory, src)
