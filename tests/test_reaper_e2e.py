@@ -101,6 +101,30 @@ def test_ask_keeps_the_answer_with_the_project(server_info, tmp_path):
     assert record["text"] == answer
 
 
+@pytest.mark.timeout(240)
+def test_cancel_action_cancels_the_real_job(server_info, tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    env = dict(os.environ, M2UGEN_CONFIG_DIR=str(server_info.config_dir), TMPDIR=str(tmp_path),
+               E2E_KIND="generate", E2E_PROJECT=str(project), E2E_TIMEOUT="150", E2E_CANCEL="1")
+    proc = subprocess.run([LUA, str(DRIVER)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["ok"] and out["violations"] == [], out
+    job = out["cancelled_job"]
+    assert job, out
+    assert out["argv"][1][1:4] == ["cancel", job, "--no-wait"], out["argv"]
+    assert "cancelled" in out["messages"][-1], out["messages"]
+    assert [t for t in out["tracks"] if t["created"]] == []
+    assert out["undo"]["begin"] == out["undo"]["end"] == 0
+    assert not list((project / "M2UGen").glob("*.wav")) if (project / "M2UGen").exists() else True
+    from server.client import Client
+
+    with Client(server_info.endpoint) as client:  # the server's record says so too
+        reply = client.call("status", job=job)
+    assert reply.header["state"] == "cancelled", reply.header
+
+
 def test_server_not_running_gives_exit_code_3_message(tmp_path):
     """The real CLI against a dead endpoint: the status file says exit code 3 and the action says so."""
     cfg = tmp_path / "config"

@@ -117,8 +117,10 @@ function job.cancel(cli, job_id, server, dir)
   local argv, names = job.cli_argv(cli)
   argv[#argv + 1] = "cancel"
   argv[#argv + 1] = job_id
+  argv[#argv + 1] = "--no-wait" -- the running CLI reports the final 'cancelled'
   names[#names + 1] = "command"
   names[#names + 1] = "job id"
+  names[#names + 1] = "option"
   if server and server ~= "" then
     argv[#argv + 1] = "--server"
     argv[#argv + 1] = server

@@ -37,8 +37,21 @@ else
   script = "M2UGen - Ask about selection.lua"
 end
 
+-- E2E_CANCEL=1: once the job has an id, run "M2UGen - Cancel" (as a user would from the action list)
+local cancel = os.getenv("E2E_CANCEL") == "1"
+local cancelled_job = nil
+local function on_tick(f)
+  if not cancel or cancelled_job then return end
+  local active = f.ext.M2UGen and f.ext.M2UGen.active
+  local a = active and json.decode(active.value)
+  if a and a.job then
+    cancelled_job = a.job
+    f:run_script(Fake.REPO .. "reaper_scripts/M2UGen - Cancel.lua")
+  end
+end
+
 fake:run_script(Fake.REPO .. "reaper_scripts/" .. script)
-local ok, err = pcall(fake.run_defer, fake, { real_sleep = dt, max_ticks = math.floor(timeout / dt) })
+local ok, err = pcall(fake.run_defer, fake, { real_sleep = dt, max_ticks = math.floor(timeout / dt), on_tick = on_tick })
 
 local tracks = {}
 for i, t in ipairs(fake.tracks) do
@@ -66,4 +79,10 @@ print(json.encode({
   renders = #fake.renders,
   proj_ext = fake.proj_ext.M2UGen or json.null,
   ticks = fake.ticks or json.null,
+  cancelled_job = cancelled_job or json.null,
+  argv = json.array((function()
+    local out = {}
+    for i, e in ipairs(fake.exec_log) do out[i] = json.array(e.argv or {}) end
+    return out
+  end)()),
 }))

@@ -324,7 +324,7 @@ function Fake:sim_advance()
 end
 
 function Fake:sim_cancel(argv)
-  local id = argv[#argv]
+  local id
   for i = 1, #argv do if argv[i] == "cancel" then id = argv[i + 1] end end
   for _, sim in ipairs(self.sims) do
     if sim.last and sim.last.job == id and not sim.finished then sim.cancel_requested = true end
