@@ -498,11 +498,14 @@ def cmd_chat(args) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     from server.app import load_model
 
-    model, info = load_model(args.preset, args.weights)
-    want = {"auto": None, "yes": True, "no": False}[args.want_audio]
-    reply = model.chat(args.prompt, audio=args.audio, image=args.image, video=args.video,
-                       max_new_tokens=args.max_new_tokens or model.config.max_new_tokens, seed=args.seed,
-                       conditioning=args.conditioning, duration_s=args.duration, want_audio=want)
+    try:
+        model, info = load_model(args.preset, args.weights)
+        want = {"auto": None, "yes": True, "no": False}[args.want_audio]
+        reply = model.chat(args.prompt, audio=args.audio, image=args.image, video=args.video,
+                           max_new_tokens=args.max_new_tokens or model.config.max_new_tokens, seed=args.seed,
+                           conditioning=args.conditioning, duration_s=args.duration, want_audio=want)
+    except (ValueError, OSError, ImportError) as e:
+        return die(None, EXIT_FAILED, f"chat failed: {type(e).__name__}: {e}")
     result: dict[str, Any] = {"op": "reply", "text": reply.text, "seed": reply.seed, "model": info,
                               "timings": reply.timings, "audio_path": None}
     if reply.audio is not None and args.out:
@@ -517,9 +520,12 @@ def cmd_chat(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from m2ugen import checkpoint
+    try:
+        from m2ugen import checkpoint
 
-    out = checkpoint.convert_checkpoint(args.src, args.dst)
+        out = checkpoint.convert_checkpoint(args.src, args.dst)
+    except (ValueError, OSError, ImportError, KeyError) as e:
+        return die(None, EXIT_FAILED, f"convert failed: {type(e).__name__}: {e}")
     print(json.dumps({"op": "converted", "src": args.src, "dst": str(out or args.dst)}, default=str))
     return EXIT_OK
 

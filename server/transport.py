@@ -46,6 +46,8 @@ class Transport:
         self.router.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         self.router.setsockopt(zmq.SNDHWM, 1000)
         self.router.setsockopt(zmq.RCVHWM, 1000)
+        self.router.setsockopt(zmq.HEARTBEAT_IVL, 2000)  # ZMTP pings: dead peers are noticed within ~6 s
+        self.router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
         if ":" in host:
             self.router.setsockopt(zmq.IPV6, 1)
         if curve_keys is not None:
