@@ -83,6 +83,9 @@ class KVCache(nn.Module):
         shape = (batch, max_len, n_heads, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        # wv(adapter) of this generation's adapter (the adapter is fixed while decoding)
+        self.adapter_src: torch.Tensor | None = None
+        self.adapter_v: torch.Tensor | None = None
 
     def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor):
         """Write k/v [B, L, H, hd] at start_pos; return all keys/values so far [B, start_pos + L, H, hd]."""
@@ -123,6 +126,15 @@ class Attention(nn.Module):
             for name in ("q", "k", "v", "o"):
                 getattr(self, f"lora_w{name}_l2").weight.zero_()
 
+    def _adapter_values(self, adapter: torch.Tensor) -> torch.Tensor:
+        """wv(adapter) (base wv only, as official); computed once per generation when a cache is set."""
+        c = self.cache
+        if c is None:
+            return self.wv(adapter.to(self.wv.weight.dtype))
+        if c.adapter_src is not adapter:
+            c.adapter_src, c.adapter_v = adapter, self.wv(adapter.to(self.wv.weight.dtype))
+        return c.adapter_v
+
     def _lora(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return getattr(self, f"lora_w{name}_l2")(getattr(self, f"lora_w{name}_l1")(x))
 
@@ -155,20 +167,18 @@ class Attention(nn.Module):
         q = xq.transpose(1, 2)  # [B, H, L, hd]
         k = keys.transpose(1, 2)  # [B, H, S, hd]
         v = values.transpose(1, 2)
-        scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(hd)  # [B, H, L, S]
-        scores = scores.masked_fill(~mask, float("-inf"))
-        probs = F.softmax(scores.float(), dim=-1).type_as(q)
-        out = torch.matmul(probs, v)  # [B, H, L, hd]
+        # softmax(q k^T / sqrt(hd) + mask) v in one fused kernel (softmax accumulated in fp32)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, L, hd]
 
         if adapter is not None:
             ab, la, _ = adapter.shape
             gate = torch.tanh(self.gate).to(out.dtype)  # [1, H, 1, 1]
-            adapter_v = self.wv(adapter).view(ab, la, H, hd).transpose(1, 2)  # [ab, H, La, hd]
+            adapter_v = self._adapter_values(adapter).view(ab, la, H, hd).transpose(1, 2)  # [ab, H, La, hd]
             if la == 1:
                 # official: the same per-head vector is added to every position
                 out = out + gate * adapter_v
             else:
-                adapter_k = self.wk(adapter).view(ab, la, H, hd).transpose(1, 2)
+                adapter_k = self.wk(adapter.to(self.wk.weight.dtype)).view(ab, la, H, hd).transpose(1, 2)
                 a_scores = torch.matmul(q, adapter_k.transpose(2, 3)) / math.sqrt(hd)  # [B, H, L, La]
                 a_probs = F.softmax(a_scores.float(), dim=-1).type_as(q)
                 out = out + torch.matmul(gate * a_probs, adapter_v)
@@ -319,8 +329,6 @@ class Transformer(nn.Module):
             raise ValueError(f"adapters must list one entry per layer ({self.n_layers}), got {len(adapters)}")
         for i, layer in enumerate(self.layers):
             a = adapters[i] if adapters is not None else None
-            if a is not None:
-                a = a.to(h.dtype)
             h = layer(h, freqs, mask, start_pos, a)
 
         if logits_for == "none":
