@@ -209,7 +209,10 @@ local function finish(run, st)
     app.show_text(app.TITLES.ask, notes)
     return
   end
-  local produced = st.audio_path or run.out
+  -- our `out` first: with a remote server the CLI downloads the WAV there, and audio_path is the
+  -- server's own path
+  local produced = run.out
+  if not (produced and settings.file_exists(produced)) then produced = st.audio_path end
   if not produced or not settings.file_exists(produced) then
     fail("The M2UGen job finished but its audio file is missing: " .. tostring(produced))
   end

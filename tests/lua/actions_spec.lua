@@ -150,6 +150,21 @@ describe("M2UGen - Generate", function()
     assert.are.equal(1, #created_tracks(fake))
   end)
 
+  it("with a remote server uses the WAV the CLI downloaded to `out`, not the server's path", function()
+    fake.scenario = function(req)
+      return { { state = "done", job = "job-r", audio = true, audio_path = "/srv/m2ugen/jobs/job-r/result.wav",
+                 duration = req.duration, exit_code = 0 } }
+    end
+    fake.inputs_answers = { "x\n4\n1" }
+    fake.mb_answers = { 7 }
+    env.run_action(ctx, "Generate")
+    check_invariants(fake)
+    local new = created_tracks(fake)
+    assert.are.equal(1, #new)
+    assert.is_true(math.abs(new[1].track.items[1].length - 4.0) < 1e-6)
+    assert.are.same({}, leftover_files(ctx, "out"))
+  end)
+
   it("refuses a file that is neither an image nor a video", function()
     fake.inputs_answers = { "x\n4\n1" }
     fake.mb_answers = { 6 }
