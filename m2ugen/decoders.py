@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -116,7 +117,8 @@ def _check_request(text: str | None, embeds: torch.Tensor | None, duration_s: fl
         raise ValueError("give exactly one of text= or embeds= to the music decoder")
     if text is not None and not isinstance(text, str):
         raise ValueError(f"decoder text must be a string, got {type(text).__name__}")
-    if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s <= 0:
+    if isinstance(duration_s, bool) or not isinstance(duration_s, numbers.Real) or not math.isfinite(duration_s) \
+            or duration_s <= 0:
         raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
 
 
@@ -234,9 +236,15 @@ class MusicGenDecoder(_LazyDecoder):
         self._processor: Any = None
         self._pending: dict[str, torch.Tensor] | None = None
         self._names: tuple[dict[str, torch.Size], dict[str, str], dict[str, str]] | None = None
+        self._config = None
 
     # --- construction ---------------------------------------------------------------------------
     def _hf_config(self):
+        if self._config is None:
+            self._config = self._read_config()
+        return self._config
+
+    def _read_config(self):
         from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
 
         d = self._pretrained_dir()
@@ -429,7 +437,8 @@ class MusicGenDecoder(_LazyDecoder):
             if text is not None:
                 audio = model.generate(**self._text_inputs([text]), **kwargs)
             else:
-                embeds = _check_embeds(embeds, (1, embeds.shape[-2], self.text_dim), "MusicGen")
+                n_q = embeds.shape[-2] if isinstance(embeds, torch.Tensor) and embeds.dim() >= 2 else 0
+                embeds = _check_embeds(embeds, (1, max(n_q, 1), self.text_dim), "MusicGen")
                 embeds = embeds.to(self.device, self.dtype)
                 mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
                 t5 = model.text_encoder

@@ -153,6 +153,9 @@ def test_musicgen_progress_and_cancel(musicgen):
         (dict(embeds=torch.zeros(1, 4, 31), duration_s=1.0), r"\[1, 4, 32\]"),
         (dict(embeds=torch.full((1, 4, 32), float("nan")), duration_s=1.0), "NaN"),
         (dict(text=123, duration_s=1.0), "must be a string"),
+        (dict(embeds=torch.zeros(32), duration_s=1.0), r"\[1, 1, 32\]"),
+        (dict(embeds=[[0.0] * 32], duration_s=1.0), "torch.Tensor"),
+        (dict(text="a", duration_s=True), "positive number of seconds"),
     ],
 )
 def test_musicgen_bad_requests(musicgen, kwargs, match):
