@@ -27,6 +27,7 @@ import logging
 import math
 import mmap
 import os
+import pickle
 import sys
 import time
 import zipfile
@@ -206,7 +207,7 @@ def read_official_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = Fa
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as e:  # weights-only unpickling refused a global
+    except pickle.UnpicklingError as e:  # the weights-only unpickler refused a global
         if not trust_pickle:
             raise ValueError(
                 f"{path}: the safe (weights-only) loader refused this file: {e}. If you trust the file, "
@@ -922,13 +923,20 @@ def resolve_source(source: str | os.PathLike) -> dict[str, Any]:
 
 
 def from_pretrained(cls, source=None, *, preset=None, llama_dir=None, mert_path=None, vit_path=None,
-                    vivit_path=None, decoder_path=None, tokenizer_path=None, device="cpu", dtype=None):
+                    vivit_path=None, decoder_path=None, tokenizer_path=None, device=None, dtype=None):
     """Build ``cls`` (M2UGen) from weights; see the module docstring for the formats.
 
     ``source``: a weights spec JSON file, a directory with ``weights.json`` (or one checkpoint), an
     official ``checkpoint.pth``, or a converted ``.safetensors``; ``None`` uses ``find_weights()``.
     Keyword arguments override the spec. The model is built on the meta device and the tensors
     assigned, so nothing is allocated twice; tensors whose dtype matches stay memory-mapped.
+
+    ``dtype`` (the LLaMA's; bridges and projector stay fp32 as official): the argument, else the
+    spec's ``"dtype"``, else the stored dtype of a full official checkpoint's frozen LLaMA (fp16
+    stays fp16), else the preset's (float32). ``device``: the argument, else the spec's, else CPU.
+    Sub-models a full official checkpoint holds are built from their known architectures when
+    their Hub id is not in the local cache; a converted file needs ``llama_dir`` and the sub-model
+    paths (local directories or Hub ids in the local cache).
     """
     t_start = time.perf_counter()
     if source is None:
@@ -973,7 +981,7 @@ def from_pretrained(cls, source=None, *, preset=None, llama_dir=None, mert_path=
         model = cls.from_config(cfg)
         load_llama(model, cfg.llama_dir)
     _check_materialized(model)
-    model.place(spec.get("device") or device)
+    model.place(device or spec.get("device") or "cpu")
     model.eval()
     log.info("model ready in %.1f s", time.perf_counter() - t_start)
     return model

@@ -304,6 +304,11 @@ def test_legacy_prefix_rows_7b_detected():
     assert ck.detect_prefix_layout(cfg, 20) is True
     assert ck.detect_prefix_layout(cfg, 18) is False
     assert ck.detect_prefix_layout(cfg, 19) is None
+    shapes = {"llama.tok_embeddings.weight": (32008, 4096), "output_projector.model.weight": (768, 512),
+              "generation_model.enc_to_dec_proj.weight": (1024, 768)}
+    assert ck.guess_preset(shapes) == "musicgen-small"
+    del shapes["generation_model.enc_to_dec_proj.weight"]  # small and medium differ only in the decoder
+    assert ck.guess_preset(shapes) is None
 
 
 # ----------------------------------------------------------------------------------------------
