@@ -252,6 +252,10 @@ def test_mert_legacy_weight_norm_round_trip(tiny_cfg):
     got = pending.model.state_dict()
     for k, v in new_sd.items():
         torch.testing.assert_close(got[k], v, rtol=0, atol=0)
+    # a checkpoint saved by a transformers that already used parametrized weight norm loads too
+    parametrized = MusicEncoder(tiny_cfg)
+    parametrized.load_state_dict(new_sd)
+    torch.testing.assert_close(parametrized.encode(x), out_pending, rtol=0, atol=0)
 
 
 def test_encoder_state_dict_errors_name_the_key(tiny_cfg):
