@@ -55,11 +55,17 @@ function env.setup(opts)
   return ctx
 end
 
+-- Cleans up, then fails the test if the fake saw any API violation (unknown function, bad
+-- argument count, unguarded extension call), even one the script caught and turned into a message.
 function env.teardown(ctx)
+  if ctx.torn_down then return end
+  ctx.torn_down = true
   os.getenv = ctx.real_getenv
   os.execute("rm -rf " .. Fake.sh_quote(ctx.root))
   _G.reaper = nil
   _G.gfx = nil
+  local v = ctx.fake.violations
+  assert(#v == 0, "REAPER API violations: " .. table.concat(v, "; "))
 end
 
 -- A project with three tracks; `Keys` (index 1) selected, time selection 2..6 s, 3/4 at 96 bpm.
