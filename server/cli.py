@@ -47,7 +47,8 @@ class Reporter:
         if progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc} {bar} {n:.0f}% [{elapsed}]")
+            self.bar = tqdm(total=100, file=sys.stderr, unit="%", desc="starting",
+                            bar_format="{desc} {bar} {n:.0f}% [{elapsed}]")
         self._write_status()
 
     def line(self, obj: dict[str, Any]) -> None:

@@ -92,7 +92,8 @@ class JobQueue:
             return job.queue_position
 
     def get(self, timeout: float | None = None) -> Job | None:
-        """Pop the next job (None when closed or on timeout)."""
+        """Pop the next job (None on timeout, and once closed: jobs still waiting then are left queued,
+        so the journal reports them interrupted at the next start)."""
         with self._cond:
             end = None if timeout is None else time.monotonic() + timeout
             while not self._items and not self._closed:
@@ -100,7 +101,7 @@ class JobQueue:
                 if left is not None and left <= 0:
                     return None
                 self._cond.wait(left)
-            if not self._items:
+            if self._closed or not self._items:
                 return None
             job = self._items.popleft()
             job.queue_position = None

@@ -279,3 +279,53 @@ def test_client_times_out_without_server():
     with pytest.raises(ServerUnavailable, match="no reply"):
         c.call("ping")
     c.close()
+
+
+def test_subscribe_from_another_client_and_jobs_filter(server):
+    with Client(server) as a, Client(server) as b:
+        job = a.call("submit", kind="generate", params={"prompt": "shared", **QUICK}).job
+        sub = b.call("subscribe", job=job)
+        assert sub.op == "subscribed" and sub.header["job"] == job
+        done_b, _ = wait_final(b, job)
+        done_a, _ = wait_final(a, job)
+        assert done_a.op == done_b.op == "done" and done_a.header["audio_path"] == done_b.header["audio_path"]
+        assert [j["job"] for j in a.call("jobs", state="done").header["jobs"]] == [job]
+        assert a.call("jobs", state="failed").header["jobs"] == []
+
+
+def test_model_failure_is_reported_and_worker_survives(server):
+    with Client(server) as c:
+        # far more tokens than the tiny model's 512-token context: chat raises ValueError
+        long_prompt = " ".join(f"word{i}" for i in range(600))[:4000]
+        job = c.call("submit", kind="generate", params={"prompt": long_prompt, **QUICK}).job
+        final, _ = wait_final(c, job)
+        assert final.op == "error" and final.header["code"] == "job_failed", final.header
+        assert "ValueError" in final.header["message"]
+        st = c.call("status", job=job).header
+        assert st["state"] == "failed" and st["error"]["code"] == "job_failed"
+        r = c.call("result", job=job)
+        assert r.op == "result" and r.header["state"] == "failed"
+        ok = c.call("submit", kind="generate", params={"prompt": "after the failure", **QUICK}).job
+        assert wait_final(c, ok)[0].op == "done"
+
+
+def test_clean_stop_reports_running_and_queued_jobs_interrupted(make_server, tiny_model):
+    from server.app import ServerApp, ServerSettings, model_info
+
+    slow = SlowModel(tiny_model, step_s=0.1)
+    srv = make_server(slow)
+    with Client(srv.endpoint) as c:
+        running = c.call("submit", kind="generate", params={"prompt": "r", **QUICK}).job
+        queued = c.call("submit", kind="generate", params={"prompt": "q", **QUICK}).job
+        assert slow.started.wait(30)
+    srv.app.stop()
+    again = ServerApp(tiny_model, model_info(tiny_model, "tiny"),
+                      ServerSettings(port=0, data_dir=srv.data_dir, write_discovery=False))
+    again.start()
+    try:
+        with Client(again.endpoint) as c:
+            for job in (running, queued):
+                st = c.call("status", job=job).header
+                assert st["state"] == "failed" and st["error"]["code"] == "interrupted", st
+    finally:
+        again.stop()
