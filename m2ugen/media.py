@@ -86,10 +86,21 @@ def _wave_to_mono(wave: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(w, dtype=np.float32)
 
 
-def _decode_audio_file(p: Path) -> tuple[np.ndarray, int]:
-    """-> (float32 [channels, samples], sample rate). soundfile first, then PyAV for other containers."""
+def _decode_audio_file(p: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """-> (float32 [channels, samples], sample rate). soundfile first, then PyAV for other containers.
+
+    With ``max_seconds``, a file whose header already says it is longer is refused before decoding.
+    """
     import soundfile as sf
 
+    if max_seconds is not None:
+        try:
+            info = sf.info(str(p))
+        except Exception:
+            info = None
+        if info is not None and info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
+            raise ValueError(f"audio file {str(p)!r} is {info.frames / info.samplerate:.1f} s long; "
+                             f"the limit is {max_seconds:g} s")
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)  # [frames, channels]
         return data.T, int(sr)
@@ -134,7 +145,7 @@ def load_audio(audio: Any, target_sr: int, max_seconds: float | None = None) -> 
     if isinstance(audio, (str, os.PathLike)):
         p = _check_file(audio, "audio")
         name = f"audio file {str(p)!r}"
-        wave, sr = _decode_audio_file(p)
+        wave, sr = _decode_audio_file(p, max_seconds)
         if wave.shape[-1] == 0:
             raise ValueError(f"{name} decodes to 0 samples")
     elif isinstance(audio, (tuple, list)) and len(audio) == 2:

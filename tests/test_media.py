@@ -105,6 +105,14 @@ def test_audio_too_long():
         load_audio((np.zeros(72000, np.float32), 24000), 24000, max_seconds=2)
 
 
+def test_audio_file_too_long_is_refused(tmp_path):
+    path = tmp_path / "long.flac"
+    sf.write(path, np.zeros(8000 * 5, np.float32), 8000)
+    with pytest.raises(ValueError, match=r"long\.flac' is 5\.0 s long; the limit is 4 s"):
+        load_audio(path, 24000, max_seconds=4)
+    assert load_audio(path, 8000, max_seconds=5).shape == (40000,)
+
+
 def test_bad_audio_files(tmp_path):
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
