@@ -218,3 +218,43 @@ def test_on_step_exception_propagates(setup):
         generate(llama, tok, [prompt_ids(tok, "x")], max_new_tokens=20, temperature=0.0, on_step=cb)
     assert calls == [1, 2, 3]
     assert not llama.has_cache  # the cache is released on the way out
+
+
+def test_tiny_tokenizer_is_deterministic_and_cached(tmp_path, monkeypatch):
+    from m2ugen import tokenizer as tk
+
+    dirs = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("M2UGEN_DATA_DIR", str(tmp_path / name))
+        dirs.append(tk.tiny_tokenizer_dir())
+    import sentencepiece as spm
+
+    a, b = (spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model")) for d in dirs)
+    pieces = [[(p.id_to_piece(i), p.get_score(i)) for i in range(p.get_piece_size())] for p in (a, b)]
+    assert pieces[0] == pieces[1] and len(pieces[0]) == tk.TINY_VOCAB  # same pieces, same order
+    stamp = (dirs[1] / "tokenizer.model").stat().st_mtime_ns
+    assert tk.tiny_tokenizer_dir() == dirs[1]  # reused, not retrained
+    assert (dirs[1] / "tokenizer.model").stat().st_mtime_ns == stamp
+
+
+def test_tokenizer_prompt_and_audio_tokens(setup):
+    cfg, tok, llama = setup
+    ids = tok(PROMPT_TEMPLATE.format(instruction="Describe this music.")).input_ids
+    assert ids[0] == tok.bos_token_id == 1 and tok.eos_token_id == 2
+    aud = audio_token_ids(tok)
+    assert aud == list(range(len(tok) - 8, len(tok)))
+    text = "Here is a music [AUD0][AUD1][AUD2][AUD3][AUD4][AUD5][AUD6][AUD7]"
+    enc = tok(text, add_special_tokens=False).input_ids
+    assert enc[-8:] == aud
+    assert tok.decode(enc) == text
+    assert tok.convert_tokens_to_ids("<0x0A>") == 13  # the official newline cut id
+
+
+def test_real_tokenizer_path_is_checked(setup, tmp_path):
+    from m2ugen import tokenizer as tk
+
+    with pytest.raises(ValueError, match="no tokenizer.model"):
+        tk.load_tokenizer(M2UGenConfig.preset("tiny").replace(tokenizer_path=str(tmp_path)))
+    # a LLaMA-style model of the wrong size is refused (real LLaMA-2 has 32000 pieces)
+    with pytest.raises(ValueError, match="32000"):
+        tk.load_tokenizer(M2UGenConfig.preset("tiny").replace(tokenizer_path=str(tk.tiny_tokenizer_dir())))

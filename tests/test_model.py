@@ -277,3 +277,15 @@ def test_zero_gates_warn(tmp_path, caplog):
     keys = m.state_dict().keys()
     assert "prefix_query.weight" in keys and "llama.layers.0.attention.gate" in keys
     assert not any(k.startswith(("music_encoder", "decoder", "image_encoder")) for k in keys)
+
+
+@pytest.mark.parametrize("conditioning", ["text", "embedding"])
+def test_audioldm2_decoder(model, conditioning):
+    # built per test from the already-trained tiny tokenizer (same data dir as ``model``)
+    m = M2UGen.from_config(M2UGenConfig.preset("tiny-audioldm2"), tokenizer=model.tokenizer)
+    reply = m.chat("Generate music", want_audio=True, conditioning=conditioning, duration_s=0.5, **FAST)
+    assert reply.sample_rate == m.sample_rate == 16000
+    assert reply.audio.dtype == np.float32 and reply.audio.shape == (1, 8000)
+    assert np.isfinite(reply.audio).all()
+    emb = m.music_embeddings(torch.zeros(8, m.config.dim))
+    assert emb.shape == (1, 1, m.config.output_dim)
