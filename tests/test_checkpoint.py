@@ -113,7 +113,8 @@ def test_meta_format_wrong_dims_named(tmp_path):
         ck.load_llama(random_llama(cfg, 1), tmp_path)
 
 
-def test_hf_format_undoes_rotary_permutation(tmp_path):
+@pytest.mark.parametrize("safetensors", [True, False])
+def test_hf_format_undoes_rotary_permutation(tmp_path, safetensors):
     import transformers
 
     cfg = llama_cfg()
@@ -141,7 +142,10 @@ def test_hf_format_undoes_rotary_permutation(tmp_path):
             hl.input_layernorm.weight.copy_(ol.attention_norm.weight)
             hl.post_attention_layernorm.weight.copy_(ol.ffn_norm.weight)
     hf.save_pretrained(tmp_path)
-    assert list(tmp_path.glob("model*.safetensors"))
+    if not safetensors:  # the older pytorch_model.bin layout (transformers 5 writes safetensors only)
+        (tmp_path / "model.safetensors").unlink()
+        torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    assert bool(list(tmp_path.glob("model*.safetensors"))) == safetensors
     dst = random_llama(cfg, 1)
     ck.load_llama(dst, tmp_path)
     compare_base_logits(src, dst, n_base)
@@ -468,6 +472,13 @@ def test_convert_then_load_with_meta_llama(tiny, tmp_path):
     assert torch.equal(loaded.next_token_logits(ids), model.next_token_logits(ids))
     with pytest.raises(ValueError, match="llama_dir"):
         M2UGen.from_pretrained(out)
+
+    # no M2UGen checkpoint: a fresh model (official init) on the base weights
+    fresh = M2UGen.from_pretrained(preset="tiny", llama_dir=llama_dir, dtype="float32")
+    attn = fresh.llama.layers[2].attention
+    assert torch.equal(attn.wk.weight, model.llama.layers[2].attention.wk.weight)
+    assert not attn.lora_wq_l2.weight.any() and not attn.gate.any() and not attn.wq.bias.any()
+    assert torch.equal(fresh.llama.tok_embeddings.weight[n_base:], torch.ones(8, 64))
 
 
 def test_weights_spec_discovery(tmp_path, monkeypatch):
