@@ -19,6 +19,12 @@ Stable fixtures for every engineer (names and signatures will not change):
 
 ``wav_file(seconds=1.0, sr=22050, channels=2, name="in.wav")`` -> factory writing a test tone
     under tmp_path; returns its Path.
+
+Helpers (import them: ``from conftest import SlowModel, tone``): ``SlowModel(model, step_s)`` wraps
+the real tiny model and sleeps in every progress callback (to cancel a running job or fill the
+queue); ``.started`` is set once it runs. ``tone(seconds, sr, channels)`` -> float32 [C, S] sine.
+
+Keep jobs fast on CPU: ``params={"duration": 0.5, "max_new_tokens": 4}`` runs in about a second.
 """
 
 from __future__ import annotations
