@@ -9,7 +9,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from m2ugen.bridges import UnderstandingBridge
 from m2ugen.projector import OutputProjector
