@@ -112,8 +112,8 @@ def test_cancel_exits_5(make_server, tiny_model, tmp_path):
     srv = make_server(SlowModel(tiny_model, step_s=0.2))
     status = tmp_path / "s.json"
     proc = subprocess.Popen([*CLI, "generate", "--server", srv.endpoint, "--prompt", "long", "--duration", "2",
-                             "--max-new-tokens", "4", "--status-file", str(status)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ})
+                             "--max-new-tokens", "4", "--status-file", str(status)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
     try:
         first = json.loads(proc.stdout.readline())
         assert first["op"] == "accepted"
