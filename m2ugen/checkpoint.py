@@ -21,6 +21,7 @@ dtype already matches, so memory-mapped tensors stay memory-mapped), otherwise c
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 import logging
@@ -761,9 +762,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, progre
     kept[AUD_ROWS_KEY] = out_w[aud_start:].clone()  # [8, dim], stored dtype
     kept = {k: (v if v.is_contiguous() else v.contiguous()) for k, v in kept.items()}
 
-    dtypes: dict[str, int] = {}
-    for v in kept.values():
-        dtypes[str(v.dtype).removeprefix("torch.")] = dtypes.get(str(v.dtype).removeprefix("torch."), 0) + 1
+    dtypes = dict(collections.Counter(str(v.dtype).removeprefix("torch.") for v in kept.values()))
     kept_bytes = sum(v.numel() * v.element_size() for v in kept.values())
     metadata = {
         "format": "pt",
