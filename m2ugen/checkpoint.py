@@ -1032,7 +1032,19 @@ def _config_for(name: str, spec: dict[str, Any], sd: dict[str, torch.Tensor], fu
     pq = sd.get("prefix_query.weight")
     if pq is not None and detect_prefix_layout(cfg, pq.shape[0]) is not None:
         cfg = cfg.replace(legacy_prefix=bool(detect_prefix_layout(cfg, pq.shape[0])))
+    if not cfg.is_tiny and not cfg.tokenizer_path:
+        cfg = cfg.replace(tokenizer_path=_find_tokenizer(cfg.llama_dir))
     return cfg
+
+
+def _find_tokenizer(llama_dir: str | None) -> str:
+    """The LLaMA-2 ``tokenizer.model``: in llama_dir or its parent (Meta's layout: llama-2/7B + tokenizer.model)."""
+    if llama_dir:
+        for d in (Path(llama_dir), Path(llama_dir).parent):
+            if (d / "tokenizer.model").is_file():
+                return str(d)
+    raise ValueError("the real model needs the LLaMA-2 tokenizer: set tokenizer_path (a directory with "
+                     "tokenizer.model) in the weights spec, or put tokenizer.model next to llama_dir")
 
 
 def _check_materialized(model) -> None:

@@ -515,3 +515,13 @@ def test_file_pages_release_keeps_values_and_spares_memory_tensors(tmp_path):
     assert before - rss() > 24 << 20
     pages.release(in_memory)  # anonymous memory: must be left alone (DONTNEED would zero it)
     assert torch.equal(mapped, src) and torch.equal(in_memory, src)
+
+
+def test_real_presets_need_the_llama_tokenizer(tmp_path):
+    (tmp_path / "7B").mkdir()
+    (tmp_path / "tokenizer.model").write_bytes(b"x")
+    assert ck._find_tokenizer(str(tmp_path / "7B")) == str(tmp_path)  # Meta layout: next to 7B/
+    with pytest.raises(ValueError, match="tokenizer_path"):
+        ck._find_tokenizer(str(tmp_path / "7B" / "nothing" / "here"))
+    with pytest.raises(ValueError, match="tokenizer_path"):
+        ck._config_for("musicgen-medium", {}, {}, full=False)
