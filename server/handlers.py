@@ -38,6 +38,23 @@ class Limits:
 
 
 @dataclass
+class PendingSubmit:
+    """A parsed ``submit`` whose inputs still have to be read and decoded (the slow part)."""
+    identity: bytes
+    req: Any
+    header: dict[str, Any]
+    frames: list
+
+
+@dataclass
+class PreparedJob:
+    """A submit with decoded inputs, ready to be queued."""
+    identity: bytes
+    req: Any
+    job: Job
+
+
+@dataclass
 class Outcome:
     """What the transport sends: the direct reply, and events routed to a job's subscribers."""
     reply: dict[str, Any]
@@ -57,20 +74,47 @@ class Handlers:
         self.limits = limits
 
     # -----------------------------------------------------------------------------------------
-    def handle(self, identity: bytes, frames: list) -> Outcome:
+    def handle(self, identity: bytes, frames: list, defer_submit: bool = False) -> Outcome | PendingSubmit:
+        """Answer one request. With ``defer_submit`` a valid-looking submit comes back as a
+        PendingSubmit, for ``prepare`` on another thread and ``commit`` back on this one."""
         req = None
         try:
             header, rest = protocol.decode(frames)
             req = header.get("req") if isinstance(header.get("req"), (str, int)) else None
             op = protocol.check_envelope(header)
+            if op == "submit" and defer_submit:
+                return PendingSubmit(identity, req, header, rest)
             out = getattr(self, "op_" + op)(identity, header, rest)
-        except ProtocolError as e:
+        except Exception as e:
+            return self._error(e, req)
+        return self._finish(out, req)
+
+    def prepare(self, pending: PendingSubmit) -> PreparedJob | Outcome:
+        """The slow half of submit: validate, read and decode the inputs (any thread)."""
+        try:
+            job = self._prepare_job(pending.identity, pending.header, pending.frames)
+        except Exception as e:
+            return self._error(e, pending.req)
+        return PreparedJob(pending.identity, pending.req, job)
+
+    def commit(self, prepared: PreparedJob) -> Outcome:
+        """The quick half of submit: queue the job and answer ``accepted`` (the transport thread)."""
+        try:
+            out = self._queue_job(prepared.job)
+        except Exception as e:
+            shutil.rmtree(prepared.job.job_dir, ignore_errors=True)
+            return self._error(e, prepared.req)
+        return self._finish(out, prepared.req)
+
+    def _error(self, e: Exception, req: Any) -> Outcome:
+        if isinstance(e, ProtocolError):
             log.info("request refused: %s: %s", e.code, e.message)
             return Outcome(protocol.error_header(e.code, e.message, req=req, field=e.field))
-        except Exception as e:  # a bug: report it, keep serving
-            log.exception("internal error while handling a request")
-            return Outcome(protocol.error_header("internal", f"internal server error ({type(e).__name__}: {e})",
-                                                 req=req))
+        log.error("internal error while handling a request", exc_info=e)  # a bug: report it, keep serving
+        return Outcome(protocol.error_header("internal", f"internal server error ({type(e).__name__}: {e})",
+                                             req=req))
+
+    def _finish(self, out: Outcome, req: Any) -> Outcome:
         out.reply.setdefault("v", protocol.PROTOCOL_VERSION)
         if req is not None:
             out.reply["req"] = req
@@ -100,6 +144,14 @@ class Handlers:
                         "model": self.model_info})
 
     def op_submit(self, identity, header, frames) -> Outcome:
+        job = self._prepare_job(identity, header, frames)
+        try:
+            return self._queue_job(job)
+        except BaseException:
+            shutil.rmtree(job.job_dir, ignore_errors=True)
+            raise
+
+    def _prepare_job(self, identity, header, frames) -> Job:
         spec = protocol.check_submit(header, len(frames))
         if len(self.queue) >= self.queue.maxsize:
             raise ProtocolError("busy", f"the queue is full ({self.queue.maxsize} jobs waiting); try again later")
@@ -129,14 +181,18 @@ class Handlers:
         job = Job(id=job_id, kind=spec["kind"], params=params, model=self.model_info, inputs_info=info)
         job.inputs, job.output, job.job_dir = model_inputs, output, job_dir
         job.subscribers.add(identity)
-        self.store.add(job)
+        return job
+
+    def _queue_job(self, job: Job) -> Outcome:
+        # Runs on the transport thread: the worker's events for this job are routed by this same
+        # thread later, so 'accepted' always reaches the client before them.
         try:
             position = self.queue.put(job)
         except QueueFull as e:
-            shutil.rmtree(job_dir, ignore_errors=True)
             raise ProtocolError("busy", str(e)) from None
-        self.journal.save(job.record())
-        log.info("job %s queued (%s, position %d): %.60r", job.id, job.kind, position, params["prompt"])
+        self.store.add(job)
+        self.store.persist(job, self.journal)  # the current state, even if the worker has already begun
+        log.info("job %s queued (%s, position %d): %.60r", job.id, job.kind, position, job.params["prompt"])
         return Outcome({"op": "accepted", "job": job.id, "queue_position": position, "model": self.model_info})
 
     def op_status(self, identity, header, frames) -> Outcome:
@@ -169,8 +225,7 @@ class Handlers:
             with self.store.lock:
                 job.state, job.finished = "cancelled", time.time()
                 job.inputs = {}
-                rec = job.record()
-            self.journal.save(rec)
+            self.store.persist(job, self.journal)
             shutil.rmtree(job.job_dir, ignore_errors=True)
             log.info("job %s cancelled while queued", job_id)
             events = [({"v": protocol.PROTOCOL_VERSION, "op": "cancelled", "job": job_id, "state": "cancelled"}, [])]

@@ -150,3 +150,11 @@ class JobStore:
     def all(self) -> list[Job]:
         with self.lock:
             return list(self._jobs.values())
+
+    def persist(self, job: Job, journal) -> dict[str, Any]:
+        """Snapshot and journal the job under the lock, so that two threads never write an older
+        snapshot over a newer one. Returns the snapshot."""
+        with self.lock:
+            record = job.record()
+            journal.save(record)
+            return record

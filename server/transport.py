@@ -1,5 +1,10 @@
 """The ZeroMQ side: one ROUTER socket for all clients, and an inproc PULL socket through which other
-threads (the model worker) hand events to this thread, which alone touches the ROUTER.
+threads hand messages to this thread, which alone touches the ROUTER:
+
+    transport thread   requests -> handlers (quick ops answered at once)
+    intake thread      submit: read + decode the inputs (slow), then wake the transport thread,
+                       which queues the job and answers 'accepted' (so it precedes the job's events)
+    worker thread      progress / text / done events -> routed to the job's subscribers
 
 Socket options: ROUTER_MANDATORY (a send to a vanished client errors instead of vanishing silently;
 we drop that client from the job's subscribers), LINGER 0, MAXMSGSIZE (oversized messages make
@@ -8,9 +13,11 @@ libzmq drop the connection before they reach us), optional CURVE with a ZAP auth
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import logging
+import queue
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,7 +25,7 @@ from typing import Any
 import zmq
 
 from server import protocol
-from server.handlers import Handlers
+from server.handlers import Handlers, Outcome, PendingSubmit
 from server.jobs import JobStore
 
 log = logging.getLogger("m2ugen.transport")
@@ -71,6 +78,11 @@ class Transport:
         self.events.setsockopt(zmq.LINGER, 0)
         self.events.bind(self._events_addr)
 
+        # submits are read and decoded on the intake thread, so a big upload never stalls the others
+        self._intake_in: queue.Queue[PendingSubmit | None] = queue.Queue()
+        self._intake_out: collections.deque = collections.deque()
+        self._intake = threading.Thread(target=self._intake_loop, name="m2ugen-intake", daemon=True)
+
     # -----------------------------------------------------------------------------------------
     def emitter(self):
         """An ``emit(header, frames=())`` function for the calling thread (one PUSH socket per thread)."""
@@ -107,14 +119,35 @@ class Transport:
                 with self.store.lock:
                     job.subscribers.discard(identity)
 
+    def _reply(self, identity: bytes, out: Outcome) -> None:
+        self._send(identity, protocol.encode(out.reply, out.frames))
+        for header, frames in out.events:
+            self._route_event(header, frames)
+
     def _on_request(self, msg: list) -> None:
         if len(msg) < 2:  # identity only: nothing to answer
             return
         identity = msg[0].bytes
-        out = self.handlers.handle(identity, msg[1:])
-        self._send(identity, protocol.encode(out.reply, out.frames))
-        for header, frames in out.events:
-            self._route_event(header, frames)
+        out = self.handlers.handle(identity, msg[1:], defer_submit=True)
+        if isinstance(out, PendingSubmit):
+            self._intake_in.put(out)
+        else:
+            self._reply(identity, out)
+
+    def _intake_loop(self) -> None:
+        emit = self.emitter()
+        while True:
+            pending = self._intake_in.get()
+            if pending is None:
+                return
+            self._intake_out.append((pending.identity, self.handlers.prepare(pending)))
+            emit({"op": "_intake"})  # wake the transport thread, which queues the job and answers
+
+    def _on_intake_done(self) -> None:
+        while self._intake_out:
+            identity, result = self._intake_out.popleft()
+            out = result if isinstance(result, Outcome) else self.handlers.commit(result)
+            self._reply(identity, out)
 
     def _on_event(self, msg: list) -> None:
         try:
@@ -122,11 +155,15 @@ class Transport:
         except ValueError:
             log.error("unreadable internal event")
             return
+        if header.get("op") == "_intake":
+            self._on_intake_done()
+            return
         self._route_event(header, [f.buffer for f in msg[1:]])
 
     # -----------------------------------------------------------------------------------------
     def run(self) -> None:
         """The loop: requests and events until ``stop``."""
+        self._intake.start()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.events, zmq.POLLIN)
@@ -152,8 +189,11 @@ class Transport:
 
     def stop(self) -> None:
         self._stop.set()
+        self._intake_in.put(None)
 
     def _close(self) -> None:
+        if self._intake.is_alive():
+            self._intake.join(10)
         self.router.close(0)
         self.events.close(0)
         with self._push_lock:

@@ -99,8 +99,7 @@ class Worker(threading.Thread):
             job.inputs = {}  # free the decoded audio
             if state == "done":
                 job.fraction = 1.0
-            record = job.record()
-        self.journal.save(record)
+            record = self.store.persist(job, self.journal)
         if state == "done":
             log.info("job %s done in %.2f s -> %s", job.id, job.finished - (job.started or job.created),
                      job.audio_path or "(text only)")
@@ -124,8 +123,11 @@ class Worker(threading.Thread):
             return
         p = job.params
         seed = p["seed"] if p["seed"] is not None else random.randrange(2**31)
-        self._set(job, state="running", started=time.time(), stage="encoding", seed=seed)
-        self.journal.save(job.record())
+        with self.store.lock:
+            if job.state != "queued":  # cancelled between the queue and here
+                return
+            self._set(job, state="running", started=time.time(), stage="encoding", seed=seed)
+            self.store.persist(job, self.journal)
         log.info("job %s running (%s, seed %d)", job.id, job.kind, seed)
         self._progress(job, "encoding", 0.0)
 
