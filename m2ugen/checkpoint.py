@@ -536,6 +536,9 @@ def _meta_dir(path: Path) -> Path:
     subs = sorted(p.parent for p in path.glob("*/params.json"))
     if len(subs) == 1:
         return subs[0]
+    if subs:
+        raise ValueError(f"{path}: several model directories ({', '.join(p.name for p in subs)}); "
+                         "point llama_dir at one of them")
     raise ValueError(f"{path}: no params.json (Meta LLaMA format needs params.json + consolidated.*.pth)")
 
 
