@@ -144,3 +144,18 @@ def test_keys_command_creates_keys(tmp_path):
     made = json.loads(p.stdout)
     assert Path(made["server_secret"]).is_file() and (tmp_path / "k" / "authorized" / "client.key").is_file()
     assert run(["keys", "--dir", str(tmp_path / "k")]).returncode == 4  # refuses to overwrite
+
+
+def test_result_wait_fetches_a_job_submitted_elsewhere(server, tmp_path):
+    c = Client(server)
+    job = c.call("submit", kind="generate", params={"prompt": "later", "duration": 0.5, "max_new_tokens": 4}).job
+    c.close()  # the submitter is gone
+    out = tmp_path / "fetched.wav"
+    p = run(["result", job, "--wait", "--server", server, "--out", str(out), "--status-file", str(tmp_path / "s.json")])
+    assert p.returncode == 0, p.stderr
+    last = lines(p.stdout)[-2]
+    assert last["op"] == "result" and last["audio_path"] == str(out)
+    assert sf.info(out).frames == int(0.5 * sf.info(out).samplerate)
+    st = json.loads((tmp_path / "s.json").read_text())
+    assert st["state"] == "done" and st["exit_code"] == 0
+    assert run(["result", "nosuchjob", "--server", server]).returncode == 4
