@@ -159,3 +159,28 @@ def test_result_wait_fetches_a_job_submitted_elsewhere(server, tmp_path):
     st = json.loads((tmp_path / "s.json").read_text())
     assert st["state"] == "done" and st["exit_code"] == 0
     assert run(["result", "nosuchjob", "--server", server]).returncode == 4
+
+
+def test_ctrl_c_exits_6_and_the_job_keeps_running(make_server, tiny_model, tmp_path):
+    import signal
+
+    srv = make_server(SlowModel(tiny_model, step_s=0.05))
+    status = tmp_path / "s.json"
+    proc = subprocess.Popen([*CLI, "generate", "--server", srv.endpoint, "--prompt", "keep going", "--duration", "0.5",
+                             "--max-new-tokens", "4", "--status-file", str(status)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        job = json.loads(proc.stdout.readline())["job"]
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 6
+    assert f"m2ugen result {job}" in err and lines(rest)[-1] == {"op": "exit", "code": 6}
+    assert json.loads(status.read_text())["exit_code"] == 6
+    with Client(srv.endpoint) as c:
+        end = time.monotonic() + 60
+        while c.call("status", job=job).header["state"] != "done":
+            assert time.monotonic() < end
+            time.sleep(0.1)
