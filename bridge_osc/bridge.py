@@ -79,6 +79,7 @@ class JobState:
     fraction: float = 0.0
     stage: str = ""
     audio_path: str = ""
+    last_progress: tuple[float, str, float] = (-1.0, "", 0.0)  # (fraction, stage, monotonic time) sent
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Bridge:
         ping_interval_s: float = 1.0,
         ping_timeout_s: float = 5.0,
         request_timeout_s: float = 30.0,
+        progress_repeat_s: float = 0.25,
         client_factory: Callable[[str | None], Client] | None = None,
     ):
         if not is_loopback(host) and not allow_remote:
@@ -118,6 +120,7 @@ class Bridge:
         self.ping_interval_s = ping_interval_s
         self.ping_timeout_s = ping_timeout_s
         self.request_timeout_s = request_timeout_s
+        self.progress_repeat_s = progress_repeat_s
         self._client_factory = client_factory or (lambda endpoint: Client(endpoint))
         self.version = bridge_version()
         try:  # a malformed endpoint fails here, in the caller's thread, not later in serve()
@@ -502,14 +505,24 @@ class Bridge:
             state.state = "running"
             state.fraction = float(header.get("fraction") or 0.0)
             state.stage = str(header.get("stage") or "")
-            self._send(target, "/m2u/progress", ("s", job), ("f", state.fraction), ("s", state.stage))
-        elif op == "text":
+            self._send_progress(job, state)
+        elif op == "text":  # the reply grows: a sign of life even when the fraction does not move
             state.stage = "thinking"
-            self._send(target, "/m2u/progress", ("s", job), ("f", state.fraction), ("s", "thinking"))
+            self._send_progress(job, state)
         elif op in ("done", "error", "cancelled"):
             self._send_record(target, header, with_status=False)
         else:
             log.debug("ignored event %s for job %s", op, job)
+
+    def _send_progress(self, job: str, state: JobState) -> None:
+        """/m2u/progress, except a repeat of the last one sent within `progress_repeat_s` (the
+        server's per-token progress and text events would otherwise double every message)."""
+        now = time.monotonic()
+        fraction, stage, sent = state.last_progress
+        if (fraction, stage) == (state.fraction, state.stage) and now - sent < self.progress_repeat_s:
+            return
+        state.last_progress = (state.fraction, state.stage, now)
+        self._send(state.target, "/m2u/progress", ("s", job), ("f", state.fraction), ("s", state.stage))
 
     def _send_record(self, target: Address, record: dict[str, Any], with_status: bool) -> None:
         """A job record or final event -> /m2u/status (if asked), then the outcome if the job ended."""

@@ -175,8 +175,8 @@ def test_long_text_is_chunked_and_thinking_streams_as_progress(peer, fake):
     addresses = [m.address for m in got]
     assert addresses[0] == "/m2u/accepted"
     thinking = [m for m in got if m.address == "/m2u/progress" and m.args[2] == "thinking"]
-    assert len(thinking) >= 3  # the stage change + one per streamed text event
-    assert thinking[-1].args[1] == pytest.approx(0.3)
+    # the server's progress(thinking, 0.3) then two text events at once: repeats within 0.25 s dropped
+    assert [m.args[1] for m in thinking] == [pytest.approx(0.3)]
     chunks = [m for m in got if m.address == "/m2u/text"]
     assert len(chunks) == len(osc.utf8_chunks(LONG_TEXT, 1000)) >= 4
     assert [m.args[1] for m in chunks] == list(range(len(chunks)))
@@ -189,6 +189,20 @@ def test_long_text_is_chunked_and_thinking_streams_as_progress(peer, fake):
     assert submit["kind"] == "ask"
     assert submit["params"]["prompt"] == "what is this"
     assert submit["inputs"] == {"audio": {"path": "/tmp/in.wav", "start": 1.0, "end": 2.0}}
+
+
+@pytest.mark.timeout(30)
+def test_text_events_alone_stream_thinking_progress(fake):
+    handle = start_in_thread(fake.endpoint, port=0, ping_interval_s=0.1, progress_repeat_s=0.0)
+    peer = OscPeer(handle.port)
+    try:
+        peer.send("/m2u/generate", ("s", "lofi"), ("f", 0.0), ("i", peer.port))
+        got = peer.expect("/m2u/done")
+        thinking = [m for m in got if m.address == "/m2u/progress" and m.args[2] == "thinking"]
+        assert len(thinking) == 3  # the stage change + one per streamed text event
+    finally:
+        peer.close()
+        handle.stop()
 
 
 @pytest.mark.timeout(30)
