@@ -5,7 +5,8 @@ biases, prefix adapters in the top 6 layers), a 64-token prompt and 256 new toke
 early stop. Prints tokens/s of both and the ratio (target >= 20x), and
 whether the two produced the same tokens.
 
-    .venv/bin/python benchmarks/bench_decode.py [--dim 768 --layers 8 --prompt 64 --new 256 --threads 2]
+    .venv/bin/python benchmarks/bench_decode.py [--dim 768 --layers 8 --prompt 64 --new 256 --threads 2
+                                                 --dtype float32|bfloat16]
 """
 
 from __future__ import annotations
@@ -42,20 +43,23 @@ def main():
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="LLaMA weight dtype (the real model keeps its frozen LLaMA in half precision)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     cfg = M2UGenConfig(name="bench", dim=args.dim, n_layers=args.layers, n_heads=args.heads, vocab_size=args.vocab,
                        max_seq_len=args.prompt + args.new + 8, lora_rank=16, query_layer=2)
     torch.manual_seed(0)
-    llama = Transformer(cfg).to(args.device).eval()
-    adapters = build_adapters(cfg, torch.randn(cfg.n_prefix, cfg.dim, device=args.device))
+    dtype = getattr(torch, args.dtype)
+    llama = Transformer(cfg).to(device=args.device, dtype=dtype).eval()
+    adapters = build_adapters(cfg, torch.randn(cfg.n_prefix, cfg.dim, device=args.device, dtype=dtype))
     prompt = torch.randint(3, args.vocab, (args.prompt,), generator=torch.Generator().manual_seed(1)).tolist()
     n_params = sum(p.numel() for p in llama.parameters())
     print(f"config: dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads, ffn {cfg.ffn_hidden_dim}, "
           f"vocab {cfg.vocab_size}, {n_params / 1e6:.1f} M params, LoRA r{cfg.lora_rank}, "
           f"{cfg.n_prefix} adapter layers; prompt {args.prompt}, new {args.new}, "
-          f"{args.threads} threads, {args.device}")
+          f"{args.threads} threads, {args.device}, {args.dtype}")
 
     kw = dict(max_new_tokens=args.new, temperature=0.0, adapters=adapters, stop_text="", stop_on_eos=False)
     tok = _Tok()

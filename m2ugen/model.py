@@ -361,18 +361,21 @@ class M2UGen(nn.Module):
         generator = torch.Generator(device=self.device).manual_seed(seed)
 
         def on_step(rows: list[list[int]]):
-            so_far = self.tokenizer.decode(rows[0], skip_special_tokens=True)
+            so_far = self.tokenizer.decode(rows[0], skip_special_tokens=True).split("\n", 1)[0]  # official cut
             emit(Event("thinking", min(1.0, len(rows[0]) / max_new_tokens), _clean(so_far)))
 
         gen: Generation = generate(
             self.llama, self.tokenizer, [ids], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            adapters=adapters, generator=generator, audio_token_ids=self.audio_token_ids, on_step=on_step,
+            adapters=adapters, generator=generator, audio_token_ids=self.audio_token_ids,
+            on_step=on_step if on_event is not None else None,
         )[0]
         raw_text = gen.text
         hidden = gen.aud_hidden  # [8, dim] or None
         if want_audio is True and hidden is None:
-            hidden = teacher_force_hidden(self.llama, ids + gen.reply_tokens, self.audio_token_ids, adapters)
-            raw_text = self.tokenizer.decode(gen.reply_tokens + self.audio_token_ids, skip_special_tokens=False)
+            # append the eight [AUD] tokens to the reply (dropping an incomplete run) and read their states
+            reply = [t for t in gen.reply_tokens if t not in self.audio_token_ids]
+            hidden = teacher_force_hidden(self.llama, ids + reply, self.audio_token_ids, adapters)
+            raw_text = self.tokenizer.decode(reply + self.audio_token_ids, skip_special_tokens=False)
         timings["thinking"] = time.perf_counter() - t0
 
         # 3. generating
