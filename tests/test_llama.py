@@ -230,3 +230,28 @@ def test_bad_inputs():
         model(torch.zeros(1, 2, dtype=torch.long), start_pos=3)
     with pytest.raises(ValueError, match="modality features"):
         build_adapters(cfg, torch.randn(cfg.n_prefix, cfg.dim), audio_feats=torch.randn(1, cfg.dim))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_runs_with_cache(pair, dtype):
+    cfg, _, ours = pair
+    half = Transformer(cfg).eval()
+    half.load_state_dict(ours.state_dict())
+    half.to(dtype)
+    with torch.no_grad():
+        for layer in half.layers:
+            layer.attention.gate.fill_(0.2)
+    adapters = build_adapters(cfg, torch.randn(cfg.n_prefix, cfg.dim), audio_feats=torch.randn(1, 1, cfg.dim))
+    tokens = torch.randint(0, cfg.vocab_size, (1, 10), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        full, h = half(tokens, adapters=adapters, logits_for="all")
+        half.setup_cache(1, 10)
+        try:
+            assert half.layers[0].attention.cache.k.dtype == dtype
+            half(tokens[:, :9], start_pos=0, adapters=adapters)
+            last, _ = half(tokens[:, 9:], start_pos=9, adapters=adapters)
+        finally:
+            half.clear_cache()
+    assert full.dtype == torch.float32 and h.dtype == dtype
+    assert torch.isfinite(full).all()
+    torch.testing.assert_close(last, full[:, -1], atol=0.1, rtol=0.05)

@@ -289,3 +289,12 @@ def test_audioldm2_decoder(model, conditioning):
     assert np.isfinite(reply.audio).all()
     emb = m.music_embeddings(torch.zeros(8, m.config.dim))
     assert emb.shape == (1, 1, m.config.output_dim)
+
+
+def test_from_config_on_meta_device(model):
+    # m2ugen.checkpoint builds the real model this way before assigning the checkpoint's tensors
+    with torch.device("meta"):
+        m = M2UGen.from_config(M2UGenConfig.preset("tiny"), tokenizer=model.tokenizer)
+    assert m.llama.tok_embeddings.weight.is_meta and m.prefix_query.weight.is_meta
+    assert m.gate_report()["all_zero"] is None
+    assert set(m.state_dict()) == set(model.state_dict())
