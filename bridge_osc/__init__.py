@@ -1,0 +1,1 @@
+"""OSC adapter onto the M2UGen job server: `/m2u/*` over UDP (see bridge_osc/README.md)."""

@@ -19,7 +19,6 @@ import collections
 import importlib.metadata
 import ipaddress
 import logging
-import os
 import socket
 import threading
 import time
@@ -539,7 +538,7 @@ class Bridge:
                        ("f", float(record.get("fraction") or 0.0)), ("s", str(record.get("stage") or "")),
                        ("i", int(record.get("queue_position") or 0)))
         if state == "done":
-            text = str(record.get("text") or "")
+            text = str(record.get("text") or "").replace("\x00", "")  # OSC strings cannot hold NUL
             chunks = osc.utf8_chunks(text, TEXT_CHUNK_BYTES) if text else []
             for index, chunk in enumerate(chunks):
                 self._send(target, "/m2u/text", ("s", job), ("i", index), ("i", len(chunks)), ("s", chunk))

@@ -124,7 +124,8 @@ def _arguments_end(dgram: bytes, index: int, tags: str) -> int:
 
 
 def encode(address: str, *args: tuple[str, Any]) -> bytes:
-    """Build one message from (tag, value) pairs with explicit tags: encode("/m2u/pong", ("s", "0.1"))."""
+    """Build one message from (tag, value) pairs with explicit tags: encode("/m2u/pong", ("s", "0.1")).
+    NUL characters are dropped from strings (OSC strings are NUL-terminated)."""
     builder = OscMessageBuilder(address=address)
     for tag, value in args:
         if tag == "i":
@@ -132,7 +133,7 @@ def encode(address: str, *args: tuple[str, Any]) -> bytes:
         elif tag == "f":
             value = float(value)
         elif tag == "s":
-            value = str(value)
+            value = str(value).replace("\x00", "")  # a NUL would end the OSC string early
         builder.add_arg(value, tag)
     return builder.build().dgram
 

@@ -76,6 +76,11 @@ def test_decode_rejects_malformed(dgram, words):
         osc.decode(dgram)
 
 
+def test_encode_drops_nul_characters_from_strings():
+    m = one(osc.encode("/m2u/text", ("s", "j"), ("i", 0), ("i", 1), ("s", "a\x00b\x00")))
+    assert (m.tags, m.args) == ("siis", ["j", 0, 1, "ab"])
+
+
 def test_encode_types_are_explicit():
     dgram = osc.encode("/m2u/done", ("s", "j1"), ("s", "/tmp/a.wav"), ("f", 2), ("i", 16000.0))
     m = one(dgram)
