@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import re
 import time
@@ -286,19 +287,25 @@ class M2UGen(nn.Module):
     # chat
 
     def _check_options(self, conditioning, duration_s, want_audio, max_new_tokens, temperature, top_p, seed):
+        def real(x) -> bool:
+            return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+        def integer(x) -> bool:
+            return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
         if conditioning not in ("text", "embedding"):
             raise ValueError(f"conditioning must be 'text' or 'embedding', got {conditioning!r}")
-        if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s <= 0:
+        if not real(duration_s) or duration_s <= 0:
             raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
         if want_audio not in (None, True, False):
             raise ValueError(f"want_audio must be None, True or False, got {want_audio!r}")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        if not integer(max_new_tokens) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+        if not real(temperature) or temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        if not real(top_p) or not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-        if seed is not None and (not isinstance(seed, int) or seed < 0):
+        if seed is not None and (not integer(seed) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
     @torch.no_grad()
@@ -331,6 +338,9 @@ class M2UGen(nn.Module):
         temperature = cfg.temperature if temperature is None else temperature
         top_p = cfg.top_p if top_p is None else top_p
         self._check_options(conditioning, duration_s, want_audio, max_new_tokens, temperature, top_p, seed)
+        max_new_tokens, temperature, top_p = int(max_new_tokens), float(temperature), float(top_p)
+        duration_s = float(duration_s)
+        seed = None if seed is None else int(seed)
         ids = self.prompt_ids(prompt)
         if want_audio is True:
             room = cfg.max_seq_len - len(ids) - len(self.audio_token_ids)

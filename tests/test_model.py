@@ -74,6 +74,10 @@ def force_script(model, script):
 
 def test_text_only_chat(model):
     reply = model.chat("Describe this music.", want_audio=False, **FAST)
+    # numpy scalars (as a server may pass them) are accepted
+    same = model.chat("Describe this music.", want_audio=False, max_new_tokens=np.int64(12), temperature=np.float64(0.6),
+                      top_p=0.8, seed=np.int64(1))
+    assert same.raw_text == reply.raw_text and same.seed == 1
     assert isinstance(reply, Reply)
     assert isinstance(reply.text, str) and reply.audio is None
     assert reply.sample_rate == model.sample_rate == model.decoder.sample_rate
@@ -197,6 +201,8 @@ def test_want_audio_true_teacher_forces(model):
     ("empty_prompt", "prompt"),
     ("bad_conditioning", "conditioning"),
     ("bad_duration", "duration_s"),
+    ("bad_top_p", "top_p"),
+    ("bad_tokens", "max_new_tokens"),
 ])
 def test_bad_inputs(model, files, case, match):
     kw = {
@@ -209,10 +215,12 @@ def test_bad_inputs(model, files, case, match):
         "empty_prompt": dict(prompt="   "),
         "bad_conditioning": dict(conditioning="midi"),
         "bad_duration": dict(duration_s=float("nan")),
+        "bad_top_p": dict(top_p=1.5),
+        "bad_tokens": dict(max_new_tokens=0),
     }[case]
     prompt = kw.pop("prompt", "Describe this.")
     with pytest.raises(ValueError, match=match):
-        model.chat(prompt, **kw, **FAST)
+        model.chat(prompt, **{**FAST, **kw})
 
 
 @pytest.mark.parametrize("stage", ["encoding", "thinking", "generating"])
