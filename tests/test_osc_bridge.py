@@ -21,11 +21,21 @@ def bridge(server):
     handle.stop()
 
 
+FAST_TOKENS = 8  # the tiny model's text is noise: 8 tokens instead of 512 keep every job well under 1 s
+
+
+def make_fast(peer):
+    """A per-client setting through OSC: every later job of this client stops after 8 tokens."""
+    peer.send("/m2u/set", ("s", "max_new_tokens"), ("f", float(FAST_TOKENS)))
+    assert peer.expect("/m2u/set")[-1].args == ["max_new_tokens", FAST_TOKENS]
+
+
 @pytest.fixture
 def peer(bridge):
     p = OscPeer(bridge.port)
     p.send("/m2u/hello", ("i", p.port))
     p.expect("/m2u/welcome")
+    make_fast(p)
     yield p
     p.close()
 
@@ -48,6 +58,7 @@ def test_hello_ping_generate_roundtrip(server, bridge):
         assert (state, tiny, port) == ("up", 1, p.port)
         assert server_version and model and sample_rate > 0
 
+        make_fast(p)
         p.send("/m2u/ping")
         pong = p.expect("/m2u/pong")[-1]
         assert pong.tags == "ss" and pong.args == [bridge_version, "up"]
@@ -73,6 +84,7 @@ def test_hello_ping_generate_roundtrip(server, bridge):
         assert seconds == pytest.approx(1.0, abs=0.02)
         record = server_record(server, job)
         assert record["params"]["prompt"] == "lofi piano" and record["audio_path"] == path
+        assert record["params"]["max_new_tokens"] == FAST_TOKENS  # /m2u/set reached the job
         text_chunks = [m.args[3] for m in got if m.address == "/m2u/text"]
         assert "".join(text_chunks) == (record["text"] or "").replace("\x00", "")
     finally:
@@ -223,6 +235,7 @@ def test_real_server_stops_and_another_starts_on_the_same_port(tmp_path, tiny_mo
     try:
         peer.send("/m2u/hello", ("i", peer.port))
         peer.expect("/m2u/welcome")
+        make_fast(peer)
         peer.send("/m2u/generate", ("s", "long drone"), ("f", 1.0))
         job = peer.expect("/m2u/accepted")[-1].args[0]
         peer.expect("/m2u/progress", timeout=30)
@@ -257,7 +270,8 @@ def test_real_server_stops_and_another_starts_on_the_same_port(tmp_path, tiny_mo
 def test_audio_by_job_id_of_another_client(server, peer):
     """A job id the bridge has never seen (made by the CLI, say) is resolved through the server."""
     with Client(server, timeout_s=10) as c:
-        req = c.send("submit", kind="generate", params={"prompt": "pad", "duration": 1.0})
+        params = {"prompt": "pad", "duration": 1.0, "max_new_tokens": FAST_TOKENS}
+        c.send("submit", kind="generate", params=params)
         deadline = time.monotonic() + 100
         while True:
             m = c.recv(timeout_s=max(0.1, deadline - time.monotonic()))

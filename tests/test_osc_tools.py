@@ -131,6 +131,8 @@ def test_oscsend_generate_and_oscdump_receives_every_event(server, bridge_proces
                     raise
         assert oscdump_args(pong)[1:] == ("ss", [oscdump_args(pong)[2][0], "up"])
 
+        oscsend(port, "/m2u/set", "si", "max_new_tokens", 8)  # the tiny model's text is noise: keep it short
+        assert oscdump_args(out.wait_for(r" /m2u/set "))[2] == ["max_new_tokens", "8"]
         oscsend(port, "/m2u/generate", "sfi", "lofi piano with vinyl crackle", 1.0, reply_port)
         accepted = oscdump_args(out.wait_for(r" /m2u/accepted "))
         assert accepted[1] == "si"
@@ -191,3 +193,4 @@ def test_pure_data_patch_generates_and_receives_done(server, bridge_process):
         record = c.call("status", job=job).header
     assert record["params"]["prompt"] == "dark ambient drone at 90 bpm"  # Pd atoms (90 a float) joined again
     assert record["params"]["duration"] == 2.0
+    assert record["params"]["max_new_tokens"] == 8  # the patch's /m2u/set max_new_tokens 8
