@@ -367,7 +367,8 @@ def build_adapters(
     if cfg.legacy_prefix:
         n = cfg.legacy_prefix_layers
         if n_rows != n or n > cfg.n_layers:
-            raise ValueError(f"legacy layout needs prefix_query [{n}, dim] and >= {n} layers, got {n_rows} rows")
+            raise ValueError(f"legacy layout needs prefix_query [{n}, dim] and >= {n} layers; "
+                             f"got {n_rows} rows and {cfg.n_layers} layers")
         present = [f for f in feats if f is not None]
         summed = sum(present[1:], present[0]) if present else None
         for i in range(n):
@@ -375,7 +376,8 @@ def build_adapters(
         return adapters
     q = cfg.query_layer
     if n_rows != 3 * q or 3 * q > cfg.n_layers:
-        raise ValueError(f"per-modality layout needs prefix_query [{3 * q}, dim] and >= {3 * q} layers, got {n_rows} rows")
+        raise ValueError(f"per-modality layout needs prefix_query [{3 * q}, dim] and >= {3 * q} layers; "
+                         f"got {n_rows} rows and {cfg.n_layers} layers")
     first = cfg.n_layers - 3 * q
     for m, f in enumerate(feats):
         for j in range(q):
