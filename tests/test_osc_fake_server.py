@@ -140,6 +140,16 @@ class OscPeer:
             if m.address == address:
                 return got
 
+    def drain(self, quiet=0.05):
+        """Every message received until none has come for `quiet` seconds."""
+        got = []
+        self.sock.settimeout(quiet)
+        try:
+            while True:
+                got.append(osc.decode(self.sock.recv(65536))[0])
+        except socket.timeout:
+            return got
+
     def close(self):
         self.sock.close()
 
@@ -274,3 +284,40 @@ def test_server_goes_away_and_comes_back(peer, fake, bridge):
         assert welcome.args[1:6] == ["up", "fake-1", "fake", 1, 32000]
     finally:
         back.stop()
+
+
+@pytest.mark.timeout(60)
+def test_fuzzed_datagrams_never_stop_the_bridge(peer, bridge, caplog):
+    """Random bytes and randomly mutated valid requests: every datagram is answered or ignored
+    cleanly (no bridge exception), and the bridge still answers /m2u/ping afterwards."""
+    import random
+
+    rng = random.Random(1234)
+    valid = [
+        osc.encode("/m2u/generate", ("s", "lofi"), ("f", 2.0), ("i", peer.port)),
+        osc.encode("/m2u/edit", ("s", "more"), ("s", "last"), ("f", 0.0), ("f", 1.0), ("f", 2.0), ("i", peer.port)),
+        osc.encode("/m2u/set", ("s", "time_signature"), ("i", 3), ("i", 4), ("i", peer.port)),
+        osc.encode("/m2u/status", ("s", "last"), ("i", peer.port)),
+    ]
+    garbage = 0
+    got = []
+    for i in range(300):
+        if i % 3 == 0:
+            dgram = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+            if not dgram.startswith((b"/", b"#bundle")):
+                garbage += 1
+        else:
+            dgram = bytearray(rng.choice(valid))
+            for _ in range(rng.randrange(1, 4)):
+                dgram[rng.randrange(len(dgram))] = rng.randrange(256)
+            dgram = bytes(dgram[: rng.randrange(1, len(dgram) + 1)] if i % 2 else dgram)
+        peer.send_raw(dgram)
+        if i % 10 == 9:  # UDP has no flow control: read the answers before the buffers overflow
+            got += peer.drain()
+    peer.send("/m2u/ping", ("i", peer.port))  # then the bridge must still answer a ping
+    got += peer.expect("/m2u/pong", timeout=10)
+    bad_osc = [m for m in got if m.address == "/m2u/error" and m.args[1] == "bad_osc"]
+    assert len(bad_osc) >= garbage
+    assert bridge.thread.is_alive()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], \
+        [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
