@@ -262,8 +262,13 @@ class Bridge:
                 dgram, source = self.sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:  # e.g. ICMP errors surfacing on some systems; keep serving
-                log.debug("recvfrom: %s", e)
+            except ConnectionError as e:
+                # Windows (and connected sockets elsewhere) report an ICMP "port unreachable" for an
+                # earlier reply on the next recvfrom; the datagrams behind it are still there.
+                log.debug("recvfrom: %s (an earlier reply found no listener)", e)
+                continue
+            except OSError as e:
+                log.warning("recvfrom: %s", e)
                 return
             self.handle_datagram(dgram, source[:2])
 
@@ -573,10 +578,16 @@ class Bridge:
 
     def _send(self, target: Address, address: str, *args: tuple[str, Any]) -> None:
         dgram = osc.encode(address, *args)
-        try:
-            self.sock.sendto(dgram, target)
-        except OSError as e:
-            log.warning("could not send %s to %s:%d: %s", address, target[0], target[1], e)
+        for attempt in (1, 2):
+            try:
+                self.sock.sendto(dgram, target)
+                return
+            except ConnectionError as e:  # a pending ICMP error of an earlier datagram: send again
+                if attempt == 2:
+                    log.warning("could not send %s to %s:%d: %s", address, target[0], target[1], e)
+            except OSError as e:
+                log.warning("could not send %s to %s:%d: %s", address, target[0], target[1], e)
+                return
 
     def _error(self, target: Address, job: str, code: str, message: str) -> None:
         data = message.encode("utf-8")
