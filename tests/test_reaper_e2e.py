@@ -102,7 +102,12 @@ def test_ask_keeps_the_answer_with_the_project(server_info, tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_cancel_action_cancels_the_real_job(server_info, tmp_path):
+def test_cancel_action_cancels_the_real_job(make_server, tiny_model, monkeypatch, tmp_path):
+    from conftest import SlowModel
+
+    # the real tiny model, slowed per step, so the job is still running when Cancel arrives
+    server_info = make_server(SlowModel(tiny_model, step_s=0.25))
+    monkeypatch.setenv("M2UGEN_DATA_DIR", str(server_info.data_dir))
     project = tmp_path / "proj"
     project.mkdir()
     env = dict(os.environ, M2UGEN_CONFIG_DIR=str(server_info.config_dir), TMPDIR=str(tmp_path),
