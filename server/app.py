@@ -109,8 +109,12 @@ class ServerApp:
             from bridge_osc import bridge  # lazy: the bridge is optional
 
             host, port = self.settings.osc
-            self._osc = bridge.start_in_thread(self.endpoint, host, port)
-            osc_info = {"host": host, "port": port}
+            # naming a non-loopback --osc-host is the explicit request for a remote bind (OSC has no auth)
+            self._osc = bridge.start_in_thread(self.endpoint, host, port,
+                                               allow_remote=not security.is_loopback(host))
+            osc_info = {"host": self._osc.host, "port": self._osc.port}  # the bound port, also for --osc-port 0
+            if not security.is_loopback(host):
+                log.warning("OSC bridge listens on %s:%d: OSC has no authentication", host, self._osc.port)
         if self.settings.write_discovery:
             path = discovery.write({
                 "version": protocol.SERVER_VERSION, "protocol": protocol.PROTOCOL_VERSION, "endpoint": self.endpoint,

@@ -271,15 +271,19 @@ def build_submit(args, kind: str, req: dict, local: bool) -> tuple[dict[str, Any
 
 
 def cmd_job(args) -> int:
+    # usage errors found before the job starts still reach the status file, so a polling DAW script
+    # sees them at once instead of waiting for a file that never comes
     try:
         req = _load_request(args.request)
     except UsageError as e:
-        return die(None, EXIT_USAGE, str(e))
+        return die(Reporter(args.status_file, progress=False), EXIT_USAGE, str(e), "usage")
     kind = args.command if args.command != "submit" else req.get("kind")
     if kind not in protocol.KINDS:
-        return die(None, EXIT_USAGE, f"the request needs 'kind' = ask, edit or generate (got {kind!r})")
+        return die(Reporter(_opt(args, req, "status_file"), progress=False), EXIT_USAGE,
+                   f"the request needs 'kind' = ask, edit or generate (got {kind!r})", "usage")
     if req.get("kind") not in (None, kind):
-        return die(None, EXIT_USAGE, f"the request file says kind {req['kind']!r} but the command is {kind!r}")
+        return die(Reporter(_opt(args, req, "status_file"), progress=False), EXIT_USAGE,
+                   f"the request file says kind {req['kind']!r} but the command is {kind!r}", "usage")
     if args.server is None and req.get("server"):
         args.server = req["server"]
     reporter = Reporter(_opt(args, req, "status_file"), progress=sys.stderr.isatty() and not args.no_progress)
@@ -526,7 +530,7 @@ def cmd_convert(args) -> int:
         out = checkpoint.convert_checkpoint(args.src, args.dst)
     except (ValueError, OSError, ImportError, KeyError) as e:
         return die(None, EXIT_FAILED, f"convert failed: {type(e).__name__}: {e}")
-    print(json.dumps({"op": "converted", "src": args.src, "dst": str(out or args.dst)}, default=str))
+    print(json.dumps({"op": "converted", "src": args.src, "dst": args.dst, **(out or {})}, default=str))
     return EXIT_OK
 
 
@@ -599,8 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve", action="store_true", help="require CURVE even on loopback")
     p.add_argument("--keys-dir", metavar="DIR", help="CURVE keys (default <config dir>/keys)")
     p.add_argument("--osc", action="store_true", help="also run the OSC bridge")
-    p.add_argument("--osc-host", default="127.0.0.1")
-    p.add_argument("--osc-port", type=int, default=9100)
+    p.add_argument("--osc-host", default="127.0.0.1",
+                   help="OSC bind address; anything but loopback is an explicit opt-in (OSC has no authentication)")
+    p.add_argument("--osc-port", type=int, default=9100, help="OSC UDP port (0 = pick a free one)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_serve)
 

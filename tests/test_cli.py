@@ -184,3 +184,18 @@ def test_ctrl_c_exits_6_and_the_job_keeps_running(make_server, tiny_model, tmp_p
         while c.call("status", job=job).header["state"] != "done":
             assert time.monotonic() < end
             time.sleep(0.1)
+
+
+def test_unreadable_request_file_still_writes_the_status_file(tmp_path):
+    """A DAW script polls the status file: a usage error must land there at once, not only on stderr."""
+    status = tmp_path / "status.json"
+    r = run(["generate", "--request", str(tmp_path / "missing.json"), "--status-file", str(status)], timeout=60)
+    assert r.returncode == 2, r.stderr
+    state = json.loads(status.read_text())
+    assert state["state"] == "failed" and state["exit_code"] == 2, state
+    assert state["error"]["code"] == "usage" and "missing.json" in state["error"]["message"], state
+    wrong = tmp_path / "req.json"
+    wrong.write_text(json.dumps({"kind": "ask", "prompt": "x", "status_file": str(status)}))
+    r = run(["generate", "--request", str(wrong)], timeout=60)
+    assert r.returncode == 2
+    assert "kind 'ask'" in json.loads(status.read_text())["error"]["message"]
