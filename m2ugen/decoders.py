@@ -31,12 +31,7 @@ import torch
 from torch import nn
 
 from m2ugen.config import M2UGenConfig
-from m2ugen.encoders import (
-    check_and_rename_state_dict,
-    legacy_weight_norm_name,
-    load_into_empty,
-    resolve_pretrained_dir,
-)
+from m2ugen.encoders import LazySubmodel, load_into_empty
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TINY_T5_CORPUS = ASSETS / "tiny_t5_corpus.txt"
@@ -146,23 +141,6 @@ def _seeded(seed: int | None, device: torch.device):
         yield
 
 
-class _LazyDecoder:
-    kind = "decoder"
-
-    def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-        self.cfg = cfg
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self._dir: Path | None = None
-
-    def _pretrained_dir(self) -> Path | None:
-        if self.cfg.decoder_path is None:
-            return None
-        if self._dir is None:
-            self._dir = resolve_pretrained_dir(self.cfg.decoder_path, f"{self.kind} weights")
-        return self._dir
-
-
 # ----------------------------------------------------------------------------------------------
 # MusicGen
 
@@ -224,7 +202,7 @@ def _responsive_random_init(model: nn.Module) -> None:
             layer.codebook.cluster_size.fill_(1.0)
 
 
-class MusicGenDecoder(_LazyDecoder):
+class MusicGenDecoder(LazySubmodel):
     """``MusicgenForConditionalGeneration`` + its processor (T5 tokenizer), lazily built."""
 
     kind = "MusicGen"
@@ -232,11 +210,10 @@ class MusicGenDecoder(_LazyDecoder):
 
     def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__(cfg, device, dtype)
-        self._model: nn.Module | None = None
-        self._processor: Any = None
-        self._pending: dict[str, torch.Tensor] | None = None
-        self._names: tuple[dict[str, torch.Size], dict[str, str], dict[str, str]] | None = None
         self._config = None
+
+    def _path(self) -> str | None:
+        return self.cfg.decoder_path
 
     # --- construction ---------------------------------------------------------------------------
     def _hf_config(self):
@@ -307,28 +284,6 @@ class MusicGenDecoder(_LazyDecoder):
             tokenizer=tiny_t5_tokenizer(vocab),
         )
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    @property
-    def model(self) -> nn.Module:
-        if self._model is None:
-            with torch.inference_mode(False):
-                self._model = self._build()
-        return self._model
-
-    @property
-    def processor(self):
-        if self._processor is None:
-            self._processor = self._build_processor()
-        return self._processor
-
-    def to(self, device: str | torch.device) -> "MusicGenDecoder":
-        self.device = torch.device(device)
-        if self._model is not None:
-            self._model.to(self.device)
-        return self
 
     @property
     def sample_rate(self) -> int:
@@ -344,20 +299,9 @@ class MusicGenDecoder(_LazyDecoder):
         return int(self._hf_config().text_encoder.d_model)
 
     # --- official names --------------------------------------------------------------------------
-    def _name_maps(self):
-        if self._names is None:
-            config = self._hf_config()
-            with torch.device("meta"):
-                meta = self._new_model(config)
-            ours = {k: v.shape for k, v in meta.state_dict().items()}
-            to_official = {k: legacy_weight_norm_name(k) for k in ours}
-            self._names = (ours, {v: k for k, v in to_official.items()}, to_official)
-        return self._names
-
     def expected_shapes(self) -> dict[str, torch.Size]:
         """Official ``generation_model.*`` names (prefix stripped, transformers 4.35) -> shapes; meta device."""
-        ours, _, to_official = self._name_maps()
-        shapes = {to_official[k]: s for k, s in ours.items()}
+        shapes = super().expected_shapes()
         dec = self._hf_config().decoder
         shapes[_EMBED_POSITIONS] = torch.Size([dec.max_position_embeddings, dec.hidden_size])
         return shapes
@@ -371,14 +315,7 @@ class MusicGenDecoder(_LazyDecoder):
         if positions is not None and tuple(positions.shape) != tuple(expected):
             raise ValueError(f"MusicGen state dict does not match the model: 1 mis-shaped key(s): {_EMBED_POSITIONS} "
                              f"(checkpoint {list(positions.shape)}, model {list(expected)})")
-        ours, official_to_ours, to_official = self._name_maps()
-        renamed = check_and_rename_state_dict(sd, ours, official_to_ours, to_official, self.kind)
-        renamed = {k: (v.to(self.dtype) if v.is_floating_point() else v) for k, v in renamed.items()}
-        if self._model is None:
-            self._pending = renamed
-        else:
-            with torch.no_grad():
-                self._model.load_state_dict(renamed, strict=True)
+        super().load_state_dict(sd)
 
     # --- inference -----------------------------------------------------------------------------
     def _text_inputs(self, captions: list[str]) -> dict[str, torch.Tensor]:
@@ -536,7 +473,7 @@ def _patch_language_model_step(pipe) -> None:
     pipe.generate_language_model = generate_language_model
 
 
-class AudioLDM2Decoder(_LazyDecoder):
+class AudioLDM2Decoder(LazySubmodel):
     """diffusers ``AudioLDM2Pipeline`` (16 kHz). No ``generation_model.*`` keys exist for this variant."""
 
     kind = "AudioLDM2"
@@ -544,6 +481,9 @@ class AudioLDM2Decoder(_LazyDecoder):
     def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__(cfg, device, dtype)
         self._pipe = None
+
+    def _path(self) -> str | None:
+        return self.cfg.decoder_path
 
     @property
     def loaded(self) -> bool:

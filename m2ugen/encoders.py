@@ -127,10 +127,11 @@ def check_and_rename_state_dict(
     return out
 
 
-class _LazyEncoder:
-    """Shared lazy-build / strict-load logic. Subclasses define the model, its config and names."""
+class LazySubmodel:
+    """A frozen sub-model (encoder or music decoder) built on first use, with strict loading of its
+    official sub-state-dict. Subclasses define the model, its config, its source and its names."""
 
-    kind = "encoder"
+    kind = "sub-model"
     _seed = 0
 
     def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
@@ -174,7 +175,7 @@ class _LazyEncoder:
     def loaded(self) -> bool:
         return self._model is not None
 
-    def to(self, device: str | torch.device) -> "_LazyEncoder":
+    def to(self, device: str | torch.device) -> "LazySubmodel":
         """Run on ``device`` from now on (moves the model if it is built)."""
         self.device = torch.device(device)
         if self._model is not None:
@@ -263,7 +264,7 @@ def hubert_config_from_mert(mert: dict[str, Any]):
     return HubertConfig(**kwargs)
 
 
-class MusicEncoder(_LazyEncoder):
+class MusicEncoder(LazySubmodel):
     """MERT-v1: mono audio at ``cfg.audio_sample_rate`` -> per-layer time means [cfg.mert_layers, cfg.mert_dim]."""
 
     kind = "MERT"
@@ -390,7 +391,7 @@ def vit_official_name(key: str) -> str:
     return f"encoder.layer.{m.group(1)}{rest}"
 
 
-class ImageEncoder(_LazyEncoder):
+class ImageEncoder(LazySubmodel):
     """ViT: an image (path, PIL, array) -> last_hidden_state[0] [cfg.vit_tokens, cfg.vit_dim]."""
 
     kind = "ViT"
@@ -448,7 +449,7 @@ class ImageEncoder(_LazyEncoder):
         return out
 
 
-class VideoEncoder(_LazyEncoder):
+class VideoEncoder(LazySubmodel):
     """ViViT: a video (path or frames) -> last_hidden_state[0] [cfg.vivit_tokens, cfg.vivit_dim]."""
 
     kind = "ViViT"
