@@ -273,6 +273,9 @@ class Transformer(nn.Module):
 
     def setup_cache(self, batch: int, max_len: int):
         """Allocate a KV cache for ``batch`` rows and ``max_len`` positions on the weights' device/dtype."""
+        if self.has_cache:
+            raise RuntimeError("a KV cache is already set up: another generation is running on this model "
+                               "(one generation at a time per model instance)")
         w = self.tok_embeddings.weight
         for layer in self.layers:
             layer.attention.cache = KVCache(batch, max_len, self.cfg.n_heads, self.head_dim, w.dtype, w.device)

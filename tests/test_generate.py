@@ -72,16 +72,38 @@ def test_cached_greedy_with_adapters_equals_recompute(setup):
     assert fast.tokens != plain.tokens  # the adapters reached the decoding
 
 
-def test_batch_with_padding_equals_alone(setup):
+@pytest.mark.parametrize("with_adapters", [False, True])
+def test_batch_with_padding_equals_alone(setup, with_adapters):
     cfg, tok, llama = setup
     a, b = prompt_ids(tok, PROMPTS[0]), prompt_ids(tok, PROMPTS[2])
     assert len(a) != len(b)
     kw = dict(max_new_tokens=20, temperature=0.0, stop_text="", stop_on_eos=False)
-    both = generate(llama, tok, [a, b], **kw)
-    assert both[0].tokens == generate(llama, tok, [a], **kw)[0].tokens
-    assert both[1].tokens == generate(llama, tok, [b], **kw)[0].tokens
-    both_slow = generate(llama, tok, [a, b], recompute=True, **kw)
-    assert [g.tokens for g in both_slow] == [g.tokens for g in both]
+    gate = 0.5 if with_adapters else 0.0
+    if with_adapters:  # prefix-only adapters ([1, 1, dim]: no modality given) broadcast over the batch
+        kw["adapters"] = build_adapters(cfg, torch.randn(cfg.n_prefix, cfg.dim, generator=torch.Generator().manual_seed(9)))
+    with torch.no_grad():
+        for layer in llama.layers:
+            layer.attention.gate.fill_(gate)
+    try:
+        both = generate(llama, tok, [a, b], **kw)
+        alone = [generate(llama, tok, [p], **kw)[0].tokens for p in (a, b)]
+        both_slow = generate(llama, tok, [a, b], recompute=True, **kw)
+    finally:
+        with torch.no_grad():
+            for layer in llama.layers:
+                layer.attention.gate.zero_()
+    assert [g.tokens for g in both] == alone
+    assert [g.tokens for g in both_slow] == alone
+
+
+def test_one_generation_at_a_time(setup):
+    cfg, tok, llama = setup
+    llama.setup_cache(1, 8)
+    try:
+        with pytest.raises(RuntimeError, match="another generation"):
+            generate(llama, tok, [prompt_ids(tok, "x")], max_new_tokens=2)
+    finally:
+        llama.clear_cache()
 
 
 def test_seeded_sampling_reproducible(setup):
