@@ -194,6 +194,11 @@ def generate(
     return results
 
 
+def reference_generate(llama: Transformer, tokenizer, prompts: list[list[int]], **kwargs) -> list[Generation]:
+    """The official algorithm: the whole sequence is recomputed at every step (O(N^2) token-forwards)."""
+    return generate(llama, tokenizer, prompts, recompute=True, **kwargs)
+
+
 @torch.no_grad()
 def teacher_force_hidden(
     llama: Transformer,

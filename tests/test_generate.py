@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from m2ugen.config import M2UGenConfig, PROMPT_TEMPLATE
-from m2ugen.generate import generate, sample_top_p, teacher_force_hidden
+from m2ugen.generate import generate, reference_generate, sample_top_p, teacher_force_hidden
 from m2ugen.llama import Transformer, build_adapters
 from m2ugen.tokenizer import audio_token_ids, load_tokenizer
 
@@ -44,8 +44,7 @@ def test_cached_greedy_equals_recompute(setup, text):
     cfg, tok, llama = setup
     ids = prompt_ids(tok, text)
     fast = generate(llama, tok, [ids], max_new_tokens=24, temperature=0.0, stop_text="", stop_on_eos=False)[0]
-    slow = generate(llama, tok, [ids], max_new_tokens=24, temperature=0.0, stop_text="", stop_on_eos=False,
-                    recompute=True)[0]
+    slow = reference_generate(llama, tok, [ids], max_new_tokens=24, temperature=0.0, stop_text="", stop_on_eos=False)[0]
     assert len(fast.tokens) == 24
     assert fast.tokens == slow.tokens
     assert len(set(fast.tokens)) > 1
