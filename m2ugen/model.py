@@ -66,6 +66,9 @@ class M2UGen(nn.Module):
     def __init__(self, cfg: M2UGenConfig, tokenizer=None):
         super().__init__()
         if tokenizer is None:
+            if cfg.tokenizer_path is None and not cfg.is_tiny:
+                logger.warning("config %r has no tokenizer_path: using the tiny tokenizer, which only suits "
+                               "shape checks; real weights need LLaMA-2's tokenizer.model", cfg.name)
             tokenizer = load_tokenizer(cfg)
         if cfg.vocab_size == 0:
             cfg = cfg.replace(vocab_size=len(tokenizer))
