@@ -669,9 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write the reply's audio here")
     p.set_defaults(func=cmd_chat)
 
-    p = sub.add_parser("convert", help="keep only the trained tensors of an official checkpoint.pth in a memory-mapped .safetensors")
-    p.add_argument("src")
-    p.add_argument("dst")
+    p = sub.add_parser("convert", help="keep only the trained tensors of an official checkpoint.pth",
+                       description="Write the tensors M2UGen trained (adapters, LoRA, biases, norms, embeddings, "
+                                   "bridges, projector, gates) to a .safetensors file that loads memory-mapped; "
+                                   "frozen base weights come from their own sources at load (see README).")
+    p.add_argument("src", help="official checkpoint.pth")
+    p.add_argument("dst", help="output .safetensors")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("bridge", help="run the OSC bridge (bridge_osc)")
