@@ -197,6 +197,12 @@ class LazySubmodel:
             self._processor = self._build_processor()
         return self._processor
 
+    def load(self) -> None:
+        """Build now (the model and, where the sub-model has one, its processor) instead of at first use."""
+        self.model  # noqa: B018 - the property builds it
+        if type(self)._build_processor is not LazySubmodel._build_processor:
+            self.processor  # noqa: B018
+
     def _build(self) -> nn.Module:
         config = self._hf_config()
         if self._pending is not None:

@@ -153,6 +153,17 @@ class M2UGen(nn.Module):
         return [h for h in (getattr(self, n, None) for n in ("music_encoder", "image_encoder", "video_encoder",
                                                              "decoder")) if h is not None]
 
+    def preload(self, *names: str) -> None:
+        """Build lazy parts now instead of at first use, e.g. ``preload("decoder", "music_encoder")``
+        in a server, so the first request does not pay for loading them."""
+        known = ("music_encoder", "image_encoder", "video_encoder", "decoder")
+        for name in names:
+            if name not in known:
+                raise ValueError(f"preload: unknown part {name!r}; choose from {', '.join(known)}")
+            t0 = time.perf_counter()
+            getattr(self, name).load()
+            logger.info("loaded %s in %.1f s", name, time.perf_counter() - t0)
+
     # ------------------------------------------------------------------------------------------
     # properties
 

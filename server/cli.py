@@ -472,6 +472,9 @@ def cmd_serve(args) -> int:
         return EXIT_USAGE
     try:
         model, info = load_model(args.preset, args.weights)
+        # load what nearly every request needs now, not during the first user's job;
+        # the image and video encoders stay lazy (loaded by the first request that has one)
+        model.preload("decoder", "music_encoder")
     except Exception as e:
         log.error("cannot load the model: %s: %s", type(e).__name__, e)
         return EXIT_FAILED

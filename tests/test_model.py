@@ -306,3 +306,19 @@ def test_from_config_on_meta_device(model):
     assert m.llama.tok_embeddings.weight.is_meta and m.prefix_query.weight.is_meta
     assert m.gate_report()["all_zero"] is None
     assert set(m.state_dict()) == set(model.state_dict())
+
+
+def test_preload_builds_only_the_named_parts():
+    model = M2UGen.from_config(M2UGenConfig.preset("tiny"))
+    assert not model.decoder.loaded and not model.music_encoder.loaded
+    model.preload("decoder", "music_encoder")
+    assert model.decoder.loaded and model.music_encoder.loaded
+    assert not model.image_encoder.loaded and not model.video_encoder.loaded  # still lazy
+    with pytest.raises(ValueError, match="unknown part 'llm'"):
+        model.preload("llm")
+
+
+def test_preload_tiny_audioldm2_decoder_has_no_processor_to_build():
+    model = M2UGen.from_config(M2UGenConfig.preset("tiny-audioldm2"))
+    model.preload("decoder")
+    assert model.decoder.loaded
