@@ -595,9 +595,9 @@ def build_decoder(cfg: M2UGenConfig, device: str | torch.device = "cpu",
     if cfg.music_decoder == "musicgen":
         return MusicGenDecoder(cfg, device, dtype)
     if cfg.music_decoder == "audioldm2":
-        try:
-            import diffusers  # noqa: F401 - only this decoder needs it
-        except ImportError:
-            raise ImportError("the AudioLDM2 decoder needs diffusers: pip install 'm2ugen[audioldm2]'") from None
+        import importlib.util
+
+        if importlib.util.find_spec("diffusers") is None:  # only this decoder needs it
+            raise ImportError("the AudioLDM2 decoder needs diffusers: pip install 'm2ugen[audioldm2]'")
         return AudioLDM2Decoder(cfg, device, dtype)
     raise ValueError(f"unknown music_decoder {cfg.music_decoder!r}; choose 'musicgen' or 'audioldm2'")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from m2ugen.bridges import UnderstandingBridge
-from m2ugen.config import AUDIO_TOKENS, PROMPT_TEMPLATE, M2UGenConfig
+from m2ugen.config import PROMPT_TEMPLATE, M2UGenConfig
 from m2ugen.generate import Generation, generate, teacher_force_hidden
 from m2ugen.llama import Transformer, build_adapters
 from m2ugen.projector import OutputProjector
