@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from m2ugen.config import M2UGenConfig
+from m2ugen.encoders import legacy_weight_norm_name
 
 log = logging.getLogger("m2ugen.checkpoint")
 
@@ -411,7 +412,9 @@ def load_reference_state_dict(model, sd: dict[str, torch.Tensor], strict: bool =
                 own_hits[name] = t
                 seen.add(name)
         else:
-            holder_sds[where][name] = t
+            # sub-models saved by torch >= 2.1 may name weight norm parametrizations.weight.original0/1
+            # instead of weight_g/_v: compare (and hand over) under the one official spelling
+            holder_sds[where][legacy_weight_norm_name(name)] = t
     missing += [to_official(n) for n in own if n not in seen]
 
     holder_expected: dict[str, dict[str, Any]] = {}

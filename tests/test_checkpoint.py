@@ -525,3 +525,21 @@ def test_real_presets_need_the_llama_tokenizer(tmp_path):
         ck._find_tokenizer(str(tmp_path / "7B" / "nothing" / "here"))
     with pytest.raises(ValueError, match="tokenizer_path"):
         ck._config_for("musicgen-medium", {}, {}, full=False)
+
+
+def test_weight_norm_keys_in_either_spelling_load(tiny):
+    """Sub-models saved with torch >= 2.1 may name weight norm parametrizations.weight.original0/1
+    instead of weight_g/_v; both spellings load, into the same weights."""
+    from m2ugen.model import M2UGen
+
+    model, sd, _ = tiny
+    renamed = {k.replace(".weight_g", ".parametrizations.weight.original0")
+               .replace(".weight_v", ".parametrizations.weight.original1"): v for k, v in sd.items()}
+    assert any("mert_model." in k and "parametrizations" in k for k in renamed)  # the case is exercised
+    fresh = M2UGen.from_config(model.cfg)
+    fresh.load_reference_state_dict(renamed)
+    mert = fresh.music_encoder.model
+    got = dict(mert.named_parameters())
+    key = next(k for k in sd if k.startswith("mert_model.") and k.endswith(".weight_g"))
+    ours = key.removeprefix("mert_model.").replace(".weight_g", ".parametrizations.weight.original0")
+    assert torch.equal(got[ours].float(), sd[key].float())
