@@ -116,12 +116,19 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _absent(d: dict, key: str, name: str, default: Any) -> bool:
+    """True when the field is missing or null and has a default; raises when it is required."""
+    if key in d and d[key] is not None:
+        return False
+    if default is ...:
+        raise ProtocolError("bad_request", f"field '{name}' is required", name)
+    return True
+
+
 def req_str(d: dict, key: str, *, where: str = "", min_len: int = 0, max_len: int | None = None,
             default: Any = ..., choices: tuple | None = None) -> Any:
     name = where + key
-    if key not in d or d[key] is None:
-        if default is ...:
-            raise ProtocolError("bad_request", f"field '{name}' is required", name)
+    if _absent(d, key, name, default):
         return default
     v = d[key]
     if not isinstance(v, str):
@@ -138,9 +145,7 @@ def req_str(d: dict, key: str, *, where: str = "", min_len: int = 0, max_len: in
 def req_int(d: dict, key: str, *, where: str = "", lo: int | None = None, hi: int | None = None,
             default: Any = ...) -> Any:
     name = where + key
-    if key not in d or d[key] is None:
-        if default is ...:
-            raise ProtocolError("bad_request", f"field '{name}' is required", name)
+    if _absent(d, key, name, default):
         return default
     v = d[key]
     if isinstance(v, float) and v.is_integer():
@@ -155,9 +160,7 @@ def req_int(d: dict, key: str, *, where: str = "", lo: int | None = None, hi: in
 def req_float(d: dict, key: str, *, where: str = "", lo: float | None = None, hi: float | None = None,
               lo_open: bool = False, default: Any = ...) -> Any:
     name = where + key
-    if key not in d or d[key] is None:
-        if default is ...:
-            raise ProtocolError("bad_request", f"field '{name}' is required", name)
+    if _absent(d, key, name, default):
         return default
     v = d[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -174,9 +177,7 @@ def req_float(d: dict, key: str, *, where: str = "", lo: float | None = None, hi
 
 def req_obj(d: dict, key: str, *, where: str = "", default: Any = ...) -> Any:
     name = where + key
-    if key not in d or d[key] is None:
-        if default is ...:
-            raise ProtocolError("bad_request", f"field '{name}' is required", name)
+    if _absent(d, key, name, default):
         return default
     v = d[key]
     if not isinstance(v, dict):
