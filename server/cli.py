@@ -318,41 +318,41 @@ def cmd_job(args) -> int:
         client.close()
 
 
-def _simple(args, op: str, **fields) -> tuple[Reporter, Any, Any]:
+def _one_call(args, op: str, **fields):
+    """Connect and make one request. -> (reporter, client, reply); the caller closes the client.
+    When the server cannot be reached: the exit code (3), message printed and status file written."""
+    from server.client import ServerUnavailable
+
     reporter = Reporter(getattr(args, "status_file", None), progress=False)
     client = connect(args, reporter)
-    return reporter, client, fields
+    if client is None:
+        return die(reporter, EXIT_UNREACHABLE, args.unreachable_message, "unreachable")
+    try:
+        return reporter, client, client.call(op, **fields)
+    except ServerUnavailable as e:
+        client.close()
+        return die(reporter, EXIT_UNREACHABLE, str(e), "unreachable")
 
 
 def cmd_status(args) -> int:
-    reporter, client, _ = _simple(args, "status")
-    if client is None:
-        return die(reporter, EXIT_UNREACHABLE, args.unreachable_message, "unreachable")
+    got = _one_call(args, "status", job=args.job)
+    if isinstance(got, int):
+        return got
+    reporter, client, reply = got
     with client:
-        from server.client import ServerUnavailable
-
-        try:
-            reply = client.call("status", job=args.job)
-        except ServerUnavailable as e:
-            return die(reporter, EXIT_UNREACHABLE, str(e), "unreachable")
         reporter.event(reply.header)
         return reporter.finish(EXIT_FAILED if reply.op == "error" else EXIT_OK)
 
 
 def cmd_jobs(args) -> int:
-    reporter, client, _ = _simple(args, "jobs")
-    if client is None:
-        return die(reporter, EXIT_UNREACHABLE, args.unreachable_message, "unreachable")
+    fields: dict[str, Any] = {"limit": args.limit}
+    if args.state:
+        fields["state"] = args.state
+    got = _one_call(args, "jobs", **fields)
+    if isinstance(got, int):
+        return got
+    reporter, client, reply = got
     with client:
-        from server.client import ServerUnavailable
-
-        fields: dict[str, Any] = {"limit": args.limit}
-        if args.state:
-            fields["state"] = args.state
-        try:
-            reply = client.call("jobs", **fields)
-        except ServerUnavailable as e:
-            return die(reporter, EXIT_UNREACHABLE, str(e), "unreachable")
         if reply.op == "error":
             reporter.line(reply.header)
             return reporter.finish(EXIT_FAILED)
@@ -362,16 +362,11 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    reporter, client, _ = _simple(args, "cancel")
-    if client is None:
-        return die(reporter, EXIT_UNREACHABLE, args.unreachable_message, "unreachable")
+    got = _one_call(args, "cancel", job=args.job)
+    if isinstance(got, int):
+        return got
+    reporter, client, reply = got
     with client:
-        from server.client import ServerUnavailable
-
-        try:
-            reply = client.call("cancel", job=args.job)
-        except ServerUnavailable as e:
-            return die(reporter, EXIT_UNREACHABLE, str(e), "unreachable")
         reporter.event(reply.header)
         if reply.op == "error":
             return reporter.finish(EXIT_FAILED)
