@@ -219,8 +219,34 @@ local function source_seconds(src, at)
   return len
 end
 
+-- Runs fill(track) on a new track named opts.name below opts.track, as one undo point.
+-- All or nothing: if fill raises, the new track (and whatever fill put on it) is removed and the
+-- error raised again; Undo_Begin/End always pair up. Returns fill's table plus {track, index}.
+local function on_new_track(opts, fill)
+  local index = project.insert_index(opts.track)
+  local created = nil
+  reaper.Undo_BeginBlock2(0)
+  reaper.PreventUIRefresh(1)
+  local ok, result = pcall(function()
+    reaper.InsertTrackAtIndex(index, true)
+    created = reaper.GetTrack(0, index)
+    if not created then error("REAPER did not create a track at index " .. index, 0) end
+    reaper.GetSetMediaTrackInfo_String(created, "P_NAME", opts.name, true)
+    local r = fill(created)
+    r.track, r.index = created, index
+    return r
+  end)
+  if not ok and created then
+    pcall(reaper.DeleteTrack, created) -- no empty track, no stray item
+  end
+  reaper.PreventUIRefresh(-1)
+  reaper.UpdateArrange()
+  reaper.Undo_EndBlock2(0, ok and ("M2UGen: " .. opts.name) or "M2UGen: insert failed", -1)
+  if not ok then error(result, 0) end
+  return result
+end
+
 -- Inserts `path` as an item at `position` on a new track below `track`.
--- All or nothing: on any error the new track is removed; Undo_Begin/End always pair up.
 -- Returns {track, item, take, length, index}.
 function project.insert_audio(opts)
   local src = reaper.PCM_Source_CreateFromFile(opts.path)
@@ -230,17 +256,8 @@ function project.insert_audio(opts)
     reaper.PCM_Source_Destroy(src)
     error("The result file is empty: " .. opts.path, 0)
   end
-
-  local index = project.insert_index(opts.track)
-  local created = nil
-  reaper.Undo_BeginBlock2(0)
-  reaper.PreventUIRefresh(1)
-  local ok, err = pcall(function()
-    reaper.InsertTrackAtIndex(index, true)
-    created = reaper.GetTrack(0, index)
-    if not created then error("REAPER did not create a track at index " .. index, 0) end
-    reaper.GetSetMediaTrackInfo_String(created, "P_NAME", opts.name, true)
-    local item = reaper.AddMediaItemToTrack(created)
+  local ok, result = pcall(on_new_track, opts, function(track)
+    local item = reaper.AddMediaItemToTrack(track)
     local take = reaper.AddTakeToMediaItem(item)
     if not reaper.SetMediaItemTake_Source(take, src) then
       error("REAPER refused the result as the take's source", 0)
@@ -252,43 +269,25 @@ function project.insert_audio(opts)
     if opts.notes then reaper.GetSetMediaItemInfo_String(item, "P_NOTES", opts.notes, true) end
     if opts.ext then reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:m2ugen", opts.ext, true) end
     reaper.Main_OnCommand(40047, 0) -- Peaks: build any missing peaks
-    opts.result = { track = created, item = item, take = take, length = length, index = index }
+    return { item = item, take = take, length = length }
   end)
-  if not ok and created then
-    pcall(reaper.DeleteTrack, created) -- no empty track, no stray item
+  if not ok then
+    if src then pcall(reaper.PCM_Source_Destroy, src) end
+    error(result, 0)
   end
-  if not ok and src then pcall(reaper.PCM_Source_Destroy, src) end
-  reaper.PreventUIRefresh(-1)
-  reaper.UpdateArrange()
-  reaper.Undo_EndBlock2(0, ok and ("M2UGen: " .. opts.name) or "M2UGen: insert failed", -1)
-  if not ok then error(err, 0) end
-  return opts.result
+  return result
 end
 
 -- A text answer kept with the project: an empty item spanning the selection whose notes hold the
 -- answer, on a new track below `track` (REAPER draws item notes inside the item). One undo point.
 function project.insert_note(opts)
-  local index = project.insert_index(opts.track)
-  local created = nil
-  reaper.Undo_BeginBlock2(0)
-  reaper.PreventUIRefresh(1)
-  local ok, err = pcall(function()
-    reaper.InsertTrackAtIndex(index, true)
-    created = reaper.GetTrack(0, index)
-    if not created then error("REAPER did not create a track at index " .. index, 0) end
-    reaper.GetSetMediaTrackInfo_String(created, "P_NAME", opts.name, true)
-    local item = reaper.AddMediaItemToTrack(created)
+  return on_new_track(opts, function(track)
+    local item = reaper.AddMediaItemToTrack(track)
     reaper.SetMediaItemInfo_Value(item, "D_POSITION", opts.position)
     reaper.SetMediaItemInfo_Value(item, "D_LENGTH", opts.length)
     reaper.GetSetMediaItemInfo_String(item, "P_NOTES", opts.notes, true)
-    opts.result = { track = created, item = item, index = index }
+    return { item = item }
   end)
-  if not ok and created then pcall(reaper.DeleteTrack, created) end
-  reaper.PreventUIRefresh(-1)
-  reaper.UpdateArrange()
-  reaper.Undo_EndBlock2(0, ok and ("M2UGen: " .. opts.name) or "M2UGen: insert failed", -1)
-  if not ok then error(err, 0) end
-  return opts.result
 end
 
 -- Job history kept with the .rpp: ProjExtState "M2UGen", key "job:<id>" = JSON, plus "last_job".
