@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -65,6 +66,7 @@ class ServerSettings:
     keys_dir: Path | None = None  # default: <config dir>/keys
     write_discovery: bool = True
     osc: tuple[str, int] | None = None  # (host, port) of the OSC bridge to start beside the server
+    keep_days: float = 30.0  # finished jobs older than this are forgotten at start (0 = keep forever)
 
 
 class ServerApp:
@@ -86,6 +88,8 @@ class ServerApp:
         if interrupted:
             log.warning("%d job(s) were interrupted by the last stop and are now failed/interrupted: %s",
                         len(interrupted), ", ".join(interrupted))
+        if s.keep_days > 0:
+            self._prune(time.time() - s.keep_days * 86400)
         self.store = JobStore()
         self.queue = JobQueue(s.limits.queue_size)
         self.handlers = Handlers(store=self.store, queue=self.queue, journal=self.journal, roots=self.roots,
@@ -100,6 +104,18 @@ class ServerApp:
         self._transport_thread = threading.Thread(target=self.transport.run, name="m2ugen-transport", daemon=True)
         self._osc = None
         self.stopped = threading.Event()
+
+    def _prune(self, before: float) -> None:
+        """Forget old finished jobs and delete their folders in the jobs dir. Results a client asked to
+        be written elsewhere (``output.path``) are the client's and are never touched."""
+        ids = self.journal.prune(before)
+        for job_id in ids:
+            d = self.jobs_dir / job_id
+            if d.parent == self.jobs_dir and d.is_dir():  # ids are server-made; never leave the jobs dir
+                shutil.rmtree(d, ignore_errors=True)
+        if ids:
+            log.info("forgot %d finished job(s) older than %g days (--keep-days) and removed their folders",
+                     len(ids), self.settings.keep_days)
 
     def start(self) -> str:
         self._transport_thread.start()

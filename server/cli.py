@@ -455,7 +455,7 @@ def cmd_serve(args) -> int:
         limits=Limits(queue_size=args.queue_size, max_message_mb=args.max_message_mb, max_audio_s=args.max_audio_s,
                       max_audio_mb=args.max_audio_mb),
         curve=True if args.curve else None, keys_dir=Path(args.keys_dir).expanduser() if args.keys_dir else None,
-        osc=(args.osc_host, args.osc_port) if args.osc else None,
+        osc=(args.osc_host, args.osc_port) if args.osc else None, keep_days=args.keep_days,
     )
     keys_dir = settings.keys_dir or security.default_keys_dir()
     use_curve = settings.curve if settings.curve is not None else not security.is_loopback(settings.host)
@@ -595,6 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-mb", type=int, default=256, help="largest accepted message (default 256 MiB)")
     p.add_argument("--max-audio-s", type=float, default=600.0, help="longest input audio (default 600 s)")
     p.add_argument("--max-audio-mb", type=int, default=256, help="largest input audio file (default 256 MiB)")
+    p.add_argument("--keep-days", type=float, default=30.0,
+                   help="at start, forget finished jobs older than this and delete their folders in the jobs dir "
+                        "(default 30; 0 = keep forever; results written to a client's --out are never deleted)")
     p.add_argument("--allow-root", action="append", metavar="DIR",
                    help="directory clients may read from / write to (repeatable; default: home and temp dir)")
     p.add_argument("--data-dir", metavar="DIR", help="jobs and journal (default: M2UGEN_DATA_DIR or the user "

@@ -61,6 +61,15 @@ class Journal:
                 (record["job"], record["created"], record["state"], json.dumps(record)),
             )
 
+    def prune(self, before: float) -> list[str]:
+        """Forget finished jobs (done, failed, cancelled) created before ``before`` (unix time);
+        returns their ids. Queued and running jobs are never pruned."""
+        final = "state IN ('done', 'failed', 'cancelled')"
+        with self._lock:
+            rows = self._db.execute(f"SELECT id FROM jobs WHERE created < ? AND {final}", (before,)).fetchall()
+            self._db.execute(f"DELETE FROM jobs WHERE created < ? AND {final}", (before,))
+        return [r[0] for r in rows]
+
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -85,3 +85,73 @@ def test_kill_9_and_restart_loses_nothing(tmp_path, monkeypatch):
             if proc.poll() is None:
                 proc.kill()
     assert discovery.read()["running"] is False  # a clean stop says so in the discovery file
+
+
+def test_old_finished_jobs_are_forgotten_at_start_but_client_files_stay(tmp_path, tiny_model, monkeypatch):
+    import sqlite3
+
+    from server.app import ServerApp, ServerSettings, model_info
+
+    monkeypatch.setenv("M2UGEN_CONFIG_DIR", str(tmp_path / "cfg"))
+    data = tmp_path / "data"
+    client_out = tmp_path / "mine.wav"
+
+    def start(keep_days):
+        app = ServerApp(tiny_model, model_info(tiny_model, preset="tiny"),
+                        ServerSettings(port=0, data_dir=data, keep_days=keep_days, write_discovery=False))
+        app.start()
+        return app
+
+    def run(c, **output):
+        job = c.call("submit", kind="generate", output=output or None,
+                     params={"prompt": "old", "duration": 0.5, "max_new_tokens": 4}).job
+        while (m := c.recv(timeout_s=120)) is not None and not (m.job == job and m.op in ("done", "error")):
+            pass
+        assert m is not None and m.op == "done", m and m.header
+        return job
+
+    app = start(keep_days=30)
+    try:
+        with Client(app.endpoint) as c:
+            old_default = run(c)
+            old_client = run(c, path=str(client_out))
+            recent = run(c)
+    finally:
+        app.stop()
+    assert (data / "jobs" / old_default / "result.wav").exists() and client_out.exists()
+    with sqlite3.connect(data / "jobs.sqlite") as db:  # 40 days pass for two of them
+        db.execute("UPDATE jobs SET created = created - 40 * 86400 WHERE id IN (?, ?)", (old_default, old_client))
+
+    app = start(keep_days=30)
+    try:
+        with Client(app.endpoint) as c:
+            listed = {j["job"] for j in c.call("jobs", limit=50).header["jobs"]}
+            gone = c.call("result", job=old_default)
+    finally:
+        app.stop()
+    assert listed == {recent}
+    assert gone.op == "error" and gone.header["code"] == "not_found"
+    assert not (data / "jobs" / old_default).exists()
+    assert (data / "jobs" / recent / "result.wav").exists()
+    assert client_out.exists()  # the client's own file is never deleted
+
+
+def test_keep_days_zero_keeps_everything(tmp_path, tiny_model, monkeypatch):
+    from server.app import ServerApp, ServerSettings, model_info
+    from server.journal import Journal
+
+    monkeypatch.setenv("M2UGEN_CONFIG_DIR", str(tmp_path / "cfg"))
+    data = tmp_path / "data"
+    j = Journal(data / "jobs.sqlite")
+    j.save({"job": "a1b2c3", "created": 1.0, "state": "done"})  # from 1970
+    j.close()
+    (data / "jobs" / "a1b2c3").mkdir(parents=True)
+    app = ServerApp(tiny_model, model_info(tiny_model, preset="tiny"),
+                    ServerSettings(port=0, data_dir=data, keep_days=0, write_discovery=False))
+    app.start()
+    try:
+        with Client(app.endpoint) as c:
+            assert c.call("status", job="a1b2c3").header["state"] == "done"
+    finally:
+        app.stop()
+    assert (data / "jobs" / "a1b2c3").is_dir()
