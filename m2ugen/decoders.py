@@ -16,13 +16,9 @@ deterministically) from ``m2ugen/assets/tiny_t5_corpus.txt``; nothing touches th
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import numbers
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,51 +41,16 @@ ProgressFn = Callable[[float], None] | None
 # tiny T5 tokenizer (offline)
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("M2UGEN_DATA_DIR")
-    root = Path(env).expanduser() if env else Path(tempfile.gettempdir()) / "m2ugen"
-    return root / "tokenizers"
-
-
 def tiny_t5_tokenizer_dir(vocab_size: int = 96, corpus: Path = TINY_T5_CORPUS) -> Path:
-    """Directory with a tiny unigram ``spiece.model`` (T5's kind), trained on first use.
+    """Directory with a tiny unigram ``spiece.model`` (T5's kind), trained on first use, then cached.
+    Ids follow T5: pad 0, eos 1, unk 2, no bos."""
+    from m2ugen.tokenizer import trained_sentencepiece_dir
 
-    Keyed by a hash of the corpus and the vocabulary size; written atomically so parallel processes
-    can share the cache. Ids follow T5: pad 0, eos 1, unk 2, no bos.
-    """
-    import sentencepiece as spm
-
-    text = corpus.read_text(encoding="utf-8")
-    key = hashlib.sha256(f"t5-unigram\n{vocab_size}\n{text}".encode()).hexdigest()[:16]
-    out = _cache_root() / f"tiny-t5-{key}"
-    if (out / "spiece.model").is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="t5tok-", dir=out.parent))
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=iter([line for line in text.splitlines() if line.strip()]),
-            model_prefix=str(work / "spiece"),
-            model_type="unigram",
-            vocab_size=vocab_size,
-            hard_vocab_limit=False,
-            character_coverage=1.0,
-            pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-            num_threads=1,
-            shuffle_input_sentence=False,
-            minloglevel=2,
-        )
-        staged = work / "dir"
-        staged.mkdir()
-        os.replace(work / "spiece.model", staged / "spiece.model")
-        try:
-            os.replace(staged, out)  # atomic publish of the whole directory
-        except OSError:
-            if not (out / "spiece.model").is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
+    return trained_sentencepiece_dir(
+        corpus, "tiny-t5", "spiece.model",
+        model_type="unigram", vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=1.0,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+    )
 
 
 def tiny_t5_tokenizer(max_vocab: int):

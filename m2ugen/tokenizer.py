@@ -51,53 +51,55 @@ def audio_token_ids(tok) -> list[int]:
     return tok.convert_tokens_to_ids(list(AUDIO_TOKENS))
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("M2UGEN_DATA_DIR")
-    root = Path(env).expanduser() if env else Path(tempfile.gettempdir()) / "m2ugen"
-    return root / "tokenizers"
+def trained_sentencepiece_dir(corpus: Path, kind: str, model_file: str, **options) -> Path:
+    """A directory holding ``model_file``: a SentencePiece model trained on the non-empty lines of
+    ``corpus`` with ``options`` on first use (single-threaded and unshuffled, so deterministic).
 
-
-def tiny_tokenizer_dir(corpus: Path = TINY_CORPUS, vocab_size: int = TINY_VOCAB) -> Path:
-    """Directory holding the tiny ``tokenizer.model`` (trained on first use, keyed by corpus hash)."""
+    Cached under ``$M2UGEN_DATA_DIR/tokenizers`` (default: the system temp dir), keyed by the corpus
+    and the options, and published by renaming a finished directory, so parallel processes can
+    share the cache and never see half a model.
+    """
     import sentencepiece as spm
 
     text = corpus.read_text(encoding="utf-8")
-    key = hashlib.sha256(f"{vocab_size}\n{text}".encode()).hexdigest()[:16]
-    out = _cache_root() / f"tiny-{key}"
-    if (out / "tokenizer.model").is_file():
+    key = hashlib.sha256(repr((sorted(options.items()), text)).encode()).hexdigest()[:16]
+    env = os.environ.get("M2UGEN_DATA_DIR")
+    root = (Path(env).expanduser() if env else Path(tempfile.gettempdir()) / "m2ugen") / "tokenizers"
+    out = root / f"{kind}-{key}"
+    if (out / model_file).is_file():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [line for line in text.splitlines() if line.strip()]
-    work = Path(tempfile.mkdtemp(prefix="tok-", dir=out.parent))
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=root))
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines),
-            model_prefix=str(work / "tokenizer"),
-            vocab_size=vocab_size,
-            hard_vocab_limit=False,
-            model_type="bpe",
-            byte_fallback=True,
-            remove_extra_whitespaces=False,
-            normalization_rule_name="identity",
-            split_digits=True,
-            unk_id=0,
-            bos_id=1,
-            eos_id=2,
-            pad_id=-1,
+            sentence_iterator=iter([line for line in text.splitlines() if line.strip()]),
+            model_prefix=str(work / "trained"),
             num_threads=1,
             shuffle_input_sentence=False,
             minloglevel=2,
+            **options,
         )
+        staged = work / "dir"
+        staged.mkdir()
+        os.replace(work / "trained.model", staged / model_file)
         try:
-            os.replace(work / "tokenizer.model", work.parent / f"tokenizer-{key}.model")
-            out.mkdir(exist_ok=True)
-            os.replace(work.parent / f"tokenizer-{key}.model", out / "tokenizer.model")
-        except OSError:
-            if not (out / "tokenizer.model").is_file():
+            os.replace(staged, out)  # atomic publish of the whole directory
+        except OSError:  # another process published first
+            if not (out / model_file).is_file():
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def tiny_tokenizer_dir(corpus: Path = TINY_CORPUS, vocab_size: int = TINY_VOCAB) -> Path:
+    """Directory holding the tiny LLaMA-kind ``tokenizer.model`` (trained on first use, then cached)."""
+    return trained_sentencepiece_dir(
+        corpus, "tiny", "tokenizer.model",
+        vocab_size=vocab_size, hard_vocab_limit=False, model_type="bpe", byte_fallback=True,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", split_digits=True,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+    )
 
 
 def load_tokenizer(cfg):
