@@ -46,31 +46,27 @@ class AllowedRoots:
             raise ValueError("at least one allowed root is needed")
         self.roots = [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
 
-    def _inside(self, p: Path) -> bool:
-        return any(p == r or p.is_relative_to(r) for r in self.roots)
-
-    def check_read(self, path: str, what: str) -> Path:
-        """Resolved path of an existing file inside the roots, else PathNotAllowed / FileNotFoundError."""
+    def _resolve(self, path: str, what: str) -> Path:
+        """The real path (symlinks resolved) of an absolute client path inside the roots."""
         p = Path(path)
         if not p.is_absolute():
             raise PathNotAllowed(f"{what} path {path!r} must be absolute")
         real = Path(os.path.realpath(p))
-        if not self._inside(real):
+        if not any(real == r or real.is_relative_to(r) for r in self.roots):
             raise PathNotAllowed(f"{what} path {path!r} is outside the allowed roots "
                                  f"({', '.join(map(str, self.roots))})")
+        return real
+
+    def check_read(self, path: str, what: str) -> Path:
+        """Resolved path of an existing file inside the roots, else PathNotAllowed / FileNotFoundError."""
+        real = self._resolve(path, what)
         if not real.is_file():
             raise FileNotFoundError(f"{what} path {path!r} does not exist or is not a file")
         return real
 
     def check_write(self, path: str, what: str) -> Path:
         """Resolved target path inside the roots (its directory is created if needed)."""
-        p = Path(path)
-        if not p.is_absolute():
-            raise PathNotAllowed(f"{what} path {path!r} must be absolute")
-        real = Path(os.path.realpath(p))
-        if not self._inside(real):
-            raise PathNotAllowed(f"{what} path {path!r} is outside the allowed roots "
-                                 f"({', '.join(map(str, self.roots))})")
+        real = self._resolve(path, what)
         if real.is_dir():
             raise PathNotAllowed(f"{what} path {path!r} is a directory; give a file name")
         return real
