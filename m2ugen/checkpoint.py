@@ -1057,29 +1057,3 @@ def _check_materialized(model) -> None:
     left = [n for n, t in model.state_dict(keep_vars=True).items() if t.is_meta]
     if left:
         raise ValueError(f"weights left unset after loading: {_fmt_list(left)}")
-
-
-def describe_weights() -> str:
-    """How a user points the real model at its weights (for the README / CLI help)."""
-    return f"""\
-The real model needs the official M2UGen checkpoint (or its converted .safetensors) and, for the
-converted file, the LLaMA-2-7B base weights. Write a weights spec, e.g. {config_dir() / 'weights.json'}:
-
-  {{
-    "preset": "musicgen-medium",
-    "checkpoint": "M2UGen-MusicGen-medium/checkpoint.pth",
-    "llama_dir": "llama-2/7B",
-    "tokenizer_path": "llama-2",
-    "mert_path": "m-a-p/MERT-v1-330M",
-    "vit_path": "google/vit-base-patch16-224",
-    "vivit_path": "google/vivit-b-16x2",
-    "decoder_path": "facebook/musicgen-medium",
-    "dtype": "float16"
-  }}
-
-Relative paths are relative to the spec file; "owner/name" ids are read from the local Hugging Face
-cache (no download). The spec is found from $M2UGEN_WEIGHTS, else <config dir>/weights.json
-(config dir: $M2UGEN_CONFIG_DIR or the platform's user config dir). `m2ugen convert checkpoint.pth
-m2ugen.safetensors` keeps only the trained tensors (about 2.7 GB instead of 30 GB); point
-"checkpoint" at the result and give "llama_dir" (Meta consolidated.*.pth + params.json, or a
-Hugging Face Llama-2-7b directory)."""

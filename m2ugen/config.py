@@ -9,7 +9,6 @@ when the path is ``None``, are built with random weights from the ``*_config`` d
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,20 +127,6 @@ class M2UGenConfig:
 
     def replace(self, **changes: Any) -> "M2UGenConfig":
         return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "M2UGenConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown M2UGenConfig field(s): {', '.join(unknown)}")
-        return cls(**d)
 
     @classmethod
     def preset(cls, name: str) -> "M2UGenConfig":

@@ -33,7 +33,6 @@ from m2ugen.tokenizer import audio_token_ids, load_tokenizer
 logger = logging.getLogger("m2ugen")
 
 _AUD_RE = re.compile(r"\[AUD\d+\]")
-STAGES = ("encoding", "thinking", "generating")
 
 
 @dataclass

@@ -27,7 +27,6 @@ REQUEST_OPS = ("hello", "ping", "submit", "status", "cancel", "result", "jobs", 
 KINDS = ("ask", "edit", "generate")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
-STAGES = ("encoding", "thinking", "generating", "writing")
 CONDITIONING = ("text", "embedding")
 
 ERROR_CODES = {
@@ -59,12 +58,6 @@ class ProtocolError(Exception):
         self.code = code
         self.message = message
         self.field = field
-
-    def to_header(self) -> dict[str, Any]:
-        h: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            h["field"] = self.field
-        return h
 
 
 # ---------------------------------------------------------------------------------------------
