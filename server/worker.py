@@ -149,10 +149,11 @@ class Worker(threading.Thread):
                 self._progress(job, stage, frac)
 
         want_audio = job.kind != "ask"
+        prompt = prompt_with_context(p["prompt"], p["context"])
         t0 = time.perf_counter()
         try:
             reply = self.model.chat(
-                prompt_with_context(p["prompt"], p["context"]),
+                prompt,
                 audio=job.inputs.get("audio"), image=job.inputs.get("image"), video=job.inputs.get("video"),
                 max_new_tokens=p["max_new_tokens"] or getattr(self.model.config, "max_new_tokens", 512),
                 temperature=p["temperature"], top_p=p["top_p"], seed=seed, conditioning=p["conditioning"],
@@ -197,7 +198,7 @@ class Worker(threading.Thread):
         timings.update(queue_wait=(job.started or 0) - job.created, chat=chat_s, write=time.perf_counter() - t1)
         audio_io.write_sidecar(sidecar, {
             "job": job.id, "kind": job.kind, "prompt": p["prompt"],
-            "prompt_sent": prompt_with_context(p["prompt"], p["context"]), "seed": int(reply.seed or seed),
+            "prompt_sent": prompt, "seed": int(reply.seed or seed),
             "model": self.model_info, "conditioning": p["conditioning"], "params": p, "inputs": job.inputs_info,
             "text": reply.text, "raw_text": getattr(reply, "raw_text", reply.text),
             "audio_path": str(out_path) if out_path else None, "sample_rate": job.sample_rate,
