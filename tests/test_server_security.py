@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import zmq
@@ -35,12 +34,11 @@ def test_non_loopback_bind_without_keys_refuses_with_reason(tmp_path, tiny_model
 
 def test_cli_serve_non_loopback_without_keys_exits_with_reason(tmp_path):
     env = {**os.environ, "M2UGEN_CONFIG_DIR": str(tmp_path / "cfg"), "M2UGEN_DATA_DIR": str(tmp_path / "data")}
-    t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--host", "0.0.0.0", "--port", "0",
                         "--preset", "tiny"], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert "refusing to bind 0.0.0.0" in p.stderr and "m2ugen keys" in p.stderr
-    assert time.monotonic() - t0 < 30  # refused before loading the model
+    assert "attention gates" not in p.stderr  # refused before the model was loaded (its load logs the gates)
 
 
 def test_curve_handshake_with_keys_and_refusal_without(make_server, tmp_path):
