@@ -12,6 +12,16 @@ See docs/model-api.md for the full public API.
 """
 
 from m2ugen.config import PROMPT_TEMPLATE, M2UGenConfig
-from m2ugen.model import M2UGen, Event, Reply
+
+
+def __getattr__(name: str):
+    # The model (and torch with it) is imported on first use, so that light modules such as
+    # m2ugen.paths cost the CLI nothing at start-up.
+    if name in ("M2UGen", "Event", "Reply"):
+        from m2ugen import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'm2ugen' has no attribute {name!r}")
+
 
 __all__ = ["M2UGen", "M2UGenConfig", "Reply", "Event", "PROMPT_TEMPLATE"]

@@ -40,6 +40,7 @@ from torch import nn
 
 from m2ugen.config import M2UGenConfig
 from m2ugen.encoders import legacy_weight_norm_name
+from m2ugen.paths import config_dir
 
 log = logging.getLogger("m2ugen.checkpoint")
 
@@ -858,16 +859,6 @@ def load_converted_state_dict(model, sd: dict[str, torch.Tensor], meta: dict[str
 SPEC_PATH_KEYS = ("checkpoint", "llama_dir", "tokenizer_path", "mert_path", "vit_path", "vivit_path", "decoder_path")
 SUBMODEL_PATH_KEYS = ("mert_path", "vit_path", "vivit_path", "decoder_path")
 SPEC_KEYS = {"preset", "dtype", "device", "config", *SPEC_PATH_KEYS}
-
-
-def config_dir() -> Path:
-    """``$M2UGEN_CONFIG_DIR``, else the platform's user config dir for m2ugen."""
-    env = os.environ.get("M2UGEN_CONFIG_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("m2ugen"))
 
 
 def find_weights() -> str | None:

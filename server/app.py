@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from m2ugen import paths
 from server import discovery, protocol, security
 from server.handlers import Handlers, Limits
 from server.jobs import JobQueue, JobStore
@@ -59,7 +60,7 @@ def model_info(model, preset: str | None = None, weights: str | None = None) -> 
 class ServerSettings:
     host: str = protocol.DEFAULT_HOST
     port: int = protocol.DEFAULT_PORT
-    data_dir: Path | None = None  # default: discovery.data_dir()
+    data_dir: Path | None = None  # default: paths.data_dir()
     allowed_roots: list[str] = field(default_factory=list)  # default: home + temp dir
     limits: Limits = field(default_factory=Limits)
     curve: bool | None = None  # None: on when binding a non-loopback address
@@ -77,7 +78,7 @@ class ServerApp:
         use_curve = s.curve if s.curve is not None else not security.is_loopback(s.host)
         security.check_bind(s.host, keys_dir, use_curve)  # raises SecurityError with the reason
 
-        self.data_dir = Path(s.data_dir or discovery.data_dir())
+        self.data_dir = Path(s.data_dir or paths.data_dir())
         self.jobs_dir = self.data_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         roots = s.allowed_roots or [str(p) for p in security.default_roots()]

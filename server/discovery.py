@@ -1,7 +1,7 @@
 """Per-user directories and the discovery file (``<config dir>/server.json``).
 
-``M2UGEN_CONFIG_DIR`` overrides ``platformdirs.user_config_dir("m2ugen")`` and ``M2UGEN_DATA_DIR``
-overrides ``platformdirs.user_data_dir("m2ugen")`` (tests use both to stay apart).
+The directories themselves come from ``m2ugen.paths`` (``M2UGEN_CONFIG_DIR`` / ``M2UGEN_DATA_DIR``
+override the platform's user dirs; tests use both to stay apart).
 """
 
 from __future__ import annotations
@@ -15,19 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import platformdirs
+from m2ugen.paths import config_dir
 
 DISCOVERY_NAME = "server.json"
-
-
-def config_dir() -> Path:
-    env = os.environ.get("M2UGEN_CONFIG_DIR")
-    return Path(env).expanduser().resolve() if env else Path(platformdirs.user_config_dir("m2ugen"))
-
-
-def data_dir() -> Path:
-    env = os.environ.get("M2UGEN_DATA_DIR")
-    return Path(env).expanduser().resolve() if env else Path(platformdirs.user_data_dir("m2ugen"))
 
 
 def discovery_path() -> Path:

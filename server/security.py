@@ -19,7 +19,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from server import discovery
+from m2ugen import paths
 
 
 class SecurityError(Exception):
@@ -109,7 +109,7 @@ def check_bind(host: str, keys_dir: Path, use_curve: bool) -> None:
 
 
 def default_keys_dir() -> Path:
-    return discovery.config_dir() / "keys"
+    return paths.config_dir() / "keys"
 
 
 def create_keys(keys_dir: Path, force: bool = False) -> dict[str, Path]:

@@ -542,3 +542,16 @@ def test_weight_norm_keys_in_either_spelling_load(tiny):
     key = next(k for k in sd if k.startswith("mert_model.") and k.endswith(".weight_g"))
     ours = key.removeprefix("mert_model.").replace(".weight_g", ".parametrizations.weight.original0")
     assert torch.equal(got[ours].float(), sd[key].float())
+
+
+def test_weights_spec_found_where_the_server_looks(tmp_path, monkeypatch):
+    """The model's weights lookup and the server's discovery file use the same config dir, '~' included."""
+    from server import discovery
+
+    monkeypatch.delenv("M2UGEN_WEIGHTS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("M2UGEN_CONFIG_DIR", "~/cfg")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "weights.json").write_text(json.dumps({"checkpoint": "ckpt.pth"}))
+    assert ck.find_weights() == str(tmp_path / "cfg" / "weights.json")
+    assert discovery.discovery_path().parent == tmp_path / "cfg"

@@ -199,3 +199,11 @@ def test_unreadable_request_file_still_writes_the_status_file(tmp_path):
     r = run(["generate", "--request", str(wrong)], timeout=60)
     assert r.returncode == 2
     assert "kind 'ask'" in json.loads(status.read_text())["error"]["message"]
+
+
+def test_cli_modules_do_not_import_torch():
+    """Every `m2ugen status` a DAW script runs must start fast: the client side never imports torch."""
+    code = "import sys, server.cli, server.client, m2ugen.paths; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
