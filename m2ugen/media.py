@@ -11,9 +11,10 @@ naming the input and what is wrong with it, so bad input never reaches torch.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -86,54 +87,222 @@ def _wave_to_mono(wave: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(w, dtype=np.float32)
 
 
-def _decode_audio_file(p: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
-    """-> (float32 [channels, samples], sample rate). soundfile first, then PyAV for other containers.
+# limits every decoder shares (the server's defaults, the model's when it is given a file)
+MAX_AUDIO_S = 600.0
+MAX_AUDIO_BYTES = 512 * 1024 * 1024
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
+_BLOCK_FRAMES = 1 << 16
 
-    With ``max_seconds``, a file whose header already says it is longer is refused before decoding.
-    """
+
+class MediaError(ValueError):
+    """An input that cannot be used; ``kind`` is "audio", "image" or "video"."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+class _Intake:
+    """Downmix, resample (soxr, streaming) and store decoded blocks, so that memory is bounded by the
+    output format (``channels`` x ``rate`` x ``dtype``) rather than by the source's."""
+
+    def __init__(self, name: str, sr_in: int, channels_in: int, sample_rate: int | None, max_channels: int | None,
+                 dtype: str):
+        import soxr
+
+        self.name = name
+        self.channels = channels_in if max_channels is None or channels_in <= max_channels else 1
+        self.sr_out = sr_in if sample_rate is None else int(min(sample_rate, sr_in))
+        self.dtype = np.dtype(dtype)
+        self.stream = None if self.sr_out == sr_in else soxr.ResampleStream(
+            sr_in, self.sr_out, self.channels, dtype="float32", quality="HQ")
+        self.blocks: list[np.ndarray] = []
+        self.frames = 0
+
+    def push(self, block: np.ndarray, last: bool = False) -> None:
+        """``block``: float32 [frames, channels_in]."""
+        if block.size and not np.isfinite(block).all():
+            raise MediaError("audio", f"{self.name} contains NaN or infinite samples")
+        if block.shape[1] != self.channels:
+            block = block.mean(axis=1, keepdims=True)
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        if self.stream is not None:
+            block = self.stream.resample_chunk(block, last=last).reshape(-1, self.channels)
+        if not block.size:
+            return
+        self.frames += block.shape[0]
+        if self.dtype.kind == "i":
+            scale = float(np.iinfo(self.dtype).max)
+            block = np.clip(np.round(block * scale), -scale - 1, scale).astype(self.dtype)
+        self.blocks.append(block)
+
+    def result(self) -> tuple[np.ndarray, int]:
+        if not self.blocks:
+            return np.zeros((self.channels, 0), self.dtype), self.sr_out
+        wave = np.concatenate(self.blocks, axis=0).T
+        self.blocks = []
+        return np.ascontiguousarray(wave), self.sr_out
+
+
+def _crop_frames(name: str, sr: int, total: int | None, start: float | None, end: float | None,
+                 max_seconds: float) -> tuple[int, int | None]:
+    """[start, end) seconds -> [s0, s1) frames (s1 None: to the end); checks the limit on the crop."""
+    s0 = 0 if start is None else int(round(start * sr))
+    s1 = None if end is None else int(round(end * sr))
+    if total is not None:
+        if start is not None and s0 >= total:
+            raise MediaError("audio", f"{name}: start {start:g} s is past the end of the audio "
+                                      f"({total / sr:.3f} s)")
+        s1 = total if s1 is None else min(total, s1)
+    if s1 is not None and (s1 - s0) / sr > max_seconds:
+        raise MediaError("audio", f"{name} is {(s1 - s0) / sr:.1f} s long; the limit is {max_seconds:g} s "
+                                  f"(crop it with start/end)")
+    return s0, s1
+
+
+def _decode_with_soundfile(opener: Any, name: str, start, end, max_seconds, sample_rate, max_channels, dtype):
     import soundfile as sf
 
-    if max_seconds is not None:
-        try:
-            info = sf.info(str(p))
-        except Exception:
-            info = None
-        if info is not None and info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
-            raise ValueError(f"audio file {str(p)!r} is {info.frames / info.samplerate:.1f} s long; "
-                             f"the limit is {max_seconds:g} s")
-    try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)  # [frames, channels]
-        return data.T, int(sr)
-    except Exception as sf_error:  # libsndfile cannot read it: try ffmpeg through PyAV
-        decoded = _decode_audio_with_av(p)
-        if decoded is None:
-            raise ValueError(f"audio file {str(p)!r} could not be decoded as audio ({sf_error})") from None
-        return decoded[0][None, :], decoded[1]
+    with sf.SoundFile(opener) as f:
+        sr, channels = int(f.samplerate), int(f.channels)
+        if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE or not 1 <= channels <= 64:
+            raise MediaError("audio", f"{name} has an unusable header: {sr} Hz, {channels} channel(s) "
+                                      f"(supported: {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz, 1..64 channels)")
+        total = int(f.frames) if 0 <= f.frames < 2**62 else None
+        s0, s1 = _crop_frames(name, sr, total, start, end, max_seconds)
+        limit = int(max_seconds * sr) + 1  # also when the header's frame count is unknown or wrong
+        intake = _Intake(name, sr, channels, sample_rate, max_channels, dtype)
+        if s0:
+            f.seek(s0)
+        left = (s1 - s0) if s1 is not None else None
+        read = 0
+        while left is None or left > 0:
+            n = _BLOCK_FRAMES if left is None else min(_BLOCK_FRAMES, left)
+            block = f.read(frames=n, dtype="float32", always_2d=True)
+            if block.shape[0] == 0:
+                break
+            read += block.shape[0]
+            if read > limit:
+                raise MediaError("audio", f"{name} is longer than {max_seconds:g} s (crop it with start/end)")
+            if left is not None:
+                left -= block.shape[0]
+            intake.push(block)
+        intake.push(np.zeros((0, channels), np.float32), last=True)
+        return intake.result()
 
 
-def _decode_audio_with_av(p: Path) -> tuple[np.ndarray, int] | None:
-    """First audio stream of any ffmpeg-readable file -> (float32 mono [samples], rate); None if none."""
+def _decode_with_av(source: Any, name: str, start, end, max_seconds, sample_rate, max_channels, dtype):
+    """First audio stream of any ffmpeg-readable container, decoded and converted in blocks."""
     import av
 
     try:
-        with av.open(str(p)) as container:
-            if not container.streams.audio:
-                return None
-            stream = container.streams.audio[0]
-            rate = int(stream.rate or stream.codec_context.sample_rate or 0)
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate or None)
-            chunks: list[np.ndarray] = []
+        container = av.open(source)
+    except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
+        raise MediaError("audio", f"{name} cannot be decoded as audio: {e}") from None
+    with container:
+        if not container.streams.audio:
+            raise MediaError("audio", f"{name} has no audio stream")
+        stream = container.streams.audio[0]
+        sr = int(stream.rate or stream.codec_context.sample_rate or 0)
+        channels = int(stream.codec_context.channels or 0)
+        if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE or not 1 <= channels <= 64:
+            raise MediaError("audio", f"{name} has an unusable header: {sr} Hz, {channels} channel(s)")
+        keep = channels if max_channels is None or channels <= max_channels else 1
+        rate = sr if sample_rate is None else int(min(sample_rate, sr))
+        s0, s1 = _crop_frames(name, rate, None, start, end, max_seconds)
+        resampler = av.AudioResampler(format="flt", layout="mono" if keep == 1 else "stereo" if keep == 2
+                                      else None, rate=rate)
+        intake = _Intake(name, rate, keep, None, None, dtype)
+        limit = s0 + int(max_seconds * rate) + 1
+        pos = 0
+
+        def take(frames) -> bool:
+            nonlocal pos
+            for out in frames:
+                block = out.to_ndarray().reshape(-1, keep)  # packed float: [frames, channels]
+                a, b = pos, pos + block.shape[0]
+                pos = b
+                if b > limit:
+                    raise MediaError("audio", f"{name} is longer than {max_seconds:g} s (crop it with start/end)")
+                lo, hi = max(a, s0), b if s1 is None else min(b, s1)
+                if hi > lo:
+                    intake.push(block[lo - a:hi - a])
+                if s1 is not None and pos >= s1:
+                    return False
+            return True
+
+        try:
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-                    rate = rate or int(out.sample_rate)
-            for out in resampler.resample(None):  # flush
-                chunks.append(out.to_ndarray().reshape(-1))
-    except (av.FFmpegError, UnicodeDecodeError, ValueError):
-        return None
-    if not chunks or rate <= 0:
-        return None
-    return np.concatenate(chunks).astype(np.float32), rate
+                if not take(resampler.resample(frame)):
+                    break
+            else:
+                take(resampler.resample(None))
+        except av.FFmpegError as e:
+            if intake.frames == 0:
+                raise MediaError("audio", f"{name} cannot be decoded as audio: {e}") from None
+        if start is not None and pos <= s0:
+            raise MediaError("audio", f"{name}: start {start:g} s is past the end of the audio ({pos / rate:.3f} s)")
+        return intake.result()
+
+
+def decode_audio(source: bytes | str | os.PathLike | BinaryIO, *, name: str = "audio", start: float | None = None,
+                 end: float | None = None, max_seconds: float = MAX_AUDIO_S, max_bytes: int = MAX_AUDIO_BYTES,
+                 sample_rate: int | None = None, max_channels: int | None = None,
+                 dtype: str = "float32") -> tuple[np.ndarray, int]:
+    """Bytes, a path or an open binary file -> (wave [channels, samples], rate), cropped to [start, end) s.
+
+    The one audio decoder of the project (the model and the server both use it). soundfile reads
+    WAV/FLAC/OGG/MP3/AIFF; anything else ffmpeg reads (m4a, mp4 soundtracks...) goes through PyAV.
+    Limits are checked before decoding where the header allows (size, rate, channels, duration) and
+    while decoding otherwise, and the audio is converted block by block: with ``sample_rate`` (only
+    ever down), ``max_channels`` (more channels are averaged to mono) and ``dtype`` ("float32" or
+    "int16") the memory held is that of the output, whatever the source (a small FLAC can declare
+    hours of 8-channel audio). Raises ``MediaError`` (a ValueError) naming the input.
+    """
+    import soundfile as sf
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        size = len(data)
+        open_sf: Any = lambda: io.BytesIO(data)
+        open_av: Any = lambda: io.BytesIO(data)
+    elif hasattr(source, "read") and hasattr(source, "seek"):  # an open binary file (read where it was checked)
+        f = source
+        size = f.seek(0, os.SEEK_END)
+
+        def open_sf():
+            f.seek(0)
+            return f
+        open_av = open_sf
+    else:
+        p = Path(source)
+        if not p.is_file():
+            raise MediaError("audio", f"{name} does not exist or is not a file")
+        size = p.stat().st_size
+        open_sf = open_av = lambda: str(p)
+    if size == 0:
+        raise MediaError("audio", f"{name} is empty (0 bytes)")
+    if size > max_bytes:
+        raise MediaError("audio", f"{name} is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+    if start is not None and end is not None and end <= start:
+        raise MediaError("audio", f"{name}: end ({end:g} s) must be greater than start ({start:g} s)")
+    args = (name, start, end, max_seconds, sample_rate, max_channels, dtype)
+    try:
+        wave, sr = _decode_with_soundfile(open_sf(), *args)
+    except MediaError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as sf_error:
+        try:  # libsndfile cannot read it: try ffmpeg through PyAV
+            wave, sr = _decode_with_av(open_av(), *args)
+        except MediaError as av_error:
+            if "cannot be decoded" in str(av_error) or "no audio stream" in str(av_error):
+                raise MediaError("audio", f"{name} cannot be decoded as audio (WAV/FLAC/OGG/MP3/AIFF, or any "
+                                          f"format ffmpeg reads): {sf_error}") from None
+            raise
+    if wave.shape[1] == 0:
+        raise MediaError("audio", f"{name} has no samples (0 samples" + (")" if start is None and end is None
+                                                                         else " in the crop range)"))
+    return wave, sr
 
 
 def load_audio(audio: Any, target_sr: int, max_seconds: float | None = None) -> np.ndarray:
@@ -145,9 +314,8 @@ def load_audio(audio: Any, target_sr: int, max_seconds: float | None = None) -> 
     if isinstance(audio, (str, os.PathLike)):
         p = _check_file(audio, "audio")
         name = f"audio file {str(p)!r}"
-        wave, sr = _decode_audio_file(p, max_seconds)
-        if wave.shape[-1] == 0:
-            raise ValueError(f"{name} decodes to 0 samples")
+        wave, sr = decode_audio(p, name=name, max_seconds=MAX_AUDIO_S if max_seconds is None else max_seconds,
+                                sample_rate=target_sr, max_channels=1)
     elif isinstance(audio, (tuple, list)) and len(audio) == 2:
         wave, sr = audio
         name = "audio"
@@ -214,19 +382,57 @@ def _array_to_pil(arr: np.ndarray, name: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
+MAX_IMAGE_PIXELS = 50_000_000  # a decoded RGB image of this size holds 150 MB
+
+
+def _open_image(p: Path, name: str) -> Image.Image:
+    """Open lazily (the header only) and refuse images over MAX_IMAGE_PIXELS before decoding."""
+    try:
+        img = Image.open(p)
+    except UnidentifiedImageError:
+        raise MediaError("image", f"{name} is not an image Pillow can read") from None
+    except Image.DecompressionBombError as e:
+        raise MediaError("image", f"{name} is too large to decode ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise MediaError("image", f"{name} could not be decoded ({e})") from None
+    pixels = img.width * img.height
+    if pixels > MAX_IMAGE_PIXELS:
+        img.close()
+        raise MediaError("image", f"{name} is {img.width}x{img.height} pixels ({pixels / 1e6:.0f} MP); the limit "
+                                  f"is {MAX_IMAGE_PIXELS / 1e6:.0f} MP")
+    return img
+
+
+def check_image(path: str | os.PathLike) -> tuple[int, int]:
+    """Check that an image file can be used (readable, within the pixel limit, not truncated) without
+    keeping it decoded; -> (width, height). Raises MediaError."""
+    p = _check_file(path, "image")
+    name = f"image {p.name!r}"
+    img = _open_image(p, name)
+    try:
+        img.verify()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise MediaError("image", f"{name} cannot be decoded: {e}") from None
+    finally:
+        img.close()
+    return img.width, img.height
+
+
 def load_image(image: Any) -> Image.Image:
     """A path, PIL image or HWC array (uint8, or float in [0, 1]) -> an RGB ``PIL.Image``."""
     if isinstance(image, (str, os.PathLike)):
         p = _check_file(image, "image")
         name = f"image file {str(p)!r}"
         try:
-            with Image.open(p) as img:
+            with _open_image(p, name) as img:
                 img = ImageOps.exif_transpose(img)
                 img.load()
-        except UnidentifiedImageError:
-            raise ValueError(f"{name} is not an image Pillow can read") from None
+        except MediaError:
+            raise
+        except Image.DecompressionBombError as e:
+            raise MediaError("image", f"{name} is too large to decode ({e})") from None
         except (OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"{name} could not be decoded ({e})") from None
+            raise MediaError("image", f"{name} could not be decoded ({e})") from None
         return _pil_to_rgb(img, name)
     if isinstance(image, Image.Image):
         return _pil_to_rgb(image, "image")
@@ -300,6 +506,33 @@ def _decode_frames(p: Path, name: str, wanted: set[int] | None) -> tuple[int, di
     return n, kept
 
 
+def check_video(path: str | os.PathLike, min_frames: int = 2) -> int:
+    """Check that a video file can be used: it opens, has a video stream and at least ``min_frames``
+    decodable frames (only those are decoded); -> frames decoded. Raises MediaError."""
+    import av
+
+    p = _check_file(path, "video")
+    name = f"video {p.name!r}"
+    try:
+        container = _open_video(p, name)
+    except ValueError as e:
+        raise MediaError("video", str(e)) from None
+    n = 0
+    try:
+        for _ in container.decode(container.streams.video[0]):
+            n += 1
+            if n >= min_frames:
+                break
+    except (av.FFmpegError, ValueError) as e:
+        if n == 0:
+            raise MediaError("video", f"{name} cannot be decoded: {e}") from None
+    finally:
+        container.close()
+    if n < min_frames:
+        raise MediaError("video", f"{name} has {n} decodable frame(s); at least {min_frames} are needed")
+    return n
+
+
 def _header_frame_count(p: Path, name: str) -> int:
     container = _open_video(p, name)
     try:
@@ -352,4 +585,8 @@ def load_video_frames(
 def load_video_audio(video: str | os.PathLike) -> tuple[np.ndarray, int] | None:
     """The soundtrack of a video file as (float32 mono [samples], sample rate), or None if it has none."""
     p = _check_file(video, "video")
-    return _decode_audio_with_av(p)
+    try:
+        wave, sr = _decode_with_av(str(p), f"video {str(p)!r}", None, None, MAX_AUDIO_S, None, 1, "float32")
+    except MediaError:
+        return None
+    return (wave[0], sr) if wave.shape[1] else None

@@ -120,7 +120,7 @@ def test_bad_audio_files(tmp_path):
         load_audio(empty, 24000)
     text = tmp_path / "notes.wav"
     text.write_text("this is not audio at all\n" * 20)
-    with pytest.raises(ValueError, match="could not be decoded"):
+    with pytest.raises(ValueError, match="cannot be decoded"):
         load_audio(text, 24000)
     with pytest.raises(ValueError, match="does not exist"):
         load_audio(tmp_path / "missing.wav", 24000)

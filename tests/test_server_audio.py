@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from conftest import tone
+from m2ugen import media
 from server import audio_io
 
 
@@ -25,7 +26,7 @@ def encode(x: np.ndarray, sr: int, fmt: str, subtype: str | None = None) -> byte
 ])
 def test_decode_formats_channels_rates(fmt, subtype, sr, channels):
     x = tone(0.5, sr, channels)
-    wave, got_sr = audio_io.decode(encode(x, sr, fmt, subtype), name="clip")
+    wave, got_sr = media.decode_audio(encode(x, sr, fmt, subtype), name="clip")
     assert got_sr == sr and wave.dtype == np.float32 and wave.shape[0] == channels
     assert abs(wave.shape[1] - x.shape[1]) <= 2048  # lossy codecs pad a little
     if fmt in ("WAV", "FLAC", "AIFF"):
@@ -37,7 +38,7 @@ def test_decode_from_path_and_crop(tmp_path):
     x = tone(2.0, 16000, 2)
     p = tmp_path / "a.flac"
     sf.write(p, x.T, 16000)
-    wave, sr = audio_io.decode(p, start=0.5, end=1.25)
+    wave, sr = media.decode_audio(p, start=0.5, end=1.25)
     assert sr == 16000 and wave.shape == (2, 12000)
     assert np.allclose(wave, x[:, 8000:20000], atol=1e-4)
 
@@ -46,23 +47,23 @@ def test_decode_from_path_and_crop(tmp_path):
     (b"", "empty"), (b"definitely not audio" * 20, "cannot be decoded"),
 ])
 def test_decode_rejects_junk(data, match):
-    with pytest.raises(audio_io.BadAudio, match=match):
-        audio_io.decode(data, name="upload")
+    with pytest.raises(media.MediaError, match=match):
+        media.decode_audio(data, name="upload")
 
 
 def test_decode_rejects_nan_long_big_and_bad_crop():
     x = tone(1.0, 8000, 1)
     x[0, 10] = np.inf
-    with pytest.raises(audio_io.BadAudio, match="NaN or infinite"):
-        audio_io.decode(encode(x, 8000, "WAV", "FLOAT"))
+    with pytest.raises(media.MediaError, match="NaN or infinite"):
+        media.decode_audio(encode(x, 8000, "WAV", "FLOAT"))
     ok = encode(tone(2.0, 8000, 1), 8000, "WAV", "PCM_16")
-    with pytest.raises(audio_io.BadAudio, match="limit is 1 s"):
-        audio_io.decode(ok, max_seconds=1.0)
-    audio_io.decode(ok, max_seconds=1.0, start=0.0, end=0.9)  # a crop inside the limit is fine
-    with pytest.raises(audio_io.BadAudio, match="MiB"):
-        audio_io.decode(ok, max_bytes=1000)
-    with pytest.raises(audio_io.BadAudio, match="past the end"):
-        audio_io.decode(ok, start=3.0)
+    with pytest.raises(media.MediaError, match="limit is 1 s"):
+        media.decode_audio(ok, max_seconds=1.0)
+    media.decode_audio(ok, max_seconds=1.0, start=0.0, end=0.9)  # a crop inside the limit is fine
+    with pytest.raises(media.MediaError, match="MiB"):
+        media.decode_audio(ok, max_bytes=1000)
+    with pytest.raises(media.MediaError, match="past the end"):
+        media.decode_audio(ok, start=3.0)
 
 
 def test_resample_and_mix():
