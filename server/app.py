@@ -66,45 +66,79 @@ class ServerSettings:
     curve: bool | None = None  # None: on when binding a non-loopback address
     keys_dir: Path | None = None  # default: <config dir>/keys
     write_discovery: bool = True
-    osc: tuple[str, int] | None = None  # (host, port) of the OSC bridge to start beside the server
     keep_days: float = 30.0  # finished jobs older than this are forgotten at start (0 = keep forever)
+
+    def uses_curve(self) -> bool:
+        """CURVE is on when asked, and always for a non-loopback bind."""
+        return self.curve if self.curve is not None else not protocol.is_loopback(self.host)
+
+    def resolved_keys_dir(self) -> Path:
+        return self.keys_dir or security.default_keys_dir()
+
+    def check_security(self, osc_client: bool = False) -> tuple[bytes, bytes] | None:
+        """The bind rule and the keys it needs, before anything starts; -> the server's CURVE key pair
+        (None without CURVE). ``osc_client``: the in-process OSC bridge will connect, so the client
+        key pair must be there too. Raises SecurityError with the reason."""
+        keys_dir = self.resolved_keys_dir()
+        security.check_bind(self.host, keys_dir, self.uses_curve())
+        if not self.uses_curve():
+            return None
+        keys = security.load_server_keys(keys_dir)
+        if osc_client:
+            try:
+                security.load_client_keys(keys_dir)
+            except security.SecurityError as e:
+                raise security.SecurityError(f"{e} (the OSC bridge needs it to reach a CURVE server)") from None
+        return keys
 
 
 class ServerApp:
     def __init__(self, model, info: dict[str, Any], settings: ServerSettings):
         self.settings = s = settings
         self.model_info = info
-        keys_dir = s.keys_dir or security.default_keys_dir()
-        use_curve = s.curve if s.curve is not None else not security.is_loopback(s.host)
-        security.check_bind(s.host, keys_dir, use_curve)  # raises SecurityError with the reason
+        keys_dir = s.resolved_keys_dir()
+        curve_keys = s.check_security()  # raises SecurityError with the reason
 
         self.data_dir = Path(s.data_dir or paths.data_dir())
         self.jobs_dir = self.data_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         roots = s.allowed_roots or [str(p) for p in security.default_roots()]
-        self.roots = security.AllowedRoots([*roots, str(self.jobs_dir)])
+        # the server's own state is never a client's read or write target; results in the jobs dir
+        # may be read (e.g. to edit an earlier result) but never written by a client
+        self.roots = security.AllowedRoots(roots, protected=[self.data_dir, paths.config_dir(), keys_dir],
+                                           readable=[self.jobs_dir])
 
         self.journal = Journal(self.data_dir / "jobs.sqlite")
         interrupted = self.journal.recover()
         if interrupted:
             log.warning("%d job(s) were interrupted by the last stop and are now failed/interrupted: %s",
-                        len(interrupted), ", ".join(interrupted))
+                        len(interrupted), ", ".join(r["job"] for r in interrupted))
+        self._clean_temp_files(interrupted)
         if s.keep_days > 0:
             self._prune(time.time() - s.keep_days * 86400)
         self.store = JobStore()
         self.queue = JobQueue(s.limits.queue_size)
         self.handlers = Handlers(store=self.store, queue=self.queue, journal=self.journal, roots=self.roots,
                                  jobs_dir=self.jobs_dir, model_info=info, limits=s.limits)
-        curve_keys = security.load_server_keys(keys_dir) if use_curve else None
         self.server_public_key = curve_keys[0].decode("ascii") if curve_keys else None
         self.transport = Transport(self.handlers, self.store, host=s.host, port=s.port,
                                    max_message_bytes=s.limits.max_message_mb * 2**20, curve_keys=curve_keys,
                                    authorized_dir=keys_dir / "authorized")
         self.endpoint = self.transport.endpoint
-        self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter)
+        self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter, self.roots)
         self._transport_thread = threading.Thread(target=self.transport.run, name="m2ugen-transport", daemon=True)
-        self._osc = None
         self.stopped = threading.Event()
+
+    def _clean_temp_files(self, interrupted: list[dict[str, Any]]) -> None:
+        """Half-written temp files of a killed server: everywhere in the jobs dir, and beside the client
+        output paths of the jobs it was running."""
+        n = security.clean_temp_files(self.jobs_dir, recursive=True)
+        for rec in interrupted:
+            out = rec.get("output_path")
+            if out:
+                n += security.clean_temp_files(Path(out).parent, Path(out).name)
+        if n:
+            log.info("removed %d temp file(s) left by an interrupted write", n)
 
     def _prune(self, before: float) -> None:
         """Forget old finished jobs and delete their folders in the jobs dir. Results a client asked to
@@ -118,24 +152,15 @@ class ServerApp:
             log.info("forgot %d finished job(s) older than %g days (--keep-days) and removed their folders",
                      len(ids), self.settings.keep_days)
 
-    def start(self) -> str:
+    def start(self, osc: dict[str, Any] | None = None) -> str:
+        """Start the transport and worker threads, then publish the discovery file (``osc``: the
+        address of an OSC bridge the caller runs beside the server, for DAW devices to find)."""
         self._transport_thread.start()
         self.worker.start()
-        osc_info = None
-        if self.settings.osc is not None:
-            from bridge_osc import bridge  # lazy: the bridge is optional
-
-            host, port = self.settings.osc
-            # naming a non-loopback --osc-host is the explicit request for a remote bind (OSC has no auth)
-            self._osc = bridge.start_in_thread(self.endpoint, host, port,
-                                               allow_remote=not security.is_loopback(host))
-            osc_info = {"host": self._osc.host, "port": self._osc.port}  # the bound port, also for --osc-port 0
-            if not security.is_loopback(host):
-                log.warning("OSC bridge listens on %s:%d: OSC has no authentication", host, self._osc.port)
         if self.settings.write_discovery:
             path = discovery.write({
                 "version": protocol.SERVER_VERSION, "protocol": protocol.PROTOCOL_VERSION, "endpoint": self.endpoint,
-                "osc": osc_info, "cli": discovery.cli_path(), "python": sys.executable, "pid": os.getpid(),
+                "osc": osc, "cli": discovery.cli_path(), "python": sys.executable, "pid": os.getpid(),
                 "jobs_dir": str(self.jobs_dir), "data_dir": str(self.data_dir), "started": time.time(),
                 "running": True, "curve": self.server_public_key is not None,
                 "server_public_key": self.server_public_key, "model": self.model_info,
@@ -151,18 +176,7 @@ class ServerApp:
         if self.stopped.is_set():
             return
         self.stopped.set()
-        if self._osc is not None:
-            try:
-                self._osc.stop()
-            except Exception:
-                log.exception("stopping the OSC bridge")
-        self.worker.stopping = True
-        current = self.worker.current
-        if current is not None:
-            current.cancel_requested.set()
-        self.queue.close()
-        if self.worker.is_alive():
-            self.worker.join(timeout_s)
+        self.worker.stop(timeout_s)
         self.transport.stop()
         self._transport_thread.join(timeout_s)
         self.journal.close()

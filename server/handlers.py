@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from m2ugen import media
 from server import inputs as inputs_mod
-from server import protocol
+from server import outputs, protocol
 from server.jobs import Job, JobQueue, JobStore, QueueFull, new_job_id
 from server.journal import Journal
 from server.protocol import ProtocolError, req_int, req_str
-from server.security import AllowedRoots, PathNotAllowed
+from server.security import AllowedRoots
 
 log = logging.getLogger("m2ugen.server")
 
@@ -28,13 +29,18 @@ log = logging.getLogger("m2ugen.server")
 class Limits:
     queue_size: int = 16
     max_message_mb: int = 256
-    max_audio_s: float = 600.0
+    max_audio_s: float = media.MAX_AUDIO_S
     max_audio_mb: int = 256
+    max_queued_audio_mb: int = 1024  # decoded input audio held by queued and running jobs together
 
     def to_dict(self) -> dict[str, Any]:
         return {"queue_size": self.queue_size, "max_message_mb": self.max_message_mb,
                 "max_audio_s": self.max_audio_s, "max_audio_mb": self.max_audio_mb,
+                "max_queued_audio_mb": self.max_queued_audio_mb,
                 "max_header_kb": protocol.MAX_HEADER_BYTES // 1024}
+
+    def intake(self) -> inputs_mod.AudioIntake:
+        return inputs_mod.AudioIntake(max_seconds=self.max_audio_s, max_bytes=self.max_audio_mb * 2**20)
 
 
 @dataclass
@@ -106,8 +112,12 @@ class Handlers:
             return self._error(e, prepared.req)
         return self._finish(out, prepared.req)
 
+    def refuse_busy(self, pending: PendingSubmit, why: str) -> Outcome:
+        return self._error(ProtocolError("busy", f"{why}; try again later"), pending.req)
+
     def _error(self, e: Exception, req: Any) -> Outcome:
         if isinstance(e, ProtocolError):
+            req = req if req is not None else e.req
             log.info("request refused: %s: %s", e.code, e.message)
             return Outcome(protocol.error_header(e.code, e.message, req=req, field=e.field))
         log.error("internal error while handling a request", exc_info=e)  # a bug: report it, keep serving
@@ -155,37 +165,44 @@ class Handlers:
         spec = protocol.check_submit(header, len(frames))
         if len(self.queue) >= self.queue.maxsize:
             raise ProtocolError("busy", f"the queue is full ({self.queue.maxsize} jobs waiting); try again later")
-        output: dict[str, Any] = {"want": spec["output"]["want"], "path": None}
-        if spec["output"]["path"] is not None:
-            try:
-                output["path"] = self.roots.check_write(spec["output"]["path"], "output")
-            except PathNotAllowed as e:
-                raise ProtocolError("path_not_allowed", str(e), "output.path") from None
+        output = outputs.check(self.roots, spec["output"])
         job_id = new_job_id()
         job_dir = self.jobs_dir / job_id
-        try:
-            model_inputs, info = inputs_mod.resolve(
-                spec["inputs"], frames, self.roots, job_dir,
-                max_audio_s=self.limits.max_audio_s, max_audio_bytes=self.limits.max_audio_mb * 2**20)
-        except BaseException:
-            shutil.rmtree(job_dir, ignore_errors=True)
-            raise
+        model_inputs, info = inputs_mod.resolve(spec["inputs"], frames, self.roots, job_dir,
+                                                intake=self.limits.intake(),
+                                                max_file_bytes=self.limits.max_message_mb * 2**20)
         params = spec["params"]
         if spec["kind"] != "ask" and params["duration"] is None:
             audio = model_inputs["audio"]
             seconds = 10.0 if audio is None else audio[0].shape[1] / audio[1]
             ref = spec["inputs"]["audio"] or {}
+            selection = params["context"].get("selection")
             if ref.get("start") is not None and ref.get("end") is not None:  # a DAW selection: its exact length
                 seconds = min(seconds + 1e-3, ref["end"] - ref["start"])
+            elif selection is not None:  # the selection the result will be placed on
+                seconds = selection["end"] - selection["start"]
             params["duration"] = min(300.0, max(0.5, seconds))
         job = Job(id=job_id, kind=spec["kind"], params=params, model=self.model_info, inputs_info=info)
         job.inputs, job.output, job.job_dir = model_inputs, output, job_dir
         job.subscribers.add(identity)
         return job
 
+    def held_audio_bytes(self) -> int:
+        """Decoded input audio held by this run's unfinished jobs."""
+        with self.store.lock:
+            return sum(j.inputs["audio"][0].nbytes for j in self.store.all()
+                       if j.state not in protocol.FINAL_STATES and j.inputs.get("audio") is not None)
+
     def _queue_job(self, job: Job) -> Outcome:
         # Runs on the transport thread: the worker's events for this job are routed by this same
         # thread later, so 'accepted' always reaches the client before them.
+        audio = job.inputs.get("audio")
+        if audio is not None:
+            held, budget = self.held_audio_bytes(), self.limits.max_queued_audio_mb * 2**20
+            if held + audio[0].nbytes > budget:
+                raise ProtocolError("busy", f"the queued jobs hold {held / 2**20:.0f} MiB of decoded audio; this "
+                                            f"job's {audio[0].nbytes / 2**20:.0f} MiB would pass the limit of "
+                                            f"{budget / 2**20:.0f} MiB; try again later")
         try:
             position = self.queue.put(job)
         except QueueFull as e:
@@ -228,9 +245,9 @@ class Handlers:
             self.store.persist(job, self.journal)
             shutil.rmtree(job.job_dir, ignore_errors=True)
             log.info("job %s cancelled while queued", job_id)
-            events = [({"v": protocol.PROTOCOL_VERSION, "op": "cancelled", "job": job_id, "state": "cancelled"}, [])]
-            events += [({"v": protocol.PROTOCOL_VERSION, "op": "queued", "job": j.id,
-                         "queue_position": j.queue_position}, []) for j in self.queue.snapshot()]
+            events = [(protocol.event("cancelled", job_id, state="cancelled"), [])]
+            events += [(protocol.event("queued", j.id, queue_position=j.queue_position), [])
+                       for j in self.queue.snapshot()]
             return Outcome({"op": "cancelling", "job": job_id, "state": "cancelled"}, events=events)
         log.info("job %s: cancel requested while running", job_id)
         return Outcome({"op": "cancelling", "job": job_id, "state": "running"})

@@ -1,101 +1,135 @@
 """Turn a validated submit's ``inputs`` into what the model takes, at submit time (so bad inputs are
-answered right away): audio decoded to ``(wave [C, S], sr)``, image/video as checked file paths.
-Frames (bytes) of images and videos are saved into the job's directory first.
+answered right away, and a file is read once, where it was checked).
+
+- audio: decoded by ``m2ugen.media.decode_audio`` (the project's one decoder) straight into the
+  intake format (``AudioIntake``: at most 2 channels, at most the model's rate, 16-bit), so what a
+  queued job holds is bounded by that format and not by what the file declares;
+- images and videos: copied into the job's directory (from a path: through a file opened without
+  following symlinks; from a frame: its bytes) and checked there; the model reads that copy.
+
+Media errors become protocol errors (``bad_audio`` / ``bad_image`` / ``bad_video``).
 """
 
 from __future__ import annotations
 
 import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server import audio_io
+from m2ugen import media
 from server.protocol import ProtocolError
 from server.security import AllowedRoots, PathNotAllowed
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_CODES = {"audio": "bad_audio", "image": "bad_image", "video": "bad_video"}
+
+
+@dataclass(frozen=True)
+class AudioIntake:
+    """Limits and format of decoded input audio (``serve --max-audio-s`` / ``--max-audio-mb``)."""
+    max_seconds: float = media.MAX_AUDIO_S
+    max_bytes: int = 256 * 2**20
+    sample_rate: int = 32000  # at most this rate (MERT needs 24 kHz, MusicGen's EnCodec 32 kHz); never up
+    max_channels: int = 2  # more channels are averaged to mono
+    dtype: str = "int16"
+
+    def worst_case_bytes(self) -> int:
+        """What one queued job's audio can hold at most."""
+        return int(self.max_seconds * self.sample_rate) * self.max_channels * 2
 
 
 def _bytes_of(frame) -> bytes:
     return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
 
 
-def _read_path(ref: dict, roots: AllowedRoots, what: str, code: str) -> Path:
+def _open_path(ref: dict, roots: AllowedRoots, what: str):
     try:
-        return roots.check_read(ref["path"], what)
+        return roots.open_read(ref["path"], what)
     except PathNotAllowed as e:
         raise ProtocolError("path_not_allowed", str(e), f"inputs.{what}.path") from None
-    except FileNotFoundError as e:
-        raise ProtocolError(code, str(e), f"inputs.{what}.path") from None
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise ProtocolError(_CODES[what], str(e), f"inputs.{what}.path") from None
+    except OSError as e:
+        raise ProtocolError(_CODES[what], f"{what} path {ref['path']!r} cannot be read: {e.strerror}",
+                            f"inputs.{what}.path") from None
 
 
-def _check_image(path: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
+def _copy_limited(src, dst: Path, limit: int, what: str) -> int:
+    n = 0
+    with open(dst, "wb") as out:
+        while chunk := src.read(1 << 20):
+            n += len(chunk)
+            if n > limit:
+                raise ProtocolError(_CODES[what], f"{what} is larger than {limit / 2**20:.0f} MiB", f"inputs.{what}")
+            out.write(chunk)
+    return n
 
-    if path.stat().st_size == 0:
-        raise ProtocolError("bad_image", f"image {path.name!r} is empty (0 bytes)", "inputs.image")
+
+def _decode_audio(ref: dict, frames: list, roots: AllowedRoots, intake: AudioIntake) -> tuple[tuple, dict]:
+    if "path" in ref:
+        source: Any = _open_path(ref, roots, "audio")
+        label = f"audio {ref['path']!r}"
+        info: dict[str, Any] = {"path": ref["path"]}
+    else:
+        source = _bytes_of(frames[ref["frame"] - 1])
+        label = f"audio frame {ref['frame']}" + (f" ({ref['name']})" if ref.get("name") else "")
+        info = {"name": ref.get("name") or "", "bytes": len(source)}
     try:
-        with Image.open(path) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ProtocolError("bad_image", f"image {path.name!r} cannot be decoded: {e}", "inputs.image") from None
+        wave, sr = media.decode_audio(source, name=label, start=ref.get("start"), end=ref.get("end"),
+                                      max_seconds=intake.max_seconds, max_bytes=intake.max_bytes,
+                                      sample_rate=intake.sample_rate, max_channels=intake.max_channels,
+                                      dtype=intake.dtype)
+    except ValueError as e:
+        raise ProtocolError("bad_audio", str(e), "inputs.audio") from None
+    finally:
+        if hasattr(source, "close"):
+            source.close()
+    info.update(start=ref.get("start"), end=ref.get("end"), seconds=wave.shape[1] / sr, sample_rate=sr,
+                channels=wave.shape[0])
+    return (wave, sr), info
 
 
-def _check_video(path: Path) -> None:
-    import av
-
-    if path.stat().st_size == 0:
-        raise ProtocolError("bad_video", f"video {path.name!r} is empty (0 bytes)", "inputs.video")
+def _copy_into_job(what: str, ref: dict, frames: list, roots: AllowedRoots, job_dir: Path, limit: int) -> tuple[Path, dict]:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    name = ref.get("path") or ref.get("name") or ""
+    suffix = Path(_SAFE_NAME.sub("_", name)).suffix[:16] or (".png" if what == "image" else ".mp4")
+    path = job_dir / f"input_{what}{suffix}"
+    if "path" in ref:
+        with _open_path(ref, roots, what) as src:
+            size = _copy_limited(src, path, limit, what)
+        info: dict[str, Any] = {"path": ref["path"]}
+    else:
+        data = _bytes_of(frames[ref["frame"] - 1])
+        path.write_bytes(data)
+        size = len(data)
+        info = {"name": ref.get("name") or ""}
+    info["bytes"] = size
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ProtocolError("bad_video", f"video {path.name!r} has no video stream", "inputs.video")
-    except ProtocolError:
-        raise
-    except Exception as e:  # PyAV raises its own error family (av.error.*)
-        raise ProtocolError("bad_video", f"video {path.name!r} cannot be decoded: {e}", "inputs.video") from None
+        if what == "image":
+            info["width"], info["height"] = media.check_image(path)
+        else:
+            media.check_video(path)
+    except ValueError as e:
+        raise ProtocolError(_CODES[what], str(e), f"inputs.{what}") from None
+    return path, info
 
 
-def resolve(spec: dict[str, Any], frames: list, roots: AllowedRoots, job_dir: Path, *,
-            max_audio_s: float, max_audio_bytes: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """-> (model inputs {"audio": (wave, sr) | None, "image": str | None, "video": str | None},
-    recorded info {name: {"path"|"name", "start", "end", "seconds"}})."""
+def resolve(spec: dict[str, Any], frames: list, roots: AllowedRoots, job_dir: Path, *, intake: AudioIntake,
+            max_file_bytes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """-> (model inputs {"audio": (wave int16 [C, S], sr) | None, "image": str | None, "video": str | None},
+    recorded info {name: {"path"|"name", ...}}). On error the job directory is removed."""
     out: dict[str, Any] = {"audio": None, "image": None, "video": None}
     info: dict[str, Any] = {}
-
-    ref = spec.get("audio")
-    if ref is not None:
-        if "path" in ref:
-            source: Any = _read_path(ref, roots, "audio", "bad_audio")
-            label = f"audio {ref['path']!r}"
-            info["audio"] = {"path": str(source)}
-        else:
-            source = _bytes_of(frames[ref["frame"] - 1])
-            label = f"audio frame {ref['frame']}" + (f" ({ref['name']})" if ref.get("name") else "")
-            info["audio"] = {"name": ref.get("name") or "", "bytes": len(source)}
-        try:
-            wave, sr = audio_io.decode(source, name=label, start=ref.get("start"), end=ref.get("end"),
-                                       max_seconds=max_audio_s, max_bytes=max_audio_bytes)
-        except audio_io.BadAudio as e:
-            raise ProtocolError("bad_audio", str(e), "inputs.audio") from None
-        info["audio"].update(start=ref.get("start"), end=ref.get("end"), seconds=wave.shape[1] / sr,
-                             sample_rate=sr, channels=wave.shape[0])
-        out["audio"] = (wave, sr)
-
-    for what, code, check in (("image", "bad_image", _check_image), ("video", "bad_video", _check_video)):
-        ref = spec.get(what)
-        if ref is None:
-            continue
-        if "path" in ref:
-            path = _read_path(ref, roots, what, code)
-            info[what] = {"path": str(path)}
-        else:
-            data = _bytes_of(frames[ref["frame"] - 1])
-            suffix = Path(_SAFE_NAME.sub("_", ref.get("name") or "")).suffix or (".png" if what == "image" else ".mp4")
-            job_dir.mkdir(parents=True, exist_ok=True)
-            path = job_dir / f"input_{what}{suffix}"
-            path.write_bytes(data)
-            info[what] = {"name": ref.get("name") or "", "bytes": len(data)}
-        check(path)
-        out[what] = str(path)
+    try:
+        if spec.get("audio") is not None:
+            out["audio"], info["audio"] = _decode_audio(spec["audio"], frames, roots, intake)
+        for what in ("image", "video"):
+            if spec.get(what) is not None:
+                path, info[what] = _copy_into_job(what, spec[what], frames, roots, job_dir, max_file_bytes)
+                out[what] = str(path)
+    except BaseException:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
     return out, info

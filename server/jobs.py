@@ -59,6 +59,7 @@ class Job:
             "sidecar_path": self.sidecar_path, "duration": self.duration, "sample_rate": self.sample_rate,
             "channels": self.channels, "error": self.error, "params": self.params, "model": self.model,
             "seed": self.seed, "inputs": self.inputs_info,
+            "output_path": str(self.output["path"]) if self.output.get("path") else None,
         }
 
 

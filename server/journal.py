@@ -14,6 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from server.protocol import FINAL_STATES, JOB_STATES
+
+_FINAL = ", ".join(f"'{s}'" for s in FINAL_STATES)  # the states come from the protocol, not from here
+_UNFINISHED = ", ".join(f"'{s}'" for s in JOB_STATES if s not in FINAL_STATES)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -35,12 +40,12 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 
-    def recover(self) -> list[str]:
-        """Mark jobs a previous process left queued/running as failed/interrupted; returns their ids."""
+    def recover(self) -> list[dict[str, Any]]:
+        """Mark jobs a previous process left queued/running as failed/interrupted; returns their records."""
         now = time.time()
         ids = []
         with self._lock:
-            rows = self._db.execute("SELECT id, record FROM jobs WHERE state IN ('queued', 'running')").fetchall()
+            rows = self._db.execute(f"SELECT id, record FROM jobs WHERE state IN ({_UNFINISHED})").fetchall()
             for job_id, raw in rows:
                 rec = json.loads(raw)
                 was = rec.get("state")
@@ -50,7 +55,7 @@ class Journal:
                 })
                 self._db.execute("UPDATE jobs SET state = ?, record = ? WHERE id = ?",
                                  ("failed", json.dumps(rec), job_id))
-                ids.append(job_id)
+                ids.append(rec)
         return ids
 
     def save(self, record: dict[str, Any]) -> None:
@@ -64,7 +69,7 @@ class Journal:
     def prune(self, before: float) -> list[str]:
         """Forget finished jobs (done, failed, cancelled) created before ``before`` (unix time);
         returns their ids. Queued and running jobs are never pruned."""
-        final = "state IN ('done', 'failed', 'cancelled')"
+        final = f"state IN ({_FINAL})"
         with self._lock:
             rows = self._db.execute(f"SELECT id FROM jobs WHERE created < ? AND {final}", (before,)).fetchall()
             self._db.execute(f"DELETE FROM jobs WHERE created < ? AND {final}", (before,))

@@ -9,17 +9,19 @@ Keys layout (``m2ugen keys`` creates it; default ``<config dir>/keys``)::
 
 from __future__ import annotations
 
-import ipaddress
 import os
+import re
 import shutil
-import socket
+import stat
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import zmq
 import zmq.auth
 
 from m2ugen import paths
+from server.protocol import is_loopback  # noqa: F401  (the bind rule below; re-exported)
 
 
 class SecurityError(Exception):
@@ -30,6 +32,10 @@ class PathNotAllowed(Exception):
     pass
 
 
+class OutputExists(PathNotAllowed):
+    """The output file exists and the request may not replace it."""
+
+
 # ---------------------------------------------------------------------------------------------
 # allowed roots
 
@@ -38,56 +44,215 @@ def default_roots() -> list[Path]:
     return [Path.home(), Path(tempfile.gettempdir())]
 
 
-class AllowedRoots:
-    """Client paths are read and written only inside these directories (symlinks resolved)."""
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_DIR_FD = os.open in os.supports_dir_fd and bool(_NOFOLLOW)  # POSIX: walk with dir fds; else plain paths
+MAX_PATH_CHARS = 4096
+MAX_NAME_CHARS = 255
 
-    def __init__(self, roots: list[str | Path]):
+
+def check_path_text(path: str, what: str) -> None:
+    """A path a client sent: no NUL byte, no over-long name or path (PathNotAllowed otherwise)."""
+    if "\x00" in path:
+        raise PathNotAllowed(f"{what} path contains a NUL byte")
+    if len(path) > MAX_PATH_CHARS:
+        raise PathNotAllowed(f"{what} path is {len(path)} characters; the limit is {MAX_PATH_CHARS}")
+    long = [part for part in Path(path).parts if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_CHARS]
+    if long:
+        raise PathNotAllowed(f"{what} path has a name of {len(long[0])} characters; the limit is {MAX_NAME_CHARS}")
+
+
+class AllowedRoots:
+    """Client paths are read and written only inside these directories (symlinks resolved), never in
+    the server's own state (``protected``: data dir, config dir, keys), and never through a symlink
+    swapped in after the check: files are opened by walking directory fds with O_NOFOLLOW from the
+    resolved path, so the check and the use are the same step."""
+
+    def __init__(self, roots: list[str | Path], protected: list[str | Path] = (), readable: list[str | Path] = ()):
         if not roots:
             raise ValueError("at least one allowed root is needed")
-        self.roots = [Path(os.path.realpath(Path(r).expanduser())) for r in roots]
+        real = lambda r: Path(os.path.realpath(Path(r).expanduser()))  # noqa: E731
+        self.roots = [real(r) for r in roots]
+        self.protected = [real(r) for r in protected]
+        self.readable = [real(r) for r in readable]  # inside a protected dir, but readable (the jobs dir)
 
-    def _resolve(self, path: str, what: str) -> Path:
+    @staticmethod
+    def _inside(p: Path, dirs: list[Path]) -> bool:
+        return any(p == d or p.is_relative_to(d) for d in dirs)
+
+    def _resolve(self, path: str, what: str, writing: bool) -> Path:
         """The real path (symlinks resolved) of an absolute client path inside the roots."""
+        check_path_text(path, what)
         p = Path(path)
         if not p.is_absolute():
             raise PathNotAllowed(f"{what} path {path!r} must be absolute")
         real = Path(os.path.realpath(p))
-        if not any(real == r or real.is_relative_to(r) for r in self.roots):
+        if not self._inside(real, self.roots + ([] if writing else self.readable)):
             raise PathNotAllowed(f"{what} path {path!r} is outside the allowed roots "
                                  f"({', '.join(map(str, self.roots))})")
+        if self._inside(real, self.protected) and (writing or not self._inside(real, self.readable)):
+            raise PathNotAllowed(f"{what} path {path!r} is inside the server's own files "
+                                 f"({', '.join(map(str, self.protected))}); choose another place")
         return real
 
     def check_read(self, path: str, what: str) -> Path:
         """Resolved path of an existing file inside the roots, else PathNotAllowed / FileNotFoundError."""
-        real = self._resolve(path, what)
+        real = self._resolve(path, what, writing=False)
         if not real.is_file():
             raise FileNotFoundError(f"{what} path {path!r} does not exist or is not a file")
         return real
 
     def check_write(self, path: str, what: str) -> Path:
-        """Resolved target path inside the roots (its directory is created if needed)."""
-        real = self._resolve(path, what)
+        """Resolved target path inside the roots and outside the server's own files."""
+        real = self._resolve(path, what, writing=True)
         if real.is_dir():
             raise PathNotAllowed(f"{what} path {path!r} is a directory; give a file name")
+        parent = next((q for q in [real.parent, *real.parent.parents] if q.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise PathNotAllowed(f"{what} path {path!r}: {str(parent)!r} is a file, not a directory")
         return real
+
+    # -----------------------------------------------------------------------------------------
+    # use: open / write where the check was made
+
+    def open_read(self, path: str, what: str):
+        """A binary file object of an existing regular file inside the roots, opened without
+        following a symlink at any step (the resolved path is walked component by component)."""
+        real = self.check_read(path, what)
+        if not _DIR_FD:
+            return open(real, "rb")
+        dir_fd = _walk(real.parent, create=False, what=what)
+        try:
+            fd = os.open(real.name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+        except OSError as e:
+            raise PathNotAllowed(f"{what} path {path!r} changed while it was opened ({e.strerror})") from None
+        finally:
+            os.close(dir_fd)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FileNotFoundError(f"{what} path {path!r} is not a regular file")
+        return os.fdopen(fd, "rb")
+
+    def write_atomic(self, path: str | Path, data: bytes, what: str,
+                     may_replace: Callable[[bytes], bool] | None = None) -> Path:
+        """Write ``data`` to a temp file beside ``path`` and rename it over ``path``, with the checks
+        made again now, on the directory actually written to. An existing target is replaced only when
+        ``may_replace(its first 64 KiB)`` is true (None: never)."""
+        real = self.check_write(str(path), what)
+        return write_atomic_confined(real, data, what, may_replace)
+
+
+def _walk(real_dir: Path, *, create: bool, what: str) -> int:
+    """An fd of ``real_dir`` (absolute, symlinks resolved), opened one component at a time with
+    O_NOFOLLOW from /; missing components are created with ``create``. A component that is (now) a
+    symlink or a file fails with PathNotAllowed."""
+    fd = os.open("/", os.O_RDONLY | _DIRECTORY)
+    try:
+        for part in real_dir.parts[1:]:
+            try:
+                nfd = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nfd = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                raise PathNotAllowed(f"{what} directory {str(real_dir)!r} changed while in use: {part!r} "
+                                     f"is not a plain directory ({e.strerror})") from None
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_atomic_confined(real: Path, data: bytes, what: str,
+                          may_replace: Callable[[bytes], bool] | None = None) -> Path:
+    """Atomic write of ``data`` to the resolved path ``real``, through a directory fd (see _walk).
+    ``real`` must already be resolved (it is not resolved again: that is the point). Temp files are
+    named ``.<name>.<random>.tmp`` (``clean_temp_files`` removes leftovers)."""
+    if not _DIR_FD:
+        real.parent.mkdir(parents=True, exist_ok=True)
+        _check_existing(real, None, what, may_replace)
+        fd, tmp = tempfile.mkstemp(prefix="." + real.name + ".", suffix=".tmp", dir=real.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, real)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return real
+    dir_fd = _walk(real.parent, create=True, what=what)
+    try:
+        _check_existing(real, dir_fd, what, may_replace)
+        tmp = f".{real.name}.{os.urandom(6).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            _check_existing(real, dir_fd, what, may_replace)  # again, just before the rename
+            os.replace(tmp, real.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(dir_fd)
+    return real
+
+
+def _check_existing(real: Path, dir_fd: int | None, what: str, may_replace) -> None:
+    try:
+        st = os.stat(real.name if dir_fd is not None else real, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise PathNotAllowed(f"{what} path {str(real)!r} exists and is not a regular file; it is not replaced")
+    head = b""
+    if may_replace is not None:
+        try:
+            fd = os.open(real.name if dir_fd is not None else real, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
+            with os.fdopen(fd, "rb") as f:
+                head = f.read(65536)
+        except OSError:
+            head = b""
+    if may_replace is None or not may_replace(head):
+        raise OutputExists(f"{what} path {str(real)!r} exists; it is not replaced")
+
+
+def _temp_pattern(name: str | None) -> re.Pattern:
+    stem = re.escape(name) if name else ".+"
+    return re.compile(rf"^\.{stem}\.[A-Za-z0-9_]{{8,16}}\.tmp$")
+
+
+def clean_temp_files(directory: Path, name: str | None = None, recursive: bool = False) -> int:
+    """Remove the ``.<name>.<random>.tmp`` files an interrupted atomic write left (kill -9 mid-write):
+    of one target ``name`` or of any; in ``directory`` only or below it. Returns how many."""
+    pattern, removed = _temp_pattern(name), 0
+    if not os.path.isdir(directory):
+        return 0
+    walk = os.walk(directory) if recursive else [(str(directory), [], os.listdir(directory))]
+    for root, _dirs, files in walk:
+        for file in files:
+            if pattern.match(file):
+                try:
+                    os.unlink(os.path.join(root, file))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------
 # bind rule
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:  # a host name: loopback only if every address it resolves to is loopback
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
-    except OSError:
-        return False
-    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
 
 
 def check_bind(host: str, keys_dir: Path, use_curve: bool) -> None:

@@ -130,6 +130,9 @@ class Transport:
         identity = msg[0].bytes
         out = self.handlers.handle(identity, msg[1:], defer_submit=True)
         if isinstance(out, PendingSubmit):
+            if self._intake_in.qsize() >= self.handlers.queue.maxsize:  # uploads waiting to be decoded hold memory
+                self._reply(identity, self.handlers.refuse_busy(out, "too many submits are being read"))
+                return
             self._intake_in.put(out)
         else:
             self._reply(identity, out)

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from server import audio_io, protocol
+from server import outputs
 from server.jobs import Job, JobQueue, JobStore
 from server.journal import Journal
+from server.security import AllowedRoots, OutputExists, PathNotAllowed
 
 log = logging.getLogger("m2ugen.worker")
 
@@ -49,9 +51,10 @@ def prompt_with_context(prompt: str, context: dict[str, Any]) -> str:
 
 class Worker(threading.Thread):
     def __init__(self, model, model_info: dict[str, Any], queue: JobQueue, store: JobStore, journal: Journal,
-                 emit_factory: Callable[[], Emit]):
+                 emit_factory: Callable[[], Emit], roots: AllowedRoots):
         super().__init__(name="m2ugen-worker", daemon=True)
         self.model = model
+        self.roots = roots
         self.model_info = model_info
         self.queue = queue
         self.store = store
@@ -60,6 +63,16 @@ class Worker(threading.Thread):
         self.emit: Emit = lambda header, frames=(): None
         self.current: Job | None = None
         self.stopping = False  # set by the app on shutdown: a job cancelled then is 'interrupted'
+
+    def stop(self, timeout_s: float) -> None:
+        """Shutdown: the running job ends as 'interrupted', the queue closes, the thread ends."""
+        self.stopping = True
+        current = self.current
+        if current is not None:
+            current.cancel_requested.set()
+        self.queue.close()
+        if self.is_alive():
+            self.join(timeout_s)
 
     def run(self) -> None:
         self.emit = self._emit_factory()  # the event socket belongs to this thread
@@ -80,7 +93,7 @@ class Worker(threading.Thread):
     # -----------------------------------------------------------------------------------------
     def _announce_positions(self) -> None:
         for j in self.queue.snapshot():
-            self.emit({"v": 1, "op": "queued", "job": j.id, "queue_position": j.queue_position})
+            self.emit(protocol.event("queued", j.id, queue_position=j.queue_position))
 
     def _set(self, job: Job, **changes: Any) -> None:
         with self.store.lock:
@@ -103,10 +116,10 @@ class Worker(threading.Thread):
         if state == "done":
             log.info("job %s done in %.2f s -> %s", job.id, job.finished - (job.started or job.created),
                      job.audio_path or "(text only)")
-            self.emit({"v": 1, "op": "done", **record}, frames)
+            self.emit({**protocol.event("done", job.id), **record}, frames)
         elif state == "cancelled":
             log.info("job %s cancelled while running", job.id)
-            self.emit({"v": 1, "op": "cancelled", "job": job.id, "state": "cancelled"})
+            self.emit(protocol.event("cancelled", job.id, state="cancelled"))
         else:
             log.info("job %s failed: %s: %s", job.id, error["code"], error["message"])
             self.emit(protocol.error_header(error["code"], error["message"], job=job.id))
@@ -115,7 +128,7 @@ class Worker(threading.Thread):
         lo, hi = STAGE_SPANS[job.kind][stage]
         frac = max(job.fraction, min(1.0, lo + (hi - lo) * max(0.0, min(1.0, stage_fraction))))
         self._set(job, stage=stage, fraction=frac)
-        self.emit({"v": 1, "op": "progress", "job": job.id, "stage": stage, "fraction": round(frac, 4)})
+        self.emit(protocol.event("progress", job.id, stage=stage, fraction=round(frac, 4)))
 
     def _run(self, job: Job) -> None:
         if job.cancel_requested.is_set():
@@ -141,7 +154,7 @@ class Worker(threading.Thread):
                 old = job.text
                 delta = ev.text[len(old):] if ev.text.startswith(old) else ev.text
                 self._set(job, text=ev.text)
-                self.emit({"v": 1, "op": "text", "job": job.id, "text": ev.text, "delta": delta})
+                self.emit(protocol.event("text", job.id, text=ev.text, delta=delta))
             frac = float(ev.fraction or 0.0)
             now = time.monotonic()
             if stage != last["stage"] or frac - last["fraction"] >= 0.02 or now - last["t"] >= 0.25 or frac >= 1.0:
@@ -172,38 +185,47 @@ class Worker(threading.Thread):
             return
         final_text = reply.text or ""
         if final_text.strip() != job.text.strip():  # the streamed text missed something: send the whole
-            self.emit({"v": 1, "op": "text", "job": job.id, "text": final_text, "delta": final_text})
+            self.emit(protocol.event("text", job.id, text=final_text, delta=final_text))
         self._set(job, text=final_text)
 
         self._progress(job, "writing", 0.0)
+        try:
+            self._write_results(job, reply, prompt, chat_s)
+        except PathNotAllowed as e:  # the output changed since submit (a symlink swapped in, a file created)
+            code = "output_exists" if isinstance(e, OutputExists) else "path_not_allowed"
+            self._finish(job, "failed", error={"code": code, "message": str(e)})
+
+    def _write_results(self, job: Job, reply, prompt: str, chat_s: float) -> None:
+        p = job.params
         t1 = time.perf_counter()
         frames: list[bytes] = []
         out_path: Path | None = None
-        wave = None
-        if want_audio:
+        if job.kind != "ask":
             if reply.audio is None:
                 self._finish(job, "failed", error={"code": "job_failed", "message": "the model returned no audio"})
                 return
             sr = p["sample_rate"] or int(reply.sample_rate)
             wave = audio_io.prepare_output(reply.audio, int(reply.sample_rate), sr, p["channels"], p["duration"])
             out_path = job.output.get("path") or (job.job_dir / "result.wav")
-            data = audio_io.write_wav(out_path, wave, sr)
+            data = audio_io.wav_bytes(wave, sr)
+            outputs.write(self.roots, job.output, out_path, data, outputs.is_wav)
             if job.output.get("want") == "bytes":
                 frames = [data]
             self._set(job, audio_path=str(out_path), sample_rate=sr, channels=wave.shape[0],
                       duration=wave.shape[1] / sr)
-        sidecar = (out_path.with_suffix(".json") if out_path is not None and job.output.get("path")
+        sidecar = (outputs.sidecar_of(out_path) if out_path is not None and job.output.get("path")
                    else job.job_dir / "result.json")
         timings = {k: float(v) for k, v in (getattr(reply, "timings", None) or {}).items()}
         timings.update(queue_wait=(job.started or 0) - job.created, chat=chat_s, write=time.perf_counter() - t1)
-        audio_io.write_sidecar(sidecar, {
+        seed = int(reply.seed if reply.seed is not None else job.seed)
+        outputs.write(self.roots, job.output, sidecar, audio_io.sidecar_bytes({
             "job": job.id, "kind": job.kind, "prompt": p["prompt"],
-            "prompt_sent": prompt, "seed": int(reply.seed or seed),
+            "prompt_sent": prompt, "seed": seed,
             "model": self.model_info, "conditioning": p["conditioning"], "params": p, "inputs": job.inputs_info,
             "text": reply.text, "raw_text": getattr(reply, "raw_text", reply.text),
             "audio_path": str(out_path) if out_path else None, "sample_rate": job.sample_rate,
             "channels": job.channels, "duration": job.duration, "timings": timings,
             "created": job.created, "started": job.started, "server_version": protocol.SERVER_VERSION,
-        })
-        self._set(job, sidecar_path=str(sidecar), seed=int(reply.seed or seed))
+        }), outputs.is_sidecar)
+        self._set(job, sidecar_path=str(sidecar), seed=seed)
         self._finish(job, "done", frames=frames)
