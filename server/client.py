@@ -47,6 +47,14 @@ class ServerUnavailable(Exception):
     """No reply from the server within the timeout (not running, wrong endpoint, or wrong keys)."""
 
 
+class ServerRefused(ServerUnavailable):
+    """The server is there but refused the connection's security handshake (wrong or unknown key)."""
+
+
+_HANDSHAKE_FAILED = (getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0) | getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0)
+                     | getattr(zmq, "EVENT_HANDSHAKE_FAILED_NO_DETAIL", 0))
+
+
 def resolve_endpoint(endpoint: str | None = None) -> str:
     if endpoint:
         return endpoint
@@ -75,8 +83,11 @@ class Client:
         self._counter = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:8]
 
-        if server_public_key is None:
+        if server_public_key is None:  # None: as the discovery file says; False: plain (no CURVE)
             server_public_key = self._discovered_server_key()
+        elif server_public_key is False:
+            server_public_key = None
+        self.curve = server_public_key is not None
         self.socket = self._ctx.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         if endpoint_host(self.endpoint).count(":"):
@@ -86,6 +97,8 @@ class Client:
             self.socket.curve_serverkey = security.load_public_key(server_public_key)
             self.socket.curve_publickey = public
             self.socket.curve_secretkey = secret
+        # handshake failures are only visible on the monitor: they tell "refused" from "not there"
+        self._monitor = self.socket.get_monitor_socket(_HANDSHAKE_FAILED) if _HANDSHAKE_FAILED else None
         self.socket.connect(self.endpoint)
 
     def _discovered_server_key(self) -> bytes | None:
@@ -131,6 +144,7 @@ class Client:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
+                self._raise_if_refused()
                 raise ServerUnavailable(f"no reply to '{op}' from {self.endpoint} within {timeout:g} s "
                                         f"(is `m2ugen serve` running?)")
             msg = self._recv_socket(left)
@@ -140,10 +154,28 @@ class Client:
                 return msg
             self._pending.append(msg)
 
+    def _raise_if_refused(self) -> None:
+        """ServerRefused when the monitor saw the server reject our handshake."""
+        if self._monitor is None:
+            return
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            if event["event"] & _HANDSHAKE_FAILED:
+                how = ("with CURVE (wrong or unknown key; check server.key and that the server authorized "
+                       "this client.key)" if self.curve else
+                       "(it requires CURVE keys: copy server.key, client.key and client.key_secret into "
+                       "the keys dir)")
+                raise ServerRefused(f"the server at {self.endpoint} refused the connection {how}")
+
     def ping(self, timeout_s: float = 3.0) -> Message:
         return self.call("ping", timeout_s=timeout_s)
 
     def close(self) -> None:
+        if self._monitor is not None and not self._monitor.closed:
+            self.socket.disable_monitor()
+            self._monitor.close(linger=0)
         if not self.socket.closed:
             self.socket.close(linger=0)
 

@@ -6,8 +6,12 @@ bytes referenced from the header as ``{"frame": n}``. Everything here is pure (n
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
+import re
+import socket
+from dataclasses import dataclass
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -22,6 +26,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5557
 DEFAULT_ENDPOINT = f"tcp://{DEFAULT_HOST}:{DEFAULT_PORT}"
 MAX_HEADER_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32  # objects/arrays nested deeper than this are refused (no request needs more than 4)
 
 REQUEST_OPS = ("hello", "ping", "submit", "status", "cancel", "result", "jobs", "subscribe")
 KINDS = ("ask", "edit", "generate")
@@ -38,7 +43,8 @@ ERROR_CODES = {
     "bad_audio": "the audio input cannot be used",
     "bad_image": "the image input cannot be used",
     "bad_video": "the video input cannot be used",
-    "path_not_allowed": "a path outside the allowed roots",
+    "path_not_allowed": "a path outside the allowed roots, or inside the server's own files",
+    "output_exists": "the output file exists and the request did not ask to overwrite it (or it is not a WAV)",
     "missing_frame": "a frame reference with no such frame",
     "busy": "the queue is full",
     "not_found": "unknown job id",
@@ -58,6 +64,23 @@ class ProtocolError(Exception):
         self.code = code
         self.message = message
         self.field = field
+        self.req: Any = None  # set by decode() when the request could not be parsed whole
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host that only this machine can reach: localhost names, 127.0.0.0/8, ::1, or a name
+    whose every address is loopback. The one definition every adapter uses for the bind rule."""
+    if host in ("localhost", "ip6-localhost", "ip6-loopback"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:  # a host name: loopback only if every address it resolves to is loopback
+        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False
+    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,24 +92,84 @@ def encode(header: dict[str, Any], frames: list[bytes] | tuple = ()) -> list[byt
     return [json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8"), *frames]
 
 
+_REQ_RE = re.compile(rb'"req"\s*:\s*("(?:[^"\\\\]|\\\\.){0,200}"|-?[0-9]{1,18})')
+
+
+def _req_of(raw: bytes) -> Any:
+    """The ``req`` of a header that cannot be parsed whole (too large), so the refusal still reaches
+    the caller that waits for it; None when it is not found."""
+    m = _REQ_RE.search(raw)
+    if m is None:
+        return None
+    try:
+        req = json.loads(m.group(1))
+    except ValueError:
+        return None
+    return req if isinstance(req, (str, int)) and check_text(req) is None else None
+
+
+def check_text(value: Any, depth: int = 0) -> str | None:
+    """Why a decoded JSON value cannot be used, or None: strings must be valid Unicode (JSON's
+    ``\\ud800`` escapes decode to lone surrogates, which no client can print or encode) and nesting
+    is bounded."""
+    if depth > MAX_JSON_DEPTH:
+        return f"nested deeper than {MAX_JSON_DEPTH} levels"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a string holds a lone surrogate (invalid Unicode)"
+        return None
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    for item in items:
+        why = check_text(item, depth + 1)
+        if why is not None:
+            return why
+    return None
+
+
 def decode(frames: list) -> tuple[dict[str, Any], list]:
-    """multipart message -> (header, binary frames). Raises ProtocolError(bad_json)."""
+    """multipart message -> (header, binary frames). Raises ProtocolError(bad_json / bad_request); the
+    error's ``req`` is the request's when it can be read."""
     if not frames:
         raise ProtocolError("bad_json", "empty message: frame 0 must be a JSON object")
     raw = frames[0]
     raw = raw.bytes if hasattr(raw, "bytes") else raw
     if len(raw) > MAX_HEADER_BYTES:
-        raise ProtocolError("bad_request", f"header frame is {len(raw)} bytes; the limit is {MAX_HEADER_BYTES}",
-                            "header")
+        err = ProtocolError("bad_request", f"header frame is {len(raw)} bytes; the limit is {MAX_HEADER_BYTES} "
+                                           f"(send large data as binary frames)", "header")
+        err.req = _req_of(bytes(raw[:MAX_HEADER_BYTES * 4]))
+        raise err
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ProtocolError("bad_json", "frame 0 is not UTF-8 text") from None
-    except json.JSONDecodeError as e:
-        raise ProtocolError("bad_json", f"frame 0 is not valid JSON: {e.msg} at position {e.pos}") from None
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ProtocolError("bad_json", f"frame 0 is not UTF-8 text (byte {e.start})") from None
+        except json.JSONDecodeError as e:
+            raise ProtocolError("bad_json", f"frame 0 is not valid JSON: {e.msg} at position {e.pos}") from None
+        except RecursionError:
+            raise ProtocolError("bad_json", f"frame 0 is nested too deeply (the limit is {MAX_JSON_DEPTH})") from None
+    except ProtocolError as err:
+        err.req = _req_of(bytes(raw))
+        raise
     if not isinstance(header, dict):
         raise ProtocolError("bad_json", f"frame 0 must be a JSON object, got {type(header).__name__}")
+    why = check_text(header)
+    if why is not None:
+        err = ProtocolError("bad_request", f"frame 0: {why}", "header")
+        err.req = header.get("req") if check_text(header.get("req")) is None else None
+        raise err
     return header, list(frames[1:])
+
+
+def event(op: str, job: str, **fields: Any) -> dict[str, Any]:
+    """A server -> client event header (§3): ``event("progress", job_id, stage=..., fraction=...)``."""
+    return {"v": PROTOCOL_VERSION, "op": op, "job": job, **fields}
 
 
 def error_header(code: str, message: str, *, req: Any = None, job: str | None = None,
@@ -168,14 +251,22 @@ def req_float(d: dict, key: str, *, where: str = "", lo: float | None = None, hi
     return v
 
 
-def req_obj(d: dict, key: str, *, where: str = "", default: Any = ...) -> Any:
+def _req_of_type(d: dict, key: str, where: str, default: Any, kind: type, what: str) -> Any:
     name = where + key
     if _absent(d, key, name, default):
         return default
     v = d[key]
-    if not isinstance(v, dict):
-        raise ProtocolError("bad_request", f"field '{name}' must be an object, got {_type_name(v)}", name)
+    if not isinstance(v, kind):
+        raise ProtocolError("bad_request", f"field '{name}' must be {what}, got {_type_name(v)}", name)
     return v
+
+
+def req_bool(d: dict, key: str, *, where: str = "", default: Any = ...) -> Any:
+    return _req_of_type(d, key, where, default, bool, "true or false")
+
+
+def req_obj(d: dict, key: str, *, where: str = "", default: Any = ...) -> Any:
+    return _req_of_type(d, key, where, default, dict, "an object")
 
 
 def check_envelope(header: dict[str, Any]) -> str:
@@ -197,37 +288,99 @@ def check_envelope(header: dict[str, Any]) -> str:
     return op
 
 
+@dataclass(frozen=True)
+class Param:
+    """One submit parameter: the single description every adapter derives from (the validator below,
+    the CLI's options, the OSC bridge's ``/m2u/set`` names, the tests that hold the REAPER and Live
+    clients to the same names)."""
+    name: str
+    type: str  # "str" | "int" | "float" | "bool"
+    default: Any = None  # ... = required
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] | None = None
+    max_len: int | None = None
+    kinds: tuple[str, ...] = ("ask", "edit", "generate")  # kinds it means something for
+    where: str = "params"  # "params" or "context" (musical context of the DAW project)
+    help: str = ""
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, d: dict[str, Any], where: str) -> Any:
+        if self.type == "str":
+            return req_str(d, self.name, where=where, min_len=1 if self.default is ... else 0,
+                           max_len=self.max_len, default=self.default, choices=self.choices)
+        if self.type == "int":
+            return req_int(d, self.name, where=where, lo=self.lo, hi=self.hi, default=self.default)
+        if self.type == "float":
+            return req_float(d, self.name, where=where, lo=self.lo, hi=self.hi, lo_open=self.lo_open,
+                             default=self.default)
+        if self.type == "bool":
+            return req_bool(d, self.name, where=where, default=self.default)
+        raise AssertionError(self.type)
+
+
+_AUDIO_OUT = ("edit", "generate")
+PARAMS: tuple[Param, ...] = (
+    Param("prompt", "str", ..., max_len=4000, help="the question / instruction / description"),
+    Param("duration", "float", None, lo=0.5, hi=300.0, kinds=_AUDIO_OUT,
+          help="output length in seconds (default: the input's or the selection's, else 10 s)"),
+    Param("seed", "int", None, lo=0, hi=2**63 - 1,
+          help="random seed (default: random; the one used is recorded in the result)"),
+    Param("conditioning", "str", "text", choices=CONDITIONING, kinds=_AUDIO_OUT,
+          help="text: the official behaviour (the decoder is prompted with the reply text); embedding: the "
+               "decoder is conditioned on the LLM's projected [AUD] states, as the paper trains"),
+    Param("temperature", "float", 0.6, lo=0.0, hi=10.0, help="LLM sampling temperature (0 = greedy)"),
+    Param("top_p", "float", 0.8, lo=0.0, hi=1.0, lo_open=True, help="LLM nucleus sampling"),
+    Param("max_new_tokens", "int", None, lo=1, hi=1024, help="longest reply in tokens"),
+    Param("sample_rate", "int", None, lo=8000, hi=192000, kinds=_AUDIO_OUT,
+          help="output sample rate (default: the project's when the client sends it, else the model's)"),
+    Param("channels", "int", 1, lo=1, hi=8, kinds=_AUDIO_OUT, help="output channels"),
+)
+CONTEXT: tuple[Param, ...] = (
+    Param("bpm", "float", None, lo=1.0, hi=1000.0, where="context", help="the project's tempo"),
+    Param("key", "str", None, max_len=40, where="context", help="the project's key, e.g. 'A minor'"),
+    Param("project_sample_rate", "int", None, lo=1000, hi=768000, where="context",
+          help="the DAW project's sample rate: the default output rate"),
+)  # plus time_signature [n, d] and selection {start, end} (structured; checked in check_context)
+PARAM_NAMES = tuple(p.name for p in PARAMS)
+CONTEXT_NAMES = tuple(p.name for p in CONTEXT) + ("time_signature", "selection")
+
+
 def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Validates submit ``params`` (docs/protocol.md §2) and returns them normalised (defaults filled
-    where the default does not depend on the inputs or the model)."""
+    """Validates submit ``params`` (docs/protocol.md §2) for ``kind`` and returns them normalised
+    (defaults filled where they do not depend on the inputs or the model). A parameter that means
+    nothing for the kind (an output length for ``ask``) is still validated, then recorded as its default
+    (clients that send one set of options with every kind keep working; the CLI does not offer it)."""
     w = "params."
-    known = {"prompt", "duration", "seed", "conditioning", "temperature", "top_p", "max_new_tokens",
-             "sample_rate", "channels", "context"}
-    unknown = sorted(set(params) - known)
+    unknown = sorted(set(params) - set(PARAM_NAMES) - {"context"})
     if unknown:
         raise ProtocolError("bad_request", f"unknown field(s) in params: {', '.join(unknown)}", w + unknown[0])
-    p: dict[str, Any] = {
-        "prompt": req_str(params, "prompt", where=w, min_len=1, max_len=4000),
-        "duration": req_float(params, "duration", where=w, lo=0.5, hi=300.0, default=None),
-        "seed": req_int(params, "seed", where=w, lo=0, hi=2**63 - 1, default=None),
-        "conditioning": req_str(params, "conditioning", where=w, choices=CONDITIONING, default="text"),
-        "temperature": req_float(params, "temperature", where=w, lo=0.0, hi=10.0, default=0.6),
-        "top_p": req_float(params, "top_p", where=w, lo=0.0, hi=1.0, lo_open=True, default=0.8),
-        "max_new_tokens": req_int(params, "max_new_tokens", where=w, lo=1, hi=1024, default=None),
-        "sample_rate": req_int(params, "sample_rate", where=w, lo=8000, hi=192000, default=None),
-        "channels": req_int(params, "channels", where=w, lo=1, hi=8, default=1),
-        "context": check_context(req_obj(params, "context", where=w, default={})),
-    }
+    p: dict[str, Any] = {}
+    for spec in PARAMS:
+        value = spec.check(params, w)
+        p[spec.name] = value if kind in spec.kinds else spec.default
+    p["context"] = check_context(req_obj(params, "context", where=w, default={}))
     if p["prompt"].strip() == "":
         raise ProtocolError("bad_request", "field 'params.prompt' must not be blank", "params.prompt")
+    if p["sample_rate"] is None and kind != "ask":
+        p["sample_rate"] = p["context"].get("project_sample_rate")
     return p
 
 
 def check_context(ctx: dict[str, Any]) -> dict[str, Any]:
     w = "params.context."
+    unknown = sorted(set(ctx) - set(CONTEXT_NAMES))
+    if unknown:
+        raise ProtocolError("bad_request", f"unknown field(s) in params.context: {', '.join(unknown)}",
+                            w + unknown[0])
     out: dict[str, Any] = {}
-    if ctx.get("bpm") is not None:
-        out["bpm"] = req_float(ctx, "bpm", where=w, lo=1.0, hi=1000.0)
+    for spec in CONTEXT:
+        if ctx.get(spec.name) is not None:
+            out[spec.name] = spec.check(ctx, w)
     if ctx.get("time_signature") is not None:
         ts = ctx["time_signature"]
         ok = (isinstance(ts, list) and len(ts) == 2
@@ -236,8 +389,6 @@ def check_context(ctx: dict[str, Any]) -> dict[str, Any]:
             raise ProtocolError("bad_request", f"field '{w}time_signature' must be [numerator, denominator] "
                                                f"integers in 1..64, got {ts!r}", w + "time_signature")
         out["time_signature"] = ts
-    if ctx.get("key") is not None:
-        out["key"] = req_str(ctx, "key", where=w, min_len=1, max_len=40)
     if ctx.get("selection") is not None:
         sel = req_obj(ctx, "selection", where=w)
         start = req_float(sel, "start", where=w + "selection.", lo=0.0)
@@ -245,8 +396,6 @@ def check_context(ctx: dict[str, Any]) -> dict[str, Any]:
         if end <= start:
             raise ProtocolError("bad_request", f"field '{w}selection.end' must be greater than start", w + "selection")
         out["selection"] = {"start": start, "end": end}
-    if ctx.get("project_sample_rate") is not None:
-        out["project_sample_rate"] = req_int(ctx, "project_sample_rate", where=w, lo=1000, hi=768000)
     return out
 
 
@@ -301,11 +450,15 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
         raise ProtocolError("bad_request", "generate accepts at most one of 'inputs.image' / 'inputs.video'",
                             "inputs.video")
     output_raw = req_obj(header, "output", default={})
-    unknown = sorted(set(output_raw) - {"path", "want"})
+    unknown = sorted(set(output_raw) - {"path", "want", "overwrite"})
     if unknown:
         raise ProtocolError("bad_request", f"unknown field(s) in output: {', '.join(unknown)}", "output." + unknown[0])
     output = {
         "path": req_str(output_raw, "path", where="output.", min_len=1, max_len=4096, default=None),
         "want": req_str(output_raw, "want", where="output.", choices=("path", "bytes"), default="path"),
+        "overwrite": req_bool(output_raw, "overwrite", where="output.", default=False),
     }
+    if output["path"] is not None and not output["path"].lower().endswith(".wav"):
+        raise ProtocolError("bad_request", f"field 'output.path' must name a .wav file (its sidecar is the same "
+                                           f"name with .json), got {output['path']!r}", "output.path")
     return {"kind": kind, "params": params, "inputs": inputs, "output": output}
