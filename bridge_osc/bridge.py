@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import importlib.metadata
-import ipaddress
 import logging
 import socket
 import threading
@@ -30,6 +29,7 @@ import zmq
 from bridge_osc import osc
 from bridge_osc.requests import SETTINGS, ArgError, Request, parse
 from server.client import Client, Message
+from server.protocol import FINAL_STATES, is_loopback
 
 log = logging.getLogger("m2ugen.bridge_osc")
 
@@ -40,7 +40,6 @@ TEXT_CHUNK_BYTES = 1000
 MAX_ERROR_BYTES = 1000
 MAX_CLIENTS = 64
 MAX_JOBS = 1000
-FINAL_STATES = ("done", "failed", "cancelled")
 
 Address = tuple[str, int]  # (host, port) an OSC client receives on
 
@@ -50,15 +49,6 @@ def bridge_version() -> str:
         return importlib.metadata.version("m2ugen")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass

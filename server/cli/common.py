@@ -1,0 +1,175 @@
+"""What every ``m2ugen`` command shares: exit codes, the JSON-lines/status-file/progress Reporter, argument
+types, and connecting to the server.
+
+Errors travel as exceptions (``UsageError`` exit 2, ``Unreachable`` exit 3); ``run_command`` turns them
+into the printed message, the status file and the exit code, so no command passes errors around in
+return values or attributes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from server import discovery
+from server.jobview import JobView
+
+EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_FAILED, EXIT_CANCELLED, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 6
+
+
+class UsageError(Exception):
+    """Bad options or request: exit 2, error code ``usage``."""
+
+
+class Unreachable(Exception):
+    """No server answers (or it refuses our key): exit 3, error code ``unreachable``."""
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan``/``inf`` are refused with a usage error, not a traceback)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# output: JSON lines, status file, progress bar
+
+
+def print_line(obj: dict[str, Any], stream=None) -> None:
+    """One JSON line, printable on any terminal: non-ASCII text as is where the stream can encode it,
+    else escaped (a record from an older server may even hold a lone surrogate)."""
+    stream = stream or sys.stdout
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(obj, ensure_ascii=True)
+    stream.write(text + "\n")
+    stream.flush()
+
+
+class Reporter:
+    """Prints events as JSON lines, mirrors the state into the status file, drives the progress bar."""
+
+    def __init__(self, status_file: str | None, progress: bool):
+        self.status_path = Path(status_file).expanduser().absolute() if status_file else None
+        self.view = JobView()
+        self.state: dict[str, Any] = {**self.view.to_dict(), "exit_code": None, "updated": None}
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, file=sys.stderr, unit="%", desc="starting",
+                            bar_format="{desc} {bar} {n:.0f}% [{elapsed}]")
+        self._write_status()
+
+    def line(self, obj: dict[str, Any]) -> None:
+        print_line(obj)
+
+    def _write_status(self) -> None:
+        if self.status_path is None:
+            return
+        self.state["updated"] = time.time()
+        discovery.write_json_atomic(self.status_path, self.state)
+
+    def event(self, header: dict[str, Any]) -> None:
+        """One server message: print it and fold it into the status."""
+        self.line(header)
+        self.view.apply(header)
+        s = self.state
+        s.update(self.view.to_dict())
+        if self.bar is not None:
+            self.bar.set_description_str(f"{s['state']}" + (f" ({s['stage']})" if s["stage"] else ""))
+            self.bar.n = round(100 * float(s["fraction"] or 0.0))
+            self.bar.refresh()
+        self._write_status()
+
+    def finish(self, code: int) -> int:
+        if self.bar is not None:
+            self.bar.close()
+        self.state["exit_code"] = code
+        self._write_status()
+        self.line({"op": "exit", "code": code})
+        return code
+
+
+def die(reporter: Reporter | None, code: int, message: str, error_code: str | None = None) -> int:
+    print(f"m2ugen: {message}", file=sys.stderr)
+    if reporter is None:
+        return code
+    if error_code is not None:
+        reporter.state.update(state="failed", error={"code": error_code, "message": message})
+    return reporter.finish(code)
+
+
+def run_command(reporter: Reporter, body) -> int:
+    """``body()`` -> exit code, with UsageError / Unreachable / Ctrl-C turned into their exit codes and
+    reported (stderr, status file, the final JSON line)."""
+    try:
+        return body()
+    except UsageError as e:
+        return die(reporter, EXIT_USAGE, str(e), "usage")
+    except Unreachable as e:
+        return die(reporter, EXIT_UNREACHABLE, str(e), "unreachable")
+    except KeyboardInterrupt:
+        return die(reporter, EXIT_INTERRUPTED, "interrupted")
+
+
+# ---------------------------------------------------------------------------------------------
+# connecting
+
+
+def connect(args):
+    """A Client that answered a ping; raises Unreachable with what to do."""
+    from server.client import Client, ServerRefused, ServerUnavailable
+
+    try:
+        client = Client(args.server, timeout_s=args.timeout)
+    except Exception as e:  # bad endpoint string, missing CURVE keys
+        raise Unreachable(f"cannot connect: {e}") from None
+    try:
+        client.ping(timeout_s=args.connect_timeout)
+    except ServerRefused as e:
+        client.close()
+        raise Unreachable(str(e)) from None
+    except ServerUnavailable:
+        client.close()
+        raise Unreachable(f"no m2ugen server answers at {client.endpoint} (start one with `m2ugen serve`, or "
+                          f"pass --server tcp://HOST:PORT)") from None
+    return client
+
+
+def call(client, op: str, frames=(), timeout_s: float | None = None, **fields):
+    """One request; a lost server raises Unreachable."""
+    from server.client import ServerUnavailable
+
+    try:
+        return client.call(op, frames, timeout_s=timeout_s, **fields)
+    except ServerUnavailable as e:
+        raise Unreachable(str(e)) from None
+
+
+def is_local(endpoint: str) -> bool:
+    from server.client import endpoint_host
+    from server.protocol import is_loopback
+
+    return is_loopback(endpoint_host(endpoint))
+
+
+def client_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection")
+    g.add_argument("--server", metavar="tcp://HOST:PORT", help="server endpoint (default: the discovery file's, "
+                                                               "else tcp://127.0.0.1:5557)")
+    g.add_argument("--timeout", type=finite_float, default=10.0, metavar="S", help="reply timeout (default 10 s)")
+    g.add_argument("--connect-timeout", type=finite_float, default=3.0, metavar="S",
+                   help="how long to wait for the first ping (default 3 s)")

@@ -1,0 +1,211 @@
+"""``m2ugen serve``: the job server, and the OSC bridge beside it when asked (``--osc``).
+
+The CLI wires the two together (the server package knows nothing of OSC): the bridge gets the
+server's endpoint and, under CURVE, the keys from the server's own settings, and it is supervised —
+a bridge thread that dies is logged and restarted (a few times), then the server stops loudly rather
+than serve DAW devices that can no longer reach it. Everything that can refuse to start (bind rule,
+keys, OSC address) is checked before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from server import protocol
+from server.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, finite_float
+
+log = logging.getLogger("m2ugen.server")
+
+BRIDGE_RESTARTS = 3  # within BRIDGE_RESTART_WINDOW_S; one more failure stops the server
+BRIDGE_RESTART_WINDOW_S = 60.0
+
+
+class SupervisedBridge:
+    """The OSC bridge in a thread of this process, restarted when it dies."""
+
+    def __init__(self, endpoint: str, host: str, port: int, *, allow_remote: bool, client_factory):
+        self.endpoint, self.host, self.port = endpoint, host, port
+        self.allow_remote = allow_remote
+        self.client_factory = client_factory
+        self.failures: list[float] = []
+        self.error: BaseException | None = None
+        self._start()
+
+    def _start(self) -> None:
+        from bridge_osc.bridge import Bridge  # lazy: the bridge is optional
+
+        self.bridge = Bridge(self.endpoint, self.host, self.port, allow_remote=self.allow_remote,
+                             client_factory=self.client_factory)
+        self.port = self.bridge.port  # the bound port, also for --osc-port 0; kept on restart
+        self.error = None
+        self.thread = threading.Thread(target=self._serve, name="m2ugen-osc-bridge", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.bridge.serve()
+        except BaseException as e:  # reported by check(), on the main thread
+            self.error = e
+
+    def info(self) -> dict[str, Any]:
+        return {"host": self.bridge.host, "port": self.port}
+
+    def check(self) -> bool:
+        """Called every second: restarts a dead bridge; False when it keeps dying (stop the server)."""
+        if self.thread.is_alive():
+            return True
+        why = f"{type(self.error).__name__}: {self.error}" if self.error else "its thread ended"
+        now = time.monotonic()
+        self.failures = [t for t in self.failures if now - t < BRIDGE_RESTART_WINDOW_S] + [now]
+        if len(self.failures) > BRIDGE_RESTARTS:
+            log.error("the OSC bridge failed %d times within %.0f s (last: %s); stopping the server",
+                      len(self.failures), BRIDGE_RESTART_WINDOW_S, why)
+            return False
+        log.error("the OSC bridge stopped (%s); restarting it on udp %s:%d", why, self.host, self.port)
+        try:
+            self._start()
+        except Exception as e:
+            log.error("cannot restart the OSC bridge: %s: %s; stopping the server", type(e).__name__, e)
+            return False
+        return True
+
+    def stop(self) -> None:
+        self.bridge.stop()
+        self.thread.join(5.0)
+
+
+def _bridge_client_factory(settings, app):
+    """Clients of the in-process bridge: the server's endpoint, with the server's own CURVE keys."""
+    from server import security
+    from server.client import Client
+
+    if app.server_public_key is None:
+        return lambda endpoint: Client(endpoint, server_public_key=False)
+    keys_dir = settings.resolved_keys_dir()
+    client_keys = security.load_client_keys(keys_dir)
+    server_key = app.server_public_key.encode("ascii")
+    return lambda endpoint: Client(endpoint, server_public_key=server_key, client_keys=client_keys)
+
+
+def _preflight(args, settings) -> str | None:
+    """Everything that would refuse to start, checked before the (slow) model load; -> the reason."""
+    from server import security
+
+    try:
+        settings.check_security(osc_client=args.osc)
+    except security.SecurityError as e:
+        return str(e)
+    if args.osc and not protocol.is_loopback(args.osc_host) and not args.allow_remote_osc:
+        return (f"refusing to run the OSC bridge on {args.osc_host}: OSC has no authentication, so anyone who "
+                f"can reach that address can submit jobs and read results, bypassing CURVE. Pass "
+                f"--allow-remote-osc to accept that risk (a trusted network only).")
+    return None
+
+
+def cmd_serve(args) -> int:
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.app import ServerApp, ServerSettings, load_model
+    from server.handlers import Limits
+
+    settings = ServerSettings(
+        host=args.host, port=args.port, data_dir=Path(args.data_dir).expanduser() if args.data_dir else None,
+        allowed_roots=args.allow_root or [],
+        limits=Limits(queue_size=args.queue_size, max_message_mb=args.max_message_mb, max_audio_s=args.max_audio_s,
+                      max_audio_mb=args.max_audio_mb, max_queued_audio_mb=args.max_queued_audio_mb),
+        curve=True if args.curve else None, keys_dir=Path(args.keys_dir).expanduser() if args.keys_dir else None,
+        keep_days=args.keep_days,
+    )
+    why = _preflight(args, settings)
+    if why is not None:
+        log.error("%s", why)
+        print(f"m2ugen serve: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        model, info = load_model(args.preset, args.weights)
+        # load what nearly every request needs now, not during the first user's job;
+        # the image and video encoders stay lazy (loaded by the first request that has one)
+        model.preload("decoder", "music_encoder")
+    except Exception as e:
+        log.error("cannot load the model: %s: %s", type(e).__name__, e)
+        return EXIT_FAILED
+    bridge = None
+    try:
+        app = ServerApp(model, info, settings)
+        if args.osc:
+            bridge = SupervisedBridge(app.endpoint, args.osc_host, args.osc_port,
+                                      allow_remote=not protocol.is_loopback(args.osc_host),
+                                      client_factory=_bridge_client_factory(settings, app))
+            if not protocol.is_loopback(args.osc_host):
+                log.warning("OSC bridge listens on %s:%d: OSC has no authentication (--allow-remote-osc)",
+                            args.osc_host, bridge.port)
+        app.start(osc=bridge.info() if bridge else None)
+    except Exception as e:
+        log.error("cannot start the server: %s: %s", type(e).__name__, e)
+        if bridge is not None:
+            bridge.stop()
+        return EXIT_FAILED
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # also when started in the background (SIGINT ignored by default)
+    code = EXIT_OK
+    try:
+        while not app.stopped.wait(1.0):
+            if bridge is not None and not bridge.check():
+                code = EXIT_FAILED
+                break
+    except KeyboardInterrupt:
+        log.info("stopping (signal)")
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        app.stop()
+    return code
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="run the job server (tiny preset when no weights are configured)",
+                       description="Run the ZeroMQ job server. Binds loopback only unless CURVE keys exist.")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--preset", help="model preset: tiny, tiny-audioldm2, musicgen-small, musicgen-medium, audioldm2")
+    m.add_argument("--weights", metavar="PATH", help="weights.json, a directory or a checkpoint (default: "
+                                                     "M2UGEN_WEIGHTS or <config dir>/weights.json)")
+    p.add_argument("--host", default=protocol.DEFAULT_HOST, help="bind address (default 127.0.0.1; any other "
+                                                                  "needs CURVE keys from `m2ugen keys`)")
+    p.add_argument("--port", type=int, default=protocol.DEFAULT_PORT, help="TCP port (default 5557; 0 = any free)")
+    p.add_argument("--queue-size", type=int, default=16, help="jobs waiting at most (default 16); more -> busy")
+    p.add_argument("--max-message-mb", type=int, default=256, help="largest accepted message (default 256 MiB)")
+    p.add_argument("--max-audio-s", type=finite_float, default=600.0, help="longest input audio (default 600 s)")
+    p.add_argument("--max-audio-mb", type=int, default=256, help="largest input audio file (default 256 MiB)")
+    p.add_argument("--max-queued-audio-mb", type=int, default=1024,
+                   help="decoded input audio all queued jobs may hold together (default 1024 MiB); more -> busy. "
+                        "Input audio is kept at most stereo, 32 kHz, 16 bit: 600 s is 77 MiB at most")
+    p.add_argument("--keep-days", type=finite_float, default=30.0,
+                   help="at start, forget finished jobs older than this and delete their folders in the jobs dir "
+                        "(default 30; 0 = keep forever; results written to a client's --out are never deleted)")
+    p.add_argument("--allow-root", action="append", metavar="DIR",
+                   help="directory clients may read from / write to (repeatable; default: home and temp dir); "
+                        "the server's data, config and keys dirs are never client targets")
+    p.add_argument("--data-dir", metavar="DIR", help="jobs and journal (default: M2UGEN_DATA_DIR or the user "
+                                                     "data dir)")
+    p.add_argument("--curve", action="store_true", help="require CURVE even on loopback")
+    p.add_argument("--keys-dir", metavar="DIR", help="CURVE keys (default <config dir>/keys)")
+    p.add_argument("--osc", action="store_true", help="also run the OSC bridge (restarted if it fails)")
+    p.add_argument("--osc-host", default="127.0.0.1",
+                   help="OSC bind address (default 127.0.0.1); any other needs --allow-remote-osc")
+    p.add_argument("--allow-remote-osc", action="store_true",
+                   help="let --osc-host be a non-loopback address. OSC has no authentication: anyone on that "
+                        "network can then submit jobs and read results, even when the server uses CURVE")
+    p.add_argument("--osc-port", type=int, default=9100, help="OSC UDP port (0 = pick a free one)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_serve)
