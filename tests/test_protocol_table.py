@@ -1,0 +1,93 @@
+"""One home for each protocol fact: the parameter table drives the validator and the CLI, the bridge's
+settings use its names, and every Python client folds events with the one JobView."""
+
+from __future__ import annotations
+
+import pytest
+
+from server import protocol
+from server.cli import build_parser
+from server.jobview import JobView
+
+
+def _options(command: str) -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return {o for a in sub.choices[command]._actions for o in a.option_strings}
+
+
+@pytest.mark.parametrize("kind", protocol.KINDS)
+def test_cli_options_come_from_the_parameter_table(kind):
+    opts = _options(kind)
+    for spec in protocol.PARAMS + protocol.CONTEXT:
+        assert (spec.option in opts) == (kind in spec.kinds), (kind, spec.name)
+
+
+def test_the_validator_follows_the_table():
+    p = protocol.check_params("generate", {"prompt": "x"})
+    assert set(protocol.PARAM_NAMES) <= set(p)
+    for spec in protocol.PARAMS:
+        if spec.default is not ... and spec.name != "sample_rate":
+            assert p[spec.name] == spec.default, spec.name
+        if spec.hi is not None:
+            bad = spec.hi * 2 + 1
+            with pytest.raises(protocol.ProtocolError, match=spec.name):
+                protocol.check_params("generate", {"prompt": "x", spec.name: int(bad) if spec.type == "int" else bad})
+    # a field for other kinds only is validated, then recorded as its default
+    assert protocol.check_params("ask", {"prompt": "x", "duration": 3.0})["duration"] is None
+    with pytest.raises(protocol.ProtocolError, match="duration"):
+        protocol.check_params("ask", {"prompt": "x", "duration": "long"})
+    with pytest.raises(protocol.ProtocolError, match="params.context: tempo"):
+        protocol.check_params("ask", {"prompt": "x", "context": {"tempo": 120}})
+
+
+def test_project_rate_and_selection_are_used():
+    p = protocol.check_params("generate", {"prompt": "x", "context": {"project_sample_rate": 48000}})
+    assert p["sample_rate"] == 48000
+    assert protocol.check_params("generate", {"prompt": "x", "sample_rate": 44100,
+                                              "context": {"project_sample_rate": 48000}})["sample_rate"] == 44100
+
+
+def test_bridge_settings_are_protocol_names():
+    from bridge_osc import requests
+
+    names = set(protocol.PARAM_NAMES) | set(protocol.CONTEXT_NAMES)
+    assert set(requests.SETTINGS) <= names
+
+
+def test_one_is_loopback_everywhere():
+    from server import security
+    import bridge_osc.bridge as bridge
+
+    assert security.is_loopback is protocol.is_loopback
+    assert protocol.is_loopback("ip6-localhost") and not protocol.is_loopback("0.0.0.0")
+    assert getattr(bridge, "is_loopback", protocol.is_loopback)("ip6-localhost")
+
+
+SEQUENCES = [
+    ([{"op": "accepted", "job": "j", "queue_position": 2}, {"op": "queued", "job": "j", "queue_position": 0},
+      {"op": "progress", "job": "j", "stage": "thinking", "fraction": 0.3},
+      {"op": "text", "job": "j", "text": "A calm", "delta": "A calm"},
+      {"op": "progress", "job": "j", "stage": "thinking", "fraction": 0.2},
+      {"op": "done", "job": "j", "state": "done", "audio_path": "/r.wav", "duration": 2.0, "sample_rate": 32000,
+       "seed": 5, "text": "A calm tune"}],
+     {"state": "done", "queue_position": None, "stage": "thinking", "fraction": 0.3, "text": "A calm tune",
+      "audio_path": "/r.wav", "error": None}),
+    ([{"op": "accepted", "job": "j", "queue_position": 0}, {"op": "cancelled", "job": "j", "state": "cancelled"}],
+     {"state": "cancelled", "audio_path": None}),
+    ([{"op": "accepted", "job": "j", "queue_position": 0},
+      {"op": "error", "job": "j", "code": "job_failed", "message": "boom"}],
+     {"state": "failed", "error": {"code": "job_failed", "message": "boom"}}),
+    ([{"op": "subscribed", "job": "j", "state": "running", "stage": "generating", "fraction": 0.5}],
+     {"state": "running", "stage": "generating", "fraction": 0.5}),
+]
+
+
+@pytest.mark.parametrize("events,expected", SEQUENCES)
+def test_jobview_folds_events_as_documented(events, expected):
+    view = JobView()
+    for e in events:
+        view.apply(e)
+    got = view.to_dict()
+    assert {k: got[k] for k in expected} == expected
+    assert view.job == "j"
