@@ -99,3 +99,31 @@ def test_prepare_output_exact_shape_and_wav_roundtrip(tmp_path):
     info = sf.info(path)
     assert (info.samplerate, info.channels, info.frames, info.subtype) == (48000, 2, 120000, "PCM_24")
     assert not list(path.parent.glob(".*.tmp"))  # the temp file was renamed, not left behind
+
+
+def test_m4a_decodes_through_the_one_decoder_the_server_uses(server, tmp_path):
+    """An AAC .m4a (not readable by libsndfile) reaches the server's intake through PyAV, as in `m2ugen chat`."""
+    import av
+
+    from server.client import Client
+
+    path = tmp_path / "clip.m4a"
+    sr = 44100
+    x = tone(1.0, sr, 2)
+    with av.open(str(path), "w", format="ipod") as out:
+        st = out.add_stream("aac", rate=sr, layout="stereo")
+        for i in range(0, x.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i:i + 1024]), format="fltp", layout="stereo")
+            frame.sample_rate = sr
+            for packet in st.encode(frame):
+                out.mux(packet)
+        for packet in st.encode():
+            out.mux(packet)
+    with pytest.raises(sf.LibsndfileError):
+        sf.info(str(path))
+    wave, got_sr = media.decode_audio(path, sample_rate=32000, max_channels=2, dtype="int16")
+    assert got_sr == 32000 and wave.shape[0] == 2 and abs(wave.shape[1] / 32000 - 1.0) < 0.1
+    with Client(server) as c:
+        r = c.call("submit", kind="ask", params={"prompt": "what is this?", "max_new_tokens": 2},
+                   inputs={"audio": {"path": str(path)}})
+    assert r.op == "accepted", r.header
