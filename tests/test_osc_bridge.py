@@ -1,6 +1,7 @@
 """The OSC bridge (in a thread) against the real job server with the tiny preset, through a
 python-osc-encoded UDP peer that receives on its own port."""
 
+import os
 import socket
 import time
 
@@ -53,9 +54,10 @@ def test_hello_ping_generate_roundtrip(server, bridge):
     try:
         p.send("/m2u/hello", ("f", float(p.port)))  # a float where an int belongs
         welcome = p.expect("/m2u/welcome")[-1]
-        assert welcome.tags == "ssssiii"
-        bridge_version, state, server_version, model, tiny, sample_rate, port = welcome.args
+        assert welcome.tags == "ssssiiis"
+        bridge_version, state, server_version, model, tiny, sample_rate, port, capture_dir = welcome.args
         assert (state, tiny, port) == ("up", 1, p.port)
+        assert os.path.isdir(capture_dir)  # where a device records its input (cleaned up by the bridge)
         assert server_version and model and sample_rate > 0
 
         make_fast(p)
