@@ -25,7 +25,7 @@ from bridge_osc import replies
 from bridge_osc.jobview import JobView
 from bridge_osc.replies import Reply
 from bridge_osc.requests import SETTINGS, Request, server_params
-from bridge_osc.results import ResultsRefused, default_results_folder, file_name, results_folder, write_result
+from bridge_osc.results import ResultsRefused, file_name, results_folder, write_result
 from server.client import Message
 
 log = logging.getLogger("m2ugen.bridge_osc")

@@ -9,7 +9,7 @@
 //   outlet 0 -> [udpsend]     OSC requests ("/m2u/submit generate prompt ...") and "host h" / "port p"
 //   outlet 1 -> [udpreceive]  "port p" (the reply port this device listens on)
 //   outlet 2 -> UI            "status text", "progress f", "answer text", "analysis text", "busy 0|1",
-//                             "media text", "jobs_menu clear|append label", "reply text"
+//                             "media text", "jobs_menu clear|append label"
 //   outlet 3 -> audio         "record 1|0" -> [record~], "buffer size|clear|crop|writewave ..." -> [buffer~],
 //                             "preview open path|1|0" -> [sfplay~ 2], "dsp bang" -> [dspstate~]
 //
@@ -471,7 +471,6 @@ function configureNetwork() {
     env.outlet(OUT_OSC, ["host", settings.host]);
     env.outlet(OUT_OSC, ["port", settings.port]);
     env.outlet(OUT_RECEIVER, ["port", claimReplyPort()]);
-    ui("reply", [String(state.port)]);
 }
 
 function hello() {
