@@ -179,6 +179,24 @@ class OscPeer:
             if m.address == address:
                 return got
 
+    def expect_any(self, addresses, timeout=5.0):
+        """The first message received at one of `addresses` (others before it are dropped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self._next(deadline)
+            if got.address in addresses:
+                return got
+
+    def _next(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no message within the time left")
+        self.sock.settimeout(left)
+        try:
+            return osc.decode(self.sock.recv(65536))[0]
+        except socket.timeout:
+            raise AssertionError("no message in time") from None
+
     def drain(self, quiet=0.05):
         """Every message received until none has come for `quiet` seconds."""
         got = []
