@@ -31,7 +31,7 @@ from bridge_osc.replies import Reply
 from bridge_osc.requests import ArgError, parse
 from bridge_osc.results import capture_folder, default_results_folder
 from bridge_osc.router import Address, Router
-from server.client import Client, Message
+from server.client import Client, Message, endpoint_host
 from server.protocol import SERVER_VERSION
 
 try:  # the one loopback rule (moving to server.protocol)
@@ -72,6 +72,7 @@ class Bridge:
         progress_repeat_s: float = 0.25,
         results_dir: str | Path | None = None,
         capture_dir: str | Path | None = None,
+        upload_inputs: bool | None = None,
         client_factory: Callable[[str | None], Client] | None = None,
     ):
         if not is_loopback(host) and not allow_remote:
@@ -115,8 +116,11 @@ class Bridge:
         self.client: Client | None = None
         self.server_up: bool | None = None  # None until the first ping is answered or times out
         self.welcome: dict[str, Any] = {}
+        if upload_inputs is None:  # a server elsewhere cannot read this machine's files
+            upload_inputs = server_endpoint is not None and not is_loopback(endpoint_host(server_endpoint))
         self.router = Router(self, default_reply_port=reply_port, progress_repeat_s=progress_repeat_s,
-                             default_results_dir=Path(results_dir) if results_dir else default_results_folder())
+                             default_results_dir=Path(results_dir) if results_dir else default_results_folder(),
+                             upload_inputs=upload_inputs)
         self._ping_req: str | None = None
         self._ping_sent = 0.0
         self._next_ping = 0.0

@@ -95,8 +95,9 @@ class Pending:
 
 class Router:
     def __init__(self, link: Link, *, default_reply_port: int, progress_repeat_s: float,
-                 default_results_dir: Path | None = None):
+                 default_results_dir: Path | None = None, upload_inputs: bool = False):
         self.link = link
+        self.upload_inputs = upload_inputs  # send input files as frames (the server is on another machine)
         self.default_reply_port = default_reply_port
         self.progress_repeat_s = progress_repeat_s
         self.default_results_dir = default_results_dir
@@ -249,7 +250,8 @@ class Router:
             if not path:
                 self.error(target, "", "not_ready", f"job {audio} ended {known.view.state} without an audio result")
                 return
-            self._submit(target, client, request, {"audio": audio_input(request, path)}, folder)
+            # the server's own result file: it reads it itself, also when it runs elsewhere
+            self._submit(target, client, request, {"audio": audio_input(request, path)}, folder, upload=False)
             return
         if known is not None:
             self.error(target, "", "not_ready", f"job {audio} has not finished yet ({known.view.state})")
@@ -259,10 +261,18 @@ class Router:
                         fields={"job": audio})
 
     def _submit(self, target: Address, client: ClientState, request: Request, inputs: dict[str, Any],
-                folder: Path | None) -> None:
+                folder: Path | None, upload: bool | None = None) -> None:
+        """Submit; local input files go as frames when the server is not on this machine."""
         params = server_params(request, client.params, client.context)
-        self.ask_server("submit", target, "submit", request=request, results_dir=folder,
-                        fields={"kind": request.kind, "params": params, "inputs": inputs})
+        frames: list[bytes] = []
+        if self.upload_inputs if upload is None else upload:
+            try:
+                inputs = upload_files(inputs, frames)
+            except InputUnreadable as e:
+                self.error(target, "", e.code, str(e))
+                return
+        req = self.link.server_send("submit", tuple(frames), kind=request.kind, params=params, inputs=inputs)
+        self.pending[req] = Pending("submit", target, time.monotonic(), request, results_dir=folder)
 
     # ------------------------------------------------------------------ server replies
     def handle_reply(self, pending: Pending, message: Message) -> None:
@@ -341,7 +351,7 @@ class Router:
         if state == "done" and path:
             request = pending.request
             self._submit(pending.target, self.client_state(pending.target), request,
-                         {"audio": audio_input(request, str(path))}, pending.results_dir)
+                         {"audio": audio_input(request, str(path))}, pending.results_dir, upload=False)
         else:
             self.error(pending.target, "", "not_ready", f"job {pending.job} is {state} and has no audio result yet")
 
@@ -565,6 +575,40 @@ def describe(request: Request) -> str:
     if request.params or request.context:
         parts.append(f"options={ {**request.params, **request.context} !r}")
     return " ".join(parts)
+
+
+MAX_UPLOAD_BYTES = 256 * 2**20  # the server's default --max-audio-mb
+
+
+class InputUnreadable(ValueError):
+    """An input file the bridge cannot read to upload; `code` as the server would answer."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def upload_files(inputs: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
+    """inputs with `path` -> the same inputs with `frame` (the bytes appended to `frames`)."""
+    out: dict[str, Any] = {}
+    for name, ref in inputs.items():
+        ref = dict(ref)
+        path = ref.pop("path", None)
+        if path is not None:
+            local = os.path.expanduser(path)
+            try:
+                size = os.path.getsize(local)
+                if size > MAX_UPLOAD_BYTES:
+                    raise InputUnreadable(f"bad_{name}", f"{name} file {path!r} is {size} bytes; the limit is "
+                                                         f"{MAX_UPLOAD_BYTES}")
+                with open(local, "rb") as f:
+                    frames.append(f.read())
+            except OSError as e:
+                raise InputUnreadable(f"bad_{name}", f"cannot read the {name} file {path!r} to send it to the "
+                                                     f"server: {e.strerror or e}") from None
+            ref = {"frame": len(frames), "name": os.path.basename(local), **ref}
+        out[name] = ref
+    return out
 
 
 def _frame_bytes(message: Message) -> bytes | None:

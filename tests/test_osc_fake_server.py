@@ -53,6 +53,7 @@ class FakeServer:
         self.knows_take = knows_take  # `result` with `take: n` (the next server version) sends take n
         self.records: dict[str, dict] = {}  # job -> its done record
         self.requests: list[dict] = []
+        self.frames: list[list[bytes]] = []  # the binary frames of each request, index-aligned
         self.held: dict[str, bytes] = {}  # job -> identity of jobs waiting for a cancel
         self._count = 0
         self._stop = threading.Event()
@@ -71,8 +72,9 @@ class FakeServer:
             if not self.sock.poll(20):
                 continue
             identity, *frames = self.sock.recv_multipart()
-            header, _ = protocol.decode(frames)
+            header, rest = protocol.decode(frames)
             self.requests.append(header)
+            self.frames.append(rest)
             self._answer(identity, header)
         self.sock.close(0)
 

@@ -267,3 +267,37 @@ def test_bad_requests_still_answered_after_new_addresses(peer):
                   osc.encode("/m2u/submit", ("i", 1))):
         peer.send_raw(dgram)
         assert peer.expect("/m2u/error")[-1].args[1] == "bad_args"
+
+
+@pytest.mark.timeout(30)
+def test_inputs_are_uploaded_when_the_server_cannot_read_this_machine(fake, tmp_path):
+    """A server on another machine gets the input files as frames (here forced on, with a loopback fake)."""
+    clip, image = tmp_path / "clip.wav", tmp_path / "cat.png"
+    clip.write_bytes(b"RIFF-clip")
+    image.write_bytes(b"PNG-cat")
+    handle = start_in_thread(fake.endpoint, port=0, ping_interval_s=0.1, upload_inputs=True)
+    peer = OscPeer(handle.port)
+    try:
+        submit(peer, "edit", prompt="x", audio=str(clip), start=0.5, end=1.0, reply_port=peer.port)
+        peer.expect("/m2u/done")
+        index = max(i for i, h in enumerate(fake.requests) if h["op"] == "submit")
+        assert fake.requests[index]["inputs"] == {"audio": {"frame": 1, "name": "clip.wav", "start": 0.5, "end": 1.0}}
+        assert fake.frames[index] == [b"RIFF-clip"]
+        submit(peer, "generate", prompt="x", image=str(image), reply_port=peer.port)
+        peer.expect("/m2u/done")
+        index = max(i for i, h in enumerate(fake.requests) if h["op"] == "submit")
+        assert fake.requests[index]["inputs"] == {"image": {"frame": 1, "name": "cat.png"}}
+        assert fake.frames[index] == [b"PNG-cat"]
+        submit(peer, "edit", prompt="x", audio=str(tmp_path / "gone.wav"), reply_port=peer.port)
+        error = peer.expect("/m2u/error")[-1]
+        assert error.args[1] == "bad_audio" and "cannot read the audio file" in error.args[2]
+    finally:
+        peer.close()
+        handle.stop()
+    remote = Bridge("tcp://10.0.0.7:5557", "127.0.0.1", 0)
+    local = Bridge(fake.endpoint, "127.0.0.1", 0)
+    try:
+        assert remote.router.upload_inputs and not local.router.upload_inputs  # by default: only to a remote server
+    finally:
+        remote.close()
+        local.close()
