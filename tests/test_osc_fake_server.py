@@ -346,7 +346,7 @@ def test_server_goes_away_and_comes_back(peer, fake, bridge):
 
 
 @pytest.mark.timeout(60)
-def test_fuzzed_datagrams_never_stop_the_bridge(peer, bridge, caplog):
+def test_fuzzed_datagrams_never_stop_the_bridge(peer, bridge, caplog, tmp_path):
     """Random bytes and randomly mutated valid requests: every datagram is answered or ignored
     cleanly (no bridge exception), and the bridge still answers /m2u/ping afterwards."""
     import random
@@ -357,6 +357,10 @@ def test_fuzzed_datagrams_never_stop_the_bridge(peer, bridge, caplog):
         osc.encode("/m2u/edit", ("s", "more"), ("s", "last"), ("f", 0.0), ("f", 1.0), ("f", 2.0), ("i", peer.port)),
         osc.encode("/m2u/set", ("s", "time_signature"), ("i", 3), ("i", 4), ("i", peer.port)),
         osc.encode("/m2u/status", ("s", "last"), ("i", peer.port)),
+        osc.encode("/m2u/submit", ("s", "generate"), ("s", "prompt"), ("s", "lofi"), ("s", "takes"), ("i", 2),
+                   ("s", "results_dir"), ("s", str(tmp_path)), ("s", "reply_port"), ("i", peer.port)),
+        osc.encode("/m2u/jobs", ("i", 5), ("i", peer.port)),
+        osc.encode("/m2u/result", ("s", "job1"), ("s", str(tmp_path)), ("i", peer.port)),
     ]
     garbage = 0
     got = []
