@@ -5,6 +5,9 @@ string is then split at each address's last string (the audio / media path) and 
 Free text that Pure Data and Max split into atoms is joined again with spaces, numbers inside it
 included ("lofi beat at 90 bpm"). Anything that does not fit raises `ArgError` with a code and a
 message that names the argument and the expected type tags.
+
+`/m2u/submit` is different: name/value pairs from the one option table `OPTIONS` (text values are one
+atom each), so a request carries all its options and the order does not matter.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge_osc.osc import Message
+from server.protocol import KINDS
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
-
-KINDS = ("ask", "edit", "generate")
 
 # The one table of request options: name -> (where it goes, value classes). `request`: a field of
 # the Request itself; `params` / `context`: the submit's params / params.context (docs/protocol.md
@@ -383,7 +385,9 @@ def _parse_result(op: str, classes: str, args: list, tags: str) -> Request:
 
 def _option_value(name: str, kind: str, atom: Any, op: str, tags: str) -> Any:
     if kind == "s":
-        return _text([atom], name, op, tags) if not (isinstance(atom, str) and not atom.strip()) else ""
+        if isinstance(atom, str) and not atom.strip():
+            return ""
+        return _text([atom], name, op, tags)
     if isinstance(atom, str):
         raise _bad(op, tags, f"option {name} takes a number, got the string {atom[:40]!r}")
     if kind == "i":
@@ -465,9 +469,7 @@ def _apply_option(request: Request, name: str, where: str, value: Any, op: str, 
         if extension not in wanted:
             raise _bad(op, tags, f"{name} {value!r} has extension {extension!r}; {name}: {' '.join(sorted(wanted))}")
         setattr(request, name, value)
-    elif name in ("start", "end"):
-        setattr(request, name, value)
-    else:  # prompt, audio, results_dir
+    else:  # prompt, audio, start, end, results_dir
         setattr(request, name, value)
 
 
