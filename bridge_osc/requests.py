@@ -5,6 +5,9 @@ string is then split at each address's last string (the audio / media path) and 
 Free text that Pure Data and Max split into atoms is joined again with spaces, numbers inside it
 included ("lofi beat at 90 bpm"). Anything that does not fit raises `ArgError` with a code and a
 message that names the argument and the expected type tags.
+
+`/m2u/submit` is different: name/value pairs from the one option table `OPTIONS` (text values are one
+atom each), so a request carries all its options and the order does not matter.
 """
 
 from __future__ import annotations
@@ -12,16 +15,29 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge_osc.osc import Message
+from server.protocol import KINDS
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 
-# name -> (where it goes in the submit, value classes); see README `/m2u/set`.
-SETTINGS: dict[str, tuple[str, str]] = {
+# The one table of request options: name -> (where it goes, value classes). `request`: a field of
+# the Request itself; `params` / `context`: the submit's params / params.context (docs/protocol.md
+# §2). Classes: i whole number, f number, s one string (a number atom is read as its text), b 0/1.
+# `/m2u/submit` takes any of them; `/m2u/set` the params/context ones in SETTINGS.
+OPTIONS: dict[str, tuple[str, str]] = {
+    "prompt": ("request", "s"),
+    "audio": ("request", "s"),
+    "start": ("request", "f"),
+    "end": ("request", "f"),
+    "image": ("request", "s"),
+    "video": ("request", "s"),
+    "duration": ("request", "f"),
+    "results_dir": ("request", "s"),
+    "reply_port": ("request", "i"),
     "seed": ("params", "i"),
     "temperature": ("params", "f"),
     "top_p": ("params", "f"),
@@ -29,10 +45,26 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "conditioning": ("params", "s"),
     "sample_rate": ("params", "i"),
     "channels": ("params", "i"),
+    "takes": ("params", "i"),
+    "mode": ("params", "s"),
+    "fit_tempo": ("params", "b"),
+    "bars": ("params", "i"),
+    "loop": ("params", "b"),
     "bpm": ("context", "f"),
     "time_signature": ("context", "ii"),
     "key": ("context", "s"),
+    "project_sample_rate": ("context", "i"),
 }
+# Options the server learns in its next version: sent only when they differ from these defaults
+# (so a request that does not use them also works with a server that does not know them yet).
+NEW_PARAM_DEFAULTS: dict[str, object] = {"takes": 1, "mode": "text", "fit_tempo": False, "bars": 0, "loop": False}
+MODES = ("text", "continue", "melody")
+MAX_TAKES = 8
+
+# name -> (where, classes) of the per-client `/m2u/set` settings; see README `/m2u/set`.
+SETTINGS: dict[str, tuple[str, str]] = {name: OPTIONS[name] for name in (
+    "seed", "temperature", "top_p", "max_new_tokens", "conditioning", "sample_rate", "channels",
+    "bpm", "time_signature", "key")}
 
 USAGE = {
     "/m2u/hello": ",[i:reply_port]",
@@ -43,6 +75,9 @@ USAGE = {
     "/m2u/cancel": ",s:job [i:reply_port]",
     "/m2u/status": ",s:job [i:reply_port]",
     "/m2u/set": ",s:name value… [i:reply_port]",
+    "/m2u/submit": ",s:kind (s:option value…)…",
+    "/m2u/jobs": ",[i:limit] [i:reply_port]",
+    "/m2u/result": ",s:job [s:results_dir] [i:reply_port]",
 }
 
 
@@ -57,7 +92,7 @@ class ArgError(ValueError):
 
 @dataclass
 class Request:
-    op: str  # hello | ping | generate | edit | ask | cancel | status | set
+    op: str  # hello | ping | generate | edit | ask | submit | cancel | status | result | jobs | set
     reply_port: int | None = None  # trailing reply_port (hello: the declared port), None = not given
     prompt: str = ""
     audio: str = ""  # edit/ask: absolute path, "last" or a job id
@@ -66,9 +101,18 @@ class Request:
     duration: float | None = None
     image: str | None = None
     video: str | None = None
-    job: str = ""  # cancel/status: job id or "last"
+    job: str = ""  # cancel/status/result: job id or "last"
     name: str = ""  # set
     value: Any = None  # set: the parsed value, None = clear
+    kind: str = ""  # generate/edit/ask (the op itself for /m2u/generate, /m2u/edit, /m2u/ask)
+    params: dict[str, Any] = field(default_factory=dict)  # submit: params of this request only
+    context: dict[str, Any] = field(default_factory=dict)  # submit: params.context of this request only
+    results_dir: str | None = None  # write the result here (fetched as bytes), not the server's jobs folder
+    limit: int = 20  # jobs
+
+    def __post_init__(self) -> None:
+        if not self.kind and self.op in KINDS:
+            self.kind = self.op
 
 
 def classify(message: Message) -> str:
@@ -107,6 +151,9 @@ def parse(message: Message) -> Request:
         "cancel": _parse_job,
         "status": _parse_job,
         "set": _parse_set,
+        "submit": _parse_submit,
+        "jobs": _parse_jobs,
+        "result": _parse_result,
     }[op]
     return parser(op, classes, list(message.args), message.tags)
 
@@ -306,3 +353,136 @@ def _parse_set(op: str, classes: str, args: list, tags: str) -> Request:
     if len(rest) > count:
         request.reply_port = _port(rest[-1], op, tags)
     return request
+
+
+def _parse_jobs(op: str, classes: str, args: list, tags: str) -> Request:
+    if not re.fullmatch(r"n{0,2}", classes):
+        raise _bad(op, tags, "takes at most two numbers (limit, reply_port)")
+    request = Request(op)
+    if args:
+        limit = _whole(args[0], "limit", op, tags)
+        if not 0 <= limit <= 1000:
+            raise _bad(op, tags, f"limit must be 1..1000 (0 = the default, 20), got {limit}")
+        request.limit = limit or 20
+    if len(args) == 2:
+        request.reply_port = _port(args[1], op, tags)
+    return request
+
+
+def _parse_result(op: str, classes: str, args: list, tags: str) -> Request:
+    if not re.fullmatch(r"ss?n?", classes):
+        raise _bad(op, tags, "needs the job id (or 'last'), then optionally the results folder and reply_port")
+    job = args[0].strip()
+    if not job:
+        raise _bad(op, tags, "the job id is empty")
+    request = Request(op, job=job)
+    if classes[1:2] == "s" and args[1].strip():
+        request.results_dir = args[1].strip()
+    if classes.endswith("n"):
+        request.reply_port = _port(args[-1], op, tags)
+    return request
+
+
+def _option_value(name: str, kind: str, atom: Any, op: str, tags: str) -> Any:
+    if kind == "s":
+        if isinstance(atom, str) and not atom.strip():
+            return ""
+        return _text([atom], name, op, tags)
+    if isinstance(atom, str):
+        raise _bad(op, tags, f"option {name} takes a number, got the string {atom[:40]!r}")
+    if kind == "i":
+        return _whole(atom, name, op, tags)
+    if kind == "b":
+        value = _whole(atom, name, op, tags)
+        if value not in (0, 1):
+            raise _bad(op, tags, f"option {name} is 0 or 1, got {value}")
+        return bool(value)
+    return _number(atom, name, op, tags)
+
+
+def _parse_submit(op: str, classes: str, args: list, tags: str) -> Request:
+    """`/m2u/submit kind (name value…)…`: every option of the request in one message, in any order.
+    A text value is one string atom; an empty string (or, for seed, a negative number) = not set."""
+    if not classes.startswith("s"):
+        raise _bad(op, tags, f"the first argument is the kind ({', '.join(KINDS)})")
+    kind = args[0].strip()
+    if kind not in KINDS:
+        raise _bad(op, tags, f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    request = Request(op, kind=kind)
+    i = 1
+    seen = set()
+    while i < len(args):
+        name = args[i].strip() if isinstance(args[i], str) else None
+        if name not in OPTIONS:
+            shown = repr(args[i])[:40]
+            raise _bad(op, tags, f"argument {i + 1} ({shown}) is not an option name; known: {', '.join(OPTIONS)}")
+        if name in seen:
+            raise _bad(op, tags, f"option {name} is given twice")
+        seen.add(name)
+        where, kinds = OPTIONS[name]
+        values = args[i + 1 : i + 1 + len(kinds)]
+        if len(values) < len(kinds):
+            raise _bad(op, tags, f"option {name} needs {len(kinds)} value(s)")
+        parsed = [_option_value(name, k, v, op, tags) for k, v in zip(kinds, values)]
+        i += 1 + len(kinds)
+        value = parsed[0] if len(parsed) == 1 else parsed
+        _apply_option(request, name, where, value, op, tags)
+    if not request.prompt:
+        raise _bad(op, tags, "option prompt is required")
+    if kind in ("edit", "ask") and not request.audio:
+        raise _bad(op, tags, f"kind {kind} needs the option audio (a path, 'last' or a job id)")
+    if kind != "generate" and (request.image or request.video):
+        raise _bad(op, tags, "image and video are inputs of generate only")
+    if request.image and request.video:
+        raise _bad(op, tags, "give image or video, not both")
+    if request.start is not None or request.end is not None:
+        _crop(request, request.start or 0.0, request.end or 0.0, op, tags)
+    return request
+
+
+def _apply_option(request: Request, name: str, where: str, value: Any, op: str, tags: str) -> None:
+    if value == "":
+        return  # an empty text = not set: a client may always send every option
+    if where == "context":
+        request.context[name] = value
+        return
+    if where == "params":
+        if name == "seed" and value < 0:
+            return  # -1 = a random seed
+        if name == "takes" and not 1 <= value <= MAX_TAKES:
+            raise _bad(op, tags, f"takes must be 1..{MAX_TAKES}, got {value}")
+        if name == "mode" and value not in MODES:
+            raise _bad(op, tags, f"mode must be one of {', '.join(MODES)}; got {value!r}")
+        if name == "bars" and value < 0:
+            raise _bad(op, tags, f"bars must be >= 0 (0 = not set), got {value}")
+        if name == "sample_rate" and value == 0:
+            return  # 0 = the model's rate
+        request.params[name] = value
+        return
+    if name == "reply_port":
+        request.reply_port = _port(value, op, tags)
+    elif name == "duration":
+        request.duration = value if value > 0 else None
+    elif name in ("image", "video"):
+        extension = os.path.splitext(value)[1].lower()
+        wanted = IMAGE_EXTENSIONS if name == "image" else VIDEO_EXTENSIONS
+        if extension not in wanted:
+            raise _bad(op, tags, f"{name} {value!r} has extension {extension!r}; {name}: {' '.join(sorted(wanted))}")
+        setattr(request, name, value)
+    else:  # prompt, audio, start, end, results_dir
+        setattr(request, name, value)
+
+
+def server_params(request: Request, sticky_params: dict[str, Any], sticky_context: dict[str, Any]) -> dict[str, Any]:
+    """The submit's `params`: /m2u/set settings below this request's own options; the options the
+    server does not know yet only when they differ from their defaults."""
+    params: dict[str, Any] = {**sticky_params, **request.params, "prompt": request.prompt}
+    for name, default in NEW_PARAM_DEFAULTS.items():
+        if name in params and params[name] == default:
+            del params[name]
+    if request.duration is not None:
+        params["duration"] = request.duration
+    context = {**sticky_context, **request.context}
+    if context:
+        params["context"] = context
+    return params

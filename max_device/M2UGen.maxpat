@@ -31,7 +31,7 @@
 		"boxanimatetime": 200,
 		"enablehscroll": 1,
 		"enablevscroll": 1,
-		"devicewidth": 556.0,
+		"devicewidth": 800.0,
 		"description": "M2UGen: ask about, edit or generate music with a local M2UGen server (OSC bridge).",
 		"digest": "M2UGen music assistant",
 		"tags": "",
@@ -165,7 +165,7 @@
 						100,
 						22
 					],
-					"text": "udpreceive 9101"
+					"text": "udpreceive 0 @defer 1"
 				}
 			},
 			{
@@ -211,8 +211,11 @@
 					"id": "obj-21",
 					"maxclass": "newobj",
 					"numinlets": 2,
-					"numoutlets": 4,
+					"numoutlets": 7,
 					"outlettype": [
+						"",
+						"",
+						"",
 						"",
 						"",
 						"",
@@ -224,7 +227,7 @@
 						190,
 						22
 					],
-					"text": "route status progress answer"
+					"text": "route status progress answer analysis media jobs_menu"
 				}
 			},
 			{
@@ -262,7 +265,7 @@
 					"presentation_rect": [
 						8,
 						148,
-						540,
+						784,
 						18
 					],
 					"text": "M2UGen: waiting for Live"
@@ -290,7 +293,7 @@
 					"presentation_rect": [
 						8,
 						138,
-						540,
+						784,
 						8
 					],
 					"setminmax": [
@@ -341,10 +344,10 @@
 					],
 					"presentation": 1,
 					"presentation_rect": [
-						300,
+						548,
 						8,
-						248,
-						126
+						244,
+						88
 					],
 					"readonly": 1,
 					"text": "",
@@ -356,8 +359,10 @@
 					"id": "obj-30",
 					"maxclass": "newobj",
 					"numinlets": 2,
-					"numoutlets": 3,
+					"numoutlets": 5,
 					"outlettype": [
+						"",
+						"",
 						"",
 						"",
 						""
@@ -368,7 +373,7 @@
 						120,
 						22
 					],
-					"text": "route record buffer"
+					"text": "route record buffer preview dsp"
 				}
 			},
 			{
@@ -1058,13 +1063,13 @@
 					"saved_attribute_attributes": {
 						"valueof": {
 							"parameter_initial": [
-								9101
+								0
 							],
 							"parameter_initial_enable": 1,
 							"parameter_invisible": 1,
 							"parameter_longname": "Reply Port",
 							"parameter_mmax": 65535,
-							"parameter_mmin": 1,
+							"parameter_mmin": 0.0,
 							"parameter_shortname": "Reply",
 							"parameter_type": 1,
 							"parameter_unitstyle": 0
@@ -1248,33 +1253,914 @@
 					],
 					"text": "prepend rec"
 				}
+			},
+			{
+				"box": {
+					"id": "obj-100",
+					"maxclass": "live.comment",
+					"text": "Seed",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1100,
+						20,
+						40,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						300,
+						6,
+						30,
+						18
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-101",
+					"maxclass": "live.numbox",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1100,
+						40,
+						60,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						330,
+						7,
+						72,
+						15
+					],
+					"varname": "Seed",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_initial": [
+								-1
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Seed",
+							"parameter_mmax": 2147483647.0,
+							"parameter_mmin": -1.0,
+							"parameter_shortname": "Seed",
+							"parameter_type": 1,
+							"parameter_unitstyle": 0
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-102",
+					"maxclass": "newobj",
+					"text": "prepend seed",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1100,
+						60,
+						80,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-103",
+					"maxclass": "live.comment",
+					"text": "Takes",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1200,
+						20,
+						40,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						406,
+						6,
+						32,
+						18
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-104",
+					"maxclass": "live.numbox",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1200,
+						40,
+						40,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						440,
+						7,
+						36,
+						15
+					],
+					"varname": "Takes",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_initial": [
+								1
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Takes",
+							"parameter_mmax": 8.0,
+							"parameter_mmin": 1.0,
+							"parameter_shortname": "Takes",
+							"parameter_type": 1,
+							"parameter_unitstyle": 0
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-105",
+					"maxclass": "newobj",
+					"text": "prepend takes",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1200,
+						60,
+						80,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-106",
+					"maxclass": "live.text",
+					"mode": 1,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1300,
+						40,
+						50,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						482,
+						6,
+						58,
+						16
+					],
+					"text": "Preview",
+					"texton": "Preview",
+					"varname": "Preview",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"off",
+								"on"
+							],
+							"parameter_initial": [
+								1
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Preview",
+							"parameter_mmax": 1,
+							"parameter_shortname": "Preview",
+							"parameter_type": 2
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-107",
+					"maxclass": "newobj",
+					"text": "prepend preview",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1300,
+						60,
+						90,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-108",
+					"maxclass": "live.comment",
+					"text": "Gen mode",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1100,
+						100,
+						50,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						300,
+						28,
+						50,
+						18
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-109",
+					"maxclass": "live.menu",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1100,
+						120,
+						90,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						352,
+						29,
+						90,
+						15
+					],
+					"varname": "Generation Mode",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"text",
+								"continue",
+								"melody"
+							],
+							"parameter_initial": [
+								0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Generation Mode",
+							"parameter_mmax": 2,
+							"parameter_shortname": "Gen",
+							"parameter_type": 2,
+							"parameter_unitstyle": 9
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-110",
+					"maxclass": "newobj",
+					"text": "prepend gen_mode",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1100,
+						140,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-111",
+					"maxclass": "live.drop",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1100,
+						180,
+						160,
+						40
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						300,
+						48,
+						240,
+						40
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-112",
+					"maxclass": "newobj",
+					"text": "prepend media",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1100,
+						230,
+						90,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-113",
+					"maxclass": "comment",
+					"text": "drop an image or video",
+					"fontsize": 10.0,
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1100,
+						260,
+						200,
+						20
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						300,
+						90,
+						196,
+						18
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-114",
+					"maxclass": "newobj",
+					"text": "prepend set",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1100,
+						290,
+						70,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-115",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1300,
+						180,
+						24,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						500,
+						90,
+						40,
+						16
+					],
+					"text": "x"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-116",
+					"maxclass": "message",
+					"text": "media_clear",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1300,
+						210,
+						80,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-117",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1100,
+						330,
+						44,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						300,
+						112,
+						56,
+						16
+					],
+					"text": "Play"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-118",
+					"maxclass": "message",
+					"text": "play",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1100,
+						360,
+						40,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-119",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1160,
+						330,
+						44,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						360,
+						112,
+						56,
+						16
+					],
+					"text": "Accept"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-120",
+					"maxclass": "message",
+					"text": "accept",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1160,
+						360,
+						50,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-121",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1220,
+						330,
+						44,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						420,
+						112,
+						60,
+						16
+					],
+					"text": "Regen"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-122",
+					"maxclass": "message",
+					"text": "regenerate",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1220,
+						360,
+						70,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-123",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1300,
+						330,
+						44,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						484,
+						112,
+						56,
+						16
+					],
+					"text": "Discard"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-124",
+					"maxclass": "message",
+					"text": "discard",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1300,
+						360,
+						55,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-125",
+					"maxclass": "comment",
+					"text": "",
+					"fontsize": 10.0,
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						840,
+						660,
+						300,
+						20
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						548,
+						98,
+						244,
+						18
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-126",
+					"maxclass": "newobj",
+					"text": "prepend set",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						840,
+						630,
+						70,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-127",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1100,
+						400,
+						44,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						548,
+						118,
+						44,
+						16
+					],
+					"text": "Jobs"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-128",
+					"maxclass": "message",
+					"text": "refresh_jobs",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1100,
+						430,
+						80,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-129",
+					"maxclass": "umenu",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"int",
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1200,
+						400,
+						140,
+						22
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						596,
+						118,
+						136,
+						16
+					],
+					"items": []
+				}
+			},
+			{
+				"box": {
+					"id": "obj-130",
+					"maxclass": "newobj",
+					"text": "prepend pick_job",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1200,
+						430,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-131",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1350,
+						400,
+						56,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						736,
+						118,
+						56,
+						16
+					],
+					"text": "Re-insert"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-132",
+					"maxclass": "message",
+					"text": "reinsert",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1350,
+						430,
+						60,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-133",
+					"maxclass": "newobj",
+					"text": "sfplay~ 2",
+					"numinlets": 2,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						""
+					],
+					"patching_rect": [
+						120,
+						240,
+						80,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-134",
+					"maxclass": "newobj",
+					"text": "+~",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						20,
+						260,
+						40,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-135",
+					"maxclass": "newobj",
+					"text": "+~",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						70,
+						260,
+						40,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-136",
+					"maxclass": "newobj",
+					"text": "dspstate~",
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"",
+						"",
+						""
+					],
+					"patching_rect": [
+						260,
+						240,
+						70,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-137",
+					"maxclass": "newobj",
+					"text": "prepend sample_rate",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						260,
+						270,
+						110,
+						22
+					]
+				}
 			}
 		],
 		"lines": [
-			{
-				"patchline": {
-					"destination": [
-						"obj-2",
-						0
-					],
-					"source": [
-						"obj-1",
-						0
-					]
-				}
-			},
-			{
-				"patchline": {
-					"destination": [
-						"obj-2",
-						1
-					],
-					"source": [
-						"obj-1",
-						1
-					]
-				}
-			},
 			{
 				"patchline": {
 					"destination": [
@@ -1850,6 +2736,498 @@
 						0
 					]
 				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-102",
+						0
+					],
+					"source": [
+						"obj-101",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-102",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-105",
+						0
+					],
+					"source": [
+						"obj-104",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-105",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-107",
+						0
+					],
+					"source": [
+						"obj-106",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-107",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-110",
+						0
+					],
+					"source": [
+						"obj-109",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-110",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-112",
+						0
+					],
+					"source": [
+						"obj-111",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-112",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-114",
+						0
+					],
+					"source": [
+						"obj-21",
+						4
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-113",
+						0
+					],
+					"source": [
+						"obj-114",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-116",
+						0
+					],
+					"source": [
+						"obj-115",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-116",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-118",
+						0
+					],
+					"source": [
+						"obj-117",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-118",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-120",
+						0
+					],
+					"source": [
+						"obj-119",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-120",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-122",
+						0
+					],
+					"source": [
+						"obj-121",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-122",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-124",
+						0
+					],
+					"source": [
+						"obj-123",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-124",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-126",
+						0
+					],
+					"source": [
+						"obj-21",
+						3
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-125",
+						0
+					],
+					"source": [
+						"obj-126",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-128",
+						0
+					],
+					"source": [
+						"obj-127",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-128",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-129",
+						0
+					],
+					"source": [
+						"obj-21",
+						5
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-130",
+						0
+					],
+					"source": [
+						"obj-129",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-130",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-132",
+						0
+					],
+					"source": [
+						"obj-131",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-132",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-133",
+						0
+					],
+					"source": [
+						"obj-30",
+						2
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-136",
+						0
+					],
+					"source": [
+						"obj-30",
+						3
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-137",
+						0
+					],
+					"source": [
+						"obj-136",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-137",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-134",
+						0
+					],
+					"source": [
+						"obj-1",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-134",
+						1
+					],
+					"source": [
+						"obj-133",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						0
+					],
+					"source": [
+						"obj-134",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-135",
+						0
+					],
+					"source": [
+						"obj-1",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-135",
+						1
+					],
+					"source": [
+						"obj-133",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-2",
+						1
+					],
+					"source": [
+						"obj-135",
+						0
+					]
+				}
 			}
 		],
 		"parameters": {
@@ -1904,7 +3282,27 @@
 					]
 				}
 			},
-			"inherited_shortname": 1
+			"inherited_shortname": 1,
+			"obj-101": [
+				"Seed",
+				"Seed",
+				0
+			],
+			"obj-104": [
+				"Takes",
+				"Takes",
+				0
+			],
+			"obj-106": [
+				"Preview",
+				"Preview",
+				0
+			],
+			"obj-109": [
+				"Generation Mode",
+				"Gen",
+				0
+			]
 		},
 		"dependency_cache": [
 			{

@@ -2,14 +2,18 @@
 //
 // Runs in Max's [js] object (SpiderMonkey 1.8.5: plain ES5, no let/const/arrows/template strings).
 // The patch (M2UGen.maxpat) wires it like this:
-//   inlet  0 <- UI messages (mode, prompt, duration, conditioning, host, port, reply_port, go, cancel,
-//               rec, ping, init) and OSC events from [udpreceive] ("/m2u/done job path seconds sr" ...)
-//   outlet 0 -> [udpsend]     OSC requests ("/m2u/generate prompt 8") and "host h" / "port p"
+//   inlet  0 <- UI messages (mode, prompt, duration, seed, takes, gen_mode, preview, conditioning, host,
+//               port, reply_port, go, cancel, accept, regenerate, discard, play, rec, media, media_clear,
+//               refresh_jobs, pick_job, reinsert, sample_rate, ping, init) and OSC events from
+//               [udpreceive 0 @defer 1] ("/m2u/done job path seconds sr" ...)
+//   outlet 0 -> [udpsend]     OSC requests ("/m2u/submit generate prompt ...") and "host h" / "port p"
 //   outlet 1 -> [udpreceive]  "port p" (the reply port this device listens on)
-//   outlet 2 -> UI            "status text", "progress f", "answer text", "busy 0|1"
-//   outlet 3 -> recorder      "record 1|0" -> [record~], "buffer clear|writewave path" -> [buffer~]
+//   outlet 2 -> UI            "status text", "progress f", "answer text", "analysis text", "busy 0|1",
+//                             "media text", "jobs_menu clear|append label"
+//   outlet 3 -> audio         "record 1|0" -> [record~], "buffer size|clear|crop|writewave ..." -> [buffer~],
+//                             "preview open path|1|0" -> [sfplay~ 2], "dsp bang" -> [dspstate~]
 //
-// The same file loads under node for tests: every Max global (LiveAPI, Task, outlet, post,
+// The same file loads under node for tests: every Max global (LiveAPI, Task, Global, outlet, post,
 // messnamed, max, this.patcher) is reached through `env`, which setEnv() replaces.
 
 var IN_MAX = (typeof module === "undefined");
@@ -22,13 +26,22 @@ if (IN_MAX) {
 var OUT_OSC = 0;
 var OUT_RECEIVER = 1;
 var OUT_UI = 2;
-var OUT_RECORDER = 3;
+var OUT_AUDIO = 3;
 
 var MODES = ["ask", "edit", "generate"];
+var GEN_MODES = ["text", "continue", "melody"];   // the server's params.mode
 var CONDITIONINGS = ["text", "embedding"];
+var IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"];
+var VIDEO_EXTENSIONS = [".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"];
 var CAPTURE_SECONDS = 60;      // size of the [buffer~ m2u_capture] in the patch
 var ACCEPT_TIMEOUT_MS = 5000;  // no /m2u/accepted or /m2u/error by then: the bridge is not there
 var STATUS_POLL_MS = 15000;    // a running job silent this long: ask /m2u/status (UDP may drop its outcome)
+var MAX_UNANSWERED_POLLS = 3;  // that many status requests without any reply: the bridge is gone
+var REPLY_PORT_FIRST = 9101;   // automatic reply ports: the lowest one no other M2UGen device holds
+var REPLY_PORT_LAST = 9199;
+var MAX_TAKES = 8;
+var JOB_LIST_LENGTH = 20;
+var RESULTS_SUBFOLDER = "Samples/M2UGen";   // next to the Set, where Live keeps a project's samples
 var ARRANGEMENT_MAX_BEATS = 1576800;
 
 var JS_THIS = this;
@@ -41,6 +54,7 @@ function maxEnv() {
     return {
         LiveAPI: LiveAPI,
         Task: Task,
+        Global: Global,
         outlet: function (index, atoms) { outlet.apply(JS_THIS, [index].concat(atoms)); },
         post: function (text) { post(text + "\n"); },
         messnamed: messnamed,
@@ -65,24 +79,40 @@ function resetState() {
         mode: "generate",
         prompt: "",
         duration: 0,            // seconds; 0 = automatic (loop brace for generate, region for edit)
+        seed: -1,               // -1 = random
+        takes: 1,               // variations per request (1..8)
+        genMode: "text",        // text | continue | melody (the server's params.mode)
+        preview: 1,             // 1 = play the result first: Accept / Regenerate / Discard
         conditioning: "text",
         host: "127.0.0.1",
         port: 9100,             // the bridge
-        replyPort: 9101,        // where this device listens
-        captureDir: ""          // "" = the folder of the device file
+        replyPort: 0,           // where this device listens; 0 = automatic (one free port per device)
+        captureDir: "",         // "" = the folder the bridge names in /m2u/welcome (cleaned up there)
+        media: "",              // image or video dropped on the device (generate)
+        sampleRate: 0           // Live's sample rate from [dspstate~]; 0 = not known yet
     };
     state = {
         ready: false,           // live.thisdevice has banged: the LOM may be used
+        token: "m2u-" + new Date().getTime() + "-" + Math.floor(Math.random() * 1e9),
+        port: 0,                // the reply port in use
         job: "",                // id of the job this device waits for
         kind: "",
         pending: null,          // request sent, no /m2u/accepted yet
         watchdog: null,
         poll: null,             // Task asking /m2u/status while the job is silent
         lastEventMs: 0,
-        request: null,          // what the running job needs to place its result
+        unanswered: 0,          // status requests since the bridge last said anything
+        request: null,          // what the running job needs to place its result (and to regenerate)
         chunks: null,           // /m2u/text pieces of the current job
+        takes: [],              // /m2u/take of the current job: {path, seed}
+        analysis: {},           // /m2u/analysis summaries of the current job: input, result
+        preview: null,          // {paths, seeds, seconds, request, current} waiting for Accept/Discard
+        bridgeCaptureDir: "",   // from /m2u/welcome
         recording: null,        // {startedMs, startBeat} while [record~] runs
         capture: null,          // {path, seconds, startBeat} of the last recording
+        jobs: [],               // the job list from /m2u/jobs: {job, kind, state, prompt, seconds, created}
+        pickedJob: -1,
+        lastRequest: null,      // for Regenerate after Accept
         placed: []              // results placed in the Set (for the status line and tests)
     };
 }
@@ -209,8 +239,83 @@ function maxPathToNative(path, os) {
 }
 
 function dirname(path) {
-    var i = path.lastIndexOf("/");
+    var i = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
     return i > 0 ? path.substring(0, i) : path;
+}
+
+function extension(path) {
+    var m = /\.[A-Za-z0-9]+$/.exec(path);
+    return m ? m[0].toLowerCase() : "";
+}
+
+// "image" | "video" | "" by the file's extension (the bridge's lists)
+function mediaKind(path) {
+    var ext = extension(path);
+    if (IMAGE_EXTENSIONS.indexOf(ext) >= 0) return "image";
+    if (VIDEO_EXTENSIONS.indexOf(ext) >= 0) return "video";
+    return "";
+}
+
+// A native path written the way Max objects take it (forward slashes also on Windows).
+function forMax(path) {
+    return String(path).replace(/\\/g, "/");
+}
+
+// Where results go: <Set folder>/Samples/M2UGen when the Set is saved, else "user" (the bridge's
+// own user folder). Never the server's jobs folder.
+function resultsFolder(setPath) {
+    if (!setPath) return "user";
+    var sep = setPath.indexOf("\\") >= 0 && setPath.indexOf("/") < 0 ? "\\" : "/";
+    return dirname(setPath) + sep + RESULTS_SUBFOLDER.replace("/", sep);
+}
+
+// Reply ports held by M2UGen devices in this Max (a Global shared by every [js]): "port:token,..."
+function heldPorts() {
+    var g = new env.Global("m2ugen_reply_ports");
+    var held = {};
+    var list = g.held ? String(g.held).split(",") : [];
+    for (var i = 0; i < list.length; i++) {
+        var kv = list[i].split(":");
+        if (kv.length === 2) held[kv[0]] = kv[1];
+    }
+    return { global: g, held: held };
+}
+
+function storePorts(registry) {
+    var parts = [];
+    for (var p in registry.held) {
+        if (registry.held.hasOwnProperty(p)) parts.push(p + ":" + registry.held[p]);
+    }
+    registry.global.held = parts.join(",");
+}
+
+// The reply port of this device: the one set by hand, else the lowest free one of 9101..9199.
+function claimReplyPort() {
+    var registry = heldPorts();
+    var port = settings.replyPort;
+    if (!port) {
+        for (var p = REPLY_PORT_FIRST; p <= REPLY_PORT_LAST; p++) {
+            var owner = registry.held[String(p)];
+            if (!owner || owner === state.token) {
+                port = p;
+                break;
+            }
+        }
+        if (!port) port = REPLY_PORT_LAST;
+    }
+    releaseReplyPort(registry);
+    registry.held[String(port)] = state.token;
+    storePorts(registry);
+    state.port = port;
+    return port;
+}
+
+function releaseReplyPort(registry) {
+    var r = registry || heldPorts();
+    for (var p in r.held) {
+        if (r.held.hasOwnProperty(p) && r.held[p] === state.token) delete r.held[p];
+    }
+    if (!registry) storePorts(r);
 }
 
 function fileUrl(path) {
@@ -224,7 +329,14 @@ function init() {
     state.ready = true;
     configureNetwork();
     hello();
-    setStatus("Ready: " + settings.mode + " mode, bridge " + settings.host + ":" + settings.port);
+    env.outlet(OUT_AUDIO, ["dsp", "bang"]);   // [dspstate~] answers with Live's sample rate
+    setStatus("Ready: " + settings.mode + " mode, bridge " + settings.host + ":" + settings.port +
+        ", replies on port " + state.port);
+}
+
+// Max calls this when the device is deleted: give the reply port back.
+function notifydeleted() {
+    releaseReplyPort();
 }
 
 function mode(v) {
@@ -247,6 +359,62 @@ function duration(v) {
         return;
     }
     settings.duration = d;
+}
+
+function seed(v) {
+    var n = Number(v);
+    if (!(n === Math.floor(n) && n >= -1 && n <= 2147483647)) {
+        setStatus("Seed must be a whole number 0..2147483647, or -1 for random; got " + v);
+        return;
+    }
+    settings.seed = n;
+}
+
+function takes(v) {
+    var n = Number(v);
+    if (!(n === Math.floor(n) && n >= 1 && n <= MAX_TAKES)) {
+        setStatus("Takes must be 1.." + MAX_TAKES + ", got " + v);
+        return;
+    }
+    settings.takes = n;
+}
+
+function gen_mode(v) {
+    var m = typeof v === "number" ? GEN_MODES[v] : String(v);
+    if (GEN_MODES.indexOf(m) < 0) {
+        setStatus("Unknown generation mode '" + v + "': use text, continue or melody");
+        return;
+    }
+    settings.genMode = m;
+}
+
+function preview(v) {
+    settings.preview = Number(v) ? 1 : 0;
+}
+
+// Live's sample rate, from [dspstate~] (asked for on init)
+function sample_rate(v) {
+    var sr = Number(v);
+    if (sr >= 8000 && sr <= 192000) settings.sampleRate = Math.round(sr);
+}
+
+// A file dropped on [live.drop]: an image or a video for generate
+function media() {
+    var path = maxPathToNative(joinAtoms(arguments), env.os);
+    var kind = mediaKind(path);
+    if (!kind) {
+        setStatus("Drop an image (" + IMAGE_EXTENSIONS.join(" ") + ") or a video (" + VIDEO_EXTENSIONS.join(" ") +
+            "); got " + path);
+        return;
+    }
+    settings.media = path;
+    ui("media", [kind + ": " + path.substring(path.lastIndexOf("/") + 1)]);
+    setStatus("Generate will use the " + kind + " " + path);
+}
+
+function media_clear() {
+    settings.media = "";
+    ui("media", ["drop an image or video"]);
 }
 
 function conditioning(v) {
@@ -284,8 +452,8 @@ function port(p) {
 
 function reply_port(p) {
     p = Number(p);
-    if (!validPort(p)) {
-        setStatus("Reply port must be 1..65535, got " + p);
+    if (!(p === 0 || validPort(p))) {
+        setStatus("Reply port must be 1..65535, or 0 for automatic; got " + p);
         return;
     }
     settings.replyPort = p;
@@ -302,15 +470,15 @@ function capture_dir() {
 function configureNetwork() {
     env.outlet(OUT_OSC, ["host", settings.host]);
     env.outlet(OUT_OSC, ["port", settings.port]);
-    env.outlet(OUT_RECEIVER, ["port", settings.replyPort]);
+    env.outlet(OUT_RECEIVER, ["port", claimReplyPort()]);
 }
 
 function hello() {
-    sendOsc("/m2u/hello", [settings.replyPort]);
+    sendOsc("/m2u/hello", [state.port]);
 }
 
 function ping() {
-    sendOsc("/m2u/ping", [settings.replyPort]);
+    sendOsc("/m2u/ping", [state.port]);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -380,6 +548,28 @@ function audioInput(ctx) {
 // ------------------------------------------------------------------------------------------------
 // Go / Cancel
 
+// The Set's file (for the results folder); "" when unsaved or when Live cannot say.
+function setFilePath() {
+    try {
+        return str(live("live_set").get("file_path"));
+    } catch (e) {
+        return "";
+    }
+}
+
+// One /m2u/submit carries every option of the request (no earlier /m2u/set needed).
+function submitArgs(request) {
+    var args = [request.kind, "prompt", request.prompt, "duration", request.duration,
+        "seed", request.seed, "takes", request.takes, "mode", request.genMode,
+        "conditioning", request.conditioning, "bpm", request.tempo,
+        "time_signature", request.numerator, request.denominator,
+        "results_dir", request.resultsDir, "reply_port", state.port];
+    if (request.sampleRate) args.push("sample_rate", request.sampleRate, "project_sample_rate", request.sampleRate);
+    if (request.input) args.push("audio", request.input.path, "start", request.input.start, "end", request.input.end);
+    if (request.media) args.push(mediaKind(request.media), request.media);
+    return args;
+}
+
 function go() {
     if (!state.ready) {
         setStatus("Not ready yet: the device is still loading");
@@ -407,6 +597,7 @@ function go() {
         setStatus("Could not read the Set: " + e.message);
         return;
     }
+    if (state.preview) discard(true);
 
     var position;
     if (input && input.positionBeats !== null) position = input.positionBeats;
@@ -417,33 +608,42 @@ function go() {
     if (dur === 0 && settings.mode === "generate" && ctx.loopOn && ctx.tempo > 0) {
         dur = Math.min(300, round3(ctx.loopLength * 60.0 / ctx.tempo));
     }
-
-    // musical context and options travel as per-client settings of the bridge
-    hello();
-    sendOsc("/m2u/set", ["bpm", ctx.tempo, settings.replyPort]);
-    sendOsc("/m2u/set", ["time_signature", ctx.numerator, ctx.denominator, settings.replyPort]);
-    sendOsc("/m2u/set", ["conditioning", settings.conditioning, settings.replyPort]);
-
-    if (settings.mode === "generate") {
-        sendOsc("/m2u/generate", [settings.prompt, dur, settings.replyPort]);
-    } else if (settings.mode === "edit") {
-        sendOsc("/m2u/edit", [settings.prompt, input.path, input.start, input.end, dur, settings.replyPort]);
-    } else {
-        sendOsc("/m2u/ask", [settings.prompt, input.path, input.start, input.end, settings.replyPort]);
-    }
-
-    state.kind = settings.mode;
-    state.pending = { sentMs: new Date().getTime() };
-    state.request = {
+    send({
         kind: settings.mode,
         prompt: settings.prompt,
+        duration: dur,
+        seed: settings.seed,
+        takes: settings.mode === "ask" ? 1 : settings.takes,
+        genMode: settings.genMode,
+        conditioning: settings.conditioning,
+        tempo: ctx.tempo,
+        numerator: ctx.numerator,
+        denominator: ctx.denominator,
+        sampleRate: settings.sampleRate,
+        resultsDir: resultsFolder(setFilePath()),
+        input: input,
+        media: settings.mode === "generate" ? settings.media : "",
         positionBeats: Math.max(0, Math.min(ARRANGEMENT_MAX_BEATS, position))
-    };
+    });
+}
+
+// Send a request (from Go, or Regenerate with another seed) and wait for /m2u/accepted.
+function send(request) {
+    sendOsc("/m2u/submit", submitArgs(request));
+    state.kind = request.kind;
+    state.pending = { sentMs: new Date().getTime() };
+    state.request = request;
     state.chunks = null;
+    state.takes = [];
+    state.analysis = {};
     ui("busy", [1]);
     ui("progress", [0]);
     ui("answer", [""]);
-    setStatus("Sent " + settings.mode + (input ? " (" + input.source + " " + input.start + "-" + input.end + " s)" : "") +
+    ui("analysis", [""]);
+    var input = request.input;
+    setStatus("Sent " + request.kind + (input ? " (" + input.source + " " + input.start + "-" + input.end + " s)" : "") +
+        (request.media ? " with " + mediaKind(request.media) : "") +
+        (request.seed >= 0 ? ", seed " + request.seed : "") + (request.takes > 1 ? ", " + request.takes + " takes" : "") +
         " to " + settings.host + ":" + settings.port);
     state.watchdog = defer(acceptTimeout, ACCEPT_TIMEOUT_MS);
 }
@@ -455,16 +655,22 @@ function acceptTimeout() {
     state.request = null;
     ui("busy", [0]);
     setStatus("No answer from the bridge at " + settings.host + ":" + settings.port +
-        " (is `m2ugen bridge` running, reply port " + settings.replyPort + " free?)");
+        " (is `m2ugen bridge` running, reply port " + state.port + " free?)");
 }
 
+// Cancel: the bridge is asked to stop the job, and the device forgets it at once (a bridge that is
+// gone can never leave the device busy).
 function cancel() {
-    if (state.job) {
-        sendOsc("/m2u/cancel", [state.job, settings.replyPort]);
-        setStatus("Cancelling " + state.job);
-    } else if (state.pending) {
-        sendOsc("/m2u/cancel", ["last", settings.replyPort]);
-        setStatus("Cancelling the last request");
+    if (state.job || state.pending) {
+        var what = state.job || "the request just sent";
+        sendOsc("/m2u/cancel", [state.job || "last", state.port]);
+        finishJob();
+        state.request = null;
+        state.chunks = null;
+        ui("progress", [0]);
+        setStatus("Cancelled " + what);
+    } else if (state.preview) {
+        discard();
     } else {
         setStatus("Nothing to cancel");
     }
@@ -481,42 +687,171 @@ function finishJob() {
     }
     state.job = "";
     state.pending = null;
+    state.unanswered = 0;
     ui("busy", [0]);
 }
 
 // ------------------------------------------------------------------------------------------------
-// recording (no clip selected): [plugin~] -> [record~ m2u_capture 2] -> buffer~ -> writewave
+// preview: the device plays the result, then Accept / Regenerate / Discard
+
+function playTake(index) {
+    var p = state.preview;
+    if (!p) return;
+    p.current = index % p.paths.length;
+    env.outlet(OUT_AUDIO, ["preview", 0]);
+    env.outlet(OUT_AUDIO, ["preview", "open", forMax(p.paths[p.current])]);
+    env.outlet(OUT_AUDIO, ["preview", 1]);
+    setStatus("Preview take " + (p.current + 1) + "/" + p.paths.length +
+        (p.seeds[p.current] >= 0 ? " (seed " + p.seeds[p.current] + ")" : "") +
+        ": Accept, Regenerate or Discard" + (p.paths.length > 1 ? " (Play: next take)" : ""));
+}
+
+function play() {
+    if (!state.preview) {
+        setStatus("Nothing to preview");
+        return;
+    }
+    playTake(state.preview.current + 1);
+}
+
+function accept() {
+    var p = state.preview;
+    if (!p) {
+        setStatus("Nothing to accept");
+        return;
+    }
+    env.outlet(OUT_AUDIO, ["preview", 0]);
+    state.preview = null;
+    defer(function () {
+        placeResult(p.paths, p.seconds, p.request, p.seeds);
+    }, 0);
+}
+
+function discard(quiet) {
+    var p = state.preview;
+    if (!p) {
+        if (!quiet) setStatus("Nothing to discard");
+        return;
+    }
+    env.outlet(OUT_AUDIO, ["preview", 0]);
+    state.preview = null;
+    if (!quiet) setStatus("Discarded (the file stays in " + dirname(p.paths[0]) + ")");
+}
+
+// The same request again with new seeds (the seed field's seed moves on by the number of takes).
+function regenerate() {
+    var p = state.preview;
+    var request = p ? p.request : state.lastRequest;
+    if (!request) {
+        setStatus("Nothing to regenerate yet: press Go first");
+        return;
+    }
+    if (state.job || state.pending) {
+        setStatus("A job is running (" + (state.job || "sent") + "): wait or press Cancel");
+        return;
+    }
+    if (p) discard(true);
+    var again = {};
+    for (var k in request) {
+        if (request.hasOwnProperty(k)) again[k] = request[k];
+    }
+    again.seed = request.seed >= 0 ? (request.seed + Math.max(1, request.takes)) % 2147483648 : -1;
+    send(again);
+}
+
+// ------------------------------------------------------------------------------------------------
+// recording (no clip selected): [plugin~] -> [record~ m2u_capture 2] -> buffer~ -> writewave into the
+// bridge's capture folder (temporary: the bridge deletes captures after a day)
+
+function captureFolder() {
+    return settings.captureDir || state.bridgeCaptureDir;
+}
 
 function rec(on) {
     on = Number(on) ? 1 : 0;
     if (on) {
         if (state.recording) return;
+        if (!captureFolder()) {
+            setStatus("Cannot record yet: the bridge has not answered (its capture folder is unknown)");
+            return;
+        }
         var startBeat = 0;
         try {
             startBeat = num(live("live_set").get("current_song_time"));
         } catch (e) {
             startBeat = 0;
         }
-        env.outlet(OUT_RECORDER, ["buffer", "clear"]);
-        env.outlet(OUT_RECORDER, ["record", 1]);
+        env.outlet(OUT_AUDIO, ["buffer", "size", CAPTURE_SECONDS * 1000]);
+        env.outlet(OUT_AUDIO, ["buffer", "clear"]);
+        env.outlet(OUT_AUDIO, ["record", 1]);
         state.recording = { startedMs: new Date().getTime(), startBeat: startBeat };
         setStatus("Recording the track (up to " + CAPTURE_SECONDS + " s)...");
         return;
     }
     if (!state.recording) return;
-    env.outlet(OUT_RECORDER, ["record", 0]);
+    env.outlet(OUT_AUDIO, ["record", 0]);
     var seconds = Math.min(CAPTURE_SECONDS, (new Date().getTime() - state.recording.startedMs) / 1000.0);
-    var dir = settings.captureDir || dirname(env.patcherPath || "");
-    if (!dir) {
-        state.recording = null;
-        setStatus("Cannot save the recording: set a capture folder (capture_dir) first");
-        return;
-    }
-    var maxPath = dir + "/m2ugen-capture-" + new Date().getTime() + ".wav";
-    env.outlet(OUT_RECORDER, ["buffer", "writewave", maxPath]);
-    state.capture = { path: maxPathToNative(maxPath, env.os), seconds: seconds, startBeat: state.recording.startBeat };
+    var path = forMax(captureFolder()) + "/m2ugen-capture-" + state.port + "-" + new Date().getTime() + ".wav";
+    // only what was recorded: the buffer is cropped to it before it is written
+    env.outlet(OUT_AUDIO, ["buffer", "crop", 0, Math.round(seconds * 1000)]);
+    env.outlet(OUT_AUDIO, ["buffer", "writewave", path]);
+    state.capture = { path: maxPathToNative(path, env.os), seconds: seconds, startBeat: state.recording.startBeat };
     state.recording = null;
     setStatus("Recorded " + round3(seconds) + " s: used when no audio clip is selected");
+}
+
+// ------------------------------------------------------------------------------------------------
+// the job list (the bridge's /m2u/jobs) and re-inserting an earlier result
+
+function refresh_jobs() {
+    state.jobs = [];
+    sendOsc("/m2u/jobs", [JOB_LIST_LENGTH, state.port]);
+    setStatus("Asking the bridge for the last " + JOB_LIST_LENGTH + " jobs...");
+}
+
+function pick_job(index) {
+    index = Number(index);
+    if (!(index >= 0 && index < state.jobs.length)) {
+        setStatus("No such job in the list: refresh it");
+        return;
+    }
+    state.pickedJob = index;
+    var j = state.jobs[index];
+    setStatus("Job " + j.job + ": " + j.kind + " " + j.state + " " + j.created + " \"" + j.prompt + "\"");
+}
+
+function reinsert() {
+    var j = state.jobs[state.pickedJob];
+    if (!j) {
+        setStatus("Pick a job in the list first (Jobs refreshes it)");
+        return;
+    }
+    if (state.job || state.pending) {
+        setStatus("A job is running (" + (state.job || "sent") + "): wait or press Cancel");
+        return;
+    }
+    if (j.state !== "done" || j.kind === "ask") {
+        setStatus("Job " + j.job + " has no audio to insert (" + j.kind + ", " + j.state + ")");
+        return;
+    }
+    var ctx = songContext();
+    state.request = {
+        kind: j.kind, prompt: j.prompt, reinsert: true,
+        positionBeats: Math.max(0, Math.min(ARRANGEMENT_MAX_BEATS, ctx.loopOn ? ctx.loopStart : ctx.songTime))
+    };
+    state.kind = j.kind;
+    state.job = j.job;
+    state.takes = [];
+    state.analysis = {};
+    state.lastEventMs = new Date().getTime();
+    state.poll = defer(pollStatus, STATUS_POLL_MS);
+    ui("busy", [1]);
+    sendOsc("/m2u/result", [j.job, resultsFolder(setFilePath()), state.port]);
+    setStatus("Fetching the result of job " + j.job + "...");
+}
+
+function jobLabel(j) {
+    return j.created + " " + j.kind + " " + (j.state === "done" ? "" : "(" + j.state + ") ") + j.prompt.substring(0, 40);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -527,12 +862,23 @@ function anything() {
     handleOsc(messagename, args);
 }
 
+// While the job is silent, ask /m2u/status; after MAX_UNANSWERED_POLLS requests with no reply at all
+// the bridge is gone: stop waiting and say so.
 function pollStatus() {
     state.poll = null;
     if (!state.job) return;
     var now = new Date().getTime();
     if (now - state.lastEventMs >= STATUS_POLL_MS) {
-        sendOsc("/m2u/status", [state.job, settings.replyPort]);
+        if (state.unanswered >= MAX_UNANSWERED_POLLS) {
+            var job = state.job;
+            finishJob();
+            state.request = null;
+            setStatus("The bridge stopped answering (" + MAX_UNANSWERED_POLLS + " status requests unanswered): " +
+                "gave up waiting for job " + job + ". It may still finish: Jobs lists it for re-insert.");
+            return;
+        }
+        sendOsc("/m2u/status", [state.job, state.port]);
+        state.unanswered += 1;
         state.lastEventMs = now;
     }
     state.poll = defer(pollStatus, STATUS_POLL_MS);
@@ -540,8 +886,10 @@ function pollStatus() {
 
 function handleOsc(address, args) {
     var job = args.length ? String(args[0]) : "";
+    state.unanswered = 0;   // the bridge is there
     if (job && job === state.job) state.lastEventMs = new Date().getTime();
     if (address === "/m2u/welcome") {
+        if (args.length > 7 && args[7]) state.bridgeCaptureDir = String(args[7]);
         if (args[1] === "up") {
             setStatus("Connected: " + args[3] + (Number(args[4]) ? " (tiny test model)" : "") + ", bridge " + args[0]);
         } else {
@@ -571,6 +919,13 @@ function handleOsc(address, args) {
     } else if (address === "/m2u/text") {
         if (job !== state.job) return;
         onTextChunk(Number(args[1]), Number(args[2]), args.length > 3 ? String(args[3]) : "");
+    } else if (address === "/m2u/analysis") {
+        if (job !== state.job) return;
+        state.analysis[String(args[1])] = String(args[2] || "");
+        showAnalysis();
+    } else if (address === "/m2u/take") {
+        if (job !== state.job) return;
+        state.takes[Number(args[1])] = { path: String(args[3] || ""), seed: Number(args[4]) };
     } else if (address === "/m2u/done") {
         if (job !== state.job) return;
         onDone(String(args[1] || ""), Number(args[2]), Number(args[3]));
@@ -593,8 +948,28 @@ function handleOsc(address, args) {
         if (job !== state.job) return;
         if (args[1] === "queued") setStatus("Queued at position " + args[4]);
         else if (args[1] === "running") ui("progress", [Math.max(0, Math.min(1, Number(args[2])))]);
+    } else if (address === "/m2u/job") {
+        // index count job kind state prompt seconds created
+        state.jobs[Number(args[0])] = {
+            job: String(args[2]), kind: String(args[3]), state: String(args[4]), prompt: String(args[5] || ""),
+            seconds: Number(args[6]), created: String(args[7] || "")
+        };
+    } else if (address === "/m2u/jobs") {
+        ui("jobs_menu", ["clear"]);
+        for (var i = 0; i < state.jobs.length; i++) {
+            if (state.jobs[i]) ui("jobs_menu", ["append", jobLabel(state.jobs[i])]);
+        }
+        state.pickedJob = -1;
+        setStatus(Number(args[0]) + " job(s) listed: pick one and press Re-insert");
     }
     // /m2u/set echoes need no action
+}
+
+function showAnalysis() {
+    var parts = [];
+    if (state.analysis.input) parts.push("Input: " + state.analysis.input);
+    if (state.analysis.result) parts.push("Result: " + state.analysis.result);
+    ui("analysis", [parts.join(" | ")]);
 }
 
 function onTextChunk(index, count, chunk) {
@@ -608,22 +983,40 @@ function onTextChunk(index, count, chunk) {
 
 function onDone(path, seconds, sampleRate) {
     var request = state.request;
+    var paths = [], seeds = [];
+    for (var i = 0; i < state.takes.length; i++) {
+        if (state.takes[i] && state.takes[i].path) {
+            paths.push(state.takes[i].path);
+            seeds.push(state.takes[i].seed);
+        }
+    }
+    if (!paths.length && path) {
+        paths.push(path);
+        seeds.push(request && request.seed >= 0 ? request.seed : -1);
+    }
     finishJob();
     state.request = null;
+    if (request && !request.reinsert) state.lastRequest = request;
     ui("progress", [1]);
-    if (!path) {
+    if (!paths.length) {
         setStatus("Answer ready");
+        return;
+    }
+    if (settings.preview && !(request && request.reinsert)) {
+        state.preview = { paths: paths, seeds: seeds, seconds: seconds, request: request, current: 0 };
+        playTake(0);
         return;
     }
     // Never touch the Set from the handler that received the event: place it from a Task.
     defer(function () {
-        placeResult(path, seconds, request);
+        placeResult(paths, seconds, request, seeds);
     }, 0);
     setStatus("Done: " + round3(seconds) + " s at " + sampleRate + " Hz, placing it...");
 }
 
 // ------------------------------------------------------------------------------------------------
-// placing the result: a new audio track right after the device's track, then the clip
+// placing the result: a new audio track right after the device's track, then one clip per take
+// (session: consecutive clip slots from the selected scene; arrangement: one after another)
 
 function liveVersion() {
     var app = live("live_app");
@@ -639,7 +1032,26 @@ function revealFile(path, why) {
     setStatus(why + " Drag the file in by hand: " + path);
 }
 
-function placeResult(path, seconds, request) {
+// Clip k of the takes: create it, return its LOM path or throw / return null.
+function createTakeClip(trackPath, track, path, k, lengthBeats, request, arranger, firstScene) {
+    var song = live("live_set");
+    if (arranger) {
+        var before = num(track.getcount("arrangement_clips"));
+        var position = Math.min(ARRANGEMENT_MAX_BEATS, (request ? request.positionBeats : 0) + k * lengthBeats);
+        track.call("create_audio_clip", path, position);
+        return num(track.getcount("arrangement_clips")) === before + 1 ? trackPath + " arrangement_clips " + before : null;
+    }
+    var scene = firstScene + k;
+    while (num(song.getcount("scenes")) <= scene) song.call("create_scene", -1);
+    var slot = live(trackPath + " clip_slots " + scene);
+    slot.call("create_audio_clip", path);
+    return num(slot.get("has_clip")) === 1 ? trackPath + " clip_slots " + scene + " clip" : null;
+}
+
+function placeResult(paths, seconds, request, seeds) {
+    if (typeof paths === "string") paths = [paths];
+    seeds = seeds || [];
+    var path = paths[0];
     var v;
     try {
         v = liveVersion();
@@ -658,6 +1070,9 @@ function placeResult(path, seconds, request) {
     var trackCount = num(song.getcount("tracks"));
     var index = deviceTrack >= 0 ? deviceTrack + 1 : trackCount;
     var arranger = str(live("live_app view").get("focused_document_view")) === "Arranger";
+    var tempo = num(song.get("tempo"));
+    var lengthBeats = tempo > 0 ? seconds * tempo / 60.0 : 0;
+    var firstScene = arranger ? 0 : sceneIndexFromPath(canonicalPath("live_set view selected_scene"));
 
     try {
         song.call("create_audio_track", index);
@@ -671,25 +1086,28 @@ function placeResult(path, seconds, request) {
     }
     var trackPath = "live_set tracks " + index;
     var track = live(trackPath);
-    var clipPath = null;
+    var label = "M2UGen " + (request ? request.kind + ": " + request.prompt : "result");
+    var clips = [];
     var failure = "";
-    try {
-        if (arranger) {
-            var before = num(track.getcount("arrangement_clips"));
-            track.call("create_audio_clip", path, request ? request.positionBeats : 0);
-            if (num(track.getcount("arrangement_clips")) === before + 1) {
-                clipPath = trackPath + " arrangement_clips " + before;
-            }
-        } else {
-            var scene = sceneIndexFromPath(canonicalPath("live_set view selected_scene"));
-            var slot = live(trackPath + " clip_slots " + scene);
-            slot.call("create_audio_clip", path);
-            if (num(slot.get("has_clip")) === 1) clipPath = trackPath + " clip_slots " + scene + " clip";
+    for (var k = 0; k < paths.length; k++) {
+        var clipPath = null;
+        try {
+            clipPath = createTakeClip(trackPath, track, paths[k], k, lengthBeats, request, arranger, firstScene);
+        } catch (e) {
+            failure = e.message;
         }
-    } catch (e) {
-        failure = e.message;
+        if (!clipPath) {
+            if (!failure) failure = "no clip appeared";
+            break;
+        }
+        var clip = live(clipPath);
+        clip.set("warping", 0);
+        var name = paths.length > 1 ? label.substring(0, 44) + " (take " + (k + 1) +
+            (seeds[k] >= 0 ? ", seed " + seeds[k] : "") + ")" : label.substring(0, 60);
+        clip.set("name", name);
+        clips.push(clipPath);
     }
-    if (!clipPath) {
+    if (!clips.length) {
         // nothing half-created: remove the empty track again
         try {
             song.call("delete_track", index);
@@ -699,14 +1117,14 @@ function placeResult(path, seconds, request) {
         setStatus("Live could not import the result" + (failure ? " (" + failure + ")" : "") + ". File: " + path);
         return false;
     }
-    var label = "M2UGen " + (request ? request.kind + ": " + request.prompt : "result");
     track.set("name", label.substring(0, 60));
-    var clip = live(clipPath);
-    clip.set("warping", 0);
-    clip.set("name", label.substring(0, 60));
-    state.placed.push({ path: path, track: index, clip: clipPath, arrangement: arranger });
-    setStatus("Placed on track " + (index + 1) + (arranger ? " at beat " + round3(request ? request.positionBeats : 0) : " (session)") +
-        ": " + round3(seconds) + " s");
+    state.placed.push({ path: path, paths: paths.slice(0, clips.length), track: index, clips: clips, clip: clips[0],
+        arrangement: arranger });
+    var where = arranger ? " at beat " + round3(request ? request.positionBeats : 0) : " (session" +
+        (clips.length > 1 ? ", scenes " + (firstScene + 1) + "-" + (firstScene + clips.length) : "") + ")";
+    var missing = clips.length < paths.length ? "; take " + (clips.length + 1) + " failed: " + failure : "";
+    setStatus("Placed " + (clips.length > 1 ? clips.length + " takes " : "") + "on track " + (index + 1) + where +
+        ": " + round3(seconds) + " s" + missing);
     return true;
 }
 
@@ -724,6 +1142,7 @@ if (IN_MAX) {
         host: host, port: port, reply_port: reply_port, capture_dir: capture_dir,
         go: go, cancel: cancel, rec: rec, ping: ping,
         handleOsc: handleOsc, placeResult: placeResult,
+        resultsFolder: resultsFolder, mediaKind: mediaKind,
         supportsAudioClipImport: supportsAudioClipImport,
         trackIndexFromPath: trackIndexFromPath,
         beatsToFileSeconds: beatsToFileSeconds,

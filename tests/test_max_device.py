@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_DIR = ROOT / "max_device"
 TESTS_MAX = ROOT / "tests" / "max"
 NODE = shutil.which("node")
+DEVICE_JS_TEXT = (MAX_DIR / "m2ugen_device.js").read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def test_device_js_against_lom_stub(lom_names):
     out = r.stdout + r.stderr
     passed, failed = tap_counts(out)
     assert r.returncode == 0 and failed == 0, out
-    assert passed >= 20, out
+    assert passed >= 40, out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +231,8 @@ def test_every_object_is_a_known_max_object(built):
     assert not unknown, f"objects not in tests/max/known_max_objects.json: {unknown}"
     # the objects the device is built from are all there
     for needed in ("js", "udpsend", "udpreceive", "live.thisdevice", "plugin~", "plugout~", "record~", "buffer~",
-                   "live.tab", "textedit", "live.numbox", "live.menu", "live.text", "multislider", "live.comment"):
+                   "live.tab", "textedit", "live.numbox", "live.menu", "live.text", "multislider", "live.comment",
+                   "sfplay~", "dspstate~", "live.drop", "umenu"):
         assert needed in names, needed
 
 
@@ -268,9 +270,32 @@ def test_patch_wiring_is_consistent():
     senders = {boxes[i]["text"].replace("prepend ", "") for i in into_js
                if boxes[i]["maxclass"] == "message" or boxes[i].get("text", "").startswith("prepend ")}
     for handler in ("init", "mode", "prompt", "duration", "conditioning", "host", "port", "reply_port", "go",
-                    "cancel", "rec"):
+                    "cancel", "rec", "seed", "takes", "preview", "gen_mode", "media", "media_clear", "play",
+                    "accept", "regenerate", "discard", "refresh_jobs", "pick_job", "reinsert", "sample_rate"):
         assert handler in senders, handler
-    assert any(boxes[i].get("text", "").startswith("udpreceive") for i in into_js), "OSC events must reach the [js]"
+        assert re.search(rf"^function {handler}\(", DEVICE_JS_TEXT, re.M), f"the [js] has no handler {handler}"
+    receivers = [boxes[i] for i in into_js if boxes[i].get("text", "").startswith("udpreceive")]
+    assert receivers, "OSC events must reach the [js]"
+    # the low-priority queue (no audio dropouts); the port comes from the device (one per instance)
+    assert receivers[0]["text"].split()[1:] == ["0", "@defer", "1"]
+
+
+def test_patch_routes_every_ui_message_and_mixes_the_preview():
+    """Every `ui(...)` / audio message the JS sends has a [route] outlet, and [sfplay~] reaches [plugout~]."""
+    patcher = json.loads((MAX_DIR / "M2UGen.maxpat").read_text(encoding="utf-8"))["patcher"]
+    boxes = {b["box"]["id"]: b["box"] for b in patcher["boxes"]}
+    routes = {b["text"].split()[1]: b["text"].split()[1:] for b in boxes.values()
+              if b.get("text", "").startswith("route ")}
+    ui_names = set(re.findall(r'\bui\("(\w+)"', DEVICE_JS_TEXT)) - {"busy"}
+    assert ui_names <= set(routes["status"]), ui_names - set(routes["status"])
+    audio_names = set(re.findall(r'OUT_AUDIO, \["(\w+)"', DEVICE_JS_TEXT))
+    assert audio_names == set(routes["record"]), audio_names
+    edges = {(l["patchline"]["source"][0], l["patchline"]["destination"][0]) for l in patcher["lines"]}
+    by_text = {b.get("text", "").split(" ")[0]: i for i, b in boxes.items() if b["maxclass"] == "newobj"}
+    mixers = [i for i, b in boxes.items() if b.get("text") == "+~"]
+    assert len(mixers) == 2
+    for m in mixers:
+        assert (by_text["sfplay~"], m) in edges and (by_text["plugin~"], m) in edges and (m, by_text["plugout~"]) in edges
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,9 +303,10 @@ def test_patch_wiring_is_consistent():
 
 
 @pytest.fixture
-def bridge(server):
+def bridge(server, server_info):
     """`python -m bridge_osc` on a free UDP port, connected to the test server."""
-    proc = subprocess.Popen([sys.executable, "-m", "bridge_osc", "--server", server, "--port", "0"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "bridge_osc", "--server", server, "--port", "0",
+                             "--results-dir", str(server_info.data_dir / "user-results")], cwd=ROOT,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=dict(os.environ))
     port: list[int] = []
     lines: list[str] = []
@@ -309,17 +335,33 @@ def bridge(server):
         proc.wait()
 
 
-def test_end_to_end_with_real_bridge_and_server(lom_names, bridge, server_info, wav_file):
+def test_end_to_end_with_real_bridge_and_server(lom_names, bridge, server, server_info, wav_file, tmp_path):
+    import soundfile as sf
+
+    from server.client import Client
+
     clip = wav_file(seconds=2.0, sr=22050, channels=1, name="clip.wav")
+    set_dir = tmp_path / "Live Set Project"
     r = run_node(TESTS_MAX / "e2e_bridge.js", {
         "M2U_LOM_NAMES": str(lom_names),
         "M2U_BRIDGE_PORT": str(bridge),
         "M2U_CLIP": str(clip),
-    }, timeout=240)
+        "M2U_SET_DIR": str(set_dir),
+    }, timeout=600)
     out = r.stdout + r.stderr
     passed, failed = tap_counts(out)
     assert r.returncode == 0 and failed == 0, out
-    assert passed >= 5, out
-    # the results the device placed are real WAV files written by the server
-    results = list(Path(server_info.jobs_dir).glob("*/result.wav"))
-    assert len(results) >= 2, results
+    assert passed >= 6, out
+    # what the device placed are real WAVs the bridge wrote from the server's bytes, next to the Set
+    placed = sorted((set_dir / "Samples" / "M2UGen").glob("*.wav"))
+    assert len(placed) == 2 and all(sf.info(p).frames > 0 for p in placed), placed
+    assert sf.info(next(p for p in placed if "lofi" in p.name)).samplerate == 44100  # Live's rate, as asked
+    jobs = dict(re.findall(r"M2U_JOB (\w+) (\w+)", out))
+    with Client(server, timeout_s=10) as c:
+        generate = c.call("status", job=jobs["generate"]).header
+        edit = c.call("status", job=jobs["edit"]).header
+    # the request's own options reached the job (no /m2u/set before it)
+    assert generate["params"]["seed"] == 5 and generate["params"]["sample_rate"] == 44100
+    assert generate["params"]["context"]["bpm"] == 120 and generate["params"]["context"]["time_signature"] == [4, 4]
+    # the selected clip's region reached the edit job
+    assert (edit["inputs"]["audio"]["start"], edit["inputs"]["audio"]["end"]) == (0.5, 1.5), edit["inputs"]

@@ -1,6 +1,7 @@
 """The OSC bridge (in a thread) against the real job server with the tiny preset, through a
 python-osc-encoded UDP peer that receives on its own port."""
 
+import os
 import socket
 import time
 
@@ -53,9 +54,10 @@ def test_hello_ping_generate_roundtrip(server, bridge):
     try:
         p.send("/m2u/hello", ("f", float(p.port)))  # a float where an int belongs
         welcome = p.expect("/m2u/welcome")[-1]
-        assert welcome.tags == "ssssiii"
-        bridge_version, state, server_version, model, tiny, sample_rate, port = welcome.args
+        assert welcome.tags == "ssssiiis"
+        bridge_version, state, server_version, model, tiny, sample_rate, port, capture_dir = welcome.args
         assert (state, tiny, port) == ("up", 1, p.port)
+        assert os.path.isdir(capture_dir)  # where a device records its input (cleaned up by the bridge)
         assert server_version and model and sample_rate > 0
 
         make_fast(p)
@@ -290,3 +292,33 @@ def test_audio_by_job_id_of_another_client(server, peer):
     peer.send("/m2u/edit", ("s", "brighter"), ("s", "nonexistent42"))
     error = peer.expect("/m2u/error")[-1]
     assert error.args[1] == "not_found" and "nonexistent42" in error.args[2]
+
+
+@pytest.mark.timeout(150)
+def test_submit_with_options_writes_the_result_into_the_results_folder(server, server_info, peer, tmp_path):
+    """The real server: the request's own options reach the job, and the WAV the client is told about is
+    a copy the bridge wrote from the server's bytes into the client's folder (not the jobs folder)."""
+    folder = tmp_path / "Set Project" / "Samples" / "M2UGen"
+    peer.send("/m2u/submit", ("s", "generate"), ("s", "prompt"), ("s", "warm pads"), ("s", "duration"), ("f", 1.0),
+              ("s", "seed"), ("i", 3), ("s", "sample_rate"), ("i", 44100), ("s", "takes"), ("i", 1),
+              ("s", "bpm"), ("f", 90.0), ("s", "results_dir"), ("s", str(folder)), ("s", "reply_port"), ("i", peer.port))
+    got = peer.expect("/m2u/done", timeout=120)
+    job, path, seconds, rate = got[-1].args
+    assert os.path.dirname(path) == str(folder) and rate == 44100 == sf.info(path).samplerate
+    record = server_record(server, job)
+    assert record["params"]["seed"] == 3 and record["params"]["context"]["bpm"] == 90.0
+    assert "takes" not in record["params"]  # the default is not sent: today's server does not know it
+    assert open(path, "rb").read() == open(record["audio_path"], "rb").read()
+    assert str(server_info.jobs_dir) not in " ".join(str(a) for m in got for a in m.args)
+    # takes 2 is sent: a server without takes refuses it by name (never dropped silently); one with
+    # takes (docs/protocol.md, next version) returns two takes, each written into the folder
+    peer.send("/m2u/submit", ("s", "generate"), ("s", "prompt"), ("s", "x"), ("s", "duration"), ("f", 0.5),
+              ("s", "takes"), ("i", 2), ("s", "results_dir"), ("s", str(folder)))
+    reply = peer.expect_any(("/m2u/error", "/m2u/accepted"))
+    if reply.address == "/m2u/error":
+        assert reply.args[1] == "bad_request" and "takes" in reply.args[2]
+    else:
+        got = peer.expect("/m2u/done", timeout=120)
+        takes = [m.args for m in got if m.address == "/m2u/take"]
+        assert [t[1:3] for t in takes] == [[0, 2], [1, 2]]
+        assert all(os.path.dirname(t[3]) == str(folder) for t in takes)

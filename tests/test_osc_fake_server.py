@@ -19,10 +19,20 @@ from server import protocol
 LONG_TEXT = ("Ceci est une réponse très détaillée 🎵 — " * 80).strip()  # ~3.6 KB, 2- and 4-byte chars
 
 
+ANALYSIS = {"duration_s": 8.0, "channels": 2, "sample_rate": 44100, "bpm": 92.0, "beats": [0.1, 0.75],
+            "downbeats": [0.1], "meter": 4, "key": "F#", "mode": "minor", "key_name": "F# minor",
+            "key_confidence": 0.8, "lufs": -14.0, "true_peak_dbtp": -1.2, "peak_dbfs": -1.5}
+
+
+def wav_bytes(job: str, take: int) -> bytes:
+    """What the fake server sends as a take's WAV: recognisable per job and take."""
+    return b"RIFF" + f"{job}:take{take}".encode() + b"\x00" * 64
+
+
 class FakeServer:
     """A ROUTER on 127.0.0.1 answering ping/hello/submit/status/cancel/subscribe from a script."""
 
-    def __init__(self, port: int | None = None, forget_jobs: bool = False):
+    def __init__(self, port: int | None = None, forget_jobs: bool = False, knows_take: bool = True):
         self.sock = zmq.Context.instance().socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         if port is None:
@@ -40,7 +50,10 @@ class FakeServer:
         self.port = port
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.forget_jobs = forget_jobs
+        self.knows_take = knows_take  # `result` with `take: n` (the next server version) sends take n
+        self.records: dict[str, dict] = {}  # job -> its done record
         self.requests: list[dict] = []
+        self.frames: list[list[bytes]] = []  # the binary frames of each request, index-aligned
         self.held: dict[str, bytes] = {}  # job -> identity of jobs waiting for a cancel
         self._count = 0
         self._stop = threading.Event()
@@ -59,8 +72,9 @@ class FakeServer:
             if not self.sock.poll(20):
                 continue
             identity, *frames = self.sock.recv_multipart()
-            header, _ = protocol.decode(frames)
+            header, rest = protocol.decode(frames)
             self.requests.append(header)
+            self.frames.append(rest)
             self._answer(identity, header)
         self.sock.close(0)
 
@@ -87,17 +101,44 @@ class FakeServer:
             self._send(identity, {"op": "text", "job": job, "text": "Ceci", "delta": "Ceci"})
             self._send(identity, {"op": "text", "job": job, "text": "Ceci est", "delta": " est"})
             path = "" if h["kind"] == "ask" else f"/tmp/fake/{job}/result.wav"
-            self._send(identity, {"op": "done", "job": job, "state": "done", "text": LONG_TEXT,
-                                  "audio_path": path, "duration": 4.0 if path else None,
-                                  "sample_rate": 32000 if path else None, "channels": 1})
+            record = {"job": job, "kind": h["kind"], "state": "done", "text": LONG_TEXT, "audio_path": path,
+                      "duration": 4.0 if path else None, "sample_rate": 32000 if path else None, "channels": 1,
+                      "params": h["params"], "created": 1_800_000_000.0, "seed": 11}
+            takes = h["params"].get("takes", 1)
+            if takes > 1:
+                record["takes"] = [{"audio_path": f"/tmp/fake/{job}/take{i + 1}.wav", "seed": 11 + i}
+                                   for i in range(takes)]
+            if h["params"].get("mode") == "continue":  # the next server's analysis of input and result
+                record["analysis"] = dict(ANALYSIS, summary="92 BPM, F# minor, -14.0 LUFS, 8.0 s")
+                record["result_analysis"] = dict(ANALYSIS, bpm=None, summary="4.0 s")
+            self.records[job] = record
+            self._send(identity, {"op": "done", **record})
         elif op == "cancel":
             identity_of_job = self.held.pop(h["job"], None)
             self._send(identity, {"op": "cancelling", "req": req, "job": h["job"], "state": "running"})
             if identity_of_job is not None:
                 self._send(identity_of_job, {"op": "cancelled", "job": h["job"]})
+        elif op == "status" and h["job"] in self.records:
+            self._send(identity, {"op": "job", "req": req, **self.records[h["job"]]})
         elif op == "status":
             self._send(identity, {"op": "job", "req": req, "job": h["job"], "state": "running",
                                   "fraction": 0.25, "stage": "generating", "queue_position": 0})
+        elif op == "result":
+            record = self.records.get(h["job"])
+            if record is None:
+                self._send(identity, {"op": "error", "req": req, "code": "not_found", "message": f"no job {h['job']}"})
+                return
+            reply, frames = {"op": "result", "req": req, **record}, []
+            take = h.get("take", 0) if self.knows_take else 0
+            if h.get("want") == "bytes" and record["audio_path"]:
+                frames = [wav_bytes(record["job"], take)]
+                reply["audio"] = {"frame": 1}
+                if self.knows_take and "take" in h:
+                    reply["take"] = take
+            self.sock.send_multipart([identity, *protocol.encode({"v": 1, **reply}, frames)])
+        elif op == "jobs":
+            records = list(reversed(self.records.values()))[: h.get("limit", 50)]
+            self._send(identity, {"op": "jobs", "req": req, "jobs": records})
         elif op == "subscribe":
             if self.forget_jobs:
                 self._send(identity, {"op": "error", "req": req, "code": "not_found",
@@ -139,6 +180,24 @@ class OscPeer:
             got.append(m)
             if m.address == address:
                 return got
+
+    def expect_any(self, addresses, timeout=5.0):
+        """The first message received at one of `addresses` (others before it are dropped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self._next(deadline)
+            if got.address in addresses:
+                return got
+
+    def _next(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no message within the time left")
+        self.sock.settimeout(left)
+        try:
+            return osc.decode(self.sock.recv(65536))[0]
+        except socket.timeout:
+            raise AssertionError("no message in time") from None
 
     def drain(self, quiet=0.05):
         """Every message received until none has come for `quiet` seconds."""
@@ -287,7 +346,7 @@ def test_server_goes_away_and_comes_back(peer, fake, bridge):
 
 
 @pytest.mark.timeout(60)
-def test_fuzzed_datagrams_never_stop_the_bridge(peer, bridge, caplog):
+def test_fuzzed_datagrams_never_stop_the_bridge(peer, bridge, caplog, tmp_path):
     """Random bytes and randomly mutated valid requests: every datagram is answered or ignored
     cleanly (no bridge exception), and the bridge still answers /m2u/ping afterwards."""
     import random
@@ -298,6 +357,10 @@ def test_fuzzed_datagrams_never_stop_the_bridge(peer, bridge, caplog):
         osc.encode("/m2u/edit", ("s", "more"), ("s", "last"), ("f", 0.0), ("f", 1.0), ("f", 2.0), ("i", peer.port)),
         osc.encode("/m2u/set", ("s", "time_signature"), ("i", 3), ("i", 4), ("i", peer.port)),
         osc.encode("/m2u/status", ("s", "last"), ("i", peer.port)),
+        osc.encode("/m2u/submit", ("s", "generate"), ("s", "prompt"), ("s", "lofi"), ("s", "takes"), ("i", 2),
+                   ("s", "results_dir"), ("s", str(tmp_path)), ("s", "reply_port"), ("i", peer.port)),
+        osc.encode("/m2u/jobs", ("i", 5), ("i", peer.port)),
+        osc.encode("/m2u/result", ("s", "job1"), ("s", str(tmp_path)), ("i", peer.port)),
     ]
     garbage = 0
     got = []

@@ -8,7 +8,7 @@ const os = require("os");
 const path = require("path");
 const dgram = require("dgram");
 const { World, makeLiveAPI, loadNames } = require("./lom_stub");
-const { Device, DEVICE_JS } = require("./harness");
+const { Device, DEVICE_JS, parseSubmit } = require("./harness");
 const osc = require("./osc");
 const pure = require(DEVICE_JS);
 
@@ -16,9 +16,11 @@ const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "m2u-max-"));
 const RESULT = path.join(TMP, "result.wav");
 fs.writeFileSync(RESULT, "RIFF"); // the stub only checks that the file exists
 
+// A loaded device; preview off (results placed at once) unless a test turns it on.
 function ready(options, deviceOptions) {
     const world = new World(options);
     const dev = new Device(world, deviceOptions);
+    dev.send("preview", 0);
     dev.send("init");
     return { world, dev };
 }
@@ -139,23 +141,82 @@ test("init configures [udpsend]/[udpreceive] and declares the reply port", () =>
     assert.match(dev.lastStatus(), /Reply port must be 1\.\.65535/);
 });
 
-test("generate sends context, conditioning and a loop-length duration", () => {
+test("generate: one /m2u/submit carries context, options and a loop-length duration (no /m2u/set)", () => {
     const { dev } = ready({ tempo: 120, loop: 1, loopStart: 16, loopLength: 8 });
     dev.send("mode", 2);
     dev.send("conditioning", 1);
+    dev.send("seed", 42);
+    dev.send("takes", 3);
+    dev.send("gen_mode", 1);
+    dev.send("sample_rate", 48000); // from [dspstate~]
     dev.send("prompt", "lofi", "piano", "with", "vinyl");
     dev.send("go");
-    const sent = dev.osc();
-    assert.deepEqual(sent.slice(-4), [
-        ["/m2u/set", "bpm", 120, 9101],
-        ["/m2u/set", "time_signature", 4, 4, 9101],
-        ["/m2u/set", "conditioning", "embedding", 9101],
-        ["/m2u/generate", "lofi piano with vinyl", 4, 9101], // 8 beats at 120 bpm = 4 s
-    ]);
-    assert.match(dev.lastStatus(), /Sent generate/);
+    assert.equal(dev.osc().filter((m) => m[0] === "/m2u/set").length, 0);
+    assert.deepEqual(dev.lastSubmit(), { kind: "generate", options: {
+        prompt: "lofi piano with vinyl", duration: 4, // 8 beats at 120 bpm = 4 s
+        seed: 42, takes: 3, mode: "continue", conditioning: "embedding", bpm: 120, time_signature: [4, 4],
+        results_dir: "user", reply_port: 9101, sample_rate: 48000, project_sample_rate: 48000,
+    } });
+    assert.match(dev.lastStatus(), /Sent generate, seed 42, 3 takes/);
     dev.send("go");
     assert.match(dev.lastStatus(), /A job is running/);
     return dev.close();
+});
+
+test("init asks [dspstate~] for Live's sample rate; unknown rates are not sent", () => {
+    const { dev } = ready();
+    assert.deepEqual(dev.outlets[3][0], ["dsp", "bang"]);
+    dev.send("prompt", "x");
+    dev.send("go");
+    assert.equal(dev.lastSubmit().options.sample_rate, undefined);
+    dev.send("cancel");
+    dev.send("sample_rate", 44100);
+    dev.send("go");
+    assert.equal(dev.lastSubmit().options.sample_rate, 44100);
+    assert.equal(dev.lastSubmit().options.project_sample_rate, 44100);
+    return dev.close();
+});
+
+test("results go next to the saved Set (Samples/M2UGen), else to the bridge's user folder", () => {
+    const { dev } = ready({ setPath: "/Users/me/Music/Beat Project/Beat.als" });
+    dev.send("prompt", "x");
+    dev.send("go");
+    assert.equal(dev.lastSubmit().options.results_dir, "/Users/me/Music/Beat Project/Samples/M2UGen");
+    assert.equal(pure.resultsFolder("C:\\Users\\me\\Beat Project\\Beat.als"), "C:\\Users\\me\\Beat Project\\Samples\\M2UGen");
+    assert.equal(pure.resultsFolder(""), "user");
+    return dev.close();
+});
+
+test("image and video dropped on the device go with generate only", () => {
+    const { dev } = ready();
+    dev.send("media", "Macintosh", "HD:/Users/me/Pictures/cat.png"); // live.drop splits at spaces
+    assert.match(dev.ui("media").pop()[0], /^image: cat\.png$/);
+    dev.send("prompt", "a", "cat");
+    dev.send("go");
+    assert.equal(dev.lastSubmit().options.image, "/Users/me/Pictures/cat.png");
+    dev.send("cancel");
+    dev.send("media", "Macintosh HD:/Users/me/Movies/clip.mov");
+    dev.send("go");
+    assert.equal(dev.lastSubmit().options.video, "/Users/me/Movies/clip.mov");
+    assert.equal(dev.lastSubmit().options.image, undefined);
+    dev.send("cancel");
+    dev.send("media", "Macintosh HD:/Users/me/notes.txt");
+    assert.match(dev.lastStatus(), /Drop an image .* or a video/);
+    dev.send("media_clear");
+    dev.send("go");
+    assert.equal(dev.lastSubmit().options.video, undefined);
+    return dev.close();
+});
+
+test("bad seed and takes are refused", () => {
+    const { dev } = ready();
+    dev.send("seed", 1.5);
+    assert.match(dev.lastStatus(), /Seed must be a whole number/);
+    dev.send("takes", 9);
+    assert.match(dev.lastStatus(), /Takes must be 1\.\.8/);
+    dev.send("gen_mode", "remix");
+    assert.match(dev.lastStatus(), /Unknown generation mode 'remix'/);
+    assert.equal(dev.sandbox.settings.seed, -1);
 });
 
 test("edit sends the selected clip's file and region (warped: beats via warp markers)", () => {
@@ -168,7 +229,10 @@ test("edit sends the selected clip's file and region (warped: beats via warp mar
     dev.send("duration", 6);
     dev.send("prompt", "more cowbell");
     dev.send("go");
-    assert.deepEqual(dev.osc().pop(), ["/m2u/edit", "more cowbell", "/Users/me/loops/drums.wav", 2, 6, 6, 9101]);
+    const sent = dev.lastSubmit();
+    assert.equal(sent.kind, "edit");
+    assert.deepEqual([sent.options.prompt, sent.options.audio, sent.options.start, sent.options.end, sent.options.duration],
+        ["more cowbell", "/Users/me/loops/drums.wav", 2, 6, 6]);
     return dev.close();
 });
 
@@ -178,7 +242,10 @@ test("ask on an unwarped session clip sends seconds markers", () => {
     dev.send("mode", 0);
     dev.send("prompt", "what instruments play here?");
     dev.send("go");
-    assert.deepEqual(dev.osc().pop(), ["/m2u/ask", "what instruments play here?", "/Users/me/a b.wav", 1.25, 9.5, 9101]);
+    const sent = dev.lastSubmit();
+    assert.equal(sent.kind, "ask");
+    assert.deepEqual([sent.options.prompt, sent.options.audio, sent.options.start, sent.options.end, sent.options.takes],
+        ["what instruments play here?", "/Users/me/a b.wav", 1.25, 9.5, 1]);
     return dev.close();
 });
 
@@ -204,25 +271,28 @@ test("empty prompt and bad settings are refused with a clear status", () => {
     assert.match(dev.lastStatus(), /Unknown conditioning 'audio'/);
 });
 
-test("recording: buffer~ cleared, record~ started/stopped, WAV written next to the device, used by edit", async () => {
+test("recording: cropped to what was recorded, written into the bridge's capture folder, used by edit", async () => {
     const { dev } = ready({ songTime: 12 });
     dev.send("rec", 1);
-    assert.deepEqual(dev.outlets[3].slice(0, 2), [["buffer", "clear"], ["record", 1]]);
+    assert.match(dev.lastStatus(), /Cannot record yet: the bridge has not answered/);
+    dev.receive("/m2u/welcome", ["0.1", "up", "0.1", "tiny", 1, 32000, 9101, "/tmp/m2ugen-captures"]);
+    dev.send("rec", 1);
+    assert.deepEqual(dev.outlets[3].slice(1, 4), [["buffer", "size", 60000], ["buffer", "clear"], ["record", 1]]);
     await sleep(60);
     dev.send("rec", 0);
     const out = dev.outlets[3];
-    assert.deepEqual(out[2], ["record", 0]);
-    assert.equal(out[3][0], "buffer");
-    assert.equal(out[3][1], "writewave");
-    assert.match(out[3][2], /^Macintosh HD:\/Users\/me\/Music\/M2UGen\/m2ugen-capture-\d+\.wav$/);
+    assert.deepEqual(out[4], ["record", 0]);
+    assert.equal(out[5][1], "crop");
+    assert.ok(out[5][3] >= 50 && out[5][3] < 5000, `cropped to ${out[5][3]} ms`);
+    assert.equal(out[6][1], "writewave");
+    assert.match(out[6][2], /^\/tmp\/m2ugen-captures\/m2ugen-capture-9101-\d+\.wav$/);
     dev.send("mode", "edit");
     dev.send("prompt", "add strings");
     dev.send("go");
-    const msg = dev.osc().pop();
-    assert.equal(msg[0], "/m2u/edit");
-    assert.match(msg[2], /^\/Users\/me\/Music\/M2UGen\/m2ugen-capture-\d+\.wav$/);
-    assert.equal(msg[3], 0);
-    assert.ok(msg[4] >= 0.05 && msg[4] < 5, `recorded seconds ${msg[4]}`);
+    const sent = dev.lastSubmit().options;
+    assert.equal(sent.audio, out[6][2]);
+    assert.equal(sent.start, 0);
+    assert.ok(sent.end >= 0.05 && sent.end < 5, `recorded seconds ${sent.end}`);
     await dev.close();
 });
 
@@ -339,8 +409,8 @@ test("progress, text chunks, ask answer and errors reach the UI", async () => {
     await dev.close();
 });
 
-test("cancel sends /m2u/cancel with the job id", () => {
-    const { dev } = ready();
+test("cancel sends /m2u/cancel and clears the device at once (no bridge needed to get unstuck)", async () => {
+    const { world, dev } = ready();
     dev.send("cancel");
     assert.match(dev.lastStatus(), /Nothing to cancel/);
     dev.send("prompt", "x");
@@ -348,9 +418,19 @@ test("cancel sends /m2u/cancel with the job id", () => {
     dev.receive("/m2u/accepted", ["j8", 0]);
     dev.send("cancel");
     assert.deepEqual(dev.osc().pop(), ["/m2u/cancel", "j8", 9101]);
-    dev.receive("/m2u/cancelled", ["j8"]);
     assert.match(dev.lastStatus(), /Cancelled j8/);
-    return dev.close();
+    assert.deepEqual(dev.ui("busy").pop(), [0]);
+    assert.equal(dev.sandbox.state.job, "");
+    assert.equal(dev.pendingTasks.size, 0, "no poll or watchdog left running");
+    dev.receive("/m2u/done", ["j8", RESULT, 1.0, 32000]); // a late outcome of the cancelled job: ignored
+    await sleep(20);
+    assert.equal(calls(world, "create_audio_track").length, 0);
+    dev.send("go"); // and the device takes a new request right away
+    assert.match(dev.lastStatus(), /Sent generate/);
+    dev.send("cancel"); // cancelling before /m2u/accepted: "last", and the watchdog stops too
+    assert.deepEqual(dev.osc().pop(), ["/m2u/cancel", "last", 9101]);
+    assert.equal(dev.pendingTasks.size, 0);
+    await dev.close();
 });
 
 test("no bridge: the status line says so after the accept timeout", async () => {
@@ -379,9 +459,9 @@ test("talks OSC over UDP to a fake bridge and places the returned file", async (
     bridge.on("message", (buf, rinfo) => {
         for (const m of osc.decode(buf)) {
             got.push(m);
-            const replyPort = m.args[m.args.length - 1];
+            const replyPort = m.address === "/m2u/submit" ? parseSubmit(m.args).options.reply_port : m.args[m.args.length - 1];
             const reply = (address, args) => bridge.send(osc.encode(address, args), replyPort, "127.0.0.1");
-            if (m.address === "/m2u/generate") {
+            if (m.address === "/m2u/submit") {
                 reply("/m2u/accepted", ["fake1", 0]);
                 reply("/m2u/progress", ["fake1", 0.5, "generating"]);
                 reply("/m2u/done", ["fake1", RESULT, 4.0, 32000]);
@@ -395,12 +475,14 @@ test("talks OSC over UDP to a fake bridge and places the returned file", async (
     const udp = await dev.connectUdp();
     dev.send("port", bridge.address().port);
     dev.send("reply_port", replyPort);
+    dev.send("preview", 0);
     dev.send("init");
     dev.send("prompt", "warm pads");
     dev.send("go");
     await udp.waitFor(() => world.log.some((e) => e.name === "create_audio_clip"), 5000, "create_audio_clip");
-    const gen = got.find((m) => m.address === "/m2u/generate");
-    assert.deepEqual(gen.args, ["warm pads", 0, replyPort]);
+    const gen = parseSubmit(got.find((m) => m.address === "/m2u/submit").args);
+    assert.deepEqual([gen.kind, gen.options.prompt, gen.options.duration, gen.options.reply_port],
+        ["generate", "warm pads", 0, replyPort]);
     assert.ok(got.some((m) => m.address === "/m2u/hello" && m.args[0] === replyPort));
     assert.deepEqual(calls(world, "create_audio_clip")[0].args, [RESULT, 8]);
     await dev.close();
@@ -424,5 +506,247 @@ test("a silent running job is polled with /m2u/status until its outcome arrives"
     await sleep(150);
     assert.equal(polls().length, n, "no polling after the job finished");
     assert.match(dev.lastStatus(), /Placed on track/);
+    await dev.close();
+});
+
+// ---- several devices, a bridge that goes away --------------------------------------------------
+
+test("two devices in one Live get their own reply ports; a deleted device gives its port back", () => {
+    const world = new World({ tracks: 4, deviceTrack: 0 });
+    const a = new Device(world);
+    const b = new Device(world, { thisDevice: world.addDevice(2) });
+    a.send("init");
+    b.send("init");
+    assert.deepEqual(a.outlets[1].pop(), ["port", 9101]);
+    assert.deepEqual(b.outlets[1].pop(), ["port", 9102]);
+    assert.deepEqual(b.osc()[0], ["/m2u/hello", 9102]);
+    for (const dev of [a, b]) {
+        dev.send("prompt", "x");
+        dev.send("go");
+    }
+    assert.equal(a.lastSubmit().options.reply_port, 9101);
+    assert.equal(b.lastSubmit().options.reply_port, 9102);
+    a.send("notifydeleted");
+    const c = new Device(world, { thisDevice: world.addDevice(3) });
+    c.send("init");
+    assert.deepEqual(c.outlets[1].pop(), ["port", 9101]);
+    b.send("reply_port", 9150); // set by hand: that port, and 9102 is free again
+    assert.deepEqual(b.outlets[1].pop(), ["port", 9150]);
+    const d = new Device(world, { thisDevice: world.addDevice(1) });
+    d.send("init");
+    assert.deepEqual(d.outlets[1].pop(), ["port", 9102]);
+    return Promise.all([a, b, c, d].map((dev) => dev.close()));
+});
+
+test("two devices over UDP: each result reaches the device that asked and lands after its own track", async () => {
+    const bridge = dgram.createSocket("udp4");
+    await new Promise((r) => bridge.bind(0, "127.0.0.1", r));
+    let count = 0;
+    bridge.on("message", (buf) => {
+        for (const m of osc.decode(buf)) {
+            if (m.address !== "/m2u/submit") continue;
+            const o = parseSubmit(m.args).options;
+            const job = "job" + (++count);
+            const send = (address, args) => bridge.send(osc.encode(address, args), o.reply_port, "127.0.0.1");
+            send("/m2u/accepted", [job, 0]);
+            send("/m2u/done", [job, RESULT, 1.0, 32000]);
+        }
+    });
+    const world = new World({ tracks: 4, deviceTrack: 0, view: "Arranger" });
+    const a = new Device(world);
+    const b = new Device(world, { thisDevice: world.addDevice(2) });
+    for (const dev of [a, b]) {
+        await dev.connectUdp();
+        dev.send("port", bridge.address().port);
+        dev.send("reply_port", await freePort());
+        dev.send("preview", 0);
+        dev.send("init");
+    }
+    a.send("prompt", "from", "a");
+    a.send("go");
+    b.send("prompt", "from", "b");
+    b.send("go");
+    await a.udp.waitFor(() => /Placed/.test(a.lastStatus()) && /Placed/.test(b.lastStatus()), 5000, "both placed");
+    const names = world.song.values.tracks.map((t) => t.values.name);
+    // a (track 1) -> new track 2; b (track 3, now 4) -> new track after it
+    assert.match(names[1], /generate: from a/);
+    assert.match(names[4], /generate: from b/);
+    await a.close();
+    await b.close();
+    await new Promise((r) => bridge.close(r));
+});
+
+test("polling gives up when the bridge disappears: a clear message and the device is free again", async () => {
+    const { dev } = ready();
+    dev.sandbox.STATUS_POLL_MS = 20;
+    dev.send("prompt", "x");
+    dev.send("go");
+    dev.receive("/m2u/accepted", ["j10", 0]);
+    const t0 = Date.now();
+    while (!/stopped answering/.test(dev.lastStatus()) && Date.now() - t0 < 3000) await sleep(20);
+    assert.match(dev.lastStatus(), /The bridge stopped answering \(3 status requests unanswered\): gave up waiting for job j10/);
+    assert.equal(dev.osc().filter((m) => m[0] === "/m2u/status").length, 3);
+    assert.deepEqual(dev.ui("busy").pop(), [0]);
+    assert.equal(dev.pendingTasks.size, 0);
+    dev.send("go");
+    assert.match(dev.lastStatus(), /Sent generate/);
+    await dev.close();
+});
+
+test("a status reply resets the count: a slow job on a live bridge is not given up", async () => {
+    const { dev } = ready();
+    dev.sandbox.STATUS_POLL_MS = 20;
+    dev.send("prompt", "x");
+    dev.send("go");
+    dev.receive("/m2u/accepted", ["j11", 0]);
+    for (let i = 0; i < 8; i++) {
+        await sleep(25);
+        dev.receive("/m2u/status", ["j11", "running", 0.1 * i, "generating", 0]);
+    }
+    assert.doesNotMatch(dev.lastStatus(), /stopped answering/);
+    assert.equal(dev.sandbox.state.job, "j11");
+    await dev.close();
+});
+
+// ---- preview, takes, analysis, job list -------------------------------------------------------
+
+function takesDone(dev, job, paths, seconds) {
+    dev.receive("/m2u/accepted", [job, 0]);
+    paths.forEach((p, i) => dev.receive("/m2u/take", [job, i, paths.length, p, 100 + i]));
+    dev.receive("/m2u/done", [job, paths[0], seconds, 48000]);
+}
+
+test("preview: the device plays the result; nothing is placed until Accept", async () => {
+    const { world, dev } = ready({ deviceTrack: 0, view: "Arranger" });
+    dev.send("preview", 1);
+    dev.send("seed", 7);
+    dev.send("prompt", "pads");
+    dev.send("go");
+    dev.receive("/m2u/accepted", ["p1", 0]);
+    dev.receive("/m2u/done", ["p1", RESULT, 2.0, 48000]);
+    assert.deepEqual(dev.outlets[3].slice(-2), [["preview", "open", RESULT], ["preview", 1]]);
+    assert.match(dev.lastStatus(), /Preview take 1\/1 \(seed 7\): Accept, Regenerate or Discard/);
+    await sleep(20);
+    assert.equal(calls(world, "create_audio_track").length, 0);
+    dev.send("accept");
+    assert.deepEqual(dev.outlets[3].pop(), ["preview", 0]);
+    await sleep(20);
+    assert.deepEqual(calls(world, "create_audio_clip").map((c) => c.args), [[RESULT, 16]]);
+    assert.match(dev.lastStatus(), /Placed on track 2/);
+    await dev.close();
+});
+
+test("preview: Discard places nothing; Regenerate sends the same request with the next seeds", async () => {
+    const { world, dev } = ready();
+    dev.send("preview", 1);
+    dev.send("seed", 7);
+    dev.send("takes", 2);
+    dev.send("prompt", "pads");
+    dev.send("go");
+    const first = dev.lastSubmit();
+    takesDone(dev, "p2", [RESULT, RESULT], 2.0);
+    dev.send("play"); // the next take
+    assert.match(dev.lastStatus(), /Preview take 2\/2 \(seed 101\)/);
+    dev.send("regenerate");
+    const again = dev.lastSubmit();
+    assert.equal(again.options.seed, 9); // 7 + 2 takes: new seeds, nothing repeated
+    assert.deepEqual({ ...again.options, seed: 0 }, { ...first.options, seed: 0 });
+    takesDone(dev, "p3", [RESULT], 2.0);
+    dev.send("discard");
+    assert.match(dev.lastStatus(), /^Discarded \(the file stays in /);
+    assert.deepEqual(dev.outlets[3].pop(), ["preview", 0]);
+    dev.send("accept");
+    assert.match(dev.lastStatus(), /Nothing to accept/);
+    await sleep(20);
+    assert.equal(calls(world, "create_audio_track").length, 0);
+    dev.send("seed", -1);
+    dev.send("go");
+    takesDone(dev, "p4", [RESULT], 2.0);
+    dev.send("regenerate");
+    assert.equal(dev.lastSubmit().options.seed, -1); // random stays random
+    await dev.close();
+});
+
+test("takes in the session: consecutive clip slots from the selected scene, scenes added when needed", async () => {
+    const { world, dev } = ready({ deviceTrack: 0, view: "Session", scenes: 3, selectedScene: 1 });
+    dev.send("takes", 3);
+    dev.send("prompt", "drums");
+    dev.send("go");
+    takesDone(dev, "t1", [RESULT, RESULT, RESULT], 2.0);
+    await sleep(20);
+    assert.deepEqual(calls(world, "create_audio_clip").map((c) => c.path),
+        ["live_set tracks 1 clip_slots 1", "live_set tracks 1 clip_slots 2", "live_set tracks 1 clip_slots 3"]);
+    assert.deepEqual(calls(world, "create_scene").map((c) => c.args), [[-1]]);
+    const slots = world.song.values.tracks[1].values.clip_slots;
+    assert.deepEqual(slots.map((s) => s.values.has_clip), [0, 1, 1, 1]);
+    assert.match(slots[2].values.clip.values.name, /\(take 2, seed 101\)$/);
+    assert.match(dev.lastStatus(), /Placed 3 takes on track 2 \(session, scenes 2-4\)/);
+    await dev.close();
+});
+
+test("takes in the arrangement: one after another from the position (length at the Set's tempo)", async () => {
+    const { world, dev } = ready({ deviceTrack: 1, view: "Arranger", tempo: 120, loop: 1, loopStart: 8 });
+    dev.send("takes", 2);
+    dev.send("prompt", "drums");
+    dev.send("go");
+    takesDone(dev, "t2", [RESULT, RESULT], 2.0); // 2 s at 120 bpm = 4 beats
+    await sleep(20);
+    assert.deepEqual(calls(world, "create_audio_clip").map((c) => [c.path, c.args[1]]),
+        [["live_set tracks 2", 8], ["live_set tracks 2", 12]]);
+    await dev.close();
+});
+
+test("a take that fails to import keeps the takes placed before it and says which failed", async () => {
+    const { world, dev } = ready({ deviceTrack: 0, view: "Arranger" });
+    dev.send("takes", 2);
+    dev.send("prompt", "drums");
+    dev.send("go");
+    takesDone(dev, "t3", [RESULT, path.join(TMP, "missing.wav")], 2.0);
+    await sleep(20);
+    assert.equal(world.song.values.tracks[1].values.arrangement_clips.length, 1);
+    assert.match(dev.lastStatus(), /Placed on track 2 .*take 2 failed: file not found/);
+    await dev.close();
+});
+
+test("the answer text and the measured analysis are shown", () => {
+    const { world, dev } = ready();
+    world.selectAudioClip({ file_path: "/Users/me/a.wav", warping: 0, start_marker: 0, end_marker: 2 }, { track: 0 });
+    dev.send("mode", "ask");
+    dev.send("prompt", "what key?");
+    dev.send("go");
+    dev.receive("/m2u/accepted", ["a1", 0]);
+    dev.receive("/m2u/analysis", ["a1", "input", "92 BPM, F# minor, -14.0 LUFS, 8.0 s", "bpm", 92.0]);
+    dev.receive("/m2u/analysis", ["other", "input", "not mine"]);
+    dev.receive("/m2u/text", ["a1", 0, 1, "F# minor."]);
+    dev.receive("/m2u/done", ["a1", "", 0, 0]);
+    assert.deepEqual(dev.ui("answer").pop(), ["F# minor."]);
+    assert.deepEqual(dev.ui("analysis").pop(), ["Input: 92 BPM, F# minor, -14.0 LUFS, 8.0 s"]);
+    return dev.close();
+});
+
+test("job list: /m2u/jobs fills the menu; Re-insert fetches the result into the Set's folder and places it", async () => {
+    const { world, dev } = ready({ deviceTrack: 0, view: "Arranger", setPath: "/Users/me/P/Set.als", preview: 1 });
+    dev.send("preview", 1); // re-insert places directly even with preview on
+    dev.send("reinsert");
+    assert.match(dev.lastStatus(), /Pick a job in the list first/);
+    dev.send("refresh_jobs");
+    assert.deepEqual(dev.osc().pop(), ["/m2u/jobs", 20, 9101]);
+    dev.receive("/m2u/job", [0, 2, "jb2", "ask", "done", "what key?", 0, "2026-12-01 22:10"]);
+    dev.receive("/m2u/job", [1, 2, "jb1", "generate", "done", "warm pads", 4.0, "2026-12-01 22:00"]);
+    dev.receive("/m2u/jobs", [2]);
+    const menu = dev.ui("jobs_menu");
+    assert.deepEqual(menu[0], ["clear"]);
+    assert.deepEqual(menu.slice(1).map((m) => m[0]), ["append", "append"]);
+    assert.match(menu[2][1], /^2026-12-01 22:00 generate warm pads$/);
+    dev.send("pick_job", 0);
+    dev.send("reinsert");
+    assert.match(dev.lastStatus(), /Job jb2 has no audio to insert \(ask, done\)/);
+    dev.send("pick_job", 1);
+    dev.send("reinsert");
+    assert.deepEqual(dev.osc().pop(), ["/m2u/result", "jb1", "/Users/me/P/Samples/M2UGen", 9101]);
+    dev.receive("/m2u/done", ["jb1", RESULT, 4.0, 32000]);
+    await sleep(20);
+    assert.deepEqual(calls(world, "create_audio_clip").map((c) => c.args), [[RESULT, 16]]);
+    assert.match(world.song.values.tracks[1].values.name, /generate: warm pads/);
     await dev.close();
 });

@@ -7,6 +7,7 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const fs = require("fs");
+const path = require("path");
 const dgram = require("dgram");
 const { World } = require("./lom_stub");
 const { Device } = require("./harness");
@@ -19,6 +20,8 @@ function requiredEnv(name) {
 
 const BRIDGE_PORT = Number(requiredEnv("M2U_BRIDGE_PORT"));
 const CLIP = requiredEnv("M2U_CLIP");
+const SET_DIR = requiredEnv("M2U_SET_DIR");
+const RESULTS_DIR = path.join(SET_DIR, "Samples", "M2UGen");
 const JOB_TIMEOUT_MS = 180000;
 
 async function freePort() {
@@ -29,12 +32,13 @@ async function freePort() {
     return p;
 }
 
-async function startDevice(worldOptions) {
-    const world = new World(worldOptions);
+async function startDevice(worldOptions, previewOn) {
+    const world = new World(Object.assign({ setPath: path.join(SET_DIR, "Song.als") }, worldOptions));
     const dev = new Device(world);
     const udp = await dev.connectUdp();
     dev.send("port", BRIDGE_PORT);
     dev.send("reply_port", await freePort());
+    dev.send("preview", previewOn ? 1 : 0);
     dev.send("init");
     await udp.waitFor(() => udp.received.some((m) => m.address === "/m2u/welcome"), 10000, "/m2u/welcome");
     return { world, dev, udp };
@@ -45,7 +49,7 @@ function calls(world, name) {
 }
 
 function finished(dev) {
-    return () => /Placed on track|Answer ready|Error |Live could not|cannot import/.test(dev.lastStatus());
+    return () => /Placed on track|Answer ready|Error |Live could not|cannot import|Preview take/.test(dev.lastStatus());
 }
 
 test("hello: the bridge answers /m2u/welcome with the server up and the tiny model", async () => {
@@ -57,20 +61,31 @@ test("hello: the bridge answers /m2u/welcome with the server up and the tiny mod
     await dev.close();
 });
 
-test("generate in the arrangement: new track after the device's track, clip with the returned file at the loop start", async () => {
-    const { world, dev, udp } = await startDevice({ deviceTrack: 1, tracks: 3, view: "Arranger", loop: 1, loopStart: 8, loopLength: 4, tempo: 120 });
+test("generate in the arrangement: preview, Accept, then the clip (a file in the Set's folder) at the loop start", async () => {
+    const { world, dev, udp } = await startDevice({ deviceTrack: 1, tracks: 3, view: "Arranger", loop: 1, loopStart: 8, loopLength: 4, tempo: 120 }, true);
+    assert.ok(udp.received.find((m) => m.address === "/m2u/welcome").args[7], "the bridge names its capture folder");
     dev.send("mode", "generate");
+    dev.send("sample_rate", 44100); // what [dspstate~] reports: the result comes at the Set's rate
+    dev.send("seed", 5);
     dev.send("prompt", "short", "lofi", "piano");
     dev.send("go");
     await udp.waitFor(finished(dev), JOB_TIMEOUT_MS, "the generate job to finish");
-    assert.match(dev.lastStatus(), /Placed on track 3 at beat 8/);
+    assert.match(dev.lastStatus(), /^Preview take 1\/1 \(seed 5\)/);
     const done = udp.received.find((m) => m.address === "/m2u/done");
     const resultPath = done.args[1];
+    assert.equal(path.dirname(resultPath), RESULTS_DIR, "written by the bridge next to the Set, not in the jobs folder");
     assert.ok(fs.existsSync(resultPath), `result file ${resultPath} exists`);
     assert.ok(Math.abs(done.args[2] - 2.0) < 0.05, `duration ${done.args[2]} is the loop length (4 beats at 120 bpm)`);
+    assert.equal(done.args[3], 44100);
+    assert.deepEqual(dev.outlets[3].filter((m) => m[0] === "preview" && m[1] === "open").pop(), ["preview", "open", resultPath]);
+    assert.equal(calls(world, "create_audio_track").length, 0, "nothing placed before Accept");
+    dev.send("accept");
+    await udp.waitFor(() => /Placed on track/.test(dev.lastStatus()), 5000, "the placement");
+    assert.match(dev.lastStatus(), /Placed on track 3 at beat 8/);
     assert.deepEqual(calls(world, "create_audio_track").map((c) => c.args), [[2]]);
     assert.deepEqual(calls(world, "create_audio_clip").map((c) => [c.path, c.args]), [["live_set tracks 2", [resultPath, 8]]]);
     assert.ok(udp.received.some((m) => m.address === "/m2u/progress"), "progress events arrived");
+    console.log("M2U_JOB generate " + done.args[0]);
     await dev.close();
 });
 
@@ -85,7 +100,9 @@ test("edit of the selected session clip: result in the selected scene's slot of 
     assert.match(dev.lastStatus(), /Placed on track 2 \(session\)/);
     const done = udp.received.find((m) => m.address === "/m2u/done");
     assert.ok(fs.existsSync(done.args[1]));
+    assert.equal(path.dirname(done.args[1]), RESULTS_DIR);
     assert.deepEqual(calls(world, "create_audio_clip").map((c) => [c.path, c.args]), [["live_set tracks 1 clip_slots 1", [done.args[1]]]]);
+    console.log("M2U_JOB edit " + done.args[0]);
     await dev.close();
 });
 
@@ -116,5 +133,22 @@ test("ask about the selected clip: the text answer reaches the answer box, nothi
     const answers = dev.ui("answer");
     assert.equal(String(answers[answers.length - 1][0]), text);
     assert.equal(calls(world, "create_audio_track").length, 0);
+    await dev.close();
+});
+
+test("the job list names the jobs of this run; Re-insert places an earlier result again", async () => {
+    const { world, dev, udp } = await startDevice({ deviceTrack: 0, view: "Arranger", loop: 1, loopStart: 4 });
+    dev.send("refresh_jobs");
+    await udp.waitFor(() => udp.received.some((m) => m.address === "/m2u/jobs"), 10000, "/m2u/jobs");
+    const jobs = udp.received.filter((m) => m.address === "/m2u/job");
+    assert.ok(jobs.length >= 3, `jobs listed: ${jobs.length}`);
+    const index = jobs.findIndex((m) => m.args[3] === "generate" && m.args[4] === "done");
+    assert.ok(index >= 0, "the generate job is listed as done");
+    dev.send("pick_job", jobs[index].args[0]);
+    dev.send("reinsert");
+    await udp.waitFor(finished(dev), 30000, "the re-insert");
+    assert.match(dev.lastStatus(), /Placed on track 2 at beat 4/);
+    const clip = calls(world, "create_audio_clip")[0].args[0];
+    assert.equal(path.dirname(clip), RESULTS_DIR);
     await dev.close();
 });

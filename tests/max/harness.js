@@ -45,9 +45,12 @@ class Device {
         this.posts = [];
         this.messnamed = [];
         this.pendingTasks = new Set();
+        this.thisDevice = o.thisDevice || world.device; // a second device: world.addDevice(track)
         this.sandbox = {
-            LiveAPI: makeLiveAPI(world),
+            LiveAPI: makeLiveAPI(world, this.thisDevice),
             Task: makeTask(this.pendingTasks),
+            // Max's Global: every [js] that names it sees the same object
+            Global: function Global(name) { return world.globals[name] || (world.globals[name] = {}); },
             outlet: (index, ...atoms) => this._outlet(index, atoms),
             post: (...a) => this.posts.push(a.join(" ")),
             messnamed: (...a) => this.messnamed.push(a),
@@ -93,6 +96,13 @@ class Device {
         return this.outlets[0].filter((m) => String(m[0]).charAt(0) === "/");
     }
 
+    // the last /m2u/submit as {kind, options: {name: value(s)}}
+    lastSubmit() {
+        const msg = this.osc().filter((m) => m[0] === "/m2u/submit").pop();
+        if (!msg) return null;
+        return parseSubmit(msg.slice(1));
+    }
+
     // Connect outlet 0 to a UDP sender and outlet 1 to a UDP receiver (what [udpsend]/[udpreceive] do).
     async connectUdp() {
         this.udp = new UdpPeer(this);
@@ -104,6 +114,18 @@ class Device {
         for (const t of Array.from(this.pendingTasks)) t.cancel();
         if (this.udp) await this.udp.close();
     }
+}
+
+const SUBMIT_ARITY = { time_signature: 2 };
+function parseSubmit(args) {
+    const out = { kind: args[0], options: {} };
+    for (let i = 1; i < args.length;) {
+        const name = args[i];
+        const n = SUBMIT_ARITY[name] || 1;
+        out.options[name] = n === 1 ? args[i + 1] : args.slice(i + 1, i + 1 + n);
+        i += 1 + n;
+    }
+    return out;
 }
 
 class UdpPeer {
@@ -194,4 +216,4 @@ class UdpPeer {
     }
 }
 
-module.exports = { Device, DEVICE_JS };
+module.exports = { Device, DEVICE_JS, parseSubmit };

@@ -39,6 +39,7 @@ class World {
             tempo: o.tempo || 120.0, signature_numerator: 4, signature_denominator: 4,
             loop: o.loop === undefined ? 1 : o.loop, loop_start: o.loopStart || 16.0, loop_length: o.loopLength || 8.0,
             current_song_time: o.songTime || 4.0, is_playing: 0, tracks: [], scenes: [],
+            file_path: o.setPath || "",
         });
         for (let i = 0; i < (o.scenes || 4); i++) this.song.values.scenes.push(this.make("Scene", { name: "" }));
         const songView = this.make("Song.View", {
@@ -47,9 +48,24 @@ class World {
         this.song.values.view = songView;
         for (let i = 0; i < (o.tracks || 3); i++) this.addTrack(this.song.values.tracks.length, "Track " + (i + 1));
         const deviceTrack = this.song.values.tracks[o.deviceTrack === undefined ? 1 : o.deviceTrack];
-        this.device = this.make("Device", { name: "M2UGen", canonical_parent: deviceTrack });
-        deviceTrack.values.devices.push(this.device);
+        this.device = this.addDevice(o.deviceTrack === undefined ? 1 : o.deviceTrack);
         songView.values.selected_track = deviceTrack;
+        this.globals = {}; // Max's Global objects, shared by every [js] of this Live
+    }
+
+    // Another M2UGen device on track `trackIndex` (its `this_device`).
+    addDevice(trackIndex) {
+        const track = this.song.values.tracks[trackIndex];
+        const device = this.make("Device", { name: "M2UGen", canonical_parent: track });
+        track.values.devices.push(device);
+        return device;
+    }
+
+    addScene() {
+        this.song.values.scenes.push(this.make("Scene", { name: "" }));
+        for (const track of this.song.values.tracks) {
+            track.values.clip_slots.push(this.make("ClipSlot", { has_clip: 0, clip: null, canonical_parent: track }));
+        }
     }
 
     make(cls, values) {
@@ -133,14 +149,14 @@ class World {
         }
     }
 
-    resolve(path) {
+    resolve(path, thisDevice) {
         const words = String(path).replace(/"/g, "").trim().split(/\s+/);
         if (words[0] === "id") {
             const obj = this.objects.get(Number(words[1]));
             return obj || null;
         }
         if (!ROOTS[words[0]]) throw new Error(`LOM stub: unknown root '${words[0]}' in path '${path}'`);
-        let obj = words[0] === "live_set" ? this.song : words[0] === "live_app" ? this.app : this.device;
+        let obj = words[0] === "live_set" ? this.song : words[0] === "live_app" ? this.app : (thisDevice || this.device);
         for (let i = 1; i < words.length; i++) {
             if (!obj) return null;
             const name = words[i];
@@ -222,6 +238,12 @@ const FUNCTIONS = {
         const t = w.addTrack(index, `${index + 1}-Audio`);
         return ["id", t.id];
     },
+    "Song.create_scene": (w, song, args) => {
+        w.guardChange("create_scene");
+        if (Number(args[0]) !== -1) throw new Error(`create_scene: the stub only appends (index -1), got ${args[0]}`);
+        w.addScene();
+        return ["id", song.values.scenes[song.values.scenes.length - 1].id];
+    },
     "Song.delete_track": (w, song, args) => {
         w.guardChange("delete_track");
         const index = Number(args[0]);
@@ -259,7 +281,7 @@ const FUNCTIONS = {
 };
 
 // The LiveAPI class the device sees (Max: `new LiveAPI([callback], path)`).
-function makeLiveAPI(world) {
+function makeLiveAPI(world, thisDevice) {
     function LiveAPI(a, b) {
         const callback = typeof a === "function" ? a : null;
         const path = typeof a === "function" ? b : a;
@@ -269,7 +291,7 @@ function makeLiveAPI(world) {
     // Made from an id, `path` is the canonical path; made from a path, the stub gives that path back
     // as written (the conservative reading of Max's docs), so the device must not rely on more.
     LiveAPI.prototype._bind = function (path) {
-        this._obj = path ? world.resolve(path) : null;
+        this._obj = path ? world.resolve(path, thisDevice) : null;
         const p = String(path).replace(/"/g, "").trim().replace(/\s+/g, " ");
         this._path = !this._obj ? "" : /^id /.test(p) ? world.pathOf(this._obj) : p;
     };

@@ -1,0 +1,630 @@
+"""Request routing: parsed OSC requests -> server requests, server replies and events -> OSC replies.
+
+Two tables say who handles what: `REQUESTS` (OSC request op -> handler) and `REPLIES` (what a
+pending server request was for -> handler of its direct reply). Job events (progress, text, done...)
+go through the job's `JobView` (bridge_osc/jobview.py); what the client then receives is formatted
+by bridge_osc/replies.py. The UDP/ZeroMQ loop, server health and sending live in bridge_osc/bridge.py;
+the router reaches them only through the `Link` it is given.
+
+Results for DAWs: a request with `results_dir` has its result fetched as bytes (`result`, `want:
+bytes`; one per take) and written into that folder on this machine (bridge_osc/results.py); the
+client's `/m2u/done` and `/m2u/take` then name the local files, never the server's jobs folder.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from bridge_osc import replies
+from server.jobview import JobView
+from bridge_osc.replies import Reply
+from bridge_osc.requests import SETTINGS, Request, server_params
+from bridge_osc.results import ResultsRefused, file_name, results_folder, write_result
+from server.client import Message
+
+log = logging.getLogger("m2ugen.bridge_osc")
+
+MAX_CLIENTS = 64
+MAX_JOBS = 1000
+MAX_JOBS_PER_CLIENT = 100
+
+Address = tuple[str, int]  # (host, port) an OSC client receives on
+
+
+class Link(Protocol):
+    """What the router needs from the loop (bridge_osc.bridge.Bridge)."""
+
+    version: str
+    server_up: bool | None
+    ping_interval_s: float
+    capture_dir: str
+    welcome: dict[str, Any]
+
+    def send(self, target: Address, messages: list[Reply]) -> None: ...
+
+    def server_send(self, op: str, frames: tuple = (), **fields: Any) -> str: ...
+
+    def server_endpoint_text(self) -> str: ...
+
+
+@dataclass
+class ClientState:
+    """One OSC client = (sender host, reply port)."""
+
+    jobs: list[str] = field(default_factory=list)  # newest last
+    params: dict[str, Any] = field(default_factory=dict)  # from /m2u/set
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Tracked:
+    """A job this bridge follows for a client."""
+
+    target: Address
+    view: JobView
+    prompt: str = ""
+    results_dir: Path | None = None
+    local_paths: list[str] | None = None  # where its takes were written here (None: not fetched yet)
+    fetching: bool = False
+    last_progress: tuple[float, str, float] = (-1.0, "", 0.0)  # (fraction, stage, monotonic time) sent
+
+
+@dataclass
+class Pending:
+    """A server request waiting for its direct reply."""
+
+    what: str  # a key of REPLIES
+    target: Address | None
+    sent: float
+    request: Request | None = None
+    job: str = ""
+    take: int = 0
+    results_dir: Path | None = None  # submit: the checked results folder of the request
+
+    @property
+    def job_bound(self) -> bool:
+        """Errors for this request name its job (else the request had no job yet)."""
+        return self.what in ("status", "cancel", "subscribe", "fetch", "record")
+
+
+class Router:
+    def __init__(self, link: Link, *, default_reply_port: int, progress_repeat_s: float,
+                 default_results_dir: Path | None = None, upload_inputs: bool = False):
+        self.link = link
+        self.upload_inputs = upload_inputs  # send input files as frames (the server is on another machine)
+        self.default_reply_port = default_reply_port
+        self.progress_repeat_s = progress_repeat_s
+        self.default_results_dir = default_results_dir
+        self.hello_ports: dict[str, int] = {}
+        self.clients: collections.OrderedDict[Address, ClientState] = collections.OrderedDict()
+        self.jobs: collections.OrderedDict[str, Tracked] = collections.OrderedDict()
+        self.pending: dict[str, Pending] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def reply_address(self, source: Address, reply_port: int | None) -> Address:
+        host = source[0]
+        port = reply_port if reply_port is not None else self.hello_ports.get(host, self.default_reply_port)
+        return (host, source[1]) if port == 0 else (host, port)
+
+    def client_state(self, target: Address) -> ClientState:
+        state = self.clients.pop(target, None) or ClientState()
+        self.clients[target] = state  # most recent last
+        while len(self.clients) > MAX_CLIENTS:
+            self.clients.popitem(last=False)
+        return state
+
+    def send(self, target: Address | None, *messages: Reply) -> None:
+        if target is not None:
+            self.link.send(target, list(messages))
+
+    def error(self, target: Address | None, job: str, code: str, message: str) -> None:
+        if target is None:
+            return
+        if code not in ("bad_osc", "bad_args", "unknown_address"):
+            log.info("error to %s:%d: job=%s %s: %s", target[0], target[1], job or "-", code, message)
+        self.send(target, replies.error(job, code, message))
+
+    def ask_server(self, what: str, target: Address | None, op: str, *, request: Request | None = None,
+                   job: str = "", take: int = 0, results_dir: Path | None = None,
+                   fields: dict[str, Any] | None = None) -> None:
+        """Send `op` to the server; its direct reply goes to REPLIES[what] with this Pending."""
+        req = self.link.server_send(op, **(fields or {}))
+        self.pending[req] = Pending(what, target, time.monotonic(), request, job, take, results_dir)
+
+    def _last_job(self, target: Address, client: ClientState) -> str | None:
+        if client.jobs:
+            return client.jobs[-1]
+        self.error(target, "", "no_job", f"'last': this client ({target[0]}:{target[1]}) has no job yet")
+        return None
+
+    def _results_dir(self, target: Address, value: str | None) -> Path | None | bool:
+        """The checked results folder of a request (None: none asked for); False after an error."""
+        if value is None:
+            return None
+        try:
+            if value == "user":
+                if self.default_results_dir is None:
+                    raise ResultsRefused("this bridge has no default results folder (--results-dir)")
+                return results_folder(str(self.default_results_dir))
+            return results_folder(value)
+        except ResultsRefused as e:
+            self.error(target, "", "bad_results_dir", str(e))
+            return False
+
+    # ------------------------------------------------------------------ OSC requests
+    def handle_request(self, request: Request, source: Address) -> None:
+        if request.op == "hello":
+            if request.reply_port is None:
+                self.hello_ports.pop(source[0], None)
+            else:
+                self.hello_ports[source[0]] = request.reply_port
+        target = self.reply_address(source, None if request.op == "hello" else request.reply_port)
+        client = self.client_state(target)
+        log.log(logging.DEBUG if request.op == "ping" else logging.INFO,
+                "%s:%d -> /m2u/%s %s", target[0], target[1], request.op, describe(request))
+        handler = REQUESTS[request.op]
+        if request.op not in ("ping", "hello", "set") and self.link.server_up is False:
+            job = request.job if request.op in ("cancel", "status", "result") else ""
+            self.error(target, job, "server_unavailable",
+                       f"the server at {self.link.server_endpoint_text()} is not answering; the bridge retries every "
+                       f"{self.link.ping_interval_s:g} s and sends /m2u/server up when it is back")
+            return
+        handler(self, request, target, client)
+
+    def _on_ping(self, request: Request, target: Address, client: ClientState) -> None:
+        self.send(target, replies.pong(self.link.version, self.link.server_up is not False))
+
+    def _on_hello(self, request: Request, target: Address, client: ClientState) -> None:
+        if self.link.server_up is False:
+            self.send_welcome(target)
+        else:  # fresh model details from the server; /m2u/welcome goes out with its reply
+            self.ask_server("hello", target, "hello", request=request, fields={"client": f"bridge_osc {self.link.version}"})
+
+    def send_welcome(self, target: Address) -> None:
+        self.send(target, replies.welcome(self.link.version, self.link.server_up is not False, self.link.welcome,
+                                          target[1], self.link.capture_dir))
+
+    def _on_set(self, request: Request, target: Address, client: ClientState) -> None:
+        where = client.params if SETTINGS[request.name][0] == "params" else client.context
+        if request.value is None:
+            where.pop(request.name, None)
+        else:
+            where[request.name] = request.value
+        self.send(target, replies.set_echo(request.name, request.value))
+
+    def _on_job_op(self, request: Request, target: Address, client: ClientState) -> None:
+        """cancel / status of a job id or 'last'."""
+        job = request.job if request.job != "last" else self._last_job(target, client)
+        if job is not None:
+            self.ask_server(request.op, target, request.op, request=request, job=job, fields={"job": job})
+
+    def _on_result(self, request: Request, target: Address, client: ClientState) -> None:
+        """/m2u/result: the outcome of a finished job again, fetched into a results folder if named."""
+        job = request.job if request.job != "last" else self._last_job(target, client)
+        if job is None:
+            return
+        folder = self._results_dir(target, request.results_dir)
+        if folder is False:
+            return
+        tracked = self.jobs.get(job)
+        if tracked is None or tracked.target != target:
+            tracked = Tracked(target, JobView(job), results_dir=folder)
+            self._track(job, tracked)
+        elif folder is not None and folder != tracked.results_dir:
+            tracked.results_dir, tracked.local_paths = folder, None
+        self.ask_server("record", target, "result", request=request, job=job, fields={"job": job})
+
+    def _on_jobs(self, request: Request, target: Address, client: ClientState) -> None:
+        self.ask_server("jobs", target, "jobs", request=request, fields={"limit": request.limit})
+
+    def _on_submit(self, request: Request, target: Address, client: ClientState) -> None:
+        """generate / edit / ask / submit: resolve the audio reference, then submit."""
+        folder = self._results_dir(target, request.results_dir)
+        if folder is False:
+            return
+        if request.kind == "generate":
+            inputs: dict[str, Any] = {}
+            if request.image:
+                inputs["image"] = {"path": request.image}
+            if request.video:
+                inputs["video"] = {"path": request.video}
+            self._submit(target, client, request, inputs, folder)
+            return
+        audio = request.audio
+        if audio == "last":
+            audio = self._last_job(target, client)
+            if audio is None:
+                return
+        if looks_like_path(audio):
+            self._submit(target, client, request, {"audio": audio_input(request, audio)}, folder)
+            return
+        known = self.jobs.get(audio)
+        if known is not None and known.view.final:
+            path = known.view.audio_path
+            if not path:
+                self.error(target, "", "not_ready", f"job {audio} ended {known.view.state} without an audio result")
+                return
+            # the server's own result file: it reads it itself, also when it runs elsewhere
+            self._submit(target, client, request, {"audio": audio_input(request, path)}, folder, upload=False)
+            return
+        if known is not None:
+            self.error(target, "", "not_ready", f"job {audio} has not finished yet ({known.view.state})")
+            return
+        # a job id from elsewhere: ask the server for its result
+        self.ask_server("resolve", target, "status", request=request, job=audio, results_dir=folder,
+                        fields={"job": audio})
+
+    def _submit(self, target: Address, client: ClientState, request: Request, inputs: dict[str, Any],
+                folder: Path | None, upload: bool | None = None) -> None:
+        """Submit; local input files go as frames when the server is not on this machine."""
+        params = server_params(request, client.params, client.context)
+        frames: list[bytes] = []
+        if self.upload_inputs if upload is None else upload:
+            try:
+                inputs = upload_files(inputs, frames)
+            except InputUnreadable as e:
+                self.error(target, "", e.code, str(e))
+                return
+        req = self.link.server_send("submit", tuple(frames), kind=request.kind, params=params, inputs=inputs)
+        self.pending[req] = Pending("submit", target, time.monotonic(), request, results_dir=folder)
+
+    # ------------------------------------------------------------------ server replies
+    def handle_reply(self, pending: Pending, message: Message) -> None:
+        header = message.header
+        if header.get("op") == "error":
+            self._reply_error(pending, header)
+            return
+        handler = REPLIES.get(pending.what)
+        expected = EXPECTED_REPLY.get(pending.what)
+        if handler is None or header.get("op") != expected:
+            log.warning("unexpected reply %s to %s", header.get("op"), pending.what)
+            return
+        handler(self, pending, message)
+
+    def _reply_error(self, pending: Pending, header: dict[str, Any]) -> None:
+        code, text = str(header.get("code", "internal")), str(header.get("message", ""))
+        if pending.what == "subscribe" and code == "not_found":
+            text = f"the server no longer knows job {pending.job} (it restarted without it): {text}"
+        if pending.what == "resolve":
+            text = f"audio job {pending.job}: {text}"
+        if pending.what == "fetch":
+            text = f"could not fetch the result of job {pending.job}: {text}"
+            tracked = self.jobs.get(pending.job)
+            if tracked is not None:
+                tracked.fetching = False
+        job = str(header.get("job") or (pending.job if pending.job_bound else ""))
+        self.error(pending.target, job, code, text)
+        if pending.what == "subscribe" and pending.job in self.jobs:
+            view = self.jobs[pending.job].view
+            view.state, view.error = "failed", {"code": code, "message": text}
+
+    def _reply_welcome(self, pending: Pending, message: Message) -> None:
+        header = message.header
+        old = self.link.welcome
+        if old.get("server_version") != header.get("server_version") or old.get("model") != header.get("model"):
+            model = header.get("model") or {}
+            log.info("server %s: version %s, model %s%s", self.link.server_endpoint_text(), header.get("server_version"),
+                     model.get("name"), " (tiny, random weights)" if model.get("tiny") else "")
+        self.link.welcome = header
+        if pending.target is not None:
+            self.send_welcome(pending.target)
+
+    def _reply_accepted(self, pending: Pending, message: Message) -> None:
+        header = message.header
+        job = str(header["job"])
+        request = pending.request
+        target = pending.target
+        view = JobView(job, kind=request.kind if request else "")
+        view.apply(header)
+        self._track(job, Tracked(target, view, prompt=request.prompt if request else "",
+                                 results_dir=pending.results_dir))
+        client = self.client_state(target)
+        client.jobs.append(job)
+        del client.jobs[:-MAX_JOBS_PER_CLIENT]
+        self.send(target, replies.accepted(job, view.queue_position))
+
+    def _reply_status(self, pending: Pending, message: Message) -> None:
+        self._outcome_from_record(pending.target, pending.job, message.header, with_status=True)
+
+    def _reply_record(self, pending: Pending, message: Message) -> None:
+        """`result` (want path) for /m2u/result: the record, then the outcome (fetched if asked)."""
+        self._outcome_from_record(pending.target, pending.job, message.header, with_status=False)
+
+    def _reply_subscribed(self, pending: Pending, message: Message) -> None:
+        tracked = self.jobs.get(pending.job)
+        if tracked is not None:
+            tracked.view.apply(message.header)
+            if tracked.view.final:
+                self._finish(tracked)
+
+    def _reply_cancelling(self, pending: Pending, message: Message) -> None:
+        return  # the `cancelled` event follows
+
+    def _reply_resolve(self, pending: Pending, message: Message) -> None:
+        state, path = message.header.get("state"), message.header.get("audio_path")
+        if state == "done" and path:
+            request = pending.request
+            self._submit(pending.target, self.client_state(pending.target), request,
+                         {"audio": audio_input(request, str(path))}, pending.results_dir, upload=False)
+        else:
+            self.error(pending.target, "", "not_ready", f"job {pending.job} is {state} and has no audio result yet")
+
+    def _reply_jobs(self, pending: Pending, message: Message) -> None:
+        records = [r for r in message.header.get("jobs") or [] if isinstance(r, dict)]
+        lines = [replies.job_entry(r, i, len(records)) for i, r in enumerate(records)]
+        self.send(pending.target, *lines, replies.jobs_end(len(records)))
+
+    def _reply_fetched(self, pending: Pending, message: Message) -> None:
+        """Bytes of one take: write them into the results folder, then the next take or the outcome."""
+        tracked = self.jobs.get(pending.job)
+        if tracked is None or tracked.results_dir is None:
+            return
+        header, take = message.header, pending.take
+        takes = replies.take_list(tracked.view)
+        paths = tracked.local_paths if tracked.local_paths is not None else []
+        data = _frame_bytes(message)
+        if take > 0 and header.get("take") != take:
+            # a server that does not know `take` sends take 0 again: never file it as another take;
+            # a server on this machine: its file can be read directly
+            data = _same_machine_bytes(takes[take]) if take < len(takes) else None
+        if data is None:
+            if take == 0:
+                tracked.fetching = False
+                self.error(tracked.target, pending.job, "not_found",
+                           f"the server sent no audio for job {pending.job}")
+                return
+            paths.append("")
+            log.warning("job %s: take %d could not be fetched (the server sent no bytes for it)", pending.job, take)
+        else:
+            try:
+                written = write_result(tracked.results_dir, file_name(tracked.prompt, pending.job, take), data)
+            except ResultsRefused as e:
+                tracked.fetching = False
+                self.error(tracked.target, pending.job, "bad_results_dir", str(e))
+                return
+            except OSError as e:
+                tracked.fetching = False
+                self.error(tracked.target, pending.job, "write_failed",
+                           f"could not write the result of job {pending.job} into {tracked.results_dir}: "
+                           f"{e.strerror or e}; fetch it again with /m2u/result {pending.job}")
+                return
+            paths.append(str(written))
+        tracked.local_paths = paths
+        if len(paths) < max(1, len(takes)):
+            self._fetch_take(tracked, len(paths))
+            return
+        tracked.fetching = False
+        log.info("job %s: %d file(s) written to %s", pending.job, len(paths), tracked.results_dir)
+        self.send(tracked.target, *replies.outcome(tracked.view, tracked.local_paths))
+
+    # ------------------------------------------------------------------ job events
+    def handle_event(self, message: Message) -> None:
+        header = message.header
+        job = header.get("job")
+        tracked = self.jobs.get(job) if isinstance(job, str) else None
+        if tracked is None:
+            log.debug("ignored server message %s for job %s", header.get("op"), job)
+            return
+        op = header.get("op")
+        was_final = tracked.view.final
+        if not tracked.view.apply(header):
+            return
+        if op == "queued":
+            self.send(tracked.target, replies.queued(job, tracked.view.queue_position))
+        elif op in ("progress", "text"):
+            self._send_progress(tracked)
+        elif tracked.view.final and not was_final:
+            self._finish(tracked)
+
+    def _send_progress(self, tracked: Tracked) -> None:
+        """/m2u/progress, except a repeat of the last one sent within `progress_repeat_s` (the
+        server's per-token progress and text events would otherwise double every message)."""
+        view = tracked.view
+        now = time.monotonic()
+        fraction, stage, sent = tracked.last_progress
+        if (fraction, stage) == (view.fraction, view.stage) and now - sent < self.progress_repeat_s:
+            return
+        tracked.last_progress = (view.fraction, view.stage, now)
+        self.send(tracked.target, replies.progress(view.job, view.fraction, view.stage))
+
+    def _finish(self, tracked: Tracked, target: Address | None = None) -> None:
+        """A job ended: its outcome to the client, after fetching the files when it has a results folder."""
+        target = target or tracked.target
+        view = tracked.view
+        if view.state == "done" and tracked.results_dir is not None and replies.take_list(view):
+            if tracked.local_paths is not None:
+                self.send(target, *replies.outcome(view, tracked.local_paths))
+            elif not tracked.fetching:
+                tracked.fetching = True
+                self._fetch_take(tracked, 0)
+            return
+        if view.state == "done":
+            log.info("job %s done -> %s:%d %s", view.job, target[0], target[1], view.audio_path or "(text only)")
+        self.send(target, *replies.outcome(view))
+
+    def _fetch_take(self, tracked: Tracked, take: int) -> None:
+        if take == 0:
+            tracked.local_paths = []
+            fields: dict[str, Any] = {}
+        else:
+            fields = {"take": take}
+        self.ask_server("fetch", tracked.target, "result", job=tracked.view.job, take=take,
+                        fields={"job": tracked.view.job, "want": "bytes", **fields})
+
+    def _outcome_from_record(self, target: Address, job: str, record: dict[str, Any], with_status: bool) -> None:
+        tracked = self.jobs.get(job)
+        if tracked is not None and tracked.target == target:
+            tracked.view.apply(record)
+            view = tracked.view
+        else:
+            tracked = None
+            view = JobView(job)
+            view.apply(record)
+        if with_status:
+            self.send(target, replies.status(view))
+        if not view.final:
+            return
+        if tracked is not None:
+            if not tracked.prompt:
+                params = record.get("params") if isinstance(record.get("params"), dict) else {}
+                tracked.prompt = str(params.get("prompt") or "")
+            self._finish(tracked, target)
+        else:
+            self.send(target, *replies.outcome(view))
+
+    def _track(self, job: str, tracked: Tracked) -> None:
+        self.jobs[job] = tracked
+        while len(self.jobs) > MAX_JOBS:
+            self.jobs.pop(next(iter(self.jobs)))
+
+    # ------------------------------------------------------------------ server health
+    def expire_pending(self, now: float, timeout_s: float) -> None:
+        """A server that answers pings but not a request (a bug) must not leave the client waiting."""
+        for req, pending in list(self.pending.items()):
+            if now - pending.sent > timeout_s:
+                del self.pending[req]
+                log.warning("no reply to %s (%s) within %g s", pending.what, req, timeout_s)
+                self._forget_fetch(pending)
+                self.error(pending.target, pending.job if pending.job_bound else "", "server_unavailable",
+                           f"no reply from the server within {timeout_s:g} s")
+
+    def server_lost(self, why: str) -> None:
+        for pending in list(self.pending.values()):
+            self._forget_fetch(pending)
+            if pending.what == "hello" and pending.target is not None:
+                self.send_welcome(pending.target)  # says "down"
+            else:
+                self.error(pending.target, pending.job if pending.job_bound else "", "server_unavailable",
+                           f"the server went away before answering: {why}")
+        self.pending.clear()
+
+    def _forget_fetch(self, pending: Pending) -> None:
+        if pending.what == "fetch" and pending.job in self.jobs:
+            self.jobs[pending.job].fetching = False
+            self.jobs[pending.job].local_paths = None
+
+    def resubscribe(self) -> None:
+        for job, tracked in self.jobs.items():
+            if not tracked.view.final:
+                self.ask_server("subscribe", tracked.target, "subscribe", job=job, fields={"job": job})
+
+    def broadcast(self, *messages: Reply) -> None:
+        for target in list(self.clients):
+            self.send(target, *messages)
+
+
+Handler = Callable[[Router, Request, Address, ClientState], None]
+REQUESTS: dict[str, Handler] = {
+    "ping": Router._on_ping,
+    "hello": Router._on_hello,
+    "set": Router._on_set,
+    "generate": Router._on_submit,
+    "edit": Router._on_submit,
+    "ask": Router._on_submit,
+    "submit": Router._on_submit,
+    "cancel": Router._on_job_op,
+    "status": Router._on_job_op,
+    "result": Router._on_result,
+    "jobs": Router._on_jobs,
+}
+# pending.what -> (the server's reply op, its handler)
+_REPLY_TABLE: dict[str, tuple[str, Callable[[Router, Pending, Message], None]]] = {
+    "hello": ("welcome", Router._reply_welcome),
+    "submit": ("accepted", Router._reply_accepted),
+    "status": ("job", Router._reply_status),
+    "cancel": ("cancelling", Router._reply_cancelling),
+    "subscribe": ("subscribed", Router._reply_subscribed),
+    "resolve": ("job", Router._reply_resolve),
+    "record": ("result", Router._reply_record),
+    "fetch": ("result", Router._reply_fetched),
+    "jobs": ("jobs", Router._reply_jobs),
+}
+REPLIES = {what: handler for what, (_, handler) in _REPLY_TABLE.items()}
+EXPECTED_REPLY = {what: op for what, (op, _) in _REPLY_TABLE.items()}
+
+
+def audio_input(request: Request, path: str) -> dict[str, Any]:
+    audio: dict[str, Any] = {"path": path}
+    if request.start is not None:
+        audio["start"] = request.start
+    if request.end is not None:
+        audio["end"] = request.end
+    return audio
+
+
+def looks_like_path(ref: str) -> bool:
+    return ref.startswith(("/", "~", ".")) or "/" in ref or "\\" in ref or (len(ref) > 2 and ref[1] == ":")
+
+
+def describe(request: Request) -> str:
+    parts = [f"kind={request.kind}"] if request.op == "submit" else []
+    for name in ("prompt", "audio", "job", "name", "results_dir"):
+        value = getattr(request, name)
+        if value:
+            parts.append(f"{name}={value[:60]!r}")
+    for name in ("start", "end", "duration", "image", "video", "value"):
+        value = getattr(request, name)
+        if value is not None:
+            parts.append(f"{name}={value!r}")
+    if request.params or request.context:
+        parts.append(f"options={ {**request.params, **request.context} !r}")
+    return " ".join(parts)
+
+
+MAX_UPLOAD_BYTES = 256 * 2**20  # the server's default --max-audio-mb
+
+
+class InputUnreadable(ValueError):
+    """An input file the bridge cannot read to upload; `code` as the server would answer."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def upload_files(inputs: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
+    """inputs with `path` -> the same inputs with `frame` (the bytes appended to `frames`)."""
+    out: dict[str, Any] = {}
+    for name, ref in inputs.items():
+        ref = dict(ref)
+        path = ref.pop("path", None)
+        if path is not None:
+            local = os.path.expanduser(path)
+            try:
+                size = os.path.getsize(local)
+                if size > MAX_UPLOAD_BYTES:
+                    raise InputUnreadable(f"bad_{name}", f"{name} file {path!r} is {size} bytes; the limit is "
+                                                         f"{MAX_UPLOAD_BYTES}")
+                with open(local, "rb") as f:
+                    frames.append(f.read())
+            except OSError as e:
+                raise InputUnreadable(f"bad_{name}", f"cannot read the {name} file {path!r} to send it to the "
+                                                     f"server: {e.strerror or e}") from None
+            ref = {"frame": len(frames), "name": os.path.basename(local), **ref}
+        out[name] = ref
+    return out
+
+
+def _frame_bytes(message: Message) -> bytes | None:
+    audio = message.header.get("audio")
+    if isinstance(audio, dict) and audio.get("frame") == 1 and message.frames:
+        frame = message.frames[0]
+        return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
+    return None
+
+
+def _same_machine_bytes(take: dict[str, Any]) -> bytes | None:
+    """A take's file read straight from the server's path: works only when the server runs here."""
+    path = take.get("audio_path")
+    if isinstance(path, str) and os.path.isabs(path) and os.path.isfile(path):
+        try:
+            return Path(path).read_bytes()
+        except OSError:
+            return None
+    return None
