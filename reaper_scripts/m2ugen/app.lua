@@ -257,7 +257,7 @@ end
 local function fetch_hint(run)
   local id = run.status and run.status.job
   if not id then return "" end
-  local out = settings.join(project.result_dir(run.proj), run.name .. ".wav")
+  local out = settings.join(run.result_dir, run.name .. ".wav")
   return "\n\nThe job " .. id .. " may still finish on the server. Fetch its result with M2UGen - Jobs, or:\n" ..
     job.fetch_command(run.cli, id, out, run.settings.server)
 end
@@ -417,7 +417,8 @@ end
 -- sidecar). A file that cannot be copied stays where it is and is used from there; nothing is
 -- deleted before its copy exists. Returns the list with .path (the kept file) set.
 local function keep_files(run, takes)
-  local dir_ok, dir = pcall(project.result_dir, run.proj)
+  local dir = run.result_dir
+  local dir_ok = dir ~= nil
   for i, t in ipairs(takes) do
     if not t.from or not settings.file_exists(t.from) then
       fail("The M2UGen job finished but its audio file is missing: " .. tostring(t.from) ..
@@ -445,11 +446,12 @@ local function keep_files(run, takes)
 end
 
 local function provenance(run, st, takes)
+  local r = run.result_info
   local lines = {
-    "M2UGen " .. run.kind .. (st.job and (" job " .. st.job) or ""),
-    "Prompt: " .. run.request.prompt,
+    "M2UGen " .. r.kind .. (st.job and (" job " .. st.job) or "") .. (run.fetch and " (fetched again)" or ""),
+    "Prompt: " .. r.prompt,
   }
-  local seed = takes[1].seed or run.request.seed
+  local seed = takes[1].seed or (run.request and run.request.seed)
   if seed then lines[#lines + 1] = "Seed: " .. seed end
   if #takes > 1 then
     for i, t in ipairs(takes) do
@@ -795,6 +797,7 @@ local function start(run, preset)
   run.cli = cli
 
   run.position = sel and sel.start or reaper.GetCursorPositionEx(proj)
+  run.result_dir = project.result_dir(proj) -- decided now: the tab may be closed by the time it is done
   run.track = sel and sel.track or nil
   if not run.track and reaper.CountSelectedTracks(proj) > 0 then run.track = reaper.GetSelectedTrack(proj, 0) end
   local context = project.context(proj, sel, run.position)
@@ -885,7 +888,8 @@ end
 -- Inserts the kept files of a record again (a new track at the record's position), or starts
 -- `m2ugen result JOB --wait --out FILE` and inserts what it fetches.
 function app.reinsert(proj, rec)
-  local run = { kind = "result", proj = proj, fetch = rec, settings = settings.load(), name = project.stamp() }
+  local run = { kind = "result", proj = proj, fetch = rec, settings = settings.load(), name = project.stamp(),
+                result_dir = project.result_dir(proj) }
   run.position = tonumber(rec.position) or reaper.GetCursorPositionEx(proj)
   if reaper.CountSelectedTracks(proj) > 0 then run.track = reaper.GetSelectedTrack(proj, 0) end
   local ok, err = xpcall(function()

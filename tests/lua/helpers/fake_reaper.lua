@@ -678,8 +678,11 @@ function Fake:build_gfx()
       table.remove(st.clicks, 1)
     end
     if st.text_mode and st.frames > st.close_after then return -1 end
-    local key = st.keys[st.frames]
-    if key then return string.byte(key) end
+    local key = (st.title or ""):find("preview", 1, true) and st.keys[st.frames]
+    if key then
+      st.keys[st.frames] = nil -- pressed once
+      return string.byte(key)
+    end
     return 0
   end
   g.showmenu = function(menu)
@@ -1071,8 +1074,9 @@ function Fake:enable_imgui(opts)
   E.ImGui_ProgressBar = function(_, f) fake.imgui.last_fraction = f end
   E.ImGui_Button = function(_, label)
     fake.imgui.buttons = fake.imgui.buttons or {}
-    fake.imgui.buttons[label] = true
-    if opts.press and opts.press[label] then return frames == opts.press[label] end
+    fake.imgui.buttons[label] = (fake.imgui.buttons[label] or 0) + 1
+    -- press = {[label] = n}: the button is clicked the n-th time it is drawn
+    if opts.press and opts.press[label] then return fake.imgui.buttons[label] == opts.press[label] end
     return opts.button_at ~= nil and frames == opts.button_at and label ~= nil
   end
 end
