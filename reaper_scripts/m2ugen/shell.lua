@@ -68,7 +68,9 @@ function shell.launcher(argv, names, supervise)
     "echo \"$pid\" > \"$M2UGEN_PID_FILE.tmp\" && mv -f \"$M2UGEN_PID_FILE.tmp\" \"$M2UGEN_PID_FILE\"\n" ..
     "wait \"$pid\"\n" ..
     "code=$?\n" ..
-    "echo \"$code\" > \"$M2UGEN_EXIT_FILE.tmp\" && mv -f \"$M2UGEN_EXIT_FILE.tmp\" \"$M2UGEN_EXIT_FILE\"\n"
+    -- only while the script still watches (it removes the pid file when it is done): no stray file
+    "[ -e \"$M2UGEN_PID_FILE\" ] && echo \"$code\" > \"$M2UGEN_EXIT_FILE.tmp\" && " ..
+    "mv -f \"$M2UGEN_EXIT_FILE.tmp\" \"$M2UGEN_EXIT_FILE\"\n"
 end
 
 function shell.quote_windows(s, what)
