@@ -419,6 +419,8 @@ end
 local function keep_files(run, takes)
   local dir = run.result_dir
   local dir_ok = dir ~= nil
+  local out_dir = project.temp_dir("out")
+  out_dir = out_dir:sub(-1):match("[/\\]") and out_dir or (out_dir .. settings.path_sep())
   for i, t in ipairs(takes) do
     if not t.from or not settings.file_exists(t.from) then
       fail("The M2UGen job finished but its audio file is missing: " .. tostring(t.from) ..
@@ -429,14 +431,17 @@ local function keep_files(run, takes)
     local copied = to and pcall(project.copy_file, t.from, to)
     if copied then
       t.path = to
+      -- files in our temp folder (take 1 is our `out`; a local server may put the others next to it)
+      -- are removed once copied; a server's own files are left to the server
+      local ours = t.from == run.out or t.from:sub(1, #out_dir) == out_dir
       local sidecar = t.from:gsub("%.[wW][aA][vV]$", "") .. ".json"
       if settings.file_exists(sidecar) then
         local meta = read_json_file(sidecar)
         if meta and t.seed == nil then t.seed = math.tointeger(meta.seed) end
         pcall(project.copy_file, sidecar, settings.join(dir, run.name .. suffix .. ".json"))
-        if t.from == run.out then os.remove(sidecar) end
+        if ours then os.remove(sidecar) end
       end
-      if t.from == run.out then os.remove(run.out) end
+      if ours then os.remove(t.from) end
     else
       t.path = t.from -- kept where the CLI put it
       run.copy_failed = (run.copy_failed or "") .. "\n" .. t.from
@@ -864,6 +869,7 @@ end
 -- "M2UGen - Jobs": the project's job history (and, optionally, the server's), re-insert
 
 local function menu_label(rec)
+  if rec.server_list then return "Jobs on the server (m2ugen jobs)..." end
   local p = tostring(rec.prompt or ""):gsub("[%c|<>!#]+", " ")
   if #p > 40 then p = p:sub(1, 37):gsub("[\128-\191]*$", ""):gsub("[\192-\255]$", "") .. "..." end
   local have = ""
@@ -929,16 +935,42 @@ function app.reinsert(proj, rec)
   return run
 end
 
+app.SERVER_JOBS_LIMIT = 20
+
+-- The server's newest jobs as history-like records (`m2ugen jobs`).
+local function server_records()
+  local s = settings.load()
+  local cli, why = settings.resolve_cli(s)
+  if not cli then fail(why) end
+  local list = job.list_server(cli, s.server, project.temp_dir("jobs"), app.SERVER_JOBS_LIMIT, 10000)
+  local out = {}
+  for _, r in ipairs(list) do
+    if r.kind == "ask" or r.state == "done" then
+      out[#out + 1] = { job = r.job, kind = r.kind, state = r.state, text = r.text,
+                        prompt = type(r.params) == "table" and r.params.prompt or "", seed = math.tointeger(r.seed) }
+    end
+  end
+  return out
+end
+
+-- The project's history, then one entry for the server's list; the chosen job is shown again,
+-- re-inserted from its kept files, or fetched (`m2ugen result JOB --wait --out FILE`) and inserted.
 function app.jobs()
   local proj = project.current()
-  local records = project.history(proj, json.try_decode)
-  if #records == 0 then
-    app.message("No M2UGen jobs in this project yet.", app.TITLES.result)
-    return nil
-  end
-  local rec = app.pick_job(records)
-  if not rec then return nil end
-  return app.reinsert(proj, rec)
+  local ok, err = xpcall(function()
+    local records = project.history(proj, json.try_decode)
+    local entries = {}
+    for i, r in ipairs(records) do entries[i] = r end
+    entries[#entries + 1] = { server_list = true }
+    local rec = app.pick_job(entries)
+    if rec and rec.server_list then
+      local list = server_records()
+      if #list == 0 then fail("The server has no finished jobs.") end
+      rec = app.pick_job(list)
+    end
+    if rec then app.reinsert(proj, rec) end
+  end, traceback)
+  if not ok then app.message(message_of(err), app.TITLES.result) end
 end
 
 -- ---------------------------------------------------------------------------------------------

@@ -250,6 +250,43 @@ function job.cancel(cli, job_id, server, dir)
   return ret ~= nil
 end
 
+-- `<cli> jobs --limit N`: the server's newest jobs. Blocks up to timeout_ms (REAPER captures the
+-- output only of a process it waits for); returns a list of job records (docs/protocol.md §4).
+function job.list_server(cli, server, dir, limit, timeout_ms)
+  local argv, names = job.cli_argv(cli)
+  for _, a in ipairs({ { "jobs", "command" }, { "--limit", "option" }, { string.format("%d", limit), "limit" } }) do
+    argv[#argv + 1] = a[1]
+    names[#names + 1] = a[2]
+  end
+  if server and server ~= "" then
+    argv[#argv + 1] = "--server"
+    argv[#argv + 1] = server
+    names[#names + 1] = "option"
+    names[#names + 1] = "server address"
+  end
+  local cmd = job.command(argv, names, dir, "m2ugen-jobs" .. string.format("-%04d", math.random(0, 9999)))
+  local out = reaper.ExecProcess(cmd, timeout_ms)
+  if out == nil then error("REAPER could not run " .. table.concat(argv, " "), 0) end
+  local records, code = {}, nil
+  local first = true
+  for line in (out .. "\n"):gmatch("(.-)\r?\n") do
+    if first then
+      first = false -- ExecProcess puts the exit code on the first line
+    else
+      local rec = json.try_decode(line)
+      if type(rec) == "table" and rec.op == "job" and type(rec.job) == "string" then
+        records[#records + 1] = strip_nulls(rec)
+      elseif type(rec) == "table" and rec.op == "exit" then
+        code = rec.code
+      end
+    end
+  end
+  if code ~= 0 then
+    error("`m2ugen jobs` did not answer (exit code " .. tostring(code) .. "): is the server running?", 0)
+  end
+  return records
+end
+
 function job.cleanup(j)
   if j.request_path then os.remove(j.request_path) end
   os.remove(j.status_path)

@@ -467,6 +467,7 @@ describe("takes, seeds, analysis", function()
     assert.are.equal("job-1 take 2 seed 102", item.takes[2].name)
     assert.are.equal(103, json.decode(item.takes[3].ext.m2ugen).seed)
     assert.are.equal(3, #kept_files(ctx.project_dir) - 1) -- 3 takes + the first job's file
+    assert.are.same({}, env.list_files(ctx.tmp_dir .. "/m2ugen-reaper/out")) -- copied, then removed
     local rec = json.decode(fake.proj_ext.M2UGen["job:job-1"])
     assert.are.equal(3, #rec.files)
     assert.are.equal(101, rec.seed)
@@ -560,8 +561,32 @@ describe("M2UGen - Jobs", function()
     assert.are.equal(1, #kept_files(ctx.project_dir))
   end)
 
-  it("says so when the project has no jobs", function()
+  it("lists the server's jobs (`m2ugen jobs`), fetches the chosen one and inserts it", function()
+    fake.server_jobs = {
+      { op = "job", job = "job-a", kind = "generate", state = "done", params = { prompt = "old idea" }, seed = 5 },
+      { op = "job", job = "job-b", kind = "edit", state = "failed", params = { prompt = "broken" } },
+      { op = "job", job = "job-c", kind = "ask", state = "done", text = "It is in D.", params = { prompt = "Key?" } },
+    }
+    fake.menu_answers = { 1, 1 } -- the project has no history: entry 1 is the server's list
     env.run_action(ctx, "Jobs")
-    assert.truthy(last_message(fake):find("No M2UGen jobs in this project yet", 1, true))
+    balanced(fake)
+    assert.are.equal("Jobs on the server (m2ugen jobs)...", fake.menus[1])
+    local jobs_call = fake.exec_log[1]
+    assert.are.same({ ctx.cli, "jobs", "--limit", "20" }, jobs_call.argv)
+    assert.are.equal(10000, jobs_call.timeout) -- waited for: its output is the list
+    assert.truthy(fake.menus[2]:find("generate job-a: old idea", 1, true))
+    assert.is_nil(fake.menus[2]:find("job-b", 1, true)) -- a failed audio job has nothing to insert
+    assert.truthy(fake.menus[2]:find("ask job-c: Key?", 1, true))
+    assert.are.same({ ctx.cli, "result", "job-a", "--wait", "--out" }, { table.unpack(fake.exec_log[2].argv, 1, 5) })
+    local new = created(fake.main)
+    assert.are.equal(1, #new)
+    assert.are.equal("M2UGen generate: old idea", new[1].track.name)
+  end)
+
+  it("a server that does not answer `m2ugen jobs` is named in a message", function()
+    fake.jobs_exit = 3
+    fake.menu_answers = { 1 }
+    env.run_action(ctx, "Jobs")
+    assert.truthy(last_message(fake):find("did not answer (exit code 3): is the server running?", 1, true))
   end)
 end)

@@ -534,8 +534,10 @@ end
 function Fake:sim_jobs_output()
   local lines = {}
   for _, rec in ipairs(self.server_jobs or {}) do lines[#lines + 1] = json.encode(rec) end
-  lines[#lines + 1] = json.encode({ op = "exit", code = 0 })
-  return "0\n" .. table.concat(lines, "\n") .. "\n"
+  local code = self.jobs_exit or 0
+  if code ~= 0 then lines = {} end
+  lines[#lines + 1] = json.encode({ op = "exit", code = code })
+  return code .. "\n" .. table.concat(lines, "\n") .. "\n"
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -803,7 +805,7 @@ function Fake:implementations()
   I.GetProjectPathEx = function(proj) return P(proj).project_dir end
   I.GetResourcePath = function() return fake.resource_dir end
   I.RecursiveCreateDirectory = function(path, _)
-    os.execute("mkdir -p " .. sh_quote(path))
+    os.execute("mkdir -p " .. sh_quote(path) .. " 2>/dev/null")
     return 1
   end
 
