@@ -33,6 +33,8 @@ app.TITLES = {
 app.POLL_INTERVAL = 0.25   -- seconds between status-file reads
 app.START_TIMEOUT = 60     -- seconds for the CLI to write its status file and reach the server
 app.CLI_STALE_AFTER = 120  -- a status file unchanged this long (no event, no exit) = the CLI is gone
+app.CLI_HUNG_AFTER = 600   -- the same when the launcher says the process is still alive (it may just be
+                           -- waiting in the queue: today's CLI writes the status only on events)
 app.EXIT_GRACE = 1.0       -- after the launcher's exit file: time for the final status to be read
 app.CANCEL_GRACE = 10      -- after Cancel: at most this long waiting for the CLI to confirm
 app.STALE_AFTER = 10       -- an "active job" heartbeat older than this belongs to a dead script
@@ -319,9 +321,12 @@ local function poll(run, now)
     local killed = job.withdraw(run.job, st, project.temp_dir("jobs"))
     fail("The M2UGen CLI has not reached the server after " .. app.START_TIMEOUT .. " s" ..
       (killed and "; it was stopped" or "") .. " (status file " .. run.job.status_path .. ").")
-  elseif now - run.last_change > app.CLI_STALE_AFTER then
-    cli_lost(run, string.format("has not updated its status file for %d s (it was closed, crashed or hangs)",
-      math.floor(now - run.last_change)))
+  else
+    local alive = code == nil and job.read_pid(run.job) ~= nil and run.job.pid_file ~= nil
+    if now - run.last_change > (alive and app.CLI_HUNG_AFTER or app.CLI_STALE_AFTER) then
+      cli_lost(run, string.format("has not updated its status file for %d s (it was closed, crashed or hangs)",
+        math.floor(now - run.last_change)))
+    end
   end
   if reaper.GetExtState(settings.SECTION, "cancel") == run.name or run.cancel_wanted then request_cancel(run) end
   write_active(run)

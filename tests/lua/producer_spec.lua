@@ -167,14 +167,31 @@ describe("the loop never waits forever", function()
     assert.is_true(fake.ticks < 100) -- seen at once, not after a timeout
   end)
 
-  it("a CLI whose status stops changing (no exit file) is given up after the stale bound", function()
+  it("a CLI whose status stops changing is given up: 120 s when its liveness is unknown (Windows)", function()
+    env.teardown(ctx)
+    ctx = env.setup({ os_name = "Win64" })
+    fake = ctx.fake
+    env.standard_project(fake)
+    set(fake, "cli_path", ctx.cli)
+    fake.inputs_answers = { "x\n4\n1" }
+    fake.mb_answers = { 7 }
     fake.scenario = "hangs"
     fake.tick_dt = 1.0
     env.run_action(ctx, "Generate")
     balanced(fake)
     assert.truthy(last_message(fake):find("has not updated its status file for 12", 1, true), last_message(fake))
-    assert.truthy(last_message(fake):find("'result' 'job-1'", 1, true))
+    assert.truthy(last_message(fake):find('"result" "job-1" "--wait" "--out"', 1, true), last_message(fake))
     assert.is_true(fake.ticks >= 120 and fake.ticks < 130, fake.ticks)
+  end)
+
+  it("... and 600 s while the launcher says the process is alive (a long queue is not a death)", function()
+    fake.scenario = "hangs"
+    fake.tick_dt = 1.0
+    env.run_action(ctx, "Generate")
+    balanced(fake)
+    assert.truthy(last_message(fake):find("has not updated its status file for 60", 1, true), last_message(fake))
+    assert.truthy(last_message(fake):find("'result' 'job-1'", 1, true))
+    assert.is_true(fake.ticks >= 600 and fake.ticks < 610, fake.ticks)
     assert.are.same({ fake.sims[1].pid }, fake.kills) -- and the hung process is stopped
   end)
 
