@@ -191,6 +191,7 @@ end
 -- is known. Returns true when a kill was sent.
 function job.withdraw(j, st, dir)
   if j.request_path then os.remove(j.request_path) end
+  if job.read_exit(j) ~= nil then return false end -- already ended: its pid may belong to another process now
   local pid = job.read_pid(j, st)
   if not pid then return false end
   local argv, names

@@ -276,10 +276,13 @@ end
 
 -- Opens every take file first (nothing in the project changes when one cannot be opened).
 -- takes: list of {path, name, ext}. Returns the list with .src and .length added.
+-- close_all() destroys the sources no take owns yet (fill_takes clears t.src once a take has it).
 local function open_sources(proj, takes, position)
-  local opened = {}
   local function close_all()
-    for _, t in ipairs(opened) do pcall(reaper.PCM_Source_Destroy, t.src) end
+    for _, t in ipairs(takes) do
+      if t.src then pcall(reaper.PCM_Source_Destroy, t.src) end
+      t.src = nil
+    end
   end
   for _, t in ipairs(takes) do
     local src = reaper.PCM_Source_CreateFromFile(t.path)
@@ -287,13 +290,13 @@ local function open_sources(proj, takes, position)
       close_all()
       error("REAPER could not open the result file " .. t.path, 0)
     end
+    t.src = src
     local length = source_seconds(proj, src, position)
-    opened[#opened + 1] = { src = src }
     if not length or length <= 0 then
       close_all()
       error("The result file is empty: " .. t.path, 0)
     end
-    t.src, t.length = src, length
+    t.length = length
   end
   return takes, close_all
 end

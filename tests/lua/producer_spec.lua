@@ -127,6 +127,18 @@ describe("a finished result is never deleted", function()
     assert.truthy(last_message(fake):find(path, 1, true))
   end)
 
+  it("a take insert failing half-way rolls back without destroying a source a take owns", function()
+    set(fake, "takes", "2")
+    fake.refuse_source_after = 1
+    fake.inputs_answers = { "x\n4\n1" }
+    fake.mb_answers = { 7 }
+    env.run_action(ctx, "Generate")
+    balanced(fake) -- no double-free violation
+    assert.are.equal(0, #created(fake.main))
+    assert.truthy(last_message(fake):find("refused the result", 1, true))
+    assert.are.equal(2, #kept_files(fake.main.project_dir))
+  end)
+
   it("an Ask answer whose note cannot be added is kept in ProjExtState and shown", function()
     set(fake, "answer_markers", "marker")
     fake.refuse_markers = true

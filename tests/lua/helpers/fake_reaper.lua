@@ -1023,11 +1023,19 @@ function Fake:implementations()
     if not info then return nil end
     return { kind = "source", path = path, info = info }
   end
-  I.PCM_Source_Destroy = function(src) src.destroyed = true end
+  I.PCM_Source_Destroy = function(src)
+    if src.owned then fake:violation("PCM_Source_Destroy on a source a take owns (double free)") end
+    src.destroyed = true
+  end
   I.GetMediaSourceLength = function(src) return src.info.seconds, false end
+  -- refuse_source: every source refused; refuse_source_after = n: the first n accepted, then refused
   I.SetMediaItemTake_Source = function(take, src)
-    if fake.refuse_source then return false end
+    fake.sources_set = (fake.sources_set or 0) + 1
+    if fake.refuse_source or (fake.refuse_source_after and fake.sources_set > fake.refuse_source_after) then
+      return false
+    end
     take.source = src
+    src.owned = true
     return true
   end
   I.AddProjectMarker2 = function(proj, isrgn, pos, rgnend, name, _, color)
