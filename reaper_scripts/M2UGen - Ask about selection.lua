@@ -1,13 +1,15 @@
 -- Installed together with "M2UGen - Generate" (see its @provides).
 -- @description Ask the M2UGen music assistant a question about the selected audio
 -- @author M2UGen project
--- @version 0.1.0
+-- @version 0.2.0
 -- @license MIT
 -- @noindex
 -- @about
---   Renders the time selection (or the selected items) and asks the M2UGen server about it.
---   The answer appears in a window and is kept in the project as the notes of an item on a new
---   track below the source track (and in the project's extension state).
+--   Renders the selected items (else the selected tracks in the time selection, else the master
+--   mix) and asks the M2UGen server about it. The answer (with the measured tempo, key and
+--   loudness when the server sends them) appears in a window and is kept in the project: as the
+--   notes of an item on the one "M2UGen answers" track, optionally as a marker or region, and in
+--   the project's job history.
 
 -- The library lives in m2ugen/ next to this script (installed together by ReaPack).
 local script_dir = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"

@@ -1,7 +1,7 @@
 -- Installed together with "M2UGen - Generate" (see its @provides).
 -- @description Cancel the running M2UGen job
 -- @author M2UGen project
--- @version 0.1.0
+-- @version 0.2.0
 -- @license MIT
 -- @noindex
 -- @about

@@ -1,13 +1,14 @@
 -- Installed together with "M2UGen - Generate" (see its @provides).
--- @description Edit the selected audio with M2UGen (new track below)
+-- @description Edit the selected audio with M2UGen (new take, or the source muted)
 -- @author M2UGen project
--- @version 0.1.0
+-- @version 0.2.0
 -- @license MIT
 -- @noindex
 -- @about
---   Renders the time selection (or the selected items), sends it with an edit instruction to the
---   M2UGen server and inserts the edited music on a new track below the source track, at the
---   selection start, as one undo point.
+--   Renders the selected items (else the selected tracks in the time selection, else the master mix
+--   of the time selection), sends it with an edit instruction to the M2UGen server and puts the
+--   edit in place of its source: a new active take of the selected item, or the source muted and
+--   the edit on a new track below (M2UGen - Settings), at the selection start, as one undo point.
 
 -- The library lives in m2ugen/ next to this script (installed together by ReaPack).
 local script_dir = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"

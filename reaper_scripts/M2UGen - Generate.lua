@@ -1,21 +1,30 @@
 -- @description M2UGen: generate, edit and ask about music from REAPER
 -- @author M2UGen project
--- @version 0.1.0
+-- @version 0.2.0
 -- @license MIT
 -- @about
 --   # M2UGen for REAPER
 --   Actions that talk to a local M2UGen server through the `m2ugen` command-line client:
 --   Generate (text, optionally an image or a video), Edit selection, Ask about selection,
---   Cancel and Settings. The server (m2ugen serve) must be running; its discovery file tells
---   these scripts where the CLI is.
+--   Jobs (re-insert / fetch), Cancel and Settings. The server (m2ugen serve) must be running;
+--   its discovery file tells these scripts where the CLI is. Results are previewed (Accept /
+--   Regenerate / Discard), can come as several takes, and land in the project the job started in.
 -- @provides
 --   [main] M2UGen - Ask about selection.lua
 --   [main] M2UGen - Edit selection.lua
 --   [main] M2UGen - Cancel.lua
+--   [main] M2UGen - Jobs.lua
 --   [main] M2UGen - Settings.lua
 --   [nomain] m2ugen/*.lua
 -- @changelog
---   First release.
+--   0.2.0: results go into the project the job started in (also after a tab switch); a finished
+--   result is never deleted; a dead, hung or never-started CLI ends the job with the command that
+--   fetches its result; Edit listens to selected items, then selected tracks, then the master mix,
+--   and replaces (new take) or mutes its source in one undo point; preview with Accept / Regenerate /
+--   Discard (SWS CF_Preview when installed); N takes on one item; answers on one "M2UGen answers"
+--   track (optional markers/regions) with the measured analysis; M2UGen - Jobs; relaunching a
+--   running action no longer asks "script already running".
+--   0.1.0: first release.
 
 -- The library lives in m2ugen/ next to this script (installed together by ReaPack).
 local script_dir = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"

@@ -1,7 +1,7 @@
 -- Installed together with "M2UGen - Generate" (see its @provides).
 -- @description M2UGen settings (CLI path, server, duration, conditioning, seed)
 -- @author M2UGen project
--- @version 0.1.0
+-- @version 0.2.0
 -- @license MIT
 -- @noindex
 -- @about

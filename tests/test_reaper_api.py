@@ -132,8 +132,17 @@ def tokenize(src: str) -> list[Tok]:
 # checker
 
 
+# Corrections to the generated list (tests/lua/helpers/fake_reaper.lua applies the same ones): the luadoc
+# source declares ``set_action_options()`` without its parameter, while its own text describes ``flag``
+# (&1 auto-terminate on relaunch, &2 relaunch, &4 toggle on, &8 toggle off); REAPER 7.03+ takes one integer.
+SIGNATURE_PATCHES = {"reaper.set_action_options": {"min_args": 1, "max_args": 1}}
+
+
 def load_signatures() -> dict:
-    return json.loads(SIGNATURES.read_text(encoding="utf-8"))["functions"]
+    sigs = json.loads(SIGNATURES.read_text(encoding="utf-8"))["functions"]
+    for name, patch in SIGNATURE_PATCHES.items():
+        sigs[name] = {**sigs[name], **patch}
+    return sigs
 
 
 def _closing(toks: list[Tok], open_idx: int) -> int:
@@ -313,10 +322,24 @@ def test_every_reaper_call_exists_with_a_valid_argument_count(sigs):
     assert problems == []
     # the checker really saw the scripts' calls (render, insert, undo, ExecProcess, defer, ...)
     assert n_calls > 100
-    for must in ("ExecProcess", "defer", "Main_OnCommand", "GetSetProjectInfo", "GetSetProjectInfo_String",
-                 "Undo_BeginBlock2", "Undo_EndBlock2", "InsertTrackAtIndex", "TimeMap_GetTimeSigAtTime",
-                 "SetExtState", "SetProjExtState", "APIExists", "ImGui_Begin", "GetUserFileNameForRead"):
+    for must in ("ExecProcess", "defer", "Main_OnCommandEx", "GetSetProjectInfo", "GetSetProjectInfo_String",
+                 "Undo_BeginBlock2", "Undo_EndBlock2", "InsertTrackInProject", "TimeMap_GetTimeSigAtTime",
+                 "SetExtState", "SetProjExtState", "APIExists", "ImGui_Begin", "GetUserFileNameForRead",
+                 "EnumProjects", "ValidatePtr2", "set_action_options", "AddProjectMarker2", "SetActiveTake",
+                 "CF_CreatePreview", "EnumProjExtState"):
         assert must in names, must
+    # every project-aware call gets the job's project, never the literal 0 (the current tab)
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        for m in re.finditer(r"reaper\.(\w+)\(0\s*,", text):
+            assert m.group(1) == "ValidatePtr2", f"{f.name}: reaper.{m.group(1)}(0, ...) uses the current tab"
+
+
+def test_the_signature_patch_matches_the_documented_parameter(sigs):
+    doc = (SIGNATURES.parent / "reaper-api.lua").read_text(encoding="utf-8")
+    before = doc[:doc.index("function reaper.set_action_options")].rstrip("\n").splitlines()[-1]
+    assert "flag&1: script will auto-terminate if re-launched" in before  # the doc text names the parameter
+    assert sigs["reaper.set_action_options"]["max_args"] == 1
 
 
 def test_no_time_signature_trap_and_render_action_is_42230():
@@ -329,7 +352,7 @@ def test_every_action_has_reapack_headers():
     actions = sorted(SCRIPTS.glob("M2UGen - *.lua"))
     assert [a.name for a in actions] == ["M2UGen - Ask about selection.lua", "M2UGen - Cancel.lua",
                                          "M2UGen - Edit selection.lua", "M2UGen - Generate.lua",
-                                         "M2UGen - Settings.lua"]
+                                         "M2UGen - Jobs.lua", "M2UGen - Settings.lua"]
     for a in actions:
         head = a.read_text(encoding="utf-8")[:2000]
         assert re.search(r"^-- @description \S", head, re.M), a.name

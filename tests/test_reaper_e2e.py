@@ -19,7 +19,7 @@ DRIVER = ROOT / "tests" / "lua" / "e2e_driver.lua"
 LUA = shutil.which("lua5.4")
 
 
-def run_action(kind: str, server_info, tmp_path: Path, prompt: str) -> dict:
+def run_action(kind: str, server_info, tmp_path: Path, prompt: str, **extra_env: str) -> dict:
     assert LUA, "lua5.4 is not installed (apt-get install lua5.4)"
     discovery = json.loads((server_info.config_dir / "server.json").read_text())
     assert Path(discovery["cli"]).exists(), discovery["cli"]
@@ -28,7 +28,7 @@ def run_action(kind: str, server_info, tmp_path: Path, prompt: str) -> dict:
     work_tmp = tmp_path / "tmp dir"
     work_tmp.mkdir()
     env = dict(os.environ, M2UGEN_CONFIG_DIR=str(server_info.config_dir), TMPDIR=str(work_tmp),
-               E2E_KIND=kind, E2E_PROJECT=str(project), E2E_PROMPT=prompt, E2E_TIMEOUT="150")
+               E2E_KIND=kind, E2E_PROJECT=str(project), E2E_PROMPT=prompt, E2E_TIMEOUT="150", **extra_env)
     t0 = time.monotonic()
     proc = subprocess.run([LUA, str(DRIVER)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=200)
     assert proc.returncode == 0, proc.stderr
@@ -47,17 +47,37 @@ def run_action(kind: str, server_info, tmp_path: Path, prompt: str) -> dict:
     return out
 
 
-def new_track(out: dict) -> dict:
+def new_track(out: dict, index: int = 2) -> dict:
     created = [t for t in out["tracks"] if t["created"]]
     assert len(created) == 1, out["tracks"]
-    assert created[0]["index"] == 2  # right below "Keys" (index 1)
+    assert created[0]["index"] == index  # default: right below "Keys" (index 1)
     assert len(out["tracks"]) == 4
     return created[0]
 
 
+def job_record(server_info, job: str) -> dict:
+    from server.client import Client
+
+    with Client(server_info.endpoint) as client:
+        reply = client.call("status", job=job)
+    assert reply.op == "job", reply.header
+    return reply.header
+
+
+def assert_region_reached_the_job(server_info, out: dict, seconds: float) -> None:
+    """The rendered selection (the selected track over the time selection) is what the job got."""
+    job = out["proj_ext"]["last_job"]
+    audio = job_record(server_info, job)["inputs"]["audio"]
+    assert abs(audio["seconds"] - seconds) < 0.02, audio
+    record = json.loads(out["proj_ext"]["job:" + job])
+    if record.get("analysis"):  # the measured source, once the server sends it
+        assert abs(record["analysis"]["duration_s"] - seconds) < 0.05, record["analysis"]
+
+
 @pytest.mark.timeout(240)
 def test_generate_inserts_the_real_result(server_info, tmp_path):
-    out = run_action("generate", server_info, tmp_path, "a calm piano melody, it's late")
+    # through the preview (no SWS here: the result is in the project while previewing) and Accept
+    out = run_action("generate", server_info, tmp_path, "a calm piano melody, it's late", E2E_ACCEPT="1")
     track = new_track(out)
     assert track["name"] == "M2UGen generate: a calm piano melody, it's late"
     item = track["items"][0]
@@ -71,15 +91,19 @@ def test_generate_inserts_the_real_result(server_info, tmp_path):
     assert abs(len(data) / sr - 1.0) < 0.02  # the requested duration
     assert abs(item["length"] - len(data) / sr) < 1e-3
     assert "Prompt: a calm piano melody" in item["notes"]
-    assert out["proj_ext"]["last_job"] == item["take_name"]
-    record = json.loads(out["proj_ext"]["job:" + item["take_name"]])
-    assert record["kind"] == "generate" and record["seed"] == 7
+    assert item["take_name"].startswith(out["proj_ext"]["last_job"])  # "<job> seed 7"
+    record = json.loads(out["proj_ext"]["job:" + item["take_name"].split(" ")[0]])
+    assert record["kind"] == "generate" and record["seed"] == 7 and record["state"] == "accepted"
+    assert record["files"][0]["path"] == str(src)
+    # relaunch ignored while running (toggle on), then relaunch replaces the window (toggle off); atexit: off
+    assert out["action_options"] == [2 | 4, 1 | 2 | 8, 8], out["action_options"]
 
 
 @pytest.mark.timeout(240)
 def test_edit_renders_sends_and_inserts(server_info, tmp_path):
     out = run_action("edit", server_info, tmp_path, "add more reverb")
     assert out["renders"] == 1
+    assert_region_reached_the_job(server_info, out, 1.0)
     track = new_track(out)
     item = track["items"][0]
     assert item["position"] == 1.0
@@ -91,11 +115,13 @@ def test_edit_renders_sends_and_inserts(server_info, tmp_path):
 @pytest.mark.timeout(240)
 def test_ask_keeps_the_answer_with_the_project(server_info, tmp_path):
     out = run_action("ask", server_info, tmp_path, "What instruments do you hear?")
-    track = new_track(out)
+    assert_region_reached_the_job(server_info, out, 1.0)
+    track = new_track(out, index=3)  # the project's one "M2UGen answers" track, at the end
+    assert track["name"] == "M2UGen answers"
     item = track["items"][0]
     assert item["source"] is None  # a note item, no audio
     assert item["notes"].startswith("Q: What instruments do you hear?\n\nA: ")
-    answer = item["notes"].split("\n\nA: ", 1)[1]
+    answer = item["notes"].split("\n\nA: ", 1)[1].split("\n\nMeasured: ", 1)[0]
     assert answer.strip() != ""
     record = json.loads(out["proj_ext"]["job:" + out["proj_ext"]["last_job"]])
     assert record["text"] == answer
@@ -128,6 +154,42 @@ def test_cancel_action_cancels_the_real_job(make_server, tiny_model, monkeypatch
     with Client(server_info.endpoint) as client:  # the server's record says so too
         reply = client.call("status", job=job)
     assert reply.header["state"] == "cancelled", reply.header
+
+
+@pytest.mark.timeout(240)
+def test_a_killed_cli_ends_the_action_with_the_command_that_fetches_the_result(make_server, tiny_model,
+                                                                                monkeypatch, tmp_path):
+    """SIGKILL the real CLI mid-job (a closed console): the script says so at once, names the job and the
+    exact `m2ugen result JOB --wait --out FILE` command, and that command really fetches the WAV."""
+    import shlex
+
+    from conftest import SlowModel
+
+    server_info = make_server(SlowModel(tiny_model, step_s=0.25))
+    monkeypatch.setenv("M2UGEN_DATA_DIR", str(server_info.data_dir))
+    project = tmp_path / "proj"
+    project.mkdir()
+    env = dict(os.environ, M2UGEN_CONFIG_DIR=str(server_info.config_dir), TMPDIR=str(tmp_path),
+               E2E_KIND="generate", E2E_PROJECT=str(project), E2E_TIMEOUT="150", E2E_KILL="1")
+    proc = subprocess.run([LUA, str(DRIVER)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["ok"] and out["violations"] == [], out
+    assert out["killed_pid"], out
+    msg = out["messages"][-1]
+    assert "ended (exit status 137) without reporting a result" in msg, msg
+    job = out["proj_ext"]["last_job"]
+    assert json.loads(out["proj_ext"]["job:" + job])["state"] == "lost"
+    assert f"The job {job} may still finish" in msg
+    assert out["ticks"] * 0.05 < 30  # seen from the exit file, not after the 120 s stale bound
+    argv = shlex.split(msg.rsplit("\n", 1)[1])
+    at = argv.index("result")
+    assert argv[at:at + 4] == ["result", job, "--wait", "--out"], argv
+    fetched = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150)
+    assert fetched.returncode == 0, fetched.stderr
+    wav_path = Path(argv[at + 4])
+    data, sr = sf.read(wav_path)
+    assert wav_path.parent == project / "M2UGen" and abs(len(data) / sr - 1.0) < 0.02
 
 
 def test_server_not_running_gives_exit_code_3_message(tmp_path):

@@ -2,7 +2,14 @@
 -- One CLI run: write the request JSON, start `<cli> <kind> --request R --status-file S` without
 -- waiting (reaper.ExecProcess(cmd, -2); through a launcher script on macOS/Linux, see shell.lua),
 -- read the status file (docs/protocol.md §7), cancel.
--- No prompt or user path goes on the command line: only the CLI, the request and the status file.
+-- No prompt or user path goes on the command line: only the CLI, the request and the status file
+-- (plus validated numbers: --takes N, and flags such as --fit-tempo).
+--
+-- Is the CLI still alive? On macOS/Linux the launcher supervises it: it writes the CLI's pid to
+-- <name>.pid and, when the CLI ends however it ends (crash, kill), its exit status to <name>.exit.
+-- Everywhere the status file's `updated` field changes with every event (server/cli.py Reporter).
+-- The caller combines both (app.lua): an exit file without a final status, or a status file that
+-- stopped changing, means the CLI died.
 
 local import = ...
 local json = import("json")
@@ -42,49 +49,56 @@ end
 -- The command line that runs `argv` on this OS. POSIX: writes the launcher `<dir>/<name>.sh`
 -- and returns `/bin/sh '<launcher>'`, launcher path. Windows: the quoted argv, nil.
 -- Raises a clear error for an argument that cannot be passed.
-function job.command(argv, names, dir, name)
+function job.command(argv, names, dir, name, supervise)
   if settings.is_windows() then
     return shell.command(argv, true, names), nil
   end
-  local text = shell.launcher(argv, names)
+  local text = shell.launcher(argv, names, supervise)
   local path = settings.join(launcher_dir(dir), name .. ".sh")
   local cmd = "/bin/sh " .. shell.quote_single(path, "launcher path")
   write_file(path, text)
   return cmd, path
 end
 
--- opts: cli (argv prefix list, see settings.resolve_cli), kind, request (table),
---       dir (for the request/status files), name, server (optional)
--- Returns a job table {cli, kind, request_path, status_path, command, server}.
-function job.start(opts)
+-- Starts `<cli> <args...> --status-file S [--server X]` without waiting.
+-- opts: cli (argv prefix list, see settings.resolve_cli), args (list of {value, label}), dir (for the
+--       request/status/pid/exit files), name, server (optional), request (table, optional: written to
+--       <name>.request.json, whose path must already be in args)
+-- Returns a job table {cli, request_path, status_path, pid_file, exit_file, command, argv, launcher}.
+local function start(opts)
   local j = {
     cli = opts.cli,
-    kind = opts.kind,
     server = opts.server ~= "" and opts.server or nil,
-    request_path = settings.join(opts.dir, opts.name .. ".request.json"),
+    request_path = opts.request and settings.join(opts.dir, opts.name .. ".request.json") or nil,
     status_path = settings.join(opts.dir, opts.name .. ".status.json"),
   }
-  local req = opts.request
-  req.kind = opts.kind
-  req.status_file = j.status_path
   local argv, names = job.cli_argv(j.cli)
-  for _, a in ipairs({ j.kind, "--request", j.request_path, "--status-file", j.status_path }) do
-    argv[#argv + 1] = a
+  for _, a in ipairs(opts.args(j)) do
+    argv[#argv + 1] = a[1]
+    names[#names + 1] = a[2]
   end
-  for _, n in ipairs({ "kind", "option", "request file path", "option", "status file path" }) do
-    names[#names + 1] = n
-  end
+  argv[#argv + 1] = "--status-file"
+  argv[#argv + 1] = j.status_path
+  names[#names + 1] = "option"
+  names[#names + 1] = "status file path"
   if j.server then
     argv[#argv + 1] = "--server"
     argv[#argv + 1] = j.server
     names[#names + 1] = "option"
     names[#names + 1] = "server address"
   end
+  local supervise = nil
+  if not settings.is_windows() then
+    j.pid_file = settings.join(opts.dir, opts.name .. ".pid")
+    j.exit_file = settings.join(opts.dir, opts.name .. ".exit")
+    supervise = { pid_file = j.pid_file, exit_file = j.exit_file }
+  end
   -- the command first: an argument that cannot be passed fails before anything is written
-  j.command, j.launcher = job.command(argv, names, opts.dir, opts.name)
+  j.command, j.launcher = job.command(argv, names, opts.dir, opts.name, supervise)
   j.argv = argv
   os.remove(j.status_path)
-  write_file(j.request_path, json.encode(req))
+  if j.pid_file then os.remove(j.pid_file) os.remove(j.exit_file) end
+  if opts.request then write_file(j.request_path, json.encode(opts.request)) end
   local ret = reaper.ExecProcess(j.command, -2)
   if ret == nil then
     job.cleanup(j)
@@ -93,7 +107,114 @@ function job.start(opts)
   return j
 end
 
--- Returns the decoded status table, or nil while the file is missing or half-written.
+-- The CLI options of the server contract that are not request keys (today's CLI refuses unknown
+-- request keys): only sent when they differ from the default, so an older CLI keeps working.
+-- opts: takes (integer), fit_tempo (boolean)
+function job.extra_args(opts)
+  local out = {}
+  if opts.takes and opts.takes > 1 then
+    out[#out + 1] = { "--takes", "option" }
+    out[#out + 1] = { string.format("%d", opts.takes), "takes count" }
+  end
+  if opts.fit_tempo then out[#out + 1] = { "--fit-tempo", "option" } end
+  return out
+end
+
+-- An ask/edit/generate job. opts: cli, kind, request (table), dir, name, server, extra (job.extra_args)
+function job.start(opts)
+  local req = opts.request
+  req.kind = opts.kind
+  local j = start({ cli = opts.cli, dir = opts.dir, name = opts.name, server = opts.server, request = req,
+    args = function(jj)
+      req.status_file = jj.status_path
+      local a = { { opts.kind, "kind" }, { "--request", "option" }, { jj.request_path, "request file path" } }
+      for _, x in ipairs(opts.extra or {}) do a[#a + 1] = x end
+      return a
+    end })
+  j.kind = opts.kind
+  return j
+end
+
+-- `<cli> result JOB --wait --out OUT`: fetches a finished (or still running) job's WAV.
+-- opts: cli, job_id, out, dir, name, server
+function job.start_result(opts)
+  job.check_id(opts.job_id)
+  local j = start({ cli = opts.cli, dir = opts.dir, name = opts.name, server = opts.server,
+    args = function()
+      return { { "result", "command" }, { opts.job_id, "job id" }, { "--wait", "option" }, { "--out", "option" },
+               { opts.out, "output path" } }
+    end })
+  j.kind = "result"
+  return j
+end
+
+-- The command a user can type to fetch a job's result by hand (shown when the script gives up).
+function job.fetch_command(cli, job_id, out, server)
+  local argv = job.cli_argv(cli)
+  for _, a in ipairs({ "result", job_id, "--wait", "--out", out }) do argv[#argv + 1] = a end
+  if server and server ~= "" then
+    argv[#argv + 1] = "--server"
+    argv[#argv + 1] = server
+  end
+  local ok, line = pcall(shell.command, argv, settings.is_windows())
+  return ok and line or table.concat(argv, " ")
+end
+
+function job.check_id(job_id)
+  if type(job_id) ~= "string" or not job_id:match("^[%w%-_.]+$") then
+    error("Bad job id " .. tostring(job_id), 0)
+  end
+end
+
+local function read_number_file(path)
+  if not path then return nil end
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  return math.tointeger(tonumber(text:match("^%s*(%-?%d+)%s*$") or ""))
+end
+
+-- The CLI's exit status from the launcher's exit file (macOS/Linux), or nil while it runs.
+function job.read_exit(j) return read_number_file(j.exit_file) end
+
+-- The CLI's pid: the launcher's pid file, else a `pid` field in the status file (if the CLI has one).
+function job.read_pid(j, st)
+  local pid = read_number_file(j.pid_file)
+  if not pid and st and math.tointeger(st.pid) then pid = math.tointeger(st.pid) end
+  if pid and pid > 1 then return pid end
+  return nil
+end
+
+-- Makes sure a CLI that has not submitted yet never will: the request file goes away first (a
+-- CLI that has not read it yet exits with a usage error), then the process is killed when its pid
+-- is known. Returns true when a kill was sent.
+function job.withdraw(j, st, dir)
+  if j.request_path then os.remove(j.request_path) end
+  if job.read_exit(j) ~= nil then return false end -- already ended: its pid may belong to another process now
+  local pid = job.read_pid(j, st)
+  if not pid then return false end
+  local argv, names
+  if settings.is_windows() then
+    argv = { "taskkill", "/PID", string.format("%d", pid), "/T", "/F" }
+  else
+    argv = { "kill", "-TERM", string.format("%d", pid) }
+  end
+  names = { "command", "option", "pid", "option", "option" }
+  local cmd = job.command(argv, names, dir, "m2ugen-kill-" .. pid)
+  return reaper.ExecProcess(cmd, -2) ~= nil
+end
+
+local function strip_nulls(t)
+  for k, v in pairs(t) do
+    if v == json.null then t[k] = nil
+    elseif type(v) == "table" then strip_nulls(v) end
+  end
+  return t
+end
+
+-- Returns the decoded status table (JSON nulls removed at every level) and the file's text, or nil
+-- while the file is missing or half-written.
 function job.read_status(j)
   local f = io.open(j.status_path, "rb")
   if not f then return nil end
@@ -102,10 +223,7 @@ function job.read_status(j)
   if text == "" then return nil end
   local st = json.try_decode(text)
   if type(st) ~= "table" then return nil end
-  for k, v in pairs(st) do
-    if v == json.null then st[k] = nil end
-  end
-  return st
+  return strip_nulls(st), text
 end
 
 -- Asks the server to cancel `job_id` through a second, fire-and-forget CLI run
@@ -133,10 +251,49 @@ function job.cancel(cli, job_id, server, dir)
   return ret ~= nil
 end
 
+-- `<cli> jobs --limit N`: the server's newest jobs. Blocks up to timeout_ms (REAPER captures the
+-- output only of a process it waits for); returns a list of job records (docs/protocol.md §4).
+function job.list_server(cli, server, dir, limit, timeout_ms)
+  local argv, names = job.cli_argv(cli)
+  for _, a in ipairs({ { "jobs", "command" }, { "--limit", "option" }, { string.format("%d", limit), "limit" } }) do
+    argv[#argv + 1] = a[1]
+    names[#names + 1] = a[2]
+  end
+  if server and server ~= "" then
+    argv[#argv + 1] = "--server"
+    argv[#argv + 1] = server
+    names[#names + 1] = "option"
+    names[#names + 1] = "server address"
+  end
+  local cmd = job.command(argv, names, dir, "m2ugen-jobs" .. string.format("-%04d", math.random(0, 9999)))
+  local out = reaper.ExecProcess(cmd, timeout_ms)
+  if out == nil then error("REAPER could not run " .. table.concat(argv, " "), 0) end
+  local records, code = {}, nil
+  local first = true
+  for line in (out .. "\n"):gmatch("(.-)\r?\n") do
+    if first then
+      first = false -- ExecProcess puts the exit code on the first line
+    else
+      local rec = json.try_decode(line)
+      if type(rec) == "table" and rec.op == "job" and type(rec.job) == "string" then
+        records[#records + 1] = strip_nulls(rec)
+      elseif type(rec) == "table" and rec.op == "exit" then
+        code = rec.code
+      end
+    end
+  end
+  if code ~= 0 then
+    error("`m2ugen jobs` did not answer (exit code " .. tostring(code) .. "): is the server running?", 0)
+  end
+  return records
+end
+
 function job.cleanup(j)
-  os.remove(j.request_path)
+  if j.request_path then os.remove(j.request_path) end
   os.remove(j.status_path)
   if j.launcher then os.remove(j.launcher) end
+  if j.pid_file then os.remove(j.pid_file) os.remove(j.pid_file .. ".tmp") end
+  if j.exit_file then os.remove(j.exit_file) os.remove(j.exit_file .. ".tmp") end
 end
 
 -- A message for the user for a finished status (exit_code set), or nil when it succeeded.

@@ -8,38 +8,82 @@ local settings = import("settings")
 local project = {}
 
 -- ---------------------------------------------------------------------------------------------
+-- the project a job belongs to
+-- Every call takes the project the job started in (reaper.EnumProjects(-1) at the start), never 0:
+-- the user may switch tabs while the job runs, and the result must land where it was asked for.
+
+-- Returns the current project and its file name ("" when unsaved).
+function project.current()
+  local proj, fn = reaper.EnumProjects(-1)
+  return proj, fn or ""
+end
+
+-- True when `proj` is still an open project (its tab was not closed).
+function project.is_open(proj)
+  return proj ~= nil and reaper.ValidatePtr2(0, proj, "ReaProject*")
+end
+
+-- A name for messages: the project's file name, else "(unsaved project)".
+function project.name(proj)
+  local n = reaper.GetProjectName(proj)
+  if n == nil or n == "" then return "(unsaved project)" end
+  return n
+end
+
+-- ---------------------------------------------------------------------------------------------
 -- selection and context
 
--- Returns {start, end, source = "time"|"items", track = MediaTrack|nil} or nil when nothing is selected.
-function project.selection()
-  local ts, te = reaper.GetSet_LoopTimeRange2(0, false, false, 0, 0, false)
-  if te > ts then
-    local track = nil
-    if reaper.CountSelectedTracks(0) > 0 then
-      track = reaper.GetSelectedTrack(0, 0)
-    elseif reaper.CountSelectedMediaItems(0) > 0 then
-      track = reaper.GetMediaItem_Track(reaper.GetSelectedMediaItem(0, 0))
-    end
-    return { start = ts, ["end"] = te, source = "time", track = track }
-  end
-  local n = reaper.CountSelectedMediaItems(0)
-  if n == 0 then return nil end
-  local s, e, track = math.huge, -math.huge, nil
-  for i = 0, n - 1 do
-    local item = reaper.GetSelectedMediaItem(0, i)
+local function item_span(items)
+  local s, e = math.huge, -math.huge
+  for _, item in ipairs(items) do
     local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
     local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
     if pos < s then s = pos end
     if pos + len > e then e = pos + len end
-    if i == 0 then track = reaper.GetMediaItem_Track(item) end
   end
-  if e <= s then return nil end
-  return { start = s, ["end"] = e, source = "items", track = track }
+  return s, e
 end
 
-function project.sample_rate()
-  if reaper.GetSetProjectInfo(0, "PROJECT_SRATE_USE", 0, false) >= 1 then
-    local sr = reaper.GetSetProjectInfo(0, "PROJECT_SRATE", 0, false)
+-- What the job listens to, in this order of preference:
+--   selected items            -> source "items"  (rendered: selected items via master)
+--   selected tracks + a time selection -> "tracks" (rendered: selected tracks via master)
+--   a time selection          -> "time"   (rendered: the master mix)
+-- Returns {start, end, source, track, items, tracks} or nil when nothing is selected.
+function project.selection(proj)
+  local n = reaper.CountSelectedMediaItems(proj)
+  if n > 0 then
+    local items = {}
+    for i = 0, n - 1 do items[#items + 1] = reaper.GetSelectedMediaItem(proj, i) end
+    local s, e = item_span(items)
+    if e > s then
+      return { start = s, ["end"] = e, source = "items", items = items, track = reaper.GetMediaItem_Track(items[1]) }
+    end
+  end
+  local ts, te = reaper.GetSet_LoopTimeRange2(proj, false, false, 0, 0, false)
+  if te > ts then
+    local nt = reaper.CountSelectedTracks(proj)
+    if nt > 0 then
+      local tracks = {}
+      for i = 0, nt - 1 do tracks[#tracks + 1] = reaper.GetSelectedTrack(proj, i) end
+      return { start = ts, ["end"] = te, source = "tracks", tracks = tracks, track = tracks[#tracks] }
+    end
+    return { start = ts, ["end"] = te, source = "time" }
+  end
+  return nil
+end
+
+-- One line for messages and the item notes: what was rendered.
+function project.describe_selection(sel)
+  if not sel then return "no selection" end
+  local range = string.format("%.3f-%.3f s", sel.start, sel["end"])
+  if sel.source == "items" then return #sel.items .. " selected item(s), " .. range end
+  if sel.source == "tracks" then return #sel.tracks .. " selected track(s) via master, " .. range end
+  return "master mix, " .. range
+end
+
+function project.sample_rate(proj)
+  if reaper.GetSetProjectInfo(proj, "PROJECT_SRATE_USE", 0, false) >= 1 then
+    local sr = reaper.GetSetProjectInfo(proj, "PROJECT_SRATE", 0, false)
     if sr and sr > 0 then return math.floor(sr + 0.5) end
   end
   local ok, desc = reaper.GetAudioDeviceInfo("SRATE")
@@ -49,12 +93,12 @@ function project.sample_rate()
 end
 
 -- The musical context sent with every request (protocol §2 `context`).
-function project.context(sel, at)
-  local num, den, bpm = reaper.TimeMap_GetTimeSigAtTime(0, at)
+function project.context(proj, sel, at)
+  local num, den, bpm = reaper.TimeMap_GetTimeSigAtTime(proj, at)
   local ctx = {
     bpm = bpm,
     time_signature = { math.floor(num), math.floor(den) },
-    project_sample_rate = project.sample_rate(),
+    project_sample_rate = project.sample_rate(proj),
   }
   if sel then ctx.selection = { start = sel.start, ["end"] = sel["end"] } end
   return ctx
@@ -81,8 +125,8 @@ function project.temp_dir(sub)
 end
 
 -- <project recording path>/M2UGen: results kept with the project.
-function project.result_dir()
-  local base = reaper.GetProjectPathEx(0)
+function project.result_dir(proj)
+  local base = reaper.GetProjectPathEx(proj)
   if base == nil or base == "" then base = reaper.GetResourcePath() end
   local dir = settings.join(base, "M2UGen")
   reaper.RecursiveCreateDirectory(dir, 0)
@@ -118,45 +162,50 @@ project.RENDER_STRINGS = { "RENDER_FILE", "RENDER_PATTERN", "RENDER_FORMAT", "RE
 
 project.ACTION_RENDER = 42230 -- File: Render project, using the most recent render settings, auto-close
 
-function project.save_render_settings()
+function project.save_render_settings(proj)
   local saved = { numbers = {}, strings = {} }
   for _, k in ipairs(project.RENDER_NUMBERS) do
-    saved.numbers[k] = reaper.GetSetProjectInfo(0, k, 0, false)
+    saved.numbers[k] = reaper.GetSetProjectInfo(proj, k, 0, false)
   end
   for _, k in ipairs(project.RENDER_STRINGS) do
-    local _, v = reaper.GetSetProjectInfo_String(0, k, "", false)
+    local _, v = reaper.GetSetProjectInfo_String(proj, k, "", false)
     saved.strings[k] = v
   end
   return saved
 end
 
 -- Restores every saved value; keeps going when one fails and returns the first error, if any.
-function project.restore_render_settings(saved)
+function project.restore_render_settings(proj, saved)
   local first_err = nil
   for _, k in ipairs(project.RENDER_NUMBERS) do
-    local ok, err = pcall(reaper.GetSetProjectInfo, 0, k, saved.numbers[k], true)
+    local ok, err = pcall(reaper.GetSetProjectInfo, proj, k, saved.numbers[k], true)
     if not ok and not first_err then first_err = err end
   end
   for _, k in ipairs(project.RENDER_STRINGS) do
-    local ok, err = pcall(reaper.GetSetProjectInfo_String, 0, k, saved.strings[k], true)
+    local ok, err = pcall(reaper.GetSetProjectInfo_String, proj, k, saved.strings[k], true)
     if not ok and not first_err then first_err = err end
   end
   return first_err
 end
 
--- Renders `sel` to <dir>/<name>.wav (master mix of the time range, or the selected items via master).
--- Returns the path. Raises on failure; the user's render settings are restored in every case.
-function project.render(sel, dir, name)
-  local saved = project.save_render_settings()
+-- RENDER_SETTINGS / RENDER_BOUNDSFLAG for each selection source (see project.selection).
+project.RENDER_SOURCE = {
+  items = { settings = 64 | (4 << 16), bounds = 4 }, -- selected media items via master, one file
+  tracks = { settings = 128, bounds = 0 },           -- selected tracks via master, custom bounds
+  time = { settings = 0, bounds = 0 },               -- master mix, custom bounds
+}
+
+-- Renders `sel` of `proj` to <dir>/<name>.wav. Returns the path. Raises on failure; the user's
+-- render settings are restored in every case.
+function project.render(proj, sel, dir, name)
+  local saved = project.save_render_settings(proj)
   local ok, result = xpcall(function()
-    local function set(k, v) reaper.GetSetProjectInfo(0, k, v, true) end
-    local function set_s(k, v) reaper.GetSetProjectInfo_String(0, k, v, true) end
-    if sel.source == "items" then
-      set("RENDER_SETTINGS", 64 | (4 << 16)) -- selected media items via master, as one file
-      set("RENDER_BOUNDSFLAG", 4)            -- bounds: selected media items
-    else
-      set("RENDER_SETTINGS", 0)              -- master mix
-      set("RENDER_BOUNDSFLAG", 0)            -- custom bounds
+    local function set(k, v) reaper.GetSetProjectInfo(proj, k, v, true) end
+    local function set_s(k, v) reaper.GetSetProjectInfo_String(proj, k, v, true) end
+    local how = project.RENDER_SOURCE[sel.source]
+    set("RENDER_SETTINGS", how.settings)
+    set("RENDER_BOUNDSFLAG", how.bounds)
+    if how.bounds == 0 then
       set("RENDER_STARTPOS", sel.start)
       set("RENDER_ENDPOS", sel["end"])
     end
@@ -170,13 +219,13 @@ function project.render(sel, dir, name)
     set_s("RENDER_PATTERN", name)
     set_s("RENDER_FORMAT", "evaw")
     set_s("RENDER_FORMAT2", "")
-    local _, targets = reaper.GetSetProjectInfo_String(0, "RENDER_TARGETS", "", false)
+    local _, targets = reaper.GetSetProjectInfo_String(proj, "RENDER_TARGETS", "", false)
     local path = (targets or ""):match("^([^;]+)")
     if not path or path == "" then
       error("REAPER reported no render target for " .. settings.join(dir, name .. ".wav"), 0)
     end
     os.remove(path) -- never mistake an old file for this render
-    reaper.Main_OnCommand(project.ACTION_RENDER, 0)
+    reaper.Main_OnCommandEx(project.ACTION_RENDER, 0, proj)
     local f = io.open(path, "rb")
     local size = 0
     if f then size = f:seek("end") f:close() end
@@ -185,7 +234,7 @@ function project.render(sel, dir, name)
     end
     return path
   end, function(err) return err end)
-  local restore_err = project.restore_render_settings(saved)
+  local restore_err = project.restore_render_settings(proj, saved)
   if not ok then error(result, 0) end
   if restore_err then error("Could not restore the render settings: " .. tostring(restore_err), 0) end
   return result
@@ -193,15 +242,12 @@ end
 
 -- ---------------------------------------------------------------------------------------------
 -- results
+-- Every insert is one undo point in the job's project and all or nothing: whatever it created is
+-- removed again when a later step fails. A result FILE is never removed here.
 
--- Index (0-based) where the result track goes: right below `track`, or at the end.
-function project.insert_index(track)
-  if track then
-    local number = reaper.GetMediaTrackInfo_Value(track, "IP_TRACKNUMBER") -- 1-based; -1 = master
-    if number and number >= 1 then return math.floor(number) end
-  end
-  return reaper.CountTracks(0)
-end
+project.ANSWERS_TRACK = "M2UGen answers"
+project.ACTION_PEAKS = 40047       -- Peaks: build any missing peaks
+project.ACTION_DELETE_TAKE = 40129 -- Take: Delete active take from items (acts on selected items)
 
 function project.track_name(kind, prompt)
   local p = prompt:gsub("[%c]+", " ")
@@ -209,91 +255,271 @@ function project.track_name(kind, prompt)
   return "M2UGen " .. kind .. ": " .. p
 end
 
+-- Index (0-based) where a new track goes: right below `track` (when it still exists), or at the end.
+function project.insert_index(proj, track)
+  if track and reaper.ValidatePtr2(proj, track, "MediaTrack*") then
+    local number = reaper.GetMediaTrackInfo_Value(track, "IP_TRACKNUMBER") -- 1-based; -1 = master
+    if number and number >= 1 then return math.floor(number) end
+  end
+  return reaper.CountTracks(proj)
+end
+
 -- Length in seconds of a PCM source (converts a beat-based length, which WAVs never have).
-local function source_seconds(src, at)
+local function source_seconds(proj, src, at)
   local len, is_qn = reaper.GetMediaSourceLength(src)
   if is_qn then
-    local qn0 = reaper.TimeMap2_timeToQN(0, at)
-    return reaper.TimeMap2_QNToTime(0, qn0 + len) - at
+    local qn0 = reaper.TimeMap2_timeToQN(proj, at)
+    return reaper.TimeMap2_QNToTime(proj, qn0 + len) - at
   end
   return len
 end
 
--- Runs fill(track) on a new track named opts.name below opts.track, as one undo point.
--- All or nothing: if fill raises, the new track (and whatever fill put on it) is removed and the
--- error raised again; Undo_Begin/End always pair up. Returns fill's table plus {track, index}.
-local function on_new_track(opts, fill)
-  local index = project.insert_index(opts.track)
-  local created = nil
-  reaper.Undo_BeginBlock2(0)
-  reaper.PreventUIRefresh(1)
-  local ok, result = pcall(function()
-    reaper.InsertTrackAtIndex(index, true)
-    created = reaper.GetTrack(0, index)
-    if not created then error("REAPER did not create a track at index " .. index, 0) end
-    reaper.GetSetMediaTrackInfo_String(created, "P_NAME", opts.name, true)
-    local r = fill(created)
-    r.track, r.index = created, index
-    return r
-  end)
-  if not ok and created then
-    pcall(reaper.DeleteTrack, created) -- no empty track, no stray item
+-- Opens every take file first (nothing in the project changes when one cannot be opened).
+-- takes: list of {path, name, ext}. Returns the list with .src and .length added.
+-- close_all() destroys the sources no take owns yet (fill_takes clears t.src once a take has it).
+local function open_sources(proj, takes, position)
+  local function close_all()
+    for _, t in ipairs(takes) do
+      if t.src then pcall(reaper.PCM_Source_Destroy, t.src) end
+      t.src = nil
+    end
   end
+  for _, t in ipairs(takes) do
+    local src = reaper.PCM_Source_CreateFromFile(t.path)
+    if not src then
+      close_all()
+      error("REAPER could not open the result file " .. t.path, 0)
+    end
+    t.src = src
+    local length = source_seconds(proj, src, position)
+    if not length or length <= 0 then
+      close_all()
+      error("The result file is empty: " .. t.path, 0)
+    end
+    t.length = length
+  end
+  return takes, close_all
+end
+
+-- Runs body() as one undo point of `proj`; undo() is called when body raises, then the error is
+-- raised again. Undo_BeginBlock2/EndBlock2 always pair up.
+local function undo_block(proj, label, body, undo)
+  reaper.Undo_BeginBlock2(proj)
+  reaper.PreventUIRefresh(1)
+  local ok, result = pcall(body)
+  if not ok and undo then pcall(undo) end
   reaper.PreventUIRefresh(-1)
   reaper.UpdateArrange()
-  reaper.Undo_EndBlock2(0, ok and ("M2UGen: " .. opts.name) or "M2UGen: insert failed", -1)
+  reaper.Undo_EndBlock2(proj, ok and ("M2UGen: " .. label) or "M2UGen: insert failed", -1)
   if not ok then error(result, 0) end
   return result
 end
 
--- Inserts `path` as an item at `position` on a new track below `track`.
--- Returns {track, item, take, length, index}.
-function project.insert_audio(opts)
-  local src = reaper.PCM_Source_CreateFromFile(opts.path)
-  if not src then error("REAPER could not open the result file " .. opts.path, 0) end
-  local length = source_seconds(src, opts.position)
-  if not length or length <= 0 then
-    reaper.PCM_Source_Destroy(src)
-    error("The result file is empty: " .. opts.path, 0)
-  end
-  local ok, result = pcall(on_new_track, opts, function(track)
-    local item = reaper.AddMediaItemToTrack(track)
+local function new_track(proj, index, name)
+  reaper.InsertTrackInProject(proj, index, 1)
+  local track = reaper.GetTrack(proj, index)
+  if not track then error("REAPER did not create a track at index " .. index, 0) end
+  reaper.GetSetMediaTrackInfo_String(track, "P_NAME", name, true)
+  return track
+end
+
+-- Puts each take's source on `item` (takes[1] active). Sources belong to the takes afterwards.
+local function fill_takes(item, takes)
+  local made = {}
+  for i, t in ipairs(takes) do
     local take = reaper.AddTakeToMediaItem(item)
-    if not reaper.SetMediaItemTake_Source(take, src) then
+    made[i] = take
+    if not reaper.SetMediaItemTake_Source(take, t.src) then
       error("REAPER refused the result as the take's source", 0)
     end
-    src = nil -- owned by the take now
-    reaper.SetMediaItemInfo_Value(item, "D_POSITION", opts.position)
-    reaper.SetMediaItemInfo_Value(item, "D_LENGTH", length)
-    reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", opts.take_name or opts.name, true)
-    if opts.notes then reaper.GetSetMediaItemInfo_String(item, "P_NOTES", opts.notes, true) end
-    if opts.ext then reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:m2ugen", opts.ext, true) end
-    reaper.Main_OnCommand(40047, 0) -- Peaks: build any missing peaks
-    return { item = item, take = take, length = length }
+    t.src = nil -- owned by the take now
+    reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", t.name, true)
+    if t.ext then reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:m2ugen", t.ext, true) end
+  end
+  reaper.SetActiveTake(made[1])
+  return made
+end
+
+-- Sets B_MUTE on items; returns what to put back.
+local function mute_items(items)
+  local before = {}
+  for i, item in ipairs(items) do
+    before[i] = reaper.GetMediaItemInfo_Value(item, "B_MUTE")
+    reaper.SetMediaItemInfo_Value(item, "B_MUTE", 1)
+  end
+  return function()
+    for i, item in ipairs(items) do reaper.SetMediaItemInfo_Value(item, "B_MUTE", before[i]) end
+  end
+end
+
+-- Items of `tracks` (or of every track when nil) that overlap [s, e).
+function project.items_in_range(proj, tracks, s, e)
+  if not tracks then
+    tracks = {}
+    for i = 0, reaper.CountTracks(proj) - 1 do tracks[#tracks + 1] = reaper.GetTrack(proj, i) end
+  end
+  local out = {}
+  for _, tr in ipairs(tracks) do
+    for i = 0, reaper.CountTrackMediaItems(tr) - 1 do
+      local item = reaper.GetTrackMediaItem(tr, i)
+      local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+      local len = reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+      if pos < e and pos + len > s then out[#out + 1] = item end
+    end
+  end
+  return out
+end
+
+-- Inserts a finished audio result into `proj` as one undo point.
+-- opts: takes = {{path, name, ext}, ...} (take 1 active), position, name (track/undo label),
+--       notes (item notes), track (the source track: the new track goes below it),
+--       mode = "track" | "mute" | "take", source_items (for "take"/"mute": the items the job listened to),
+--       mute_items (for "mute": what to mute; defaults to source_items).
+-- "take": with exactly one source item the result becomes its new active take(s); otherwise it
+-- falls back to "mute". Returns {mode, track, item, takes, length, muted}.
+function project.insert_audio(proj, opts)
+  local takes, close_all = open_sources(proj, opts.takes, opts.position)
+  local mode = opts.mode or "track"
+  local source_items = opts.source_items or {}
+  if mode == "take" and #source_items ~= 1 then mode = "mute" end
+  local created_track, result = nil, nil
+  local undo_mute = nil
+  local target, old_active, old_count = nil, nil, 0
+  local ok, err = pcall(undo_block, proj, opts.name, function()
+    local r = { mode = mode, length = takes[1].length }
+    if mode == "take" then
+      target = source_items[1]
+      old_active = reaper.GetActiveTake(target)
+      old_count = reaper.GetMediaItemNumTakes(target)
+      r.item = target
+      r.takes = fill_takes(target, takes)
+      r.track = reaper.GetMediaItem_Track(target)
+    else
+      local index = project.insert_index(proj, opts.track)
+      created_track = new_track(proj, index, opts.name)
+      local item = reaper.AddMediaItemToTrack(created_track)
+      r.track, r.item, r.index = created_track, item, index
+      r.takes = fill_takes(item, takes)
+      reaper.SetMediaItemInfo_Value(item, "D_POSITION", opts.position)
+      reaper.SetMediaItemInfo_Value(item, "D_LENGTH", takes[1].length)
+      if opts.notes then reaper.GetSetMediaItemInfo_String(item, "P_NOTES", opts.notes, true) end
+      if mode == "mute" then
+        local to_mute = opts.mute_items or source_items
+        undo_mute = mute_items(to_mute)
+        r.muted = to_mute
+      end
+    end
+    reaper.Main_OnCommandEx(project.ACTION_PEAKS, 0, proj)
+    result = r
+    return r
+  end, function()
+    if undo_mute then undo_mute() end
+    if created_track then reaper.DeleteTrack(created_track) end -- no empty track, no stray item
+    if target then project.remove_new_takes(proj, target, old_count, old_active) end
   end)
   if not ok then
-    if src then pcall(reaper.PCM_Source_Destroy, src) end
-    error(result, 0)
+    close_all()
+    error(err, 0)
   end
   return result
 end
 
--- A text answer kept with the project: an empty item spanning the selection whose notes hold the
--- answer, on a new track below `track` (REAPER draws item notes inside the item). One undo point.
-function project.insert_note(opts)
-  return on_new_track(opts, function(track)
-    local item = reaper.AddMediaItemToTrack(track)
-    reaper.SetMediaItemInfo_Value(item, "D_POSITION", opts.position)
-    reaper.SetMediaItemInfo_Value(item, "D_LENGTH", opts.length)
-    reaper.GetSetMediaItemInfo_String(item, "P_NOTES", opts.notes, true)
-    return { item = item }
+-- Removes the takes after the first `keep` ones from `item` and makes `active` the active take
+-- again (there is no DeleteTake API: select only the item, make the take active, run "Delete active
+-- take", and put the item selection back).
+function project.remove_new_takes(proj, item, keep, active)
+  local selected = {}
+  for i = 0, reaper.CountSelectedMediaItems(proj) - 1 do selected[#selected + 1] = reaper.GetSelectedMediaItem(proj, i) end
+  for _, it in ipairs(selected) do reaper.SetMediaItemSelected(it, false) end
+  reaper.SetMediaItemSelected(item, true)
+  while reaper.GetMediaItemNumTakes(item) > keep do
+    local take = reaper.GetMediaItemTake(item, reaper.GetMediaItemNumTakes(item) - 1)
+    reaper.SetActiveTake(take)
+    reaper.Main_OnCommandEx(project.ACTION_DELETE_TAKE, 0, proj)
+  end
+  reaper.SetMediaItemSelected(item, false)
+  for _, it in ipairs(selected) do reaper.SetMediaItemSelected(it, true) end
+  if active and reaper.ValidatePtr2(proj, active, "MediaItem_Take*") then reaper.SetActiveTake(active) end
+end
+
+-- Takes back what insert_audio did (Discard in the preview), as one undo point. The files stay.
+function project.remove_result(proj, inserted, before)
+  undo_block(proj, "discard preview", function()
+    if inserted.mode == "take" then
+      project.remove_new_takes(proj, inserted.item, before.take_count, before.active)
+    else
+      if inserted.muted then
+        for _, item in ipairs(inserted.muted) do
+          if reaper.ValidatePtr2(proj, item, "MediaItem*") then reaper.SetMediaItemInfo_Value(item, "B_MUTE", 0) end
+        end
+      end
+      if reaper.ValidatePtr2(proj, inserted.track, "MediaTrack*") then reaper.DeleteTrack(inserted.track) end
+    end
   end)
 end
 
--- Job history kept with the .rpp: ProjExtState "M2UGen", key "job:<id>" = JSON, plus "last_job".
-function project.remember(job_id, record_json)
-  reaper.SetProjExtState(0, "M2UGen", "job:" .. job_id, record_json)
-  reaper.SetProjExtState(0, "M2UGen", "last_job", job_id)
+-- The project's "M2UGen answers" track, created at the end of the track list when missing.
+local function answers_track(proj)
+  for i = 0, reaper.CountTracks(proj) - 1 do
+    local tr = reaper.GetTrack(proj, i)
+    local _, name = reaper.GetSetMediaTrackInfo_String(tr, "P_NAME", "", false)
+    if name == project.ANSWERS_TRACK then return tr, false end
+  end
+  return new_track(proj, reaper.CountTracks(proj), project.ANSWERS_TRACK), true
+end
+
+-- A text answer kept with the project: an empty item spanning the selection on the project's one
+-- "M2UGen answers" track, its notes holding the answer (REAPER draws item notes inside the item);
+-- optionally a project marker or region named after the answer. One undo point.
+-- opts: position, length, notes, label (marker name), marker = "off"|"marker"|"region", name (undo label)
+function project.insert_note(proj, opts)
+  local created, item, track = false, nil, nil
+  return undo_block(proj, opts.name, function()
+    track, created = answers_track(proj)
+    item = reaper.AddMediaItemToTrack(track)
+    reaper.SetMediaItemInfo_Value(item, "D_POSITION", opts.position)
+    reaper.SetMediaItemInfo_Value(item, "D_LENGTH", opts.length)
+    reaper.GetSetMediaItemInfo_String(item, "P_NOTES", opts.notes, true)
+    if opts.ext then reaper.GetSetMediaItemInfo_String(item, "P_EXT:m2ugen", opts.ext, true) end
+    local marker = nil
+    if opts.marker == "marker" or opts.marker == "region" then
+      local is_region = opts.marker == "region"
+      marker = reaper.AddProjectMarker2(proj, is_region, opts.position,
+        is_region and (opts.position + opts.length) or 0, opts.label, -1, 0)
+      if marker < 0 then error("REAPER did not add the answer " .. opts.marker, 0) end
+    end
+    return { track = track, item = item, marker = marker, created_track = created }
+  end, function()
+    if created and track then reaper.DeleteTrack(track)
+    elseif item and track then reaper.DeleteTrackMediaItem(track, item) end
+  end)
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- job history kept with the .rpp: ProjExtState "M2UGen", key "job:<id>" = JSON record, plus "last_job"
+
+function project.remember(proj, job_id, record_json)
+  reaper.SetProjExtState(proj, "M2UGen", "job:" .. job_id, record_json)
+  reaper.SetProjExtState(proj, "M2UGen", "last_job", job_id)
+end
+
+-- Every remembered record of `proj` (decoded by `decode`), newest first by their `stamp`.
+function project.history(proj, decode)
+  local out, i = {}, 0
+  while true do
+    local ok, key, value = reaper.EnumProjExtState(proj, "M2UGen", i)
+    if not ok then break end
+    if key:lower():sub(1, 4) == "job:" then -- REAPER may change the key's case
+      local rec = decode(value)
+      if type(rec) == "table" then
+        rec.key = rec.job or key:sub(5)
+        out[#out + 1] = rec
+      end
+    end
+    i = i + 1
+  end
+  table.sort(out, function(a, b) return tostring(a.stamp or "") > tostring(b.stamp or "") end)
+  return out
 end
 
 return project

@@ -7,6 +7,12 @@
 --   duration      default generation length in seconds when there is no time selection
 --   conditioning  "text" | "embedding"
 --   seed          integer >= 0, or empty for a random seed
+--   takes         1..8 variations per request (sent as `--takes N` only when N > 1)
+--   edit_result   "take" (the edit becomes the active take of the source item) | "mute" (the source
+--                 is muted, the edit goes on a new track below) | "track" (new track, source untouched)
+--   preview       "on" (audition, then Accept / Regenerate / Discard) | "off" (insert at once)
+--   answer_markers "off" | "marker" | "region": Ask answers also as project markers/regions
+--   fit_tempo     "off" | "on" (sent as `--fit-tempo`: the server fits the result to the project tempo)
 -- Values never contain newlines (ExtState is an .ini file).
 
 local import = ...
@@ -22,9 +28,26 @@ settings.DEFAULTS = {
   duration = "10",
   conditioning = "text",
   seed = "",
+  takes = "1",
+  edit_result = "take",
+  preview = "on",
+  answer_markers = "off",
+  fit_tempo = "off",
 }
 
-settings.KEYS = { "cli_path", "server", "duration", "conditioning", "seed" }
+settings.KEYS = { "cli_path", "server", "duration", "conditioning", "seed", "takes", "edit_result", "preview",
+                  "answer_markers", "fit_tempo" }
+
+-- The allowed words of the choice settings (the Settings dialog names them when one is wrong).
+settings.CHOICES = {
+  edit_result = { "take", "mute", "track" },
+  preview = { "on", "off" },
+  answer_markers = { "off", "marker", "region" },
+  fit_tempo = { "off", "on" },
+}
+settings.LABELS = { edit_result = "Edit result", preview = "Preview", answer_markers = "Answer markers",
+                    fit_tempo = "Fit tempo" }
+settings.MAX_TAKES = 8
 
 function settings.is_windows()
   return reaper.GetOS():match("^Win") ~= nil
@@ -94,6 +117,24 @@ function settings.validate(raw)
     return nil, "Seed: expected a whole number >= 0 or empty (random), got '" .. seed .. "'"
   end
   out.seed = seed
+
+  local takes = (raw.takes or settings.DEFAULTS.takes):match("^%s*(.-)%s*$")
+  local n = takes:match("^%d+$") and tonumber(takes) or nil
+  if not n or n < 1 or n > settings.MAX_TAKES then
+    return nil, "Takes: expected a whole number from 1 to " .. settings.MAX_TAKES .. ", got '" .. takes .. "'"
+  end
+  out.takes = tostring(math.floor(n))
+
+  for _, k in ipairs({ "edit_result", "preview", "answer_markers", "fit_tempo" }) do
+    local v = (raw[k] or settings.DEFAULTS[k]):match("^%s*(.-)%s*$"):lower()
+    local ok = false
+    for _, c in ipairs(settings.CHOICES[k]) do if c == v then ok = true end end
+    if not ok then
+      return nil, settings.LABELS[k] .. ": expected " .. table.concat(settings.CHOICES[k], ", ") ..
+        ", got '" .. v .. "'"
+    end
+    out[k] = v
+  end
   return out
 end
 

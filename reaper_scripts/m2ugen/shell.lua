@@ -10,6 +10,10 @@
 -- no quote in it). The same line also means the same thing to a shell, should one be involved.
 --   shell.quote_posix(s)          single quotes, ' written as '\''  (sh: nothing is special in '...')
 --   shell.launcher(argv, names)   the launcher text: #!/bin/sh, rm -f "$0", exec <quoted argv>
+--   shell.launcher(argv, names, {pid_file, exit_file})
+--                                 a supervising launcher: runs the argv as its child, writes the
+--                                 child's pid to pid_file and, when it ends however it ends, its exit
+--                                 status to exit_file (both atomically: temp file + mv)
 --   shell.quote_single(s)         '...' for the launcher path itself (refuses a ' in it)
 -- Windows: CreateProcess hands the line to the program, which splits it with the MSVCRT rules.
 --   shell.quote_windows(s)        double quotes; backslashes before the closing quote are doubled;
@@ -46,14 +50,27 @@ function shell.quote_single(s, what)
 end
 
 -- The launcher script for `argv` (POSIX). It deletes itself first: sh keeps reading the open file.
-function shell.launcher(argv, names)
+function shell.launcher(argv, names, supervise)
   local quoted = {}
   for i, a in ipairs(argv) do
     quoted[i] = shell.quote_posix(a, names and names[i] or ("argument " .. i))
   end
-  return "#!/bin/sh\n# written by the M2UGen ReaScripts for one run of the m2ugen CLI\n" ..
-    "rm -f -- \"$0\"\n" ..
-    "exec " .. table.concat(quoted, " ") .. "\n"
+  local head = "#!/bin/sh\n# written by the M2UGen ReaScripts for one run of the m2ugen CLI\n" ..
+    "rm -f -- \"$0\"\n"
+  if not supervise then
+    return head .. "exec " .. table.concat(quoted, " ") .. "\n"
+  end
+  return head ..
+    "M2UGEN_PID_FILE=" .. shell.quote_posix(supervise.pid_file, "pid file path") .. "\n" ..
+    "M2UGEN_EXIT_FILE=" .. shell.quote_posix(supervise.exit_file, "exit file path") .. "\n" ..
+    table.concat(quoted, " ") .. " </dev/null &\n" ..
+    "pid=$!\n" ..
+    "echo \"$pid\" > \"$M2UGEN_PID_FILE.tmp\" && mv -f \"$M2UGEN_PID_FILE.tmp\" \"$M2UGEN_PID_FILE\"\n" ..
+    "wait \"$pid\"\n" ..
+    "code=$?\n" ..
+    -- only while the script still watches (it removes the pid file when it is done): no stray file
+    "[ -e \"$M2UGEN_PID_FILE\" ] && echo \"$code\" > \"$M2UGEN_EXIT_FILE.tmp\" && " ..
+    "mv -f \"$M2UGEN_EXIT_FILE.tmp\" \"$M2UGEN_EXIT_FILE\"\n"
 end
 
 function shell.quote_windows(s, what)

@@ -6,6 +6,9 @@
 --   w:frame(view) -> "open" | "cancel" | "closed"     view = {status_line, fraction, text}
 --   w:close()
 --   local t = ui.text_window(title, text); t:frame() -> "open" | "closed"
+--   local p = ui.preview_window(title, text)
+--   p:frame(view) -> "open" | "closed" | "accept" | "regenerate" | "discard" | "play" | "stop"
+--                   view = {text, can_play, playing}; keys in the gfx window: a, r, d, space
 
 local ui = {}
 
@@ -51,6 +54,32 @@ if reaper.APIExists("ImGui_CreateContext") then
       end
       if open == false then self.closed = true return "closed" end
       return "open"
+    end
+    function w:close() self.closed = true end
+    return w
+  end
+
+  function backends.imgui.preview(title, text)
+    local w = { ctx = reaper.ImGui_CreateContext(title), title = title, text = text, closed = false }
+    function w:frame(view)
+      if self.closed then return "closed" end
+      local result = "open"
+      reaper.ImGui_SetNextWindowSize(self.ctx, 520, 320, reaper.ImGui_Cond_FirstUseEver())
+      local visible, open = reaper.ImGui_Begin(self.ctx, self.title, true)
+      if visible then
+        reaper.ImGui_TextWrapped(self.ctx, view.text or self.text)
+        if view.can_play then
+          if reaper.ImGui_Button(self.ctx, view.playing and "Stop" or "Play") then
+            result = view.playing and "stop" or "play"
+          end
+        end
+        if reaper.ImGui_Button(self.ctx, "Accept") then result = "accept" end
+        if reaper.ImGui_Button(self.ctx, "Regenerate") then result = "regenerate" end
+        if reaper.ImGui_Button(self.ctx, "Discard") then result = "discard" end
+        reaper.ImGui_End(self.ctx)
+      end
+      if open == false then self.closed = true return "closed" end
+      return result
     end
     function w:close() self.closed = true end
     return w
@@ -151,12 +180,67 @@ function backends.gfx.text(title, text)
   return w
 end
 
+-- Buttons along the bottom of a gfx window: {label, action}; returns the clicked action or nil.
+local function gfx_buttons(w, buttons)
+  local x, by, bh = 12, gfx.h - 34, 24
+  local down = (gfx.mouse_cap & 1) == 1
+  local hit = nil
+  for _, b in ipairs(buttons) do
+    local bw = 110
+    gfx.set(0.3, 0.3, 0.35, 1)
+    gfx.rect(x, by, bw, bh, 1)
+    gfx.set(1, 1, 1, 1)
+    gfx.x, gfx.y = x + 14, by + 4
+    gfx.drawstr(b[1])
+    local inside = gfx.mouse_x >= x and gfx.mouse_x <= x + bw and gfx.mouse_y >= by and gfx.mouse_y <= by + bh
+    if w.was_down and not down and inside then hit = b[2] end
+    x = x + bw + 8
+  end
+  w.was_down = down
+  return hit
+end
+
+backends.gfx.KEYS = { [string.byte("a")] = "accept", [string.byte("r")] = "regenerate",
+                      [string.byte("d")] = "discard", [string.byte(" ")] = "toggle" }
+
+function backends.gfx.preview(title, text)
+  local w = { closed = false, was_down = false }
+  gfx.init(title, 520, 320)
+  gfx.setfont(1, "Arial", 15)
+  function w:frame(view)
+    if self.closed then return "closed" end
+    local c = gfx.getchar()
+    if c < 0 or c == 27 then self:close() return "closed" end
+    gfx.set(0.14, 0.14, 0.14, 1)
+    gfx.rect(0, 0, gfx.w, gfx.h, 1)
+    gfx.set(0.92, 0.92, 0.92, 1)
+    draw_lines(wrap(view.text or text, math.max(gfx.w - 24, 10)), 12, 10, gfx.h - 44)
+    local buttons = { { "Accept (a)", "accept" }, { "Regenerate (r)", "regenerate" }, { "Discard (d)", "discard" } }
+    if view.can_play then
+      buttons[#buttons + 1] = view.playing and { "Stop (space)", "stop" } or { "Play (space)", "play" }
+    end
+    local hit = gfx_buttons(self, buttons)
+    gfx.update()
+    local key = backends.gfx.KEYS[c]
+    if key == "toggle" then
+      if not view.can_play then return "open" end
+      return view.playing and "stop" or "play"
+    end
+    return hit or key or "open"
+  end
+  function w:close()
+    if not self.closed then self.closed = true gfx.quit() end
+  end
+  return w
+end
+
 local function backend()
   return backends.imgui or backends.gfx
 end
 
 function ui.progress_window(title) return backend().progress(title) end
 function ui.text_window(title, text) return backend().text(title, text) end
+function ui.preview_window(title, text) return backend().preview(title, text) end
 function ui.uses_imgui() return backends.imgui ~= nil end
 
 -- "Queued (position 2)", "Running: generating 45%", ... from a status table (protocol §7).

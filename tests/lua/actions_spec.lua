@@ -33,6 +33,14 @@ local function leftover_files(ctx, sub)
   return env.list_files(ctx.tmp_dir .. "/m2ugen-reaper/" .. sub)
 end
 
+-- the ExtState keys of section M2UGen (env.setup sets "preview")
+local function saved_keys(fake)
+  local out = {}
+  for k in pairs(fake.ext.M2UGen or {}) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
 -- results kept with the project
 local function kept_files(ctx)
   return env.list_files(ctx.project_dir .. "/M2UGen")
@@ -338,8 +346,8 @@ describe("M2UGen - Generate", function()
   end)
 
   it("a stale 'active job' left by a crashed script does not block a new job", function()
-    fake.ext.M2UGen = { active = { value = json.encode({ name = "old", kind = "edit", heartbeat = 1.0 }),
-                                   persist = false } }
+    fake.ext.M2UGen.active = { value = json.encode({ name = "old", kind = "edit", heartbeat = 1.0 }),
+                               persist = false }
     fake.inputs_answers = { "x\n4\n1" }
     fake.mb_answers = { 7 }
     env.run_action(ctx, "Generate")
@@ -385,7 +393,7 @@ describe("M2UGen - Generate", function()
     ctx = env.setup({ tmp_name = "50% louder", os_name = "Win64" })
     fake = ctx.fake
     -- discovery paths are joined with backslashes here, so name the CLI in Settings
-    fake.ext.M2UGen = { cli_path = { value = ctx.cli, persist = true } }
+    fake.ext.M2UGen.cli_path = { value = ctx.cli, persist = true }
     env.standard_project(fake)
     fake.exec_mode = "none"
     fake.inputs_answers = { "x\n4\n1" }
@@ -402,7 +410,7 @@ describe("M2UGen - Generate", function()
     ctx = env.setup({ tmp_name = "Zoe's proj & co; $(x) `y`", os_name = "Win64" })
     fake = ctx.fake
     -- discovery paths are joined with backslashes here, so name the CLI in Settings
-    fake.ext.M2UGen = { cli_path = { value = ctx.cli, persist = true } }
+    fake.ext.M2UGen.cli_path = { value = ctx.cli, persist = true }
     env.standard_project(fake)
     fake.exec_mode = "none" -- only look at the command line
     fake.inputs_answers = { "x\n4\n1" }
@@ -423,7 +431,7 @@ describe("M2UGen - Generate", function()
     env.teardown(ctx)
     ctx = env.setup({ tmp_name = "Zoë", os_name = "Win64" })
     fake = ctx.fake
-    fake.ext.M2UGen = { cli_path = { value = ctx.cli, persist = true } }
+    fake.ext.M2UGen.cli_path = { value = ctx.cli, persist = true }
     env.standard_project(fake)
     fake.exec_mode = "none"
     fake.inputs_answers = { "x\n4\n1" }
@@ -444,15 +452,15 @@ describe("M2UGen - Edit selection", function()
   end)
   after_each(function() env.teardown(ctx) end)
 
-  it("renders the time selection, restores the render settings and inserts the edit", function()
+  it("renders the selected track in the time selection, restores the render settings and inserts the edit", function()
     fake.inputs_answers = { "make it jazzier\n5" }
     env.run_action(ctx, "Edit selection")
     check_invariants(fake)
     assert.are.same({}, fake.messages)
-    -- render happened with our settings, and only once
+    -- render happened with our settings, and only once: the selected track (Keys) via master
     assert.are.equal(1, #fake.renders)
     local r = fake.renders[1]
-    assert.are.equal(0, r.numbers.RENDER_SETTINGS)
+    assert.are.equal(128, r.numbers.RENDER_SETTINGS)
     assert.are.equal(0, r.numbers.RENDER_BOUNDSFLAG)
     assert.are.equal(2.0, r.numbers.RENDER_STARTPOS)
     assert.are.equal(6.0, r.numbers.RENDER_ENDPOS)
@@ -555,7 +563,14 @@ describe("M2UGen - Edit selection", function()
     assert.are.equal(3, #fake.tracks)
     for _, t in ipairs(fake.tracks) do assert.are.equal(0, #t.items) end
     assert.are.equal(1, fake.undo.begin)
-    assert.are.same({}, kept_files(ctx))
+    -- the finished result is never deleted: kept next to the project, and the message says where
+    local kept = kept_files(ctx)
+    assert.are.equal(1, #kept)
+    assert.truthy(last_message(fake):find(ctx.project_dir .. "/M2UGen/" .. kept[1], 1, true))
+    assert.truthy(last_message(fake):find("M2UGen - Jobs", 1, true))
+    local rec = json.decode(fake.proj_ext.M2UGen["job:job-1"])
+    assert.are.equal("done", rec.state)
+    assert.are.equal(ctx.project_dir .. "/M2UGen/" .. kept[1], rec.files[1].path)
   end)
 
   it("a result REAPER cannot open: message, no empty track, undo untouched", function()
@@ -593,7 +608,8 @@ describe("M2UGen - Ask about selection", function()
     assert.truthy(req.audio)
     local new = created_tracks(fake)
     assert.are.equal(1, #new)
-    assert.are.equal(2, new[1].index)
+    assert.are.equal(3, new[1].index) -- the project's one answers track, at the end
+    assert.are.equal("M2UGen answers", new[1].track.name)
     local item = new[1].track.items[1]
     assert.are.equal(2.0, item.position)
     assert.are.equal(4.0, item.length)
@@ -649,7 +665,7 @@ describe("M2UGen - Settings", function()
   after_each(function() env.teardown(ctx) end)
 
   it("saves valid settings persistently", function()
-    fake.inputs_answers = { ctx.cli .. "\ntcp://127.0.0.1:6000\n12\nembedding\n99" }
+    fake.inputs_answers = { ctx.cli .. "\ntcp://127.0.0.1:6000\n12\nembedding\n99\n3\nmute\non\nregion\non" }
     env.run_action(ctx, "Settings")
     assert.are.same({}, fake.violations)
     assert.are.same({}, fake.messages)
@@ -660,25 +676,35 @@ describe("M2UGen - Settings", function()
     assert.are.equal("embedding", e.conditioning.value)
     assert.are.equal("99", e.seed.value)
     assert.is_true(e.seed.persist)
+    assert.are.equal("3", e.takes.value)
+    assert.are.equal("mute", e.edit_result.value)
+    assert.are.equal("on", e.preview.value)
+    assert.are.equal("region", e.answer_markers.value)
+    assert.are.equal("on", e.fit_tempo.value)
   end)
 
   it("Cancel in the dialog saves nothing", function()
     fake.inputs_answers = { false }
     env.run_action(ctx, "Settings")
-    assert.is_nil(fake.ext.M2UGen)
+    assert.are.same({ "preview" }, saved_keys(fake))
     assert.are.same({}, fake.messages)
   end)
 
   it("rejects a bad value, names it, and saves nothing", function()
-    fake.inputs_answers = { "\n\n12\nloud\n" }
+    fake.inputs_answers = { "\n\n12\nloud\n\n1\ntake\non\noff\noff", "\n\n12\ntext\n\n9\ntake\non\noff\noff",
+                            "\n\n12\ntext\n\n2\nreplace\non\noff\noff" }
     env.run_action(ctx, "Settings")
     assert.truthy(fake.messages[1].msg:find("Conditioning", 1, true))
     assert.truthy(fake.messages[1].msg:find("Nothing was saved", 1, true))
-    assert.is_nil(fake.ext.M2UGen)
+    env.run_action(ctx, "Settings")
+    assert.truthy(fake.messages[2].msg:find("Takes: expected a whole number from 1 to 8, got '9'", 1, true))
+    env.run_action(ctx, "Settings")
+    assert.truthy(fake.messages[3].msg:find("Edit result: expected take, mute, track, got 'replace'", 1, true))
+    assert.are.same({ "preview" }, saved_keys(fake))
   end)
 
   it("the saved settings are used: server on the command line, conditioning and seed in the request", function()
-    fake.inputs_answers = { "\ntcp://127.0.0.1:6000\n8\nembedding\n5" }
+    fake.inputs_answers = { "\ntcp://127.0.0.1:6000\n8\nembedding\n5\n1\ntake\noff\noff\noff" }
     env.run_action(ctx, "Settings")
     env.standard_project(fake)
     fake.ts, fake.te = 0, 0

@@ -2,7 +2,8 @@
 -- the fake reaper in "background" mode, so ExecProcess really starts the CLI named by the server's
 -- discovery file (M2UGEN_CONFIG_DIR) and the defer loop polls its real status file in real time.
 -- Environment: E2E_KIND (generate | edit | ask), E2E_PROJECT (project folder), E2E_PROMPT,
--- E2E_TIMEOUT (seconds). Prints one JSON line describing the fake project afterwards.
+-- E2E_TIMEOUT (seconds), E2E_ACCEPT=1 (preview on, Accept pressed), E2E_KILL=1 (the CLI is killed with
+-- SIGKILL once its job has an id). Prints one JSON line describing the fake project afterwards.
 local HERE = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"
 local Fake = dofile(HERE .. "helpers/fake_reaper.lua")
 local json = Fake.json
@@ -21,8 +22,11 @@ fake:add_track("Bass")
 keys.selected = true
 fake.ts, fake.te = 1.0, 2.0 -- a 1 s time selection
 fake.tempo = { num = 4, den = 4, bpm = 100 }
+-- as set in M2UGen - Settings
+fake.ext.M2UGen = { preview = { value = os.getenv("E2E_ACCEPT") == "1" and "on" or "off", persist = true } }
+if os.getenv("E2E_ACCEPT") == "1" then fake.gfx_state.keys = { [3] = "a" } end
 local server = os.getenv("E2E_SERVER")
-if server then fake.ext.M2UGen = { server = { value = server, persist = true } } end -- as set in Settings
+if server then fake.ext.M2UGen.server = { value = server, persist = true } end
 
 local script
 if kind == "generate" then
@@ -39,14 +43,25 @@ end
 
 -- E2E_CANCEL=1: once the job has an id, run "M2UGen - Cancel" (as a user would from the action list)
 local cancel = os.getenv("E2E_CANCEL") == "1"
-local cancelled_job = nil
+local kill = os.getenv("E2E_KILL") == "1"
+local cancelled_job, killed_pid = nil, nil
+local jobs_dir = (os.getenv("TMPDIR") or "/tmp") .. "/m2ugen-reaper/jobs"
 local function on_tick(f)
-  if not cancel or cancelled_job then return end
   local active = f.ext.M2UGen and f.ext.M2UGen.active
   local a = active and json.decode(active.value)
-  if a and a.job then
+  if cancel and not cancelled_job and a and a.job then
     cancelled_job = a.job
     f:run_script(Fake.REPO .. "reaper_scripts/M2UGen - Cancel.lua")
+  end
+  if kill and not killed_pid and a and a.job then
+    -- the launcher's pid file names the CLI; SIGKILL it like a closed console window would
+    local p = io.popen("cat " .. Fake.sh_quote(jobs_dir) .. "/*.pid 2>/dev/null")
+    local pid = tonumber(p:read("a"):match("%d+") or "")
+    p:close()
+    if pid then
+      killed_pid = pid
+      os.execute("kill -9 " .. pid)
+    end
   end
 end
 
@@ -58,7 +73,7 @@ for i, t in ipairs(fake.tracks) do
   local items = {}
   for _, it in ipairs(t.items) do
     local take = it.takes[1]
-    items[#items + 1] = { position = it.position, length = it.length, notes = it.notes,
+    items[#items + 1] = { position = it.position, length = it.length, notes = it.notes, takes = #it.takes,
                           source = take and take.source and take.source.path or json.null,
                           take_name = take and take.name or json.null }
   end
@@ -80,6 +95,8 @@ print(json.encode({
   proj_ext = fake.proj_ext.M2UGen or json.null,
   ticks = fake.ticks or json.null,
   cancelled_job = cancelled_job or json.null,
+  killed_pid = killed_pid or json.null,
+  action_options = json.array(fake.action_options),
   argv = json.array((function()
     local out = {}
     for i, e in ipairs(fake.exec_log) do out[i] = json.array(e.argv or {}) end

@@ -73,6 +73,52 @@ describe("shell.launcher", function()
     os.execute("rm -rf " .. Fake.sh_quote(dir))
   end)
 
+  it("a supervising launcher records the child's pid and its exit status, also when it is killed", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    dir = dir .. " it's"
+    os.execute("mkdir -p " .. Fake.sh_quote(dir))
+    local sup = { pid_file = dir .. "/job.pid", exit_file = dir .. "/job.exit" }
+    local function run(argv, wait)
+      local path = dir .. "/run.sh"
+      local f = assert(io.open(path, "w"))
+      f:write(shell.launcher(argv, nil, sup))
+      f:close()
+      os.execute("/bin/sh " .. Fake.sh_quote(path) .. (wait and "" or " >/dev/null 2>&1 &"))
+      assert.is_false(wait and Fake.file_exists(path) or false)
+    end
+    run({ "sh", "-c", "exit 7" }, true)
+    assert.truthy(Fake.read_file(sup.pid_file):match("^%d+\n$"))
+    assert.are.equal("7\n", Fake.read_file(sup.exit_file))
+    os.remove(sup.exit_file)
+    os.remove(sup.pid_file)
+    run({ "sleep", "30" }, false)
+    local pid
+    for _ = 1, 50 do
+      pid = Fake.read_file(sup.pid_file)
+      if pid then break end
+      os.execute("sleep 0.05")
+    end
+    assert.truthy(pid)
+    os.execute("kill -9 " .. pid:match("%d+"))
+    local code
+    for _ = 1, 50 do
+      code = Fake.read_file(sup.exit_file)
+      if code then break end
+      os.execute("sleep 0.05")
+    end
+    assert.are.equal("137\n", code)
+    -- once the script removed the pid file (it is done watching), no exit file is written any more
+    os.remove(sup.pid_file)
+    os.remove(sup.exit_file)
+    run({ "sh", "-c", "sleep 0.2; exit 3" }, false)
+    os.execute("sleep 0.1")
+    os.remove(sup.pid_file)
+    os.execute("sleep 0.4")
+    assert.is_false(Fake.file_exists(sup.exit_file))
+    os.execute("rm -rf " .. Fake.sh_quote(dir))
+  end)
+
   it("refuses a launcher path with a single quote", function()
     local ok, err = pcall(shell.quote_single, "/tmp/it's/x.sh", "launcher path")
     assert.is_false(ok)

@@ -19,7 +19,8 @@ local function tmpdir()
   return p
 end
 
--- opts: project_name, os_name, exec_mode, no_discovery, cli_exists (default true), fake options
+-- opts: project_name, os_name, exec_mode, no_discovery, cli_exists (default true), preview ("on" to
+-- keep the default preview; otherwise Settings say preview = off), fake options
 function env.setup(opts)
   opts = opts or {}
   local ctx = { root = tmpdir() }
@@ -52,6 +53,10 @@ function env.setup(opts)
                   tick_dt = opts.tick_dt, sim_every = opts.sim_every }
   ctx.fake = Fake.new(fopts)
   ctx.fake:install()
+  -- the specs written before the preview existed insert at once; preview specs pass preview = "on"
+  if opts.preview ~= "on" then
+    ctx.fake.ext.M2UGen = { preview = { value = "off", persist = true } }
+  end
   return ctx
 end
 

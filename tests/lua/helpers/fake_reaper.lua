@@ -1,4 +1,10 @@
--- A recording fake of REAPER's Lua API that simulates one project.
+-- A recording fake of REAPER's Lua API that simulates REAPER with several project tabs: tracks,
+-- items with takes, markers, render settings, ExtState/ProjExtState, and a simulated m2ugen CLI
+-- (scenarios, including one that dies, one that never starts, takes and analysis records).
+--
+--   fake.main                      the first project; fake.tracks, fake.ts, fake.render, ... are its
+--   fake:add_project(name)         another tab; fake:switch_project(p) makes it current
+--   fake:close_project(p)          closes a tab (its pointers stop validating)
 --
 --   local Fake = dofile("tests/lua/helpers/fake_reaper.lua")
 --   local fake = Fake.new({ root = ..., project_dir = ... })
@@ -22,6 +28,14 @@ Fake.SIGNATURES = os.getenv("M2UGEN_REAPER_SIGNATURES") or "/work/shared/referen
 
 local json = dofile(Fake.REPO .. "reaper_scripts/m2ugen/json.lua")
 
+-- Corrections to the generated signature list (the same ones tests/test_reaper_api.py applies):
+-- the luadoc source declares set_action_options() without its parameter, but its own text
+-- describes `flag` (&1 auto-terminate on relaunch, &2 relaunch, &4 toggle on, &8 toggle off) and
+-- REAPER 7.03+ takes exactly one integer.
+Fake.SIGNATURE_PATCHES = {
+  ["reaper.set_action_options"] = { min_args = 1, max_args = 1 },
+}
+
 local signatures_cache = nil
 function Fake.signatures()
   if not signatures_cache then
@@ -29,6 +43,10 @@ function Fake.signatures()
     local doc = json.decode(f:read("a"))
     f:close()
     signatures_cache = doc.functions
+    for name, patch in pairs(Fake.SIGNATURE_PATCHES) do
+      local sig = assert(signatures_cache[name], "patched function missing from the list: " .. name)
+      for k, v in pairs(patch) do sig[k] = v end
+    end
   end
   return signatures_cache
 end
@@ -110,9 +128,18 @@ function Fake:exec_argv(cmd, consume)
   assert(text:sub(1, 10) == "#!/bin/sh\n", "launcher without #!/bin/sh")
   assert(text:find('\nrm %-f %-%- "%$0"\n'), "launcher does not delete itself")
   local line = text:match("\nexec ([^\n]*)\n$")
-  assert(line, "launcher without a final exec line")
+  local files = nil
+  if not line then
+    -- a supervising launcher: the CLI runs as a child; pid and exit status go to files
+    line = text:match("\n([^\n]*) </dev/null &\npid=%$!\n")
+    local pid_q = text:match("\nM2UGEN_PID_FILE=([^\n]*)\n")
+    local exit_q = text:match("\nM2UGEN_EXIT_FILE=([^\n]*)\n")
+    assert(line and pid_q and exit_q, "launcher without an exec line or a supervised child")
+    assert(text:find('\nwait "%$pid"\ncode=%$%?\n'), "supervising launcher does not wait for its child")
+    files = { pid_file = Fake.sh_argv(pid_q)[1], exit_file = Fake.sh_argv(exit_q)[1] }
+  end
   if consume then os.remove(outer[2]) end -- what its `rm -f -- "$0"` does
-  return Fake.sh_argv(line)
+  return Fake.sh_argv(line), files
 end
 
 local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
@@ -151,13 +178,41 @@ Fake.DEFAULT_RENDER = {
               RENDER_FORMAT2 = "ggo" },
 }
 
+-- Fields of the first project that the specs read and write on the fake itself (fake.tracks, ...).
+local PROJECT_FIELDS = { tracks = true, ts = true, te = true, cursor = true, tempo = true, project_srate = true,
+                         proj_ext = true, render = true, renders = true, render_mode = true, markers = true,
+                         project_dir = true }
+
+Fake.__index = function(t, k)
+  local main = rawget(t, "main")
+  if main and PROJECT_FIELDS[k] then return main[k] end
+  return Fake[k]
+end
+Fake.__newindex = function(t, k, v)
+  local main = rawget(t, "main")
+  if main and PROJECT_FIELDS[k] then main[k] = v else rawset(t, k, v) end
+end
+
+function Fake:new_project(name, dir)
+  local p = { kind = "project", name = name or "", project_dir = dir, tracks = {}, ts = 0, te = 0, cursor = 0,
+              tempo = { num = 4, den = 4, bpm = 120 }, project_srate = self.opts.project_srate or 48000,
+              proj_ext = {}, render = { numbers = {}, strings = {} }, renders = {}, render_mode = "ok",
+              markers = {}, open = true }
+  for k, v in pairs(Fake.DEFAULT_RENDER.numbers) do p.render.numbers[k] = v end
+  for k, v in pairs(Fake.DEFAULT_RENDER.strings) do p.render.strings[k] = v end
+  return p
+end
+
 function Fake.new(opts)
   opts = opts or {}
   local self = setmetatable({}, Fake)
   self.opts = opts
   self.os_name = opts.os_name or "linux-x86_64"
-  self.project_dir = assert(opts.project_dir, "project_dir is required")
-  self.resource_dir = opts.resource_dir or (self.project_dir .. "/resource")
+  local main = self:new_project("project.rpp", assert(opts.project_dir, "project_dir is required"))
+  rawset(self, "main", main)
+  self.projects = { main }
+  self.current = main
+  self.resource_dir = opts.resource_dir or (main.project_dir .. "/resource")
   self.calls = {}
   self.violations = {}
   self.counts = {}
@@ -165,75 +220,120 @@ function Fake.new(opts)
   self.tick_dt = opts.tick_dt or 0.05
   self.deferred = {}
   self.atexit_fns = {}
-  self.tracks = {}
-  self.ts, self.te = 0, 0
-  self.cursor = 0
-  self.tempo = { num = 4, den = 4, bpm = 120 }
-  self.project_srate = opts.project_srate or 48000
   self.ext = {}         -- section -> key -> {value, persist}
-  self.proj_ext = {}    -- extname -> key -> value
   self.mb_answers = {}
   self.messages = {}
   self.inputs_answers = {}
   self.inputs_asked = {}
   self.file_answers = {}
-  self.render = { numbers = {}, strings = {} }
-  for k, v in pairs(Fake.DEFAULT_RENDER.numbers) do self.render.numbers[k] = v end
-  for k, v in pairs(Fake.DEFAULT_RENDER.strings) do self.render.strings[k] = v end
-  self.renders = {}     -- snapshot of the settings at each render
-  self.render_mode = "ok" -- "ok" | "nothing" (writes no file) | "raise"
-  self.undo = { begin = 0, ["end"] = 0, depth = 0, names = {} }
+  self.menu_answers = {}
+  self.menus = {}
+  self.undo = { begin = 0, ["end"] = 0, depth = 0, names = {}, projects = {} }
   self.refresh = 0
   self.exec_mode = opts.exec_mode or "sim" -- "sim" | "background" | "none" (no process at all)
   self.sims = {}
   self.exec_log = {}
-  self.extensions = {}  -- name -> function (ImGui_* when simulating ReaImGui)
+  self.kills = {}
+  self.action_options = {}
+  self.extensions = {}  -- name -> function (ImGui_* when simulating ReaImGui, CF_* for SWS)
   self.guards = {}      -- names for which APIExists returned true
-  self.gfx_state = { open = false, frames = 0, close_after = opts.gfx_close_after or 3, clicks = {} }
+  self.gfx_state = { open = false, frames = 0, close_after = opts.gfx_close_after or 3, clicks = {}, keys = {} }
   return self
 end
 
 -- ---------------------------------------------------------------------------------------------
 -- project model
 
-function Fake:add_track(name)
-  local t = { kind = "track", name = name or "", items = {}, selected = false, notes = "" }
-  self.tracks[#self.tracks + 1] = t
+function Fake:add_project(name, dir)
+  local p = self:new_project(name, dir or (self.main.project_dir .. "/" .. name))
+  os.execute("mkdir -p " .. Fake.sh_quote(p.project_dir))
+  self.projects[#self.projects + 1] = p
+  return p
+end
+
+function Fake:switch_project(p) self.current = p end
+
+function Fake:close_project(p)
+  p.open = false
+  for i, q in ipairs(self.projects) do if q == p then table.remove(self.projects, i) break end end
+  if self.current == p then self.current = self.projects[1] end
+end
+
+-- The project a proj argument means (0 = the current tab); a closed project is a violation.
+function Fake:proj(arg)
+  if arg == 0 or arg == nil then return self.current end
+  if type(arg) == "table" and arg.kind == "project" then
+    if not arg.open then self:violation("a closed project was passed to the API") end
+    return arg
+  end
+  self:violation("not a project: " .. tostring(arg))
+end
+
+function Fake:add_track(name, p)
+  p = p or self.main
+  local t = { kind = "track", project = p, name = name or "", items = {}, selected = false, mute = 0 }
+  p.tracks[#p.tracks + 1] = t
   return t
 end
 
 function Fake:add_item(track, position, length)
   local it = { kind = "item", track = track, position = position, length = length, selected = false,
-               takes = {}, notes = "" }
+               takes = {}, active = nil, notes = "", mute = 0, ext = {} }
   track.items[#track.items + 1] = it
   return it
 end
 
+-- A take on `item` playing `path` (a WAV made with wav.write), made active.
+function Fake:add_take(item, path, name)
+  local take = { kind = "take", item = item, name = name or "", ext = {},
+                 source = { kind = "source", path = path, info = wav.info(path) } }
+  item.takes[#item.takes + 1] = take
+  item.active = take
+  return take
+end
+
 function Fake:track_index(track)
-  for i, t in ipairs(self.tracks) do if t == track then return i - 1 end end
+  local p = track.project
+  for i, t in ipairs(p.tracks) do if t == track then return i - 1 end end
   return nil
 end
 
-function Fake:selected_items()
+function Fake:selected_items(p)
+  p = p or self.current
   local out = {}
-  for _, t in ipairs(self.tracks) do
+  for _, t in ipairs(p.tracks) do
     for _, it in ipairs(t.items) do if it.selected then out[#out + 1] = it end end
   end
   return out
 end
 
-function Fake:selected_tracks()
+function Fake:selected_tracks(p)
+  p = p or self.current
   local out = {}
-  for _, t in ipairs(self.tracks) do if t.selected then out[#out + 1] = t end end
+  for _, t in ipairs(p.tracks) do if t.selected then out[#out + 1] = t end end
   return out
+end
+
+local function alive_track(t) return t.project.open and Fake.index_of(t.project.tracks, t) ~= nil end
+function Fake.index_of(list, x)
+  for i, v in ipairs(list) do if v == x then return i end end
+  return nil
 end
 
 -- ---------------------------------------------------------------------------------------------
 -- the simulated CLI (exec_mode "sim")
 -- A scenario is a list of status tables; each is written one after another, one per `every`
--- seconds of fake clock. A step with `audio = true` first writes the output WAV (request.out).
+-- seconds of fake clock. A step with `audio = true` first writes the output WAV (request.out) and,
+-- with `--takes N`, the other takes next to it. A step with `die = code` ends the process without
+-- a final status (the launcher then writes its exit file). fake.start_delay: seconds before the
+-- CLI reads its request (a slow start); a request gone by then makes it exit with a usage error.
 
 Fake.SCENARIOS = {}
+
+Fake.ANALYSIS = { duration_s = 4.0, channels = 2, sample_rate = 48000, bpm = 92.0, beats = json.null,
+                  downbeats = json.null, meter = 4, key = 6, mode = "minor", key_name = "F# minor",
+                  key_confidence = 0.81, lufs = -14.0, true_peak_dbtp = -1.2, peak_dbfs = -1.5,
+                  summary = "92 BPM, F# minor, -14.0 LUFS, 4.0 s" }
 
 function Fake.SCENARIOS.done(req)
   local steps = {
@@ -247,6 +347,21 @@ function Fake.SCENARIOS.done(req)
   else
     steps[#steps + 1] = { state = "done", job = "job-1", audio = true, audio_path = req.out,
                           duration = req.duration, sample_rate = req.sample_rate, text = "ok", exit_code = 0 }
+  end
+  return steps
+end
+
+-- the server contract the lead adds: analysis of the source and the result, takes with seeds
+function Fake.SCENARIOS.analysed(req)
+  local steps = Fake.SCENARIOS.done(req)
+  local last = steps[#steps]
+  last.analysis = Fake.ANALYSIS
+  last.seed = 101
+  if req.kind ~= "ask" then
+    local ra = {}
+    for k, v in pairs(Fake.ANALYSIS) do ra[k] = v end
+    ra.summary = "120 BPM, A minor, -12.0 LUFS, 4.0 s"
+    last.result_analysis = ra
   end
   return steps
 end
@@ -273,32 +388,100 @@ function Fake.SCENARIOS.long()
   return steps
 end
 
+-- the process is killed mid-job (a crash, or the console closed): no final status
+function Fake.SCENARIOS.dies()
+  return { { state = "starting" }, { state = "queued", job = "job-1", queue_position = 0 },
+           { state = "running", job = "job-1", stage = "generating", fraction = 0.3 }, { die = 137 } }
+end
+
+-- the process hangs (or is gone without anyone writing an exit file): the status stops changing
+function Fake.SCENARIOS.hangs()
+  return { { state = "starting" }, { state = "running", job = "job-1", stage = "generating", fraction = 0.3 },
+           { hang = true } }
+end
+
+-- writes its status file, then never reaches the server
+function Fake.SCENARIOS.stuck_starting()
+  return { { state = "starting" }, { hang = true } }
+end
+
+-- ignores cancel requests (and never finishes)
+function Fake.SCENARIOS.deaf()
+  local steps = Fake.SCENARIOS.long()
+  steps.deaf = true
+  return steps
+end
+
 function Fake.SCENARIOS.silent() return {} end
 
-function Fake:sim_start(argv, cmd)
-  local sim = { argv = argv, cmd = cmd, step = 0, every = self.opts.sim_every or 0.1, next_at = self.clock }
-  local i = 1
-  while i <= #argv do
-    if argv[i] == "--request" then sim.request_path = argv[i + 1] end
-    if argv[i] == "--status-file" then sim.status_path = argv[i + 1] end
-    i = i + 1
-  end
-  sim.request = json.decode(assert(read_file(sim.request_path), "sim CLI: request file missing"))
+local function opt_value(argv, name)
+  for i = 1, #argv do if argv[i] == name then return argv[i + 1] end end
+  return nil
+end
+
+function Fake:sim_start(argv, cmd, files)
+  local sim = { argv = argv, cmd = cmd, step = 0, every = self.opts.sim_every or 0.1, next_at = self.clock,
+                files = files or {}, started_at = self.clock, pid = 4000 + #self.sims + 1 }
+  sim.request_path = opt_value(argv, "--request")
+  sim.status_path = opt_value(argv, "--status-file")
   sim.kind = argv[2]
+  sim.takes = tonumber(opt_value(argv, "--takes") or "1")
+  sim.fit_tempo = Fake.index_of(argv, "--fit-tempo") ~= nil
+  if sim.files.pid_file then write_atomic(sim.files.pid_file, sim.pid .. "\n") end
+  self.sims[#self.sims + 1] = sim
+  if (self.start_delay or 0) <= 0 then self:sim_read_request(sim) end
+  return sim
+end
+
+-- Reading the request (and, for `result`, the job): what the real CLI does first.
+function Fake:sim_read_request(sim)
+  sim.read = true
+  if sim.kind == "result" then
+    sim.request = { kind = "result", out = opt_value(sim.argv, "--out"), job = sim.argv[3] }
+    local scenario = self.result_scenario or function(req)
+      return { { state = "running", job = req.job }, { state = "done", job = req.job, audio = true,
+               audio_path = req.out, duration = 2.0, sample_rate = 48000, exit_code = 0 } }
+    end
+    sim.steps = scenario(sim.request)
+    return
+  end
+  local text = sim.request_path and read_file(sim.request_path)
+  if not text then
+    sim.steps = { { state = "failed", error = { code = "usage", message = "--request: no such file" }, exit_code = 2 } }
+    sim.usage_error = true
+    return
+  end
+  sim.request = json.decode(text)
+  sim.submitted = true
   local scenario = self.scenario or "done"
   sim.steps = type(scenario) == "function" and scenario(sim.request) or Fake.SCENARIOS[scenario](sim.request)
-  self.sims[#self.sims + 1] = sim
-  return sim
+end
+
+function Fake:sim_exit(sim, code)
+  sim.finished = true
+  sim.exit = code
+  if sim.files.exit_file then write_atomic(sim.files.exit_file, code .. "\n") end
 end
 
 function Fake:sim_write(sim, st)
   local s = {}
   for k, v in pairs(st) do if k ~= "audio" then s[k] = v end end
   if s.exit_code == nil then s.exit_code = json.null end
-  s.updated = self.clock
+  s.updated = 1.7e9 + self.clock -- time.time() in the real CLI
   if st.audio then
     local out = sim.request.out
-    wav.write(out, sim.request.duration or 1, sim.request.sample_rate or 48000, sim.request.channels or 1)
+    local duration = sim.request.duration or 2
+    wav.write(out, duration, sim.request.sample_rate or 48000, sim.request.channels or 1)
+    if sim.takes > 1 then
+      local takes = { { audio_path = out, seed = st.seed or 101 } }
+      for i = 2, sim.takes do
+        local p = out:gsub("%.wav$", "") .. "-take" .. i .. ".wav"
+        wav.write(p, duration, sim.request.sample_rate or 48000, sim.request.channels or 1)
+        takes[i] = { audio_path = p, seed = (st.seed or 101) + i - 1 }
+      end
+      s.takes = takes
+      s.seed = s.seed or 101
+    end
   end
   write_atomic(sim.status_path, json.encode(s))
   sim.last = s
@@ -306,17 +489,22 @@ end
 
 function Fake:sim_advance()
   for _, sim in ipairs(self.sims) do
-    if not sim.finished and self.clock >= sim.next_at then
+    if not sim.read and self.clock - sim.started_at >= (self.start_delay or 0) then self:sim_read_request(sim) end
+    if sim.read and not sim.finished and not sim.hung and self.clock >= sim.next_at then
       sim.next_at = self.clock + sim.every
-      if sim.cancel_requested then
+      if sim.cancel_requested and not sim.steps.deaf then
         self:sim_write(sim, { state = "cancelled", job = sim.last and sim.last.job, exit_code = 5 })
-        sim.finished = true
+        self:sim_exit(sim, 5)
       else
         sim.step = sim.step + 1
         local st = sim.steps[sim.step]
-        if st then
+        if st and st.die then
+          self:sim_exit(sim, st.die)
+        elseif st and st.hang then
+          sim.hung = true
+        elseif st then
           self:sim_write(sim, st)
-          if st.exit_code ~= nil then sim.finished = true end
+          if st.exit_code ~= nil then self:sim_exit(sim, st.exit_code) end
         end
       end
     end
@@ -329,6 +517,27 @@ function Fake:sim_cancel(argv)
   for _, sim in ipairs(self.sims) do
     if sim.last and sim.last.job == id and not sim.finished then sim.cancel_requested = true end
   end
+end
+
+-- `kill -TERM PID` / `taskkill /PID PID ...`: the sim process ends (SIGTERM: 143), without a status.
+function Fake:sim_kill(pid)
+  self.kills[#self.kills + 1] = pid
+  for _, sim in ipairs(self.sims) do
+    if sim.pid == pid and not sim.finished then
+      sim.killed = true
+      self:sim_exit(sim, 143)
+    end
+  end
+end
+
+-- `m2ugen jobs`: JSON lines on stdout (ExecProcess with a timeout returns "<code>\n<output>").
+function Fake:sim_jobs_output()
+  local lines = {}
+  for _, rec in ipairs(self.server_jobs or {}) do lines[#lines + 1] = json.encode(rec) end
+  local code = self.jobs_exit or 0
+  if code ~= 0 then lines = {} end
+  lines[#lines + 1] = json.encode({ op = "exit", code = code })
+  return code .. "\n" .. table.concat(lines, "\n") .. "\n"
 end
 
 -- ---------------------------------------------------------------------------------------------
@@ -448,7 +657,9 @@ function Fake:build_gfx()
     st.open, st.title, st.frames = true, title, 0
     g.w, g.h = w or g.w, h or g.h
     st.inits = (st.inits or 0) + 1
-    st.text_mode = (w == 520) -- the answer window (ui.lua opens it 520 wide); closed after a few frames
+    st.text_mode = (w == 520 and h == 320 and not (title or ""):find("preview", 1, true))
+    -- the answer window (ui.lua opens it 520x320) closes after a few frames; the preview window
+    -- reacts to st.keys = {[frame] = "a" | "r" | "d" | " "}
   end
   g.setfont = function() end
   g.set = function() end
@@ -469,7 +680,16 @@ function Fake:build_gfx()
       table.remove(st.clicks, 1)
     end
     if st.text_mode and st.frames > st.close_after then return -1 end
+    local key = (st.title or ""):find("preview", 1, true) and st.keys[st.frames]
+    if key then
+      st.keys[st.frames] = nil -- pressed once
+      return string.byte(key)
+    end
     return 0
+  end
+  g.showmenu = function(menu)
+    fake.menus[#fake.menus + 1] = menu
+    return table.remove(fake.menu_answers, 1) or 0
   end
   return setmetatable(g, { __index = function(_, k)
     fake.violations[#fake.violations + 1] = "unknown gfx." .. tostring(k)
@@ -484,9 +704,10 @@ function Fake:implementations()
   local fake = self
   local I = {}
 
-  local function track_of(index) return fake.tracks[index + 1] end
+  local function P(proj) return fake:proj(proj) end
 
   I.GetOS = function() return fake.os_name end
+  I.GetAppVersion = function() return "7.40/linux-x86_64" end
   I.APIExists = function(name)
     local ok = fake.extensions[name] ~= nil
     if ok then fake.guards[name:match("^(%a+_)")] = true end
@@ -498,6 +719,12 @@ function Fake:implementations()
     fake.deferred[#fake.deferred + 1] = fn
   end
   I.atexit = function(fn) fake.atexit_fns[#fake.atexit_fns + 1] = fn end
+  I.set_action_options = function(flag)
+    if math.type(flag) ~= "integer" or flag < 0 or flag > 15 then fake:violation("set_action_options flag " .. tostring(flag)) end
+    fake.action_options[#fake.action_options + 1] = flag
+    if flag & 4 ~= 0 then fake.toggle = 1 end
+    if flag & 8 ~= 0 then fake.toggle = 0 end
+  end
   I.ShowConsoleMsg = function(msg) fake.console = (fake.console or "") .. msg end
   I.ShowMessageBox = function(msg, title, kind)
     fake.messages[#fake.messages + 1] = { msg = msg, title = title, kind = kind }
@@ -531,90 +758,148 @@ function Fake:implementations()
   end
   I.HasExtState = function(section, key) return fake.ext[section] ~= nil and fake.ext[section][key] ~= nil end
   I.DeleteExtState = function(section, key, _) if fake.ext[section] then fake.ext[section][key] = nil end end
-  I.SetProjExtState = function(_, extname, key, value)
-    fake.proj_ext[extname] = fake.proj_ext[extname] or {}
-    fake.proj_ext[extname][key] = value
+  I.SetProjExtState = function(proj, extname, key, value)
+    local p = P(proj)
+    p.proj_ext[extname] = p.proj_ext[extname] or {}
+    p.proj_ext[extname][key] = value
     return 1
   end
-  I.GetProjExtState = function(_, extname, key)
-    local v = fake.proj_ext[extname] and fake.proj_ext[extname][key]
+  I.GetProjExtState = function(proj, extname, key)
+    local p = P(proj)
+    local v = p.proj_ext[extname] and p.proj_ext[extname][key]
     return v and 1 or 0, v or ""
   end
+  -- REAPER returns the keys upper-cased (ProjExtState keys are case-insensitive)
+  I.EnumProjExtState = function(proj, extname, idx)
+    local p = P(proj)
+    local keys = {}
+    for k in pairs(p.proj_ext[extname] or {}) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local k = keys[idx + 1]
+    if not k then return false, "", "" end
+    return true, k:upper(), p.proj_ext[extname][k]
+  end
 
-  -- paths
-  I.GetProjectPathEx = function(_) return fake.project_dir end
+  -- projects and paths
+  I.EnumProjects = function(idx)
+    local p
+    if idx == -1 then p = fake.current else p = fake.projects[idx + 1] end
+    if not p then return nil, "" end
+    return p, p.project_dir .. "/" .. p.name
+  end
+  I.ValidatePtr2 = function(proj, ptr, ctype)
+    if type(ptr) ~= "table" then return false end
+    if ctype == "ReaProject*" then return ptr.kind == "project" and ptr.open end
+    local p = P(proj)
+    if ctype == "MediaTrack*" then return ptr.kind == "track" and ptr.project == p and alive_track(ptr) end
+    if ctype == "MediaItem*" then
+      return ptr.kind == "item" and ptr.track.project == p and alive_track(ptr.track)
+        and Fake.index_of(ptr.track.items, ptr) ~= nil
+    end
+    if ctype == "MediaItem_Take*" then
+      return ptr.kind == "take" and Fake.index_of(ptr.item.takes, ptr) ~= nil and ptr.item.track.project == p
+    end
+    fake:violation("fake ValidatePtr2 does not know " .. tostring(ctype))
+  end
+  I.GetProjectName = function(proj) return P(proj).name end
+  I.GetProjectPathEx = function(proj) return P(proj).project_dir end
   I.GetResourcePath = function() return fake.resource_dir end
   I.RecursiveCreateDirectory = function(path, _)
-    os.execute("mkdir -p " .. sh_quote(path))
+    os.execute("mkdir -p " .. sh_quote(path) .. " 2>/dev/null")
     return 1
   end
 
   -- selection / context
-  I.GetSet_LoopTimeRange2 = function(_, is_set, _, s, e, _)
-    if is_set then fake.ts, fake.te = s, e end
-    return fake.ts, fake.te
+  I.GetSet_LoopTimeRange2 = function(proj, is_set, _, s, e, _)
+    local p = P(proj)
+    if is_set then p.ts, p.te = s, e end
+    return p.ts, p.te
   end
-  I.GetCursorPosition = function() return fake.cursor end
-  I.CountSelectedMediaItems = function(_) return #fake:selected_items() end
-  I.GetSelectedMediaItem = function(_, i) return fake:selected_items()[i + 1] end
-  I.CountSelectedTracks = function(_) return #fake:selected_tracks() end
-  I.GetSelectedTrack = function(_, i) return fake:selected_tracks()[i + 1] end
+  I.GetCursorPositionEx = function(proj) return P(proj).cursor end
+  I.CountSelectedMediaItems = function(proj) return #fake:selected_items(P(proj)) end
+  I.GetSelectedMediaItem = function(proj, i) return fake:selected_items(P(proj))[i + 1] end
+  I.SetMediaItemSelected = function(item, sel) item.selected = sel end
+  I.CountSelectedTracks = function(proj) return #fake:selected_tracks(P(proj)) end
+  I.GetSelectedTrack = function(proj, i) return fake:selected_tracks(P(proj))[i + 1] end
   I.GetMediaItem_Track = function(item) return item.track end
-  I.CountTracks = function(_) return #fake.tracks end
-  I.GetTrack = function(_, i) return track_of(i) end
-  I.TimeMap_GetTimeSigAtTime = function(_, _) return fake.tempo.num, fake.tempo.den, fake.tempo.bpm end
-  I.TimeMap2_timeToQN = function(_, t) return t * fake.tempo.bpm / 60 end
-  I.TimeMap2_QNToTime = function(_, qn) return qn * 60 / fake.tempo.bpm end
+  I.CountTracks = function(proj) return #P(proj).tracks end
+  I.GetTrack = function(proj, i) return P(proj).tracks[i + 1] end
+  I.CountTrackMediaItems = function(tr) return #tr.items end
+  I.GetTrackMediaItem = function(tr, i) return tr.items[i + 1] end
+  I.TimeMap_GetTimeSigAtTime = function(proj, _)
+    local t = P(proj).tempo
+    return t.num, t.den, t.bpm
+  end
+  I.TimeMap2_timeToQN = function(proj, t) return t * P(proj).tempo.bpm / 60 end
+  I.TimeMap2_QNToTime = function(proj, qn) return qn * 60 / P(proj).tempo.bpm end
   I.GetAudioDeviceInfo = function(attr)
     if attr == "SRATE" then return true, "44100" end
     return false, ""
   end
 
   -- project info / render
-  I.GetSetProjectInfo = function(_, key, value, is_set)
-    if key == "PROJECT_SRATE_USE" then return fake.project_srate and 1 or 0 end
-    if key == "PROJECT_SRATE" then return fake.project_srate or 0 end
-    if fake.render.numbers[key] == nil then fake:violation("fake has no project info " .. key) end
-    if is_set then fake.render.numbers[key] = value end
-    return fake.render.numbers[key]
+  I.GetSetProjectInfo = function(proj, key, value, is_set)
+    local p = P(proj)
+    if key == "PROJECT_SRATE_USE" then return p.project_srate and 1 or 0 end
+    if key == "PROJECT_SRATE" then return p.project_srate or 0 end
+    if p.render.numbers[key] == nil then fake:violation("fake has no project info " .. key) end
+    if is_set then p.render.numbers[key] = value end
+    return p.render.numbers[key]
   end
-  I.GetSetProjectInfo_String = function(_, key, value, is_set)
+  I.GetSetProjectInfo_String = function(proj, key, value, is_set)
+    local p = P(proj)
     if key == "RENDER_TARGETS" then
-      local r = fake.render.strings
+      local r = p.render.strings
       return true, r.RENDER_FILE .. "/" .. r.RENDER_PATTERN .. ".wav"
     end
-    if fake.render.strings[key] == nil then fake:violation("fake has no project info string " .. key) end
-    if is_set then fake.render.strings[key] = value end
-    return true, fake.render.strings[key]
+    if p.render.strings[key] == nil then fake:violation("fake has no project info string " .. key) end
+    if is_set then p.render.strings[key] = value end
+    return true, p.render.strings[key]
   end
-  I.Main_OnCommand = function(cmd, _)
-    if cmd == 42230 then
-      local snap = { numbers = {}, strings = {} }
-      for k, v in pairs(fake.render.numbers) do snap.numbers[k] = v end
-      for k, v in pairs(fake.render.strings) do snap.strings[k] = v end
-      fake.renders[#fake.renders + 1] = snap
-      if fake.render_mode == "raise" then error("simulated render crash") end
-      if fake.render_mode == "ok" then
-        local r = fake.render.numbers
-        local len
-        if r.RENDER_BOUNDSFLAG == 0 then len = r.RENDER_ENDPOS - r.RENDER_STARTPOS
-        else
-          local s, e = math.huge, -math.huge
-          for _, it in ipairs(fake:selected_items()) do
-            s = math.min(s, it.position) e = math.max(e, it.position + it.length)
-          end
-          len = e - s
+
+  local function render(p)
+    local snap = { numbers = {}, strings = {}, project = p }
+    for k, v in pairs(p.render.numbers) do snap.numbers[k] = v end
+    for k, v in pairs(p.render.strings) do snap.strings[k] = v end
+    p.renders[#p.renders + 1] = snap
+    if p.render_mode == "raise" then error("simulated render crash") end
+    if p.render_mode == "ok" then
+      local r = p.render.numbers
+      local len
+      if r.RENDER_BOUNDSFLAG == 0 then len = r.RENDER_ENDPOS - r.RENDER_STARTPOS
+      else
+        local s, e = math.huge, -math.huge
+        for _, it in ipairs(fake:selected_items(p)) do
+          s = math.min(s, it.position) e = math.max(e, it.position + it.length)
         end
-        snap.path = fake.render.strings.RENDER_FILE .. "/" .. fake.render.strings.RENDER_PATTERN .. ".wav"
-        snap.seconds = len
-        wav.write(snap.path, len, 8000, r.RENDER_CHANNELS)
+        len = e - s
       end
+      snap.path = p.render.strings.RENDER_FILE .. "/" .. p.render.strings.RENDER_PATTERN .. ".wav"
+      snap.seconds = len
+      wav.write(snap.path, len, 8000, r.RENDER_CHANNELS)
+    end
+  end
+
+  local function command(cmd, p)
+    if cmd == 42230 then
+      if p ~= fake.current then fake:violation("render action 42230 run for a project that is not the current tab") end
+      render(p)
     elseif cmd == 40047 then
       fake.peaks_built = (fake.peaks_built or 0) + 1
+    elseif cmd == 40129 then -- Take: Delete active take from items (selected items)
+      for _, it in ipairs(fake:selected_items(p)) do
+        local i = Fake.index_of(it.takes, it.active)
+        if i then
+          table.remove(it.takes, i)
+          it.active = it.takes[math.min(i, #it.takes)]
+        end
+      end
     else
       fake:violation("fake does not simulate action " .. tostring(cmd))
     end
   end
+  I.Main_OnCommand = function(cmd, _) command(cmd, fake.current) end
+  I.Main_OnCommandEx = function(cmd, _, proj) command(cmd, P(proj)) end
 
   -- processes
   I.ExecProcess = function(cmd, timeout)
@@ -629,38 +914,55 @@ function Fake:implementations()
       os.execute(cmd .. " >/dev/null 2>&1 &")
       return ""
     end
-    local argv = fake:exec_argv(cmd, true)
+    local argv, files = fake:exec_argv(cmd, true)
     entry.argv = argv
+    if argv[1] == "kill" or argv[1] == "taskkill" then
+      fake:sim_kill(tonumber(argv[#argv] == "/F" and argv[3] or argv[3]))
+      return ""
+    end
     if argv[2] == "cancel" then fake:sim_cancel(argv) return "" end
-    fake:sim_start(argv, cmd)
+    if argv[2] == "jobs" then return fake:sim_jobs_output() end
+    fake:sim_start(argv, cmd, files)
     return ""
   end
 
   -- undo / refresh
-  I.Undo_BeginBlock2 = function(_)
+  I.Undo_BeginBlock2 = function(proj)
     fake.undo.begin = fake.undo.begin + 1
     fake.undo.depth = fake.undo.depth + 1
+    fake.undo.projects[#fake.undo.projects + 1] = P(proj)
   end
-  I.Undo_EndBlock2 = function(_, name, _)
+  I.Undo_EndBlock2 = function(proj, name, _)
+    if fake.undo.projects[#fake.undo.projects] ~= P(proj) then
+      fake:violation("Undo_EndBlock2 for another project than its Undo_BeginBlock2")
+    end
     fake.undo["end"] = fake.undo["end"] + 1
     fake.undo.depth = fake.undo.depth - 1
     fake.undo.names[#fake.undo.names + 1] = name
+    fake.undo.last_project = P(proj)
   end
   I.PreventUIRefresh = function(n) fake.refresh = fake.refresh + n end
   I.UpdateArrange = function() end
 
-  -- tracks / items / takes / sources
-  I.InsertTrackAtIndex = function(idx, _)
-    idx = math.max(0, math.min(idx, #fake.tracks))
-    table.insert(fake.tracks, idx + 1, { kind = "track", name = "", items = {}, selected = false, notes = "",
-                                         created = true })
+  -- tracks / items / takes / sources / markers
+  local function insert_track(p, idx)
+    idx = math.max(0, math.min(idx, #p.tracks))
+    table.insert(p.tracks, idx + 1, { kind = "track", project = p, name = "", items = {}, selected = false,
+                                      mute = 0, created = true })
   end
+  I.InsertTrackAtIndex = function(idx, _) insert_track(fake.current, idx) end
+  I.InsertTrackInProject = function(proj, idx, _) insert_track(P(proj), idx) end
   I.DeleteTrack = function(tr)
     local i = fake:track_index(tr)
-    if i then table.remove(fake.tracks, i + 1) end
+    if i then table.remove(tr.project.tracks, i + 1) end
   end
   I.GetMediaTrackInfo_Value = function(tr, key)
     if key == "IP_TRACKNUMBER" then return (fake:track_index(tr) or -2) + 1 end
+    if key == "B_MUTE" then return tr.mute end
+    fake:violation("fake has no track value " .. key)
+  end
+  I.SetMediaTrackInfo_Value = function(tr, key, v)
+    if key == "B_MUTE" then tr.mute = v return true end
     fake:violation("fake has no track value " .. key)
   end
   I.GetSetMediaTrackInfo_String = function(tr, key, value, set)
@@ -669,25 +971,42 @@ function Fake:implementations()
     return true, tr.name
   end
   I.AddMediaItemToTrack = function(tr) return fake:add_item(tr, 0, 0) end
+  I.DeleteTrackMediaItem = function(tr, item)
+    local i = Fake.index_of(tr.items, item)
+    if i then table.remove(tr.items, i) return true end
+    return false
+  end
   I.AddTakeToMediaItem = function(item)
     local take = { kind = "take", item = item, name = "", ext = {} }
     item.takes[#item.takes + 1] = take
+    if not item.active then item.active = take end
     return take
   end
+  I.GetActiveTake = function(item) return item.active end
+  I.SetActiveTake = function(take) take.item.active = take end
+  I.GetMediaItemNumTakes = function(item) return #item.takes end
+  I.GetMediaItemTake = function(item, i) return item.takes[i + 1] end
   I.GetMediaItemInfo_Value = function(item, key)
     if key == "D_POSITION" then return item.position end
     if key == "D_LENGTH" then return item.length end
+    if key == "B_MUTE" then return item.mute end
     fake:violation("fake has no item value " .. key)
   end
   I.SetMediaItemInfo_Value = function(item, key, v)
     if key == "D_POSITION" then item.position = v return true end
     if key == "D_LENGTH" then item.length = v return true end
+    if key == "B_MUTE" then item.mute = v return true end
     fake:violation("fake has no item value " .. key)
   end
   I.GetSetMediaItemInfo_String = function(item, key, value, set)
-    if key ~= "P_NOTES" then fake:violation("fake has no item string " .. key) end
-    if set then item.notes = value end
-    return true, item.notes
+    if key == "P_NOTES" then
+      if set then item.notes = value end
+      return true, item.notes
+    end
+    local ext = key:match("^P_EXT:(.+)$")
+    if not ext then fake:violation("fake has no item string " .. key) end
+    if set then item.ext[ext] = value end
+    return true, item.ext[ext] or ""
   end
   I.GetSetMediaItemTakeInfo_String = function(take, key, value, set)
     if key == "P_NAME" then
@@ -704,15 +1023,43 @@ function Fake:implementations()
     if not info then return nil end
     return { kind = "source", path = path, info = info }
   end
-  I.PCM_Source_Destroy = function(src) src.destroyed = true end
+  I.PCM_Source_Destroy = function(src)
+    if src.owned then fake:violation("PCM_Source_Destroy on a source a take owns (double free)") end
+    src.destroyed = true
+  end
   I.GetMediaSourceLength = function(src) return src.info.seconds, false end
+  -- refuse_source: every source refused; refuse_source_after = n: the first n accepted, then refused
   I.SetMediaItemTake_Source = function(take, src)
-    if fake.refuse_source then return false end
+    fake.sources_set = (fake.sources_set or 0) + 1
+    if fake.refuse_source or (fake.refuse_source_after and fake.sources_set > fake.refuse_source_after) then
+      return false
+    end
     take.source = src
+    src.owned = true
     return true
+  end
+  I.AddProjectMarker2 = function(proj, isrgn, pos, rgnend, name, _, color)
+    local p = P(proj)
+    if fake.refuse_markers then return -1 end
+    p.markers[#p.markers + 1] = { region = isrgn, pos = pos, rgnend = rgnend, name = name, color = color }
+    return #p.markers
   end
 
   return I
+end
+
+-- Enables a fake SWS preview (CF_CreatePreview / CF_Preview_Play / CF_Preview_Stop).
+function Fake:enable_sws()
+  local fake = self
+  fake.sws = { previews = {}, playing = 0 }
+  local E = self.extensions
+  E.CF_CreatePreview = function(src)
+    local pv = { src = src, playing = false }
+    fake.sws.previews[#fake.sws.previews + 1] = pv
+    return pv
+  end
+  E.CF_Preview_Play = function(pv) pv.playing = true fake.sws.playing = fake.sws.playing + 1 return true end
+  E.CF_Preview_Stop = function(pv) pv.playing = false pv.stopped = true return true end
 end
 
 -- Enables a fake ReaImGui. opts.button_at = frame on which Button() returns true.
@@ -736,6 +1083,10 @@ function Fake:enable_imgui(opts)
   E.ImGui_TextWrapped = function(_, s) fake.imgui.texts[#fake.imgui.texts + 1] = s end
   E.ImGui_ProgressBar = function(_, f) fake.imgui.last_fraction = f end
   E.ImGui_Button = function(_, label)
+    fake.imgui.buttons = fake.imgui.buttons or {}
+    fake.imgui.buttons[label] = (fake.imgui.buttons[label] or 0) + 1
+    -- press = {[label] = n}: the button is clicked the n-th time it is drawn
+    if opts.press and opts.press[label] then return fake.imgui.buttons[label] == opts.press[label] end
     return opts.button_at ~= nil and frames == opts.button_at and label ~= nil
   end
 end
