@@ -233,6 +233,8 @@ def make_loop(wave: Any, sr: Any, bpm: Any, time_signature: Any = "4/4", bars: A
     available = w.shape[1] - start
     if bars is None:
         bars = int((available - fade) // (bar_s * sr))
+        if bars >= 1 and bars_to_samples(bars, bpm, time_signature, sr) + fade > available:
+            bars -= 1  # the bar length rounded up to a whole sample
         if bars < 1:
             raise ValueError(f"make_loop: wave: {available / sr:.3f} s from start_s holds no whole bar of "
                              f"{bar_s:.3f} s plus the {fade / sr * 1e3:.0f} ms crossfade")
