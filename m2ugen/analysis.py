@@ -71,7 +71,6 @@ CHROMA_SPREAD_MIN = 0.5      # (max - min) / mean of the clip's chroma: noise 0.
 KEY_CONFIDENCE_MIN = 0.5     # below this best profile correlation (a single pitch: 0.3) there is no key
 MIN_BEAT_SECONDS = 1.0       # shorter clips are not beat-tracked
 
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MAJOR_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MINOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first
@@ -368,7 +367,7 @@ def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR) -> Beats:
     times = librosa.frames_to_time(frames, sr=sr, hop_length=HOP)
     period = refine_period(times)
     if _pulse_clarity(oenv, period * sr / HOP) < PULSE_CLARITY_MIN:
-        return Beats(None, np.zeros(0), np.zeros(0, dtype=int), oenv)
+        return none
     return Beats(60.0 / period, times, frames, oenv)
 
 

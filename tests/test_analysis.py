@@ -116,8 +116,9 @@ def test_chord_progressions_give_key_and_mode(chords, key, mode):
     assert a.key_confidence > 0.6
 
 
-def test_noise_and_a_single_pitch_have_no_key():
-    assert analyze(noise_at_lufs(-20), SR).key is None
+def test_noise_has_no_key_and_no_pulse_and_a_single_pitch_no_key():
+    a = analyze(noise_at_lufs(-20), SR)
+    assert a.key is None and a.bpm is None and a.beats == []
     assert analyze(click_track(120), SR).key is None  # every click is the same 1 kHz tone
 
 
