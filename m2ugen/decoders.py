@@ -394,9 +394,11 @@ def tiny_audioldm2_pipeline(t5_dim: int = 32, gpt2_dim: int = 16, seed: int = 5)
             normalize_before=False,
         ))
     tok = tiny_t5_tokenizer(vocab)
+    # CLAP ranking (audioldm2_waveforms > 1) runs whenever librosa is installed; the tiny CLAP's 64x64
+    # spectrogram needs at most 64 frames per 10 s, hence hop 7900 (diffusers' own fast tests use it)
     pipe = AudioLDM2Pipeline(vae=vae, text_encoder=clap, text_encoder_2=t5, projection_model=projection,
                              language_model=gpt2, tokenizer=tok, tokenizer_2=tok,
-                             feature_extractor=ClapFeatureExtractor(), unet=unet, scheduler=scheduler, vocoder=vocoder)
+                             feature_extractor=ClapFeatureExtractor(hop_length=7900), unet=unet, scheduler=scheduler, vocoder=vocoder)
     for component in pipe.components.values():
         if isinstance(component, nn.Module):
             component.eval().requires_grad_(False)  # built directly, they start in training mode (dropout)
