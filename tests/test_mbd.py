@@ -297,3 +297,55 @@ def test_estimate_figures_in_the_docs_follow_from_the_config():
     total = 4 * M.parameter_count(band)
     assert 660e6 < total < 665e6
     assert math.isclose(M.unet_macs(band, 10 * SR) / 1e9, 251, rel_tol=0.02)
+
+
+# ----------------------------------------------------------------------------------------------
+# the MusicGen decoder hook
+
+
+@pytest.fixture(scope="module")
+def stereo_decoder():
+    from m2ugen.decoders import MusicGenDecoder
+
+    cfg = M2UGenConfig.preset("tiny")
+    dc = {k: dict(v) for k, v in cfg.decoder_config.items()}
+    dc["decoder"].update(audio_channels=2, num_codebooks=8)  # musicgen-stereo-*: a mono EnCodec, codebooks interleaved
+    return MusicGenDecoder(cfg.replace(decoder_config=dc))
+
+
+def test_decoder_vocoder_mbd_mono():
+    from m2ugen.decoders import MusicGenDecoder
+
+    dec = MusicGenDecoder(M2UGenConfig.preset("tiny"))
+    base = dec.generate(text="calm piano", duration_s=0.3, seed=2)
+    seen = []
+    out = dec.generate(text="calm piano", duration_s=0.3, seed=2, vocoder="mbd", mbd_steps=2, on_progress=seen.append)
+    assert out.shape == base.shape and out.dtype == base.dtype
+    assert not torch.allclose(torch.from_numpy(out), torch.from_numpy(base), atol=1e-3)
+    assert seen[-1] == 1.0 and seen == sorted(seen) and max(f for f in seen if f <= 0.5) == 0.5
+    again = dec.generate(text="calm piano", duration_s=0.3, seed=2, vocoder="mbd", mbd_steps=2)
+    assert (out == again).all()
+    with pytest.raises(ValueError, match="vocoder for the MusicGen decoder must be one of encodec, mbd"):
+        dec.generate(text="x", duration_s=0.3, vocoder="hifigan")
+
+
+def test_stereo_channels_are_decoded_from_their_own_codes(stereo_decoder):
+    dec = stereo_decoder
+    out = dec.generate(text="wide synth pad", duration_s=0.3, seed=3, vocoder="mbd", mbd_steps=2)
+    assert out.shape[0] == 2 and out.shape == dec.generate(text="wide synth pad", duration_s=0.3, seed=3).shape
+    assert not torch.allclose(torch.from_numpy(out[0]), torch.from_numpy(out[1]), atol=1e-3)
+
+    # the same codes on both channels give the same two channels: the difference above is the codes'
+    codec = dec.model.audio_encoder
+    codes = _codes(5, 9)[None]
+    left = codec.decode(codes, [None]).audio_values
+    same = dec._mbd_decode([(codes, left), (codes, left)], seed=3, steps=2, on_progress=None)
+    assert torch.equal(same[:, 0], same[:, 1])
+
+
+def test_audioldm2_refuses_mbd():
+    from m2ugen.decoders import AudioLDM2Decoder
+
+    dec = AudioLDM2Decoder(M2UGenConfig.preset("tiny-audioldm2"))
+    with pytest.raises(ValueError, match="AudioLDM2 decoder must be one of encodec"):
+        dec.generate(text="x", duration_s=0.1, vocoder="mbd")
