@@ -288,7 +288,8 @@ class MultiBandProcessor(SampleProcessor):
     """Splits the signal into ``processor_bands`` mel bands (julius ``SplitBands``, buffer
     ``split_bands.lowpass.filters``) and rescales each one; statistics fitted in training (buffers
     ``counts``, ``sum_x``, ``sum_x2``, ``sum_target_x2``). ``target_std`` is, as in audiocraft, the mean
-    *square* of the noise bands (not its root)."""
+    *square* of the noise bands (not its root). Unfitted buffers start at counts 1, sums 0 / 1 / 1, which
+    make a fresh processor the identity (audiocraft's zeros give NaN until fitted)."""
 
     def __init__(self, sample_rate: int, n_bands: int, power_std: float):
         super().__init__()
