@@ -83,8 +83,8 @@ def main() -> None:
             extra = ""
             if device.type == "cuda":
                 extra = f", peak activations {(torch.cuda.max_memory_allocated() - base) / 2**20:.0f} MiB"
-            print(f"UNet call {str(dtype).split('.')[-1]}: {t_call * 1000:.1f} ms ({2 * macs / t_call / 1e12:.2f} TFLOP/s)"
-                  f"{extra}; whole MBD decode ~{t_call * calls:.2f} s per channel = "
+            name = str(dtype).split(".")[-1]
+            print(f"UNet call {name}: {t_call * 1000:.1f} ms ({2 * macs / t_call / 1e12:.2f} TFLOP/s){extra}; whole MBD decode ~{t_call * calls:.2f} s per channel = "
                   f"{t_call * calls / t_encodec:.0f}x the EnCodec decode")
 
 

@@ -162,7 +162,8 @@ def _rename(band: int, key: str, new: str):
      "band 0 model_state: 1 missing key(s): conv_codec.weight; band 0 model_state: 1 unexpected key(s): "
      "codec_conv.weight"),
     (lambda pkg: pkg[2]["cfg"]["diffusion_unet"].update(hidden=12),
-     r"re:band 2 model_state: \d+ mis-shaped key\(s\): encoders.0.conv.weight \(file \[8, 1, 8\], model \[12, 1, 8\]\)"),
+     r"re:band 2 model_state: \d+ mis-shaped key\(s\): "
+     r"encoders.0.conv.weight \(file \[8, 1, 8\], model \[12, 1, 8\]\)"),
     (lambda pkg: pkg.pop(3), "band 3: missing"),
     (lambda pkg: pkg.pop("n_bands"), "no 'n_bands' entry"),
     (lambda pkg: pkg[1]["cfg"]["diffusion_unet"].update(transformer=True),
