@@ -9,6 +9,9 @@ Both take the same ``generate`` call and return float32 audio ``[channels, sampl
 ``on_progress(fraction)`` is called after every decoder step; an exception raised by it propagates
 out of ``generate`` unchanged (that is how a running job is cancelled).
 
+MusicGen's codes become audio through its EnCodec decoder (``vocoder="encodec"``, the default) or
+through Multi-Band Diffusion (``vocoder="mbd"``, m2ugen/mbd.py), each channel's codes on their own.
+
 Tiny presets build tiny random sub-models and a tiny T5 SentencePiece tokenizer trained (once,
 deterministically) from ``m2ugen/assets/tiny_t5_corpus.txt``; nothing touches the network.
 """
@@ -35,6 +38,7 @@ TEXT_MAX_LENGTH = 128  # official: T5 prompt padded / truncated to 128 tokens
 NEGATIVE_PROMPT = "Low quality."  # official AudioLDM2 negative prompt
 
 ProgressFn = Callable[[float], None] | None
+VOCODERS = ("encodec", "mbd")  # how MusicGen's codes become audio
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,6 +80,11 @@ def _check_request(text: str | None, embeds: torch.Tensor | None, duration_s: fl
     if isinstance(duration_s, bool) or not isinstance(duration_s, numbers.Real) or not math.isfinite(duration_s) \
             or duration_s <= 0:
         raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
+
+
+def _check_vocoder(vocoder: str, allowed: tuple[str, ...] = VOCODERS, what: str = "MusicGen") -> None:
+    if vocoder not in allowed:
+        raise ValueError(f"vocoder for the {what} decoder must be one of {', '.join(allowed)}; got {vocoder!r}")
 
 
 def _check_embeds(embeds: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
@@ -172,9 +181,19 @@ class MusicGenDecoder(LazySubmodel):
     def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__(cfg, device, dtype)
         self._config = None
+        self._mbd = None
 
     def _path(self) -> str | None:
         return self.cfg.decoder_path
+
+    @property
+    def mbd(self):
+        """The Multi-Band Diffusion models (``m2ugen.mbd``), built on the first ``vocoder="mbd"`` request."""
+        if self._mbd is None:
+            from m2ugen.mbd import mbd_for_decoder
+
+            self._mbd = mbd_for_decoder(self.cfg, self._hf_config().audio_encoder, self.device, self.dtype)
+        return self._mbd
 
     # --- construction ---------------------------------------------------------------------------
     def _hf_config(self):
@@ -320,18 +339,27 @@ class MusicGenDecoder(LazySubmodel):
         seed: int | None = None,
         tokens_per_s: float = 51.2,
         on_progress: ProgressFn = None,
+        vocoder: str = "encodec",
+        mbd_steps: int | None = None,
     ) -> np.ndarray:
-        """-> float32 [channels, samples] at ``sample_rate``; see the module docstring for the modes."""
+        """-> float32 [channels, samples] at ``sample_rate``; see the module docstring for the modes.
+
+        vocoder="mbd" decodes the codes with Multi-Band Diffusion (mbd_steps UNet calls per band, default
+        the official 20; same length as EnCodec's); progress then runs to 0.5 over the tokens, to 1 over MBD."""
         from transformers import LogitsProcessorList
 
         _check_request(text, embeds, duration_s)
+        _check_vocoder(vocoder)
         n_new = self.num_new_tokens(duration_s, tokens_per_s)
         model = self.model
         kwargs: dict[str, Any] = dict(do_sample=True, guidance_scale=guidance_scale, max_new_tokens=n_new)
+        share = 0.5 if vocoder == "mbd" else 1.0
         if on_progress is not None:
-            kwargs["logits_processor"] = LogitsProcessorList([_ProgressCounter(n_new, on_progress)])
+            counter = _ProgressCounter(n_new, lambda f: on_progress(f * share))
+            kwargs["logits_processor"] = LogitsProcessorList([counter])
 
-        with _seeded(seed, self.device):
+        record = _recorded_decodes(model.audio_encoder) if vocoder == "mbd" else contextlib.nullcontext([])
+        with _seeded(seed, self.device), record as decoded:
             if text is not None:
                 audio = model.generate(**self._text_inputs([text]), **kwargs)
             else:
@@ -345,7 +373,42 @@ class MusicGenDecoder(LazySubmodel):
                     audio = model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
                 finally:
                     model.text_encoder = t5
+        if vocoder == "mbd":
+            audio = self._mbd_decode(decoded, seed, mbd_steps, None if on_progress is None
+                                     else (lambda f: on_progress(share + (1 - share) * f)))
         return audio[0].float().cpu().numpy()  # [channels, samples]
+
+    def _mbd_decode(self, decoded: list[tuple[torch.Tensor, torch.Tensor]], seed: int | None, steps: int | None,
+                    on_progress: ProgressFn) -> torch.Tensor:
+        """MBD of each channel's codes ((codes [1, B, K, T], EnCodec audio [B, 1, N]) per channel, left first);
+        every channel starts from the same seed, so equal codes give equal channels -> [B, channels, N]."""
+        seed = int(seed) if seed is not None else int(torch.randint(0, 2 ** 31 - 1, ()).item())
+        mbd = self.mbd.to(self.device)
+        out = []
+        for c, (codes, encodec_audio) in enumerate(decoded):
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            progress = None if on_progress is None else (lambda f, c=c: on_progress((c + f) / len(decoded)))
+            out.append(mbd.tokens_to_wav(codes[0], self.model.audio_encoder, encodec_audio=encodec_audio,
+                                         steps=steps, generator=generator, on_progress=progress))
+        return torch.cat(out, dim=1)
+
+
+@contextlib.contextmanager
+def _recorded_decodes(codec: nn.Module):
+    """Record (codes, audio) of each ``codec.decode`` call MusicGen's generate makes: one per channel."""
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original = codec.decode
+
+    def decode(audio_codes, *args, **kwargs):
+        out = original(audio_codes, *args, **kwargs)
+        calls.append((audio_codes, out.audio_values))
+        return out
+
+    codec.decode = decode
+    try:
+        yield calls
+    finally:
+        del codec.decode
 
 
 # ----------------------------------------------------------------------------------------------
@@ -517,6 +580,7 @@ class AudioLDM2Decoder(LazySubmodel):
         seed: int | None = None,
         tokens_per_s: float = 51.2,  # unused: the length comes from duration_s
         on_progress: ProgressFn = None,
+        vocoder: str = "encodec",  # only MusicGen's EnCodec codes can go through MBD
     ) -> np.ndarray:
         """-> float32 [1, samples] at 16 kHz (samples = int(duration_s * 16000)).
 
@@ -526,6 +590,7 @@ class AudioLDM2Decoder(LazySubmodel):
         all-zero negative embeddings for guidance and a single waveform (no text to rank by).
         """
         _check_request(text, embeds, duration_s)
+        _check_vocoder(vocoder, ("encodec",), "AudioLDM2")
         pipe = self.pipe
         steps = int(self.cfg.audioldm2_steps)
         kwargs: dict[str, Any] = dict(num_inference_steps=steps, guidance_scale=guidance_scale,
