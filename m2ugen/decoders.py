@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from m2ugen.config import M2UGenConfig
-from m2ugen.encoders import LazySubmodel, load_into_empty
+from m2ugen.submodel import LazySubmodel, load_into_empty
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TINY_T5_CORPUS = ASSETS / "tiny_t5_corpus.txt"

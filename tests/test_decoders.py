@@ -18,7 +18,7 @@ from m2ugen.decoders import (
     continue_hidden_states,
     tiny_t5_tokenizer_dir,
 )
-from m2ugen.encoders import legacy_weight_norm_name
+from m2ugen.submodel import legacy_weight_norm_name
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -153,7 +153,7 @@ def _resolvable(path: str | None) -> bool:
     """True when a sub-model path is a local directory or a repo in the local Hugging Face cache."""
     if not path:
         return False
-    from m2ugen.encoders import resolve_pretrained_dir
+    from m2ugen.submodel import resolve_pretrained_dir
 
     try:
         resolve_pretrained_dir(path, "sub-model")

@@ -16,7 +16,7 @@ from torch import nn
 from m2ugen.checkpoint.architectures import detect_prefix_layout
 from m2ugen.checkpoint.assign import FilePages, fmt_list, put, shape_of
 from m2ugen.checkpoint.names import AUD_ROWS_KEY, HOLDER_PREFIXES, is_trained_key, strip_module_prefix, to_official, to_ours
-from m2ugen.encoders import legacy_weight_norm_name
+from m2ugen.submodel import legacy_weight_norm_name
 
 log = logging.getLogger("m2ugen.checkpoint")
 
