@@ -513,7 +513,6 @@ class AudioLDM2Decoder(LazySubmodel):
         duration_s: float,
         guidance_scale: float = 3.5,
         seed: int | None = None,
-        tokens_per_s: float = 51.2,  # unused: the length comes from duration_s
         on_progress: ProgressFn = None,
     ) -> np.ndarray:
         """-> float32 [1, samples] at 16 kHz (samples = int(duration_s * 16000)).
