@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from m2ugen import media
 from m2ugen.submodel import LazySubmodel
@@ -77,15 +75,10 @@ class MusicEncoder(LazySubmodel):
             return HubertConfig(**self.cfg.mert_config, conv_pos_batch_norm=False)
         return hubert_config_from_mert(json.loads((d / "config.json").read_text()))
 
-    def _new_model(self, config) -> nn.Module:
+    def _model_class(self) -> type:
         from transformers import HubertModel
 
-        return HubertModel(config)
-
-    def _from_pretrained(self, directory: Path, config) -> nn.Module:
-        from transformers import HubertModel
-
-        return HubertModel.from_pretrained(directory, config=config, dtype=self.dtype)
+        return HubertModel
 
     def _build_processor(self):
         from transformers import Wav2Vec2FeatureExtractor
@@ -185,41 +178,66 @@ def vit_official_name(key: str) -> str:
     return f"encoder.layer.{m.group(1)}{rest}"
 
 
-class ImageEncoder(LazySubmodel):
-    """ViT: an image (path, PIL, array) -> last_hidden_state[0] [cfg.vit_tokens, cfg.vit_dim]."""
+class _VisionEncoder(LazySubmodel):
+    """ViT and ViViT: the same layer layout and official names, a config from the weights directory or
+    from ``cfg.<prefix>_config``, and ``last_hidden_state[0]`` of the pixels as the features."""
 
-    kind = "ViT"
-    _seed = 2
+    prefix = ""  # the config fields: cfg.<prefix>_path / _config / _tokens / _dim
 
     def _path(self) -> str | None:
-        return self.cfg.vit_path
+        return getattr(self.cfg, f"{self.prefix}_path")
+
+    def _config_class(self) -> type:
+        raise NotImplementedError
+
+    def _check_config(self, config) -> None:
+        raise NotImplementedError
 
     def _hf_config(self):
-        from transformers import ViTConfig
-
         d = self._pretrained_dir()
-        if d is None:
-            if self.cfg.vit_config is None:
-                raise ValueError("ViT: set cfg.vit_path (weights) or cfg.vit_config (random tiny model)")
-            config = ViTConfig(**self.cfg.vit_config)
+        if d is not None:
+            config = self._config_class().from_pretrained(d)
         else:
-            config = ViTConfig.from_pretrained(d)
-        if config.image_size != self.cfg.image_size:
-            raise ValueError(f"ViT image_size {config.image_size} != cfg.image_size {self.cfg.image_size}")
+            kwargs = getattr(self.cfg, f"{self.prefix}_config")
+            if kwargs is None:
+                raise ValueError(f"{self.kind}: set cfg.{self.prefix}_path (weights) or cfg.{self.prefix}_config "
+                                 "(random tiny model)")
+            config = self._config_class()(**kwargs)
+        self._check_config(config)
         return config
-
-    def _new_model(self, config) -> nn.Module:
-        from transformers import ViTModel
-
-        return ViTModel(config)  # with the pooler: official checkpoints have pooler.dense.*
-
-    def _from_pretrained(self, directory: Path, config) -> nn.Module:
-        from transformers import ViTModel
-
-        return ViTModel.from_pretrained(directory, config=config, dtype=self.dtype)
 
     def _official_name(self, key: str) -> str:
         return vit_official_name(key)
+
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """-> float32 [cfg.<prefix>_tokens, cfg.<prefix>_dim], checked."""
+        out = self.model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state[0].float()
+        expected = (getattr(self.cfg, f"{self.prefix}_tokens"), getattr(self.cfg, f"{self.prefix}_dim"))
+        if tuple(out.shape) != expected:
+            raise RuntimeError(f"{self.kind} produced {list(out.shape)}, config expects {list(expected)}")
+        return out
+
+
+class ImageEncoder(_VisionEncoder):
+    """ViT: an image (path, PIL, array) -> last_hidden_state[0] [cfg.vit_tokens, cfg.vit_dim]."""
+
+    kind = "ViT"
+    prefix = "vit"
+    _seed = 2
+
+    def _config_class(self) -> type:
+        from transformers import ViTConfig
+
+        return ViTConfig
+
+    def _check_config(self, config) -> None:
+        if config.image_size != self.cfg.image_size:
+            raise ValueError(f"ViT image_size {config.image_size} != cfg.image_size {self.cfg.image_size}")
+
+    def _model_class(self) -> type:
+        from transformers import ViTModel
+
+        return ViTModel  # with the pooler: official checkpoints have pooler.dense.*
 
     def _build_processor(self):
         from transformers import ViTImageProcessorPil
@@ -236,48 +254,29 @@ class ImageEncoder(LazySubmodel):
         """-> float32 [cfg.vit_tokens, cfg.vit_dim] (CLS + patch tokens)."""
         img = media.load_image(image)
         pixels = self.processor(images=img, return_tensors="pt")["pixel_values"]  # [1, 3, S, S]
-        out = self.model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state[0].float()
-        expected = (self.cfg.vit_tokens, self.cfg.vit_dim)
-        if tuple(out.shape) != expected:
-            raise RuntimeError(f"ViT produced {list(out.shape)}, config expects {list(expected)}")
-        return out
+        return self._features(pixels)
 
 
-class VideoEncoder(LazySubmodel):
+class VideoEncoder(_VisionEncoder):
     """ViViT: a video (path or frames) -> last_hidden_state[0] [cfg.vivit_tokens, cfg.vivit_dim]."""
 
     kind = "ViViT"
+    prefix = "vivit"
     _seed = 3
 
-    def _path(self) -> str | None:
-        return self.cfg.vivit_path
-
-    def _hf_config(self):
+    def _config_class(self) -> type:
         from transformers import VivitConfig
 
-        d = self._pretrained_dir()
-        if d is None:
-            if self.cfg.vivit_config is None:
-                raise ValueError("ViViT: set cfg.vivit_path (weights) or cfg.vivit_config (random tiny model)")
-            config = VivitConfig(**self.cfg.vivit_config)
-        else:
-            config = VivitConfig.from_pretrained(d)
+        return VivitConfig
+
+    def _check_config(self, config) -> None:
         if config.num_frames != self.cfg.video_frames:
             raise ValueError(f"ViViT num_frames {config.num_frames} != cfg.video_frames {self.cfg.video_frames}")
-        return config
 
-    def _new_model(self, config) -> nn.Module:
+    def _model_class(self) -> type:
         from transformers import VivitModel
 
-        return VivitModel(config)
-
-    def _from_pretrained(self, directory: Path, config) -> nn.Module:
-        from transformers import VivitModel
-
-        return VivitModel.from_pretrained(directory, config=config, dtype=self.dtype)
-
-    def _official_name(self, key: str) -> str:
-        return vit_official_name(key)
+        return VivitModel
 
     def _build_processor(self):
         from transformers import VivitImageProcessor
@@ -294,8 +293,4 @@ class VideoEncoder(LazySubmodel):
         """-> float32 [cfg.vivit_tokens, cfg.vivit_dim]; frames from ``media.load_video_frames``."""
         frames = media.load_video_frames(video, self.cfg.video_frames, self.cfg.video_sampling, rng)
         pixels = self.processor(frames, return_tensors="pt")["pixel_values"]  # [1, T, 3, S, S]
-        out = self.model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state[0].float()
-        expected = (self.cfg.vivit_tokens, self.cfg.vivit_dim)
-        if tuple(out.shape) != expected:
-            raise RuntimeError(f"ViViT produced {list(out.shape)}, config expects {list(expected)}")
-        return out
+        return self._features(pixels)

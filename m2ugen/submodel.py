@@ -138,11 +138,15 @@ class LazySubmodel:
     def _hf_config(self):
         raise NotImplementedError
 
-    def _new_model(self, config) -> nn.Module:
+    def _model_class(self) -> type:
+        """The transformers model class (for the default ``_new_model`` / ``_from_pretrained``)."""
         raise NotImplementedError
 
+    def _new_model(self, config) -> nn.Module:
+        return self._model_class()(config)
+
     def _from_pretrained(self, directory: Path, config) -> nn.Module:
-        raise NotImplementedError
+        return self._model_class().from_pretrained(directory, config=config, dtype=self.dtype)
 
     def _build_processor(self):
         raise NotImplementedError
