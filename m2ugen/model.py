@@ -411,7 +411,7 @@ class M2UGen(nn.Module):
             kwargs = dict(duration_s=self._decoder_duration(duration_s, target), guidance_scale=cfg.guidance_scale,
                           seed=seed,
                           on_progress=lambda f: emit(Event("generating", float(f), "")))
-            if cfg.music_decoder == "musicgen":
+            if cfg.music_decoder.startswith("musicgen"):  # MusicGen and its variants count length in tokens
                 kwargs["tokens_per_s"] = cfg.musicgen_tokens_per_s
             if conditioning == "text":
                 audio_out = self.decoder.generate(text=raw_text, **kwargs)
