@@ -65,7 +65,7 @@ def write_checkpoint(path: Path, dim: int, layers: int) -> dict:
     llama_dir = path.parent / "llama"
     llama_dir.mkdir(exist_ok=True)
     base = {k.removeprefix("module.llama."): v for k, v in sd.items()
-            if k.startswith("module.llama.") and ck._is_base_param(k.removeprefix("module.llama."))}
+            if k.startswith("module.llama.") and ck.is_base_param(k.removeprefix("module.llama."))}
     base["tok_embeddings.weight"] = base["tok_embeddings.weight"][:32000].half().clone()
     base["output.weight"] = base["output.weight"][:32000].clone()
     torch.save(base, llama_dir / "consolidated.00.pth")

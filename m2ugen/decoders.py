@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import numbers
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from m2ugen.config import M2UGenConfig
-from m2ugen.encoders import LazySubmodel, load_into_empty
+from m2ugen.submodel import LazySubmodel, load_into_empty
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TINY_T5_CORPUS = ASSETS / "tiny_t5_corpus.txt"
@@ -39,6 +40,8 @@ NEGATIVE_PROMPT = "Low quality."  # official AudioLDM2 negative prompt
 
 ProgressFn = Callable[[float], None] | None
 VOCODERS = ("encodec", "mbd")  # how MusicGen's codes become audio
+
+log = logging.getLogger("m2ugen.decoders")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -490,6 +493,54 @@ def continue_hidden_states(language_model: nn.Module, inputs_embeds: torch.Tenso
     return torch.cat(new, dim=1)
 
 
+# AudioLDM2ProjectionModel wraps the CLAP embedding (one token) and the T5 tokens each in SOS ... EOS
+_PROJECTION_EXTRA_TOKENS = 1 + 2 + 2
+
+
+def _gpt2_new_tokens(pipe) -> int:
+    """Hidden states the GPT-2 step adds (``language_model.config.max_new_tokens``, 8 in AudioLDM2)."""
+    return int(getattr(pipe.language_model.config, "max_new_tokens", 8) or 8)
+
+
+def prompt_token_limits(pipe) -> tuple[int, int]:
+    """(CLAP, T5) text tokens the pipeline accepts: each tokenizer's ``model_max_length``, bounded by
+    the CLAP text model's positions (RoBERTa's start after the padding id) and, for T5, by the GPT-2
+    positions left after the projection's extra tokens and the ``max_new_tokens - 1`` fed-back states."""
+    clap = pipe.text_encoder.config.text_config
+    clap_limit = min(pipe.tokenizer.model_max_length, clap.max_position_embeddings - (clap.pad_token_id or 0) - 1)
+    lm = pipe.language_model.config
+    positions = int(lm.n_positions if hasattr(lm, "n_positions") else lm.max_position_embeddings)
+    t5_limit = min(pipe.tokenizer_2.model_max_length,
+                   positions - _PROJECTION_EXTRA_TOKENS - (_gpt2_new_tokens(pipe) - 1))
+    if t5_limit < 2:  # T5 needs at least one token and its EOS
+        raise ValueError(f"AudioLDM2: GPT-2 has {positions} positions, too few for a text prompt plus "
+                         f"{_gpt2_new_tokens(pipe)} new tokens")
+    return clap_limit, t5_limit
+
+
+def _bound_prompts(pipe) -> None:
+    """Make the pipeline's own truncation (``max_length=tokenizer.model_max_length``) stop at what
+    the text encoders and the GPT-2 accept (the tokenizers may be one object: the smaller bound wins)."""
+    clap_limit, t5_limit = prompt_token_limits(pipe)
+    for tok, limit in ((pipe.tokenizer, clap_limit), (pipe.tokenizer_2, t5_limit)):
+        tok.model_max_length = min(tok.model_max_length, limit)
+
+
+def _fit_prompt(pipe, text: str) -> str:
+    """The prompt cut to the CLAP tokenizer's bound (the pipeline also ranks its waveforms with CLAP,
+    on the text untruncated), with a warning; past the T5 bound the pipeline truncates, warned here."""
+    for what, tok in (("CLAP", pipe.tokenizer), ("T5", pipe.tokenizer_2)):
+        n = len(tok(text).input_ids)
+        if n <= tok.model_max_length:
+            continue
+        log.warning("AudioLDM2: the text prompt has %d %s tokens; only the first %d are used",
+                    n, what, tok.model_max_length)
+        if tok is pipe.tokenizer:
+            ids = tok(text, max_length=tok.model_max_length, truncation=True).input_ids
+            text = tok.decode(ids, skip_special_tokens=True)
+    return text
+
+
 def _patch_language_model_step(pipe) -> None:
     """Route the pipeline's GPT-2 continuation through ``continue_hidden_states`` (see there)."""
     def generate_language_model(inputs_embeds=None, max_new_tokens=None, attention_mask=None, **unused):
@@ -530,6 +581,7 @@ class AudioLDM2Decoder(LazySubmodel):
                         pipe.to(dtype=self.dtype)
                 pipe.set_progress_bar_config(disable=True)
                 _patch_language_model_step(pipe)
+                _bound_prompts(pipe)
                 self._pipe = pipe.to(self.device)
         return self._pipe
 
@@ -554,7 +606,7 @@ class AudioLDM2Decoder(LazySubmodel):
         """(T5 tokens, T5 dim, GPT-2 tokens, GPT-2 dim) of the pipeline: how [1, 1, out_dim] is split."""
         t5_dim = int(self.pipe.text_encoder_2.config.d_model)
         lm = self.pipe.language_model.config
-        gpt_tokens = int(getattr(lm, "max_new_tokens", 8) or 8)
+        gpt_tokens = _gpt2_new_tokens(self.pipe)
         gpt_dim = int(lm.n_embd if hasattr(lm, "n_embd") else lm.hidden_size)
         rest = self.cfg.output_dim - gpt_tokens * gpt_dim
         if rest <= 0 or rest % t5_dim:
@@ -578,14 +630,14 @@ class AudioLDM2Decoder(LazySubmodel):
         duration_s: float,
         guidance_scale: float = 3.5,
         seed: int | None = None,
-        tokens_per_s: float = 51.2,  # unused: the length comes from duration_s
         on_progress: ProgressFn = None,
         vocoder: str = "encodec",  # only MusicGen's EnCodec codes can go through MBD
     ) -> np.ndarray:
         """-> float32 [1, samples] at 16 kHz (samples = int(duration_s * 16000)).
 
         Text mode is the official call (negative prompt "Low quality.", cfg.audioldm2_steps steps,
-        cfg.audioldm2_waveforms candidates ranked by CLAP, the best one returned). Embedding mode
+        cfg.audioldm2_waveforms candidates ranked by CLAP, the best one returned); a prompt longer than
+        ``prompt_token_limits`` is truncated there, with a warning. Embedding mode
         splits [1, 1, out_dim] into T5 embeddings [1, T, Dt5] ++ GPT-2 embeddings [1, 8, Dgpt2], with
         all-zero negative embeddings for guidance and a single waveform (no text to rank by).
         """
@@ -601,7 +653,7 @@ class AudioLDM2Decoder(LazySubmodel):
             kwargs["callback"] = lambda step, t, latents: on_progress(min(1.0, (step + 1) / steps))
             kwargs["callback_steps"] = 1
         if text is not None:
-            out = pipe(prompt=text, negative_prompt=NEGATIVE_PROMPT,
+            out = pipe(prompt=_fit_prompt(pipe, text), negative_prompt=NEGATIVE_PROMPT,
                        num_waveforms_per_prompt=int(self.cfg.audioldm2_waveforms), **kwargs)
         else:
             n_t5, d_t5, n_gpt, d_gpt = self.embed_split()

@@ -1,7 +1,8 @@
 """Frozen input encoders: MERT (music), ViT (image) and ViViT (video), built lazily.
 
-Each holder is a plain Python object (not an ``nn.Module`` child of the top-level model): nothing is
-built until ``.model`` is first used, so a request without video never builds ViViT.
+Each holder is a ``LazySubmodel`` (``m2ugen.submodel``): a plain Python object, not an ``nn.Module``
+child of the top-level model; nothing is built until ``.model`` is first used, so a request without
+video never builds ViViT.
 
 Weights come from, in order of precedence:
 1. ``load_state_dict(sd)`` with the official M2UGen sub-dict (``mert_model.*`` etc. with the prefix
@@ -10,9 +11,10 @@ Weights come from, in order of precedence:
 2. ``cfg.*_path``: a local directory, or a Hugging Face repo id found in the local cache only;
 3. ``cfg.*_config``: a tiny random model (seeded, so it does not depend on build order).
 
-Official names differ from transformers 5.23 in two ways, both mapped here:
-- weight norm: legacy ``.weight_g`` / ``.weight_v`` <-> ``.parametrizations.weight.original0/1``;
-- ViT / ViViT layers: ``encoder.layer.N.attention.attention.query`` <-> ``layers.N.attention.q_proj``
+Official names differ from transformers 5.23 in two ways:
+- weight norm: legacy ``.weight_g`` / ``.weight_v`` <-> ``.parametrizations.weight.original0/1``
+  (mapped in ``m2ugen.submodel``);
+- ViT / ViViT layers (mapped here): ``encoder.layer.N.attention.attention.query`` <-> ``layers.N.attention.q_proj``
   etc. (transformers v5 renamed them and converts old checkpoints in ``from_pretrained``).
 """
 
@@ -20,229 +22,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from m2ugen import media
-from m2ugen.config import M2UGenConfig
-
-# ----------------------------------------------------------------------------------------------
-# shared helpers
-
-
-def resolve_pretrained_dir(path_or_repo: str, what: str) -> Path:
-    """A local directory, or a Hugging Face repo id resolved in the local cache only (never downloads)."""
-    p = Path(path_or_repo).expanduser()
-    if p.is_dir():
-        return p
-    if p.exists() or path_or_repo.startswith((".", "/", "~")) or path_or_repo.count("/") != 1:
-        raise FileNotFoundError(f"{what}: {path_or_repo!r} is not a directory (and not a Hugging Face repo id)")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id=path_or_repo, local_files_only=True))
-    except Exception as e:  # LocalEntryNotFoundError, OfflineModeIsEnabled, HFValidationError, ...
-        raise FileNotFoundError(
-            f"{what}: {path_or_repo!r} is neither a local directory nor a Hugging Face repo in the local cache "
-            f"({type(e).__name__}). Download it on a connected machine (`hf download {path_or_repo}`) or set the "
-            "path to a local copy."
-        ) from None
-
-
-def load_into_empty(new_model, sd: dict[str, torch.Tensor]) -> nn.Module:
-    """Build ``new_model()`` with parameters on the meta device (buffers real, e.g. MusicGen's sinusoidal
-    positions), then take the tensors of ``sd`` as the parameters (``assign``): no random init, no copy."""
-    from accelerate import init_empty_weights
-
-    with init_empty_weights(include_buffers=False):
-        model = new_model()
-    model.load_state_dict(sd, strict=True, assign=True)
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()  # e.g. T5's shared / encoder.embed_tokens
-    stray = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
-    if stray:
-        raise RuntimeError(f"tensors left uninitialised after loading: {_list(stray)}")
-    return model
-
-
-def legacy_weight_norm_name(key: str) -> str:
-    """transformers 5.x parametrized weight norm -> the legacy names of the official checkpoints."""
-    return key.replace(".parametrizations.weight.original0", ".weight_g").replace(
-        ".parametrizations.weight.original1", ".weight_v"
-    )
-
-
-def _list(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def check_and_rename_state_dict(
-    sd: dict[str, torch.Tensor],
-    expected: dict[str, torch.Size],
-    official_to_ours: dict[str, str],
-    ours_to_official: dict[str, str],
-    what: str,
-) -> dict[str, torch.Tensor]:
-    """Strict key/shape check of ``sd`` (official or our names) against our model's ``expected`` shapes.
-
-    Returns ``sd`` renamed to our names; raises ``ValueError`` naming every missing, unexpected or
-    mis-shaped key (in official naming where we know it).
-    """
-    out: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    misshaped: list[str] = []
-    duplicated: list[str] = []
-    seen: set[str] = set()
-    for key, value in sd.items():
-        ours = official_to_ours.get(key, key if key in expected else None)
-        if ours is None:
-            unexpected.append(key)
-            continue
-        if ours in seen:
-            duplicated.append(key)
-            continue
-        seen.add(ours)
-        shape = tuple(getattr(value, "shape", ()))
-        if shape != tuple(expected[ours]):
-            misshaped.append(f"{key} (checkpoint {list(shape)}, model {list(expected[ours])})")
-            continue
-        out[ours] = value
-    missing = [ours_to_official.get(k, k) for k in expected if k not in seen]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_list(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_list(unexpected)}")
-    if misshaped:
-        problems.append(f"{len(misshaped)} mis-shaped key(s): {_list(misshaped, 4)}")
-    if duplicated:
-        problems.append(f"{len(duplicated)} key(s) given twice (old and new name): {_list(duplicated)}")
-    if problems:
-        raise ValueError(f"{what} state dict does not match the model: " + "; ".join(problems))
-    return out
-
-
-class LazySubmodel:
-    """A frozen sub-model (encoder or music decoder) built on first use, with strict loading of its
-    official sub-state-dict. Subclasses define the model, its config, its source and its names."""
-
-    kind = "sub-model"
-    _seed = 0
-
-    def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-        self.cfg = cfg
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self._model: nn.Module | None = None
-        self._processor: Any = None
-        self._pending: dict[str, torch.Tensor] | None = None
-        self._dir: Path | None = None
-        self._names: tuple[dict[str, torch.Size], dict[str, str], dict[str, str]] | None = None
-
-    # --- to implement -----------------------------------------------------------------------
-    def _path(self) -> str | None:
-        raise NotImplementedError
-
-    def _hf_config(self):
-        raise NotImplementedError
-
-    def _new_model(self, config) -> nn.Module:
-        raise NotImplementedError
-
-    def _from_pretrained(self, directory: Path, config) -> nn.Module:
-        raise NotImplementedError
-
-    def _build_processor(self):
-        raise NotImplementedError
-
-    def _official_name(self, key: str) -> str:
-        return legacy_weight_norm_name(key)
-
-    # --- shared -------------------------------------------------------------------------------
-    def _pretrained_dir(self) -> Path | None:
-        if self._path() is None:
-            return None
-        if self._dir is None:
-            self._dir = resolve_pretrained_dir(self._path(), f"{self.kind} weights")
-        return self._dir
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def to(self, device: str | torch.device) -> "LazySubmodel":
-        """Run on ``device`` from now on (moves the model if it is built)."""
-        self.device = torch.device(device)
-        if self._model is not None:
-            self._model.to(self.device)
-        return self
-
-    @property
-    def model(self) -> nn.Module:
-        if self._model is None:
-            # first use may happen inside encode()'s inference_mode: build normal tensors so that a
-            # later load_state_dict can still copy into them
-            with torch.inference_mode(False):
-                self._model = self._build()
-        return self._model
-
-    @property
-    def processor(self):
-        if self._processor is None:
-            self._processor = self._build_processor()
-        return self._processor
-
-    def load(self) -> None:
-        """Build now (the model and, where the sub-model has one, its processor) instead of at first use."""
-        self.model  # noqa: B018 - the property builds it
-        if type(self)._build_processor is not LazySubmodel._build_processor:
-            self.processor  # noqa: B018
-
-    def _build(self) -> nn.Module:
-        config = self._hf_config()
-        if self._pending is not None:
-            model = load_into_empty(lambda: self._new_model(config), self._pending)
-            self._pending = None
-        elif self._pretrained_dir() is not None:
-            model = self._from_pretrained(self._pretrained_dir(), config)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
-                model = self._new_model(config)
-        model.eval().requires_grad_(False)
-        return model.to(device=self.device, dtype=self.dtype)
-
-    def _name_maps(self) -> tuple[dict[str, torch.Size], dict[str, str], dict[str, str]]:
-        """(our shapes, official->ours, ours->official), from a model built on the meta device."""
-        if self._names is None:
-            with torch.device("meta"):
-                meta = self._new_model(self._hf_config())
-            ours = {k: v.shape for k, v in meta.state_dict().items()}
-            to_official = {k: self._official_name(k) for k in ours}
-            self._names = (ours, {v: k for k, v in to_official.items()}, to_official)
-        return self._names
-
-    def expected_shapes(self) -> dict[str, torch.Size]:
-        """Official key names (transformers-4.35, weight_g/_v) -> shapes; costs no memory (meta device)."""
-        ours, _, to_official = self._name_maps()
-        return {to_official[k]: s for k, s in ours.items()}
-
-    def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
-        """Strictly check the official sub-dict (prefix stripped) and use it for the model."""
-        ours, official_to_ours, to_official = self._name_maps()
-        renamed = check_and_rename_state_dict(sd, ours, official_to_ours, to_official, self.kind)
-        renamed = {k: (v.to(self.dtype) if v.is_floating_point() else v) for k, v in renamed.items()}
-        if self._model is None:
-            self._pending = renamed
-        else:
-            with torch.no_grad():
-                self._model.load_state_dict(renamed, strict=True)
-
+from m2ugen.submodel import LazySubmodel
 
 # ----------------------------------------------------------------------------------------------
 # MERT as a plain HubertModel
@@ -289,15 +75,10 @@ class MusicEncoder(LazySubmodel):
             return HubertConfig(**self.cfg.mert_config, conv_pos_batch_norm=False)
         return hubert_config_from_mert(json.loads((d / "config.json").read_text()))
 
-    def _new_model(self, config) -> nn.Module:
+    def _model_class(self) -> type:
         from transformers import HubertModel
 
-        return HubertModel(config)
-
-    def _from_pretrained(self, directory: Path, config) -> nn.Module:
-        from transformers import HubertModel
-
-        return HubertModel.from_pretrained(directory, config=config, dtype=self.dtype)
+        return HubertModel
 
     def _build_processor(self):
         from transformers import Wav2Vec2FeatureExtractor
@@ -397,41 +178,66 @@ def vit_official_name(key: str) -> str:
     return f"encoder.layer.{m.group(1)}{rest}"
 
 
-class ImageEncoder(LazySubmodel):
-    """ViT: an image (path, PIL, array) -> last_hidden_state[0] [cfg.vit_tokens, cfg.vit_dim]."""
+class _VisionEncoder(LazySubmodel):
+    """ViT and ViViT: the same layer layout and official names, a config from the weights directory or
+    from ``cfg.<prefix>_config``, and ``last_hidden_state[0]`` of the pixels as the features."""
 
-    kind = "ViT"
-    _seed = 2
+    prefix = ""  # the config fields: cfg.<prefix>_path / _config / _tokens / _dim
 
     def _path(self) -> str | None:
-        return self.cfg.vit_path
+        return getattr(self.cfg, f"{self.prefix}_path")
+
+    def _config_class(self) -> type:
+        raise NotImplementedError
+
+    def _check_config(self, config) -> None:
+        raise NotImplementedError
 
     def _hf_config(self):
-        from transformers import ViTConfig
-
         d = self._pretrained_dir()
-        if d is None:
-            if self.cfg.vit_config is None:
-                raise ValueError("ViT: set cfg.vit_path (weights) or cfg.vit_config (random tiny model)")
-            config = ViTConfig(**self.cfg.vit_config)
+        if d is not None:
+            config = self._config_class().from_pretrained(d)
         else:
-            config = ViTConfig.from_pretrained(d)
-        if config.image_size != self.cfg.image_size:
-            raise ValueError(f"ViT image_size {config.image_size} != cfg.image_size {self.cfg.image_size}")
+            kwargs = getattr(self.cfg, f"{self.prefix}_config")
+            if kwargs is None:
+                raise ValueError(f"{self.kind}: set cfg.{self.prefix}_path (weights) or cfg.{self.prefix}_config "
+                                 "(random tiny model)")
+            config = self._config_class()(**kwargs)
+        self._check_config(config)
         return config
-
-    def _new_model(self, config) -> nn.Module:
-        from transformers import ViTModel
-
-        return ViTModel(config)  # with the pooler: official checkpoints have pooler.dense.*
-
-    def _from_pretrained(self, directory: Path, config) -> nn.Module:
-        from transformers import ViTModel
-
-        return ViTModel.from_pretrained(directory, config=config, dtype=self.dtype)
 
     def _official_name(self, key: str) -> str:
         return vit_official_name(key)
+
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """-> float32 [cfg.<prefix>_tokens, cfg.<prefix>_dim], checked."""
+        out = self.model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state[0].float()
+        expected = (getattr(self.cfg, f"{self.prefix}_tokens"), getattr(self.cfg, f"{self.prefix}_dim"))
+        if tuple(out.shape) != expected:
+            raise RuntimeError(f"{self.kind} produced {list(out.shape)}, config expects {list(expected)}")
+        return out
+
+
+class ImageEncoder(_VisionEncoder):
+    """ViT: an image (path, PIL, array) -> last_hidden_state[0] [cfg.vit_tokens, cfg.vit_dim]."""
+
+    kind = "ViT"
+    prefix = "vit"
+    _seed = 2
+
+    def _config_class(self) -> type:
+        from transformers import ViTConfig
+
+        return ViTConfig
+
+    def _check_config(self, config) -> None:
+        if config.image_size != self.cfg.image_size:
+            raise ValueError(f"ViT image_size {config.image_size} != cfg.image_size {self.cfg.image_size}")
+
+    def _model_class(self) -> type:
+        from transformers import ViTModel
+
+        return ViTModel  # with the pooler: official checkpoints have pooler.dense.*
 
     def _build_processor(self):
         from transformers import ViTImageProcessorPil
@@ -448,48 +254,29 @@ class ImageEncoder(LazySubmodel):
         """-> float32 [cfg.vit_tokens, cfg.vit_dim] (CLS + patch tokens)."""
         img = media.load_image(image)
         pixels = self.processor(images=img, return_tensors="pt")["pixel_values"]  # [1, 3, S, S]
-        out = self.model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state[0].float()
-        expected = (self.cfg.vit_tokens, self.cfg.vit_dim)
-        if tuple(out.shape) != expected:
-            raise RuntimeError(f"ViT produced {list(out.shape)}, config expects {list(expected)}")
-        return out
+        return self._features(pixels)
 
 
-class VideoEncoder(LazySubmodel):
+class VideoEncoder(_VisionEncoder):
     """ViViT: a video (path or frames) -> last_hidden_state[0] [cfg.vivit_tokens, cfg.vivit_dim]."""
 
     kind = "ViViT"
+    prefix = "vivit"
     _seed = 3
 
-    def _path(self) -> str | None:
-        return self.cfg.vivit_path
-
-    def _hf_config(self):
+    def _config_class(self) -> type:
         from transformers import VivitConfig
 
-        d = self._pretrained_dir()
-        if d is None:
-            if self.cfg.vivit_config is None:
-                raise ValueError("ViViT: set cfg.vivit_path (weights) or cfg.vivit_config (random tiny model)")
-            config = VivitConfig(**self.cfg.vivit_config)
-        else:
-            config = VivitConfig.from_pretrained(d)
+        return VivitConfig
+
+    def _check_config(self, config) -> None:
         if config.num_frames != self.cfg.video_frames:
             raise ValueError(f"ViViT num_frames {config.num_frames} != cfg.video_frames {self.cfg.video_frames}")
-        return config
 
-    def _new_model(self, config) -> nn.Module:
+    def _model_class(self) -> type:
         from transformers import VivitModel
 
-        return VivitModel(config)
-
-    def _from_pretrained(self, directory: Path, config) -> nn.Module:
-        from transformers import VivitModel
-
-        return VivitModel.from_pretrained(directory, config=config, dtype=self.dtype)
-
-    def _official_name(self, key: str) -> str:
-        return vit_official_name(key)
+        return VivitModel
 
     def _build_processor(self):
         from transformers import VivitImageProcessor
@@ -506,8 +293,4 @@ class VideoEncoder(LazySubmodel):
         """-> float32 [cfg.vivit_tokens, cfg.vivit_dim]; frames from ``media.load_video_frames``."""
         frames = media.load_video_frames(video, self.cfg.video_frames, self.cfg.video_sampling, rng)
         pixels = self.processor(frames, return_tensors="pt")["pixel_values"]  # [1, T, 3, S, S]
-        out = self.model(pixel_values=pixels.to(self.device, self.dtype)).last_hidden_state[0].float()
-        expected = (self.cfg.vivit_tokens, self.cfg.vivit_dim)
-        if tuple(out.shape) != expected:
-            raise RuntimeError(f"ViViT produced {list(out.shape)}, config expects {list(expected)}")
-        return out
+        return self._features(pixels)

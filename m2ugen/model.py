@@ -410,8 +410,9 @@ class M2UGen(nn.Module):
             target = int(round(duration_s * self.sample_rate))
             kwargs = dict(duration_s=self._decoder_duration(duration_s, target), guidance_scale=cfg.guidance_scale,
                           seed=seed,
-                          tokens_per_s=cfg.musicgen_tokens_per_s,
                           on_progress=lambda f: emit(Event("generating", float(f), "")))
+            if cfg.music_decoder.startswith("musicgen"):  # MusicGen and its variants count length in tokens
+                kwargs["tokens_per_s"] = cfg.musicgen_tokens_per_s
             if conditioning == "text":
                 audio_out = self.decoder.generate(text=raw_text, **kwargs)
             else:

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from m2ugen.config import AUDIO_TOKENS
+from m2ugen.paths import tokenizer_cache_dir
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TINY_CORPUS = ASSETS / "tiny_corpus.txt"
@@ -55,7 +56,7 @@ def trained_sentencepiece_dir(corpus: Path, kind: str, model_file: str, **option
     """A directory holding ``model_file``: a SentencePiece model trained on the non-empty lines of
     ``corpus`` with ``options`` on first use (single-threaded and unshuffled, so deterministic).
 
-    Cached under ``$M2UGEN_DATA_DIR/tokenizers`` (default: the system temp dir), keyed by the corpus
+    Cached under ``m2ugen.paths.tokenizer_cache_dir()``, keyed by the corpus
     and the options, and published by renaming a finished directory, so parallel processes can
     share the cache and never see half a model.
     """
@@ -63,8 +64,7 @@ def trained_sentencepiece_dir(corpus: Path, kind: str, model_file: str, **option
 
     text = corpus.read_text(encoding="utf-8")
     key = hashlib.sha256(repr((sorted(options.items()), text)).encode()).hexdigest()[:16]
-    env = os.environ.get("M2UGEN_DATA_DIR")
-    root = (Path(env).expanduser() if env else Path(tempfile.gettempdir()) / "m2ugen") / "tokenizers"
+    root = tokenizer_cache_dir()
     out = root / f"{kind}-{key}"
     if (out / model_file).is_file():
         return out

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from m2ugen import checkpoint as ck
+from m2ugen.checkpoint import assign, llama_base, pretrained
 from m2ugen.config import M2UGenConfig
 from m2ugen.llama import Transformer, permute_meta_to_hf
 
@@ -39,7 +40,7 @@ def random_llama(cfg, seed):
 
 def meta_base_sd(m, n_base):
     """The base tensors of ``m`` under Meta's names, vocabulary cut to ``n_base`` rows."""
-    sd = {n: t.detach().clone() for n, t in m.state_dict().items() if ck._is_base_param(n)}
+    sd = {n: t.detach().clone() for n, t in m.state_dict().items() if ck.is_base_param(n)}
     sd["tok_embeddings.weight"] = sd["tok_embeddings.weight"][:n_base].clone()
     sd["output.weight"] = sd["output.weight"][:n_base].clone()
     sd["rope.freqs"] = torch.zeros(8)  # present in Meta files, must be ignored
@@ -79,8 +80,8 @@ def test_meta_format_two_shards_on_meta_device(tmp_path):
     shards = [{}, {}]
     for name, t in full.items():
         kind = name.split(".")[-2]
-        if kind in ck._CAT_DIM:
-            for s, part in zip(shards, t.chunk(2, dim=ck._CAT_DIM[kind])):
+        if kind in llama_base.SHARD_CAT_DIM:
+            for s, part in zip(shards, t.chunk(2, dim=llama_base.SHARD_CAT_DIM[kind])):
                 s[name] = part.clone()
         else:
             for s in shards:
@@ -99,7 +100,7 @@ def test_meta_format_two_shards_on_meta_device(tmp_path):
         layer.attention.gate = torch.nn.Parameter(torch.zeros_like(layer.attention.gate, device="cpu"))
     for n, p in list(dst.named_parameters()):
         if p.is_meta:
-            ck._put(dst, n, torch.zeros(p.shape))
+            assign.put(dst, n, torch.zeros(p.shape))
     compare_base_logits(src, dst, n_base)
 
 
@@ -328,9 +329,9 @@ def tiny_model(seed=0, **cfg_changes):
     model = M2UGen.from_config(M2UGenConfig.preset("tiny").replace(**cfg_changes))
     with torch.no_grad():
         for name, p in model.llama.named_parameters():
-            if not ck._is_base_param(name):
+            if not ck.is_base_param(name):
                 p.normal_(0, 0.05)
-            if ck._is_base_param(name) or name.endswith("gate"):  # stored as fp16 in official files
+            if ck.is_base_param(name) or name.endswith("gate"):  # stored as fp16 in official files
                 p.copy_(p.half().float())
     return model
 
@@ -458,7 +459,7 @@ def test_convert_then_load_with_meta_llama(tiny, tmp_path):
     llama_dir.mkdir()
     n_base = model.cfg.vocab_size - 8
     base = {k.removeprefix("llama."): v.half() for k, v in sd.items()
-            if k.startswith("llama.") and ck._is_base_param(k.removeprefix("llama."))}
+            if k.startswith("llama.") and ck.is_base_param(k.removeprefix("llama."))}
     base["output.weight"] = base["output.weight"][:n_base].clone()
     base["tok_embeddings.weight"] = torch.randn(n_base, 64).half()  # replaced by the converted file's
     torch.save(base, llama_dir / "consolidated.00.pth")
@@ -519,11 +520,11 @@ def test_file_pages_release_keeps_values_and_spares_memory_tensors(tmp_path):
 def test_real_presets_need_the_llama_tokenizer(tmp_path):
     (tmp_path / "7B").mkdir()
     (tmp_path / "tokenizer.model").write_bytes(b"x")
-    assert ck._find_tokenizer(str(tmp_path / "7B")) == str(tmp_path)  # Meta layout: next to 7B/
+    assert pretrained._find_tokenizer(str(tmp_path / "7B")) == str(tmp_path)  # Meta layout: next to 7B/
     with pytest.raises(ValueError, match="tokenizer_path"):
-        ck._find_tokenizer(str(tmp_path / "7B" / "nothing" / "here"))
+        pretrained._find_tokenizer(str(tmp_path / "7B" / "nothing" / "here"))
     with pytest.raises(ValueError, match="tokenizer_path"):
-        ck._config_for("musicgen-medium", {}, {}, full=False)
+        pretrained._config_for("musicgen-medium", {}, {}, full=False)
 
 
 def test_weight_norm_keys_in_either_spelling_load(tiny):

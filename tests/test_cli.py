@@ -207,3 +207,11 @@ def test_cli_modules_do_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_chat_reports_a_model_side_value_error_in_one_line():
+    p = run(["chat", "--preset", "tiny", "--max-new-tokens", "4", "--duration", "nan", "hello"])
+    assert p.returncode == 4 and p.stdout == ""  # EXIT_FAILED
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1] == \
+        "m2ugen: chat failed: ValueError: duration_s must be a positive number of seconds, got nan"

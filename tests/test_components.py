@@ -154,8 +154,8 @@ from m2ugen.encoders import (  # noqa: E402
     MusicEncoder,
     VideoEncoder,
     hubert_config_from_mert,
-    legacy_weight_norm_name,
 )
+from m2ugen.submodel import legacy_weight_norm_name  # noqa: E402
 
 
 @pytest.fixture(scope="module")

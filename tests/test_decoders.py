@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,9 +17,10 @@ from m2ugen.decoders import (
     MusicGenDecoder,
     build_decoder,
     continue_hidden_states,
+    prompt_token_limits,
     tiny_t5_tokenizer_dir,
 )
-from m2ugen.encoders import legacy_weight_norm_name
+from m2ugen.submodel import legacy_weight_norm_name
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -288,6 +290,38 @@ def test_audioldm2_text_mode_ranks_several_waveforms():
     """cfg.audioldm2_waveforms > 1 (official: 3): diffusers ranks the candidates with CLAP; we return the best."""
     d = build_decoder(M2UGenConfig.preset("tiny-audioldm2").replace(audioldm2_waveforms=2))
     assert d.generate(text="calm piano", duration_s=0.2, seed=1).shape == (1, 3200)
+
+
+def test_audioldm2_prompt_bound_is_what_the_gpt2_takes(audioldm2):
+    """The T5 bound is exact: the projection (CLAP 1 + T5 T, each in SOS ... EOS) and the 7 fed-back
+    states of the GPT-2 step fill the tiny GPT-2's 99 positions at T = 87; one more token overflows."""
+    pipe = audioldm2.pipe
+    clap_limit, t5_limit = prompt_token_limits(pipe)
+    assert t5_limit == 99 - 5 - 7
+    assert pipe.tokenizer_2.model_max_length == t5_limit  # the pipeline's own truncation stops there
+
+    def gpt2_step(n_t5: int) -> torch.Tensor:
+        proj = pipe.projection_model(hidden_states=torch.zeros(1, 1, 16), hidden_states_1=torch.zeros(1, n_t5, 32))
+        return continue_hidden_states(pipe.language_model, proj.hidden_states, 8)
+
+    with torch.no_grad():
+        assert gpt2_step(t5_limit).shape == (1, 8, 16)
+        with pytest.raises(IndexError):
+            gpt2_step(t5_limit + 1)
+
+
+def test_audioldm2_long_prompt_is_truncated_with_a_warning(audioldm2, caplog):
+    long = "calm piano with soft strings over a slow beat, " * 12
+    with caplog.at_level(logging.WARNING, logger="m2ugen.decoders"):
+        a = audioldm2.generate(text=long, duration_s=0.2, seed=1)
+    assert a.shape == (1, 3200) and np.isfinite(a).all()
+    assert "only the first 87 are used" in caplog.text
+    # what lies past the bound is dropped: another tail gives the same audio
+    np.testing.assert_array_equal(a, audioldm2.generate(text=long + " loud drums", duration_s=0.2, seed=1))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="m2ugen.decoders"):
+        audioldm2.generate(text="calm piano", duration_s=0.2, seed=1)
+    assert "only the first" not in caplog.text
 
 
 def test_audioldm2_has_no_checkpoint_keys(audioldm2):

@@ -299,6 +299,24 @@ def test_audioldm2_decoder(model, conditioning):
     assert emb.shape == (1, 1, m.config.output_dim)
 
 
+def test_tiny_audioldm2_text_mode_never_overflows_its_gpt2(model, caplog):
+    """Replies of the tiny model often exceed, as T5 prompts, what its GPT-2 (99 positions) takes:
+    they are truncated with a warning instead of failing with an IndexError."""
+    cfg = M2UGenConfig.preset("tiny-audioldm2").replace(audioldm2_steps=1)  # one diffusion step: faster
+    m = M2UGen.from_config(cfg, tokenizer=model.tokenizer)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared 2-core box: several OpenMP threads per job only spin
+    try:
+        with caplog.at_level(logging.WARNING, logger="m2ugen.decoders"):
+            for seed in range(10):
+                reply = m.chat("Generate music", want_audio=True, conditioning="text", duration_s=0.1,
+                               max_new_tokens=32, seed=seed)
+                assert reply.audio.shape == (1, 1600)
+    finally:
+        torch.set_num_threads(threads)
+    assert "only the first 87 are used" in caplog.text  # some of the ten replies were that long
+
+
 def test_from_config_on_meta_device(model):
     # m2ugen.checkpoint builds the real model this way before assigning the checkpoint's tensors
     with torch.device("meta"):
