@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge_osc.osc import Message
+from server import protocol
 from server.protocol import KINDS
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -28,7 +29,8 @@ VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 # the Request itself; `params` / `context`: the submit's params / params.context (docs/protocol.md
 # §2). Classes: i whole number, f number, s one string (a number atom is read as its text), b 0/1.
 # `/m2u/submit` takes any of them; `/m2u/set` the params/context ones in SETTINGS.
-OPTIONS: dict[str, tuple[str, str]] = {
+_CLASS_OF = {"int": "i", "float": "f", "str": "s", "bool": "b"}
+_REQUEST_OPTIONS: dict[str, tuple[str, str]] = {
     "prompt": ("request", "s"),
     "audio": ("request", "s"),
     "start": ("request", "f"),
@@ -38,28 +40,16 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "duration": ("request", "f"),
     "results_dir": ("request", "s"),
     "reply_port": ("request", "i"),
-    "seed": ("params", "i"),
-    "temperature": ("params", "f"),
-    "top_p": ("params", "f"),
-    "max_new_tokens": ("params", "i"),
-    "conditioning": ("params", "s"),
-    "sample_rate": ("params", "i"),
-    "channels": ("params", "i"),
-    "takes": ("params", "i"),
-    "mode": ("params", "s"),
-    "fit_tempo": ("params", "b"),
-    "bars": ("params", "i"),
-    "loop": ("params", "b"),
-    "bpm": ("context", "f"),
-    "time_signature": ("context", "ii"),
-    "key": ("context", "s"),
-    "project_sample_rate": ("context", "i"),
 }
-# Options the server learns in its next version: sent only when they differ from these defaults
-# (so a request that does not use them also works with a server that does not know them yet).
-NEW_PARAM_DEFAULTS: dict[str, object] = {"takes": 1, "mode": "text", "fit_tempo": False, "bars": 0, "loop": False}
-MODES = ("text", "continue", "melody")
-MAX_TAKES = 8
+# the submit's params and params.context: server/protocol.py's one parameter table
+_SPECS = {p.name: p for p in (*protocol.PARAMS, *protocol.CONTEXT) if p.name not in _REQUEST_OPTIONS}
+OPTIONS: dict[str, tuple[str, str]] = {
+    **_REQUEST_OPTIONS,
+    **{name: (spec.where, _CLASS_OF[spec.type]) for name, spec in _SPECS.items()},
+    "time_signature": ("context", "ii"),
+}
+# values that mean "not set" (a device sends every option, always): seed -1 = random, bars 0, sample_rate 0
+_UNSET = {"seed": lambda v: v < 0, "bars": lambda v: v == 0, "sample_rate": lambda v: v == 0}
 
 # name -> (where, classes) of the per-client `/m2u/set` settings; see README `/m2u/set`.
 SETTINGS: dict[str, tuple[str, str]] = {name: OPTIONS[name] for name in (
@@ -443,21 +433,15 @@ def _parse_submit(op: str, classes: str, args: list, tags: str) -> Request:
 def _apply_option(request: Request, name: str, where: str, value: Any, op: str, tags: str) -> None:
     if value == "":
         return  # an empty text = not set: a client may always send every option
-    if where == "context":
-        request.context[name] = value
-        return
-    if where == "params":
-        if name == "seed" and value < 0:
-            return  # -1 = a random seed
-        if name == "takes" and not 1 <= value <= MAX_TAKES:
-            raise _bad(op, tags, f"takes must be 1..{MAX_TAKES}, got {value}")
-        if name == "mode" and value not in MODES:
-            raise _bad(op, tags, f"mode must be one of {', '.join(MODES)}; got {value!r}")
-        if name == "bars" and value < 0:
-            raise _bad(op, tags, f"bars must be >= 0 (0 = not set), got {value}")
-        if name == "sample_rate" and value == 0:
-            return  # 0 = the model's rate
-        request.params[name] = value
+    if where in ("params", "context"):
+        if name in _UNSET and _UNSET[name](value):
+            return
+        if name in _SPECS:  # checked here with the server's own rule, so the device hears at once
+            try:
+                value = _SPECS[name].check({name: value}, where + ".")
+            except protocol.ProtocolError as e:
+                raise _bad(op, tags, e.message) from None
+        (request.context if where == "context" else request.params)[name] = value
         return
     if name == "reply_port":
         request.reply_port = _port(value, op, tags)
@@ -474,12 +458,11 @@ def _apply_option(request: Request, name: str, where: str, value: Any, op: str, 
 
 
 def server_params(request: Request, sticky_params: dict[str, Any], sticky_context: dict[str, Any]) -> dict[str, Any]:
-    """The submit's `params`: /m2u/set settings below this request's own options; the options the
-    server does not know yet only when they differ from their defaults."""
+    """The submit's `params`: /m2u/set settings below this request's own options; a value equal to the
+    protocol's default is left out (a device sends every option, always: the submit stays minimal)."""
     params: dict[str, Any] = {**sticky_params, **request.params, "prompt": request.prompt}
-    for name, default in NEW_PARAM_DEFAULTS.items():
-        if name in params and params[name] == default:
-            del params[name]
+    params = {k: v for k, v in params.items() if not (k in _SPECS and _SPECS[k].where == "params"
+                                                      and _SPECS[k].default is not ... and v == _SPECS[k].default)}
     if request.duration is not None:
         params["duration"] = request.duration
     context = {**sticky_context, **request.context}

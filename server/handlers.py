@@ -165,7 +165,7 @@ class Handlers:
         spec = protocol.check_submit(header, len(frames))
         if len(self.queue) >= self.queue.maxsize:
             raise ProtocolError("busy", f"the queue is full ({self.queue.maxsize} jobs waiting); try again later")
-        output = outputs.check(self.roots, spec["output"])
+        output = outputs.check(self.roots, spec["output"], takes=spec["params"].get("takes") or 1)
         job_id = new_job_id()
         job_dir = self.jobs_dir / job_id
         model_inputs, info = inputs_mod.resolve(spec["inputs"], frames, self.roots, job_dir,
@@ -255,6 +255,7 @@ class Handlers:
     def op_result(self, identity, header, frames) -> Outcome:
         job_id = req_str(header, "job", min_len=1, max_len=64)
         want = req_str(header, "want", choices=("path", "bytes"), default="path")
+        take = req_int(header, "take", lo=1, hi=protocol.MAX_TAKES, default=None)
         rec = self._record(job_id)
         if rec["state"] not in protocol.FINAL_STATES:
             raise ProtocolError("not_ready", f"job {job_id} is {rec['state']}; wait for its 'done' event")
@@ -266,9 +267,16 @@ class Handlers:
                     reply["sidecar"] = json.loads(Path(rec["sidecar_path"]).read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     reply["sidecar"] = None
-            if want == "bytes" and rec.get("audio_path"):
+            path = rec.get("audio_path")
+            if take is not None:
+                takes = rec.get("takes") or []
+                if take > len(takes):
+                    raise ProtocolError("not_found", f"job {job_id} has {len(takes)} take(s), not {take}", "take")
+                path = takes[take - 1]["audio_path"]
+                reply["take"] = take
+            if want == "bytes" and path:
                 try:
-                    out_frames = [Path(rec["audio_path"]).read_bytes()]
+                    out_frames = [Path(path).read_bytes()]
                 except OSError as e:
                     raise ProtocolError("not_found", f"the result file of job {job_id} is gone: {e}") from None
                 reply["audio"] = {"frame": 1}

@@ -41,6 +41,9 @@ class Job:
     error: dict[str, str] | None = None
     seed: int | None = None
     inputs_info: dict[str, Any] = field(default_factory=dict)  # what the client sent (paths / names), recorded
+    analysis: dict[str, Any] | None = None  # the measured source (m2ugen.analysis), for ask/edit
+    result_analysis: dict[str, Any] | None = None  # the measured result (take 1)
+    takes: list[dict[str, Any]] = field(default_factory=list)  # [{take, audio_path, seed, text, ...}]
 
     # --- runtime only (never serialised) ---
     inputs: dict[str, Any] = field(default_factory=dict, repr=False)  # decoded audio, image/video paths
@@ -58,7 +61,8 @@ class Job:
             "stage": self.stage, "fraction": self.fraction, "text": self.text, "audio_path": self.audio_path,
             "sidecar_path": self.sidecar_path, "duration": self.duration, "sample_rate": self.sample_rate,
             "channels": self.channels, "error": self.error, "params": self.params, "model": self.model,
-            "seed": self.seed, "inputs": self.inputs_info,
+            "seed": self.seed, "inputs": self.inputs_info, "analysis": self.analysis,
+            "result_analysis": self.result_analysis, "takes": self.takes,
             "output_path": str(self.output["path"]) if self.output.get("path") else None,
         }
 

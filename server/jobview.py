@@ -9,7 +9,8 @@ One table says which message moves the job to which state (`TRANSITIONS`); recor
 `result`, `subscribed`) carry the state themselves. A final state (`done`, `failed`, `cancelled`)
 is never left again: a `progress` that arrives after `cancelled` changes nothing, and a record only
 fills in the details of a job that has ended. No sockets, no bridge imports: this is the client-side
-half of the protocol, shared by every Python client.
+half of the protocol, shared by every Python client (the CLI's status file, the OSC bridge); the
+REAPER (Lua) and Live (JS) clients follow the same table (docs/protocol.md §3, "Job view").
 """
 
 from __future__ import annotations

@@ -37,14 +37,21 @@ def sidecar_of(out_path: Path) -> Path:
     return out_path.with_suffix(".json")
 
 
-def check(roots: AllowedRoots, out: dict[str, Any]) -> dict[str, Any]:
-    """Submit time: the validated ``output`` object -> the job's output {want, path (resolved), overwrite}."""
+def take_path(first: Path, take: int) -> Path:
+    """Take 1 is the path itself; take k is ``<stem>-take<k>.wav`` beside it."""
+    return first if take == 1 else first.with_name(f"{first.stem}-take{take}{first.suffix}")
+
+
+def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1) -> dict[str, Any]:
+    """Submit time: the validated ``output`` object -> the job's output {want, path (resolved), overwrite}
+    (with ``takes`` > 1 the other takes' paths are checked too)."""
     output: dict[str, Any] = {"want": out["want"], "path": None, "overwrite": out["overwrite"]}
     if out["path"] is None:
         return output
     try:
         path = roots.check_write(out["path"], "output")
-        for target, ok in ((path, is_wav), (sidecar_of(path), is_sidecar)):
+        targets = [(take_path(path, k), is_wav) for k in range(1, takes + 1)] + [(sidecar_of(path), is_sidecar)]
+        for target, ok in targets:
             if not (target.exists() or target.is_symlink()):
                 continue
             if target.is_symlink() or not target.is_file():

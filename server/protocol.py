@@ -33,6 +33,9 @@ KINDS = ("ask", "edit", "generate")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 CONDITIONING = ("text", "embedding")
+EDIT_MODES = ("text", "continue", "melody")
+VOCODERS = ("encodec", "mbd")
+MAX_TAKES = 8
 
 ERROR_CODES = {
     "bad_json": "frame 0 is not a JSON object",
@@ -339,6 +342,27 @@ PARAMS: tuple[Param, ...] = (
     Param("sample_rate", "int", None, lo=8000, hi=192000, kinds=_AUDIO_OUT,
           help="output sample rate (default: the project's when the client sends it, else the model's)"),
     Param("channels", "int", 1, lo=1, hi=8, kinds=_AUDIO_OUT, help="output channels"),
+    Param("mode", "str", "text", choices=EDIT_MODES, kinds=_AUDIO_OUT,
+          help="what the music decoder hears of the source: text = the official behaviour (only the reply); "
+               "continue = MusicGen continues the source; melody = MusicGen-Melody follows its chroma"),
+    Param("continuation", "str", "new", choices=("new", "with_source"), kinds=("edit",),
+          help="mode continue: the new material only, or the source followed by it"),
+    Param("takes", "int", 1, lo=1, hi=MAX_TAKES, kinds=_AUDIO_OUT,
+          help="variations in one request, seeds seed, seed+1, ... (each recorded)"),
+    Param("bars", "int", None, lo=1, hi=512, kinds=_AUDIO_OUT,
+          help="output length in bars (needs the tempo: context bpm, or the measured source's for edits)"),
+    Param("loop", "bool", False, kinds=_AUDIO_OUT,
+          help="a seamless loop of exact length (tail crossfaded into the head at a bar boundary)"),
+    Param("fit_tempo", "bool", False, kinds=_AUDIO_OUT,
+          help="time-stretch the result to the project tempo (Rubber Band) when its measured tempo is off"),
+    Param("normalize", "bool", True, kinds=_AUDIO_OUT,
+          help="loudness: edits matched to the source, generated music to target_lufs, true peak under -1 dBTP"),
+    Param("target_lufs", "float", -14.0, lo=-40.0, hi=-6.0, kinds=_AUDIO_OUT,
+          help="integrated loudness of generated results (LUFS)"),
+    Param("vocoder", "str", "encodec", choices=VOCODERS, kinds=_AUDIO_OUT,
+          help="how MusicGen's codes become audio: encodec (its own decoder) or mbd (multi-band diffusion, cleaner, slower)"),
+    Param("reference_prompt", "bool", False,
+          help="send the prompt exactly as the official model gets it (no measured analysis, no project context)"),
 )
 CONTEXT: tuple[Param, ...] = (
     Param("bpm", "float", None, lo=1.0, hi=1000.0, where="context", help="the project's tempo"),
@@ -399,6 +423,25 @@ def check_context(ctx: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_combination(kind: str, p: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Parameters that need each other or a source, refused at submit with what is missing."""
+    def bad(field: str, message: str):
+        raise ProtocolError("bad_request", message, "params." + field)
+
+    has_source = inputs.get("audio") is not None
+    if p["mode"] in ("continue", "melody") and not has_source:
+        bad("mode", f"mode '{p['mode']}' needs a source: 'inputs.audio' (kind edit)")
+    if p["continuation"] != "new" and p["mode"] != "continue":
+        bad("continuation", "continuation 'with_source' needs mode 'continue'")
+    tempo_known = p["context"].get("bpm") is not None or (kind == "edit" and has_source)  # edits: the measured
+    for field in ("bars", "loop", "fit_tempo"):
+        if p.get(field) and not tempo_known:
+            bad(field, f"'{field}' needs a tempo: params.context.bpm (the project's)"
+                       + ("" if kind == "generate" else ", or an audio source to measure"))
+    if p.get("bars") and p.get("duration") is not None:
+        bad("bars", "give either 'duration' or 'bars', not both")
+
+
 def check_input_ref(inputs: dict[str, Any], name: str, n_frames: int) -> dict[str, Any] | None:
     """One of ``inputs.audio|image|video``: ``{"path"}`` or ``{"frame", "name"}`` (+ audio start/end)."""
     w = f"inputs.{name}"
@@ -449,6 +492,7 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
     if kind == "generate" and inputs["image"] is not None and inputs["video"] is not None:
         raise ProtocolError("bad_request", "generate accepts at most one of 'inputs.image' / 'inputs.video'",
                             "inputs.video")
+    check_combination(kind, params, inputs)
     output_raw = req_obj(header, "output", default={})
     unknown = sorted(set(output_raw) - {"path", "want", "overwrite"})
     if unknown:

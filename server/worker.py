@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from server import audio_io, protocol
-from server import outputs
+from server import audio_io, finishing, outputs, protocol
 from server.jobs import Job, JobQueue, JobStore
 from server.journal import Journal
 from server.security import AllowedRoots, OutputExists, PathNotAllowed
@@ -124,11 +123,49 @@ class Worker(threading.Thread):
             log.info("job %s failed: %s: %s", job.id, error["code"], error["message"])
             self.emit(protocol.error_header(error["code"], error["message"], job=job.id))
 
-    def _progress(self, job: Job, stage: str, stage_fraction: float) -> None:
+    def _progress(self, job: Job, stage: str, stage_fraction: float, take: int = 0) -> None:
+        """Overall fraction: the stage's span of the kind, shared out over the takes."""
         lo, hi = STAGE_SPANS[job.kind][stage]
-        frac = max(job.fraction, min(1.0, lo + (hi - lo) * max(0.0, min(1.0, stage_fraction))))
+        takes = max(1, int(job.params.get("takes") or 1))
+        f = lo + (hi - lo) * max(0.0, min(1.0, stage_fraction))
+        if stage != "encoding" and takes > 1:
+            f = STAGE_SPANS[job.kind]["thinking"][0] + (take + f) / takes * (1 - STAGE_SPANS[job.kind]["thinking"][0])
+        frac = max(job.fraction, min(1.0, f))
         self._set(job, stage=stage, fraction=frac)
         self.emit(protocol.event("progress", job.id, stage=stage, fraction=round(frac, 4)))
+
+    def _on_event(self, job: Job, take: int):
+        """The model's on_event callback for one take: cancellation, text streaming (take 1), progress."""
+        last = {"stage": "encoding", "fraction": -1.0, "t": 0.0}
+
+        def on_event(ev) -> None:
+            if job.cancel_requested.is_set():
+                raise JobCancelled()
+            stage = ev.stage if ev.stage in STAGE_SPANS[job.kind] else last["stage"]
+            if take == 0 and stage == "thinking" and ev.text is not None and ev.text != job.text:
+                old = job.text
+                delta = ev.text[len(old):] if ev.text.startswith(old) else ev.text
+                self._set(job, text=ev.text)
+                self.emit(protocol.event("text", job.id, text=ev.text, delta=delta))
+            frac = float(ev.fraction or 0.0)
+            now = time.monotonic()
+            if stage != last["stage"] or frac - last["fraction"] >= 0.02 or now - last["t"] >= 0.25 or frac >= 1.0:
+                last.update(stage=stage, fraction=frac, t=now)
+                self._progress(job, stage, frac, take)
+
+        return on_event
+
+    def _analyse_source(self, job: Job) -> tuple[tuple | None, dict | None]:
+        """The source as float, and its measured analysis (None when it cannot be measured: logged)."""
+        audio = job.inputs.get("audio")
+        if audio is None:
+            return None, None
+        source = finishing.as_float(audio)
+        try:
+            return source, finishing.analyse(*source)
+        except Exception as e:  # the analysis informs; it never fails a job
+            log.warning("job %s: the source could not be analysed: %s: %s", job.id, type(e).__name__, e)
+            return source, None
 
     def _run(self, job: Job) -> None:
         if job.cancel_requested.is_set():
@@ -144,34 +181,31 @@ class Worker(threading.Thread):
         log.info("job %s running (%s, seed %d)", job.id, job.kind, seed)
         self._progress(job, "encoding", 0.0)
 
-        last = {"stage": "encoding", "fraction": -1.0, "t": 0.0}
-
-        def on_event(ev) -> None:
-            if job.cancel_requested.is_set():
-                raise JobCancelled()
-            stage = ev.stage if ev.stage in STAGE_SPANS[job.kind] else last["stage"]
-            if stage == "thinking" and ev.text is not None and ev.text != job.text:
-                old = job.text
-                delta = ev.text[len(old):] if ev.text.startswith(old) else ev.text
-                self._set(job, text=ev.text)
-                self.emit(protocol.event("text", job.id, text=ev.text, delta=delta))
-            frac = float(ev.fraction or 0.0)
-            now = time.monotonic()
-            if stage != last["stage"] or frac - last["fraction"] >= 0.02 or now - last["t"] >= 0.25 or frac >= 1.0:
-                last.update(stage=stage, fraction=frac, t=now)
-                self._progress(job, stage, frac)
-
+        source, analysis = self._analyse_source(job)
+        self._set(job, analysis=analysis)
+        prompt = p["prompt"]
+        if not p.get("reference_prompt"):
+            prompt = prompt_with_context(prompt, p["context"])
+            line = finishing.measured_line(analysis)
+            if line:
+                prompt = f"{prompt.rstrip()} {line}"
+        tempo = finishing.target_tempo(p, analysis)
         want_audio = job.kind != "ask"
-        prompt = prompt_with_context(p["prompt"], p["context"])
-        t0 = time.perf_counter()
+        duration = (finishing.length_s(p, tempo) or 10.0) if want_audio else 10.0
+        decode_s = finishing.decode_length(p, duration)
+        extra = {k: p[k] for k, default in (("mode", "text"), ("continuation", "new"), ("vocoder", "encodec"))
+                 if p.get(k, default) != default}
+        takes = max(1, int(p.get("takes") or 1)) if want_audio else 1
+        replies, t0 = [], time.perf_counter()
         try:
-            reply = self.model.chat(
-                prompt,
-                audio=job.inputs.get("audio"), image=job.inputs.get("image"), video=job.inputs.get("video"),
-                max_new_tokens=p["max_new_tokens"] or getattr(self.model.config, "max_new_tokens", 512),
-                temperature=p["temperature"], top_p=p["top_p"], seed=seed, conditioning=p["conditioning"],
-                duration_s=p["duration"] or 10.0, want_audio=want_audio, on_event=on_event,
-            )
+            for take in range(takes):
+                replies.append(self.model.chat(
+                    prompt,
+                    audio=job.inputs.get("audio"), image=job.inputs.get("image"), video=job.inputs.get("video"),
+                    max_new_tokens=p["max_new_tokens"] or getattr(self.model.config, "max_new_tokens", 512),
+                    temperature=p["temperature"], top_p=p["top_p"], seed=seed + take, conditioning=p["conditioning"],
+                    duration_s=decode_s, want_audio=want_audio, on_event=self._on_event(job, take), **extra,
+                ))
         except JobCancelled:
             self._finish(job, "cancelled")
             return
@@ -183,48 +217,65 @@ class Worker(threading.Thread):
         if job.cancel_requested.is_set():
             self._finish(job, "cancelled")
             return
-        final_text = reply.text or ""
+        final_text = replies[0].text or ""
         if final_text.strip() != job.text.strip():  # the streamed text missed something: send the whole
             self.emit(protocol.event("text", job.id, text=final_text, delta=final_text))
         self._set(job, text=final_text)
 
-        self._progress(job, "writing", 0.0)
+        self._progress(job, "writing", 0.0, takes - 1)
         try:
-            self._write_results(job, reply, prompt, chat_s)
+            self._write_results(job, replies, prompt, chat_s, source=source, tempo=tempo, duration=duration)
         except PathNotAllowed as e:  # the output changed since submit (a symlink swapped in, a file created)
             code = "output_exists" if isinstance(e, OutputExists) else "path_not_allowed"
             self._finish(job, "failed", error={"code": code, "message": str(e)})
 
-    def _write_results(self, job: Job, reply, prompt: str, chat_s: float) -> None:
+    def _write_results(self, job: Job, replies: list, prompt: str, chat_s: float, *, source, tempo,
+                       duration) -> None:
         p = job.params
         t1 = time.perf_counter()
         frames: list[bytes] = []
+        takes: list[dict[str, Any]] = []
         out_path: Path | None = None
         if job.kind != "ask":
-            if reply.audio is None:
+            if any(r.audio is None for r in replies):
                 self._finish(job, "failed", error={"code": "job_failed", "message": "the model returned no audio"})
                 return
-            sr = p["sample_rate"] or int(reply.sample_rate)
-            wave = audio_io.prepare_output(reply.audio, int(reply.sample_rate), sr, p["channels"], p["duration"])
-            out_path = job.output.get("path") or (job.job_dir / "result.wav")
-            data = audio_io.wav_bytes(wave, sr)
-            outputs.write(self.roots, job.output, out_path, data, outputs.is_wav)
-            if job.output.get("want") == "bytes":
-                frames = [data]
-            self._set(job, audio_path=str(out_path), sample_rate=sr, channels=wave.shape[0],
-                      duration=wave.shape[1] / sr)
+            sr = p["sample_rate"] or int(replies[0].sample_rate)
+            first = job.output.get("path") or (job.job_dir / "result.wav")
+            with_source = p.get("continuation") == "with_source"  # the source's tail + the new part: all of it
+            for i, reply in enumerate(replies):
+                wave, notes = finishing.fit_take(reply.audio, int(reply.sample_rate), p, out_sr=sr,
+                                                 duration_s=None if with_source else duration, tempo=tempo,
+                                                 source=source if job.kind == "edit" else None)
+                path = outputs.take_path(first, i + 1)
+                data = audio_io.wav_bytes(wave, sr)
+                outputs.write(self.roots, job.output, path, data, outputs.is_wav)
+                if i == 0:
+                    out_path, first_wave = path, wave
+                    if job.output.get("want") == "bytes":
+                        frames = [data]
+                takes.append({"take": i + 1, "audio_path": str(path), "seed": int(reply.seed), "text": reply.text,
+                              **notes})
+            try:
+                result_analysis = finishing.analyse(first_wave, sr)
+            except Exception as e:
+                log.warning("job %s: the result could not be analysed: %s: %s", job.id, type(e).__name__, e)
+                result_analysis = None
+            self._set(job, audio_path=str(out_path), sample_rate=sr, channels=first_wave.shape[0],
+                      duration=first_wave.shape[1] / sr, takes=takes, result_analysis=result_analysis)
         sidecar = (outputs.sidecar_of(out_path) if out_path is not None and job.output.get("path")
                    else job.job_dir / "result.json")
-        timings = {k: float(v) for k, v in (getattr(reply, "timings", None) or {}).items()}
+        timings = {k: float(v) for k, v in (getattr(replies[0], "timings", None) or {}).items()}
         timings.update(queue_wait=(job.started or 0) - job.created, chat=chat_s, write=time.perf_counter() - t1)
-        seed = int(reply.seed if reply.seed is not None else job.seed)
+        seed = int(replies[0].seed if replies[0].seed is not None else job.seed)
         outputs.write(self.roots, job.output, sidecar, audio_io.sidecar_bytes({
             "job": job.id, "kind": job.kind, "prompt": p["prompt"],
             "prompt_sent": prompt, "seed": seed,
             "model": self.model_info, "conditioning": p["conditioning"], "params": p, "inputs": job.inputs_info,
-            "text": reply.text, "raw_text": getattr(reply, "raw_text", reply.text),
+            "text": replies[0].text, "raw_text": getattr(replies[0], "raw_text", replies[0].text),
             "audio_path": str(out_path) if out_path else None, "sample_rate": job.sample_rate,
-            "channels": job.channels, "duration": job.duration, "timings": timings,
+            "channels": job.channels, "duration": job.duration, "analysis": job.analysis,
+            "result_analysis": job.result_analysis, "takes": job.takes, "timings": timings,
             "created": job.created, "started": job.started, "server_version": protocol.SERVER_VERSION,
         }), outputs.is_sidecar)
         self._set(job, sidecar_path=str(sidecar), seed=seed)

@@ -210,8 +210,10 @@ def test_cli_modules_do_not_import_torch():
 
 
 def test_chat_reports_a_model_side_value_error_in_one_line():
-    p = run(["chat", "--preset", "tiny", "--max-new-tokens", "4", "--duration", "nan", "hello"])
+    p = run(["chat", "--preset", "tiny", "--max-new-tokens", "-1", "hello"])
     assert p.returncode == 4 and p.stdout == ""  # EXIT_FAILED
     assert "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1] == \
-        "m2ugen: chat failed: ValueError: duration_s must be a positive number of seconds, got nan"
+        "m2ugen: chat failed: ValueError: max_new_tokens must be a positive integer, got -1"
+    p = run(["chat", "--preset", "tiny", "--duration", "nan", "hello"])  # refused before the model loads
+    assert p.returncode == 2 and "finite" in p.stderr and "Traceback" not in p.stderr

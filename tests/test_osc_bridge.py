@@ -307,18 +307,17 @@ def test_submit_with_options_writes_the_result_into_the_results_folder(server, s
     assert os.path.dirname(path) == str(folder) and rate == 44100 == sf.info(path).samplerate
     record = server_record(server, job)
     assert record["params"]["seed"] == 3 and record["params"]["context"]["bpm"] == 90.0
-    assert "takes" not in record["params"]  # the default is not sent: today's server does not know it
+    assert record["params"]["takes"] == 1
     assert open(path, "rb").read() == open(record["audio_path"], "rb").read()
     assert str(server_info.jobs_dir) not in " ".join(str(a) for m in got for a in m.args)
-    # takes 2 is sent: a server without takes refuses it by name (never dropped silently); one with
-    # takes (docs/protocol.md, next version) returns two takes, each written into the folder
+    # takes 2: two takes come back, each fetched as bytes and written into the folder
     peer.send("/m2u/submit", ("s", "generate"), ("s", "prompt"), ("s", "x"), ("s", "duration"), ("f", 0.5),
               ("s", "takes"), ("i", 2), ("s", "results_dir"), ("s", str(folder)))
     reply = peer.expect_any(("/m2u/error", "/m2u/accepted"))
-    if reply.address == "/m2u/error":
-        assert reply.args[1] == "bad_request" and "takes" in reply.args[2]
-    else:
-        got = peer.expect("/m2u/done", timeout=120)
-        takes = [m.args for m in got if m.address == "/m2u/take"]
-        assert [t[1:3] for t in takes] == [[0, 2], [1, 2]]
-        assert all(os.path.dirname(t[3]) == str(folder) for t in takes)
+    assert reply.address == "/m2u/accepted", reply.args
+    got = peer.expect("/m2u/done", timeout=120)
+    takes = [m.args for m in got if m.address == "/m2u/take"]
+    assert [t[1:3] for t in takes] == [[0, 2], [1, 2]]
+    assert all(os.path.dirname(t[3]) == str(folder) for t in takes)
+    assert takes[0][4] + 1 == takes[1][4]  # distinct seeds, recorded
+    assert open(takes[0][3], "rb").read() != open(takes[1][3], "rb").read()

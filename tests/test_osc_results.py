@@ -66,7 +66,7 @@ def test_submit_carries_its_own_options(peer, fake):
         "fit_tempo": True, "bars": 4, "loop": True, "sample_rate": 48000, "conditioning": "embedding",
         "context": {"bpm": 92.5, "time_signature": [3, 4], "key": "F# minor", "project_sample_rate": 48000}}
 
-    # defaults of the options today's server does not know are not sent; seed -1 = random; "" = unset
+    # values equal to the protocol's defaults are not sent; seed -1 = random; "" = unset
     submit(peer, "generate", prompt="pad", takes=1, mode="text", fit_tempo=0, bars=0, loop=0, seed=-1, key="",
            image="")
     peer.expect("/m2u/done")
@@ -85,8 +85,8 @@ def test_submit_edit_with_audio_region_and_generate_with_image(peer, fake):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"prompt": "x", "takes": 9}, "takes must be 1..8"),
-    ({"prompt": "x", "mode": "remix"}, "mode must be one of text, continue, melody"),
+    ({"prompt": "x", "takes": 9}, "'params.takes' must be in 1..8"),  # the server's own rule (protocol.PARAMS)
+    ({"prompt": "x", "mode": "remix"}, "'params.mode' must be one of text, continue, melody"),
     ({"prompt": "x", "colour": "red"}, "not an option name"),
     ({"prompt": "x", "seed": "seven"}, "seed takes a number"),
     ({"prompt": "x", "fit_tempo": 2}, "fit_tempo is 0 or 1"),

@@ -30,7 +30,7 @@ def test_the_validator_follows_the_table():
         if spec.default is not ... and spec.name != "sample_rate":
             assert p[spec.name] == spec.default, spec.name
         if spec.hi is not None:
-            bad = spec.hi * 2 + 1
+            bad = spec.hi + abs(spec.hi) + 1
             with pytest.raises(protocol.ProtocolError, match=spec.name):
                 protocol.check_params("generate", {"prompt": "x", spec.name: int(bad) if spec.type == "int" else bad})
     # a field for other kinds only is validated, then recorded as its default
@@ -71,10 +71,11 @@ SEQUENCES = [
       {"op": "progress", "job": "j", "stage": "thinking", "fraction": 0.2},
       {"op": "done", "job": "j", "state": "done", "audio_path": "/r.wav", "duration": 2.0, "sample_rate": 32000,
        "seed": 5, "text": "A calm tune"}],
-     {"state": "done", "queue_position": None, "stage": "thinking", "fraction": 0.3, "text": "A calm tune",
-      "audio_path": "/r.wav", "error": None}),
-    ([{"op": "accepted", "job": "j", "queue_position": 0}, {"op": "cancelled", "job": "j", "state": "cancelled"}],
-     {"state": "cancelled", "audio_path": None}),
+     {"state": "done", "stage": "thinking", "fraction": 1.0, "text": "A calm tune", "audio_path": "/r.wav",
+      "error": None, "seed": 5}),
+    ([{"op": "accepted", "job": "j", "queue_position": 0}, {"op": "cancelled", "job": "j", "state": "cancelled"},
+      {"op": "progress", "job": "j", "stage": "generating", "fraction": 0.9}],
+     {"state": "cancelled", "audio_path": "", "fraction": 0.0}),
     ([{"op": "accepted", "job": "j", "queue_position": 0},
       {"op": "error", "job": "j", "code": "job_failed", "message": "boom"}],
      {"state": "failed", "error": {"code": "job_failed", "message": "boom"}}),
@@ -88,6 +89,23 @@ def test_jobview_folds_events_as_documented(events, expected):
     view = JobView()
     for e in events:
         view.apply(e)
-    got = view.to_dict()
-    assert {k: got[k] for k in expected} == expected
+    assert {k: getattr(view, k) for k in expected} == expected
     assert view.job == "j"
+
+
+@pytest.mark.parametrize("events,expected", SEQUENCES)
+def test_the_cli_status_file_is_the_same_view(events, expected, tmp_path):
+    from server.cli.common import Reporter
+
+    r = Reporter(str(tmp_path / "s.json"), progress=False)
+    import contextlib
+    import io as io_
+
+    with contextlib.redirect_stdout(io_.StringIO()):
+        for e in events:
+            r.event(e)
+    import json
+
+    status = json.loads((tmp_path / "s.json").read_text())
+    for k, v in expected.items():
+        assert status.get(k, "") == (v if v != "" else None) or (v == "" and status.get(k) is None), k

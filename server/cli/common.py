@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,7 +65,10 @@ class Reporter:
     def __init__(self, status_file: str | None, progress: bool):
         self.status_path = Path(status_file).expanduser().absolute() if status_file else None
         self.view = JobView()
-        self.state: dict[str, Any] = {**self.view.to_dict(), "exit_code": None, "updated": None}
+        self.state: dict[str, Any] = {"state": "starting", "job": None, "queue_position": None, "stage": None,
+                                      "fraction": 0.0, "text": "", "audio_path": None, "duration": None,
+                                      "sample_rate": None, "error": None, "exit_code": None, "updated": None,
+                                      "pid": os.getpid()}
         self.bar = None
         if progress:
             from tqdm import tqdm
@@ -85,14 +89,30 @@ class Reporter:
     def event(self, header: dict[str, Any]) -> None:
         """One server message: print it and fold it into the status."""
         self.line(header)
-        self.view.apply(header)
+        if self.view.apply(header):
+            self._fold_view()
         s = self.state
-        s.update(self.view.to_dict())
         if self.bar is not None:
             self.bar.set_description_str(f"{s['state']}" + (f" ({s['stage']})" if s["stage"] else ""))
             self.bar.n = round(100 * float(s["fraction"] or 0.0))
             self.bar.refresh()
         self._write_status()
+
+    def heartbeat(self) -> None:
+        """Rewrite the status file unchanged but for ``updated``: a DAW script that polls it can tell a
+        CLI that waits (a long queue) from one that died."""
+        self._write_status()
+
+    def _fold_view(self) -> None:
+        """The status file's fields from the shared JobView (empty values as null, as always)."""
+        v, s = self.view, self.state
+        s.update(state=v.state, job=v.job or None, stage=v.stage or None, fraction=v.fraction, text=v.text,
+                 audio_path=v.audio_path or None, duration=v.duration, sample_rate=v.sample_rate, error=v.error,
+                 queue_position=v.queue_position if v.state == "queued" else None)
+        for name in ("seed", "analysis", "result_analysis", "takes"):
+            value = getattr(v, name)
+            if value:
+                s[name] = value
 
     def finish(self, code: int) -> int:
         if self.bar is not None:

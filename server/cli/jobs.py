@@ -38,6 +38,7 @@ def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: fl
     while True:
         msg = client.recv(timeout_s=poll_s)
         if msg is None:  # quiet for a while: is the server still there, and the job still alive?
+            reporter.heartbeat()
             try:
                 rec = client.call("status", timeout_s=client.timeout_s, job=job)
             except ServerUnavailable:
@@ -55,7 +56,7 @@ def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: fl
             if msg.frames and out is not None:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(msg.frames[0])
-                h = {**h, "audio_path": str(out)}
+                h = {**h, "audio_path": str(out), "takes": _fetch_takes(client, job, out, h.get("takes") or [])}
             reporter.event({**h, "op": "done"} if op != "done" else h)
             return finish(EXIT_OK)
         if op == "cancelled" or h.get("state") == "cancelled":
@@ -65,6 +66,24 @@ def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: fl
             reporter.event(h)
             return finish(EXIT_FAILED)
         reporter.event(h)
+
+
+def _fetch_takes(client, job: str, out: Path, takes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """From a remote server: takes 2..N as bytes (``result`` with ``take``) beside ``out``, as
+    ``<stem>-take<k>.wav``; take 1 came with the ``done`` event."""
+    from server.outputs import take_path
+
+    fetched = []
+    for t in takes:
+        k = int(t.get("take", 1))
+        path = take_path(out, k)
+        if k > 1:
+            reply = call(client, "result", job=job, want="bytes", take=k)
+            if reply.op == "error" or not reply.frames:
+                raise Unreachable(f"take {k} of job {job} could not be fetched: {reply.header.get('message')}")
+            path.write_bytes(reply.frames[0])
+        fetched.append({**t, "audio_path": str(path)})
+    return fetched
 
 
 # ---------------------------------------------------------------------------------------------

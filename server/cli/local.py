@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from server import discovery, protocol
-from server.cli.common import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, die, finite_float
+from server.cli.common import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, die, finite_float
 
 
 def cmd_where(args) -> int:
@@ -44,6 +44,8 @@ def cmd_chat(args) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     from server.app import load_model
 
+    if not 0 < args.duration <= 300:
+        return die(None, EXIT_USAGE, f"--duration must be in (0, 300] seconds, got {args.duration:g}")
     try:
         model, info = load_model(args.preset, args.weights)
         want = {"auto": None, "yes": True, "no": False}[args.want_audio]

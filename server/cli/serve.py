@@ -133,6 +133,9 @@ def cmd_serve(args) -> int:
         # load what nearly every request needs now, not during the first user's job;
         # the image and video encoders stay lazy (loaded by the first request that has one)
         model.preload("decoder", "music_encoder")
+        from m2ugen import analysis
+
+        analysis.preload()  # librosa's first call loads its compiled code (seconds): not in the first job
     except Exception as e:
         log.error("cannot load the model: %s: %s", type(e).__name__, e)
         return EXIT_FAILED
