@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from server import discovery, protocol
+from server import cmd_devices, discovery, protocol
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_FAILED, EXIT_CANCELLED, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 6
 
@@ -294,8 +294,9 @@ def cmd_job(args) -> int:
     try:
         local = is_local(client.endpoint) and not args.upload
         try:
+            cmd_devices.record_audio(args)  # --record S: a temporary WAV becomes --audio
             fields, frames, out_path = build_submit(args, kind, req, local)
-        except UsageError as e:
+        except (UsageError, cmd_devices.DeviceError) as e:
             return die(reporter, EXIT_USAGE, str(e), "usage")
         from server.client import ServerUnavailable
 
@@ -310,12 +311,13 @@ def cmd_job(args) -> int:
             return reporter.finish(EXIT_FAILED)
         job = reply.header["job"]
         reporter.event(reply.header)
-        return follow(client, reporter, job, out_path)
+        return cmd_devices.play_result(args, reporter.state, follow(client, reporter, job, out_path))
     except KeyboardInterrupt:
         msg = "interrupted" + (f"; job {job} keeps running on the server (`m2ugen result {job}`)" if job else "")
         return die(reporter, EXIT_INTERRUPTED, msg)
     finally:
         client.close()
+        cmd_devices.cleanup(args)
 
 
 def _one_call(args, op: str, **fields):
@@ -573,6 +575,7 @@ def _job_options(p: argparse.ArgumentParser, kind: str | None) -> None:
     g.add_argument("--status-file", metavar="PATH", help="keep the current state in this JSON file (atomic)")
     g.add_argument("--upload", action="store_true", help="send input files as bytes even to a local server")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    cmd_devices.add_job_options(g, kind)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -688,6 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
         err = f"{type(e).__name__}: {e}"
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=lambda a: die(None, EXIT_FAILED, f"the OSC bridge is not available ({err})"))
+    from server import cmd_midi, cmd_transcribe
+    for extra in (cmd_midi, cmd_devices, cmd_transcribe):
+        extra.register(sub)
     return parser
 
 
