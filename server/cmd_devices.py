@@ -69,6 +69,11 @@ def add_job_options(g, kind: str | None) -> None:
                        help="play the result when done, on DEV (index or name part) or the default output")
 
 
+def _device(spec: str | None) -> int | str | None:
+    """A --input / --play value: an index, part of a name, or empty/None for the default."""
+    return None if not spec else int(spec) if spec.isdigit() else spec
+
+
 def record_audio(args) -> None:
     """``--record S``: record, write a temporary WAV (in the temp dir, which the server may read) and
     make it the job's ``--audio``."""
@@ -80,10 +85,9 @@ def record_audio(args) -> None:
     from m2ugen.audio_devices import AudioDeviceError, record
     from server import audio_io
 
-    device = args.input if args.input is None or not args.input.isdigit() else int(args.input)
     print(f"m2ugen: recording {seconds:g} s ...", file=sys.stderr)
     try:
-        wave, sr = record(seconds, device)
+        wave, sr = record(seconds, _device(args.input))
     except AudioDeviceError as e:
         raise DeviceError(f"--record: {e}") from None
     fd, name = tempfile.mkstemp(prefix="m2ugen-record-", suffix=".wav")
@@ -100,7 +104,7 @@ def play_result(args, state: dict[str, Any], code: int) -> int:
     from m2ugen.audio_devices import AudioDeviceError, play_file
 
     try:
-        play_file(state["audio_path"], int(device) if device.isdigit() else (device or None))
+        play_file(state["audio_path"], _device(device))
     except (AudioDeviceError, OSError, RuntimeError) as e:
         print(f"m2ugen: --play: {e}", file=sys.stderr)
     return code

@@ -78,3 +78,40 @@ def test_missing_portaudio_is_named(tmp_path):
     out = subprocess.run([sys.executable, "-m", "server", "devices"], capture_output=True, text=True, timeout=60,
                          env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
     assert out.returncode == 4 and "libportaudio2" in out.stderr and "PortAudio library not found" in out.stderr
+
+
+LISTEN = """
+import signal, sys, time, numpy as np, sounddevice as sd
+chunks = []
+def stop(*_):
+    raise SystemExit
+signal.signal(signal.SIGTERM, stop)
+with sd.InputStream(device=sys.argv[1], channels=2, samplerate=48000, callback=lambda x, *_: chunks.append(x.copy())):
+    print("ready", flush=True)
+    try:
+        while True:
+            time.sleep(0.05)
+    except SystemExit:
+        pass
+np.save(sys.argv[2], np.concatenate(chunks))
+"""
+
+
+def test_generate_plays_the_result(jack, server, tmp_path):
+    jack.client("jack_thru", port="jack_thru:input_1")
+    listener = subprocess.Popen([sys.executable, "-c", LISTEN, "jack_thru", str(tmp_path / "heard.npy")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert listener.stdout.readline().strip() == "ready", listener.stderr.read()
+    out = subprocess.run([sys.executable, "-m", "server", "generate", "--prompt", "a test", "--duration", "1",
+                          "--max-new-tokens", "2", "--server", server, "--no-progress", "--play", "jack_thru",
+                          "--out", str(tmp_path / "take.wav")], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0 and "--play" not in out.stderr, out.stderr
+    time.sleep(0.5)
+    listener.terminate()
+    assert listener.wait(timeout=30) == 0, listener.stderr.read()
+    import soundfile as sf
+
+    take, sr = sf.read(tmp_path / "take.wav", always_2d=True)
+    heard = np.load(tmp_path / "heard.npy")
+    peak = np.abs(take).max()
+    assert peak > 0 and 0.5 * peak < np.abs(heard).max() < 1.5 * peak  # the result came out of jack_thru
