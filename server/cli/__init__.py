@@ -6,7 +6,9 @@ on a terminal, and exit with: 0 ok, 2 usage, 3 server not reachable, 4 job faile
 5 cancelled, 6 interrupted by the user (the job keeps running on the server).
 
 The commands live by what they need: ``jobs`` (client commands), ``serve`` (the server and its OSC
-bridge), ``local`` (no server: where, keys, chat, convert); ``common`` holds what they share.
+bridge), ``local`` (no server: where, keys, chat, convert), ``midi`` (a MIDI controller as a client),
+``devices`` (audio devices; ``--record`` / ``--play``), ``transcribe`` (audio to MIDI, locally);
+``common`` holds what they share.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from server.cli import jobs, local, serve
+from server.cli import devices, jobs, local, midi, serve, transcribe
 from server.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, die
 
 
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(sub)
     local.register(sub)
     _register_bridge(sub)
+    for extra in (midi, devices, transcribe):
+        extra.register(sub)
     return parser
 
 

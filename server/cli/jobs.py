@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from server import protocol
+from server.cli import devices
 from server.cli.common import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Reporter,
                                Unreachable,
                                UsageError, call, client_options, connect, die, finite_float, is_local,
@@ -219,6 +220,10 @@ def cmd_job(args) -> int:
         from server.client import resolve_endpoint
 
         local = is_local(resolve_endpoint(args.server)) and not args.upload
+        try:
+            devices.record_audio(args)  # --record S: a temporary WAV becomes --audio
+        except devices.DeviceError as e:
+            raise UsageError(str(e)) from None
         fields, frames, out_path = build_submit(args, kind, req, local)  # usage errors before connecting
         client = connect(args)
         job = None
@@ -231,7 +236,7 @@ def cmd_job(args) -> int:
                 return reporter.finish(EXIT_FAILED)
             job = reply.header["job"]
             reporter.event(reply.header)
-            return follow(client, reporter, job, out_path)
+            return devices.play_result(args, reporter.state, follow(client, reporter, job, out_path))
         except KeyboardInterrupt:
             if job is None:
                 raise
@@ -239,7 +244,10 @@ def cmd_job(args) -> int:
         finally:
             client.close()
 
-    return run_command(reporter, body)
+    try:
+        return run_command(reporter, body)
+    finally:
+        devices.cleanup(args)
 
 
 def _simple(args, op: str, **fields) -> int:
@@ -371,6 +379,7 @@ def _job_options(p: argparse.ArgumentParser, kind: str | None) -> None:
     g.add_argument("--status-file", metavar="PATH", help="keep the current state in this JSON file (atomic)")
     g.add_argument("--upload", action="store_true", help="send input files as bytes even to a local server")
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    devices.add_job_options(g, kind)
 
 
 def register(sub) -> None:

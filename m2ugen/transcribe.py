@@ -1,0 +1,253 @@
+"""Audio -> MIDI: a MONOPHONIC melody (librosa's pYIN pitch tracker) plus a chord track (chroma templates).
+
+    t = transcribe(wave, sr, bpm=120)           # wave float [C, S] or [S]
+    t.melody                                    # [midi.Note]: one note at a time, never two at once
+    t.chords                                    # [Chord(start, end, root, quality)], e.g. label "Am"
+    t.write("take.mid")                         # type-1 file: conductor, "melody", "chords" tracks
+
+The melody is monophonic: pYIN follows ONE fundamental frequency, so in polyphonic audio it gives
+the most salient line (usually the top voice or the loudest instrument), never the chords; the
+harmony is only in the chord track.
+
+Steps (all from librosa, at 22050 Hz mono):
+1. pYIN f0 and voicing per 256-sample frame (11.6 ms), ``fmin``..``fmax`` (default C2..C7),
+   quarter-semitone pitch bins.
+2. Note segmentation: runs of voiced frames whose rounded MIDI pitch (median-filtered over about
+   60 ms) stays the same; a detected onset (spectral flux) where the RMS rises by half again
+   splits repeated notes of the same pitch (not within 80 ms of the run's start: pYIN's 93 ms
+   window turns voiced before the attack); runs shorter than ``min_note_s`` are dropped. A note's
+   pitch is the median of its frames' f0; its start is the nearest onset from 50 ms before to
+   80 ms after its first voiced frame.
+3. Velocities from RMS: the note's peak RMS in dB below the loudest note, 60 dB mapped onto 1..127.
+4. Chords: CQT chroma averaged over fixed windows, one beat of the given ``bpm`` (default 120) from
+   0 s, matched by cosine similarity against major and minor triad templates (more qualities with
+   ``qualities=``); quiet windows are no-chord; equal neighbours merge. The file is written at ``bpm``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from m2ugen.midi import PITCH_CLASSES, Note, write_midi
+
+ANALYSIS_SR = 22050
+HOP = 256
+FRAME_LENGTH = 2048
+PYIN_RESOLUTION = 0.25  # semitones per pitch bin (librosa's 0.1 is 6x slower; notes are rounded to 1)
+LEAD_IN_S = 0.08  # onsets this soon after a pitch run begins belong to it (its start is moved there)
+REATTACK_RATIO = 1.5  # an onset splits a held pitch only where the RMS rises at least this much
+# chord qualities: intervals above the root; the template is the set of pitch classes
+QUALITIES = {"": (0, 4, 7), "m": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8), "7": (0, 4, 7, 10),
+             "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10)}
+DEFAULT_QUALITIES = ("", "m")
+MELODY_CHANNEL, CHORD_CHANNEL = 0, 1
+CHORD_OCTAVE_ROOT = 48  # C3: chord roots are voiced from here up
+
+
+@dataclass(frozen=True)
+class Chord:
+    start: float
+    end: float
+    root: int  # pitch class 0..11
+    quality: str  # a key of QUALITIES ("" major, "m" minor, ...)
+
+    @property
+    def label(self) -> str:
+        return PITCH_CLASSES[self.root] + self.quality
+
+    def notes(self, velocity: int = 80) -> list[Note]:
+        return [Note(self.start, self.end, CHORD_OCTAVE_ROOT + self.root + iv, velocity, CHORD_CHANNEL)
+                for iv in QUALITIES[self.quality]]
+
+
+@dataclass
+class Transcription:
+    melody: list[Note]
+    chords: list[Chord]
+    bpm: float
+    time_signature: tuple[int, int] = (4, 4)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_midi(self, path: str | Path | None = None):
+        """Type-1 mido.MidiFile: conductor track (tempo, time signature), "melody", "chords"."""
+        chord_notes = [n for c in self.chords for n in c.notes()]
+        return write_midi({"melody": self.melody, "chords": chord_notes}, path, bpm=self.bpm,
+                          time_signature=self.time_signature)
+
+    def write(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        if p.suffix.lower() not in (".mid", ".midi"):
+            raise ValueError(f"out: a MIDI file name ends in .mid, got {p.name!r}")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.to_midi(p)
+        return p
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _mono(wave, sr) -> np.ndarray:
+    """float [C, S] / [S] at ``sr`` -> float32 mono at ANALYSIS_SR; ValueError naming what is wrong."""
+    w = np.asarray(wave, dtype=np.float32)
+    if w.ndim == 2:
+        w = w.mean(axis=0)
+    if w.ndim != 1:
+        raise ValueError(f"audio: expected [channels, samples] or [samples], got shape {tuple(np.shape(wave))}")
+    if not (isinstance(sr, (int, np.integer)) and sr > 0):
+        raise ValueError(f"audio: sample rate must be a positive int, got {sr!r}")
+    if w.size == 0:
+        raise ValueError("audio: empty")
+    if not np.isfinite(w).all():
+        raise ValueError("audio: contains NaN or inf")
+    if w.size / sr < 0.1:
+        raise ValueError(f"audio: too short ({w.size / sr * 1000:.0f} ms; transcription needs at least 100 ms)")
+    if sr != ANALYSIS_SR:
+        import soxr
+
+        w = soxr.resample(w, sr, ANALYSIS_SR).astype(np.float32)
+    return w
+
+
+def _runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
+    """Maximal runs of equal values: [(value, first, last_exclusive)]."""
+    if labels.size == 0:
+        return []
+    edges = np.flatnonzero(np.diff(labels)) + 1
+    starts = np.concatenate([[0], edges])
+    ends = np.concatenate([edges, [labels.size]])
+    return [(int(labels[s]), int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7", min_note_s: float = 0.06,
+                 velocity_range_db: float = 60.0) -> list[Note]:
+    """The monophonic melody of mono ``y`` at ANALYSIS_SR (see the module docstring, steps 1-3)."""
+    import librosa
+    import scipy.signal
+
+    fmin_hz = librosa.note_to_hz(fmin) if isinstance(fmin, str) else float(fmin)
+    fmax_hz = librosa.note_to_hz(fmax) if isinstance(fmax, str) else float(fmax)
+    f0, voiced, _ = librosa.pyin(y, fmin=fmin_hz, fmax=fmax_hz, sr=ANALYSIS_SR, frame_length=FRAME_LENGTH,
+                                 hop_length=HOP, resolution=PYIN_RESOLUTION)
+    n = f0.shape[0]
+    midi_f = np.where(voiced, librosa.hz_to_midi(np.where(voiced, f0, 1.0)), np.nan)
+    labels = np.where(voiced, np.round(np.nan_to_num(midi_f, nan=-1.0)), -1).astype(np.int64)
+    labels = scipy.signal.medfilt(labels, kernel_size=5).astype(np.int64)  # removes blips under ~35 ms
+
+    onset_frames = librosa.onset.onset_detect(y=y, sr=ANALYSIS_SR, hop_length=HOP, backtrack=False, units="frames")
+    onset_times = librosa.frames_to_time(onset_frames, sr=ANALYSIS_SR, hop_length=HOP)
+    rms = librosa.feature.rms(y=y, frame_length=FRAME_LENGTH, hop_length=HOP)[0]
+    rms = np.pad(rms, (0, max(0, n - rms.size)))[:n]
+
+    # split voiced runs at onsets that re-attack (repeated notes of one pitch): the level, measured
+    # over 23 ms windows, jumps up. pYIN's 93 ms window turns voiced up to ~half a window before the
+    # attack: an onset that close after the pitch run began is that run's own start, not a new note
+    short = librosa.feature.rms(y=y, frame_length=512, hop_length=HOP)[0]
+    change = np.concatenate([[True], labels[1:] != labels[:-1]])
+    run_start = np.maximum.accumulate(np.where(change, np.arange(n), 0))
+    lead_in = round(LEAD_IN_S * ANALYSIS_SR / HOP)
+    split = np.zeros(n, dtype=bool)
+    for i in onset_frames[(onset_frames > 2) & (onset_frames < min(n, short.size) - 2)]:
+        split[i] = (i - run_start[i] >= lead_in
+                    and short[i:i + 4].max() > REATTACK_RATIO * max(float(short[i - 3:i + 1].min()), 1e-6))
+    segment_id = np.cumsum(split | change)
+    min_frames = max(1, round(min_note_s * ANALYSIS_SR / HOP))
+    found = []  # (start_s, end_s, pitch, peak_rms)
+    for _, first, last in _runs(segment_id):
+        pitch = labels[first]
+        if pitch < 0 or last - first < min_frames:
+            continue
+        f = midi_f[first:last]
+        pitch = int(np.round(np.nanmedian(f))) if np.isfinite(f).any() else int(pitch)
+        start = first * HOP / ANALYSIS_SR
+        near = onset_times[(onset_times >= start - 0.05) & (onset_times <= start + LEAD_IN_S)]
+        if near.size:
+            start = float(near[np.argmin(np.abs(near - start))])
+        found.append((start, last * HOP / ANALYSIS_SR, pitch, float(rms[first:last].max())))
+    if not found:
+        return []
+    loudest = max(r for *_, r in found)
+    notes = []
+    for i, (start, end, pitch, peak) in enumerate(found):
+        if i + 1 < len(found):
+            end = min(end, found[i + 1][0])  # monophonic: a note ends where the next begins
+        db = 20 * math.log10(max(peak, 1e-9) / max(loudest, 1e-9))
+        velocity = int(round(1 + 126 * min(1.0, max(0.0, 1 + db / velocity_range_db))))
+        if end > start:
+            notes.append(Note(round(start, 6), round(end, 6), int(np.clip(pitch, 0, 127)), max(1, velocity),
+                              MELODY_CHANNEL))
+    return notes
+
+
+def chord_windows(length_s: float, bpm: float, beats_per_window: int = 1) -> np.ndarray:
+    """Window edges in seconds: every ``beats_per_window`` beats of ``bpm`` from 0 s, then the end."""
+    if not (isinstance(beats_per_window, int) and beats_per_window >= 1):
+        raise ValueError(f"beats_per_window must be an int >= 1, got {beats_per_window!r}")
+    step = 60.0 / bpm * beats_per_window
+    return np.concatenate([np.arange(0.0, length_s - 1e-9, step), [length_s]])
+
+
+def chord_track(y: np.ndarray, edges: np.ndarray, qualities=DEFAULT_QUALITIES, *, silence_db: float = -40.0) -> list[Chord]:
+    """Best template per window (cosine similarity with the mean CQT chroma); windows whose median
+    RMS is ``silence_db`` below the loudest frame have no chord."""
+    import librosa
+
+    unknown = [q for q in qualities if q not in QUALITIES]
+    if unknown:
+        raise ValueError(f"qualities: unknown {unknown}; known: {sorted(QUALITIES)}")
+    hop = 512
+    chroma = librosa.feature.chroma_cqt(y=y, sr=ANALYSIS_SR, hop_length=hop)  # [12, T]
+    rms = librosa.feature.rms(y=y, hop_length=hop)[0]
+    names, templates = [], []
+    for q in qualities:
+        for root in range(12):
+            t = np.zeros(12)
+            t[[(root + iv) % 12 for iv in QUALITIES[q]]] = 1.0
+            names.append((root, q))
+            templates.append(t / np.linalg.norm(t))
+    templates = np.stack(templates)
+    loud = max(float(rms.max()), 1e-9)
+    chords: list[Chord] = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        f0 = min(int(a * ANALYSIS_SR / hop), chroma.shape[1] - 1)
+        f1 = max(f0 + 1, int(b * ANALYSIS_SR / hop))
+        if 20 * math.log10(max(float(np.median(rms[f0:f1])), 1e-12) / loud) < silence_db:
+            continue
+        c = chroma[:, f0:f1].mean(axis=1)
+        if not np.isfinite(c).all() or c.max() <= 0:
+            continue
+        root, q = names[int(np.argmax(templates @ (c / np.linalg.norm(c))))]
+        if chords and chords[-1].root == root and chords[-1].quality == q and abs(chords[-1].end - a) < 1e-6:
+            chords[-1] = Chord(chords[-1].start, float(b), root, q)
+        else:
+            chords.append(Chord(float(a), float(b), root, q))
+    return chords
+
+
+def transcribe(wave, sr: int, *, bpm: float = 120.0, chords: bool = True, qualities=DEFAULT_QUALITIES,
+               fmin: str | float = "C2", fmax: str | float = "C7", beats_per_window: int = 1,
+               on_progress: Callable[[str, float], None] | None = None) -> Transcription:
+    """Audio ``[C, S]`` (or ``[S]``) at ``sr`` -> Transcription (monophonic melody + chords per
+    ``beats_per_window`` beats of ``bpm``, the tempo of the written file; pass the project's).
+    ``on_progress(stage, fraction)`` with stages melody, chords, done."""
+    import time
+
+    report = on_progress or (lambda stage, fraction: None)
+    if not (isinstance(bpm, (int, float)) and math.isfinite(bpm) and 1 <= bpm <= 1000):
+        raise ValueError(f"bpm must be within 1..1000, got {bpm!r}")
+    timings = {}
+    y = _mono(wave, sr)
+    report("melody", 0.0)
+    t0 = time.perf_counter()
+    melody = melody_notes(y, fmin=fmin, fmax=fmax)
+    timings["melody"] = time.perf_counter() - t0
+    report("chords", 0.6)
+    t0 = time.perf_counter()
+    found = chord_track(y, chord_windows(y.size / ANALYSIS_SR, bpm, beats_per_window), qualities) if chords else []
+    timings["chords"] = time.perf_counter() - t0
+    report("done", 1.0)
+    return Transcription(melody, found, float(bpm), timings=timings)

@@ -1,0 +1,129 @@
+"""Audio -> MIDI (m2ugen.transcribe) on melodies and chords synthesized here: notes, onsets, velocities,
+the chord track, and the written .mid read back with mido. Each signal is transcribed once (module
+fixtures): librosa's pYIN is the slow part (its numba code compiles on the first call of a run)."""
+
+from __future__ import annotations
+
+import mido
+import numpy as np
+import pytest
+
+from m2ugen import midi as M
+from m2ugen import transcribe as T
+
+SR = 22050
+
+
+def synth(notes, total_s, sr=SR, harmonics=(1.0,)):
+    """notes: [(start_s, end_s, pitch, amplitude)] -> float32 mono, 5 ms attack, gentle decay, 10 ms release."""
+    y = np.zeros(int(total_s * sr))
+    for s, e, p, amp in notes:
+        n, f = int((e - s) * sr), 440.0 * 2 ** ((p - 69) / 12)
+        k = np.arange(n)
+        env = np.minimum(1, k / (0.005 * sr)) * np.exp(-k / sr * 1.5) * np.minimum(1, (n - k) / (0.01 * sr))
+        wave = sum(a * np.sin(2 * np.pi * f * (h + 1) * k / sr) for h, a in enumerate(harmonics))
+        y[int(s * sr):int(s * sr) + n] += amp * env * wave
+    return y.astype(np.float32)
+
+
+# a line with a leap, a repeated pitch (re-attacked with no gap), a rest and a quiet note
+MELODY = [(0.20, 0.60, 60, 0.5), (0.60, 1.00, 62, 0.5), (1.00, 1.40, 64, 0.5), (1.40, 1.80, 64, 0.5),
+          (1.90, 2.40, 67, 0.5), (2.40, 2.70, 72, 0.12), (2.90, 3.40, 71, 0.5)]
+
+
+@pytest.fixture(scope="module", params=["sine", "harmonic"])
+def melody(request):
+    harmonics = (1.0,) if request.param == "sine" else (1.0, 0.6, 0.4, 0.25, 0.15)
+    y = synth(MELODY, 3.6, harmonics=harmonics)
+    return T.transcribe(np.stack([y, 0.8 * y]), SR, bpm=100, chords=False)  # stereo in: mixed to mono
+
+
+def test_melody_notes_onsets_and_pitches(melody):
+    got = melody.melody
+    assert [n.pitch for n in got] == [p for _, _, p, _ in MELODY]
+    for n, (start, end, pitch, _) in zip(got, MELODY):
+        assert abs(n.start - start) <= 0.05, (n, start)
+        assert n.end > n.start and n.end <= end + 0.1
+    assert all(a.end <= b.start for a, b in zip(got, got[1:]))  # monophonic: never two notes at once
+    velocity = [n.velocity for n in got]
+    assert velocity[5] < min(velocity[:5] + velocity[6:]) - 20  # the quiet note (-12 dB) is softer
+
+
+def test_written_mid_reads_back(melody, tmp_path):
+    path = melody.write(tmp_path / "take.mid")
+    mid = mido.MidiFile(str(path))
+    assert mid.type == 1 and [t.name for t in mid.tracks] == ["", "melody", "chords"]
+    tempo = [m for m in mid.tracks[0] if m.type == "set_tempo"]
+    assert len(tempo) == 1 and mido.tempo2bpm(tempo[0].tempo) == pytest.approx(100)
+    ons = [m for m in mid.tracks[1] if m.type == "note_on"]
+    assert [m.note for m in ons] == [n.pitch for n in melody.melody]
+    assert [m.velocity for m in ons] == [n.velocity for n in melody.melody]
+    back = M.read_notes(path)  # our reader, on the file's tempo map: the same times to a tick
+    tick = 60 / 100 / mid.ticks_per_beat
+    assert len(back) == len(melody.melody)
+    for a, b in zip(back, melody.melody):
+        assert a.pitch == b.pitch and abs(a.start - b.start) <= tick and abs(a.end - b.end) <= tick
+    with pytest.raises(ValueError, match=r"\.mid"):
+        melody.write(tmp_path / "take.wav")
+
+
+I_IV_V_I = [(0, [48, 52, 55, 60]), (5, [53, 57, 60, 65]), (7, [55, 59, 62, 67]), (0, [48, 52, 55, 60])]
+
+
+@pytest.fixture(scope="module")
+def chords():
+    notes = [(i * 1.0, i * 1.0 + 1.0, p, 0.2) for i, (_, ps) in enumerate(I_IV_V_I) for p in ps]
+    y = synth(notes, 4.5, harmonics=(1.0, 0.5, 0.3, 0.2))  # the last 0.5 s silent
+    return T.transcribe(y, SR, bpm=120)
+
+
+def test_chord_track_of_i_iv_v_i(chords):
+    got = [(c.start, c.end, c.label) for c in chords.chords]
+    assert [g[2] for g in got] == ["C", "F", "G", "C"]
+    assert [g[0] for g in got] == [0.0, 1.0, 2.0, 3.0]  # two beats each at 120 bpm, merged per chord
+    assert got[-1][1] == pytest.approx(4.0)  # the silent tail has no chord
+    c_notes = chords.chords[1].notes()
+    assert [n.pitch for n in c_notes] == [53, 57, 60] and {n.channel for n in c_notes} == {T.CHORD_CHANNEL}
+
+
+def test_chord_qualities_minor(tmp_path):
+    notes = [(0.0, 1.0, p, 0.2) for p in (57, 60, 64)] + [(1.0, 2.0, p, 0.2) for p in (50, 53, 57)]  # Am, Dm
+    y = synth(notes, 2.0, harmonics=(1.0, 0.5, 0.3))
+    edges = T.chord_windows(2.0, 60.0)
+    assert [c.label for c in T.chord_track(T._mono(y, SR), edges)] == ["Am", "Dm"]
+    with pytest.raises(ValueError, match="qualities"):
+        T.chord_track(T._mono(y, SR), edges, qualities=("sus9",))
+
+
+def test_bad_audio_is_named():
+    with pytest.raises(ValueError, match="NaN"):
+        T.transcribe(np.full(SR, np.nan, dtype=np.float32), SR)
+    with pytest.raises(ValueError, match="empty"):
+        T.transcribe(np.zeros((2, 0), dtype=np.float32), SR)
+    with pytest.raises(ValueError, match="too short"):
+        T.transcribe(np.zeros(100, dtype=np.float32), SR)
+    with pytest.raises(ValueError, match="shape"):
+        T.transcribe(np.zeros((1, 2, 3), dtype=np.float32), SR)
+    with pytest.raises(ValueError, match="bpm"):
+        T.transcribe(np.zeros(SR, dtype=np.float32), SR, bpm=0)
+
+
+def test_cli_transcribe(tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+
+    from server import cli
+
+    wav = tmp_path / "line.wav"
+    sf.write(wav, synth(MELODY, 3.6, sr=44100, harmonics=(1.0, 0.5, 0.3)), 44100)
+    out = tmp_path / "line.mid"
+    assert cli.main(["transcribe", "--audio", str(wav), "--out", str(out), "--bpm", "90", "--no-chords"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines[0]["op"] == "transcribed" and lines[0]["bpm"] == 90 and lines[0]["chords"] == []
+    assert lines[-1] == {"op": "exit", "code": 0}
+    notes = M.read_notes(out)
+    assert [n.pitch for n in notes] == [p for _, _, p, _ in MELODY] and lines[0]["notes"] == len(notes)
+    assert cli.main(["transcribe", "--audio", str(wav), "--out", str(tmp_path / "x.wav")]) == 2
+    assert cli.main(["transcribe", "--audio", str(tmp_path / "nope.wav"), "--out", str(out)]) == 2
+    assert "no such file" in capsys.readouterr().err
