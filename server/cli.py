@@ -688,6 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
         err = f"{type(e).__name__}: {e}"
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=lambda a: die(None, EXIT_FAILED, f"the OSC bridge is not available ({err})"))
+    from server import cmd_train
+
+    cmd_train.register(sub)  # train, finetune
     return parser
 
 
