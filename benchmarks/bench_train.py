@@ -6,7 +6,7 @@ nothing but its run folder, and reports training tokens/s over the timed steps (
 step) and the peak RSS during those steps (Linux VmHWM, reset before the loop; on CUDA also the
 peak allocated memory). Ratios are printed against the first variant.
 
-    .venv/bin/python benchmarks/bench_train.py [--steps 6] [--clip-s 8] [--words 300]
+    .venv/bin/python benchmarks/bench_train.py [--steps 3] [--clip-s 4] [--words 150]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def mid_config():
     mert = dict(M2UGenConfig.preset("tiny").mert_config)
     mert.update(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024, conv_dim=[128] * 7)
     return M2UGenConfig.preset("tiny").replace(
-        name="tiny", dim=512, n_layers=8, n_heads=8, multiple_of=256, lora_rank=16, query_layer=2,
+        name="tiny", dim=384, n_layers=6, n_heads=6, multiple_of=128, lora_rank=16, query_layer=2,
         mert_config=mert, mert_layers=5, mert_dim=256, max_seq_len=1024)
 
 
@@ -111,10 +111,10 @@ def child(args) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=6, help="timed optimizer steps per variant")
+    ap.add_argument("--steps", type=int, default=3, help="timed optimizer steps per variant")
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--clip-s", type=float, default=8.0, help="seconds of audio per sample (MERT input)")
-    ap.add_argument("--words", type=int, default=300, help="caption length in words (sequence length)")
+    ap.add_argument("--clip-s", type=float, default=4.0, help="seconds of audio per sample (MERT input)")
+    ap.add_argument("--words", type=int, default=150, help="caption length in words (sequence length)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--cache", type=int, default=0, help=argparse.SUPPRESS)
@@ -125,7 +125,7 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         write_data(Path(tmp), n=args.batch * (args.steps + 1), clip_s=args.clip_s, words=args.words)
-        print(f"mid-size config: dim 512, 8 layers, MERT 256x4; batch {args.batch}, {args.clip_s:g} s clips, "
+        print(f"mid-size config: LLaMA dim 384 x 6 layers, MERT 256 x 4 layers; batch {args.batch}, {args.clip_s:g} s clips, "
               f"~{args.words}-word captions, {args.steps} timed steps")
         rows = []
         for name, cache, ckpt in VARIANTS:

@@ -40,22 +40,27 @@ def _atomic_dir(final: Path) -> Path:
 # servable weights
 
 
-def trained_state_dict(model) -> dict[str, torch.Tensor]:
-    """Official-named tensors of every trainable M2UGen tensor + the [AUD] output rows."""
+def trained_state_dict(model, full: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Official-named tensors of every trainable M2UGen tensor + the [AUD] output rows.
+
+    ``full``: the model's state dict gathered by the engine (FSDP / ZeRO-3), else ``model.state_dict()``.
+    """
     from m2ugen.checkpoint import AUD_ROWS_KEY, is_trained_key, to_official
 
+    full = model.state_dict() if full is None else full
     out = {}
-    for name, t in model.state_dict().items():
+    for name, t in full.items():
         off = to_official(name)
         if is_trained_key(off):
             out[off] = t.detach().cpu().contiguous()
     n_aud = len(model.audio_token_ids)
-    w = model.llama.output.weight
+    w = full["llama.output.weight"]
     out[AUD_ROWS_KEY] = w[w.shape[0] - n_aud:].detach().cpu().clone()
     return out
 
 
-def save_weights(model, out_dir: str | os.PathLike, base: dict[str, Any], meta: dict[str, str] | None = None) -> Path:
+def save_weights(model, out_dir: str | os.PathLike, base: dict[str, Any], meta: dict[str, str] | None = None,
+                 full: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``m2ugen.safetensors`` + ``weights.json``; ``base`` holds the spec's source entries
     (llama_dir, tokenizer_path, sub-model paths); returns the weights.json path."""
     from safetensors.torch import save_file
@@ -64,7 +69,7 @@ def save_weights(model, out_dir: str | os.PathLike, base: dict[str, Any], meta: 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sd = trained_state_dict(model)
+    sd = trained_state_dict(model, full)
     w = model.llama.output.weight
     metadata = {
         "format": "pt",
@@ -82,12 +87,12 @@ def save_weights(model, out_dir: str | os.PathLike, base: dict[str, Any], meta: 
     spec = {"preset": model.cfg.name, "checkpoint": WEIGHTS_FILE, "dtype": str(w.dtype).removeprefix("torch."),
             **{k: v for k, v in base.items() if v}}
     if not spec.get("llama_dir"):
-        spec["llama_dir"] = str(write_base_llama(model, out / "base"))
+        spec["llama_dir"] = str(write_base_llama(model, out / "base", full))
     (out / "weights.json").write_text(json.dumps(spec, indent=1) + "\n")
     return out / "weights.json"
 
 
-def write_base_llama(model, directory: Path) -> Path:
+def write_base_llama(model, directory: Path, full: dict[str, torch.Tensor] | None = None) -> Path:
     """The frozen LLaMA (base vocabulary) in Meta format, for models built from random weights."""
     from m2ugen.checkpoint import _is_base_param
 
@@ -95,7 +100,9 @@ def write_base_llama(model, directory: Path) -> Path:
         return directory
     cfg = model.cfg
     n_base = cfg.vocab_size - len(model.audio_token_ids)
-    sd = {n: p.detach().cpu().clone() for n, p in model.llama.named_parameters() if _is_base_param(n)}
+    params = full if full is not None else {f"llama.{n}": p for n, p in model.llama.named_parameters()}
+    sd = {n[len("llama."):]: p.detach().cpu().clone() for n, p in params.items()
+          if n.startswith("llama.") and _is_base_param(n[len("llama."):])}
     for n in ("tok_embeddings.weight", "output.weight"):
         sd[n] = sd[n][:n_base].clone()
     tmp = _atomic_dir(directory)

@@ -10,6 +10,7 @@ LLaMA-7B forward with SDPA attention (see ``activation_bytes_per_token``).
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 
@@ -24,8 +25,13 @@ class Counts:
     decoder: int  # MusicGen (T5 + EnCodec + decoder)
 
 
+@functools.lru_cache(maxsize=None)
 def count_parameters(preset: str, stage: int, train_gates: bool = True) -> Counts:
+    import logging
+
     import torch
+
+    logging.getLogger("m2ugen").setLevel(logging.ERROR)  # the meta-device build needs no real tokenizer
 
     from m2ugen.checkpoint import offline_config
     from m2ugen.model import M2UGen
@@ -35,7 +41,8 @@ def count_parameters(preset: str, stage: int, train_gates: bool = True) -> Count
     with torch.device("meta"):
         model = M2UGen(cfg)
         trained = sum(p.numel() for n, p in model.named_parameters() if is_trainable(n, stage, train_gates))
-        frozen = sum(p.numel() for n, p in model.llama.named_parameters() if not is_trainable(n, stage, train_gates))
+        frozen = sum(p.numel() for n, p in model.named_parameters()
+                     if n.startswith("llama.") and not is_trainable(n, stage, train_gates))
         sub = {}
         for name in ("music_encoder", "image_encoder", "video_encoder", "decoder"):
             holder = getattr(model, name)
@@ -96,12 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         ("8x80 GB DDP", dict(gpus=8, tokens_per_gpu=4096, checkpointing=False)),
         ("8x80 GB ZeRO-3", dict(gpus=8, tokens_per_gpu=16384, checkpointing=True, zero3=True)),
     ]
+    cols = ["frozen LLaMA (bf16)", "trained tensors (fp32)", "gradients (fp32)", "AdamW moments (fp32)",
+            "encoders (bf16)", "decoder for MSE targets (bf16)", "activations", "total"]
+    print("\n| stage | GPUs | tokens/GPU | options | frozen LLaMA | trained | grads | AdamW | encoders | "
+          "decoder | activations | **total GB/GPU** |")
+    print("|---" * 12 + "|")
     for stage in (1, 2, 3):
         for name, kw in setups:
             p = plan(preset, stage, **kw)
-            opts = ", ".join(k for k in ("checkpointing", "offload_optimizer", "zero3") if kw.get(k))
-            print(f"stage {stage} {name:15s} {kw['tokens_per_gpu']:6d} tok/GPU {opts or '-':35s} "
-                  + "  ".join(f"{k.split(' (')[0]} {v:.1f}" for k, v in p.items()))
+            opts = ", ".join(k.replace("_", " ") for k in ("checkpointing", "offload_optimizer", "zero3") if kw.get(k))
+            print(f"| {stage} | {name} | {kw['tokens_per_gpu']} | {opts or '-'} | "
+                  + " | ".join(f"{p[c]:.1f}" for c in cols[:-1]) + f" | **{p['total']:.1f}** |")
     return 0
 
 

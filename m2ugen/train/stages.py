@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from m2ugen.llama import build_adapters
 from m2ugen.train.config import STAGE_MODULES, TrainConfig
 
 MODALITIES = ("audio", "image", "video")
@@ -159,7 +160,10 @@ class StageModel(nn.Module):
             out = getattr(m, _BRIDGE_OF[mod])(x)  # [n, 1, dim]
             full = out.new_zeros(B, 1, dim)
             bridged[mod] = full.index_copy(0, rows, out)  # zeros elsewhere: adapter = prefix_query alone
-        adapters = m.adapters(bridged.get("audio"), bridged.get("image"), bridged.get("video"))
+        # prefix_query through its module call (not .weight), so ZeRO-3 / FSDP gather it first
+        rows = torch.arange(m.prefix_query.num_embeddings, device=input_ids.device)
+        adapters = build_adapters(m.cfg, m.prefix_query(rows).float(), bridged.get("audio"), bridged.get("image"),
+                                  bridged.get("video"))
         h = llama_hidden(m.llama, input_ids, adapters, t.grad_checkpointing)
         logits = m.llama.output(m.llama.norm(h)).float()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from accelerate.utils import DistributedType
 
 from m2ugen.train import checkpoints
 from m2ugen.train.config import TrainConfig
@@ -142,13 +143,21 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, tcfg))
     stage_model = StageModel(model, tcfg)
     stage_model, optimizer = acc.prepare(stage_model, optimizer)
+    sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if acc.distributed_type == DistributedType.DEEPSPEED and tcfg.accum_steps > 1:
+        raise ValueError("under DeepSpeed set gradient_accumulation_steps in its config and leave --accum at 1 "
+                         "(the engine accumulates and steps itself)")
 
     step, micro = 0, 0
     if resume:
         st = checkpoints.latest_state(out)
         if st is None:
             raise ValueError(f"--resume: no saved state under {out / checkpoints.STATE_DIR}")
-        prog = checkpoints.load_state(st, trained, optimizer, rank)
+        if sharded:
+            acc.load_state(str(st))
+            prog = json.loads((st / "progress.json").read_text())
+        else:
+            prog = checkpoints.load_state(st, trained, optimizer, rank)
         if prog.get("world") not in (None, world) or prog.get("global_batch") not in (None, global_batch):
             log.warning("resuming with %d processes x batch %d; the state was saved with %s x %s: the data "
                         "order from here differs", world, tcfg.batch_size, prog.get("world"), prog.get("batch_size"))
@@ -174,9 +183,26 @@ def train(
 
     def save_state() -> None:
         acc.wait_for_everyone()
+        if sharded:  # FSDP / ZeRO-3: the engine writes its own shards (untested on this CPU-only machine)
+            d = Path(out) / checkpoints.STATE_DIR / f"step-{step:08d}"
+            acc.save_state(str(d))
+            if main:
+                (d / "progress.json").write_text(json.dumps(progress(), indent=1))
+            acc.wait_for_everyone()
+            return
         d = checkpoints.save_state(out, trained, optimizer, progress(), rank, tcfg.keep_states)
         acc.wait_for_everyone()
         checkpoints.save_rank_rng(d, rank)
+        acc.wait_for_everyone()
+
+    def export() -> None:
+        full = acc.get_state_dict(stage_model) if sharded else None  # gathered on the main process
+        if full is not None:
+            full = {k.removeprefix("m2ugen."): v for k, v in full.items()}
+        if main:
+            checkpoints.save_weights(model, out, base_spec or {}, {"train_stage": str(tcfg.stage),
+                                                                   "train_step": str(step),
+                                                                   "train_config": tcfg.name}, full)
         acc.wait_for_everyone()
 
     stage_model.train()
@@ -204,6 +230,9 @@ def train(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                if world > 1:  # log the loss of the global batch (the mean of the processes' losses)
+                    mean = acc.reduce(torch.tensor(list(acc_loss.values()), device=acc.device), reduction="mean")
+                    acc_loss = dict(zip(acc_loss, (float(x) for x in mean)))
                 values = {**acc_loss, "lr": scheduler.get_last_lr()[0]}
                 acc_loss = {k: 0.0 for k in acc_loss}
                 if step % tcfg.log_every == 0:
@@ -215,8 +244,7 @@ def train(
                 last = step >= total
                 if step % tcfg.save_every == 0 and not (last and tcfg.save_at_end):
                     save_state()
-                    _export(model, out, base_spec, tcfg, step, main)
-                    acc.wait_for_everyone()
+                    export()
                 if last:
                     break
                 if should_stop is not None and should_stop():
@@ -229,8 +257,7 @@ def train(
                 break
         if tcfg.save_at_end or status == "stopped":
             save_state()
-            _export(model, out, base_spec, tcfg, step, main)
-            acc.wait_for_everyone()
+            export()
     finally:
         if bar is not None:
             bar.close()
@@ -308,10 +335,3 @@ def _forward_backward(acc, model, stage_model, batch: Batch, tcfg: TrainConfig, 
         raise FloatingPointError(f"non-finite loss {value} on {', '.join(batch.files)}")
     acc.backward(losses["loss"] / tcfg.accum_steps)
     return losses
-
-
-def _export(model, out: Path, base_spec, tcfg: TrainConfig, step: int, main: bool) -> None:
-    if main:
-        checkpoints.save_weights(model, out, base_spec or {}, {"train_stage": str(tcfg.stage),
-                                                               "train_step": str(step),
-                                                               "train_config": tcfg.name})
