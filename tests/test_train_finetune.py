@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from m2ugen.train import synthetic
-from m2ugen.train.finetune import FinetuneConfig, apply_adapter, decoder_loss, delay_pattern, finetune, select_adapter
+from m2ugen.train.finetune import FinetuneConfig, apply_adapter, delay_pattern, finetune, select_adapter
 from train_util import tiny, one_thread  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

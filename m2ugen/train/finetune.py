@@ -297,6 +297,7 @@ def finetune(
 
 def _llm_loss(model, clips: list[Clip]) -> torch.Tensor:
     """CE of the LLM describing each clip with its caption (stage-1 style, audio as input)."""
+    from m2ugen import media
     from m2ugen.train.config import TrainConfig
     from m2ugen.train.data import Batch, Entry, collate, tokenize
     from m2ugen.train.stages import StageModel, encode_rows
@@ -305,8 +306,6 @@ def _llm_loss(model, clips: list[Clip]) -> torch.Tensor:
     for c in clips:
         e = Entry("personal", c.path, 0, DESCRIBE_PROMPT, c.caption, "audio", c.path)
         ids, labels = tokenize(e, model.tokenizer, model.cfg.max_seq_len)
-        from m2ugen import media
-
         items.append(dict(input_ids=ids, labels=labels, modality="audio", music_caption="", file=c.path, where=c.path,
                           media=media.load_audio(c.path, model.cfg.audio_sample_rate, model.cfg.max_audio_s)))
     batch: Batch = collate(items)

@@ -292,9 +292,8 @@ def _micro_step(acc, model, stage_model, batch: Batch, tcfg: TrainConfig, world:
             if batch.bad:
                 return None  # the official bare ``except: continue``
             return _forward_backward(acc, model, stage_model, batch, tcfg, world, counts)
-        except Exception:
+        except Exception:  # noqa: BLE001 - reproducing the official trainer on purpose
             counts["skipped_silently"] += 1
-            optimizer_safe_zero(stage_model)
             return None
     if batch.bad:
         lines = [f"{b.file} ({b.where}): {b.error}" for b in batch.bad]
@@ -304,11 +303,6 @@ def _micro_step(acc, model, stage_model, batch: Batch, tcfg: TrainConfig, world:
             log.warning("skipping bad sample %s", line)
         counts["skipped_bad"] += len(batch.bad)
     return _forward_backward(acc, model, stage_model, batch, tcfg, world, counts)
-
-
-def optimizer_safe_zero(stage_model) -> None:
-    for p in stage_model.parameters():
-        p.grad = None
 
 
 def _forward_backward(acc, model, stage_model, batch: Batch, tcfg: TrainConfig, world: int,
