@@ -108,6 +108,7 @@ def train(
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     emit = on_event or (lambda e: None)
     _check_dtypes(model, tcfg)
+    model.to(acc.device)  # before the feature pass: the frozen encoders run where the model is
 
     # 1. data: every problem listed before step 1
     t0 = time.perf_counter()
