@@ -280,3 +280,21 @@ def test_audioldm2_cannot_continue_or_follow_a_melody():
         with pytest.raises(ValueError, match=rf"mode='{mode}' is not possible with the loaded decoder AudioLDM2"):
             decoders.check_mode(dec, mode)
     decoders.check_mode(dec, "text")
+
+
+@pytest.mark.parametrize("preset,heads,chroma_proj", [
+    ("musicgen-stereo-medium", 8, None),
+    ("musicgen-stereo-melody", 8, (1536, 12)),
+])
+def test_real_melody_and_stereo_shapes_on_meta(preset, heads, chroma_proj):
+    """The real decoders' official-named shapes from their public configs alone (nothing built, no file)."""
+    from m2ugen.checkpoint import offline_config
+
+    cfg = offline_config(preset)
+    dec = decoders.build_decoder(cfg)
+    shapes = dec.expected_shapes()
+    assert dec.loaded is False and dec.text_dim == cfg.output_dim == 768
+    assert f"decoder.lm_heads.{heads - 1}.weight" in shapes and f"decoder.lm_heads.{heads}.weight" not in shapes
+    assert shapes["decoder.model.decoder.layers.47.fc2.weight"] == (1536, 6144)
+    assert shapes.get("audio_enc_to_dec_proj.weight") == chroma_proj
+    assert dec.channels == (2 if heads == 8 else 1) and dec.num_samples(1.0) == (51 - 3) * 640
