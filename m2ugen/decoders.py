@@ -377,8 +377,11 @@ class MusicGenDecoder(LazySubmodel):
     def prompt_samples(self, source_samples: int) -> int:
         """Samples of a ``continue`` source that prompt MusicGen: its last ``cfg.continue_prompt_s``
         seconds at most, cut to whole EnCodec frames (so the continuation starts exactly there)."""
+        if not self.cfg.continue_prompt_s > 0:
+            raise ValueError(f"cfg.continue_prompt_s must be a positive number of seconds, got "
+                             f"{self.cfg.continue_prompt_s!r}")
         limit = int(round(self.cfg.continue_prompt_s * self.sample_rate))
-        return min(int(source_samples), max(limit, 0)) // self.hop_length * self.hop_length
+        return min(int(source_samples), limit) // self.hop_length * self.hop_length
 
     def _prompt_inputs(self, prompt) -> tuple[dict[str, torch.Tensor], int]:
         """Source audio [channels, samples] at ``sample_rate`` -> (generate kwargs, prompt samples used)."""
