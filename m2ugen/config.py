@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 AUDIO_TOKENS = [f"[AUD{i}]" for i in range(8)]
+GATE_INITS = ("zero", "random")
 
 PROMPT_TEMPLATE = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the "
@@ -66,7 +67,10 @@ class M2UGenConfig:
     output_dim: int = 768
 
     # --- music decoder ---
-    music_decoder: str = "musicgen"  # "musicgen" | "audioldm2"
+    # "musicgen" (text-to-music; stereo when its checkpoint has audio_channels=2) |
+    # "musicgen-melody" (text + chroma) | "audioldm2"
+    music_decoder: str = "musicgen"
+    continue_prompt_s: float = 10.0  # mode="continue": at most the last N seconds of the source prompt MusicGen
 
     # --- where the weights come from (local dir or a Hugging Face repo id in the offline cache) ---
     llama_dir: str | None = None  # Meta format (consolidated.*.pth + params.json) or HF format
@@ -101,6 +105,11 @@ class M2UGenConfig:
     audioldm2_steps: int = 200
     audioldm2_waveforms: int = 3
 
+    # --- initialisation of random weights (from_config) ---
+    # "zero": the official init (tanh(0) = 0: audio/image/video and prefix_query cannot reach the text);
+    # "random": seeded N(0, 1) gates, so every input path of a random model changes its output
+    gate_init: str = "zero"
+
     # --- numerics ---
     dtype: str = "float32"  # parameter dtype of the LLaMA ("float16"/"bfloat16" on GPU)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -134,6 +143,23 @@ class M2UGenConfig:
             return _PRESETS[name]()
         except KeyError:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(_PRESETS)}") from None
+
+
+def _musicgen_melody() -> M2UGenConfig:
+    """M2UGen's LLM and projector (MusicGen-medium variant) with the MusicGen-Melody 1.5B decoder (text + chroma).
+    The decoder's T5 is t5-base like musicgen-medium's, so the projector's 768-dim output fits it too."""
+    return M2UGenConfig(name="musicgen-melody", music_decoder="musicgen-melody", decoder_path="facebook/musicgen-melody")
+
+
+def _musicgen_stereo_medium() -> M2UGenConfig:
+    """The MusicGen-medium variant with the stereo medium decoder (8 codebooks: 4 per channel, interleaved)."""
+    return M2UGenConfig(name="musicgen-stereo-medium", decoder_path="facebook/musicgen-stereo-medium")
+
+
+def _musicgen_stereo_melody() -> M2UGenConfig:
+    """The MusicGen-medium variant with the stereo melody decoder (chroma + text, two channels)."""
+    return M2UGenConfig(name="musicgen-stereo-melody", music_decoder="musicgen-melody",
+                        decoder_path="facebook/musicgen-stereo-melody")
 
 
 def _musicgen_small() -> M2UGenConfig:
@@ -191,6 +217,9 @@ def _tiny() -> M2UGenConfig:
             conv_bias=False, feat_extract_norm="group", feat_proj_layer_norm=True, do_stable_layer_norm=True,
             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
             hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0,
+            # N(0, 0.1) linears instead of 0.02: hidden states of std ~0.4 (not 0.06, drowned by the
+            # bridge's aggregation bias), so that different music reaches the LLM differently
+            initializer_range=0.1,
         ),
         vit_config=dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64),
@@ -198,9 +227,12 @@ def _tiny() -> M2UGenConfig:
                           num_attention_heads=2, intermediate_size=64),
         decoder_config=dict(
             text_encoder=dict(vocab_size=100, d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16),
+            # target_bandwidths: encode() (mode="continue") uses the first: 1.2 kbps = 4 codebooks of 64 entries
+            # (6 bits) at 50 Hz, the decoder's 4, as 2.2 kbps does for the real 2048-entry codebooks; the
+            # quantizer and its random weights do not depend on it
             audio_encoder=dict(sampling_rate=32000, audio_channels=1, num_filters=4, hidden_size=16, codebook_size=64,
                                codebook_dim=16, upsampling_ratios=[8, 5, 4, 4], num_residual_layers=1, num_lstm_layers=1,
-                               target_bandwidths=[2.2], kernel_size=3, last_kernel_size=3, residual_kernel_size=3),
+                               target_bandwidths=[1.2, 2.2], kernel_size=3, last_kernel_size=3, residual_kernel_size=3),
             decoder=dict(vocab_size=64, max_position_embeddings=1024, num_hidden_layers=2, ffn_dim=64,
                          num_attention_heads=2, hidden_size=48, num_codebooks=4, pad_token_id=64, bos_token_id=64,
                          decoder_start_token_id=64, audio_channels=1),
@@ -210,6 +242,7 @@ def _tiny() -> M2UGenConfig:
         max_new_tokens=48,
         audioldm2_steps=3,
         audioldm2_waveforms=1,
+        gate_init="random",  # the tiny model's audio/image/video inputs reach its text (issue 11 §4)
     )
 
 
@@ -224,10 +257,29 @@ def _tiny_audioldm2() -> M2UGenConfig:
     )
 
 
+def _tiny_melody() -> M2UGenConfig:
+    """The tiny preset with a tiny random MusicGen-Melody decoder (chroma of up to 32 frames = 4.1 s)."""
+    cfg = _tiny()
+    dec = dict(cfg.decoder_config, chroma_length=32, num_chroma=12)
+    return cfg.replace(name="tiny-melody", music_decoder="musicgen-melody", decoder_config=dec)
+
+
+def _tiny_stereo() -> M2UGenConfig:
+    """The tiny preset with a tiny random stereo MusicGen decoder (2 x 4 codebooks, interleaved per channel)."""
+    cfg = _tiny()
+    dec = dict(cfg.decoder_config, decoder=dict(cfg.decoder_config["decoder"], num_codebooks=8, audio_channels=2))
+    return cfg.replace(name="tiny-stereo", decoder_config=dec)
+
+
 _PRESETS = {
     "tiny": _tiny,
     "tiny-audioldm2": _tiny_audioldm2,
+    "tiny-melody": _tiny_melody,
+    "tiny-stereo": _tiny_stereo,
     "musicgen-small": _musicgen_small,
     "musicgen-medium": _musicgen_medium,
+    "musicgen-melody": _musicgen_melody,
+    "musicgen-stereo-medium": _musicgen_stereo_medium,
+    "musicgen-stereo-melody": _musicgen_stereo_melody,
     "audioldm2": _audioldm2,
 }

@@ -1,10 +1,22 @@
-"""Music decoders: MusicGen (transformers) and AudioLDM2 (diffusers), built lazily.
+"""Music decoders: MusicGen, MusicGen-Melody (transformers) and AudioLDM2 (diffusers), built lazily.
 
-Both take the same ``generate`` call and return float32 audio ``[channels, samples]``:
+All take the same ``generate`` call and return float32 audio ``[channels, samples]``, conditioned by
 
 - ``text=...``: the official inference (the LLM's reply is the decoder's text prompt);
 - ``embeds=...``: the paper's conditioning (projector output, already scaled by the caller) with
-  classifier-free guidance against an all-zero null condition.
+  classifier-free guidance against an all-zero null condition;
+
+and, per edit mode (``modes`` lists what a decoder can do; ``check_mode`` names what it cannot):
+
+- ``"text"``: nothing else (the official behaviour: the source audio never reaches the decoder);
+- ``"continue"`` (MusicGen, mono or stereo): ``prompt=`` audio at the decoder's rate is EnCodec-encoded
+  and continued (transformers' ``generate(input_values=..., padding_mask=...)``; both guidance
+  branches see the prompt codes); the new material is returned, or prompt + new material;
+- ``"melody"`` (MusicGen-Melody): ``chroma=`` [frames, 12] (``m2ugen.chroma``) conditions the decoder
+  with the text; without it the model's null chroma is used.
+
+Stereo MusicGen checkpoints (``audio_channels=2``: 2 x K codebooks interleaved left/right) return
+``[2, samples]`` of real stereo.
 
 ``on_progress(fraction)`` is called after every decoder step; an exception raised by it propagates
 out of ``generate`` unchanged (that is how a running job is cancelled).
@@ -102,6 +114,24 @@ def _check_embeds(embeds: torch.Tensor, shape: tuple[int, ...], what: str) -> to
     return embeds
 
 
+MODES = ("text", "continue", "melody")
+_MODE_NEEDS = {
+    "continue": "a MusicGen decoder (music_decoder='musicgen', e.g. the presets tiny, tiny-stereo, musicgen-medium)",
+    "melody": "a MusicGen-Melody decoder (music_decoder='musicgen-melody', e.g. the presets tiny-melody, "
+              "musicgen-melody, musicgen-stereo-melody)",
+}
+
+
+def check_mode(decoder, mode: str) -> None:
+    """ValueError unless ``decoder`` can do edit mode ``mode``."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    if mode not in decoder.modes:
+        source = decoder.cfg.decoder_path or "tiny random"
+        raise ValueError(f"mode={mode!r} is not possible with the loaded decoder {decoder.kind} ({source}), which "
+                         f"does {', '.join(map(repr, decoder.modes))}; it needs {_MODE_NEEDS[mode]}")
+
+
 @contextlib.contextmanager
 def _seeded(seed: int | None, device: torch.device):
     """Seed torch's global RNG for the block only (transformers' sampling uses it); None: leave it alone."""
@@ -160,11 +190,14 @@ def _responsive_random_init(model: nn.Module) -> None:
     """Make a random MusicGen's output depend on its inputs (tiny presets only).
 
     transformers' init leaves EnCodec codebooks (buffers) at zero, so every code decodes to the same
-    audio, and its std-0.02 decoder weights make a tiny decoder all but ignore its conditioning.
-    Codebooks get N(0, 1) entries; decoder linears N(0, 1/fan_in), embeddings N(0, 1).
+    audio, its std-0.02 decoder weights make a tiny decoder all but ignore its conditioning, and its
+    EnCodec encoder gives (bias-dominated) codes that do not depend on the audio.
+    Codebooks get N(0, 1) entries; decoder linears N(0, 1/fan_in), embeddings N(0, 1); encoder
+    convolutions He-scaled weights and zero biases.
     """
+    projections = [getattr(model, n) for n in ("enc_to_dec_proj", "audio_enc_to_dec_proj") if hasattr(model, n)]
     with torch.no_grad():
-        for module in list(model.decoder.modules()) + [model.enc_to_dec_proj]:
+        for module in list(model.decoder.modules()) + projections:
             if isinstance(module, nn.Linear):
                 module.weight.normal_(0.0, module.in_features ** -0.5)
             elif isinstance(module, nn.Embedding):
@@ -173,13 +206,33 @@ def _responsive_random_init(model: nn.Module) -> None:
             layer.codebook.embed.normal_()
             layer.codebook.embed_avg.copy_(layer.codebook.embed)
             layer.codebook.cluster_size.fill_(1.0)
+        # the EnCodec encoder (mode "continue"): He-scaled convolutions without bias, so that different
+        # sources give different codes (drawn last: the decoding path above is unchanged by it)
+        for module in model.audio_encoder.encoder.modules():
+            if isinstance(module, nn.Conv1d):
+                norm = getattr(getattr(module, "parametrizations", None), "weight", None)
+                if norm is not None:  # weight = g * v / |v| per output channel: |filter| = sqrt(2)
+                    norm.original1.normal_()
+                    norm.original0.fill_(2.0 ** 0.5)
+                else:
+                    module.weight.normal_(0.0, (2.0 / (module.in_channels * module.kernel_size[0])) ** 0.5)
+                if module.bias is not None:
+                    module.bias.zero_()
 
 
 class MusicGenDecoder(LazySubmodel):
-    """``MusicgenForConditionalGeneration`` + its processor (T5 tokenizer), lazily built."""
+    """``MusicgenForConditionalGeneration`` + its processor (T5 tokenizer), lazily built; mono or stereo."""
 
     kind = "MusicGen"
+    modes = ("text", "continue")
     _seed = 4
+
+    @staticmethod
+    def _hf_classes():
+        """(config class, model class, decoder config class) of transformers."""
+        from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration
+
+        return MusicgenConfig, MusicgenForConditionalGeneration, MusicgenDecoderConfig
 
     def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__(cfg, device, dtype)
@@ -205,22 +258,23 @@ class MusicGenDecoder(LazySubmodel):
         return self._config
 
     def _read_config(self):
-        from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+        from transformers import EncodecConfig, T5Config
 
+        config_class, _, decoder_class = self._hf_classes()
         d = self._pretrained_dir()
         if d is not None:
-            return MusicgenConfig.from_pretrained(d)
+            return config_class.from_pretrained(d)
         c = self.cfg.decoder_config
-        if not c or not all(k in c for k in ("text_encoder", "audio_encoder", "decoder")):
-            raise ValueError("MusicGen: set cfg.decoder_path (weights) or cfg.decoder_config with "
+        subs = ("text_encoder", "audio_encoder", "decoder")
+        if not c or not all(k in c for k in subs):
+            raise ValueError(f"{self.kind}: set cfg.decoder_path (weights) or cfg.decoder_config with "
                              "text_encoder / audio_encoder / decoder sub-configs")
-        return MusicgenConfig(text_encoder=T5Config(**c["text_encoder"]), audio_encoder=EncodecConfig(**c["audio_encoder"]),
-                              decoder=MusicgenDecoderConfig(**c["decoder"]))
+        top = {k: v for k, v in c.items() if k not in subs}  # e.g. MusicGen-Melody's chroma_length
+        return config_class(text_encoder=T5Config(**c["text_encoder"]), audio_encoder=EncodecConfig(**c["audio_encoder"]),
+                            decoder=decoder_class(**c["decoder"]), **top)
 
     def _new_model(self, config) -> nn.Module:
-        from transformers import MusicgenForConditionalGeneration
-
-        return MusicgenForConditionalGeneration(config)
+        return self._hf_classes()[1](config)
 
     def _fix_generation_config(self, model: nn.Module) -> None:
         """Random models: the special ids of the real checkpoints (= codebook size) and their sampling."""
@@ -243,9 +297,7 @@ class MusicGenDecoder(LazySubmodel):
 
                 model.generation_config = GenerationConfig.from_pretrained(self._pretrained_dir())
         elif self._pretrained_dir() is not None:
-            from transformers import MusicgenForConditionalGeneration
-
-            model = MusicgenForConditionalGeneration.from_pretrained(self._pretrained_dir(), dtype=self.dtype)
+            model = self._hf_classes()[1].from_pretrained(self._pretrained_dir(), dtype=self.dtype)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self._seed)
@@ -280,6 +332,21 @@ class MusicGenDecoder(LazySubmodel):
     @property
     def text_dim(self) -> int:
         return int(self._hf_config().text_encoder.d_model)
+
+    @property
+    def channels(self) -> int:
+        """Output channels: 2 for the stereo checkpoints (audio_channels=2), else 1."""
+        return int(self._hf_config().decoder.audio_channels)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per EnCodec frame (640 at 32 kHz)."""
+        return self.sample_rate // self.frame_rate
+
+    def _delay_steps(self) -> int:
+        """Decoder steps lost to the delay pattern: K - 1 for K codebooks per channel."""
+        dec = self._hf_config().decoder
+        return dec.num_codebooks // dec.audio_channels - 1
 
     # --- official names --------------------------------------------------------------------------
     def expected_shapes(self) -> dict[str, torch.Size]:
@@ -317,19 +384,45 @@ class MusicGenDecoder(LazySubmodel):
     def num_new_tokens(self, duration_s: float, tokens_per_s: float = 51.2) -> int:
         """Official length: ``int(tokens_per_s * duration_s)`` decoder steps."""
         n = int(tokens_per_s * duration_s)
-        dec = self._hf_config().decoder
-        if n < dec.num_codebooks:
-            raise ValueError(f"duration_s={duration_s} gives {n} decoder steps; need at least {dec.num_codebooks}")
+        need = self._delay_steps() + 1
+        if n < need:
+            raise ValueError(f"duration_s={duration_s} gives {n} decoder steps; need at least {need}")
         # beyond dec.max_position_embeddings (30 s+ for the real models) transformers extends the
         # sinusoidal positions itself; quality past the training length is the model's, not checked here
         return n
 
     def num_samples(self, duration_s: float, tokens_per_s: float = 51.2) -> int:
-        """Samples returned by ``generate``: the delay pattern of K codebooks costs K - 1 steps, so
-        (int(tokens_per_s * duration_s) - (K - 1)) frames of sample_rate / frame_rate (640) samples."""
-        hop = self.sample_rate // self.frame_rate
-        k = self._hf_config().decoder.num_codebooks
-        return (self.num_new_tokens(duration_s, tokens_per_s) - (k - 1)) * hop
+        """New samples made by ``generate``: the delay pattern of K codebooks (per channel) costs K - 1
+        steps, so (int(tokens_per_s * duration_s) - (K - 1)) frames of ``hop_length`` (640) samples."""
+        return (self.num_new_tokens(duration_s, tokens_per_s) - self._delay_steps()) * self.hop_length
+
+    def prompt_samples(self, source_samples: int) -> int:
+        """Samples of a ``continue`` source that prompt MusicGen: its last ``cfg.continue_prompt_s``
+        seconds at most, cut to whole EnCodec frames (so the continuation starts exactly there)."""
+        if not self.cfg.continue_prompt_s > 0:
+            raise ValueError(f"cfg.continue_prompt_s must be a positive number of seconds, got "
+                             f"{self.cfg.continue_prompt_s!r}")
+        limit = int(round(self.cfg.continue_prompt_s * self.sample_rate))
+        return min(int(source_samples), limit) // self.hop_length * self.hop_length
+
+    def _prompt_inputs(self, prompt) -> tuple[dict[str, torch.Tensor], int]:
+        """Source audio [channels, samples] at ``sample_rate`` -> (generate kwargs, prompt samples used)."""
+        p = prompt.detach().cpu().numpy() if isinstance(prompt, torch.Tensor) else np.asarray(prompt)
+        if p.ndim == 1:
+            p = p[None]
+        if p.ndim != 2 or p.shape[0] not in (1, self.channels) or not np.issubdtype(p.dtype, np.floating):
+            raise ValueError(f"continue: the prompt must be float audio [{self.channels}, samples] at "
+                             f"{self.sample_rate} Hz, got {p.dtype} {list(p.shape)}")
+        if not np.isfinite(p).all():
+            raise ValueError("continue: the prompt audio contains NaN or inf")
+        n = self.prompt_samples(p.shape[1])
+        if n == 0:
+            raise ValueError(f"continue: the source is {p.shape[1]} samples at {self.sample_rate} Hz; it needs at "
+                             f"least one EnCodec frame ({self.hop_length} samples)")
+        p = np.broadcast_to(p[:, p.shape[1] - n:], (self.channels, n))  # mono source -> both channels
+        values = torch.from_numpy(np.array(p, dtype=np.float32))[None].to(self.device, self.dtype)
+        mask = torch.ones(1, n, dtype=torch.long, device=self.device)
+        return {"input_values": values, "padding_mask": mask}, n
 
     @torch.inference_mode()
     def generate(
@@ -342,17 +435,27 @@ class MusicGenDecoder(LazySubmodel):
         seed: int | None = None,
         tokens_per_s: float = 51.2,
         on_progress: ProgressFn = None,
+        prompt: np.ndarray | None = None,
+        with_prompt: bool = False,
+        chroma: np.ndarray | None = None,
         vocoder: str = "encodec",
         mbd_steps: int | None = None,
     ) -> np.ndarray:
         """-> float32 [channels, samples] at ``sample_rate``; see the module docstring for the modes.
 
+        ``prompt`` (mode "continue"): source audio [1 or channels, samples] at ``sample_rate``; its last
+        ``prompt_samples(samples)`` samples are continued. The result is the ``num_samples(duration_s)``
+        new samples, preceded by the re-decoded prompt when ``with_prompt``.
+        ``chroma`` (mode "melody", MusicGen-Melody only): [frames, 12] at ``m2ugen.chroma.FRAME_RATE``.
         vocoder="mbd" decodes the codes with Multi-Band Diffusion (mbd_steps UNet calls per band, default
-        the official 20; same length as EnCodec's); progress then runs to 0.5 over the tokens, to 1 over MBD."""
+        the official 20; same length as EnCodec's); progress then runs to 0.5 over the tokens, to 1 over MBD.
+        """
         from transformers import LogitsProcessorList
 
         _check_request(text, embeds, duration_s)
         _check_vocoder(vocoder)
+        if with_prompt and prompt is None:
+            raise ValueError("with_prompt=True needs a prompt")
         n_new = self.num_new_tokens(duration_s, tokens_per_s)
         model = self.model
         kwargs: dict[str, Any] = dict(do_sample=True, guidance_scale=guidance_scale, max_new_tokens=n_new)
@@ -360,6 +463,8 @@ class MusicGenDecoder(LazySubmodel):
         if on_progress is not None:
             counter = _ProgressCounter(n_new, lambda f: on_progress(f * share))
             kwargs["logits_processor"] = LogitsProcessorList([counter])
+        mode_inputs, n_prompt = self._mode_inputs(prompt, chroma)
+        kwargs.update(mode_inputs)
 
         record = _recorded_decodes(model.audio_encoder) if vocoder == "mbd" else contextlib.nullcontext([])
         with _seeded(seed, self.device), record as decoded:
@@ -367,7 +472,7 @@ class MusicGenDecoder(LazySubmodel):
                 audio = model.generate(**self._text_inputs([text]), **kwargs)
             else:
                 n_q = embeds.shape[-2] if isinstance(embeds, torch.Tensor) and embeds.dim() >= 2 else 0
-                embeds = _check_embeds(embeds, (1, max(n_q, 1), self.text_dim), "MusicGen")
+                embeds = _check_embeds(embeds, (1, max(n_q, 1), self.text_dim), self.kind)
                 embeds = embeds.to(self.device, self.dtype)
                 mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
                 t5 = model.text_encoder
@@ -379,7 +484,62 @@ class MusicGenDecoder(LazySubmodel):
         if vocoder == "mbd":
             audio = self._mbd_decode(decoded, seed, mbd_steps, None if on_progress is None
                                      else (lambda f: on_progress(share + (1 - share) * f)))
-        return audio[0].float().cpu().numpy()  # [channels, samples]
+        audio = audio[0].float().cpu().numpy()  # [channels, samples]
+        return audio if with_prompt else audio[:, n_prompt:]
+
+    def _mode_inputs(self, prompt, chroma) -> tuple[dict[str, Any], int]:
+        """(extra ``generate`` kwargs, prompt samples) of the edit mode: the EnCodec prompt of "continue"."""
+        if chroma is not None:
+            check_mode(self, "melody")
+        if prompt is None:
+            return {}, 0
+        check_mode(self, "continue")
+        return self._prompt_inputs(prompt)
+
+
+class MusicGenMelodyDecoder(MusicGenDecoder):
+    """``MusicgenMelodyForConditionalGeneration``: text + chroma conditioning (mono or stereo checkpoints).
+
+    The chroma (``m2ugen.chroma``: [frames, 12] at 7.8125 frames per second) is projected to the
+    decoder's width and put in front of the T5 states; transformers repeats a shorter one (and cuts a
+    longer one) to ``chroma_length`` frames, and gives the guidance null branch a null chroma.
+    The processor is the T5 tokenizer alone (transformers' melody feature extractor needs torchaudio).
+    """
+
+    kind = "MusicGen-Melody"
+    modes = ("text", "melody")
+    _seed = 6
+
+    @staticmethod
+    def _hf_classes():
+        from transformers import (
+            MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration,
+        )
+
+        return MusicgenMelodyConfig, MusicgenMelodyForConditionalGeneration, MusicgenMelodyDecoderConfig
+
+    def _build_processor(self):
+        d = self._pretrained_dir()
+        if d is not None:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(d, model_max_length=TEXT_MAX_LENGTH)
+        return tiny_t5_tokenizer(self._hf_config().text_encoder.vocab_size)
+
+    @property
+    def chroma_length(self) -> int:
+        """Chroma frames the decoder attends to (235 = 30 s for the real checkpoints)."""
+        return int(self._hf_config().chroma_length)
+
+    def _mode_inputs(self, prompt, chroma) -> tuple[dict[str, Any], int]:
+        if prompt is not None:
+            check_mode(self, "continue")
+        if chroma is None:
+            return {}, 0
+        from m2ugen.chroma import check_chroma
+
+        c = check_chroma(chroma, int(self._hf_config().num_chroma))
+        return {"input_features": torch.from_numpy(c)[None].to(self.device, self.dtype)}, 0
 
     def _mbd_decode(self, decoded: list[tuple[torch.Tensor, torch.Tensor]], seed: int | None, steps: int | None,
                     on_progress: ProgressFn) -> torch.Tensor:
@@ -554,6 +714,8 @@ class AudioLDM2Decoder(LazySubmodel):
     """diffusers ``AudioLDM2Pipeline`` (16 kHz). No ``generation_model.*`` keys exist for this variant."""
 
     kind = "AudioLDM2"
+    modes = ("text",)
+    channels = 1
 
     def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__(cfg, device, dtype)
@@ -674,10 +836,12 @@ def build_decoder(cfg: M2UGenConfig, device: str | torch.device = "cpu",
     """The lazy decoder named by ``cfg.music_decoder``."""
     if cfg.music_decoder == "musicgen":
         return MusicGenDecoder(cfg, device, dtype)
+    if cfg.music_decoder == "musicgen-melody":
+        return MusicGenMelodyDecoder(cfg, device, dtype)
     if cfg.music_decoder == "audioldm2":
         import importlib.util
 
         if importlib.util.find_spec("diffusers") is None:  # only this decoder needs it
             raise ImportError("the AudioLDM2 decoder needs diffusers: pip install 'm2ugen[audioldm2]'")
         return AudioLDM2Decoder(cfg, device, dtype)
-    raise ValueError(f"unknown music_decoder {cfg.music_decoder!r}; choose 'musicgen' or 'audioldm2'")
+    raise ValueError(f"unknown music_decoder {cfg.music_decoder!r}; choose 'musicgen', 'musicgen-melody' or 'audioldm2'")

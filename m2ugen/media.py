@@ -55,8 +55,9 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name}: cannot convert {type(x).__name__} to an array ({e})") from None
 
 
-def _wave_to_mono(wave: Any, name: str) -> np.ndarray:
-    """[samples] or [channels, samples] numpy/torch, any numeric dtype -> float32 [samples]."""
+def _checked_wave(wave: Any, name: str) -> np.ndarray:
+    """[samples] or [channels, samples] numpy/torch, any numeric dtype -> float array (PCM integers
+    scaled to [-1, 1)), same shape; ValueError naming what is wrong."""
     w = _to_numpy(wave, name)
     if w.dtype == np.bool_ or not np.issubdtype(w.dtype, np.number):
         raise ValueError(f"{name}: wave must be numeric, got dtype {w.dtype}")
@@ -82,9 +83,7 @@ def _wave_to_mono(wave: Any, name: str) -> np.ndarray:
     if not np.isfinite(w).all():
         bad = int((~np.isfinite(w)).sum())
         raise ValueError(f"{name}: audio contains {bad} non-finite value(s) (NaN or inf)")
-    if w.ndim == 2:
-        w = w.mean(axis=0)
-    return np.ascontiguousarray(w, dtype=np.float32)
+    return w
 
 
 # limits every decoder shares (the server's defaults, the model's when it is given a file)
@@ -305,8 +304,12 @@ def decode_audio(source: bytes | str | os.PathLike | BinaryIO, *, name: str = "a
     return wave, sr
 
 
-def load_audio(audio: Any, target_sr: int, max_seconds: float | None = None) -> np.ndarray:
-    """``(wave, sr)`` or a path -> float32 mono [samples] at ``target_sr`` (channels averaged, soxr resampling)."""
+def load_audio(audio: Any, target_sr: int, max_seconds: float | None = None, channels: int | None = None) -> np.ndarray:
+    """``(wave, sr)`` or a path -> float32 mono [samples] at ``target_sr`` (channels averaged, soxr resampling).
+
+    ``channels`` (1 or 2): float32 [channels, samples] instead; a source with that many channels keeps
+    them, any other is averaged to mono first (and copied to both channels for 2).
+    """
     import soxr
 
     if target_sr <= 0:
@@ -315,7 +318,7 @@ def load_audio(audio: Any, target_sr: int, max_seconds: float | None = None) -> 
         p = _check_file(audio, "audio")
         name = f"audio file {str(p)!r}"
         wave, sr = decode_audio(p, name=name, max_seconds=MAX_AUDIO_S if max_seconds is None else max_seconds,
-                                sample_rate=target_sr, max_channels=1)
+                                sample_rate=target_sr, max_channels=2 if channels == 2 else 1)
     elif isinstance(audio, (tuple, list)) and len(audio) == 2:
         wave, sr = audio
         name = "audio"
@@ -326,15 +329,22 @@ def load_audio(audio: Any, target_sr: int, max_seconds: float | None = None) -> 
     else:
         raise ValueError(f"audio must be a (wave, sample_rate) pair or a file path, got {_describe(audio)}")
 
-    mono = _wave_to_mono(wave, name)  # [samples]
-    seconds = mono.shape[0] / float(sr)
+    if channels not in (None, 1, 2):
+        raise ValueError(f"channels must be None, 1 or 2, got {channels!r}")
+    w = _checked_wave(wave, name)  # [samples] or [C, samples]
+    if channels is None or w.ndim == 1 or w.shape[0] != channels:
+        w = w if w.ndim == 1 else w.mean(axis=0)
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    seconds = w.shape[-1] / float(sr)
     if max_seconds is not None and seconds > max_seconds:
         raise ValueError(f"{name} is {seconds:.1f} s long; the limit is {max_seconds:g} s")
-    if float(sr) != float(target_sr):
-        mono = soxr.resample(mono, float(sr), float(target_sr)).astype(np.float32, copy=False)
-    if mono.shape[0] == 0:
+    if float(sr) != float(target_sr):  # soxr: [samples] or [samples, channels]
+        w = soxr.resample(w.T, float(sr), float(target_sr)).T.astype(np.float32, copy=False)
+    if w.shape[-1] == 0:
         raise ValueError(f"{name} is too short: {seconds * 1e3:.3f} ms gives 0 samples at {target_sr} Hz")
-    return np.ascontiguousarray(mono)
+    if channels is not None:
+        w = np.broadcast_to(w if w.ndim == 2 else w[None], (channels, w.shape[-1]))
+    return np.ascontiguousarray(w, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

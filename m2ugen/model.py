@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from m2ugen.bridges import UnderstandingBridge
-from m2ugen.config import PROMPT_TEMPLATE, M2UGenConfig
+from m2ugen.config import GATE_INITS, PROMPT_TEMPLATE, M2UGenConfig
 from m2ugen.generate import Generation, generate, teacher_force_hidden
 from m2ugen.llama import Transformer, build_adapters
 from m2ugen.projector import OutputProjector
@@ -33,6 +33,7 @@ from m2ugen.tokenizer import audio_token_ids, load_tokenizer
 logger = logging.getLogger("m2ugen")
 
 _AUD_RE = re.compile(r"\[AUD\d+\]")
+CONTINUATIONS = ("new", "with_source")  # chat(mode="continue"): the new material alone, or source + new
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Reply:
     seed: int = 0
     raw_text: str = ""  # the reply as decoded, [AUDk] kept (what the official code feeds the decoder)
     timings: dict[str, float] = field(default_factory=dict)
+    mode: str = "text"  # the edit mode the audio was made with (see M2UGen.chat)
 
 
 def _set_plain(obj: nn.Module, name: str, value: Any):
@@ -102,10 +104,15 @@ class M2UGen(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: M2UGenConfig, device: str | torch.device | None = None, tokenizer=None) -> "M2UGen":
-        """Random weights (official init: [AUD] input-embedding rows 1.0, LoRA l2 and gates zero). No downloads."""
+        """Random weights (official init: [AUD] input-embedding rows 1.0, LoRA l2 zero; gates per
+        ``cfg.gate_init``: zero as official, or seeded random so that every input reaches the text). No downloads."""
+        if cfg.gate_init not in GATE_INITS:
+            raise ValueError(f"cfg.gate_init must be one of {', '.join(map(repr, GATE_INITS))}, got {cfg.gate_init!r}")
         model = cls(cfg, tokenizer=tokenizer)
         with torch.no_grad():
             model.llama.tok_embeddings.weight[model.audio_token_ids] = 1.0
+            if cfg.gate_init == "random":
+                model._random_gates()
         model.place(device)
         model.log_gate_report()
         return model.eval()
@@ -182,8 +189,27 @@ class M2UGen(nn.Module):
     def sample_rate(self) -> int:
         return int(self.decoder.sample_rate)
 
+    def decoder_info(self) -> dict[str, Any]:
+        """What the loaded music decoder is and can do, for a server to report (reads only its config)."""
+        return {
+            "kind": self.decoder.kind,  # "MusicGen" | "MusicGen-Melody" | "AudioLDM2"
+            "music_decoder": self.cfg.music_decoder,
+            "source": self.cfg.decoder_path or "tiny random",
+            "channels": int(self.decoder.channels),
+            "sample_rate": self.sample_rate,
+            "modes": list(self.decoder.modes),  # edit modes chat(mode=...) accepts with this decoder
+        }
+
     # ------------------------------------------------------------------------------------------
     # gates
+
+    def _random_gates(self, seed: int = 11) -> None:
+        """Seeded N(0, 1) gates (|tanh| ~ 0.6 on average): the adapters of every layer reach the output."""
+        g = torch.Generator().manual_seed(seed)
+        for layer in self.llama.layers:
+            gate = layer.attention.gate
+            if not gate.is_meta:
+                gate.copy_(torch.randn(gate.shape, generator=g))
 
     def gate_report(self) -> dict[str, Any]:
         """tanh(gate) statistics over every layer/head; ``all_zero`` means modality inputs cannot affect text."""
@@ -336,6 +362,11 @@ class M2UGen(nn.Module):
         duration_s: float = 10.0,
         want_audio: bool | None = None,
         on_event: Callable[[Event], None] | None = None,
+        mode: str = "text",
+        continuation: str = "new",
+        chroma=None,
+        vocoder: str = "encodec",
+        music_hint: str | None = None,
     ) -> Reply:
         """One instruction -> Reply(text, audio, sample_rate, ...). See docs/model-api.md.
 
@@ -345,12 +376,26 @@ class M2UGen(nn.Module):
         predicting [AUD0..7], their token embeddings) * cfg.embedding_scale conditions the decoder.
         want_audio: None decodes music only when the reply produced all eight [AUD] tokens; True appends
         them (teacher-forced through the LLM) when missing; False never decodes.
+
+        mode (what the decoder hears of the source, ``audio``): "text" = the official behaviour (nothing);
+        "continue" = MusicGen continues the source's last cfg.continue_prompt_s seconds; "melody" =
+        MusicGen-Melody follows the source's chroma (or ``chroma``, [frames, 12] at 7.8125 frames per
+        second, e.g. made from MIDI notes). continuation ("continue" only): "new" returns the
+        ``duration_s`` of new material; "with_source" the re-decoded prompt followed by it. Modes other
+        than "text" always make audio (want_audio None counts as True, False is refused).
+
+        vocoder: "encodec" (MusicGen's own decoder) or "mbd" (Multi-Band Diffusion of the same codes).
+        music_hint: facts for the music decoder alone, e.g. "120 bpm" (the project's tempo): appended to
+        its text prompt in text conditioning ("<reply>, 120 bpm"); None (default) is the official prompt.
         """
         cfg = self.cfg
         max_new_tokens = cfg.max_new_tokens if max_new_tokens is None else max_new_tokens
         temperature = cfg.temperature if temperature is None else temperature
         top_p = cfg.top_p if top_p is None else top_p
         self._check_options(conditioning, duration_s, want_audio, max_new_tokens, temperature, top_p, seed)
+        self._check_mode(mode, continuation, conditioning, audio, chroma, want_audio)
+        if mode != "text" and want_audio is None:
+            want_audio = True  # an edit of the source always makes audio
         max_new_tokens, temperature, top_p = int(max_new_tokens), float(temperature), float(top_p)
         duration_s = float(duration_s)
         seed = None if seed is None else int(seed)
@@ -413,16 +458,65 @@ class M2UGen(nn.Module):
                           on_progress=lambda f: emit(Event("generating", float(f), "")))
             if cfg.music_decoder.startswith("musicgen"):  # MusicGen and its variants count length in tokens
                 kwargs["tokens_per_s"] = cfg.musicgen_tokens_per_s
+            source, source_samples = self._source_inputs(mode, continuation, audio, chroma)
+            keep = target + source_samples  # exactly duration_s of new material (after the source)
+            kwargs.update(source)
+            if vocoder != "encodec":
+                kwargs["vocoder"] = vocoder  # the decoder refuses what it cannot do, by name
             if conditioning == "text":
-                audio_out = self.decoder.generate(text=raw_text, **kwargs)
+                text = raw_text if not music_hint else f"{raw_text.rstrip()}, {music_hint}"
+                audio_out = self.decoder.generate(text=text, **kwargs)
             else:
                 audio_out = self.decoder.generate(embeds=self.music_embeddings(hidden), **kwargs)
-            audio_out = np.asarray(audio_out, dtype=np.float32)[:, :target]
+            audio_out = np.asarray(audio_out, dtype=np.float32)[:, :keep]
             emit(Event("generating", 1.0, ""))
             timings["generating"] = time.perf_counter() - t0
 
         return Reply(text=_clean(raw_text), audio=audio_out, sample_rate=self.sample_rate, seed=seed,
-                     raw_text=raw_text, timings=timings)
+                     raw_text=raw_text, timings=timings, mode=mode)
+
+    def _check_mode(self, mode, continuation, conditioning, audio, chroma, want_audio) -> None:
+        """Refuse, before any work, an edit mode that the decoder or the inputs cannot serve."""
+        from m2ugen import decoders
+
+        decoders.check_mode(self.decoder, mode)
+        if continuation not in CONTINUATIONS:
+            raise ValueError(f"continuation must be one of {', '.join(map(repr, CONTINUATIONS))}, got {continuation!r}")
+        if continuation != "new" and mode != "continue":
+            raise ValueError(f"continuation={continuation!r} needs mode='continue', got mode={mode!r}")
+        if chroma is not None and mode != "melody":
+            raise ValueError(f"chroma= is only used by mode='melody', got mode={mode!r}")
+        if mode == "continue" and audio is None:
+            raise ValueError("mode='continue' needs the source audio (audio=) to continue")
+        if mode == "melody" and audio is None and chroma is None:
+            raise ValueError("mode='melody' needs a source: audio= (its chroma is computed) or chroma=")
+        if want_audio is False and mode != "text":
+            raise ValueError(f"mode={mode!r} makes audio; it cannot be combined with want_audio=False")
+        if conditioning == "embedding" and hasattr(self.decoder, "text_dim") \
+                and self.cfg.output_dim != self.decoder.text_dim:
+            raise ValueError(
+                f"conditioning='embedding' needs the output projector's width (cfg.output_dim={self.cfg.output_dim}) "
+                f"to match the decoder's text encoder ({self.decoder.text_dim} for {self.decoder.kind} "
+                f"{self.cfg.decoder_path or 'tiny random'}, {self.decoder.channels} channel(s)): this projector "
+                "was trained for another decoder; use conditioning='text'")
+
+    def _source_inputs(self, mode: str, continuation: str, audio, chroma) -> tuple[dict[str, Any], int]:
+        """(decoder kwargs of the edit mode, samples of source the result starts with): the source at the
+        decoder's rate ("continue"), or its chroma ("melody")."""
+        from m2ugen import chroma as chroma_features
+        from m2ugen import media
+
+        if mode == "continue":
+            wave = media.load_audio(audio, self.sample_rate, self.cfg.max_audio_s, channels=self.decoder.channels)
+            with_source = continuation == "with_source"
+            kept = self.decoder.prompt_samples(wave.shape[-1]) if with_source else 0
+            return {"prompt": wave, "with_prompt": with_source}, kept
+        if mode == "melody":
+            if chroma is None:
+                wave = media.load_audio(audio, chroma_features.SAMPLE_RATE, self.cfg.max_audio_s)
+                chroma = chroma_features.chroma_from_audio(wave, chroma_features.SAMPLE_RATE)
+            return {"chroma": chroma_features.check_chroma(chroma)}, 0
+        return {}, 0
 
     def _decoder_duration(self, duration_s: float, target: int) -> float:
         """Seconds to ask the decoder for so that it returns at least ``target`` samples.

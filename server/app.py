@@ -51,9 +51,12 @@ def load_model(preset: str | None = None, weights: str | None = None):
 
 def model_info(model, preset: str | None = None, weights: str | None = None) -> dict[str, Any]:
     cfg = getattr(model, "config", None)
-    return {"name": getattr(model, "name", getattr(cfg, "name", "unknown")), "preset": preset,
+    info = {"name": getattr(model, "name", getattr(cfg, "name", "unknown")), "preset": preset,
             "tiny": bool(getattr(cfg, "is_tiny", False)), "sample_rate": int(getattr(model, "sample_rate", 0)),
             "weights": str(weights) if weights else None}
+    if callable(getattr(model, "decoder_info", None)):
+        info["decoder"] = model.decoder_info()  # kind, channels, the edit modes it can do
+    return info
 
 
 @dataclass

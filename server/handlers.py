@@ -172,6 +172,12 @@ class Handlers:
                                                 intake=self.limits.intake(),
                                                 max_file_bytes=self.limits.max_message_mb * 2**20)
         params = spec["params"]
+        modes = (self.model_info.get("decoder") or {}).get("modes")
+        if modes is not None and params.get("mode", "text") not in modes:
+            decoder = self.model_info["decoder"]
+            raise ProtocolError("bad_request", f"mode '{params['mode']}' is not available with the loaded decoder "
+                                               f"({decoder.get('kind')}: modes {', '.join(modes)}); serve a model "
+                                               f"whose decoder does it", "params.mode")
         if spec["kind"] != "ask" and params["duration"] is None:
             audio = model_inputs["audio"]
             seconds = 10.0 if audio is None else audio[0].shape[1] / audio[1]

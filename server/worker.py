@@ -195,6 +195,8 @@ class Worker(threading.Thread):
         decode_s = finishing.decode_length(p, duration)
         extra = {k: p[k] for k, default in (("mode", "text"), ("continuation", "new"), ("vocoder", "encodec"))
                  if p.get(k, default) != default}
+        if tempo and not p.get("reference_prompt") and want_audio:  # the tempo reaches the music decoder too
+            extra["music_hint"] = f"{round(tempo)} bpm"
         takes = max(1, int(p.get("takes") or 1)) if want_audio else 1
         replies, t0 = [], time.perf_counter()
         try:

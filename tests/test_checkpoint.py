@@ -478,7 +478,10 @@ def test_convert_then_load_with_meta_llama(tiny, tmp_path):
     fresh = M2UGen.from_pretrained(preset="tiny", llama_dir=llama_dir, dtype="float32")
     attn = fresh.llama.layers[2].attention
     assert torch.equal(attn.wk.weight, model.llama.layers[2].attention.wk.weight)
-    assert not attn.lora_wq_l2.weight.any() and not attn.gate.any() and not attn.wq.bias.any()
+    assert not attn.lora_wq_l2.weight.any() and not attn.wq.bias.any()
+    # gates follow cfg.gate_init: the tiny preset's seeded random ones (the real presets': zero)
+    assert fresh.cfg.gate_init == "random" and attn.gate.any()
+    assert torch.equal(attn.gate, M2UGen.from_config(fresh.cfg, tokenizer=fresh.tokenizer).llama.layers[2].attention.gate)
     assert torch.equal(fresh.llama.tok_embeddings.weight[n_base:], torch.ones(8, 64))
 
 

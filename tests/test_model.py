@@ -238,6 +238,7 @@ def test_cancellation_propagates(model, stage):
 
 
 def test_next_token_logits_and_gates(model, caplog):
+    model = M2UGen.from_config(model.config.replace(gate_init="zero"), tokenizer=model.tokenizer)
     cfg = model.config
     p = model.prompt_ids("Describe this music.")
     ids = torch.tensor([p, p[:-1] + [5]])
@@ -245,7 +246,7 @@ def test_next_token_logits_and_gates(model, caplog):
     image = torch.randn(2, cfg.vit_tokens, cfg.vit_dim, generator=torch.Generator().manual_seed(1))
     plain = model.next_token_logits(ids)
     assert plain.shape == (2, cfg.vocab_size) and plain.dtype == torch.float32
-    # the official init: all gates zero, so features cannot reach the logits
+    # the official init (gate_init="zero"): all gates zero, so features cannot reach the logits
     assert model.gate_report()["all_zero"] is True
     torch.testing.assert_close(model.next_token_logits(ids, audio_feats=audio, image_feats=image), plain)
     gates = [layer.attention.gate for layer in model.llama.layers]
@@ -253,6 +254,7 @@ def test_next_token_logits_and_gates(model, caplog):
         with torch.no_grad():
             for g in gates:
                 g.fill_(0.5)
+        caplog.clear()  # building the zero-gate model above warned
         with caplog.at_level(logging.INFO, logger="m2ugen"):
             rep = model.log_gate_report()
         assert rep["all_zero"] is False and rep["max"] == pytest.approx(np.tanh(0.5))
@@ -274,9 +276,12 @@ def test_next_token_logits_and_gates(model, caplog):
         model.next_token_logits(ids, audio_feats=torch.randn(3, 7))
 
 
-def test_zero_gates_warn(tmp_path, caplog):
+def test_zero_gates_warn(model, caplog):
     with caplog.at_level(logging.WARNING, logger="m2ugen"):
-        m = M2UGen.from_config(M2UGenConfig.preset("tiny"))
+        M2UGen.from_config(M2UGenConfig.preset("tiny"), tokenizer=model.tokenizer)  # random gates: no warning
+    assert "no effect on the text" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="m2ugen"):
+        m = M2UGen.from_config(M2UGenConfig.preset("tiny").replace(gate_init="zero"), tokenizer=model.tokenizer)
     assert "image/video/music inputs have no effect on the text" in caplog.text
     # official init of the [AUD] input embeddings and of LoRA
     emb = m.llama.tok_embeddings.weight[m.audio_token_ids]

@@ -54,6 +54,11 @@ MUSICGEN_SMALL = dict(text_encoder=T5_BASE_ENCODER, audio_encoder=ENCODEC_32KHZ,
                       decoder=_musicgen_decoder(1024, 24, 16))
 MUSICGEN_MEDIUM = dict(text_encoder=T5_BASE_ENCODER, audio_encoder=ENCODEC_32KHZ,
                        decoder=_musicgen_decoder(1536, 48, 24))
+# the melody and stereo checkpoints (facebook/musicgen-melody, -stereo-medium, -stereo-melody config.json):
+# the medium decoder; stereo: 2 x 4 codebooks interleaved left/right; melody: chroma prefix of 235 frames
+MUSICGEN_MELODY = dict(MUSICGEN_MEDIUM, chroma_length=235, num_chroma=12)
+MUSICGEN_STEREO_MEDIUM = dict(MUSICGEN_MEDIUM, decoder=dict(MUSICGEN_MEDIUM["decoder"], num_codebooks=8, audio_channels=2))
+MUSICGEN_STEREO_MELODY = dict(MUSICGEN_MELODY, decoder=MUSICGEN_STEREO_MEDIUM["decoder"])
 
 KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "m-a-p/MERT-v1-330M": MERT_V1_330M,
@@ -62,6 +67,9 @@ KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "google/vivit-b-16x2-kinetics400": VIVIT_B_16X2,
     "facebook/musicgen-small": MUSICGEN_SMALL,
     "facebook/musicgen-medium": MUSICGEN_MEDIUM,
+    "facebook/musicgen-melody": MUSICGEN_MELODY,
+    "facebook/musicgen-stereo-medium": MUSICGEN_STEREO_MEDIUM,
+    "facebook/musicgen-stereo-melody": MUSICGEN_STEREO_MELODY,
 }
 
 
