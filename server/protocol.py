@@ -310,7 +310,9 @@ class Param:
 
     @property
     def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        """The CLI option: ``--top-p``; a flag that is on by default is turned off: ``--no-normalize``."""
+        flag = self.name.replace("_", "-")
+        return f"--no-{flag}" if self.type == "bool" and self.default is True else f"--{flag}"
 
     def check(self, d: dict[str, Any], where: str) -> Any:
         if self.type == "str":

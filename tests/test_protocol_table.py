@@ -109,3 +109,38 @@ def test_the_cli_status_file_is_the_same_view(events, expected, tmp_path):
     status = json.loads((tmp_path / "s.json").read_text())
     for k, v in expected.items():
         assert status.get(k, "") == (v if v != "" else None) or (v == "" and status.get(k) is None), k
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_reaper_names_are_the_clis():
+    """The REAPER scripts write the CLI's --request keys and pass its options: both must exist."""
+    import re
+
+    from server.cli.jobs import REQUEST_KEYS
+
+    app = (ROOT / "reaper_scripts/m2ugen/app.lua").read_text()
+    job = (ROOT / "reaper_scripts/m2ugen/job.lua").read_text()
+    keys = set(re.findall(r"\breq\.(\w+)\s*=", app + job))
+    keys |= {k for block in re.findall(r"local req = \{([^}]*)\}", app) for k in re.findall(r"(\w+)\s*=", block)}
+    assert keys and keys <= set(REQUEST_KEYS), keys - set(REQUEST_KEYS)
+    extra = job[job.index("function job.extra_args"):]
+    options = set(re.findall(r'"(--[a-z-]+)", "option"', extra[:extra.index("\nend\n")]))
+    assert {"--takes", "--fit-tempo"} <= options
+    for kind in ("edit", "generate"):
+        assert options <= _options(kind), options - _options(kind)
+
+
+def test_live_device_names_are_the_bridges():
+    """The Max device's /m2u/submit option names are the bridge's (which come from the protocol table)."""
+    import re
+
+    from bridge_osc.requests import OPTIONS
+
+    js = (ROOT / "max_device/m2ugen_device.js").read_text()
+    body = js[js.index("function submitArgs"):]
+    body = body[:body.index("\n}\n")]
+    names = set(re.findall(r'"([a-z_]+)", (?:request|state|mediaKind)', body)) | set(re.findall(r'push\("([a-z_]+)"', body))
+    assert {"prompt", "seed", "takes", "mode", "bpm", "results_dir"} <= names
+    assert names <= set(OPTIONS), names - set(OPTIONS)

@@ -341,9 +341,9 @@ def cmd_result(args) -> int:
 
 def _add_param(g, spec: protocol.Param) -> None:
     """One protocol parameter as a CLI option (type, range and help from the protocol table)."""
-    kw: dict[str, Any] = {"help": spec.help, "default": None}
+    kw: dict[str, Any] = {"help": spec.help, "default": None, "dest": spec.name}
     if spec.type == "bool":
-        kw["action"] = "store_true"
+        kw["action"] = "store_false" if spec.default is True else "store_true"
     else:
         kw["type"] = {"int": int, "float": finite_float, "str": str}[spec.type]
         if spec.choices:
