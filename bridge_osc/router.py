@@ -369,7 +369,7 @@ class Router:
         takes = replies.take_list(tracked.view)
         paths = tracked.local_paths if tracked.local_paths is not None else []
         data = _frame_bytes(message)
-        if take > 0 and header.get("take") != take:
+        if take > 0 and header.get("take") != take + 1:  # the protocol counts takes from 1
             # a server that does not know `take` sends take 0 again: never file it as another take;
             # a server on this machine: its file can be read directly
             data = _same_machine_bytes(takes[take]) if take < len(takes) else None
@@ -453,7 +453,7 @@ class Router:
             tracked.local_paths = []
             fields: dict[str, Any] = {}
         else:
-            fields = {"take": take}
+            fields = {"take": take + 1}  # index 0.. here, take 1.. in the protocol (docs/protocol.md §2)
         self.ask_server("fetch", tracked.target, "result", job=tracked.view.job, take=take,
                         fields={"job": tracked.view.job, "want": "bytes", **fields})
 

@@ -487,6 +487,20 @@ class MusicGenDecoder(LazySubmodel):
         audio = audio[0].float().cpu().numpy()  # [channels, samples]
         return audio if with_prompt else audio[:, n_prompt:]
 
+    def _mbd_decode(self, decoded: list[tuple[torch.Tensor, torch.Tensor]], seed: int | None, steps: int | None,
+                    on_progress: ProgressFn) -> torch.Tensor:
+        """MBD of each channel's codes ((codes [1, B, K, T], EnCodec audio [B, 1, N]) per channel, left first);
+        every channel starts from the same seed, so equal codes give equal channels -> [B, channels, N]."""
+        seed = int(seed) if seed is not None else int(torch.randint(0, 2 ** 31 - 1, ()).item())
+        mbd = self.mbd.to(self.device)
+        out = []
+        for c, (codes, encodec_audio) in enumerate(decoded):
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            progress = None if on_progress is None else (lambda f, c=c: on_progress((c + f) / len(decoded)))
+            out.append(mbd.tokens_to_wav(codes[0], self.model.audio_encoder, encodec_audio=encodec_audio,
+                                         steps=steps, generator=generator, on_progress=progress))
+        return torch.cat(out, dim=1)
+
     def _mode_inputs(self, prompt, chroma) -> tuple[dict[str, Any], int]:
         """(extra ``generate`` kwargs, prompt samples) of the edit mode: the EnCodec prompt of "continue"."""
         if chroma is not None:
@@ -540,21 +554,6 @@ class MusicGenMelodyDecoder(MusicGenDecoder):
 
         c = check_chroma(chroma, int(self._hf_config().num_chroma))
         return {"input_features": torch.from_numpy(c)[None].to(self.device, self.dtype)}, 0
-
-    def _mbd_decode(self, decoded: list[tuple[torch.Tensor, torch.Tensor]], seed: int | None, steps: int | None,
-                    on_progress: ProgressFn) -> torch.Tensor:
-        """MBD of each channel's codes ((codes [1, B, K, T], EnCodec audio [B, 1, N]) per channel, left first);
-        every channel starts from the same seed, so equal codes give equal channels -> [B, channels, N]."""
-        seed = int(seed) if seed is not None else int(torch.randint(0, 2 ** 31 - 1, ()).item())
-        mbd = self.mbd.to(self.device)
-        out = []
-        for c, (codes, encodec_audio) in enumerate(decoded):
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-            progress = None if on_progress is None else (lambda f, c=c: on_progress((c + f) / len(decoded)))
-            out.append(mbd.tokens_to_wav(codes[0], self.model.audio_encoder, encodec_audio=encodec_audio,
-                                         steps=steps, generator=generator, on_progress=progress))
-        return torch.cat(out, dim=1)
-
 
 @contextlib.contextmanager
 def _recorded_decodes(codec: nn.Module):

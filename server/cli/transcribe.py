@@ -24,7 +24,7 @@ def _finish(code: int, message: str | None = None) -> int:
 
 
 def cmd_transcribe(args) -> int:
-    from server import audio_io
+    from m2ugen import media
 
     src, out = Path(args.audio).expanduser(), Path(args.out).expanduser().absolute()
     if not src.is_file():
@@ -32,12 +32,12 @@ def cmd_transcribe(args) -> int:
     if out.suffix.lower() not in (".mid", ".midi"):
         return _finish(EXIT_USAGE, f"--out {args.out}: a MIDI file name ends in .mid")
     try:
-        wave, sr = audio_io.decode(src, name=f"--audio {src.name}", start=args.start, end=args.end)
+        wave, sr = media.decode_audio(src, name=f"--audio {src.name}", start=args.start, end=args.end)
         from m2ugen.transcribe import transcribe
 
         result = transcribe(wave, sr, bpm=args.bpm, chords=not args.no_chords)
         result.write(out)
-    except ValueError as e:  # audio_io.BadAudio is a ValueError too
+    except ValueError as e:  # media.MediaError is a ValueError too
         return _finish(EXIT_FAILED, str(e))
     print(json.dumps({"op": "transcribed", "out": str(out), "bpm": result.bpm, "notes": len(result.melody),
                       "chords": [[round(c.start, 3), round(c.end, 3), c.label] for c in result.chords],
