@@ -37,6 +37,7 @@ _REQUEST_OPTIONS: dict[str, tuple[str, str]] = {
     "end": ("request", "f"),
     "image": ("request", "s"),
     "video": ("request", "s"),
+    "midi": ("request", "s"),
     "duration": ("request", "f"),
     "results_dir": ("request", "s"),
     "reply_port": ("request", "i"),
@@ -91,6 +92,7 @@ class Request:
     duration: float | None = None
     image: str | None = None
     video: str | None = None
+    midi: str | None = None
     job: str = ""  # cancel/status/result: job id or "last"
     name: str = ""  # set
     value: Any = None  # set: the parsed value, None = clear
@@ -453,7 +455,9 @@ def _apply_option(request: Request, name: str, where: str, value: Any, op: str, 
         if extension not in wanted:
             raise _bad(op, tags, f"{name} {value!r} has extension {extension!r}; {name}: {' '.join(sorted(wanted))}")
         setattr(request, name, value)
-    else:  # prompt, audio, start, end, results_dir
+    elif name == "midi" and os.path.splitext(value)[1].lower() not in (".mid", ".midi"):
+        raise _bad(op, tags, f"midi {value!r} is not a .mid file")
+    else:  # prompt, audio, start, end, results_dir, midi
         setattr(request, name, value)
 
 

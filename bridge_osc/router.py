@@ -263,6 +263,8 @@ class Router:
     def _submit(self, target: Address, client: ClientState, request: Request, inputs: dict[str, Any],
                 folder: Path | None, upload: bool | None = None) -> None:
         """Submit; local input files go as frames when the server is not on this machine."""
+        if request.midi:  # a MIDI sketch: the melody/harmony the generation follows (mode melody)
+            inputs = {**inputs, "midi": {"path": request.midi}}
         params = server_params(request, client.params, client.context)
         frames: list[bytes] = []
         if self.upload_inputs if upload is None else upload:

@@ -181,6 +181,8 @@ class Handlers:
         if spec["kind"] != "ask" and params["duration"] is None:
             audio = model_inputs["audio"]
             seconds = 10.0 if audio is None else audio[0].shape[1] / audio[1]
+            if audio is None and info.get("midi"):  # a MIDI sketch: as long as its notes
+                seconds = info["midi"]["seconds"]
             ref = spec["inputs"]["audio"] or {}
             selection = params["context"].get("selection")
             if ref.get("start") is not None and ref.get("end") is not None:  # a DAW selection: its exact length

@@ -4,6 +4,7 @@ answered right away, and a file is read once, where it was checked).
 - audio: decoded by ``m2ugen.media.decode_audio`` (the project's one decoder) straight into the
   intake format (``AudioIntake``: at most 2 channels, at most the model's rate, 16-bit), so what a
   queued job holds is bounded by that format and not by what the file declares;
+- MIDI: read and parsed (its notes become the melody decoder's chroma in the worker);
 - images and videos: copied into the job's directory (from a path: through a file opened without
   following symlinks; from a frame: its bytes) and checked there; the model reads that copy.
 
@@ -23,7 +24,8 @@ from server.protocol import ProtocolError
 from server.security import AllowedRoots, PathNotAllowed
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_CODES = {"audio": "bad_audio", "image": "bad_image", "video": "bad_video"}
+_CODES = {"audio": "bad_audio", "image": "bad_image", "video": "bad_video", "midi": "bad_midi"}
+MAX_MIDI_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -116,15 +118,42 @@ def _copy_into_job(what: str, ref: dict, frames: list, roots: AllowedRoots, job_
     return path, info
 
 
+def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[bytes, dict]:
+    """A MIDI sketch: its bytes (read once, here) and what it holds; parsed now so a bad file is
+    answered at submit."""
+    if "path" in ref:
+        with _open_path(ref, roots, "midi") as f:
+            data = f.read(MAX_MIDI_BYTES + 1)
+        info: dict[str, Any] = {"path": ref["path"]}
+    else:
+        data = _bytes_of(frames[ref["frame"] - 1])
+        info = {"name": ref.get("name") or ""}
+    if len(data) > MAX_MIDI_BYTES:
+        raise ProtocolError("bad_midi", f"MIDI input is larger than {MAX_MIDI_BYTES // 2**20} MiB", "inputs.midi")
+    from m2ugen import midi
+
+    try:
+        notes = midi.read_notes(data)
+    except (ValueError, OSError, EOFError, KeyError, IndexError) as e:
+        raise ProtocolError("bad_midi", f"MIDI input cannot be read: {e}", "inputs.midi") from None
+    if not notes:
+        raise ProtocolError("bad_midi", "MIDI input has no notes (drums on channel 10 do not count)", "inputs.midi")
+    info.update(bytes=len(data), notes=len(notes), seconds=round(max(n.end for n in notes), 3))
+    return data, info
+
+
 def resolve(spec: dict[str, Any], frames: list, roots: AllowedRoots, job_dir: Path, *, intake: AudioIntake,
             max_file_bytes: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """-> (model inputs {"audio": (wave int16 [C, S], sr) | None, "image": str | None, "video": str | None},
+    """-> (model inputs {"audio": (wave int16 [C, S], sr) | None, "image": str | None, "video": str | None,
+    "midi": bytes | None},
     recorded info {name: {"path"|"name", ...}}). On error the job directory is removed."""
-    out: dict[str, Any] = {"audio": None, "image": None, "video": None}
+    out: dict[str, Any] = {"audio": None, "image": None, "video": None, "midi": None}
     info: dict[str, Any] = {}
     try:
         if spec.get("audio") is not None:
             out["audio"], info["audio"] = _decode_audio(spec["audio"], frames, roots, intake)
+        if spec.get("midi") is not None:
+            out["midi"], info["midi"] = _read_midi(spec["midi"], frames, roots)
         for what in ("image", "video"):
             if spec.get(what) is not None:
                 path, info[what] = _copy_into_job(what, spec[what], frames, roots, job_dir, max_file_bytes)

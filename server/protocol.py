@@ -33,6 +33,7 @@ KINDS = ("ask", "edit", "generate")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 CONDITIONING = ("text", "embedding")
+INPUTS = ("audio", "image", "video", "midi")
 EDIT_MODES = ("text", "continue", "melody")
 VOCODERS = ("encodec", "mbd")
 MAX_TAKES = 8
@@ -46,6 +47,7 @@ ERROR_CODES = {
     "bad_audio": "the audio input cannot be used",
     "bad_image": "the image input cannot be used",
     "bad_video": "the video input cannot be used",
+    "bad_midi": "the MIDI input cannot be used",
     "path_not_allowed": "a path outside the allowed roots, or inside the server's own files",
     "output_exists": "the output file exists and the request did not ask to overwrite it (or it is not a WAV)",
     "missing_frame": "a frame reference with no such frame",
@@ -431,8 +433,10 @@ def check_combination(kind: str, p: dict[str, Any], inputs: dict[str, Any]) -> N
         raise ProtocolError("bad_request", message, "params." + field)
 
     has_source = inputs.get("audio") is not None
-    if p["mode"] in ("continue", "melody") and not has_source:
-        bad("mode", f"mode '{p['mode']}' needs a source: 'inputs.audio' (kind edit)")
+    if p["mode"] == "continue" and not has_source:
+        bad("mode", "mode 'continue' needs a source: 'inputs.audio' (kind edit)")
+    if p["mode"] == "melody" and not has_source and inputs.get("midi") is None:
+        bad("mode", "mode 'melody' needs a source: 'inputs.audio' (kind edit) or 'inputs.midi'")
     if p["continuation"] != "new" and p["mode"] != "continue":
         bad("continuation", "continuation 'with_source' needs mode 'continue'")
     tempo_known = p["context"].get("bpm") is not None or (kind == "edit" and has_source)  # edits: the measured
@@ -484,11 +488,16 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
         raise ProtocolError("unknown_kind", f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     params = check_params(kind, req_obj(header, "params"))
     inputs_raw = req_obj(header, "inputs", default={})
-    unknown = sorted(set(inputs_raw) - {"audio", "image", "video"})
+    unknown = sorted(set(inputs_raw) - set(INPUTS))
     if unknown:
-        raise ProtocolError("bad_request", f"unknown input(s): {', '.join(unknown)}; expected audio, image, video",
+        raise ProtocolError("bad_request", f"unknown input(s): {', '.join(unknown)}; expected {', '.join(INPUTS)}",
                             "inputs." + unknown[0])
-    inputs = {k: check_input_ref(inputs_raw, k, n_frames) for k in ("audio", "image", "video")}
+    inputs = {k: check_input_ref(inputs_raw, k, n_frames) for k in INPUTS}
+    if inputs["midi"] is not None and kind == "ask":
+        raise ProtocolError("bad_request", "kind 'ask' takes no 'inputs.midi' (it conditions generate / edit)",
+                            "inputs.midi")
+    if inputs["midi"] is not None and params["mode"] == "text":
+        params["mode"] = "melody"  # a MIDI sketch is the melody to follow
     if kind in ("ask", "edit") and inputs["audio"] is None:
         raise ProtocolError("bad_request", f"kind '{kind}' requires 'inputs.audio'", "inputs.audio")
     if kind == "generate" and inputs["image"] is not None and inputs["video"] is not None:

@@ -195,6 +195,10 @@ class Worker(threading.Thread):
         decode_s = finishing.decode_length(p, duration)
         extra = {k: p[k] for k, default in (("mode", "text"), ("continuation", "new"), ("vocoder", "encodec"))
                  if p.get(k, default) != default}
+        if job.inputs.get("midi") is not None:  # the MIDI sketch's notes as the melody chroma, frame by frame
+            from m2ugen import midi
+
+            extra["chroma"] = midi.midi_to_chroma(job.inputs["midi"], duration_s=decode_s)
         if tempo and not p.get("reference_prompt") and want_audio:  # the tempo reaches the music decoder too
             extra["music_hint"] = f"{round(tempo)} bpm"
         takes = max(1, int(p.get("takes") or 1)) if want_audio else 1

@@ -20,7 +20,7 @@ from server.cli.common import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EX
                                UsageError, call, client_options, connect, die, finite_float, is_local,
                                run_command)
 
-REQUEST_KEYS = ("kind", *protocol.PARAM_NAMES, "audio", "start", "end", "image", "video", "context", "out",
+REQUEST_KEYS = ("kind", *protocol.PARAM_NAMES, "audio", "start", "end", "image", "video", "midi", "context", "out",
                 "overwrite", "status_file", *(p.name for p in protocol.CONTEXT), "time_signature", "server")
 
 
@@ -144,7 +144,7 @@ def build_submit(args, kind: str, req: dict, local: bool) -> tuple[dict[str, Any
 
     frames: list[bytes] = []
     inputs: dict[str, Any] = {}
-    for name in ("audio", "image", "video"):
+    for name in ("audio", "image", "video", "midi"):
         v = _opt(args, req, name)
         if v is None:
             continue
@@ -363,6 +363,9 @@ def _job_options(p: argparse.ArgumentParser, kind: str | None) -> None:
     if kind in ("generate", None):
         g.add_argument("--image", metavar="FILE", help="condition generation on an image")
         g.add_argument("--video", metavar="FILE", help="condition generation on a video")
+    if kind in ("generate", "edit", None):
+        g.add_argument("--midi", metavar="FILE.mid", help="a MIDI sketch whose notes the music follows (mode "
+                                                          "melody; needs a melody decoder)")
     for spec in protocol.PARAMS:
         if kind is None or kind in spec.kinds:
             _add_param(g, spec)
