@@ -50,7 +50,7 @@ class FakeServer:
         self.port = port
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.forget_jobs = forget_jobs
-        self.knows_take = knows_take  # `result` with `take: n` (the next server version) sends take n
+        self.knows_take = knows_take  # `result` with `take: n` (1..N) sends take n, as the server does
         self.records: dict[str, dict] = {}  # job -> its done record
         self.requests: list[dict] = []
         self.frames: list[list[bytes]] = []  # the binary frames of each request, index-aligned
@@ -129,9 +129,9 @@ class FakeServer:
                 self._send(identity, {"op": "error", "req": req, "code": "not_found", "message": f"no job {h['job']}"})
                 return
             reply, frames = {"op": "result", "req": req, **record}, []
-            take = h.get("take", 0) if self.knows_take else 0
+            take = h.get("take", 1) if self.knows_take else 1  # the protocol counts takes from 1
             if h.get("want") == "bytes" and record["audio_path"]:
-                frames = [wav_bytes(record["job"], take)]
+                frames = [wav_bytes(record["job"], take - 1)]  # wav_bytes(job, index from 0)
                 reply["audio"] = {"frame": 1}
                 if self.knows_take and "take" in h:
                     reply["take"] = take
