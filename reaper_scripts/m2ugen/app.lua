@@ -825,6 +825,10 @@ local function start(run, preset)
     run.out = settings.join(project.temp_dir("out"), run.name .. ".wav")
     req.out = run.out
     extra = job.extra_args({ takes = tonumber(run.settings.takes), fit_tempo = run.settings.fit_tempo == "on" })
+    -- the protocol's defaults are left out of the request (an older server keeps working)
+    if kind == "edit" and (run.settings.mode or "text") ~= "text" then req.mode = run.settings.mode end
+    if run.settings.loop == "on" then req.loop = true end
+    if (run.settings.vocoder or "encodec") ~= "encodec" then req.vocoder = run.settings.vocoder end
   end
   if media_kind then req[media_kind] = media_path end
   run.request = req
@@ -986,9 +990,9 @@ function app.settings_dialog()
   local captions = { "CLI path (empty = from server)", "Server (empty = default)", "Default duration (s)",
                      "Conditioning (text/embedding)", "Seed (empty = random)", "Takes per request (1-8)",
                      "Edit result (take/mute/track)", "Preview first (on/off)", "Answer markers (off/marker/region)",
-                     "Fit tempo (off/on)" }
-  local keys = { "cli_path", "server", "duration", "conditioning", "seed", "takes", "edit_result", "preview",
-                 "answer_markers", "fit_tempo" }
+                     "Fit tempo (off/on)", "Edit mode (text/continue/melody)", "Loop (off/on)",
+                     "Vocoder (encodec/mbd)" }
+  local keys = settings.KEYS
   local values = {}
   for n, k in ipairs(keys) do values[n] = s[k] end
   local ok, answer = reaper.GetUserInputs("M2UGen - Settings", #captions,

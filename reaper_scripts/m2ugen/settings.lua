@@ -13,6 +13,10 @@
 --   preview       "on" (audition, then Accept / Regenerate / Discard) | "off" (insert at once)
 --   answer_markers "off" | "marker" | "region": Ask answers also as project markers/regions
 --   fit_tempo     "off" | "on" (sent as `--fit-tempo`: the server fits the result to the project tempo)
+--   mode          edits: "text" (the official: the decoder hears only the reply) | "continue" (MusicGen
+--                 continues the selection) | "melody" (MusicGen-Melody follows its tune; needs a melody decoder)
+--   loop          "off" | "on": a seamless loop of whole bars at the project tempo
+--   vocoder       "encodec" | "mbd" (multi-band diffusion: cleaner, slower)
 -- Values never contain newlines (ExtState is an .ini file).
 
 local import = ...
@@ -33,10 +37,13 @@ settings.DEFAULTS = {
   preview = "on",
   answer_markers = "off",
   fit_tempo = "off",
+  mode = "text",
+  loop = "off",
+  vocoder = "encodec",
 }
 
 settings.KEYS = { "cli_path", "server", "duration", "conditioning", "seed", "takes", "edit_result", "preview",
-                  "answer_markers", "fit_tempo" }
+                  "answer_markers", "fit_tempo", "mode", "loop", "vocoder" }
 
 -- The allowed words of the choice settings (the Settings dialog names them when one is wrong).
 settings.CHOICES = {
@@ -44,9 +51,12 @@ settings.CHOICES = {
   preview = { "on", "off" },
   answer_markers = { "off", "marker", "region" },
   fit_tempo = { "off", "on" },
+  mode = { "text", "continue", "melody" },
+  loop = { "off", "on" },
+  vocoder = { "encodec", "mbd" },
 }
 settings.LABELS = { edit_result = "Edit result", preview = "Preview", answer_markers = "Answer markers",
-                    fit_tempo = "Fit tempo" }
+                    fit_tempo = "Fit tempo", mode = "Edit mode", loop = "Loop", vocoder = "Vocoder" }
 settings.MAX_TAKES = 8
 
 function settings.is_windows()
@@ -125,7 +135,7 @@ function settings.validate(raw)
   end
   out.takes = tostring(math.floor(n))
 
-  for _, k in ipairs({ "edit_result", "preview", "answer_markers", "fit_tempo" }) do
+  for _, k in ipairs({ "edit_result", "preview", "answer_markers", "fit_tempo", "mode", "loop", "vocoder" }) do
     local v = (raw[k] or settings.DEFAULTS[k]):match("^%s*(.-)%s*$"):lower()
     local ok = false
     for _, c in ipairs(settings.CHOICES[k]) do if c == v then ok = true end end
