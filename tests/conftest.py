@@ -20,7 +20,8 @@ Stable fixtures for every engineer (names and signatures will not change):
 ``wav_file(seconds=1.0, sr=22050, channels=2, name="in.wav")`` -> factory writing a test tone
     under tmp_path; returns its Path.
 
-Helpers (import them: ``from conftest import SlowModel, tone``): ``SlowModel(model, step_s)`` wraps
+Helpers (import them: ``from conftest import SlowModel, run_job, tone``): ``run_job(client, kind,
+params, inputs=None, **fields)`` submits and returns the ``done`` header; ``SlowModel(model, step_s)`` wraps
 the real tiny model and sleeps in every progress callback (to cancel a running job or fill the
 queue); ``.started`` is set once it runs. ``tone(seconds, sr, channels)`` -> float32 [C, S] sine.
 
@@ -117,6 +118,19 @@ def server_info(make_server, monkeypatch, tmp_path) -> RunningServer:
 @pytest.fixture
 def server(server_info) -> str:
     return server_info.endpoint
+
+
+def run_job(client, kind: str, params: dict, inputs: dict | None = None, timeout_s: float = 300, **fields) -> dict:
+    """Submit, wait for the job's end, return the ``done`` header (fails on a refusal or an error)."""
+    r = client.call("submit", kind=kind, params=params, inputs=inputs or {}, **fields)
+    assert r.op == "accepted", r.header
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        m = client.recv(timeout_s=1.0)
+        if m is not None and m.job == r.job and m.op in ("done", "error", "cancelled"):
+            assert m.op == "done", m.header
+            return m.header
+    raise AssertionError(f"job {r.job} did not finish in {timeout_s} s")
 
 
 def tone(seconds: float, sr: int, channels: int, freq: float = 440.0) -> np.ndarray:

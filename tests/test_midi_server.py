@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import run_job
 from server.client import Client
 
 
@@ -33,15 +34,8 @@ def melody_model():
 
 
 def generate(c: Client, midi: Path, **params):
-    r = c.call("submit", kind="generate", params={"prompt": "strings", "seed": 2, "max_new_tokens": 4, **params},
-               inputs={"midi": {"path": str(midi)}})
-    assert r.op == "accepted", r.header
-    while True:
-        m = c.recv(timeout_s=300)
-        assert m is not None
-        if m.job == r.job and m.op in ("done", "error"):
-            assert m.op == "done", m.header
-            return m.header
+    return run_job(c, "generate", {"prompt": "strings", "seed": 2, "max_new_tokens": 4, **params},
+                   {"midi": {"path": str(midi)}})
 
 
 def test_a_midi_sketch_is_the_melody_and_changes_the_music(make_server, melody_model, tmp_path):

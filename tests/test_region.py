@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import conftest
 from server import finishing
 from server.client import Client
 
 QUICK = {"max_new_tokens": 4}
-FINAL = {"done", "error", "cancelled"}
 
 
 def click_track(path: Path, bpm: float, seconds: float = 6.0, sr: int = 32000) -> Path:
@@ -31,14 +31,7 @@ def click_track(path: Path, bpm: float, seconds: float = 6.0, sr: int = 32000) -
 
 
 def run_job(c: Client, kind: str, params: dict, inputs: dict | None = None, **fields):
-    r = c.call("submit", kind=kind, params={**QUICK, **params}, inputs=inputs or {}, **fields)
-    assert r.op == "accepted", r.header
-    while True:
-        m = c.recv(timeout_s=300)
-        assert m is not None, "job did not finish"
-        if m.job == r.job and m.op in FINAL:
-            assert m.op == "done", m.header
-            return m.header
+    return conftest.run_job(c, kind, {**QUICK, **params}, inputs, **fields)
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from conftest import run_job
 from server.client import Client
 
 
 def run(c: Client, **params):
-    r = c.call("submit", kind="generate", params={"prompt": "warm pad", "duration": 0.5, "max_new_tokens": 4,
-                                                  "seed": 4, **params})
-    assert r.op == "accepted", r.header
-    while True:
-        m = c.recv(timeout_s=300)
-        assert m is not None
-        if m.job == r.job and m.op in ("done", "error"):
-            assert m.op == "done", m.header
-            return m.header
+    return run_job(c, "generate", {"prompt": "warm pad", "duration": 0.5, "max_new_tokens": 4, "seed": 4, **params})
 
 
 def test_mbd_reaches_the_decoder_and_is_recorded(server):
