@@ -1,6 +1,7 @@
-"""What the worker does around the model so that a result fits the project (issue "the selected region
-must reach the music"): measure the source, say what was measured in the prompt, and fit each take to
-the project — tempo, bar-exact length, seamless loop, loudness — then measure the result.
+"""What the worker does around the model so that the region reaches the music and a result fits the
+project: measure the source, build the prompt (the project's context and what was measured) and the
+model's options (mode, vocoder, MIDI melody, tempo), and fit each take to the project — tempo,
+bar-exact length, seamless loop, loudness — then measure the result.
 
 The measuring and fitting are library code (``m2ugen.analysis``, ``m2ugen.fit``); this module only
 decides, from a job's validated params, which of them apply and in what order:
@@ -48,6 +49,45 @@ def measured_line(source_analysis: dict[str, Any] | None) -> str | None:
     from m2ugen import analysis
 
     return analysis.measured_line(source_analysis)
+
+
+def prompt_with_context(prompt: str, context: dict[str, Any]) -> str:
+    """Append the project's musical context: "..., at 120 bpm, in A minor, in 4/4 time"."""
+    extra = []
+    if context.get("bpm"):
+        extra.append(f"at {context['bpm']:g} bpm")
+    if context.get("key"):
+        extra.append(f"in {context['key']}")
+    if context.get("time_signature"):
+        n, d = context["time_signature"]
+        extra.append(f"in {n}/{d} time")
+    return prompt if not extra else prompt.rstrip() + ", " + ", ".join(extra)
+
+
+def prompt_for_model(params: dict[str, Any], source_analysis: dict[str, Any] | None) -> str:
+    """The prompt the LLM gets: the user's, the project's context, then what was measured of the source
+    ("Measured: 92 BPM, F# minor, -14 LUFS, 8.0 s."); with ``reference_prompt`` the user's alone, as
+    the official model gets it."""
+    if params.get("reference_prompt"):
+        return params["prompt"]
+    prompt = prompt_with_context(params["prompt"], params["context"])
+    line = measured_line(source_analysis)
+    return f"{prompt.rstrip()} {line}" if line else prompt
+
+
+def model_options(params: dict[str, Any], midi: bytes | None, tempo: float | None, decode_s: float) -> dict[str, Any]:
+    """``M2UGen.chat`` options beyond the official call, only where they differ from its defaults: the
+    edit mode, the vocoder, a MIDI sketch's notes as the melody chroma, and the tempo for the music
+    decoder's text (not with ``reference_prompt``)."""
+    options = {k: params[k] for k, default in (("mode", "text"), ("continuation", "new"), ("vocoder", "encodec"))
+               if params.get(k, default) != default}
+    if midi is not None:
+        from m2ugen import midi as midi_notes
+
+        options["chroma"] = midi_notes.midi_to_chroma(midi, duration_s=decode_s)
+    if tempo and not params.get("reference_prompt"):
+        options["music_hint"] = f"{round(tempo)} bpm"
+    return options
 
 
 def target_tempo(params: dict[str, Any], source_analysis: dict[str, Any] | None) -> float | None:

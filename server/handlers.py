@@ -163,6 +163,7 @@ class Handlers:
 
     def _prepare_job(self, identity, header, frames) -> Job:
         spec = protocol.check_submit(header, len(frames))
+        self._check_mode(spec["params"])  # before any input is read or decoded
         if len(self.queue) >= self.queue.maxsize:
             raise ProtocolError("busy", f"the queue is full ({self.queue.maxsize} jobs waiting); try again later")
         output = outputs.check(self.roots, spec["output"], takes=spec["params"].get("takes") or 1)
@@ -172,12 +173,6 @@ class Handlers:
                                                 intake=self.limits.intake(),
                                                 max_file_bytes=self.limits.max_message_mb * 2**20)
         params = spec["params"]
-        modes = (self.model_info.get("decoder") or {}).get("modes")
-        if modes is not None and params.get("mode", "text") not in modes:
-            decoder = self.model_info["decoder"]
-            raise ProtocolError("bad_request", f"mode '{params['mode']}' is not available with the loaded decoder "
-                                               f"({decoder.get('kind')}: modes {', '.join(modes)}); serve a model "
-                                               f"whose decoder does it", "params.mode")
         if spec["kind"] != "ask" and params["duration"] is None:
             audio = model_inputs["audio"]
             seconds = 10.0 if audio is None else audio[0].shape[1] / audio[1]
@@ -194,6 +189,14 @@ class Handlers:
         job.inputs, job.output, job.job_dir = model_inputs, output, job_dir
         job.subscribers.add(identity)
         return job
+
+    def _check_mode(self, params: dict[str, Any]) -> None:
+        modes = (self.model_info.get("decoder") or {}).get("modes")
+        if modes is not None and params.get("mode", "text") not in modes:
+            decoder = self.model_info["decoder"]
+            raise ProtocolError("bad_request", f"mode '{params['mode']}' is not available with the loaded decoder "
+                                               f"({decoder.get('kind')}: modes {', '.join(modes)}); serve a model "
+                                               f"whose decoder does it", "params.mode")
 
     def held_audio_bytes(self) -> int:
         """Decoded input audio held by this run's unfinished jobs."""

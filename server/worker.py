@@ -35,19 +35,6 @@ class JobCancelled(Exception):
     pass
 
 
-def prompt_with_context(prompt: str, context: dict[str, Any]) -> str:
-    """Append musical context the decoder has no other input for: "..., at 120 bpm, in A minor"."""
-    extra = []
-    if context.get("bpm"):
-        extra.append(f"at {context['bpm']:g} bpm")
-    if context.get("key"):
-        extra.append(f"in {context['key']}")
-    if context.get("time_signature"):
-        n, d = context["time_signature"]
-        extra.append(f"in {n}/{d} time")
-    return prompt if not extra else prompt.rstrip() + ", " + ", ".join(extra)
-
-
 class Worker(threading.Thread):
     def __init__(self, model, model_info: dict[str, Any], queue: JobQueue, store: JobStore, journal: Journal,
                  emit_factory: Callable[[], Emit], roots: AllowedRoots):
@@ -183,24 +170,12 @@ class Worker(threading.Thread):
 
         source, analysis = self._analyse_source(job)
         self._set(job, analysis=analysis)
-        prompt = p["prompt"]
-        if not p.get("reference_prompt"):
-            prompt = prompt_with_context(prompt, p["context"])
-            line = finishing.measured_line(analysis)
-            if line:
-                prompt = f"{prompt.rstrip()} {line}"
+        prompt = finishing.prompt_for_model(p, analysis)
         tempo = finishing.target_tempo(p, analysis)
         want_audio = job.kind != "ask"
         duration = (finishing.length_s(p, tempo) or 10.0) if want_audio else 10.0
         decode_s = finishing.decode_length(p, duration)
-        extra = {k: p[k] for k, default in (("mode", "text"), ("continuation", "new"), ("vocoder", "encodec"))
-                 if p.get(k, default) != default}
-        if job.inputs.get("midi") is not None:  # the MIDI sketch's notes as the melody chroma, frame by frame
-            from m2ugen import midi
-
-            extra["chroma"] = midi.midi_to_chroma(job.inputs["midi"], duration_s=decode_s)
-        if tempo and not p.get("reference_prompt") and want_audio:  # the tempo reaches the music decoder too
-            extra["music_hint"] = f"{round(tempo)} bpm"
+        extra = finishing.model_options(p, job.inputs.get("midi"), tempo, decode_s) if want_audio else {}
         takes = max(1, int(p.get("takes") or 1)) if want_audio else 1
         replies, t0 = [], time.perf_counter()
         try:
