@@ -25,6 +25,8 @@ from pathlib import Path
 
 import platformdirs
 
+from server.security import PathNotAllowed, write_atomic_confined
+
 CAPTURE_PREFIX = "m2ugen-capture-"
 CAPTURE_MAX_AGE_S = 24 * 3600.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9]+")
@@ -76,17 +78,10 @@ def write_result(folder: Path, name: str, data: bytes) -> Path:
         raise ResultsRefused(f"{target} resolves outside the results folder {folder}")
     if target.is_file() and target.stat().st_size == len(data):
         return target  # the same result fetched again (re-insert): keep the file Live may have open
-    fd, tmp = tempfile.mkstemp(prefix=".m2ugen-", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    try:  # the project's one confined atomic write (no symlink followed at any step, checked again)
+        write_atomic_confined(Path(folder) / name, data, "result", lambda head: True)
+    except PathNotAllowed as err:
+        raise ResultsRefused(str(err)) from None
     return target
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,20 +34,14 @@ def cli_path() -> str:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temp file in the same directory, then rename over ``path``."""
+    """Write JSON to a temp file in the same directory, then rename over ``path`` (the project's one
+    atomic write, ``security.write_atomic_confined``)."""
+    from server.security import write_atomic_confined
+
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic_confined(Path(os.path.realpath(path.parent)) / path.name,
+                          (json.dumps(data, indent=2) + "\n").encode("utf-8"), "status file", lambda head: True)
 
 
 def write(info: dict[str, Any]) -> Path:
