@@ -48,17 +48,18 @@ def test_a_midi_sketch_is_the_melody_and_changes_the_music(make_server, melody_m
     assert a["params"]["mode"] == "melody" and a["inputs"]["midi"]["notes"] == 8
     assert a["duration"] == pytest.approx(2.0, abs=0.01)  # as long as its notes (8 x 0.25 s)
     assert not np.array_equal(sf.read(a["audio_path"])[0], sf.read(b["audio_path"])[0])
-
-
-def test_midi_needs_a_melody_decoder_and_a_readable_file(server, tmp_path):
-    good = write_mid(tmp_path / "ok.mid", [60, 64, 67])
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"MThd not really")
-    with Client(server) as c:
-        r = c.call("submit", kind="generate", params={"prompt": "x"}, inputs={"midi": {"path": str(good)}})
-        assert r.op == "error" and r.header["field"] == "params.mode" and "MusicGen" in r.header["message"]
+    with Client(srv.endpoint) as c:
         r = c.call("submit", kind="generate", params={"prompt": "x"}, inputs={"midi": {"path": str(bad)}})
-        assert r.op == "error" and r.header["code"] == "bad_midi"
+    assert r.op == "error" and r.header["code"] == "bad_midi"
+
+
+def test_midi_needs_a_melody_decoder(server, tmp_path):
+    good = write_mid(tmp_path / "ok.mid", [60, 64, 67])
+    with Client(server) as c:  # refused before the file is even read
+        r = c.call("submit", kind="generate", params={"prompt": "x"}, inputs={"midi": {"path": str(good)}})
+    assert r.op == "error" and r.header["field"] == "params.mode" and "MusicGen" in r.header["message"]
 
 
 def test_midi_from_the_cli_and_osc(tmp_path):
