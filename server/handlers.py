@@ -173,7 +173,7 @@ class Handlers:
                                                 intake=self.limits.intake(),
                                                 max_file_bytes=self.limits.max_message_mb * 2**20)
         params = spec["params"]
-        if spec["kind"] != "ask" and params["duration"] is None:
+        if protocol.KIND_SPECS[spec["kind"]].makes_audio and params["duration"] is None:
             audio = model_inputs["audio"]
             seconds = 10.0 if audio is None else audio[0].shape[1] / audio[1]
             if audio is None and info.get("midi"):  # a MIDI sketch: as long as its notes

@@ -71,6 +71,10 @@ class QueueFull(Exception):
     pass
 
 
+class JobCancelled(Exception):
+    """Raised from a job's progress callback to stop it at the next step (cancel, or shutdown)."""
+
+
 class JobQueue:
     """FIFO of queued jobs with a hard bound; ``get`` blocks the worker until a job or ``close``."""
 
