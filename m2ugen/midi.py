@@ -265,9 +265,16 @@ def notes_to_chroma(notes: Iterable[Note], frame_rate: float = MELODY_FRAME_RATE
 
 def midi_to_chroma(midi: Any, frame_rate: float = MELODY_FRAME_RATE, duration_s: float | None = None, *,
                    polyphony: str = "argmax", reference: bool = False, include_drums: bool = False) -> np.ndarray:
-    """A ``.mid`` (path, bytes or mido.MidiFile) -> float32 chroma ``[T, 12]``; see ``notes_to_chroma``."""
-    return notes_to_chroma(read_notes(midi, include_drums=include_drums), frame_rate, duration_s,
-                           polyphony=polyphony, reference=reference)
+    """A ``.mid`` (path, bytes or mido.MidiFile) or a note list (``Note``s or the lists/dicts
+    ``parse_notes`` takes: notes a DAW read from its MIDI item) -> float32 chroma ``[T, 12]``; see
+    ``notes_to_chroma``."""
+    if isinstance(midi, (list, tuple)):
+        notes = parse_notes(midi)
+        if not include_drums:
+            notes = [n for n in notes if n.channel != DRUM_CHANNEL]
+    else:
+        notes = read_notes(midi, include_drums=include_drums)
+    return notes_to_chroma(notes, frame_rate, duration_s, polyphony=polyphony, reference=reference)
 
 
 def chroma_labels(chroma: np.ndarray) -> list[str | None]:

@@ -75,9 +75,10 @@ def prompt_for_model(params: dict[str, Any], source_analysis: dict[str, Any] | N
     return f"{prompt.rstrip()} {line}" if line else prompt
 
 
-def model_options(params: dict[str, Any], midi: bytes | None, tempo: float | None, decode_s: float) -> dict[str, Any]:
+def model_options(params: dict[str, Any], midi: bytes | list | None, tempo: float | None, decode_s: float) -> dict[str, Any]:
     """``M2UGen.chat`` options beyond the official call, only where they differ from its defaults: the
-    edit mode, the vocoder, a MIDI sketch's notes as the melody chroma, and the tempo for the music
+    edit mode, the vocoder, a MIDI sketch's notes (a file's bytes or a client's note list) as the melody
+    chroma, and the tempo for the music
     decoder's text (not with ``reference_prompt``)."""
     options = {k: params[k] for k, default in (("mode", "text"), ("continuation", "new"), ("vocoder", "encodec"))
                if params.get(k, default) != default}

@@ -166,7 +166,8 @@ class Handlers:
         self._check_mode(spec["params"])  # before any input is read or decoded
         if len(self.queue) >= self.queue.maxsize:
             raise ProtocolError("busy", f"the queue is full ({self.queue.maxsize} jobs waiting); try again later")
-        output = outputs.check(self.roots, spec["output"], takes=spec["params"].get("takes") or 1)
+        output = outputs.check(self.roots, spec["output"], takes=spec["params"].get("takes") or 1,
+                               kind_ok=outputs.content_check(protocol.KIND_SPECS[spec["kind"]].output_ext))
         job_id = new_job_id()
         job_dir = self.jobs_dir / job_id
         model_inputs, info = inputs_mod.resolve(spec["inputs"], frames, self.roots, job_dir,
@@ -278,7 +279,7 @@ class Handlers:
                     reply["sidecar"] = json.loads(Path(rec["sidecar_path"]).read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     reply["sidecar"] = None
-            path = rec.get("audio_path")
+            path = rec.get("audio_path") or rec.get("midi_path")  # transcribe: the .mid
             if take is not None:
                 takes = rec.get("takes") or []
                 if take > len(takes):
@@ -290,7 +291,7 @@ class Handlers:
                     out_frames = [Path(path).read_bytes()]
                 except OSError as e:
                     raise ProtocolError("not_found", f"the result file of job {job_id} is gone: {e}") from None
-                reply["audio"] = {"frame": 1}
+                reply["audio" if path == rec.get("audio_path") else "midi"] = {"frame": 1}
         return Outcome(reply, out_frames)
 
     def op_jobs(self, identity, header, frames) -> Outcome:

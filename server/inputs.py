@@ -4,7 +4,8 @@ answered right away, and a file is read once, where it was checked).
 - audio: decoded by ``m2ugen.media.decode_audio`` (the project's one decoder) straight into the
   intake format (``AudioIntake``: at most 2 channels, at most the model's rate, 16-bit), so what a
   queued job holds is bounded by that format and not by what the file declares;
-- MIDI: read and parsed (its notes become the melody decoder's chroma in the worker);
+- MIDI: read and parsed, or notes sent inline (``{"notes": [...]}``) taken as they are (the notes
+  become the melody decoder's chroma in the worker);
 - images and videos: copied into the job's directory (from a path: through a file opened without
   following symlinks; from a frame: its bytes) and checked there; the model reads that copy.
 
@@ -118,9 +119,15 @@ def _copy_into_job(what: str, ref: dict, frames: list, roots: AllowedRoots, job_
     return path, info
 
 
-def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[bytes, dict]:
+def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[bytes | list, dict]:
     """A MIDI sketch: its bytes (read once, here) and what it holds; parsed now so a bad file is
-    answered at submit."""
+    answered at submit. Notes sent inline (``{"notes": [...]}``, checked by the protocol) become
+    ``m2ugen.midi.Note`` objects instead."""
+    from m2ugen import midi
+
+    if "notes" in ref:
+        notes = midi.parse_notes(ref["notes"])
+        return notes, {"notes": len(notes), "seconds": round(max(n.end for n in notes), 3), "inline": True}
     if "path" in ref:
         with _open_path(ref, roots, "midi") as f:
             data = f.read(MAX_MIDI_BYTES + 1)
@@ -130,8 +137,6 @@ def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[bytes, dic
         info = {"name": ref.get("name") or ""}
     if len(data) > MAX_MIDI_BYTES:
         raise ProtocolError("bad_midi", f"MIDI input is larger than {MAX_MIDI_BYTES // 2**20} MiB", "inputs.midi")
-    from m2ugen import midi
-
     try:
         notes = midi.read_notes(data)
     except (ValueError, OSError, EOFError, KeyError, IndexError) as e:
@@ -145,7 +150,7 @@ def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[bytes, dic
 def resolve(spec: dict[str, Any], frames: list, roots: AllowedRoots, job_dir: Path, *, intake: AudioIntake,
             max_file_bytes: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """-> (model inputs {"audio": (wave int16 [C, S], sr) | None, "image": str | None, "video": str | None,
-    "midi": bytes | None},
+    "midi": bytes | [Note] | None},
     recorded info {name: {"path"|"name", ...}}). On error the job directory is removed."""
     out: dict[str, Any] = {"audio": None, "image": None, "video": None, "midi": None}
     info: dict[str, Any] = {}

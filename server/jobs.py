@@ -35,6 +35,7 @@ class Job:
     text: str = ""
     audio_path: str | None = None
     sidecar_path: str | None = None
+    midi_path: str | None = None  # transcribe: the written .mid
     duration: float | None = None
     sample_rate: int | None = None
     channels: int | None = None
@@ -59,8 +60,8 @@ class Job:
             "job": self.id, "kind": self.kind, "state": self.state, "created": self.created,
             "started": self.started, "finished": self.finished, "queue_position": self.queue_position,
             "stage": self.stage, "fraction": self.fraction, "text": self.text, "audio_path": self.audio_path,
-            "sidecar_path": self.sidecar_path, "duration": self.duration, "sample_rate": self.sample_rate,
-            "channels": self.channels, "error": self.error, "params": self.params, "model": self.model,
+            "sidecar_path": self.sidecar_path, "midi_path": self.midi_path, "duration": self.duration,
+            "sample_rate": self.sample_rate, "channels": self.channels, "error": self.error, "params": self.params, "model": self.model,
             "seed": self.seed, "inputs": self.inputs_info, "analysis": self.analysis,
             "result_analysis": self.result_analysis, "takes": self.takes,
             "output_path": str(self.output["path"]) if self.output.get("path") else None,

@@ -34,7 +34,7 @@ TRANSITIONS: dict[str, str | None] = {
 # replies that carry a whole job record, `state` included
 RECORD_OPS = ("job", "result", "subscribed")
 # record fields copied as they are
-RECORD_FIELDS = ("kind", "text", "audio_path", "duration", "sample_rate", "channels", "seed", "analysis",
+RECORD_FIELDS = ("kind", "text", "audio_path", "midi_path", "duration", "sample_rate", "channels", "seed", "analysis",
                  "result_analysis", "takes")
 
 
@@ -48,6 +48,7 @@ class JobView:
     stage: str = ""
     text: str = ""
     audio_path: str = ""
+    midi_path: str = ""  # transcribe: the .mid
     duration: float | None = None
     sample_rate: int | None = None
     channels: int | None = None

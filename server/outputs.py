@@ -1,10 +1,11 @@
 """Where a job's result files may go, checked twice: at submit (a clear error at once) and again when
 they are written (through a directory fd, so a symlink swapped in meanwhile cannot redirect them).
 
-A client may name an output path (``output.path``, a ``.wav``; its sidecar is the same name with
-``.json``): it must lie inside the allowed roots and outside the server's own files, and an existing
-file there is replaced only when the client asked (``output.overwrite``) and only by one of its kind:
-a WAV over a WAV, a sidecar over a sidecar this server wrote. Without a path, results go to the job's
+A client may name an output path (``output.path``, a ``.wav``, or a ``.mid`` for ``transcribe``: the
+kind's ``output_ext``; its sidecar is the same name with ``.json``): it must lie inside the allowed
+roots and outside the server's own files, and an existing file there is replaced only when the client
+asked (``output.overwrite``) and only by one of its kind: a WAV over a WAV, a MIDI file over a MIDI
+file, a sidecar over a sidecar this server wrote. Without a path, results go to the job's
 own folder in the jobs dir.
 """
 
@@ -22,6 +23,20 @@ from server.security import AllowedRoots, OutputExists, PathNotAllowed, write_at
 def is_wav(head: bytes) -> bool:
     """The first bytes of a WAV file (RIFF/RF64/BW64 + WAVE)."""
     return len(head) >= 12 and head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE"
+
+
+def is_midi(head: bytes) -> bool:
+    """The first bytes of a Standard MIDI File (the ``MThd`` chunk)."""
+    return len(head) >= 14 and head[:4] == b"MThd"
+
+
+CONTENT_CHECKS: dict[str, Callable[[bytes], bool]] = {".wav": is_wav, ".mid": is_midi}
+_CONTENT_NAMES = {is_wav: "a WAV", is_midi: "a MIDI file", None: "a result sidecar of this server"}
+
+
+def content_check(output_ext: str | None) -> Callable[[bytes], bool]:
+    """What an existing file at a kind's output path must be for ``overwrite`` to replace it."""
+    return CONTENT_CHECKS.get((output_ext or ".wav").lower(), is_wav)
 
 
 def is_sidecar(head: bytes) -> bool:
@@ -42,15 +57,17 @@ def take_path(first: Path, take: int) -> Path:
     return first if take == 1 else first.with_name(f"{first.stem}-take{take}{first.suffix}")
 
 
-def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1) -> dict[str, Any]:
+def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1,
+          kind_ok: Callable[[bytes], bool] = is_wav) -> dict[str, Any]:
     """Submit time: the validated ``output`` object -> the job's output {want, path (resolved), overwrite}
-    (with ``takes`` > 1 the other takes' paths are checked too)."""
+    (with ``takes`` > 1 the other takes' paths are checked too; ``kind_ok``: what an existing result
+    file must be to be replaced, ``content_check(kind.output_ext)``)."""
     output: dict[str, Any] = {"want": out["want"], "path": None, "overwrite": out["overwrite"]}
     if out["path"] is None:
         return output
     try:
         path = roots.check_write(out["path"], "output")
-        targets = [(take_path(path, k), is_wav) for k in range(1, takes + 1)] + [(sidecar_of(path), is_sidecar)]
+        targets = [(take_path(path, k), kind_ok) for k in range(1, takes + 1)] + [(sidecar_of(path), is_sidecar)]
         for target, ok in targets:
             if not (target.exists() or target.is_symlink()):
                 continue
@@ -61,7 +78,7 @@ def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1) -> dict[str,
                                    f"to replace it")
             with open(target, "rb") as f:
                 if not ok(f.read(65536)):
-                    kind = "a WAV" if ok is is_wav else "a result sidecar of this server"
+                    kind = _CONTENT_NAMES.get(ok if ok is not is_sidecar else None, "a result file")
                     raise OutputExists(f"output path {str(target)!r} exists and is not {kind}; it is never "
                                        f"replaced")
     except OutputExists as e:

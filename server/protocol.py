@@ -36,6 +36,7 @@ INPUTS = ("audio", "image", "video", "midi")
 EDIT_MODES = ("text", "continue", "melody")
 VOCODERS = ("encodec", "mbd")
 MAX_TAKES = 8
+MAX_NOTES = 100_000  # notes in one ``inputs.midi.notes`` list (the 64 KiB header holds ~2,500 of them)
 
 ERROR_CODES = {
     "bad_json": "frame 0 is not a JSON object",
@@ -48,7 +49,8 @@ ERROR_CODES = {
     "bad_video": "the video input cannot be used",
     "bad_midi": "the MIDI input cannot be used",
     "path_not_allowed": "a path outside the allowed roots, or inside the server's own files",
-    "output_exists": "the output file exists and the request did not ask to overwrite it (or it is not a WAV)",
+    "output_exists": "the output file exists and the request did not ask to overwrite it (or it is not of the "
+                     "kind's type: a WAV, a MIDI file)",
     "missing_frame": "a frame reference with no such frame",
     "busy": "the queue is full",
     "not_found": "unknown job id",
@@ -312,6 +314,8 @@ KIND_TABLE: tuple[Kind, ...] = (
          help="new music from the source audio and an instruction"),
     Kind("generate", accepts=("audio", "image", "video", "midi"),
          help="new music from text, an image, a video or a MIDI sketch"),
+    Kind("transcribe", requires=("audio",), accepts=("audio",), output_ext=".mid", makes_audio=False,
+         needs_prompt=False, help="audio -> a .mid: a monophonic melody track and a chord track (no model)"),
 )
 KIND_SPECS: dict[str, Kind] = {k.name: k for k in KIND_TABLE}
 KINDS = tuple(KIND_SPECS)
@@ -392,9 +396,14 @@ PARAMS: tuple[Param, ...] = (
           help="how MusicGen's codes become audio: encodec (its own decoder) or mbd (multi-band diffusion, cleaner, slower)"),
     Param("reference_prompt", "bool", False,
           help="send the prompt exactly as the official model gets it (no measured analysis, no project context)"),
+    Param("chords", "bool", True, kinds=("transcribe",),
+          help="a chord track beside the melody (major/minor triads, at most one per beat)"),
+    Param("beats_per_chord", "int", 1, lo=1, hi=16, kinds=("transcribe",),
+          help="the chord grid: one chord window every N beats of the tempo"),
 )
 CONTEXT: tuple[Param, ...] = (
-    Param("bpm", "float", None, lo=1.0, hi=1000.0, where="context", help="the project's tempo"),
+    Param("bpm", "float", None, lo=1.0, hi=1000.0, where="context", kinds=(*CHAT_KINDS, "transcribe"),
+          help="the project's tempo (transcribe: the written file's and the chord grid's; default: measured)"),
     Param("key", "str", None, max_len=40, where="context", help="the project's key, e.g. 'A minor'"),
     Param("project_sample_rate", "int", None, lo=1000, hi=768000, where="context",
           help="the DAW project's sample rate: the default output rate"),
@@ -482,9 +491,12 @@ def check_input_ref(inputs: dict[str, Any], name: str, n_frames: int) -> dict[st
     ref = req_obj(inputs, name, where="inputs.", default=None)
     if ref is None:
         return None
+    if name == "midi" and ref.get("notes") is not None:
+        return check_notes(ref, w)
     has_path, has_frame = ref.get("path") is not None, ref.get("frame") is not None
     if has_path == has_frame:
-        raise ProtocolError("bad_request", f"field '{w}' needs exactly one of 'path' or 'frame'", w)
+        raise ProtocolError("bad_request", f"field '{w}' needs exactly one of 'path' or 'frame'"
+                                           + (" (or 'notes')" if name == "midi" else ""), w)
     out: dict[str, Any] = {}
     if has_path:
         out["path"] = req_str(ref, "path", where=w + ".", min_len=1, max_len=4096)
@@ -507,6 +519,41 @@ def check_input_ref(inputs: dict[str, Any], name: str, n_frames: int) -> dict[st
         if extra:
             raise ProtocolError("bad_request", f"unknown field(s) in {w}: {', '.join(extra)}", f"{w}.{extra[0]}")
     return out
+
+
+def check_notes(ref: dict[str, Any], w: str = "inputs.midi") -> dict[str, Any]:
+    """``inputs.midi`` as notes a DAW read from its MIDI item or clip: ``{"notes": [[start_s, end_s,
+    pitch, velocity?], ...]}`` in seconds from the start of the material (0 = the selection's start);
+    -> ``{"notes": [[start, end, pitch, velocity], ...]}`` (velocity defaults to 100)."""
+    extra = sorted(set(ref) - {"notes"})
+    if extra:
+        raise ProtocolError("bad_request", f"field '{w}' with 'notes' takes no other field ({', '.join(extra)})",
+                            f"{w}.{extra[0]}")
+    notes = ref["notes"]
+    name = w + ".notes"
+    if not isinstance(notes, list):
+        raise ProtocolError("bad_request", f"field '{name}' must be a list of [start, end, pitch, velocity?], got "
+                                           f"{_type_name(notes)}", name)
+    if not notes:
+        raise ProtocolError("bad_request", f"field '{name}' has no notes", name)
+    if len(notes) > MAX_NOTES:
+        raise ProtocolError("bad_request", f"field '{name}' has {len(notes)} notes; the limit is {MAX_NOTES}", name)
+    out = []
+    for i, note in enumerate(notes):
+        where = f"{name}[{i}]"
+        if not isinstance(note, list) or not 3 <= len(note) <= 4:
+            raise ProtocolError("bad_request", f"field '{where}' must be [start, end, pitch, velocity?], got "
+                                               f"{note!r:.80}", where)
+        row = dict(zip(("start", "end", "pitch", "velocity"), note))
+        start = req_float(row, "start", where=where + ".", lo=0.0, hi=86400.0)
+        end = req_float(row, "end", where=where + ".", lo=0.0, hi=86400.0)
+        pitch = req_int(row, "pitch", where=where + ".", lo=0, hi=127)
+        velocity = req_int(row, "velocity", where=where + ".", lo=1, hi=127, default=100)
+        if end <= start:
+            raise ProtocolError("bad_request", f"field '{where}': end ({end}) must be greater than start ({start})",
+                                where)
+        out.append([start, end, pitch, velocity])
+    return {"notes": out}
 
 
 def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
