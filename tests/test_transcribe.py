@@ -118,12 +118,13 @@ def test_cli_transcribe(tmp_path, capsys):
     wav = tmp_path / "line.wav"
     sf.write(wav, synth(MELODY, 3.6, sr=44100, harmonics=(1.0, 0.5, 0.3)), 44100)
     out = tmp_path / "line.mid"
-    assert cli.main(["transcribe", "--audio", str(wav), "--out", str(out), "--bpm", "90", "--no-chords"]) == 0
+    assert cli.main(["transcribe", "--local", "--audio", str(wav), "--out", str(out), "--bpm", "90",
+                     "--no-chords"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert lines[0]["op"] == "transcribed" and lines[0]["bpm"] == 90 and lines[0]["chords"] == []
     assert lines[-1] == {"op": "exit", "code": 0}
     notes = M.read_notes(out)
     assert [n.pitch for n in notes] == [p for _, _, p, _ in MELODY] and lines[0]["notes"] == len(notes)
-    assert cli.main(["transcribe", "--audio", str(wav), "--out", str(tmp_path / "x.wav")]) == 2
-    assert cli.main(["transcribe", "--audio", str(tmp_path / "nope.wav"), "--out", str(out)]) == 2
+    assert cli.main(["transcribe", "--local", "--audio", str(wav), "--out", str(tmp_path / "x.wav")]) == 2
+    assert cli.main(["transcribe", "--local", "--audio", str(tmp_path / "nope.wav"), "--out", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err

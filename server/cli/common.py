@@ -109,7 +109,7 @@ class Reporter:
         s.update(state=v.state, job=v.job or None, stage=v.stage or None, fraction=v.fraction, text=v.text,
                  audio_path=v.audio_path or None, duration=v.duration, sample_rate=v.sample_rate, error=v.error,
                  queue_position=v.queue_position if v.state == "queued" else None)
-        for name in ("seed", "analysis", "result_analysis", "takes"):
+        for name in ("seed", "analysis", "result_analysis", "takes", "midi_path"):
             value = getattr(v, name)
             if value:
                 s[name] = value

@@ -59,7 +59,7 @@ def register(subparsers) -> None:
 
 
 def add_job_options(g, kind: str | None) -> None:
-    if kind in ("ask", "edit"):
+    if kind in ("ask", "edit", "transcribe"):
         g.add_argument("--record", type=float, metavar="S",
                        help="record S seconds from an audio input and send that as --audio")
         g.add_argument("--input", metavar="DEV", help="audio input for --record: index or part of its name "

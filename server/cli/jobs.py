@@ -20,7 +20,8 @@ from server.cli.common import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EX
                                UsageError, call, client_options, connect, die, finite_float, is_local,
                                run_command)
 
-REQUEST_KEYS = ("kind", *protocol.PARAM_NAMES, "audio", "start", "end", "image", "video", "midi", "context", "out",
+REQUEST_KEYS = ("kind", *protocol.PARAM_NAMES, "audio", "start", "end", "image", "video", "midi", "midi_notes",
+                "context", "out",
                 "overwrite", "status_file", *(p.name for p in protocol.CONTEXT), "time_signature", "server")
 
 
@@ -57,7 +58,10 @@ def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: fl
             if msg.frames and out is not None:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(msg.frames[0])
-                h = {**h, "audio_path": str(out), "takes": _fetch_takes(client, job, out, h.get("takes") or [])}
+                if h.get("midi_path"):  # transcribe: the .mid came back
+                    h = {**h, "midi_path": str(out)}
+                else:
+                    h = {**h, "audio_path": str(out), "takes": _fetch_takes(client, job, out, h.get("takes") or [])}
             reporter.event({**h, "op": "done"} if op != "done" else h)
             return finish(EXIT_OK)
         if op == "cancelled" or h.get("state") == "cancelled":
@@ -130,8 +134,9 @@ def _context(args, req: dict) -> dict[str, Any]:
 
 def build_submit(args, kind: str, req: dict, local: bool) -> tuple[dict[str, Any], list[bytes], Path | None]:
     """-> (submit fields, frames, local output path), already checked by the server's validator."""
+    spec = protocol.KIND_SPECS[kind]
     prompt = _opt(args, req, "prompt")
-    if not prompt:
+    if not prompt and spec.needs_prompt:
         raise UsageError("--prompt is required")
     params: dict[str, Any] = {}
     for name in protocol.PARAM_NAMES:
@@ -156,7 +161,12 @@ def build_submit(args, kind: str, req: dict, local: bool) -> tuple[dict[str, Any
         else:
             frames.append(p.read_bytes())
             inputs[name] = {"frame": len(frames), "name": p.name}
-    if kind in ("ask", "edit") and "audio" not in inputs:
+    notes = req.get("midi_notes")  # a request file only: notes a DAW read from its MIDI item
+    if notes is not None:
+        if "midi" in inputs:
+            raise UsageError("give 'midi' (a .mid file) or 'midi_notes', not both")
+        inputs["midi"] = {"notes": notes}
+    if "audio" in spec.requires and "audio" not in inputs:
         raise UsageError(f"{kind} needs --audio FILE")
     for name in ("start", "end"):
         v = _opt(args, req, name)
@@ -168,7 +178,7 @@ def build_submit(args, kind: str, req: dict, local: bool) -> tuple[dict[str, Any
     out = _opt(args, req, "out")
     out_path = Path(out).expanduser().absolute() if out else None
     output: dict[str, Any] = {}
-    if kind != "ask":
+    if spec.output_ext is not None:
         if local and out_path is not None:
             output["path"] = str(out_path)
             if _opt(args, req, "overwrite"):
@@ -176,7 +186,7 @@ def build_submit(args, kind: str, req: dict, local: bool) -> tuple[dict[str, Any
         elif not local:
             output["want"] = "bytes"
             if out_path is None:
-                out_path = Path.cwd() / "m2ugen-result.wav"
+                out_path = Path.cwd() / f"m2ugen-result{spec.output_ext}"
     fields = {"kind": kind, "params": params, "inputs": inputs}
     if output:
         fields["output"] = output
@@ -212,7 +222,7 @@ def cmd_job(args) -> int:
 
     def body() -> int:
         if kind not in protocol.KINDS:
-            raise UsageError(f"the request needs 'kind' = ask, edit or generate (got {kind!r})")
+            raise UsageError(f"the request needs 'kind' = {', '.join(protocol.KINDS)} (got {kind!r})")
         if req.get("kind") not in (None, kind):
             raise UsageError(f"the request file says kind {req['kind']!r} but the command is {kind!r}")
         if args.server is None and req.get("server"):
@@ -328,7 +338,7 @@ def cmd_result(args) -> int:
             if reply.frames and out is not None:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(reply.frames[0])
-                h = {**h, "audio_path": str(out)}
+                h = {**h, ("midi_path" if h.get("midi") else "audio_path"): str(out)}
             reporter.event(h)
             return reporter.finish({"done": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(h.get("state"), EXIT_FAILED))
 
@@ -353,7 +363,7 @@ def _add_param(g, spec: protocol.Param) -> None:
     g.add_argument(spec.option, **kw)
 
 
-def _job_options(p: argparse.ArgumentParser, kind: str | None) -> None:
+def job_options(p: argparse.ArgumentParser, kind: str | None) -> None:
     g = p.add_argument_group("job")
     if kind != "generate":
         g.add_argument("--audio", metavar="FILE", help="input audio (WAV, FLAC, OGG, MP3, AIFF, or any format "
@@ -371,12 +381,15 @@ def _job_options(p: argparse.ArgumentParser, kind: str | None) -> None:
             _add_param(g, spec)
     c = p.add_argument_group("musical context (from the DAW project; added to the prompt)")
     for spec in protocol.CONTEXT:
-        _add_param(c, spec)
+        if kind is None or kind in spec.kinds:
+            _add_param(c, spec)
     c.add_argument("--time-signature", metavar="N/D", help="e.g. 4/4")
-    g.add_argument("--out", metavar="FILE.wav", help="where the WAV goes (default: the server's jobs dir); its "
-                                                     "sidecar is FILE.json")
+    ext = protocol.KIND_SPECS[kind].output_ext if kind in protocol.KIND_SPECS else ".wav"
+    what = "MIDI file" if ext == ".mid" else "WAV"
+    g.add_argument("--out", metavar=f"FILE{ext}", help=f"where the {what} goes (default: the server's jobs dir); "
+                                                      f"its sidecar is FILE.json")
     g.add_argument("--overwrite", action="store_true", default=None,
-                   help="replace --out (and its sidecar) if it exists; only a WAV (and a sidecar) is ever replaced")
+                   help=f"replace --out (and its sidecar) if it exists; only a {what} (and a sidecar) is ever replaced")
     g.add_argument("--request", metavar="FILE", help="read these options from a JSON file (keys: "
                                                      + ", ".join(REQUEST_KEYS) + ")")
     g.add_argument("--status-file", metavar="PATH", help="keep the current state in this JSON file (atomic)")
@@ -390,7 +403,7 @@ def register(sub) -> None:
                        ("generate", "generate music from text, an image or a video"),
                        ("submit", "submit a job described by --request FILE (its 'kind' says which)")):
         p = sub.add_parser(kind, help=text, description=text + ". JSON lines on stdout.")
-        _job_options(p, None if kind == "submit" else kind)
+        job_options(p, None if kind == "submit" else kind)
         client_options(p)
         p.set_defaults(func=cmd_job)
 

@@ -1,10 +1,17 @@
 """``m2ugen transcribe``: audio -> a ``.mid`` with a MONOPHONIC melody track and a chord track.
 
-    m2ugen transcribe --audio take.wav --out take.mid [--start S --end S] [--bpm 120] [--no-chords]
+    m2ugen transcribe --audio take.wav [--start S --end S] [--out take.mid] [--bpm 120] [--no-chords]
+    m2ugen transcribe --local --audio take.wav --out take.mid [...]
 
-Runs in this process with the library (m2ugen.transcribe; librosa's pYIN); the melody follows one
-pitch at a time. stdout: ``{"op": "transcribed", "out", "bpm", "notes", "chords": [[start, end,
-label], ...], "timings"}`` then ``{"op": "exit", "code": N}`` (0 ok, 2 usage, 4 failed).
+By default a client of the running server like ``ask`` / ``edit`` (a ``transcribe`` job: it waits
+its turn in the queue, its events and the final ``{"op": "exit"}`` print as JSON lines, the status
+file and progress bar as for every job; the ``done`` line's ``midi_path`` is the file). To a remote
+server the ``.mid`` comes back as bytes into ``--out`` (default ``./m2ugen-result.mid``).
+
+``--local`` runs it in this process instead (m2ugen.transcribe; librosa's pYIN), no server needed:
+stdout ``{"op": "transcribed", "out", "bpm", "notes", "chords": [[start, end, label], ...],
+"timings"}`` then ``{"op": "exit", "code": N}`` (0 ok, 2 usage, 4 failed); ``--bpm`` defaults to 120
+there (the server measures the source's tempo when no ``--bpm`` is given).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED = 0, 2, 4
+LOCAL_BPM = 120.0
 
 
 def _finish(code: int, message: str | None = None) -> int:
@@ -23,9 +31,11 @@ def _finish(code: int, message: str | None = None) -> int:
     return code
 
 
-def cmd_transcribe(args) -> int:
+def cmd_local(args) -> int:
     from m2ugen import media
 
+    if not args.audio or not args.out:
+        return _finish(EXIT_USAGE, "--local needs --audio FILE and --out FILE.mid")
     src, out = Path(args.audio).expanduser(), Path(args.out).expanduser().absolute()
     if not src.is_file():
         return _finish(EXIT_USAGE, f"--audio {args.audio}: no such file")
@@ -35,7 +45,8 @@ def cmd_transcribe(args) -> int:
         wave, sr = media.decode_audio(src, name=f"--audio {src.name}", start=args.start, end=args.end)
         from m2ugen.transcribe import transcribe
 
-        result = transcribe(wave, sr, bpm=args.bpm, chords=not args.no_chords)
+        result = transcribe(wave, sr, bpm=args.bpm or LOCAL_BPM, chords=args.chords is not False,
+                            beats_per_window=args.beats_per_chord or 1)
         result.write(out)
     except ValueError as e:  # media.MediaError is a ValueError too
         return _finish(EXIT_FAILED, str(e))
@@ -45,16 +56,26 @@ def cmd_transcribe(args) -> int:
     return _finish(EXIT_OK)
 
 
+def cmd_transcribe(args) -> int:
+    if args.local:
+        return cmd_local(args)
+    from server.cli import jobs
+
+    return jobs.cmd_job(args)
+
+
 def register(subparsers) -> None:
-    p = subparsers.add_parser("transcribe", help="audio -> .mid (monophonic melody + chord track), locally",
+    from server.cli import jobs
+    from server.cli.common import client_options
+
+    p = subparsers.add_parser("transcribe", help="audio -> .mid (monophonic melody + chord track): a server job, "
+                                                 "or --local",
                               description="Transcribe audio to a type-1 MIDI file: a monophonic melody "
                                           "(pYIN pitch tracking, onsets, RMS velocities) and a chord track "
-                                          "(major/minor chroma templates per beat).")
-    p.add_argument("--audio", required=True, metavar="FILE", help="input audio (WAV, FLAC, OGG, MP3, AIFF)")
-    p.add_argument("--out", required=True, metavar="FILE.mid", help="the MIDI file to write")
-    p.add_argument("--start", type=float, metavar="S", help="crop the audio from this second")
-    p.add_argument("--end", type=float, metavar="S", help="crop the audio up to this second")
-    p.add_argument("--bpm", type=float, default=120.0,
-                   help="tempo of the written file and of the chord grid, one chord per beat at most (default 120)")
-    p.add_argument("--no-chords", action="store_true", help="melody track only")
+                                          "(major/minor chroma templates per beat). A job of the running server "
+                                          "(JSON lines on stdout), or in this process with --local.")
+    jobs.job_options(p, "transcribe")
+    p.add_argument("--local", action="store_true",
+                   help="run in this process, no server (needs --out; --bpm defaults to 120)")
+    client_options(p)
     p.set_defaults(func=cmd_transcribe)
