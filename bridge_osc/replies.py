@@ -7,6 +7,7 @@ be checked against this one file.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -123,6 +124,18 @@ def outcome(view: JobView, paths: list[str] | None = None) -> list[Reply]:
     out.append(reply("/m2u/done", ("s", job), ("s", path),
                      ("f", float(view.duration or 0.0) if path else 0.0),
                      ("i", int(view.sample_rate or 0) if path else 0)))
+    return out
+
+
+def midi_outcome(view: JobView, path: str, notes: list) -> list[Reply]:
+    """A finished transcription: its notes as JSON text in chunks, `/m2u/notes s:job i:index i:count
+    s:chunk` (the chunks joined are ``[[start_s, end_s, pitch, velocity, channel], ...]``; melody on
+    channel 0, chords on 1), then `/m2u/done s:job s:path.mid f:seconds i:0`."""
+    text = json.dumps(notes, separators=(",", ":"))
+    chunks = osc.utf8_chunks(text, TEXT_CHUNK_BYTES)
+    out = [reply("/m2u/notes", ("s", view.job), ("i", i), ("i", len(chunks)), ("s", chunk))
+           for i, chunk in enumerate(chunks)]
+    out.append(reply("/m2u/done", ("s", view.job), ("s", path), ("f", float(view.duration or 0.0)), ("i", 0)))
     return out
 
 

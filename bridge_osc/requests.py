@@ -12,6 +12,7 @@ atom each), so a request carries all its options and the order does not matter.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -38,6 +39,7 @@ _REQUEST_OPTIONS: dict[str, tuple[str, str]] = {
     "image": ("request", "s"),
     "video": ("request", "s"),
     "midi": ("request", "s"),
+    "midi_notes": ("request", "s"),
     "duration": ("request", "f"),
     "results_dir": ("request", "s"),
     "reply_port": ("request", "i"),
@@ -93,6 +95,7 @@ class Request:
     image: str | None = None
     video: str | None = None
     midi: str | None = None
+    midi_notes: list | None = None  # notes a device read from a MIDI clip: [[start_s, end_s, pitch, velocity]]
     job: str = ""  # cancel/status/result: job id or "last"
     name: str = ""  # set
     value: Any = None  # set: the parsed value, None = clear
@@ -419,12 +422,17 @@ def _parse_submit(op: str, classes: str, args: list, tags: str) -> Request:
         i += 1 + len(kinds)
         value = parsed[0] if len(parsed) == 1 else parsed
         _apply_option(request, name, where, value, op, tags)
-    if not request.prompt:
+    spec = protocol.KIND_SPECS[kind]
+    if not request.prompt and spec.needs_prompt:
         raise _bad(op, tags, "option prompt is required")
-    if kind in ("edit", "ask") and not request.audio:
+    if "audio" in spec.requires and not request.audio:
         raise _bad(op, tags, f"kind {kind} needs the option audio (a path, 'last' or a job id)")
     if kind != "generate" and (request.image or request.video):
         raise _bad(op, tags, "image and video are inputs of generate only")
+    if (request.midi or request.midi_notes) and "midi" not in spec.accepts:
+        raise _bad(op, tags, f"kind {kind} takes no midi")
+    if request.midi and request.midi_notes:
+        raise _bad(op, tags, "give midi (a .mid file) or midi_notes, not both")
     if request.image and request.video:
         raise _bad(op, tags, "give image or video, not both")
     if request.start is not None or request.end is not None:
@@ -457,14 +465,31 @@ def _apply_option(request: Request, name: str, where: str, value: Any, op: str, 
         setattr(request, name, value)
     elif name == "midi" and os.path.splitext(value)[1].lower() not in (".mid", ".midi"):
         raise _bad(op, tags, f"midi {value!r} is not a .mid file")
+    elif name == "midi_notes":
+        request.midi_notes = _notes(value, op, tags)
     else:  # prompt, audio, start, end, results_dir, midi
         setattr(request, name, value)
+
+
+def _notes(text: str, op: str, tags: str) -> list:
+    """``midi_notes``: JSON text ``[[start_s, end_s, pitch, velocity], ...]`` (one string atom, as a Max
+    device sends it), checked with the server's own rule (docs/protocol.md, inputs.midi)."""
+    try:
+        notes = json.loads(text)
+    except ValueError as e:
+        raise _bad(op, tags, f"midi_notes is not JSON: {e}") from None
+    try:
+        return protocol.check_notes({"notes": notes}, "midi_notes")["notes"]
+    except protocol.ProtocolError as e:
+        raise _bad(op, tags, e.message) from None
 
 
 def server_params(request: Request, sticky_params: dict[str, Any], sticky_context: dict[str, Any]) -> dict[str, Any]:
     """The submit's `params`: /m2u/set settings below this request's own options; a value equal to the
     protocol's default is left out (a device sends every option, always: the submit stays minimal)."""
-    params: dict[str, Any] = {**sticky_params, **request.params, "prompt": request.prompt}
+    params: dict[str, Any] = {**sticky_params, **request.params}
+    if request.prompt:  # a transcribe has none
+        params["prompt"] = request.prompt
     params = {k: v for k, v in params.items() if not (k in _SPECS and _SPECS[k].where == "params"
                                                       and _SPECS[k].default is not ... and v == _SPECS[k].default)}
     if request.duration is not None:

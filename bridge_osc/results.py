@@ -60,11 +60,12 @@ def results_folder(path: str) -> Path:
     return real
 
 
-def file_name(prompt: str, job: str, take: int = 0) -> str:
-    """`<prompt words>-<job>[-take2].wav`: readable in Live's browser, unique per job and take."""
+def file_name(prompt: str, job: str, take: int = 0, ext: str = ".wav") -> str:
+    """`<prompt words>-<job>[-take2].wav` (a transcription: `.mid`): readable in Live's browser, unique
+    per job and take."""
     words = _UNSAFE.sub("-", prompt).strip("-")[:40].strip("-") or "result"
     job = _UNSAFE.sub("", job)[:64] or "job"
-    return f"M2UGen-{words}-{job}" + (f"-take{take + 1}" if take else "") + ".wav"
+    return f"M2UGen-{words}-{job}" + (f"-take{take + 1}" if take else "") + ext
 
 
 def write_result(folder: Path, name: str, data: bytes) -> Path:

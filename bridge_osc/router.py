@@ -90,7 +90,7 @@ class Pending:
     @property
     def job_bound(self) -> bool:
         """Errors for this request name its job (else the request had no job yet)."""
-        return self.what in ("status", "cancel", "subscribe", "fetch", "record")
+        return self.what in ("status", "cancel", "subscribe", "fetch", "record", "midi")
 
 
 class Router:
@@ -265,6 +265,8 @@ class Router:
         """Submit; local input files go as frames when the server is not on this machine."""
         if request.midi:  # a MIDI sketch: the melody/harmony the generation follows (mode melody)
             inputs = {**inputs, "midi": {"path": request.midi}}
+        elif request.midi_notes:  # the notes of a MIDI clip, read by the device
+            inputs = {**inputs, "midi": {"notes": request.midi_notes}}
         params = server_params(request, client.params, client.context)
         frames: list[bytes] = []
         if self.upload_inputs if upload is None else upload:
@@ -295,7 +297,7 @@ class Router:
             text = f"the server no longer knows job {pending.job} (it restarted without it): {text}"
         if pending.what == "resolve":
             text = f"audio job {pending.job}: {text}"
-        if pending.what == "fetch":
+        if pending.what in ("fetch", "midi"):
             text = f"could not fetch the result of job {pending.job}: {text}"
             tracked = self.jobs.get(pending.job)
             if tracked is not None:
@@ -439,6 +441,12 @@ class Router:
         """A job ended: its outcome to the client, after fetching the files when it has a results folder."""
         target = target or tracked.target
         view = tracked.view
+        if view.state == "done" and view.midi_path:  # a transcription: its notes (and its .mid) first
+            if not tracked.fetching:
+                tracked.fetching = True
+                want = "bytes" if tracked.results_dir is not None else "path"
+                self.ask_server("midi", target, "result", job=view.job, fields={"job": view.job, "want": want})
+            return
         if view.state == "done" and tracked.results_dir is not None and replies.take_list(view):
             if tracked.local_paths is not None:
                 self.send(target, *replies.outcome(view, tracked.local_paths))
@@ -449,6 +457,29 @@ class Router:
         if view.state == "done":
             log.info("job %s done -> %s:%d %s", view.job, target[0], target[1], view.audio_path or "(text only)")
         self.send(target, *replies.outcome(view))
+
+    def _reply_midi(self, pending: Pending, message: Message) -> None:
+        """`result` of a transcription: the notes from its sidecar to the client, the .mid written into
+        the results folder when there is one (else the server's path)."""
+        tracked = self.jobs.get(pending.job)
+        if tracked is None:
+            return
+        tracked.fetching = False
+        header = message.header
+        sidecar = header.get("sidecar") if isinstance(header.get("sidecar"), dict) else {}
+        notes = [n for n in sidecar.get("notes") or [] if isinstance(n, list)]
+        path = str(header.get("midi_path") or "")
+        data = _frame_bytes(message, "midi")
+        if tracked.results_dir is not None and data is not None:
+            try:
+                path = str(write_result(tracked.results_dir,
+                                        file_name(tracked.prompt or "transcription", pending.job, ext=".mid"), data))
+            except (ResultsRefused, OSError) as e:
+                self.error(tracked.target, pending.job, "bad_results_dir" if isinstance(e, ResultsRefused)
+                           else "write_failed", f"could not write the MIDI file of job {pending.job}: {e}")
+                return
+        log.info("job %s: %d transcribed notes -> %s", pending.job, len(notes), path)
+        self.send(pending.target or tracked.target, *replies.midi_outcome(tracked.view, path, notes))
 
     def _fetch_take(self, tracked: Tracked, take: int) -> None:
         if take == 0:
@@ -507,7 +538,7 @@ class Router:
         self.pending.clear()
 
     def _forget_fetch(self, pending: Pending) -> None:
-        if pending.what == "fetch" and pending.job in self.jobs:
+        if pending.what in ("fetch", "midi") and pending.job in self.jobs:
             self.jobs[pending.job].fetching = False
             self.jobs[pending.job].local_paths = None
 
@@ -545,6 +576,7 @@ _REPLY_TABLE: dict[str, tuple[str, Callable[[Router, Pending, Message], None]]] 
     "resolve": ("job", Router._reply_resolve),
     "record": ("result", Router._reply_record),
     "fetch": ("result", Router._reply_fetched),
+    "midi": ("result", Router._reply_midi),
     "jobs": ("jobs", Router._reply_jobs),
 }
 REPLIES = {what: handler for what, (_, handler) in _REPLY_TABLE.items()}
@@ -613,9 +645,9 @@ def upload_files(inputs: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
     return out
 
 
-def _frame_bytes(message: Message) -> bytes | None:
-    audio = message.header.get("audio")
-    if isinstance(audio, dict) and audio.get("frame") == 1 and message.frames:
+def _frame_bytes(message: Message, what: str = "audio") -> bytes | None:
+    ref = message.header.get(what)
+    if isinstance(ref, dict) and ref.get("frame") == 1 and message.frames:
         frame = message.frames[0]
         return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
     return None
