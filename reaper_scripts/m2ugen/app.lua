@@ -28,6 +28,7 @@ app.TITLES = {
   ask = "M2UGen - Ask about selection",
   edit = "M2UGen - Edit selection",
   generate = "M2UGen - Generate",
+  transcribe = "M2UGen - Transcribe selection",
   result = "M2UGen - Jobs",
 }
 app.POLL_INTERVAL = 0.25   -- seconds between status-file reads
@@ -214,7 +215,7 @@ local function abort(run, err)
   remove_temp(run)
   if run.out and not run.completed then
     os.remove(run.out)
-    os.remove((run.out:gsub("%.wav$", "")) .. ".json")
+    os.remove((run.out:gsub("%.%w+$", "")) .. ".json")
   end
   clear_active(run)
   app.action_options(app.OPTIONS_IDLE)
@@ -259,7 +260,8 @@ end
 local function fetch_hint(run)
   local id = run.status and run.status.job
   if not id then return "" end
-  local out = settings.join(run.result_dir, run.name .. ".wav")
+  local kind = run.fetch and run.fetch.kind or run.kind
+  local out = settings.join(run.result_dir, run.name .. (kind == "transcribe" and ".mid" or ".wav"))
   return "\n\nThe job " .. id .. " may still finish on the server. Fetch its result with M2UGen - Jobs, or:\n" ..
     job.fetch_command(run.cli, id, out, run.settings.server)
 end
@@ -568,6 +570,56 @@ local function finish_text(run, st)
   app.show_text(app.TITLES.ask, notes .. extra)
 end
 
+-- A finished transcription: the .mid (and its sidecar, whose notes are placed) copied next to the
+-- project, recorded in its history, then inserted on a new MIDI track at the selection's start.
+local function finish_midi(run, st)
+  local from = run.out and settings.file_exists(run.out) and run.out or st.midi_path
+  if not from or not settings.file_exists(from) then
+    fail("The M2UGen transcription finished but its MIDI file is missing: " .. tostring(from) .. fetch_hint(run))
+  end
+  local sidecar_from = from:gsub("%.[mM][iI][dD]$", "") .. ".json"
+  local meta = settings.file_exists(sidecar_from) and read_json_file(sidecar_from) or nil
+  local kept = settings.join(run.result_dir, run.name .. ".mid")
+  if run.fetch and not run.out then
+    kept = from -- re-inserting a file kept with the project: used where it is
+  elseif pcall(project.copy_file, from, kept) then
+    if meta then pcall(project.copy_file, sidecar_from, settings.join(run.result_dir, run.name .. ".json")) end
+    if from == run.out then
+      os.remove(from)
+      os.remove(sidecar_from)
+    end
+  else
+    kept = from
+  end
+  local id = st.job or run.name
+  local rec = record_of(run, { state = "done", files = { { path = kept } } })
+  if run.fetch then rec.kind, rec.position, rec.stamp = "transcribe", run.fetch.position, run.fetch.stamp or run.name end
+  remember(run, rec)
+  remove_temp(run)
+  clear_active(run)
+  app.action_options(app.OPTIONS_IDLE)
+  if project_state(run) == "closed" then
+    fail("The project this job started in was closed, so the transcription was not inserted.\nIt is kept at:\n  " ..
+      kept .. "\nOpen that project and re-insert it with M2UGen - Jobs.")
+  end
+  local notes = meta and type(meta.notes) == "table" and meta.notes or nil
+  local lines = { "M2UGen transcribe job " .. id .. (run.fetch and " (fetched again)" or ""), "MIDI file: " .. kept }
+  if meta and meta.bpm then lines[#lines + 1] = string.format("Tempo: %g bpm (%s)", meta.bpm, tostring(meta.bpm_source)) end
+  if meta and type(meta.chords) == "table" then lines[#lines + 1] = "Chords: " .. #meta.chords end
+  if run.sel then lines[#lines + 1] = "Source: " .. project.describe_selection(run.sel) end
+  local ok, err = pcall(project.insert_midi, run.proj, {
+    path = kept, notes = notes, position = run.position, track = run.track,
+    length = run.sel and (run.sel["end"] - run.sel.start) or nil,
+    name = project.track_name("transcribe", "job " .. id), take_name = id,
+    item_notes = table.concat(lines, "\n"), ext = json.encode(rec) })
+  if not ok then
+    fail("Could not insert the transcription into the project: " .. message_of(err) .. "\nIt is kept at:\n  " ..
+      kept .. "\nRe-insert it with M2UGen - Jobs.")
+  end
+  local note = tab_note(run)
+  if note ~= "" then app.message(note:sub(3), app.TITLES[run.kind]) end
+end
+
 local start_preview -- defined below
 
 finish = function(run, st)
@@ -581,6 +633,7 @@ finish = function(run, st)
   end
   run.completed = true
   if run.kind == "ask" then return finish_text(run, st) end
+  if (run.fetch and run.fetch.kind or run.kind) == "transcribe" then return finish_midi(run, st) end
   local takes = keep_files(run, produced_takes(run, st))
   local kind = run.fetch and run.fetch.kind or run.kind
   local prompt = run.request and run.request.prompt or (run.fetch and run.fetch.prompt) or ""
@@ -789,7 +842,7 @@ local function start(run, preset)
       "Wait for it or run M2UGen - Cancel.")
   end
 
-  local inputs = preset and preset.inputs or app.ask_inputs(kind, run.settings, sel)
+  local inputs = preset and preset.inputs or (kind == "transcribe" and {}) or app.ask_inputs(kind, run.settings, sel)
   if not inputs then run.finished = true return end
   run.inputs = inputs
 
@@ -816,7 +869,10 @@ local function start(run, preset)
   local req = { prompt = inputs.prompt, context = context }
   if inputs.seed then req.seed = inputs.seed end
   local extra = {}
-  if kind ~= "ask" then
+  if kind == "transcribe" then
+    run.out = settings.join(project.temp_dir("out"), run.name .. ".mid")
+    req.out = run.out
+  elseif kind ~= "ask" then
     req.conditioning = run.settings.conditioning
     req.sample_rate = context.project_sample_rate
     req.channels = 2
@@ -831,6 +887,9 @@ local function start(run, preset)
     if (run.settings.vocoder or "encodec") ~= "encodec" then req.vocoder = run.settings.vocoder end
   end
   if media_kind then req[media_kind] = media_path end
+  if kind == "edit" or kind == "generate" then
+    req.midi_notes = project.midi_notes(sel) -- a selected MIDI item is the melody (mode melody)
+  end
   run.request = req
 
   if kind ~= "generate" then
@@ -922,6 +981,13 @@ function app.reinsert(proj, rec)
         elseif i == 1 then break end
       end
     end
+    if #takes > 0 and rec.kind == "transcribe" then
+      run.status = { job = rec.job }
+      run.out = nil
+      finish_midi(run, { job = rec.job, midi_path = takes[1].path })
+      run.finished = true
+      return
+    end
     if #takes > 0 then
       run.result_info = { job = rec.job, kind = rec.kind, prompt = tostring(rec.prompt or ""), takes = takes,
                           notes = "M2UGen " .. tostring(rec.kind) .. " job " .. tostring(rec.job) .. " (re-inserted)\nPrompt: " ..
@@ -935,7 +1001,7 @@ function app.reinsert(proj, rec)
     local cli, why = settings.resolve_cli(run.settings)
     if not cli then fail(why) end
     run.cli = cli
-    run.out = settings.join(project.temp_dir("out"), run.name .. ".wav")
+    run.out = settings.join(project.temp_dir("out"), run.name .. (rec.kind == "transcribe" and ".mid" or ".wav"))
     run.job = job.start_result({ cli = cli, job_id = rec.job, out = run.out, dir = project.temp_dir("jobs"),
                                  name = run.name, server = run.settings.server })
     begin_loop(run)

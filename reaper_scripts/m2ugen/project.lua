@@ -105,6 +105,48 @@ function project.context(proj, sel, at)
 end
 
 -- ---------------------------------------------------------------------------------------------
+-- MIDI items as the melody (protocol `inputs.midi.notes`)
+
+project.DRUM_CHANNEL = 9 -- General MIDI channel 10 (0-based 9): no pitch class, left out
+project.MAX_NOTES = 100000
+
+-- The notes of the selected MIDI items of `sel` (source "items": every selected item whose active
+-- take is MIDI), as the protocol wants them: {start_s, end_s, pitch, velocity} in seconds from
+-- sel.start, in project time through MIDI_GetProjTimeFromPPQPos (so tempo changes are followed).
+-- Muted notes, drum-channel notes and whatever lies outside its item are left out; a note is cut at
+-- its item's end. Returns nil when no selected item is MIDI.
+function project.midi_notes(sel)
+  if not sel or sel.source ~= "items" then return nil end
+  local notes, any_midi = {}, false
+  for _, item in ipairs(sel.items) do
+    local take = reaper.GetActiveTake(item)
+    if take and reaper.TakeIsMIDI(take) then
+      any_midi = true
+      local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+      local item_end = pos + reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+      local _, count = reaper.MIDI_CountEvts(take)
+      for i = 0, count - 1 do
+        local ok, _, muted, s_ppq, e_ppq, chan, pitch, vel = reaper.MIDI_GetNote(take, i)
+        if ok and not muted and chan ~= project.DRUM_CHANNEL then
+          local s = math.max(reaper.MIDI_GetProjTimeFromPPQPos(take, s_ppq), pos)
+          local e = math.min(reaper.MIDI_GetProjTimeFromPPQPos(take, e_ppq), item_end)
+          if e > s then
+            local function rel(t) return math.floor((t - sel.start) * 1e6 + 0.5) / 1e6 end
+            notes[#notes + 1] = { rel(s), rel(e), math.floor(pitch), math.max(1, math.floor(vel)) }
+          end
+        end
+      end
+    end
+  end
+  if not any_midi then return nil end
+  if #notes > project.MAX_NOTES then
+    error("The selected MIDI items hold " .. #notes .. " notes; at most " .. project.MAX_NOTES .. " can be sent.", 0)
+  end
+  table.sort(notes, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[3] < b[3]) end)
+  return notes
+end
+
+-- ---------------------------------------------------------------------------------------------
 -- folders
 -- Files the server must read or write (rendered input, request, status, raw result) live in the
 -- system temp dir, which the server allows by default (its roots are the home and temp dirs) --
@@ -422,6 +464,56 @@ function project.insert_audio(proj, opts)
     error(err, 0)
   end
   return result
+end
+
+-- Inserts a transcription on a NEW track below opts.track (one undo point), as a MIDI item at
+-- opts.position: with opts.notes ({start_s, end_s, pitch, velocity, channel} from the job's sidecar,
+-- seconds from the start of the transcribed audio) the notes are written with the MIDI API at their
+-- project time (MIDI_GetPPQPosFromProjTime: exact under any tempo map); without them the .mid file
+-- itself is inserted onto that track (InsertMedia, REAPER's MIDI import). The file is never removed.
+-- opts: path (.mid), notes, position, length, name (track/undo label), take_name, item_notes, ext, track.
+-- Returns {track, item, take}.
+function project.insert_midi(proj, opts)
+  local track = nil
+  return undo_block(proj, opts.name, function()
+    track = new_track(proj, project.insert_index(proj, opts.track), opts.name)
+    local item, take
+    if opts.notes and #opts.notes > 0 then
+      local last = opts.length or 0
+      for _, n in ipairs(opts.notes) do last = math.max(last, n[2]) end
+      item = reaper.CreateNewMIDIItemInProj(track, opts.position, opts.position + last, false)
+      take = item and reaper.GetActiveTake(item)
+      if not take then error("REAPER did not create a MIDI item", 0) end
+      for _, n in ipairs(opts.notes) do
+        local s = reaper.MIDI_GetPPQPosFromProjTime(take, opts.position + n[1])
+        local e = reaper.MIDI_GetPPQPosFromProjTime(take, opts.position + n[2])
+        reaper.MIDI_InsertNote(take, false, false, s, e, math.floor(n[5] or 0), math.floor(n[3]),
+          math.floor(n[4] or 100), true)
+      end
+      reaper.MIDI_Sort(take)
+    else
+      -- InsertMedia places the file at the edit cursor on the selected track: both set, then put back
+      local cursor = reaper.GetCursorPositionEx(proj)
+      local selected = {}
+      for i = 0, reaper.CountSelectedTracks(proj) - 1 do selected[#selected + 1] = reaper.GetSelectedTrack(proj, i) end
+      reaper.SetOnlyTrackSelected(track)
+      reaper.SetEditCurPos(opts.position, false, false)
+      local ok = reaper.InsertMedia(opts.path, 0)
+      reaper.SetTrackSelected(track, false)
+      for _, tr in ipairs(selected) do reaper.SetTrackSelected(tr, true) end
+      reaper.SetEditCurPos(cursor, false, false)
+      local n = reaper.CountTrackMediaItems(track)
+      item = n > 0 and reaper.GetTrackMediaItem(track, n - 1) or nil
+      take = item and reaper.GetActiveTake(item)
+      if not ok or ok == 0 or not take then error("REAPER could not insert the MIDI file " .. opts.path, 0) end
+    end
+    reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", opts.take_name, true)
+    if opts.ext then reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:m2ugen", opts.ext, true) end
+    if opts.item_notes then reaper.GetSetMediaItemInfo_String(item, "P_NOTES", opts.item_notes, true) end
+    return { track = track, item = item, take = take }
+  end, function()
+    if track then reaper.DeleteTrack(track) end
+  end)
 end
 
 -- Removes the takes after the first `keep` ones from `item` and makes `active` the active take

@@ -292,6 +292,43 @@ function Fake:add_take(item, path, name)
   return take
 end
 
+-- A MIDI take on `item`, made active: notes = {{start_ppq, end_ppq, pitch, vel, chan, muted}, ...}
+-- (PPQ from the item's start, Fake.PPQ per quarter note, placed on the project's tempo map).
+Fake.PPQ = 960
+function Fake:add_midi_take(item, notes, name)
+  local take = { kind = "take", item = item, name = name or "", ext = {}, midi = {},
+                 source = { kind = "source", path = "", midi = true } }
+  for i, n in ipairs(notes or {}) do
+    take.midi[i] = { s = n[1], e = n[2], pitch = n[3], vel = n[4] or 100, chan = n[5] or 0, muted = n[6] or false }
+  end
+  item.takes[#item.takes + 1] = take
+  item.active = take
+  return take
+end
+
+-- Quarter notes <-> seconds on a project's tempo map: p.tempo_map = {{qn = 0, bpm = 120}, {qn = 8,
+-- bpm = 60}, ...} (constant tempo between markers), else the constant p.tempo.bpm.
+local function tempo_segments(p)
+  return p.tempo_map or { { qn = 0, bpm = p.tempo.bpm } }
+end
+function Fake.qn_to_time(p, qn)
+  local segs, t = tempo_segments(p), 0
+  for i, seg in ipairs(segs) do
+    local nxt = segs[i + 1]
+    if not nxt or qn <= nxt.qn then return t + (qn - seg.qn) * 60 / seg.bpm end
+    t = t + (nxt.qn - seg.qn) * 60 / seg.bpm
+  end
+end
+function Fake.time_to_qn(p, time)
+  local segs, t = tempo_segments(p), 0
+  for i, seg in ipairs(segs) do
+    local nxt = segs[i + 1]
+    local seg_len = nxt and (nxt.qn - seg.qn) * 60 / seg.bpm or math.huge
+    if time <= t + seg_len then return seg.qn + (time - t) * seg.bpm / 60 end
+    t = t + seg_len
+  end
+end
+
 function Fake:track_index(track)
   local p = track.project
   for i, t in ipairs(p.tracks) do if t == track then return i - 1 end end
@@ -830,8 +867,8 @@ function Fake:implementations()
     local t = P(proj).tempo
     return t.num, t.den, t.bpm
   end
-  I.TimeMap2_timeToQN = function(proj, t) return t * P(proj).tempo.bpm / 60 end
-  I.TimeMap2_QNToTime = function(proj, qn) return qn * 60 / P(proj).tempo.bpm end
+  I.TimeMap2_timeToQN = function(proj, t) return Fake.time_to_qn(P(proj), t) end
+  I.TimeMap2_QNToTime = function(proj, qn) return Fake.qn_to_time(P(proj), qn) end
   I.GetAudioDeviceInfo = function(attr)
     if attr == "SRATE" then return true, "44100" end
     return false, ""
@@ -1037,6 +1074,63 @@ function Fake:implementations()
     take.source = src
     src.owned = true
     return true
+  end
+  -- MIDI takes (see Fake:add_midi_take)
+  local function midi_take(take)
+    if type(take) ~= "table" or take.kind ~= "take" then fake:violation("not a take: " .. tostring(take)) end
+    if not take.midi then fake:violation("a MIDI function called on an audio take") end
+    return take
+  end
+  local function take_start_qn(take) return Fake.time_to_qn(take.item.track.project, take.item.position) end
+  I.TakeIsMIDI = function(take) return take.midi ~= nil end
+  I.MIDI_CountEvts = function(take) return 1, #midi_take(take).midi, 0, 0 end
+  I.MIDI_GetNote = function(take, i)
+    local n = midi_take(take).midi[i + 1]
+    if not n then return false, false, false, 0, 0, 0, 0, 0 end
+    return true, false, n.muted, n.s, n.e, n.chan, n.pitch, n.vel
+  end
+  I.MIDI_GetProjTimeFromPPQPos = function(take, ppq)
+    return Fake.qn_to_time(take.item.track.project, take_start_qn(midi_take(take)) + ppq / Fake.PPQ)
+  end
+  I.MIDI_GetPPQPosFromProjTime = function(take, t)
+    return (Fake.time_to_qn(take.item.track.project, t) - take_start_qn(midi_take(take))) * Fake.PPQ
+  end
+  I.CreateNewMIDIItemInProj = function(tr, s, e, qn)
+    if qn then fake:violation("CreateNewMIDIItemInProj with times in QN: the scripts pass seconds") end
+    local item = fake:add_item(tr, s, e - s)
+    fake:add_midi_take(item, {})
+    return item
+  end
+  I.MIDI_InsertNote = function(take, selected, muted, s, e, chan, pitch, vel, no_sort)
+    local t = midi_take(take)
+    if math.type(chan) ~= "integer" or math.type(pitch) ~= "integer" or math.type(vel) ~= "integer" then
+      fake:violation("MIDI_InsertNote: chan, pitch and vel must be integers")
+    end
+    t.midi[#t.midi + 1] = { s = s, e = e, pitch = pitch, vel = vel, chan = chan, muted = muted, selected = selected }
+    t.sorted = false
+    return true
+  end
+  I.MIDI_Sort = function(take)
+    local t = midi_take(take)
+    table.sort(t.midi, function(a, b) return a.s < b.s end)
+    t.sorted = true
+  end
+  I.SetEditCurPos = function(time, _, _) fake.current.cursor = time end
+  I.SetOnlyTrackSelected = function(track)
+    for _, t in ipairs(track.project.tracks) do t.selected = (t == track) end
+  end
+  I.SetTrackSelected = function(track, sel) track.selected = sel end
+  -- mode 0: add to the (first) selected track at the edit cursor. Only what the scripts use.
+  I.InsertMedia = function(path, mode)
+    if mode ~= 0 then fake:violation("fake InsertMedia simulates mode 0 only, got " .. tostring(mode)) end
+    if fake.refuse_insert_media or not file_exists(path) then return 0 end
+    local tr = fake:selected_tracks(fake.current)[1]
+    if not tr then return 0 end
+    local item = fake:add_item(tr, fake.current.cursor, 2.0)
+    local take = fake:add_midi_take(item, {})
+    take.source.path = path
+    fake.inserted_media = (fake.inserted_media or 0) + 1
+    return 1
   end
   I.AddProjectMarker2 = function(proj, isrgn, pos, rgnend, name, _, color)
     local p = P(proj)
