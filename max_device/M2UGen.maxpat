@@ -347,7 +347,7 @@
 						548,
 						8,
 						244,
-						88
+						66
 					],
 					"readonly": 1,
 					"text": "",
@@ -2158,6 +2158,393 @@
 						22
 					]
 				}
+			},
+			{
+				"box": {
+					"id": "obj-140",
+					"maxclass": "live.comment",
+					"text": "Bars",
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1500,
+						20,
+						40,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						548,
+						77,
+						28,
+						18
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-141",
+					"maxclass": "live.numbox",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1500,
+						40,
+						40,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						576,
+						78,
+						34,
+						15
+					],
+					"varname": "Bars",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_initial": [
+								0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Bars",
+							"parameter_mmax": 512.0,
+							"parameter_mmin": 0.0,
+							"parameter_shortname": "Bars",
+							"parameter_type": 1,
+							"parameter_unitstyle": 0
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-142",
+					"maxclass": "newobj",
+					"text": "prepend bars",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1500,
+						60,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-143",
+					"maxclass": "live.text",
+					"mode": 1,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1600,
+						40,
+						50,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						614,
+						78,
+						40,
+						16
+					],
+					"text": "Loop",
+					"texton": "Loop",
+					"varname": "Loop",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"off",
+								"on"
+							],
+							"parameter_initial": [
+								0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Loop",
+							"parameter_mmax": 1,
+							"parameter_shortname": "Loop",
+							"parameter_type": 2
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-144",
+					"maxclass": "newobj",
+					"text": "prepend loop",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1600,
+						60,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-145",
+					"maxclass": "live.text",
+					"mode": 1,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1600,
+						100,
+						50,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						656,
+						78,
+						52,
+						16
+					],
+					"text": "Fit tempo",
+					"texton": "Fit tempo",
+					"varname": "Fit tempo",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"off",
+								"on"
+							],
+							"parameter_initial": [
+								0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Fit tempo",
+							"parameter_mmax": 1,
+							"parameter_shortname": "Fit tempo",
+							"parameter_type": 2
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-146",
+					"maxclass": "newobj",
+					"text": "prepend fit_tempo",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1600,
+						120,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-147",
+					"maxclass": "live.menu",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1700,
+						40,
+						90,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						712,
+						79,
+						80,
+						15
+					],
+					"varname": "Vocoder",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"encodec",
+								"mbd"
+							],
+							"parameter_initial": [
+								0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Vocoder",
+							"parameter_mmax": 1,
+							"parameter_shortname": "Vocoder",
+							"parameter_type": 2,
+							"parameter_unitstyle": 9
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-148",
+					"maxclass": "newobj",
+					"text": "prepend vocoder",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1700,
+						60,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-149",
+					"maxclass": "live.text",
+					"mode": 1,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1800,
+						40,
+						60,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						446,
+						29,
+						94,
+						15
+					],
+					"text": "Clip melody",
+					"texton": "Clip melody",
+					"varname": "Clip Melody",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"off",
+								"on"
+							],
+							"parameter_initial": [
+								0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Clip Melody",
+							"parameter_mmax": 1,
+							"parameter_shortname": "Melody",
+							"parameter_type": 2
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-150",
+					"maxclass": "newobj",
+					"text": "prepend melody_clip",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1800,
+						60,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-151",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1900,
+						40,
+						60,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						206,
+						118,
+						88,
+						16
+					],
+					"text": "Transcribe"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-152",
+					"maxclass": "message",
+					"text": "transcribe",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1900,
+						60,
+						70,
+						22
+					]
+				}
 			}
 		],
 		"lines": [
@@ -3228,6 +3615,150 @@
 						0
 					]
 				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-142",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-142",
+						0
+					],
+					"source": [
+						"obj-141",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-144",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-144",
+						0
+					],
+					"source": [
+						"obj-143",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-146",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-146",
+						0
+					],
+					"source": [
+						"obj-145",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-148",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-148",
+						0
+					],
+					"source": [
+						"obj-147",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-150",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-150",
+						0
+					],
+					"source": [
+						"obj-149",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-152",
+						0
+					],
+					"source": [
+						"obj-151",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-152",
+						0
+					]
+				}
 			}
 		],
 		"parameters": {
@@ -3301,6 +3832,31 @@
 			"obj-109": [
 				"Generation Mode",
 				"Gen",
+				0
+			],
+			"obj-141": [
+				"Bars",
+				"Bars",
+				0
+			],
+			"obj-143": [
+				"Loop",
+				"Loop",
+				0
+			],
+			"obj-145": [
+				"Fit tempo",
+				"Fit tempo",
+				0
+			],
+			"obj-147": [
+				"Vocoder",
+				"Vocoder",
+				0
+			],
+			"obj-149": [
+				"Clip Melody",
+				"Melody",
 				0
 			]
 		},

@@ -4,7 +4,8 @@
 // The patch (M2UGen.maxpat) wires it like this:
 //   inlet  0 <- UI messages (mode, prompt, duration, seed, takes, gen_mode, preview, conditioning, host,
 //               port, reply_port, go, cancel, accept, regenerate, discard, play, rec, media, media_clear,
-//               refresh_jobs, pick_job, reinsert, sample_rate, ping, init) and OSC events from
+//               refresh_jobs, pick_job, reinsert, sample_rate, ping, init, bars, loop, fit_tempo, vocoder,
+//               melody_clip, transcribe) and OSC events from
 //               [udpreceive 0 @defer 1] ("/m2u/done job path seconds sr" ...)
 //   outlet 0 -> [udpsend]     OSC requests ("/m2u/submit generate prompt ...") and "host h" / "port p"
 //   outlet 1 -> [udpreceive]  "port p" (the reply port this device listens on)
@@ -31,6 +32,9 @@ var OUT_AUDIO = 3;
 var MODES = ["ask", "edit", "generate"];
 var GEN_MODES = ["text", "continue", "melody"];   // the server's params.mode
 var CONDITIONINGS = ["text", "embedding"];
+var VOCODERS = ["encodec", "mbd"];               // the server's params.vocoder
+var MIDI_EXTENSIONS = [".mid", ".midi"];
+var MAX_BARS = 512;
 var IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"];
 var VIDEO_EXTENSIONS = [".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"];
 var CAPTURE_SECONDS = 60;      // size of the [buffer~ m2u_capture] in the patch
@@ -89,7 +93,13 @@ function resetState() {
         replyPort: 0,           // where this device listens; 0 = automatic (one free port per device)
         captureDir: "",         // "" = the folder the bridge names in /m2u/welcome (cleaned up there)
         media: "",              // image or video dropped on the device (generate)
-        sampleRate: 0           // Live's sample rate from [dspstate~]; 0 = not known yet
+        sampleRate: 0,          // Live's sample rate from [dspstate~]; 0 = not known yet
+        vocoder: "encodec",     // encodec | mbd (the server's params.vocoder)
+        bars: 0,                // output length in bars; 0 = not set (duration / automatic)
+        loop: 0,                // 1 = a seamless loop of exact length
+        fitTempo: 0,            // 1 = the result stretched to the Set's tempo
+        melodyNotes: null,      // the notes of a MIDI clip (Clip melody): [[start_s, end_s, pitch, velocity]]
+        midiFile: ""            // a .mid dropped on the device: the melody (generate / edit)
     };
     state = {
         ready: false,           // live.thisdevice has banged: the LOM may be used
@@ -104,6 +114,7 @@ function resetState() {
         unanswered: 0,          // status requests since the bridge last said anything
         request: null,          // what the running job needs to place its result (and to regenerate)
         chunks: null,           // /m2u/text pieces of the current job
+        noteChunks: null,       // /m2u/notes pieces of the current transcription
         takes: [],              // /m2u/take of the current job: {path, seed}
         analysis: {},           // /m2u/analysis summaries of the current job: input, result
         preview: null,          // {paths, seeds, seconds, request, current} waiting for Accept/Discard
@@ -401,6 +412,13 @@ function sample_rate(v) {
 // A file dropped on [live.drop]: an image or a video for generate
 function media() {
     var path = maxPathToNative(joinAtoms(arguments), env.os);
+    if (MIDI_EXTENSIONS.indexOf(extension(path)) >= 0) {
+        settings.midiFile = path;
+        settings.melodyNotes = null;
+        ui("media", ["melody: " + path.substring(path.lastIndexOf("/") + 1)]);
+        setStatus("Generate / edit will follow the MIDI file " + path);
+        return;
+    }
     var kind = mediaKind(path);
     if (!kind) {
         setStatus("Drop an image (" + IMAGE_EXTENSIONS.join(" ") + ") or a video (" + VIDEO_EXTENSIONS.join(" ") +
@@ -414,6 +432,7 @@ function media() {
 
 function media_clear() {
     settings.media = "";
+    settings.midiFile = "";
     ui("media", ["drop an image or video"]);
 }
 
@@ -424,6 +443,59 @@ function conditioning(v) {
         return;
     }
     settings.conditioning = c;
+}
+
+function vocoder(v) {
+    var c = typeof v === "number" ? VOCODERS[v] : String(v);
+    if (VOCODERS.indexOf(c) < 0) {
+        setStatus("Unknown vocoder '" + v + "': use encodec or mbd");
+        return;
+    }
+    settings.vocoder = c;
+}
+
+function bars(v) {
+    var n = Number(v);
+    if (!(n === Math.floor(n) && n >= 0 && n <= MAX_BARS)) {
+        setStatus("Bars must be 0 (not set) to " + MAX_BARS + ", got " + v);
+        return;
+    }
+    settings.bars = n;
+}
+
+function loop(v) {
+    settings.loop = Number(v) ? 1 : 0;
+}
+
+function fit_tempo(v) {
+    settings.fitTempo = Number(v) ? 1 : 0;
+}
+
+// Clip melody on: the selected MIDI clip's notes become the melody of the next generate / edit
+// (the server's mode melody); off: forgotten.
+function melody_clip(v) {
+    if (!Number(v)) {
+        settings.melodyNotes = null;
+        setStatus("No melody clip: the music follows the prompt");
+        return;
+    }
+    try {
+        var read = selectedMidiNotes();
+        if (!read) {
+            setStatus("Select a MIDI clip first (its notes become the melody)");
+            return;
+        }
+        if (!read.notes.length) {
+            setStatus("The selected MIDI clip has no notes between its start and end markers");
+            return;
+        }
+        settings.melodyNotes = read.notes;
+        settings.midiFile = "";
+        setStatus("Melody: " + read.notes.length + " notes of the clip '" + read.name + "' (" +
+            round3(read.seconds) + " s at " + read.tempo + " bpm)");
+    } catch (e) {
+        setStatus("Could not read the MIDI clip: " + e.message);
+    }
 }
 
 function host() {
@@ -530,6 +602,39 @@ function selectedClipRegion(ctx) {
     return region;
 }
 
+// A get_notes_extended answer (a JSON text, or a list holding one) -> its notes list.
+function parseNotes(raw) {
+    var text = raw instanceof Array ? raw.join(" ") : String(raw);
+    var parsed = JSON.parse(text);
+    return parsed.notes || [];
+}
+
+// The selected MIDI clip's notes between its start and end markers, in seconds from its start marker
+// at the song tempo (Live's tempo automation is not followed): {notes, name, seconds, tempo}, or null
+// when the selected clip is not a MIDI clip. Muted notes are left out; a note is cut at the end marker.
+function selectedMidiNotes() {
+    var clip = live("live_set view detail_clip");
+    if (!clip || num(clip.id) === 0 || num(clip.get("is_midi_clip")) !== 1) return null;
+    var tempo = num(live("live_set").get("tempo"));
+    if (!(tempo > 0)) throw new Error("the song tempo is unknown");
+    var start = num(clip.get("start_marker"));
+    var end = num(clip.get("end_marker"));
+    var spb = 60.0 / tempo;
+    var notes = [];
+    var raw = parseNotes(clip.call("get_notes_extended", 0, 128, start, end - start));
+    for (var i = 0; i < raw.length; i++) {
+        var n = raw[i];
+        if (n.mute) continue;
+        var s = Math.max(Number(n.start_time), start);
+        var e = Math.min(Number(n.start_time) + Number(n.duration), end);
+        if (!(e > s)) continue;
+        notes.push([Math.round((s - start) * spb * 1e6) / 1e6, Math.round((e - start) * spb * 1e6) / 1e6,
+            Math.round(Number(n.pitch)), Math.max(1, Math.min(127, Math.round(Number(n.velocity))))]);
+    }
+    notes.sort(function (a, b) { return a[0] - b[0] || a[2] - b[2]; });
+    return { notes: notes, name: str(clip.get("name")), seconds: (end - start) * spb, tempo: tempo };
+}
+
 function audioInput(ctx) {
     var region = selectedClipRegion(ctx);
     if (region) return region;
@@ -559,6 +664,11 @@ function setFilePath() {
 
 // One /m2u/submit carries every option of the request (no earlier /m2u/set needed).
 function submitArgs(request) {
+    if (request.kind === "transcribe") {
+        return [request.kind, "audio", request.input.path, "start", request.input.start, "end", request.input.end,
+            "bpm", request.tempo, "time_signature", request.numerator, request.denominator,
+            "results_dir", request.resultsDir, "reply_port", state.port];
+    }
     var args = [request.kind, "prompt", request.prompt, "duration", request.duration,
         "seed", request.seed, "takes", request.takes, "mode", request.genMode,
         "conditioning", request.conditioning, "bpm", request.tempo,
@@ -567,6 +677,11 @@ function submitArgs(request) {
     if (request.sampleRate) args.push("sample_rate", request.sampleRate, "project_sample_rate", request.sampleRate);
     if (request.input) args.push("audio", request.input.path, "start", request.input.start, "end", request.input.end);
     if (request.media) args.push(mediaKind(request.media), request.media);
+    if (request.kind !== "ask") {
+        args.push("vocoder", request.vocoder, "bars", request.bars, "loop", request.loop, "fit_tempo", request.fitTempo);
+        if (request.midiJson) args.push("midi_notes", request.midiJson);
+        else if (request.midiFile) args.push("midi", request.midiFile);
+    }
     return args;
 }
 
@@ -608,6 +723,8 @@ function go() {
     if (dur === 0 && settings.mode === "generate" && ctx.loopOn && ctx.tempo > 0) {
         dur = Math.min(300, round3(ctx.loopLength * 60.0 / ctx.tempo));
     }
+    if (settings.bars > 0) dur = 0;   // the length in bars (the server refuses both)
+    var melody = settings.mode !== "ask" && settings.melodyNotes ? settings.melodyNotes : null;
     send({
         kind: settings.mode,
         prompt: settings.prompt,
@@ -623,7 +740,44 @@ function go() {
         resultsDir: resultsFolder(setFilePath()),
         input: input,
         media: settings.mode === "generate" ? settings.media : "",
+        vocoder: settings.vocoder,
+        bars: settings.bars,
+        loop: settings.loop,
+        fitTempo: settings.fitTempo,
+        midiJson: melody ? JSON.stringify(melody) : "",
+        midiFile: settings.mode !== "ask" && !melody ? settings.midiFile : "",
         positionBeats: Math.max(0, Math.min(ARRANGEMENT_MAX_BEATS, position))
+    });
+}
+
+// Transcribe: the selected audio clip (else the last recording) -> a transcribe job -> its notes as
+// a new MIDI clip (placeMidi). No prompt.
+function transcribe() {
+    if (!state.ready) {
+        setStatus("Not ready yet: the device is still loading");
+        return;
+    }
+    if (state.job || state.pending) {
+        setStatus("A job is running (" + (state.job || "sent") + "): wait or press Cancel");
+        return;
+    }
+    var ctx, input;
+    try {
+        ctx = songContext();
+        input = audioInput(ctx);
+    } catch (e) {
+        setStatus("Could not read the Set: " + e.message);
+        return;
+    }
+    if (!input) {
+        setStatus("Transcribe needs audio: select an audio clip or record with Rec");
+        return;
+    }
+    if (state.preview) discard(true);
+    send({
+        kind: "transcribe", prompt: "", seed: -1, takes: 1, tempo: ctx.tempo, numerator: ctx.numerator,
+        denominator: ctx.denominator, resultsDir: resultsFolder(setFilePath()), input: input, media: "",
+        positionBeats: input.positionBeats !== null ? input.positionBeats : 0
     });
 }
 
@@ -634,6 +788,7 @@ function send(request) {
     state.pending = { sentMs: new Date().getTime() };
     state.request = request;
     state.chunks = null;
+    state.noteChunks = null;
     state.takes = [];
     state.analysis = {};
     ui("busy", [1]);
@@ -926,9 +1081,13 @@ function handleOsc(address, args) {
     } else if (address === "/m2u/take") {
         if (job !== state.job) return;
         state.takes[Number(args[1])] = { path: String(args[3] || ""), seed: Number(args[4]) };
+    } else if (address === "/m2u/notes") {
+        if (job !== state.job) return;
+        onNotesChunk(Number(args[1]), Number(args[2]), args.length > 3 ? String(args[3]) : "");
     } else if (address === "/m2u/done") {
         if (job !== state.job) return;
-        onDone(String(args[1] || ""), Number(args[2]), Number(args[3]));
+        if (state.kind === "transcribe") onTranscribed(String(args[1] || ""), Number(args[2]));
+        else onDone(String(args[1] || ""), Number(args[2]), Number(args[3]));
     } else if (address === "/m2u/error") {
         if (job !== "" && job !== state.job) return;
         if (job === "" && !state.pending && !state.job) {
@@ -979,6 +1138,43 @@ function onTextChunk(index, count, chunk) {
         if (state.chunks.parts[i] === undefined) return;
     }
     ui("answer", [state.chunks.parts.join("")]);
+}
+
+function onNotesChunk(index, count, chunk) {
+    if (!state.noteChunks || state.noteChunks.count !== count) state.noteChunks = { count: count, parts: [] };
+    state.noteChunks.parts[index] = chunk;
+}
+
+// A transcription is done: its notes (the /m2u/notes chunks) become a MIDI clip, placed from a Task.
+function onTranscribed(path, seconds) {
+    var request = state.request;
+    var job = state.job;
+    var c = state.noteChunks;
+    finishJob();
+    state.request = null;
+    ui("progress", [1]);
+    var notes = null;
+    if (c) {
+        var complete = true;
+        for (var i = 0; i < c.count; i++) {
+            if (c.parts[i] === undefined) complete = false;
+        }
+        if (complete) {
+            try {
+                notes = JSON.parse(c.parts.join(""));
+            } catch (e) {
+                notes = null;
+            }
+        }
+    }
+    if (!notes) {
+        revealFile(path, "The transcription's notes did not all arrive.");
+        return;
+    }
+    defer(function () {
+        placeMidi(notes, seconds, path, job, request);
+    }, 0);
+    setStatus("Transcribed: " + notes.length + " notes, placing them...");
 }
 
 function onDone(path, seconds, sampleRate) {
@@ -1128,6 +1324,61 @@ function placeResult(paths, seconds, request, seeds) {
     return true;
 }
 
+// A transcription as a new MIDI clip: a new MIDI track right after the device's track, the clip in
+// its slot of the selected scene (create_clip), the notes added with add_new_notes (seconds -> beats
+// at the song tempo). Nothing half-created: the track goes again when the clip cannot be made.
+function placeMidi(notes, seconds, path, job, request) {
+    var song = live("live_set");
+    var tempo = num(song.get("tempo"));
+    var bps = tempo / 60.0;
+    var deviceTrack = trackIndexFromPath(canonicalPath("this_device canonical_parent"));
+    var trackCount = num(song.getcount("tracks"));
+    var index = deviceTrack >= 0 ? deviceTrack + 1 : trackCount;
+    var scene = sceneIndexFromPath(canonicalPath("live_set view selected_scene"));
+    var last = seconds || 0;
+    var liveNotes = [];
+    for (var i = 0; i < notes.length; i++) {
+        var n = notes[i];
+        last = Math.max(last, Number(n[1]));
+        liveNotes.push({ pitch: Math.round(Number(n[2])), start_time: Number(n[0]) * bps,
+            duration: (Number(n[1]) - Number(n[0])) * bps, velocity: Number(n[3]), mute: 0 });
+    }
+    var lengthBeats = Math.max(1, Math.ceil(last * bps));
+    try {
+        song.call("create_midi_track", index);
+    } catch (e) {
+        setStatus("Could not create a MIDI track: " + e.message + ". File: " + path);
+        return false;
+    }
+    if (num(song.getcount("tracks")) !== trackCount + 1) {
+        setStatus("Live did not create the MIDI track. File: " + path);
+        return false;
+    }
+    var trackPath = "live_set tracks " + index;
+    var label = "M2UGen transcription " + job;
+    try {
+        var slot = live(trackPath + " clip_slots " + scene);
+        slot.call("create_clip", lengthBeats);
+        if (num(slot.get("has_clip")) !== 1) throw new Error("no clip appeared");
+        var clip = live(trackPath + " clip_slots " + scene + " clip");
+        if (liveNotes.length) clip.call("add_new_notes", { notes: liveNotes });
+        clip.set("name", label.substring(0, 60));
+    } catch (e2) {
+        try {
+            song.call("delete_track", index);
+        } catch (e3) {
+            log("could not delete the empty track " + index + ": " + e3.message);
+        }
+        setStatus("Live could not make the MIDI clip (" + e2.message + "). File: " + path);
+        return false;
+    }
+    live(trackPath).set("name", label.substring(0, 60));
+    state.placed.push({ path: path, track: index, clips: [trackPath + " clip_slots " + scene + " clip"], midi: true,
+        notes: liveNotes.length });
+    setStatus("Placed " + liveNotes.length + " notes on MIDI track " + (index + 1) + " (scene " + (scene + 1) + ")");
+    return true;
+}
+
 // ------------------------------------------------------------------------------------------------
 
 if (IN_MAX) {
@@ -1140,7 +1391,8 @@ if (IN_MAX) {
         state: function () { return state; },
         init: init, mode: mode, prompt: prompt, duration: duration, conditioning: conditioning,
         host: host, port: port, reply_port: reply_port, capture_dir: capture_dir,
-        go: go, cancel: cancel, rec: rec, ping: ping,
+        go: go, cancel: cancel, rec: rec, ping: ping, transcribe: transcribe, melody_clip: melody_clip,
+        vocoder: vocoder, bars: bars, loop: loop, fit_tempo: fit_tempo, media: media,
         handleOsc: handleOsc, placeResult: placeResult,
         resultsFolder: resultsFolder, mediaKind: mediaKind,
         supportsAudioClipImport: supportsAudioClipImport,

@@ -156,6 +156,7 @@ test("generate: one /m2u/submit carries context, options and a loop-length durat
         prompt: "lofi piano with vinyl", duration: 4, // 8 beats at 120 bpm = 4 s
         seed: 42, takes: 3, mode: "continue", conditioning: "embedding", bpm: 120, time_signature: [4, 4],
         results_dir: "user", reply_port: 9101, sample_rate: 48000, project_sample_rate: 48000,
+        vocoder: "encodec", bars: 0, loop: 0, fit_tempo: 0,
     } });
     assert.match(dev.lastStatus(), /Sent generate, seed 42, 3 takes/);
     dev.send("go");
@@ -749,4 +750,124 @@ test("job list: /m2u/jobs fills the menu; Re-insert fetches the result into the 
     assert.deepEqual(calls(world, "create_audio_clip").map((c) => c.args), [[RESULT, 16]]);
     assert.match(world.song.values.tracks[1].values.name, /generate: warm pads/);
     await dev.close();
+});
+
+// ---- issue 14: MIDI in and out; issues 11 / 16: bars, loop, fit tempo, vocoder ------------------------
+
+test("vocoder, bars, loop and fit tempo go with generate/edit; bars replace the loop-length duration", () => {
+    const { dev } = ready({ tempo: 120, loop: 1, loopStart: 16, loopLength: 8 });
+    dev.send("mode", 2);
+    dev.send("vocoder", 1);
+    dev.send("bars", 4);
+    dev.send("loop", 1);
+    dev.send("fit_tempo", 1);
+    dev.send("prompt", "house", "loop");
+    dev.send("go");
+    const o = dev.lastSubmit().options;
+    assert.equal(o.vocoder, "mbd");
+    assert.equal(o.bars, 4);
+    assert.equal(o.loop, 1);
+    assert.equal(o.fit_tempo, 1);
+    assert.equal(o.duration, 0); // the server refuses duration with bars
+    dev.send("cancel");
+    dev.send("vocoder", "wavenet");
+    assert.match(dev.lastStatus(), /Unknown vocoder/);
+    dev.send("bars", 513);
+    assert.match(dev.lastStatus(), /Bars must be/);
+    return dev.close();
+});
+
+test("Clip melody: the selected MIDI clip's notes (get_notes_extended, beats -> seconds) go as midi_notes", () => {
+    const { world, dev } = ready({ tempo: 120 });
+    world.selectMidiClip([
+        { pitch: 60, start_time: 0, duration: 1, velocity: 100, mute: 0 },
+        { pitch: 64, start_time: 1, duration: 1, velocity: 90.4, mute: 0 },
+        { pitch: 66, start_time: 1, duration: 1, velocity: 90, mute: 1 },    // muted: left out
+        { pitch: 67, start_time: 3.5, duration: 2, velocity: 80, mute: 0 },  // cut at the end marker (4)
+        { pitch: 72, start_time: 6, duration: 1, velocity: 80, mute: 0 },    // after the end marker
+    ], { name: "hook", start_marker: 0, end_marker: 4 });
+    dev.send("melody_clip", 1);
+    assert.match(dev.lastStatus(), /Melody: 3 notes of the clip 'hook'/);
+    assert.equal(calls(world, "get_notes_extended").length, 1);
+    assert.deepEqual(calls(world, "get_notes_extended")[0].args, [0, 128, 0, 4]);
+    dev.send("mode", 2);
+    dev.send("prompt", "strings");
+    dev.send("go");
+    const o = dev.lastSubmit().options;
+    assert.deepEqual(JSON.parse(o.midi_notes), [[0, 0.5, 60, 100], [0.5, 1, 64, 90], [1.75, 2, 67, 80]]);
+    assert.equal(o.midi, undefined);
+    dev.send("cancel");
+    // another tempo: other seconds (the notes are in beats)
+    world.song.values.tempo = 60;
+    dev.send("melody_clip", 1);
+    dev.send("go");
+    assert.deepEqual(JSON.parse(dev.lastSubmit().options.midi_notes)[1], [1, 2, 64, 90]);
+    dev.send("cancel");
+    dev.send("melody_clip", 0);
+    dev.send("go");
+    assert.equal(dev.lastSubmit().options.midi_notes, undefined);
+    return dev.close();
+});
+
+test("Clip melody needs a MIDI clip; a dropped .mid is sent as the midi file instead", () => {
+    const { world, dev } = ready({ tempo: 120 });
+    world.selectAudioClip({ file_path: RESULT, start_marker: 0, end_marker: 2 }, { track: 0, slot: 0 });
+    dev.send("melody_clip", 1);
+    assert.match(dev.lastStatus(), /Select a MIDI clip first/);
+    dev.send("media", "/Users/me/sketch.mid");
+    dev.send("mode", 2);
+    dev.send("prompt", "strings");
+    dev.send("go");
+    assert.equal(dev.lastSubmit().options.midi, "/Users/me/sketch.mid");
+    return dev.close();
+});
+
+test("transcribe: the audio clip -> /m2u/submit transcribe -> the notes as a new MIDI clip", async () => {
+    const { world, dev } = ready({ tempo: 120, scenes: 4, selectedScene: 2 });
+    world.selectAudioClip({ file_path: RESULT, start_marker: 0.5, end_marker: 2.5, warping: 0 }, { track: 0, slot: 0 });
+    dev.send("transcribe");
+    const sent = dev.lastSubmit();
+    assert.equal(sent.kind, "transcribe");
+    assert.deepEqual(sent.options, { audio: RESULT, start: 0.5, end: 2.5, bpm: 120, time_signature: [4, 4],
+        results_dir: "user", reply_port: 9101 });
+    const notes = [[0, 0.5, 60, 100, 0], [0.5, 1.25, 64, 90, 0], [0, 2, 48, 80, 1]];
+    const text = JSON.stringify(notes);
+    dev.receive("/m2u/accepted", ["t1", 0]);
+    dev.receive("/m2u/progress", ["t1", 0.5, "transcribing"]);
+    dev.receive("/m2u/notes", ["t1", 1, 2, text.slice(20)]);  // chunks in any order
+    dev.receive("/m2u/notes", ["t1", 0, 2, text.slice(0, 20)]);
+    const before = world.song.values.tracks.length;
+    dev.receive("/m2u/done", ["t1", "/Users/me/Music/M2UGen/x.mid", 2.0, 0]);
+    assert.equal(world.song.values.tracks.length, before, "nothing placed inside the /m2u/done handler");
+    await sleep(20);
+    assert.equal(calls(world, "create_midi_track").length, 1);
+    assert.deepEqual(calls(world, "create_midi_track")[0].args, [2]); // right after the device's track (1)
+    const track = world.song.values.tracks[2];
+    assert.equal(track.values.has_midi_input, 1);
+    const slot = track.values.clip_slots[2]; // the selected scene
+    assert.equal(slot.values.has_clip, 1);
+    assert.deepEqual(calls(world, "create_clip")[0].args, [4]); // 2 s at 120 bpm = 4 beats
+    const clip = slot.values.clip;
+    assert.deepEqual(clip.values.notes.map((n) => [n.pitch, n.start_time, n.duration, n.velocity]),
+        [[60, 0, 1, 100], [64, 1, 1.5, 90], [48, 0, 4, 80]]);
+    assert.equal(clip.values.name, "M2UGen transcription t1");
+    assert.match(dev.lastStatus(), /Placed 3 notes on MIDI track 3/);
+    return dev.close();
+});
+
+test("transcribe needs audio, and a clip that cannot be made leaves no empty track", async () => {
+    const { world, dev } = ready({ tempo: 120 });
+    dev.send("transcribe");
+    assert.match(dev.lastStatus(), /Transcribe needs audio/);
+    assert.equal(dev.osc().filter((m) => m[0] === "/m2u/submit").length, 0);
+    world.selectAudioClip({ file_path: RESULT, start_marker: 0, end_marker: 2 }, { track: 0, slot: 0 });
+    dev.send("transcribe");
+    const before = world.song.values.tracks.length;
+    dev.receive("/m2u/accepted", ["t2", 0]);
+    dev.receive("/m2u/notes", ["t2", 0, 1, JSON.stringify([[0, 1, 200, 100, 0]])]); // a pitch Live refuses
+    dev.receive("/m2u/done", ["t2", "/tmp/x.mid", 1.0, 0]);
+    await sleep(20);
+    assert.equal(world.song.values.tracks.length, before);
+    assert.match(dev.lastStatus(), /Live could not make the MIDI clip .*x\.mid/);
+    return dev.close();
 });

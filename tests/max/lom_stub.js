@@ -75,9 +75,10 @@ class World {
         return obj;
     }
 
-    addTrack(index, name) {
+    addTrack(index, name, midi) {
         const track = this.make("Track", {
-            name, clip_slots: [], arrangement_clips: [], devices: [], has_audio_input: 1, canonical_parent: this.song,
+            name, clip_slots: [], arrangement_clips: [], devices: [], has_audio_input: midi ? 0 : 1,
+            has_midi_input: midi ? 1 : 0, canonical_parent: this.song,
         });
         for (let s = 0; s < this.song.values.scenes.length; s++) {
             track.values.clip_slots.push(this.make("ClipSlot", { has_clip: 0, clip: null, canonical_parent: track }));
@@ -88,7 +89,8 @@ class World {
 
     // An audio clip with a file, put in the detail view (the "selected clip").
     selectAudioClip(values, where) {
-        const v = Object.assign({ is_audio_clip: 1, is_arrangement_clip: 0, warping: 0, name: "", start_time: 0 }, values);
+        const v = Object.assign({ is_audio_clip: 1, is_midi_clip: 0, is_arrangement_clip: 0, warping: 0, name: "",
+            start_time: 0 }, values);
         let clip;
         if (where && where.track !== undefined && where.slot !== undefined) {
             const slot = this.song.values.tracks[where.track].values.clip_slots[where.slot];
@@ -100,6 +102,21 @@ class World {
             clip = this.make("Clip", Object.assign(v, { is_arrangement_clip: 1, canonical_parent: track }));
             track.values.arrangement_clips.push(clip);
         }
+        this.song.values.view.values.detail_clip = clip;
+        return clip;
+    }
+
+    // A MIDI clip in a session slot, put in the detail view. notes: [{pitch, start_time, duration,
+    // velocity, mute}] in beats from the clip's start; get_notes_extended answers them as JSON text.
+    selectMidiClip(notes, values, where) {
+        const w = where || { track: 0, slot: 0 };
+        const slot = this.song.values.tracks[w.track].values.clip_slots[w.slot];
+        const clip = this.make("Clip", Object.assign({
+            is_audio_clip: 0, is_midi_clip: 1, is_arrangement_clip: 0, name: "", start_marker: 0, end_marker: 4,
+            canonical_parent: slot, notes: notes || [],
+        }, values));
+        slot.values.clip = clip;
+        slot.values.has_clip = 1;
         this.song.values.view.values.detail_clip = clip;
         return clip;
     }
@@ -219,7 +236,7 @@ function checkAudioFile(world, path) {
 
 function makeClip(world, parent, path, extra) {
     return world.make("Clip", Object.assign({
-        file_path: path, is_audio_clip: 1, is_arrangement_clip: 0, warping: 1, name: "", start_time: 0,
+        file_path: path, is_audio_clip: 1, is_midi_clip: 0, is_arrangement_clip: 0, warping: 1, name: "", start_time: 0,
         canonical_parent: parent,
     }, extra));
 }
@@ -237,6 +254,47 @@ const FUNCTIONS = {
         if (!Number.isInteger(index) || index < 0 || index > n) throw new Error(`create_audio_track: index ${args[0]} out of range`);
         const t = w.addTrack(index, `${index + 1}-Audio`);
         return ["id", t.id];
+    },
+    "Song.create_midi_track": (w, song, args) => {
+        w.guardChange("create_midi_track");
+        const n = song.values.tracks.length;
+        let index = args.length ? Number(args[0]) : n;
+        if (index === -1) index = n;
+        if (!Number.isInteger(index) || index < 0 || index > n) throw new Error(`create_midi_track: index ${args[0]} out of range`);
+        const t = w.addTrack(index, `${index + 1}-MIDI`, true);
+        return ["id", t.id];
+    },
+    "ClipSlot.create_clip": (w, slot, args) => {
+        w.guardChange("create_clip");
+        if (args.length !== 1 || !(Number(args[0]) > 0)) throw new Error(`create_clip takes (length > 0), got ${args}`);
+        if (slot.values.has_clip) throw new Error("create_clip: the clip slot is not empty");
+        if (!slot.values.canonical_parent.values.has_midi_input) throw new Error("create_clip: not a MIDI track");
+        const clip = w.make("Clip", { is_audio_clip: 0, is_midi_clip: 1, is_arrangement_clip: 0, name: "",
+            start_marker: 0, end_marker: Number(args[0]), length: Number(args[0]), canonical_parent: slot, notes: [] });
+        slot.values.clip = clip;
+        slot.values.has_clip = 1;
+        return ["id", clip.id];
+    },
+    "Clip.get_notes_extended": (w, clip, args) => {
+        if (args.length !== 4) throw new Error(`get_notes_extended takes (from_pitch, pitch_span, from_time, time_span), got ${args.length}`);
+        if (!clip.values.is_midi_clip) throw new Error("get_notes_extended: not a MIDI clip");
+        const [p0, pn, t0, tn] = args.map(Number);
+        const hit = clip.values.notes.filter((n) => n.pitch >= p0 && n.pitch < p0 + pn &&
+            n.start_time < t0 + tn && n.start_time + n.duration > t0);
+        return JSON.stringify({ notes: hit.map((n, i) => Object.assign({ note_id: i + 1, probability: 1 }, n)) });
+    },
+    "Clip.add_new_notes": (w, clip, args) => {
+        w.guardChange("add_new_notes");
+        const d = args[0];
+        if (args.length !== 1 || !d || !Array.isArray(d.notes)) throw new Error("add_new_notes takes one {notes: [...]} dict");
+        if (!clip.values.is_midi_clip) throw new Error("add_new_notes: not a MIDI clip");
+        for (const n of d.notes) {
+            for (const k of ["pitch", "start_time", "duration"]) {
+                if (typeof n[k] !== "number" || !Number.isFinite(n[k])) throw new Error(`add_new_notes: note ${k} must be a number`);
+            }
+            if (!Number.isInteger(n.pitch) || n.pitch < 0 || n.pitch > 127 || n.duration <= 0) throw new Error("add_new_notes: bad note");
+            clip.values.notes.push(Object.assign({}, n));
+        }
     },
     "Song.create_scene": (w, song, args) => {
         w.guardChange("create_scene");
