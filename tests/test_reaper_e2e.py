@@ -128,6 +128,25 @@ def test_ask_keeps_the_answer_with_the_project(server_info, tmp_path):
 
 
 @pytest.mark.timeout(240)
+def test_transcribe_puts_the_real_transcription_on_a_midi_track(server_info, tmp_path):
+    """The rendered selection (the fake's 440 Hz sine) -> the real CLI -> a transcribe job -> A4 (69) and
+    one chord, written into a MIDI item of a new track."""
+    out = run_action("transcribe", server_info, tmp_path, "")
+    assert out["renders"] == 1
+    assert_region_reached_the_job(server_info, out, 1.0)
+    track = new_track(out)
+    job = out["proj_ext"]["last_job"]
+    assert track["name"] == f"M2UGen transcribe: job {job}"
+    item = track["items"][0]
+    assert item["position"] == 1.0 and item["take_name"] == job
+    assert 69 in item["midi_pitches"] and len(item["midi_pitches"]) == 4, item  # the melody A4 + one triad
+    assert "Tempo: 100 bpm (context)" in item["notes"] and "Chords: 1" in item["notes"]
+    kept = sorted(p.name for p in (out["project"] / "M2UGen").iterdir())
+    assert len(kept) == 2 and kept[0].endswith(".json") and kept[1].endswith(".mid")
+    assert job_record(server_info, job)["kind"] == "transcribe"
+
+
+@pytest.mark.timeout(240)
 def test_cancel_action_cancels_the_real_job(make_server, tiny_model, monkeypatch, tmp_path):
     from conftest import SlowModel
 

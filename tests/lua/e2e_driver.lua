@@ -1,7 +1,7 @@
 -- End to end (run by tests/test_reaper_e2e.py, not by busted): one M2UGen action under lua5.4 with
 -- the fake reaper in "background" mode, so ExecProcess really starts the CLI named by the server's
 -- discovery file (M2UGEN_CONFIG_DIR) and the defer loop polls its real status file in real time.
--- Environment: E2E_KIND (generate | edit | ask), E2E_PROJECT (project folder), E2E_PROMPT,
+-- Environment: E2E_KIND (generate | edit | ask | transcribe), E2E_PROJECT (project folder), E2E_PROMPT,
 -- E2E_TIMEOUT (seconds), E2E_ACCEPT=1 (preview on, Accept pressed), E2E_KILL=1 (the CLI is killed with
 -- SIGKILL once its job has an id). Prints one JSON line describing the fake project afterwards.
 local HERE = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"
@@ -36,6 +36,8 @@ if kind == "generate" then
 elseif kind == "edit" then
   fake.inputs_answers = { prompt .. "\n7" }
   script = "M2UGen - Edit selection.lua"
+elseif kind == "transcribe" then
+  script = "M2UGen - Transcribe selection.lua" -- no dialog
 else
   fake.inputs_answers = { prompt }
   script = "M2UGen - Ask about selection.lua"
@@ -73,7 +75,10 @@ for i, t in ipairs(fake.tracks) do
   local items = {}
   for _, it in ipairs(t.items) do
     local take = it.takes[1]
+    local pitches = {}
+    for i, n in ipairs(take and take.midi or {}) do pitches[i] = n.pitch end
     items[#items + 1] = { position = it.position, length = it.length, notes = it.notes, takes = #it.takes,
+                          midi_pitches = json.array(pitches),
                           source = take and take.source and take.source.path or json.null,
                           take_name = take and take.name or json.null }
   end
