@@ -366,3 +366,6 @@ def test_end_to_end_with_real_bridge_and_server(lom_names, bridge, server, serve
     assert generate["params"]["context"]["bpm"] == 120 and generate["params"]["context"]["time_signature"] == [4, 4]
     # the selected clip's region reached the edit job
     assert (edit["inputs"]["audio"]["start"], edit["inputs"]["audio"]["end"]) == (0.5, 1.5), edit["inputs"]
+    with Client(server, timeout_s=10) as c:
+        transcribed = c.call("status", job=jobs["transcribe"]).header
+    assert transcribed["kind"] == "transcribe" and transcribed["params"]["context"]["bpm"] == 120

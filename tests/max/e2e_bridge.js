@@ -152,3 +152,20 @@ test("the job list names the jobs of this run; Re-insert places an earlier resul
     assert.equal(path.dirname(clip), RESULTS_DIR);
     await dev.close();
 });
+
+test("transcribe the selected clip: the notes come back through the bridge as a new MIDI clip", async () => {
+    const { world, dev, udp } = await startDevice({ deviceTrack: 0, view: "Session", selectedScene: 0, tempo: 120 });
+    world.selectAudioClip({ file_path: CLIP, warping: 0, start_marker: 0, end_marker: 2 }, { track: 0, slot: 0 });
+    dev.send("transcribe");
+    await udp.waitFor(() => /Placed \d+ notes|Error |Live could not|did not all arrive/.test(dev.lastStatus()),
+        JOB_TIMEOUT_MS, "the transcription");
+    assert.match(dev.lastStatus(), /^Placed \d+ notes on MIDI track 2/);
+    const done = udp.received.find((m) => m.address === "/m2u/done");
+    assert.equal(path.dirname(done.args[1]), RESULTS_DIR);
+    assert.ok(done.args[1].endsWith(".mid") && fs.existsSync(done.args[1]), "the .mid is kept next to the Set");
+    assert.deepEqual(calls(world, "create_midi_track").map((c) => c.args), [[1]]);
+    const clip = world.song.values.tracks[1].values.clip_slots[0].values.clip;
+    assert.ok(clip.values.notes.some((n) => n.pitch === 69), "the 440 Hz clip is an A4");
+    console.log("M2U_JOB transcribe " + done.args[0]);
+    await dev.close();
+});
