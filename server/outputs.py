@@ -30,15 +30,6 @@ def is_midi(head: bytes) -> bool:
     return len(head) >= 14 and head[:4] == b"MThd"
 
 
-CONTENT_CHECKS: dict[str, Callable[[bytes], bool]] = {".wav": is_wav, ".mid": is_midi}
-_CONTENT_NAMES = {is_wav: "a WAV", is_midi: "a MIDI file", None: "a result sidecar of this server"}
-
-
-def content_check(output_ext: str | None) -> Callable[[bytes], bool]:
-    """What an existing file at a kind's output path must be for ``overwrite`` to replace it."""
-    return CONTENT_CHECKS.get((output_ext or ".wav").lower(), is_wav)
-
-
 def is_sidecar(head: bytes) -> bool:
     """A result sidecar this server wrote (a JSON object with its ``job`` and ``server_version``)."""
     try:
@@ -46,6 +37,15 @@ def is_sidecar(head: bytes) -> bool:
     except (UnicodeDecodeError, ValueError):
         return False
     return isinstance(data, dict) and "job" in data and "server_version" in data
+
+
+CONTENT_CHECKS: dict[str, Callable[[bytes], bool]] = {".wav": is_wav, ".mid": is_midi}
+_CONTENT_NAMES = {is_wav: "a WAV", is_midi: "a MIDI file", is_sidecar: "a result sidecar of this server"}
+
+
+def content_check(output_ext: str | None) -> Callable[[bytes], bool]:
+    """What an existing file at a kind's output path must be for ``overwrite`` to replace it."""
+    return CONTENT_CHECKS.get((output_ext or ".wav").lower(), is_wav)
 
 
 def sidecar_of(out_path: Path) -> Path:
@@ -78,7 +78,7 @@ def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1,
                                    f"to replace it")
             with open(target, "rb") as f:
                 if not ok(f.read(65536)):
-                    kind = _CONTENT_NAMES.get(ok if ok is not is_sidecar else None, "a result file")
+                    kind = _CONTENT_NAMES.get(ok, "a result file of its kind")
                     raise OutputExists(f"output path {str(target)!r} exists and is not {kind}; it is never "
                                        f"replaced")
     except OutputExists as e:
