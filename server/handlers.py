@@ -279,7 +279,8 @@ class Handlers:
                     reply["sidecar"] = json.loads(Path(rec["sidecar_path"]).read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     reply["sidecar"] = None
-            path = rec.get("audio_path") or rec.get("midi_path")  # transcribe: the .mid
+            is_midi = not rec.get("audio_path") and bool(rec.get("midi_path"))  # transcribe: the .mid
+            path = rec.get("midi_path") if is_midi else rec.get("audio_path")
             if take is not None:
                 takes = rec.get("takes") or []
                 if take > len(takes):
@@ -291,7 +292,7 @@ class Handlers:
                     out_frames = [Path(path).read_bytes()]
                 except OSError as e:
                     raise ProtocolError("not_found", f"the result file of job {job_id} is gone: {e}") from None
-                reply["audio" if path == rec.get("audio_path") else "midi"] = {"frame": 1}
+                reply["midi" if is_midi else "audio"] = {"frame": 1}
         return Outcome(reply, out_frames)
 
     def op_jobs(self, identity, header, frames) -> Outcome:
