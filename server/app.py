@@ -128,7 +128,8 @@ class ServerApp:
                                    max_message_bytes=s.limits.max_message_mb * 2**20, curve_keys=curve_keys,
                                    authorized_dir=keys_dir / "authorized")
         self.endpoint = self.transport.endpoint
-        self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter, self.roots)
+        self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter, self.roots,
+                             max_batch=s.limits.max_batch)
         self._transport_thread = threading.Thread(target=self.transport.run, name="m2ugen-transport", daemon=True)
         self.stopped = threading.Event()
 

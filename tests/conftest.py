@@ -82,6 +82,19 @@ class SlowModel:
 
         return self._model.chat(*args, on_event=slow, **kwargs)
 
+    def chat_batch(self, requests):
+        import dataclasses
+
+        def slowed(on_event):
+            def slow(ev):
+                self.started.set()
+                time.sleep(self.step_s)
+                if on_event is not None:
+                    on_event(ev)
+            return slow
+
+        return self._model.chat_batch([dataclasses.replace(r, on_event=slowed(r.on_event)) for r in requests])
+
 
 @pytest.fixture
 def make_server(tmp_path, monkeypatch, request):

@@ -98,6 +98,9 @@ def _preflight(args, settings) -> str | None:
     """Everything that would refuse to start, checked before the (slow) model load; -> the reason."""
     from server import security
 
+    if not 1 <= args.max_batch <= 64:
+        return f"--max-batch must be 1..64 rows, got {args.max_batch}"
+
     try:
         settings.check_security(osc_client=args.osc)
     except security.SecurityError as e:
@@ -119,7 +122,8 @@ def cmd_serve(args) -> int:
         host=args.host, port=args.port, data_dir=Path(args.data_dir).expanduser() if args.data_dir else None,
         allowed_roots=args.allow_root or [],
         limits=Limits(queue_size=args.queue_size, max_message_mb=args.max_message_mb, max_audio_s=args.max_audio_s,
-                      max_audio_mb=args.max_audio_mb, max_queued_audio_mb=args.max_queued_audio_mb),
+                      max_audio_mb=args.max_audio_mb, max_queued_audio_mb=args.max_queued_audio_mb,
+                      max_batch=args.max_batch),
         curve=True if args.curve else None, keys_dir=Path(args.keys_dir).expanduser() if args.keys_dir else None,
         keep_days=args.keep_days,
     )
@@ -187,6 +191,9 @@ def register(sub) -> None:
                                                                   "needs CURVE keys from `m2ugen keys`)")
     p.add_argument("--port", type=int, default=protocol.DEFAULT_PORT, help="TCP port (default 5557; 0 = any free)")
     p.add_argument("--queue-size", type=int, default=16, help="jobs waiting at most (default 16); more -> busy")
+    p.add_argument("--max-batch", type=int, default=4, metavar="ROWS",
+                   help="queued ask/edit/generate jobs run together, in rows (a job counts its takes; default 4, "
+                        "1 = one job at a time); see docs/protocol.md 'Batching'")
     p.add_argument("--max-message-mb", type=int, default=256, help="largest accepted message (default 256 MiB)")
     p.add_argument("--max-audio-s", type=finite_float, default=600.0, help="longest input audio (default 600 s)")
     p.add_argument("--max-audio-mb", type=int, default=256, help="largest input audio file (default 256 MiB)")
