@@ -30,6 +30,8 @@ Keep jobs fast on CPU: ``params={"duration": 0.5, "max_new_tokens": 4}`` runs in
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import time
 from dataclasses import dataclass
@@ -59,6 +61,26 @@ def tiny_model():
     from m2ugen import M2UGen, M2UGenConfig
 
     return M2UGen.from_config(M2UGenConfig.preset("tiny"))
+
+
+@contextlib.contextmanager
+def decoder_calls(decoder):
+    """Record what the model asks of its music decoder: one dict per row given to ``generate_batch``,
+    with the fields that are set (not None, not the plain defaults) — ``generate``'s keyword arguments."""
+    calls: list[dict] = []
+    original = decoder.generate_batch
+    plain = {"with_prompt": False, "vocoder": "encodec"}
+
+    def spy(rows):
+        for row in rows:
+            calls.append({k: v for k, v in vars(row).items() if v is not None and not (k in plain and plain[k] == v)})
+        return original(rows)
+
+    decoder.generate_batch = spy
+    try:
+        yield calls
+    finally:
+        del decoder.generate_batch
 
 
 class SlowModel:
