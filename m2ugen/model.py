@@ -224,6 +224,21 @@ class M2UGen(nn.Module):
                 _move_holder(holder, dev)
         return out
 
+    def set_submodel_dtype(self, dtype: torch.dtype) -> None:
+        """The sub-models (encoders, music decoder) in ``dtype``: set before they load, cast if loaded
+        (bf16 on a GPU: every matmul at the memory-bandwidth rate of half the bytes)."""
+        for holder in self.holders():
+            if hasattr(holder, "dtype"):
+                holder.dtype = dtype
+            if getattr(holder, "loaded", False) and isinstance(getattr(holder, "model", None), nn.Module):
+                holder.model.to(dtype)
+
+    def compile_decode(self) -> None:
+        """Compile the per-token decode steps: the LLaMA's and (MusicGen decoders) the music decoder's."""
+        self.llama.compile_decode()
+        if hasattr(self.decoder, "compile"):
+            self.decoder.compile = True
+
     def holders(self) -> list[Any]:
         """The lazy, non-module parts: music/image/video encoders and the music decoder."""
         return [h for h in (getattr(self, n, None) for n in ("music_encoder", "image_encoder", "video_encoder",

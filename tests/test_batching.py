@@ -155,3 +155,23 @@ def test_cancelling_one_job_of_a_batch_leaves_the_others(make_server, model):
     assert ends[jobs[0]]["op"] == "cancelled"
     assert ends[jobs[1]]["op"] == ends[jobs[2]]["op"] == "done"
     assert len(ends[jobs[1]]["takes"]) == 2
+
+
+def test_serving_device_and_dtype_reach_every_part():
+    import torch
+
+    from server.app import load_model, resolve_device
+
+    assert resolve_device("auto", "auto") == (("cuda", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32"))
+    with pytest.raises(ValueError, match="not a torch device"):
+        resolve_device("gpu0", "auto")
+    with pytest.raises(ValueError, match="--dtype"):
+        resolve_device("cpu", "int8")
+    bf16, info = load_model("tiny", device="cpu", dtype="bfloat16")
+    assert info["dtype"] == "bfloat16" and info["device"] == "cpu"
+    reply = bf16.chat("calm piano", audio=(tone(1.0, SR, 1)[0], SR), want_audio=True, duration_s=0.3, seed=1,
+                      max_new_tokens=3)
+    assert reply.audio.dtype == np.float32 and np.isfinite(reply.audio).all() and np.abs(reply.audio).max() > 0
+    for part in (bf16.llama, bf16.decoder.model, bf16.music_encoder.model):
+        assert next(part.parameters()).dtype == torch.bfloat16
+    assert bf16.output_projector.fc.weight.dtype == torch.float32  # as official
