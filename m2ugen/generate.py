@@ -6,15 +6,21 @@ last tokens decode to ``"\\n###"``; the hidden state (last layer, before the fin
 position that *predicts* each ``[AUDk]`` token is gathered, the list restarting at ``[AUD0]``; the
 reply is cut at the first newline token.
 
-Here the prompt is prefilled once and each step feeds one token (``recompute=False``), rows are
-left-padded for batch > 1, EOS also stops a row, and sampling draws from a seeded
+Here the prompt is prefilled once and each step feeds one token through the model's static-shape
+``decode_step`` (``recompute=False``; compiled with ``compile=True`` or ``llama.compile_decode()``), rows
+are left-padded for batch > 1, EOS also stops a row, and sampling draws from a seeded
 ``torch.Generator``. ``recompute=True`` keeps the official O(N^2) algorithm for tests and benchmarks.
+
+Rows are independent: each has its own ``max_new_tokens``, ``temperature``, ``top_p`` and generator,
+and row b of a batch gives the tokens it gives alone (same seed). A row that stops (or that
+``on_step`` cancels) leaves the batch at once: the KV cache and adapters are compacted to the rows
+still running, so finished rows cost no more work.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
@@ -32,7 +38,7 @@ class Generation:
     reply_tokens: list[int]  # tokens up to the first newline (official cut), EOS removed
     text: str  # decode(reply_tokens), [AUDk] kept literally (official)
     aud_hidden: torch.Tensor | None  # [8, dim] states predicting [AUD0..7], when all 8 were produced
-    stop_reason: str  # "stop_text" | "eos" | "length"
+    stop_reason: str  # "stop_text" | "eos" | "length" | "cancelled"
     aud_positions: list[int] = field(default_factory=list)  # indices into ``tokens`` of gathered [AUD]
 
 
@@ -91,55 +97,111 @@ def _ends_with_stop(tokenizer, tokens: list[int], stop_text: str) -> bool:
     return tail.endswith(stop_text)
 
 
+def _per_row(value, n: int, name: str) -> list:
+    """One value for every row, or a list/tuple of exactly n values."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"{name} lists {len(value)} values for {n} prompts")
+        return list(value)
+    return [value] * n
+
+
+def _sample_rows(logits: torch.Tensor, temps: list[float], top_ps: list[float], gens: list) -> list[int]:
+    """Next token of each row [n, V]: rows sharing (temperature, top_p, generator) draw in one call.
+
+    A row with its own generator therefore draws exactly as it would alone.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for j, key in enumerate(zip(temps, top_ps, (id(g) for g in gens))):
+        groups.setdefault(key, []).append(j)
+    out = [0] * len(temps)
+    for js in groups.values():
+        j0 = js[0]
+        sel = logits[j0:j0 + 1] if len(js) == 1 else logits[js]
+        for j, t in zip(js, sample_next(sel, temps[j0], top_ps[j0], gens[j0]).tolist()):
+            out[j] = t
+    return out
+
+
 @torch.no_grad()
 def generate(
     llama: Transformer,
     tokenizer,
     prompts: list[list[int]],
     *,
-    max_new_tokens: int,
-    temperature: float = 0.6,
-    top_p: float = 0.8,
+    max_new_tokens: int | list[int],
+    temperature: float | list[float] = 0.6,
+    top_p: float | list[float] = 0.8,
     adapters: list[torch.Tensor | None] | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator | None] | None = None,
     audio_token_ids: list[int] | None = None,
     stop_text: str = STOP_TEXT,
     stop_on_eos: bool = True,
-    on_step: Callable[[list[list[int]]], None] | None = None,
+    on_step: Callable[[list[list[int]]], Iterable[int] | None] | None = None,
     recompute: bool = False,
+    compile: bool | None = None,
 ) -> list[Generation]:
-    """Decode up to ``max_new_tokens`` per prompt (bounded by ``max_seq_len``).
+    """Decode up to ``max_new_tokens`` per prompt (bounded by ``max_seq_len`` minus the row's prompt).
 
-    prompts: token ids incl. BOS, one list per row (rows are left-padded). adapters: per-layer,
-    batch 1 or len(prompts). on_step(tokens_so_far per row) is called after every step; an exception
-    from it propagates. recompute=True runs the official whole-sequence recompute at every step.
+    prompts: token ids incl. BOS, one list per row (rows are left-padded). ``max_new_tokens``,
+    ``temperature``, ``top_p`` and ``generator``: one value for all rows or a list with one per row;
+    a row with its own generator gives the tokens it gives alone. adapters: per-layer, batch 1 or
+    len(prompts). on_step(tokens_so_far per row) is called after every step; it may return row
+    indices to cancel (they stop at once, stop_reason "cancelled", tokens so far kept; the others go
+    on unchanged); an exception from it propagates. recompute=True runs the official whole-sequence
+    recompute at every step. compile: True compiles the decode step (``llama.compile_decode()``, once
+    per model), False runs it eagerly, None (default) keeps the model's setting (eager unless compiled).
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    max_seq_len = llama.cfg.max_seq_len
     B = len(prompts)
+    max_new = _per_row(max_new_tokens, B, "max_new_tokens")
+    temps = _per_row(temperature, B, "temperature")
+    top_ps = _per_row(top_p, B, "top_p")
+    gens = _per_row(generator, B, "generator")
+    for n in max_new:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {n!r}")
+    for t, p in zip(temps, top_ps):
+        if not t >= 0 or not 0 < p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {t}, {p}")
+    if adapters is not None:
+        for a in adapters:
+            if a is not None and a.shape[0] not in (1, B):
+                raise ValueError(f"an adapter has batch {a.shape[0]}; it must be 1 or the number of prompts ({B})")
+    max_seq_len = llama.cfg.max_seq_len
     P = max(len(p) for p in prompts)
     if P >= max_seq_len:
         raise ValueError(f"prompt of {P} tokens leaves no room in the context of {max_seq_len} tokens")
-    total = min(max_seq_len, P + max_new_tokens)
+    # a row ends at its own max_new_tokens or when its own prompt + reply fill the context
+    limits = [min(n, max_seq_len - len(p)) for n, p in zip(max_new, prompts)]
+    total = P + max(limits)  # columns of the left-padded batch
     device = llama.tok_embeddings.weight.device
     pad_id = 0
     eos_id = tokenizer.eos_token_id
     newline_id = tokenizer.convert_tokens_to_ids("<0x0A>")
+    if compile is True:
+        llama.compile_decode()
 
     tokens = torch.full((B, total), pad_id, dtype=torch.long, device=device)
     valid = torch.ones(B, total, dtype=torch.bool, device=device)
     for b, p in enumerate(prompts):
         tokens[b, P - len(p):P] = torch.tensor(p, dtype=torch.long, device=device)
         valid[b, : P - len(p)] = False
+    prompt_len = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
 
     generated: list[list[int]] = [[] for _ in range(B)]
     gathers = [_AudGather(list(audio_token_ids or [])) for _ in range(B)]
     stop_reason = ["length"] * B
     done = [False] * B
+    active = list(range(B))  # original rows of the running batch, in order
+    per_row_adapters = B > 1 and adapters is not None and any(a is not None and a.shape[0] == B for a in adapters)
 
+    def rows_of(a, rows):
+        """The batch rows ``rows`` of a per-row tensor (batch-1 tensors broadcast and stay as they are)."""
+        return a if a is None or a.shape[0] == 1 else a.index_select(0, rows)
+
+    eager = compile is False
     if not recompute:
         llama.setup_cache(B, total)
     try:
@@ -147,34 +209,60 @@ def generate(
             logits, h = llama(tokens[:, :P], adapters=adapters, key_valid=valid[:, :P])
         else:
             logits, h = llama(tokens[:, :P], start_pos=0, adapters=adapters, key_valid=valid[:, :P])
-        cur = P
+            step_valid = torch.ones(B, llama.cache_len, dtype=torch.bool, device=device)
+            step_valid[:, :total] = valid
+            adapter_kv = llama.adapter_kv(adapters)
+        h_last = h[:, -1]
+        cur = P  # column of the token sampled next
         while True:
-            nxt = sample_next(logits, temperature, top_p, generator)  # [B]
-            nxt_list = nxt.tolist()
-            for b in range(B):
-                if done[b]:
-                    nxt_list[b] = pad_id
-                    continue
-                t = nxt_list[b]
-                gathers[b].step(t, h[b, -1], len(generated[b]))
+            nxt = _sample_rows(logits, [temps[b] for b in active], [top_ps[b] for b in active],
+                               [gens[b] for b in active])
+            for j, b in enumerate(active):
+                t = nxt[j]
+                gathers[b].step(t, h_last[j], len(generated[b]))
                 generated[b].append(t)
                 if stop_on_eos and t == eos_id:
                     done[b], stop_reason[b] = True, "eos"
                 elif _ends_with_stop(tokenizer, generated[b], stop_text):
                     done[b], stop_reason[b] = True, "stop_text"
-            tokens[:, cur] = torch.tensor(nxt_list, dtype=torch.long, device=device)
+                elif len(generated[b]) >= limits[b]:
+                    done[b] = True  # "length"
+            rows = torch.tensor(active, dtype=torch.long, device=device)
+            tokens[rows, cur] = torch.tensor(nxt, dtype=torch.long, device=device)
             cur += 1
             if on_step is not None:
-                on_step(generated)
-            if all(done) or cur >= total:
+                for b in on_step(generated) or ():
+                    if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < B:
+                        raise ValueError(f"on_step returned {b!r}: row indices are ints in [0, {B})")
+                    if not done[b]:
+                        done[b], stop_reason[b] = True, "cancelled"
+            keep = [j for j, b in enumerate(active) if not done[b]]
+            if not keep:
                 break
+            if len(keep) < len(active):  # compact the batch to the rows still running
+                keep_t = torch.tensor(keep, dtype=torch.long, device=device)
+                active = [active[j] for j in keep]
+                rows = torch.tensor(active, dtype=torch.long, device=device)
+                if not recompute:
+                    llama.keep_cache_rows(keep_t)
+                    step_valid = step_valid.index_select(0, keep_t)
+                    if per_row_adapters:
+                        adapter_kv = [None if kv is None else tuple(rows_of(x, keep_t) for x in kv)
+                                      for kv in adapter_kv]
             if recompute:
-                logits, h = llama(tokens[:, :cur], adapters=adapters, key_valid=valid[:, :cur])
+                row_adapters = None if adapters is None else [rows_of(a, rows) for a in adapters]
+                logits, h = llama(tokens[rows, :cur], adapters=row_adapters, key_valid=valid[rows, :cur])
+                h_last = h[:, -1]
             else:
-                logits, h = llama(tokens[:, cur - 1:cur], start_pos=cur - 1, adapters=adapters,
-                                  key_valid=valid[:, :cur])
+                n_real = prompt_len.index_select(0, rows) + (cur - P)  # real tokens so far, incl. the new one
+                logits, h_last = llama.decode_step(
+                    tokens[rows, cur - 1:cur], torch.tensor([cur - 1], device=device), n_real - 1,
+                    step_valid, adapter_kv, eager=eager)
+                if llama.decode_compiled and not eager:  # CUDA graphs reuse their output buffers at the next step
+                    logits, h_last = logits.clone(), h_last.clone()
     finally:
-        llama.clear_cache()
+        if not recompute:
+            llama.clear_cache()
 
     results = []
     for b in range(B):

@@ -4,8 +4,12 @@ Module and parameter names follow Meta's LLaMA and the official M2UGen state dic
 (``llama.layers.N.attention.wq`` ...), so official checkpoints load without renaming.
 
 Differences from the official code (behaviour-preserving except where noted):
-- the KV cache is allocated per generation (``setup_cache``) for the real batch and length, on the
-  model's device and dtype; ``start_pos`` is honoured, so decoding is one token per step;
+- the KV cache is allocated once (``setup_cache`` grows it only when a generation needs more rows or
+  positions) on the model's device and dtype and reused by later generations; ``start_pos`` is honoured,
+  so decoding is one token per step;
+- ``decode_step`` is a single-token step of static shapes (the cache column and RoPE positions are
+  tensors, the mask is built from them), so ``compile_decode`` (``torch.compile``, CUDA graphs on GPU)
+  compiles it once rather than per position (gpt-fast style);
 - left padding: ``key_valid`` marks real tokens, positions count real tokens only (RoPE), so a padded
   row computes what it would compute alone;
 - a prefix-only adapter ([1, 1, dim]) broadcasts over the batch (the official code needs batch 1).
@@ -46,10 +50,22 @@ def precompute_freqs_cis(head_dim: int, end: int, theta: float = 10000.0, device
     return torch.polar(torch.ones_like(angles), angles)
 
 
+def rope_table(freqs_cis: torch.Tensor) -> torch.Tensor:
+    """The complex table as real (cos, sin) pairs: [..., head_dim // 2, 2] float32 (compile-friendly)."""
+    return torch.view_as_real(freqs_cis)
+
+
 def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
-    """x [B, L, H, hd]; freqs_cis [B, L, hd // 2] complex -> x rotated, same dtype."""
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # [B, L, H, hd/2]
-    out = torch.view_as_real(xc * freqs_cis.unsqueeze(2)).flatten(3)
+    """x [B, L, H, hd]; freqs_cis [B, L, hd // 2] complex, or its ``rope_table`` [B, L, hd // 2, 2].
+
+    Each pair (x0, x1) is multiplied by (cos + i sin) in real arithmetic (the same maths as the
+    complex product; real tensors keep ``torch.compile`` on its fast path). Returns x's dtype.
+    """
+    f = rope_table(freqs_cis) if freqs_cis.is_complex() else freqs_cis
+    cos, sin = f[..., 0].unsqueeze(2), f[..., 1].unsqueeze(2)  # [B, L, 1, hd/2]
+    xf = x.float().reshape(*x.shape[:-1], -1, 2)
+    x0, x1 = xf[..., 0], xf[..., 1]
+    out = torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(3)
     return out.type_as(x)
 
 
@@ -76,25 +92,40 @@ def permute_hf_to_meta(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 class KVCache(nn.Module):
-    """Keys/values of one layer: [B, max_len, H, hd]. Not part of the state dict."""
+    """Keys/values of one layer: [max_batch, max_len, H, hd], zero-initialised. Not part of the state dict.
+
+    A generation of B rows uses rows [:B]. Two ways to write:
+    - ``start_pos`` an int (prefill, the dynamic path): positions [start_pos, start_pos + L) are written
+      and the keys/values so far come back, [B, start_pos + L, H, hd];
+    - ``start_pos`` a tensor [1] (``decode_step``): one column is written and the whole cache comes back,
+      [B, max_len, H, hd] (static shapes; the caller's mask hides the columns not yet written).
+    """
 
     def __init__(self, batch: int, max_len: int, n_heads: int, head_dim: int, dtype, device):
         super().__init__()
         shape = (batch, max_len, n_heads, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        # wv(adapter) of this generation's adapter (the adapter is fixed while decoding)
-        self.adapter_src: torch.Tensor | None = None
-        self.adapter_v: torch.Tensor | None = None
 
-    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor):
-        """Write k/v [B, L, H, hd] at start_pos; return all keys/values so far [B, start_pos + L, H, hd]."""
+    def update(self, start_pos: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        B = k.shape[0]
+        if isinstance(start_pos, torch.Tensor):
+            self.k[:B].index_copy_(1, start_pos, k)
+            self.v[:B].index_copy_(1, start_pos, v)
+            return self.k[:B], self.v[:B]
         end = start_pos + k.shape[1]
         if end > self.k.shape[1]:
             raise ValueError(f"KV cache holds {self.k.shape[1]} positions, asked to write up to {end}")
-        self.k[:, start_pos:end] = k
-        self.v[:, start_pos:end] = v
-        return self.k[:, :end], self.v[:, :end]
+        self.k[:B, start_pos:end] = k
+        self.v[:B, start_pos:end] = v
+        return self.k[:B, :end], self.v[:B, :end]
+
+    @torch.no_grad()
+    def keep_rows(self, rows: torch.Tensor):
+        """Move rows ``rows`` (ascending indices) to the front: the batch shrinks to len(rows)."""
+        n = rows.numel()
+        self.k[:n] = self.k.index_select(0, rows)
+        self.v[:n] = self.v.index_select(0, rows)
 
 
 class Attention(nn.Module):
@@ -126,14 +157,17 @@ class Attention(nn.Module):
             for name in ("q", "k", "v", "o"):
                 getattr(self, f"lora_w{name}_l2").weight.zero_()
 
-    def _adapter_values(self, adapter: torch.Tensor) -> torch.Tensor:
-        """wv(adapter) (base wv only, as official); computed once per generation when a cache is set."""
-        c = self.cache
-        if c is None:
-            return self.wv(adapter.to(self.wv.weight.dtype))
-        if c.adapter_src is not adapter:
-            c.adapter_src, c.adapter_v = adapter, self.wv(adapter.to(self.wv.weight.dtype))
-        return c.adapter_v
+    def adapter_kv(self, adapter: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(keys or None, values) of an adapter [ab, La, dim] as [ab, H, La, hd] (base wk/wv only, as official).
+
+        Keys are None for a one-token adapter: its value is added to every position (no softmax).
+        """
+        ab, la, _ = adapter.shape
+        H, hd = self.n_heads, self.head_dim
+        a = adapter.to(self.wv.weight.dtype)
+        values = self.wv(a).view(ab, la, H, hd).transpose(1, 2)
+        keys = None if la == 1 else self.wk(a).view(ab, la, H, hd).transpose(1, 2)
+        return keys, values
 
     def _lora(self, name: str, x: torch.Tensor) -> torch.Tensor:
         return getattr(self, f"lora_w{name}_l2")(getattr(self, f"lora_w{name}_l1")(x))
@@ -141,10 +175,10 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # [B, L, dim]
-        freqs_cis: torch.Tensor,  # [B, L, hd/2] complex
+        freqs_cis: torch.Tensor,  # [B, L, hd/2] complex or its rope_table [B, L, hd/2, 2]
         mask: torch.Tensor,  # [B, 1, L, S] bool, True = attend
-        start_pos: int,
-        adapter: torch.Tensor | None = None,  # [B or 1, La, dim]
+        start_pos: int | torch.Tensor,  # int: dynamic write; tensor [1]: one cache column (decode_step)
+        adapter: torch.Tensor | tuple | None = None,  # [B or 1, La, dim], or its adapter_kv(...)
     ) -> torch.Tensor:
         B, L, _ = x.shape
         H, hd = self.n_heads, self.head_dim
@@ -160,7 +194,7 @@ class Attention(nn.Module):
         if self.cache is not None:
             keys, values = self.cache.update(start_pos, xk, xv)  # [B, S, H, hd]
         else:
-            if start_pos != 0:
+            if isinstance(start_pos, torch.Tensor) or start_pos != 0:
                 raise ValueError("start_pos > 0 needs a KV cache (call setup_cache first)")
             keys, values = xk, xv
 
@@ -171,14 +205,12 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, L, hd]
 
         if adapter is not None:
-            ab, la, _ = adapter.shape
+            adapter_k, adapter_v = adapter if isinstance(adapter, tuple) else self.adapter_kv(adapter)
             gate = torch.tanh(self.gate).to(out.dtype)  # [1, H, 1, 1]
-            adapter_v = self._adapter_values(adapter).view(ab, la, H, hd).transpose(1, 2)  # [ab, H, La, hd]
-            if la == 1:
+            if adapter_k is None:
                 # official: the same per-head vector is added to every position
                 out = out + gate * adapter_v
             else:
-                adapter_k = self.wk(adapter.to(self.wk.weight.dtype)).view(ab, la, H, hd).transpose(1, 2)
                 a_scores = torch.matmul(q, adapter_k.transpose(2, 3)) / math.sqrt(hd)  # [B, H, L, La]
                 a_probs = F.softmax(a_scores.float(), dim=-1).type_as(q)
                 out = out + torch.matmul(gate * a_probs, adapter_v)
@@ -261,6 +293,9 @@ class Transformer(nn.Module):
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         # complex RoPE table: a plain attribute (not a buffer: absent from the state dict, never cast)
         self._freqs_cis: torch.Tensor | None = None
+        self._rope: torch.Tensor | None = None
+        self._kv_store: list[KVCache] | None = None  # the kept cache (plain list: not submodules)
+        self._decode_compiled = None
 
     # -- RoPE and caches ---------------------------------------------------------------------
     def freqs_cis(self, device) -> torch.Tensor:
@@ -268,25 +303,136 @@ class Transformer(nn.Module):
         f = self._freqs_cis
         if f is None or f.device != torch.device(device) or f.is_meta:
             f = precompute_freqs_cis(self.head_dim, 2 * self.cfg.max_seq_len, self.cfg.rope_theta, device=device)
-            self._freqs_cis = f
+            self._freqs_cis, self._rope = f, None
         return f
 
-    def setup_cache(self, batch: int, max_len: int):
-        """Allocate a KV cache for ``batch`` rows and ``max_len`` positions on the weights' device/dtype."""
+    def rope(self, device) -> torch.Tensor:
+        """``freqs_cis`` as real (cos, sin) pairs: [2 * max_seq_len, head_dim / 2, 2] float32."""
+        f = self.freqs_cis(device)
+        if self._rope is None:
+            self._rope = rope_table(f).contiguous()
+        return self._rope
+
+    def setup_cache(self, batch: int, max_len: int | None = None):
+        """Take the KV cache for a generation of ``batch`` rows and up to ``max_len`` positions.
+
+        The cache is allocated once, for at least ``cfg.max_seq_len`` positions, on the weights'
+        device and dtype, and kept after ``clear_cache`` for the next generation; it is reallocated
+        (larger) only when a generation needs more rows or positions, or the weights moved.
+        ``reserve_cache(max_batch)`` allocates it up front. ``release_cache`` frees it.
+        """
         if self.has_cache:
             raise RuntimeError("a KV cache is already set up: another generation is running on this model "
                                "(one generation at a time per model instance)")
+        self.reserve_cache(batch, max_len)
+        for layer, cache in zip(self.layers, self._kv_store):
+            layer.attention.cache = cache
+
+    def reserve_cache(self, max_batch: int, max_len: int | None = None):
+        """Make sure the kept cache holds ``max_batch`` rows and ``max(max_len, max_seq_len)`` positions."""
         w = self.tok_embeddings.weight
-        for layer in self.layers:
-            layer.attention.cache = KVCache(batch, max_len, self.cfg.n_heads, self.head_dim, w.dtype, w.device)
+        want_len = max(max_len or 0, self.cfg.max_seq_len)
+        store = self._kv_store
+        if store is not None:
+            k = store[0].k
+            if k.dtype == w.dtype and k.device == w.device and k.shape[0] >= max_batch and k.shape[1] >= want_len:
+                return
+            max_batch, want_len = max(max_batch, k.shape[0]), max(want_len, k.shape[1])
+            self.release_cache()
+        self._kv_store = [KVCache(max_batch, want_len, self.cfg.n_heads, self.head_dim, w.dtype, w.device)
+                          for _ in self.layers]
 
     def clear_cache(self):
+        """End the generation: the layers no longer see a cache (the allocation is kept for the next one)."""
         for layer in self.layers:
             layer.attention.cache = None
+
+    def release_cache(self):
+        """Free the kept KV cache."""
+        self.clear_cache()
+        self._kv_store = None
 
     @property
     def has_cache(self) -> bool:
         return self.layers[0].attention.cache is not None
+
+    @property
+    def cache_len(self) -> int:
+        """Positions of the cache in use (the width of ``decode_step``'s ``key_valid``)."""
+        if not self.has_cache:
+            raise RuntimeError("no KV cache is set up (call setup_cache first)")
+        return self.layers[0].attention.cache.k.shape[1]
+
+    def keep_cache_rows(self, rows: torch.Tensor):
+        """Compact the batch in the cache: rows ``rows`` (ascending) become rows 0..len(rows)-1."""
+        for layer in self.layers:
+            layer.attention.cache.keep_rows(rows)
+
+    # -- static-shape decoding -----------------------------------------------------------------
+    def adapter_kv(self, adapters: list[torch.Tensor | None] | None) -> list[tuple | None] | None:
+        """Per-layer (keys or None, values) of the adapters, computed once per generation for ``decode_step``."""
+        if adapters is None:
+            return None
+        if len(adapters) != self.n_layers:
+            raise ValueError(f"adapters must list one entry per layer ({self.n_layers}), got {len(adapters)}")
+        return [None if a is None else layer.attention.adapter_kv(a) for layer, a in zip(self.layers, adapters)]
+
+    def decode_step(
+        self,
+        tokens: torch.Tensor,  # [B, 1] long
+        cache_pos: torch.Tensor,  # [1] long: the cache column this token is written to
+        rope_pos: torch.Tensor,  # [B] long: its RoPE position (real tokens before it)
+        key_valid: torch.Tensor,  # [B, cache_len] bool: False = left padding (later columns: any)
+        adapter_kv: list[tuple | None] | None = None,  # from adapter_kv(adapters)
+        *,
+        eager: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per row through the cache with static shapes -> (fp32 logits [B, V], h [B, dim]).
+
+        Attends to the cache columns <= cache_pos that ``key_valid`` marks; computes what
+        ``forward(tokens, start_pos=cache_pos, key_valid=key_valid[:, :cache_pos + 1])`` computes.
+        Runs the compiled step after ``compile_decode()`` (unless ``eager``). Compiled outputs may be overwritten by the
+        next call (CUDA graphs): use or copy them before the next step.
+        """
+        if not self.has_cache:
+            raise RuntimeError("decode_step needs a KV cache (call setup_cache first)")
+        if key_valid.shape != (tokens.shape[0], self.cache_len):
+            raise ValueError(f"key_valid must be [B={tokens.shape[0]}, cache_len={self.cache_len}], "
+                             f"got {list(key_valid.shape)}")
+        rope = self.rope(tokens.device)[rope_pos].unsqueeze(1)  # [B, 1, hd/2, 2]
+        step = self._decode_compiled if self._decode_compiled is not None and not eager else self._decode_impl
+        return step(tokens, cache_pos, rope, key_valid, adapter_kv)
+
+    def _decode_impl(self, tokens, cache_pos, rope, key_valid, adapter_kv):
+        h = self.tok_embeddings(tokens)  # [B, 1, dim]
+        k_pos = torch.arange(key_valid.shape[1], device=h.device)
+        mask = (key_valid & (k_pos <= cache_pos)[None])[:, None, None, :]  # [B, 1, 1, S]
+        for i, layer in enumerate(self.layers):
+            h = layer(h, rope, mask, cache_pos, adapter_kv[i] if adapter_kv is not None else None)
+        h = h[:, -1]
+        return self.output(self.norm(h)).float(), h
+
+    def compile_decode(self, mode: str | None = "auto", **compile_kwargs):
+        """Compile ``decode_step`` with ``torch.compile`` (once; later calls are no-ops).
+
+        mode "auto": "reduce-overhead" (CUDA graphs) on CUDA, the default mode elsewhere. Shapes are
+        static: one compilation per batch size (rows dropped from a batch give a new size).
+        """
+        if self._decode_compiled is None:
+            if mode == "auto":
+                mode = "reduce-overhead" if self.tok_embeddings.weight.is_cuda else None
+            self._decode_compiled = torch.compile(self._decode_impl, mode=mode, fullgraph=True, dynamic=False,
+                                                  **compile_kwargs)
+        return self
+
+    def eager_decode(self):
+        """Drop the compiled step: ``decode_step`` runs eagerly again."""
+        self._decode_compiled = None
+        return self
+
+    @property
+    def decode_compiled(self) -> bool:
+        return self._decode_compiled is not None
 
     # -- forward -----------------------------------------------------------------------------
     def forward(

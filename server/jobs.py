@@ -118,6 +118,17 @@ class JobQueue:
             self._renumber()
             return job
 
+    def take_if(self, accept) -> list[Job]:
+        """Pop, in queue order, every job for which ``accept(job)`` is true (it may keep count)."""
+        with self._cond:
+            taken = [j for j in self._items if accept(j)]
+            for j in taken:
+                self._items.remove(j)
+                j.queue_position = None
+            if taken:
+                self._renumber()
+            return taken
+
     def remove(self, job: Job) -> bool:
         with self._cond:
             try:

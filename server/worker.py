@@ -23,12 +23,12 @@ from server.security import AllowedRoots
 log = logging.getLogger("m2ugen.worker")
 
 Emit = Callable[..., None]  # emit(header: dict, frames: list[bytes] = ()) -> None, thread-safe
-
+DEFAULT_MAX_BATCH = 4  # rows (a job counts its takes) run together; 1 = one job at a time
 
 
 class Worker(threading.Thread):
     def __init__(self, model, model_info: dict[str, Any], queue: JobQueue, store: JobStore, journal: Journal,
-                 emit_factory: Callable[[], Emit], roots: AllowedRoots):
+                 emit_factory: Callable[[], Emit], roots: AllowedRoots, max_batch: int = DEFAULT_MAX_BATCH):
         super().__init__(name="m2ugen-worker", daemon=True)
         self.model = model
         self.roots = roots
@@ -38,15 +38,17 @@ class Worker(threading.Thread):
         self.journal = journal
         self._emit_factory = emit_factory
         self.emit: Emit = lambda header, frames=(): None
-        self.current: Job | None = None
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
+        self.running: list[Job] = []  # the job(s) of the batch being run
         self.stopping = False  # set by the app on shutdown: a job cancelled then is 'interrupted'
 
     def stop(self, timeout_s: float) -> None:
-        """Shutdown: the running job ends as 'interrupted', the queue closes, the thread ends."""
+        """Shutdown: the running jobs end as 'interrupted', the queue closes, the thread ends."""
         self.stopping = True
-        current = self.current
-        if current is not None:
-            current.cancel_requested.set()
+        for job in list(self.running):
+            job.cancel_requested.set()
         self.queue.close()
         if self.is_alive():
             self.join(timeout_s)
@@ -57,18 +59,49 @@ class Worker(threading.Thread):
             job = self.queue.get()
             if job is None:
                 return
+            batch = [job] + self._batch_mates(job)
             self._announce_positions()
-            self.current = job
+            self.running = batch
             try:
-                if self.begin(job):
-                    kinds.runner(job.kind).run(self, job)
-            except JobCancelled:
-                self.finish(job, "cancelled")
-            except Exception:  # never let one job kill the worker
-                log.exception("job %s: unexpected worker error", job.id)
-                self.finish(job, "failed", error={"code": "internal", "message": "internal error in the worker"})
+                self._run(batch)
             finally:
-                self.current = None
+                self.running = []
+
+    def _batch_mates(self, head: Job) -> list[Job]:
+        """Queued jobs that may run with ``head`` (its kind module's ``batch_key``), up to max_batch rows."""
+        runner = kinds.runner(head.kind)
+        if self.max_batch == 1 or not hasattr(runner, "run_batch"):
+            return []
+        key, room = runner.batch_key(head), self.max_batch - runner.rows(head)
+
+        def fits(job: Job) -> bool:
+            nonlocal room
+            other = kinds.runner(job.kind)
+            if other is not runner or other.batch_key(job) != key or other.rows(job) > room:
+                return False
+            room -= other.rows(job)
+            return True
+
+        return self.queue.take_if(fits) if room > 0 else []
+
+    def _run(self, batch: list[Job]) -> None:
+        started = [job for job in batch if self.begin(job)]
+        if not started:
+            return
+        runner = kinds.runner(started[0].kind)
+        try:
+            if len(started) > 1:
+                log.info("batch of %d jobs: %s", len(started), ", ".join(j.id for j in started))
+                runner.run_batch(self, started)
+            else:
+                runner.run(self, started[0])
+        except JobCancelled:
+            for job in started:
+                self.finish(job, "cancelled")
+        except Exception:  # never let one job kill the worker
+            log.exception("jobs %s: unexpected worker error", ", ".join(j.id for j in started))
+            for job in started:  # finish() leaves a job that already ended as it is
+                self.finish(job, "failed", error={"code": "internal", "message": "internal error in the worker"})
 
     # -----------------------------------------------------------------------------------------
     def _announce_positions(self) -> None:

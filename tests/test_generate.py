@@ -127,14 +127,20 @@ class ForcedLlama(Transformer):
 
     script: list[int] = []
 
+    def _forced(self, logits, step):
+        forced = torch.full_like(logits, -1e4)
+        forced[:, self.script[min(step, len(self.script) - 1)]] = 0.0
+        return forced
+
     def forward(self, tokens=None, **kw):
         logits, h = super().forward(tokens, **kw)
         if logits is None:
             return logits, h
-        step = int(kw.get("start_pos", 0)) + h.shape[1] - self.prompt_len
-        forced = torch.full_like(logits, -1e4)
-        forced[:, self.script[min(step, len(self.script) - 1)]] = 0.0
-        return forced, h
+        return self._forced(logits, int(kw.get("start_pos", 0)) + h.shape[1] - self.prompt_len), h
+
+    def decode_step(self, tokens, cache_pos, *args, **kw):
+        logits, h = super().decode_step(tokens, cache_pos, *args, **kw)
+        return self._forced(logits, int(cache_pos) + 1 - self.prompt_len), h
 
 
 def _forced(setup, script, prompt):

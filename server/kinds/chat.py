@@ -1,8 +1,14 @@
 """ask / edit / generate: the model's ``chat`` around the musical context of the request.
 
 Three named steps per job: ``plan`` (measure the source, decide the prompt, the length and the model's
-options: server/finishing.py), ``infer`` (one ``model.chat`` per take), ``write`` (fit each take to
-the project, write the WAVs and the sidecar). The worker owns the job's states and events.
+options: server/finishing.py), ``infer`` (every take of every job in the batch as one row of
+``model.chat_batch``), ``write`` (fit each take to the project, write the WAVs and the sidecar). The
+worker owns the job's states and events.
+
+Batching (docs/protocol.md §5): the worker hands ``run_batch`` the job at the head of the queue plus the
+queued chat jobs behind it with the same ``batch_key``, up to ``--max-batch`` rows (a job counts its
+takes). Each row gets its own seed, sampling settings, length and mode, so a job's result does not depend
+on its neighbours; a cancel or a failure ends that job's rows only.
 """
 
 from __future__ import annotations
@@ -79,24 +85,64 @@ def chat_kwargs(worker, job: Job, plan: Plan, take: int) -> dict[str, Any]:
     )
 
 
-def infer(worker, job: Job, plan: Plan) -> list:
-    """One reply per take (JobCancelled propagates)."""
-    return [worker.model.chat(plan.prompt, **chat_kwargs(worker, job, plan, take)) for take in range(plan.takes)]
+def rows(job: Job) -> int:
+    """The rows this job takes in a batch: one per take."""
+    return max(1, int(job.params.get("takes") or 1)) if protocol.KIND_SPECS[job.kind].makes_audio else 1
+
+
+def batch_key(job: Job) -> tuple:
+    """Jobs with equal keys may share a batch: any chat kind, mode or length; the same model weights."""
+    return ("chat", job.params.get("adapter"))
+
+
+def infer(worker, batch: list[tuple[Job, Plan]]) -> dict[str, list]:
+    """Every take of every job as one row of ``model.chat_batch`` -> {job id: [reply or exception per take]}.
+    A model without ``chat_batch`` (a test double) runs the rows one by one with ``chat``."""
+    owners, requests = [], []
+    for job, plan in batch:
+        for take in range(plan.takes):
+            owners.append(job.id)
+            requests.append((plan.prompt, chat_kwargs(worker, job, plan, take)))
+    chat_batch = getattr(worker.model, "chat_batch", None)
+    if chat_batch is not None:
+        from m2ugen.model import ChatRequest
+
+        outs = chat_batch([ChatRequest(prompt, **kw) for prompt, kw in requests])
+    else:
+        outs = []
+        for prompt, kw in requests:
+            try:
+                outs.append(worker.model.chat(prompt, **kw))
+            except Exception as e:
+                outs.append(e)
+    by_job: dict[str, list] = {}
+    for owner, out in zip(owners, outs):
+        by_job.setdefault(owner, []).append(out)
+    return by_job
 
 
 def run(worker, job: Job) -> None:
-    worker.progress(job, "encoding", 0.0)
-    the_plan = plan(worker, job)
+    run_batch(worker, [job])
+
+
+def run_batch(worker, jobs: list[Job]) -> None:
+    planned: list[tuple[Job, Plan]] = []
+    for job in jobs:
+        worker.progress(job, "encoding", 0.0)
+        planned.append((job, plan(worker, job)))
     t0 = time.perf_counter()
-    try:
-        replies = infer(worker, job, the_plan)
-    except JobCancelled:
-        raise
-    except Exception as e:
-        log.warning("job %s: model raised %s: %s", job.id, type(e).__name__, e)
-        worker.finish(job, "failed", error={"code": "job_failed", "message": f"{type(e).__name__}: {e}"})
-        return
-    finish(worker, job, the_plan, replies, time.perf_counter() - t0)
+    results = infer(worker, planned)
+    chat_s = time.perf_counter() - t0
+    for job, the_plan in planned:
+        replies = results[job.id]
+        error = next((r for r in replies if isinstance(r, BaseException)), None)
+        if isinstance(error, JobCancelled) or job.cancel_requested.is_set():
+            worker.finish(job, "cancelled")
+        elif error is not None:
+            log.warning("job %s: model raised %s: %s", job.id, type(error).__name__, error)
+            worker.finish(job, "failed", error={"code": "job_failed", "message": f"{type(error).__name__}: {error}"})
+        else:
+            finish(worker, job, the_plan, replies, chat_s)
 
 
 def finish(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
