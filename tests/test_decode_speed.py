@@ -232,3 +232,41 @@ def test_int8_llama_close_to_fp32_and_a_quarter_of_the_bytes(setup):
     b = generate(q, tok, [prompts[1]], **kw)[0].tokens
     same = sum(x == y for x, y in zip(a, b)) / len(a)
     assert same >= 0.75, (a, b)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the benchmark scripts run (tiny, CPU) so that they cannot rot
+
+
+def _benchmark(name):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_runs_tiny_on_cpu(setup, capsys):
+    gpu_check = _benchmark("gpu_check")
+    gpu_check.main(["--preset", "tiny", "--device", "cpu", "--no-compile", "--chat-seconds", "0.3",
+                    "--musicgen-seconds", "0.3", "--max-new-tokens", "2", "--iters", "1"])
+    out = capsys.readouterr().out
+    assert "ERROR" not in out, out
+    for row in ("copy bandwidth", "weights, tiny", "generate job, M2UGen.chat", "LLaMA decode_step float32, batch 4",
+                "MusicGen decode", "vocoder='mbd'", "int8 weight-only", "LLaMA decode_step int8, batch 1"):
+        assert row in out, (row, out)
+
+
+def test_roofline_rows_and_step_fraction():
+    roofline = _benchmark("roofline")
+    r = roofline.step_fraction(lambda: torch.mv(torch.ones(64, 64), torch.ones(64)), 64 * 64 * 4, 1e9, iters=3)
+    assert r["floor_ms"] == pytest.approx(64 * 64 * 4 / 1e9 * 1e3) and r["step_ms"] > 0
+    assert r["fraction"] == pytest.approx(r["floor_ms"] / r["step_ms"])
+    rows = roofline.llama_rows(64, 3, dtypes=("float32",), compile=(False,), bandwidth=1e9, iters=2)
+    assert len(rows) == 1 and "error" not in rows[0], rows[0].get("error")
+    assert rows[0]["tokens_per_s"] > 0 and rows[0]["weight_mb"] > 0
