@@ -3,7 +3,8 @@
 Random weights at the real sizes (no downloads): LLaMA-2 7B with the M2UGen adapters (bias, rank-16
 LoRA, gates, prefix), MERT-v1-330M, ViT-B/16, ViViT-B 16x2, MusicGen-medium (T5-base, EnCodec 32 kHz,
 the 1.5B decoder), optionally the 4-band Multi-Band Diffusion; built directly on the device through
-the project's own ``musicgen-medium`` preset and ``M2UGen.from_config``. Prints ONE table; every figure
+the project's own ``musicgen-medium`` preset (``offline_config``: the sub-models' known architectures)
+and ``M2UGen.from_config``. The text is the tiny tokenizer's (only the LLaMA's shapes matter here). Prints ONE table; every figure
 stands beside its floor (the time to read the weights once at the GPU's measured copy bandwidth) or
 its target, and each row runs in its own try/except so a failure is printed in its row.
 
@@ -12,7 +13,7 @@ its target, and each row runs in its own try/except so a failure is printed in i
 
 Rows: weight bytes per part; peak memory of a 10 s generate job (bf16, then int8 LLaMA) against the
 targets (20 GB / 12 GB); LLaMA ``decode_step`` tokens/s at batch 1 and 4, eager and compiled (target
->= 0.7 of the floor); MusicGen guided decode steps/s through ``MusicGenDecoder.generate``; the extra
+>= 0.7 of the floor; int8 at batch 1); MusicGen guided decode steps/s through ``MusicGenDecoder.generate``; the extra
 seconds of ``vocoder="mbd"``; seconds of one 10 s ``M2UGen.chat`` generate job end to end.
 """
 
@@ -29,48 +30,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # roofline.py beside this file
 
-from roofline import decode_step_fn, step_fraction  # noqa: E402
+from roofline import DTYPES, decode_step_fn, step_fraction  # noqa: E402
 
+from m2ugen.checkpoint.architectures import offline_config  # noqa: E402
 from m2ugen.config import M2UGenConfig  # noqa: E402
 from m2ugen.quant import decode_weight_bytes, quantize_llama_int8, weight_bytes  # noqa: E402
 
 GB = 1e9
 
-# Hugging Face configs of the real sub-models (the values of their config.json files that set sizes)
-MERT_330M = dict(  # m-a-p/MERT-v1-330M as HubertConfig (the project's MERT loader does the same mapping)
-    hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-    conv_dim=[512] * 7, conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2], conv_bias=False,
-    feat_extract_norm="layer", feat_proj_layer_norm=True, do_stable_layer_norm=True,
-    num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
-)
-VIT_B16 = dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-               intermediate_size=3072)
-VIVIT_B = dict(image_size=224, num_frames=32, tubelet_size=[2, 16, 16], hidden_size=768, num_hidden_layers=12,
-               num_attention_heads=12, intermediate_size=3072)
-MUSICGEN_MEDIUM = dict(
-    text_encoder=dict(vocab_size=32128, d_model=768, d_ff=3072, num_layers=12, num_heads=12, d_kv=64),
-    audio_encoder=dict(sampling_rate=32000, audio_channels=1, num_filters=64, hidden_size=128, codebook_size=2048,
-                       codebook_dim=128, upsampling_ratios=[8, 5, 4, 4], num_lstm_layers=2, target_bandwidths=[2.2],
-                       normalize=False, use_causal_conv=False, norm_type="weight_norm", pad_mode="reflect",
-                       kernel_size=7, last_kernel_size=7, residual_kernel_size=3, num_residual_layers=1,
-                       compress=2, trim_right_ratio=1.0),
-    decoder=dict(vocab_size=2048, max_position_embeddings=2048, num_hidden_layers=48, ffn_dim=6144,
-                 num_attention_heads=24, hidden_size=1536, num_codebooks=4, pad_token_id=2048, bos_token_id=2048,
-                 decoder_start_token_id=2048, audio_channels=1),
-)
-
-
 def real_size_config(preset: str, dtype: str) -> M2UGenConfig:
-    """The preset with every sub-model random (no paths) at its real size; tiny presets keep their tiny configs."""
-    cfg = M2UGenConfig.preset(preset)
-    nopaths = dict(llama_dir=None, tokenizer_path=None, mert_path=None, vit_path=None, vivit_path=None,
-                   decoder_path=None)
-    if cfg.is_tiny:
-        return cfg.replace(dtype=dtype, **nopaths)
-    if cfg.music_decoder != "musicgen":
-        raise ValueError(f"gpu_check builds MusicGen-medium decoders; preset {preset!r} uses {cfg.music_decoder}")
-    return cfg.replace(dtype=dtype, mert_config=MERT_330M, vit_config=VIT_B16, vivit_config=VIVIT_B,
-                       decoder_config=MUSICGEN_MEDIUM, **nopaths)
+    """The preset with every sub-model random at its real size (``offline_config``: the Hub repos' known
+    architectures, no paths); tiny presets keep their tiny configs. No LLaMA or tokenizer files."""
+    if M2UGenConfig.preset(preset).is_tiny:
+        cfg = M2UGenConfig.preset(preset)
+    else:
+        cfg = offline_config(preset)
+        if cfg.music_decoder != "musicgen":
+            raise ValueError(f"gpu_check times MusicGen decoders; preset {preset!r} uses {cfg.music_decoder}")
+    return cfg.replace(dtype=dtype, llama_dir=None, tokenizer_path=None, mert_path=None, vit_path=None,
+                       vivit_path=None, decoder_path=None)
 
 
 def _sync(device):
@@ -141,7 +119,8 @@ def _reset_peak(device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | None = None, compile: bool = True,
+def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | None = None,
+        submodels_dtype: str | None = None, compile: bool = True,
         int8: bool = True, mbd: bool = True, chat_seconds: float = 10.0, musicgen_seconds: float = 2.0,
         max_new_tokens: int = 32, iters: int = 10, on_progress: Callable[[str], None] | None = None) -> Table:
     from m2ugen.model import M2UGen
@@ -164,6 +143,9 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
         t0 = time.perf_counter()
         with torch.device(device):  # random init directly on the device: no CPU copy of 7B
             model = M2UGen.from_config(cfg, device=device)
+            if submodels_dtype is not None:  # the lazy sub-models are built in their holder's dtype
+                for holder in model.holders():
+                    holder.dtype = DTYPES[submodels_dtype]
             model.preload("music_encoder", "image_encoder", "video_encoder", "decoder")
         _sync(device)
         parts["model"] = model
@@ -175,7 +157,7 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
         note = ", ".join(f"{k} {_size(v)}" for k, v in sizes.items())
         return _size(total), "", None, f"{time.perf_counter() - t0:.0f} s to build; {note}"
 
-    t.row(f"weights, {preset} (LLaMA {dtype}, random)", build)
+    t.row(f"weights, {preset} (LLaMA {dtype}, sub-models {submodels_dtype or 'float32'}, random)", build)
     model = parts.get("model")
     if model is None:
         return t
@@ -224,8 +206,8 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
             return f"{batch * r['steps_per_s']:.1f} tok/s", f"{floor_tps:.1f} tok/s (target 0.7)", r["fraction"], note
         return fn
 
-    def llama_rows(label: str):
-        for batch in (1, 4):
+    def llama_rows(label: str, batches=(1, 4)):
+        for batch in batches:
             for compiled in ((False, True) if compile else (False,)):
                 t.row(f"LLaMA decode_step {label}, batch {batch}, {'compiled' if compiled else 'eager'}",
                       llama_row(batch, compiled))
@@ -288,7 +270,7 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
 
         t.row("int8 weight-only LLaMA (torchao)", quantize)
         t.row(f"peak memory, {chat_seconds:g} s job, int8 LLaMA", int8_job)
-        llama_rows("int8")
+        llama_rows("int8", batches=(1,))
     return t
 
 
@@ -297,6 +279,8 @@ def main(argv=None):
     ap.add_argument("--preset", default="musicgen-medium")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, help="LLaMA dtype (default bfloat16 on CUDA, float32 on CPU)")
+    ap.add_argument("--submodels-dtype", default=None, choices=sorted(DTYPES),
+                    help="dtype of MERT/ViT/ViViT/MusicGen (default: the project's, float32)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-int8", action="store_true")
     ap.add_argument("--no-mbd", action="store_true")
@@ -306,7 +290,7 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=10)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    table = run(args.preset, args.device, dtype=args.dtype, compile=not args.no_compile, int8=not args.no_int8,
+    table = run(args.preset, args.device, dtype=args.dtype, submodels_dtype=args.submodels_dtype, compile=not args.no_compile, int8=not args.no_int8,
                 mbd=not args.no_mbd, chat_seconds=args.chat_seconds, musicgen_seconds=args.musicgen_seconds,
                 max_new_tokens=args.max_new_tokens, iters=args.iters,
                 on_progress=lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True))

@@ -100,7 +100,12 @@ def decode_step_fn(llama: Transformer, *, batch: int = 1, prompt_len: int = 64, 
     cache_pos = torch.tensor([prompt_len], device=device)
     rope_pos = torch.full((batch,), prompt_len, device=device)
     step_tokens = tokens[:, prompt_len:]
-    return lambda: llama.decode_step(step_tokens, cache_pos, rope_pos, key_valid, kv)
+
+    @torch.no_grad()
+    def step():
+        return llama.decode_step(step_tokens, cache_pos, rope_pos, key_valid, kv)
+
+    return step
 
 
 def llama_rows(dim: int = 1024, n_layers: int = 8, *, batch: int = 1, device="cpu",
