@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import numbers
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,6 +55,24 @@ ProgressFn = Callable[[float], None] | None
 VOCODERS = ("encodec", "mbd")  # how MusicGen's codes become audio
 
 log = logging.getLogger("m2ugen.decoders")
+
+
+@dataclass
+class DecodeRow:
+    """One request of ``generate_batch``: the keyword arguments of ``generate``, one row of a batch."""
+
+    text: str | None = None
+    embeds: torch.Tensor | None = None
+    duration_s: float = 10.0
+    guidance_scale: float = 3.5
+    seed: int | None = None
+    tokens_per_s: float = 51.2
+    prompt: np.ndarray | None = None
+    with_prompt: bool = False
+    chroma: np.ndarray | None = None
+    vocoder: str = "encodec"
+    mbd_steps: int | None = None
+    on_progress: ProgressFn = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,10 +253,13 @@ class MusicGenDecoder(LazySubmodel):
 
         return MusicgenConfig, MusicgenForConditionalGeneration, MusicgenDecoderConfig
 
-    def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 compile: bool = False):
         super().__init__(cfg, device, dtype)
         self._config = None
         self._mbd = None
+        self.compile = compile  # torch.compile the loop's decode step ("reduce-overhead" on CUDA)
+        self._decode_loop = None
 
     def _path(self) -> str | None:
         return self.cfg.decoder_path
@@ -440,6 +462,7 @@ class MusicGenDecoder(LazySubmodel):
         chroma: np.ndarray | None = None,
         vocoder: str = "encodec",
         mbd_steps: int | None = None,
+        engine: str = "loop",
     ) -> np.ndarray:
         """-> float32 [channels, samples] at ``sample_rate``; see the module docstring for the modes.
 
@@ -449,21 +472,158 @@ class MusicGenDecoder(LazySubmodel):
         ``chroma`` (mode "melody", MusicGen-Melody only): [frames, 12] at ``m2ugen.chroma.FRAME_RATE``.
         vocoder="mbd" decodes the codes with Multi-Band Diffusion (mbd_steps UNet calls per band, default
         the official 20; same length as EnCodec's); progress then runs to 0.5 over the tokens, to 1 over MBD.
+        ``engine="loop"`` (default) is ``generate_batch`` with this one row; ``engine="transformers"`` runs
+        transformers' own ``generate`` (the reference the loop is tested against).
         """
+        row = DecodeRow(text=text, embeds=embeds, duration_s=duration_s, guidance_scale=guidance_scale, seed=seed,
+                        tokens_per_s=tokens_per_s, prompt=prompt, with_prompt=with_prompt, chroma=chroma,
+                        vocoder=vocoder, mbd_steps=mbd_steps, on_progress=on_progress)
+        if engine == "transformers":
+            return self._generate_transformers(row)
+        if engine != "loop":
+            raise ValueError(f"engine must be 'loop' or 'transformers', got {engine!r}")
+        out = self.generate_batch([row])[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    @torch.inference_mode()
+    def generate_batch(self, rows: list[DecodeRow]) -> list[np.ndarray | BaseException]:
+        """Decode all rows together in one loop (``m2ugen.musicgen_loop``); -> per row its audio (as
+        ``generate`` returns it) or the exception that ended it.
+
+        Every row keeps its own conditioning (text or embeds, mixed), guidance scale, length, seed (its own
+        ``torch.Generator``: a row's result does not depend on the other rows), audio prompt and chroma.
+        A row that fails its checks gets the ValueError; a row whose ``on_progress`` raises is dropped at
+        once with that exception; the others run on unchanged. EnCodec decodes row by row; MBD too.
+        """
+        results: list[np.ndarray | BaseException | None] = [None] * len(rows)
+        prepared: list[tuple[int, LoopRow, dict[str, Any]]] = []
+        for i, row in enumerate(rows):
+            try:
+                prepared.append((i, *self._loop_row(row)))
+            except Exception as exc:  # this row's bad input; the others go on
+                results[i] = exc
+        if prepared:
+            outs = self._loop().run([lr for _, lr, _ in prepared])
+            for (i, _, info), out in zip(prepared, outs):
+                if out.error is not None:
+                    results[i] = out.error
+                    continue
+                try:
+                    results[i] = self._finish_row(rows[i], out.tokens, info)
+                except Exception as exc:  # e.g. MBD's on_progress cancelling this row
+                    results[i] = exc
+        return results
+
+    # --- the loop's rows ---------------------------------------------------------------------------
+    def _loop(self):
+        from m2ugen.musicgen_loop import MusicGenLoop
+
+        model = self.model
+        if getattr(self, "_decode_loop", None) is None or self._decode_loop.model is not model \
+                or self._decode_loop.compile != self.compile:
+            self._decode_loop = MusicGenLoop(model, compile=self.compile)
+        return self._decode_loop
+
+    def _check_row(self, row: DecodeRow) -> int:
+        """The row's checks (as ``generate`` made them) -> its new decoder tokens."""
+        _check_request(row.text, row.embeds, row.duration_s)
+        _check_vocoder(row.vocoder)
+        if row.with_prompt and row.prompt is None:
+            raise ValueError("with_prompt=True needs a prompt")
+        g = row.guidance_scale
+        if isinstance(g, bool) or not isinstance(g, numbers.Real) or not math.isfinite(g):
+            raise ValueError(f"guidance_scale must be a finite number, got {g!r}")
+        if row.on_progress is not None and not callable(row.on_progress):
+            raise ValueError("on_progress must be callable")
+        return self.num_new_tokens(row.duration_s, row.tokens_per_s)
+
+    def _encoder_states(self, row: DecodeRow) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T5 states of the text, or the embeddings [1, L, D]; their mask [1, L])."""
+        if row.text is not None:
+            inputs = self._text_inputs([row.text])
+            return self.model.text_encoder(**inputs).last_hidden_state, inputs["attention_mask"]
+        embeds = row.embeds
+        n_q = embeds.shape[-2] if isinstance(embeds, torch.Tensor) and embeds.dim() >= 2 else 0
+        embeds = _check_embeds(embeds, (1, max(n_q, 1), self.text_dim), self.kind).to(self.device, self.dtype)
+        return embeds, torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+
+    def _conditioning(self, row: DecodeRow, guided: bool) -> dict[str, torch.Tensor | None]:
+        """MusicGen: cross-attention states (projected, times the mask), cond and null branch computed
+        as one batch exactly as transformers does; the null branch is zeros with an all-zero mask."""
+        if row.chroma is not None:
+            check_mode(self, "melody")
+        model = self.model
+        states, mask = self._encoder_states(row)
+        if guided:
+            states = torch.cat([states, torch.zeros_like(states)])
+            mask = torch.cat([mask, torch.zeros_like(mask)])
+        if self.text_dim != model.decoder.config.hidden_size and model.decoder.config.cross_attention_hidden_size is None:
+            states = model.enc_to_dec_proj(states)
+        states = states * mask[..., None]
+        keep = mask.bool()
+        return dict(cond=states[0], cond_mask=keep[0], uncond=states[1] if guided else None,
+                    uncond_mask=keep[1] if guided else None)
+
+    def _prompt_codes(self, prompt) -> tuple[torch.Tensor, Any, int]:
+        """EnCodec codes [K, Tp] of the prompt (transformers' own encoding), its audio scales, its samples."""
+        check_mode(self, "continue")
+        inputs, n = self._prompt_inputs(prompt)
+        kw = self.model._prepare_audio_encoder_kwargs_for_generation(inputs["input_values"],
+                                                                     {"padding_mask": inputs["padding_mask"]})
+        return kw["decoder_input_ids"], kw["audio_scales"], n
+
+    def _loop_row(self, row: DecodeRow):
+        """-> (LoopRow, what finishing needs)."""
+        from m2ugen.musicgen_loop import LoopRow
+
+        n_new = self._check_row(row)
+        guided = row.guidance_scale > 1
+        codes, scales, n_prompt = (None, [None], 0) if row.prompt is None else self._prompt_codes(row.prompt)
+        cond = self._conditioning(row, guided)
+        seed = row.seed
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 62, ()).item())
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        share = 0.5 if row.vocoder == "mbd" else 1.0
+        on_step = None
+        if row.on_progress is not None:
+            on_step = lambda n, f=row.on_progress: f(min(1.0, n / n_new) * share)  # noqa: E731
+        loop_row = LoopRow(guidance_scale=float(row.guidance_scale), new_tokens=n_new, generator=generator,
+                           prompt_codes=codes, on_step=on_step, **cond)
+        return loop_row, dict(audio_scales=scales, n_prompt=n_prompt, share=share)
+
+    def _finish_row(self, row: DecodeRow, tokens: torch.Tensor, info: dict[str, Any]) -> np.ndarray:
+        """The finished delayed tokens [K, L] -> audio [channels, samples], trimmed as ``generate`` trims."""
+        from m2ugen.musicgen_loop import undelay
+
+        codes = undelay(tokens, self.channels)[None, None]  # [1, 1, K, frames]
+        codec = self.model.audio_encoder
+        channel_codes = [codes] if self.channels == 1 else [codes[:, :, ::2], codes[:, :, 1::2]]
+        decoded = [(c, codec.decode(c, audio_scales=info["audio_scales"]).audio_values) for c in channel_codes]
+        if row.vocoder == "mbd":
+            share = info["share"]
+            audio = self._mbd_decode(decoded, row.seed, row.mbd_steps, None if row.on_progress is None
+                                     else (lambda f: row.on_progress(share + (1 - share) * f)))
+        else:
+            audio = torch.cat([a for _, a in decoded], dim=1)
+        audio = audio[0].float().cpu().numpy()  # [channels, samples]
+        return audio if row.with_prompt else audio[:, info["n_prompt"]:]
+
+    def _generate_transformers(self, row: DecodeRow) -> np.ndarray:
+        """transformers' ``generate`` (global RNG seeded by ``seed``, progress by a logits processor)."""
         from transformers import LogitsProcessorList
 
-        _check_request(text, embeds, duration_s)
-        _check_vocoder(vocoder)
-        if with_prompt and prompt is None:
-            raise ValueError("with_prompt=True needs a prompt")
-        n_new = self.num_new_tokens(duration_s, tokens_per_s)
+        text, embeds, on_progress, vocoder, seed = row.text, row.embeds, row.on_progress, row.vocoder, row.seed
+        n_new = self._check_row(row)
         model = self.model
-        kwargs: dict[str, Any] = dict(do_sample=True, guidance_scale=guidance_scale, max_new_tokens=n_new)
+        kwargs: dict[str, Any] = dict(do_sample=True, guidance_scale=row.guidance_scale, max_new_tokens=n_new)
         share = 0.5 if vocoder == "mbd" else 1.0
         if on_progress is not None:
             counter = _ProgressCounter(n_new, lambda f: on_progress(f * share))
             kwargs["logits_processor"] = LogitsProcessorList([counter])
-        mode_inputs, n_prompt = self._mode_inputs(prompt, chroma)
+        mode_inputs, n_prompt = self._mode_inputs(row.prompt, row.chroma)
         kwargs.update(mode_inputs)
 
         record = _recorded_decodes(model.audio_encoder) if vocoder == "mbd" else contextlib.nullcontext([])
@@ -471,10 +631,7 @@ class MusicGenDecoder(LazySubmodel):
             if text is not None:
                 audio = model.generate(**self._text_inputs([text]), **kwargs)
             else:
-                n_q = embeds.shape[-2] if isinstance(embeds, torch.Tensor) and embeds.dim() >= 2 else 0
-                embeds = _check_embeds(embeds, (1, max(n_q, 1), self.text_dim), self.kind)
-                embeds = embeds.to(self.device, self.dtype)
-                mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
+                embeds, mask = self._encoder_states(row)
                 t5 = model.text_encoder
                 model.text_encoder = _EmbedsAsEncoderOutput(t5)
                 try:
@@ -482,10 +639,10 @@ class MusicGenDecoder(LazySubmodel):
                 finally:
                     model.text_encoder = t5
         if vocoder == "mbd":
-            audio = self._mbd_decode(decoded, seed, mbd_steps, None if on_progress is None
+            audio = self._mbd_decode(decoded, seed, row.mbd_steps, None if on_progress is None
                                      else (lambda f: on_progress(share + (1 - share) * f)))
         audio = audio[0].float().cpu().numpy()  # [channels, samples]
-        return audio if with_prompt else audio[:, n_prompt:]
+        return audio if row.with_prompt else audio[:, n_prompt:]
 
     def _mbd_decode(self, decoded: list[tuple[torch.Tensor, torch.Tensor]], seed: int | None, steps: int | None,
                     on_progress: ProgressFn) -> torch.Tensor:
@@ -545,15 +702,43 @@ class MusicGenMelodyDecoder(MusicGenDecoder):
         """Chroma frames the decoder attends to (235 = 30 s for the real checkpoints)."""
         return int(self._hf_config().chroma_length)
 
+    def _chroma_features(self, chroma) -> torch.Tensor:
+        from m2ugen.chroma import check_chroma
+
+        c = check_chroma(chroma, int(self._hf_config().num_chroma))
+        return torch.from_numpy(c)[None].to(self.device, self.dtype)
+
     def _mode_inputs(self, prompt, chroma) -> tuple[dict[str, Any], int]:
         if prompt is not None:
             check_mode(self, "continue")
         if chroma is None:
             return {}, 0
-        from m2ugen.chroma import check_chroma
+        return {"input_features": self._chroma_features(chroma)}, 0
 
-        c = check_chroma(chroma, int(self._hf_config().num_chroma))
-        return {"input_features": torch.from_numpy(c)[None].to(self.device, self.dtype)}, 0
+    def _conditioning(self, row, guided: bool) -> dict[str, torch.Tensor | None]:
+        """MusicGen-Melody: the decoder prefix [chroma_length chroma frames ++ text states], cond and null
+        branch as one batch exactly as transformers builds them (null: zero text, one-hot null chroma)."""
+        model, cfg = self.model, self._hf_config()
+        states, mask = self._encoder_states(row)
+        if self.text_dim != model.decoder.config.hidden_size:
+            states = model.enc_to_dec_proj(states)
+        if guided:
+            states = torch.cat([states, torch.zeros_like(states)])
+            mask = torch.cat([mask, torch.zeros_like(mask)])
+        states = states * mask[..., None]
+        audio = None if row.chroma is None else self._chroma_features(row.chroma)
+        null = torch.zeros_like(audio) if audio is not None else \
+            torch.zeros((1, 1, cfg.num_chroma), device=self.device, dtype=self.dtype)
+        null[:, :, 0] = 1
+        audio = null if audio is None else audio
+        if guided:
+            audio = torch.cat([audio, null])
+        if cfg.num_chroma != model.decoder.config.hidden_size:
+            audio = model.audio_enc_to_dec_proj(audio)
+        if audio.shape[1] < cfg.chroma_length:
+            audio = audio.repeat(1, int(math.ceil(cfg.chroma_length / audio.shape[1])), 1)
+        prefix = torch.cat([audio[:, : cfg.chroma_length], states], dim=1)
+        return dict(cond=prefix[0], cond_mask=None, uncond=prefix[1] if guided else None, uncond_mask=None)
 
 @contextlib.contextmanager
 def _recorded_decodes(codec: nn.Module):

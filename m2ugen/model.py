@@ -58,6 +58,76 @@ class Reply:
     mode: str = "text"  # the edit mode the audio was made with (see M2UGen.chat)
 
 
+@dataclass
+class ChatRequest:
+    """One ``chat`` request (the arguments of ``M2UGen.chat``), for ``M2UGen.chat_batch``."""
+
+    prompt: str
+    audio: Any = None
+    image: Any = None
+    video: Any = None
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    conditioning: str = "text"
+    duration_s: float = 10.0
+    want_audio: bool | None = None
+    on_event: Callable[[Event], None] | None = None
+    mode: str = "text"
+    continuation: str = "new"
+    chroma: Any = None
+    vocoder: str = "encodec"
+    music_hint: str | None = None
+
+
+@dataclass
+class _Row:
+    """One request on its way through ``chat_batch``: its plan, then what each step made of it."""
+
+    req: ChatRequest
+    ids: list[int]
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    want_audio: bool | None
+    duration_s: float
+    emit: Callable[[Event], None]
+    adapters: list = field(default_factory=list)
+    raw_text: str = ""
+    hidden: torch.Tensor | None = None
+    decode_music: bool = False
+    keep: int = 0
+    audio: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    error: BaseException | None = None
+    sample_rate: int = 0
+
+    def result(self) -> "Reply | BaseException":
+        if self.error is not None:
+            return self.error
+        return Reply(text=_clean(self.raw_text), audio=self.audio, sample_rate=self.sample_rate, seed=self.seed,
+                     raw_text=self.raw_text, timings=self.timings, mode=self.req.mode)
+
+
+def _live(rows: list) -> list["_Row"]:
+    return [r for r in rows if not isinstance(r, BaseException) and r.error is None]
+
+
+def _stack_adapters(per_row: list[list[torch.Tensor | None]]) -> list[torch.Tensor | None]:
+    """Per-row adapters (each layer [1, 1, dim] or None for every row alike) -> per-layer [B, 1, dim]."""
+    if len(per_row) == 1:
+        return per_row[0]
+    out: list[torch.Tensor | None] = []
+    for layer in zip(*per_row):
+        if all(a is None for a in layer):
+            out.append(None)
+        else:
+            out.append(torch.cat([a.expand(1, *a.shape[1:]) for a in layer], dim=0))
+    return out
+
+
 def _set_plain(obj: nn.Module, name: str, value: Any):
     """Keep a holder as a plain attribute (never a registered submodule, never in the state dict)."""
     object.__setattr__(obj, name, value)
@@ -153,6 +223,21 @@ class M2UGen(nn.Module):
             for holder in self.holders():
                 _move_holder(holder, dev)
         return out
+
+    def set_submodel_dtype(self, dtype: torch.dtype) -> None:
+        """The sub-models (encoders, music decoder) in ``dtype``: set before they load, cast if loaded
+        (bf16 on a GPU: every matmul at the memory-bandwidth rate of half the bytes)."""
+        for holder in self.holders():
+            if hasattr(holder, "dtype"):
+                holder.dtype = dtype
+            if getattr(holder, "loaded", False) and isinstance(getattr(holder, "model", None), nn.Module):
+                holder.model.to(dtype)
+
+    def compile_decode(self) -> None:
+        """Compile the per-token decode steps: the LLaMA's and (MusicGen decoders) the music decoder's."""
+        self.llama.compile_decode()
+        if hasattr(self.decoder, "compile"):
+            self.decoder.compile = True
 
     def holders(self) -> list[Any]:
         """The lazy, non-module parts: music/image/video encoders and the music decoder."""
@@ -388,92 +473,170 @@ class M2UGen(nn.Module):
         music_hint: facts for the music decoder alone, e.g. "120 bpm" (the project's tempo): appended to
         its text prompt in text conditioning ("<reply>, 120 bpm"); None (default) is the official prompt.
         """
+        out = self.chat_batch([ChatRequest(
+            prompt, audio=audio, image=image, video=video, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_p=top_p, seed=seed, conditioning=conditioning, duration_s=duration_s, want_audio=want_audio,
+            on_event=on_event, mode=mode, continuation=continuation, chroma=chroma, vocoder=vocoder,
+            music_hint=music_hint)])[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    @torch.no_grad()
+    def chat_batch(self, requests: list["ChatRequest"]) -> list["Reply | BaseException"]:
+        """Several ``chat`` requests run together: one batched LLaMA decode (rows left-padded, each with
+        its own adapters, sampling settings, generator and stop), then one batched music decode of the
+        rows that make audio (``decoder.generate_batch``: per-row guidance, length, seed, mode).
+
+        Row i's result equals ``chat(**requests[i])`` alone (same seed, same tokens and audio), or the
+        exception that request raised: an invalid request, or its ``on_event`` raising (a cancel) drops
+        that row at once and leaves the others running.
+        """
+        rows: list[_Row | BaseException] = []
+        for req in requests:
+            try:
+                rows.append(self._plan_row(req))
+            except Exception as e:
+                rows.append(e)
+        # 1. encoding (per row: each has its own inputs)
+        for row in _live(rows):
+            self._guard(row, self._encode_row, row)
+        # 2. thinking: one batched LLaMA decode
+        live = list(_live(rows))
+        if live:
+            self._think(live)
+        # 3. generating: one batched music decode
+        music = [r for r in _live(rows) if r.decode_music]
+        if music:
+            self._generate_music(music)
+        return [r if isinstance(r, BaseException) else r.result() for r in rows]
+
+    # -- the steps of chat_batch ------------------------------------------------------------------
+    def _plan_row(self, req: "ChatRequest") -> "_Row":
         cfg = self.cfg
-        max_new_tokens = cfg.max_new_tokens if max_new_tokens is None else max_new_tokens
-        temperature = cfg.temperature if temperature is None else temperature
-        top_p = cfg.top_p if top_p is None else top_p
-        self._check_options(conditioning, duration_s, want_audio, max_new_tokens, temperature, top_p, seed)
-        self._check_mode(mode, continuation, conditioning, audio, chroma, want_audio)
-        if mode != "text" and want_audio is None:
-            want_audio = True  # an edit of the source always makes audio
-        max_new_tokens, temperature, top_p = int(max_new_tokens), float(temperature), float(top_p)
-        duration_s = float(duration_s)
-        seed = None if seed is None else int(seed)
-        ids = self.prompt_ids(prompt)
+        max_new_tokens = cfg.max_new_tokens if req.max_new_tokens is None else req.max_new_tokens
+        temperature = cfg.temperature if req.temperature is None else req.temperature
+        top_p = cfg.top_p if req.top_p is None else req.top_p
+        self._check_options(req.conditioning, req.duration_s, req.want_audio, max_new_tokens, temperature, top_p,
+                            req.seed)
+        self._check_mode(req.mode, req.continuation, req.conditioning, req.audio, req.chroma, req.want_audio)
+        want_audio = True if req.mode != "text" and req.want_audio is None else req.want_audio  # an edit makes audio
+        ids = self.prompt_ids(req.prompt)
+        max_new_tokens = int(max_new_tokens)
         if want_audio is True:
             room = cfg.max_seq_len - len(ids) - len(self.audio_token_ids)
             if room < 1:
                 raise ValueError(f"prompt is {len(ids)} tokens; with the 8 [AUD] tokens it leaves no room in the "
                                  f"context limit of {cfg.max_seq_len} tokens")
             max_new_tokens = min(max_new_tokens, room)
-        if seed is None:
-            seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-        emit = on_event if on_event is not None else (lambda event: None)
-        timings: dict[str, float] = {}
+        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF if req.seed is None else int(req.seed)
+        return _Row(req=req, ids=ids, max_new_tokens=max_new_tokens, temperature=float(temperature),
+                    top_p=float(top_p), seed=seed, want_audio=want_audio, duration_s=float(req.duration_s),
+                    emit=req.on_event if req.on_event is not None else (lambda event: None),
+                    sample_rate=self.sample_rate)
 
-        # 1. encoding
+    @staticmethod
+    def _guard(row: "_Row", fn, *args) -> bool:
+        """Run one row's step; an exception (a cancel from its on_event, a bad input) ends that row only."""
+        try:
+            fn(*args)
+            return True
+        except Exception as e:
+            row.error = e
+            return False
+
+    def _encode_row(self, row: "_Row") -> None:
         t0 = time.perf_counter()
-        given = [(n, x) for n, x in (("audio", audio), ("image", image), ("video", video)) if x is not None]
-        emit(Event("encoding", 0.0, ""))
+        req = row.req
+        given = [(n, x) for n, x in (("audio", req.audio), ("image", req.image), ("video", req.video)) if x is not None]
+        row.emit(Event("encoding", 0.0, ""))
         feats: dict[str, torch.Tensor] = {}
         for i, (name, x) in enumerate(given):
             feats[name] = getattr(self, f"encode_{name}")(x)
-            emit(Event("encoding", (i + 1) / len(given), name))
+            row.emit(Event("encoding", (i + 1) / len(given), name))
         if not given:
-            emit(Event("encoding", 1.0, ""))
-        adapters = self.adapters(feats.get("audio"), feats.get("image"), feats.get("video"))
-        timings["encoding"] = time.perf_counter() - t0
+            row.emit(Event("encoding", 1.0, ""))
+        row.adapters = self.adapters(feats.get("audio"), feats.get("image"), feats.get("video"))
+        row.timings["encoding"] = time.perf_counter() - t0
 
-        # 2. thinking
+    def _think(self, rows: list["_Row"]) -> None:
+        """One LLaMA decode for every live row, then the [AUD] states teacher-forced where missing."""
         t0 = time.perf_counter()
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        streaming = [r.req.on_event is not None for r in rows]
 
-        def on_step(rows: list[list[int]]):
-            so_far = self.tokenizer.decode(rows[0], skip_special_tokens=True).split("\n", 1)[0]  # official cut
-            emit(Event("thinking", min(1.0, len(rows[0]) / max_new_tokens), _clean(so_far)))
+        def on_step(tokens: list[list[int]]):
+            dropped = []
+            for b, row in enumerate(rows):
+                if row.error is not None or not streaming[b]:
+                    if row.error is not None:
+                        dropped.append(b)
+                    continue
+                so_far = self.tokenizer.decode(tokens[b], skip_special_tokens=True).split("\n", 1)[0]  # official
+                if not self._guard(row, row.emit, Event("thinking", min(1.0, len(tokens[b]) / row.max_new_tokens),
+                                                        _clean(so_far))):
+                    dropped.append(b)
+            return dropped
 
-        gen: Generation = generate(
-            self.llama, self.tokenizer, [ids], max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            adapters=adapters, generator=generator, audio_token_ids=self.audio_token_ids,
-            on_step=on_step if on_event is not None else None,
-        )[0]
-        raw_text = gen.text
-        hidden = gen.aud_hidden  # [8, dim] or None
-        if want_audio is True and hidden is None:
-            # append the eight [AUD] tokens to the reply (dropping an incomplete run) and read their states
-            reply = [t for t in gen.reply_tokens if t not in self.audio_token_ids]
-            hidden = teacher_force_hidden(self.llama, ids + reply, self.audio_token_ids, adapters)
-            raw_text = self.tokenizer.decode(reply + self.audio_token_ids, skip_special_tokens=False)
-        timings["thinking"] = time.perf_counter() - t0
+        gens: list[Generation] = generate(
+            self.llama, self.tokenizer, [r.ids for r in rows],
+            max_new_tokens=[r.max_new_tokens for r in rows], temperature=[r.temperature for r in rows],
+            top_p=[r.top_p for r in rows], adapters=_stack_adapters([r.adapters for r in rows]),
+            generator=[torch.Generator(device=self.device).manual_seed(r.seed) for r in rows],
+            audio_token_ids=self.audio_token_ids, on_step=on_step if any(streaming) else None,
+        )
+        for row, gen in zip(rows, gens):
+            if row.error is None:
+                self._guard(row, self._finish_reply, row, gen)
+        for row in rows:
+            row.timings["thinking"] = time.perf_counter() - t0
 
-        # 3. generating
-        audio_out = None
-        decode_music = want_audio is True or (want_audio is None and hidden is not None)
-        if decode_music:
-            t0 = time.perf_counter()
-            emit(Event("generating", 0.0, ""))
-            target = int(round(duration_s * self.sample_rate))
-            kwargs = dict(duration_s=self._decoder_duration(duration_s, target), guidance_scale=cfg.guidance_scale,
-                          seed=seed,
-                          on_progress=lambda f: emit(Event("generating", float(f), "")))
-            if cfg.music_decoder.startswith("musicgen"):  # MusicGen and its variants count length in tokens
-                kwargs["tokens_per_s"] = cfg.musicgen_tokens_per_s
-            source, source_samples = self._source_inputs(mode, continuation, audio, chroma)
-            keep = target + source_samples  # exactly duration_s of new material (after the source)
-            kwargs.update(source)
-            if vocoder != "encodec":
-                kwargs["vocoder"] = vocoder  # the decoder refuses what it cannot do, by name
-            if conditioning == "text":
-                text = raw_text if not music_hint else f"{raw_text.rstrip()}, {music_hint}"
-                audio_out = self.decoder.generate(text=text, **kwargs)
-            else:
-                audio_out = self.decoder.generate(embeds=self.music_embeddings(hidden), **kwargs)
-            audio_out = np.asarray(audio_out, dtype=np.float32)[:, :keep]
-            emit(Event("generating", 1.0, ""))
-            timings["generating"] = time.perf_counter() - t0
+    def _finish_reply(self, row: "_Row", gen: Generation) -> None:
+        """The reply's text and [AUD] states; the eight [AUD] tokens appended when audio is wanted."""
+        row.raw_text, row.hidden = gen.text, gen.aud_hidden  # [8, dim] or None
+        if row.want_audio is True and row.hidden is None:
+            reply = [t for t in gen.reply_tokens if t not in self.audio_token_ids]  # drop an incomplete run
+            row.hidden = teacher_force_hidden(self.llama, row.ids + reply, self.audio_token_ids, row.adapters)
+            row.raw_text = self.tokenizer.decode(reply + self.audio_token_ids, skip_special_tokens=False)
+        row.decode_music = row.want_audio is True or (row.want_audio is None and row.hidden is not None)
 
-        return Reply(text=_clean(raw_text), audio=audio_out, sample_rate=self.sample_rate, seed=seed,
-                     raw_text=raw_text, timings=timings, mode=mode)
+    def _decode_row(self, row: "_Row") -> "DecodeRow":
+        """The music decoder's request for one row (the edit mode's source, its text or embeddings)."""
+        from m2ugen.decoders import DecodeRow
+
+        cfg, req = self.cfg, row.req
+        row.emit(Event("generating", 0.0, ""))
+        target = int(round(row.duration_s * self.sample_rate))
+        source, source_samples = self._source_inputs(req.mode, req.continuation, req.audio, req.chroma)
+        row.keep = target + source_samples  # exactly duration_s of new material (after the source)
+        kwargs: dict[str, Any] = dict(duration_s=self._decoder_duration(row.duration_s, target),
+                                      guidance_scale=cfg.guidance_scale, seed=row.seed, vocoder=req.vocoder,
+                                      on_progress=lambda f: row.emit(Event("generating", float(f), "")), **source)
+        if cfg.music_decoder.startswith("musicgen"):  # MusicGen and its variants count length in tokens
+            kwargs["tokens_per_s"] = cfg.musicgen_tokens_per_s
+        if req.conditioning == "text":
+            hint = req.music_hint
+            return DecodeRow(text=row.raw_text if not hint else f"{row.raw_text.rstrip()}, {hint}", **kwargs)
+        return DecodeRow(embeds=self.music_embeddings(row.hidden), **kwargs)
+
+    def _generate_music(self, rows: list["_Row"]) -> None:
+        t0 = time.perf_counter()
+        requests = []
+        for row in rows:
+            try:
+                requests.append(self._decode_row(row))
+            except Exception as e:
+                row.error = e
+        rows = [r for r in rows if r.error is None]
+        if not rows:
+            return
+        outs = self.decoder.generate_batch(requests)
+        for row, out in zip(rows, outs):
+            if isinstance(out, BaseException):
+                row.error = out
+                continue
+            row.audio = np.asarray(out, dtype=np.float32)[:, :row.keep]
+            if self._guard(row, row.emit, Event("generating", 1.0, "")):
+                row.timings["generating"] = time.perf_counter() - t0
 
     def _check_mode(self, mode, continuation, conditioning, audio, chroma, want_audio) -> None:
         """Refuse, before any work, an edit mode that the decoder or the inputs cannot serve."""

@@ -27,8 +27,34 @@ TINY_BANNER = ("*** NO WEIGHTS FOUND: serving the TINY preset (random weights, f
                "<config dir>/weights.json, or pass --weights PATH. ***")
 
 
-def load_model(preset: str | None = None, weights: str | None = None):
-    """-> (model, info dict for replies). No preset and no weights: the configured weights, else tiny."""
+def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
+    """``--device`` / ``--dtype`` -> (torch device, dtype name). auto: CUDA when there is one, bf16 there
+    and float32 on CPU (bf16 matmuls on CPU are slower than fp32 here)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA device")
+    if dtype == "auto":
+        dtype = "bfloat16" if dev.type == "cuda" else "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"--dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+    return str(dev), dtype
+
+
+def load_model(preset: str | None = None, weights: str | None = None, device: str = "cpu",
+               dtype: str | None = None, compile: bool = False):
+    """-> (model, info dict for replies). No preset and no weights: the configured weights, else tiny.
+    ``device`` / ``dtype``: where the model serves and its parameters' dtype (the LLaMA and the sub-models;
+    bridges and projector stay float32 as official; None: the weights' own). ``compile``: the decode steps
+    of the LLaMA and of MusicGen are compiled (CUDA graphs on GPU)."""
+    import torch
+
     from m2ugen.config import M2UGenConfig  # submodules: also work when the editable install is stale
     from m2ugen.model import M2UGen
 
@@ -43,10 +69,18 @@ def load_model(preset: str | None = None, weights: str | None = None):
             log.warning(TINY_BANNER)
     if weights is not None:
         log.info("loading weights from %s", weights)
-        model = M2UGen.from_pretrained(weights)
+        model = M2UGen.from_pretrained(weights, device=device, dtype=dtype)
     else:
-        model = M2UGen.from_config(M2UGenConfig.preset(preset))
-    return model, model_info(model, preset=preset, weights=weights)
+        cfg = M2UGenConfig.preset(preset)
+        model = M2UGen.from_config(cfg.replace(dtype=dtype) if dtype else cfg, device=device)
+    if dtype is not None:
+        model.set_submodel_dtype(getattr(torch, dtype))
+    if compile:
+        model.compile_decode()
+    info = model_info(model, preset=preset, weights=weights)
+    info.update(device=str(device), dtype=dtype or str(model.cfg.dtype), compiled=bool(compile))
+    log.info("serving on %s in %s%s", device, info["dtype"], " (compiled decode steps)" if compile else "")
+    return model, info
 
 
 def model_info(model, preset: str | None = None, weights: str | None = None) -> dict[str, Any]:
@@ -128,7 +162,8 @@ class ServerApp:
                                    max_message_bytes=s.limits.max_message_mb * 2**20, curve_keys=curve_keys,
                                    authorized_dir=keys_dir / "authorized")
         self.endpoint = self.transport.endpoint
-        self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter, self.roots)
+        self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter, self.roots,
+                             max_batch=s.limits.max_batch)
         self._transport_thread = threading.Thread(target=self.transport.run, name="m2ugen-transport", daemon=True)
         self.stopped = threading.Event()
 

@@ -32,11 +32,12 @@ class Limits:
     max_audio_s: float = media.MAX_AUDIO_S
     max_audio_mb: int = 256
     max_queued_audio_mb: int = 1024  # decoded input audio held by queued and running jobs together
+    max_batch: int = 4  # rows run together by the worker (a job counts its takes); 1 = one job at a time
 
     def to_dict(self) -> dict[str, Any]:
         return {"queue_size": self.queue_size, "max_message_mb": self.max_message_mb,
                 "max_audio_s": self.max_audio_s, "max_audio_mb": self.max_audio_mb,
-                "max_queued_audio_mb": self.max_queued_audio_mb,
+                "max_queued_audio_mb": self.max_queued_audio_mb, "max_batch": self.max_batch,
                 "max_header_kb": protocol.MAX_HEADER_BYTES // 1024}
 
     def intake(self) -> inputs_mod.AudioIntake:
@@ -173,7 +174,7 @@ class Handlers:
                                                 intake=self.limits.intake(),
                                                 max_file_bytes=self.limits.max_message_mb * 2**20)
         params = spec["params"]
-        if spec["kind"] != "ask" and params["duration"] is None:
+        if protocol.KIND_SPECS[spec["kind"]].makes_audio and params["duration"] is None:
             audio = model_inputs["audio"]
             seconds = 10.0 if audio is None else audio[0].shape[1] / audio[1]
             if audio is None and info.get("midi"):  # a MIDI sketch: as long as its notes

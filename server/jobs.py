@@ -71,6 +71,10 @@ class QueueFull(Exception):
     pass
 
 
+class JobCancelled(Exception):
+    """Raised from a job's progress callback to stop it at the next step (cancel, or shutdown)."""
+
+
 class JobQueue:
     """FIFO of queued jobs with a hard bound; ``get`` blocks the worker until a job or ``close``."""
 
@@ -112,6 +116,17 @@ class JobQueue:
             job.queue_position = None
             self._renumber()
             return job
+
+    def take_if(self, accept) -> list[Job]:
+        """Pop, in queue order, every job for which ``accept(job)`` is true (it may keep count)."""
+        with self._cond:
+            taken = [j for j in self._items if accept(j)]
+            for j in taken:
+                self._items.remove(j)
+                j.queue_position = None
+            if taken:
+                self._renumber()
+            return taken
 
     def remove(self, job: Job) -> bool:
         with self._cond:

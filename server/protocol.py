@@ -29,7 +29,6 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32  # objects/arrays nested deeper than this are refused (no request needs more than 4)
 
 REQUEST_OPS = ("hello", "ping", "submit", "status", "cancel", "result", "jobs", "subscribe")
-KINDS = ("ask", "edit", "generate")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 CONDITIONING = ("text", "embedding")
@@ -43,7 +42,7 @@ ERROR_CODES = {
     "bad_version": "unsupported protocol version",
     "bad_request": "a field is missing or has the wrong type/range",
     "unknown_op": "unknown operation",
-    "unknown_kind": "submit kind is not ask/edit/generate",
+    "unknown_kind": "submit kind is not one of KINDS",
     "bad_audio": "the audio input cannot be used",
     "bad_image": "the image input cannot be used",
     "bad_video": "the video input cannot be used",
@@ -294,6 +293,32 @@ def check_envelope(header: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class Kind:
+    """One job kind: what it needs and makes. Submit validation, the worker's dispatch (server/kinds/)
+    and every client derive from this table; a new kind is one row here and one module there."""
+    name: str
+    requires: tuple[str, ...] = ()  # inputs it cannot run without
+    accepts: tuple[str, ...] = ()  # inputs it may take (requires included)
+    output_ext: str | None = ".wav"  # the file ``output.path`` must name (None: no client output file)
+    makes_audio: bool = True
+    needs_prompt: bool = True
+    help: str = ""
+
+
+KIND_TABLE: tuple[Kind, ...] = (
+    Kind("ask", requires=("audio",), accepts=("audio", "image", "video"), makes_audio=False,
+         help="a question about the audio (and an image or video): a text answer"),
+    Kind("edit", requires=("audio",), accepts=("audio", "image", "video", "midi"),
+         help="new music from the source audio and an instruction"),
+    Kind("generate", accepts=("audio", "image", "video", "midi"),
+         help="new music from text, an image, a video or a MIDI sketch"),
+)
+KIND_SPECS: dict[str, Kind] = {k.name: k for k in KIND_TABLE}
+KINDS = tuple(KIND_SPECS)
+CHAT_KINDS = ("ask", "edit", "generate")  # the kinds the model's chat() serves
+
+
+@dataclass(frozen=True)
 class Param:
     """One submit parameter: the single description every adapter derives from (the validator below,
     the CLI's options, the OSC bridge's ``/m2u/set`` names, the tests that hold the REAPER and Live
@@ -306,7 +331,7 @@ class Param:
     lo_open: bool = False
     choices: tuple[str, ...] | None = None
     max_len: int | None = None
-    kinds: tuple[str, ...] = ("ask", "edit", "generate")  # kinds it means something for
+    kinds: tuple[str, ...] = CHAT_KINDS  # kinds it means something for
     where: str = "params"  # "params" or "context" (musical context of the DAW project)
     help: str = ""
 
@@ -389,12 +414,15 @@ def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("bad_request", f"unknown field(s) in params: {', '.join(unknown)}", w + unknown[0])
     p: dict[str, Any] = {}
     for spec in PARAMS:
+        if spec.default is ... and kind not in spec.kinds and params.get(spec.name) is None:
+            p[spec.name] = ""  # required only by the kinds it means something for
+            continue
         value = spec.check(params, w)
-        p[spec.name] = value if kind in spec.kinds else spec.default
+        p[spec.name] = value if kind in spec.kinds else (spec.default if spec.default is not ... else value)
     p["context"] = check_context(req_obj(params, "context", where=w, default={}))
-    if p["prompt"].strip() == "":
+    if KIND_SPECS[kind].needs_prompt and p["prompt"].strip() == "":
         raise ProtocolError("bad_request", "field 'params.prompt' must not be blank", "params.prompt")
-    if p["sample_rate"] is None and kind != "ask":
+    if p["sample_rate"] is None and KIND_SPECS[kind].makes_audio:
         p["sample_rate"] = p["context"].get("project_sample_rate")
     return p
 
@@ -493,17 +521,21 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
         raise ProtocolError("bad_request", f"unknown input(s): {', '.join(unknown)}; expected {', '.join(INPUTS)}",
                             "inputs." + unknown[0])
     inputs = {k: check_input_ref(inputs_raw, k, n_frames) for k in INPUTS}
-    if inputs["midi"] is not None and kind == "ask":
-        raise ProtocolError("bad_request", "kind 'ask' takes no 'inputs.midi' (it conditions generate / edit)",
-                            "inputs.midi")
+    spec = KIND_SPECS[kind]
+    for name in INPUTS:
+        if inputs[name] is not None and name not in spec.accepts:
+            raise ProtocolError("bad_request", f"kind '{kind}' takes no 'inputs.{name}' (it takes "
+                                               f"{', '.join(spec.accepts) or 'no inputs'})", f"inputs.{name}")
+    for name in spec.requires:
+        if inputs[name] is None:
+            raise ProtocolError("bad_request", f"kind '{kind}' requires 'inputs.{name}'", f"inputs.{name}")
     if inputs["midi"] is not None and params["mode"] == "text":
         params["mode"] = "melody"  # a MIDI sketch is the melody to follow
-    if kind in ("ask", "edit") and inputs["audio"] is None:
-        raise ProtocolError("bad_request", f"kind '{kind}' requires 'inputs.audio'", "inputs.audio")
     if kind == "generate" and inputs["image"] is not None and inputs["video"] is not None:
         raise ProtocolError("bad_request", "generate accepts at most one of 'inputs.image' / 'inputs.video'",
                             "inputs.video")
-    check_combination(kind, params, inputs)
+    if kind in CHAT_KINDS:
+        check_combination(kind, params, inputs)
     output_raw = req_obj(header, "output", default={})
     unknown = sorted(set(output_raw) - {"path", "want", "overwrite"})
     if unknown:
@@ -513,7 +545,10 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
         "want": req_str(output_raw, "want", where="output.", choices=("path", "bytes"), default="path"),
         "overwrite": req_bool(output_raw, "overwrite", where="output.", default=False),
     }
-    if output["path"] is not None and not output["path"].lower().endswith(".wav"):
-        raise ProtocolError("bad_request", f"field 'output.path' must name a .wav file (its sidecar is the same "
-                                           f"name with .json), got {output['path']!r}", "output.path")
+    if output["path"] is not None and spec.output_ext is None:
+        raise ProtocolError("bad_request", f"kind '{kind}' writes no client file; leave out 'output.path'",
+                            "output.path")
+    if output["path"] is not None and not output["path"].lower().endswith(spec.output_ext):
+        raise ProtocolError("bad_request", f"field 'output.path' must name a {spec.output_ext} file (its sidecar "
+                                           f"is the same name with .json), got {output['path']!r}", "output.path")
     return {"kind": kind, "params": params, "inputs": inputs, "output": output}

@@ -30,6 +30,8 @@ Keep jobs fast on CPU: ``params={"duration": 0.5, "max_new_tokens": 4}`` runs in
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import time
 from dataclasses import dataclass
@@ -61,6 +63,26 @@ def tiny_model():
     return M2UGen.from_config(M2UGenConfig.preset("tiny"))
 
 
+@contextlib.contextmanager
+def decoder_calls(decoder):
+    """Record what the model asks of its music decoder: one dict per row given to ``generate_batch``,
+    with the fields that are set (not None, not the plain defaults) — ``generate``'s keyword arguments."""
+    calls: list[dict] = []
+    original = decoder.generate_batch
+    plain = {"with_prompt": False, "vocoder": "encodec"}
+
+    def spy(rows):
+        for row in rows:
+            calls.append({k: v for k, v in vars(row).items() if v is not None and not (k in plain and plain[k] == v)})
+        return original(rows)
+
+    decoder.generate_batch = spy
+    try:
+        yield calls
+    finally:
+        del decoder.generate_batch
+
+
 class SlowModel:
     """The real tiny model, slowed down: sleeps ``step_s`` in every ``on_event`` call so that tests
     can cancel a running job or fill the queue while one runs."""
@@ -81,6 +103,19 @@ class SlowModel:
                 on_event(ev)
 
         return self._model.chat(*args, on_event=slow, **kwargs)
+
+    def chat_batch(self, requests):
+        import dataclasses
+
+        def slowed(on_event):
+            def slow(ev):
+                self.started.set()
+                time.sleep(self.step_s)
+                if on_event is not None:
+                    on_event(ev)
+            return slow
+
+        return self._model.chat_batch([dataclasses.replace(r, on_event=slowed(r.on_event)) for r in requests])
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import decoder_calls
 from m2ugen import M2UGen, M2UGenConfig, chroma, decoders
 
 SR = 24000
@@ -109,25 +110,15 @@ def test_image_and_video_change_the_answer(tiny):
 
 
 def test_text_mode_is_the_official_decoding(mono):
-    calls = []
-    original = mono.decoder.generate
-
-    def spy(**kw):
-        calls.append(kw)
-        return original(**kw)
-
-    mono.decoder.generate = spy
-    try:
+    with decoder_calls(mono.decoder) as calls:
         default = mono.chat("Make music", audio=(sine(), SR), want_audio=True, **FAST)
         text = mono.chat("Make music", audio=(noise(), SR), want_audio=True, mode="text", **FAST)
-    finally:
-        del mono.decoder.generate
     # exactly the official call: reply text, length, guidance, seed, nothing of the source
     assert set(calls[0]) == {"text", "duration_s", "guidance_scale", "seed", "tokens_per_s", "on_progress"}
     assert calls[0]["text"] == default.raw_text and calls[0]["seed"] == 3
     assert default.mode == text.mode == "text"
     np.testing.assert_array_equal(default.audio, text.audio)  # the source does not reach the decoder
-    again = original(**{k: v for k, v in calls[0].items() if k != "on_progress"})
+    again = mono.decoder.generate(**{k: v for k, v in calls[0].items() if k != "on_progress"})
     np.testing.assert_array_equal(default.audio, again[:, :default.audio.shape[1]])
 
 
@@ -193,20 +184,10 @@ def test_continue_with_source_starts_with_the_redecoded_source(mono):
 
 
 def test_melody_conditions_on_the_chroma_of_the_source(melody):
-    calls = []
-    original = melody.decoder.generate
-
-    def spy(**kw):
-        calls.append(kw)
-        return original(**kw)
-
-    melody.decoder.generate = spy
-    try:
+    with decoder_calls(melody.decoder) as calls:
         a = melody.chat("Same tune, strings", audio=(sine(440.0), SR), mode="melody", **FAST)
         b = melody.chat("Same tune, strings", audio=(sine(261.63), SR), mode="melody", **FAST)
         given = melody.chat("Same tune, strings", chroma=calls[0]["chroma"], mode="melody", **FAST)
-    finally:
-        del melody.decoder.generate
     ca, cb = calls[0]["chroma"], calls[1]["chroma"]
     np.testing.assert_array_equal(ca, chroma.chroma_from_audio(sine(440.0), SR))
     assert set(ca.argmax(1)) == {9} and set(cb.argmax(1)) == {0}  # A and C

@@ -247,6 +247,10 @@ class HeldModel(SlowModel):
             on_event(Event("encoding", 0.0, ""))  # a job cancelled meanwhile ends here
         return super().chat(*args, on_event=on_event, **kwargs)
 
+    def chat_batch(self, requests):
+        self.release.wait(120)  # a job cancelled meanwhile ends at its first (encoding) event
+        return super().chat_batch(requests)
+
 
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:

@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from conftest import decoder_calls
 from m2ugen import Event, M2UGen, M2UGenConfig, Reply
 
 
@@ -51,10 +52,17 @@ def files(tmp_path_factory):
 
 
 def force_script(model, script):
-    """Make the LLaMA's logits follow ``script`` (its hidden states stay real); returns an undo function."""
+    """Make the LLaMA's logits follow ``script`` (its hidden states stay real); returns an undo function.
+    Both paths are forced: the prefill (``forward``) and the cached one-token ``decode_step``."""
     llama = model.llama
-    original = llama.forward
+    original, original_step = llama.forward, llama.decode_step
     state = {"prompt_len": None}
+
+    def forced(logits, end):
+        step = end - state["prompt_len"]
+        out = torch.full_like(logits, -1e4)
+        out[:, script[min(step, len(script) - 1)]] = 0.0
+        return out
 
     def forward(tokens=None, **kw):
         logits, h = original(tokens, **kw)
@@ -63,13 +71,14 @@ def force_script(model, script):
         end = kw.get("start_pos", 0) + h.shape[1]
         if kw.get("start_pos", 0) == 0:  # the prefill of a new request (chat decodes with the cache)
             state["prompt_len"] = end
-        step = end - state["prompt_len"]
-        forced = torch.full_like(logits, -1e4)
-        forced[:, script[min(step, len(script) - 1)]] = 0.0
-        return forced, h
+        return forced(logits, end), h
 
-    llama.forward = forward
-    return lambda: llama.__dict__.pop("forward")
+    def decode_step(tokens, cache_pos, *args, **kw):
+        logits, h = original_step(tokens, cache_pos, *args, **kw)
+        return forced(logits, int(cache_pos[0]) + 1), h
+
+    llama.forward, llama.decode_step = forward, decode_step
+    return lambda: (llama.__dict__.pop("forward"), llama.__dict__.pop("decode_step"))
 
 
 def test_text_only_chat(model):
@@ -139,21 +148,13 @@ def test_want_audio_none_follows_the_reply(model):
     aud = model.audio_token_ids
     body = tok("Here is a music", add_special_tokens=False).input_ids
     stop = stop_ids(tok)
-    calls = []
-    original = model.decoder.generate
-
-    def spy(**kw):
-        calls.append(kw)
-        return original(**kw)
-
-    model.decoder.generate = spy
     undo = force_script(model, body + aud + stop)
     try:
-        with_aud = model.chat("Make music", want_audio=None, duration_s=0.2, **FAST)
-        never = model.chat("Make music", want_audio=False, duration_s=0.2, **FAST)
+        with decoder_calls(model.decoder) as calls:
+            with_aud = model.chat("Make music", want_audio=None, duration_s=0.2, **FAST)
+            never = model.chat("Make music", want_audio=False, duration_s=0.2, **FAST)
     finally:
         undo()
-        del model.decoder.generate
     assert with_aud.audio is not None and never.audio is None
     assert len(calls) == 1
     # text conditioning: the official decoder prompt is the decoded first line with literal [AUDk]

@@ -144,3 +144,25 @@ def test_live_device_names_are_the_bridges():
     names = set(re.findall(r'"([a-z_]+)", (?:request|state|mediaKind)', body)) | set(re.findall(r'push\("([a-z_]+)"', body))
     assert {"prompt", "seed", "takes", "mode", "bpm", "results_dir"} <= names
     assert names <= set(OPTIONS), names - set(OPTIONS)
+
+
+def test_every_kind_has_one_runner_and_its_stages():
+    from server import kinds
+    assert set(kinds.RUNNERS) == set(protocol.KINDS)
+    for kind in protocol.KINDS:
+        spans = kinds.stage_spans(kind)
+        assert spans and all(0.0 <= lo <= hi <= 1.0 for lo, hi in spans.values()), kind
+
+
+@pytest.mark.parametrize("kind", protocol.KINDS)
+def test_the_kind_table_decides_the_inputs_a_submit_takes(kind):
+    spec = protocol.KIND_SPECS[kind]
+    base = {"op": "submit", "kind": kind, "params": {"prompt": "x"}}
+    present = {name: {"path": f"/tmp/x.{name}"} for name in spec.requires}
+    protocol.check_submit({**base, "inputs": present}, 0)  # what it requires is enough
+    for name in spec.requires:
+        with pytest.raises(protocol.ProtocolError, match=f"requires 'inputs.{name}'"):
+            protocol.check_submit({**base, "inputs": {k: v for k, v in present.items() if k != name}}, 0)
+    for name in set(protocol.INPUTS) - set(spec.accepts):
+        with pytest.raises(protocol.ProtocolError, match=f"takes no 'inputs.{name}'"):
+            protocol.check_submit({**base, "inputs": {**present, name: {"path": "/tmp/x"}}}, 0)

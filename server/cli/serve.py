@@ -98,6 +98,15 @@ def _preflight(args, settings) -> str | None:
     """Everything that would refuse to start, checked before the (slow) model load; -> the reason."""
     from server import security
 
+    if not 1 <= args.max_batch <= 64:
+        return f"--max-batch must be 1..64 rows, got {args.max_batch}"
+    from server.app import resolve_device
+
+    try:
+        resolve_device(args.device, args.dtype)
+    except ValueError as e:
+        return str(e)
+
     try:
         settings.check_security(osc_client=args.osc)
     except security.SecurityError as e:
@@ -112,14 +121,15 @@ def _preflight(args, settings) -> str | None:
 def cmd_serve(args) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from server.app import ServerApp, ServerSettings, load_model
+    from server.app import ServerApp, ServerSettings, load_model, resolve_device
     from server.handlers import Limits
 
     settings = ServerSettings(
         host=args.host, port=args.port, data_dir=Path(args.data_dir).expanduser() if args.data_dir else None,
         allowed_roots=args.allow_root or [],
         limits=Limits(queue_size=args.queue_size, max_message_mb=args.max_message_mb, max_audio_s=args.max_audio_s,
-                      max_audio_mb=args.max_audio_mb, max_queued_audio_mb=args.max_queued_audio_mb),
+                      max_audio_mb=args.max_audio_mb, max_queued_audio_mb=args.max_queued_audio_mb,
+                      max_batch=args.max_batch),
         curve=True if args.curve else None, keys_dir=Path(args.keys_dir).expanduser() if args.keys_dir else None,
         keep_days=args.keep_days,
     )
@@ -129,7 +139,8 @@ def cmd_serve(args) -> int:
         print(f"m2ugen serve: {why}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        model, info = load_model(args.preset, args.weights)
+        device, dtype = resolve_device(args.device, args.dtype)
+        model, info = load_model(args.preset, args.weights, device=device, dtype=dtype, compile=args.compile)
         # load what nearly every request needs now, not during the first user's job;
         # the image and video encoders stay lazy (loaded by the first request that has one)
         model.preload("decoder", "music_encoder")
@@ -183,10 +194,20 @@ def register(sub) -> None:
     m.add_argument("--preset", help="model preset: tiny, tiny-audioldm2, musicgen-small, musicgen-medium, audioldm2")
     m.add_argument("--weights", metavar="PATH", help="weights.json, a directory or a checkpoint (default: "
                                                      "M2UGEN_WEIGHTS or <config dir>/weights.json)")
+    p.add_argument("--device", default="auto", help="where the model runs: auto (CUDA when there is one), cpu, "
+                                                    "cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="parameter dtype of the LLaMA and the sub-models (auto: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the LLaMA's and MusicGen's decode steps (torch.compile; CUDA graphs on GPU): "
+                        "slower start, faster steps")
     p.add_argument("--host", default=protocol.DEFAULT_HOST, help="bind address (default 127.0.0.1; any other "
                                                                   "needs CURVE keys from `m2ugen keys`)")
     p.add_argument("--port", type=int, default=protocol.DEFAULT_PORT, help="TCP port (default 5557; 0 = any free)")
     p.add_argument("--queue-size", type=int, default=16, help="jobs waiting at most (default 16); more -> busy")
+    p.add_argument("--max-batch", type=int, default=4, metavar="ROWS",
+                   help="queued ask/edit/generate jobs run together, in rows (a job counts its takes; default 4, "
+                        "1 = one job at a time); see docs/protocol.md 'Batching'")
     p.add_argument("--max-message-mb", type=int, default=256, help="largest accepted message (default 256 MiB)")
     p.add_argument("--max-audio-s", type=finite_float, default=600.0, help="longest input audio (default 600 s)")
     p.add_argument("--max-audio-mb", type=int, default=256, help="largest input audio file (default 256 MiB)")

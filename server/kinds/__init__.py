@@ -1,0 +1,27 @@
+"""What the worker runs for each job kind (the kinds themselves are described in ``protocol.KIND_TABLE``).
+
+One module per family of kinds, each with the same face:
+
+- ``STAGES``: {kind: {stage: (lo, hi)}}, the share of the job's overall progress each stage spans;
+- ``run(worker, job)``: run one job to its end through the worker's ``finish`` / ``progress`` / ``emit``
+  (the worker owns the states, the events and cancellation; a kind module owns the work).
+
+``RUNNERS`` maps every kind in the protocol to its module; ``tests/test_protocol_table.py`` holds them
+to each other.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from server.kinds import chat
+
+RUNNERS: dict[str, ModuleType] = {kind: chat for kind in chat.STAGES}
+
+
+def runner(kind: str) -> ModuleType:
+    return RUNNERS[kind]
+
+
+def stage_spans(kind: str) -> dict[str, tuple[float, float]]:
+    return RUNNERS[kind].STAGES[kind]

@@ -1,0 +1,214 @@
+"""ask / edit / generate: the model's ``chat`` around the musical context of the request.
+
+Three named steps per job: ``plan`` (measure the source, decide the prompt, the length and the model's
+options: server/finishing.py), ``infer`` (every take of every job in the batch as one row of
+``model.chat_batch``), ``write`` (fit each take to the project, write the WAVs and the sidecar). The
+worker owns the job's states and events.
+
+Batching (docs/protocol.md §5): the worker hands ``run_batch`` the job at the head of the queue plus the
+queued chat jobs behind it with the same ``batch_key``, up to ``--max-batch`` rows (a job counts its
+takes). Each row gets its own seed, sampling settings, length and mode, so a job's result does not depend
+on its neighbours; a cancel or a failure ends that job's rows only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server import audio_io, finishing, outputs, protocol
+from server.jobs import Job, JobCancelled
+from server.security import OutputExists, PathNotAllowed
+
+log = logging.getLogger("m2ugen.worker")
+
+# overall fraction = lo + (hi - lo) * stage fraction
+STAGES = {
+    "ask": {"encoding": (0.0, 0.1), "thinking": (0.1, 1.0), "generating": (0.9, 1.0), "writing": (0.95, 1.0)},
+    "edit": {"encoding": (0.0, 0.1), "thinking": (0.1, 0.4), "generating": (0.4, 0.95), "writing": (0.95, 1.0)},
+    "generate": {"encoding": (0.0, 0.05), "thinking": (0.05, 0.4), "generating": (0.4, 0.95), "writing": (0.95, 1.0)},
+}
+
+
+@dataclass
+class Plan:
+    """What one job asks of the model, decided before it runs."""
+    prompt: str  # as sent to the model (the measured line appended unless reference_prompt)
+    want_audio: bool
+    duration: float  # seconds of result (after fitting)
+    decode_s: float  # seconds the decoder makes (a loop's crossfade tail, a stretch's margin)
+    takes: int
+    tempo: float | None
+    source: tuple | None  # (float audio, sample rate) of the edit's source
+    options: dict[str, Any] = field(default_factory=dict)  # model.chat's mode / chroma / vocoder / music_hint
+
+
+def analyse_source(job: Job) -> tuple[tuple | None, dict | None]:
+    """The source as float, and its measured analysis (None when it cannot be measured: logged)."""
+    audio = job.inputs.get("audio")
+    if audio is None:
+        return None, None
+    source = finishing.as_float(audio)
+    try:
+        return source, finishing.analyse(*source)
+    except Exception as e:  # the analysis informs; it never fails a job
+        log.warning("job %s: the source could not be analysed: %s: %s", job.id, type(e).__name__, e)
+        return source, None
+
+
+def plan(worker, job: Job) -> Plan:
+    p = job.params
+    source, analysis = analyse_source(job)
+    worker.update(job, analysis=analysis)
+    tempo = finishing.target_tempo(p, analysis)
+    want_audio = protocol.KIND_SPECS[job.kind].makes_audio
+    duration = (finishing.length_s(p, tempo) or 10.0) if want_audio else 10.0
+    decode_s = finishing.decode_length(p, duration)
+    options = finishing.model_options(p, job.inputs.get("midi"), tempo, decode_s) if want_audio else {}
+    takes = max(1, int(p.get("takes") or 1)) if want_audio else 1
+    return Plan(prompt=finishing.prompt_for_model(p, analysis), want_audio=want_audio, duration=duration,
+                decode_s=decode_s, takes=takes, tempo=tempo, source=source, options=options)
+
+
+def chat_kwargs(worker, job: Job, plan: Plan, take: int) -> dict[str, Any]:
+    """``model.chat``'s arguments for one take (seeds seed, seed+1, ...)."""
+    p = job.params
+    return dict(
+        audio=job.inputs.get("audio"), image=job.inputs.get("image"), video=job.inputs.get("video"),
+        max_new_tokens=p["max_new_tokens"] or getattr(worker.model.config, "max_new_tokens", 512),
+        temperature=p["temperature"], top_p=p["top_p"], seed=job.seed + take, conditioning=p["conditioning"],
+        duration_s=plan.decode_s, want_audio=plan.want_audio, on_event=worker.model_events(job, take),
+        **plan.options,
+    )
+
+
+def rows(job: Job) -> int:
+    """The rows this job takes in a batch: one per take."""
+    return max(1, int(job.params.get("takes") or 1)) if protocol.KIND_SPECS[job.kind].makes_audio else 1
+
+
+def batch_key(job: Job) -> tuple:
+    """Jobs with equal keys may share a batch: any chat kind, mode or length; the same model weights."""
+    return ("chat", job.params.get("adapter"))
+
+
+def infer(worker, batch: list[tuple[Job, Plan]]) -> dict[str, list]:
+    """Every take of every job as one row of ``model.chat_batch`` -> {job id: [reply or exception per take]}.
+    A model without ``chat_batch`` (a test double) runs the rows one by one with ``chat``."""
+    owners, requests = [], []
+    for job, plan in batch:
+        for take in range(plan.takes):
+            owners.append(job.id)
+            requests.append((plan.prompt, chat_kwargs(worker, job, plan, take)))
+    chat_batch = getattr(worker.model, "chat_batch", None)
+    if chat_batch is not None:
+        from m2ugen.model import ChatRequest
+
+        outs = chat_batch([ChatRequest(prompt, **kw) for prompt, kw in requests])
+    else:
+        outs = []
+        for prompt, kw in requests:
+            try:
+                outs.append(worker.model.chat(prompt, **kw))
+            except Exception as e:
+                outs.append(e)
+    by_job: dict[str, list] = {}
+    for owner, out in zip(owners, outs):
+        by_job.setdefault(owner, []).append(out)
+    return by_job
+
+
+def run(worker, job: Job) -> None:
+    run_batch(worker, [job])
+
+
+def run_batch(worker, jobs: list[Job]) -> None:
+    planned: list[tuple[Job, Plan]] = []
+    for job in jobs:
+        worker.progress(job, "encoding", 0.0)
+        planned.append((job, plan(worker, job)))
+    t0 = time.perf_counter()
+    results = infer(worker, planned)
+    chat_s = time.perf_counter() - t0
+    for job, the_plan in planned:
+        replies = results[job.id]
+        error = next((r for r in replies if isinstance(r, BaseException)), None)
+        if isinstance(error, JobCancelled) or job.cancel_requested.is_set():
+            worker.finish(job, "cancelled")
+        elif error is not None:
+            log.warning("job %s: model raised %s: %s", job.id, type(error).__name__, error)
+            worker.finish(job, "failed", error={"code": "job_failed", "message": f"{type(error).__name__}: {error}"})
+        else:
+            finish(worker, job, the_plan, replies, chat_s)
+
+
+def finish(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
+    """After the model: the final text, then the results written (or the job cancelled / failed)."""
+    if job.cancel_requested.is_set():
+        worker.finish(job, "cancelled")
+        return
+    final_text = replies[0].text or ""
+    if final_text.strip() != job.text.strip():  # the streamed text missed something: send the whole
+        worker.emit(protocol.event("text", job.id, text=final_text, delta=final_text))
+    worker.update(job, text=final_text)
+    worker.progress(job, "writing", 0.0, plan.takes - 1)
+    try:
+        write(worker, job, plan, replies, chat_s)
+    except PathNotAllowed as e:  # the output changed since submit (a symlink swapped in, a file created)
+        code = "output_exists" if isinstance(e, OutputExists) else "path_not_allowed"
+        worker.finish(job, "failed", error={"code": code, "message": str(e)})
+
+
+def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
+    p = job.params
+    t1 = time.perf_counter()
+    frames: list[bytes] = []
+    takes: list[dict[str, Any]] = []
+    out_path: Path | None = None
+    if plan.want_audio:
+        if any(r.audio is None for r in replies):
+            worker.finish(job, "failed", error={"code": "job_failed", "message": "the model returned no audio"})
+            return
+        sr = p["sample_rate"] or int(replies[0].sample_rate)
+        first = job.output.get("path") or (job.job_dir / "result.wav")
+        with_source = p.get("continuation") == "with_source"  # the source's tail + the new part: all of it
+        for i, reply in enumerate(replies):
+            wave, notes = finishing.fit_take(reply.audio, int(reply.sample_rate), p, out_sr=sr,
+                                             duration_s=None if with_source else plan.duration, tempo=plan.tempo,
+                                             source=plan.source if job.kind == "edit" else None)
+            path = outputs.take_path(first, i + 1)
+            data = audio_io.wav_bytes(wave, sr)
+            outputs.write(worker.roots, job.output, path, data, outputs.is_wav)
+            if i == 0:
+                out_path, first_wave = path, wave
+                if job.output.get("want") == "bytes":
+                    frames = [data]
+            takes.append({"take": i + 1, "audio_path": str(path), "seed": int(reply.seed), "text": reply.text,
+                          **notes})
+        try:
+            result_analysis = finishing.analyse(first_wave, sr)
+        except Exception as e:
+            log.warning("job %s: the result could not be analysed: %s: %s", job.id, type(e).__name__, e)
+            result_analysis = None
+        worker.update(job, audio_path=str(out_path), sample_rate=sr, channels=first_wave.shape[0],
+                      duration=first_wave.shape[1] / sr, takes=takes, result_analysis=result_analysis)
+    sidecar = (outputs.sidecar_of(out_path) if out_path is not None and job.output.get("path")
+               else job.job_dir / "result.json")
+    timings = {k: float(v) for k, v in (getattr(replies[0], "timings", None) or {}).items()}
+    timings.update(queue_wait=(job.started or 0) - job.created, chat=chat_s, write=time.perf_counter() - t1)
+    seed = int(replies[0].seed if replies[0].seed is not None else job.seed)
+    outputs.write(worker.roots, job.output, sidecar, audio_io.sidecar_bytes({
+        "job": job.id, "kind": job.kind, "prompt": p["prompt"],
+        "prompt_sent": plan.prompt, "seed": seed,
+        "model": worker.model_info, "conditioning": p["conditioning"], "params": p, "inputs": job.inputs_info,
+        "text": replies[0].text, "raw_text": getattr(replies[0], "raw_text", replies[0].text),
+        "audio_path": str(out_path) if out_path else None, "sample_rate": job.sample_rate,
+        "channels": job.channels, "duration": job.duration, "analysis": job.analysis,
+        "result_analysis": job.result_analysis, "takes": job.takes, "timings": timings,
+        "created": job.created, "started": job.started, "server_version": protocol.SERVER_VERSION,
+    }), outputs.is_sidecar)
+    worker.update(job, sidecar_path=str(sidecar), seed=seed)
+    worker.finish(job, "done", frames=frames)
