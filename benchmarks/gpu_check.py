@@ -127,6 +127,7 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
 
     device = str(device)
     dtype = dtype or ("bfloat16" if torch.device(device).type == "cuda" else "float32")
+    submodels_dtype = submodels_dtype or dtype
     t = Table(on_progress)
     cuda = torch.device(device).type == "cuda"
     bw = {}
@@ -143,9 +144,7 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
         t0 = time.perf_counter()
         with torch.device(device):  # random init directly on the device: no CPU copy of 7B
             model = M2UGen.from_config(cfg, device=device)
-            if submodels_dtype is not None:  # the lazy sub-models are built in their holder's dtype
-                for holder in model.holders():
-                    holder.dtype = DTYPES[submodels_dtype]
+            model.set_submodel_dtype(DTYPES[submodels_dtype])  # as `m2ugen serve --dtype` does
             model.preload("music_encoder", "image_encoder", "video_encoder", "decoder")
         _sync(device)
         parts["model"] = model
@@ -157,7 +156,7 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
         note = ", ".join(f"{k} {_size(v)}" for k, v in sizes.items())
         return _size(total), "", None, f"{time.perf_counter() - t0:.0f} s to build; {note}"
 
-    t.row(f"weights, {preset} (LLaMA {dtype}, sub-models {submodels_dtype or 'float32'}, random)", build)
+    t.row(f"weights, {preset} (LLaMA {dtype}, sub-models {submodels_dtype}, random)", build)
     model = parts.get("model")
     if model is None:
         return t
@@ -228,10 +227,10 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
         _sync(device)
         return time.perf_counter() - t0, steps
 
-    def musicgen_row():
+    def musicgen_row(keep_as: str = "encodec_s"):
         seconds, steps = musicgen("encodec")
         n = dec.num_new_tokens(musicgen_seconds, cfg.musicgen_tokens_per_s)
-        parts["encodec_s"] = seconds
+        parts[keep_as] = seconds
         lm_bytes = weight_bytes(dec.model.decoder)
         floor = bandwidth / lm_bytes
         rate = n / seconds
@@ -240,6 +239,15 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
                 f"decoder LM {_size(lm_bytes)}")
 
     t.row(f"MusicGen decode, {musicgen_seconds:g} s, MusicGenDecoder.generate", musicgen_row)
+    if compile and hasattr(dec, "compile"):
+        def compiled_musicgen_row():
+            dec.compile = True
+            try:
+                musicgen("encodec")  # the first run compiles
+                return musicgen_row("compiled_s")
+            finally:
+                dec.compile = False
+        t.row(f"MusicGen decode, {musicgen_seconds:g} s, compiled (decoder.compile = True)", compiled_musicgen_row)
 
     def mbd_row():
         if not cfg.is_tiny:  # the 4 real-size band UNets (random), not the tiny preset the random decoder picks
@@ -280,7 +288,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, help="LLaMA dtype (default bfloat16 on CUDA, float32 on CPU)")
     ap.add_argument("--submodels-dtype", default=None, choices=sorted(DTYPES),
-                    help="dtype of MERT/ViT/ViViT/MusicGen (default: the project's, float32)")
+                    help="dtype of MERT/ViT/ViViT/MusicGen (default: the LLaMA's, as `m2ugen serve --dtype`)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-int8", action="store_true")
     ap.add_argument("--no-mbd", action="store_true")

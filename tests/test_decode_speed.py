@@ -251,6 +251,7 @@ def _benchmark(name):
     return module
 
 
+@pytest.mark.timeout(600)  # a minute alone; more on a loaded machine
 def test_gpu_check_runs_tiny_on_cpu(setup, capsys):
     gpu_check = _benchmark("gpu_check")
     gpu_check.main(["--preset", "tiny", "--device", "cpu", "--no-compile", "--chat-seconds", "0.3",
