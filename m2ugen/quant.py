@@ -51,8 +51,6 @@ def quantize_llama_int8(llama: nn.Module) -> nn.Module:
         return llama
     tq = _torchao()
     tq.quantize_(llama, tq.Int8WeightOnlyConfig(), filter_fn=_is_llama_projection)
-    if hasattr(llama, "release_cache"):
-        llama.release_cache()  # dtype/device unchanged, but drop a cache laid out before quantization
     return llama
 
 
