@@ -14,7 +14,8 @@ its target, and each row runs in its own try/except so a failure is printed in i
 Rows: weight bytes per part; peak memory of a 10 s generate job (bf16, then int8 LLaMA) against the
 targets (20 GB / 12 GB); LLaMA ``decode_step`` tokens/s at batch 1 and 4, eager and compiled (target
 >= 0.7 of the floor; int8 at batch 1); MusicGen guided decode steps/s through ``MusicGenDecoder.generate``; the extra
-seconds of ``vocoder="mbd"``; seconds of one 10 s ``M2UGen.chat`` generate job end to end.
+seconds of ``vocoder="mbd"``; seconds of one 10 s ``M2UGen.chat`` generate job end to end. Rows that
+would start after ``--budget-s`` (270 s) are listed as skipped; the compiled MusicGen and int8 rows come last.
 """
 
 from __future__ import annotations
@@ -77,12 +78,17 @@ def copy_bandwidth(device, megabytes: int = 1024) -> float:
 class Table:
     """Rows of (what, value, floor or target, fraction, note); ``row`` runs a measurement and keeps its error."""
 
-    def __init__(self, on_progress: Callable[[str], None] | None = None):
+    def __init__(self, on_progress: Callable[[str], None] | None = None, budget_s: float | None = None):
         self.rows: list[tuple[str, str, str, str, str]] = []
         self.say = on_progress or (lambda msg: None)
+        self.budget_s = budget_s
+        self.t0 = time.perf_counter()
 
     def row(self, what: str, fn: Callable[[], tuple]):
-        """fn() -> (value str, floor str, fraction float | None, note str)."""
+        """fn() -> (value str, floor str, fraction float | None, note str); skipped once the budget is spent."""
+        if self.budget_s is not None and time.perf_counter() - self.t0 > self.budget_s:
+            self.rows.append((what, "skipped", "", "", f"the time budget of {self.budget_s:g} s is spent (--budget-s)"))
+            return
         self.say(what)
         try:
             value, floor, fraction, note = fn()
@@ -122,13 +128,16 @@ def _reset_peak(device):
 def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | None = None,
         submodels_dtype: str | None = None, compile: bool = True,
         int8: bool = True, mbd: bool = True, chat_seconds: float = 10.0, musicgen_seconds: float = 2.0,
-        max_new_tokens: int = 32, iters: int = 10, on_progress: Callable[[str], None] | None = None) -> Table:
+        max_new_tokens: int = 32, iters: int = 10, budget_s: float | None = 270.0,
+        on_progress: Callable[[str], None] | None = None) -> Table:
+    """Build the model and fill the table (see the module docstring). Rows starting after ``budget_s``
+    seconds are listed as skipped; the costly compiled MusicGen and int8 rows come last."""
     from m2ugen.model import M2UGen
 
     device = str(device)
     dtype = dtype or ("bfloat16" if torch.device(device).type == "cuda" else "float32")
     submodels_dtype = submodels_dtype or dtype
-    t = Table(on_progress)
+    t = Table(on_progress, budget_s)
     cuda = torch.device(device).type == "cuda"
     bw = {}
     t.row("GPU copy bandwidth" if cuda else "copy bandwidth", lambda: (
@@ -205,13 +214,14 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
             return f"{batch * r['steps_per_s']:.1f} tok/s", f"{floor_tps:.1f} tok/s (target 0.7)", r["fraction"], note
         return fn
 
-    def llama_rows(label: str, batches=(1, 4)):
+    def llama_rows(label: str, batches=(1, 4), compiled: bool = False):
         for batch in batches:
-            for compiled in ((False, True) if compile else (False,)):
-                t.row(f"LLaMA decode_step {label}, batch {batch}, {'compiled' if compiled else 'eager'}",
-                      llama_row(batch, compiled))
+            t.row(f"LLaMA decode_step {label}, batch {batch}, {'compiled' if compiled else 'eager'}",
+                  llama_row(batch, compiled))
 
     llama_rows(dtype)
+    if compile:
+        llama_rows(dtype, compiled=True)
 
     # MusicGen through its public generate: count the decoder steps it reports
     dec = model.decoder
@@ -239,15 +249,14 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
                 f"decoder LM {_size(lm_bytes)}")
 
     t.row(f"MusicGen decode, {musicgen_seconds:g} s, MusicGenDecoder.generate", musicgen_row)
-    if compile and hasattr(dec, "compile"):
-        def compiled_musicgen_row():
-            dec.compile = True
-            try:
-                musicgen("encodec")  # the first run compiles
-                return musicgen_row("compiled_s")
-            finally:
-                dec.compile = False
-        t.row(f"MusicGen decode, {musicgen_seconds:g} s, compiled (decoder.compile = True)", compiled_musicgen_row)
+
+    def compiled_musicgen_row():
+        dec.compile = True
+        try:
+            musicgen("encodec")  # the first run compiles
+            return musicgen_row("compiled_s")
+        finally:
+            dec.compile = False
 
     def mbd_row():
         if not cfg.is_tiny:  # the 4 real-size band UNets (random), not the tiny preset the random decoder picks
@@ -255,6 +264,8 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
 
             codec_dim = dec._hf_config().audio_encoder.codebook_dim
             real = MultiBandDiffusion.random(MBDConfig.preset("musicgen-32khz", codec_dim=codec_dim))
+            for band in real.bands:
+                band.model.to(dec.dtype)  # as mbd_for_decoder places them
             dec._mbd = real.to(device)
         seconds, _ = musicgen("mbd")
         extra = seconds - parts["encodec_s"]
@@ -279,6 +290,10 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
         t.row("int8 weight-only LLaMA (torchao)", quantize)
         t.row(f"peak memory, {chat_seconds:g} s job, int8 LLaMA", int8_job)
         llama_rows("int8", batches=(1,))
+    if compile and hasattr(dec, "compile"):
+        t.row(f"MusicGen decode, {musicgen_seconds:g} s, compiled (decoder.compile = True)", compiled_musicgen_row)
+    if compile and int8:
+        llama_rows("int8", batches=(1,), compiled=True)
     return t
 
 
@@ -296,11 +311,13 @@ def main(argv=None):
     ap.add_argument("--musicgen-seconds", type=float, default=2.0)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--budget-s", type=float, default=270.0,
+                    help="rows that would start later are listed as skipped (0: no budget)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     table = run(args.preset, args.device, dtype=args.dtype, submodels_dtype=args.submodels_dtype, compile=not args.no_compile, int8=not args.no_int8,
                 mbd=not args.no_mbd, chat_seconds=args.chat_seconds, musicgen_seconds=args.musicgen_seconds,
-                max_new_tokens=args.max_new_tokens, iters=args.iters,
+                max_new_tokens=args.max_new_tokens, iters=args.iters, budget_s=args.budget_s or None,
                 on_progress=lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True))
     print(f"gpu_check: preset {args.preset}, device {args.device}, {time.perf_counter() - t0:.0f} s; "
           f"floor = weight bytes / copy bandwidth ('of floor' = floor time / measured time; 1.0 = roofline)")
