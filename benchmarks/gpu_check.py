@@ -4,18 +4,20 @@ Random weights at the real sizes (no downloads): LLaMA-2 7B with the M2UGen adap
 LoRA, gates, prefix), MERT-v1-330M, ViT-B/16, ViViT-B 16x2, MusicGen-medium (T5-base, EnCodec 32 kHz,
 the 1.5B decoder), optionally the 4-band Multi-Band Diffusion; built directly on the device through
 the project's own ``musicgen-medium`` preset (``offline_config``: the sub-models' known architectures)
-and ``M2UGen.from_config``. The text is the tiny tokenizer's (only the LLaMA's shapes matter here). Prints ONE table; every figure
-stands beside its floor (the time to read the weights once at the GPU's measured copy bandwidth) or
-its target, and each row runs in its own try/except so a failure is printed in its row.
+and ``M2UGen.from_config``. The text is the tiny tokenizer's (only the LLaMA's shapes matter here).
+Prints ONE table: every figure stands beside its floor (the time to read the weights once at the GPU's
+measured copy bandwidth) or its target; each row runs in its own try/except, so a failure is printed
+in its row and the table survives.
 
     python benchmarks/gpu_check.py                          # on the GPU machine (bf16 LLaMA), < 5 min
     python benchmarks/gpu_check.py --preset tiny --device cpu --no-compile   # seconds (tests run this)
 
 Rows: weight bytes per part; peak memory of a 10 s generate job (bf16, then int8 LLaMA) against the
 targets (20 GB / 12 GB); LLaMA ``decode_step`` tokens/s at batch 1 and 4, eager and compiled (target
->= 0.7 of the floor; int8 at batch 1); MusicGen guided decode steps/s through ``MusicGenDecoder.generate``; the extra
-seconds of ``vocoder="mbd"``; seconds of one 10 s ``M2UGen.chat`` generate job end to end. Rows that
-would start after ``--budget-s`` (270 s) are listed as skipped; the compiled MusicGen and int8 rows come last.
+>= 0.7 of the floor; int8 at batch 1); MusicGen guided decode steps/s through
+``MusicGenDecoder.generate``; the extra seconds of ``vocoder="mbd"``; seconds of one 10 s
+``M2UGen.chat`` generate job end to end. Rows that would start after ``--budget-s`` (270 s) are listed
+as skipped; the costly compiled MusicGen and int8 rows come last.
 """
 
 from __future__ import annotations
@@ -315,7 +317,8 @@ def main(argv=None):
                     help="rows that would start later are listed as skipped (0: no budget)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    table = run(args.preset, args.device, dtype=args.dtype, submodels_dtype=args.submodels_dtype, compile=not args.no_compile, int8=not args.no_int8,
+    table = run(args.preset, args.device, dtype=args.dtype, submodels_dtype=args.submodels_dtype,
+                compile=not args.no_compile, int8=not args.no_int8,
                 mbd=not args.no_mbd, chat_seconds=args.chat_seconds, musicgen_seconds=args.musicgen_seconds,
                 max_new_tokens=args.max_new_tokens, iters=args.iters, budget_s=args.budget_s or None,
                 on_progress=lambda msg: print(f"  ... {msg}", file=sys.stderr, flush=True))

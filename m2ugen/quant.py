@@ -69,7 +69,7 @@ def tensor_bytes(t: torch.Tensor) -> int:
 
 
 def weight_bytes(module: nn.Module, *, skip: tuple[str, ...] = ()) -> int:
-    """Bytes of ``module``'s parameters (quantized ones at their stored size), leaving out names starting with ``skip``."""
+    """Bytes of ``module``'s parameters (quantized ones at their stored size), except names starting with ``skip``."""
     return sum(tensor_bytes(p) for n, p in module.named_parameters() if not n.startswith(skip))
 
 

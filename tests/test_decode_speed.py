@@ -184,8 +184,22 @@ def test_compiled_step_is_traced_once_and_equals_eager(setup):
         assert len(graphs) == 1
         again = generate(llama, tok, prompts[:1], compile=False, **kw)[0]  # compile=False: eager even now
         assert len(graphs) == 1
+        # one step both ways at the same position (rewriting the same cache column): the same logits
+        ids = torch.tensor(prompts[:1])
+        P = ids.shape[1]
+        with torch.no_grad():
+            llama.setup_cache(1, P + 1)
+            try:
+                llama(ids, adapters=kw["adapters"])
+                valid = torch.ones(1, llama.cache_len, dtype=torch.bool)
+                args = (ids[:, -1:], torch.tensor([P]), torch.tensor([P]), valid, llama.adapter_kv(kw["adapters"]))
+                step_eager, _ = llama.decode_step(*args, eager=True)
+                step_compiled, _ = llama.decode_step(*args)
+            finally:
+                llama.clear_cache()
     finally:
         llama.eager_decode()
+    torch.testing.assert_close(step_compiled, step_eager, atol=1e-5, rtol=1e-5)
     assert compiled.tokens == eager.tokens == again.tokens
     assert compiled.aud_hidden is None and len(compiled.tokens) == 10
 
