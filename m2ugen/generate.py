@@ -213,6 +213,7 @@ def generate(
             step_valid[:, :total] = valid
             adapter_kv = llama.adapter_kv(adapters)
         h_last = h[:, -1]
+        rows = torch.arange(B, device=device)  # ``active`` on the device
         cur = P  # column of the token sampled next
         while True:
             nxt = _sample_rows(logits, [temps[b] for b in active], [top_ps[b] for b in active],
@@ -227,7 +228,6 @@ def generate(
                     done[b], stop_reason[b] = True, "stop_text"
                 elif len(generated[b]) >= limits[b]:
                     done[b] = True  # "length"
-            rows = torch.tensor(active, dtype=torch.long, device=device)
             tokens[rows, cur] = torch.tensor(nxt, dtype=torch.long, device=device)
             cur += 1
             if on_step is not None:

@@ -176,7 +176,7 @@ class Attention(nn.Module):
         self,
         x: torch.Tensor,  # [B, L, dim]
         freqs_cis: torch.Tensor,  # [B, L, hd/2] complex or its rope_table [B, L, hd/2, 2]
-        mask: torch.Tensor,  # [B, 1, L, S] bool, True = attend
+        mask: torch.Tensor,  # [B, 1, L, S] bool, True = attend (or additive: 0 / -inf)
         start_pos: int | torch.Tensor,  # int: dynamic write; tensor [1]: one cache column (decode_step)
         adapter: torch.Tensor | tuple | None = None,  # [B or 1, La, dim], or its adapter_kv(...)
     ) -> torch.Tensor:
@@ -406,7 +406,9 @@ class Transformer(nn.Module):
     def _decode_impl(self, tokens, cache_pos, rope, key_valid, adapter_kv):
         h = self.tok_embeddings(tokens)  # [B, 1, dim]
         k_pos = torch.arange(key_valid.shape[1], device=h.device)
-        mask = (key_valid & (k_pos <= cache_pos)[None])[:, None, None, :]  # [B, 1, 1, S]
+        attend = (key_valid & (k_pos <= cache_pos)[None])[:, None, None, :]  # [B, 1, 1, S]
+        # additive form, built once per step (CPU attention is several times slower with a bool mask at L = 1)
+        mask = torch.zeros(attend.shape, dtype=h.dtype, device=h.device).masked_fill(~attend, float("-inf"))
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, mask, cache_pos, adapter_kv[i] if adapter_kv is not None else None)
         h = h[:, -1]
