@@ -48,11 +48,12 @@ def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, str]
 
 
 def load_model(preset: str | None = None, weights: str | None = None, device: str = "cpu",
-               dtype: str | None = None, compile: bool = False):
+               dtype: str | None = None, compile: bool = False, int8: bool = False):
     """-> (model, info dict for replies). No preset and no weights: the configured weights, else tiny.
     ``device`` / ``dtype``: where the model serves and its parameters' dtype (the LLaMA and the sub-models;
     bridges and projector stay float32 as official; None: the weights' own). ``compile``: the decode steps
-    of the LLaMA and of MusicGen are compiled (CUDA graphs on GPU)."""
+    of the LLaMA and of MusicGen are compiled (CUDA graphs on GPU). ``int8``: the LLaMA's projections
+    int8 weight-only (torchao; LoRA, adapters and gates stay as they are)."""
     import torch
 
     from m2ugen.config import M2UGenConfig  # submodules: also work when the editable install is stale
@@ -75,11 +76,16 @@ def load_model(preset: str | None = None, weights: str | None = None, device: st
         model = M2UGen.from_config(cfg.replace(dtype=dtype) if dtype else cfg, device=device)
     if dtype is not None:
         model.set_submodel_dtype(getattr(torch, dtype))
+    if int8:
+        from m2ugen.quant import quantize_llama_int8
+
+        quantize_llama_int8(model.llama)
     if compile:
         model.compile_decode()
     info = model_info(model, preset=preset, weights=weights)
-    info.update(device=str(device), dtype=dtype or str(model.cfg.dtype), compiled=bool(compile))
-    log.info("serving on %s in %s%s", device, info["dtype"], " (compiled decode steps)" if compile else "")
+    info.update(device=str(device), dtype=dtype or str(model.cfg.dtype), compiled=bool(compile), int8=bool(int8))
+    log.info("serving on %s in %s%s%s", device, info["dtype"], " with an int8 LLaMA" if int8 else "",
+             " (compiled decode steps)" if compile else "")
     return model, info
 
 

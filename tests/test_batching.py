@@ -175,3 +175,8 @@ def test_serving_device_and_dtype_reach_every_part():
     for part in (bf16.llama, bf16.decoder.model, bf16.music_encoder.model):
         assert next(part.parameters()).dtype == torch.bfloat16
     assert bf16.output_projector.fc.weight.dtype == torch.float32  # as official
+    int8, info = load_model("tiny", device="cpu", int8=True)
+    from m2ugen.quant import llama_is_int8
+
+    assert info["int8"] and llama_is_int8(int8.llama)
+    assert int8.chat("calm piano", want_audio=False, seed=1, max_new_tokens=3).raw_text

@@ -140,7 +140,8 @@ def cmd_serve(args) -> int:
         return EXIT_USAGE
     try:
         device, dtype = resolve_device(args.device, args.dtype)
-        model, info = load_model(args.preset, args.weights, device=device, dtype=dtype, compile=args.compile)
+        model, info = load_model(args.preset, args.weights, device=device, dtype=dtype, compile=args.compile,
+                                 int8=args.int8)
         # load what nearly every request needs now, not during the first user's job;
         # the image and video encoders stay lazy (loaded by the first request that has one)
         model.preload("decoder", "music_encoder")
@@ -201,6 +202,8 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the LLaMA's and MusicGen's decode steps (torch.compile; CUDA graphs on GPU): "
                         "slower start, faster steps")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 weight-only LLaMA projections (torchao): about half the LLaMA's bf16 memory")
     p.add_argument("--host", default=protocol.DEFAULT_HOST, help="bind address (default 127.0.0.1; any other "
                                                                   "needs CURVE keys from `m2ugen keys`)")
     p.add_argument("--port", type=int, default=protocol.DEFAULT_PORT, help="TCP port (default 5557; 0 = any free)")
