@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server import audio_io, finishing, outputs, protocol
+from server import adapters, audio_io, finishing, outputs, protocol
 from server.jobs import Job, JobCancelled
 from server.security import OutputExists, PathNotAllowed
 
@@ -81,6 +81,7 @@ def chat_kwargs(worker, job: Job, plan: Plan, take: int) -> dict[str, Any]:
 
 def infer(worker, job: Job, plan: Plan) -> list:
     """One reply per take (JobCancelled propagates)."""
+    adapters.select_for(worker, job)  # params.adapter: a personal fine-tune, or the base model
     return [worker.model.chat(plan.prompt, **chat_kwargs(worker, job, plan, take)) for take in range(plan.takes)]
 
 
