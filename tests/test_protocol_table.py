@@ -18,7 +18,9 @@ def _options(command: str) -> set[str]:
 
 @pytest.mark.parametrize("kind", protocol.KINDS)
 def test_cli_options_come_from_the_parameter_table(kind):
-    opts = _options(kind)
+    from server.cli import learn
+
+    opts = _options(learn.COMMAND if kind == learn.KIND else kind)
     for spec in protocol.PARAMS + protocol.CONTEXT:
         assert (spec.option in opts) == (kind in spec.kinds), (kind, spec.name)
 
@@ -157,8 +159,10 @@ def test_every_kind_has_one_runner_and_its_stages():
 @pytest.mark.parametrize("kind", protocol.KINDS)
 def test_the_kind_table_decides_the_inputs_a_submit_takes(kind):
     spec = protocol.KIND_SPECS[kind]
-    base = {"op": "submit", "kind": kind, "params": {"prompt": "x"}}
-    present = {name: {"path": f"/tmp/x.{name}"} for name in spec.requires}
+    required = {p.name: "x" for p in protocol.PARAMS if p.default is ... and kind in p.kinds}  # prompt, adapter_name
+    base = {"op": "submit", "kind": kind, "params": {"prompt": "x", **required}}
+    present = {name: [{"path": "/tmp/x.wav"}] if name == "audio_set" else {"path": f"/tmp/x.{name}"}
+               for name in spec.requires}
     protocol.check_submit({**base, "inputs": present}, 0)  # what it requires is enough
     for name in spec.requires:
         with pytest.raises(protocol.ProtocolError, match=f"requires 'inputs.{name}'"):

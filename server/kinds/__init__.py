@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from server.kinds import chat
+from server.kinds import chat, finetune
 
-RUNNERS: dict[str, ModuleType] = {kind: chat for kind in chat.STAGES}
+RUNNERS: dict[str, ModuleType] = {kind: module for module in (chat, finetune) for kind in module.STAGES}
 
 
 def runner(kind: str) -> ModuleType:
