@@ -263,3 +263,56 @@ def test_serve_adapter_option_and_weights_json(tmp_path):
     spec.write_text(json.dumps({"checkpoint": "m.safetensors", "adapters": "x"}))
     with pytest.raises(ValueError, match="adapters"):
         pretrained.spec_adapters(spec)
+
+
+def test_the_learn_command_sends_a_folder_with_its_captions(start, clips, tmp_path, capsys):
+    from server.cli import main
+
+    srv = start("data")
+    folder = tmp_path / "clips"
+    (folder / "take_1.txt").write_text("my own words\n")
+    status = tmp_path / "status.json"
+    code = main(["learn", str(folder), "--adapter-name", "cli", "--steps", "2", "--clip-s", "0.5", "--seed", "1",
+                 "--server", srv.endpoint, "--status-file", str(status), "--no-progress"])
+    assert code == 0, capsys.readouterr()
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["step"] for x in lines if x.get("op") == "progress" and x.get("step")] == [1, 2]
+    assert json.loads(status.read_text())["state"] == "done"
+    info = json.loads((srv.data_dir / "adapters" / "cli" / "m2ugen_adapter.json").read_text())
+    assert [(c["caption"], c["caption_source"]) for c in info["clips"]][1] == ("my own words", "sidecar")
+    assert main(["learn", str(tmp_path / "nothing"), "--adapter-name", "x", "--server", srv.endpoint]) == 2
+    assert main(["learn", str(folder), "--adapter-name", "a/b", "--server", srv.endpoint]) == 2
+
+
+@pytest.mark.timeout(120)
+def test_osc_learn_and_adapter_option(start, clips):
+    from bridge_osc.bridge import start_in_thread
+    from test_osc_fake_server import OscPeer
+
+    srv = start("data")
+    bridge = start_in_thread(srv.endpoint, port=0, ping_interval_s=0.2, ping_timeout_s=5.0)
+    p = OscPeer(bridge.port)
+    try:
+        p.send("/m2u/hello", ("i", p.port))
+        p.expect("/m2u/welcome")
+        p.send("/m2u/learn", ("s", "osc"))
+        assert p.expect("/m2u/error")[-1].args[1] == "bad_args"  # no clips
+        p.send("/m2u/submit", ("s", "finetune"), ("s", "adapter_name"), ("s", "osc"), ("s", "steps"), ("i", 2),
+               ("s", "clip_s"), ("f", 0.5), *[x for c in clips for x in (("s", "clip"), ("s", c["path"]))])
+        got = p.expect("/m2u/done", timeout=100)
+        assert not [m for m in got if m.address == "/m2u/error"], got
+        assert [m.args[2] for m in got if m.address == "/m2u/progress"][-1] in ("training", "writing")
+        with Client(srv.endpoint) as c:
+            assert c.call("ping").header["model"]["adapters"] == ["osc"]
+        p.send("/m2u/learn", ("s", "osc"), ("s", clips[0]["path"]))  # the name is taken now
+        assert "exists" in p.expect("/m2u/error")[-1].args[2]
+        p.send("/m2u/set", ("s", "adapter"), ("s", "osc"))
+        assert p.expect("/m2u/set")[-1].args == ["adapter", "osc"]
+        p.send("/m2u/submit", ("s", "generate"), ("s", "prompt"), ("s", "x"), ("s", "duration"), ("f", 0.5),
+               ("s", "max_new_tokens"), ("i", 4))
+        job = p.expect("/m2u/done", timeout=100)[-1].args[0]
+        with Client(srv.endpoint) as c:
+            assert c.call("status", job=job).header["params"]["adapter"] == "osc"
+    finally:
+        p.close()
+        bridge.stop()
