@@ -1,12 +1,12 @@
 -- @description M2UGen: generate, edit and ask about music from REAPER
 -- @author M2UGen project
--- @version 0.2.0
+-- @version 0.3.0
 -- @license MIT
 -- @about
 --   # M2UGen for REAPER
 --   Actions that talk to a local M2UGen server through the `m2ugen` command-line client:
 --   Generate (text, optionally an image or a video), Edit selection, Ask about selection,
---   Jobs (re-insert / fetch), Cancel and Settings. The server (m2ugen serve) must be running;
+--   Jobs (re-insert / fetch), Learn from selected items (a personal fine-tune), Cancel and Settings. The server (m2ugen serve) must be running;
 --   its discovery file tells these scripts where the CLI is. Results are previewed (Accept /
 --   Regenerate / Discard), can come as several takes, and land in the project the job started in.
 -- @provides
@@ -14,9 +14,12 @@
 --   [main] M2UGen - Edit selection.lua
 --   [main] M2UGen - Cancel.lua
 --   [main] M2UGen - Jobs.lua
+--   [main] M2UGen - Learn from selected items.lua
 --   [main] M2UGen - Settings.lua
 --   [nomain] m2ugen/*.lua
 -- @changelog
+--   0.3.0: M2UGen - Learn from selected items (a personal adapter learnt on the server from the selected
+--   items' audio); Settings: Adapter (the one Ask / Edit / Generate use; empty = the base model).
 --   0.2.0: results go into the project the job started in (also after a tab switch); a finished
 --   result is never deleted; a dead, hung or never-started CLI ends the job with the command that
 --   fetches its result; Edit listens to selected items, then selected tracks, then the master mix,

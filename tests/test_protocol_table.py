@@ -121,12 +121,14 @@ def test_reaper_names_are_the_clis():
     import re
 
     from server.cli.jobs import REQUEST_KEYS
+    from server.cli.learn import LEARN_REQUEST_KEYS
 
     app = (ROOT / "reaper_scripts/m2ugen/app.lua").read_text()
     job = (ROOT / "reaper_scripts/m2ugen/job.lua").read_text()
     keys = set(re.findall(r"\breq\.(\w+)\s*=", app + job))
     keys |= {k for block in re.findall(r"local req = \{([^}]*)\}", app) for k in re.findall(r"(\w+)\s*=", block)}
-    assert keys and keys <= set(REQUEST_KEYS), keys - set(REQUEST_KEYS)
+    known = set(REQUEST_KEYS) | set(LEARN_REQUEST_KEYS)  # `learn` (M2UGen - Learn from selected items)
+    assert keys and keys <= known, keys - known
     extra = job[job.index("function job.extra_args"):]
     options = set(re.findall(r'"(--[a-z-]+)", "option"', extra[:extra.index("\nend\n")]))
     assert {"--takes", "--fit-tempo"} <= options

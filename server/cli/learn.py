@@ -85,7 +85,7 @@ def cmd_learn(args) -> int:
     reporter = Reporter(status_file, progress=sys.stderr.isatty() and not args.no_progress)
 
     def body() -> int:
-        if req.get("kind") not in (None, KIND):
+        if req.get("kind") not in (None, KIND, COMMAND):
             raise UsageError(f"the request file says kind {req['kind']!r}; learn sends {KIND!r}")
         if args.server is None and req.get("server"):
             args.server = req["server"]
