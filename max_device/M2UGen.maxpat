@@ -347,7 +347,7 @@
 						548,
 						8,
 						244,
-						88
+						66
 					],
 					"readonly": 1,
 					"text": "",
@@ -2158,6 +2158,353 @@
 						22
 					]
 				}
+			},
+			{
+				"box": {
+					"id": "obj-140",
+					"maxclass": "live.drop",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1400,
+						180,
+						120,
+						30
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						548,
+						76,
+						92,
+						20
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-141",
+					"maxclass": "newobj",
+					"text": "prepend learn_file",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1400,
+						220,
+						110,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-142",
+					"maxclass": "textedit",
+					"bangmode": 0,
+					"fontsize": 10.0,
+					"lines": 1,
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						1530,
+						180,
+						100,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						644,
+						78,
+						64,
+						16
+					],
+					"text": "mine"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-143",
+					"maxclass": "newobj",
+					"text": "route text",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						1530,
+						210,
+						65,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-144",
+					"maxclass": "newobj",
+					"text": "prepend learn_name",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1530,
+						240,
+						115,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-145",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1660,
+						180,
+						44,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						712,
+						78,
+						48,
+						16
+					],
+					"text": "Learn"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-146",
+					"maxclass": "message",
+					"text": "learn",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1660,
+						210,
+						45,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-147",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1720,
+						180,
+						24,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						764,
+						78,
+						28,
+						16
+					],
+					"text": "clr"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-148",
+					"maxclass": "message",
+					"text": "learn_clear",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1720,
+						210,
+						75,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-151",
+					"maxclass": "textedit",
+					"bangmode": 0,
+					"fontsize": 10.0,
+					"lines": 1,
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						1400,
+						300,
+						100,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						246,
+						118,
+						50,
+						16
+					],
+					"text": ""
+				}
+			},
+			{
+				"box": {
+					"id": "obj-152",
+					"maxclass": "newobj",
+					"text": "route text",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						1400,
+						330,
+						65,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-153",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1400,
+						360,
+						110,
+						22
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_invisible": 1,
+							"parameter_longname": "Adapter",
+							"parameter_shortname": "Adapter",
+							"parameter_type": 3
+						}
+					},
+					"saved_object_attributes": {
+						"parameter_enable": 1,
+						"parameter_mappable": 0
+					},
+					"text": "pattr m2u_adapter",
+					"varname": "Adapter"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-154",
+					"maxclass": "newobj",
+					"text": "prepend adapter",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1400,
+						390,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-155",
+					"maxclass": "newobj",
+					"text": "prepend set",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1520,
+						390,
+						75,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-150",
+					"maxclass": "live.comment",
+					"text": "Adapter",
+					"fontsize": 10.0,
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1400,
+						280,
+						50,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						204,
+						118,
+						42,
+						16
+					]
+				}
 			}
 		],
 		"lines": [
@@ -3228,6 +3575,198 @@
 						0
 					]
 				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-141",
+						0
+					],
+					"source": [
+						"obj-140",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-143",
+						0
+					],
+					"source": [
+						"obj-142",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-144",
+						0
+					],
+					"source": [
+						"obj-143",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-146",
+						0
+					],
+					"source": [
+						"obj-145",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-148",
+						0
+					],
+					"source": [
+						"obj-147",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-141",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-144",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-146",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-148",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-152",
+						0
+					],
+					"source": [
+						"obj-151",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-153",
+						0
+					],
+					"source": [
+						"obj-152",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-153",
+						0
+					],
+					"source": [
+						"obj-152",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-154",
+						0
+					],
+					"source": [
+						"obj-153",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-155",
+						0
+					],
+					"source": [
+						"obj-153",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-154",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-151",
+						0
+					],
+					"source": [
+						"obj-155",
+						0
+					]
+				}
 			}
 		],
 		"parameters": {
@@ -3301,6 +3840,11 @@
 			"obj-109": [
 				"Generation Mode",
 				"Gen",
+				0
+			],
+			"obj-153": [
+				"Adapter",
+				"Adapter",
 				0
 			]
 		},
