@@ -212,6 +212,10 @@ class Handlers:
             return
         if self.adapters is None:
             raise ProtocolError("bad_request", "this server does not fine-tune (no adapters dir)", "kind")
+        decoder = (self.model_info.get("decoder") or {}).get("kind")
+        if decoder is not None and not str(decoder).startswith("MusicGen"):
+            raise ProtocolError("bad_request", f"personal fine-tunes train a LoRA on MusicGen; this server's decoder "
+                                               f"is {decoder}", "kind")
         name = params["adapter_name"]
         if self.adapters.taken(name) and not params["replace"]:
             raise ProtocolError("bad_request", f"an adapter named {name!r} exists on this server; choose another "

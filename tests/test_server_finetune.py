@@ -176,6 +176,7 @@ def test_cancel_stops_a_finetune_and_leaves_no_adapter(start, clips):
         assert _wait(c, r.job, _final)[-1]["op"] == "cancelled"
         assert c.call("ping").header["model"]["adapters"] == []
     assert not (srv.data_dir / "adapters" / "mine").exists()
+    assert not list((srv.jobs_dir / r.job).iterdir())  # neither the state nor the clips are kept
     from m2ugen.train.finetune import _lora_layers
 
     assert not any(layer.lora_A for layer in _lora_layers(model.decoder.model.decoder))  # nothing left inside
@@ -230,6 +231,10 @@ def test_bad_finetune_requests_are_refused_at_submit(start, clips, tmp_path):
         assert refused(output={"path": str(tmp_path / "a.wav")})["field"] == "output.path"
         assert refused({"steps": 0})["field"] == "params.steps"
         assert refused({"learning_rate": 0})["field"] == "params.learning_rate"
+        decoder = srv.app.handlers.model_info["decoder"]
+        decoder["kind"], kind = "AudioLDM2", decoder["kind"]
+        assert "MusicGen" in refused()["message"]
+        decoder["kind"] = kind
         h = c.call("submit", kind="generate", params={"prompt": "x", **QUICK, "adapter": "nope"}).header
         assert h["code"] == "bad_request" and h["field"] == "params.adapter" and "none" in h["message"], h
         assert not list(srv.jobs_dir.iterdir())  # nothing was kept of the refused jobs

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from server import audio_io, outputs, protocol
+from server import inputs as inputs_mod
 from server.jobs import Job
 
 log = logging.getLogger("m2ugen.worker")
@@ -83,6 +84,8 @@ def run(worker, job: Job) -> None:
             log.info("job %s: fine-tune parked at step %d of %d; it continues when the server starts again",
                      job.id, info["steps"], p["steps"])
             return
+        for d in (STATE_DIR, inputs_mod.AUDIO_SET_DIR):  # a cancelled fine-tune keeps nothing
+            shutil.rmtree(job.job_dir / d, ignore_errors=True)
         worker.finish(job, "cancelled")
         return
     install(worker, job, built, info, time.perf_counter() - t0)
