@@ -69,11 +69,16 @@ class Adapters:
         return name
 
     def load_all(self, extra: list[tuple[str | None, str]] = ()) -> list[str]:
-        """The data dir's adapters, then ``extra`` ([name or None, dir], from serve's options)."""
-        found: list[tuple[str | None, str]] = [(d.name, str(d)) for d in sorted(self.dir.iterdir())
-                                               if d.is_dir() and ADAPTER_NAME_RE.fullmatch(d.name)]
+        """The data dir's adapters (one that cannot be loaded is logged and skipped), then ``extra``
+        ([name or None, dir], from serve's options: one that cannot be loaded stops the start)."""
         names = []
-        for name, directory in [*found, *extra]:
+        for d in sorted(self.dir.iterdir()):
+            if d.is_dir() and ADAPTER_NAME_RE.fullmatch(d.name):
+                try:
+                    names.append(self.load(d, d.name))
+                except Exception as e:
+                    log.error("adapter %s cannot be loaded, skipped: %s: %s", d, type(e).__name__, e)
+        for name, directory in extra:
             names.append(self.load(directory, name))
         if names:
             log.info("adapters loaded: %s", ", ".join(names))

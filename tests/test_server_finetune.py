@@ -321,3 +321,15 @@ def test_osc_learn_and_adapter_option(start, clips):
     finally:
         p.close()
         bridge.stop()
+
+
+def test_a_broken_adapter_in_the_data_dir_is_skipped_a_named_one_stops_the_start(start, tmp_path, caplog):
+    broken = tmp_path / "data" / "adapters" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "adapter_config.json").write_text("{}")
+    srv = start("data")
+    with Client(srv.endpoint, timeout_s=30) as c:
+        assert c.call("hello").header["model"]["adapters"] == []
+    assert "broken" in caplog.text and "skipped" in caplog.text
+    with pytest.raises(ValueError, match="not an m2ugen adapter"):
+        start("other", adapters=[("x", str(broken))])

@@ -29,7 +29,9 @@ def _expand(items: list) -> list[dict[str, Any]]:
     clips = []
     for item in items:
         entry = dict(item) if isinstance(item, dict) else {"path": str(item)}
-        p = Path(str(entry.get("path", ""))).expanduser()
+        if not str(entry.get("path") or "").strip():
+            raise UsageError(f"a clip without a path: {item!r}")
+        p = Path(str(entry["path"])).expanduser()
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
             if not found:
