@@ -8,6 +8,7 @@ Everything that touches the model runs on the worker thread; the transport threa
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import threading
@@ -19,6 +20,7 @@ from server.protocol import ADAPTER_NAME_RE
 log = logging.getLogger("m2ugen.server")
 
 ADAPTERS_DIR = "adapters"
+INFO_FILE = "m2ugen_adapter.json"  # m2ugen.train.finetune.INFO_FILE (not imported: that module needs torch)
 
 
 def parse_adapter_arg(text: str) -> tuple[str | None, str]:
@@ -97,6 +99,8 @@ class Adapters:
                 self._dirs.pop(name, None)
             if dest.exists():
                 shutil.rmtree(dest)
+        info_path = built / INFO_FILE  # it trained under a job-local name: its own name is `name`
+        info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "name": name}, indent=1) + "\n")
         shutil.move(str(built), str(dest))
         self.load(dest, name)
         return dest

@@ -116,7 +116,7 @@ def test_a_finetune_job_makes_an_adapter_that_changes_only_the_requests_that_sel
         assert c.call("ping").header["model"]["adapters"] == ["mine"]
         adapter_dir = srv.data_dir / "adapters" / "mine"
         info = json.loads((adapter_dir / "m2ugen_adapter.json").read_text())
-        assert info["steps"] == 6 and [x["caption"] for x in info["clips"]] == [x["caption"] for x in clips]
+        assert info["name"] == "mine" and info["steps"] == 6 and [x["caption"] for x in info["clips"]] == [x["caption"] for x in clips]
         assert not (srv.jobs_dir / r.job / "state").exists()  # the resumable state is gone once done
 
         side: dict = {}
@@ -132,6 +132,9 @@ def test_a_finetune_job_makes_an_adapter_that_changes_only_the_requests_that_sel
     with Client(srv2.endpoint, timeout_s=30) as c:
         assert c.call("hello").header["model"]["adapters"] == ["alias", "mine"]
         np.testing.assert_allclose(_audio(c, {**QUICK, "adapter": "alias"}), tuned, atol=1e-6)
+    srv3 = start("elsewhere", adapters=[(None, str(adapter_dir))])  # serve --adapter DIR: the adapter's own name
+    with Client(srv3.endpoint, timeout_s=30) as c:
+        assert c.call("hello").header["model"]["adapters"] == ["mine"]
 
 
 def test_a_restart_mid_run_resumes_and_ends_as_an_uninterrupted_run(start, clips):
