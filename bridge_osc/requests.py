@@ -43,7 +43,9 @@ _REQUEST_OPTIONS: dict[str, tuple[str, str]] = {
     "duration": ("request", "f"),
     "results_dir": ("request", "s"),
     "reply_port": ("request", "i"),
+    "clip": ("request", "s"),  # finetune: one training clip's path; repeat the option for each clip
 }
+REPEATABLE = ("clip",)
 # the submit's params and params.context: server/protocol.py's one parameter table
 _SPECS = {p.name: p for p in (*protocol.PARAMS, *protocol.CONTEXT) if p.name not in _REQUEST_OPTIONS}
 OPTIONS: dict[str, tuple[str, str]] = {
@@ -57,7 +59,7 @@ _UNSET = {"seed": lambda v: v < 0, "bars": lambda v: v == 0, "sample_rate": lamb
 # name -> (where, classes) of the per-client `/m2u/set` settings; see README `/m2u/set`.
 SETTINGS: dict[str, tuple[str, str]] = {name: OPTIONS[name] for name in (
     "seed", "temperature", "top_p", "max_new_tokens", "conditioning", "sample_rate", "channels",
-    "bpm", "time_signature", "key")}
+    "bpm", "time_signature", "key", "adapter")}
 
 USAGE = {
     "/m2u/hello": ",[i:reply_port]",
@@ -71,6 +73,7 @@ USAGE = {
     "/m2u/submit": ",s:kind (s:option value…)…",
     "/m2u/jobs": ",[i:limit] [i:reply_port]",
     "/m2u/result": ",s:job [s:results_dir] [i:reply_port]",
+    "/m2u/learn": ",s:adapter_name s:clip_path… [i:reply_port]",
 }
 
 
@@ -104,6 +107,7 @@ class Request:
     context: dict[str, Any] = field(default_factory=dict)  # submit: params.context of this request only
     results_dir: str | None = None  # write the result here (fetched as bytes), not the server's jobs folder
     limit: int = 20  # jobs
+    clips: list[str] = field(default_factory=list)  # finetune (/m2u/learn, submit option clip): training clips
 
     def __post_init__(self) -> None:
         if not self.kind and self.op in KINDS:
@@ -149,6 +153,7 @@ def parse(message: Message) -> Request:
         "submit": _parse_submit,
         "jobs": _parse_jobs,
         "result": _parse_result,
+        "learn": _parse_learn,
     }[op]
     return parser(op, classes, list(message.args), message.tags)
 
@@ -378,6 +383,24 @@ def _parse_result(op: str, classes: str, args: list, tags: str) -> Request:
     return request
 
 
+def _parse_learn(op: str, classes: str, args: list, tags: str) -> Request:
+    """`/m2u/learn name path…`: a fine-tune job (kind finetune) with its options from `/m2u/set` and the
+    protocol's defaults (`/m2u/submit finetune …` takes all of them)."""
+    if not re.fullmatch(r"ss+n?", classes):
+        raise _bad(op, tags, "needs the adapter's name, then one or more clip paths")
+    request = Request(op, kind="finetune")
+    strings = [a.strip() for a in args if isinstance(a, str)]
+    _apply_option(request, "adapter_name", "params", strings[0], op, tags)
+    if "adapter_name" not in request.params:
+        raise _bad(op, tags, "the adapter's name is empty")
+    request.clips = [p for p in strings[1:] if p]
+    if not request.clips:
+        raise _bad(op, tags, "no clip paths")
+    if classes.endswith("n"):
+        request.reply_port = _port(args[-1], op, tags)
+    return request
+
+
 def _option_value(name: str, kind: str, atom: Any, op: str, tags: str) -> Any:
     if kind == "s":
         if isinstance(atom, str) and not atom.strip():
@@ -411,7 +434,7 @@ def _parse_submit(op: str, classes: str, args: list, tags: str) -> Request:
         if name not in OPTIONS:
             shown = repr(args[i])[:40]
             raise _bad(op, tags, f"argument {i + 1} ({shown}) is not an option name; known: {', '.join(OPTIONS)}")
-        if name in seen:
+        if name in seen and name not in REPEATABLE:
             raise _bad(op, tags, f"option {name} is given twice")
         seen.add(name)
         where, kinds = OPTIONS[name]
@@ -425,6 +448,10 @@ def _parse_submit(op: str, classes: str, args: list, tags: str) -> Request:
     spec = protocol.KIND_SPECS[kind]
     if not request.prompt and spec.needs_prompt:
         raise _bad(op, tags, "option prompt is required")
+    if "audio_set" in spec.requires and not request.clips:
+        raise _bad(op, tags, f"kind {kind} needs one or more clip options (clip PATH clip PATH …)")
+    if request.clips and "audio_set" not in spec.accepts:
+        raise _bad(op, tags, "clip is an input of finetune only")
     if "audio" in spec.requires and not request.audio:
         raise _bad(op, tags, f"kind {kind} needs the option audio (a path, 'last' or a job id)")
     if kind != "generate" and (request.image or request.video):
@@ -467,6 +494,8 @@ def _apply_option(request: Request, name: str, where: str, value: Any, op: str, 
         raise _bad(op, tags, f"midi {value!r} is not a .mid file")
     elif name == "midi_notes":
         request.midi_notes = _notes(value, op, tags)
+    elif name == "clip":
+        request.clips.append(value)
     else:  # prompt, audio, start, end, results_dir, midi
         setattr(request, name, value)
 

@@ -228,6 +228,9 @@ class Router:
         folder = self._results_dir(target, request.results_dir)
         if folder is False:
             return
+        if request.kind == "finetune":  # /m2u/learn, or /m2u/submit finetune … clip PATH …
+            self._submit(target, client, request, {"audio_set": [{"path": p} for p in request.clips]}, folder)
+            return
         if request.kind == "generate":
             inputs: dict[str, Any] = {}
             if request.image:
@@ -561,6 +564,7 @@ REQUESTS: dict[str, Handler] = {
     "edit": Router._on_submit,
     "ask": Router._on_submit,
     "submit": Router._on_submit,
+    "learn": Router._on_submit,
     "cancel": Router._on_job_op,
     "status": Router._on_job_op,
     "result": Router._on_result,
@@ -626,6 +630,9 @@ def upload_files(inputs: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
     """inputs with `path` -> the same inputs with `frame` (the bytes appended to `frames`)."""
     out: dict[str, Any] = {}
     for name, ref in inputs.items():
+        if isinstance(ref, list):  # audio_set: each clip as an audio input
+            out[name] = [upload_files({"audio": one}, frames)["audio"] for one in ref]
+            continue
         ref = dict(ref)
         path = ref.pop("path", None)
         if path is not None:

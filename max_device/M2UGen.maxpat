@@ -31,7 +31,7 @@
 		"boxanimatetime": 200,
 		"enablehscroll": 1,
 		"enablevscroll": 1,
-		"devicewidth": 800.0,
+		"devicewidth": 944.0,
 		"description": "M2UGen: ask about, edit or generate music with a local M2UGen server (OSC bridge).",
 		"digest": "M2UGen music assistant",
 		"tags": "",
@@ -2545,6 +2545,353 @@
 						22
 					]
 				}
+			},
+			{
+				"box": {
+					"id": "obj-156",
+					"maxclass": "live.drop",
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1400,
+						180,
+						120,
+						30
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						800,
+						30,
+						134,
+						36
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-157",
+					"maxclass": "newobj",
+					"text": "prepend learn_file",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1400,
+						220,
+						110,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-158",
+					"maxclass": "textedit",
+					"bangmode": 0,
+					"fontsize": 10.0,
+					"lines": 1,
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						1530,
+						180,
+						100,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						800,
+						72,
+						64,
+						16
+					],
+					"text": "mine"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-159",
+					"maxclass": "newobj",
+					"text": "route text",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						1530,
+						210,
+						65,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-160",
+					"maxclass": "newobj",
+					"text": "prepend learn_name",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1530,
+						240,
+						115,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-161",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1660,
+						180,
+						44,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						868,
+						72,
+						40,
+						16
+					],
+					"text": "Learn"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-162",
+					"maxclass": "message",
+					"text": "learn",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1660,
+						210,
+						45,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-163",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1720,
+						180,
+						24,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						912,
+						72,
+						22,
+						16
+					],
+					"text": "clr"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-164",
+					"maxclass": "message",
+					"text": "learn_clear",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1720,
+						210,
+						75,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-165",
+					"maxclass": "textedit",
+					"bangmode": 0,
+					"fontsize": 10.0,
+					"lines": 1,
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						1400,
+						300,
+						100,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						844,
+						8,
+						90,
+						16
+					],
+					"text": ""
+				}
+			},
+			{
+				"box": {
+					"id": "obj-166",
+					"maxclass": "newobj",
+					"text": "route text",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						1400,
+						330,
+						65,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-167",
+					"maxclass": "newobj",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1400,
+						360,
+						110,
+						22
+					],
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_invisible": 1,
+							"parameter_longname": "Adapter",
+							"parameter_shortname": "Adapter",
+							"parameter_type": 3
+						}
+					},
+					"saved_object_attributes": {
+						"parameter_enable": 1,
+						"parameter_mappable": 0
+					},
+					"text": "pattr m2u_adapter",
+					"varname": "Adapter"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-168",
+					"maxclass": "newobj",
+					"text": "prepend adapter",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1400,
+						390,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-169",
+					"maxclass": "newobj",
+					"text": "prepend set",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1520,
+						390,
+						75,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-170",
+					"maxclass": "live.comment",
+					"text": "Adapter",
+					"fontsize": 10.0,
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1400,
+						280,
+						50,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						800,
+						8,
+						42,
+						16
+					]
+				}
 			}
 		],
 		"lines": [
@@ -3759,6 +4106,198 @@
 						0
 					]
 				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-157",
+						0
+					],
+					"source": [
+						"obj-156",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-159",
+						0
+					],
+					"source": [
+						"obj-158",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-160",
+						0
+					],
+					"source": [
+						"obj-159",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-162",
+						0
+					],
+					"source": [
+						"obj-161",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-164",
+						0
+					],
+					"source": [
+						"obj-163",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-157",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-160",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-162",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-164",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-166",
+						0
+					],
+					"source": [
+						"obj-165",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-167",
+						0
+					],
+					"source": [
+						"obj-166",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-167",
+						0
+					],
+					"source": [
+						"obj-166",
+						1
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-168",
+						0
+					],
+					"source": [
+						"obj-167",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-169",
+						0
+					],
+					"source": [
+						"obj-167",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-168",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-165",
+						0
+					],
+					"source": [
+						"obj-169",
+						0
+					]
+				}
 			}
 		],
 		"parameters": {
@@ -3857,6 +4396,11 @@
 			"obj-149": [
 				"Clip Melody",
 				"Melody",
+				0
+			],
+			"obj-167": [
+				"Adapter",
+				"Adapter",
 				0
 			]
 		},

@@ -37,6 +37,9 @@ var MIDI_EXTENSIONS = [".mid", ".midi"];
 var MAX_BARS = 512;
 var IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"];
 var VIDEO_EXTENSIONS = [".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"];
+var AUDIO_EXTENSIONS = [".wav", ".aif", ".aiff", ".flac", ".mp3", ".ogg", ".m4a"];
+var ADAPTER_NAME = /^[A-Za-z0-9_-]{1,64}$/;   // the server's rule for adapter names
+var MAX_LEARN_FILES = 64;
 var CAPTURE_SECONDS = 60;      // size of the [buffer~ m2u_capture] in the patch
 var ACCEPT_TIMEOUT_MS = 5000;  // no /m2u/accepted or /m2u/error by then: the bridge is not there
 var STATUS_POLL_MS = 15000;    // a running job silent this long: ask /m2u/status (UDP may drop its outcome)
@@ -99,7 +102,10 @@ function resetState() {
         loop: 0,                // 1 = a seamless loop of exact length
         fitTempo: 0,            // 1 = the result stretched to the Set's tempo
         melodyNotes: null,      // the notes of a MIDI clip (Clip melody): [[start_s, end_s, pitch, velocity]]
-        midiFile: ""            // a .mid dropped on the device: the melody (generate / edit)
+        midiFile: "",           // a .mid dropped on the device: the melody (generate / edit)
+        adapter: "",            // the server's adapter ask/edit/generate use; "" = the base model
+        learnName: "mine",      // the name "learn" gives the adapter it trains
+        learnFiles: []          // audio files dropped on the learn area
     };
     state = {
         ready: false,           // live.thisdevice has banged: the LOM may be used
@@ -682,6 +688,7 @@ function submitArgs(request) {
         if (request.midiJson) args.push("midi_notes", request.midiJson);
         else if (request.midiFile) args.push("midi", request.midiFile);
     }
+    if (request.adapter) args.push("adapter", request.adapter);
     return args;
 }
 
@@ -746,6 +753,7 @@ function go() {
         fitTempo: settings.fitTempo,
         midiJson: melody ? JSON.stringify(melody) : "",
         midiFile: settings.mode !== "ask" && !melody ? settings.midiFile : "",
+        adapter: settings.adapter,
         positionBeats: Math.max(0, Math.min(ARRANGEMENT_MAX_BEATS, position))
     });
 }
@@ -784,6 +792,16 @@ function transcribe() {
 // Send a request (from Go, or Regenerate with another seed) and wait for /m2u/accepted.
 function send(request) {
     sendOsc("/m2u/submit", submitArgs(request));
+    var input = request.input;
+    awaitAccepted(request, "Sent " + request.kind +
+        (input ? " (" + input.source + " " + input.start + "-" + input.end + " s)" : "") +
+        (request.media ? " with " + mediaKind(request.media) : "") +
+        (request.seed >= 0 ? ", seed " + request.seed : "") + (request.takes > 1 ? ", " + request.takes + " takes" : "") +
+        (request.adapter ? ", adapter " + request.adapter : "") + " to " + settings.host + ":" + settings.port);
+}
+
+// A request is out: the device is busy until /m2u/accepted (or the watchdog gives up).
+function awaitAccepted(request, status) {
     state.kind = request.kind;
     state.pending = { sentMs: new Date().getTime() };
     state.request = request;
@@ -795,11 +813,7 @@ function send(request) {
     ui("progress", [0]);
     ui("answer", [""]);
     ui("analysis", [""]);
-    var input = request.input;
-    setStatus("Sent " + request.kind + (input ? " (" + input.source + " " + input.start + "-" + input.end + " s)" : "") +
-        (request.media ? " with " + mediaKind(request.media) : "") +
-        (request.seed >= 0 ? ", seed " + request.seed : "") + (request.takes > 1 ? ", " + request.takes + " takes" : "") +
-        " to " + settings.host + ":" + settings.port);
+    setStatus(status);
     state.watchdog = defer(acceptTimeout, ACCEPT_TIMEOUT_MS);
 }
 
@@ -844,6 +858,82 @@ function finishJob() {
     state.pending = null;
     state.unanswered = 0;
     ui("busy", [0]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// personal adapters: learn one from audio files on the server (a finetune job), use one
+
+// The adapter ask/edit/generate use (a fine-tune the server holds); empty = the base model.
+function adapter() {
+    var name = joinAtoms(arguments);
+    if (name && !ADAPTER_NAME.test(name)) {
+        setStatus("Adapter: 1 to 64 letters, digits, _ or -; got " + name);
+        return;
+    }
+    settings.adapter = name;
+    setStatus(name ? "Ask / Edit / Generate use adapter " + name : "Ask / Edit / Generate use the base model");
+}
+
+// An audio file dropped on the learn area: one more clip for learn.
+function learn_file() {
+    var path = maxPathToNative(joinAtoms(arguments), env.os);
+    if (AUDIO_EXTENSIONS.indexOf(extension(path)) < 0) {
+        setStatus("Learn takes audio files (" + AUDIO_EXTENSIONS.join(" ") + "); got " + path);
+        return;
+    }
+    if (settings.learnFiles.indexOf(path) < 0) {
+        if (settings.learnFiles.length >= MAX_LEARN_FILES) {
+            setStatus("Learn takes at most " + MAX_LEARN_FILES + " files");
+            return;
+        }
+        settings.learnFiles.push(path);
+    }
+    setStatus("Learn: " + settings.learnFiles.length + " file(s), last " + path.substring(path.lastIndexOf("/") + 1));
+}
+
+function learn_clear() {
+    settings.learnFiles = [];
+    setStatus("Learn: no files");
+}
+
+function learn_name() {
+    settings.learnName = joinAtoms(arguments);
+}
+
+// Learn: the dropped files (else the selected audio clip's file) -> the bridge's /m2u/learn: the
+// server trains adapter `name` (argument, else the name field) and loads it when done.
+function learn() {
+    var name = joinAtoms(arguments) || settings.learnName;
+    if (!state.ready) {
+        setStatus("Not ready yet: the device is still loading");
+        return;
+    }
+    if (state.job || state.pending) {
+        setStatus("A job is running (" + (state.job || "sent") + "): wait or press Cancel");
+        return;
+    }
+    if (!ADAPTER_NAME.test(name || "")) {
+        setStatus("Learn: name the adapter (1 to 64 letters, digits, _ or -); got " + (name || "nothing"));
+        return;
+    }
+    var files = settings.learnFiles.slice();
+    if (!files.length) {
+        try {
+            var region = selectedClipRegion(songContext());
+            if (region) files = [region.path];
+        } catch (e) {
+            setStatus("Could not read the Set: " + e.message);
+            return;
+        }
+    }
+    if (!files.length) {
+        setStatus("Learn: drop audio files on the learn area, or select an audio clip");
+        return;
+    }
+    if (state.preview) discard(true);
+    sendOsc("/m2u/learn", [name].concat(files).concat([state.port]));
+    awaitAccepted({ kind: "finetune", adapterName: name, files: files, seed: -1, takes: 1 },
+        "Learning adapter " + name + " from " + files.length + " file(s) on " + settings.host + ":" + settings.port);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1179,6 +1269,13 @@ function onTranscribed(path, seconds) {
 
 function onDone(path, seconds, sampleRate) {
     var request = state.request;
+    if (request && request.kind === "finetune") {
+        finishJob();
+        state.request = null;
+        ui("progress", [1]);
+        setStatus("Adapter " + request.adapterName + " learnt: type it in Adapter to use it");
+        return;
+    }
     var paths = [], seeds = [];
     for (var i = 0; i < state.takes.length; i++) {
         if (state.takes[i] && state.takes[i].path) {
@@ -1393,6 +1490,7 @@ if (IN_MAX) {
         host: host, port: port, reply_port: reply_port, capture_dir: capture_dir,
         go: go, cancel: cancel, rec: rec, ping: ping, transcribe: transcribe, melody_clip: melody_clip,
         vocoder: vocoder, bars: bars, loop: loop, fit_tempo: fit_tempo, media: media,
+        adapter: adapter, learn: learn, learn_file: learn_file, learn_clear: learn_clear, learn_name: learn_name,
         handleOsc: handleOsc, placeResult: placeResult,
         resultsFolder: resultsFolder, mediaKind: mediaKind,
         supportsAudioClipImport: supportsAudioClipImport,

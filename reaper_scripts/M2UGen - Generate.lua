@@ -6,8 +6,8 @@
 --   # M2UGen for REAPER
 --   Actions that talk to a local M2UGen server through the `m2ugen` command-line client:
 --   Generate (text, optionally an image, a video or a selected MIDI item as the melody), Edit selection,
---   Ask about selection, Transcribe selection (to MIDI),
---   Jobs (re-insert / fetch), Cancel and Settings. The server (m2ugen serve) must be running;
+--   Ask about selection, Transcribe selection (to MIDI), Learn from selected items (a personal
+--   fine-tune), Jobs (re-insert / fetch), Cancel and Settings. The server (m2ugen serve) must be running;
 --   its discovery file tells these scripts where the CLI is. Results are previewed (Accept /
 --   Regenerate / Discard), can come as several takes, and land in the project the job started in.
 -- @provides
@@ -15,13 +15,15 @@
 --   [main] M2UGen - Edit selection.lua
 --   [main] M2UGen - Cancel.lua
 --   [main] M2UGen - Jobs.lua
+--   [main] M2UGen - Learn from selected items.lua
 --   [main] M2UGen - Settings.lua
 --   [main] M2UGen - Transcribe selection.lua
 --   [nomain] m2ugen/*.lua
 -- @changelog
 --   0.3.0: a selected MIDI item is the melody of Generate / Edit (its notes on the project's tempo
 --   map, mode melody); M2UGen - Transcribe selection: the selection as MIDI (melody + chords) on a
---   new MIDI track.
+--   new MIDI track; M2UGen - Learn from selected items (a personal adapter learnt on the server from
+--   the selected items' audio); Settings: Adapter (the one Ask / Edit / Generate use; empty = the base model).
 --   0.2.0: results go into the project the job started in (also after a tab switch); a finished
 --   result is never deleted; a dead, hung or never-started CLI ends the job with the command that
 --   fetches its result; Edit listens to selected items, then selected tracks, then the master mix,

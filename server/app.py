@@ -14,8 +14,10 @@ from typing import Any
 
 from m2ugen import paths
 from server import discovery, protocol, security
+from server import inputs as inputs_mod
+from server.adapters import Adapters
 from server.handlers import Handlers, Limits
-from server.jobs import JobQueue, JobStore
+from server.jobs import Job, JobQueue, JobStore
 from server.journal import Journal
 from server.transport import Transport
 from server.worker import Worker
@@ -110,6 +112,7 @@ class ServerSettings:
     keys_dir: Path | None = None  # default: <config dir>/keys
     write_discovery: bool = True
     keep_days: float = 30.0  # finished jobs older than this are forgotten at start (0 = keep forever)
+    adapters: list[tuple[str | None, str]] = field(default_factory=list)  # serve --adapter [NAME=]DIR (+ weights.json)
 
     def uses_curve(self) -> bool:
         """CURVE is on when asked, and always for a non-loopback bind."""
@@ -152,7 +155,7 @@ class ServerApp:
                                            readable=[self.jobs_dir])
 
         self.journal = Journal(self.data_dir / "jobs.sqlite")
-        interrupted = self.journal.recover()
+        interrupted = self.journal.recover(resume_kinds=protocol.LONG_KINDS)
         if interrupted:
             log.warning("%d job(s) were interrupted by the last stop and are now failed/interrupted: %s",
                         len(interrupted), ", ".join(r["job"] for r in interrupted))
@@ -161,8 +164,10 @@ class ServerApp:
             self._prune(time.time() - s.keep_days * 86400)
         self.store = JobStore()
         self.queue = JobQueue(s.limits.queue_size)
+        self.adapters = Adapters(model, info, self.data_dir)
+        self.adapters.load_all(s.adapters)
         self.handlers = Handlers(store=self.store, queue=self.queue, journal=self.journal, roots=self.roots,
-                                 jobs_dir=self.jobs_dir, model_info=info, limits=s.limits)
+                                 jobs_dir=self.jobs_dir, model_info=info, limits=s.limits, adapters=self.adapters)
         self.server_public_key = curve_keys[0].decode("ascii") if curve_keys else None
         self.transport = Transport(self.handlers, self.store, host=s.host, port=s.port,
                                    max_message_bytes=s.limits.max_message_mb * 2**20, curve_keys=curve_keys,
@@ -170,8 +175,31 @@ class ServerApp:
         self.endpoint = self.transport.endpoint
         self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter, self.roots,
                              max_batch=s.limits.max_batch)
+        self.worker.adapters = self.adapters
+        self._requeue_resumable()
         self._transport_thread = threading.Thread(target=self.transport.run, name="m2ugen-transport", daemon=True)
         self.stopped = threading.Event()
+
+    def _requeue_resumable(self) -> None:
+        """Fine-tunes the last stop left unfinished: queued again, they continue from their saved state
+        (a job whose clips are gone fails with the reason)."""
+        for rec in self.journal.resumable(protocol.LONG_KINDS):
+            job = Job(id=rec["job"], kind=rec["kind"], params=rec["params"], model=self.model_info,
+                      created=rec["created"], inputs_info=rec.get("inputs") or {})
+            job.job_dir = self.jobs_dir / job.id
+            job.output = {"want": "path", "path": None, "overwrite": False}
+            clips = job.job_dir / inputs_mod.AUDIO_SET_DIR
+            if not clips.is_dir():
+                job.state, job.finished = "failed", time.time()
+                job.error = {"code": "interrupted", "message": "the server stopped while the fine-tune ran and its "
+                                                              "clips are gone; submit it again"}
+                self.store.persist(job, self.journal)
+                continue
+            job.inputs = {"audio_set": str(clips)}
+            self.queue.put(job)
+            self.store.add(job)
+            self.store.persist(job, self.journal)
+            log.info("fine-tune job %s queued again: it continues from its saved state", job.id)
 
     def _clean_temp_files(self, interrupted: list[dict[str, Any]]) -> None:
         """Half-written temp files of a killed server: everywhere in the jobs dir, and beside the client

@@ -71,7 +71,7 @@ class Outcome:
 
 class Handlers:
     def __init__(self, *, store: JobStore, queue: JobQueue, journal: Journal, roots: AllowedRoots, jobs_dir: Path,
-                 model_info: dict[str, Any], limits: Limits):
+                 model_info: dict[str, Any], limits: Limits, adapters=None):
         self.store = store
         self.queue = queue
         self.journal = journal
@@ -79,6 +79,7 @@ class Handlers:
         self.jobs_dir = Path(jobs_dir)
         self.model_info = model_info
         self.limits = limits
+        self.adapters = adapters  # server.adapters.Adapters (None: a server without adapters)
 
     # -----------------------------------------------------------------------------------------
     def handle(self, identity: bytes, frames: list, defer_submit: bool = False) -> Outcome | PendingSubmit:
@@ -165,6 +166,7 @@ class Handlers:
     def _prepare_job(self, identity, header, frames) -> Job:
         spec = protocol.check_submit(header, len(frames))
         self._check_mode(spec["params"])  # before any input is read or decoded
+        self._check_adapters(spec["kind"], spec["params"])
         if len(self.queue) >= self.queue.maxsize:
             raise ProtocolError("busy", f"the queue is full ({self.queue.maxsize} jobs waiting); try again later")
         output = outputs.check(self.roots, spec["output"], takes=spec["params"].get("takes") or 1,
@@ -173,7 +175,8 @@ class Handlers:
         job_dir = self.jobs_dir / job_id
         model_inputs, info = inputs_mod.resolve(spec["inputs"], frames, self.roots, job_dir,
                                                 intake=self.limits.intake(),
-                                                max_file_bytes=self.limits.max_message_mb * 2**20)
+                                                max_file_bytes=self.limits.max_message_mb * 2**20,
+                                                max_set_bytes=self.limits.max_queued_audio_mb * 2**20)
         params = spec["params"]
         if protocol.KIND_SPECS[spec["kind"]].makes_audio and params["duration"] is None:
             audio = model_inputs["audio"]
@@ -200,6 +203,35 @@ class Handlers:
                                                f"({decoder.get('kind')}: modes {', '.join(modes)}); serve a model "
                                                f"whose decoder does it", "params.mode")
 
+    def _check_adapters(self, kind: str, params: dict[str, Any]) -> None:
+        """``params.adapter`` names a loaded adapter; a fine-tune's name is free (or ``replace``) and no
+        other fine-tune is queued or running (one at a time)."""
+        names = self.adapters.names() if self.adapters is not None else []
+        if params.get("adapter") is not None and params["adapter"] not in names:
+            raise ProtocolError("bad_request", f"unknown adapter {params['adapter']!r}; this server has "
+                                               f"{', '.join(names) or 'none'}", "params.adapter")
+        if kind not in protocol.LONG_KINDS:
+            return
+        if self.adapters is None:
+            raise ProtocolError("bad_request", "this server does not fine-tune (no adapters dir)", "kind")
+        decoder = (self.model_info.get("decoder") or {}).get("kind")
+        if decoder is not None and not str(decoder).startswith("MusicGen"):
+            raise ProtocolError("bad_request", f"personal fine-tunes train a LoRA on MusicGen; this server's decoder "
+                                               f"is {decoder}", "kind")
+        name = params["adapter_name"]
+        if self.adapters.taken(name) and not params["replace"]:
+            raise ProtocolError("bad_request", f"an adapter named {name!r} exists on this server; choose another "
+                                               f"name or pass 'replace'", "params.adapter_name")
+        self._check_one_long_job()
+
+    def _check_one_long_job(self) -> None:
+        with self.store.lock:
+            other = next((j for j in self.store.all() if j.kind in protocol.LONG_KINDS
+                          and j.state not in protocol.FINAL_STATES), None)
+        if other is not None:
+            raise ProtocolError("busy", f"fine-tune job {other.id} is {other.state}; the server runs one at a "
+                                        f"time: wait for it or cancel it")
+
     def held_audio_bytes(self) -> int:
         """Decoded input audio held by this run's unfinished jobs."""
         with self.store.lock:
@@ -209,6 +241,8 @@ class Handlers:
     def _queue_job(self, job: Job) -> Outcome:
         # Runs on the transport thread: the worker's events for this job are routed by this same
         # thread later, so 'accepted' always reaches the client before them.
+        if job.kind in protocol.LONG_KINDS:
+            self._check_one_long_job()  # again here, on the one thread that queues
         audio = job.inputs.get("audio")
         if audio is not None:
             held, budget = self.held_audio_bytes(), self.limits.max_queued_audio_mb * 2**20
@@ -222,7 +256,8 @@ class Handlers:
             raise ProtocolError("busy", str(e)) from None
         self.store.add(job)
         self.store.persist(job, self.journal)  # the current state, even if the worker has already begun
-        log.info("job %s queued (%s, position %d): %.60r", job.id, job.kind, position, job.params["prompt"])
+        log.info("job %s queued (%s, position %d): %.60r", job.id, job.kind, position,
+                 job.params["prompt"] or job.params.get("adapter_name"))
         return Outcome({"op": "accepted", "job": job.id, "queue_position": position, "model": self.model_info})
 
     def op_status(self, identity, header, frames) -> Outcome:

@@ -4,6 +4,7 @@ answered right away, and a file is read once, where it was checked).
 - audio: decoded by ``m2ugen.media.decode_audio`` (the project's one decoder) straight into the
   intake format (``AudioIntake``: at most 2 channels, at most the model's rate, 16-bit), so what a
   queued job holds is bounded by that format and not by what the file declares;
+- a fine-tune's ``audio_set``: each clip decoded as audio is, then written into the job's directory;
 - MIDI: read and parsed, or notes sent inline (``{"notes": [...]}``) taken as they are (the notes
   become the melody decoder's chroma in the worker);
 - images and videos: copied into the job's directory (from a path: through a file opened without
@@ -147,18 +148,53 @@ def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[bytes | li
     return data, info
 
 
+AUDIO_SET_DIR = "audio_set"  # in the job's directory: NN.wav (+ NN.txt, the caption)
+
+
+def _decode_audio_set(refs: list[dict], frames: list, roots: AllowedRoots, job_dir: Path, intake: AudioIntake,
+                      max_bytes: int) -> tuple[str, list[dict]]:
+    """A fine-tune's clips, each decoded as ``inputs.audio`` is and written as a 16-bit WAV (with its
+    caption beside it) into the job's directory: the job holds no audio in memory and finds its clips
+    again after a restart."""
+    import soundfile as sf
+
+    d = job_dir / AUDIO_SET_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    infos, total = [], 0
+    for i, ref in enumerate(refs):
+        try:
+            (wave, sr), info = _decode_audio(ref, frames, roots, intake)
+        except ProtocolError as e:
+            field = f"inputs.audio_set[{i}]" + (e.field or "")[len("inputs.audio"):]
+            raise ProtocolError(e.code, f"inputs.audio_set[{i}]: {e.message}", field) from None
+        total += wave.nbytes
+        if total > max_bytes:
+            raise ProtocolError("bad_audio", f"inputs.audio_set holds more than {max_bytes / 2**20:.0f} MiB of "
+                                             f"decoded audio (clip {i}); send fewer or shorter clips",
+                                "inputs.audio_set")
+        sf.write(str(d / f"{i:02d}.wav"), wave.T, sr, subtype="PCM_16")
+        if ref.get("caption"):
+            (d / f"{i:02d}.txt").write_text(ref["caption"] + "\n", encoding="utf-8")
+            info["caption"] = ref["caption"]
+        infos.append(info)
+    return str(d), infos
+
+
 def resolve(spec: dict[str, Any], frames: list, roots: AllowedRoots, job_dir: Path, *, intake: AudioIntake,
-            max_file_bytes: int) -> tuple[dict[str, Any], dict[str, Any]]:
+            max_file_bytes: int, max_set_bytes: int = 1024 * 2**20) -> tuple[dict[str, Any], dict[str, Any]]:
     """-> (model inputs {"audio": (wave int16 [C, S], sr) | None, "image": str | None, "video": str | None,
-    "midi": bytes | [Note] | None},
+    "midi": bytes | [Note] | None, "audio_set": the clips' directory | None},
     recorded info {name: {"path"|"name", ...}}). On error the job directory is removed."""
-    out: dict[str, Any] = {"audio": None, "image": None, "video": None, "midi": None}
+    out: dict[str, Any] = {"audio": None, "image": None, "video": None, "midi": None, "audio_set": None}
     info: dict[str, Any] = {}
     try:
         if spec.get("audio") is not None:
             out["audio"], info["audio"] = _decode_audio(spec["audio"], frames, roots, intake)
         if spec.get("midi") is not None:
             out["midi"], info["midi"] = _read_midi(spec["midi"], frames, roots)
+        if spec.get("audio_set") is not None:
+            out["audio_set"], info["audio_set"] = _decode_audio_set(spec["audio_set"], frames, roots, job_dir,
+                                                                    intake, max_set_bytes)
         for what in ("image", "video"):
             if spec.get(what) is not None:
                 path, info[what] = _copy_into_job(what, spec[what], frames, roots, job_dir, max_file_bytes)

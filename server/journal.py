@@ -2,7 +2,8 @@
 
 One row per job (``id``, ``created``, ``state``, ``record`` = the job record as JSON). Each write is
 its own committed transaction (WAL mode), which survives ``kill -9`` of the server process. On open,
-jobs left ``queued`` or ``running`` by a previous process are marked ``failed`` / ``interrupted``.
+jobs left ``queued`` or ``running`` by a previous process are marked ``failed`` / ``interrupted``
+(except fine-tunes, which the app queues again: they resume from their saved state).
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
 
-    def recover(self) -> list[dict[str, Any]]:
-        """Mark jobs a previous process left queued/running as failed/interrupted; returns their records."""
+    def recover(self, resume_kinds: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Mark jobs a previous process left queued/running as failed/interrupted; returns their records.
+        Jobs of ``resume_kinds`` (a fine-tune: it continues from its saved state) are left as they are;
+        ``resumable()`` lists them."""
         now = time.time()
         ids = []
         with self._lock:
@@ -49,6 +52,8 @@ class Journal:
             for job_id, raw in rows:
                 rec = json.loads(raw)
                 was = rec.get("state")
+                if rec.get("kind") in resume_kinds:
+                    continue
                 rec.update(state="failed", finished=now, queue_position=None, error={
                     "code": "interrupted",
                     "message": f"the server stopped while the job was {was}; submit it again",
@@ -57,6 +62,13 @@ class Journal:
                                  ("failed", json.dumps(rec), job_id))
                 ids.append(rec)
         return ids
+
+    def resumable(self, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Unfinished jobs of ``kinds`` a previous process left, oldest first."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT record FROM jobs WHERE state IN ({_UNFINISHED}) ORDER BY created"
+                                    ).fetchall()
+        return [rec for rec in map(json.loads, (r[0] for r in rows)) if rec.get("kind") in kinds]
 
     def save(self, record: dict[str, Any]) -> None:
         with self._lock:

@@ -32,7 +32,10 @@ REQUEST_OPS = ("hello", "ping", "submit", "status", "cancel", "result", "jobs", 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 CONDITIONING = ("text", "embedding")
-INPUTS = ("audio", "image", "video", "midi")
+INPUTS = ("audio", "image", "video", "midi", "audio_set")
+REF_INPUTS = ("audio", "image", "video", "midi")  # one reference each; audio_set is a list of them
+MAX_AUDIO_SET = 64  # clips in one fine-tune's inputs.audio_set
+ADAPTER_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EDIT_MODES = ("text", "continue", "melody")
 VOCODERS = ("encodec", "mbd")
 MAX_TAKES = 8
@@ -316,10 +319,14 @@ KIND_TABLE: tuple[Kind, ...] = (
          help="new music from text, an image, a video or a MIDI sketch"),
     Kind("transcribe", requires=("audio",), accepts=("audio",), output_ext=".mid", makes_audio=False,
          needs_prompt=False, help="audio -> a .mid: a monophonic melody track and a chord track (no model)"),
+    Kind("finetune", requires=("audio_set",), accepts=("audio_set",), output_ext=None, makes_audio=False,
+         needs_prompt=False, help="learn a personal LoRA adapter from a set of clips (one at a time; yields to "
+                                  "the other kinds)"),
 )
 KIND_SPECS: dict[str, Kind] = {k.name: k for k in KIND_TABLE}
 KINDS = tuple(KIND_SPECS)
 CHAT_KINDS = ("ask", "edit", "generate")  # the kinds the model's chat() serves
+LONG_KINDS = ("finetune",)  # one at a time; it lends the model to the other kinds between its steps
 
 
 @dataclass(frozen=True)
@@ -364,7 +371,7 @@ PARAMS: tuple[Param, ...] = (
     Param("prompt", "str", ..., max_len=4000, help="the question / instruction / description"),
     Param("duration", "float", None, lo=0.5, hi=300.0, kinds=_AUDIO_OUT,
           help="output length in seconds (default: the input's or the selection's, else 10 s)"),
-    Param("seed", "int", None, lo=0, hi=2**63 - 1,
+    Param("seed", "int", None, lo=0, hi=2**63 - 1, kinds=CHAT_KINDS + ("finetune",),
           help="random seed (default: random; the one used is recorded in the result)"),
     Param("conditioning", "str", "text", choices=CONDITIONING, kinds=_AUDIO_OUT,
           help="text: the official behaviour (the decoder is prompted with the reply text); embedding: the "
@@ -400,6 +407,24 @@ PARAMS: tuple[Param, ...] = (
           help="a chord track beside the melody (major/minor triads, at most one per beat)"),
     Param("beats_per_chord", "int", 1, lo=1, hi=16, kinds=("transcribe",),
           help="the chord grid: one chord window every N beats of the tempo"),
+    Param("adapter", "str", None, max_len=64,
+          help="the server's LoRA adapter to use (a personal fine-tune; the welcome's model.adapters lists them; "
+               "default: the base model)"),
+    Param("adapter_name", "str", ..., max_len=64, kinds=("finetune",),
+          help="the name of the adapter to train ([A-Za-z0-9_-], 1 to 64 characters)"),
+    Param("replace", "bool", False, kinds=("finetune",),
+          help="train over an existing adapter of that name (it is replaced when the new one is done)"),
+    Param("steps", "int", 200, lo=1, hi=20000, kinds=("finetune",), help="optimizer steps"),
+    Param("rank", "int", 8, lo=1, hi=128, kinds=("finetune",), help="LoRA rank (alpha = 2 x rank)"),
+    Param("learning_rate", "float", 1e-4, lo=0.0, hi=0.1, lo_open=True, kinds=("finetune",),
+          help="AdamW learning rate"),
+    Param("batch_size", "int", 2, lo=1, hi=32, kinds=("finetune",), help="clips per step"),
+    Param("clip_s", "float", 10.0, lo=0.5, hi=30.0, kinds=("finetune",),
+          help="seconds of each clip per step (a random crop)"),
+    Param("train_llm", "bool", False, kinds=("finetune",),
+          help="also train a LoRA on the LLM to describe the clips with their captions"),
+    Param("save_every", "int", 25, lo=1, hi=20000, kinds=("finetune",),
+          help="steps between saves of the resumable state (a restarted server continues from the last)"),
 )
 CONTEXT: tuple[Param, ...] = (
     Param("bpm", "float", None, lo=1.0, hi=1000.0, where="context", kinds=(*CHAT_KINDS, "transcribe"),
@@ -485,9 +510,10 @@ def check_combination(kind: str, p: dict[str, Any], inputs: dict[str, Any]) -> N
         bad("bars", "give either 'duration' or 'bars', not both")
 
 
-def check_input_ref(inputs: dict[str, Any], name: str, n_frames: int) -> dict[str, Any] | None:
-    """One of ``inputs.audio|image|video``: ``{"path"}`` or ``{"frame", "name"}`` (+ audio start/end)."""
-    w = f"inputs.{name}"
+def check_input_ref(inputs: dict[str, Any], name: str, n_frames: int, w: str | None = None) -> dict[str, Any] | None:
+    """One of ``inputs.audio|image|video``: ``{"path"}`` or ``{"frame", "name"}`` (+ audio start/end);
+    ``w``: the field's name in messages (default ``inputs.<name>``)."""
+    w = w or f"inputs.{name}"
     ref = req_obj(inputs, name, where="inputs.", default=None)
     if ref is None:
         return None
@@ -556,6 +582,28 @@ def check_notes(ref: dict[str, Any], w: str = "inputs.midi") -> dict[str, Any]:
     return {"notes": out}
 
 
+def check_audio_set(inputs: dict[str, Any], n_frames: int) -> list[dict[str, Any]] | None:
+    """``inputs.audio_set``: a list of 1..MAX_AUDIO_SET audio references (as ``inputs.audio``, each with
+    an optional ``caption``)."""
+    w = "inputs.audio_set"
+    refs = inputs.get("audio_set")
+    if refs is None:
+        return None
+    if not isinstance(refs, list) or not refs:
+        raise ProtocolError("bad_request", f"field '{w}' must be a non-empty list of audio references", w)
+    if len(refs) > MAX_AUDIO_SET:
+        raise ProtocolError("bad_request", f"field '{w}' has {len(refs)} clips; the limit is {MAX_AUDIO_SET}", w)
+    out = []
+    for i, ref in enumerate(refs):
+        if not isinstance(ref, dict):
+            raise ProtocolError("bad_request", f"field '{w}[{i}]' must be an object, got {_type_name(ref)}", f"{w}[{i}]")
+        caption = req_str(ref, "caption", where=f"{w}[{i}].", max_len=2000, default=None)
+        one = check_input_ref({"audio": {k: v for k, v in ref.items() if k != "caption"}}, "audio", n_frames,
+                              f"{w}[{i}]")
+        out.append({**one, "caption": caption.strip() if caption else None})
+    return out
+
+
 def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
     """Validates a ``submit`` header. Returns {kind, params, inputs, output}; file contents are not read."""
     kind = req_str(header, "kind", min_len=1)
@@ -567,12 +615,13 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
     if unknown:
         raise ProtocolError("bad_request", f"unknown input(s): {', '.join(unknown)}; expected {', '.join(INPUTS)}",
                             "inputs." + unknown[0])
-    inputs = {k: check_input_ref(inputs_raw, k, n_frames) for k in INPUTS}
     spec = KIND_SPECS[kind]
     for name in INPUTS:
-        if inputs[name] is not None and name not in spec.accepts:
+        if inputs_raw.get(name) is not None and name not in spec.accepts:
             raise ProtocolError("bad_request", f"kind '{kind}' takes no 'inputs.{name}' (it takes "
                                                f"{', '.join(spec.accepts) or 'no inputs'})", f"inputs.{name}")
+    inputs = {k: check_input_ref(inputs_raw, k, n_frames) for k in REF_INPUTS}
+    inputs["audio_set"] = check_audio_set(inputs_raw, n_frames)
     for name in spec.requires:
         if inputs[name] is None:
             raise ProtocolError("bad_request", f"kind '{kind}' requires 'inputs.{name}'", f"inputs.{name}")
@@ -583,6 +632,12 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
                             "inputs.video")
     if kind in CHAT_KINDS:
         check_combination(kind, params, inputs)
+    if params["adapter"] == "":
+        params["adapter"] = None  # a DAW's empty setting: the base model
+    for name in ("adapter", "adapter_name"):
+        if params[name] and not ADAPTER_NAME_RE.fullmatch(params[name]):
+            raise ProtocolError("bad_request", f"field 'params.{name}' must be 1 to 64 letters, digits, '_' or "
+                                               f"'-', got {params[name]!r}", "params." + name)
     output_raw = req_obj(header, "output", default={})
     unknown = sorted(set(output_raw) - {"path", "want", "overwrite"})
     if unknown:

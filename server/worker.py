@@ -43,6 +43,7 @@ class Worker(threading.Thread):
         self.max_batch = max_batch
         self.running: list[Job] = []  # the job(s) of the batch being run
         self.stopping = False  # set by the app on shutdown: a job cancelled then is 'interrupted'
+        self.adapters = None  # server.adapters.Adapters, set by the app (fine-tunes, params.adapter)
 
     def stop(self, timeout_s: float) -> None:
         """Shutdown: the running jobs end as 'interrupted', the queue closes, the thread ends."""
@@ -59,13 +60,17 @@ class Worker(threading.Thread):
             job = self.queue.get()
             if job is None:
                 return
-            batch = [job] + self._batch_mates(job)
-            self._announce_positions()
-            self.running = batch
-            try:
-                self._run(batch)
-            finally:
-                self.running = []
+            self.run_job(job)
+
+    def run_job(self, job: Job) -> None:
+        """Run ``job`` with the queued jobs that may share its batch."""
+        batch = [job] + self._batch_mates(job)
+        self._announce_positions()
+        parked, self.running = self.running, batch  # parked: a long job that lent the model (run_waiting)
+        try:
+            self._run(batch)
+        finally:
+            self.running = parked
 
     def _batch_mates(self, head: Job) -> list[Job]:
         """Queued jobs that may run with ``head`` (its kind module's ``batch_key``), up to max_batch rows."""
@@ -102,6 +107,24 @@ class Worker(threading.Thread):
             log.exception("jobs %s: unexpected worker error", ", ".join(j.id for j in started))
             for job in started:  # finish() leaves a job that already ended as it is
                 self.finish(job, "failed", error={"code": "internal", "message": "internal error in the worker"})
+
+    # --- park / resume: a long job (protocol.LONG_KINDS: finetune) lends the model between its steps
+    def interactive_waiting(self) -> bool:
+        return any(j.kind not in protocol.LONG_KINDS for j in self.queue.snapshot())
+
+    def run_waiting(self) -> int:
+        """Run the queued jobs of the other kinds now, in queue order (batched as usual), while the current
+        (long) job waits with its state in memory; returns how many batches ran. The long job calls this
+        between its steps."""
+        n = 0
+        while not self.stopping:
+            nxt = next((j for j in self.queue.snapshot() if j.kind not in protocol.LONG_KINDS), None)
+            if nxt is None:
+                return n
+            if self.queue.remove(nxt):  # False: cancelled meanwhile
+                self.run_job(nxt)
+                n += 1
+        return n
 
     # -----------------------------------------------------------------------------------------
     def _announce_positions(self) -> None:
@@ -153,8 +176,9 @@ class Worker(threading.Thread):
             log.info("job %s failed: %s: %s", job.id, error["code"], error["message"])
             self.emit(protocol.error_header(error["code"], error["message"], job=job.id))
 
-    def progress(self, job: Job, stage: str, stage_fraction: float, take: int = 0) -> None:
-        """Overall fraction: the stage's span of the kind, shared out over the takes (after the first stage)."""
+    def progress(self, job: Job, stage: str, stage_fraction: float, take: int = 0, **fields: Any) -> None:
+        """Overall fraction: the stage's span of the kind, shared out over the takes (after the first stage);
+        ``fields``: more of the event (a fine-tune's step, steps, loss)."""
         spans = kinds.stage_spans(job.kind)
         lo, hi = spans[stage]
         takes = max(1, int(job.params.get("takes") or 1))
@@ -164,7 +188,7 @@ class Worker(threading.Thread):
             f = after + (take + f) / takes * (1 - after)
         frac = max(job.fraction, min(1.0, f))
         self.update(job, stage=stage, fraction=frac)
-        self.emit(protocol.event("progress", job.id, stage=stage, fraction=round(frac, 4)))
+        self.emit(protocol.event("progress", job.id, stage=stage, fraction=round(frac, 4), **fields))
 
     def model_events(self, job: Job, take: int = 0):
         """The model's on_event callback for one take: cancellation, text streaming (take 1), progress."""

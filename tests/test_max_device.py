@@ -272,7 +272,8 @@ def test_patch_wiring_is_consistent():
     for handler in ("init", "mode", "prompt", "duration", "conditioning", "host", "port", "reply_port", "go",
                     "cancel", "rec", "seed", "takes", "preview", "gen_mode", "media", "media_clear", "play",
                     "accept", "regenerate", "discard", "refresh_jobs", "pick_job", "reinsert", "sample_rate",
-                    "bars", "loop", "fit_tempo", "vocoder", "melody_clip", "transcribe"):
+                    "bars", "loop", "fit_tempo", "vocoder", "melody_clip", "transcribe",
+                    "adapter", "learn", "learn_file", "learn_clear", "learn_name"):
         assert handler in senders, handler
         assert re.search(rf"^function {handler}\(", DEVICE_JS_TEXT, re.M), f"the [js] has no handler {handler}"
     receivers = [boxes[i] for i in into_js if boxes[i].get("text", "").startswith("udpreceive")]

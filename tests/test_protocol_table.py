@@ -18,7 +18,9 @@ def _options(command: str) -> set[str]:
 
 @pytest.mark.parametrize("kind", protocol.KINDS)
 def test_cli_options_come_from_the_parameter_table(kind):
-    opts = _options(kind)
+    from server.cli import learn
+
+    opts = _options(learn.COMMAND if kind == learn.KIND else kind)
     for spec in protocol.PARAMS + protocol.CONTEXT:
         assert (spec.option in opts) == (kind in spec.kinds), (kind, spec.name)
 
@@ -119,12 +121,14 @@ def test_reaper_names_are_the_clis():
     import re
 
     from server.cli.jobs import REQUEST_KEYS
+    from server.cli.learn import LEARN_REQUEST_KEYS
 
     app = (ROOT / "reaper_scripts/m2ugen/app.lua").read_text()
     job = (ROOT / "reaper_scripts/m2ugen/job.lua").read_text()
     keys = set(re.findall(r"\breq\.(\w+)\s*=", app + job))
     keys |= {k for block in re.findall(r"local req = \{([^}]*)\}", app) for k in re.findall(r"(\w+)\s*=", block)}
-    assert keys and keys <= set(REQUEST_KEYS), keys - set(REQUEST_KEYS)
+    known = set(REQUEST_KEYS) | set(LEARN_REQUEST_KEYS)  # `learn` (M2UGen - Learn from selected items)
+    assert keys and keys <= known, keys - known
     extra = job[job.index("function job.extra_args"):]
     options = set(re.findall(r'"(--[a-z-]+)", "option"', extra[:extra.index("\nend\n")]))
     assert {"--takes", "--fit-tempo"} <= options
@@ -157,8 +161,10 @@ def test_every_kind_has_one_runner_and_its_stages():
 @pytest.mark.parametrize("kind", protocol.KINDS)
 def test_the_kind_table_decides_the_inputs_a_submit_takes(kind):
     spec = protocol.KIND_SPECS[kind]
-    base = {"op": "submit", "kind": kind, "params": {"prompt": "x"}}
-    present = {name: {"path": f"/tmp/x.{name}"} for name in spec.requires}
+    required = {p.name: "x" for p in protocol.PARAMS if p.default is ... and kind in p.kinds}  # prompt, adapter_name
+    base = {"op": "submit", "kind": kind, "params": {"prompt": "x", **required}}
+    present = {name: [{"path": "/tmp/x.wav"}] if name == "audio_set" else {"path": f"/tmp/x.{name}"}
+               for name in spec.requires}
     protocol.check_submit({**base, "inputs": present}, 0)  # what it requires is enough
     for name in spec.requires:
         with pytest.raises(protocol.ProtocolError, match=f"requires 'inputs.{name}'"):

@@ -24,7 +24,7 @@ log = logging.getLogger("m2ugen.checkpoint")
 
 SPEC_PATH_KEYS = ("checkpoint", "llama_dir", "tokenizer_path", "mert_path", "vit_path", "vivit_path", "decoder_path")
 SUBMODEL_PATH_KEYS = ("mert_path", "vit_path", "vivit_path", "decoder_path")
-SPEC_KEYS = {"preset", "dtype", "device", "config", *SPEC_PATH_KEYS}
+SPEC_KEYS = {"preset", "dtype", "device", "config", "adapters", *SPEC_PATH_KEYS}
 
 
 def find_weights() -> str | None:
@@ -59,7 +59,35 @@ def read_spec(path: str | os.PathLike) -> dict[str, Any]:
         # sub-model entries may be Hub ids ("owner/name", read from the local HF cache by the holders)
         hub_id = k in SUBMODEL_PATH_KEYS and v.count("/") == 1 and not v.startswith((".", "/")) and not local.exists()
         spec[k] = v if hub_id else str(local)
+    if spec.get("adapters") is not None:
+        spec["adapters"] = _spec_adapters(p, spec["adapters"])
     return spec
+
+
+def _spec_adapters(p: Path, value: Any) -> list[list[str | None]]:
+    """weights.json ``adapters``: ``{"name": "dir", ...}`` or ``["dir", ...]`` (each adapter's own name)
+    -> [[name or None, absolute dir], ...]; relative dirs are relative to the spec file."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = [(None, v) for v in value]
+    else:
+        raise ValueError(f"{p}: adapters must be an object {{name: dir}} or a list of dirs")
+    out = []
+    for name, d in items:
+        if not isinstance(d, str) or not d:
+            raise ValueError(f"{p}: adapters: each adapter must be a directory path string, got {d!r}")
+        d = os.path.expanduser(d)
+        out.append([name, d if os.path.isabs(d) else str((p.parent / d).resolve())])
+    return out
+
+
+def spec_adapters(source: str | os.PathLike | None) -> list[tuple[str | None, str]]:
+    """The LoRA adapters a weights spec lists (``adapters``), for ``serve`` to load; [] for a spec
+    without them or a plain checkpoint."""
+    if source is None:
+        return []
+    return [tuple(a) for a in resolve_source(source).get("adapters") or []]
 
 
 def resolve_source(source: str | os.PathLike) -> dict[str, Any]:

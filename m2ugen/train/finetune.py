@@ -21,6 +21,7 @@ import logging
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -216,8 +217,17 @@ def finetune(
     *,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    state_dir: str | os.PathLike | None = None,
+    save_every: int = 0,
+    between_steps: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Train a personal LoRA from the clips in ``audio_dir``; write the adapter dir ``out_dir``."""
+    """Train a personal LoRA from the clips in ``audio_dir``; write the adapter dir ``out_dir``.
+
+    ``state_dir``: the resumable state (``STATE_FILE``: LoRA tensors, AdamW state, RNG states, step,
+    losses, captions) is written there every ``save_every`` steps and when ``should_stop`` stops the
+    run; when it already holds one, training continues from it (the captions are not asked again) and
+    ends as an uninterrupted run would. ``between_steps``: called after every step (e.g. to lend the
+    model to other work inside ``paused``)."""
     _require_peft()
     fcfg = (fcfg or FinetuneConfig()).check()
     emit = on_event or (lambda e: None)
@@ -226,8 +236,13 @@ def finetune(
     if not hasattr(dec, "_text_inputs") or not hasattr(dec.model, "audio_encoder"):
         raise ValueError("personal fine-tunes need the MusicGen decoder (this model has "
                          f"{type(dec).__name__})")
-    emit({"kind": "captioning", "fraction": 0.0})
-    clips = caption_clips(model, find_clips(audio_dir), lambda f: emit({"kind": "captioning", "fraction": f}))
+    state = load_state(state_dir) if state_dir is not None else None
+    if state is not None:
+        clips = [Clip(**c) for c in state["clips"]]
+        log.info("fine-tune %r resumes at step %d of %d", fcfg.name, state["step"], fcfg.steps)
+    else:
+        emit({"kind": "captioning", "fraction": 0.0})
+        clips = caption_clips(model, find_clips(audio_dir), lambda f: emit({"kind": "captioning", "fraction": f}))
     sr = dec.sample_rate
     from m2ugen import media
 
@@ -242,17 +257,26 @@ def finetune(
     if fcfg.llm:
         llm_cfg = _lora_config(LLM_TARGETS, fcfg.llm_rank, 2 * fcfg.llm_rank, 0.0)
         params += _inject(model.llama, llm_cfg, fcfg.name)
+    select_adapter(model, fcfg.name)  # the new adapter is the active one (others may be loaded)
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=fcfg.lr, weight_decay=fcfg.weight_decay)
     crop = int(fcfg.clip_s * sr)
     hop = max(1, sr // dec.frame_rate)
     losses: list[float] = []
+    first = 0
+    if state is not None:
+        first, losses = _restore_state(state, model, fcfg.name, opt, rng)
     t0 = time.perf_counter()
     musicgen.decoder.train()  # the frozen T5 / EnCodec stay in eval mode (no dropout)
     status = "finished"
+
+    def save(step: int) -> None:
+        if state_dir is not None:
+            save_state(state_dir, _state(model, fcfg.name, opt, rng, step, losses, clips))
+
     try:
-        for step in range(fcfg.steps):
+        for step in range(first, fcfg.steps):
             pick = rng.choice(len(clips), size=min(fcfg.batch_size, len(clips)), replace=len(clips) < fcfg.batch_size)
             n = min(crop, min(len(waves[i]) for i in pick))
             n = max(hop * musicgen.decoder.config.num_codebooks, n - n % hop)
@@ -270,11 +294,17 @@ def finetune(
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
+            if save_every and (step + 1) % save_every == 0 and step + 1 < fcfg.steps:
+                save(step + 1)
             emit({"kind": "step", "step": step + 1, "total": fcfg.steps, "fraction": (step + 1) / fcfg.steps,
                   "loss": losses[-1]})
             if should_stop is not None and should_stop():
                 status = "stopped"
+                if step + 1 < fcfg.steps:
+                    save(step + 1)
                 break
+            if between_steps is not None and step + 1 < fcfg.steps:
+                between_steps()
     finally:
         musicgen.eval()
         for p in params:
@@ -314,6 +344,101 @@ def _llm_loss(model, clips: list[Clip]) -> torch.Tensor:
     sm = StageModel(model, TrainConfig(stage=3))
     return sm(batch.input_ids.to(model.device), batch.labels.to(model.device), feats, [], None, batch.files,
               n_tok, 0.0)["loss"]
+
+
+# ----------------------------------------------------------------------------------------------
+# resumable state, pausing
+
+
+STATE_FILE = "finetune_state.pt"
+
+
+def _lora_params(model, name: str) -> dict[str, torch.Tensor]:
+    """The adapter ``name``'s LoRA tensors in the decoder and the LLM, by module path."""
+    out = {}
+    for prefix, module in (("decoder.", model.decoder.model.decoder), ("llm.", model.llama)):
+        out.update({prefix + n: p for n, p in module.named_parameters() if f".{name}." in n and "lora_" in n})
+    return out
+
+
+def _rng_states() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _state(model, name: str, opt, rng, step: int, losses: list[float], clips: list[Clip]) -> dict[str, Any]:
+    return {"format": "m2ugen-finetune-state-v1", "step": step, "losses": list(losses),
+            "clips": [asdict(c) for c in clips],
+            "lora": {k: v.detach().cpu().clone() for k, v in _lora_params(model, name).items()},
+            "optimizer": opt.state_dict(), "numpy_rng": rng.bit_generator.state, "rng": _rng_states()}
+
+
+def _restore_state(state: dict[str, Any], model, name: str, opt, rng) -> tuple[int, list[float]]:
+    params = _lora_params(model, name)
+    if set(params) != set(state["lora"]):
+        raise ValueError("the saved fine-tune state does not match this adapter's LoRA tensors "
+                         "(another rank, targets or model)")
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(state["lora"][k].to(p.device, p.dtype))
+    opt.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["numpy_rng"]
+    _set_rng_states(state["rng"])
+    return int(state["step"]), list(state["losses"])
+
+
+def save_state(state_dir: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Atomically write ``state_dir/STATE_FILE`` (a crash never leaves half a state)."""
+    d = Path(state_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / (STATE_FILE + ".partial")
+    torch.save(state, tmp)
+    os.replace(tmp, d / STATE_FILE)
+    return d / STATE_FILE
+
+
+def load_state(state_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The resumable state in ``state_dir``, or None when there is none yet."""
+    p = Path(state_dir) / STATE_FILE
+    if not p.is_file():
+        return None
+    return torch.load(p, map_location="cpu", weights_only=False)
+
+
+@contextmanager
+def paused(model, name: str):
+    """Lend a model that is being fine-tuned (adapter ``name``) to other work: inside, it is in
+    inference mode with the base model selected and the training's RNG state is put aside; after,
+    training mode, the training adapter and the RNG state are back, so the run ends as if it had not
+    been paused."""
+    musicgen = model.decoder.model
+    rng = _rng_states()
+    musicgen.eval()
+    select_adapter(model, None)
+    try:
+        yield
+    finally:
+        _set_rng_states(rng)
+        select_adapter(model, name)
+        musicgen.decoder.train()
+
+
+def unload_adapter(model, name: str) -> None:
+    """Remove adapter ``name`` (loaded or still being trained) from the decoder and the LLM."""
+    if _has_peft():
+        for module in (model.decoder.model.decoder, model.llama):
+            for layer in _lora_layers(module):
+                if name in layer.lora_A:
+                    with warnings.catch_warnings():  # "was active, now deleted": selected again by the caller
+                        warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+                        layer.delete_adapter(name)
+    (getattr(model, "_m2ugen_adapters", None) or {}).pop(name, None)
 
 
 def apply_adapter(model, directory: str | os.PathLike, name: str | None = None) -> str:

@@ -1,5 +1,6 @@
 -- @noindex
--- The actions: ask about / edit / generate into the selection, cancel, jobs, settings.
+-- The actions: ask about / edit / generate into the selection, learn from selected items (a fine-tune
+-- on the server), cancel, jobs, settings.
 --
 -- Flow of ask/edit/generate:
 --   prompt dialog -> selection of the current project (kept: the job belongs to that project, even
@@ -30,6 +31,7 @@ app.TITLES = {
   generate = "M2UGen - Generate",
   transcribe = "M2UGen - Transcribe selection",
   result = "M2UGen - Jobs",
+  learn = "M2UGen - Learn from selected items",
 }
 app.POLL_INTERVAL = 0.25   -- seconds between status-file reads
 app.START_TIMEOUT = 60     -- seconds for the CLI to write its status file and reach the server
@@ -289,7 +291,7 @@ local function poll(run, now)
       run.last_text, run.last_change = text, now
     end
     run.status = st
-    if st.job and not run.remembered_running and run.kind ~= "result" then
+    if st.job and not run.remembered_running and run.kind ~= "result" and run.kind ~= "learn" then
       run.remembered_running = true -- in the history from the start: nothing is lost if REAPER dies
       remember(run, record_of(run, { state = "running" }))
     end
@@ -633,6 +635,7 @@ finish = function(run, st)
   end
   run.completed = true
   if run.kind == "ask" then return finish_text(run, st) end
+  if run.kind == "learn" then return app.finish_learn(run, st) end
   if (run.fetch and run.fetch.kind or run.kind) == "transcribe" then return finish_midi(run, st) end
   local takes = keep_files(run, produced_takes(run, st))
   local kind = run.fetch and run.fetch.kind or run.kind
@@ -890,6 +893,7 @@ local function start(run, preset)
   if kind == "edit" or kind == "generate" then
     req.midi_notes = project.midi_notes(sel) -- a selected MIDI item is the melody (mode melody)
   end
+  if run.settings.adapter ~= "" then req.adapter = run.settings.adapter end
   run.request = req
 
   if kind ~= "generate" then
@@ -903,9 +907,88 @@ end
 
 -- Entry point of "M2UGen - Ask about selection", "- Edit selection" and "- Generate".
 function app.run(kind, preset)
-  if not app.TITLES[kind] or kind == "result" then error("unknown M2UGen action kind " .. tostring(kind)) end
+  if not app.TITLES[kind] or kind == "result" or kind == "learn" then error("unknown M2UGen action kind " .. tostring(kind)) end
   local run = { kind = kind }
   local ok, err = xpcall(start, traceback, run, preset)
+  if not ok then abort(run, err) end
+  return run
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- "M2UGen - Learn from selected items": the items' source files -> a finetune job (`m2ugen learn`)
+
+app.MAX_CLIPS = 64
+app.MAX_STEPS = 20000
+
+-- Returns {name, steps, replace} or nil when the user pressed Cancel.
+function app.ask_learn(count)
+  local last = reaper.GetExtState(settings.SECTION, "last_adapter_name")
+  local captions = { "Adapter name (letters, digits, _ -)", "Steps (1-" .. app.MAX_STEPS .. ")",
+                     "Replace an existing adapter (no/yes)" }
+  local defaults = { last ~= "" and last or "mine", "200", "no" }
+  local ok, answer = reaper.GetUserInputs(app.TITLES.learn .. " (" .. count .. " clip" .. (count == 1 and "" or "s") ..
+    ")", #captions, table.concat(captions, ",") .. ",separator=\n,extrawidth=160", table.concat(defaults, "\n"))
+  if not ok then return nil end
+  local f = app.split_fields(answer, #captions)
+  local name = settings.adapter_name(f[1])
+  if not name then
+    fail("Adapter name: expected 1 to 64 letters, digits, _ or -, got '" .. trim(f[1]) .. "'.")
+  end
+  local steps = trim(f[2])
+  local n = steps:match("^%d+$") and math.tointeger(tonumber(steps)) or nil
+  if not n or n < 1 or n > app.MAX_STEPS then
+    fail("Steps: expected a whole number from 1 to " .. app.MAX_STEPS .. ", got '" .. steps .. "'.")
+  end
+  local replace = trim(f[3]):lower()
+  if replace ~= "yes" and replace ~= "no" then fail("Replace: expected no or yes, got '" .. replace .. "'.") end
+  reaper.SetExtState(settings.SECTION, "last_adapter_name", name, true)
+  return { name = name, steps = n, replace = replace == "yes" }
+end
+
+local function start_learn(run)
+  run.settings = settings.load()
+  run.proj = project.current()
+  local active = app.read_active()
+  if active then
+    fail("An M2UGen job (" .. tostring(active.kind) .. ") is still running in this REAPER session.\n" ..
+      "Wait for it or run M2UGen - Cancel.")
+  end
+  local clips, skipped = project.selected_sources(run.proj)
+  if #clips == 0 then
+    fail("Select one or more audio items first: M2UGen learns from the part of their source files they play" ..
+      (skipped > 0 and (" (" .. skipped .. " selected item(s) are MIDI or have no file)") or "") ..
+      ".\nAn item's notes, when it has any, are its caption.")
+  end
+  if #clips > app.MAX_CLIPS then fail("Select at most " .. app.MAX_CLIPS .. " items (" .. #clips .. " are selected).") end
+  local inputs = app.ask_learn(#clips)
+  if not inputs then run.finished = true return end
+  local cli, why = settings.resolve_cli(run.settings)
+  if not cli then fail(why) end
+  run.cli = cli
+  run.name = project.stamp()
+  local req = { adapter_name = inputs.name, steps = inputs.steps, files = clips }
+  if inputs.replace then req.replace = true end
+  run.request = req
+  launch(run, "learn", req, {})
+  begin_loop(run)
+end
+
+-- The adapter is on the server: say so, and offer to use it for the next requests (Settings: Adapter).
+function app.finish_learn(run, st)
+  remove_temp(run)
+  clear_active(run)
+  app.action_options(app.OPTIONS_IDLE)
+  local name = run.request.adapter_name
+  local text = (st.text and st.text ~= "") and st.text or ("adapter '" .. name .. "' learnt")
+  local answer = reaper.ShowMessageBox(text .. "\n\nUse adapter '" .. name .. "' for the next Ask / Edit / " ..
+    "Generate? (M2UGen - Settings: Adapter; empty = the base model)", app.TITLES.learn, 4)
+  if answer == 6 then reaper.SetExtState(settings.SECTION, "adapter", name, true) end
+end
+
+-- Entry point of "M2UGen - Learn from selected items".
+function app.learn()
+  local run = { kind = "learn" }
+  local ok, err = xpcall(start_learn, traceback, run)
   if not ok then abort(run, err) end
   return run
 end
@@ -1057,7 +1140,7 @@ function app.settings_dialog()
                      "Conditioning (text/embedding)", "Seed (empty = random)", "Takes per request (1-8)",
                      "Edit result (take/mute/track)", "Preview first (on/off)", "Answer markers (off/marker/region)",
                      "Fit tempo (off/on)", "Edit mode (text/continue/melody)", "Loop (off/on)",
-                     "Vocoder (encodec/mbd)" }
+                     "Vocoder (encodec/mbd)", "Adapter (empty = base model)" }
   local keys = settings.KEYS
   local values = {}
   for n, k in ipairs(keys) do values[n] = s[k] end

@@ -81,6 +81,39 @@ function project.describe_selection(sel)
   return "master mix, " .. range
 end
 
+-- The selected items' source files, for a fine-tune ("M2UGen - Learn from selected items"): one
+-- {path, start, end, caption} per audio item, start/end = the part of the file the item plays
+-- (seconds), caption = the item's notes (empty: the server's model describes the clip). MIDI takes and
+-- takes without a file are skipped; returns clips, number skipped.
+function project.selected_sources(proj)
+  local clips, skipped = {}, 0
+  for i = 0, reaper.CountSelectedMediaItems(proj) - 1 do
+    local item = reaper.GetSelectedMediaItem(proj, i)
+    local take = reaper.GetActiveTake(item)
+    local src = take and not reaper.TakeIsMIDI(take) and reaper.GetMediaItemTake_Source(take) or nil
+    local parent = src and reaper.GetMediaSourceParent(src) -- a section or reversed source: its file
+    if parent then src = parent end
+    local path = src and reaper.GetMediaSourceFileName(src) or ""
+    if path == "" then
+      skipped = skipped + 1
+    else
+      local offset = math.max(0, reaper.GetMediaItemTakeInfo_Value(take, "D_STARTOFFS"))
+      local rate = reaper.GetMediaItemTakeInfo_Value(take, "D_PLAYRATE")
+      local played = reaper.GetMediaItemInfo_Value(item, "D_LENGTH") * (rate > 0 and rate or 1)
+      local length = reaper.GetMediaSourceLength(src)
+      local stop = math.min(offset + played, length > 0 and length or offset + played)
+      local _, notes = reaper.GetSetMediaItemInfo_String(item, "P_NOTES", "", false)
+      notes = (notes or ""):gsub("^%s+", ""):gsub("%s+$", "")
+      local clip = { path = path }
+      if offset > 0 then clip.start = offset + 0.0 end
+      if stop < length then clip["end"] = stop + 0.0 end
+      if notes ~= "" then clip.caption = notes:sub(1, 2000) end
+      clips[#clips + 1] = clip
+    end
+  end
+  return clips, skipped
+end
+
 function project.sample_rate(proj)
   if reaper.GetSetProjectInfo(proj, "PROJECT_SRATE_USE", 0, false) >= 1 then
     local sr = reaper.GetSetProjectInfo(proj, "PROJECT_SRATE", 0, false)

@@ -17,6 +17,8 @@
 --                 continues the selection) | "melody" (MusicGen-Melody follows its tune; needs a melody decoder)
 --   loop          "off" | "on": a seamless loop of whole bars at the project tempo
 --   vocoder       "encodec" | "mbd" (multi-band diffusion: cleaner, slower)
+--   adapter       the server's LoRA adapter for ask/edit/generate (a personal fine-tune, "M2UGen - Learn
+--                 from selected items"); empty = the base model
 -- Values never contain newlines (ExtState is an .ini file).
 
 local import = ...
@@ -40,10 +42,11 @@ settings.DEFAULTS = {
   mode = "text",
   loop = "off",
   vocoder = "encodec",
+  adapter = "",
 }
 
 settings.KEYS = { "cli_path", "server", "duration", "conditioning", "seed", "takes", "edit_result", "preview",
-                  "answer_markers", "fit_tempo", "mode", "loop", "vocoder" }
+                  "answer_markers", "fit_tempo", "mode", "loop", "vocoder", "adapter" }
 
 -- The allowed words of the choice settings (the Settings dialog names them when one is wrong).
 settings.CHOICES = {
@@ -58,6 +61,13 @@ settings.CHOICES = {
 settings.LABELS = { edit_result = "Edit result", preview = "Preview", answer_markers = "Answer markers",
                     fit_tempo = "Fit tempo", mode = "Edit mode", loop = "Loop", vocoder = "Vocoder" }
 settings.MAX_TAKES = 8
+
+-- An adapter name as the server takes it ([A-Za-z0-9_-]{1,64}); returns the name or nil.
+function settings.adapter_name(text)
+  local name = (text or ""):match("^%s*(.-)%s*$")
+  if #name >= 1 and #name <= 64 and name:match("^[%w_%-]+$") and not name:find("[\128-\255]") then return name end
+  return nil
+end
 
 function settings.is_windows()
   return reaper.GetOS():match("^Win") ~= nil
@@ -145,6 +155,13 @@ function settings.validate(raw)
     end
     out[k] = v
   end
+
+  local adapter = (raw.adapter or ""):match("^%s*(.-)%s*$")
+  if adapter ~= "" and not settings.adapter_name(adapter) then
+    return nil, "Adapter: expected a name of 1 to 64 letters, digits, _ or - (or empty: the base model), got '" ..
+      adapter .. "'"
+  end
+  out.adapter = adapter
   return out
 end
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from server.cli import devices, jobs, local, midi, serve, train, transcribe
+from server.cli import devices, jobs, learn, local, midi, serve, train, transcribe
 from server.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, die
 
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(sub)
     local.register(sub)
     _register_bridge(sub)
-    for extra in (midi, devices, transcribe, train):
+    for extra in (midi, devices, transcribe, train, learn):
         extra.register(sub)
     return parser
 

@@ -95,7 +95,7 @@ def _fetch_takes(client, job: str, out: Path, takes: list[dict[str, Any]]) -> li
 # building a submit
 
 
-def load_request(path: str | None) -> dict[str, Any]:
+def load_request(path: str | None, keys: tuple[str, ...] = REQUEST_KEYS) -> dict[str, Any]:
     if not path:
         return {}
     try:
@@ -104,7 +104,7 @@ def load_request(path: str | None) -> dict[str, Any]:
         raise UsageError(f"--request {path}: {e}") from None
     if not isinstance(data, dict):
         raise UsageError(f"--request {path}: must hold a JSON object")
-    unknown = sorted(set(data) - set(REQUEST_KEYS))
+    unknown = sorted(set(data) - set(keys))
     if unknown:
         raise UsageError(f"--request {path}: unknown key(s) {', '.join(unknown)}")
     return data

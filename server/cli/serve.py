@@ -133,6 +133,9 @@ def cmd_serve(args) -> int:
         curve=True if args.curve else None, keys_dir=Path(args.keys_dir).expanduser() if args.keys_dir else None,
         keep_days=args.keep_days,
     )
+    from server.adapters import parse_adapter_arg
+
+    settings.adapters = [parse_adapter_arg(a) for a in args.adapter or []]
     why = _preflight(args, settings)
     if why is not None:
         log.error("%s", why)
@@ -142,6 +145,9 @@ def cmd_serve(args) -> int:
         device, dtype = resolve_device(args.device, args.dtype)
         model, info = load_model(args.preset, args.weights, device=device, dtype=dtype, compile=args.compile,
                                  int8=args.int8)
+        from m2ugen.checkpoint import pretrained
+
+        settings.adapters = pretrained.spec_adapters(info.get("weights")) + settings.adapters
         # load what nearly every request needs now, not during the first user's job;
         # the image and video encoders stay lazy (loaded by the first request that has one)
         model.preload("decoder", "music_encoder")
@@ -225,6 +231,10 @@ def register(sub) -> None:
                         "the server's data, config and keys dirs are never client targets")
     p.add_argument("--data-dir", metavar="DIR", help="jobs and journal (default: M2UGEN_DATA_DIR or the user "
                                                      "data dir)")
+    p.add_argument("--adapter", action="append", metavar="[NAME=]DIR",
+                   help="load a LoRA adapter (`m2ugen finetune` / a fine-tune job) under NAME (default: its own); "
+                        "repeatable; requests pick one with --adapter NAME. weights.json may list them "
+                        "(\"adapters\": {name: dir}); the data dir's adapters/ are always loaded")
     p.add_argument("--curve", action="store_true", help="require CURVE even on loopback")
     p.add_argument("--keys-dir", metavar="DIR", help="CURVE keys (default <config dir>/keys)")
     p.add_argument("--osc", action="store_true", help="also run the OSC bridge (restarted if it fails)")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from server.kinds import chat, transcribe
+from server.kinds import chat, finetune, transcribe
 
-RUNNERS: dict[str, ModuleType] = {kind: module for module in (chat, transcribe) for kind in module.STAGES}
+RUNNERS: dict[str, ModuleType] = {kind: module for module in (chat, transcribe, finetune) for kind in module.STAGES}
 
 
 def runner(kind: str) -> ModuleType:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server import audio_io, finishing, outputs, protocol
+from server import adapters, audio_io, finishing, outputs, protocol
 from server.jobs import Job, JobCancelled
 from server.security import OutputExists, PathNotAllowed
 
@@ -98,6 +98,7 @@ def batch_key(job: Job) -> tuple:
 def infer(worker, batch: list[tuple[Job, Plan]]) -> dict[str, list]:
     """Every take of every job as one row of ``model.chat_batch`` -> {job id: [reply or exception per take]}.
     A model without ``chat_batch`` (a test double) runs the rows one by one with ``chat``."""
+    adapters.select_for(worker, batch[0][0])  # params.adapter (one per batch: batch_key): a fine-tune, or the base
     owners, requests = [], []
     for job, plan in batch:
         for take in range(plan.takes):

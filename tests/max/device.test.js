@@ -871,3 +871,62 @@ test("transcribe needs audio, and a clip that cannot be made leaves no empty tra
     assert.match(dev.lastStatus(), /Live could not make the MIDI clip .*x\.mid/);
     return dev.close();
 });
+
+// ---- personal adapters: learn (a finetune job through the bridge's /m2u/learn), adapter -----------
+
+test("learn sends the dropped audio files to /m2u/learn with the adapter's name and the reply port", async () => {
+    const { dev } = ready();
+    dev.send("learn_file", "/Users/me/loops/a.wav");
+    dev.send("learn_file", "/Users/me/loops/b.aif");
+    dev.send("learn_file", "/Users/me/loops/a.wav"); // once
+    dev.send("learn_file", "/Users/me/Pictures/cat.png");
+    assert.match(dev.lastStatus(), /Learn takes audio files/);
+    dev.send("learn_name", "bad name");
+    dev.send("learn");
+    assert.match(dev.lastStatus(), /name the adapter/);
+    assert.equal(dev.osc().filter((m) => m[0] === "/m2u/learn").length, 0);
+    dev.send("learn_name", "my_style");
+    dev.send("learn");
+    const sent = dev.osc().filter((m) => m[0] === "/m2u/learn");
+    assert.deepEqual(sent, [["/m2u/learn", "my_style", "/Users/me/loops/a.wav", "/Users/me/loops/b.aif", 9101]]);
+    assert.match(dev.lastStatus(), /Learning adapter my_style from 2 file/);
+    dev.send("go");
+    assert.match(dev.lastStatus(), /A job is running/);
+    dev.receive("/m2u/accepted", ["ft1", 0]);
+    dev.receive("/m2u/progress", ["ft1", 0.25, "training"]);
+    assert.match(dev.lastStatus(), /training 25%/);
+    dev.receive("/m2u/done", ["ft1", "", 0, 0]);
+    await sleep(20);
+    assert.match(dev.lastStatus(), /Adapter my_style learnt/);
+    assert.equal(dev.ui("busy").pop()[0], 0);
+    assert.equal(dev.osc().filter((m) => m[0] === "/m2u/submit").length, 0); // nothing was placed or submitted
+    dev.send("learn_clear");
+    dev.send("learn");
+    assert.match(dev.lastStatus(), /drop audio files on the learn area, or select an audio clip/);
+    return dev.close();
+});
+
+test("learn without dropped files uses the selected audio clip's file", () => {
+    const { world, dev } = ready();
+    world.selectAudioClip({ file_path: "/Users/me/loops/drums.wav", warping: 0, start_marker: 0, end_marker: 2 }, { track: 0 });
+    dev.send("learn", "drums");
+    assert.deepEqual(dev.osc().filter((m) => m[0] === "/m2u/learn").pop(), ["/m2u/learn", "drums", "/Users/me/loops/drums.wav", 9101]);
+    return dev.close();
+});
+
+test("the adapter goes with every ask / edit / generate; empty is the base model", () => {
+    const { dev } = ready();
+    dev.send("mode", "generate");
+    dev.send("prompt", "lofi");
+    dev.send("adapter", "my style");
+    assert.match(dev.lastStatus(), /Adapter: 1 to 64/);
+    dev.send("adapter", "my_style");
+    dev.send("go");
+    assert.equal(dev.lastSubmit().options.adapter, "my_style");
+    assert.match(dev.lastStatus(), /adapter my_style/);
+    dev.send("cancel");
+    dev.send("adapter");
+    dev.send("go");
+    assert.equal(dev.lastSubmit().options.adapter, undefined);
+    return dev.close();
+});

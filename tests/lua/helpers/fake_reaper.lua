@@ -1020,6 +1020,16 @@ function Fake:implementations()
     return take
   end
   I.GetActiveTake = function(item) return item.active end
+  -- a take's source: take.source (fake:add_take); a MIDI take has take.midi (Fake:add_midi_take),
+  -- take.startoffs and take.playrate (defaults 0 and 1) are the part of the file the item plays
+  I.GetMediaItemTake_Source = function(take) return take.source end
+  I.GetMediaSourceParent = function(src) return src.parent end
+  I.GetMediaSourceFileName = function(src) return src.path or "" end
+  I.GetMediaItemTakeInfo_Value = function(take, key)
+    if key == "D_STARTOFFS" then return take.startoffs or 0 end
+    if key == "D_PLAYRATE" then return take.playrate or 1 end
+    fake:violation("fake has no take value " .. key)
+  end
   I.SetActiveTake = function(take) take.item.active = take end
   I.GetMediaItemNumTakes = function(item) return #item.takes end
   I.GetMediaItemTake = function(item, i) return item.takes[i + 1] end

@@ -1,0 +1,143 @@
+"""``m2ugen learn FILE|DIR ... --adapter-name NAME``: a personal fine-tune as a job on the running server
+(kind ``finetune``, docs/training.md), followed to its end like ask/edit/generate.
+
+The clips are sent as paths to a local server and as bytes to a remote one; a ``.txt`` beside a clip
+is its caption (else the server's model describes it). Its options come from the protocol table (the
+``finetune`` rows). Ctrl-C asks the server to cancel the fine-tune and waits for it to stop (the other
+client commands leave their short jobs running). ``m2ugen finetune --audio-dir`` is the same training
+without a server, in this process.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from server import protocol
+from server.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Reporter, UsageError, call, client_options,
+                               connect, die, is_local, run_command)
+from server.cli.jobs import _add_param, _as_option, follow, load_request
+
+KIND = "finetune"
+COMMAND = "learn"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a", ".mp4")
+
+
+def _expand(items: list) -> list[dict[str, Any]]:
+    """FILE / DIR / {"path", "caption", "start", "end"} -> clip entries (directories: their audio files)."""
+    clips = []
+    for item in items:
+        entry = dict(item) if isinstance(item, dict) else {"path": str(item)}
+        if not str(entry.get("path") or "").strip():
+            raise UsageError(f"a clip without a path: {item!r}")
+        p = Path(str(entry["path"])).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise UsageError(f"{p}: no audio files ({', '.join(AUDIO_SUFFIXES)})")
+            clips += [{"path": str(f)} for f in found]
+        elif p.is_file():
+            clips.append({**entry, "path": str(p)})
+        else:
+            raise UsageError(f"{p}: no such file or directory")
+    for c in clips:
+        side = Path(c["path"]).with_suffix(".txt")
+        if not c.get("caption") and side.is_file():
+            c["caption"] = side.read_text(encoding="utf-8").strip() or None
+    return clips
+
+
+def build_submit(args, req: dict, local: bool) -> tuple[dict[str, Any], list[bytes]]:
+    params: dict[str, Any] = {}
+    for spec in protocol.PARAMS:
+        if KIND in spec.kinds:
+            v = getattr(args, spec.name, None)
+            v = v if v is not None else req.get(spec.name)
+            if v is not None:
+                params[spec.name] = v
+    clips = _expand(list(args.files or []) + list(req.get("files") or []))
+    if not clips:
+        raise UsageError("give the clips to learn from: FILE or DIR arguments (or 'files' in --request)")
+    frames: list[bytes] = []
+    audio_set = []
+    for c in clips:
+        p = Path(c["path"]).absolute()
+        ref: dict[str, Any] = {k: c[k] for k in ("caption", "start", "end") if c.get(k) is not None}
+        if local and not args.upload:
+            ref["path"] = str(p)
+        else:
+            frames.append(p.read_bytes())
+            ref.update(frame=len(frames), name=p.name)
+        audio_set.append(ref)
+    fields = {"kind": KIND, "params": params, "inputs": {"audio_set": audio_set}}
+    try:
+        protocol.check_submit(fields, len(frames))
+    except protocol.ProtocolError as e:
+        raise UsageError(_as_option(e)) from None
+    return fields, frames
+
+
+def cmd_learn(args) -> int:
+    try:
+        req = load_request(args.request, LEARN_REQUEST_KEYS)
+    except UsageError as e:
+        return die(Reporter(args.status_file, progress=False), EXIT_USAGE, str(e), "usage")
+    status_file = args.status_file or req.get("status_file")
+    reporter = Reporter(status_file, progress=sys.stderr.isatty() and not args.no_progress)
+
+    def body() -> int:
+        if req.get("kind") not in (None, KIND, COMMAND):
+            raise UsageError(f"the request file says kind {req['kind']!r}; learn sends {KIND!r}")
+        if args.server is None and req.get("server"):
+            args.server = req["server"]
+        from server.client import resolve_endpoint
+
+        fields, frames = build_submit(args, req, is_local(resolve_endpoint(args.server)))
+        client = connect(args)
+        job = None
+        try:
+            reply = call(client, "submit", frames, timeout_s=args.timeout + sum(map(len, frames)) / 5e6, **fields)
+            if reply.op == "error":
+                reporter.event(reply.header)
+                print(f"m2ugen: refused: {reply.header.get('code')}: {reply.header.get('message')}", file=sys.stderr)
+                return reporter.finish(EXIT_FAILED)
+            job = reply.header["job"]
+            reporter.event(reply.header)
+            return follow(client, reporter, job, None)
+        except KeyboardInterrupt:
+            if job is None:
+                raise
+            print(f"m2ugen: cancelling fine-tune job {job} (it stops at its next step)", file=sys.stderr)
+            try:
+                call(client, "cancel", job=job)
+                return follow(client, reporter, job, None)  # exit 5 once cancelled
+            except KeyboardInterrupt:
+                return die(reporter, EXIT_INTERRUPTED, f"interrupted; job {job} may still run (`m2ugen cancel {job}`)")
+        finally:
+            client.close()
+
+    return run_command(reporter, body)
+
+
+LEARN_REQUEST_KEYS = ("kind", "files", "status_file", "server",
+                      *(p.name for p in protocol.PARAMS if KIND in p.kinds))
+
+
+def register(sub) -> None:
+    text = "learn a personal adapter from audio clips on the running server (a finetune job)"
+    p = sub.add_parser(COMMAND, help=text, description=text + ". JSON lines on stdout; Ctrl-C cancels it.")
+    p.add_argument("files", nargs="*", metavar="FILE|DIR", help="audio clips, or folders of them (a .txt beside a "
+                                                                "clip is its caption)")
+    g = p.add_argument_group("fine-tune")
+    for spec in protocol.PARAMS:
+        if KIND in spec.kinds:
+            _add_param(g, spec)
+    g.add_argument("--request", metavar="FILE", help="read these options from a JSON file (keys: "
+                                                     + ", ".join(LEARN_REQUEST_KEYS) + ")")
+    g.add_argument("--status-file", metavar="PATH", help="keep the current state in this JSON file (atomic)")
+    g.add_argument("--upload", action="store_true", help="send the clips as bytes even to a local server")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    client_options(p)
+    p.set_defaults(func=cmd_learn)
+
