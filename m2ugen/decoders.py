@@ -254,11 +254,11 @@ class MusicGenDecoder(LazySubmodel):
         return MusicgenConfig, MusicgenForConditionalGeneration, MusicgenDecoderConfig
 
     def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 compile: bool = False):
+                 compile: bool | str | Callable = False):
         super().__init__(cfg, device, dtype)
         self._config = None
         self._mbd = None
-        self.compile = compile  # torch.compile the loop's decode step ("reduce-overhead" on CUDA)
+        self.compile = compile  # torch.compile the loop's decode step ("reduce-overhead" on CUDA); or a backend name
         self._decode_loop = None
 
     def _path(self) -> str | None:
@@ -1013,6 +1013,24 @@ class AudioLDM2Decoder(LazySubmodel):
                        num_waveforms_per_prompt=1, **kwargs)
         audio = np.asarray(out.audios[0], dtype=np.float32)  # [samples]
         return audio.reshape(1, -1)
+
+    def generate_batch(self, rows: list[DecodeRow]) -> list[np.ndarray | BaseException]:
+        """Row after row through ``generate`` (diffusers' pipeline, not batched): per row its audio or the
+        exception that ended it (a bad row's ValueError, an ``on_progress`` that raised), the others run.
+        A row's ``tokens_per_s`` / ``mbd_steps`` do not apply here; a prompt or a chroma is refused."""
+        results: list[np.ndarray | BaseException] = []
+        for row in rows:
+            try:
+                if row.prompt is not None or row.with_prompt:
+                    check_mode(self, "continue")
+                if row.chroma is not None:
+                    check_mode(self, "melody")
+                results.append(self.generate(text=row.text, embeds=row.embeds, duration_s=row.duration_s,
+                                             guidance_scale=row.guidance_scale, seed=row.seed,
+                                             on_progress=row.on_progress, vocoder=row.vocoder))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
 
 def build_decoder(cfg: M2UGenConfig, device: str | torch.device = "cpu",

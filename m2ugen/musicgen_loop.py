@@ -229,7 +229,9 @@ def _round_up(n: int, multiple: int) -> int:
 class MusicGenLoop:
     """Runs ``LoopRow``s of one MusicGen(-Melody) model together; see the module docstring."""
 
-    def __init__(self, model: nn.Module, *, compile: bool = False, length_multiple: int | None = None):
+    def __init__(self, model: nn.Module, *, compile: bool | str | Callable = False, length_multiple: int | None = None):
+        """``compile``: False (eager), True (torch.compile: inductor, "reduce-overhead" on CUDA) or a
+        torch.compile backend (a name such as "aot_eager", or a callable: the same single graph)."""
         self.model = model
         dec_cfg = model.config.decoder
         self.num_codebooks = int(dec_cfg.num_codebooks)
@@ -251,9 +253,12 @@ class MusicGenLoop:
         if not self.compile:
             return self.step_module
         if self._compiled is None:
-            device = next(self.model.parameters()).device
-            mode = "reduce-overhead" if device.type == "cuda" else None
-            self._compiled = torch.compile(self.step_module, mode=mode, dynamic=False, fullgraph=True)
+            if not isinstance(self.compile, bool):
+                self._compiled = torch.compile(self.step_module, backend=self.compile, dynamic=False, fullgraph=True)
+            else:
+                device = next(self.model.parameters()).device
+                mode = "reduce-overhead" if device.type == "cuda" else None
+                self._compiled = torch.compile(self.step_module, mode=mode, dynamic=False, fullgraph=True)
         return self._compiled
 
     # --- set-up ------------------------------------------------------------------------------
