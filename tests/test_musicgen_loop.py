@@ -221,27 +221,32 @@ def test_compiled_step_is_one_graph_with_the_eager_codes():
 
 
 def test_loop_cache_is_preallocated_once():
-    """Static shapes: the loop allocates its KV cache once per batch, sized for the longest row."""
+    """Static shapes: the KV cache is allocated once per batch shape, sized for the longest row, and kept
+    (zeroed) for the next batch of that shape."""
     d = decoder("tiny")
     loop = MusicGenLoop(d.model)
     step = loop.step_module
     shapes = []
     original = step.forward
 
-    def spy(hidden, pos, keys, *rest):
-        shapes.append((tuple(hidden.shape), tuple(keys[0].shape), keys[0].data_ptr()))
-        return original(hidden, pos, keys, *rest)
+    def spy(hidden, pos):
+        shapes.append((tuple(hidden.shape), tuple(step.keys_0.shape), step.keys_0.data_ptr()))
+        return original(hidden, pos)
 
     step.forward = spy
     rows = [d._loop_row(DecodeRow(text="rock", duration_s=0.3, seed=1))[0],
             d._loop_row(DecodeRow(text="rock", duration_s=0.5, seed=1, guidance_scale=1.0))[0]]
-    res = loop.run(rows)
-    assert all(r.error is None for r in res)
+    assert all(r.error is None for r in loop.run(rows))
     n = d.num_new_tokens(0.5)
     assert len(shapes) == n  # prefill + n - 1 steps
     assert {s[1] for s in shapes} == {(3, 2, 1 + n, 24)}  # 3 slots (2 + 1), 2 heads, the longest row
     assert len({s[2] for s in shapes}) == 1
     assert {s[0] for s in shapes[1:]} == {(3, 1, 48)}
+    first = shapes[0][2]
+    shapes.clear()
+    loop.run([d._loop_row(DecodeRow(text="jazz", duration_s=0.5, seed=2, guidance_scale=1.0))[0],
+              d._loop_row(DecodeRow(text="pop", duration_s=0.2, seed=3))[0]])
+    assert {s[2] for s in shapes} == {first}
 
 
 def test_audioldm2_generate_batch_is_serial_with_row_errors():
