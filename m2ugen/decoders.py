@@ -21,6 +21,12 @@ Stereo MusicGen checkpoints (``audio_channels=2``: 2 x K codebooks interleaved l
 ``on_progress(fraction)`` is called after every decoder step; an exception raised by it propagates
 out of ``generate`` unchanged (that is how a running job is cancelled).
 
+``generate_batch([DecodeRow(...), ...])`` takes the same arguments per row. MusicGen(-Melody) decodes
+all rows in one loop of its own over transformers' modules (``m2ugen.musicgen_loop``: static KV cache,
+per-row guidance, length, seed, prompt, chroma; ``compile=True`` compiles its step); a failing row gets its
+exception as its result and the others run on. ``generate`` is that loop with one row and reproduces
+transformers' ``generate`` (``engine="transformers"``) bit for bit on CPU. AudioLDM2 runs rows one by one.
+
 MusicGen's codes become audio through its EnCodec decoder (``vocoder="encodec"``, the default) or
 through Multi-Band Diffusion (``vocoder="mbd"``, m2ugen/mbd.py), each channel's codes on their own.
 
@@ -57,13 +63,13 @@ VOCODERS = ("encodec", "mbd")  # how MusicGen's codes become audio
 log = logging.getLogger("m2ugen.decoders")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DecodeRow:
     """One request of ``generate_batch``: the keyword arguments of ``generate``, one row of a batch."""
 
     text: str | None = None
     embeds: torch.Tensor | None = None
-    duration_s: float = 10.0
+    duration_s: float
     guidance_scale: float = 3.5
     seed: int | None = None
     tokens_per_s: float = 51.2

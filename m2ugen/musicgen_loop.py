@@ -107,9 +107,8 @@ class LoopResult:
 
 @dataclass
 class _Batch:
-    """Host-side bookkeeping of one loop: which slots belong to which row, positions, patterns."""
+    """Which cache slots belong to which row: its conditional slot, its null-branch slot (or None)."""
 
-    rows: list[LoopRow]
     cond_slot: list[int] = field(default_factory=list)
     uncond_slot: list[int | None] = field(default_factory=list)
     slot_row: list[int] = field(default_factory=list)
@@ -142,35 +141,39 @@ class MusicGenStep(nn.Module):
         self.cross = hasattr(dec.layers[0], "encoder_attn")
         self.cache_shape: tuple[int, ...] | None = None
 
+    def _put(self, name: str, value: torch.Tensor) -> None:
+        """Buffer ``name`` := value, in place when the shape allows (a static address for CUDA graphs)."""
+        buf = getattr(self, name, None)
+        if buf is not None and buf.shape == value.shape and buf.dtype == value.dtype and buf.device == value.device:
+            buf.copy_(value)
+            return
+        buf = torch.empty(value.shape, dtype=value.dtype, device=value.device).copy_(value)  # contiguous
+        if buf.device.type == "cuda":
+            torch._dynamo.mark_static_address(buf)
+        self.register_buffer(name, buf, persistent=False)
+
     def setup_cache(self, slots: int, length: int, cross_states: torch.Tensor | None = None,
                     cross_keep: torch.Tensor | None = None) -> None:
-        """(Re)allocate the self-attention cache (kept, zeroed, when the shape is unchanged) and compute
-        the cross-attention keys / values of ``cross_states`` [S, Lc, D] (``cross_keep`` [S, Lc] bool)."""
+        """Zero the self-attention cache for ``slots`` x ``length`` (reused when the shape is unchanged) and
+        put the cross-attention keys / values of ``cross_states`` [S, Lc, D] (``cross_keep`` [S, Lc] bool)."""
         ref = next(self.parameters())
         shape = (slots, self.heads, length, self.head_dim)
+        zeros = torch.zeros(shape, device=ref.device, dtype=ref.dtype)
         for i in range(len(self.layers)):
-            for name in (f"keys_{i}", f"values_{i}"):
-                buf = getattr(self, name, None)
-                if self.cache_shape == shape and buf is not None and buf.dtype == ref.dtype and buf.device == ref.device:
-                    buf.zero_()
-                else:
-                    buf = torch.zeros(shape, device=ref.device, dtype=ref.dtype)
-                    if ref.device.type == "cuda":
-                        torch._dynamo.mark_static_address(buf)
-                    self.register_buffer(name, buf, persistent=False)
+            self._put(f"keys_{i}", zeros)
+            self._put(f"values_{i}", zeros)
         self.cache_shape = shape
         if not self.cross:
             return
         for i, layer in enumerate(self.layers):
             xattn = layer.encoder_attn
-            self.register_buffer(f"cross_keys_{i}", self._heads(xattn.k_proj(cross_states)).contiguous(), persistent=False)
-            self.register_buffer(f"cross_values_{i}", self._heads(xattn.v_proj(cross_states)).contiguous(),
-                                 persistent=False)
+            self._put(f"cross_keys_{i}", self._heads(xattn.k_proj(cross_states)))
+            self._put(f"cross_values_{i}", self._heads(xattn.v_proj(cross_states)))
         # additive, not boolean: the null branch masks every position (its states are zeros, so its
         # keys and values are zeros too and the attention output is exactly 0, without NaN)
         bias = torch.zeros(cross_keep.shape, device=ref.device, dtype=ref.dtype)
         bias.masked_fill_(~cross_keep, torch.finfo(ref.dtype).min)
-        self.register_buffer("cross_bias", bias[:, None, None, :], persistent=False)
+        self._put("cross_bias", bias[:, None, None, :])
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [S, K, T] -> [S, T, D]: the sum of the codebooks' embeddings (transformers' order)."""
@@ -281,7 +284,7 @@ class MusicGenLoop:
 
     # --- set-up ------------------------------------------------------------------------------
     def _slots(self, rows: list[LoopRow]) -> _Batch:
-        b = _Batch(rows)
+        b = _Batch()
         for r, row in enumerate(rows):
             b.cond_slot.append(len(b.slot_row))
             b.slot_row.append(r)
@@ -342,8 +345,7 @@ class MusicGenLoop:
         last = torch.tensor([x.shape[0] - 1 for x in seq], device=device)
         logits = logits[torch.arange(n_slots, device=device), :, last]  # [S, K, V]
 
-        # slot position of the next token fed: prefix + row position
-        row_pos = list(first)  # next token position to sample / feed per row
+        row_pos = list(first)  # per row: the position its next sampled token goes to
         active = [True] * len(rows)
         done = [0] * len(rows)
         step_fn = self._step_fn()
@@ -352,7 +354,8 @@ class MusicGenLoop:
             self._sample_into(logits, b, rows, tokens, free, row_pos, active, done, results)
             if i == total - 1 or not any(active):
                 break
-            # the token each slot feeds next: the one just placed (a finished row repeats its last one)
+            # each slot feeds its row's token just placed, at prefix + position (a finished row repeats
+            # its last one: fixed shapes, the repeats are never read)
             feed_pos = [min(row_pos[r], lengths[r]) - 1 for r in b.slot_row]
             fed = torch.stack([tokens[r][:, p] for r, p in zip(b.slot_row, feed_pos)])  # [S, K]
             pos = torch.tensor([prefix[s] + p for s, p in enumerate(feed_pos)], device=device)[:, None]
