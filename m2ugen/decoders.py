@@ -502,9 +502,10 @@ class MusicGenDecoder(LazySubmodel):
         ``torch.Generator``: a row's result does not depend on the other rows), audio prompt and chroma.
         A row that fails its checks gets the ValueError; a row whose ``on_progress`` raises is dropped at
         once with that exception; the others run on unchanged. EnCodec decodes row by row; MBD too.
+        An error of the loop itself (e.g. out of memory) raises from here.
         """
         results: list[np.ndarray | BaseException | None] = [None] * len(rows)
-        prepared: list[tuple[int, LoopRow, dict[str, Any]]] = []
+        prepared: list[tuple[int, Any, dict[str, Any]]] = []  # (index, LoopRow, finishing info)
         for i, row in enumerate(rows):
             try:
                 prepared.append((i, *self._loop_row(row)))
@@ -527,7 +528,7 @@ class MusicGenDecoder(LazySubmodel):
         from m2ugen.musicgen_loop import MusicGenLoop
 
         model = self.model
-        if getattr(self, "_decode_loop", None) is None or self._decode_loop.model is not model \
+        if self._decode_loop is None or self._decode_loop.model is not model \
                 or self._decode_loop.compile != self.compile:
             self._decode_loop = MusicGenLoop(model, compile=self.compile)
         return self._decode_loop
