@@ -264,7 +264,7 @@ class MusicGenDecoder(LazySubmodel):
         super().__init__(cfg, device, dtype)
         self._config = None
         self._mbd = None
-        self.compile = compile  # torch.compile the loop's decode step ("reduce-overhead" on CUDA); or a backend name
+        self.compile = compile  # torch.compile the loop's decode step ("reduce-overhead" on CUDA), or a backend
         self._decode_loop = None
 
     def _path(self) -> str | None:
@@ -566,7 +566,8 @@ class MusicGenDecoder(LazySubmodel):
         if guided:
             states = torch.cat([states, torch.zeros_like(states)])
             mask = torch.cat([mask, torch.zeros_like(mask)])
-        if self.text_dim != model.decoder.config.hidden_size and model.decoder.config.cross_attention_hidden_size is None:
+        dec = model.decoder.config
+        if self.text_dim != dec.hidden_size and dec.cross_attention_hidden_size is None:
             states = model.enc_to_dec_proj(states)
         states = states * mask[..., None]
         keep = mask.bool()
