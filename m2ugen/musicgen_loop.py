@@ -15,6 +15,9 @@ scale, one length, one RNG). This module runs many requests ("rows") in one loop
 The decoder runs on a preallocated KV cache ``[slots, heads, length, head_dim]`` per layer, written at
 per-slot positions given as a tensor, so one decode step has fixed shapes for the whole loop and
 ``torch.compile`` compiles it once (``compile=True``; "reduce-overhead", i.e. CUDA graphs, on CUDA).
+Not transformers' ``StaticCache``: its MusicGen decoder takes one past length for the whole batch
+(``past_key_values.get_seq_length()`` for the positions), so rows with prompts of different lengths
+could not share it; this cache takes a position per slot and runs the same modules' weights.
 
 Facts reproduced from transformers 5.23 (``models/musicgen*/modeling_*.py``, read, not copied):
 
@@ -33,7 +36,6 @@ Facts reproduced from transformers 5.23 (``models/musicgen*/modeling_*.py``, rea
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
