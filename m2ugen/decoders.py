@@ -21,6 +21,12 @@ Stereo MusicGen checkpoints (``audio_channels=2``: 2 x K codebooks interleaved l
 ``on_progress(fraction)`` is called after every decoder step; an exception raised by it propagates
 out of ``generate`` unchanged (that is how a running job is cancelled).
 
+``generate_batch([DecodeRow(...), ...])`` takes the same arguments per row. MusicGen(-Melody) decodes
+all rows in one loop of its own over transformers' modules (``m2ugen.musicgen_loop``: static KV cache,
+per-row guidance, length, seed, prompt, chroma; ``compile=True`` compiles its step); a failing row gets its
+exception as its result and the others run on. ``generate`` is that loop with one row and reproduces
+transformers' ``generate`` (``engine="transformers"``) bit for bit on CPU. AudioLDM2 runs rows one by one.
+
 MusicGen's codes become audio through its EnCodec decoder (``vocoder="encodec"``, the default) or
 through Multi-Band Diffusion (``vocoder="mbd"``, m2ugen/mbd.py), each channel's codes on their own.
 
@@ -57,13 +63,13 @@ VOCODERS = ("encodec", "mbd")  # how MusicGen's codes become audio
 log = logging.getLogger("m2ugen.decoders")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DecodeRow:
     """One request of ``generate_batch``: the keyword arguments of ``generate``, one row of a batch."""
 
     text: str | None = None
     embeds: torch.Tensor | None = None
-    duration_s: float = 10.0
+    duration_s: float
     guidance_scale: float = 3.5
     seed: int | None = None
     tokens_per_s: float = 51.2
@@ -254,11 +260,11 @@ class MusicGenDecoder(LazySubmodel):
         return MusicgenConfig, MusicgenForConditionalGeneration, MusicgenDecoderConfig
 
     def __init__(self, cfg: M2UGenConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 compile: bool = False):
+                 compile: bool | str | Callable = False):
         super().__init__(cfg, device, dtype)
         self._config = None
         self._mbd = None
-        self.compile = compile  # torch.compile the loop's decode step ("reduce-overhead" on CUDA)
+        self.compile = compile  # torch.compile the loop's decode step ("reduce-overhead" on CUDA), or a backend
         self._decode_loop = None
 
     def _path(self) -> str | None:
@@ -496,9 +502,10 @@ class MusicGenDecoder(LazySubmodel):
         ``torch.Generator``: a row's result does not depend on the other rows), audio prompt and chroma.
         A row that fails its checks gets the ValueError; a row whose ``on_progress`` raises is dropped at
         once with that exception; the others run on unchanged. EnCodec decodes row by row; MBD too.
+        An error of the loop itself (e.g. out of memory) raises from here.
         """
         results: list[np.ndarray | BaseException | None] = [None] * len(rows)
-        prepared: list[tuple[int, LoopRow, dict[str, Any]]] = []
+        prepared: list[tuple[int, Any, dict[str, Any]]] = []  # (index, LoopRow, finishing info)
         for i, row in enumerate(rows):
             try:
                 prepared.append((i, *self._loop_row(row)))
@@ -521,7 +528,7 @@ class MusicGenDecoder(LazySubmodel):
         from m2ugen.musicgen_loop import MusicGenLoop
 
         model = self.model
-        if getattr(self, "_decode_loop", None) is None or self._decode_loop.model is not model \
+        if self._decode_loop is None or self._decode_loop.model is not model \
                 or self._decode_loop.compile != self.compile:
             self._decode_loop = MusicGenLoop(model, compile=self.compile)
         return self._decode_loop
@@ -559,7 +566,8 @@ class MusicGenDecoder(LazySubmodel):
         if guided:
             states = torch.cat([states, torch.zeros_like(states)])
             mask = torch.cat([mask, torch.zeros_like(mask)])
-        if self.text_dim != model.decoder.config.hidden_size and model.decoder.config.cross_attention_hidden_size is None:
+        dec = model.decoder.config
+        if self.text_dim != dec.hidden_size and dec.cross_attention_hidden_size is None:
             states = model.enc_to_dec_proj(states)
         states = states * mask[..., None]
         keep = mask.bool()
@@ -1013,6 +1021,24 @@ class AudioLDM2Decoder(LazySubmodel):
                        num_waveforms_per_prompt=1, **kwargs)
         audio = np.asarray(out.audios[0], dtype=np.float32)  # [samples]
         return audio.reshape(1, -1)
+
+    def generate_batch(self, rows: list[DecodeRow]) -> list[np.ndarray | BaseException]:
+        """Row after row through ``generate`` (diffusers' pipeline, not batched): per row its audio or the
+        exception that ended it (a bad row's ValueError, an ``on_progress`` that raised), the others run.
+        A row's ``tokens_per_s`` / ``mbd_steps`` do not apply here; a prompt or a chroma is refused."""
+        results: list[np.ndarray | BaseException] = []
+        for row in rows:
+            try:
+                if row.prompt is not None or row.with_prompt:
+                    check_mode(self, "continue")
+                if row.chroma is not None:
+                    check_mode(self, "melody")
+                results.append(self.generate(text=row.text, embeds=row.embeds, duration_s=row.duration_s,
+                                             guidance_scale=row.guidance_scale, seed=row.seed,
+                                             on_progress=row.on_progress, vocoder=row.vocoder))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
 
 def build_decoder(cfg: M2UGenConfig, device: str | torch.device = "cpu",

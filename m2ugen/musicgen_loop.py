@@ -15,6 +15,9 @@ scale, one length, one RNG). This module runs many requests ("rows") in one loop
 The decoder runs on a preallocated KV cache ``[slots, heads, length, head_dim]`` per layer, written at
 per-slot positions given as a tensor, so one decode step has fixed shapes for the whole loop and
 ``torch.compile`` compiles it once (``compile=True``; "reduce-overhead", i.e. CUDA graphs, on CUDA).
+Not transformers' ``StaticCache``: its MusicGen decoder takes one past length for the whole batch
+(``past_key_values.get_seq_length()`` for the positions), so rows with prompts of different lengths
+could not share it; this cache takes a position per slot and runs the same modules' weights.
 
 Facts reproduced from transformers 5.23 (``models/musicgen*/modeling_*.py``, read, not copied):
 
@@ -33,7 +36,6 @@ Facts reproduced from transformers 5.23 (``models/musicgen*/modeling_*.py``, rea
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -107,9 +109,8 @@ class LoopResult:
 
 @dataclass
 class _Batch:
-    """Host-side bookkeeping of one loop: which slots belong to which row, positions, patterns."""
+    """Which cache slots belong to which row: its conditional slot, its null-branch slot (or None)."""
 
-    rows: list[LoopRow]
     cond_slot: list[int] = field(default_factory=list)
     uncond_slot: list[int | None] = field(default_factory=list)
     slot_row: list[int] = field(default_factory=list)
@@ -119,27 +120,15 @@ class _Batch:
 # the decoder over transformers' modules
 
 
-class StaticCache:
-    """Preallocated keys / values per layer: self-attention [S, H, L, Dh]; cross-attention [S, H, Lc, Dh]
-    plus an additive mask [S, 1, 1, Lc] (MusicGen only)."""
-
-    def __init__(self, layers: int, slots: int, heads: int, length: int, head_dim: int, *,
-                 device, dtype):
-        shape = (slots, heads, length, head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
-        self.length = length
-        self.cross_keys: list[torch.Tensor] = []
-        self.cross_values: list[torch.Tensor] = []
-        self.cross_bias: torch.Tensor | None = None
-
-
 class MusicGenStep(nn.Module):
-    """One forward of MusicGen's decoder (``MusicgenForCausalLM``) on a StaticCache.
+    """One forward of MusicGen's decoder (``MusicgenForCausalLM``) on a static KV cache.
 
-    ``forward(embeds [S, T, D], pos [S, T], keys, values, cross_keys, cross_values, cross_bias)`` writes
-    the new keys / values at ``pos`` (per slot), attends to cache positions <= pos, and returns the
-    logits [S, K, T, V]. With T = 1 every shape is fixed, whatever the positions: one compiled graph.
+    The cache is this module's buffers (as in gpt-fast), allocated by ``setup_cache`` for a batch:
+    self-attention keys / values ``[slots, heads, length, head_dim]`` per layer and, for MusicGen, the
+    cross-attention keys / values of the conditioning with an additive mask ``[slots, 1, 1, Lc]``.
+    ``forward(hidden [S, T, D], pos [S, T])`` writes the new keys / values at ``pos`` (per slot),
+    attends to cache positions <= pos and returns the logits [S, K, T, V]. With T = 1 every shape is
+    fixed whatever the positions: one compiled graph (and one CUDA graph) for the whole loop.
     """
 
     def __init__(self, causal_lm: nn.Module):
@@ -152,6 +141,41 @@ class MusicGenStep(nn.Module):
         attn = dec.layers[0].self_attn
         self.heads, self.head_dim, self.scaling = attn.num_heads, attn.head_dim, attn.scaling
         self.cross = hasattr(dec.layers[0], "encoder_attn")
+        self.cache_shape: tuple[int, ...] | None = None
+
+    def _put(self, name: str, value: torch.Tensor) -> None:
+        """Buffer ``name`` := value, in place when the shape allows (a static address for CUDA graphs)."""
+        buf = getattr(self, name, None)
+        if buf is not None and buf.shape == value.shape and buf.dtype == value.dtype and buf.device == value.device:
+            buf.copy_(value)
+            return
+        buf = torch.empty(value.shape, dtype=value.dtype, device=value.device).copy_(value)  # contiguous
+        if buf.device.type == "cuda":
+            torch._dynamo.mark_static_address(buf)
+        self.register_buffer(name, buf, persistent=False)
+
+    def setup_cache(self, slots: int, length: int, cross_states: torch.Tensor | None = None,
+                    cross_keep: torch.Tensor | None = None) -> None:
+        """Zero the self-attention cache for ``slots`` x ``length`` (reused when the shape is unchanged) and
+        put the cross-attention keys / values of ``cross_states`` [S, Lc, D] (``cross_keep`` [S, Lc] bool)."""
+        ref = next(self.parameters())
+        shape = (slots, self.heads, length, self.head_dim)
+        zeros = torch.zeros(shape, device=ref.device, dtype=ref.dtype)
+        for i in range(len(self.layers)):
+            self._put(f"keys_{i}", zeros)
+            self._put(f"values_{i}", zeros)
+        self.cache_shape = shape
+        if not self.cross:
+            return
+        for i, layer in enumerate(self.layers):
+            xattn = layer.encoder_attn
+            self._put(f"cross_keys_{i}", self._heads(xattn.k_proj(cross_states)))
+            self._put(f"cross_values_{i}", self._heads(xattn.v_proj(cross_states)))
+        # additive, not boolean: the null branch masks every position (its states are zeros, so its
+        # keys and values are zeros too and the attention output is exactly 0, without NaN)
+        bias = torch.zeros(cross_keep.shape, device=ref.device, dtype=ref.dtype)
+        bias.masked_fill_(~cross_keep, torch.finfo(ref.dtype).min)
+        self._put("cross_bias", bias[:, None, None, :])
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [S, K, T] -> [S, T, D]: the sum of the codebooks' embeddings (transformers' order)."""
@@ -165,26 +189,27 @@ class MusicGenStep(nn.Module):
         s, _, t, _ = x.shape
         return x.transpose(1, 2).reshape(s, t, self.heads * self.head_dim)
 
-    def forward(self, hidden, pos, keys, values, cross_keys, cross_values, cross_bias):
+    def forward(self, hidden: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         s, t, _ = hidden.shape
-        length = keys[0].shape[2]
+        length = self.cache_shape[2]
         slots = torch.arange(s, device=pos.device)[:, None].expand(s, t)
-        visible = torch.arange(length, device=pos.device)[None, None, :] <= pos[:, :, None]  # [S, T, L]
-        visible = visible[:, None]
+        visible = (torch.arange(length, device=pos.device)[None, None, :] <= pos[:, :, None])[:, None]  # [S,1,T,L]
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
+            keys, values = getattr(self, f"keys_{i}"), getattr(self, f"values_{i}")
             h = layer.self_attn_layer_norm(hidden)
             q = self._heads(attn.q_proj(h))
-            keys[i][slots, :, pos] = attn.k_proj(h).view(s, t, self.heads, self.head_dim)
-            values[i][slots, :, pos] = attn.v_proj(h).view(s, t, self.heads, self.head_dim)
-            out = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=visible, scale=self.scaling)
+            keys[slots, :, pos] = attn.k_proj(h).view(s, t, self.heads, self.head_dim)
+            values[slots, :, pos] = attn.v_proj(h).view(s, t, self.heads, self.head_dim)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=self.scaling)
             hidden = hidden + attn.out_proj(self._merge(out))
             if self.cross:
                 xattn = layer.encoder_attn
                 h = layer.encoder_attn_layer_norm(hidden)
                 q = self._heads(xattn.q_proj(h))
-                out = F.scaled_dot_product_attention(q, cross_keys[i], cross_values[i], attn_mask=cross_bias,
-                                                     scale=self.scaling)
+                out = F.scaled_dot_product_attention(q, getattr(self, f"cross_keys_{i}"),
+                                                     getattr(self, f"cross_values_{i}"),
+                                                     attn_mask=self.cross_bias, scale=self.scaling)
                 hidden = hidden + xattn.out_proj(self._merge(out))
             h = layer.final_layer_norm(hidden)
             hidden = hidden + layer.fc2(layer.activation_fn(layer.fc1(h)))
@@ -229,15 +254,15 @@ def _round_up(n: int, multiple: int) -> int:
 class MusicGenLoop:
     """Runs ``LoopRow``s of one MusicGen(-Melody) model together; see the module docstring."""
 
-    def __init__(self, model: nn.Module, *, compile: bool = False, length_multiple: int | None = None):
+    def __init__(self, model: nn.Module, *, compile: bool | str | Callable = False, length_multiple: int | None = None):
+        """``compile``: False (eager), True (torch.compile: inductor, "reduce-overhead" on CUDA) or a
+        torch.compile backend (a name such as "aot_eager", or a callable: the same single graph)."""
         self.model = model
         dec_cfg = model.config.decoder
         self.num_codebooks = int(dec_cfg.num_codebooks)
         self.audio_channels = int(dec_cfg.audio_channels)
         self.pad_id = int(model.generation_config.pad_token_id)
         self.step_module = MusicGenStep(model.decoder)
-        self.do_sample = bool(model.generation_config.do_sample)
-        self.warpers = warpers(model.generation_config)
         self.compile = compile
         # a compiled step is specialised on the cache length: round it up so that lengths share graphs
         self.length_multiple = length_multiple or (256 if compile else 1)
@@ -251,14 +276,17 @@ class MusicGenLoop:
         if not self.compile:
             return self.step_module
         if self._compiled is None:
-            device = next(self.model.parameters()).device
-            mode = "reduce-overhead" if device.type == "cuda" else None
-            self._compiled = torch.compile(self.step_module, mode=mode, dynamic=False, fullgraph=True)
+            if not isinstance(self.compile, bool):
+                self._compiled = torch.compile(self.step_module, backend=self.compile, dynamic=False, fullgraph=True)
+            else:
+                device = next(self.model.parameters()).device
+                mode = "reduce-overhead" if device.type == "cuda" else None
+                self._compiled = torch.compile(self.step_module, mode=mode, dynamic=False, fullgraph=True)
         return self._compiled
 
     # --- set-up ------------------------------------------------------------------------------
     def _slots(self, rows: list[LoopRow]) -> _Batch:
-        b = _Batch(rows)
+        b = _Batch()
         for r, row in enumerate(rows):
             b.cond_slot.append(len(b.slot_row))
             b.slot_row.append(r)
@@ -280,6 +308,8 @@ class MusicGenLoop:
         dtype = next(model.decoder.parameters()).dtype
         b = self._slots(rows)
         n_slots = len(b.slot_row)
+        self.do_sample = bool(model.generation_config.do_sample)
+        self.warpers = warpers(model.generation_config)  # read per run: the config may change
         results = [LoopResult() for _ in rows]
 
         # per row: the delay pattern over its whole length; per slot: its conditioning
@@ -294,11 +324,8 @@ class MusicGenLoop:
 
         cache_len = max(p + lengths[r] for p, r in zip(prefix, b.slot_row))
         cache_len = _round_up(cache_len, self.length_multiple)
-        n_layers = len(step.layers)
-        cache = StaticCache(n_layers, n_slots, step.heads, cache_len, step.head_dim, device=device, dtype=dtype)
+        step.setup_cache(n_slots, cache_len, *(self._cross_inputs(slot_cond, slot_mask) if step.cross else ()))
         table = sinusoids(self._decoder.embed_positions, cache_len, dtype, device)
-        if step.cross:
-            self._fill_cross(cache, step, slot_cond, slot_mask, device, dtype)
 
         # tokens[r]: the row's delayed sequence, filled as it decodes (the pattern where known)
         tokens = [p.clone().to(device) for p in patterns]
@@ -316,12 +343,11 @@ class MusicGenLoop:
             hidden[s, : x.shape[0]] = x
         pos = torch.arange(width, device=device)[None].expand(n_slots, width)
         hidden = hidden + table[pos]
-        logits = step(hidden, pos, cache.keys, cache.values, cache.cross_keys, cache.cross_values, cache.cross_bias)
+        logits = step(hidden, pos)
         last = torch.tensor([x.shape[0] - 1 for x in seq], device=device)
         logits = logits[torch.arange(n_slots, device=device), :, last]  # [S, K, V]
 
-        # slot position of the next token fed: prefix + row position
-        row_pos = list(first)  # next token position to sample / feed per row
+        row_pos = list(first)  # per row: the position its next sampled token goes to
         active = [True] * len(rows)
         done = [0] * len(rows)
         step_fn = self._step_fn()
@@ -330,35 +356,28 @@ class MusicGenLoop:
             self._sample_into(logits, b, rows, tokens, free, row_pos, active, done, results)
             if i == total - 1 or not any(active):
                 break
-            # the token each slot feeds next: the one just placed (a finished row repeats its last one)
+            # each slot feeds its row's token just placed, at prefix + position (a finished row repeats
+            # its last one: fixed shapes, the repeats are never read)
             feed_pos = [min(row_pos[r], lengths[r]) - 1 for r in b.slot_row]
             fed = torch.stack([tokens[r][:, p] for r, p in zip(b.slot_row, feed_pos)])  # [S, K]
             pos = torch.tensor([prefix[s] + p for s, p in enumerate(feed_pos)], device=device)[:, None]
             hidden = step.embed(fed[:, :, None]) + table[pos]
-            logits = step_fn(hidden, pos, cache.keys, cache.values, cache.cross_keys, cache.cross_values,
-                             cache.cross_bias)[:, :, 0]
+            logits = step_fn(hidden, pos)[:, :, 0]
         for r, row in enumerate(rows):
             if results[r].error is None:
                 results[r].tokens = tokens[r]
         return results
 
-    def _fill_cross(self, cache: StaticCache, step: MusicGenStep, conds, masks, device, dtype) -> None:
-        """Cross-attention keys / values of every slot's (projected, masked) states, padded to one length."""
+    @staticmethod
+    def _cross_inputs(conds: list[torch.Tensor], masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every slot's (projected, masked) cross-attention states and mask, padded to one length."""
         lc = max(int(c.shape[0]) for c in conds)
-        states = torch.zeros(len(conds), lc, conds[0].shape[-1], device=device, dtype=dtype)
-        keep = torch.zeros(len(conds), lc, dtype=torch.bool, device=device)
+        states = conds[0].new_zeros(len(conds), lc, conds[0].shape[-1])
+        keep = torch.zeros(len(conds), lc, dtype=torch.bool, device=conds[0].device)
         for s, (c, m) in enumerate(zip(conds, masks)):
             states[s, : c.shape[0]] = c
             keep[s, : c.shape[0]] = m
-        for layer in step.layers:
-            xattn = layer.encoder_attn
-            cache.cross_keys.append(step._heads(xattn.k_proj(states)).contiguous())
-            cache.cross_values.append(step._heads(xattn.v_proj(states)).contiguous())
-        # additive, not boolean: the null branch masks every position (its states are zeros, so its
-        # keys and values are zeros too and the attention output is exactly 0, without NaN)
-        bias = torch.zeros(len(conds), lc, device=device, dtype=dtype)
-        bias.masked_fill_(~keep, torch.finfo(dtype).min)
-        cache.cross_bias = bias[:, None, None, :]
+        return states, keep
 
     def _sample_into(self, logits, b: _Batch, rows, tokens, free, row_pos, active, done, results) -> None:
         """Guide, warp and sample the next token of every active row; place it unless the pattern fixes it."""

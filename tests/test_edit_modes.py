@@ -127,22 +127,22 @@ def test_text_mode_is_the_official_decoding(mono):
 
 
 def _prompt_codes_seen(model, run):
-    """Run ``run()``; return the codes of the decoder's first (prefill) input with the delay undone."""
-    lm = model.decoder.model.decoder
-    seen = []
-    original = lm.forward
+    """Run ``run()``; return the codes of the decoder's first (prefill) input with the delay undone
+    (the first ids each codebook's embedding sees: transformers' generate and our loop both embed there)."""
+    lm = model.decoder.model.decoder.model.decoder
+    seen: dict[int, torch.Tensor] = {}
+    for k, table in enumerate(lm.embed_tokens):
+        def spy(ids, k=k, original=table.forward):
+            seen.setdefault(k, ids.reshape(-1, ids.shape[-1])[0].clone())  # conditional branch: [1 + S]
+            return original(ids)
 
-    def spy(*args, **kw):
-        seen.append(kw["input_ids"].clone())
-        return original(*args, **kw)
-
-    lm.forward = spy
+        table.forward = spy
     try:
         out = run()
     finally:
-        del lm.forward
-    ids = seen[0][: lm.num_codebooks]  # conditional branch: [K, 1 + S], codebook k delayed by k steps
-    return out, [ids[k, 1 + k:] for k in range(lm.num_codebooks)]  # codebook k: its first S - k codes
+        for table in lm.embed_tokens:
+            del table.forward
+    return out, [seen[k][1 + k:] for k in range(lm.num_codebooks)]  # codebook k delayed by k: its first S - k codes
 
 
 def test_continue_prompts_with_encodec_codes_of_the_source(mono):
