@@ -7,9 +7,9 @@ mid-size random model (LLaMA 8 x 1024, MusicGen 12 x 512 with the real 32 kHz En
 two servers take turns round by round so they see the same machine load. Printed per N: jobs/s of each,
 the ratio (target >= 2.5 at N = 4), p50/p99 job latency (submit -> done).
 
-Part 2: the per-step tables of ``benchmarks/roofline.py`` (LLaMA decode step) and
-``benchmarks/bench_musicgen_loop.py`` (MusicGen guided step), each step beside its floor (weight bytes /
-a GEMV's bandwidth measured in the same run).
+Part 2: the LLaMA decode step (``benchmarks/roofline.py``, dim 1024 x 8 layers) and the MusicGen guided step
+(``benchmarks/bench_musicgen_loop.py``'s mid decoder, through our loop), fp32 and bf16, each beside its floor
+(weight bytes read per step / a GEMV's bandwidth measured in the same run; target >= 0.8).
 
     .venv/bin/python benchmarks/bench_serving.py [--jobs 1,2,4,8 --rounds 2 --threads 2 --no-steps]
 """
@@ -114,15 +114,49 @@ def bench_jobs(ns: list[int], rounds: int, duration: float, tokens: int) -> None
                 app.stop()
 
 
-def bench_steps() -> None:
+def musicgen_rows(dtypes: tuple[str, ...], bandwidth: float, steps_s: float = 1.0) -> list[dict]:
+    """The mid MusicGen's guided decode step (one row = 2 slots) per dtype, beside its floor: the decoder's
+    weight bytes read once per step / the GEMV bandwidth. Step time = one row's loop run / its steps."""
     import bench_musicgen_loop
     import roofline
 
-    print("\n## decode steps vs their memory-bandwidth floor (weight bytes / GEMV bandwidth)")
-    for title, rows in (("LLaMA decode step", roofline.llama_rows()),
-                        ("MusicGen guided step", bench_musicgen_loop.musicgen_step_rows())):
-        print(f"\n### {title}")
-        roofline.print_rows(rows)
+    from m2ugen.decoders import DecodeRow
+    from m2ugen.quant import weight_bytes
+
+    out = []
+    for dtype in dtypes:
+        name = f"MusicGen mid (8 x 512), {dtype}, guided, 1 row"
+        try:
+            d = bench_musicgen_loop.build("mid")
+            d.dtype = getattr(torch, dtype)
+            d.model.to(d.dtype)
+            loop = d._loop()
+            prepared = d._loop_row(DecodeRow(text="a calm piano melody", duration_s=steps_s, seed=0))[0]
+            n = d.num_new_tokens(steps_s)
+
+            def run_one():
+                prepared.generator = torch.Generator(d.device).manual_seed(0)
+                loop.run([prepared])
+
+            read = weight_bytes(d.model.decoder, skip=("model.decoder.embed_tokens.",))  # per step: one row each
+            row = roofline.step_fraction(run_one, read * n, bandwidth, warmup=1, iters=3)
+            per_step = {k: row[k] / n for k in ("step_ms", "floor_ms")}
+            out.append({"name": name, **row, **per_step, "tokens_per_s": n / (row["step_ms"] / 1000)})
+        except Exception as e:  # one failing row must not lose the table
+            out.append({"name": name, "error": f"{type(e).__name__}: {e}"})
+    return out
+
+
+def bench_steps(compile: bool) -> None:
+    import roofline
+
+    bandwidth = roofline.gemv_bandwidth("cpu")
+    print(f"\n## decode steps vs their memory-bandwidth floor (weight bytes / GEMV bandwidth "
+          f"{bandwidth / 1e9:.1f} GB/s, measured now)")
+    rows = roofline.llama_rows(dtypes=("float32", "bfloat16"), compile=(False, True) if compile else (False,),
+                               bandwidth=bandwidth)
+    rows += musicgen_rows(("float32", "bfloat16"), bandwidth)
+    print(roofline.format_rows(rows))
 
 
 def main() -> None:
@@ -134,13 +168,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--no-steps", action="store_true", help="skip part 2 (the per-step roofline tables)")
     ap.add_argument("--no-jobs", action="store_true", help="skip part 1 (the job throughput table)")
+    ap.add_argument("--compile", action="store_true", help="part 2 also compiled LLaMA steps (minutes on a CPU)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.no_jobs:
         bench_jobs([int(x) for x in args.jobs.split(",")], args.rounds, args.duration, args.tokens)
     if not args.no_steps:
-        bench_steps()
+        bench_steps(args.compile)
 
 
 if __name__ == "__main__":
