@@ -591,11 +591,14 @@ class M2UGen(nn.Module):
             row.timings["thinking"] = time.perf_counter() - t0
 
     def _finish_reply(self, row: "_Row", gen: Generation) -> None:
-        """The reply's text and [AUD] states; the eight [AUD] tokens appended when audio is wanted."""
+        """The reply's text and [AUD] states; the eight [AUD] tokens appended when audio is wanted (their
+        states teacher-forced through the LLaMA for embedding conditioning; text conditioning never reads
+        them, so it skips that pass)."""
         row.raw_text, row.hidden = gen.text, gen.aud_hidden  # [8, dim] or None
         if row.want_audio is True and row.hidden is None:
             reply = [t for t in gen.reply_tokens if t not in self.audio_token_ids]  # drop an incomplete run
-            row.hidden = teacher_force_hidden(self.llama, row.ids + reply, self.audio_token_ids, row.adapters)
+            if row.req.conditioning == "embedding":  # only the projector reads the [AUD] states
+                row.hidden = teacher_force_hidden(self.llama, row.ids + reply, self.audio_token_ids, row.adapters)
             row.raw_text = self.tokenizer.decode(reply + self.audio_token_ids, skip_special_tokens=False)
         row.decode_music = row.want_audio is True or (row.want_audio is None and row.hidden is not None)
 

@@ -238,14 +238,9 @@ def cmd_job(args) -> int:
         client = connect(args)
         job = None
         try:
-            upload_s = sum(len(f) for f in frames) / 5e6  # generous: 5 MB/s
-            reply = call(client, "submit", frames, timeout_s=args.timeout + upload_s, **fields)
-            if reply.op == "error":
-                reporter.event(reply.header)
-                print(f"m2ugen: refused: {reply.header.get('code')}: {reply.header.get('message')}", file=sys.stderr)
+            job = submit(client, reporter, fields, frames, args.timeout)
+            if job is None:
                 return reporter.finish(EXIT_FAILED)
-            job = reply.header["job"]
-            reporter.event(reply.header)
             return devices.play_result(args, reporter.state, follow(client, reporter, job, out_path))
         except KeyboardInterrupt:
             if job is None:
@@ -258,6 +253,18 @@ def cmd_job(args) -> int:
         return run_command(reporter, body)
     finally:
         devices.cleanup(args)
+
+
+def submit(client, reporter: Reporter, fields: dict, frames: list, timeout_s: float) -> str | None:
+    """Send a built submit; -> the job id (its ``accepted`` reported), or None when refused (reported, and
+    the reason printed)."""
+    upload_s = sum(len(f) for f in frames) / 5e6  # generous: 5 MB/s
+    reply = call(client, "submit", frames, timeout_s=timeout_s + upload_s, **fields)
+    reporter.event(reply.header)
+    if reply.op == "error":
+        print(f"m2ugen: refused: {reply.header.get('code')}: {reply.header.get('message')}", file=sys.stderr)
+        return None
+    return reply.header["job"]
 
 
 def _simple(args, op: str, **fields) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 from server import protocol
 from server.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Reporter, UsageError, call, client_options,
                                connect, die, is_local, run_command)
-from server.cli.jobs import _add_param, _as_option, follow, load_request
+from server.cli.jobs import _add_param, _as_option, follow, load_request, submit
 
 KIND = "finetune"
 COMMAND = "learn"
@@ -97,13 +97,9 @@ def cmd_learn(args) -> int:
         client = connect(args)
         job = None
         try:
-            reply = call(client, "submit", frames, timeout_s=args.timeout + sum(map(len, frames)) / 5e6, **fields)
-            if reply.op == "error":
-                reporter.event(reply.header)
-                print(f"m2ugen: refused: {reply.header.get('code')}: {reply.header.get('message')}", file=sys.stderr)
+            job = submit(client, reporter, fields, frames, args.timeout)
+            if job is None:
                 return reporter.finish(EXIT_FAILED)
-            job = reply.header["job"]
-            reporter.event(reply.header)
             return follow(client, reporter, job, None)
         except KeyboardInterrupt:
             if job is None:
