@@ -180,3 +180,20 @@ def test_serving_device_and_dtype_reach_every_part():
 
     assert info["int8"] and llama_is_int8(int8.llama)
     assert int8.chat("calm piano", want_audio=False, seed=1, max_new_tokens=3).raw_text
+
+
+def test_a_job_that_cannot_be_planned_fails_alone_in_its_batch(make_server, model, monkeypatch):
+    from server.kinds import chat
+
+    original = chat.plan
+
+    def plan(worker, job):
+        if job.params["prompt"] == "loud drums":
+            raise ValueError("this job's options cannot be served")
+        return original(worker, job)
+
+    monkeypatch.setattr(chat, "plan", plan)
+    batches, jobs, ends = run_jobs(make_server, model, max_batch=4)
+    assert batches[1] == ["soft strings", "jazz trio"]  # the failed job's rows never reached the model
+    assert ends[jobs[1]]["op"] == "error" and "cannot be served" in ends[jobs[1]]["message"]
+    assert ends[jobs[0]]["op"] == ends[jobs[2]]["op"] == "done"

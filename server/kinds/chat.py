@@ -130,7 +130,13 @@ def run_batch(worker, jobs: list[Job]) -> None:
     planned: list[tuple[Job, Plan]] = []
     for job in jobs:
         worker.progress(job, "encoding", 0.0)
-        planned.append((job, plan(worker, job)))
+        try:
+            planned.append((job, plan(worker, job)))
+        except Exception as e:  # this job's options cannot be served: it fails alone
+            log.warning("job %s: %s: %s", job.id, type(e).__name__, e)
+            worker.finish(job, "failed", error={"code": "job_failed", "message": f"{type(e).__name__}: {e}"})
+    if not planned:
+        return
     t0 = time.perf_counter()
     results = infer(worker, planned)
     chat_s = time.perf_counter() - t0
