@@ -238,9 +238,11 @@ def cmd_job(args) -> int:
         client = connect(args)
         job = None
         try:
-            job = submit(client, reporter, fields, frames, args.timeout)
-            if job is None:
+            accepted = submit(client, reporter, fields, frames, args.timeout)
+            if accepted is None:
                 return reporter.finish(EXIT_FAILED)
+            job = accepted["job"]
+            reporter.event(accepted)
             return devices.play_result(args, reporter.state, follow(client, reporter, job, out_path))
         except KeyboardInterrupt:
             if job is None:
@@ -255,16 +257,17 @@ def cmd_job(args) -> int:
         devices.cleanup(args)
 
 
-def submit(client, reporter: Reporter, fields: dict, frames: list, timeout_s: float) -> str | None:
-    """Send a built submit; -> the job id (its ``accepted`` reported), or None when refused (reported, and
-    the reason printed)."""
+def submit(client, reporter: Reporter, fields: dict, frames: list, timeout_s: float) -> dict | None:
+    """Send a built submit; -> the ``accepted`` header, or None when refused (reported, the reason printed).
+    The caller keeps the job id *before* it reports ``accepted`` (a DAW may interrupt as soon as it reads
+    that line, and the interrupt must then name the job)."""
     upload_s = sum(len(f) for f in frames) / 5e6  # generous: 5 MB/s
     reply = call(client, "submit", frames, timeout_s=timeout_s + upload_s, **fields)
-    reporter.event(reply.header)
     if reply.op == "error":
+        reporter.event(reply.header)
         print(f"m2ugen: refused: {reply.header.get('code')}: {reply.header.get('message')}", file=sys.stderr)
         return None
-    return reply.header["job"]
+    return reply.header
 
 
 def _simple(args, op: str, **fields) -> int:

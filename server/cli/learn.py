@@ -97,9 +97,11 @@ def cmd_learn(args) -> int:
         client = connect(args)
         job = None
         try:
-            job = submit(client, reporter, fields, frames, args.timeout)
-            if job is None:
+            accepted = submit(client, reporter, fields, frames, args.timeout)
+            if accepted is None:
                 return reporter.finish(EXIT_FAILED)
+            job = accepted["job"]
+            reporter.event(accepted)
             return follow(client, reporter, job, None)
         except KeyboardInterrupt:
             if job is None:
