@@ -378,22 +378,22 @@ function duration(v) {
     settings.duration = d;
 }
 
-function seed(v) {
+// A whole-number setting from a control: stored when in lo..hi, else the status says why (`what`).
+function setWhole(name, v, lo, hi, what) {
     var n = Number(v);
-    if (!(n === Math.floor(n) && n >= -1 && n <= 2147483647)) {
-        setStatus("Seed must be a whole number 0..2147483647, or -1 for random; got " + v);
+    if (!(n === Math.floor(n) && n >= lo && n <= hi)) {
+        setStatus(what + ", got " + v);
         return;
     }
-    settings.seed = n;
+    settings[name] = n;
+}
+
+function seed(v) {
+    setWhole("seed", v, -1, 2147483647, "Seed must be a whole number 0..2147483647 (-1 = random)");
 }
 
 function takes(v) {
-    var n = Number(v);
-    if (!(n === Math.floor(n) && n >= 1 && n <= MAX_TAKES)) {
-        setStatus("Takes must be 1.." + MAX_TAKES + ", got " + v);
-        return;
-    }
-    settings.takes = n;
+    setWhole("takes", v, 1, MAX_TAKES, "Takes must be 1.." + MAX_TAKES);
 }
 
 function gen_mode(v) {
@@ -461,12 +461,7 @@ function vocoder(v) {
 }
 
 function bars(v) {
-    var n = Number(v);
-    if (!(n === Math.floor(n) && n >= 0 && n <= MAX_BARS)) {
-        setStatus("Bars must be 0 (not set) to " + MAX_BARS + ", got " + v);
-        return;
-    }
-    settings.bars = n;
+    setWhole("bars", v, 0, MAX_BARS, "Bars must be 0 (not set) to " + MAX_BARS);
 }
 
 function loop(v) {
