@@ -1336,6 +1336,22 @@ function createTakeClip(trackPath, track, path, k, lengthBeats, request, arrange
     return num(slot.get("has_clip")) === 1 ? trackPath + " clip_slots " + scene + " clip" : null;
 }
 
+// A new track at `index` (Song.create_audio_track / create_midi_track); false, with the status saying
+// why and where the file is, when Live refuses or makes none.
+function createTrack(song, call, index, trackCount, what, path) {
+    try {
+        song.call(call, index);
+    } catch (e) {
+        setStatus("Could not create a " + what + ": " + e.message + ". File: " + path);
+        return false;
+    }
+    if (num(song.getcount("tracks")) !== trackCount + 1) {
+        setStatus("Live did not create the " + what + ". File: " + path);
+        return false;
+    }
+    return true;
+}
+
 function placeResult(paths, seconds, request, seeds) {
     if (typeof paths === "string") paths = [paths];
     seeds = seeds || [];
@@ -1362,16 +1378,7 @@ function placeResult(paths, seconds, request, seeds) {
     var lengthBeats = tempo > 0 ? seconds * tempo / 60.0 : 0;
     var firstScene = arranger ? 0 : sceneIndexFromPath(canonicalPath("live_set view selected_scene"));
 
-    try {
-        song.call("create_audio_track", index);
-    } catch (e) {
-        setStatus("Could not create a track: " + e.message + ". File: " + path);
-        return false;
-    }
-    if (num(song.getcount("tracks")) !== trackCount + 1) {
-        setStatus("Live did not create the track. File: " + path);
-        return false;
-    }
+    if (!createTrack(song, "create_audio_track", index, trackCount, "track", path)) return false;
     var trackPath = "live_set tracks " + index;
     var track = live(trackPath);
     var label = "M2UGen " + (request ? request.kind + ": " + request.prompt : "result");
@@ -1436,16 +1443,7 @@ function placeMidi(notes, seconds, path, job, request) {
             duration: (Number(n[1]) - Number(n[0])) * bps, velocity: Number(n[3]), mute: 0 });
     }
     var lengthBeats = Math.max(1, Math.ceil(last * bps));
-    try {
-        song.call("create_midi_track", index);
-    } catch (e) {
-        setStatus("Could not create a MIDI track: " + e.message + ". File: " + path);
-        return false;
-    }
-    if (num(song.getcount("tracks")) !== trackCount + 1) {
-        setStatus("Live did not create the MIDI track. File: " + path);
-        return false;
-    }
+    if (!createTrack(song, "create_midi_track", index, trackCount, "MIDI track", path)) return false;
     var trackPath = "live_set tracks " + index;
     var label = "M2UGen transcription " + job;
     try {
