@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # roofline.py beside this file
 
-from roofline import DTYPES, decode_step_fn, step_fraction  # noqa: E402
+from roofline import DTYPES, measure_decode  # noqa: E402
 
 from m2ugen.checkpoint.architectures import offline_config  # noqa: E402
 from m2ugen.config import M2UGenConfig  # noqa: E402
@@ -197,23 +197,12 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
     def llama_row(batch: int, compiled: bool):
         def fn():
             wbytes = decode_weight_bytes(llama)
-            if compiled:
-                llama.compile_decode()
-            step = decode_step_fn(llama, batch=batch)
-            try:
-                t0 = time.perf_counter()
-                step()
-                _sync(device)
-                first = time.perf_counter() - t0
-                r = step_fraction(step, wbytes, bandwidth, device=device, iters=iters)
-            finally:
-                llama.clear_cache()
-                llama.eager_decode()
+            r = measure_decode(llama, batch, compiled, bandwidth, device=device, iters=iters)
             floor_tps = batch * bandwidth / wbytes
             note = f"step {r['step_ms']:.2f} ms, floor {r['floor_ms']:.3f} ms ({_size(wbytes)} of weights)"
             if compiled:
-                note += f"; first call (compile) {first:.0f} s"
-            return f"{batch * r['steps_per_s']:.1f} tok/s", f"{floor_tps:.1f} tok/s (target 0.7)", r["fraction"], note
+                note += f"; first call (compile) {r['compile_s']:.0f} s"
+            return f"{r['tokens_per_s']:.1f} tok/s", f"{floor_tps:.1f} tok/s (target 0.7)", r["fraction"], note
         return fn
 
     def llama_rows(label: str, batches=(1, 4), compiled: bool = False):

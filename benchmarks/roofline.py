@@ -108,6 +108,28 @@ def decode_step_fn(llama: Transformer, *, batch: int = 1, prompt_len: int = 64, 
     return step
 
 
+def measure_decode(llama: Transformer, batch: int, compiled: bool, bandwidth: float, *, device="cpu",
+                   iters: int = 10) -> dict:
+    """One LLaMA decode step at ``batch`` (compiled first when asked) beside its floor: step_fraction's
+    fields plus tokens_per_s and compile_s (the first call's seconds; 0 eager). Leaves the model eager."""
+    wbytes = decode_weight_bytes(llama)
+    try:
+        if compiled:
+            llama.compile_decode()
+        step = decode_step_fn(llama, batch=batch)
+        try:
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            first = time.perf_counter() - t0
+            out = step_fraction(step, wbytes, bandwidth, device=device, iters=iters)
+        finally:
+            llama.clear_cache()
+    finally:
+        llama.eager_decode()
+    return {**out, "tokens_per_s": out["steps_per_s"] * batch, "compile_s": first if compiled else 0.0}
+
+
 def llama_rows(dim: int = 1024, n_layers: int = 8, *, batch: int = 1, device="cpu",
                dtypes: tuple[str, ...] = ("float32", "bfloat16"), compile: tuple[bool, ...] = (False, True),
                int8: bool = False, bandwidth: float | None = None, iters: int = 10,
@@ -139,22 +161,9 @@ def llama_rows(dim: int = 1024, n_layers: int = 8, *, batch: int = 1, device="cp
                        "bandwidth_gbs": bandwidth / 1e9}
                 say(name)
                 try:
-                    if compiled:
-                        llama.compile_decode()
-                    step = decode_step_fn(llama, batch=batch)
-                    try:
-                        t0 = time.perf_counter()
-                        step()
-                        _sync(device)
-                        row["compile_s"] = time.perf_counter() - t0 if compiled else 0.0
-                        row.update(step_fraction(step, wbytes, bandwidth, device=device, iters=iters))
-                        row["tokens_per_s"] = row["steps_per_s"] * batch
-                    finally:
-                        llama.clear_cache()
+                    row.update(measure_decode(llama, batch, compiled, bandwidth, device=device, iters=iters))
                 except Exception as e:  # one failing configuration must not lose the others
                     row["error"] = f"{type(e).__name__}: {e}"
-                finally:
-                    llama.eager_decode()
                 rows.append(row)
             del llama
     return rows

@@ -388,6 +388,16 @@ function setWhole(name, v, lo, hi, what) {
     settings[name] = n;
 }
 
+// A menu setting: a live.menu index or the name itself; stored when it is one of `choices`.
+function setChoice(name, v, choices, unknown) {
+    var c = typeof v === "number" ? choices[v] : String(v);
+    if (choices.indexOf(c) < 0) {
+        setStatus(unknown);
+        return;
+    }
+    settings[name] = c;
+}
+
 function seed(v) {
     setWhole("seed", v, -1, 2147483647, "Seed must be a whole number 0..2147483647 (-1 = random)");
 }
@@ -397,12 +407,7 @@ function takes(v) {
 }
 
 function gen_mode(v) {
-    var m = typeof v === "number" ? GEN_MODES[v] : String(v);
-    if (GEN_MODES.indexOf(m) < 0) {
-        setStatus("Unknown generation mode '" + v + "': use text, continue or melody");
-        return;
-    }
-    settings.genMode = m;
+    setChoice("genMode", v, GEN_MODES, "Unknown generation mode '" + v + "': use text, continue or melody");
 }
 
 function preview(v) {
@@ -443,21 +448,11 @@ function media_clear() {
 }
 
 function conditioning(v) {
-    var c = typeof v === "number" ? CONDITIONINGS[v] : String(v);
-    if (CONDITIONINGS.indexOf(c) < 0) {
-        setStatus("Unknown conditioning '" + v + "': use text or embedding");
-        return;
-    }
-    settings.conditioning = c;
+    setChoice("conditioning", v, CONDITIONINGS, "Unknown conditioning '" + v + "': use text or embedding");
 }
 
 function vocoder(v) {
-    var c = typeof v === "number" ? VOCODERS[v] : String(v);
-    if (VOCODERS.indexOf(c) < 0) {
-        setStatus("Unknown vocoder '" + v + "': use encodec or mbd");
-        return;
-    }
-    settings.vocoder = c;
+    setChoice("vocoder", v, VOCODERS, "Unknown vocoder '" + v + "': use encodec or mbd");
 }
 
 function bars(v) {
