@@ -5,6 +5,17 @@
 --   fake.main                      the first project; fake.tracks, fake.ts, fake.render, ... are its
 --   fake:add_project(name)         another tab; fake:switch_project(p) makes it current
 --   fake:close_project(p)          closes a tab (its pointers stop validating)
+--   fake:open_in_tab(p, name)      File > Open in the same tab: the same ReaProject*, another project
+--   fake:fill_disk(dir, bytes)     writes under dir fail once `bytes` more were written (a full disk)
+--   fake:heard(item)               the level a listener hears from an item (file peak x take FX x item
+--                                  volume x track FX/volume x master FX/volume)
+--
+-- Audio model (issue 22): every source is a 440 Hz sine; a track has fx_gain (its FX chain, bypassed
+-- by I_FXEN = 0) and vol (D_VOL), so has the master track (GetMasterTrack); an item has vol (D_VOL),
+-- its take fx_gain (take FX). A render writes a sine whose peak is what that render source hears
+-- (RENDER_SETTINGS: master mix, &2 stems, &32 selected items, &64 items via master, &128 selected
+-- tracks via master -- one file per track or item unless &(4<<16) for items), so an FX applied twice
+-- shows in the level of the inserted result.
 --
 --   local Fake = dofile("tests/lua/helpers/fake_reaper.lua")
 --   local fake = Fake.new({ root = ..., project_dir = ... })
@@ -198,6 +209,9 @@ function Fake:new_project(name, dir)
               tempo = { num = 4, den = 4, bpm = 120 }, project_srate = self.opts.project_srate or 48000,
               proj_ext = {}, render = { numbers = {}, strings = {} }, renders = {}, render_mode = "ok",
               markers = {}, open = true }
+  -- GetMasterTrack(proj): the master track, with its FX (I_FXEN) and volume (D_VOL)
+  p.master = { kind = "track", project = p, name = "MASTER", items = {}, selected = false, mute = 0, master = true,
+               fx_gain = 1, fxen = 1, vol = 1 }
   for k, v in pairs(Fake.DEFAULT_RENDER.numbers) do p.render.numbers[k] = v end
   for k, v in pairs(Fake.DEFAULT_RENDER.strings) do p.render.strings[k] = v end
   return p
@@ -238,6 +252,10 @@ function Fake.new(opts)
   self.extensions = {}  -- name -> function (ImGui_* when simulating ReaImGui, CF_* for SWS)
   self.guards = {}      -- names for which APIExists returned true
   self.gfx_state = { open = false, frames = 0, close_after = opts.gfx_close_after or 3, clicks = {}, keys = {} }
+  -- every running script instance has its own gfx window (REAPER: gfx.init opens the calling
+  -- script's one window); fake:run_script(path, {instance = "x"}) runs a second one beside the first
+  self.gfx_states = { main = self.gfx_state }
+  self.cur_instance = "main"
   return self
 end
 
@@ -269,23 +287,95 @@ function Fake:proj(arg)
   self:violation("not a project: " .. tostring(arg))
 end
 
+-- File > Open in the same tab: REAPER keeps the tab's ReaProject* and loads another project into it
+-- (EnumProjects(-1) then returns the same pointer with another projfn; the old project's tracks,
+-- items and takes stop validating: ValidatePtr2 "returns true if the pointer is a valid object of
+-- the correct type in proj" -- reaper-api.lua).
+function Fake:open_in_tab(p, name, dir)
+  for _, t in ipairs(p.tracks) do t.project = { kind = "project", open = false, tracks = {} } end
+  p.tracks, p.markers, p.proj_ext, p.renders = {}, {}, {}, {}
+  p.name = name
+  p.project_dir = dir or (self.main.project_dir .. "/" .. name:gsub("%.rpp$", ""))
+  os.execute("mkdir -p " .. Fake.sh_quote(p.project_dir))
+  p.ts, p.te = 0, 0
+end
+
+-- A full disk under `dir`: once `bytes` more bytes were written there, writes fail. Lua's file:write
+-- "returns fail plus an error message" on error and file:close does the same (Lua 5.4 manual §6.8);
+-- with opts.buffered the error shows only at close (C stdio buffers: fclose flushes, reports ENOSPC).
+-- Files that did not fit stay behind truncated, as on a real disk.
+Fake.real_io_open = Fake.real_io_open or io.open
+function Fake:fill_disk(dir, bytes, opts)
+  opts = opts or {}
+  local fake = self
+  fake.disk = { dir = dir, left = bytes, buffered = opts.buffered, failures = 0 }
+  io.open = function(path, mode)
+    local f, err, code = Fake.real_io_open(path, mode)
+    if not f or not fake.disk or not (mode or "r"):find("[wa]") or path:sub(1, #dir) ~= dir then
+      return f, err, code
+    end
+    local proxy, failed = {}, false
+    local function enospc()
+      fake.disk.failures = fake.disk.failures + 1
+      return nil, path .. ": No space left on device", 28
+    end
+    function proxy.write(_, ...)
+      for _, chunk in ipairs({ ... }) do
+        chunk = tostring(chunk)
+        local fit = math.max(0, math.min(#chunk, fake.disk.left))
+        f:write(chunk:sub(1, fit))
+        fake.disk.left = fake.disk.left - fit
+        if fit < #chunk then
+          failed = true
+          if not fake.disk.buffered then return enospc() end
+        end
+      end
+      return proxy
+    end
+    function proxy.close()
+      f:close()
+      if failed then return enospc() end
+      return true
+    end
+    function proxy.seek(_, ...) return f:seek(...) end
+    function proxy.flush() if failed then return enospc() end return proxy end
+    function proxy.setvbuf(_, ...) return f:setvbuf(...) end
+    return proxy
+  end
+end
+function Fake.restore_io() io.open = Fake.real_io_open end
+
+-- Gain of a track's FX chain and volume (I_FXEN = 0 bypasses the FX).
+local function track_gain(t) return (t.fxen ~= 0 and t.fx_gain or 1) * (t.vol or 1) end
+local function take_gain(item) return item.active and item.active.fx_gain or 1 end
+Fake.track_gain = track_gain
+
+-- What a listener hears from `item` at playback: its active take's file peak through take FX, item
+-- volume, its track and the master.
+function Fake:heard(item)
+  local take = assert(item.active, "item without a take")
+  local p = item.track.project
+  return wav.gain(take.source.path) * take_gain(item) * (item.vol or 1) * track_gain(item.track) * track_gain(p.master)
+end
+
 function Fake:add_track(name, p)
   p = p or self.main
-  local t = { kind = "track", project = p, name = name or "", items = {}, selected = false, mute = 0 }
+  local t = { kind = "track", project = p, name = name or "", items = {}, selected = false, mute = 0,
+              fx_gain = 1, fxen = 1, vol = 1 }
   p.tracks[#p.tracks + 1] = t
   return t
 end
 
 function Fake:add_item(track, position, length)
   local it = { kind = "item", track = track, position = position, length = length, selected = false,
-               takes = {}, active = nil, notes = "", mute = 0, ext = {} }
+               takes = {}, active = nil, notes = "", mute = 0, ext = {}, vol = 1, loop = 0 }
   track.items[#track.items + 1] = it
   return it
 end
 
 -- A take on `item` playing `path` (a WAV made with wav.write), made active.
 function Fake:add_take(item, path, name)
-  local take = { kind = "take", item = item, name = name or "", ext = {},
+  local take = { kind = "take", item = item, name = name or "", ext = {}, fx_gain = 1,
                  source = { kind = "source", path = path, info = wav.info(path) } }
   item.takes[#item.takes + 1] = take
   item.active = take
@@ -295,9 +385,15 @@ end
 -- A MIDI take on `item`, made active: notes = {{start_ppq, end_ppq, pitch, vel, chan, muted}, ...}
 -- (PPQ from the item's start, Fake.PPQ per quarter note, placed on the project's tempo map).
 Fake.PPQ = 960
-function Fake:add_midi_take(item, notes, name)
+-- length_qn: the MIDI source's length in quarter notes (default: the item's length). A looped item
+-- (item.loop = 1, B_LOOPSRC) longer than its source plays the source again and again; MIDI_GetNote
+-- lists the source's events once and MIDI_GetProjTimeFromPPQPos maps them into the first loop.
+function Fake:add_midi_take(item, notes, name, length_qn)
+  local p = item.track.project
+  local qn0 = Fake.time_to_qn(p, item.position)
+  length_qn = length_qn or (Fake.time_to_qn(p, item.position + item.length) - qn0)
   local take = { kind = "take", item = item, name = name or "", ext = {}, midi = {},
-                 source = { kind = "source", path = "", midi = true } }
+                 source = { kind = "source", path = "", midi = true, length_qn = length_qn } }
   for i, n in ipairs(notes or {}) do
     take.midi[i] = { s = n[1], e = n[2], pitch = n[3], vel = n[4] or 100, chan = n[5] or 0, muted = n[6] or false }
   end
@@ -643,9 +739,24 @@ function Fake:install()
 end
 
 -- Runs an action script the way REAPER does (the chunk knows its own path).
-function Fake:run_script(path)
+function Fake:run_script(path, opts)
   local chunk = assert(loadfile(path))
-  return chunk()
+  local before = self.cur_instance
+  self.cur_instance = opts and opts.instance or "main"
+  local ok, r = pcall(chunk)
+  self.cur_instance = before
+  if not ok then error(r, 0) end
+  return r
+end
+
+function Fake:gstate(instance)
+  instance = instance or self.cur_instance
+  local st = self.gfx_states[instance]
+  if not st then
+    st = { open = false, frames = 0, close_after = self.opts.gfx_close_after or 3, clicks = {}, keys = {} }
+    self.gfx_states[instance] = st
+  end
+  return st
 end
 
 -- Drives the defer queue: each tick runs the functions deferred in the previous tick, advances the
@@ -688,7 +799,8 @@ end
 
 function Fake:build_gfx()
   local fake = self
-  local st = self.gfx_state
+  local st = setmetatable({}, { __index = function(_, k) return fake:gstate()[k] end,
+                                __newindex = function(_, k, v) fake:gstate()[k] = v end })
   local g = { w = 460, h = 220, x = 0, y = 0, texth = 14, mouse_cap = 0, mouse_x = 0, mouse_y = 0 }
   g.init = function(title, w, h)
     st.open, st.title, st.frames = true, title, 0
@@ -753,7 +865,12 @@ function Fake:implementations()
   I.time_precise = function() return fake.clock end
   I.defer = function(fn)
     assert(type(fn) == "function", "defer needs a function")
-    fake.deferred[#fake.deferred + 1] = fn
+    local instance = fake.cur_instance
+    fake.deferred[#fake.deferred + 1] = function()
+      fake.cur_instance = instance
+      fn()
+      fake.cur_instance = "main"
+    end
   end
   I.atexit = function(fn) fake.atexit_fns[#fake.atexit_fns + 1] = fn end
   I.set_action_options = function(flag)
@@ -886,12 +1003,96 @@ function Fake:implementations()
   I.GetSetProjectInfo_String = function(proj, key, value, is_set)
     local p = P(proj)
     if key == "RENDER_TARGETS" then
-      local r = p.render.strings
-      return true, r.RENDER_FILE .. "/" .. r.RENDER_PATTERN .. ".wav"
+      local names = {}
+      for i, f in ipairs(fake:render_plan(p)) do names[i] = f.path end
+      return true, table.concat(names, ";")
     end
     if p.render.strings[key] == nil then fake:violation("fake has no project info string " .. key) end
     if is_set then p.render.strings[key] = value end
     return true, p.render.strings[key]
+  end
+
+  -- What one render writes (RENDER_SETTINGS / RENDER_BOUNDSFLAG as documented in reaper-api.lua,
+  -- GetSetProjectInfo): a list of {path, gain, seconds}, one per file. "selected tracks via master"
+  -- and stems write one file PER TRACK, selected items one per item unless &(4<<16) "render as a single
+  -- file"; the names are what RENDER_TARGETS ("semicolon separated list of files that would be
+  -- written") reports. Level: the peak over time of the summed gains of what plays.
+  local function level(parts)
+    local peak = 0
+    for _, a in ipairs(parts) do
+      local sum = 0
+      for _, b in ipairs(parts) do
+        if b.s <= a.s and b.e > a.s then sum = sum + b.g end
+      end
+      peak = math.max(peak, sum)
+    end
+    return peak
+  end
+  local function bounds(p)
+    local r = p.render.numbers
+    if r.RENDER_BOUNDSFLAG == 0 then return r.RENDER_STARTPOS, r.RENDER_ENDPOS end
+    if r.RENDER_BOUNDSFLAG == 4 then
+      local s, e = math.huge, -math.huge
+      for _, it in ipairs(fake:selected_items(p)) do
+        s = math.min(s, it.position) e = math.max(e, it.position + it.length)
+      end
+      return s, e
+    end
+    fake:violation("fake renders custom bounds (0) and selected items (4) only, got " .. tostring(r.RENDER_BOUNDSFLAG))
+  end
+  local function plays(it, s, e)
+    return it.mute == 0 and it.track.mute == 0 and it.position < e and it.position + it.length > s
+  end
+  local function part(it, s, e, g)
+    return { s = math.max(it.position, s), e = math.min(it.position + it.length, e), g = g }
+  end
+  function fake:render_plan(p)
+    local r = p.render.numbers
+    local flags = math.floor(r.RENDER_SETTINGS)
+    local s, e = bounds(p)
+    local master = track_gain(p.master)
+    local files = {} -- {parts}
+    local function item_gain(it) return take_gain(it) * (it.vol or 1) end
+    if flags & 32 ~= 0 or flags & 64 ~= 0 then
+      local via = flags & 64 ~= 0
+      local single = flags & (4 << 16) ~= 0
+      for _, it in ipairs(fake:selected_items(p)) do
+        if plays(it, s, e) then
+          local g = item_gain(it) * (via and track_gain(it.track) * master or 1)
+          if single then
+            files[1] = files[1] or {}
+            table.insert(files[1], part(it, s, e, g))
+          else
+            files[#files + 1] = { part(it, s, e, g) }
+          end
+        end
+      end
+      if #files == 0 then files[1] = {} end
+    elseif flags & 128 ~= 0 or flags & 2 ~= 0 then
+      local via = flags & 128 ~= 0
+      for _, t in ipairs(fake:selected_tracks(p)) do
+        local parts = {}
+        for _, it in ipairs(t.items) do
+          if plays(it, s, e) then parts[#parts + 1] = part(it, s, e, item_gain(it) * track_gain(t) * (via and master or 1)) end
+        end
+        files[#files + 1] = parts
+      end
+    else
+      local parts = {}
+      for _, t in ipairs(p.tracks) do
+        for _, it in ipairs(t.items) do
+          if plays(it, s, e) then parts[#parts + 1] = part(it, s, e, item_gain(it) * track_gain(t) * master) end
+        end
+      end
+      files[1] = parts
+    end
+    local base = p.render.strings.RENDER_FILE .. "/" .. p.render.strings.RENDER_PATTERN
+    local out = {}
+    for i, parts in ipairs(files) do
+      out[i] = { path = #files == 1 and (base .. ".wav") or string.format("%s-%03d.wav", base, i),
+                 gain = level(parts), seconds = e - s }
+    end
+    return out
   end
 
   local function render(p)
@@ -901,19 +1102,10 @@ function Fake:implementations()
     p.renders[#p.renders + 1] = snap
     if p.render_mode == "raise" then error("simulated render crash") end
     if p.render_mode == "ok" then
-      local r = p.render.numbers
-      local len
-      if r.RENDER_BOUNDSFLAG == 0 then len = r.RENDER_ENDPOS - r.RENDER_STARTPOS
-      else
-        local s, e = math.huge, -math.huge
-        for _, it in ipairs(fake:selected_items(p)) do
-          s = math.min(s, it.position) e = math.max(e, it.position + it.length)
-        end
-        len = e - s
-      end
-      snap.path = p.render.strings.RENDER_FILE .. "/" .. p.render.strings.RENDER_PATTERN .. ".wav"
-      snap.seconds = len
-      wav.write(snap.path, len, 8000, r.RENDER_CHANNELS)
+      snap.files = fake:render_plan(p)
+      snap.path, snap.seconds = snap.files[1].path, snap.files[1].seconds
+      -- a silent render (nothing plays) still writes a file of silence
+      for _, f in ipairs(snap.files) do wav.write(f.path, f.seconds, 8000, p.render.numbers.RENDER_CHANNELS, f.gain) end
     end
   end
 
@@ -993,13 +1185,23 @@ function Fake:implementations()
     local i = fake:track_index(tr)
     if i then table.remove(tr.project.tracks, i + 1) end
   end
+  -- IP_TRACKNUMBER: "track number 1-based, 0=not found, -1=master track"; I_FXEN: "fx enabled,
+  -- 0=bypassed"; D_VOL: volume (reaper-api.lua, GetMediaTrackInfo_Value)
+  I.GetMasterTrack = function(proj) return P(proj).master end
   I.GetMediaTrackInfo_Value = function(tr, key)
-    if key == "IP_TRACKNUMBER" then return (fake:track_index(tr) or -2) + 1 end
+    if key == "IP_TRACKNUMBER" then
+      if tr.master then return -1 end
+      return (fake:track_index(tr) or -1) + 1
+    end
     if key == "B_MUTE" then return tr.mute end
+    if key == "I_FXEN" then return tr.fxen end
+    if key == "D_VOL" then return tr.vol end
     fake:violation("fake has no track value " .. key)
   end
   I.SetMediaTrackInfo_Value = function(tr, key, v)
     if key == "B_MUTE" then tr.mute = v return true end
+    if key == "I_FXEN" then tr.fxen = v return true end
+    if key == "D_VOL" then tr.vol = v return true end
     fake:violation("fake has no track value " .. key)
   end
   I.GetSetMediaTrackInfo_String = function(tr, key, value, set)
@@ -1033,17 +1235,44 @@ function Fake:implementations()
   I.SetActiveTake = function(take) take.item.active = take end
   I.GetMediaItemNumTakes = function(item) return #item.takes end
   I.GetMediaItemTake = function(item, i) return item.takes[i + 1] end
+  -- D_VOL "item volume", B_LOOPSRC "loop source" (reaper-api.lua, GetMediaItemInfo_Value)
   I.GetMediaItemInfo_Value = function(item, key)
     if key == "D_POSITION" then return item.position end
     if key == "D_LENGTH" then return item.length end
     if key == "B_MUTE" then return item.mute end
+    if key == "D_VOL" then return item.vol end
+    if key == "B_LOOPSRC" then return item.loop end
     fake:violation("fake has no item value " .. key)
   end
   I.SetMediaItemInfo_Value = function(item, key, v)
     if key == "D_POSITION" then item.position = v return true end
     if key == "D_LENGTH" then item.length = v return true end
     if key == "B_MUTE" then item.mute = v return true end
+    if key == "D_VOL" then item.vol = v return true end
+    if key == "B_LOOPSRC" then item.loop = v return true end
     fake:violation("fake has no item value " .. key)
+  end
+  -- "the original item becomes the left-hand split, the function returns the right-hand split (or NULL
+  -- if the split failed)" (reaper-api.lua, SplitMediaItem); the right part's takes start later in their
+  -- sources (D_STARTOFFS + the cut, in source time: x D_PLAYRATE).
+  I.SplitMediaItem = function(item, pos)
+    if pos <= item.position or pos >= item.position + item.length then return nil end
+    local right = fake:add_item(item.track, pos, item.position + item.length - pos)
+    table.remove(item.track.items) -- add_item appended it: put it right after the left part
+    table.insert(item.track.items, Fake.index_of(item.track.items, item) + 1, right)
+    right.mute, right.vol, right.loop, right.selected, right.notes = item.mute, item.vol, item.loop, item.selected, item.notes
+    for _, t in ipairs(item.takes) do
+      local c = {}
+      for k, v in pairs(t) do c[k] = v end
+      c.item, c.ext = right, {}
+      for k, v in pairs(t.ext) do c.ext[k] = v end
+      c.startoffs = (t.startoffs or 0) + (pos - item.position) * (t.playrate or 1)
+      right.takes[#right.takes + 1] = c
+      if item.active == t then right.active = c end
+    end
+    item.length = pos - item.position
+    fake.splits = (fake.splits or 0) + 1
+    return right
   end
   I.GetSetMediaItemInfo_String = function(item, key, value, set)
     if key == "P_NOTES" then
@@ -1065,7 +1294,12 @@ function Fake:implementations()
     if set then take.ext[ext] = value end
     return true, take.ext[ext] or ""
   end
+  -- a .mid file becomes a MIDI source (beat-based: its length is in quarter notes)
   I.PCM_Source_CreateFromFile = function(path)
+    if path:lower():match("%.mid$") then
+      if not file_exists(path) then return nil end
+      return { kind = "source", path = path, midi = true, length_qn = fake.mid_length_qn or 8 }
+    end
     local info = wav.info(path)
     if not info then return nil end
     return { kind = "source", path = path, info = info }
@@ -1074,7 +1308,12 @@ function Fake:implementations()
     if src.owned then fake:violation("PCM_Source_Destroy on a source a take owns (double free)") end
     src.destroyed = true
   end
-  I.GetMediaSourceLength = function(src) return src.info.seconds, false end
+  -- "If the media source is beat-based, the length will be in quarter notes, otherwise it will be in
+  -- seconds" (reaper-api.lua, GetMediaSourceLength): a MIDI source returns QN, lengthIsQN = true
+  I.GetMediaSourceLength = function(src)
+    if src.midi then return src.length_qn or 4, true end
+    return src.info.seconds, false
+  end
   -- refuse_source: every source refused; refuse_source_after = n: the first n accepted, then refused
   I.SetMediaItemTake_Source = function(take, src)
     fake.sources_set = (fake.sources_set or 0) + 1
@@ -1102,6 +1341,7 @@ function Fake:implementations()
   I.MIDI_GetProjTimeFromPPQPos = function(take, ppq)
     return Fake.qn_to_time(take.item.track.project, take_start_qn(midi_take(take)) + ppq / Fake.PPQ)
   end
+  I.MIDI_GetPPQPosFromProjQN = function(take, qn) return (qn - take_start_qn(midi_take(take))) * Fake.PPQ end
   I.MIDI_GetPPQPosFromProjTime = function(take, t)
     return (Fake.time_to_qn(take.item.track.project, t) - take_start_qn(midi_take(take))) * Fake.PPQ
   end

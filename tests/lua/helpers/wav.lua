@@ -1,14 +1,18 @@
 -- Tiny WAV writer/reader for the tests (16-bit PCM), with string.pack.
 local wav = {}
 
--- Writes `seconds` of a quiet sine to `path`; returns the number of frames written.
-function wav.write(path, seconds, rate, channels)
+wav.AMPLITUDE = 3000 -- the peak of wav.write's sine at gain 1
+
+-- Writes `seconds` of a quiet sine (peak wav.AMPLITUDE * gain, clipped to 16 bits) to `path`;
+-- returns the number of frames written.
+function wav.write(path, seconds, rate, channels, gain)
   rate = math.floor(rate or 48000)
   channels = math.floor(channels or 1)
+  local amp = math.min(32767, wav.AMPLITUDE * (gain or 1))
   local frames = math.floor(seconds * rate + 0.5)
   local data = {}
   for i = 0, frames - 1 do
-    local v = math.floor(3000 * math.sin(2 * math.pi * 440 * i / rate))
+    local v = math.floor(amp * math.sin(2 * math.pi * 440 * i / rate) + 0.5)
     local s = string.pack("<i2", v)
     data[#data + 1] = s:rep(channels)
   end
@@ -45,6 +49,23 @@ function wav.info(path)
     pos = pos + 8 + size + (size % 2)
   end
   return nil, "no data chunk in " .. path
+end
+
+-- The peak of a 16-bit PCM WAV as a gain relative to wav.AMPLITUDE (what the fake's level checks use).
+function wav.gain(path)
+  local f = assert(io.open(path, "rb"))
+  local blob = f:read("a")
+  f:close()
+  local pos = assert(blob:find("data", 13, true), "no data chunk in " .. path)
+  local size = string.unpack("<I4", blob, pos + 4)
+  local peak = 0
+  local i, stop = pos + 8, math.min(pos + 7 + size, #blob - 1)
+  while i <= stop do
+    local v = math.abs(string.unpack("<i2", blob, i))
+    if v > peak then peak = v end
+    i = i + 2
+  end
+  return peak / wav.AMPLITUDE
 end
 
 return wav
