@@ -131,8 +131,55 @@ end
 
 -- The argv a command line of the scripts really runs. POSIX: `/bin/sh '<launcher>'` split the way
 -- REAPER does, then the launcher's exec line split by a real sh. Windows: the MSVCRT rules.
+-- UTF-16LE (with BOM) -> UTF-8: how wscript reads a Unicode .vbs.
+function Fake.utf16le_to_utf8(blob)
+  assert(blob:sub(1, 2) == "\255\254", "a .vbs without the UTF-16LE BOM (wscript would read it as ANSI)")
+  local out, i = {}, 3
+  while i + 1 <= #blob do
+    local u = string.unpack("<I2", blob, i)
+    i = i + 2
+    if u >= 0xD800 and u <= 0xDBFF then
+      local lo = string.unpack("<I2", blob, i)
+      i = i + 2
+      u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00)
+    end
+    out[#out + 1] = utf8.char(u)
+  end
+  return table.concat(out)
+end
+
+-- Windows: ExecProcess starts a console program in a console window ("-2 for no wait and minimize"
+-- still shows one on the taskbar), so the scripts start `wscript.exe //B //Nologo "<launcher.vbs>"`
+-- (wscript is a GUI program: no console), whose WshShell.Run(cmd, 0, wait) runs the CLI with window
+-- style 0 = hidden (Microsoft's WshShell.Run documentation) and, when it waits, writes its exit code.
+-- Returns the CLI argv and {exit_file, out_file, window_style}.
+function Fake:windows_exec(cmd, consume)
+  local path = cmd:match('^wscript%.exe //B //Nologo "([^"]+)"$')
+  if not path then
+    self:violation("ExecProcess on Windows without the hidden wscript launcher (a console window flashes): " .. cmd)
+  end
+  local blob = assert(Fake.read_file(path), "launcher .vbs missing: " .. path)
+  local text = Fake.utf16le_to_utf8(blob)
+  assert(text:find("\nfs.DeleteFile WScript.ScriptFullName\n", 1, true), "the .vbs does not delete itself")
+  local lit, style, wait = text:match('\nrc = sh%.Run%("(.-)", (%d+), (%a+)%)\n')
+  assert(lit, "no WshShell.Run line in the .vbs")
+  local line = lit:gsub('""', '"') -- a VBScript string literal: "" is one "
+  local files = { window_style = tonumber(style), wait = wait == "True" }
+  local exit_lit = text:match('\nexitFile = "(.-)"\n')
+  if exit_lit then files.exit_file = exit_lit:gsub('""', '"') end
+  -- `cmd.exe /s /c "<command> > "<out>""`: /s strips the outer quotes, the rest is run with its redirect
+  local inner = line:match('^cmd%.exe /s /c "(.*)"$')
+  if inner then
+    local command, out = inner:match('^(.*) > "([^"]+)"$')
+    assert(command, "cmd.exe without an output redirect: " .. inner)
+    line, files.out_file = command, out
+  end
+  if consume then os.remove(path) end
+  return Fake.windows_argv(line), files
+end
+
 function Fake:exec_argv(cmd, consume)
-  if self.os_name:match("^Win") then return Fake.windows_argv(cmd) end
+  if self.os_name:match("^Win") then return self:windows_exec(cmd, consume) end
   local outer = Fake.reaper_split(cmd)
   assert(#outer == 2 and outer[1] == "/bin/sh", "not a launcher command: " .. cmd)
   local text = assert(Fake.read_file(outer[2]), "launcher script missing: " .. outer[2])
@@ -140,7 +187,13 @@ function Fake:exec_argv(cmd, consume)
   assert(text:find('\nrm %-f %-%- "%$0"\n'), "launcher does not delete itself")
   local line = text:match("\nexec ([^\n]*)\n$")
   local files = nil
-  if not line then
+  local out_q = text:match("\nM2UGEN_OUT=([^\n]*)\n")
+  if out_q then
+    -- output to a file: `exec <argv> >"$M2UGEN_OUT"`
+    line = text:match('\nexec ([^\n]*) >"%$M2UGEN_OUT"\n$')
+    assert(line, "launcher with M2UGEN_OUT but no redirected exec line")
+    files = { out_file = Fake.sh_argv(out_q)[1] }
+  elseif not line then
     -- a supervising launcher: the CLI runs as a child; pid and exit status go to files
     line = text:match("\n([^\n]*) </dev/null &\npid=%$!\n")
     local pid_q = text:match("\nM2UGEN_PID_FILE=([^\n]*)\n")
@@ -499,6 +552,14 @@ function Fake.SCENARIOS.analysed(req)
   return steps
 end
 
+-- an edit that changes nothing: the result is exactly as loud as what the model heard (so any gain
+-- between the two comes from the project: an FX applied twice)
+function Fake.SCENARIOS.identity(req)
+  local steps = Fake.SCENARIOS.done(req)
+  steps[#steps].gain = "input"
+  return steps
+end
+
 function Fake.SCENARIOS.unreachable()
   return { { state = "starting" },
            { state = "failed", error = { code = "unreachable", message = "no reply from tcp://127.0.0.1:5557" },
@@ -585,6 +646,11 @@ function Fake:sim_read_request(sim)
     return
   end
   sim.request = json.decode(text)
+  -- what the model hears: the level of the rendered input (the file is gone once the job ends)
+  if type(sim.request.audio) == "string" and file_exists(sim.request.audio) then
+    sim.input_gain = wav.gain(sim.request.audio)
+    sim.input_seconds = wav.info(sim.request.audio).seconds
+  end
   sim.submitted = true
   local scenario = self.scenario or "done"
   sim.steps = type(scenario) == "function" and scenario(sim.request) or Fake.SCENARIOS[scenario](sim.request)
@@ -598,13 +664,14 @@ end
 
 function Fake:sim_write(sim, st)
   local s = {}
-  for k, v in pairs(st) do if k ~= "audio" then s[k] = v end end
+  for k, v in pairs(st) do if k ~= "audio" and k ~= "gain" then s[k] = v end end
+  local gain = st.gain == "input" and sim.input_gain or 1
   if s.exit_code == nil then s.exit_code = json.null end
   s.updated = 1.7e9 + self.clock -- time.time() in the real CLI
   if st.audio then
     local out = sim.request.out
     local duration = sim.request.duration or 2
-    wav.write(out, duration, sim.request.sample_rate or 48000, sim.request.channels or 1)
+    wav.write(out, duration, sim.request.sample_rate or 48000, sim.request.channels or 1, gain)
     if sim.takes > 1 then
       local takes = { { audio_path = out, seed = st.seed or 101 } }
       for i = 2, sim.takes do
@@ -616,12 +683,36 @@ function Fake:sim_write(sim, st)
       s.seed = s.seed or 101
     end
   end
-  write_atomic(sim.status_path, json.encode(s))
+  local text = json.encode(s)
+  if (self.partial_status_writes or 0) > 0 then
+    -- a reader that comes at the wrong moment sees half a file (a writer that could not rename and
+    -- wrote in place, Windows); the whole text follows on the next step
+    self.partial_status_writes = self.partial_status_writes - 1
+    local f = assert(io.open(sim.status_path, "wb"))
+    f:write(text:sub(1, #text // 2))
+    f:close()
+    sim.pending_status = text
+  else
+    write_atomic(sim.status_path, text)
+  end
   sim.last = s
 end
 
 function Fake:sim_advance()
+  for i = #(self.pending_outputs or {}), 1, -1 do
+    local o = self.pending_outputs[i]
+    if self.clock >= o.at then
+      local f = assert(io.open(o.path, "wb"))
+      f:write(o.text)
+      f:close()
+      table.remove(self.pending_outputs, i)
+    end
+  end
   for _, sim in ipairs(self.sims) do
+    if sim.pending_status then
+      write_atomic(sim.status_path, sim.pending_status)
+      sim.pending_status = nil
+    end
     if not sim.read and self.clock - sim.started_at >= (self.start_delay or 0) then self:sim_read_request(sim) end
     if sim.read and not sim.finished and not sim.hung and self.clock >= sim.next_at then
       sim.next_at = self.clock + sim.every
@@ -829,6 +920,12 @@ function Fake:build_gfx()
       table.remove(st.clicks, 1)
     end
     if st.text_mode and st.frames > st.close_after then return -1 end
+    -- the user closes the preview window (its close box): getchar returns -1 from then on
+    if st.close_preview_at and (st.title or ""):find("preview", 1, true) and st.frames >= st.close_preview_at then
+      st.close_preview_at = nil
+      st.open = false
+      return -1
+    end
     local key = (st.title or ""):find("preview", 1, true) and st.keys[st.frames]
     if key then
       st.keys[st.frames] = nil -- pressed once
@@ -1145,12 +1242,23 @@ function Fake:implementations()
     end
     local argv, files = fake:exec_argv(cmd, true)
     entry.argv = argv
+    entry.window_style = files and files.window_style
     if argv[1] == "kill" or argv[1] == "taskkill" then
       fake:sim_kill(tonumber(argv[#argv] == "/F" and argv[3] or argv[3]))
       return ""
     end
     if argv[2] == "cancel" then fake:sim_cancel(argv) return "" end
-    if argv[2] == "jobs" then return fake:sim_jobs_output() end
+    if argv[2] == "jobs" then
+      local out = fake:sim_jobs_output()
+      if files and files.out_file then
+        -- in the background: the list arrives a few ticks later, written as the CLI prints it
+        fake.pending_outputs = fake.pending_outputs or {}
+        fake.pending_outputs[#fake.pending_outputs + 1] = { path = files.out_file, text = out:gsub("^[^\n]*\n", ""),
+                                                           at = fake.clock + 0.3 }
+        return ""
+      end
+      return out
+    end
     fake:sim_start(argv, cmd, files)
     return ""
   end

@@ -51,19 +51,25 @@ function wav.info(path)
   return nil, "no data chunk in " .. path
 end
 
--- The peak of a 16-bit PCM WAV as a gain relative to wav.AMPLITUDE (what the fake's level checks use).
+-- The peak of a WAV (16/24-bit PCM or 32-bit float) as a gain relative to wav.AMPLITUDE / 32768 (what
+-- the fake's level checks use).
 function wav.gain(path)
+  local info = assert(wav.info(path))
   local f = assert(io.open(path, "rb"))
   local blob = f:read("a")
   f:close()
   local pos = assert(blob:find("data", 13, true), "no data chunk in " .. path)
   local size = string.unpack("<I4", blob, pos + 4)
+  local fmt, width, scale
+  if info.tag == 3 then fmt, width, scale = "<f", 4, 32768
+  elseif info.bits == 24 then fmt, width, scale = "<i3", 3, 1 / 256
+  else fmt, width, scale = "<i2", 2, 1 end
   local peak = 0
-  local i, stop = pos + 8, math.min(pos + 7 + size, #blob - 1)
+  local i, stop = pos + 8, math.min(pos + 7 + size, #blob) - width + 1
   while i <= stop do
-    local v = math.abs(string.unpack("<i2", blob, i))
+    local v = math.abs(string.unpack(fmt, blob, i)) * scale
     if v > peak then peak = v end
-    i = i + 2
+    i = i + width
   end
   return peak / wav.AMPLITUDE
 end
