@@ -4,6 +4,7 @@
 
 local import = ...
 local settings = import("settings")
+local common = import("common")
 
 local project = {}
 
@@ -107,7 +108,7 @@ function project.selected_sources(proj)
       local clip = { path = path }
       if offset > 0 then clip.start = offset + 0.0 end
       if stop < length then clip["end"] = stop + 0.0 end
-      if notes ~= "" then clip.caption = notes:sub(1, 2000) end
+      if notes ~= "" then clip.caption = common.utf8_cut(notes, 2000) end
       clips[#clips + 1] = clip
     end
   end
@@ -208,16 +209,63 @@ function project.result_dir(proj)
   return dir
 end
 
--- Copies a file byte for byte; raises with both paths on failure.
-function project.copy_file(from, to)
+project.COPY_CHUNK = 1 << 20 -- bytes per read/write
+
+-- Copies a file byte for byte, in chunks, into `to`.part, renamed to `to` only once every write and
+-- the close succeeded (a full disk reports ENOSPC on a write or only on the close, which flushes):
+-- `to` is either the complete copy or absent, never truncated. Raises with both paths on failure.
+-- step(max_bytes) copies at most that much per call (for the defer loop); project.copy_file runs
+-- it to the end.
+function project.copier(from, to)
   local src, err = io.open(from, "rb")
   if not src then error("Cannot read " .. from .. ": " .. tostring(err), 0) end
-  local data = src:read("a")
-  src:close()
-  local dst, err2 = io.open(to, "wb")
-  if not dst then error("Cannot write " .. to .. ": " .. tostring(err2), 0) end
-  dst:write(data)
-  dst:close()
+  local part = to .. ".part"
+  local dst, err2 = io.open(part, "wb")
+  if not dst then
+    src:close()
+    error("Cannot write " .. to .. ": " .. tostring(err2), 0)
+  end
+  local c = { from = from, to = to, done = false }
+  local function give_up(why)
+    src:close()
+    pcall(dst.close, dst)
+    os.remove(part)
+    c.done = true
+    error("Cannot copy " .. from .. " to " .. to .. ": " .. tostring(why), 0)
+  end
+  function c.step(max_bytes)
+    if c.done then return true end
+    local budget = max_bytes or math.huge
+    while budget > 0 do
+      local data = src:read(math.min(project.COPY_CHUNK, budget))
+      if not data then
+        src:close()
+        local ok, cerr = dst:close()
+        if not ok then
+          os.remove(part)
+          c.done = true
+          error("Cannot copy " .. from .. " to " .. to .. ": " .. tostring(cerr), 0)
+        end
+        os.remove(to) -- a rename does not replace an existing file on Windows
+        local renamed, rerr = os.rename(part, to)
+        c.done = true
+        if not renamed then
+          os.remove(part)
+          error("Cannot copy " .. from .. " to " .. to .. ": " .. tostring(rerr), 0)
+        end
+        return true
+      end
+      local ok, werr = dst:write(data)
+      if not ok then give_up(werr) end
+      budget = budget - #data
+    end
+    return false
+  end
+  return c
+end
+
+function project.copy_file(from, to)
+  project.copier(from, to).step()
 end
 
 -- A name unique enough for one user: time + random suffix.
