@@ -47,13 +47,19 @@ local function launcher_dir(preferred)
 end
 
 -- The command line that runs `argv` on this OS. POSIX: writes the launcher `<dir>/<name>.sh`
--- and returns `/bin/sh '<launcher>'`, launcher path. Windows: the quoted argv, nil.
+-- and returns `/bin/sh '<launcher>'`, launcher path. Windows: writes `<dir>/<name>.vbs` and returns
+-- `wscript.exe //B //Nologo "<vbs>"` (the CLI runs hidden: no console window), launcher path.
+-- supervise: {pid_file, exit_file} (Windows: the exit file only); out_file: where stdout goes.
 -- Raises a clear error for an argument that cannot be passed.
-function job.command(argv, names, dir, name, supervise)
+function job.command(argv, names, dir, name, supervise, out_file)
   if settings.is_windows() then
-    return shell.command(argv, true, names), nil
+    local line = shell.command(argv, true, names)
+    local path = settings.join(dir, name .. ".vbs")
+    local text = shell.vbs_launcher(line, { exit_file = supervise and supervise.exit_file, out_file = out_file })
+    write_file(path, text)
+    return "wscript.exe //B //Nologo " .. shell.quote_windows(path, "launcher path"), path
   end
-  local text = shell.launcher(argv, names, supervise)
+  local text = shell.launcher(argv, names, supervise, out_file)
   local path = settings.join(launcher_dir(dir), name .. ".sh")
   local cmd = "/bin/sh " .. shell.quote_single(path, "launcher path")
   write_file(path, text)
@@ -87,12 +93,10 @@ local function start(opts)
     names[#names + 1] = "option"
     names[#names + 1] = "server address"
   end
-  local supervise = nil
-  if not settings.is_windows() then
-    j.pid_file = settings.join(opts.dir, opts.name .. ".pid")
-    j.exit_file = settings.join(opts.dir, opts.name .. ".exit")
-    supervise = { pid_file = j.pid_file, exit_file = j.exit_file }
-  end
+  -- the launcher writes the exit status (and on macOS/Linux the pid) of the CLI
+  if not settings.is_windows() then j.pid_file = settings.join(opts.dir, opts.name .. ".pid") end
+  j.exit_file = settings.join(opts.dir, opts.name .. ".exit")
+  local supervise = { pid_file = j.pid_file, exit_file = j.exit_file }
   -- the command first: an argument that cannot be passed fails before anything is written
   j.command, j.launcher = job.command(argv, names, opts.dir, opts.name, supervise)
   j.argv = argv

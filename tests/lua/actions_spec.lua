@@ -418,8 +418,9 @@ describe("M2UGen - Generate", function()
     env.run_action(ctx, "Generate")
     check_invariants(fake)
     local cmd = fake.exec_log[1].cmd
-    assert.are.equal('"', cmd:sub(1, 1))
-    local argv = Fake.windows_argv(cmd)
+    assert.truthy(cmd:match('^wscript%.exe //B //Nologo "'), cmd) -- hidden: no console window
+    local argv = fake.exec_log[1].argv -- the .vbs's command split with the MSVCRT rules
+    assert.are.equal(0, fake.exec_log[1].window_style)
     assert.are.equal(ctx.cli, argv[1])
     assert.are.equal("generate", argv[2])
     assert.truthy(argv[4]:find("Zoe's proj & co; $(x) `y`", 1, true))

@@ -159,7 +159,7 @@ function Fake:windows_exec(cmd, consume)
     self:violation("ExecProcess on Windows without the hidden wscript launcher (a console window flashes): " .. cmd)
   end
   local blob = assert(Fake.read_file(path), "launcher .vbs missing: " .. path)
-  local text = Fake.utf16le_to_utf8(blob)
+  local text = Fake.utf16le_to_utf8(blob):gsub("\r\n", "\n")
   assert(text:find("\nfs.DeleteFile WScript.ScriptFullName\n", 1, true), "the .vbs does not delete itself")
   local lit, style, wait = text:match('\nrc = sh%.Run%("(.-)", (%d+), (%a+)%)\n')
   assert(lit, "no WshShell.Run line in the .vbs")
