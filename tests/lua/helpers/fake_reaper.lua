@@ -1232,7 +1232,9 @@ function Fake:implementations()
     local entry = { cmd = cmd, timeout = timeout }
     fake.exec_log[#fake.exec_log + 1] = entry
     if fake.exec_mode == "none" then
-      entry.argv = fake:exec_argv(cmd, false)
+      local files
+      entry.argv, files = fake:exec_argv(cmd, false)
+      entry.window_style = files and files.window_style
       return nil
     end
     if fake.exec_mode == "background" then
