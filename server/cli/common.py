@@ -80,11 +80,34 @@ class Reporter:
     def line(self, obj: dict[str, Any]) -> None:
         print_line(obj)
 
-    def _write_status(self) -> None:
+    # Windows refuses to replace a file another process holds open (REAPER reads the status file 4x/s):
+    # os.replace raises PermissionError. Try again after these pauses (seconds); then skip this update
+    # (the next event or heartbeat rewrites the whole state), except the final one, which is written in
+    # place on Windows (the DAW script skips a half-written file and reads it whole on its next poll).
+    STATUS_RETRY_PAUSES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
+
+    def _write_status(self, final: bool = False) -> None:
         if self.status_path is None:
             return
         self.state["updated"] = time.time()
-        discovery.write_json_atomic(self.status_path, self.state)
+        for pause in (*self.STATUS_RETRY_PAUSES, None):
+            try:
+                discovery.write_json_atomic(self.status_path, self.state)
+                return
+            except PermissionError:
+                if pause is None:
+                    break
+                time.sleep(pause)
+        if final and sys.platform == "win32":
+            try:
+                with open(self.status_path, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(self.state, indent=2) + "\n")
+                return
+            except OSError as e:
+                print(f"m2ugen: cannot write the status file {self.status_path}: {e}", file=sys.stderr)
+                return
+        print(f"m2ugen: the status file {self.status_path} is locked by a reader; this update was skipped",
+              file=sys.stderr)
 
     def event(self, header: dict[str, Any]) -> None:
         """One server message: print it and fold it into the status."""
@@ -118,7 +141,7 @@ class Reporter:
         if self.bar is not None:
             self.bar.close()
         self.state["exit_code"] = code
-        self._write_status()
+        self._write_status(final=True)
         self.line({"op": "exit", "code": code})
         return code
 
