@@ -124,10 +124,10 @@ local function start(run, preset)
   end
   run.sel = sel
 
-  local active = runner.read_active()
+  local active = runner.read_active(runner.SLOTS.interactive)
   if active then
     fail("An M2UGen job (" .. tostring(active.kind) .. ") is still running in this REAPER session.\n" ..
-      "Wait for it or run M2UGen - Cancel.")
+      "Wait for it or run M2UGen - Cancel. (A Learn runs in the background and does not block this.)")
   end
 
   local inputs = preset and preset.inputs or (kind == "transcribe" and {}) or app.ask_inputs(kind, run.settings, sel)
@@ -233,10 +233,9 @@ end
 local function start_learn(run)
   run.settings = settings.load()
   run.proj = project.current()
-  local active = runner.read_active()
-  if active then
-    fail("An M2UGen job (" .. tostring(active.kind) .. ") is still running in this REAPER session.\n" ..
-      "Wait for it or run M2UGen - Cancel.")
+  if runner.read_active(runner.SLOTS.long) then
+    fail("A Learn (fine-tune) job is still running in this REAPER session.\n" ..
+      "Wait for it or run M2UGen - Cancel. Ask, Edit and Generate keep working meanwhile.")
   end
   local clips, skipped = project.selected_sources(run.proj)
   if #clips == 0 then
@@ -270,13 +269,23 @@ end
 -- "M2UGen - Cancel"
 
 function app.cancel()
-  local a, stale = runner.read_active()
-  if not a then
-    if stale then
-      reaper.DeleteExtState(settings.SECTION, "active", false)
-    end
+  local jobs = runner.active_jobs()
+  if #jobs == 0 then
     app.message("No M2UGen job is running in this REAPER session.", "M2UGen - Cancel")
     return false
+  end
+  local a = jobs[1]
+  if #jobs > 1 then
+    -- a Learn beside an interactive job: which one?
+    local labels = {}
+    for i, j in ipairs(jobs) do
+      labels[i] = "Cancel " .. tostring(j.kind) .. (j.job and (" job " .. j.job) or " (starting)")
+    end
+    gfx.init("M2UGen - Cancel", 0, 0)
+    local choice = gfx.showmenu(table.concat(labels, "|"))
+    gfx.quit()
+    a = jobs[choice]
+    if not a then return false end
   end
   reaper.SetExtState(settings.SECTION, "cancel", a.name, false)
   if a.job and type(a.cli) == "table" then

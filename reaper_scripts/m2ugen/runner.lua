@@ -27,17 +27,37 @@ runner.CANCEL_GRACE = 10      -- after Cancel: at most this long waiting for the
 runner.STALE_AFTER = 10       -- an "active job" heartbeat older than this belongs to a dead script
 
 -- ---------------------------------------------------------------------------------------------
--- the active job, shared with "M2UGen - Cancel" through (non-persistent) ExtState
+-- the active jobs, shared with "M2UGen - Cancel" through (non-persistent) ExtState
+-- Two slots: the interactive job (ask/edit/generate/transcribe/fetch: one at a time, its window on
+-- screen) and the long one (a Learn: minutes to hours, in the background with its own window). The
+-- server schedules interactive jobs first, so a running Learn never blocks Ask/Edit/Generate.
 
-function runner.read_active()
-  local raw = reaper.GetExtState(settings.SECTION, "active")
+runner.SLOTS = { interactive = "active", long = "active_learn" }
+
+function runner.slot_of(kind) return kind == "learn" and runner.SLOTS.long or runner.SLOTS.interactive end
+
+-- The job in `slot` (default: the interactive one), or nil, stale record when its heartbeat stopped.
+function runner.read_active(slot)
+  local raw = reaper.GetExtState(settings.SECTION, slot or runner.SLOTS.interactive)
   if raw == "" then return nil end
   local a = json.try_decode(raw)
   if type(a) ~= "table" then return nil end
   if type(a.heartbeat) ~= "number" or reaper.time_precise() - a.heartbeat > runner.STALE_AFTER then
     return nil, a
   end
+  a.slot = slot or runner.SLOTS.interactive
   return a
+end
+
+-- Every live job of this REAPER session (interactive first).
+function runner.active_jobs()
+  local out = {}
+  for _, slot in ipairs({ runner.SLOTS.interactive, runner.SLOTS.long }) do
+    local a, stale = runner.read_active(slot)
+    if a then out[#out + 1] = a
+    elseif stale then reaper.DeleteExtState(settings.SECTION, slot, false) end
+  end
+  return out
 end
 
 function runner.write_active(run)
@@ -45,13 +65,14 @@ function runner.write_active(run)
     name = run.name, kind = run.kind, cli = run.cli, server = run.settings.server,
     job = run.status and run.status.job or nil, heartbeat = reaper.time_precise(),
   }
-  reaper.SetExtState(settings.SECTION, "active", json.encode(a), false)
+  reaper.SetExtState(settings.SECTION, runner.slot_of(run.kind), json.encode(a), false)
 end
 
 function runner.clear_active(run)
-  local a = runner.read_active()
-  if not a or a.name == run.name then
-    reaper.DeleteExtState(settings.SECTION, "active", false)
+  local slot = runner.slot_of(run.kind)
+  local a = runner.read_active(slot)
+  if not a or a.name == run.name then reaper.DeleteExtState(settings.SECTION, slot, false) end
+  if reaper.GetExtState(settings.SECTION, "cancel") == run.name then
     reaper.DeleteExtState(settings.SECTION, "cancel", false)
   end
 end

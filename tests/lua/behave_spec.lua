@@ -111,7 +111,7 @@ describe("#1 a running Learn does not lock Ask/Edit/Generate", function()
     clip.selected = true
     fake.scenario = scenario
     fake.inputs_answers = { "mine\n50\nno", "What key?" }
-    fake.menu_answers = { 1 } -- Cancel: the first entry (the Learn)
+    fake.menu_answers = { 2 } -- Cancel: the second entry (the Learn; the interactive job comes first)
     fake:run_script(env.SCRIPTS .. "M2UGen - Learn from selected items.lua")
     fake:run_defer({ on_tick = function(f, tick)
       if tick == 8 then f:run_script(env.SCRIPTS .. "M2UGen - Learn from selected items.lua", { instance = "learn2" }) end
