@@ -190,9 +190,40 @@ local function start(run, preset)
   runner.begin_loop(run)
 end
 
+-- A job of an earlier session (REAPER quit or the script was stopped while it ran): the project's
+-- history says "running" and no script of this session follows it. Offers to fetch its result.
+-- Returns the fetch run when the user chose to fetch (the action stops there), false on Cancel,
+-- nil to go on with the action.
+function app.pickup(proj)
+  local live = {}
+  for _, a in ipairs(runner.active_jobs()) do if a.job then live[a.job] = true end end
+  local rec = nil
+  for _, r in ipairs(project.history(proj, json.try_decode)) do
+    if r.state == "running" and r.job and not live[r.job] then rec = r break end
+  end
+  if not rec then return nil end
+  local prompt = tostring(rec.prompt or ""):gsub("%c+", " ")
+  local answer = reaper.ShowMessageBox("An M2UGen " .. tostring(rec.kind) .. " job of an earlier session (job " ..
+    rec.job .. (prompt ~= "" and (": " .. prompt) or "") .. ") was still running when the script stopped; " ..
+    "it went on on the server.\n\nFetch its result into this project now?\n" ..
+    "(No: keep going; M2UGen - Jobs can fetch it later.)", "M2UGen", 3)
+  if answer == 2 then return false end
+  if answer ~= 6 then
+    rec.state = "lost"
+    project.remember(proj, rec.job, json.encode(rec))
+    return nil
+  end
+  return app.reinsert(proj, rec)
+end
+
 -- Entry point of "M2UGen - Ask about selection", "- Edit selection" and "- Generate".
 function app.run(kind, preset)
   if not app.TITLES[kind] or kind == "result" or kind == "learn" then error("unknown M2UGen action kind " .. tostring(kind)) end
+  if not preset then
+    local ok, picked = pcall(app.pickup, project.current())
+    if not ok then app.message(message_of(picked), app.TITLES[kind]) return { kind = kind, finished = true } end
+    if picked ~= nil then return picked or { kind = kind, finished = true } end
+  end
   local run = { kind = kind }
   local ok, err = xpcall(start, traceback, run, preset)
   if not ok then runner.abort(run, err) end
@@ -332,7 +363,7 @@ function app.reinsert(proj, rec)
   run.position = tonumber(rec.position) or reaper.GetCursorPositionEx(proj)
   if reaper.CountSelectedTracks(proj) > 0 then run.track = reaper.GetSelectedTrack(proj, 0) end
   local ok, err = xpcall(function()
-    if rec.kind == "ask" then
+    if rec.kind == "ask" and rec.text then
       runner.show_text(app.TITLES.ask, "Q: " .. tostring(rec.prompt) .. "\n\nA: " .. tostring(rec.text or "(no answer kept)") ..
         (results.describe_analysis(rec.analysis, "\nMeasured") or ""))
       run.finished = true
@@ -363,6 +394,11 @@ function app.reinsert(proj, rec)
       return
     end
     if not rec.job then fail("This entry has no job id and no kept file: nothing to fetch.") end
+    if rec.kind == "ask" then -- the answer is fetched and kept on the answers track at the question's place
+      run.request = { prompt = tostring(rec.prompt or "") }
+      local at = tonumber(rec.position) or run.position
+      run.sel = { start = at, ["end"] = at + (tonumber(rec.length) or 0) }
+    end
     local cli, why = settings.resolve_cli(run.settings)
     if not cli then fail(why) end
     run.cli = cli

@@ -279,7 +279,7 @@ function results.finish(run, st)
     return
   end
   run.completed = true
-  if run.kind == "ask" then return finish_text(run, st) end
+  if (run.fetch and run.fetch.kind or run.kind) == "ask" then return finish_text(run, st) end
   if run.kind == "learn" then return results.finish_learn(run, st) end
   if (run.fetch and run.fetch.kind or run.kind) == "transcribe" then return results.finish_midi(run, st) end
   local takes = keep_files(run, produced_takes(run, st))

@@ -271,13 +271,16 @@ function runner.begin_loop(run)
       return
     end
     if not run.finished then
-      -- the script was stopped (REAPER closed it): the result could never be inserted
-      if run.status and run.status.job and not run.cancel_sent then
-        pcall(job.cancel, run.cli, run.status.job, run.settings.server, project.temp_dir("jobs"))
-      elseif not (run.status and run.status.job) then
+      -- the script was stopped (REAPER quits, or the user terminated it). A job the server has
+      -- accepted goes on: it stays "running" in the project's history and the next M2UGen action
+      -- offers to fetch its result (app.pickup); its files stay (the server may still read the input).
+      -- A CLI that has not submitted yet is withdrawn.
+      if run.status and run.status.job then
+        if run.kind ~= "learn" then pcall(runner.remember, run, runner.record_of(run, { state = "running" })) end
+      else
         pcall(job.withdraw, run.job, run.status, project.temp_dir("jobs"))
+        runner.remove_temp(run)
       end
-      runner.remove_temp(run)
       runner.clear_active(run)
     end
   end)

@@ -284,7 +284,7 @@ describe("#6 a job outlives the script", function()
     assert.are.equal(1, #new)
     assert.are.equal("M2UGen generate: calm piano", new[1].track.name)
     assert.are.equal("done", json.decode(fake.proj_ext.M2UGen["job:job-1"]).state)
-    assert.are.equal(0, #fake.inputs_answers, "the new Generate did not ask for a prompt too")
+    assert.are.equal(1, #fake.inputs_asked, "the new Generate asked for a prompt too")
   end)
 end)
 
