@@ -116,6 +116,7 @@ local function start(run, preset)
     run.proj = project.current()
   end
   local proj = run.proj
+  run.proj_file = project.file_of(proj)
   local sel = project.selection(proj)
   if not sel and kind ~= "generate" then
     fail("Select a time range or one or more media items first:\n" ..
@@ -359,7 +360,7 @@ end
 -- `m2ugen result JOB --wait --out FILE` and inserts what it fetches.
 function app.reinsert(proj, rec)
   local run = { kind = "result", proj = proj, fetch = rec, settings = settings.load(), name = project.stamp(),
-                result_dir = project.result_dir(proj) }
+                result_dir = project.result_dir(proj), proj_file = project.file_of(proj) }
   run.position = tonumber(rec.position) or reaper.GetCursorPositionEx(proj)
   if reaper.CountSelectedTracks(proj) > 0 then run.track = reaper.GetSelectedTrack(proj, 0) end
   local ok, err = xpcall(function()

@@ -76,7 +76,7 @@ local function mark(run, state)
     rec.files = files
     rec.job = run.result_info.job
   end
-  local old = project.is_open(run.proj) and select(2, reaper.GetProjExtState(run.proj, "M2UGen", "job:" .. (rec.job or run.name)))
+  local old = not runner.project_gone(run) and select(2, reaper.GetProjExtState(run.proj, "M2UGen", "job:" .. (rec.job or run.name)))
   local prev = old and json.try_decode(old)
   if type(prev) == "table" then
     prev.state = state
@@ -93,8 +93,9 @@ function preview.start(run, st)
     pv.playing = pv.sound ~= nil
   else
     local state = results.project_state(run)
-    if state == "closed" then results.insert_result(run) end -- raises with where the files are
+    if state == "closed" or state == "replaced" then results.insert_result(run) end -- raises with where the files are
     local item = run.sel and run.sel.source == "items" and #run.sel.items == 1 and run.sel.items[1] or nil
+    if item and not reaper.ValidatePtr2(run.proj, item, "MediaItem*") then item = nil end
     if item then pv.before = { take_count = reaper.GetMediaItemNumTakes(item), active = reaper.GetActiveTake(item) } end
     pv.inserted = results.insert_result(run)
   end

@@ -24,6 +24,18 @@ function project.is_open(proj)
   return proj ~= nil and reaper.ValidatePtr2(0, proj, "ReaProject*")
 end
 
+-- The file name of an open project ("" when unsaved): File > Open in the same tab keeps the tab's
+-- ReaProject* but loads another file, so a job compares this too (see runner.project_state).
+function project.file_of(proj)
+  local i = 0
+  while true do
+    local p, fn = reaper.EnumProjects(i)
+    if not p then return nil end
+    if p == proj then return fn or "" end
+    i = i + 1
+  end
+end
+
 -- A name for messages: the project's file name, else "(unsaved project)".
 function project.name(proj)
   local n = reaper.GetProjectName(proj)

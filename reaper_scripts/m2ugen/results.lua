@@ -126,12 +126,7 @@ local function provenance(run, st, takes)
   return table.concat(lines, "\n")
 end
 
--- Where the job's project stands: "same" | "other" (the user switched tabs) | "closed".
-function results.project_state(run)
-  if not project.is_open(run.proj) then return "closed" end
-  if project.current() ~= run.proj then return "other" end
-  return "same"
-end
+results.project_state = runner.project_state
 
 function results.tab_note(run)
   if results.project_state(run) == "other" then
@@ -150,7 +145,14 @@ end
 -- The items to mute / the item to take over for an edit (project.insert_audio's mode).
 local function edit_target(run)
   local sel = run.sel
-  if sel.source == "items" then return sel.items, sel.items end
+  if sel.source == "items" then
+    -- item pointers kept from the job's start: only those still in the project (ValidatePtr2)
+    local alive = {}
+    for _, item in ipairs(sel.items) do
+      if reaper.ValidatePtr2(run.proj, item, "MediaItem*") then alive[#alive + 1] = item end
+    end
+    return alive, alive
+  end
   if sel.source == "tracks" then return {}, project.items_in_range(run.proj, sel.tracks, sel.start, sel["end"]) end
   return {}, project.items_in_range(run.proj, nil, sel.start, sel["end"])
 end
@@ -159,8 +161,9 @@ end
 -- where the files are when it cannot.
 function results.insert_result(run)
   local r = run.result_info
-  if results.project_state(run) == "closed" then
-    fail("The project this job started in was closed, so the result was not inserted.\nIt is kept at:\n" ..
+  local gone = runner.project_gone(run)
+  if gone then
+    fail("The project this job started in " .. gone .. ", so the result was not inserted.\nIt is kept at:\n" ..
       results.kept_list(r.takes) .. "\nOpen that project and re-insert it with M2UGen - Jobs.")
   end
   local opts = { takes = {}, position = run.position, name = project.track_name(r.kind, r.prompt), notes = r.notes,
@@ -198,8 +201,9 @@ local function finish_text(run, st)
   local label = answer:gsub("[%c]+", " ")
   if #label > 60 then label = label:sub(1, 57):gsub("[\128-\191]*$", ""):gsub("[\192-\255]$", "") .. "..." end
   local extra = ""
-  if results.project_state(run) == "closed" then
-    extra = "\n\n(The project this question was asked in was closed: the answer is shown here only.)"
+  local gone = runner.project_gone(run)
+  if gone then
+    extra = "\n\n(The project this question was asked in " .. gone .. ": the answer is shown here only.)"
   else
     local ok, err = pcall(project.insert_note, run.proj, {
       position = run.sel.start, length = run.sel["end"] - run.sel.start, notes = notes, ext = json.encode(rec),
@@ -246,8 +250,9 @@ function results.finish_midi(run, st)
   runner.remove_temp(run)
   runner.clear_active(run)
   common.action_options(common.OPTIONS_IDLE)
-  if results.project_state(run) == "closed" then
-    fail("The project this job started in was closed, so the transcription was not inserted.\nIt is kept at:\n  " ..
+  local gone = runner.project_gone(run)
+  if gone then
+    fail("The project this job started in " .. gone .. ", so the transcription was not inserted.\nIt is kept at:\n  " ..
       kept .. "\nOpen that project and re-insert it with M2UGen - Jobs.")
   end
   local notes = meta and type(meta.notes) == "table" and meta.notes or nil

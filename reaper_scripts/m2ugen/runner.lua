@@ -128,8 +128,35 @@ function runner.record_of(run, extra)
   return r
 end
 
+-- Where the job's project stands: "same" | "other" (the user switched tabs) | "closed" |
+-- "replaced" (File > Open loaded another project into its tab: same pointer, another file; a Save As
+-- keeps the job's history record, a replaced project does not have it).
+function runner.project_state(run)
+  if not project.is_open(run.proj) then return "closed" end
+  local fn = project.file_of(run.proj)
+  if run.proj_file ~= nil and fn ~= run.proj_file then
+    local id = run.status and run.status.job
+    if run.remembered_running and id then
+      local _, rec = reaper.GetProjExtState(run.proj, "M2UGen", "job:" .. id)
+      if rec == "" then return "replaced" end
+    elseif run.proj_file ~= "" then
+      return "replaced"
+    end
+  end
+  if project.current() ~= run.proj then return "other" end
+  return "same"
+end
+
+-- Nil while the job's project is there; else why not ("was closed" / "was replaced ...").
+function runner.project_gone(run)
+  local state = runner.project_state(run)
+  if state == "closed" then return "was closed" end
+  if state == "replaced" then return "was replaced by another project in its tab (File > Open)" end
+  return nil
+end
+
 function runner.remember(run, rec)
-  if not project.is_open(run.proj) then return false end
+  if runner.project_gone(run) then return false end
   project.remember(run.proj, rec.job or run.name, json.encode(rec))
   return true
 end

@@ -952,6 +952,16 @@ function Fake:implementations()
 
   local function P(proj) return fake:proj(proj) end
 
+  -- A MediaItem* whose item was deleted (or whose project was closed or replaced) is a dangling
+  -- pointer: REAPER crashes on it. ValidatePtr2 exists to check first (reaper-api.lua).
+  local function live_item(item)
+    if type(item) ~= "table" or item.kind ~= "item" or not alive_track(item.track)
+      or not Fake.index_of(item.track.items, item) then
+      fake:violation("a deleted MediaItem* was used (REAPER would crash; check it with ValidatePtr2)")
+    end
+    return item
+  end
+
   I.GetOS = function() return fake.os_name end
   I.GetAppVersion = function() return "7.40/linux-x86_64" end
   I.APIExists = function(name)
@@ -1326,12 +1336,13 @@ function Fake:implementations()
     return false
   end
   I.AddTakeToMediaItem = function(item)
+    live_item(item)
     local take = { kind = "take", item = item, name = "", ext = {} }
     item.takes[#item.takes + 1] = take
     if not item.active then item.active = take end
     return take
   end
-  I.GetActiveTake = function(item) return item.active end
+  I.GetActiveTake = function(item) return live_item(item).active end
   -- a take's source: take.source (fake:add_take); a MIDI take has take.midi (Fake:add_midi_take),
   -- take.startoffs and take.playrate (defaults 0 and 1) are the part of the file the item plays
   I.GetMediaItemTake_Source = function(take) return take.source end
@@ -1343,10 +1354,11 @@ function Fake:implementations()
     fake:violation("fake has no take value " .. key)
   end
   I.SetActiveTake = function(take) take.item.active = take end
-  I.GetMediaItemNumTakes = function(item) return #item.takes end
+  I.GetMediaItemNumTakes = function(item) return #live_item(item).takes end
   I.GetMediaItemTake = function(item, i) return item.takes[i + 1] end
   -- D_VOL "item volume", B_LOOPSRC "loop source" (reaper-api.lua, GetMediaItemInfo_Value)
   I.GetMediaItemInfo_Value = function(item, key)
+    live_item(item)
     if key == "D_POSITION" then return item.position end
     if key == "D_LENGTH" then return item.length end
     if key == "B_MUTE" then return item.mute end
@@ -1355,6 +1367,7 @@ function Fake:implementations()
     fake:violation("fake has no item value " .. key)
   end
   I.SetMediaItemInfo_Value = function(item, key, v)
+    live_item(item)
     if key == "D_POSITION" then item.position = v return true end
     if key == "D_LENGTH" then item.length = v return true end
     if key == "B_MUTE" then item.mute = v return true end
