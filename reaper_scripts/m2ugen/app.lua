@@ -111,6 +111,10 @@ local function start(run, preset)
   run.settings = settings.load()
   if preset and preset.proj then
     if not project.is_open(preset.proj) then fail("The project of the job to regenerate was closed.") end
+    if kind ~= "generate" and project.current() ~= preset.proj then
+      fail("Regenerate renders the selection again, and REAPER renders only the project in front.\n" ..
+        "Switch back to the tab of " .. project.name(preset.proj) .. " and run " .. app.TITLES[kind] .. " again.")
+    end
     run.proj = preset.proj
   else
     run.proj = project.current()

@@ -335,6 +335,11 @@ project.RENDER_SOURCE = {
 function project.render(proj, sel, dir, name)
   local saved = project.save_render_settings(proj)
   local ok, result = xpcall(function()
+    if project.current() ~= proj then
+      -- action 42230 renders the project in front; never render another tab's project by mistake
+      error("REAPER renders only the project in front: switch back to the tab of " .. project.name(proj) ..
+        " first.", 0)
+    end
     local function set(k, v) reaper.GetSetProjectInfo(proj, k, v, true) end
     local function set_s(k, v) reaper.GetSetProjectInfo_String(proj, k, v, true) end
     local how = project.RENDER_SOURCE[sel.source]
@@ -563,7 +568,8 @@ end
 -- opts.position: with opts.notes ({start_s, end_s, pitch, velocity, channel} from the job's sidecar,
 -- seconds from the start of the transcribed audio) the notes are written with the MIDI API at their
 -- project time (MIDI_GetPPQPosFromProjTime: exact under any tempo map); without them the .mid file
--- itself is inserted onto that track (InsertMedia, REAPER's MIDI import). The file is never removed.
+-- itself becomes the item's source (its length in quarter notes on the tempo map). The file is never
+-- removed.
 -- opts: path (.mid), notes, position, length, name (track/undo label), take_name, item_notes, ext, track.
 -- Returns {track, item, take}.
 function project.insert_midi(proj, opts)
@@ -585,20 +591,18 @@ function project.insert_midi(proj, opts)
       end
       reaper.MIDI_Sort(take)
     else
-      -- InsertMedia places the file at the edit cursor on the selected track: both set, then put back
-      local cursor = reaper.GetCursorPositionEx(proj)
-      local selected = {}
-      for i = 0, reaper.CountSelectedTracks(proj) - 1 do selected[#selected + 1] = reaper.GetSelectedTrack(proj, i) end
-      reaper.SetOnlyTrackSelected(track)
-      reaper.SetEditCurPos(opts.position, false, false)
-      local ok = reaper.InsertMedia(opts.path, 0)
-      reaper.SetTrackSelected(track, false)
-      for _, tr in ipairs(selected) do reaper.SetTrackSelected(tr, true) end
-      reaper.SetEditCurPos(cursor, false, false)
-      local n = reaper.CountTrackMediaItems(track)
-      item = n > 0 and reaper.GetTrackMediaItem(track, n - 1) or nil
-      take = item and reaper.GetActiveTake(item)
-      if not ok or ok == 0 or not take then error("REAPER could not insert the MIDI file " .. opts.path, 0) end
+      -- the .mid itself as the take's source, in the job's project (InsertMedia and SetEditCurPos act
+      -- on the tab in front, which may be another project by now)
+      local src = reaper.PCM_Source_CreateFromFile(opts.path)
+      if not src then error("REAPER could not open the MIDI file " .. opts.path, 0) end
+      item = reaper.AddMediaItemToTrack(track)
+      take = reaper.AddTakeToMediaItem(item)
+      if not reaper.SetMediaItemTake_Source(take, src) then
+        reaper.PCM_Source_Destroy(src)
+        error("REAPER could not insert the MIDI file " .. opts.path, 0)
+      end
+      reaper.SetMediaItemInfo_Value(item, "D_POSITION", opts.position)
+      reaper.SetMediaItemInfo_Value(item, "D_LENGTH", source_seconds(proj, src, opts.position))
     end
     reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", opts.take_name, true)
     if opts.ext then reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:m2ugen", opts.ext, true) end

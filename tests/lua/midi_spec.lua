@@ -177,24 +177,26 @@ describe("M2UGen - Transcribe selection", function()
     assert.are.same({ "M2UGen: M2UGen transcribe: job job-7" }, fake.undo.names)
   end)
 
-  it("without the sidecar's notes inserts the .mid itself on the new track (InsertMedia)", function()
+  it("without the sidecar's notes the .mid itself is the item's source on the new track", function()
     fake.scenario = transcribed(false)
     fake.cursor = 11.0
+    fake.mid_length_qn = 8
     env.run_action(ctx, "Transcribe selection")
     check_invariants(fake)
-    assert.are.equal(1, fake.inserted_media)
+    assert.is_nil(fake.inserted_media) -- not InsertMedia: it acts on the tab in front
     local track = created_tracks(fake)[1].track
     assert.are.equal(1, #track.items)
     assert.are.equal(2.0, track.items[1].position)
+    assert.is_true(near(track.items[1].length, 8 * 0.625)) -- 8 QN at 96 bpm
     assert.truthy(track.items[1].takes[1].source.path:match("/M2UGen/.*%.mid$"))
     assert.are.equal("job-7", track.items[1].takes[1].name)
-    assert.are.equal(11.0, fake.cursor, "the edit cursor is put back")
-    assert.is_true(fake.tracks[2].selected and not track.selected, "the track selection is put back")
+    assert.are.equal(11.0, fake.cursor, "the edit cursor is untouched")
+    assert.is_true(fake.tracks[2].selected and not track.selected, "the track selection is untouched")
   end)
 
   it("a failed insert keeps the file and says where it is", function()
     fake.scenario = transcribed(false)
-    fake.refuse_insert_media = true
+    fake.refuse_source = true
     env.run_action(ctx, "Transcribe selection")
     assert.are.same({}, fake.violations)
     local msg = fake.messages[#fake.messages].msg
