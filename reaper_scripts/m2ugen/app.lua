@@ -187,7 +187,7 @@ local function start(run, preset)
   run.request = req
 
   if kind ~= "generate" then
-    run.input = project.render(proj, sel, project.temp_dir("in"), run.name)
+    run.input = project.render(proj, sel, project.temp_dir("in"), run.name, app.hearing(kind, run.settings, sel))
     req.audio = run.input
   end
 
@@ -219,6 +219,14 @@ function app.pickup(proj)
     return nil
   end
   return app.reinsert(proj, rec)
+end
+
+-- What the model hears (project.render's `how`): an edit hears its source up to where the result
+-- will sit, so every FX and fader applies once; Ask and Transcribe hear the mix as heard.
+function app.hearing(kind, s, sel)
+  if kind ~= "edit" then return "heard" end
+  if (s.edit_result or "take") == "take" and sel.source == "items" and #sel.items == 1 then return "take" end
+  return "pre_master"
 end
 
 -- Entry point of "M2UGen - Ask about selection", "- Edit selection" and "- Generate".

@@ -323,16 +323,56 @@ function project.restore_render_settings(proj, saved)
   return first_err
 end
 
--- RENDER_SETTINGS / RENDER_BOUNDSFLAG for each selection source (see project.selection).
+-- RENDER_SETTINGS / RENDER_BOUNDSFLAG for each selection source (see project.selection), and for
+-- what the model must hear (issue 22 #8; reaper_scripts/README.md, "What the model hears"):
+--   "heard"      the mix as heard: through take FX, item, track and master (Ask, Transcribe)
+--   "pre_master" the same without the master's FX and volume (an edit whose result goes on a NEW
+--                track: that track plays through the master, so the master applies once)
+--   "take"       the one selected item without its track and master ("selected media items", not via
+--                master) and at item volume 1 (an edit that becomes a new TAKE of that item: the
+--                item volume, track and master then apply to it at playback, once)
+-- "selected tracks via master" writes one file per track (RENDER_TARGETS lists them): they are
+-- summed into one (wavmix.lua).
 project.RENDER_SOURCE = {
   items = { settings = 64 | (4 << 16), bounds = 4 }, -- selected media items via master, one file
   tracks = { settings = 128, bounds = 0 },           -- selected tracks via master, custom bounds
   time = { settings = 0, bounds = 0 },               -- master mix, custom bounds
+  take = { settings = 32 | (4 << 16), bounds = 4 },  -- selected media items (not via master), one file
 }
 
--- Renders `sel` of `proj` to <dir>/<name>.wav. Returns the path. Raises on failure; the user's
--- render settings are restored in every case.
-function project.render(proj, sel, dir, name)
+-- Runs body() with the master's FX bypassed and its volume at 0 dB (how = "pre_master") or the one
+-- item's volume at 1 (how = "take"), putting every value back afterwards, whatever happens.
+local function with_chain(proj, sel, how, body)
+  local undo = {}
+  local function set_track(tr, key, v)
+    undo[#undo + 1] = { reaper.SetMediaTrackInfo_Value, tr, key, reaper.GetMediaTrackInfo_Value(tr, key) }
+    reaper.SetMediaTrackInfo_Value(tr, key, v)
+  end
+  local ok, result = pcall(function()
+    if how == "pre_master" then
+      local master = reaper.GetMasterTrack(proj)
+      set_track(master, "I_FXEN", 0)
+      set_track(master, "D_VOL", 1)
+    elseif how == "take" then
+      local item = sel.items[1]
+      undo[#undo + 1] = { reaper.SetMediaItemInfo_Value, item, "D_VOL", reaper.GetMediaItemInfo_Value(item, "D_VOL") }
+      reaper.SetMediaItemInfo_Value(item, "D_VOL", 1)
+    end
+    return body()
+  end)
+  for i = #undo, 1, -1 do
+    local u = undo[i]
+    pcall(u[1], u[2], u[3], u[4])
+  end
+  if not ok then error(result, 0) end
+  return result
+end
+
+-- Renders `sel` of `proj` to <dir>/<name>.wav as the model must hear it (`how`, default "heard").
+-- Returns the path. Raises on failure; the user's render settings (and anything with_chain changed)
+-- are restored in every case. Several files (one per selected track) are mixed into one.
+function project.render(proj, sel, dir, name, how)
+  how = how or "heard"
   local saved = project.save_render_settings(proj)
   local ok, result = xpcall(function()
     if project.current() ~= proj then
@@ -342,10 +382,10 @@ function project.render(proj, sel, dir, name)
     end
     local function set(k, v) reaper.GetSetProjectInfo(proj, k, v, true) end
     local function set_s(k, v) reaper.GetSetProjectInfo_String(proj, k, v, true) end
-    local how = project.RENDER_SOURCE[sel.source]
-    set("RENDER_SETTINGS", how.settings)
-    set("RENDER_BOUNDSFLAG", how.bounds)
-    if how.bounds == 0 then
+    local source = project.RENDER_SOURCE[how == "take" and "take" or sel.source]
+    set("RENDER_SETTINGS", source.settings)
+    set("RENDER_BOUNDSFLAG", source.bounds)
+    if source.bounds == 0 then
       set("RENDER_STARTPOS", sel.start)
       set("RENDER_ENDPOS", sel["end"])
     end
@@ -360,19 +400,29 @@ function project.render(proj, sel, dir, name)
     set_s("RENDER_FORMAT", "evaw")
     set_s("RENDER_FORMAT2", "")
     local _, targets = reaper.GetSetProjectInfo_String(proj, "RENDER_TARGETS", "", false)
-    local path = (targets or ""):match("^([^;]+)")
-    if not path or path == "" then
+    local paths = {}
+    for p in (targets or ""):gmatch("[^;]+") do paths[#paths + 1] = p end
+    if #paths == 0 then
       error("REAPER reported no render target for " .. settings.join(dir, name .. ".wav"), 0)
     end
-    os.remove(path) -- never mistake an old file for this render
-    reaper.Main_OnCommandEx(project.ACTION_RENDER, 0, proj)
-    local f = io.open(path, "rb")
-    local size = 0
-    if f then size = f:seek("end") f:close() end
-    if size <= 44 then
-      error("Rendering the selection failed: no audio was written to " .. path, 0)
+    for _, p in ipairs(paths) do os.remove(p) end -- never mistake an old file for this render
+    with_chain(proj, sel, how, function() reaper.Main_OnCommandEx(project.ACTION_RENDER, 0, proj) end)
+    local function remove_all() for _, p in ipairs(paths) do os.remove(p) end end
+    for _, p in ipairs(paths) do
+      local f = io.open(p, "rb")
+      local size = 0
+      if f then size = f:seek("end") f:close() end
+      if size <= 44 then
+        remove_all()
+        error("Rendering the selection failed: no audio was written to " .. p, 0)
+      end
     end
-    return path
+    if #paths == 1 then return paths[1] end
+    local mixed = settings.join(dir, name .. "-mix.wav")
+    local mixed_ok, err = pcall(import("wavmix").mix, paths, mixed)
+    remove_all()
+    if not mixed_ok then error("Mixing the rendered tracks failed: " .. tostring(err), 0) end
+    return mixed
   end, function(err) return err end)
   local restore_err = project.restore_render_settings(proj, saved)
   if not ok then error(result, 0) end

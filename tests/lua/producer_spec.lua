@@ -285,7 +285,7 @@ describe("edit listens to items, then tracks, then the time selection", function
     env.run_action(ctx, "Edit selection")
     balanced(fake)
     local r = fake.renders[1]
-    assert.are.equal(64 | (4 << 16), r.numbers.RENDER_SETTINGS) -- the item, not the master mix
+    assert.are.equal(32 | (4 << 16), r.numbers.RENDER_SETTINGS) -- the item alone (its new take plays through track and master)
     assert.are.equal(0, #created(fake.main))                     -- no doubled track
     assert.are.equal(2, #item.takes)
     assert.are.equal(original, item.takes[1])
