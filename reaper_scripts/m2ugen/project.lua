@@ -530,6 +530,22 @@ local function fill_takes(item, takes)
   return made
 end
 
+-- The parts of `items` inside [s, e): an item reaching beyond the range is split at its edges
+-- (SplitMediaItem: "the original item becomes the left-hand split, the function returns the
+-- right-hand split"), so muting the part mutes nothing outside the range. Returns the parts.
+local function parts_in_range(items, s, e)
+  local out = {}
+  for _, item in ipairs(items) do
+    local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+    local stop = pos + reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+    local part = item
+    if pos < s and stop > s then part = reaper.SplitMediaItem(item, s) or item end
+    if stop > e and pos < e then reaper.SplitMediaItem(part, e) end
+    out[#out + 1] = part
+  end
+  return out
+end
+
 -- Sets B_MUTE on items; returns what to put back.
 local function mute_items(items)
   local before = {}
@@ -564,7 +580,8 @@ end
 -- opts: takes = {{path, name, ext}, ...} (take 1 active), position, name (track/undo label),
 --       notes (item notes), track (the source track: the new track goes below it),
 --       mode = "track" | "mute" | "take", source_items (for "take"/"mute": the items the job listened to),
---       mute_items (for "mute": what to mute; defaults to source_items).
+--       mute_items (for "mute": what to mute; defaults to source_items), mute_range ({start, end}: split
+--       the items to mute at these edges and mute only what lies inside).
 -- "take": with exactly one source item the result becomes its new active take(s); otherwise it
 -- falls back to "mute". Returns {mode, track, item, takes, length, muted}.
 function project.insert_audio(proj, opts)
@@ -595,6 +612,7 @@ function project.insert_audio(proj, opts)
       if opts.notes then reaper.GetSetMediaItemInfo_String(item, "P_NOTES", opts.notes, true) end
       if mode == "mute" then
         local to_mute = opts.mute_items or source_items
+        if opts.mute_range then to_mute = parts_in_range(to_mute, opts.mute_range[1], opts.mute_range[2]) end
         undo_mute = mute_items(to_mute)
         r.muted = to_mute
       end

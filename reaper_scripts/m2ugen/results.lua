@@ -177,6 +177,7 @@ function results.insert_result(run)
   if r.kind == "edit" and run.sel and not run.fetch then
     opts.mode = run.settings.edit_result
     opts.source_items, opts.mute_items = edit_target(run)
+    if run.sel.source ~= "items" then opts.mute_range = { run.sel.start, run.sel["end"] } end
   end
   local ok, inserted = pcall(project.insert_audio, run.proj, opts)
   if not ok then
