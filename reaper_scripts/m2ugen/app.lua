@@ -181,7 +181,8 @@ local function start(run, preset)
   end
   if media_kind then req[media_kind] = media_path end
   if kind == "edit" or kind == "generate" then
-    req.midi_notes = project.midi_notes(sel) -- a selected MIDI item is the melody (mode melody)
+    req.midi_notes = app.melody_choice(project.midi_notes(sel), run.settings)
+    if req.midi_notes == false then run.finished = true return end
   end
   if run.settings.adapter ~= "" then req.adapter = run.settings.adapter end
   run.request = req
@@ -219,6 +220,29 @@ function app.pickup(proj)
     return nil
   end
   return app.reinsert(proj, rec)
+end
+
+-- A selected MIDI item is the melody (the server then uses mode melody), which needs a melody decoder.
+-- Decides explicitly: the discovery file says what the running decoder can do; a decoder without
+-- melody -> say the MIDI items are ignored (OK) or stop (Cancel); unknown -> ask. Returns the notes,
+-- nil (go on without them) or false (the user cancelled).
+function app.melody_choice(notes, s)
+  if notes == nil then return nil end
+  local modes, decoder = settings.server_modes(s)
+  if modes and modes.melody then return notes end
+  if modes then
+    local answer = reaper.ShowMessageBox("The selection holds MIDI item(s), but the server's decoder (" .. decoder ..
+      ") cannot follow a melody.\n\nThe MIDI items will be ignored: the music follows the prompt" ..
+      " (and the selected audio) only.\nOK = go on without them, Cancel = stop.", "M2UGen", 1)
+    if answer == 1 then return nil end
+    return false
+  end
+  local answer = reaper.ShowMessageBox("Use the notes of the selected MIDI item(s) as the melody?\n\n" ..
+    "This needs a melody decoder on the server (e.g. the preset musicgen-melody); a server without one " ..
+    "refuses the job.\nYes = the MIDI is the melody, No = ignore the MIDI items, Cancel = stop.", "M2UGen", 3)
+  if answer == 6 then return notes end
+  if answer == 7 then return nil end
+  return false
 end
 
 -- What the model hears (project.render's `how`): an edit hears its source up to where the result

@@ -170,15 +170,32 @@ function project.midi_notes(sel)
       any_midi = true
       local pos = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
       local item_end = pos + reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+      -- a looped item (B_LOOPSRC) plays its source again every source length (quarter notes for a
+      -- MIDI source); MIDI_GetNote lists the source's notes once
+      local loop_ppq = nil
+      if reaper.GetMediaItemInfo_Value(item, "B_LOOPSRC") ~= 0 then
+        local len, is_qn = reaper.GetMediaSourceLength(reaper.GetMediaItemTake_Source(take))
+        local ppq0 = reaper.MIDI_GetPPQPosFromProjTime(take, pos)
+        local qn0 = reaper.MIDI_GetProjQNFromPPQPos(take, ppq0)
+        if is_qn and len and len > 0 then loop_ppq = reaper.MIDI_GetPPQPosFromProjQN(take, qn0 + len) - ppq0 end
+      end
       local _, count = reaper.MIDI_CountEvts(take)
       for i = 0, count - 1 do
         local ok, _, muted, s_ppq, e_ppq, chan, pitch, vel = reaper.MIDI_GetNote(take, i)
         if ok and not muted and chan ~= project.DRUM_CHANNEL then
-          local s = math.max(reaper.MIDI_GetProjTimeFromPPQPos(take, s_ppq), pos)
-          local e = math.min(reaper.MIDI_GetProjTimeFromPPQPos(take, e_ppq), item_end)
-          if e > s then
-            local function rel(t) return math.floor((t - sel.start) * 1e6 + 0.5) / 1e6 end
-            notes[#notes + 1] = { rel(s), rel(e), math.floor(pitch), math.max(1, math.floor(vel)) }
+          local k = 0
+          while true do
+            local shift = loop_ppq and k * loop_ppq or 0
+            local t0 = reaper.MIDI_GetProjTimeFromPPQPos(take, s_ppq + shift)
+            if t0 >= item_end then break end
+            local s = math.max(t0, pos)
+            local e = math.min(reaper.MIDI_GetProjTimeFromPPQPos(take, e_ppq + shift), item_end)
+            if e > s then
+              local function rel(t) return math.floor((t - sel.start) * 1e6 + 0.5) / 1e6 end
+              notes[#notes + 1] = { rel(s), rel(e), math.floor(pitch), math.max(1, math.floor(vel)) }
+            end
+            if not loop_ppq or #notes > project.MAX_NOTES then break end
+            k = k + 1
           end
         end
       end

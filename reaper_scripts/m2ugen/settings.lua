@@ -224,6 +224,21 @@ function settings.read_discovery()
   return nil, tried
 end
 
+-- The edit modes of the running server's decoder ({"text", "continue", "melody"}: can it follow a
+-- melody?) from the discovery file's model.decoder.modes; nil when unknown (no discovery file, an
+-- older server, or Settings name another server than the one the discovery file describes).
+function settings.server_modes(s)
+  local d = settings.read_discovery()
+  if type(d) ~= "table" then return nil end
+  if s and s.server ~= "" and s.server ~= d.endpoint then return nil end
+  local model = type(d.model) == "table" and d.model or nil
+  local dec = model and type(model.decoder) == "table" and model.decoder or nil
+  if not dec or type(dec.modes) ~= "table" then return nil end
+  local modes = {}
+  for _, m in ipairs(dec.modes) do if type(m) == "string" then modes[m] = true end end
+  return modes, tostring(dec.kind or model.name or "decoder")
+end
+
 -- Resolves the CLI to an argv prefix: {"/abs/m2ugen"} or {"/abs/python", "-m", "server.cli"}
 -- (the discovery file's "cli" may be such a "python -m" command when no m2ugen script exists).
 -- Returns the list, or nil and a message that tells the user what to do.

@@ -83,7 +83,7 @@ describe("M2UGen - Learn from selected items", function()
     -- the next Generate uses it
     fake.scenario = "done"
     fake.inputs_answers = { "x\n4\n1" }
-    fake.mb_answers = { 7 }
+    fake.mb_answers = { 7, 7 } -- no image; the selected MIDI item: no, not as the melody
     env.run_action(ctx, "Generate")
     assert.are.equal("my_style", fake.sims[2].request.adapter)
   end)

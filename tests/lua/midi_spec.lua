@@ -32,6 +32,9 @@ describe("a selected MIDI item is the melody", function()
     fake.tempo = { num = 4, den = 4, bpm = 120 }
     -- 120 bpm for the first 4 quarter notes (2 s), then 60 bpm: a quarter note lasts 1 s there
     fake.main.tempo_map = { { qn = 0, bpm = 120 }, { qn = 4, bpm = 60 } }
+    -- the running server's decoder follows melodies (discovery file model.decoder.modes)
+    Fake.write_discovery(ctx.config_dir, ctx.cli, { model = { decoder = { kind = "musicgen-melody",
+                                                                          modes = { "text", "continue", "melody" } } } })
   end)
   after_each(function() env.teardown(ctx) end)
 

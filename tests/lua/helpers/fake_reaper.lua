@@ -1464,6 +1464,7 @@ function Fake:implementations()
   I.MIDI_GetProjTimeFromPPQPos = function(take, ppq)
     return Fake.qn_to_time(take.item.track.project, take_start_qn(midi_take(take)) + ppq / Fake.PPQ)
   end
+  I.MIDI_GetProjQNFromPPQPos = function(take, ppq) return take_start_qn(midi_take(take)) + ppq / Fake.PPQ end
   I.MIDI_GetPPQPosFromProjQN = function(take, qn) return (qn - take_start_qn(midi_take(take))) * Fake.PPQ end
   I.MIDI_GetPPQPosFromProjTime = function(take, t)
     return (Fake.time_to_qn(take.item.track.project, t) - take_start_qn(midi_take(take))) * Fake.PPQ
