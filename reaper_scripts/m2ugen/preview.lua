@@ -59,7 +59,8 @@ local function preview_text(run, st)
   lines[#lines + 1] = results.describe_analysis(st.result_analysis, "Result measured")
   lines[#lines + 1] = results.describe_analysis(st.analysis, "Source measured")
   if audition then
-    lines[#lines + 1] = "Playing take 1 (SWS preview): nothing is in the project until you Accept."
+    lines[#lines + 1] = "Playing take 1 (SWS preview): nothing is in the project until you Accept." ..
+      (#r.takes > 1 and ("\nKeys 1-" .. math.min(#r.takes, 9) .. " play that take; the take last played becomes the active one.") or "")
   else
     lines[#lines + 1] = "The result is in the project for you to hear (play the project): Accept keeps it, " ..
       "Discard removes it again (the file stays in M2UGen - Jobs)."
@@ -88,6 +89,7 @@ end
 function preview.start(run, st)
   local pv = { playing = false }
   run.preview = pv
+  pv.take = 1
   if audition then
     pv.sound = audition.play(run.result_info.takes[1].path)
     pv.playing = pv.sound ~= nil
@@ -102,19 +104,21 @@ function preview.start(run, st)
   common.action_options(common.OPTIONS_IDLE)
   local text = preview_text(run, st)
   pv.window = ui.preview_window(common.TITLES[run.kind] .. " - preview", text)
-  local function stop_sound()
-    if pv.sound then
-      audition.stop(pv.sound)
-      pv.sound = nil
-    end
-    pv.playing = false
-  end
+  local function stop_sound() preview.stop_sound(pv) end
+  local ntakes = #run.result_info.takes
   local function decide(action)
     pv.decided = true
     pv.window:close()
     stop_sound()
+    if action == "closed" then
+      -- Esc or the window's close box: not an answer; ask (an accidental close must not keep or lose it)
+      local answer = reaper.ShowMessageBox("Keep the M2UGen result in the project?\n\nYes = Accept, No = Discard " ..
+        "(the file stays in M2UGen - Jobs).", common.TITLES[run.kind], 4)
+      action = answer == 6 and "accept" or "discard"
+    end
     if action == "accept" then
-      if audition then results.insert_result(run) end
+      -- with SWS the take last auditioned becomes the active take
+      if audition then run.result_info.active_take = pv.take results.insert_result(run) end
       mark(run, "accepted")
       local note = results.tab_note(run)
       if note ~= "" then common.message(note:sub(3), common.TITLES[run.kind]) end
@@ -133,18 +137,21 @@ function preview.start(run, st)
   local function loop()
     local ok, err = xpcall(function()
       if pv.decided then return end
-      local act = pv.window:frame({ text = text, can_play = audition ~= nil, playing = pv.playing })
+      local act = pv.window:frame({ text = text, can_play = audition ~= nil, playing = pv.playing, takes = ntakes,
+                                    take = pv.take })
+      local n = math.tointeger(tonumber(tostring(act):match("^take(%d+)$") or ""))
+      if n and n >= 1 and n <= ntakes and audition then
+        pv.take = n
+        act = "play"
+      end
       if act == "play" and audition then
         stop_sound()
-        pv.sound = audition.play(run.result_info.takes[1].path)
+        pv.sound = audition.play(run.result_info.takes[pv.take].path)
         pv.playing = pv.sound ~= nil
       elseif act == "stop" then
         stop_sound()
-      elseif act == "accept" or act == "discard" or act == "regenerate" then
+      elseif act == "accept" or act == "discard" or act == "regenerate" or act == "closed" then
         decide(act)
-        return
-      elseif act == "closed" then
-        decide("accept") -- closing the window keeps the result
         return
       end
       reaper.defer(loop)

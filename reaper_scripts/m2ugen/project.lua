@@ -530,8 +530,8 @@ local function new_track(proj, index, name)
   return track
 end
 
--- Puts each take's source on `item` (takes[1] active). Sources belong to the takes afterwards.
-local function fill_takes(item, takes)
+-- Puts each take's source on `item` (takes[active or 1] active). Sources belong to the takes afterwards.
+local function fill_takes(item, takes, active)
   local made = {}
   for i, t in ipairs(takes) do
     local take = reaper.AddTakeToMediaItem(item)
@@ -543,7 +543,7 @@ local function fill_takes(item, takes)
     reaper.GetSetMediaItemTakeInfo_String(take, "P_NAME", t.name, true)
     if t.ext then reaper.GetSetMediaItemTakeInfo_String(take, "P_EXT:m2ugen", t.ext, true) end
   end
-  reaper.SetActiveTake(made[1])
+  reaper.SetActiveTake(made[active and made[active] and active or 1])
   return made
 end
 
@@ -616,14 +616,14 @@ function project.insert_audio(proj, opts)
       old_active = reaper.GetActiveTake(target)
       old_count = reaper.GetMediaItemNumTakes(target)
       r.item = target
-      r.takes = fill_takes(target, takes)
+      r.takes = fill_takes(target, takes, opts.active)
       r.track = reaper.GetMediaItem_Track(target)
     else
       local index = project.insert_index(proj, opts.track)
       created_track = new_track(proj, index, opts.name)
       local item = reaper.AddMediaItemToTrack(created_track)
       r.track, r.item, r.index = created_track, item, index
-      r.takes = fill_takes(item, takes)
+      r.takes = fill_takes(item, takes, opts.active)
       reaper.SetMediaItemInfo_Value(item, "D_POSITION", opts.position)
       reaper.SetMediaItemInfo_Value(item, "D_LENGTH", takes[1].length)
       if opts.notes then reaper.GetSetMediaItemInfo_String(item, "P_NOTES", opts.notes, true) end

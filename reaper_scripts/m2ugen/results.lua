@@ -167,7 +167,7 @@ function results.insert_result(run)
       results.kept_list(r.takes) .. "\nOpen that project and re-insert it with M2UGen - Jobs.")
   end
   local opts = { takes = {}, position = run.position, name = project.track_name(r.kind, r.prompt), notes = r.notes,
-                 track = run.track, mode = "track" }
+                 track = run.track, mode = "track", active = r.active_take }
   for i, t in ipairs(r.takes) do
     local rec = { job = r.job, kind = r.kind, prompt = r.prompt, seed = t.seed, take = i, path = t.path }
     opts.takes[i] = { path = t.path, ext = json.encode(rec),

@@ -7,8 +7,9 @@
 --   w:close()
 --   local t = ui.text_window(title, text); t:frame() -> "open" | "closed"
 --   local p = ui.preview_window(title, text)
---   p:frame(view) -> "open" | "closed" | "accept" | "regenerate" | "discard" | "play" | "stop"
---                   view = {text, can_play, playing}; keys in the gfx window: a, r, d, space
+--   p:frame(view) -> "open" | "closed" | "accept" | "regenerate" | "discard" | "play" | "stop" | "take<N>"
+--                   view = {text, can_play, playing, takes}; keys in the gfx window: a, r, d, space,
+--                   1-9 (audition take N); "closed" = Esc or the close box (the caller asks, it is no Accept)
 
 local ui = {}
 
@@ -71,6 +72,9 @@ if reaper.APIExists("ImGui_CreateContext") then
         if view.can_play then
           if reaper.ImGui_Button(self.ctx, view.playing and "Stop" or "Play") then
             result = view.playing and "stop" or "play"
+          end
+          for n = 1, (view.takes or 1) > 1 and math.min(view.takes, 9) or 0 do
+            if reaper.ImGui_Button(self.ctx, "Take " .. n) then result = "take" .. n end
           end
         end
         if reaper.ImGui_Button(self.ctx, "Accept") then result = "accept" end
@@ -221,6 +225,7 @@ function backends.gfx.preview(title, text)
     end
     local hit = gfx_buttons(self, buttons)
     gfx.update()
+    if c >= 49 and c <= 57 then return "take" .. (c - 48) end -- keys 1-9: audition that take
     local key = backends.gfx.KEYS[c]
     if key == "toggle" then
       if not view.can_play then return "open" end
