@@ -449,13 +449,10 @@ function app.reinsert(proj, rec)
 end
 
 app.SERVER_JOBS_LIMIT = 20
+app.SERVER_LIST_TIMEOUT = 15 -- seconds for `m2ugen jobs` to answer
 
--- The server's newest jobs as history-like records (`m2ugen jobs`).
-local function server_records()
-  local s = settings.load()
-  local cli, why = settings.resolve_cli(s)
-  if not cli then fail(why) end
-  local list = job.list_server(cli, s.server, project.temp_dir("jobs"), app.SERVER_JOBS_LIMIT, 10000)
+-- The server's newest jobs as history-like records.
+local function server_records(list)
   local out = {}
   for _, r in ipairs(list) do
     if r.kind == "ask" or r.state == "done" then
@@ -464,6 +461,45 @@ local function server_records()
     end
   end
   return out
+end
+
+-- `m2ugen jobs` runs in the background; a small window says so while the defer loop waits for its
+-- list (REAPER keeps drawing), then the chosen job is fetched and inserted.
+function app.server_list(proj)
+  local s = settings.load()
+  local cli, why = settings.resolve_cli(s)
+  if not cli then fail(why) end
+  local h = job.start_list(cli, s.server, project.temp_dir("jobs"), app.SERVER_JOBS_LIMIT)
+  local started = reaper.time_precise()
+  local window = ui.progress_window(app.TITLES.result)
+  local function poll()
+    local ok, err = xpcall(function()
+      local list = job.read_list(h)
+      if list then
+        window:close()
+        local records = server_records(list)
+        if #records == 0 then fail("The server has no finished jobs.") end
+        local rec = app.pick_job(records)
+        if rec then app.reinsert(proj, rec) end
+        return
+      end
+      if reaper.time_precise() - started > app.SERVER_LIST_TIMEOUT then
+        job.cleanup_list(h)
+        fail("`m2ugen jobs` did not answer within " .. app.SERVER_LIST_TIMEOUT .. " s: is the server running?")
+      end
+      local act = window:frame({ status_line = "Reading the server's job list...", fraction = 0, text = "" })
+      if act == "cancel" or act == "closed" then
+        window:close()
+        return
+      end
+      reaper.defer(poll)
+    end, traceback)
+    if not ok then
+      window:close()
+      app.message(message_of(err), app.TITLES.result)
+    end
+  end
+  poll()
 end
 
 -- The project's history, then one entry for the server's list; the chosen job is shown again,
@@ -476,11 +512,7 @@ function app.jobs()
     for i, r in ipairs(records) do entries[i] = r end
     entries[#entries + 1] = { server_list = true }
     local rec = app.pick_job(entries)
-    if rec and rec.server_list then
-      local list = server_records()
-      if #list == 0 then fail("The server has no finished jobs.") end
-      rec = app.pick_job(list)
-    end
+    if rec and rec.server_list then return app.server_list(proj) end
     if rec then app.reinsert(proj, rec) end
   end, traceback)
   if not ok then app.message(message_of(err), app.TITLES.result) end

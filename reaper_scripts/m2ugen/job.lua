@@ -255,9 +255,9 @@ function job.cancel(cli, job_id, server, dir)
   return ret ~= nil
 end
 
--- `<cli> jobs --limit N`: the server's newest jobs. Blocks up to timeout_ms (REAPER captures the
--- output only of a process it waits for); returns a list of job records (docs/protocol.md §4).
-function job.list_server(cli, server, dir, limit, timeout_ms)
+-- `<cli> jobs --limit N` in the background (never blocks REAPER), its JSON lines written to a file.
+-- Returns a handle for job.read_list.
+function job.start_list(cli, server, dir, limit)
   local argv, names = job.cli_argv(cli)
   for _, a in ipairs({ { "jobs", "command" }, { "--limit", "option" }, { string.format("%d", limit), "limit" } }) do
     argv[#argv + 1] = a[1]
@@ -269,27 +269,45 @@ function job.list_server(cli, server, dir, limit, timeout_ms)
     names[#names + 1] = "option"
     names[#names + 1] = "server address"
   end
-  local cmd = job.command(argv, names, dir, "m2ugen-jobs" .. string.format("-%04d", math.random(0, 9999)))
-  local out = reaper.ExecProcess(cmd, timeout_ms)
-  if out == nil then error("REAPER could not run " .. table.concat(argv, " "), 0) end
+  local name = "m2ugen-jobs" .. string.format("-%04d", math.random(0, 9999))
+  local h = { out_file = settings.join(dir, name .. ".jobs.jsonl"), argv = argv }
+  os.remove(h.out_file)
+  local cmd, launcher = job.command(argv, names, dir, name, nil, h.out_file)
+  h.launcher = launcher
+  if reaper.ExecProcess(cmd, -2) == nil then
+    if launcher then os.remove(launcher) end
+    error("REAPER could not run " .. table.concat(argv, " "), 0)
+  end
+  return h
+end
+
+-- The list of job records (docs/protocol.md §4) once `m2ugen jobs` has printed its final
+-- {"op": "exit"} line; nil while it is still running. Raises when it exited with an error.
+function job.read_list(h)
+  local f = io.open(h.out_file, "rb")
+  if not f then return nil end
+  local out = f:read("a")
+  f:close()
   local records, code = {}, nil
-  local first = true
-  for line in (out .. "\n"):gmatch("(.-)\r?\n") do
-    if first then
-      first = false -- ExecProcess puts the exit code on the first line
-    else
-      local rec = json.try_decode(line)
-      if type(rec) == "table" and rec.op == "job" and type(rec.job) == "string" then
-        records[#records + 1] = strip_nulls(rec)
-      elseif type(rec) == "table" and rec.op == "exit" then
-        code = rec.code
-      end
+  for line in out:gmatch("(.-)\r?\n") do -- whole lines only: the last one may be half-written
+    local rec = json.try_decode(line)
+    if type(rec) == "table" and rec.op == "job" and type(rec.job) == "string" then
+      records[#records + 1] = strip_nulls(rec)
+    elseif type(rec) == "table" and rec.op == "exit" then
+      code = rec.code
     end
   end
+  if code == nil then return nil end
+  job.cleanup_list(h)
   if code ~= 0 then
     error("`m2ugen jobs` did not answer (exit code " .. tostring(code) .. "): is the server running?", 0)
   end
   return records
+end
+
+function job.cleanup_list(h)
+  os.remove(h.out_file)
+  if h.launcher then os.remove(h.launcher) end
 end
 
 function job.cleanup(j)
