@@ -68,12 +68,15 @@ local function read_json_file(path)
   return type(v) == "table" and v or nil
 end
 
+results.COPY_PER_TICK = 4 << 20 -- bytes copied per defer tick: REAPER keeps drawing during a long copy
+
 -- Copies every take next to the project (<project>/M2UGen/<name>[-takeN].wav, plus the server's
--- sidecar). A file that cannot be copied stays where it is and is used from there; nothing is
--- deleted before its copy exists. Returns the list with .path (the kept file) set.
-local function keep_files(run, takes)
+-- sidecar), a few MiB per defer tick, then calls done(takes) with .path (the kept file) set. A file
+-- that cannot be copied (full disk...) stays where it is and is used from there; nothing is deleted
+-- before its complete copy exists (project.copier). Errors end the run (runner.abort; the job is
+-- completed, so no result file is removed).
+local function keep_files(run, takes, done)
   local dir = run.result_dir
-  local dir_ok = dir ~= nil
   local out_dir = project.temp_dir("out")
   out_dir = out_dir:sub(-1):match("[/\\]") and out_dir or (out_dir .. settings.path_sep())
   for i, t in ipairs(takes) do
@@ -81,28 +84,58 @@ local function keep_files(run, takes)
       fail("The M2UGen job finished but its audio file is missing: " .. tostring(t.from) ..
         (i > 1 and (" (take " .. i .. ")") or "") .. runner.fetch_hint(run))
     end
-    local suffix = i == 1 and "" or ("-take" .. i)
-    local to = dir_ok and settings.join(dir, run.name .. suffix .. ".wav") or nil
-    local copied = to and pcall(project.copy_file, t.from, to)
-    if copied then
-      t.path = to
-      -- files in our temp folder (take 1 is our `out`; a local server may put the others next to it)
-      -- are removed once copied; a server's own files are left to the server
-      local ours = t.from == run.out or t.from:sub(1, #out_dir) == out_dir
-      local sidecar = t.from:gsub("%.[wW][aA][vV]$", "") .. ".json"
-      if settings.file_exists(sidecar) then
-        local meta = read_json_file(sidecar)
-        if meta and t.seed == nil then t.seed = math.tointeger(meta.seed) end
-        pcall(project.copy_file, sidecar, settings.join(dir, run.name .. suffix .. ".json"))
-        if ours then os.remove(sidecar) end
-      end
-      if ours then os.remove(t.from) end
-    else
-      t.path = t.from -- kept where the CLI put it
-      run.copy_failed = (run.copy_failed or "") .. "\n" .. t.from
-    end
   end
-  return takes
+  local i, copier = 1, nil
+  local function copied(t, suffix)
+    t.path = t.to
+    -- files in our temp folder (take 1 is our `out`; a local server may put the others next to it)
+    -- are removed once copied; a server's own files are left to the server
+    local ours = t.from == run.out or t.from:sub(1, #out_dir) == out_dir
+    local sidecar = t.from:gsub("%.[wW][aA][vV]$", "") .. ".json"
+    if settings.file_exists(sidecar) then
+      local meta = read_json_file(sidecar)
+      if meta and t.seed == nil then t.seed = math.tointeger(meta.seed) end
+      pcall(project.copy_file, sidecar, settings.join(dir, run.name .. suffix .. ".json"))
+      if ours then os.remove(sidecar) end
+    end
+    if ours then os.remove(t.from) end
+  end
+  local function failed(t)
+    t.path = t.from -- kept where the CLI put it
+    run.copy_failed = (run.copy_failed or "") .. "\n" .. t.from
+  end
+  local function step()
+    local budget = results.COPY_PER_TICK
+    while i <= #takes do
+      local t = takes[i]
+      local suffix = i == 1 and "" or ("-take" .. i)
+      if not copier then
+        t.to = dir and settings.join(dir, run.name .. suffix .. ".wav") or nil
+        local ok, c = false, nil
+        if t.to then ok, c = pcall(project.copier, t.from, t.to) end
+        if ok then copier = c else failed(t) i = i + 1 end
+      end
+      if copier then
+        local ok, finished = pcall(copier.step, budget)
+        if not ok then
+          copier = nil
+          failed(t)
+          i = i + 1
+        elseif finished then
+          copier = nil
+          copied(t, suffix)
+          i = i + 1
+        else
+          return reaper.defer(function()
+            local ran, err = xpcall(step, common.traceback)
+            if not ran then runner.abort(run, err) end
+          end)
+        end
+      end
+    end
+    done(takes)
+  end
+  step()
 end
 
 local function provenance(run, st, takes)
@@ -288,7 +321,11 @@ function results.finish(run, st)
   if (run.fetch and run.fetch.kind or run.kind) == "ask" then return finish_text(run, st) end
   if run.kind == "learn" then return results.finish_learn(run, st) end
   if (run.fetch and run.fetch.kind or run.kind) == "transcribe" then return results.finish_midi(run, st) end
-  local takes = keep_files(run, produced_takes(run, st))
+  keep_files(run, produced_takes(run, st), function(takes) results.finish_audio(run, st, takes) end)
+end
+
+-- A finished audio job whose files are kept: recorded in the history, then previewed or inserted.
+function results.finish_audio(run, st, takes)
   local kind = run.fetch and run.fetch.kind or run.kind
   local prompt = run.request and run.request.prompt or (run.fetch and run.fetch.prompt) or ""
   run.result_info = { job = st.job, kind = kind, prompt = prompt, takes = takes }

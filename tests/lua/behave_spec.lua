@@ -536,6 +536,27 @@ describe("#17 no freezes; the preview asks before it keeps anything", function()
     assert.are.equal(1, #created(fake.main))
   end)
 
+  it("a long result is copied next to the project a few MiB per defer tick (REAPER keeps drawing)", function()
+    ctx = env.setup()
+    fake = ctx.fake
+    env.standard_project(fake)
+    fake.inputs_answers = { "x\n60\n1" } -- 60 s at 48 kHz: 5.8 MB
+    fake.mb_answers = { 7 }
+    local partial_seen = false
+    fake:run_script(env.SCRIPTS .. "M2UGen - Generate.lua")
+    fake:run_defer({ on_tick = function()
+      for _, f in ipairs(env.list_files(ctx.project_dir .. "/M2UGen")) do
+        if f:match("%.part$") then partial_seen = true end
+      end
+    end })
+    balanced(fake)
+    assert.is_true(partial_seen, "the whole file was copied within one tick")
+    local kept = env.list_files(ctx.project_dir .. "/M2UGen")
+    assert.are.equal(1, #kept)
+    assert.is_true(near(wav.info(ctx.project_dir .. "/M2UGen/" .. kept[1]).seconds, 60.0))
+    assert.are.equal(1, #created(fake.main))
+  end)
+
   it("with SWS any take can be auditioned", function()
     ctx = env.setup({ preview = "on" })
     fake = ctx.fake
