@@ -19,7 +19,7 @@ DRIVER = ROOT / "tests" / "lua" / "e2e_driver.lua"
 LUA = shutil.which("lua5.4")
 
 
-def run_action(kind: str, server_info, tmp_path: Path, prompt: str, **extra_env: str) -> dict:
+def run_action(kind: str, server_info, tmp_path: Path, prompt: str, clean: bool = True, **extra_env: str) -> dict:
     assert LUA, "lua5.4 is not installed (apt-get install lua5.4)"
     discovery = json.loads((server_info.config_dir / "server.json").read_text())
     assert Path(discovery["cli"]).exists(), discovery["cli"]
@@ -28,9 +28,11 @@ def run_action(kind: str, server_info, tmp_path: Path, prompt: str, **extra_env:
     work_tmp = tmp_path / "tmp dir"
     work_tmp.mkdir()
     env = dict(os.environ, M2UGEN_CONFIG_DIR=str(server_info.config_dir), TMPDIR=str(work_tmp),
-               E2E_KIND=kind, E2E_PROJECT=str(project), E2E_PROMPT=prompt, E2E_TIMEOUT="150", **extra_env)
+               E2E_KIND=kind, E2E_PROJECT=str(project), E2E_PROMPT=prompt, E2E_TIMEOUT="150")
+    env.update(extra_env)
     t0 = time.monotonic()
-    proc = subprocess.run([LUA, str(DRIVER)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=200)
+    proc = subprocess.run([LUA, str(DRIVER)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=float(env["E2E_TIMEOUT"]) + 50)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["seconds"] = time.monotonic() - t0
@@ -38,6 +40,8 @@ def run_action(kind: str, server_info, tmp_path: Path, prompt: str, **extra_env:
     out["tmp"] = work_tmp
     assert out["ok"], out
     assert out["violations"] == [], out["violations"]
+    if not clean:  # the caller checks the rest
+        return out
     assert out["undo"]["begin"] == out["undo"]["end"] == 1, out
     assert out["render_restored"], out
     assert out["messages"] == [] or kind == "generate" and out["messages"] == [
@@ -209,6 +213,48 @@ def test_a_killed_cli_ends_the_action_with_the_command_that_fetches_the_result(m
     wav_path = Path(argv[at + 4])
     data, sr = sf.read(wav_path)
     assert wav_path.parent == project / "M2UGen" and abs(len(data) / sr - 1.0) < 0.02
+
+
+@pytest.mark.timeout(240)
+def test_ask_hears_two_selected_tracks_together(server_info, tmp_path):
+    """Keys and Bass selected: REAPER's "selected tracks via master" writes one file per track; the job
+    gets their sum (Keys at 0 dB + Bass at half volume = 1.5 x one sine), not the first file only."""
+    out = run_action("ask", server_info, tmp_path, "What instruments do you hear?", E2E_TRACKS="2")
+    assert out["render_files"] == 2
+    assert abs(out["input_gain"] - 1.5) < 0.02, out["input_gain"]
+    assert abs(out["input_seconds"] - 1.0) < 0.02
+    assert_region_reached_the_job(server_info, out, 1.0)
+    assert new_track(out, index=3)["name"] == "M2UGen answers"
+
+
+@pytest.mark.timeout(240)
+def test_a_full_project_disk_keeps_the_complete_cli_file(server_info, tmp_path):
+    """The project's disk fills while the result is copied next to it: no truncated copy is kept; the CLI's
+    complete file is inserted from where it is, and the message says where."""
+    out = run_action("generate", server_info, tmp_path, "a calm piano melody", clean=False, E2E_DISK_FULL="20000")
+    assert out["disk_failures"] >= 1
+    assert out["undo"]["begin"] == out["undo"]["end"] == 1
+    kept = list((out["project"] / "M2UGen").glob("*")) if (out["project"] / "M2UGen").exists() else []
+    assert [p for p in kept if p.suffix in (".wav", ".part")] == [], kept
+    src = Path(new_track(out)["items"][0]["source"])
+    assert src.is_relative_to(out["tmp"]) and src.exists()
+    data, sr = sf.read(src)
+    assert abs(len(data) / sr - 1.0) < 0.02  # complete
+    assert any(str(src) in m for m in out["messages"]), out["messages"]
+
+
+@pytest.mark.timeout(300)
+def test_an_ask_completes_while_a_learn_trains(server_info, tmp_path):
+    """A Learn (a 20,000-step fine-tune on the real server) runs in the background; an Ask started beside it
+    is answered and kept while the Learn still trains; then M2UGen - Cancel stops the Learn."""
+    out = run_action("learn_ask", server_info, tmp_path, "What do you hear?", clean=False, E2E_TIMEOUT="250")
+    assert out["ask_done_while_learning"] is True, out
+    assert out["learn_cancelled"] is True
+    answers = [t for t in out["tracks"] if t["name"] == "M2UGen answers"]
+    assert len(answers) == 1 and answers[0]["items"][0]["notes"].startswith("Q: What do you hear?")
+    assert not any("still running" in m for m in out["messages"]), out["messages"]
+    assert "cancelled" in out["messages"][-1], out["messages"]
+    assert job_record(server_info, out["learn_job"])["state"] == "cancelled"
 
 
 def test_server_not_running_gives_exit_code_3_message(tmp_path):

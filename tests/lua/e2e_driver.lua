@@ -3,7 +3,10 @@
 -- discovery file (M2UGEN_CONFIG_DIR) and the defer loop polls its real status file in real time.
 -- Environment: E2E_KIND (generate | edit | ask | transcribe), E2E_PROJECT (project folder), E2E_PROMPT,
 -- E2E_TIMEOUT (seconds), E2E_ACCEPT=1 (preview on, Accept pressed), E2E_KILL=1 (the CLI is killed with
--- SIGKILL once its job has an id). Prints one JSON line describing the fake project afterwards.
+-- SIGKILL once its job has an id), E2E_TRACKS=2 (Keys and Bass selected: two files per render),
+-- E2E_DISK_FULL=N (the project's disk takes N more bytes), E2E_KIND=learn_ask (a Learn trains; an Ask
+-- is started beside it and must complete; then the Learn is cancelled). Prints one JSON line
+-- describing the fake project afterwards.
 local HERE = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"
 local Fake = dofile(HERE .. "helpers/fake_reaper.lua")
 local json = Fake.json
@@ -18,8 +21,21 @@ local fake = Fake.new({ project_dir = project_dir, exec_mode = "background", tic
 fake:install()
 fake:add_track("Drums")
 local keys = fake:add_track("Keys")
-fake:add_track("Bass")
+local bass = fake:add_track("Bass")
 keys.selected = true
+-- what plays: a 440 Hz sine on Keys and on Bass (Bass at half volume), 0..3 s
+local function audio_item(track, name)
+  local path = project_dir .. "/" .. name .. ".wav"
+  Fake.wav.write(path, 3.0, 48000, 1)
+  local item = fake:add_item(track, 0.0, 3.0)
+  fake:add_take(item, path, name)
+  return item
+end
+local keys_item = audio_item(keys, "keys source")
+audio_item(bass, "bass source")
+bass.vol = 0.5
+if os.getenv("E2E_TRACKS") == "2" then bass.selected = true end
+if os.getenv("E2E_DISK_FULL") then fake:fill_disk(project_dir, tonumber(os.getenv("E2E_DISK_FULL"))) end
 fake.ts, fake.te = 1.0, 2.0 -- a 1 s time selection
 fake.tempo = { num = 4, den = 4, bpm = 100 }
 -- as set in M2UGen - Settings
@@ -38,6 +54,11 @@ elseif kind == "edit" then
   script = "M2UGen - Edit selection.lua"
 elseif kind == "transcribe" then
   script = "M2UGen - Transcribe selection.lua" -- no dialog
+elseif kind == "learn_ask" then
+  keys_item.selected = true
+  keys_item.notes = "a plain sine tone"
+  fake.inputs_answers = { "e2e\n20000\nno", prompt }
+  script = "M2UGen - Learn from selected items.lua"
 else
   fake.inputs_answers = { prompt }
   script = "M2UGen - Ask about selection.lua"
@@ -48,7 +69,48 @@ local cancel = os.getenv("E2E_CANCEL") == "1"
 local kill = os.getenv("E2E_KILL") == "1"
 local cancelled_job, killed_pid = nil, nil
 local jobs_dir = (os.getenv("TMPDIR") or "/tmp") .. "/m2ugen-reaper/jobs"
+-- the level and length of what the job hears, read while its rendered input exists
+local input_gain, input_seconds = nil, nil
+local function watch_input()
+  if input_gain then return end
+  local p = io.popen("ls " .. Fake.sh_quote(jobs_dir) .. "/*.request.json 2>/dev/null")
+  local list = p:read("a")
+  p:close()
+  for path in list:gmatch("[^\n]+") do
+    local req = json.try_decode(Fake.read_file(path) or "")
+    if type(req) == "table" and type(req.audio) == "string" and Fake.file_exists(req.audio) then
+      local ok, g = pcall(Fake.wav.gain, req.audio)
+      if ok then input_gain, input_seconds = g, Fake.wav.info(req.audio).seconds end
+    end
+  end
+end
+
+-- learn_ask: the Ask starts once the Learn has a job id; when the Ask's answer is in, the Learn must
+-- still be running; then "M2UGen - Cancel" cancels the Learn
+local ask_started, ask_done_while_learning, learn_job, learn_cancelled = false, json.null, json.null, false
+local function learn_ask(f)
+  local ext = f.ext.M2UGen or {}
+  local la = ext.active_learn and json.decode(ext.active_learn.value)
+  if la and la.job then learn_job = la.job end
+  if not ask_started and la and la.job then
+    ask_started = true
+    keys_item.selected = false -- the Ask listens to the time selection
+    f:run_script(Fake.REPO .. "reaper_scripts/M2UGen - Ask about selection.lua", { instance = "ask" })
+  end
+  local hist = f.proj_ext.M2UGen or {}
+  local last = hist.last_job and hist["job:" .. hist.last_job] and json.decode(hist["job:" .. hist.last_job])
+  if ask_started and ask_done_while_learning == json.null and last and last.kind == "ask" and last.state == "done" then
+    ask_done_while_learning = la ~= nil and la.job ~= nil
+    if la then
+      learn_cancelled = true
+      f:run_script(Fake.REPO .. "reaper_scripts/M2UGen - Cancel.lua", { instance = "cancel" })
+    end
+  end
+end
+
 local function on_tick(f)
+  watch_input()
+  if kind == "learn_ask" then learn_ask(f) end
   local active = f.ext.M2UGen and f.ext.M2UGen.active
   local a = active and json.decode(active.value)
   if cancel and not cancelled_job and a and a.job then
@@ -100,6 +162,10 @@ print(json.encode({
   proj_ext = fake.proj_ext.M2UGen or json.null,
   ticks = fake.ticks or json.null,
   cancelled_job = cancelled_job or json.null,
+  input_gain = input_gain or json.null, input_seconds = input_seconds or json.null,
+  render_files = fake.renders[1] and fake.renders[1].files and #fake.renders[1].files or json.null,
+  ask_done_while_learning = ask_done_while_learning, learn_job = learn_job, learn_cancelled = learn_cancelled,
+  disk_failures = fake.disk and fake.disk.failures or json.null,
   killed_pid = killed_pid or json.null,
   action_options = json.array(fake.action_options),
   argv = json.array((function()
