@@ -104,6 +104,7 @@ local function keep_files(run, takes, done)
     t.path = t.from -- kept where the CLI put it
     run.copy_failed = (run.copy_failed or "") .. "\n" .. t.from
   end
+  local resume
   local function step()
     local budget = results.COPY_PER_TICK
     while i <= #takes do
@@ -126,14 +127,15 @@ local function keep_files(run, takes, done)
           copied(t, suffix)
           i = i + 1
         else
-          return reaper.defer(function()
-            local ran, err = xpcall(step, common.traceback)
-            if not ran then runner.abort(run, err) end
-          end)
+          return reaper.defer(resume)
         end
       end
     end
     done(takes)
+  end
+  resume = function()
+    local ran, err = xpcall(step, common.traceback)
+    if not ran then runner.abort(run, err) end
   end
   step()
 end
