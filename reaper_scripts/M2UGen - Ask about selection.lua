@@ -5,8 +5,8 @@
 -- @license MIT
 -- @noindex
 -- @about
---   Renders the selected items (else the selected tracks in the time selection, else the master
---   mix) and asks the M2UGen server about it. The answer (with the measured tempo, key and
+--   Renders the selected items (else the selected tracks in the time selection, all of them mixed,
+--   else the master mix) as heard and asks the M2UGen server about it. The answer (with the measured tempo, key and
 --   loudness when the server sends them) appears in a window and is kept in the project: as the
 --   notes of an item on the one "M2UGen answers" track, optionally as a marker or region, and in
 --   the project's job history.

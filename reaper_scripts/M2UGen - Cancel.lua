@@ -5,7 +5,8 @@
 -- @license MIT
 -- @noindex
 -- @about
---   Asks the server to cancel the job started by Ask/Edit/Generate in this REAPER session.
+--   Asks the server to cancel a job started in this REAPER session (Ask / Edit / Generate /
+--   Transcribe / a fetch, or a Learn; asks which when both run).
 
 -- The library lives in m2ugen/ next to this script (installed together by ReaPack).
 local script_dir = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"

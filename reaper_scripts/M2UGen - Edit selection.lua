@@ -7,8 +7,10 @@
 -- @about
 --   Renders the selected items (else the selected tracks in the time selection, else the master mix
 --   of the time selection), sends it with an edit instruction to the M2UGen server and puts the
---   edit in place of its source: a new active take of the selected item, or the source muted and
---   the edit on a new track below (M2UGen - Settings), at the selection start, as one undo point.
+--   edit in place of its source: a new active take of the selected item, or the source muted (only
+--   inside a time selection) and the edit on a new track below (M2UGen - Settings), at the selection
+--   start, as one undo point. The model hears the source up to where the result sits, so every FX
+--   and fader applies once.
 
 -- The library lives in m2ugen/ next to this script (installed together by ReaPack).
 local script_dir = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"

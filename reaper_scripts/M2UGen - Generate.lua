@@ -1,13 +1,14 @@
 -- @description M2UGen: generate, edit and ask about music from REAPER
 -- @author M2UGen project
--- @version 0.3.0
+-- @version 0.4.0
 -- @license MIT
 -- @about
 --   # M2UGen for REAPER
---   Actions that talk to a local M2UGen server through the `m2ugen` command-line client:
+--   Eight actions that talk to a local M2UGen server through the `m2ugen` command-line client:
 --   Generate (text, optionally an image, a video or a selected MIDI item as the melody), Edit selection,
 --   Ask about selection, Transcribe selection (to MIDI), Learn from selected items (a personal
---   fine-tune), Jobs (re-insert / fetch), Cancel and Settings. The server (m2ugen serve) must be running;
+--   fine-tune that runs in the background while the others keep working), Jobs (re-insert / fetch),
+--   Cancel and Settings. The server (m2ugen serve) must be running;
 --   its discovery file tells these scripts where the CLI is. Results are previewed (Accept /
 --   Regenerate / Discard), can come as several takes, and land in the project the job started in.
 -- @provides
@@ -20,6 +21,15 @@
 --   [main] M2UGen - Transcribe selection.lua
 --   [nomain] m2ugen/*.lua
 -- @changelog
+--   0.4.0: a Learn runs in the background (Ask / Edit / Generate / Transcribe keep working; Cancel asks
+--   which job); several selected tracks are heard together; every FX and fader applies once (Ask hears
+--   the mix, an edit hears its source up to where the result sits); an edit over a time selection
+--   mutes only the range (items split at its edges); a full disk never keeps a truncated copy; File >
+--   Open in the job's tab is noticed; quitting REAPER no longer cancels a job (the next run fetches it);
+--   a MIDI item is the melody only when the server's decoder can follow one (else you are told);
+--   looped MIDI items count every loop; Windows: no console window, a locked status file is handled;
+--   the server's job list and result copies never freeze REAPER; SWS preview of any take; Esc /
+--   closing the preview asks instead of accepting.
 --   0.3.0: a selected MIDI item is the melody of Generate / Edit (its notes on the project's tempo
 --   map, mode melody); M2UGen - Transcribe selection: the selection as MIDI (melody + chords) on a
 --   new MIDI track; M2UGen - Learn from selected items (a personal adapter learnt on the server from

@@ -7,6 +7,7 @@
 -- @about
 --   Lists the jobs kept with this project (prompt, seed, state); picks one to show its answer again,
 --   re-insert its kept files, or fetch its result from the server (`m2ugen result JOB --wait --out FILE`).
+--   The server's own list (`m2ugen jobs`) is read in the background.
 
 -- The library lives in m2ugen/ next to this script (installed together by ReaPack).
 local script_dir = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"

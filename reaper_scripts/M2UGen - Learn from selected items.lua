@@ -8,7 +8,8 @@
 --   Sends the part of each selected audio item's source file that the item plays (its notes, if any,
 --   as its caption) to the M2UGen server as a fine-tune job (`m2ugen learn`): a personal LoRA adapter,
 --   named in the dialog, that Ask / Edit / Generate then use when M2UGen - Settings names it (Adapter).
---   Progress is shown like the other actions; Cancel stops the fine-tune at its next step.
+--   It runs in the background with its own progress window: Ask / Edit / Generate / Transcribe keep
+--   working meanwhile. Cancel stops the fine-tune at its next step.
 
 -- The library lives in m2ugen/ next to this script (installed together by ReaPack).
 local script_dir = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"
