@@ -38,6 +38,20 @@ function job.cli_argv(cli)
   return argv, names
 end
 
+-- Appends {value, label} pairs to argv/names.
+local function add_args(argv, names, pairs)
+  for _, a in ipairs(pairs) do
+    argv[#argv + 1] = a[1]
+    names[#names + 1] = a[2]
+  end
+end
+
+-- `--server X` when a server is named (Settings), else nothing (the CLI's default).
+local function server_args(server)
+  if not server or server == "" then return {} end
+  return { { "--server", "option" }, { server, "server address" } }
+end
+
 -- A folder for launcher scripts whose path has no single quote (see shell.lua).
 local function launcher_dir(preferred)
   if not preferred:find("'", 1, true) then return preferred end
@@ -87,12 +101,7 @@ local function start(opts)
   argv[#argv + 1] = j.status_path
   names[#names + 1] = "option"
   names[#names + 1] = "status file path"
-  if j.server then
-    argv[#argv + 1] = "--server"
-    argv[#argv + 1] = j.server
-    names[#names + 1] = "option"
-    names[#names + 1] = "server address"
-  end
+  add_args(argv, names, server_args(j.server))
   -- the launcher writes the exit status (and on macOS/Linux the pid) of the CLI
   if not settings.is_windows() then j.pid_file = settings.join(opts.dir, opts.name .. ".pid") end
   j.exit_file = settings.join(opts.dir, opts.name .. ".exit")
@@ -170,12 +179,18 @@ function job.check_id(job_id)
   end
 end
 
-local function read_number_file(path)
-  if not path then return nil end
-  local f = io.open(path, "rb")
+-- A file's whole text, or nil when it cannot be read (not there yet).
+local function read_text(path)
+  local f = path and io.open(path, "rb")
   if not f then return nil end
   local text = f:read("a")
   f:close()
+  return text
+end
+
+local function read_number_file(path)
+  local text = read_text(path)
+  if not text then return nil end
   return math.tointeger(tonumber(text:match("^%s*(%-?%d+)%s*$") or ""))
 end
 
@@ -220,11 +235,8 @@ end
 -- Returns the decoded status table (JSON nulls removed at every level) and the file's text, or nil
 -- while the file is missing or half-written.
 function job.read_status(j)
-  local f = io.open(j.status_path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  if text == "" then return nil end
+  local text = read_text(j.status_path)
+  if not text or text == "" then return nil end
   local st = json.try_decode(text)
   if type(st) ~= "table" then return nil end
   return strip_nulls(st), text
@@ -243,12 +255,7 @@ function job.cancel(cli, job_id, server, dir)
   names[#names + 1] = "command"
   names[#names + 1] = "job id"
   names[#names + 1] = "option"
-  if server and server ~= "" then
-    argv[#argv + 1] = "--server"
-    argv[#argv + 1] = server
-    names[#names + 1] = "option"
-    names[#names + 1] = "server address"
-  end
+  add_args(argv, names, server_args(server))
   local name = "m2ugen-cancel-" .. job_id .. string.format("-%04d", math.random(0, 9999))
   local cmd = job.command(argv, names, dir, name)
   local ret = reaper.ExecProcess(cmd, -2)
@@ -259,16 +266,8 @@ end
 -- Returns a handle for job.read_list.
 function job.start_list(cli, server, dir, limit)
   local argv, names = job.cli_argv(cli)
-  for _, a in ipairs({ { "jobs", "command" }, { "--limit", "option" }, { string.format("%d", limit), "limit" } }) do
-    argv[#argv + 1] = a[1]
-    names[#names + 1] = a[2]
-  end
-  if server and server ~= "" then
-    argv[#argv + 1] = "--server"
-    argv[#argv + 1] = server
-    names[#names + 1] = "option"
-    names[#names + 1] = "server address"
-  end
+  add_args(argv, names, { { "jobs", "command" }, { "--limit", "option" }, { string.format("%d", limit), "limit" } })
+  add_args(argv, names, server_args(server))
   local name = "m2ugen-jobs" .. string.format("-%04d", math.random(0, 9999))
   local h = { out_file = settings.join(dir, name .. ".jobs.jsonl"), argv = argv }
   os.remove(h.out_file)
@@ -284,10 +283,8 @@ end
 -- The list of job records (docs/protocol.md §4) once `m2ugen jobs` has printed its final
 -- {"op": "exit"} line; nil while it is still running. Raises when it exited with an error.
 function job.read_list(h)
-  local f = io.open(h.out_file, "rb")
-  if not f then return nil end
-  local out = f:read("a")
-  f:close()
+  local out = read_text(h.out_file)
+  if not out then return nil end
   local records, code = {}, nil
   for line in out:gmatch("(.-)\r?\n") do -- whole lines only: the last one may be half-written
     local rec = json.try_decode(line)

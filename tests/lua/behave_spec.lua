@@ -7,15 +7,7 @@ local Fake = env.Fake
 local json = Fake.json
 local wav = Fake.wav
 
-local function set(fake, key, value)
-  fake.ext.M2UGen = fake.ext.M2UGen or {}
-  fake.ext.M2UGen[key] = { value = value, persist = true }
-end
-
-local function last_message(fake)
-  local m = fake.messages[#fake.messages]
-  return m and m.msg or ""
-end
+local set, last_message = env.set, env.last_message
 
 local function all_messages(fake)
   local out = {}
@@ -23,11 +15,7 @@ local function all_messages(fake)
   return table.concat(out, "\n----\n")
 end
 
-local function created(p)
-  local out = {}
-  for i, t in ipairs(p.tracks) do if t.created then out[#out + 1] = { index = i - 1, track = t } end end
-  return out
-end
+local created = env.created
 
 local function balanced(fake)
   assert.are.same({}, fake.violations)

@@ -98,4 +98,24 @@ function env.list_files(dir)
   return out
 end
 
+-- Helpers the specs share -------------------------------------------------------------------
+
+-- Sets one M2UGen setting (as M2UGen - Settings would).
+function env.set(fake, key, value)
+  fake.ext.M2UGen = fake.ext.M2UGen or {}
+  fake.ext.M2UGen[key] = { value = value, persist = true }
+end
+
+function env.last_message(fake)
+  local m = fake.messages[#fake.messages]
+  return m and m.msg or ""
+end
+
+-- The tracks the scripts created in project p: {index (0-based), track}.
+function env.created(p)
+  local out = {}
+  for i, t in ipairs(p.tracks) do if t.created then out[#out + 1] = { index = i - 1, track = t } end end
+  return out
+end
+
 return env
