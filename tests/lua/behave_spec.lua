@@ -167,7 +167,7 @@ describe("#4 a full disk never keeps a truncated copy", function()
     fake = ctx.fake
     env.standard_project(fake)
   end)
-  after_each(function() Fake.restore_io() env.teardown(ctx) end)
+  after_each(function() env.teardown(ctx) end)
 
   local project
   before_each(function()

@@ -65,6 +65,7 @@ end
 function env.teardown(ctx)
   if ctx.torn_down then return end
   ctx.torn_down = true
+  Fake.restore_io() -- a spec that filled the disk
   os.getenv = ctx.real_getenv
   os.execute("rm -rf " .. Fake.sh_quote(ctx.root))
   _G.reaper = nil
