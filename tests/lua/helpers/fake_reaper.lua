@@ -305,8 +305,9 @@ function Fake.new(opts)
   self.extensions = {}  -- name -> function (ImGui_* when simulating ReaImGui, CF_* for SWS)
   self.guards = {}      -- names for which APIExists returned true
   self.gfx_state = { open = false, frames = 0, close_after = opts.gfx_close_after or 3, clicks = {}, keys = {} }
-  -- every running script instance has its own gfx window (REAPER: gfx.init opens the calling
-  -- script's one window); fake:run_script(path, {instance = "x"}) runs a second one beside the first
+  -- every running script instance has its own gfx window ("Initializes the graphics window" -- one
+  -- per script; gfx.getchar "returns ... -1 if the graphics window is not open", reaper-api.lua):
+  -- fake:run_script(path, {instance = "x"}) runs a second script beside the first
   self.gfx_states = { main = self.gfx_state }
   self.cur_instance = "main"
   return self
@@ -1464,6 +1465,8 @@ function Fake:implementations()
   I.MIDI_GetProjTimeFromPPQPos = function(take, ppq)
     return Fake.qn_to_time(take.item.track.project, take_start_qn(midi_take(take)) + ppq / Fake.PPQ)
   end
+  -- "the project time in quarter notes corresponding to a specific MIDI tick (ppq) position" and
+  -- back (reaper-api.lua); PPQ counted from the item's start
   I.MIDI_GetProjQNFromPPQPos = function(take, ppq) return take_start_qn(midi_take(take)) + ppq / Fake.PPQ end
   I.MIDI_GetPPQPosFromProjQN = function(take, qn) return (qn - take_start_qn(midi_take(take))) * Fake.PPQ end
   I.MIDI_GetPPQPosFromProjTime = function(take, t)
