@@ -366,3 +366,25 @@ def test_without_weights_the_job_fails_naming_the_file(make_server, tmp_path):
                 break
         assert m.op == "error" and "955717e8-8726e21a.th" in m.header["message"]
         assert "nothing" in m.header["message"]
+
+
+def test_add_generates_the_new_part_in_the_region_over_the_unchanged_source(make_server, tmp_path, tiny_model):
+    parts = known_stems()
+    running = make_server(separators={"htdemucs": OracleSeparator(parts)})
+    wav = write_mix(tmp_path / "mix.wav", parts)
+    source = sum(parts.values())
+    with Client(running.endpoint, timeout_s=30) as c:
+        with decoder_calls(tiny_model.decoder) as calls:
+            done = edit(c, wav, "add a shaker loop", op="add", context={"bpm": 120})
+        assert len(calls) == 1 and "shaker loop only, 120 bpm" in calls[0]["text"]  # the project's tempo
+        result = wav_samples(done["audio_path"]) / 2.0**31
+        assert result.shape == source.shape and not np.allclose(result, source, atol=1e-3)  # something was added
+        assert done["takes"][0]["stem_edit"]["op"] == "add" and done["result_analysis"] is not None
+        original = tiny_model.decoder.generate_batch
+        tiny_model.decoder.generate_batch = lambda rows: [np.zeros((1, 32000), np.float32) for _ in rows]
+        try:
+            done = edit(c, wav, "add a shaker loop", op="add")
+        finally:
+            tiny_model.decoder.generate_batch = original
+        # a silent addition: the source itself (as the intake read it, 16-bit), untouched
+        assert np.abs(wav_samples(done["audio_path"]) / 2.0**31 - source).max() <= 1.0 / 32768

@@ -66,6 +66,7 @@ def decoder_modes(worker) -> tuple[str, ...]:
 def music_hint(op: StemOp, tempo: float | None, analysis: dict | None) -> str:
     """What the music decoder is told besides the reply: the new part alone, the region's tempo and key."""
     facts = [f"{op.instrument} only"]
+    tempo = tempo or (analysis or {}).get("bpm")  # the project's, else the region's measured tempo
     if tempo:
         facts.append(f"{round(tempo)} bpm")
     key = (analysis or {}).get("key_name")
