@@ -95,6 +95,12 @@ def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1,
     return output
 
 
+def refusal(e: PathNotAllowed) -> dict[str, str]:
+    """The job's error when its output changed between submit and write (a symlink swapped in, a file
+    created): ``output_exists`` or ``path_not_allowed``."""
+    return {"code": "output_exists" if isinstance(e, OutputExists) else "path_not_allowed", "message": str(e)}
+
+
 def write(roots: AllowedRoots, output: dict[str, Any], path: Path, data: bytes,
           kind_ok: Callable[[bytes], bool]) -> None:
     """Write time. A client's path: the roots checked again and the file written through a directory

@@ -10,10 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from bridge_osc.bridge import start_in_thread
 from server.cli import main
-from test_osc_bridge import make_fast
-from test_osc_fake_server import OscPeer
+from test_osc_bridge import bridge, peer  # noqa: F401 (fixtures; their `server` is this module's)
 from test_stems import OracleSeparator, as_written, known_stems, wav_samples, write_mix
 
 PARTS = known_stems(1.0)
@@ -67,20 +65,8 @@ def test_m2ugen_edit_with_a_stem_and_an_op(server, tmp_path, capsys):
     assert code == 2 and "cannot read a stem edit" in capsys.readouterr().err  # refused before anything is sent
 
 
-@pytest.fixture
-def peer(server):
-    handle = start_in_thread(server, port=0, ping_interval_s=0.2, ping_timeout_s=5.0)
-    p = OscPeer(handle.port)
-    p.send("/m2u/hello", ("i", p.port))
-    p.expect("/m2u/welcome")
-    make_fast(p)
-    yield p
-    p.close()
-    handle.stop()
-
-
 @pytest.mark.timeout(120)
-def test_stems_and_a_stem_edit_through_the_osc_bridge(peer, tmp_path):
+def test_stems_and_a_stem_edit_through_the_osc_bridge(peer, tmp_path):  # noqa: F811
     wav = write_mix(tmp_path / "mix.wav", PARTS)
     folder = tmp_path / "Set" / "Samples" / "M2UGen"
     peer.send("/m2u/submit", ("s", "stems"), ("s", "audio"), ("s", str(wav)), ("s", "results_dir"), ("s", str(folder)))

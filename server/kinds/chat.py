@@ -22,7 +22,7 @@ from typing import Any
 from server import adapters, audio_io, finishing, outputs, protocol
 from server.jobs import Job, JobCancelled
 from server.kinds import stem_edit
-from server.security import OutputExists, PathNotAllowed
+from server.security import PathNotAllowed
 
 log = logging.getLogger("m2ugen.worker")
 
@@ -175,8 +175,7 @@ def finish(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
     try:
         write(worker, job, plan, replies, chat_s)
     except PathNotAllowed as e:  # the output changed since submit (a symlink swapped in, a file created)
-        code = "output_exists" if isinstance(e, OutputExists) else "path_not_allowed"
-        worker.finish(job, "failed", error={"code": code, "message": str(e)})
+        worker.finish(job, "failed", error=outputs.refusal(e))
 
 
 def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
