@@ -388,3 +388,18 @@ def test_add_generates_the_new_part_in_the_region_over_the_unchanged_source(make
             tiny_model.decoder.generate_batch = original
         # a silent addition: the source itself (as the intake read it, 16-bit), untouched
         assert np.abs(wav_samples(done["audio_path"]) / 2.0**31 - source).max() <= 1.0 / 32768
+
+
+def test_replace_with_a_plain_musicgen_continues_the_kept_stems(make_server, tmp_path, tiny_model):
+    from m2ugen import media
+
+    parts = known_stems(piano=[72, 76, 79, 76])
+    running = make_server(separators={"htdemucs_6s": OracleSeparator(parts)})
+    wav = write_mix(tmp_path / "mix.wav", parts)
+    kept = stem_ops.remix(parts, ["drums", "bass", "other", "vocals", "guitar"])
+    with Client(running.endpoint, timeout_s=30) as c, decoder_calls(tiny_model.decoder) as calls:
+        done = edit(c, wav, "replace the piano with strings")
+    assert done["takes"][0]["stem_edit"]["mode"] == "continue" and len(calls) == 1
+    heard = media.load_audio((kept, SR), tiny_model.sample_rate, channels=tiny_model.decoder.channels)
+    np.testing.assert_allclose(np.asarray(calls[0]["prompt"]), heard, atol=1e-6)  # the rest, not the mix
+    assert wav_samples(done["audio_path"]).shape == kept.shape

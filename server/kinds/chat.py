@@ -29,8 +29,9 @@ log = logging.getLogger("m2ugen.worker")
 # overall fraction = lo + (hi - lo) * stage fraction
 STAGES = {
     "ask": {"encoding": (0.0, 0.1), "thinking": (0.1, 1.0), "generating": (0.9, 1.0), "writing": (0.95, 1.0)},
-    "edit": {"separating": (0.0, 0.1), "encoding": (0.0, 0.1), "thinking": (0.1, 0.4), "generating": (0.4, 0.95),
-             "writing": (0.95, 1.0)},  # separating: a stem edit (server/kinds/stem_edit.py), before encoding
+    "edit": {"encoding": (0.0, 0.1), "thinking": (0.1, 0.4), "generating": (0.4, 0.95), "writing": (0.95, 1.0),
+             "separating": (0.0, 0.1)},  # a stem edit's (server/kinds/stem_edit.py), before encoding; listed last
+    # so that the take arithmetic of worker.progress (first stage, then the second's start) stays the same
     "generate": {"encoding": (0.0, 0.05), "thinking": (0.05, 0.4), "generating": (0.4, 0.95), "writing": (0.95, 1.0)},
 }
 
