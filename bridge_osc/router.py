@@ -390,7 +390,8 @@ class Router:
             log.warning("job %s: take %d could not be fetched (the server sent no bytes for it)", pending.job, take)
         else:
             try:
-                written = write_result(tracked.results_dir, file_name(tracked.prompt, pending.job, take), data)
+                words = (takes[take].get("stem") if take < len(takes) else None) or tracked.prompt  # a stems job
+                written = write_result(tracked.results_dir, file_name(str(words), pending.job, take), data)
             except ResultsRefused as e:
                 tracked.fetching = False
                 self.error(tracked.target, pending.job, "bad_results_dir", str(e))

@@ -101,6 +101,17 @@ def model_info(model, preset: str | None = None, weights: str | None = None) -> 
     return info
 
 
+def _separators(model, s: "ServerSettings"):
+    """The stems / stem-edit separators (m2ugen/stems.py), loaded on first use on the model's device and
+    dtype."""
+    from m2ugen.stems import Separators
+
+    first = next((p for p in getattr(model, "parameters", lambda: iter(()))() if p.is_floating_point()), None)
+    dtype = first.dtype if first is not None else None
+    return Separators(s.stems_dir, device=getattr(model, "device", "cpu"), injected=s.separators,
+                      **({"dtype": dtype} if dtype is not None else {}))
+
+
 @dataclass
 class ServerSettings:
     host: str = protocol.DEFAULT_HOST
@@ -113,6 +124,8 @@ class ServerSettings:
     write_discovery: bool = True
     keep_days: float = 30.0  # finished jobs older than this are forgotten at start (0 = keep forever)
     adapters: list[tuple[str | None, str]] = field(default_factory=list)  # serve --adapter [NAME=]DIR (+ weights.json)
+    stems_dir: str | None = None  # serve --stems-dir: Demucs weights (default: the torch hub cache)
+    separators: Any = None  # {model name: separator} used as they are (tests inject exact ones)
 
     def uses_curve(self) -> bool:
         """CURVE is on when asked, and always for a non-loopback bind."""
@@ -176,6 +189,7 @@ class ServerApp:
         self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter, self.roots,
                              max_batch=s.limits.max_batch)
         self.worker.adapters = self.adapters
+        self.worker.stems = _separators(model, s)
         self._requeue_resumable()
         self._transport_thread = threading.Thread(target=self.transport.run, name="m2ugen-transport", daemon=True)
         self.stopped = threading.Event()

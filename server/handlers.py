@@ -170,7 +170,8 @@ class Handlers:
         if len(self.queue) >= self.queue.maxsize:
             raise ProtocolError("busy", f"the queue is full ({self.queue.maxsize} jobs waiting); try again later")
         output = outputs.check(self.roots, spec["output"], takes=spec["params"].get("takes") or 1,
-                               kind_ok=outputs.content_check(protocol.KIND_SPECS[spec["kind"]].output_ext))
+                               kind_ok=outputs.content_check(protocol.KIND_SPECS[spec["kind"]].output_ext),
+                               stems=protocol.stems_of(spec["kind"], spec["params"]))
         job_id = new_job_id()
         job_dir = self.jobs_dir / job_id
         model_inputs, info = inputs_mod.resolve(spec["inputs"], frames, self.roots, job_dir,

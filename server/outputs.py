@@ -57,17 +57,23 @@ def take_path(first: Path, take: int) -> Path:
     return first if take == 1 else first.with_name(f"{first.stem}-take{take}{first.suffix}")
 
 
+def stem_path(first: Path, stem: str) -> Path:
+    """A ``stems`` job's file for one stem: ``<stem of the name>-<stem>.wav`` beside ``first``."""
+    return first.with_name(f"{first.stem}-{stem}{first.suffix}")
+
+
 def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1,
-          kind_ok: Callable[[bytes], bool] = is_wav) -> dict[str, Any]:
+          kind_ok: Callable[[bytes], bool] = is_wav, stems: tuple[str, ...] = ()) -> dict[str, Any]:
     """Submit time: the validated ``output`` object -> the job's output {want, path (resolved), overwrite}
-    (with ``takes`` > 1 the other takes' paths are checked too; ``kind_ok``: what an existing result
-    file must be to be replaced, ``content_check(kind.output_ext)``)."""
+    (with ``takes`` > 1 the other takes' paths are checked too, with ``stems`` the stems' paths instead;
+    ``kind_ok``: what an existing result file must be to be replaced, ``content_check(kind.output_ext)``)."""
     output: dict[str, Any] = {"want": out["want"], "path": None, "overwrite": out["overwrite"]}
     if out["path"] is None:
         return output
     try:
         path = roots.check_write(out["path"], "output")
-        targets = [(take_path(path, k), kind_ok) for k in range(1, takes + 1)] + [(sidecar_of(path), is_sidecar)]
+        files = [stem_path(path, s) for s in stems] or [take_path(path, k) for k in range(1, takes + 1)]
+        targets = [(f, kind_ok) for f in files] + [(sidecar_of(path), is_sidecar)]
         for target, ok in targets:
             if not (target.exists() or target.is_symlink()):
                 continue
@@ -87,6 +93,12 @@ def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1,
         raise ProtocolError("path_not_allowed", str(e), "output.path") from None
     output["path"] = path
     return output
+
+
+def refusal(e: PathNotAllowed) -> dict[str, str]:
+    """The job's error when its output changed between submit and write (a symlink swapped in, a file
+    created): ``output_exists`` or ``path_not_allowed``."""
+    return {"code": "output_exists" if isinstance(e, OutputExists) else "path_not_allowed", "message": str(e)}
 
 
 def write(roots: AllowedRoots, output: dict[str, Any], path: Path, data: bytes,

@@ -39,6 +39,9 @@ ADAPTER_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EDIT_MODES = ("text", "continue", "melody")
 VOCODERS = ("encodec", "mbd")
 MAX_TAKES = 8
+STEM_OPS = ("auto", "remove", "keep", "replace", "add")
+STEMS = ("drums", "bass", "other", "vocals", "guitar", "piano")  # m2ugen.stem_ops.STEMS_6
+STEM_MODELS = {"htdemucs": STEMS[:4], "htdemucs_6s": STEMS}  # m2ugen.stems.MODELS
 MAX_NOTES = 100_000  # notes in one ``inputs.midi.notes`` list (the 64 KiB header holds ~2,500 of them)
 
 ERROR_CODES = {
@@ -319,6 +322,8 @@ KIND_TABLE: tuple[Kind, ...] = (
          help="new music from text, an image, a video or a MIDI sketch"),
     Kind("transcribe", requires=("audio",), accepts=("audio",), output_ext=".mid", makes_audio=False,
          needs_prompt=False, help="audio -> a .mid: a monophonic melody track and a chord track (no model)"),
+    Kind("stems", requires=("audio",), accepts=("audio",), makes_audio=False, needs_prompt=False,
+         help="audio -> one WAV per stem (Demucs: drums, bass, other, vocals; htdemucs_6s adds guitar, piano)"),
     Kind("finetune", requires=("audio_set",), accepts=("audio_set",), output_ext=None, makes_audio=False,
          needs_prompt=False, help="learn a personal LoRA adapter from a set of clips (one at a time; yields to "
                                   "the other kinds)"),
@@ -407,6 +412,16 @@ PARAMS: tuple[Param, ...] = (
           help="a chord track beside the melody (major/minor triads, at most one per beat)"),
     Param("beats_per_chord", "int", 1, lo=1, hi=16, kinds=("transcribe",),
           help="the chord grid: one chord window every N beats of the tempo"),
+    Param("op", "str", None, choices=STEM_OPS, kinds=("edit",),
+          help="a stem-aware edit: remove / keep / replace one stem or add a part (the other stems stay as they "
+               "are); auto = read from the prompt ('remove the drums', 'replace the piano with strings'); "
+               "default: read from the prompt when it clearly names a stem, else an ordinary edit"),
+    Param("stem", "str", None, choices=STEMS, kinds=("edit",), help="the stem the edit acts on (with op)"),
+    Param("instrument", "str", None, max_len=200, kinds=("edit",),
+          help="op replace / add: what the new part is, e.g. 'strings' (default: read from the prompt)"),
+    Param("stem_model", "str", None, choices=tuple(STEM_MODELS), kinds=("edit", "stems"),
+          help="the separation model: htdemucs (drums, bass, other, vocals) or htdemucs_6s (+ guitar, piano); "
+               "default: htdemucs_6s when the stem is guitar or piano, else htdemucs"),
     Param("adapter", "str", None, max_len=64,
           help="the server's LoRA adapter to use (a personal fine-tune; the welcome's model.adapters lists them; "
                "default: the base model)"),
@@ -508,6 +523,40 @@ def check_combination(kind: str, p: dict[str, Any], inputs: dict[str, Any]) -> N
                        + ("" if kind == "generate" else ", or an audio source to measure"))
     if p.get("bars") and p.get("duration") is not None:
         bad("bars", "give either 'duration' or 'bars', not both")
+
+
+def stems_of(kind: str, p: dict[str, Any]) -> tuple[str, ...]:
+    """The stems a ``stems`` job writes, in order (one WAV each); () for the other kinds."""
+    return STEM_MODELS[p.get("stem_model") or "htdemucs"] if kind == "stems" else ()
+
+
+def check_stem_edit(p: dict[str, Any]) -> None:
+    """An edit's stem operation (m2ugen/stem_ops.py), resolved at submit: ``op`` / ``stem`` /
+    ``instrument`` explicit or read from the prompt, refused with the reason when it cannot be served;
+    the params then hold the resolved operation (``op`` None: an ordinary edit)."""
+    from m2ugen import stem_ops
+
+    try:
+        op = stem_ops.resolve(p["prompt"], p.get("op"), p.get("stem"), p.get("instrument"))
+    except stem_ops.StemOpError as e:
+        field = "params.stem" if p.get("stem") or (p.get("op") not in (None, "auto")) else "params.prompt"
+        raise ProtocolError("bad_request", str(e), field) from None
+    if op is None:
+        return
+    model = p.get("stem_model") or op.model
+    if op.stem is not None and op.stem not in STEM_MODELS[model]:
+        raise ProtocolError("bad_request", f"stem_model {model} separates {', '.join(STEM_MODELS[model])}, not the "
+                                           f"{op.stem}; use htdemucs_6s", "params.stem_model")
+    for field in ("loop", "bars"):
+        if p.get(field):
+            raise ProtocolError("bad_request", f"'{field}' does not apply to a stem edit ({op.op} {op.stem or ''}): "
+                                               "its result has the source's length", "params." + field)
+    if p.get("continuation") != "new":
+        raise ProtocolError("bad_request", "continuation 'with_source' does not apply to a stem edit",
+                            "params.continuation")
+    p.update(op=op.op, stem=op.stem, instrument=op.instrument, stem_model=model)
+    if op.op in ("remove", "keep"):
+        p["takes"] = 1  # a remix: every take would be the same
 
 
 def check_input_ref(inputs: dict[str, Any], name: str, n_frames: int, w: str | None = None) -> dict[str, Any] | None:
@@ -632,6 +681,8 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
                             "inputs.video")
     if kind in CHAT_KINDS:
         check_combination(kind, params, inputs)
+    if kind == "edit":
+        check_stem_edit(params)
     if params["adapter"] == "":
         params["adapter"] = None  # a DAW's empty setting: the base model
     for name in ("adapter", "adapter_name"):

@@ -30,8 +30,9 @@ REQUEST_KEYS = ("kind", *protocol.PARAM_NAMES, "audio", "start", "end", "image",
 
 
 def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: float = 5.0,
-           exit_map: dict[int, int] | None = None) -> int:
-    """Print the job's events until it ends; returns the exit code (``exit_map`` renames codes)."""
+           exit_map: dict[int, int] | None = None, on_done=None) -> int:
+    """Print the job's events until it ends; returns the exit code (``exit_map`` renames codes;
+    ``on_done(header) -> header``: what the caller does with the result before ``done`` is printed)."""
     from server.client import ServerUnavailable
 
     def finish(code: int) -> int:
@@ -62,6 +63,7 @@ def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: fl
                     h = {**h, "midi_path": str(out)}
                 else:
                     h = {**h, "audio_path": str(out), "takes": _fetch_takes(client, job, out, h.get("takes") or [])}
+            h = on_done(h) if on_done is not None else h
             reporter.event({**h, "op": "done"} if op != "done" else h)
             return finish(EXIT_OK)
         if op == "cancelled" or h.get("state") == "cancelled":

@@ -131,7 +131,7 @@ def cmd_serve(args) -> int:
                       max_audio_mb=args.max_audio_mb, max_queued_audio_mb=args.max_queued_audio_mb,
                       max_batch=args.max_batch),
         curve=True if args.curve else None, keys_dir=Path(args.keys_dir).expanduser() if args.keys_dir else None,
-        keep_days=args.keep_days,
+        keep_days=args.keep_days, stems_dir=args.stems_dir,
     )
     from server.adapters import parse_adapter_arg
 
@@ -231,6 +231,10 @@ def register(sub) -> None:
                         "the server's data, config and keys dirs are never client targets")
     p.add_argument("--data-dir", metavar="DIR", help="jobs and journal (default: M2UGEN_DATA_DIR or the user "
                                                      "data dir)")
+    p.add_argument("--stems-dir", metavar="DIR",
+                   help="where the Demucs weights for stems and stem edits are (demucs' own file names, e.g. "
+                        "955717e8-8726e21a.th for htdemucs; default: the torch hub cache, "
+                        "$TORCH_HOME/hub/checkpoints); never downloaded")
     p.add_argument("--adapter", action="append", metavar="[NAME=]DIR",
                    help="load a LoRA adapter (`m2ugen finetune` / a fine-tune job) under NAME (default: its own); "
                         "repeatable; requests pick one with --adapter NAME. weights.json may list them "

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from server.kinds import chat, finetune, transcribe
+from server.kinds import chat, finetune, stems, transcribe
 
-RUNNERS: dict[str, ModuleType] = {kind: module for module in (chat, transcribe, finetune) for kind in module.STAGES}
+RUNNERS: dict[str, ModuleType] = {kind: module for module in (chat, transcribe, stems, finetune)
+                                  for kind in module.STAGES}
 
 
 def runner(kind: str) -> ModuleType:

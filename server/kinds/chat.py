@@ -21,14 +21,17 @@ from typing import Any
 
 from server import adapters, audio_io, finishing, outputs, protocol
 from server.jobs import Job, JobCancelled
-from server.security import OutputExists, PathNotAllowed
+from server.kinds import stem_edit
+from server.security import PathNotAllowed
 
 log = logging.getLogger("m2ugen.worker")
 
 # overall fraction = lo + (hi - lo) * stage fraction
 STAGES = {
     "ask": {"encoding": (0.0, 0.1), "thinking": (0.1, 1.0), "generating": (0.9, 1.0), "writing": (0.95, 1.0)},
-    "edit": {"encoding": (0.0, 0.1), "thinking": (0.1, 0.4), "generating": (0.4, 0.95), "writing": (0.95, 1.0)},
+    "edit": {"encoding": (0.0, 0.1), "thinking": (0.1, 0.4), "generating": (0.4, 0.95), "writing": (0.95, 1.0),
+             "separating": (0.0, 0.1)},  # a stem edit's (server/kinds/stem_edit.py), before encoding; listed last
+    # so that the take arithmetic of worker.progress (first stage, then the second's start) stays the same
     "generate": {"encoding": (0.0, 0.05), "thinking": (0.05, 0.4), "generating": (0.4, 0.95), "writing": (0.95, 1.0)},
 }
 
@@ -44,6 +47,7 @@ class Plan:
     tempo: float | None
     source: tuple | None  # (float audio, sample rate) of the edit's source
     options: dict[str, Any] = field(default_factory=dict)  # model.chat's mode / chroma / vocoder / music_hint
+    stem: Any = None  # a stem edit's stem_edit.StemPlan (params.op), else None
 
 
 def analyse_source(job: Job) -> tuple[tuple | None, dict | None]:
@@ -69,20 +73,25 @@ def plan(worker, job: Job) -> Plan:
     decode_s = finishing.decode_length(p, duration)
     options = finishing.model_options(p, job.inputs.get("midi"), tempo, decode_s) if want_audio else {}
     takes = max(1, int(p.get("takes") or 1)) if want_audio else 1
-    return Plan(prompt=finishing.prompt_for_model(p, analysis), want_audio=want_audio, duration=duration,
-                decode_s=decode_s, takes=takes, tempo=tempo, source=source, options=options)
+    the_plan = Plan(prompt=finishing.prompt_for_model(p, analysis), want_audio=want_audio, duration=duration,
+                    decode_s=decode_s, takes=takes, tempo=tempo, source=source, options=options)
+    if job.kind == "edit" and p.get("op"):
+        stem_edit.plan(worker, job, the_plan, analysis)
+    return the_plan
 
 
 def chat_kwargs(worker, job: Job, plan: Plan, take: int) -> dict[str, Any]:
     """``model.chat``'s arguments for one take (seeds seed, seed+1, ...)."""
     p = job.params
-    return dict(
+    kwargs = dict(
         audio=job.inputs.get("audio"), image=job.inputs.get("image"), video=job.inputs.get("video"),
         max_new_tokens=p["max_new_tokens"] or getattr(worker.model.config, "max_new_tokens", 512),
         temperature=p["temperature"], top_p=p["top_p"], seed=job.seed + take, conditioning=p["conditioning"],
-        duration_s=plan.decode_s, want_audio=plan.want_audio, on_event=worker.model_events(job, take),
-        **plan.options,
+        duration_s=plan.decode_s, want_audio=plan.want_audio if plan.stem is None else plan.stem.generates,
+        on_event=worker.model_events(job, take),
     )
+    kwargs.update(plan.options)  # a stem edit's continuation hears the kept stems, not the source
+    return kwargs
 
 
 def rows(job: Job) -> int:
@@ -132,6 +141,8 @@ def run_batch(worker, jobs: list[Job]) -> None:
         worker.progress(job, "encoding", 0.0)
         try:
             planned.append((job, plan(worker, job)))
+        except JobCancelled:  # cancelled while its stems were separated
+            worker.finish(job, "cancelled")
         except Exception as e:  # this job's options cannot be served: it fails alone
             log.warning("job %s: %s: %s", job.id, type(e).__name__, e)
             worker.finish(job, "failed", error={"code": "job_failed", "message": f"{type(e).__name__}: {e}"})
@@ -165,8 +176,7 @@ def finish(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
     try:
         write(worker, job, plan, replies, chat_s)
     except PathNotAllowed as e:  # the output changed since submit (a symlink swapped in, a file created)
-        code = "output_exists" if isinstance(e, OutputExists) else "path_not_allowed"
-        worker.finish(job, "failed", error={"code": code, "message": str(e)})
+        worker.finish(job, "failed", error=outputs.refusal(e))
 
 
 def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
@@ -176,16 +186,19 @@ def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
     takes: list[dict[str, Any]] = []
     out_path: Path | None = None
     if plan.want_audio:
-        if any(r.audio is None for r in replies):
+        if any(r.audio is None for r in replies) and (plan.stem is None or plan.stem.generates):
             worker.finish(job, "failed", error={"code": "job_failed", "message": "the model returned no audio"})
             return
-        sr = p["sample_rate"] or int(replies[0].sample_rate)
+        sr = plan.stem.sr if plan.stem is not None else p["sample_rate"] or int(replies[0].sample_rate)
         first = job.output.get("path") or (job.job_dir / "result.wav")
         with_source = p.get("continuation") == "with_source"  # the source's tail + the new part: all of it
         for i, reply in enumerate(replies):
-            wave, notes = finishing.fit_take(reply.audio, int(reply.sample_rate), p, out_sr=sr,
-                                             duration_s=None if with_source else plan.duration, tempo=plan.tempo,
-                                             source=plan.source if job.kind == "edit" else None)
+            if plan.stem is not None:  # remix / the new part over the kept stems, at the source's rate
+                wave, notes = stem_edit.take(plan, reply, p)
+            else:
+                wave, notes = finishing.fit_take(reply.audio, int(reply.sample_rate), p, out_sr=sr,
+                                                 duration_s=None if with_source else plan.duration, tempo=plan.tempo,
+                                                 source=plan.source if job.kind == "edit" else None)
             path = outputs.take_path(first, i + 1)
             data = audio_io.wav_bytes(wave, sr)
             outputs.write(worker.roots, job.output, path, data, outputs.is_wav)

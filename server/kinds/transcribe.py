@@ -22,7 +22,7 @@ from typing import Any
 from server import audio_io, finishing, outputs, protocol
 from server.jobs import Job, JobCancelled
 from server.kinds.chat import analyse_source
-from server.security import OutputExists, PathNotAllowed
+from server.security import PathNotAllowed
 
 log = logging.getLogger("m2ugen.worker")
 
@@ -115,5 +115,4 @@ def run(worker, job: Job) -> None:
     try:
         write(worker, job, result, bpm, bpm_source, time.perf_counter() - t0)
     except PathNotAllowed as e:  # the output changed since submit (a symlink swapped in, a file created)
-        code = "output_exists" if isinstance(e, OutputExists) else "path_not_allowed"
-        worker.finish(job, "failed", error={"code": code, "message": str(e)})
+        worker.finish(job, "failed", error=outputs.refusal(e))

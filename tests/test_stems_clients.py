@@ -1,0 +1,86 @@
+"""Issue 26 in the clients: ``m2ugen stems FILE --out DIR`` and ``m2ugen edit --op/--stem`` (a local
+server writing the files itself, and the files fetched as bytes with --upload), and the OSC bridge's
+``/m2u/submit stems ...`` / ``/m2u/submit edit ... op remove stem drums``, against a real server
+whose separator is exact for the test's mix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from server.cli import main
+from test_osc_bridge import bridge, peer  # noqa: F401 (fixtures; their `server` is this module's)
+from test_stems import OracleSeparator, as_written, known_stems, wav_samples, write_mix
+
+PARTS = known_stems(1.0)
+
+
+@pytest.fixture
+def oracle():
+    return OracleSeparator(PARTS)
+
+
+@pytest.fixture
+def server(make_server, oracle, monkeypatch):
+    running = make_server(separators={"htdemucs": oracle})
+    monkeypatch.setenv("M2UGEN_DATA_DIR", str(running.data_dir))
+    return running.endpoint
+
+
+def lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("upload", [False, True])
+def test_m2ugen_stems_writes_one_wav_per_stem(server, tmp_path, capsys, upload):
+    wav = write_mix(tmp_path / "Song Mix.wav", PARTS)
+    out = tmp_path / "stems"
+    code = main(["stems", str(wav), "--out", str(out), "--server", server, "--no-progress",
+                 *(["--upload"] if upload else [])])
+    got = lines(capsys)
+    assert code == 0, got
+    done = next(m for m in got if m["op"] == "done")
+    assert done["stems"] == {s: str(out / f"Song Mix-{s}.wav") for s in ("drums", "bass", "other", "vocals")}
+    for stem, path in done["stems"].items():
+        assert np.array_equal(wav_samples(path), as_written(PARTS[stem]))
+    assert got[-1] == {"op": "exit", "code": 0}
+    assert main(["stems", str(wav), "--out", str(out), "--server", server, "--no-progress",
+                 *(["--upload"] if upload else [])]) != 0  # the files exist: never replaced unasked
+    capsys.readouterr()
+
+
+@pytest.mark.timeout(120)
+def test_m2ugen_edit_with_a_stem_and_an_op(server, tmp_path, capsys):
+    wav = write_mix(tmp_path / "mix.wav", PARTS)
+    out = tmp_path / "no-drums.wav"
+    code = main(["edit", "--audio", str(wav), "--prompt", "take the kit out", "--op", "remove", "--stem", "drums",
+                 "--max-new-tokens", "4", "--out", str(out), "--server", server, "--no-progress"])
+    assert code == 0, lines(capsys)
+    assert np.array_equal(wav_samples(out), as_written(PARTS["bass"] + PARTS["other"] + PARTS["vocals"]))
+    code = main(["edit", "--audio", str(wav), "--prompt", "make it jazzier", "--op", "auto", "--server", server,
+                 "--no-progress"])
+    assert code == 2 and "cannot read a stem edit" in capsys.readouterr().err  # refused before anything is sent
+
+
+@pytest.mark.timeout(120)
+def test_stems_and_a_stem_edit_through_the_osc_bridge(peer, tmp_path):  # noqa: F811
+    wav = write_mix(tmp_path / "mix.wav", PARTS)
+    folder = tmp_path / "Set" / "Samples" / "M2UGen"
+    peer.send("/m2u/submit", ("s", "stems"), ("s", "audio"), ("s", str(wav)), ("s", "results_dir"), ("s", str(folder)))
+    got = peer.expect("/m2u/done", timeout=60)
+    takes = [m.args for m in got if m.address == "/m2u/take"]
+    assert [t[1:3] for t in takes] == [[0, 4], [1, 4], [2, 4], [3, 4]]
+    for (stem, wave), take in zip(PARTS.items(), takes):
+        assert f"-{stem}-" in take[3] and take[3].startswith(str(folder))
+        assert np.array_equal(wav_samples(take[3]), as_written(wave))
+    peer.send("/m2u/submit", ("s", "edit"), ("s", "prompt"), ("s", "only the bass"), ("s", "audio"), ("s", str(wav)),
+              ("s", "results_dir"), ("s", str(folder)))
+    path = peer.expect("/m2u/done", timeout=60)[-1].args[1]
+    assert np.array_equal(wav_samples(path), as_written(PARTS["bass"]))
+    peer.send("/m2u/submit", ("s", "edit"), ("s", "prompt"), ("s", "x"), ("s", "audio"), ("s", str(wav)),
+              ("s", "op"), ("s", "remove"), ("s", "stem"), ("s", "cowbell"))
+    err = peer.expect("/m2u/error")[-1]
+    assert "stem" in err.args[2] and "drums" in err.args[2]
