@@ -162,3 +162,23 @@ def test_server_side_commands_name_the_extra_on_a_client_only_install(monkeypatc
     assert missing_extra(ModuleNotFoundError("No module named 'numpy'", name="numpy")) is None
     assert 'm2ugen[server,train]' in missing_extra(ModuleNotFoundError("x", name="peft.tuners"))
     assert missing_extra(ImportError("cannot import name x", name="torch")) is None
+
+
+def test_hand_edited_files_from_windows_notepad_read_as_written(tmp_path):
+    """What a user edits by hand on Windows — a request file, a MIDI mapping, a clip's caption — may start
+    with a UTF-8 byte-order mark and end lines with CRLF: read as the text written, not an error."""
+    from server.cli.jobs import load_request
+    from server.cli.learn import _expand
+    from server.cli.midi import load_mapping
+
+    notepad = lambda text: b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8")  # noqa: E731
+    req = tmp_path / "request.json"
+    req.write_bytes(notepad('{\n  "prompt": "Zoë\'s strings",\n  "duration": 4\n}\n'))
+    assert load_request(str(req)) == {"prompt": "Zoë's strings", "duration": 4}
+    mapping = tmp_path / "midi.json"
+    mapping.write_bytes(notepad('{\n  "port": "nanoKONTROL2",\n  "bindings": []\n}\n'))
+    assert load_mapping(mapping)["port"] == "nanoKONTROL2"
+    clip = tmp_path / "my loop.wav"
+    clip.write_bytes(b"RIFF")
+    clip.with_suffix(".txt").write_bytes(notepad("warm Rhodes, 90 bpm\n"))
+    assert _expand([str(clip)]) == [{"path": str(clip), "caption": "warm Rhodes, 90 bpm"}]
