@@ -38,8 +38,8 @@ def cmd_keys(args) -> int:
         return EXIT_FAILED
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     print(f"Keys written to {keys_dir}. Start the server on a network address with `m2ugen serve --host 0.0.0.0`; "
-          f"copy server.key, client.key and client.key_secret into the client machine's keys dir "
-          f"({security.default_keys_dir()} there).", file=sys.stderr)
+          f"copy server.key, client.key and client.key_secret (never server.key_secret) to the client machine "
+          f"and run `m2ugen keys import FOLDER` there.", file=sys.stderr)
     return EXIT_OK
 
 
