@@ -51,6 +51,10 @@ def sizes(python: Path | str) -> dict[str, int]:
     return json.loads(p.stdout)
 
 
+def venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
 def make_client_venv(where: Path) -> Path:
     """Build the wheel from a copy of the sources and install it, no extras, offline. Returns the venv's python."""
     if not WHEELS.is_dir():
@@ -66,7 +70,7 @@ def make_client_venv(where: Path) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(where / "dist"), str(src)],
                    check=True, env=env)
     subprocess.run([sys.executable, "-m", "venv", str(where / "venv")], check=True, env=env)
-    python = where / "venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    python = venv_python(where / "venv")
     wheel = next((where / "dist").glob("m2ugen-*.whl"))
     subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, env=env)
     return python
@@ -82,7 +86,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=12, help="largest distributions to list (default 12)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        python = (args.venv / "bin" / "python") if args.venv else make_client_venv(Path(tmp))
+        python = venv_python(args.venv) if args.venv else make_client_venv(Path(tmp))
         client = sizes(python)
     full = sizes(sys.executable)
     client_total = sum(v for k, v in client.items() if k.lower() not in TOOLING)

@@ -28,7 +28,10 @@ GPU_HOST = "tcp://gpu-box.local:5557"
 
 def client_requirements() -> str:
     """What `./dev setup_client_wheels` downloads: the base dependencies and the build backend."""
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the copy pip carries (as ./dev reads it)
+        from pip._vendor import tomli as tomllib
 
     p = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     return "\n".join(p["project"]["dependencies"] + p["build-system"]["requires"])
