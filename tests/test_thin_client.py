@@ -63,7 +63,7 @@ def offline_env(home: Path, extra_path: Path | None = None) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     """README's bash block up to (not including) the bridge, run in a fresh HOME: returns (env, venv bin,
-    home, remaining lines). The wheel is built from a copy of the sources (no build/ in the checkout)."""
+    home, the block's `m2ugen` lines, the GPU machine's keys dir). The wheel is built from a copy of the sources (no build/ in the checkout)."""
     stamp = WHEELS / ".requirements"
     if not stamp.is_file() or stamp.read_text().strip() != client_requirements().strip():
         pytest.fail(f"the client's dependency wheels are missing or out of date in {WHEELS}: run ./dev setup "
@@ -102,7 +102,7 @@ def client(tmp_path_factory):
     venv_bin = Path(done.stdout.strip().splitlines()[-1]).parent
     assert home in venv_bin.parents, venv_bin
     env["PATH"] = f"{venv_bin}{os.pathsep}{env['PATH']}"
-    return env, venv_bin, home, [line for line in lines if line.startswith("m2ugen ")]
+    return env, venv_bin, home, [line for line in lines if line.startswith("m2ugen ")], gpu_keys / "keys"
 
 
 def run_line(line: str, env, endpoint: str, timeout=120) -> subprocess.CompletedProcess:
@@ -111,7 +111,7 @@ def run_line(line: str, env, endpoint: str, timeout=120) -> subprocess.Completed
 
 
 def test_the_client_installs_without_torch_or_the_model(client):
-    env, venv_bin, _, _ = client
+    env, venv_bin, _, _, _ = client
     probe = ("import importlib.util as u, json; print(json.dumps({m: u.find_spec(m) is not None for m in "
              "('torch', 'transformers', 'librosa', 'scipy', 'PIL', 'zmq', 'pythonosc', 'numpy', 'soundfile')}))")
     found = json.loads(subprocess.run([str(venv_bin / "python"), "-c", probe], capture_output=True, text=True,
@@ -128,7 +128,7 @@ def test_the_client_installs_without_torch_or_the_model(client):
 
 
 def test_a_server_side_command_says_which_extra_to_install(client):
-    env, venv_bin, _, _ = client
+    env, venv_bin, _, _, _ = client
     for argv in (["serve", "--port", "0"], ["chat", "hello"], ["transcribe", "--local", "--audio", "x.wav",
                                                                   "--out", "x.mid"]):
         p = subprocess.run([str(venv_bin / "m2ugen"), *argv], capture_output=True, text=True, env=env, timeout=60, cwd=env["HOME"])
@@ -137,7 +137,7 @@ def test_a_server_side_command_says_which_extra_to_install(client):
 
 
 def test_readme_keys_import_then_jobs_generate_ask_edit(client, server_info, tmp_path):
-    env, venv_bin, home, lines = client
+    env, venv_bin, home, lines, _ = client
     endpoint = server_info.endpoint
     keys_line = next(line for line in lines if line.startswith("m2ugen keys import"))
     p = run_line(keys_line, env, endpoint)
@@ -178,7 +178,7 @@ def test_readme_keys_import_then_jobs_generate_ask_edit(client, server_info, tmp
 
 
 def test_readme_bridge_serves_the_live_device(client, server_info):
-    env, _, _, lines = client
+    env, _, _, lines, _ = client
     bridge_line = next(line for line in lines if line.startswith("m2ugen bridge"))
     # README's line as is, on a free UDP port (the default 9100 may be taken on a shared machine)
     proc = subprocess.Popen(["bash", "-c", "exec " + bridge_line.replace(GPU_HOST, server_info.endpoint) + " --port 0"],
@@ -207,3 +207,22 @@ def test_readme_bridge_serves_the_live_device(client, server_info):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_imported_keys_authenticate_with_a_curve_server(client, make_server, tmp_path):
+    """The GPU machine's CURVE server accepts the client whose keys README's `keys import` put in place; a
+    machine without them gets exit 3 and the reason."""
+    env, venv_bin, home, lines, gpu_keys = client
+    srv = make_server(curve=True, keys_dir=gpu_keys)
+    keys_line = next(line for line in lines if line.startswith("m2ugen keys import"))
+    assert run_line(keys_line, env, srv.endpoint).returncode == 0
+    # a loopback endpoint (the test's) names the server key explicitly; a remote one reads the imported server.key
+    curve_env = {**env, "M2UGEN_SERVER_KEY": str(home / ".config" / "m2ugen" / "keys" / "server.key")}
+    p = subprocess.run([str(venv_bin / "m2ugen"), "jobs", "--server", srv.endpoint], capture_output=True, text=True,
+                       env=curve_env, timeout=60, cwd=home)
+    assert p.returncode == 0, p.stderr
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    p = subprocess.run([str(venv_bin / "m2ugen"), "jobs", "--server", srv.endpoint], capture_output=True, text=True,
+                       env={**curve_env, "HOME": str(stranger)}, timeout=60, cwd=stranger)
+    assert p.returncode == 3 and "no CURVE client key" in p.stderr, p.stderr
