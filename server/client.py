@@ -109,6 +109,10 @@ class Client:
         env = os.environ.get("M2UGEN_SERVER_KEY")
         if env:
             return security.load_public_key(env if len(env) == 40 else Path(env))
+        # a remote server always runs with CURVE: its public key as `m2ugen keys import` put it
+        imported = security.default_keys_dir() / "server.key"
+        if not protocol.is_loopback(endpoint_host(self.endpoint)) and imported.is_file():
+            return security.load_public_key(imported)
         return None
 
     # -----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Keys layout (``m2ugen keys`` creates it; default ``<config dir>/keys``)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -293,6 +294,55 @@ def create_keys(keys_dir: Path, force: bool = False) -> dict[str, Path]:
         os.chmod(secret, 0o600)
     return {"server_public": Path(server_pub), "server_secret": Path(server_sec),
             "client_public": Path(client_pub), "client_secret": Path(client_sec), "authorized": authorized}
+
+
+CLIENT_KEY_FILES = ("server.key", "client.key", "client.key_secret")
+
+
+def import_client_keys(source: Path, keys_dir: Path, force: bool = False) -> dict[str, Path]:
+    """Copy a client machine's keys (``server.key``, ``client.key``, ``client.key_secret``, as ``m2ugen keys``
+    wrote them on the server) from ``source`` into ``keys_dir``. Each file must be a valid certificate (the
+    secret one holding the secret half of ``client.key``); the server's secret key is never copied. The
+    folder is created owner-only (0700) and the secret written 0600 before any byte lands in it; on Windows
+    both modes are no-ops and the per-user config dir's inherited ACL (the user, SYSTEM, Administrators)
+    protects them. An existing different key is replaced only with ``force``. Returns the written paths."""
+    source = Path(source)
+    loaded: dict[str, tuple[bytes, bytes | None]] = {}
+    for name in CLIENT_KEY_FILES:
+        path = source / name
+        if not path.is_file():
+            raise SecurityError(f"no {name} in {source}: copy server.key, client.key and client.key_secret from "
+                                f"the server's keys dir (`m2ugen keys` prints where it wrote them)")
+        try:
+            loaded[name] = zmq.auth.load_certificate(path)
+        except (OSError, ValueError, zmq.ZMQError) as e:
+            raise SecurityError(f"{path} is not a CURVE certificate written by `m2ugen keys` ({e})") from None
+    if loaded["client.key_secret"][1] is None:
+        raise SecurityError(f"{source / 'client.key_secret'} holds no secret key")
+    if loaded["client.key"][0] != loaded["client.key_secret"][0]:
+        raise SecurityError(f"{source}: client.key and client.key_secret are not one key pair")
+    data = {name: (source / name).read_bytes() for name in CLIENT_KEY_FILES}
+    clashes = [name for name in CLIENT_KEY_FILES if (keys_dir / name).exists()
+               and (keys_dir / name).read_bytes() != data[name]]
+    if clashes and not force:
+        raise SecurityError(f"{keys_dir} already holds other keys ({', '.join(clashes)}); pass --force to replace them")
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out = {}
+    for name in CLIENT_KEY_FILES:
+        target = keys_dir / name
+        fd, tmp = tempfile.mkstemp(dir=keys_dir, prefix=f".{name}.", suffix=".tmp")  # mkstemp: mode 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data[name])  # bytes as written by zmq: no line-ending translation on any platform
+            if not name.endswith("_secret"):
+                os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        out[name] = target
+    return out
 
 
 def load_server_keys(keys_dir: Path) -> tuple[bytes, bytes]:

@@ -19,7 +19,12 @@ import argparse
 import sys
 
 from server.cli import devices, jobs, learn, local, midi, serve, stems, train, transcribe
-from server.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, die
+from server.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, check_server_side, die,
+                               missing_extra)
+
+# The commands that run the model in this process: on a client-only install (no `server` extra) they say
+# what to install instead of failing on an import (common.missing_extra). `transcribe --local` too.
+SERVER_SIDE = {"serve", "chat", "convert", "train", "finetune"}
 
 
 def _register_bridge(sub) -> None:
@@ -57,9 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        if args.command in SERVER_SIDE or getattr(args, "local", False):
+            check_server_side()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("m2ugen: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except ModuleNotFoundError as e:  # a server-side command on a client-only install: say what to install
+        message = missing_extra(e)
+        if message is None:
+            raise
+        return die(None, EXIT_FAILED, message)

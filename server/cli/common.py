@@ -146,6 +146,42 @@ class Reporter:
         return code
 
 
+# ---------------------------------------------------------------------------------------------
+# the client install (no extras) and the server side
+
+# The top-level modules the extras of pyproject.toml bring, and the extras to install for each: the base
+# install is the DAW machine's client; the model, `serve`, `chat`, `convert`, `train`, `finetune` and
+# `transcribe --local` need `m2ugen[server]`.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "transformers", "accelerate", "safetensors", "sentencepiece", "PIL", "av", "librosa",
+                     "pyloudnorm", "pedalboard", "scipy", "julius"), "server"),
+    "peft": "server,train", "tensorboard": "server,train", "diffusers": "server,audioldm2", "torchao": "server,speed",
+}
+
+
+def missing_extra(error: BaseException) -> str | None:
+    """What to install when ``error`` is a missing module that an extra brings (None for any other error)."""
+    if not isinstance(error, ModuleNotFoundError):
+        return None
+    module = (error.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(module)
+    if extra is None:
+        return None
+    return (f"this command runs the model, and this install of m2ugen is the client only (no module named "
+            f"{module!r}). Install the server side on this machine: pip install \"m2ugen[{extra}]\" (with pipx: "
+            f"pipx install --force \"m2ugen[{extra}]\"), or run it on the GPU machine and use this one as its client")
+
+
+def check_server_side() -> None:
+    """Raise ModuleNotFoundError (named as ``missing_extra`` reads it) when a module of the ``server`` extra
+    is not installed: a command that runs the model then says what to install before it starts."""
+    import importlib.util
+
+    for module, extra in EXTRA_OF_MODULE.items():
+        if extra == "server" and importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+
 def die(reporter: Reporter | None, code: int, message: str, error_code: str | None = None) -> int:
     print(f"m2ugen: {message}", file=sys.stderr)
     if reporter is None:

@@ -101,7 +101,7 @@ def load_request(path: str | None, keys: tuple[str, ...] = REQUEST_KEYS) -> dict
     if not path:
         return {}
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as e:
         raise UsageError(f"--request {path}: {e}") from None
     if not isinstance(data, dict):

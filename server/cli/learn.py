@@ -44,7 +44,7 @@ def _expand(items: list) -> list[dict[str, Any]]:
     for c in clips:
         side = Path(c["path"]).with_suffix(".txt")
         if not c.get("caption") and side.is_file():
-            c["caption"] = side.read_text(encoding="utf-8").strip() or None
+            c["caption"] = side.read_text(encoding="utf-8-sig").strip() or None
     return clips
 
 

@@ -27,6 +27,10 @@ def cmd_keys(args) -> int:
     from server import security
 
     keys_dir = Path(args.dir).expanduser() if args.dir else security.default_keys_dir()
+    if args.action == "import":
+        return _import_keys(args, keys_dir)
+    if args.source is not None:
+        return die(None, EXIT_USAGE, f"unexpected argument {args.source!r} (did you mean `m2ugen keys import DIR`?)")
     try:
         paths = security.create_keys(keys_dir, force=args.force)
     except security.SecurityError as e:
@@ -34,8 +38,24 @@ def cmd_keys(args) -> int:
         return EXIT_FAILED
     print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
     print(f"Keys written to {keys_dir}. Start the server on a network address with `m2ugen serve --host 0.0.0.0`; "
-          f"copy server.key, client.key and client.key_secret into the client machine's keys dir "
-          f"({security.default_keys_dir()} there).", file=sys.stderr)
+          f"copy server.key, client.key and client.key_secret (never server.key_secret) to the client machine "
+          f"and run `m2ugen keys import FOLDER` there.", file=sys.stderr)
+    return EXIT_OK
+
+
+def _import_keys(args, keys_dir: Path) -> int:
+    """``m2ugen keys import DIR`` on a client machine: the three files copied from the server's keys dir."""
+    from server import security
+
+    if args.source is None:
+        return die(None, EXIT_USAGE, "keys import needs the folder holding server.key, client.key and client.key_secret")
+    try:
+        paths = security.import_client_keys(Path(args.source).expanduser(), keys_dir, force=args.force)
+    except security.SecurityError as e:
+        return die(None, EXIT_FAILED, str(e))
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+    print(f"Keys imported into {keys_dir}. Clients on this machine now use CURVE with any non-loopback server, "
+          f"e.g. `m2ugen jobs --server tcp://GPU-HOST:5557`.", file=sys.stderr)
     return EXIT_OK
 
 
@@ -79,7 +99,12 @@ def cmd_convert(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("keys", help="create CURVE keys for non-loopback serving")
+    p = sub.add_parser("keys", help="create CURVE keys for non-loopback serving; `keys import DIR` on a client",
+                       description="`m2ugen keys` on the server machine creates its keys; `m2ugen keys import DIR` on "
+                                   "a client machine copies server.key, client.key and client.key_secret from DIR "
+                                   "(copied there from the server's keys dir) into this machine's keys dir.")
+    p.add_argument("action", nargs="?", choices=("create", "import"), default="create")
+    p.add_argument("source", nargs="?", metavar="DIR", help="import: the folder holding the three key files")
     p.add_argument("--dir", metavar="DIR", help="keys dir (default <config dir>/keys)")
     p.add_argument("--force", action="store_true", help="replace existing keys")
     p.set_defaults(func=cmd_keys)

@@ -199,7 +199,7 @@ def load_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {"version": MAPPING_VERSION, "port": None, "bindings": []}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as e:
         raise MidiError(f"mapping {path}: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("bindings", []), list):
