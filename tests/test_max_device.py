@@ -22,7 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_DIR = ROOT / "max_device"
 TESTS_MAX = ROOT / "tests" / "max"
 NODE = shutil.which("node")
-DEVICE_JS_TEXT = (MAX_DIR / "m2ugen_device.js").read_text(encoding="utf-8")
+# the device's JS: m2ugen_device.js and the files it include()s (Max's JS include, same scope)
+DEVICE_FILES = ["m2ugen_device.js"] + re.findall(r'^include\("([^"]+)"\);', (MAX_DIR / "m2ugen_device.js").read_text(
+    encoding="utf-8"), re.M)
+DEVICE_JS_TEXT = "\n".join((MAX_DIR / name).read_text(encoding="utf-8") for name in DEVICE_FILES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,8 +187,10 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
 def test_amxd_is_reproducible(built):
     a, b = built
     assert a.read_bytes() == b.read_bytes()
-    # the device JS travels next to the unfrozen device, unchanged
-    assert (a.parent / "m2ugen_device.js").read_bytes() == (MAX_DIR / "m2ugen_device.js").read_bytes()
+    # every file of the device JS (the [js] file and what it includes) travels next to the unfrozen device
+    assert len(DEVICE_FILES) >= 5
+    for name in DEVICE_FILES:
+        assert (a.parent / name).read_bytes() == (MAX_DIR / name).read_bytes(), name
 
 
 def test_amxd_chunks_and_patcher(built):

@@ -10,7 +10,18 @@ const dgram = require("dgram");
 const osc = require("./osc");
 const { makeLiveAPI } = require("./lom_stub");
 
-const DEVICE_JS = path.join(__dirname, "..", "..", "max_device", "m2ugen_device.js");
+const MAX_DIR = path.join(__dirname, "..", "..", "max_device");
+const DEVICE_JS = path.join(MAX_DIR, "m2ugen_device.js");
+
+// Every file of the device: m2ugen_device.js and what it include()s (in order).
+function deviceFiles() {
+    const main = fs.readFileSync(DEVICE_JS, "utf8");
+    const names = [];
+    const re = /^include\("([^"]+)"\);/gm;
+    let m;
+    while ((m = re.exec(main)) !== null) names.push(path.join(MAX_DIR, m[1]));
+    return [DEVICE_JS].concat(names);
+}
 
 // Max's Task: new Task(fn, thisobj); schedule(ms); cancel(). Runs from node's timers.
 function makeTask(pending) {
@@ -57,6 +68,14 @@ class Device {
             max: { os: o.os || "macintosh" },
             patcher: { filepath: o.patcherPath === undefined ? "Macintosh HD:/Users/me/Music/M2UGen/M2UGen.amxd" : o.patcherPath },
             messagename: "",
+            // Max's JS include(file): the file's code runs in the including script's global scope
+            // (docs.cycling74.com/max8/vignettes/jsrequire); Max finds it in the search path, which
+            // starts with the device's own folder.
+            include: (name) => {
+                const file = path.join(MAX_DIR, String(name));
+                if (!fs.existsSync(file)) throw new Error(`include: ${name} is not next to the device`);
+                vm.runInContext(fs.readFileSync(file, "utf8"), this.sandbox, { filename: file });
+            },
             JSON, Math, Date, Number, String, Array, Error, RegExp, parseInt, encodeURI,
         };
         vm.createContext(this.sandbox);
@@ -216,4 +235,4 @@ class UdpPeer {
     }
 }
 
-module.exports = { Device, DEVICE_JS, parseSubmit };
+module.exports = { Device, DEVICE_JS, MAX_DIR, deviceFiles, parseSubmit };
