@@ -50,6 +50,12 @@ var MAX_TAKES = 8;
 var JOB_LIST_LENGTH = 20;
 var RESULTS_SUBFOLDER = "Samples/M2UGen";   // next to the Set, where Live keeps a project's samples
 var ARRANGEMENT_MAX_BEATS = 1576800;
+var RESULT_CHANNELS = 2;       // stereo results (the server's default is mono; REAPER asks for 2 as well)
+var MAX_DATAGRAM = 9216;       // macOS's default UDP datagram limit (net.inet.udp.maxdgram): never send more
+var UPLOAD_PIECE = 2000;       // characters per /m2u/upload piece (at most ~8 KB of UTF-8 with its framing)
+var MAX_UPLOAD_BYTES = 48 * 1024;   // the bridge's limit for one upload
+var HELLO_RETRY_MS = 3000;     // /m2u/hello again until /m2u/welcome (the bridge may start after Live)
+var MAX_PLACED = 32;           // placed results remembered
 
 var JS_THIS = this;
 var env = null;
@@ -101,28 +107,25 @@ function resetState() {
         bars: 0,                // output length in bars; 0 = not set (duration / automatic)
         loop: 0,                // 1 = a seamless loop of exact length
         fitTempo: 0,            // 1 = the result stretched to the Set's tempo
-        melodyNotes: null,      // the notes of a MIDI clip (Clip melody): [[start_s, end_s, pitch, velocity]]
+        melodyClip: 0,          // 1 = the notes of a MIDI clip (read at Go) are the melody of generate / edit
         midiFile: "",           // a .mid dropped on the device: the melody (generate / edit)
         adapter: "",            // the server's adapter ask/edit/generate use; "" = the base model
         learnName: "mine",      // the name "learn" gives the adapter it trains
+        learnSteps: 0,          // optimizer steps of a learn; 0 = the server's default
         learnFiles: []          // audio files dropped on the learn area
     };
     state = {
         ready: false,           // live.thisdevice has banged: the LOM may be used
         token: "m2u-" + new Date().getTime() + "-" + Math.floor(Math.random() * 1e9),
         port: 0,                // the reply port in use
-        job: "",                // id of the job this device waits for
-        kind: "",
-        pending: null,          // request sent, no /m2u/accepted yet
-        watchdog: null,
-        poll: null,             // Task asking /m2u/status while the job is silent
-        lastEventMs: 0,
+        slots: { fg: null, bg: null },  // the interactive job and the background one (learn): m2ugen_jobs.js
+        seq: 0,                 // requests sent (their tags: token-r<seq>)
+        orphans: [],            // requests given up on (no /m2u/accepted in time): adopted or cancelled if they show up
         unanswered: 0,          // status requests since the bridge last said anything
-        request: null,          // what the running job needs to place its result (and to regenerate)
-        chunks: null,           // /m2u/text pieces of the current job
-        noteChunks: null,       // /m2u/notes pieces of the current transcription
-        takes: [],              // /m2u/take of the current job: {path, seed}
-        analysis: {},           // /m2u/analysis summaries of the current job: input, result
+        welcomed: false,        // the bridge answered /m2u/hello
+        helloTask: null,        // repeats /m2u/hello until it does (the bridge may start after Live)
+        melodyClipId: 0,        // the Clip melody's clip (its LOM id), remembered when it was read
+        noSetPath: "",          // the Live version when it has no Song.file_path (results go to the bridge's folder)
         preview: null,          // {paths, seeds, seconds, request, current} waiting for Accept/Discard
         bridgeCaptureDir: "",   // from /m2u/welcome
         recording: null,        // {startedMs, startBeat} while [record~] runs
@@ -130,7 +133,7 @@ function resetState() {
         jobs: [],               // the job list from /m2u/jobs: {job, kind, state, prompt, seconds, created}
         pickedJob: -1,
         lastRequest: null,      // for Regenerate after Accept
-        placed: []              // results placed in the Set (for the status line and tests)
+        placed: []              // the last MAX_PLACED results placed in the Set (for the status line and tests)
     };
 }
 
@@ -174,13 +177,22 @@ function setStatus(text) {
     log(text);
 }
 
+// One OSC message to [udpsend]; never one over MAX_DATAGRAM (macOS would drop it without a word):
+// false, with the reason in the Max window, instead.
 function sendOsc(address, args) {
+    var size = oscSize(address, args || []);
+    if (size > MAX_DATAGRAM) {
+        log("not sent: " + address + " would be " + size + " bytes, over the " + MAX_DATAGRAM + "-byte UDP limit");
+        return false;
+    }
     env.outlet(OUT_OSC, [address].concat(args || []));
+    return true;
 }
 
-function defer(fn, ms) {
+function defer(fn, ms, what) {
     // Max's Task runs fn later from the low-priority queue: never inside a LOM notification.
     var task = new env.Task(fn, JS_THIS);
+    task.what = what || "";
     task.schedule(ms || 0);
     return task;
 }
@@ -260,6 +272,7 @@ function init() {
     state.ready = true;
     configureNetwork();
     hello();
+    if (!state.helloTask && !state.welcomed) state.helloTask = defer(helloRetry, HELLO_RETRY_MS, "hello");
     env.outlet(OUT_AUDIO, ["dsp", "bang"]);   // [dspstate~] answers with Live's sample rate
     setStatus("Ready: " + settings.mode + " mode, bridge " + settings.host + ":" + settings.port +
         ", replies on port " + state.port);
@@ -339,7 +352,7 @@ function media() {
     var path = maxPathToNative(joinAtoms(arguments), env.os);
     if (MIDI_EXTENSIONS.indexOf(extension(path)) >= 0) {
         settings.midiFile = path;
-        settings.melodyNotes = null;
+        settings.melodyClip = 0;
         ui("media", ["melody: " + path.substring(path.lastIndexOf("/") + 1)]);
         setStatus("Generate / edit will follow the MIDI file " + path);
         return;
@@ -381,28 +394,32 @@ function fit_tempo(v) {
     settings.fitTempo = Number(v) ? 1 : 0;
 }
 
-// Clip melody on: the selected MIDI clip's notes become the melody of the next generate / edit
-// (the server's mode melody); off: forgotten.
+// learn_steps N: the optimizer steps of the next learns (1..20000; 0 = the server's default).
+function learn_steps(v) {
+    setWhole("learnSteps", v, 0, 20000, "Learn steps must be 0 (the server's default) to 20000");
+}
+
+// Clip melody on: the notes of a MIDI clip become the melody of every generate / edit, read again at
+// each Go (so edits to the clip count): the clip selected now, else the one selected at Go. A saved
+// toggle arrives before live.thisdevice: it is only remembered then (no LiveAPI before Live is ready).
 function melody_clip(v) {
-    if (!Number(v)) {
-        settings.melodyNotes = null;
+    settings.melodyClip = Number(v) ? 1 : 0;
+    state.melodyClipId = 0;
+    if (!settings.melodyClip) {
         setStatus("No melody clip: the music follows the prompt");
         return;
     }
+    settings.midiFile = "";
+    if (!state.ready) return;
     try {
-        var read = selectedMidiNotes();
+        var read = midiClipNotes("live_set view detail_clip");
         if (!read) {
             setStatus("Select a MIDI clip first (its notes become the melody)");
             return;
         }
-        if (!read.notes.length) {
-            setStatus("The selected MIDI clip has no notes between its start and end markers");
-            return;
-        }
-        settings.melodyNotes = read.notes;
-        settings.midiFile = "";
+        state.melodyClipId = read.id;
         setStatus("Melody: " + read.notes.length + " notes of the clip '" + read.name + "' (" +
-            round3(read.seconds) + " s at " + read.tempo + " bpm)");
+            round3(read.seconds) + " s at " + read.tempo + " bpm), read again at each Go");
     } catch (e) {
         setStatus("Could not read the MIDI clip: " + e.message);
     }
@@ -459,6 +476,15 @@ function hello() {
     sendOsc("/m2u/hello", [state.port]);
 }
 
+// Until the bridge answers (it may start after Live), say hello again: its /m2u/welcome names the capture
+// folder Rec needs.
+function helloRetry() {
+    state.helloTask = null;
+    if (state.welcomed) return;
+    hello();
+    state.helloTask = defer(helloRetry, HELLO_RETRY_MS, "hello");
+}
+
 function ping() {
     sendOsc("/m2u/ping", [state.port]);
 }
@@ -469,6 +495,7 @@ function ping() {
 // them in this file's scope (docs.cycling74.com/max8/vignettes/jsrequire, "Include Usage").
 include("m2ugen_pure.js");
 include("m2ugen_set.js");
+include("m2ugen_requests.js");
 include("m2ugen_jobs.js");
 include("m2ugen_results.js");
 

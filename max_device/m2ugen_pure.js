@@ -90,3 +90,48 @@ function resultsFolder(setPath) {
 function fileUrl(path) {
     return "file://" + encodeURI(path.charAt(0) === "/" ? path : "/" + path);
 }
+
+// Bytes of a string in UTF-8 (what OSC carries).
+function utf8Length(text) {
+    try {
+        return unescape(encodeURIComponent(text)).length;
+    } catch (e) {
+        return text.length * 3;   // a lone UTF-16 half: count the worst case
+    }
+}
+
+// Bytes of the OSC message [udpsend] makes of `address args...`: the address and a type tag string,
+// each NUL-terminated and padded to 4 bytes, 4 bytes per int / float, strings like the address.
+function oscSize(address, args) {
+    var pad = function (n) { return Math.ceil((n + 1) / 4) * 4; };
+    var size = pad(utf8Length(String(address))) + pad(1 + args.length);
+    for (var i = 0; i < args.length; i++) {
+        size += typeof args[i] === "number" ? 4 : pad(utf8Length(String(args[i])));
+    }
+    return size;
+}
+
+// Song.file_path: missing in Live 11.3.25 to 11.3.41 (and not relied on before 11.3.25, which cannot
+// import results anyway); present in 11.3.42+ and 12.
+function hasSongFilePath(major, minor, bugfix) {
+    if (major !== 11) return major > 11;
+    return minor > 3 || (minor === 3 && bugfix >= 42);
+}
+
+// How a warped clip's region (start_marker..end_marker, beats) sits on its file: {span (beats),
+// seconds, markers: [[beat, second], ...] from the region's start, (0, 0) first and (span, seconds)
+// last, with the clip's warp markers between}. A result of the region's length placed with these warp
+// markers spans the same beats at the same feel (placeResult).
+function regionWarp(markers, startBeat, endBeat, tempo) {
+    var s0 = beatsToFileSeconds(startBeat, true, markers, tempo);
+    var s1 = beatsToFileSeconds(endBeat, true, markers, tempo);
+    var out = [[0, 0]];
+    for (var i = 0; i < markers.length; i++) {
+        var b = markers[i].beat_time;
+        if (b > startBeat + 1e-6 && b < endBeat - 1e-6) {
+            out.push([Math.round((b - startBeat) * 1e6) / 1e6, Math.round((markers[i].sample_time - s0) * 1e6) / 1e6]);
+        }
+    }
+    out.push([Math.round((endBeat - startBeat) * 1e6) / 1e6, Math.round((s1 - s0) * 1e6) / 1e6]);
+    return { span: endBeat - startBeat, seconds: s1 - s0, markers: out };
+}

@@ -39,16 +39,21 @@ function selectedClipRegion(ctx) {
             markers = [];
         }
     }
-    var start = beatsToFileSeconds(num(clip.get("start_marker")), warping, markers, ctx.tempo);
-    var end = beatsToFileSeconds(num(clip.get("end_marker")), warping, markers, ctx.tempo);
+    var startBeat = num(clip.get("start_marker")), endBeat = num(clip.get("end_marker"));
+    var start = beatsToFileSeconds(startBeat, warping, markers, ctx.tempo);
+    var end = beatsToFileSeconds(endBeat, warping, markers, ctx.tempo);
     var region = {
         path: path,
         start: Math.max(0, round3(start)),
         end: Math.max(0, round3(end)),
         source: "clip",
-        positionBeats: null
+        clipId: num(clip.id),     // an edit's result mutes it (placeResult)
+        arrangement: num(clip.get("is_arrangement_clip")) === 1,
+        positionBeats: null,
+        // a warped clip: how its region's seconds sit on its beats, so the result spans the same beats
+        warp: warping ? regionWarp(markers, startBeat, endBeat, ctx.tempo) : null
     };
-    if (num(clip.get("is_arrangement_clip")) === 1) region.positionBeats = num(clip.get("start_time"));
+    if (region.arrangement) region.positionBeats = num(clip.get("start_time"));
     if (!(region.end > region.start)) throw new Error("the selected clip's end marker is not after its start marker");
     return region;
 }
@@ -60,11 +65,12 @@ function parseNotes(raw) {
     return parsed.notes || [];
 }
 
-// The selected MIDI clip's notes between its start and end markers, in seconds from its start marker
-// at the song tempo (Live's tempo automation is not followed): {notes, name, seconds, tempo}, or null
-// when the selected clip is not a MIDI clip. Muted notes are left out; a note is cut at the end marker.
-function selectedMidiNotes() {
-    var clip = live("live_set view detail_clip");
+// A MIDI clip's notes between its start and end markers, in seconds from its start marker at the song
+// tempo (Live's tempo automation is not followed): {notes, name, seconds, tempo, id, positionBeats
+// (its Arrangement position, null for a Session clip)}, or null when `path` is not a MIDI clip. Muted
+// notes are left out; a note is cut at the end marker.
+function midiClipNotes(path) {
+    var clip = live(path);
     if (!clip || num(clip.id) === 0 || num(clip.get("is_midi_clip")) !== 1) return null;
     var tempo = num(live("live_set").get("tempo"));
     if (!(tempo > 0)) throw new Error("the song tempo is unknown");
@@ -83,7 +89,10 @@ function selectedMidiNotes() {
             Math.round(Number(n.pitch)), Math.max(1, Math.min(127, Math.round(Number(n.velocity))))]);
     }
     notes.sort(function (a, b) { return a[0] - b[0] || a[2] - b[2]; });
-    return { notes: notes, name: str(clip.get("name")), seconds: (end - start) * spb, tempo: tempo };
+    return {
+        notes: notes, name: str(clip.get("name")), seconds: (end - start) * spb, tempo: tempo, id: num(clip.id),
+        positionBeats: num(clip.get("is_arrangement_clip")) === 1 ? num(clip.get("start_time")) : null
+    };
 }
 
 function audioInput(ctx) {
@@ -101,9 +110,16 @@ function audioInput(ctx) {
     return null;
 }
 
-// The Set's file (for the results folder); "" when unsaved or when Live cannot say.
+// The Set's file (for the results folder); "" when unsaved or when Live cannot say. Live 11.3.25 to
+// 11.3.41 have no Song.file_path (asking only prints an error in Max): not asked there.
 function setFilePath() {
     try {
+        var v = liveVersion();
+        if (!hasSongFilePath(v.major, v.minor, v.bugfix)) {
+            state.noSetPath = v.major + "." + v.minor + "." + v.bugfix;
+            return "";
+        }
+        state.noSetPath = "";
         return str(live("live_set").get("file_path"));
     } catch (e) {
         return "";
