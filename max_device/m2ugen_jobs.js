@@ -30,9 +30,12 @@ function slotTaken(slot) {
     return true;
 }
 
-// The interactive job's lines are the status line and progress bar; the learn has its own line.
+// The interactive job's lines are the status line and progress bar; the learn has its own line, every
+// message of it naming the adapter.
 function jobStatus(job, text) {
     if (job.slot === "bg") {
+        var label = jobLabelOf(job);
+        if (text.indexOf(label) !== 0 && text.indexOf("Adapter ") !== 0) text = label + ": " + text;
         ui("learn_status", [text]);
         log(text);
     } else {
@@ -192,8 +195,7 @@ function handleAccepted(id, queuePos, tag) {
     var job = tag ? findByTag(tag) : oldestPending();
     if (job) {
         adoptJob(job, id);
-        jobStatus(job, queuePos > 0 ? "Queued at position " + queuePos : (job.slot === "bg" ? jobLabelOf(job) + ": running" :
-            "Running " + job.kind));
+        jobStatus(job, queuePos > 0 ? "Queued at position " + queuePos : (job.slot === "bg" ? "running" : "Running " + job.kind));
         return;
     }
     var orphan = null;
@@ -298,7 +300,7 @@ function handleOsc(address, args) {
     } else if (address === "/m2u/progress") {
         job.fraction = Math.max(0, Math.min(1, Number(args[1])));
         if (job.slot === "fg") ui("progress", [job.fraction]);
-        jobStatus(job, (job.slot === "bg" ? jobLabelOf(job) + ": " : "") + args[2] + " " + Math.round(100 * job.fraction) + "%");
+        jobStatus(job, args[2] + " " + Math.round(100 * job.fraction) + "%");
     } else if (address === "/m2u/text") {
         onTextChunk(job, Number(args[1]), Number(args[2]), args.length > 3 ? String(args[3]) : "");
     } else if (address === "/m2u/analysis") {
@@ -395,7 +397,7 @@ function onTextChunk(job, index, count, chunk) {
         if (job.chunks.parts[i] === undefined) return;
     }
     if (job.slot === "fg") ui("answer", [job.chunks.parts.join("")]);
-    else jobStatus(job, jobLabelOf(job) + ": " + job.chunks.parts.join("").substring(0, 200));
+    else jobStatus(job, job.chunks.parts.join("").substring(0, 200));
 }
 
 function onNotesChunk(job, index, count, chunk) {

@@ -319,6 +319,19 @@ def test_patch_routes_every_ui_message_and_mixes_the_preview():
 # end to end: the device JS under node <-> real bridge <-> real server (tiny preset)
 
 
+@pytest.fixture(scope="module")
+def melody_model():
+    """The tiny preset with MusicGen-melody's decoder: a clip melody (inputs.midi) is a mode it has."""
+    from m2ugen import M2UGen, M2UGenConfig
+
+    return M2UGen.from_config(M2UGenConfig.preset("tiny-melody"))
+
+
+@pytest.fixture
+def server_info(make_server, melody_model):
+    return make_server(melody_model, preset="tiny-melody")
+
+
 @pytest.fixture
 def bridge(server, server_info):
     """`python -m bridge_osc` on a free UDP port, connected to the test server."""

@@ -183,7 +183,9 @@ class Device {
 
     async close() {
         for (const t of Array.from(this.pendingTasks)) t.cancel();
-        if (this.udp) await this.udp.close();
+        const udp = this.udp;
+        this.udp = null;   // closing twice is harmless
+        if (udp) await udp.close();
     }
 }
 
