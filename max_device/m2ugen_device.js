@@ -5,18 +5,20 @@
 //   inlet  0 <- UI messages (mode, prompt, duration, seed, takes, gen_mode, preview, conditioning, host,
 //               port, reply_port, go, cancel, accept, regenerate, discard, play, rec, media, media_clear,
 //               refresh_jobs, pick_job, reinsert, sample_rate, ping, init, bars, loop, fit_tempo, vocoder,
-//               melody_clip, transcribe) and OSC events from
+//               melody_clip, transcribe, adapter, learn, learn_file, learn_clear, learn_name, learn_cancel,
+//               learn_steps) and OSC events from
 //               [udpreceive 0 @defer 1] ("/m2u/done job path seconds sr" ...)
 //   outlet 0 -> [udpsend]     OSC requests ("/m2u/submit generate prompt ...") and "host h" / "port p"
 //   outlet 1 -> [udpreceive]  "port p" (the reply port this device listens on)
 //   outlet 2 -> UI            "status text", "progress f", "answer text", "analysis text", "busy 0|1",
-//                             "media text", "jobs_menu clear|append label"
+//                             "media text", "jobs_menu clear|append label", "learn_status text"
 //   outlet 3 -> audio         "record 1|0" -> [record~], "buffer size|clear|crop|writewave ..." -> [buffer~],
 //                             "preview open path|1|0" -> [sfplay~ 2], "dsp bang" -> [dspstate~]
 //
 // The code is split along its seams into files this one include()s (see the end): m2ugen_pure.js (pure
-// functions), m2ugen_set.js (reading the Set), m2ugen_jobs.js (requests and bridge events),
-// m2ugen_results.js (preview and placing). Every Max global (LiveAPI, Task, Global, outlet, post,
+// functions), m2ugen_set.js (reading the Set), m2ugen_requests.js (what Go / Transcribe / Learn ask for),
+// m2ugen_jobs.js (sending requests, following their jobs, bridge events), m2ugen_results.js (preview and
+// placing). Every Max global (LiveAPI, Task, Global, outlet, post,
 // messnamed, max, this.patcher) is reached through `env`; tests run the files under node's vm with a
 // LOM stub (tests/max/harness.js), as Max's [js] runs them.
 

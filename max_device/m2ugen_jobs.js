@@ -35,7 +35,7 @@ function slotTaken(slot) {
 function jobStatus(job, text) {
     if (job.slot === "bg") {
         var label = jobLabelOf(job);
-        if (text.indexOf(label) !== 0 && text.indexOf("Adapter ") !== 0) text = label + ": " + text;
+        if (!/^(Learning|Adapter) /.test(text)) text = label + ": " + text;
         ui("learn_status", [text]);
         log(text);
     } else {

@@ -384,7 +384,10 @@ def test_end_to_end_with_real_bridge_and_server(lom_names, bridge, server, serve
     assert passed >= 9, out
     # what the device placed are real WAVs the bridge wrote from the server's bytes, next to the Set
     placed = sorted((set_dir / "Samples" / "M2UGen").glob("*.wav"))
-    assert len(placed) == 3 and all(sf.info(p).frames > 0 for p in placed), placed
+    # generate, edit and the warped edit (the cancelled clip-melody job may have finished first: it may be there)
+    for word in ("lofi", "add-drums", "add-swing"):
+        assert any(word in p.name for p in placed), (word, placed)
+    assert all(sf.info(p).frames > 0 for p in placed), placed
     assert sf.info(next(p for p in placed if "lofi" in p.name)).samplerate == 44100  # Live's rate, as asked
     jobs = dict(re.findall(r"M2U_JOB (\w+) (\w+)", out))
     with Client(server, timeout_s=10) as c:
@@ -403,8 +406,9 @@ def test_end_to_end_with_real_bridge_and_server(lom_names, bridge, server, serve
         melody = c.call("status", job=jobs["melody"]).header
         learn = c.call("status", job=jobs["learn"]).header
     # the warped clip's region went in file seconds; the results are stereo
-    assert (warped["inputs"]["audio"].get("start", 0.0), warped["inputs"]["audio"]["end"]) == (0.0, 2.0), warped["inputs"]
+    assert (warped["inputs"]["audio"].get("start") or 0.0, warped["inputs"]["audio"]["end"]) == (0.0, 2.0), warped["inputs"]
     assert warped["params"]["channels"] == 2
     # all 600 notes of the clip melody reached the job through the bridge's upload
-    assert len(melody["inputs"]["midi"]["notes"]) == 600
+    notes = melody["inputs"]["midi"]["notes"]  # the job record keeps their count
+    assert (notes if isinstance(notes, int) else len(notes)) == 600, melody["inputs"]
     assert learn["kind"] == "finetune" and learn["params"]["steps"] == 20000
