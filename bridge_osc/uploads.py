@@ -9,7 +9,7 @@ repeated piece, so a client that lost the answer can send one piece again). The 
 of options (`UPLOADABLE`); `/m2u/submit … upload <upload_id> …` then uses them as if they were given in
 the submit itself. An upload is used once; an unused or unfinished one expires after `EXPIRY_S`.
 macOS drops UDP datagrams over 9,216 bytes by default, so a client keeps each piece (with its OSC
-framing) under that; the device sends pieces of at most 4,000 bytes.
+framing) under that; the Live device sends pieces of at most 2,000 characters.
 """
 
 from __future__ import annotations
