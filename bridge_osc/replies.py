@@ -53,8 +53,15 @@ def pong(version: str, up: bool) -> Reply:
     return reply("/m2u/pong", ("s", version), ("s", "up" if up else "down"))
 
 
-def accepted(job: str, queue_position: int) -> Reply:
+def accepted(job: str, queue_position: int, tag: str = "") -> Reply:
+    """The server took the job; a request sent with a `tag` has it echoed last."""
+    if tag:
+        return reply("/m2u/accepted", ("s", job), ("i", queue_position), ("s", tag))
     return reply("/m2u/accepted", ("s", job), ("i", queue_position))
+
+
+def uploaded(upload_id: str, size: int) -> Reply:
+    return reply("/m2u/uploaded", ("s", upload_id), ("i", size))
 
 
 def queued(job: str, queue_position: int) -> Reply:

@@ -44,6 +44,8 @@ _REQUEST_OPTIONS: dict[str, tuple[str, str]] = {
     "results_dir": ("request", "s"),
     "reply_port": ("request", "i"),
     "clip": ("request", "s"),  # finetune: one training clip's path; repeat the option for each clip
+    "upload": ("request", "s"),  # options sent before in pieces (/m2u/upload; bridge_osc/uploads.py)
+    "tag": ("request", "s"),  # the client's name for this request, echoed in /m2u/accepted
 }
 REPEATABLE = ("clip",)
 # the submit's params and params.context: server/protocol.py's one parameter table
@@ -74,6 +76,7 @@ USAGE = {
     "/m2u/jobs": ",[i:limit] [i:reply_port]",
     "/m2u/result": ",s:job [s:results_dir] [i:reply_port]",
     "/m2u/learn": ",s:adapter_name s:clip_path… [i:reply_port]",
+    "/m2u/upload": ",s:upload_id i:index i:count s:chunk [i:reply_port]",
 }
 
 
@@ -108,6 +111,9 @@ class Request:
     results_dir: str | None = None  # write the result here (fetched as bytes), not the server's jobs folder
     limit: int = 20  # jobs
     clips: list[str] = field(default_factory=list)  # finetune (/m2u/learn, submit option clip): training clips
+    upload: str = ""  # submit: the id of an /m2u/upload holding more options; upload: the upload's id
+    tag: str = ""  # submit: the client's name for the request (echoed in /m2u/accepted)
+    chunk: tuple[int, int, str] | None = None  # upload: (index, count, text)
 
     def __post_init__(self) -> None:
         if not self.kind and self.op in KINDS:
@@ -154,6 +160,7 @@ def parse(message: Message) -> Request:
         "jobs": _parse_jobs,
         "result": _parse_result,
         "learn": _parse_learn,
+        "upload": _parse_upload,
     }[op]
     return parser(op, classes, list(message.args), message.tags)
 
@@ -401,6 +408,18 @@ def _parse_learn(op: str, classes: str, args: list, tags: str) -> Request:
     return request
 
 
+def _parse_upload(op: str, classes: str, args: list, tags: str) -> Request:
+    """`/m2u/upload upload_id index count chunk [reply_port]`: one piece of an upload (bridge_osc/uploads.py)."""
+    if not re.fullmatch(r"snns?n?", classes) or classes == "snnn":
+        raise _bad(op, tags, "needs the upload's id, the piece's index and count, then its text")
+    request = Request(op, upload=args[0].strip())
+    text = args[3] if len(args) > 3 and isinstance(args[3], str) else ""
+    request.chunk = (_whole(args[1], "index", op, tags), _whole(args[2], "count", op, tags), text)
+    if classes.endswith("n") and len(classes) > 3:
+        request.reply_port = _port(args[-1], op, tags)
+    return request
+
+
 def _option_value(name: str, kind: str, atom: Any, op: str, tags: str) -> Any:
     if kind == "s":
         if isinstance(atom, str) and not atom.strip():
@@ -445,10 +464,32 @@ def _parse_submit(op: str, classes: str, args: list, tags: str) -> Request:
         i += 1 + len(kinds)
         value = parsed[0] if len(parsed) == 1 else parsed
         _apply_option(request, name, where, value, op, tags)
+    check_submit(request, op, tags)
+    return request
+
+
+def apply_upload(request: Request, options: dict[str, Any]) -> None:
+    """The options of a request's upload (bridge_osc/uploads.py: `midi_notes` JSON text, `clip` paths),
+    applied and checked as if the submit had carried them; raises ArgError."""
+    op, tags = request.op, "s…"
+    if "midi_notes" in options:
+        if request.midi_notes is not None:
+            raise _bad(op, tags, "midi_notes is both in the submit and in its upload")
+        _apply_option(request, "midi_notes", "request", options["midi_notes"], op, tags)
+    for clip in options.get("clip", []):
+        _apply_option(request, "clip", "request", clip, op, tags)
+    request.upload = ""
+    check_submit(request, op, tags)
+
+
+def check_submit(request: Request, op: str, tags: str) -> None:
+    """What a submit's options must satisfy together (inputs its kind needs and accepts). While the
+    request still waits for its upload, the inputs the upload may carry are not required yet."""
+    kind = request.kind
     spec = protocol.KIND_SPECS[kind]
     if not request.prompt and spec.needs_prompt:
         raise _bad(op, tags, "option prompt is required")
-    if "audio_set" in spec.requires and not request.clips:
+    if "audio_set" in spec.requires and not request.clips and not request.upload:
         raise _bad(op, tags, f"kind {kind} needs one or more clip options (clip PATH clip PATH …)")
     if request.clips and "audio_set" not in spec.accepts:
         raise _bad(op, tags, "clip is an input of finetune only")
@@ -464,7 +505,6 @@ def _parse_submit(op: str, classes: str, args: list, tags: str) -> Request:
         raise _bad(op, tags, "give image or video, not both")
     if request.start is not None or request.end is not None:
         _crop(request, request.start or 0.0, request.end or 0.0, op, tags)
-    return request
 
 
 def _apply_option(request: Request, name: str, where: str, value: Any, op: str, tags: str) -> None:
@@ -496,6 +536,8 @@ def _apply_option(request: Request, name: str, where: str, value: Any, op: str, 
         request.midi_notes = _notes(value, op, tags)
     elif name == "clip":
         request.clips.append(value)
+    elif name in ("upload", "tag") and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise _bad(op, tags, f"{name} {value[:70]!r}: 1 to 64 letters, digits, '_', '-' or '.'")
     else:  # prompt, audio, start, end, results_dir, midi
         setattr(request, name, value)
 

@@ -24,7 +24,8 @@ from typing import Any, Callable, Protocol
 from bridge_osc import replies
 from server.jobview import JobView
 from bridge_osc.replies import Reply
-from bridge_osc.requests import SETTINGS, Request, server_params
+from bridge_osc.requests import SETTINGS, ArgError, Request, apply_upload, server_params
+from bridge_osc.uploads import UploadError, Uploads
 from bridge_osc.results import ResultsRefused, file_name, results_folder, write_result
 from server.client import Message
 
@@ -105,6 +106,7 @@ class Router:
         self.clients: collections.OrderedDict[Address, ClientState] = collections.OrderedDict()
         self.jobs: collections.OrderedDict[str, Tracked] = collections.OrderedDict()
         self.pending: dict[str, Pending] = {}
+        self.uploads = Uploads()  # /m2u/upload pieces (options too big for one datagram)
 
     # ------------------------------------------------------------------ helpers
     def reply_address(self, source: Address, reply_port: int | None) -> Address:
@@ -169,7 +171,7 @@ class Router:
         log.log(logging.DEBUG if request.op == "ping" else logging.INFO,
                 "%s:%d -> /m2u/%s %s", target[0], target[1], request.op, describe(request))
         handler = REQUESTS[request.op]
-        if request.op not in ("ping", "hello", "set") and self.link.server_up is False:
+        if request.op not in ("ping", "hello", "set", "upload") and self.link.server_up is False:
             job = request.job if request.op in ("cancel", "status", "result") else ""
             self.error(target, job, "server_unavailable",
                        f"the server at {self.link.server_endpoint_text()} is not answering; the bridge retries every "
@@ -223,8 +225,24 @@ class Router:
     def _on_jobs(self, request: Request, target: Address, client: ClientState) -> None:
         self.ask_server("jobs", target, "jobs", request=request, fields={"limit": request.limit})
 
+    def _on_upload(self, request: Request, target: Address, client: ClientState) -> None:
+        index, count, text = request.chunk
+        try:
+            size = self.uploads.add(target, request.upload, index, count, text)
+        except UploadError as e:
+            self.error(target, "", e.code, e.message)
+            return
+        if size is not None:
+            self.send(target, replies.uploaded(request.upload, size))
+
     def _on_submit(self, request: Request, target: Address, client: ClientState) -> None:
         """generate / edit / ask / submit: resolve the audio reference, then submit."""
+        if request.upload:  # options sent before in pieces (/m2u/upload)
+            try:
+                apply_upload(request, self.uploads.take(target, request.upload))
+            except (UploadError, ArgError) as e:
+                self.error(target, request.tag, e.code, e.message)
+                return
         folder = self._results_dir(target, request.results_dir)
         if folder is False:
             return
@@ -306,6 +324,8 @@ class Router:
             if tracked is not None:
                 tracked.fetching = False
         job = str(header.get("job") or (pending.job if pending.job_bound else ""))
+        if not job and pending.what == "submit" and pending.request is not None:
+            job = pending.request.tag  # a refused request is named by its tag, when it has one
         self.error(pending.target, job, code, text)
         if pending.what == "subscribe" and pending.job in self.jobs:
             view = self.jobs[pending.job].view
@@ -334,7 +354,7 @@ class Router:
         client = self.client_state(target)
         client.jobs.append(job)
         del client.jobs[:-MAX_JOBS_PER_CLIENT]
-        self.send(target, replies.accepted(job, view.queue_position))
+        self.send(target, replies.accepted(job, view.queue_position, request.tag if request else ""))
 
     def _reply_status(self, pending: Pending, message: Message) -> None:
         self._outcome_from_record(pending.target, pending.job, message.header, with_status=True)
@@ -566,6 +586,7 @@ REQUESTS: dict[str, Handler] = {
     "ask": Router._on_submit,
     "submit": Router._on_submit,
     "learn": Router._on_submit,
+    "upload": Router._on_upload,
     "cancel": Router._on_job_op,
     "status": Router._on_job_op,
     "result": Router._on_result,

@@ -211,8 +211,9 @@
 					"id": "obj-21",
 					"maxclass": "newobj",
 					"numinlets": 2,
-					"numoutlets": 7,
+					"numoutlets": 8,
 					"outlettype": [
+						"",
 						"",
 						"",
 						"",
@@ -227,7 +228,7 @@
 						190,
 						22
 					],
-					"text": "route status progress answer analysis media jobs_menu"
+					"text": "route status progress answer analysis media jobs_menu learn_status"
 				}
 			},
 			{
@@ -2892,6 +2893,94 @@
 						16
 					]
 				}
+			},
+			{
+				"box": {
+					"id": "obj-200",
+					"maxclass": "comment",
+					"text": "Learn: idle",
+					"fontsize": 10.0,
+					"linecount": 2,
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						1720,
+						260,
+						200,
+						30
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						800,
+						92,
+						134,
+						36
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-201",
+					"maxclass": "newobj",
+					"text": "prepend set",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1720,
+						230,
+						80,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-202",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						1820,
+						180,
+						40,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						868,
+						130,
+						66,
+						16
+					],
+					"text": "Stop learn"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-203",
+					"maxclass": "message",
+					"text": "learn_cancel",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1820,
+						204,
+						80,
+						22
+					]
+				}
 			}
 		],
 		"lines": [
@@ -4295,6 +4384,54 @@
 					],
 					"source": [
 						"obj-169",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-201",
+						0
+					],
+					"source": [
+						"obj-21",
+						6
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-200",
+						0
+					],
+					"source": [
+						"obj-201",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-203",
+						0
+					],
+					"source": [
+						"obj-202",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-203",
 						0
 					]
 				}

@@ -6,7 +6,8 @@ An .amxd is a row of chunks, each `[4-byte tag][uint32 little-endian size][data]
     meta  4 bytes  uint32 LE, 1 (the value unfrozen devices saved by Max carry)
     ptch  n bytes  the patcher JSON (UTF-8), NUL-terminated
 
-The device is unfrozen: m2ugen_device.js is copied next to the .amxd, where Max finds it. The output
+The device is unfrozen: m2ugen_device.js and the files it include()s are copied next to the .amxd,
+where Max finds them (the search path starts with the device's folder). The output
 depends only on the two source files (no time stamps), so two builds are byte-identical.
 
     python max_device/build_amxd.py [--out max_device/build/M2UGen.amxd]
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import struct
 import sys
@@ -55,6 +57,26 @@ def referenced_js(doc: dict) -> list[str]:
     return out
 
 
+INCLUDE = re.compile(r'^include\("([^"]+)"\);', re.M)
+
+
+def js_files(doc: dict, folder: Path) -> list[str]:
+    """Every JS file the device needs: each [js file.js] and, recursively, what it include()s."""
+    out: list[str] = []
+    todo = referenced_js(doc)
+    while todo:
+        name = todo.pop(0)
+        if name in out:
+            continue
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"the patcher uses [js {name}] but {path} does not exist" if not out
+                             else f"a device file includes {name} but {path} does not exist")
+        out.append(name)
+        todo += INCLUDE.findall(path.read_text(encoding="utf-8"))
+    return out
+
+
 def amxd_bytes(doc: dict, device_type: str = "audio_effect") -> bytes:
     ptch = json.dumps(doc, indent="\t", ensure_ascii=False).encode("utf-8") + b"\x00"
     return (chunk(b"ampf", DEVICE_TYPES[device_type])
@@ -64,12 +86,10 @@ def amxd_bytes(doc: dict, device_type: str = "audio_effect") -> bytes:
 
 def build(out: Path, patcher: Path = PATCHER) -> Path:
     doc = load_patcher(patcher)
-    for name in referenced_js(doc):
-        if not (patcher.parent / name).is_file():
-            raise ValueError(f"the patcher uses [js {name}] but {patcher.parent / name} does not exist")
+    files = js_files(doc, patcher.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(amxd_bytes(doc))
-    for name in referenced_js(doc):
+    for name in files:
         shutil.copyfile(patcher.parent / name, out.parent / name)
     return out
 

@@ -8,26 +8,15 @@ const os = require("os");
 const path = require("path");
 const dgram = require("dgram");
 const { World, makeLiveAPI, loadNames } = require("./lom_stub");
-const { Device, DEVICE_JS, parseSubmit } = require("./harness");
+const { Device, DEVICE_JS, deviceFiles, parseSubmit, ready, calls, sleep } = require("./harness");
 const osc = require("./osc");
-const pure = require(DEVICE_JS);
+// the device's global scope, as Max's [js] holds it: its pure functions are tested from there
+const pure = new Device(new World()).sandbox;
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "m2u-max-"));
 const RESULT = path.join(TMP, "result.wav");
 fs.writeFileSync(RESULT, "RIFF"); // the stub only checks that the file exists
 
-// A loaded device; preview off (results placed at once) unless a test turns it on.
-function ready(options, deviceOptions) {
-    const world = new World(options);
-    const dev = new Device(world, deviceOptions);
-    dev.send("preview", 0);
-    dev.send("init");
-    return { world, dev };
-}
-
-function calls(world, name) {
-    return world.log.filter((e) => e.op === "call" && e.name === name);
-}
 
 async function freePort() {
     const s = dgram.createSocket("udp4");
@@ -35,10 +24,6 @@ async function freePort() {
     const p = s.address().port;
     await new Promise((r) => s.close(r));
     return p;
-}
-
-function sleep(ms) {
-    return new Promise((r) => setTimeout(r, ms));
 }
 
 async function runJob(dev, job, donePath) {
@@ -58,8 +43,11 @@ test("device JS parses as ES5 (SpiderMonkey 1.8.5 in Max's [js])", () => {
     } catch (e) {
         throw new Error("acorn is missing: run `npm install` in max_device/ (./dev setup does it)");
     }
-    const src = fs.readFileSync(DEVICE_JS, "utf8");
-    assert.doesNotThrow(() => acorn.parse(src, { ecmaVersion: 5, sourceType: "script" }));
+    assert.ok(deviceFiles().length >= 5, "the device and the files it includes");
+    for (const file of deviceFiles()) {
+        const src = fs.readFileSync(file, "utf8");
+        assert.doesNotThrow(() => acorn.parse(src, { ecmaVersion: 5, sourceType: "script" }), file);
+    }
     assert.throws(() => acorn.parse("let x = 1;", { ecmaVersion: 5 }), /reserved|Unexpected/);
 });
 
@@ -156,8 +144,9 @@ test("generate: one /m2u/submit carries context, options and a loop-length durat
         prompt: "lofi piano with vinyl", duration: 4, // 8 beats at 120 bpm = 4 s
         seed: 42, takes: 3, mode: "continue", conditioning: "embedding", bpm: 120, time_signature: [4, 4],
         results_dir: "user", reply_port: 9101, sample_rate: 48000, project_sample_rate: 48000,
-        vocoder: "encodec", bars: 0, loop: 0, fit_tempo: 0,
+        vocoder: "encodec", bars: 0, loop: 0, fit_tempo: 0, channels: 2, tag: dev.lastSubmit().options.tag,
     } });
+    assert.match(dev.lastSubmit().options.tag, /^m2u-\d+-\d+-r1$/, "every request names itself");
     assert.match(dev.lastStatus(), /Sent generate, seed 42, 3 takes/);
     dev.send("go");
     assert.match(dev.lastStatus(), /A job is running/);
@@ -349,7 +338,7 @@ test("placement is deferred: nothing changes the Set inside the /m2u/done handle
     dev.receive("/m2u/done", ["j4", RESULT, 1.0, 32000]);
     world.inNotification = false;
     assert.equal(calls(world, "create_audio_track").length, 0);
-    assert.equal(dev.pendingTasks.size, 1);
+    assert.equal(dev.jobTasks().length, 1);
     return sleep(20).then(() => {
         assert.equal(calls(world, "create_audio_track").length, 1);
         return dev.close();
@@ -421,16 +410,19 @@ test("cancel sends /m2u/cancel and clears the device at once (no bridge needed t
     assert.deepEqual(dev.osc().pop(), ["/m2u/cancel", "j8", 9101]);
     assert.match(dev.lastStatus(), /Cancelled j8/);
     assert.deepEqual(dev.ui("busy").pop(), [0]);
-    assert.equal(dev.sandbox.state.job, "");
-    assert.equal(dev.pendingTasks.size, 0, "no poll or watchdog left running");
+    assert.equal(dev.sandbox.state.slots.fg, null);
+    assert.equal(dev.jobTasks().length, 0, "no poll or watchdog left running");
     dev.receive("/m2u/done", ["j8", RESULT, 1.0, 32000]); // a late outcome of the cancelled job: ignored
     await sleep(20);
     assert.equal(calls(world, "create_audio_track").length, 0);
     dev.send("go"); // and the device takes a new request right away
     assert.match(dev.lastStatus(), /Sent generate/);
-    dev.send("cancel"); // cancelling before /m2u/accepted: "last", and the watchdog stops too
-    assert.deepEqual(dev.osc().pop(), ["/m2u/cancel", "last", 9101]);
-    assert.equal(dev.pendingTasks.size, 0);
+    const tag = dev.lastSubmit().options.tag;
+    dev.send("cancel"); // cancelling before /m2u/accepted: the watchdog stops, the job is cancelled once named
+    assert.equal(dev.osc().pop()[0], "/m2u/submit", "no blind cancel of 'last' (it could hit a running learn)");
+    assert.equal(dev.jobTasks().length, 0);
+    dev.receive("/m2u/accepted", ["j9", 0, tag]);
+    assert.deepEqual(dev.osc().pop(), ["/m2u/cancel", "j9", 9101]);
     await dev.close();
 });
 
@@ -588,7 +580,7 @@ test("polling gives up when the bridge disappears: a clear message and the devic
     assert.match(dev.lastStatus(), /The bridge stopped answering \(3 status requests unanswered\): gave up waiting for job j10/);
     assert.equal(dev.osc().filter((m) => m[0] === "/m2u/status").length, 3);
     assert.deepEqual(dev.ui("busy").pop(), [0]);
-    assert.equal(dev.pendingTasks.size, 0);
+    assert.equal(dev.jobTasks().length, 0);
     dev.send("go");
     assert.match(dev.lastStatus(), /Sent generate/);
     await dev.close();
@@ -605,7 +597,7 @@ test("a status reply resets the count: a slow job on a live bridge is not given 
         dev.receive("/m2u/status", ["j11", "running", 0.1 * i, "generating", 0]);
     }
     assert.doesNotMatch(dev.lastStatus(), /stopped answering/);
-    assert.equal(dev.sandbox.state.job, "j11");
+    assert.equal(dev.sandbox.state.slots.fg.id, "j11");
     await dev.close();
 });
 
@@ -651,7 +643,8 @@ test("preview: Discard places nothing; Regenerate sends the same request with th
     dev.send("regenerate");
     const again = dev.lastSubmit();
     assert.equal(again.options.seed, 9); // 7 + 2 takes: new seeds, nothing repeated
-    assert.deepEqual({ ...again.options, seed: 0 }, { ...first.options, seed: 0 });
+    assert.deepEqual({ ...again.options, seed: 0, tag: "" }, { ...first.options, seed: 0, tag: "" });
+    assert.notEqual(again.options.tag, first.options.tag);
     takesDone(dev, "p3", [RESULT], 2.0);
     dev.send("discard");
     assert.match(dev.lastStatus(), /^Discarded \(the file stays in /);
@@ -685,15 +678,16 @@ test("takes in the session: consecutive clip slots from the selected scene, scen
     await dev.close();
 });
 
-test("takes in the arrangement: one after another from the position (length at the Set's tempo)", async () => {
+test("takes in the arrangement: alternatives at the position, each on its own track", async () => {
     const { world, dev } = ready({ deviceTrack: 1, view: "Arranger", tempo: 120, loop: 1, loopStart: 8 });
     dev.send("takes", 2);
     dev.send("prompt", "drums");
     dev.send("go");
-    takesDone(dev, "t2", [RESULT, RESULT], 2.0); // 2 s at 120 bpm = 4 beats
+    takesDone(dev, "t2", [RESULT, RESULT], 2.0);
     await sleep(20);
     assert.deepEqual(calls(world, "create_audio_clip").map((c) => [c.path, c.args[1]]),
-        [["live_set tracks 2", 8], ["live_set tracks 2", 12]]);
+        [["live_set tracks 2", 8], ["live_set tracks 3", 8]]);
+    assert.match(dev.lastStatus(), /Placed 2 takes on tracks 3-4 at beat 8 \(takes 2-2 muted\)/);
     await dev.close();
 });
 
@@ -792,20 +786,27 @@ test("Clip melody: the selected MIDI clip's notes (get_notes_extended, beats -> 
     assert.deepEqual(calls(world, "get_notes_extended")[0].args, [0, 128, 0, 4]);
     dev.send("mode", 2);
     dev.send("prompt", "strings");
+    // the notes go as an upload (/m2u/upload pieces), the submit names it once the bridge has it all
+    const uploaded = () => {
+        const pieces = dev.osc().filter((m) => m[0] === "/m2u/upload");
+        const id = pieces[pieces.length - 1][1];
+        const mine = pieces.filter((p) => p[1] === id).sort((a, b) => a[2] - b[2]);
+        dev.receive("/m2u/uploaded", [id, 1]);
+        return JSON.parse(mine.map((p) => p[4]).join("")).midi_notes;
+    };
     dev.send("go");
+    assert.deepEqual(uploaded(), [[0, 0.5, 60, 100], [0.5, 1, 64, 90], [1.75, 2, 67, 80]]);
     const o = dev.lastSubmit().options;
-    assert.deepEqual(JSON.parse(o.midi_notes), [[0, 0.5, 60, 100], [0.5, 1, 64, 90], [1.75, 2, 67, 80]]);
-    assert.equal(o.midi, undefined);
+    assert.ok(o.upload && o.midi_notes === undefined && o.midi === undefined);
     dev.send("cancel");
     // another tempo: other seconds (the notes are in beats)
     world.song.values.tempo = 60;
-    dev.send("melody_clip", 1);
     dev.send("go");
-    assert.deepEqual(JSON.parse(dev.lastSubmit().options.midi_notes)[1], [1, 2, 64, 90]);
+    assert.deepEqual(uploaded()[1], [1, 2, 64, 90]);
     dev.send("cancel");
     dev.send("melody_clip", 0);
     dev.send("go");
-    assert.equal(dev.lastSubmit().options.midi_notes, undefined);
+    assert.equal(dev.lastSubmit().options.upload, undefined);
     return dev.close();
 });
 
@@ -829,7 +830,7 @@ test("transcribe: the audio clip -> /m2u/submit transcribe -> the notes as a new
     const sent = dev.lastSubmit();
     assert.equal(sent.kind, "transcribe");
     assert.deepEqual(sent.options, { audio: RESULT, start: 0.5, end: 2.5, bpm: 120, time_signature: [4, 4],
-        results_dir: "user", reply_port: 9101 });
+        results_dir: "user", reply_port: 9101, tag: sent.options.tag });
     const notes = [[0, 0.5, 60, 100, 0], [0.5, 1.25, 64, 90, 0], [0, 2, 48, 80, 1]];
     const text = JSON.stringify(notes);
     dev.receive("/m2u/accepted", ["t1", 0]);
@@ -840,8 +841,8 @@ test("transcribe: the audio clip -> /m2u/submit transcribe -> the notes as a new
     dev.receive("/m2u/done", ["t1", "/Users/me/Music/M2UGen/x.mid", 2.0, 0]);
     assert.equal(world.song.values.tracks.length, before, "nothing placed inside the /m2u/done handler");
     await sleep(20);
-    assert.equal(calls(world, "create_midi_track").length, 1);
-    assert.deepEqual(calls(world, "create_midi_track")[0].args, [2]); // right after the device's track (1)
+    // melody (channel 0) and chords (channel 1) each on a MIDI track right after the device's track (1)
+    assert.deepEqual(calls(world, "create_midi_track").map((c) => c.args), [[2], [3]]);
     const track = world.song.values.tracks[2];
     assert.equal(track.values.has_midi_input, 1);
     const slot = track.values.clip_slots[2]; // the selected scene
@@ -849,9 +850,12 @@ test("transcribe: the audio clip -> /m2u/submit transcribe -> the notes as a new
     assert.deepEqual(calls(world, "create_clip")[0].args, [4]); // 2 s at 120 bpm = 4 beats
     const clip = slot.values.clip;
     assert.deepEqual(clip.values.notes.map((n) => [n.pitch, n.start_time, n.duration, n.velocity]),
-        [[60, 0, 1, 100], [64, 1, 1.5, 90], [48, 0, 4, 80]]);
-    assert.equal(clip.values.name, "M2UGen transcription t1");
-    assert.match(dev.lastStatus(), /Placed 3 notes on MIDI track 3/);
+        [[60, 0, 1, 100], [64, 1, 1.5, 90]]);
+    assert.equal(clip.values.name, "M2UGen melody t1");
+    const chords = world.song.values.tracks[3].values.clip_slots[2].values.clip;
+    assert.deepEqual(chords.values.notes.map((n) => [n.pitch, n.start_time, n.duration, n.velocity]), [[48, 0, 4, 80]]);
+    assert.equal(chords.values.name, "M2UGen chords t1");
+    assert.match(dev.lastStatus(), /Placed 2 melody notes and 1 chords notes on MIDI tracks 3-4 \(scene 3\)/);
     return dev.close();
 });
 
@@ -887,19 +891,19 @@ test("learn sends the dropped audio files to /m2u/learn with the adapter's name 
     assert.equal(dev.osc().filter((m) => m[0] === "/m2u/learn").length, 0);
     dev.send("learn_name", "my_style");
     dev.send("learn");
-    const sent = dev.osc().filter((m) => m[0] === "/m2u/learn");
-    assert.deepEqual(sent, [["/m2u/learn", "my_style", "/Users/me/loops/a.wav", "/Users/me/loops/b.aif", 9101]]);
-    assert.match(dev.lastStatus(), /Learning adapter my_style from 2 file/);
-    dev.send("go");
-    assert.match(dev.lastStatus(), /A job is running/);
-    dev.receive("/m2u/accepted", ["ft1", 0]);
+    const sent = dev.lastSubmit();
+    assert.equal(sent.kind, "finetune");
+    assert.deepEqual([sent.options.adapter_name, sent.options.clip, sent.options.reply_port],
+        ["my_style", ["/Users/me/loops/a.wav", "/Users/me/loops/b.aif"], 9101]);
+    const learnStatus = () => String(dev.ui("learn_status").pop()[0]);
+    assert.match(learnStatus(), /Learning adapter my_style from 2 file/);
+    dev.receive("/m2u/accepted", ["ft1", 0, sent.options.tag]);
     dev.receive("/m2u/progress", ["ft1", 0.25, "training"]);
-    assert.match(dev.lastStatus(), /training 25%/);
+    assert.match(learnStatus(), /training 25%/);
     dev.receive("/m2u/done", ["ft1", "", 0, 0]);
     await sleep(20);
-    assert.match(dev.lastStatus(), /Adapter my_style learnt/);
-    assert.equal(dev.ui("busy").pop()[0], 0);
-    assert.equal(dev.osc().filter((m) => m[0] === "/m2u/submit").length, 0); // nothing was placed or submitted
+    assert.match(learnStatus(), /Adapter my_style learnt/);
+    assert.equal(dev.osc().filter((m) => m[0] === "/m2u/submit").length, 1); // nothing was placed or submitted after it
     dev.send("learn_clear");
     dev.send("learn");
     assert.match(dev.lastStatus(), /drop audio files on the learn area, or select an audio clip/);
@@ -910,7 +914,8 @@ test("learn without dropped files uses the selected audio clip's file", () => {
     const { world, dev } = ready();
     world.selectAudioClip({ file_path: "/Users/me/loops/drums.wav", warping: 0, start_marker: 0, end_marker: 2 }, { track: 0 });
     dev.send("learn", "drums");
-    assert.deepEqual(dev.osc().filter((m) => m[0] === "/m2u/learn").pop(), ["/m2u/learn", "drums", "/Users/me/loops/drums.wav", 9101]);
+    const o = dev.lastSubmit().options;
+    assert.deepEqual([o.adapter_name, o.clip], ["drums", "/Users/me/loops/drums.wav"]);
     return dev.close();
 });
 

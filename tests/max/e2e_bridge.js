@@ -5,6 +5,7 @@
 "use strict";
 
 const test = require("node:test");
+const { after } = require("node:test");
 const assert = require("node:assert/strict");
 const fs = require("fs");
 const path = require("path");
@@ -32,9 +33,16 @@ async function freePort() {
     return p;
 }
 
+// every device is closed at the end, also after a failed test (its sockets would keep node running)
+const devices = [];
+after(async () => {
+    for (const d of devices) await d.close();
+});
+
 async function startDevice(worldOptions, previewOn) {
     const world = new World(Object.assign({ setPath: path.join(SET_DIR, "Song.als") }, worldOptions));
     const dev = new Device(world);
+    devices.push(dev);
     const udp = await dev.connectUdp();
     dev.send("port", BRIDGE_PORT);
     dev.send("reply_port", await freePort());
@@ -157,15 +165,91 @@ test("transcribe the selected clip: the notes come back through the bridge as a 
     const { world, dev, udp } = await startDevice({ deviceTrack: 0, view: "Session", selectedScene: 0, tempo: 120 });
     world.selectAudioClip({ file_path: CLIP, warping: 0, start_marker: 0, end_marker: 2 }, { track: 0, slot: 0 });
     dev.send("transcribe");
-    await udp.waitFor(() => /Placed \d+ notes|Error |Live could not|did not all arrive/.test(dev.lastStatus()),
+    await udp.waitFor(() => /Placed \d+ melody notes|Error |Live could not|did not all arrive/.test(dev.lastStatus()),
         JOB_TIMEOUT_MS, "the transcription");
-    assert.match(dev.lastStatus(), /^Placed \d+ notes on MIDI track 2/);
+    assert.match(dev.lastStatus(), /^Placed \d+ melody notes.* on MIDI tracks? 2/);
     const done = udp.received.find((m) => m.address === "/m2u/done");
     assert.equal(path.dirname(done.args[1]), RESULTS_DIR);
     assert.ok(done.args[1].endsWith(".mid") && fs.existsSync(done.args[1]), "the .mid is kept next to the Set");
-    assert.deepEqual(calls(world, "create_midi_track").map((c) => c.args), [[1]]);
+    assert.deepEqual(calls(world, "create_midi_track")[0].args, [1]);   // the melody; the chords (if any) after it
     const clip = world.song.values.tracks[1].values.clip_slots[0].values.clip;
     assert.ok(clip.values.notes.some((n) => n.pitch === 69), "the 440 Hz clip is an A4");
     console.log("M2U_JOB transcribe " + done.args[0]);
+    await dev.close();
+});
+
+// The WAV header's channel count (bytes 22-23 of the fmt chunk at the start).
+function wavChannels(file) {
+    const h = fs.readFileSync(file).subarray(0, 64);
+    const fmt = h.indexOf("fmt ");
+    return h.readUInt16LE(fmt + 10);
+}
+
+test("edit of a clip warped 120 -> 100 BPM: file seconds sent, a stereo result warped over the clip's 4 beats", async () => {
+    // the 2 s file is a 120 BPM loop: its warp markers say 4 beats = 2 s; the Set plays at 100 BPM
+    const { world, dev, udp } = await startDevice({ deviceTrack: 0, view: "Arranger", tempo: 100 });
+    const source = world.selectAudioClip({
+        file_path: CLIP, warping: 1, start_marker: 0, end_marker: 4, start_time: 8,
+        warp_markers: JSON.stringify({ warp_markers: [{ beat_time: 0, sample_time: 0 }, { beat_time: 4, sample_time: 2 }] }),
+    }, { track: 0 });
+    dev.send("mode", "edit");
+    dev.send("prompt", "add", "swing");
+    dev.send("go");
+    const sent = dev.lastSubmit().options;
+    assert.deepEqual([sent.start, sent.end, sent.channels], [0, 2, 2]);
+    await udp.waitFor(finished(dev), JOB_TIMEOUT_MS, "the warped edit");
+    assert.match(dev.lastStatus(), /Placed on track 2 at beat 8.*source clip muted/);
+    const done = udp.received.find((m) => m.address === "/m2u/done");
+    assert.equal(wavChannels(done.args[1]), 2, "a stereo result");
+    const clip = world.song.values.tracks[1].values.arrangement_clips[0];
+    assert.equal(clip.values.warping, 1);
+    const span = Number(world.getValue(clip, "end_time")[0]) - Number(world.getValue(clip, "start_time")[0]);
+    assert.ok(Math.abs(span - 4) < 1e-6, `the result spans ${span} beats of the Set (the source's 4), not 3.33`);
+    assert.equal(source.values.muted, 1);
+    assert.deepEqual(dev.dropped, []);
+    console.log("M2U_JOB warped " + done.args[0]);
+    await dev.close();
+});
+
+test("a 600-note clip melody reaches the job through an upload (no datagram over 9,216 bytes)", async () => {
+    const { world, dev, udp } = await startDevice({ deviceTrack: 0, view: "Session", tempo: 120 });
+    const notes = [];
+    for (let i = 0; i < 600; i++) notes.push({ pitch: 48 + (i % 24), start_time: i * 0.25, duration: 0.2, velocity: 90, mute: 0 });
+    world.selectMidiClip(notes, { name: "long line", start_marker: 0, end_marker: 150 });
+    dev.send("melody_clip", 1);
+    dev.send("mode", "generate");
+    dev.send("duration", 2);
+    dev.send("prompt", "strings");
+    dev.send("go");
+    await udp.waitFor(() => udp.received.some((m) => m.address === "/m2u/accepted" || m.address === "/m2u/error"),
+        30000, "the request's answer");
+    assert.deepEqual(dev.dropped, [], "every datagram fits macOS's limit");
+    assert.ok(dev.osc().filter((m) => m[0] === "/m2u/upload").length >= 3);
+    const accepted = udp.received.find((m) => m.address === "/m2u/accepted");
+    assert.ok(accepted, "accepted: " + JSON.stringify(udp.received.filter((m) => m.address === "/m2u/error").map((m) => m.args)));
+    assert.equal(accepted.args[2], dev.lastSubmit().options.tag, "the bridge names the request");
+    console.log("M2U_JOB melody " + accepted.args[0]);
+    dev.send("cancel");
+    await dev.close();
+});
+
+test("a Learn runs in the background while an Ask is sent, answered and shown", async () => {
+    const { world, dev, udp } = await startDevice({ deviceTrack: 0 });
+    world.selectAudioClip({ file_path: CLIP, warping: 0, start_marker: 0, end_marker: 2 }, { track: 0, slot: 0 });
+    dev.send("learn_steps", 20000);   // long enough to be running all through the ask
+    dev.send("learn", "e2e_style");
+    await udp.waitFor(() => dev.sandbox.state.slots.bg && dev.sandbox.state.slots.bg.id, 30000, "the learn's job");
+    const learnJob = dev.sandbox.state.slots.bg.id;
+    dev.send("mode", "ask");
+    dev.send("prompt", "what", "is", "this?");
+    dev.send("go");
+    assert.equal(dev.lastSubmit().kind, "ask", "Ask is not locked by the running Learn");
+    await udp.waitFor(finished(dev), JOB_TIMEOUT_MS, "the ask");
+    assert.match(dev.lastStatus(), /^Answer ready/);
+    assert.ok(dev.sandbox.state.slots.bg && dev.sandbox.state.slots.bg.id === learnJob, "the learn was still running");
+    assert.match(String(dev.ui("learn_status").pop()[0]), /e2e_style/);
+    dev.send("learn_cancel");
+    assert.deepEqual(dev.osc().pop(), ["/m2u/cancel", learnJob, dev.sandbox.state.port]);
+    console.log("M2U_JOB learn " + learnJob);
     await dev.close();
 });

@@ -8,9 +8,20 @@ const path = require("path");
 const vm = require("vm");
 const dgram = require("dgram");
 const osc = require("./osc");
-const { makeLiveAPI } = require("./lom_stub");
+const { World, makeLiveAPI } = require("./lom_stub");
 
-const DEVICE_JS = path.join(__dirname, "..", "..", "max_device", "m2ugen_device.js");
+const MAX_DIR = path.join(__dirname, "..", "..", "max_device");
+const DEVICE_JS = path.join(MAX_DIR, "m2ugen_device.js");
+
+// Every file of the device: m2ugen_device.js and what it include()s (in order).
+function deviceFiles() {
+    const main = fs.readFileSync(DEVICE_JS, "utf8");
+    const names = [];
+    const re = /^include\("([^"]+)"\);/gm;
+    let m;
+    while ((m = re.exec(main)) !== null) names.push(path.join(MAX_DIR, m[1]));
+    return [DEVICE_JS].concat(names);
+}
 
 // Max's Task: new Task(fn, thisobj); schedule(ms); cancel(). Runs from node's timers.
 function makeTask(pending) {
@@ -28,6 +39,8 @@ function makeTask(pending) {
             self.timer = null;
             self.fn.call(self.thisobj);
         }, ms || 0);
+        // a device left running by a failed test (e.g. its hello retries) must not keep node alive
+        if (this.timer.unref) this.timer.unref();
     };
     Task.prototype.cancel = function () {
         if (this.timer) clearTimeout(this.timer);
@@ -37,17 +50,24 @@ function makeTask(pending) {
     return Task;
 }
 
+// macOS caps UDP datagrams at 9,216 bytes by default (sysctl net.inet.udp.maxdgram;
+// ExistentialAudio/SwiftOSC#16, shared/docs/daw-bridges.md §4.3): sendto() fails with EMSGSIZE ("Message
+// too long", AbletonOSC#88) and [udpsend] only posts an error -- the message is lost. The harness does the
+// same with every OSC message the device sends, UDP connected or not.
+const MAX_DATAGRAM = 9216;
+
 class Device {
     constructor(world, options) {
         const o = options || {};
         this.world = world;
         this.outlets = [[], [], [], []];   // every message per outlet, as atom arrays
         this.posts = [];
+        this.dropped = [];                 // OSC messages over MAX_DATAGRAM: {address, bytes}, never delivered
         this.messnamed = [];
         this.pendingTasks = new Set();
         this.thisDevice = o.thisDevice || world.device; // a second device: world.addDevice(track)
         this.sandbox = {
-            LiveAPI: makeLiveAPI(world, this.thisDevice),
+            LiveAPI: this._gatedLiveAPI(makeLiveAPI(world, this.thisDevice)),
             Task: makeTask(this.pendingTasks),
             // Max's Global: every [js] that names it sees the same object
             Global: function Global(name) { return world.globals[name] || (world.globals[name] = {}); },
@@ -57,6 +77,14 @@ class Device {
             max: { os: o.os || "macintosh" },
             patcher: { filepath: o.patcherPath === undefined ? "Macintosh HD:/Users/me/Music/M2UGen/M2UGen.amxd" : o.patcherPath },
             messagename: "",
+            // Max's JS include(file): the file's code runs in the including script's global scope
+            // (docs.cycling74.com/max8/vignettes/jsrequire); Max finds it in the search path, which
+            // starts with the device's own folder.
+            include: (name) => {
+                const file = path.join(MAX_DIR, String(name));
+                if (!fs.existsSync(file)) throw new Error(`include: ${name} is not next to the device`);
+                vm.runInContext(fs.readFileSync(file, "utf8"), this.sandbox, { filename: file });
+            },
             JSON, Math, Date, Number, String, Array, Error, RegExp, parseInt, encodeURI,
         };
         vm.createContext(this.sandbox);
@@ -64,8 +92,29 @@ class Device {
         this.udp = null;
     }
 
+    // Before live.thisdevice has banged, Max refuses LiveAPI: it prints "Live API is not initialized, use
+    // live.thisdevice to determine when initialization is complete" and the object points nowhere
+    // (docs.cycling74.com, live.thisdevice / JS Live API). The patch sends "init" on that bang.
+    _gatedLiveAPI(LiveAPI) {
+        const dev = this;
+        function Gated(a, b) {
+            if (!dev.liveReady) {
+                dev.world.maxConsole.push("Live API is not initialized, use live.thisdevice to determine when initialization is complete");
+                return new LiveAPI("");
+            }
+            return new LiveAPI(a, b);
+        }
+        return Gated;
+    }
+
+    // What Max printed about LiveAPI misuse (before live.thisdevice, properties this Live lacks).
+    get liveErrors() {
+        return this.world.maxConsole;
+    }
+
     // a message into the [js] inlet, e.g. send("mode", 2), send("prompt", "dark", "ambient")
     send(name, ...args) {
+        if (name === "init") this.liveReady = true;   // [live.thisdevice] banged
         const fn = this.sandbox[name];
         if (typeof fn !== "function") throw new Error(`the device JS has no handler '${name}'`);
         this.sandbox.messagename = name;
@@ -79,8 +128,30 @@ class Device {
     }
 
     _outlet(index, atoms) {
+        if (index === 0 && String(atoms[0]).charAt(0) === "/") {
+            const bytes = osc.encode(String(atoms[0]), atoms.slice(1)).length;
+            if (bytes > MAX_DATAGRAM) {
+                this.dropped.push({ address: String(atoms[0]), bytes });
+                this.posts.push(`udpsend: sendto: Message too long (${bytes} bytes)`);
+                return;
+            }
+        }
         this.outlets[index].push(atoms);
         if (this.udp) this.udp.route(index, atoms);
+    }
+
+    // Scheduled Tasks that follow jobs (watchdogs, polls), not the hello retries before the bridge answers.
+    jobTasks() {
+        return Array.from(this.pendingTasks).filter((t) => t.what !== "hello");
+    }
+
+    // Run every scheduled Task now (what Max's scheduler does when their time comes), e.g. a timeout.
+    fireTasks(filter) {
+        for (const t of Array.from(this.pendingTasks)) {
+            if (filter && !filter(t)) continue;
+            t.cancel();
+            t.fn.call(t.thisobj);
+        }
     }
 
     ui(name) {
@@ -112,7 +183,9 @@ class Device {
 
     async close() {
         for (const t of Array.from(this.pendingTasks)) t.cancel();
-        if (this.udp) await this.udp.close();
+        const udp = this.udp;
+        this.udp = null;   // closing twice is harmless
+        if (udp) await udp.close();
     }
 }
 
@@ -122,7 +195,9 @@ function parseSubmit(args) {
     for (let i = 1; i < args.length;) {
         const name = args[i];
         const n = SUBMIT_ARITY[name] || 1;
-        out.options[name] = n === 1 ? args[i + 1] : args.slice(i + 1, i + 1 + n);
+        const value = n === 1 ? args[i + 1] : args.slice(i + 1, i + 1 + n);
+        if (name === "clip" && name in out.options) out.options.clip = [].concat(out.options.clip, value); // repeats
+        else out.options[name] = value;
         i += 1 + n;
     }
     return out;
@@ -216,4 +291,22 @@ class UdpPeer {
     }
 }
 
-module.exports = { Device, DEVICE_JS, parseSubmit };
+// A loaded device in a new World; preview off (results placed at once) unless a test turns it on.
+function ready(options, deviceOptions) {
+    const world = new World(options);
+    const dev = new Device(world, deviceOptions);
+    dev.send("preview", 0);
+    dev.send("init");
+    return { world, dev };
+}
+
+// The LOM calls of one function name, in order.
+function calls(world, name) {
+    return world.log.filter((e) => e.op === "call" && e.name === name);
+}
+
+function sleep(ms) {
+    return new Promise((r) => setTimeout(r, ms));
+}
+
+module.exports = { ready, calls, sleep, Device, DEVICE_JS, MAX_DIR, MAX_DATAGRAM, deviceFiles, parseSubmit };

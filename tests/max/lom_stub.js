@@ -6,6 +6,16 @@
 // with a setter, `call` a function. The values behave like Max's LiveAPI: `get` returns an array,
 // object references come back as ["id", n], `path` is quoted and `unquotedpath` is not.
 // Changing the Set from inside an observer callback throws, as Max refuses it.
+//
+// Host behaviour modelled beyond names (sources beside each):
+// - warping: audio clips map clip beats to file seconds through warp markers (Clip.warp_markers,
+//   add_warp_marker, remove_warp_marker); an unwarped clip plays the file at its own speed, so it spans
+//   seconds × tempo / 60 beats; arrangement clips have start_time / end_time in beats.
+// - Song.file_path is missing in Live 11.3.25 to 11.3.41 (issue 22; the PhotonicVelocity/LiveAPI stubs
+//   of those versions have no Song.file_path): reading it there fails.
+// - Track.create_midi_clip (arrangement MIDI clips) reaches Max for Live from 12.1.10 (release notes,
+//   shared/docs/daw-bridges.md §3.3).
+// - undo steps: Song.begin_undo_step / end_undo_step group the changes made between them.
 "use strict";
 
 const fs = require("fs");
@@ -32,6 +42,9 @@ class World {
         this.inNotification = false;
         this.failImport = o.failImport || null; // null | "throw" | "silent"
         this.fileExists = o.fileExists || ((p) => fs.existsSync(p));
+        this.defaultFileSeconds = o.fileSeconds || 2.0; // length of a file the stub cannot read as WAV
+        this.undo = { depth: 0, steps: [] };             // begin_undo_step / end_undo_step
+        this.maxConsole = [];                            // LiveAPI errors Max would print
 
         this.app = this.make("Application", {});
         this.app.values.view = this.make("Application.View", { focused_document_view: o.view || "Arranger" });
@@ -90,7 +103,7 @@ class World {
     // An audio clip with a file, put in the detail view (the "selected clip").
     selectAudioClip(values, where) {
         const v = Object.assign({ is_audio_clip: 1, is_midi_clip: 0, is_arrangement_clip: 0, warping: 0, name: "",
-            start_time: 0 }, values);
+            start_time: 0, muted: 0 }, values);
         let clip;
         if (where && where.track !== undefined && where.slot !== undefined) {
             const slot = this.song.values.tracks[where.track].values.clip_slots[where.slot];
@@ -102,6 +115,7 @@ class World {
             clip = this.make("Clip", Object.assign(v, { is_arrangement_clip: 1, canonical_parent: track }));
             track.values.arrangement_clips.push(clip);
         }
+        takeMarkers(clip);
         this.song.values.view.values.detail_clip = clip;
         return clip;
     }
@@ -113,12 +127,49 @@ class World {
         const slot = this.song.values.tracks[w.track].values.clip_slots[w.slot];
         const clip = this.make("Clip", Object.assign({
             is_audio_clip: 0, is_midi_clip: 1, is_arrangement_clip: 0, name: "", start_marker: 0, end_marker: 4,
-            canonical_parent: slot, notes: notes || [],
+            canonical_parent: slot, notes: notes || [], muted: 0, start_time: 0,
         }, values));
         slot.values.clip = clip;
         slot.values.has_clip = 1;
         this.song.values.view.values.detail_clip = clip;
         return clip;
+    }
+
+    // A MIDI clip in the arrangement of track `t` at `start_time` (beats), put in the detail view.
+    selectArrangementMidiClip(notes, t, startTime, values) {
+        const track = this.song.values.tracks[t];
+        const clip = this.make("Clip", Object.assign({
+            is_audio_clip: 0, is_midi_clip: 1, is_arrangement_clip: 1, name: "", start_marker: 0, end_marker: 4,
+            canonical_parent: track, notes: notes || [], muted: 0, start_time: startTime,
+        }, values));
+        track.values.arrangement_clips.push(clip);
+        this.song.values.view.values.detail_clip = clip;
+        return clip;
+    }
+
+    // Seconds of audio in a file: its WAV header when it is a readable WAV, else the default.
+    fileSeconds(path) {
+        try {
+            const data = fs.readFileSync(path);
+            if (data.length >= 44 && data.toString("ascii", 0, 4) === "RIFF" && data.toString("ascii", 8, 12) === "WAVE") {
+                let off = 12, byteRate = 0;
+                while (off + 8 <= data.length) {
+                    const id = data.toString("ascii", off, off + 4);
+                    const size = data.readUInt32LE(off + 4);
+                    if (id === "fmt ") byteRate = data.readUInt32LE(off + 16);
+                    if (id === "data" && byteRate > 0) return Math.min(size, data.length - off - 8) / byteRate;
+                    off += 8 + size + (size % 2);
+                }
+            }
+        } catch (e) {
+            // not readable: the default
+        }
+        return this.defaultFileSeconds;
+    }
+
+    versionAtLeast(major, minor, bugfix) {
+        const [a, b, c] = this.version;
+        return a !== major ? a > major : b !== minor ? b > minor : c >= bugfix;
     }
 
     // Live's canonical path of an object ("live_set tracks 2 clip_slots 0 clip").
@@ -205,6 +256,16 @@ class World {
 
     getValue(obj, name) {
         this.checkProperty(obj, name);
+        if (obj.cls === "Song" && name === "file_path" && this.version[0] === 11 && this.versionAtLeast(11, 3, 25) &&
+            !this.versionAtLeast(11, 3, 42)) {
+            // Max prints the LiveAPI error in its console; the get gives nothing back
+            this.maxConsole.push(`get: Song has no property 'file_path' in Live ${this.version.join(".")}`);
+            return [];
+        }
+        if (obj.cls === "Clip") {
+            const computed = clipComputed(this, obj, name);
+            if (computed !== undefined) return [computed];
+        }
         const v = obj.values[name];
         if (v === undefined) throw new Error(`LOM stub: ${obj.cls}.${name} is not modelled by the stub`);
         if (v === null) return ["id", 0];
@@ -218,7 +279,14 @@ class World {
         const c = this.classNames(obj.cls);
         if (c.settable.indexOf(name) < 0) throw new Error(`LOM stub: ${obj.cls}.${name} is read-only in ableton-live-stubs`);
         this.guardChange(`set ${name}`);
-        obj.values[name] = value;
+        if (obj.cls === "Clip" && name === "warping" && Number(value) === 1 && !obj.values.warping && obj.values.is_audio_clip &&
+            !(obj.markers && obj.markers.length)) {
+            // Warp switched on: Live keeps the clip's speed, so the markers say the file plays at the Set's tempo
+            // (file seconds × tempo / 60 beats); cycling74 LOM Clip.warp_markers: beat_time / sample_time (seconds).
+            const seconds = this.fileSeconds(obj.values.file_path);
+            obj.markers = [{ beat_time: 0, sample_time: 0 }, { beat_time: seconds * this.song.values.tempo / 60, sample_time: seconds }];
+        }
+        obj.values[name] = typeof value === "boolean" ? Number(value) : value;
     }
 
     callFunction(obj, name, args) {
@@ -229,16 +297,75 @@ class World {
     }
 }
 
+// Clip warp markers given as M4L returns them (JSON text {"warp_markers": [...]}) -> clip.markers.
+function takeMarkers(clip) {
+    const wm = clip.values.warp_markers;
+    if (typeof wm === "string") clip.markers = JSON.parse(wm).warp_markers || [];
+    delete clip.values.warp_markers;
+    if (!clip.markers) clip.markers = [];
+}
+
+// Beats of clip time -> seconds of its file, through the warp markers (piecewise linear, the ends
+// extended by the first / last segment), as Live plays a warped clip.
+function markerSeconds(markers, beats) {
+    let i = 1;
+    while (i < markers.length - 1 && beats > markers[i].beat_time) i++;
+    const a = markers[i - 1], b = markers[i];
+    return a.sample_time + (beats - a.beat_time) * (b.sample_time - a.sample_time) / (b.beat_time - a.beat_time);
+}
+
+function markerBeats(markers, seconds) {
+    let i = 1;
+    while (i < markers.length - 1 && seconds > markers[i].sample_time) i++;
+    const a = markers[i - 1], b = markers[i];
+    return a.beat_time + (seconds - a.sample_time) * (b.beat_time - a.beat_time) / (b.sample_time - a.sample_time);
+}
+
+// The length in beats an audio clip made from a whole file spans on the timeline: through its warp
+// markers when warped, else the file at its own speed at the Set's tempo.
+function fileClipBeats(world, clip) {
+    const seconds = world.fileSeconds(clip.values.file_path);
+    if (clip.values.warping && clip.markers && clip.markers.length >= 2) return markerBeats(clip.markers, seconds) - markerBeats(clip.markers, 0);
+    return seconds * world.song.values.tempo / 60;
+}
+
+// Properties Live computes (LOM Clip): warp_markers (a dict, JSON text in M4L), length (beats), end_time
+// (arrangement: start_time + length).
+function clipComputed(world, clip, name) {
+    if (name === "warp_markers") return JSON.stringify({ warp_markers: clip.markers || [] });
+    if (name !== "length" && name !== "end_time") return undefined;
+    let length;
+    if (clip.values.is_midi_clip) length = clip.values.length || (clip.values.end_marker - clip.values.start_marker);
+    else if (clip.values.from_file) length = fileClipBeats(world, clip);
+    else {
+        const span = clip.values.end_marker - clip.values.start_marker;   // beats if warped, seconds if not
+        length = clip.values.warping ? span : span * world.song.values.tempo / 60;
+    }
+    return name === "length" ? length : clip.values.start_time + length;
+}
+
+function needWarpedAudio(clip, what) {
+    if (!clip.values.is_audio_clip) throw new Error(`${what}: available for audio clips only`);
+    if (!clip.values.warping) throw new Error(`${what}: the clip is not warped`);
+}
+
 function checkAudioFile(world, path) {
     if (typeof path !== "string" || path.charAt(0) !== "/") throw new Error(`invalid file path: ${path}`);
     if (!world.fileExists(path)) throw new Error(`file not found: ${path}`);
 }
 
+// An imported file: Live warps it by default and auto-warps it at the tempo it guesses for the file
+// (Live manual, "Auto-Warp Long Samples"); the stub guesses 120 BPM, so a clip that should play at the
+// file's own speed must be set to warping 0.
+const GUESSED_BPM = 120;
 function makeClip(world, parent, path, extra) {
-    return world.make("Clip", Object.assign({
+    const clip = world.make("Clip", Object.assign({
         file_path: path, is_audio_clip: 1, is_midi_clip: 0, is_arrangement_clip: 0, warping: 1, name: "", start_time: 0,
-        canonical_parent: parent,
+        canonical_parent: parent, muted: 0, from_file: 1,
     }, extra));
+    const seconds = world.fileSeconds(path);
+    clip.markers = [{ beat_time: 0, sample_time: 0 }, { beat_time: seconds * GUESSED_BPM / 60, sample_time: seconds }];
+    return clip;
 }
 
 // Behaviour of the functions the device calls (names must also exist in the stubs).
@@ -295,6 +422,67 @@ const FUNCTIONS = {
             if (!Number.isInteger(n.pitch) || n.pitch < 0 || n.pitch > 127 || n.duration <= 0) throw new Error("add_new_notes: bad note");
             clip.values.notes.push(Object.assign({}, n));
         }
+    },
+    "Song.begin_undo_step": (w) => {
+        if (w.undo.depth++ === 0) w.undo.steps.push(w.log.length);
+    },
+    "Song.end_undo_step": (w) => {
+        if (w.undo.depth === 0) throw new Error("end_undo_step without begin_undo_step");
+        w.undo.depth--;
+    },
+    // LOM Clip.add_warp_marker: a dict {beat_time, sample_time (seconds)}; "adds the specified warp marker,
+    // if possible" -- the stub refuses markers that would not keep beats and seconds both increasing.
+    "Clip.add_warp_marker": (w, clip, args) => {
+        w.guardChange("add_warp_marker");
+        needWarpedAudio(clip, "add_warp_marker");
+        const m = args[0];
+        if (args.length !== 1 || !m || typeof m.beat_time !== "number") throw new Error("add_warp_marker takes one {beat_time, sample_time} dict");
+        const sample = typeof m.sample_time === "number" ? m.sample_time : markerSeconds(clip.markers, m.beat_time);
+        const list = clip.markers.concat([{ beat_time: m.beat_time, sample_time: sample }]).sort((a, b) => a.beat_time - b.beat_time);
+        for (let i = 1; i < list.length; i++) {
+            if (!(list[i].beat_time > list[i - 1].beat_time && list[i].sample_time > list[i - 1].sample_time)) {
+                throw new Error(`add_warp_marker: a marker at beat ${m.beat_time} / ${sample} s is not possible here`);
+            }
+        }
+        clip.markers = list;
+    },
+    "Clip.remove_warp_marker": (w, clip, args) => {
+        w.guardChange("remove_warp_marker");
+        needWarpedAudio(clip, "remove_warp_marker");
+        const i = clip.markers.findIndex((m) => Math.abs(m.beat_time - Number(args[0])) < 1e-9);
+        if (i < 0) throw new Error(`remove_warp_marker: no marker at beat ${args[0]}`);
+        clip.markers.splice(i, 1);
+    },
+    // Track.create_midi_clip(start_time, length): an arrangement MIDI clip (Max for Live from 12.1.10).
+    "Track.create_midi_clip": (w, track, args) => {
+        w.guardChange("create_midi_clip");
+        if (!w.versionAtLeast(12, 1, 10)) throw new Error("create_midi_clip: not available to Max for Live before Live 12.1.10");
+        if (!track.values.has_midi_input) throw new Error("create_midi_clip: not a MIDI track");
+        const [start, length] = args.map(Number);
+        if (!(start >= 0 && start <= 1576800) || !(length > 0)) throw new Error(`create_midi_clip: bad start ${args[0]} / length ${args[1]}`);
+        const clip = w.make("Clip", { is_audio_clip: 0, is_midi_clip: 1, is_arrangement_clip: 1, name: "", start_marker: 0,
+            end_marker: length, length, start_time: start, canonical_parent: track, notes: [], muted: 0 });
+        track.values.arrangement_clips.push(clip);
+        return ["id", clip.id];
+    },
+    // Track.duplicate_clip_to_arrangement(clip, destination_time): in M4L the clip goes as "id N".
+    "Track.duplicate_clip_to_arrangement": (w, track, args) => {
+        w.guardChange("duplicate_clip_to_arrangement");
+        const words = String(args.length === 3 ? args[0] + " " + args[1] : args[0]).split(/\s+/);
+        const src = words[0] === "id" ? w.objects.get(Number(words[1])) : null;
+        if (!src || src.cls !== "Clip") throw new Error("duplicate_clip_to_arrangement: no such clip");
+        if (!!src.values.is_midi_clip !== !!track.values.has_midi_input) throw new Error("duplicate_clip_to_arrangement: clip and track types differ");
+        const time = Number(args[args.length - 1]);
+        const copy = w.make("Clip", Object.assign({}, src.values, { is_arrangement_clip: 1, start_time: time, canonical_parent: track,
+            notes: (src.values.notes || []).map((n) => Object.assign({}, n)) }));
+        track.values.arrangement_clips.push(copy);
+        return ["id", copy.id];
+    },
+    "ClipSlot.delete_clip": (w, slot) => {
+        w.guardChange("delete_clip");
+        if (!slot.values.has_clip) throw new Error("delete_clip: the slot is empty");
+        slot.values.clip = null;
+        slot.values.has_clip = 0;
     },
     "Song.create_scene": (w, song, args) => {
         w.guardChange("create_scene");
