@@ -31,7 +31,7 @@ from bridge_osc.replies import Reply
 from bridge_osc.requests import ArgError, parse
 from bridge_osc.results import capture_folder, default_results_folder
 from bridge_osc.router import Address, Router
-from server.client import Client, Message, endpoint_host
+from server.client import Client, Message, ServerUnavailable, endpoint_host
 from server.protocol import SERVER_VERSION, is_loopback
 
 log = logging.getLogger("m2ugen.bridge_osc")
@@ -149,7 +149,7 @@ class Bridge:
                     self._drain_server()
                 try:
                     self._tick(time.monotonic())
-                except zmq.ZMQError as e:  # the server socket failed: a fresh one at the next ping
+                except (zmq.ZMQError, ServerUnavailable) as e:  # the server socket failed: a fresh one
                     log.warning("server socket: %s", e)
                     self._server_lost(f"server socket error: {e}")
         finally:

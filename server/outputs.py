@@ -57,6 +57,11 @@ def take_path(first: Path, take: int) -> Path:
     return first if take == 1 else first.with_name(f"{first.stem}-take{take}{first.suffix}")
 
 
+def targets(path: Path, takes: int = 1) -> list[Path]:
+    """Every file a job with output ``path`` writes: its takes, then the sidecar."""
+    return [take_path(path, k) for k in range(1, takes + 1)] + [sidecar_of(path)]
+
+
 def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1,
           kind_ok: Callable[[bytes], bool] = is_wav) -> dict[str, Any]:
     """Submit time: the validated ``output`` object -> the job's output {want, path (resolved), overwrite}
@@ -67,8 +72,7 @@ def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1,
         return output
     try:
         path = roots.check_write(out["path"], "output")
-        targets = [(take_path(path, k), kind_ok) for k in range(1, takes + 1)] + [(sidecar_of(path), is_sidecar)]
-        for target, ok in targets:
+        for target, ok in zip(targets(path, takes), [kind_ok] * takes + [is_sidecar]):
             if not (target.exists() or target.is_symlink()):
                 continue
             if target.is_symlink() or not target.is_file():

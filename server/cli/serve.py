@@ -100,16 +100,18 @@ class SupervisedBridge:
 
 
 def _bridge_client_factory(settings, app):
-    """Clients of the in-process bridge: the server's endpoint, with the server's own CURVE keys."""
-    from server import security
+    """Clients of the in-process bridge: the server's endpoint, with the server's own CURVE keys and a token of
+    the bridge's own (``<config dir>/osc-bridge.token``; under CURVE its jobs are the client key's)."""
+    from server import owners, security
     from server.client import Client
 
+    token = owners.user_token("osc-bridge")  # the bridge's own identity (its jobs survive its and our restarts)
     if app.server_public_key is None:
-        return lambda endpoint: Client(endpoint, server_public_key=False)
+        return lambda endpoint: Client(endpoint, server_public_key=False, token=token)
     keys_dir = settings.resolved_keys_dir()
     client_keys = security.load_client_keys(keys_dir)
     server_key = app.server_public_key.encode("ascii")
-    return lambda endpoint: Client(endpoint, server_public_key=server_key, client_keys=client_keys)
+    return lambda endpoint: Client(endpoint, server_public_key=server_key, client_keys=client_keys, token=token)
 
 
 def _preflight(args, settings) -> str | None:
@@ -149,7 +151,7 @@ def cmd_serve(args) -> int:
                       max_audio_mb=args.max_audio_mb, max_queued_audio_mb=args.max_queued_audio_mb,
                       max_batch=args.max_batch),
         curve=True if args.curve else None, keys_dir=Path(args.keys_dir).expanduser() if args.keys_dir else None,
-        keep_days=args.keep_days,
+        keep_days=args.keep_days, shared_jobs=args.shared_jobs,
     )
     from server.adapters import parse_adapter_arg
 
@@ -240,6 +242,9 @@ def register(sub) -> None:
     p.add_argument("--max-queued-audio-mb", type=int, default=1024,
                    help="decoded input audio all queued jobs may hold together (default 1024 MiB); more -> busy. "
                         "Input audio is kept at most stereo, 32 kHz, 16 bit: 600 s is 77 MiB at most")
+    p.add_argument("--shared-jobs", action="store_true",
+                   help="every client sees, fetches and cancels every job (one person's machine, several tools "
+                        "with their own identities); default: a client sees only its own jobs")
     p.add_argument("--keep-days", type=finite_float, default=30.0,
                    help="at start, forget finished jobs older than this and delete their folders in the jobs dir "
                         "(default 30; 0 = keep forever; results written to a client's --out are never deleted)")
