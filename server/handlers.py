@@ -16,7 +16,7 @@ from typing import Any
 
 from m2ugen import media
 from server import inputs as inputs_mod
-from server import outputs, owners, protocol
+from server import kinds, outputs, owners, protocol
 from server.jobs import Job, JobQueue, JobStore, QueueFull, new_job_id
 from server.journal import Journal
 from server.protocol import ProtocolError, req_int, req_str
@@ -186,6 +186,7 @@ class Handlers:
                                                 intake=self.limits.intake(),
                                                 max_file_bytes=self.limits.max_message_mb * 2**20,
                                                 max_set_bytes=self.limits.max_queued_audio_mb * 2**20)
+        kinds.check_inputs(spec["kind"], model_inputs)
         params = spec["params"]
         if protocol.KIND_SPECS[spec["kind"]].makes_audio and params["duration"] is None:
             audio = model_inputs["audio"]
