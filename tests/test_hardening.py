@@ -9,6 +9,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -415,6 +416,37 @@ def test_serve_curve_without_keys_fails_before_loading_the_model(tmp_path):
     assert "attention gates" not in p.stderr  # the model load logs its gates: it never started
     p = run_cli("serve", "--osc", "--osc-host", "0.0.0.0", "--port", "0", "--preset", "tiny", env=env)
     assert p.returncode == 2 and "--allow-remote-osc" in p.stderr and "attention gates" not in p.stderr
+
+
+def test_a_send_with_no_connected_peer_does_not_block():
+    """With no connection to send on (a refused handshake, a peer that is not there yet), ZeroMQ blocks a
+    DEALER's send; the client's timeout must apply to it as to the reply."""
+    from server.client import ServerUnavailable
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    c = Client(endpoint, timeout_s=0.5, server_public_key=False)
+    c.socket.disconnect(endpoint)
+    c.socket.setsockopt(zmq.IMMEDIATE, 1)  # queue only on a completed connection: there is none
+    c.socket.connect(endpoint)
+    outcome = []
+
+    def ping():
+        try:
+            c.call("ping")
+        except ServerUnavailable as e:
+            outcome.append(str(e))
+
+    t = threading.Thread(target=ping, daemon=True)
+    t.start()
+    t.join(60)  # a guard against a hang, not a measurement
+    try:
+        assert not t.is_alive(), "send() blocked"
+        assert outcome and "could not send 'ping'" in outcome[0], outcome
+    finally:
+        if not t.is_alive():
+            c.close()
 
 
 def test_curve_refusal_says_refused_not_unreachable(make_server, tmp_path):
