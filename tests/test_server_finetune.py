@@ -369,34 +369,35 @@ class _CaptionGate:
         return self.original(prompt, *args, **kwargs)
 
 
-def test_an_interactive_job_runs_between_two_captions(start, tmp_path):
+def _held_at_the_first_caption(start, tmp_path, n_clips: int, while_held, final: str):
+    """A fine-tune of uncaptioned clips; ``while_held(client, job)`` runs while its first caption waits."""
     srv = start("data")
     gate = _CaptionGate(srv)
     try:
         with Client(srv.endpoint, timeout_s=30) as c:
-            ft = _learn(c, _uncaptioned(tmp_path, 3)).job
+            ft = _learn(c, _uncaptioned(tmp_path, n_clips)).job
             assert gate.first.wait(120)
-            gen = c.call("submit", kind="generate", params={"prompt": "a warm piano tune", **QUICK})
-            assert gen.op == "accepted", gen.header
+            while_held(c, ft)
             gate.release.set()
-            assert _wait(c, ft, _final)[-1]["op"] == "done"
+            assert _wait(c, ft, _final)[-1]["op"] == final
     finally:
         gate.release.set()
+    return srv, gate, ft
+
+
+def test_an_interactive_job_runs_between_two_captions(start, tmp_path):
+    def submit(c, ft):
+        assert c.call("submit", kind="generate", params={"prompt": "a warm piano tune", **QUICK}).op == "accepted"
+
+    _, gate, _ = _held_at_the_first_caption(start, tmp_path, 3, submit, "done")
     assert len(gate.seen) == 3
     assert gate.seen[0] == [] and gate.seen[1] == ["done"]  # it ran right after the first caption
 
 
 def test_a_cancel_lands_before_the_next_caption(start, tmp_path):
-    srv = start("data")
-    gate = _CaptionGate(srv)
-    try:
-        with Client(srv.endpoint, timeout_s=30) as c:
-            ft = _learn(c, _uncaptioned(tmp_path, 4)).job
-            assert gate.first.wait(120)
-            assert c.call("cancel", job=ft).op == "cancelling"
-            gate.release.set()
-            assert _wait(c, ft, _final)[-1]["op"] == "cancelled"
-    finally:
-        gate.release.set()
+    def cancel(c, ft):
+        assert c.call("cancel", job=ft).op == "cancelling"
+
+    srv, gate, ft = _held_at_the_first_caption(start, tmp_path, 4, cancel, "cancelled")
     assert len(gate.seen) == 1  # the caption under way finished; no other began
     assert not (srv.jobs_dir / ft).exists()
