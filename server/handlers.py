@@ -155,7 +155,7 @@ class Handlers:
                         "protocol": protocol.PROTOCOL_VERSION, "model": self.model_info,
                         "limits": self.limits.to_dict(), "jobs_dir": str(self.jobs_dir),
                         "allowed_roots": [str(r) for r in self.roots.roots],
-                        "client": self.access.welcome(header[owners.OWNER_FIELD], header)})
+                        "client": self.access.welcome(header[owners.OWNER_FIELD])})
 
     def op_ping(self, identity, header, frames) -> Outcome:
         return Outcome({"op": "pong", "server_version": protocol.SERVER_VERSION, "time": time.time(),

@@ -114,7 +114,7 @@ class Access:
                 raise ProtocolError("output_exists", f"output path {str(target)!r} is a file of another client's "
                                                      f"job; it is never replaced", "output.path")
 
-    def welcome(self, caller: str, header: dict[str, Any]) -> dict[str, Any]:
+    def welcome(self, caller: str) -> dict[str, Any]:
         """``welcome.client``: who the server takes the caller to be, and a token for one that has none."""
         issued = new_token() if caller.startswith("conn:") else None
         return {"owner": caller, "token": issued, "shared_jobs": self.shared}
