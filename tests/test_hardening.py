@@ -555,9 +555,12 @@ def test_a_dying_bridge_is_restarted_and_never_stops_the_server(monkeypatch):
     sup = serve.SupervisedBridge("tcp://127.0.0.1:9", "127.0.0.1", 0, allow_remote=False,
                                  client_factory=lambda ep: Client(ep, server_public_key=False))
     now = 1000.0  # a clock of the test's own: the back-off is checked without waiting for it
+    sup.thread.join(5)
+    sup.bridge.router.hello_ports[("127.0.0.1", 5000)] = 9400  # a client's /m2u/hello before the death
     for _ in range(serve.BRIDGE_RESTARTS):  # quick restarts
         sup.thread.join(5)
         assert sup.check(now) is True
+        assert sup.bridge.router.hello_ports == {("127.0.0.1", 5000): 9400}  # kept by every restart
     assert len(deaths) == serve.BRIDGE_RESTARTS + 1 or sup.thread.is_alive()
     sup.thread.join(5)
     assert sup.check(now) is True and len(deaths) == serve.BRIDGE_RESTARTS + 1  # now it waits (1 s) ...
