@@ -188,11 +188,25 @@ def test_cancel_stops_a_finetune_and_leaves_no_adapter(start, clips):
 
 def test_an_interactive_job_runs_between_the_steps_and_is_not_changed_by_them(start, clips):
     srv = start("data")
+    worker = srv.app.worker
+    at_step_2, go = threading.Event(), threading.Event()
+    progress = worker.progress
+
+    def held_at_step_2(job, stage, fraction, *args, **fields):  # the fine-tune waits there for the submit
+        progress(job, stage, fraction, *args, **fields)
+        if fields.get("step") == 2 and not at_step_2.is_set():
+            at_step_2.set()
+            assert go.wait(120)
+
+    worker.progress = held_at_step_2
     with Client(srv.endpoint, timeout_s=30) as c:
         before = _audio(c, QUICK)
         ft = _learn(c, clips, steps=24).job
-        _wait(c, ft, lambda h: h["op"] == "progress" and h.get("step") == 2)
-        gen = c.call("submit", kind="generate", params={"prompt": "a warm piano tune", **QUICK}).job
+        try:
+            assert at_step_2.wait(120)
+            gen = c.call("submit", kind="generate", params={"prompt": "a warm piano tune", **QUICK}).job
+        finally:
+            go.set()  # queued before the fine-tune's next step: it runs between steps 2 and 3
         order, gen_done, steps_after = [], None, []
         end = time.monotonic() + 300
         while len(order) < 2 and time.monotonic() < end:
