@@ -121,7 +121,7 @@ def test_notes_cc_and_program_changes_reach_the_server(jack, server, tmp_path):
         ctl.wait_for(lambda o: o["op"] == "done" and o["job"] == regen[0]["job"], seen_too=True)  # a state, no race
         kb.send(0x99, 36, 100)  # drum pad (channel 10) -> next_take: the newest finished take
         take = ctl.wait_for(lambda o: o["op"] == "action")
-        assert take["action"] == "next_take" and take["job"] == regen[0]["job"] and take["takes"] == 1
+        assert take["action"] == "next_take" and take["job"] == regen[0]["job"] and take["takes"] == 2  # newest first
         kb.close()
     finally:
         code = ctl.stop()
