@@ -78,7 +78,12 @@ class Client:
                  client_keys=None, context: zmq.Context | None = None, token: str | bool | None = None):
         self.endpoint = resolve_endpoint(endpoint)
         # whose jobs these are (server/owners.py): None = this user's token from the config dir, False = none
-        self.token = owners.user_token() if token is None else (token or None)
+        if token is None:
+            try:
+                token = owners.user_token()
+            except OSError:  # no writable config dir: the connection is the identity
+                token = False
+        self.token = token or None
         self.timeout_s = timeout_s
         self._ctx = context or zmq.Context.instance()
         self._pending: collections.deque[Message] = collections.deque()
