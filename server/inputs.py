@@ -30,7 +30,7 @@ _CODES = {"audio": "bad_audio", "image": "bad_image", "video": "bad_video", "mid
 MAX_MIDI_BYTES = 4 * 2**20  # a sketch; parsing is CPU work at submit
 MAX_MIDI_NOTES = MAX_NOTES  # notes in one MIDI file (drums included)
 MAX_CHROMA_S = 330.0  # the longest decode (300 s and a loop's tail): notes beyond it cost nothing
-MAX_CHROMA_WORK = 2_000_000  # (note, frame) pairs of the melody chroma (~1 s of CPU); 300 s x 10 voices is 23k
+MAX_CHROMA_WORK = 2_000_000  # (note, frame) pairs of the melody chroma (~0.3 s); 300 s x 10 voices is 23k
 
 
 @dataclass(frozen=True)
