@@ -587,9 +587,9 @@ def test_hostile_datagrams_do_not_stop_a_supervised_bridge():
         for _ in range(serve.BRIDGE_RESTARTS + 1):
             peer.send("/m2u/submit", ("s", "generate"), ("s", "prompt"), ("s", "x"), ("s", "midi_notes"),
                       ("s", deep), ("s", "reply_port"), ("i", peer.port))
-            assert peer.expect("/m2u/error")[-1].args[1] == "bad_args"
+            assert peer.expect("/m2u/error", timeout=60)[-1].args[1] == "bad_args"  # 60 s: a guard, not a bound
         peer.send("/m2u/ping", ("i", peer.port))
-        assert peer.expect("/m2u/pong")[-1].address == "/m2u/pong"
+        assert peer.expect("/m2u/pong", timeout=60)[-1].address == "/m2u/pong"
         assert sup.thread.is_alive() and sup.failures == [] and sup.check() is True
     finally:
         peer.close()

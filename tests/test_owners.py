@@ -14,7 +14,8 @@ QUICK = {"prompt": "a warm piano tune", "duration": 0.5, "max_new_tokens": 4}
 
 
 def _clients(endpoint):
-    return Client(endpoint, token=owners.new_token()), Client(endpoint, token=owners.new_token())
+    return (Client(endpoint, token=owners.new_token(), timeout_s=60),
+            Client(endpoint, token=owners.new_token(), timeout_s=60))
 
 
 def test_a_client_sees_only_its_own_jobs(make_server, tmp_path):
@@ -53,7 +54,8 @@ def test_the_owner_survives_a_restart_and_shared_jobs_opens_them(make_server, ti
                         ServerSettings(port=0, data_dir=srv.data_dir, write_discovery=False, shared_jobs=shared))
         app.start()
         try:
-            with Client(app.endpoint, token=a.token) as a2, Client(app.endpoint, token=b.token) as b2:
+            with Client(app.endpoint, token=a.token, timeout_s=60) as a2, \
+                    Client(app.endpoint, token=b.token, timeout_s=60) as b2:
                 assert a2.call("status", job=job).header["state"] == "done"
                 r = b2.call("status", job=job)
                 assert (r.op == "job") == shared, r.header
@@ -64,7 +66,7 @@ def test_the_owner_survives_a_restart_and_shared_jobs_opens_them(make_server, ti
 
 
 def test_clients_without_a_token(server):
-    with Client(server, token=False) as raw, Client(server, token=False) as other:
+    with Client(server, token=False, timeout_s=60) as raw, Client(server, token=False, timeout_s=60) as other:
         welcome = raw.call("hello").header["client"]
         assert welcome["owner"].startswith("conn:") and owners.TOKEN_RE.fullmatch(welcome["token"])
         r = raw.call("submit", kind="generate", params=QUICK)
