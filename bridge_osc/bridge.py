@@ -31,7 +31,7 @@ from bridge_osc.replies import Reply
 from bridge_osc.requests import ArgError, parse
 from bridge_osc.results import capture_folder, default_results_folder
 from bridge_osc.router import Address, Router
-from server.client import Client, Message, endpoint_host
+from server.client import Client, Message, ServerUnavailable, endpoint_host
 from server.protocol import SERVER_VERSION, is_loopback
 
 log = logging.getLogger("m2ugen.bridge_osc")
@@ -116,6 +116,7 @@ class Bridge:
         self.router = Router(self, default_reply_port=reply_port, progress_repeat_s=progress_repeat_s,
                              default_results_dir=Path(results_dir) if results_dir else default_results_folder(),
                              upload_inputs=upload_inputs)
+        self._resubscribe = False  # set by adopt(): the jobs of a failed bridge, subscribed again when up
         self._ping_req: str | None = None
         self._ping_sent = 0.0
         self._next_ping = 0.0
@@ -146,7 +147,11 @@ class Bridge:
                     self._drain_udp()
                 if self.client is not None and self.client.socket in events:
                     self._drain_server()
-                self._tick(time.monotonic())
+                try:
+                    self._tick(time.monotonic())
+                except (zmq.ZMQError, ServerUnavailable) as e:  # the server socket failed: a fresh one
+                    log.warning("server socket: %s", e)
+                    self._server_lost(f"server socket error: {e}")
         finally:
             self._close_client()
             self.close()
@@ -204,13 +209,21 @@ class Bridge:
             log.warning("server unavailable: %s", why)
             self.router.broadcast(replies.server_state(False, why))
 
+    def adopt(self, previous: "Bridge") -> None:
+        """Carry a failed bridge's clients over (reply ports, settings, followed jobs): a restart keeps them,
+        and the jobs are subscribed to again once the server answers."""
+        self.router.adopt(previous.router)
+        self._resubscribe = bool(self.router.jobs)
+
     def _server_back(self) -> None:
         log.info("server %s is up", self.client.endpoint)
         was_down = self.server_up is False
+        adopted, self._resubscribe = self._resubscribe, False
         self.server_up = True
         self.router.ask_server("hello", None, "hello", fields={"client": f"bridge_osc {self.version}"})
-        if was_down:
+        if was_down or adopted:
             self.router.resubscribe()
+        if was_down:
             self.router.broadcast(replies.server_state(True, f"server {self.client.endpoint} is back"))
 
     # ------------------------------------------------------------------ OSC in
@@ -228,10 +241,25 @@ class Bridge:
             except OSError as e:
                 log.warning("recvfrom: %s", e)
                 return
-            self.handle_datagram(dgram, source[:2])
+            try:
+                self.handle_datagram(dgram, source[:2])
+            except Exception:  # nothing a datagram carries may stop the bridge
+                log.exception("a datagram from %s:%d could not be handled", source[0], source[1])
+
+    def is_own(self, address: Address) -> bool:
+        """True for this bridge's own UDP address (it never sends to itself, nor answers itself)."""
+        host, port = address[0], address[1]
+        if port != self.port:
+            return False
+        if host == self.host or self.host in ("0.0.0.0", "::"):
+            return True
+        return is_loopback(host) and is_loopback(self.host)
 
     def handle_datagram(self, dgram: bytes, source: Address) -> None:
         host = source[0]
+        if self.is_own(source):
+            log.debug("ignored a datagram from the bridge's own address")
+            return
         try:
             messages = osc.decode(dgram)
         except osc.OscDecodeError as e:
@@ -244,6 +272,11 @@ class Bridge:
             except ArgError as e:
                 log.warning("from %s:%d: %s: %s", host, source[1], e.code, e.message)
                 self.router.error(self.router.reply_address(source, None), "", e.code, e.message)
+                continue
+            except Exception as e:  # a parser bug: an answer, never a dead bridge
+                log.exception("request %s from %s:%d could not be parsed", message.address, host, source[1])
+                self.router.error(self.router.reply_address(source, None), "", "bad_args",
+                                  f"{message.address}: the request could not be read ({type(e).__name__})")
                 continue
             try:
                 self.router.handle_request(request, source)
@@ -282,6 +315,9 @@ class Bridge:
             self._send(target, address, *args)
 
     def _send(self, target: Address, address: str, *args: tuple[str, Any]) -> None:
+        if self.is_own(target):
+            log.debug("not sending %s to the bridge's own address", address)
+            return
         dgram = osc.encode(address, *args)
         for attempt in (1, 2):
             try:

@@ -153,3 +153,32 @@ def utf8_chunks(text: str, limit: int = 1000) -> list[str]:
         chunks.append(data[start:end].decode("utf-8"))
         start = end
     return chunks
+
+
+MAX_JSON_TEXT = 1 << 20  # bytes of JSON text one request may carry (midi_notes)
+MAX_JSON_NESTING = 8  # arrays/objects inside each other (midi_notes needs 2)
+
+
+def json_text_problem(text: str, max_depth: int = MAX_JSON_NESTING, max_bytes: int = MAX_JSON_TEXT) -> str | None:
+    """Why JSON text from a datagram must not be parsed, or None: its size and its nesting are checked
+    by a linear scan before ``json.loads`` sees it (a deep nesting would exhaust the parser's recursion)."""
+    if len(text) > max_bytes:
+        return f"{len(text)} characters; the limit is {max_bytes}"
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return f"nested deeper than {max_depth} levels"
+        elif ch in "]}":
+            depth -= 1
+    return None

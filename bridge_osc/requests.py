@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge_osc import osc
 from bridge_osc.osc import Message
 from server import protocol
 from server.protocol import KINDS
@@ -545,9 +546,12 @@ def _apply_option(request: Request, name: str, where: str, value: Any, op: str, 
 def _notes(text: str, op: str, tags: str) -> list:
     """``midi_notes``: JSON text ``[[start_s, end_s, pitch, velocity], ...]`` (one string atom, as a Max
     device sends it), checked with the server's own rule (docs/protocol.md, inputs.midi)."""
+    why = osc.json_text_problem(text)
+    if why is not None:
+        raise _bad(op, tags, f"midi_notes: {why}")
     try:
         notes = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise _bad(op, tags, f"midi_notes is not JSON: {e}") from None
     try:
         return protocol.check_notes({"notes": notes}, "midi_notes")["notes"]

@@ -49,6 +49,8 @@ class Link(Protocol):
 
     def send(self, target: Address, messages: list[Reply]) -> None: ...
 
+    def is_own(self, address: Address) -> bool: ...
+
     def server_send(self, op: str, frames: tuple = (), **fields: Any) -> str: ...
 
     def server_endpoint_text(self) -> str: ...
@@ -102,7 +104,7 @@ class Router:
         self.default_reply_port = default_reply_port
         self.progress_repeat_s = progress_repeat_s
         self.default_results_dir = default_results_dir
-        self.hello_ports: dict[str, int] = {}
+        self.hello_ports: collections.OrderedDict[Address, int] = collections.OrderedDict()  # sender -> its port
         self.clients: collections.OrderedDict[Address, ClientState] = collections.OrderedDict()
         self.jobs: collections.OrderedDict[str, Tracked] = collections.OrderedDict()
         self.pending: dict[str, Pending] = {}
@@ -110,9 +112,32 @@ class Router:
 
     # ------------------------------------------------------------------ helpers
     def reply_address(self, source: Address, reply_port: int | None) -> Address:
+        """Where a request from ``source`` is answered: its own reply_port, else the port that sender
+        declared with /m2u/hello (a sender's hello never moves another sender's replies), else the default."""
         host = source[0]
-        port = reply_port if reply_port is not None else self.hello_ports.get(host, self.default_reply_port)
+        port = reply_port if reply_port is not None else self.hello_ports.get(source, self.default_reply_port)
         return (host, source[1]) if port == 0 else (host, port)
+
+    def adopt(self, previous: "Router") -> None:
+        """A restarted bridge keeps what its clients declared: reply ports, settings, followed jobs."""
+        self.hello_ports.update(previous.hello_ports)
+        self.clients.update(previous.clients)
+        self.jobs.update(previous.jobs)
+
+    def _declare_port(self, request: Request, source: Address) -> bool:
+        """/m2u/hello: remember the sender's reply port (False and an error when it names the bridge itself)."""
+        if request.reply_port is None:
+            self.hello_ports.pop(source, None)
+            return True
+        if self.link.is_own((source[0], request.reply_port)):
+            self.error((source[0], source[1]), "", "bad_args", f"/m2u/hello: reply_port {request.reply_port} is "
+                                                               f"this bridge's own port; name the port you receive on")
+            return False
+        self.hello_ports.pop(source, None)
+        self.hello_ports[source] = request.reply_port
+        while len(self.hello_ports) > MAX_CLIENTS:
+            self.hello_ports.popitem(last=False)
+        return True
 
     def client_state(self, target: Address) -> ClientState:
         state = self.clients.pop(target, None) or ClientState()
@@ -161,11 +186,8 @@ class Router:
 
     # ------------------------------------------------------------------ OSC requests
     def handle_request(self, request: Request, source: Address) -> None:
-        if request.op == "hello":
-            if request.reply_port is None:
-                self.hello_ports.pop(source[0], None)
-            else:
-                self.hello_ports[source[0]] = request.reply_port
+        if request.op == "hello" and not self._declare_port(request, source):
+            return
         target = self.reply_address(source, None if request.op == "hello" else request.reply_port)
         client = self.client_state(target)
         log.log(logging.DEBUG if request.op == "ping" else logging.INFO,

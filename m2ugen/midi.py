@@ -34,7 +34,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -134,13 +134,14 @@ class TempoMap:
         return 60_000_000 / self.tempos[bisect.bisect_right(self.ticks, tick) - 1]
 
 
-def read_notes(midi: Any, *, include_drums: bool = False) -> list[Note]:
+def read_notes(midi: Any, *, include_drums: bool = False, max_notes: int | None = None) -> list[Note]:
     """Every note of a type 0 or 1 file, in seconds on the file's tempo map, sorted by start then pitch.
 
     A note starts at ``note_on`` with velocity > 0 and ends at the matching ``note_off`` (or
     ``note_on`` with velocity 0) on the same track, channel and pitch; overlapping notes of the same
     pitch end first-in first-out. A note still held at the end of its track ends there. Notes on
-    the General MIDI drum channel (10) are left out unless ``include_drums``.
+    the General MIDI drum channel (10) are left out unless ``include_drums``. ``max_notes``: a budget;
+    a file with more notes (drums included) raises ValueError as soon as it is passed.
     """
     mid = load_midi(midi)
     if mid.type == 2:
@@ -159,6 +160,8 @@ def read_notes(midi: Any, *, include_drums: bool = False) -> list[Note]:
                 if started:
                     t0, vel = started.pop(0)
                     notes.append(_note(tempo, t0, tick, msg.note, vel, msg.channel))
+                    if max_notes is not None and len(notes) > max_notes:
+                        raise ValueError(f"more than {max_notes} notes (the limit)")
         for (channel, pitch), started in held.items():
             for t0, vel in started:
                 notes.append(_note(tempo, t0, tick, pitch, vel, channel))
@@ -210,34 +213,63 @@ def frame_count(duration_s: float, frame_rate: float) -> int:
     return int(math.floor(duration_s * frame_rate + 1e-9)) + 1
 
 
-def pitch_class_weights(notes: Iterable[Note], frame_rate: float, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+CHROMA_CHUNK = 512  # notes between two calls of a chroma's ``check`` (a caller's cancel point)
+_SCALAR_FRAMES = 16  # notes spanning fewer frames are added frame by frame, longer ones as arrays (same floats)
+
+
+def chroma_work(notes: Iterable[Note], frame_rate: float = MELODY_FRAME_RATE, max_s: float | None = None) -> int:
+    """How many (note, frame) pairs ``pitch_class_weights`` visits for ``notes`` covering up to ``max_s``
+    seconds: the cost of a chroma, for a budget checked before any of it is computed."""
+    total = 0
+    for n in notes:
+        end = n.end if max_s is None else min(n.end, max_s)
+        if end > n.start:
+            total += max(0, math.ceil(end * frame_rate + 0.5) - max(0, math.floor(n.start * frame_rate + 0.5)))
+    return total
+
+
+def pitch_class_weights(notes: Iterable[Note], frame_rate: float, n_frames: int,
+                        check: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """-> (weights float64 [T, 12], lowest sounding pitch per frame/class int [T, 12], 128 where none).
 
-    ``weights[t, pc]`` = sum over notes of ``velocity / 127 * overlap(note, frame t) / frame length``."""
+    ``weights[t, pc]`` = sum over notes of ``velocity / 127 * overlap(note, frame t) / frame length``.
+    ``check(notes_done)`` is called before every ``CHROMA_CHUNK`` notes (it may raise to stop the work)."""
     weights = np.zeros((n_frames, 12), dtype=np.float64)
     lowest = np.full((n_frames, 12), 128, dtype=np.int64)
     hop = 1.0 / frame_rate
-    for n in notes:
+    for i, n in enumerate(notes):
+        if check is not None and i % CHROMA_CHUNK == 0:
+            check(i)
         # frames whose window [(t - 1/2) hop, (t + 1/2) hop) meets [start, end)
         t0 = max(0, math.floor(n.start * frame_rate + 0.5))
         t1 = min(n_frames - 1, math.ceil(n.end * frame_rate + 0.5) - 1)
-        for t in range(t0, t1 + 1):
-            overlap = min(n.end, (t + 0.5) * hop) - max(n.start, (t - 0.5) * hop)
-            if overlap <= 1e-12:
-                continue
-            weights[t, n.pitch_class] += n.velocity / 127.0 * overlap / hop
-            lowest[t, n.pitch_class] = min(lowest[t, n.pitch_class], n.pitch)
+        if t1 - t0 < _SCALAR_FRAMES:  # a short note: a plain loop costs less than setting up arrays
+            for t in range(t0, t1 + 1):
+                overlap = min(n.end, (t + 0.5) * hop) - max(n.start, (t - 0.5) * hop)
+                if overlap <= 1e-12:
+                    continue
+                weights[t, n.pitch_class] += n.velocity / 127.0 * overlap / hop
+                lowest[t, n.pitch_class] = min(lowest[t, n.pitch_class], n.pitch)
+            continue
+        frames = np.arange(t0, t1 + 1)
+        t = frames.astype(np.float64)  # the same float operations per frame as a scalar loop, in one pass
+        overlap = np.minimum(n.end, (t + 0.5) * hop) - np.maximum(n.start, (t - 0.5) * hop)
+        keep = overlap > 1e-12
+        rows = frames[keep]
+        weights[rows, n.pitch_class] += n.velocity / 127.0 * overlap[keep] / hop
+        lowest[rows, n.pitch_class] = np.minimum(lowest[rows, n.pitch_class], n.pitch)
     return weights, lowest
 
 
 def notes_to_chroma(notes: Iterable[Note], frame_rate: float = MELODY_FRAME_RATE, duration_s: float | None = None,
-                    *, polyphony: str = "argmax", reference: bool = False) -> np.ndarray:
+                    *, polyphony: str = "argmax", reference: bool = False,
+                    check: Callable[[int], None] | None = None) -> np.ndarray:
     """Notes (seconds) -> float32 chroma ``[T, 12]`` at ``frame_rate`` (see the module docstring).
 
     ``duration_s``: the length to cover (default: up to the last note's end); T =
     ``floor(duration_s * frame_rate) + 1``. ``polyphony``: ``argmax`` (one-hot, as the extractor)
     or ``weights`` (max-normalised). ``reference``: silent frames become a one-hot C, as the
-    extractor makes them; else they stay all zero."""
+    extractor makes them; else they stay all zero. ``check``: see ``pitch_class_weights``."""
     notes = list(notes)
     if not (isinstance(frame_rate, (int, float)) and math.isfinite(frame_rate) and frame_rate > 0):
         raise ValueError(f"frame_rate must be a positive number, got {frame_rate!r}")
@@ -247,7 +279,7 @@ def notes_to_chroma(notes: Iterable[Note], frame_rate: float = MELODY_FRAME_RATE
         duration_s = max((n.end for n in notes), default=0.0)
     if not math.isfinite(duration_s) or duration_s < 0:
         raise ValueError(f"duration_s must be >= 0, got {duration_s!r}")
-    weights, lowest = pitch_class_weights(notes, frame_rate, frame_count(duration_s, frame_rate))
+    weights, lowest = pitch_class_weights(notes, frame_rate, frame_count(duration_s, frame_rate), check)
     peak = weights.max(axis=1, keepdims=True)
     sounding = peak[:, 0] > 0
     if polyphony == "weights":
@@ -264,17 +296,18 @@ def notes_to_chroma(notes: Iterable[Note], frame_rate: float = MELODY_FRAME_RATE
 
 
 def midi_to_chroma(midi: Any, frame_rate: float = MELODY_FRAME_RATE, duration_s: float | None = None, *,
-                   polyphony: str = "argmax", reference: bool = False, include_drums: bool = False) -> np.ndarray:
+                   polyphony: str = "argmax", reference: bool = False, include_drums: bool = False,
+                   check: Callable[[int], None] | None = None) -> np.ndarray:
     """A ``.mid`` (path, bytes or mido.MidiFile) or a note list (``Note``s or the lists/dicts
     ``parse_notes`` takes: notes a DAW read from its MIDI item) -> float32 chroma ``[T, 12]``; see
-    ``notes_to_chroma``."""
+    ``notes_to_chroma`` (``check``: a cancel point every ``CHROMA_CHUNK`` notes)."""
     if isinstance(midi, (list, tuple)):
         notes = parse_notes(midi)
         if not include_drums:
             notes = [n for n in notes if n.channel != DRUM_CHANNEL]
     else:
         notes = read_notes(midi, include_drums=include_drums)
-    return notes_to_chroma(notes, frame_rate, duration_s, polyphony=polyphony, reference=reference)
+    return notes_to_chroma(notes, frame_rate, duration_s, polyphony=polyphony, reference=reference, check=check)
 
 
 def chroma_labels(chroma: np.ndarray) -> list[str | None]:

@@ -36,6 +36,7 @@ import numpy as np
 from m2ugen.midi import PITCH_CLASSES, Note, write_midi
 
 ANALYSIS_SR = 22050
+MIN_SECONDS = 0.1  # shorter audio cannot be transcribed (refused at submit by the server)
 HOP = 256
 FRAME_LENGTH = 2048
 PYIN_RESOLUTION = 0.25  # semitones per pitch bin (librosa's 0.1 is 6x slower; notes are rounded to 1)
@@ -104,8 +105,9 @@ def _mono(wave, sr) -> np.ndarray:
         raise ValueError("audio: empty")
     if not np.isfinite(w).all():
         raise ValueError("audio: contains NaN or inf")
-    if w.size / sr < 0.1:
-        raise ValueError(f"audio: too short ({w.size / sr * 1000:.0f} ms; transcription needs at least 100 ms)")
+    if w.size / sr < MIN_SECONDS:
+        raise ValueError(f"audio: too short ({w.size / sr * 1000:.0f} ms; transcription needs at least "
+                         f"{MIN_SECONDS * 1000:.0f} ms)")
     if sr != ANALYSIS_SR:
         import soxr
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from m2ugen import paths
-from server import discovery, protocol, security
+from server import discovery, owners, protocol, security
 from server import inputs as inputs_mod
 from server.adapters import Adapters
 from server.handlers import Handlers, Limits
@@ -126,6 +126,7 @@ class ServerSettings:
     adapters: list[tuple[str | None, str]] = field(default_factory=list)  # serve --adapter [NAME=]DIR (+ weights.json)
     stems_dir: str | None = None  # serve --stems-dir: Demucs weights (default: the torch hub cache)
     separators: Any = None  # {model name: separator} used as they are (tests inject exact ones)
+    shared_jobs: bool = False  # every client sees every job (serve --shared-jobs); else only its own
 
     def uses_curve(self) -> bool:
         """CURVE is on when asked, and always for a non-loopback bind."""
@@ -180,7 +181,8 @@ class ServerApp:
         self.adapters = Adapters(model, info, self.data_dir)
         self.adapters.load_all(s.adapters)
         self.handlers = Handlers(store=self.store, queue=self.queue, journal=self.journal, roots=self.roots,
-                                 jobs_dir=self.jobs_dir, model_info=info, limits=s.limits, adapters=self.adapters)
+                                 jobs_dir=self.jobs_dir, model_info=info, limits=s.limits, adapters=self.adapters,
+                                 access=owners.Access(s.shared_jobs))
         self.server_public_key = curve_keys[0].decode("ascii") if curve_keys else None
         self.transport = Transport(self.handlers, self.store, host=s.host, port=s.port,
                                    max_message_bytes=s.limits.max_message_mb * 2**20, curve_keys=curve_keys,
@@ -199,7 +201,7 @@ class ServerApp:
         (a job whose clips are gone fails with the reason)."""
         for rec in self.journal.resumable(protocol.LONG_KINDS):
             job = Job(id=rec["job"], kind=rec["kind"], params=rec["params"], model=self.model_info,
-                      created=rec["created"], inputs_info=rec.get("inputs") or {})
+                      created=rec["created"], inputs_info=rec.get("inputs") or {}, owner=rec.get("owner"))
             job.job_dir = self.jobs_dir / job.id
             job.output = {"want": "path", "path": None, "overwrite": False}
             clips = job.job_dir / inputs_mod.AUDIO_SET_DIR

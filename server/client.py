@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from server import discovery, protocol, security
+from server import discovery, owners, protocol, security
 
 
 @dataclass
@@ -75,8 +75,15 @@ def endpoint_host(endpoint: str) -> str:
 
 class Client:
     def __init__(self, endpoint: str | None = None, *, timeout_s: float = 10.0, server_public_key=None,
-                 client_keys=None, context: zmq.Context | None = None):
+                 client_keys=None, context: zmq.Context | None = None, token: str | bool | None = None):
         self.endpoint = resolve_endpoint(endpoint)
+        # whose jobs these are (server/owners.py): None = this user's token from the config dir, False = none
+        if token is None:
+            try:
+                token = owners.user_token()
+            except OSError:  # no writable config dir: the connection is the identity
+                token = False
+        self.token = token or None
         self.timeout_s = timeout_s
         self._ctx = context or zmq.Context.instance()
         self._pending: collections.deque[Message] = collections.deque()
@@ -90,6 +97,8 @@ class Client:
         self.curve = server_public_key is not None
         self.socket = self._ctx.socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
+        # a send never blocks longer than the reply timeout (e.g. with no connected peer after a refusal)
+        self.socket.setsockopt(zmq.SNDTIMEO, max(1, int(timeout_s * 1000)))
         if endpoint_host(self.endpoint).count(":"):
             self.socket.setsockopt(zmq.IPV6, 1)
         if server_public_key is not None:
@@ -120,7 +129,14 @@ class Client:
         """Send a request; adds ``v`` and a fresh ``req`` id (returned)."""
         req = f"{self._prefix}-{next(self._counter)}"
         header = {"v": protocol.PROTOCOL_VERSION, "op": op, "req": req, **fields}
-        self.socket.send_multipart(protocol.encode(header, list(frames)), copy=len(frames) == 0)
+        if self.token is not None:
+            header.setdefault("token", self.token)
+        try:
+            self.socket.send_multipart(protocol.encode(header, list(frames)), copy=len(frames) == 0)
+        except zmq.Again:
+            self._raise_if_refused()
+            raise ServerUnavailable(f"could not send '{op}' to {self.endpoint} within {self.timeout_s:g} s (no "
+                                    f"connection to the server)") from None
         return req
 
     def _recv_socket(self, timeout_s: float | None) -> Message | None:

@@ -75,17 +75,18 @@ def prompt_for_model(params: dict[str, Any], source_analysis: dict[str, Any] | N
     return f"{prompt.rstrip()} {line}" if line else prompt
 
 
-def model_options(params: dict[str, Any], midi: bytes | list | None, tempo: float | None, decode_s: float) -> dict[str, Any]:
+def model_options(params: dict[str, Any], midi: bytes | list | None, tempo: float | None, decode_s: float,
+                  check=None) -> dict[str, Any]:
     """``M2UGen.chat`` options beyond the official call, only where they differ from its defaults: the
     edit mode, the vocoder, a MIDI sketch's notes (a file's bytes or a client's note list) as the melody
     chroma, and the tempo for the music
-    decoder's text (not with ``reference_prompt``)."""
+    decoder's text (not with ``reference_prompt``). ``check``: the chroma's cancel point (m2ugen.midi)."""
     options = {k: params[k] for k, default in (("mode", "text"), ("continuation", "new"), ("vocoder", "encodec"))
                if params.get(k, default) != default}
     if midi is not None:
         from m2ugen import midi as midi_notes
 
-        options["chroma"] = midi_notes.midi_to_chroma(midi, duration_s=decode_s)
+        options["chroma"] = midi_notes.midi_to_chroma(midi, duration_s=decode_s, check=check)
     if tempo and not params.get("reference_prompt"):
         options["music_hint"] = f"{round(tempo)} bpm"
     return options

@@ -16,7 +16,7 @@ from typing import Any
 
 from m2ugen import media
 from server import inputs as inputs_mod
-from server import outputs, protocol
+from server import kinds, outputs, owners, protocol
 from server.jobs import Job, JobQueue, JobStore, QueueFull, new_job_id
 from server.journal import Journal
 from server.protocol import ProtocolError, req_int, req_str
@@ -71,7 +71,7 @@ class Outcome:
 
 class Handlers:
     def __init__(self, *, store: JobStore, queue: JobQueue, journal: Journal, roots: AllowedRoots, jobs_dir: Path,
-                 model_info: dict[str, Any], limits: Limits, adapters=None):
+                 model_info: dict[str, Any], limits: Limits, adapters=None, access: owners.Access | None = None):
         self.store = store
         self.queue = queue
         self.journal = journal
@@ -80,6 +80,7 @@ class Handlers:
         self.model_info = model_info
         self.limits = limits
         self.adapters = adapters  # server.adapters.Adapters (None: a server without adapters)
+        self.access = access or owners.Access()  # whose jobs a client sees (server/owners.py)
 
     # -----------------------------------------------------------------------------------------
     def handle(self, identity: bytes, frames: list, defer_submit: bool = False) -> Outcome | PendingSubmit:
@@ -90,6 +91,7 @@ class Handlers:
             header, rest = protocol.decode(frames)
             req = header.get("req") if isinstance(header.get("req"), (str, int)) else None
             op = protocol.check_envelope(header)
+            header[owners.OWNER_FIELD] = owners.owner_of(identity, header, frames[0])
             if op == "submit" and defer_submit:
                 return PendingSubmit(identity, req, header, rest)
             out = getattr(self, "op_" + op)(identity, header, rest)
@@ -132,14 +134,17 @@ class Handlers:
             out.reply["req"] = req
         return out
 
-    def _record(self, job_id: str) -> dict[str, Any]:
+    def _record(self, job_id: str, header: dict[str, Any]) -> dict[str, Any]:
+        """The record of one of the caller's jobs (another client's is ``not_found``)."""
         job = self.store.get(job_id)
         if job is not None:
             with self.store.lock:
-                return job.record()
-        rec = self.journal.get(job_id)
-        if rec is None:
-            raise ProtocolError("not_found", f"no job with id {job_id!r}", "job")
+                rec = job.record()
+        else:
+            rec = self.journal.get(job_id)
+            if rec is None:
+                raise ProtocolError("not_found", f"no job with id {job_id!r}", "job")
+        self.access.check(header[owners.OWNER_FIELD], rec.get("owner"), job_id)
         return rec
 
     # -----------------------------------------------------------------------------------------
@@ -149,7 +154,8 @@ class Handlers:
         return Outcome({"op": "welcome", "server_version": protocol.SERVER_VERSION,
                         "protocol": protocol.PROTOCOL_VERSION, "model": self.model_info,
                         "limits": self.limits.to_dict(), "jobs_dir": str(self.jobs_dir),
-                        "allowed_roots": [str(r) for r in self.roots.roots]})
+                        "allowed_roots": [str(r) for r in self.roots.roots],
+                        "client": self.access.welcome(header[owners.OWNER_FIELD])})
 
     def op_ping(self, identity, header, frames) -> Outcome:
         return Outcome({"op": "pong", "server_version": protocol.SERVER_VERSION, "time": time.time(),
@@ -172,12 +178,16 @@ class Handlers:
         output = outputs.check(self.roots, spec["output"], takes=spec["params"].get("takes") or 1,
                                kind_ok=outputs.content_check(protocol.KIND_SPECS[spec["kind"]].output_ext),
                                stems=protocol.stems_of(spec["kind"], spec["params"]))
+        if output["path"] is not None:
+            self.access.check_targets(header[owners.OWNER_FIELD], self.journal, outputs.targets(
+                output["path"], spec["params"].get("takes") or 1, protocol.stems_of(spec["kind"], spec["params"])))
         job_id = new_job_id()
         job_dir = self.jobs_dir / job_id
         model_inputs, info = inputs_mod.resolve(spec["inputs"], frames, self.roots, job_dir,
                                                 intake=self.limits.intake(),
                                                 max_file_bytes=self.limits.max_message_mb * 2**20,
                                                 max_set_bytes=self.limits.max_queued_audio_mb * 2**20)
+        kinds.check_inputs(spec["kind"], model_inputs)
         params = spec["params"]
         if protocol.KIND_SPECS[spec["kind"]].makes_audio and params["duration"] is None:
             audio = model_inputs["audio"]
@@ -191,7 +201,8 @@ class Handlers:
             elif selection is not None:  # the selection the result will be placed on
                 seconds = selection["end"] - selection["start"]
             params["duration"] = min(300.0, max(0.5, seconds))
-        job = Job(id=job_id, kind=spec["kind"], params=params, model=self.model_info, inputs_info=info)
+        job = Job(id=job_id, kind=spec["kind"], params=params, model=self.model_info, inputs_info=info,
+                  owner=header[owners.OWNER_FIELD])
         job.inputs, job.output, job.job_dir = model_inputs, output, job_dir
         job.subscribers.add(identity)
         return job
@@ -262,12 +273,12 @@ class Handlers:
         return Outcome({"op": "accepted", "job": job.id, "queue_position": position, "model": self.model_info})
 
     def op_status(self, identity, header, frames) -> Outcome:
-        rec = self._record(req_str(header, "job", min_len=1, max_len=64))
+        rec = self._record(req_str(header, "job", min_len=1, max_len=64), header)
         return Outcome({"op": "job", **rec})
 
     def op_subscribe(self, identity, header, frames) -> Outcome:
         job_id = req_str(header, "job", min_len=1, max_len=64)
-        rec = self._record(job_id)
+        rec = self._record(job_id, header)
         job = self.store.get(job_id)
         if job is not None:
             with self.store.lock:
@@ -276,9 +287,9 @@ class Handlers:
 
     def op_cancel(self, identity, header, frames) -> Outcome:
         job_id = req_str(header, "job", min_len=1, max_len=64)
+        rec = self._record(job_id, header)  # an earlier run's job is already final
         job = self.store.get(job_id)
         if job is None:
-            rec = self._record(job_id)  # an earlier run's job: already final
             return Outcome({"op": "cancelling", "job": job_id, "state": rec["state"]})
         with self.store.lock:
             job.subscribers.add(identity)
@@ -305,7 +316,7 @@ class Handlers:
         job_id = req_str(header, "job", min_len=1, max_len=64)
         want = req_str(header, "want", choices=("path", "bytes"), default="path")
         take = req_int(header, "take", lo=1, hi=protocol.MAX_TAKES, default=None)
-        rec = self._record(job_id)
+        rec = self._record(job_id, header)
         if rec["state"] not in protocol.FINAL_STATES:
             raise ProtocolError("not_ready", f"job {job_id} is {rec['state']}; wait for its 'done' event")
         reply = {"op": "result", **rec}
@@ -335,7 +346,7 @@ class Handlers:
     def op_jobs(self, identity, header, frames) -> Outcome:
         limit = req_int(header, "limit", lo=1, hi=1000, default=50)
         state = req_str(header, "state", choices=protocol.JOB_STATES, default=None)
-        records = self.journal.list(limit, state)
+        records = self.journal.list(limit, state, owner=self.access.list_owner(header[owners.OWNER_FIELD]))
         for i, rec in enumerate(records):  # fresher progress of this run's jobs
             job = self.store.get(rec["job"])
             if job is not None:

@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from m2ugen import media
-from server.protocol import ProtocolError
+from server.protocol import MAX_NOTES, ProtocolError
 from server.security import AllowedRoots, PathNotAllowed
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _CODES = {"audio": "bad_audio", "image": "bad_image", "video": "bad_video", "midi": "bad_midi"}
-MAX_MIDI_BYTES = 16 * 2**20
+MAX_MIDI_BYTES = 4 * 2**20  # a sketch; parsing is CPU work at submit
+MAX_MIDI_NOTES = MAX_NOTES  # notes in one MIDI file (drums included)
+MAX_CHROMA_S = 330.0  # the longest decode (300 s and a loop's tail): notes beyond it cost nothing
+MAX_CHROMA_WORK = 2_000_000  # (note, frame) pairs of the melody chroma (~0.3 s); 300 s x 10 voices is 23k
 
 
 @dataclass(frozen=True)
@@ -120,14 +123,15 @@ def _copy_into_job(what: str, ref: dict, frames: list, roots: AllowedRoots, job_
     return path, info
 
 
-def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[bytes | list, dict]:
-    """A MIDI sketch: its bytes (read once, here) and what it holds; parsed now so a bad file is
-    answered at submit. Notes sent inline (``{"notes": [...]}``, checked by the protocol) become
-    ``m2ugen.midi.Note`` objects instead."""
+def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[list, dict]:
+    """A MIDI sketch -> its ``m2ugen.midi.Note`` list and what it holds: parsed once, here (a bad file, or one
+    past the notes or chroma budget, is answered at submit; the worker never parses it again). Notes sent
+    inline (``{"notes": [...]}``, checked by the protocol) get the same budget."""
     from m2ugen import midi
 
     if "notes" in ref:
         notes = midi.parse_notes(ref["notes"])
+        _check_chroma_budget(notes)
         return notes, {"notes": len(notes), "seconds": round(max(n.end for n in notes), 3), "inline": True}
     if "path" in ref:
         with _open_path(ref, roots, "midi") as f:
@@ -139,13 +143,24 @@ def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[bytes | li
     if len(data) > MAX_MIDI_BYTES:
         raise ProtocolError("bad_midi", f"MIDI input is larger than {MAX_MIDI_BYTES // 2**20} MiB", "inputs.midi")
     try:
-        notes = midi.read_notes(data)
+        notes = midi.read_notes(data, max_notes=MAX_MIDI_NOTES)
     except (ValueError, OSError, EOFError, KeyError, IndexError) as e:
         raise ProtocolError("bad_midi", f"MIDI input cannot be read: {e}", "inputs.midi") from None
     if not notes:
         raise ProtocolError("bad_midi", "MIDI input has no notes (drums on channel 10 do not count)", "inputs.midi")
+    _check_chroma_budget(notes)
     info.update(bytes=len(data), notes=len(notes), seconds=round(max(n.end for n in notes), 3))
-    return data, info
+    return notes, info  # parsed once, here: the worker uses these notes
+
+
+def _check_chroma_budget(notes: list) -> None:
+    from m2ugen import midi
+
+    work = midi.chroma_work(notes, max_s=MAX_CHROMA_S)
+    if work > MAX_CHROMA_WORK:
+        raise ProtocolError("bad_midi", f"the MIDI notes cover {work} note-frames of melody chroma; the limit is "
+                                        f"{MAX_CHROMA_WORK} (fewer or shorter notes: a sketch, not a whole score)",
+                            "inputs.midi")
 
 
 AUDIO_SET_DIR = "audio_set"  # in the job's directory: NN.wav (+ NN.txt, the caption)
@@ -183,7 +198,7 @@ def _decode_audio_set(refs: list[dict], frames: list, roots: AllowedRoots, job_d
 def resolve(spec: dict[str, Any], frames: list, roots: AllowedRoots, job_dir: Path, *, intake: AudioIntake,
             max_file_bytes: int, max_set_bytes: int = 1024 * 2**20) -> tuple[dict[str, Any], dict[str, Any]]:
     """-> (model inputs {"audio": (wave int16 [C, S], sr) | None, "image": str | None, "video": str | None,
-    "midi": bytes | [Note] | None, "audio_set": the clips' directory | None},
+    "midi": [Note] (parsed once, at submit) | None, "audio_set": the clips' directory | None},
     recorded info {name: {"path"|"name", ...}}). On error the job directory is removed."""
     out: dict[str, Any] = {"audio": None, "image": None, "video": None, "midi": None, "audio_set": None}
     info: dict[str, Any] = {}

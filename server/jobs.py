@@ -45,6 +45,7 @@ class Job:
     analysis: dict[str, Any] | None = None  # the measured source (m2ugen.analysis), for ask/edit
     result_analysis: dict[str, Any] | None = None  # the measured result (take 1)
     takes: list[dict[str, Any]] = field(default_factory=list)  # [{take, audio_path, seed, text, ...}]
+    owner: str | None = None  # the client it belongs to (server/owners.py); None: a job from before owners
 
     # --- runtime only (never serialised) ---
     inputs: dict[str, Any] = field(default_factory=dict, repr=False)  # decoded audio, image/video paths
@@ -65,6 +66,7 @@ class Job:
             "seed": self.seed, "inputs": self.inputs_info, "analysis": self.analysis,
             "result_analysis": self.result_analysis, "takes": self.takes,
             "output_path": str(self.output["path"]) if self.output.get("path") else None,
+            "owner": self.owner,
         }
 
 

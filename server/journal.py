@@ -92,15 +92,28 @@ class Journal:
             row = self._db.execute("SELECT record FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def list(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
-        """Newest first."""
+    def list(self, limit: int = 50, state: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; ``owner``: only that client's jobs (None: everyone's)."""
+        where, args = [], []
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if owner is not None:
+            where.append("json_extract(record, '$.owner') = ?")
+            args.append(owner)
+        sql = "SELECT record FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         with self._lock:
-            if state is None:
-                rows = self._db.execute("SELECT record FROM jobs ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
-            else:
-                rows = self._db.execute("SELECT record FROM jobs WHERE state = ? ORDER BY created DESC LIMIT ?",
-                                        (state, limit)).fetchall()
+            rows = self._db.execute(sql + " ORDER BY created DESC LIMIT ?", (*args, limit)).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    def owners_naming(self, path: str) -> set[str | None]:
+        """The owners of the jobs whose record names the file ``path`` (as its output, a take, a sidecar or an
+        input): a client may never have the server write over another client's file."""
+        needle = json.dumps(str(path))  # as the record holds it: a JSON string, quotes included
+        with self._lock:
+            rows = self._db.execute("SELECT json_extract(record, '$.owner') FROM jobs WHERE instr(record, ?) > 0",
+                                    (needle,)).fetchall()
+        return {r[0] for r in rows}
 
     def close(self) -> None:
         with self._lock:

@@ -62,6 +62,12 @@ def stem_path(first: Path, stem: str) -> Path:
     return first.with_name(f"{first.stem}-{stem}{first.suffix}")
 
 
+def targets(path: Path, takes: int = 1, stems=()) -> list[Path]:
+    """Every file a job with output ``path`` writes: its stems or takes, then the sidecar."""
+    files = [stem_path(path, s) for s in stems] or [take_path(path, k) for k in range(1, takes + 1)]
+    return files + [sidecar_of(path)]
+
+
 def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1,
           kind_ok: Callable[[bytes], bool] = is_wav, stems: tuple[str, ...] = ()) -> dict[str, Any]:
     """Submit time: the validated ``output`` object -> the job's output {want, path (resolved), overwrite}
@@ -72,9 +78,8 @@ def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1,
         return output
     try:
         path = roots.check_write(out["path"], "output")
-        files = [stem_path(path, s) for s in stems] or [take_path(path, k) for k in range(1, takes + 1)]
-        targets = [(f, kind_ok) for f in files] + [(sidecar_of(path), is_sidecar)]
-        for target, ok in targets:
+        files = targets(path, takes, stems)
+        for target, ok in zip(files, [kind_ok] * (len(files) - 1) + [is_sidecar]):
             if not (target.exists() or target.is_symlink()):
                 continue
             if target.is_symlink() or not target.is_file():

@@ -463,8 +463,8 @@ def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("bad_request", f"unknown field(s) in params: {', '.join(unknown)}", w + unknown[0])
     p: dict[str, Any] = {}
     for spec in PARAMS:
-        if spec.default is ... and kind not in spec.kinds and params.get(spec.name) is None:
-            p[spec.name] = ""  # required only by the kinds it means something for
+        if spec.default is ... and kind not in spec.kinds and params.get(spec.name) in (None, ""):
+            p[spec.name] = ""  # required only by the kinds it means something for ("": as a record holds it)
             continue
         value = spec.check(params, w)
         p[spec.name] = value if kind in spec.kinds else (spec.default if spec.default is not ... else value)

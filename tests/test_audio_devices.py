@@ -23,6 +23,7 @@ RECORD = ("import sys, numpy as np; from m2ugen.audio_devices import record; "
           "w, sr = record(float(sys.argv[1]), sys.argv[2]); np.save(sys.argv[3], w); print(sr)")
 PLAY = ("import sys, numpy as np; from m2ugen.audio_devices import play; sr = int(sys.argv[2]); "
         "t = np.arange(int(0.6 * sr)) / sr; play(0.5 * np.sin(2 * np.pi * 1000 * t), sr, sys.argv[1])")
+PLAY_UNTIL = PLAY.replace("play(", "import os\nwhile not os.path.exists(sys.argv[3]): play(", 1)
 
 
 def test_devices_lists_the_jack_ports(jack):
@@ -46,10 +47,10 @@ def test_record_and_play_through_jack(jack, tmp_path):
     assert int(got.stdout) == RATE and silence.shape == (2, RATE // 2) and silence.dtype == np.float32
 
     # one process records 2 s from jack_thru while another plays a 1 kHz tone (given at 44.1 kHz: resampled)
+    # again and again until the recording is saved: however late the recorder starts, it hears the tone
     rec = subprocess.Popen([sys.executable, "-c", RECORD, "2.0", "jack_thru", str(tmp_path / "loop.npy")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.8)
-    played = py(PLAY, "jack_thru", "44100")
+    played = py(PLAY_UNTIL, "jack_thru", "44100", str(tmp_path / "loop.npy"))
     assert played.returncode == 0, played.stderr
     out, err = rec.communicate(timeout=60)
     assert rec.returncode == 0, err

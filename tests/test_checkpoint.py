@@ -185,22 +185,29 @@ def test_read_official_checkpoint_strips_only_leading_module(tmp_path):
     assert sorted(ck.read_official_checkpoint(tmp_path / "bare.pth")) == sorted(out)
 
 
+class _Payload:
+    """A pickled object that creates ``marker`` when it is unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 def test_read_official_checkpoint_refuses_unknown_pickled_objects(tmp_path):
     import fractions
 
     torch.save({"model": {"a": torch.ones(1)}, "args": fractions.Fraction(1, 3)}, tmp_path / "c.pth")
-    with pytest.raises(ValueError, match="trust_pickle"):
+    with pytest.raises(ValueError, match="never fully unpickled"):
         ck.read_official_checkpoint(tmp_path / "c.pth")
+    torch.save({"model": {"a": torch.ones(1)}, "args": _Payload(tmp_path / "pwned")}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="refused"):
+        ck.read_official_checkpoint(tmp_path / "evil.pth")
+    assert not (tmp_path / "pwned").exists()  # nothing from the file ran
     (tmp_path / "old.pth").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a torch zip checkpoint"):
         ck.read_official_checkpoint(tmp_path / "old.pth")
-
-
-def test_read_official_checkpoint_trust_pickle_fallback(tmp_path):
-    import fractions
-
-    torch.save({"model": {"module.a": torch.ones(1)}, "args": fractions.Fraction(1, 3)}, tmp_path / "c.pth")
-    assert list(ck.read_official_checkpoint(tmp_path / "c.pth", trust_pickle=True)) == ["a"]
 
 
 # ----------------------------------------------------------------------------------------------

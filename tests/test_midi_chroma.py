@@ -202,3 +202,21 @@ def test_bad_inputs_are_named(tmp_path):
         M.notes_to_chroma([], FR, 1.0, polyphony="max")
     with pytest.raises(ValueError, match="frame_rate"):
         M.notes_to_chroma([], 0, 1.0)
+
+
+def test_long_notes_add_up_as_frame_by_frame(monkeypatch):
+    """Notes spanning many frames are added as arrays: the very same floats as the frame-by-frame loop."""
+    import random
+
+    from m2ugen import midi
+
+    rng = random.Random(0)
+    notes = []
+    for _ in range(400):
+        start = rng.uniform(0, 60)
+        notes.append(midi.Note(start, start + rng.uniform(0.01, 20), rng.randint(20, 100), rng.randint(1, 127), 0))
+    n = midi.frame_count(81.0, midi.MELODY_FRAME_RATE)
+    fast = midi.pitch_class_weights(notes, midi.MELODY_FRAME_RATE, n)
+    monkeypatch.setattr(midi, "_SCALAR_FRAMES", 10**9)  # every note frame by frame
+    slow = midi.pitch_class_weights(notes, midi.MELODY_FRAME_RATE, n)
+    assert np.array_equal(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])

@@ -34,7 +34,12 @@ class Controller:
             self.lines.put(json.loads(line))
         self.lines.put(None)
 
-    def wait_for(self, pred, timeout=120.0) -> dict:
+    def wait_for(self, pred, timeout=120.0, seen_too=False) -> dict:
+        """The next line for which ``pred`` holds (``seen_too``: or one already read)."""
+        if seen_too:
+            for obj in self.seen:
+                if pred(obj):
+                    return obj
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -113,9 +118,10 @@ def test_notes_cc_and_program_changes_reach_the_server(jack, server, tmp_path):
         kb.send(0xC0, 5)        # program change 6 -> accept: nothing to send yet, and it says so
         acc = ctl.wait_for(lambda o: o["op"] == "action")
         assert acc["action"] == "accept" and acc["sent"] is None and "no previews" in acc["missing"]
+        ctl.wait_for(lambda o: o["op"] == "done" and o["job"] == regen[0]["job"], seen_too=True)  # a state, no race
         kb.send(0x99, 36, 100)  # drum pad (channel 10) -> next_take: the newest finished take
         take = ctl.wait_for(lambda o: o["op"] == "action")
-        assert take["action"] == "next_take" and take["job"] == first and take["takes"] == 1  # regen still runs
+        assert take["action"] == "next_take" and take["job"] == regen[0]["job"] and take["takes"] == 2  # newest first
         kb.close()
     finally:
         code = ctl.stop()

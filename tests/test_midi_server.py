@@ -72,3 +72,80 @@ def test_midi_from_the_cli_and_osc(tmp_path):
     fields, _, _ = build_submit(args, "generate", {}, local=True)
     assert fields["inputs"]["midi"] == {"path": str(sketch)}
     assert osc_requests.OPTIONS["midi"] == ("request", "s")
+
+
+def _long_chords(path: Path, n: int, seconds: float) -> Path:
+    """``n`` notes held together for ``seconds`` (a tiny file whose chroma would be costly)."""
+    import mido
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    track.append(mido.MetaMessage("set_tempo", tempo=500000))  # 120 bpm: 960 ticks a second
+    for i in range(n):
+        track.append(mido.Message("note_on", note=24 + i % 96, velocity=100, time=0))
+    ticks = int(seconds * 960)
+    for i in range(n):
+        track.append(mido.Message("note_off", note=24 + i % 96, velocity=0, time=ticks if i == 0 else 0))
+    mid.save(path)
+    return path
+
+
+def test_midi_past_the_budgets_is_refused_at_submit(make_server, melody_model, tmp_path):
+    from m2ugen import midi
+
+    srv = make_server(melody_model, preset="tiny-melody")
+    costly = _long_chords(tmp_path / "costly.mid", 96 * 11, 330.0)  # ~2.7 M note-frames of chroma
+    with Client(srv.endpoint) as c:
+        r = c.call("submit", kind="generate", params={"prompt": "x"}, inputs={"midi": {"path": str(costly)}})
+    assert r.op == "error" and r.header["code"] == "bad_midi" and "note-frames" in r.header["message"], r.header
+    with pytest.raises(ValueError, match="more than 10 notes"):  # the notes budget stops the parse itself
+        midi.read_notes(write_mid(tmp_path / "many.mid", list(range(40, 60))), max_notes=10)
+
+
+def test_a_midi_file_is_parsed_once(make_server, melody_model, tmp_path, monkeypatch):
+    from m2ugen import midi
+
+    loads = []
+    original = midi.load_midi
+    monkeypatch.setattr(midi, "load_midi", lambda m: loads.append(1) or original(m))
+    srv = make_server(melody_model, preset="tiny-melody")
+    with Client(srv.endpoint, timeout_s=30) as c:
+        done = generate(c, write_mid(tmp_path / "scale.mid", [60, 62, 64, 65]))
+    assert done["inputs"]["midi"]["notes"] == 4 and len(loads) == 1  # at submit; the worker keeps the notes
+
+
+def test_a_cancel_stops_the_midi_chroma_at_its_next_chunk(make_server, melody_model, monkeypatch):
+    import threading
+
+    from m2ugen import midi
+
+    started, go, checks = threading.Event(), threading.Event(), []
+    original = midi.pitch_class_weights
+
+    def gated(notes, frame_rate, n_frames, check=None):
+        def counting(done):
+            checks.append(done)
+            if len(checks) == 1:
+                started.set()
+                assert go.wait(120)
+            check(done)
+        return original(notes, frame_rate, n_frames, counting)
+
+    monkeypatch.setattr(midi, "pitch_class_weights", gated)
+    srv = make_server(melody_model, preset="tiny-melody")
+    notes = [[i * 0.01, i * 0.01 + 0.5, 48 + i % 24, 100] for i in range(4 * midi.CHROMA_CHUNK)]
+    try:
+        with Client(srv.endpoint, timeout_s=30) as c:
+            r = c.call("submit", kind="generate", params={"prompt": "x", "max_new_tokens": 4},
+                       inputs={"midi": {"notes": notes}})
+            assert r.op == "accepted", r.header
+            assert started.wait(120)  # the chroma runs
+            assert c.call("cancel", job=r.job).header["state"] == "running"
+            go.set()
+            while (m := c.recv(timeout_s=60)) is not None and m.op not in ("done", "error", "cancelled"):
+                pass
+            assert m is not None and m.op == "cancelled", m
+    finally:
+        go.set()
+    assert checks == [0]  # it stopped at the first cancel point after the cancel: no other chunk ran

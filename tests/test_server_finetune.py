@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ import soundfile as sf
 import torch
 
 from conftest import RunningServer, run_job
-from m2ugen.train import synthetic
+from m2ugen.train import statefile, synthetic
 from server.client import Client
 from train_util import one_thread  # noqa: F401 (fixture)
 
@@ -149,9 +150,9 @@ def test_a_restart_mid_run_resumes_and_ends_as_an_uninterrupted_run(start, clips
         job = _learn(c, clips).job
         _wait(c, job, lambda h: h["op"] == "progress" and h.get("step") == 3)
         first.app.stop()  # mid-run: the state is saved at the next step, the job stays unfinished
-    state = first.jobs_dir / job / "state" / "finetune_state.pt"
+    state = first.jobs_dir / job / "state" / "finetune_state.safetensors"
     assert state.is_file()
-    stopped_at = torch.load(state, weights_only=False)["step"]
+    stopped_at = statefile.load(state)["step"]
     assert 3 <= stopped_at < 6
 
     second = start("cut")
@@ -179,7 +180,7 @@ def test_cancel_stops_a_finetune_and_leaves_no_adapter(start, clips):
         assert _wait(c, r.job, _final)[-1]["op"] == "cancelled"
         assert c.call("ping").header["model"]["adapters"] == []
     assert not (srv.data_dir / "adapters" / "mine").exists()
-    assert not list((srv.jobs_dir / r.job).iterdir())  # neither the state nor the clips are kept
+    assert not (srv.jobs_dir / r.job).exists()  # neither the state nor the clips nor an empty folder are kept
     from m2ugen.train.finetune import _lora_layers
 
     assert not any(layer.lora_A for layer in _lora_layers(model.decoder.model.decoder))  # nothing left inside
@@ -187,11 +188,25 @@ def test_cancel_stops_a_finetune_and_leaves_no_adapter(start, clips):
 
 def test_an_interactive_job_runs_between_the_steps_and_is_not_changed_by_them(start, clips):
     srv = start("data")
+    worker = srv.app.worker
+    at_step_2, go = threading.Event(), threading.Event()
+    progress = worker.progress
+
+    def held_at_step_2(job, stage, fraction, *args, **fields):  # the fine-tune waits there for the submit
+        progress(job, stage, fraction, *args, **fields)
+        if fields.get("step") == 2 and not at_step_2.is_set():
+            at_step_2.set()
+            assert go.wait(120)
+
+    worker.progress = held_at_step_2
     with Client(srv.endpoint, timeout_s=30) as c:
         before = _audio(c, QUICK)
         ft = _learn(c, clips, steps=24).job
-        _wait(c, ft, lambda h: h["op"] == "progress" and h.get("step") == 2)
-        gen = c.call("submit", kind="generate", params={"prompt": "a warm piano tune", **QUICK}).job
+        try:
+            assert at_step_2.wait(120)
+            gen = c.call("submit", kind="generate", params={"prompt": "a warm piano tune", **QUICK}).job
+        finally:
+            go.set()  # queued before the fine-tune's next step: it runs between steps 2 and 3
         order, gen_done, steps_after = [], None, []
         end = time.monotonic() + 300
         while len(order) < 2 and time.monotonic() < end:
@@ -336,3 +351,67 @@ def test_a_broken_adapter_in_the_data_dir_is_skipped_a_named_one_stops_the_start
     assert "broken" in caplog.text and "skipped" in caplog.text
     with pytest.raises(ValueError, match="not an m2ugen adapter"):
         start("other", adapters=[("x", str(broken))])
+
+
+def _uncaptioned(tmp_path, n: int) -> list[dict]:
+    d = tmp_path / "bare"
+    d.mkdir()
+    for i in range(n):
+        synthetic.write_audio(d / f"take_{i}.wav", i, seconds=0.6)
+    return [{"path": str(d / f"take_{i}.wav")} for i in range(n)]  # no captions: the model writes them
+
+
+class _CaptionGate:
+    """Wraps the model's chat: the first caption waits for ``release``; every caption records the states of
+    the server's generate jobs when it began."""
+
+    def __init__(self, srv):
+        from m2ugen.train.finetune import DESCRIBE_PROMPT
+
+        self.model, self.store, self.prompt = srv.app.worker.model, srv.app.store, DESCRIBE_PROMPT
+        self.original = self.model.chat
+        self.seen: list[list[str]] = []
+        self.first, self.release = threading.Event(), threading.Event()
+        self.model.chat = self
+
+    def __call__(self, prompt, *args, **kwargs):
+        if prompt == self.prompt:
+            self.seen.append([j.state for j in self.store.all() if j.kind == "generate"])
+            if len(self.seen) == 1:
+                self.first.set()
+                assert self.release.wait(120)
+        return self.original(prompt, *args, **kwargs)
+
+
+def _held_at_the_first_caption(start, tmp_path, n_clips: int, while_held, final: str):
+    """A fine-tune of uncaptioned clips; ``while_held(client, job)`` runs while its first caption waits."""
+    srv = start("data")
+    gate = _CaptionGate(srv)
+    try:
+        with Client(srv.endpoint, timeout_s=30) as c:
+            ft = _learn(c, _uncaptioned(tmp_path, n_clips)).job
+            assert gate.first.wait(120)
+            while_held(c, ft)
+            gate.release.set()
+            assert _wait(c, ft, _final)[-1]["op"] == final
+    finally:
+        gate.release.set()
+    return srv, gate, ft
+
+
+def test_an_interactive_job_runs_between_two_captions(start, tmp_path):
+    def submit(c, ft):
+        assert c.call("submit", kind="generate", params={"prompt": "a warm piano tune", **QUICK}).op == "accepted"
+
+    _, gate, _ = _held_at_the_first_caption(start, tmp_path, 3, submit, "done")
+    assert len(gate.seen) == 3
+    assert gate.seen[0] == [] and gate.seen[1] == ["done"]  # it ran right after the first caption
+
+
+def test_a_cancel_lands_before_the_next_caption(start, tmp_path):
+    def cancel(c, ft):
+        assert c.call("cancel", job=ft).op == "cancelling"
+
+    srv, gate, ft = _held_at_the_first_caption(start, tmp_path, 4, cancel, "cancelled")
+    assert len(gate.seen) == 1  # the caption under way finished; no other began
+    assert not (srv.jobs_dir / ft).exists()

@@ -143,7 +143,10 @@ def test_keep_days_zero_keeps_everything(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setenv("M2UGEN_CONFIG_DIR", str(tmp_path / "cfg"))
     data = tmp_path / "data"
     j = Journal(data / "jobs.sqlite")
-    j.save({"job": "a1b2c3", "created": 1.0, "state": "done"})  # from 1970
+    from server import owners
+
+    mine = owners.owner_of(b"", {"token": owners.user_token()})  # the Client below is this user's
+    j.save({"job": "a1b2c3", "created": 1.0, "state": "done", "owner": mine})  # from 1970
     j.close()
     (data / "jobs" / "a1b2c3").mkdir(parents=True)
     app = ServerApp(tiny_model, model_info(tiny_model, preset="tiny"),

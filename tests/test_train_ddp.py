@@ -51,7 +51,7 @@ def test_two_processes_match_one(tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     assert a["llama.layers.3.attention.gate"].abs().min() > 0  # trained: the comparison is between moved tensors
     # both processes ran (each wrote its RNG state), and rank 0 logged the loss of the whole global batch
-    assert (two / "state/step-00000003/rng-1.pt").is_file()
+    assert (two / "state/step-00000003/rng-1.safetensors").is_file()
     la = [json.loads(x)["loss"] for x in (one / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x)["loss"] for x in (two / "metrics.jsonl").read_text().splitlines()]
     assert len(la) == len(lb) == 3

@@ -204,3 +204,38 @@ def test_notes_are_the_melody_of_the_generation(make_server, melody_model):
     assert a["params"]["mode"] == "melody" and a["inputs"]["midi"] == {"notes": 8, "seconds": 2.0, "inline": True}
     assert a["duration"] == pytest.approx(2.0, abs=0.01)  # as long as its notes
     assert not np.array_equal(sf.read(a["audio_path"])[0], sf.read(b["audio_path"])[0])
+
+
+def test_audio_too_short_to_transcribe_is_refused_at_submit(server, tmp_path):
+    one = tmp_path / "one.wav"
+    sf.write(one, np.zeros((1, 2), np.float32), 22050)  # one sample
+    with Client(server) as c:
+        r = c.call("submit", kind="transcribe", params={}, inputs={"audio": {"path": str(one)}})
+        assert r.op == "error" and r.header["code"] == "bad_audio" and r.header["field"] == "inputs.audio", r.header
+        assert "1 sample" in r.header["message"] and "100 ms" in r.header["message"]
+        assert c.call("jobs").header["jobs"] == []  # nothing was accepted
+
+
+@pytest.mark.parametrize("kind, params, inputs", [
+    ("generate", {"prompt": "x"}, {}),
+    ("ask", {"prompt": "x"}, {"audio": {"path": "/a.wav"}}),
+    ("edit", {"prompt": "x", "mode": "continue"}, {"audio": {"path": "/a.wav"}}),
+    ("transcribe", {}, {"audio": {"path": "/a.wav"}}),
+    ("finetune", {"adapter_name": "mine"}, {"audio_set": [{"path": "/a.wav"}]}),
+])
+def test_recorded_params_resubmit_as_they_are(kind, params, inputs):
+    recorded = protocol.check_submit({"kind": kind, "params": params, "inputs": inputs}, 0)["params"]
+    again = protocol.check_submit({"kind": kind, "params": json.loads(json.dumps(recorded)), "inputs": inputs}, 0)
+    assert again["params"] == recorded
+
+
+def test_a_finished_jobs_params_resubmit_as_they_are(server, melody_wav):
+    with Client(server) as c:
+        first = transcribe(c, melody_wav)
+        again = c.call("submit", kind="transcribe", params=first["params"], inputs={"audio": {"path": str(melody_wav)}})
+        assert again.op == "accepted", again.header
+        done = run_job(c, "generate", {"prompt": "x", "duration": 0.5, "max_new_tokens": 4})
+        sidecar = json.loads(open(done["sidecar_path"]).read())
+        for params in (done["params"], sidecar["params"]):
+            r = c.call("submit", kind="generate", params=params)
+            assert r.op == "accepted", r.header

@@ -29,13 +29,13 @@ def _check_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def read_official_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+def read_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The model state dict of an official ``checkpoint.pth`` (or of a bare state dict file).
 
     Memory-mapped (``mmap=True``): tensors are read from the file on first use, so the optimizer
     state is never loaded. Loaded with ``weights_only=True`` and ``argparse.Namespace`` (the pickled
-    ``args``) allow-listed. ``trust_pickle=True`` falls back to a full unpickle, which can run code
-    from the file: only for a file you trust whose pickle holds other Python objects.
+    ``args``) allow-listed; a file whose pickle holds any other object is refused (it is never fully
+    unpickled: that could run code from the file).
     Returns the state dict with a leading ``module.`` stripped from the keys.
     """
     path = Path(path)
@@ -47,14 +47,9 @@ def read_official_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = Fa
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except pickle.UnpicklingError as e:  # the weights-only unpickler refused a global
-        if not trust_pickle:
-            raise ValueError(
-                f"{path}: the safe (weights-only) loader refused this file: {e}. If you trust the file, "
-                "load it with trust_pickle=True"
-            ) from e
-        # Needed only when the pickle holds objects beyond tensors/containers/Namespace.
-        log.warning("%s: falling back to a full unpickle (trust_pickle=True)", path)
-        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        raise ValueError(f"{path}: the safe (weights-only) loader refused this file: {e}. A checkpoint is never "
+                         f"fully unpickled (it could run code); convert it where it was made, e.g. save only its "
+                         f"'model' state dict, or to safetensors") from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         extra = sorted(k for k in obj if k != "model")
         log.info("%s: official checkpoint (ignoring %s)", path.name, ", ".join(extra) or "nothing")

@@ -15,6 +15,7 @@ the data position (epoch, micro-batch). The newest ``keep_states`` states are ke
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -24,8 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from m2ugen.train import statefile
+
 WEIGHTS_FILE = "m2ugen.safetensors"
 STATE_DIR = "state"
+OPTIMIZER_FILE = "optimizer.safetensors"  # m2ugen.train.statefile (safetensors + JSON): no pickle is ever loaded
+
+log = logging.getLogger("m2ugen.train")
+
+
+def rng_file(rank: int) -> str:
+    return f"rng-{rank}.safetensors"
 
 
 def _atomic_dir(final: Path) -> Path:
@@ -143,8 +153,8 @@ def save_state(out_dir: str | os.PathLike, trained: dict[str, torch.nn.Parameter
     if rank == 0:
         tmp = _atomic_dir(final)
         save_file({n: p.detach().cpu().contiguous() for n, p in trained.items()}, str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(rng_state(), tmp / "rng-0.pt")
+        statefile.save(tmp / OPTIMIZER_FILE, optimizer.state_dict())
+        statefile.save(tmp / rng_file(0), rng_state())
         (tmp / "progress.json").write_text(json.dumps(progress, indent=1))
         if final.exists():
             shutil.rmtree(final)
@@ -157,7 +167,7 @@ def save_state(out_dir: str | os.PathLike, trained: dict[str, torch.nn.Parameter
 
 def save_rank_rng(state_dir: Path, rank: int) -> None:
     if rank != 0:
-        torch.save(rng_state(), state_dir / f"rng-{rank}.pt")
+        statefile.save(state_dir / rng_file(rank), rng_state())
 
 
 def latest_state(out_dir: str | os.PathLike) -> Path | None:
@@ -181,8 +191,15 @@ def load_state(state_dir: Path, trained: dict[str, torch.nn.Parameter], optimize
             if tuple(sd[n].shape) != tuple(p.shape):
                 raise ValueError(f"{state_dir}: {n} has shape {list(sd[n].shape)}, the model {list(p.shape)}")
             p.copy_(sd[n])
-    optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", map_location="cpu", weights_only=False))
-    rng = state_dir / f"rng-{rank}.pt"
+    legacy = sorted(p.name for p in state_dir.glob("*.pt"))
+    if legacy:
+        log.warning("%s: pickle state file(s) %s are never loaded (they could run code); ignored", state_dir,
+                    ", ".join(legacy))
+    if not (state_dir / OPTIMIZER_FILE).is_file():
+        raise ValueError(f"{state_dir}: no {OPTIMIZER_FILE} (a state saved by an older version in pickle files is "
+                         f"not loaded: it could run code); start the run again without --resume")
+    optimizer.load_state_dict(statefile.load(state_dir / OPTIMIZER_FILE))
+    rng = state_dir / rng_file(rank)
     if rng.is_file():
-        set_rng_state(torch.load(rng, weights_only=False))
+        set_rng_state(statefile.load(rng))
     return json.loads((state_dir / "progress.json").read_text())

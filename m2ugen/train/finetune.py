@@ -86,21 +86,32 @@ def find_clips(audio_dir: str | os.PathLike) -> list[Path]:
     return clips
 
 
-def caption_clips(model, paths: list[Path], on_progress: Callable[[float], None] | None = None) -> list[Clip]:
+def caption_clips(model, paths: list[Path], on_progress: Callable[[float], None] | None = None, *,
+                  should_stop: Callable[[], bool] | None = None,
+                  between: Callable[[], None] | None = None) -> list[Clip] | None:
     """Sidecar ``.txt`` captions, else the model's own description of the clip. Unreadable files are
-    all listed in one error before anything is trained."""
+    all listed in one error before anything is trained. One caption is one step: before each of the
+    model's captions after the first, ``between()`` runs (e.g. lend the model to waiting jobs), and
+    ``should_stop()`` is asked before every one of them; None when it stopped the captioning."""
     from m2ugen.train.data import DatasetError, check_media
 
     problems = [f"{p}: {err}" for p in paths if (err := check_media(str(p), "audio"))]
     if problems:
         raise DatasetError(problems)
     clips = []
+    captioned = 0
     for i, p in enumerate(paths):
         side = p.with_suffix(".txt")
         text = side.read_text(encoding="utf-8").strip() if side.is_file() else ""
         if text:
             clips.append(Clip(str(p), text, "sidecar"))
         else:
+            if captioned and between is not None:
+                between()
+            if should_stop is not None and should_stop():
+                log.info("captioning stopped after %d of %d clip(s)", i, len(paths))
+                return None
+            captioned += 1
             reply = model.chat(DESCRIBE_PROMPT, audio=str(p), want_audio=False, temperature=0.0, seed=0,
                                max_new_tokens=min(96, model.cfg.max_new_tokens))
             clips.append(Clip(str(p), reply.text.strip() or p.stem.replace("_", " "), "model"))
@@ -220,6 +231,7 @@ def finetune(
     state_dir: str | os.PathLike | None = None,
     save_every: int = 0,
     between_steps: Callable[[], None] | None = None,
+    between_captions: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train a personal LoRA from the clips in ``audio_dir``; write the adapter dir ``out_dir``.
 
@@ -227,7 +239,9 @@ def finetune(
     losses, captions) is written there every ``save_every`` steps and when ``should_stop`` stops the
     run; when it already holds one, training continues from it (the captions are not asked again) and
     ends as an uninterrupted run would. ``between_steps``: called after every step (e.g. to lend the
-    model to other work inside ``paused``)."""
+    model to other work inside ``paused``); ``between_captions``: called between the model's captions
+    (the model is not training yet: no ``paused`` needed). A stop while captioning returns
+    ``{"status": "stopped", "steps": 0}`` before any training or state."""
     _require_peft()
     fcfg = (fcfg or FinetuneConfig()).check()
     emit = on_event or (lambda e: None)
@@ -242,7 +256,11 @@ def finetune(
         log.info("fine-tune %r resumes at step %d of %d", fcfg.name, state["step"], fcfg.steps)
     else:
         emit({"kind": "captioning", "fraction": 0.0})
-        clips = caption_clips(model, find_clips(audio_dir), lambda f: emit({"kind": "captioning", "fraction": f}))
+        clips = caption_clips(model, find_clips(audio_dir), lambda f: emit({"kind": "captioning", "fraction": f}),
+                              should_stop=should_stop, between=between_captions)
+        if clips is None:
+            emit({"kind": "done", "status": "stopped", "steps": 0, "last_loss": None, "out": None})
+            return {"status": "stopped", "steps": 0, "clips": []}
     sr = dec.sample_rate
     from m2ugen import media
 
@@ -350,7 +368,8 @@ def _llm_loss(model, clips: list[Clip]) -> torch.Tensor:
 # resumable state, pausing
 
 
-STATE_FILE = "finetune_state.pt"
+STATE_FILE = "finetune_state.safetensors"  # m2ugen.train.statefile: no pickle
+LEGACY_STATE_FILE = "finetune_state.pt"  # an older pickle state: never loaded (it could run code)
 
 
 def _lora_params(model, name: str) -> dict[str, torch.Tensor]:
@@ -395,20 +414,36 @@ def _restore_state(state: dict[str, Any], model, name: str, opt, rng) -> tuple[i
 
 def save_state(state_dir: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Atomically write ``state_dir/STATE_FILE`` (a crash never leaves half a state)."""
+    from m2ugen.train import statefile
+
     d = Path(state_dir)
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / (STATE_FILE + ".partial")
-    torch.save(state, tmp)
-    os.replace(tmp, d / STATE_FILE)
-    return d / STATE_FILE
+    return statefile.save(d / STATE_FILE, state)
 
 
 def load_state(state_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The resumable state in ``state_dir``, or None when there is none yet."""
-    p = Path(state_dir) / STATE_FILE
+    """The resumable state in ``state_dir``, or None when there is none yet. A file that is not a state
+    (corrupt, or an older pickle ``LEGACY_STATE_FILE``, which is never unpickled) is reported and the
+    fine-tune starts over."""
+    from m2ugen.train import statefile
+
+    d = Path(state_dir)
+    legacy = d / LEGACY_STATE_FILE
+    if legacy.exists():
+        log.warning("%s: a pickle state file is never loaded (it could run code); ignored, the fine-tune "
+                    "starts over", legacy)
+    p = d / STATE_FILE
     if not p.is_file():
         return None
-    return torch.load(p, map_location="cpu", weights_only=False)
+    try:
+        state = statefile.load(p)
+    except statefile.StateFileError as e:
+        log.warning("the saved fine-tune state cannot be used (%s); the fine-tune starts over", e)
+        return None
+    if not isinstance(state, dict) or state.get("format") != "m2ugen-finetune-state-v1":
+        log.warning("%s is not a fine-tune state; the fine-tune starts over", p)
+        return None
+    return state
 
 
 @contextmanager

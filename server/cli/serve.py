@@ -2,8 +2,8 @@
 
 The CLI wires the two together (the server package knows nothing of OSC): the bridge gets the
 server's endpoint and, under CURVE, the keys from the server's own settings, and it is supervised —
-a bridge thread that dies is logged and restarted (a few times), then the server stops loudly rather
-than serve DAW devices that can no longer reach it. Everything that can refuse to start (bind rule,
+a bridge thread that dies is logged and restarted (with a growing wait after a few quick restarts), and
+it never takes the job server down with it. Everything that can refuse to start (bind rule,
 keys, OSC address) is checked before the model is loaded.
 """
 
@@ -23,12 +23,15 @@ from server.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, finite_float
 
 log = logging.getLogger("m2ugen.server")
 
-BRIDGE_RESTARTS = 3  # within BRIDGE_RESTART_WINDOW_S; one more failure stops the server
+BRIDGE_RESTARTS = 3  # quick restarts within BRIDGE_RESTART_WINDOW_S; after them the restarts back off
 BRIDGE_RESTART_WINDOW_S = 60.0
+BRIDGE_BACKOFF_MAX_S = 60.0
 
 
 class SupervisedBridge:
-    """The OSC bridge in a thread of this process, restarted when it dies."""
+    """The OSC bridge in a thread of this process, restarted when it dies. It never stops the job server:
+    after BRIDGE_RESTARTS quick restarts within the window, each next one waits twice as long (up to
+    BRIDGE_BACKOFF_MAX_S); a restarted bridge keeps its clients' reply ports, settings and jobs."""
 
     def __init__(self, endpoint: str, host: str, port: int, *, allow_remote: bool, client_factory):
         self.endpoint, self.host, self.port = endpoint, host, port
@@ -36,13 +39,18 @@ class SupervisedBridge:
         self.client_factory = client_factory
         self.failures: list[float] = []
         self.error: BaseException | None = None
+        self.bridge = None
+        self.next_try = 0.0
         self._start()
 
     def _start(self) -> None:
         from bridge_osc.bridge import Bridge  # lazy: the bridge is optional
 
+        previous = self.bridge
         self.bridge = Bridge(self.endpoint, self.host, self.port, allow_remote=self.allow_remote,
                              client_factory=self.client_factory)
+        if previous is not None:
+            self.bridge.adopt(previous)
         self.port = self.bridge.port  # the bound port, also for --osc-port 0; kept on restart
         self.error = None
         self.thread = threading.Thread(target=self._serve, name="m2ugen-osc-bridge", daemon=True)
@@ -57,23 +65,33 @@ class SupervisedBridge:
     def info(self) -> dict[str, Any]:
         return {"host": self.bridge.host, "port": self.port}
 
-    def check(self) -> bool:
-        """Called every second: restarts a dead bridge; False when it keeps dying (stop the server)."""
+    def check(self, now: float | None = None) -> bool:
+        """Called every second: restarts a dead bridge (at once, or after the back-off). Always True: the
+        job server keeps serving its other clients whatever the bridge does."""
         if self.thread.is_alive():
             return True
-        why = f"{type(self.error).__name__}: {self.error}" if self.error else "its thread ended"
-        now = time.monotonic()
-        self.failures = [t for t in self.failures if now - t < BRIDGE_RESTART_WINDOW_S] + [now]
-        if len(self.failures) > BRIDGE_RESTARTS:
-            log.error("the OSC bridge failed %d times within %.0f s (last: %s); stopping the server",
-                      len(self.failures), BRIDGE_RESTART_WINDOW_S, why)
-            return False
-        log.error("the OSC bridge stopped (%s); restarting it on udp %s:%d", why, self.host, self.port)
+        now = time.monotonic() if now is None else now
+        if now < self.next_try:
+            return True
+        if self.next_try == 0.0:  # a new death (not a restart that waited or failed)
+            why = f"{type(self.error).__name__}: {self.error}" if self.error else "its thread ended"
+            self.failures = [t for t in self.failures if now - t < BRIDGE_RESTART_WINDOW_S] + [now]
+            extra = len(self.failures) - BRIDGE_RESTARTS
+            if extra > 0:
+                wait = min(BRIDGE_BACKOFF_MAX_S, 2.0 ** (extra - 1))
+                log.error("the OSC bridge failed %d times within %.0f s (last: %s); the job server keeps serving; "
+                          "next restart in %.0f s", len(self.failures), BRIDGE_RESTART_WINDOW_S, why, wait)
+                self.next_try = now + wait
+                return True
+            log.error("the OSC bridge stopped (%s); restarting it on udp %s:%d", why, self.host, self.port)
+        self.next_try = 0.0
         try:
             self._start()
         except Exception as e:
-            log.error("cannot restart the OSC bridge: %s: %s; stopping the server", type(e).__name__, e)
-            return False
+            wait = BRIDGE_BACKOFF_MAX_S / 4
+            log.error("cannot restart the OSC bridge: %s: %s; the job server keeps serving; next try in %.0f s",
+                      type(e).__name__, e, wait)
+            self.next_try = now + wait
         return True
 
     def stop(self) -> None:
@@ -82,16 +100,18 @@ class SupervisedBridge:
 
 
 def _bridge_client_factory(settings, app):
-    """Clients of the in-process bridge: the server's endpoint, with the server's own CURVE keys."""
-    from server import security
+    """Clients of the in-process bridge: the server's endpoint, with the server's own CURVE keys and a token of
+    the bridge's own (``<config dir>/osc-bridge.token``; under CURVE its jobs are the client key's)."""
+    from server import owners, security
     from server.client import Client
 
+    token = owners.user_token("osc-bridge")  # the bridge's own identity (its jobs survive its and our restarts)
     if app.server_public_key is None:
-        return lambda endpoint: Client(endpoint, server_public_key=False)
+        return lambda endpoint: Client(endpoint, server_public_key=False, token=token)
     keys_dir = settings.resolved_keys_dir()
     client_keys = security.load_client_keys(keys_dir)
     server_key = app.server_public_key.encode("ascii")
-    return lambda endpoint: Client(endpoint, server_public_key=server_key, client_keys=client_keys)
+    return lambda endpoint: Client(endpoint, server_public_key=server_key, client_keys=client_keys, token=token)
 
 
 def _preflight(args, settings) -> str | None:
@@ -131,7 +151,7 @@ def cmd_serve(args) -> int:
                       max_audio_mb=args.max_audio_mb, max_queued_audio_mb=args.max_queued_audio_mb,
                       max_batch=args.max_batch),
         curve=True if args.curve else None, keys_dir=Path(args.keys_dir).expanduser() if args.keys_dir else None,
-        keep_days=args.keep_days, stems_dir=args.stems_dir,
+        keep_days=args.keep_days, stems_dir=args.stems_dir, shared_jobs=args.shared_jobs,
     )
     from server.adapters import parse_adapter_arg
 
@@ -182,9 +202,8 @@ def cmd_serve(args) -> int:
     code = EXIT_OK
     try:
         while not app.stopped.wait(1.0):
-            if bridge is not None and not bridge.check():
-                code = EXIT_FAILED
-                break
+            if bridge is not None:
+                bridge.check()
     except KeyboardInterrupt:
         log.info("stopping (signal)")
     finally:
@@ -223,6 +242,9 @@ def register(sub) -> None:
     p.add_argument("--max-queued-audio-mb", type=int, default=1024,
                    help="decoded input audio all queued jobs may hold together (default 1024 MiB); more -> busy. "
                         "Input audio is kept at most stereo, 32 kHz, 16 bit: 600 s is 77 MiB at most")
+    p.add_argument("--shared-jobs", action="store_true",
+                   help="every client sees, fetches and cancels every job (one person's machine, several tools "
+                        "with their own identities); default: a client sees only its own jobs")
     p.add_argument("--keep-days", type=finite_float, default=30.0,
                    help="at start, forget finished jobs older than this and delete their folders in the jobs dir "
                         "(default 30; 0 = keep forever; results written to a client's --out are never deleted)")
@@ -241,7 +263,7 @@ def register(sub) -> None:
                         "(\"adapters\": {name: dir}); the data dir's adapters/ are always loaded")
     p.add_argument("--curve", action="store_true", help="require CURVE even on loopback")
     p.add_argument("--keys-dir", metavar="DIR", help="CURVE keys (default <config dir>/keys)")
-    p.add_argument("--osc", action="store_true", help="also run the OSC bridge (restarted if it fails)")
+    p.add_argument("--osc", action="store_true", help="also run the OSC bridge (restarted if it fails; it never stops the server)")
     p.add_argument("--osc-host", default="127.0.0.1",
                    help="OSC bind address (default 127.0.0.1); any other needs --allow-remote-osc")
     p.add_argument("--allow-remote-osc", action="store_true",

@@ -63,6 +63,14 @@ def analyse_source(job: Job) -> tuple[tuple | None, dict | None]:
         return source, None
 
 
+def cancel_point(job: Job):
+    """A check for long steps outside the model (the MIDI chroma): a cancel stops the job there."""
+    def check(_done: int = 0) -> None:
+        if job.cancel_requested.is_set():
+            raise JobCancelled()
+    return check
+
+
 def plan(worker, job: Job) -> Plan:
     p = job.params
     source, analysis = analyse_source(job)
@@ -71,7 +79,8 @@ def plan(worker, job: Job) -> Plan:
     want_audio = protocol.KIND_SPECS[job.kind].makes_audio
     duration = (finishing.length_s(p, tempo) or 10.0) if want_audio else 10.0
     decode_s = finishing.decode_length(p, duration)
-    options = finishing.model_options(p, job.inputs.get("midi"), tempo, decode_s) if want_audio else {}
+    options = finishing.model_options(p, job.inputs.get("midi"), tempo, decode_s,
+                                      check=cancel_point(job)) if want_audio else {}
     takes = max(1, int(p.get("takes") or 1)) if want_audio else 1
     the_plan = Plan(prompt=finishing.prompt_for_model(p, analysis), want_audio=want_audio, duration=duration,
                     decode_s=decode_s, takes=takes, tempo=tempo, source=source, options=options)

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 from server import audio_io, outputs, protocol
-from server import inputs as inputs_mod
 from server.jobs import Job
 
 log = logging.getLogger("m2ugen.worker")
@@ -64,13 +63,18 @@ def run(worker, job: Job) -> None:
             with ft.paused(worker.model, training_name(job)):
                 worker.run_waiting()
 
+    def between_captions() -> None:  # the model is not training yet: the waiting jobs run as they are
+        if worker.interactive_waiting():
+            worker.run_waiting()
+            worker.adapters.select(None)
+
     built = job.job_dir / BUILT_DIR
     t0 = time.perf_counter()
     try:
         info = ft.finetune(worker.model, job.inputs["audio_set"], built, config(job), on_event=on_event,
                            should_stop=lambda: job.cancel_requested.is_set() or worker.stopping,
                            state_dir=job.job_dir / STATE_DIR, save_every=p["save_every"],
-                           between_steps=between_steps)
+                           between_steps=between_steps, between_captions=between_captions)
     except Exception as e:
         log.warning("job %s: fine-tune raised %s: %s", job.id, type(e).__name__, e)
         worker.finish(job, "failed", error={"code": "job_failed", "message": f"{type(e).__name__}: {e}"})
@@ -84,8 +88,7 @@ def run(worker, job: Job) -> None:
             log.info("job %s: fine-tune parked at step %d of %d; it continues when the server starts again",
                      job.id, info["steps"], p["steps"])
             return
-        for d in (STATE_DIR, inputs_mod.AUDIO_SET_DIR):  # a cancelled fine-tune keeps nothing
-            shutil.rmtree(job.job_dir / d, ignore_errors=True)
+        shutil.rmtree(job.job_dir, ignore_errors=True)  # a cancelled fine-tune keeps nothing, not even its folder
         worker.finish(job, "cancelled")
         return
     install(worker, job, built, info, time.perf_counter() - t0)

@@ -21,6 +21,7 @@ from typing import Any
 
 from server import audio_io, finishing, outputs, protocol
 from server.jobs import Job, JobCancelled
+from server.protocol import ProtocolError
 from server.kinds.chat import analyse_source
 from server.security import PathNotAllowed
 
@@ -51,6 +52,18 @@ def measure(worker, job: Job) -> tuple[tuple, dict | None]:
         source, analysis = analyse_source(job)
     worker.update(job, analysis=analysis, duration=source[0].shape[-1] / source[1])
     return source, analysis
+
+
+def check_inputs(model_inputs: dict) -> None:
+    """Submit time: audio the transcriber cannot use is refused with the reason (not accepted, then failed)."""
+    from m2ugen.transcribe import MIN_SECONDS
+
+    audio = model_inputs.get("audio")
+    if audio is not None and audio[0].shape[-1] / audio[1] < MIN_SECONDS:
+        seconds = audio[0].shape[-1] / audio[1]
+        raise ProtocolError("bad_audio", f"the audio is {seconds * 1000:.1f} ms long ({audio[0].shape[-1]} "
+                                         f"sample(s)); transcription needs at least {MIN_SECONDS * 1000:.0f} ms",
+                            "inputs.audio")
 
 
 def transcribe(worker, job: Job, source: tuple, bpm: float):
