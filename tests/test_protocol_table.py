@@ -142,7 +142,7 @@ def test_live_device_names_are_the_bridges():
 
     from bridge_osc.requests import OPTIONS
 
-    js = (ROOT / "max_device/m2ugen_device.js").read_text()
+    js = (ROOT / "max_device/m2ugen_requests.js").read_text()  # the device's requests (split from m2ugen_device.js)
     body = js[js.index("function submitArgs"):]
     body = body[:body.index("\n}\n")]
     names = set(re.findall(r'"([a-z_]+)", (?:request|state|mediaKind)', body)) | set(re.findall(r'push\("([a-z_]+)"', body))
