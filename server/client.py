@@ -5,6 +5,14 @@
     req = c.send("submit", kind="generate", params={"prompt": "lofi piano", "duration": 4})
     while (m := c.recv(timeout_s=30)) is not None: ...   # accepted, progress, text, done | error | cancelled
 
+Files cross the wire as bytes (the server opens no client path): ``upload`` sends a file's bytes
+unless the server already holds them and returns the input reference for a submit; ``save_result``
+fetches a finished job's result and writes it where the caller asks (server/outputs.py ``save``):
+
+    ref = c.upload("/Volumes/Samples/take.wav", on_progress=print)   # {"blob", "proof", "name"}
+    c.call("submit", kind="ask", params={"prompt": "what key?"}, inputs={"audio": {**ref, "start": 2.0}})
+    c.save_result(job, "/Volumes/Projects/out.wav", overwrite=True)
+
 ``socket`` is public so callers can put it in their own ``zmq.Poller``; when they do, they must read
 it with ``recv(timeout_s=0)`` (messages kept aside by ``call`` are returned first).
 """
@@ -12,6 +20,7 @@ it with ``recv(timeout_s=0)`` (messages kept aside by ``call`` are returned firs
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import os
 import time
@@ -49,6 +58,28 @@ class ServerUnavailable(Exception):
 
 class ServerRefused(ServerUnavailable):
     """The server is there but refused the connection's security handshake (wrong or unknown key)."""
+
+
+class RequestRefused(Exception):
+    """The server answered an upload or a result fetch with an error (``header``: its error reply)."""
+
+    def __init__(self, header: dict[str, Any]):
+        super().__init__(f"{header.get('code')}: {header.get('message')}")
+        self.header = header
+        self.code = header.get("code")
+
+
+UPLOAD_WINDOW = 4  # chunks in flight at once (each at most the server's chunk_bytes)
+
+
+def _open_source(source) -> tuple[Any, str]:
+    """A path (str / PathLike) or bytes -> (a binary file object, a display name)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        import io
+
+        return io.BytesIO(bytes(source)), ""
+    p = Path(source).expanduser()
+    return open(p, "rb"), p.name
 
 
 _HANDSHAKE_FAILED = (getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0) | getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0)
@@ -140,6 +171,10 @@ class Client:
         """Send and wait for the direct reply (same ``req``); other messages are kept for ``recv``."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         req = self.send(op, frames, **fields)
+        return self._wait_reply({req}, op, timeout)
+
+    def _wait_reply(self, reqs: set[str], op: str, timeout: float) -> Message:
+        """The first reply to one of ``reqs`` (removed from the set); other messages are kept for ``recv``."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -150,9 +185,112 @@ class Client:
             msg = self._recv_socket(left)
             if msg is None:
                 continue
-            if msg.header.get("req") == req:
+            if msg.header.get("req") in reqs:
+                reqs.discard(msg.header["req"])
                 return msg
             self._pending.append(msg)
+
+    # -----------------------------------------------------------------------------------------
+    # files as bytes
+
+    def upload(self, source, *, name: str | None = None, on_progress=None, timeout_s: float | None = None) -> dict:
+        """Send a file's bytes (a path or bytes) to the server, unless it already holds them (offered by
+        sha256 first: a regenerate sends nothing again), in chunks (``on_progress(sent, total)`` after
+        each); -> the input reference ``{"blob", "proof", "name"}`` for a submit's inputs. The file is
+        read here, by this process; raises RequestRefused (e.g. too large) or ServerUnavailable."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        f, shown = _open_source(source)
+        with f:
+            digest, size = hashlib.sha256(), 0
+            while block := f.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+            sha = digest.hexdigest()
+            offer = self.call("upload", timeout_s=timeout, sha256=sha, size=size)
+            if offer.op == "error":
+                raise RequestRefused(offer.header)
+            proof = hashlib.sha256(offer.header["challenge"].encode("ascii"))
+            f.seek(0)
+            if offer.header.get("have"):
+                while block := f.read(1 << 20):
+                    proof.update(block)
+            else:
+                self._send_chunks(f, proof, sha, size, int(offer.header.get("offset") or 0),
+                                  int(offer.header.get("chunk_bytes") or 2**20), on_progress, timeout)
+        if on_progress is not None:
+            on_progress(size, size)
+        return {"blob": sha, "proof": proof.hexdigest(), "name": name if name is not None else shown}
+
+    def _send_chunks(self, f, proof, sha: str, size: int, offset: int, chunk: int, on_progress, timeout: float) -> None:
+        """Chunks from ``offset``, ``UPLOAD_WINDOW`` of them in flight; the last reply says ``have``."""
+        while offset and (block := f.read(min(1 << 20, offset - f.tell()))):  # what the server has already
+            proof.update(block)
+        in_flight: set[str] = set()
+        error: Message | None = None
+        last: Message | None = None
+        sent = offset
+        while True:
+            block = f.read(chunk) if error is None else b""
+            if block:
+                proof.update(block)
+                in_flight.add(self.send("upload", [block], sha256=sha, size=size, offset=sent))
+                sent += len(block)
+            if in_flight and (len(in_flight) >= UPLOAD_WINDOW or not block):
+                reply = self._wait_reply(in_flight, "upload", timeout)
+                if reply.op == "error":
+                    error = error or reply  # the chunks behind it are refused too: collect their replies
+                else:
+                    last = reply
+                    if on_progress is not None:
+                        on_progress(int(reply.header.get("offset") or 0), size)
+            elif not block:
+                break
+        if error is not None:
+            raise RequestRefused(error.header)
+        if last is None or not last.header.get("have"):
+            raise RequestRefused({"code": "bad_upload", "message": f"the server did not confirm the upload of {sha}"})
+
+    def save_result(self, job: str, out, *, overwrite: bool = False, timeout_s: float | None = None) -> dict:
+        """Fetch a finished job's result as bytes and write it to ``out`` (its takes beside it as
+        ``<stem>-take<k>.wav``, its sidecar as ``<stem>.json``), atomically, replacing files only with
+        ``overwrite`` and only of their kind (server/outputs.py ``save``). -> the ``result`` reply's
+        header with the paths written here (``audio_path`` or ``midi_path``, ``takes``, ``sidecar_path``)."""
+        from server import outputs
+
+        out = Path(out).expanduser().absolute()
+        first = self.call("result", timeout_s=timeout_s, job=job, want="bytes")
+        if first.op == "error":
+            raise RequestRefused(first.header)
+        h = dict(first.header)
+        if h.get("state") != "done" or not first.frames:
+            return h
+        ref = "midi" if h.get("midi") else "audio"
+        targets = [out] + [outputs.take_path(out, int(t.get("take", 1))) for t in (h.get("takes") or [])[1:]]
+        for path in [*targets, outputs.sidecar_of(out)]:
+            outputs.check_target(path, overwrite)
+        outputs.save(out, bytes(first.frames[0]), overwrite=overwrite)
+        takes = []
+        for t in h.get("takes") or []:
+            k = int(t.get("take", 1))
+            if k > 1:
+                reply = self.call("result", timeout_s=timeout_s, job=job, want="bytes", take=k)
+                if reply.op == "error" or not reply.frames:
+                    raise RequestRefused(reply.header if reply.op == "error" else
+                                         {"code": "not_found", "message": f"take {k} of job {job} sent no bytes"})
+                outputs.save(outputs.take_path(out, k), bytes(reply.frames[0]), overwrite=overwrite)
+            takes.append({**t, "audio_path": str(outputs.take_path(out, k))})
+        h[f"{ref}_path"] = str(out)
+        if takes:
+            h["takes"] = takes
+        if isinstance(h.get("sidecar"), dict):
+            import json
+
+            side = outputs.sidecar_of(out)
+            outputs.save(side, json.dumps({**h["sidecar"], f"{ref}_path": str(out), **({"takes": takes} if takes else {})},
+                                          indent=1).encode("utf-8"), overwrite=overwrite)
+            h["sidecar_path"] = str(side)
+        h.pop(ref, None)
+        return h
 
     def _raise_if_refused(self) -> None:
         """ServerRefused when the monitor saw the server reject our handshake."""
