@@ -167,6 +167,10 @@ class Client:
             return self._pending.popleft()
         return self._recv_socket(self.timeout_s if timeout_s is None else timeout_s)
 
+    def has_pending(self) -> bool:
+        """Messages kept aside by ``call`` (the socket's poll no longer shows them)."""
+        return bool(self._pending)
+
     def call(self, op: str, frames=(), timeout_s: float | None = None, **fields) -> Message:
         """Send and wait for the direct reply (same ``req``); other messages are kept for ``recv``."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
