@@ -323,3 +323,130 @@ def test_protocol_table_has_the_upload_op():
     assert "upload" in protocol.REQUEST_OPS and protocol.PROTOCOL_VERSION == 2
     with pytest.raises(protocol.ProtocolError, match="exactly one frame"):
         protocol.check_upload({"sha256": "a" * 64, "size": 3, "offset": 0}, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# every client, with files outside home and temp (issue 20's everyday case: a sample drive)
+
+
+def write_mid(path: Path, pitches) -> Path:
+    import mido
+
+    mid = mido.MidiFile()
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    for p in pitches:
+        track.append(mido.Message("note_on", note=p, velocity=90, time=0))
+        track.append(mido.Message("note_off", note=p, velocity=0, time=mid.ticks_per_beat // 2))
+    mid.save(path)
+    return path
+
+
+def cli_lines(capsys) -> list[dict]:
+    return [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+
+
+@pytest.mark.timeout(600)
+def test_the_cli_reads_and_writes_outside_home_and_temp_for_every_kind(server_info, outside_dir, capsys):
+    from PIL import Image
+
+    from server.cli import main
+
+    srv = server_info.endpoint
+    src = write_wav(outside_dir / "sample drive take.wav", seconds=1.5)
+    pic = outside_dir / "cover.png"
+    Image.new("RGB", (16, 16), "blue").save(pic)
+    clips = outside_dir / "clips"
+    clips.mkdir()
+    for i in range(2):
+        write_wav(clips / f"c{i}.wav", seconds=0.8, freq=220.0 * (i + 1))
+    res = outside_dir / "results"
+    common = ["--server", srv, "--max-new-tokens", "4", "--no-progress"]
+
+    assert main(["ask", "--audio", str(src), "--prompt", "what key?", *common]) == 0
+    ask = cli_lines(capsys)
+    assert ask[0] == {"op": "upload", "name": src.name, "sent": src.stat().st_size, "size": src.stat().st_size}
+    assert ask[-2]["op"] == "done" and ask[-2]["inputs"]["audio"]["name"] == src.name
+    assert main(["edit", "--audio", str(src), "--prompt", "more", "--duration", "0.5", "--out",
+                 str(res / "edit.wav"), *common]) == 0
+    done = next(x for x in cli_lines(capsys) if x["op"] == "done")
+    assert done["audio_path"] == str(res / "edit.wav") and sf.info(res / "edit.wav").frames > 0
+    assert json.loads((res / "edit.json").read_text())["job"] == done["job"]  # the sidecar beside it
+    assert main(["generate", "--image", str(pic), "--prompt", "like this", "--duration", "0.5", "--takes", "2",
+                 "--out", str(res / "gen.wav"), *common]) == 0
+    done = next(x for x in cli_lines(capsys) if x["op"] == "done")
+    assert [t["audio_path"] for t in done["takes"]] == [str(res / "gen.wav"), str(res / "gen-take2.wav")]
+    assert (res / "gen-take2.wav").is_file()
+    assert main(["transcribe", "--audio", str(src), "--bpm", "100", "--out", str(res / "notes.mid"),
+                 "--server", srv, "--no-progress"]) == 0
+    assert (res / "notes.mid").read_bytes()[:4] == b"MThd"
+    capsys.readouterr()
+    assert main(["learn", str(clips), "--adapter-name", "drive", "--steps", "1", "--clip-s", "0.5",
+                 "--server", srv, "--no-progress"]) == 0
+    learnt = cli_lines(capsys)
+    assert sum(1 for x in learnt if x["op"] == "upload" and x["sent"] == x["size"]) == 2
+    assert learnt[-2]["op"] == "done"
+    # an --out that exists is refused before anything is sent; --overwrite replaces a WAV with a WAV
+    sent = server_info.app.blobs.received_bytes
+    assert main(["edit", "--audio", str(src), "--prompt", "x", "--out", str(res / "edit.wav"), *common]) == 2
+    assert main(["edit", "--audio", str(src), "--prompt", "x", "--duration", "0.5", "--out", str(res / "edit.wav"),
+                 "--overwrite", *common]) == 0
+    assert server_info.app.blobs.received_bytes == sent  # the same take: not uploaded again
+
+
+@pytest.fixture(scope="module")
+def melody_model():
+    from m2ugen import M2UGen, M2UGenConfig
+
+    return M2UGen.from_config(M2UGenConfig.preset("tiny-melody"))
+
+
+@pytest.mark.timeout(300)
+def test_a_midi_sketch_outside_home_and_temp_from_the_cli_and_the_api(make_server, melody_model, outside_dir,
+                                                                      capsys):
+    from server.cli import main
+
+    srv = make_server(melody_model, preset="tiny-melody")
+    sketch = write_mid(outside_dir / "sketch.mid", [60, 64, 67, 72])
+    out = outside_dir / "melody.wav"
+    assert main(["generate", "--midi", str(sketch), "--prompt", "strings", "--max-new-tokens", "4", "--out", str(out),
+                 "--server", srv.endpoint, "--no-progress"]) == 0
+    done = next(x for x in cli_lines(capsys) if x["op"] == "done")
+    assert done["inputs"]["midi"]["notes"] == 4 and done["params"]["mode"] == "melody" and out.is_file()
+    with Client(srv.endpoint, timeout_s=30) as c:
+        rec = run_job(c, "generate", {"prompt": "strings", "max_new_tokens": 4}, {"midi": c.upload(sketch)})
+        saved = c.save_result(rec["job"], outside_dir / "api.wav")
+    assert Path(saved["audio_path"]).parent == outside_dir and (outside_dir / "api.json").is_file()
+
+
+@pytest.mark.timeout(300)
+def test_the_osc_bridge_reads_and_writes_outside_home_and_temp(server_info, outside_dir):
+    from bridge_osc.bridge import start_in_thread
+    from test_osc_fake_server import OscPeer
+
+    src = write_wav(outside_dir / "clip.wav", seconds=1.0)
+    res = outside_dir / "Set" / "Samples" / "M2UGen"
+    (outside_dir / "Set").mkdir()
+    bridge = start_in_thread(server_info.endpoint, port=0, ping_interval_s=0.2, ping_timeout_s=5.0)
+    p = OscPeer(bridge.port)
+    try:
+        p.send("/m2u/hello", ("i", p.port))
+        p.expect("/m2u/welcome")
+        p.send("/m2u/submit", ("s", "edit"), ("s", "prompt"), ("s", "brighter"), ("s", "audio"), ("s", str(src)),
+               ("s", "duration"), ("f", 0.5), ("s", "max_new_tokens"), ("i", 4), ("s", "results_dir"), ("s", str(res)))
+        done = p.expect("/m2u/done", timeout=120)[-1]
+        assert Path(done.args[1]).parent == res and Path(done.args[1]).read_bytes()[:4] == b"RIFF"
+        p.send("/m2u/submit", ("s", "transcribe"), ("s", "audio"), ("s", str(src)), ("s", "bpm"), ("f", 100.0),
+               ("s", "results_dir"), ("s", str(res)))
+        midi = p.expect("/m2u/done", timeout=120)[-1]
+        assert midi.args[1].endswith(".mid") and Path(midi.args[1]).parent == res
+        assert Path(midi.args[1]).read_bytes()[:4] == b"MThd"
+        p.send("/m2u/ask", ("s", "what"), ("s", "key?"), ("s", str(src)))
+        assert p.expect("/m2u/done", timeout=120)[-1].args[0]
+        p.send("/m2u/submit", ("s", "finetune"), ("s", "adapter_name"), ("s", "osc_drive"), ("s", "steps"), ("i", 1),
+               ("s", "clip_s"), ("f", 0.5), ("s", "clip"), ("s", str(src)))
+        assert not [m for m in p.expect("/m2u/done", timeout=200) if m.address == "/m2u/error"]
+    finally:
+        p.close()
+        bridge.stop()
+    assert server_info.app.blobs.received_bytes == src.stat().st_size  # one upload, four jobs

@@ -112,7 +112,7 @@ def upload_inputs(client, reporter: Reporter, fields: dict[str, Any], files: dic
                 reporter.bar.set_description_str(f"uploading {path.name}")
                 reporter.bar.n = round(100 * fraction)
                 reporter.bar.refresh()
-            if fraction >= state["last"] + 0.25 or sent == total:  # a few lines for programs, not one per chunk
+            if fraction >= state["last"] + 0.25 or (sent == total and state["last"] < 1.0):  # a few lines, not one per chunk
                 state["last"] = fraction
                 reporter.line({"op": "upload", "name": path.name, "sent": sent, "size": total})
 
