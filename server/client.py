@@ -72,6 +72,30 @@ class RequestRefused(Exception):
 UPLOAD_WINDOW = 4  # chunks in flight at once (each at most the server's chunk_bytes)
 
 
+_HASH_BLOCK = 4 * 2**20
+
+
+def _hash_file(f, challenge: str | None, content: bool = True) -> tuple[str | None, str | None, int]:
+    """One read of ``f``: (its sha256, sha256(challenge + its bytes), its size), the two hashes side by
+    side on two threads (hashlib lets go of the GIL for large blocks)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    digest = hashlib.sha256() if content else None
+    proof = hashlib.sha256(challenge.encode("ascii")) if challenge else None
+    size = 0
+    with ThreadPoolExecutor(1) as side:
+        while block := f.read(_HASH_BLOCK):
+            size += len(block)
+            other = side.submit(proof.update, block) if proof is not None and digest is not None else None
+            if digest is not None:
+                digest.update(block)
+            if other is not None:
+                other.result()
+            elif proof is not None:
+                proof.update(block)
+    return (digest.hexdigest() if digest else None, proof.hexdigest() if proof else None, size)
+
+
 def _open_source(source) -> tuple[Any, str]:
     """A path (str / PathLike) or bytes -> (a binary file object, a display name)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -113,6 +137,7 @@ class Client:
         self._pending: collections.deque[Message] = collections.deque()
         self._counter = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:8]
+        self._challenge: str | None = None  # for upload proofs (server/blobs.py)
 
         if server_public_key is None:  # None: as the discovery file says; False: plain (no CURVE)
             server_public_key = self._discovered_server_key()
@@ -201,34 +226,33 @@ class Client:
         """Send a file's bytes (a path or bytes) to the server, unless it already holds them (offered by
         sha256 first: a regenerate sends nothing again), in chunks (``on_progress(sent, total)`` after
         each); -> the input reference ``{"blob", "proof", "name"}`` for a submit's inputs. The file is
-        read here, by this process; raises RequestRefused (e.g. too large) or ServerUnavailable."""
+        read here, by this process: once to hash it (its sha256 and the proof for this connection's
+        challenge, side by side), once more to send it if the server lacks it. Raises RequestRefused
+        (e.g. too large) or ServerUnavailable."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        if self._challenge is None:  # this connection's challenge, asked once
+            welcome = self.call("hello", timeout_s=timeout, client="server.client")
+            self._challenge = welcome.header.get("upload_challenge")
         f, shown = _open_source(source)
         with f:
-            digest, size = hashlib.sha256(), 0
-            while block := f.read(1 << 20):
-                digest.update(block)
-                size += len(block)
-            sha = digest.hexdigest()
+            sha, proof, size = _hash_file(f, self._challenge)
             offer = self.call("upload", timeout_s=timeout, sha256=sha, size=size)
             if offer.op == "error":
                 raise RequestRefused(offer.header)
-            proof = hashlib.sha256(offer.header["challenge"].encode("ascii"))
-            f.seek(0)
-            if offer.header.get("have"):
-                while block := f.read(1 << 20):
-                    proof.update(block)
-            else:
-                self._send_chunks(f, proof, sha, size, int(offer.header.get("offset") or 0),
-                                  int(offer.header.get("chunk_bytes") or 2**20), on_progress, timeout)
+            if offer.header.get("challenge") != self._challenge:  # a new connection meanwhile: prove again
+                self._challenge = offer.header.get("challenge")
+                f.seek(0)
+                _, proof, _ = _hash_file(f, self._challenge, content=False)
+            if not offer.header.get("have"):
+                f.seek(int(offer.header.get("offset") or 0))
+                self._send_chunks(f, sha, size, f.tell(), int(offer.header.get("chunk_bytes") or 2**20),
+                                  on_progress, timeout)
         if on_progress is not None:
             on_progress(size, size)
-        return {"blob": sha, "proof": proof.hexdigest(), "name": name if name is not None else shown}
+        return {"blob": sha, "proof": proof, "name": name if name is not None else shown}
 
-    def _send_chunks(self, f, proof, sha: str, size: int, offset: int, chunk: int, on_progress, timeout: float) -> None:
+    def _send_chunks(self, f, sha: str, size: int, offset: int, chunk: int, on_progress, timeout: float) -> None:
         """Chunks from ``offset``, ``UPLOAD_WINDOW`` of them in flight; the last reply says ``have``."""
-        while offset and (block := f.read(min(1 << 20, offset - f.tell()))):  # what the server has already
-            proof.update(block)
         in_flight: set[str] = set()
         error: Message | None = None
         last: Message | None = None
@@ -236,7 +260,6 @@ class Client:
         while True:
             block = f.read(chunk) if error is None else b""
             if block:
-                proof.update(block)
                 in_flight.add(self.send("upload", [block], sha256=sha, size=size, offset=sent))
                 sent += len(block)
             if in_flight and (len(in_flight) >= UPLOAD_WINDOW or not block):

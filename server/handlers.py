@@ -160,7 +160,8 @@ class Handlers:
         return Outcome({"op": "welcome", "server_version": protocol.SERVER_VERSION,
                         "protocol": protocol.PROTOCOL_VERSION, "model": self.model_info,
                         "limits": self.limits.to_dict(), "jobs_dir": str(self.jobs_dir),
-                        "uploads": self.blobs is not None})
+                        "uploads": self.blobs is not None,
+                        **({"upload_challenge": self.blobs.challenge(identity)} if self.blobs is not None else {})})
 
     def op_ping(self, identity, header, frames) -> Outcome:
         return Outcome({"op": "pong", "server_version": protocol.SERVER_VERSION, "time": time.time(),
