@@ -35,6 +35,7 @@ from server.protocol import ProtocolError
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 CHUNK_BYTES = 4 * 2**20  # the largest chunk a client may send in one message
+SWEEP_EVERY_S = 600.0  # expiry runs at start and at most this often on an offer
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _PARTIAL = "partial"
 
@@ -70,6 +71,7 @@ class BlobStore:
         self._lock = threading.Lock()
         self._partials: dict[tuple[bytes, str], _Partial] = {}
         self.received_bytes = 0  # chunk bytes accepted since start (tests and benchmarks count uploads)
+        self._swept = time.monotonic()
         (self.root / _PARTIAL).mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
         for leftover in (self.root / _PARTIAL).iterdir():  # a stopped server's unfinished uploads
@@ -95,6 +97,8 @@ class BlobStore:
     def offer(self, owner: bytes, sha: str, size: int) -> dict:
         """A client offers a file: do we hold it (it needs to send nothing), else from where to send it."""
         self._check(sha, size)
+        if time.monotonic() - self._swept > SWEEP_EVERY_S:  # a long-running server expires as it goes
+            self.sweep()
         reply = {"sha256": sha, "size": size, "challenge": self.challenge(owner), "chunk_bytes": CHUNK_BYTES}
         path = self._blob_path(sha)
         with self._lock:
@@ -216,6 +220,7 @@ class BlobStore:
     def sweep(self, now: float | None = None) -> int:
         """Delete blobs unused for ``ttl_s`` and unfinished uploads idle for ``partial_ttl_s``."""
         now = time.time() if now is None else now
+        self._swept = time.monotonic()
         removed = 0
         with self._lock:
             for key, part in list(self._partials.items()):

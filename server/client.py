@@ -292,6 +292,12 @@ class Client:
         if h.get("state") != "done" or not first.frames:
             return h
         ref = "midi" if h.get("midi") else "audio"
+        wanted = (".mid", ".midi") if ref == "midi" else (".wav",)
+        if out.suffix.lower() not in wanted:
+            from server.security import PathNotAllowed
+
+            raise PathNotAllowed(f"{out}: the result of job {job} is {'a MIDI file' if ref == 'midi' else 'a WAV'}; "
+                                 f"name it {wanted[0]}")
         targets = [out] + [outputs.take_path(out, int(t.get("take", 1))) for t in (h.get("takes") or [])[1:]]
         for path in [*targets, outputs.sidecar_of(out)]:
             outputs.check_target(path, overwrite)

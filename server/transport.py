@@ -44,8 +44,10 @@ class IntakePool:
     time, in the order sent (an upload's chunks stay in order), and no client waits behind another's."""
 
     def __init__(self, run, done, threads: int = INTAKE_THREADS, max_waiting: int = MAX_WAITING,
-                 max_waiting_per_client: int = MAX_WAITING_PER_CLIENT):
+                 max_waiting_per_client: int = MAX_WAITING_PER_CLIENT, max_waiting_bytes: int | None = None):
         self._run, self._done = run, done
+        self.max_waiting_bytes = max_waiting_bytes  # the frames waiting hold memory: bounded in bytes too
+        self._bytes = 0
         self._cv = threading.Condition()
         self._waiting: collections.OrderedDict[bytes, collections.deque] = collections.OrderedDict()
         self._busy: set[bytes] = set()
@@ -59,23 +61,28 @@ class IntakePool:
         for t in self._threads:
             t.start()
 
-    def put(self, identity: bytes, item) -> bool:
-        """Queue ``item`` for ``identity``; False when too much waits already (the caller answers busy)."""
+    def put(self, identity: bytes, item, size: int = 0) -> bool:
+        """Queue ``item`` (holding ``size`` bytes) for ``identity``; False when too much waits already
+        (the caller answers busy)."""
         with self._cv:
             mine = self._waiting.get(identity)
             if self._count >= self.max_waiting or (mine is not None and len(mine) >= self.max_waiting_per_client):
                 return False
+            if self.max_waiting_bytes is not None and self._bytes + size > self.max_waiting_bytes:
+                return False
             if mine is None:
                 mine = self._waiting[identity] = collections.deque()
-            mine.append(item)
+            mine.append((item, size))
             self._count += 1
+            self._bytes += size
             self._cv.notify()
         return True
 
     def _next(self):
         for identity, items in self._waiting.items():
             if identity not in self._busy:
-                item = items.popleft()
+                item, size = items.popleft()
+                self._bytes -= size
                 del self._waiting[identity]
                 if items:  # to the back of the turn
                     self._waiting[identity] = items
@@ -159,7 +166,7 @@ class Transport:
         # submits are read and decoded, and uploads written, on the intake pool (fair between clients)
         self._intake_out: collections.deque = collections.deque()
         self._wake_local = threading.local()
-        self.intake = IntakePool(self.handlers.prepare, self._intake_done)
+        self.intake = IntakePool(self.handlers.prepare, self._intake_done, max_waiting_bytes=2 * max_message_bytes)
 
     # -----------------------------------------------------------------------------------------
     def emitter(self):
@@ -208,7 +215,8 @@ class Transport:
         identity = msg[0].bytes
         out = self.handlers.handle(identity, msg[1:], defer_submit=True)
         if isinstance(out, PendingSubmit):
-            if not self.intake.put(identity, out):  # what waits for the pool holds memory: bounded
+            size = sum(len(f.buffer) if hasattr(f, "buffer") else len(f) for f in out.frames)
+            if not self.intake.put(identity, out, size):  # what waits for the pool holds memory: bounded
                 self._reply(identity, self.handlers.refuse_busy(out, "too many submits and uploads are waiting "
                                                                      "to be read"))
         else:

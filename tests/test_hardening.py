@@ -426,25 +426,22 @@ def test_curve_refusal_says_refused_not_unreachable(make_server, tmp_path):
 
 def test_temp_files_of_an_interrupted_write_are_removed_at_start(tmp_path, tiny_model):
     from server.app import ServerApp, ServerSettings, model_info
-    from server.journal import Journal
 
     data, outdir = tmp_path / "data", tmp_path / "mine"
     job_dir = data / "jobs" / "abc123"
     job_dir.mkdir(parents=True)
     outdir.mkdir()
-    left = [job_dir / ".result.wav.k3j4h5g6.tmp", outdir / ".take.wav.0123456789ab.tmp"]
-    keep = [outdir / ".other.wav.0123456789ab.tmp", outdir / "take.wav.tmp", job_dir / "input_image.png"]
+    (data / "uploads" / "partial").mkdir(parents=True)
+    left = [job_dir / ".result.wav.k3j4h5g6.tmp", data / "uploads" / "partial" / "ab-cd.part"]
+    keep = [outdir / ".take.wav.0123456789ab.tmp", job_dir / "result.wav.tmp", job_dir / "input_image.png"]
     for p in left + keep:
         p.write_bytes(b"x" * 1000)
-    j = Journal(data / "jobs.sqlite")
-    j.save({"job": "abc123", "created": time.time(), "state": "running", "output_path": str(outdir / "take.wav")})
-    j.close()
     app = ServerApp(tiny_model, model_info(tiny_model, "tiny"),
                     ServerSettings(port=0, data_dir=data, write_discovery=False, keep_days=0))
     app.start()
     app.stop()
     assert [p.exists() for p in left] == [False, False]
-    assert all(p.exists() for p in keep)  # only our own temp names, only beside the interrupted job's target
+    assert all(p.exists() for p in keep)  # only its own temp names, only in its own data dir
 
 
 # ---------------------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def test_notes_are_normalised_and_take_no_other_field():
     assert spec["inputs"]["midi"] == {"notes": [[0.0, 1.0, 60, 100], [1.0, 2.5, 64, 90]]}
     assert spec["params"]["mode"] == "melody"
     with pytest.raises(protocol.ProtocolError, match="takes no other field"):
-        protocol.check_submit(notes_submit([[0, 1, 60]]) | {"inputs": {"midi": {"notes": [[0, 1, 60]], "path": "/x"}}}, 0)
+        protocol.check_submit(notes_submit([[0, 1, 60]]) | {"inputs": {"midi": {"notes": [[0, 1, 60]], "frame": 1}}}, 1)
 
 
 def test_a_note_list_is_the_same_chroma_as_its_file(tmp_path):
@@ -176,7 +176,7 @@ def test_nan_in_the_header_is_refused_by_the_server(server):
     sock = ctx.socket(zmq.DEALER)
     sock.connect(server)
     try:
-        header = ('{"v": 1, "op": "submit", "req": "n", "kind": "generate", "params": {"prompt": "x"}, '
+        header = ('{"v": 2, "op": "submit", "req": "n", "kind": "generate", "params": {"prompt": "x"}, '
                   '"inputs": {"midi": {"notes": [[0, NaN, 60]]}}}')
         sock.send_multipart([header.encode()])
         assert sock.poll(10000)
