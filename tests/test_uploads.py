@@ -317,7 +317,8 @@ def test_pool_takes_clients_in_turn():
     assert order == ["a0", "b0", "c0", "a1", "b1", "a2"]
     small = IntakePool(run, finished, threads=1, max_waiting_per_client=2, max_waiting_bytes=100)
     assert small.put(b"x", 1) and small.put(b"x", 2) and not small.put(b"x", 3) and small.put(b"y", 1)
-    assert small.put(b"z", 1, size=100) is False and small.put(b"z", 1, size=99)  # the frames waiting, in bytes
+    assert small.put(b"z", 1, size=101) is False and small.put(b"z", 1, size=100)  # the frames waiting, in bytes
+    assert small.put(b"w", 1, size=1) is False
 
 
 def test_protocol_table_has_the_upload_op():
