@@ -1,7 +1,7 @@
 """Upload throughput on loopback beside a plain file copy, and the server's memory during an upload (issue 20).
 
 The server runs in its own process (a stand-in model: the figures are the upload path's, not a
-model's), so its RSS is measured apart from the client's. For each size a 16-bit stereo 48 kHz WAV is
+model's), so its RSS is measured apart from the client's. For each size a 32-bit float stereo 48 kHz WAV is
 written, copied once with ``shutil.copyfile`` (the plain copy, same disk, same page cache), and uploaded
 with ``Client.upload`` (hash, offer, chunks, the server's hash check and store) into a fresh server; the
 upload's rate is printed as a fraction of the copy's (target >= 0.5). The server's peak RSS during the
@@ -56,12 +56,13 @@ def rss(pid: int, field: str = "VmRSS") -> int:
 
 
 def write_wav(path: Path, mb: int) -> None:
-    """A 16-bit stereo 48 kHz WAV of about ``mb`` MiB (noise: nothing compresses or dedups it)."""
+    """A 32-bit float stereo 48 kHz WAV of about ``mb`` MiB (a 10-minute take is ~230 MB; noise: nothing
+    compresses or dedups it)."""
     import soundfile as sf
 
-    frames = mb * 2**20 // 4
+    frames = mb * 2**20 // 8
     rng = np.random.default_rng(0)
-    with sf.SoundFile(path, "w", samplerate=48000, channels=2, subtype="PCM_16") as f:
+    with sf.SoundFile(path, "w", samplerate=48000, channels=2, subtype="FLOAT") as f:
         for start in range(0, frames, 48000 * 10):
             n = min(48000 * 10, frames - start)
             f.write((rng.standard_normal((n, 2)) * 0.1).astype(np.float32))

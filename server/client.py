@@ -69,7 +69,7 @@ class RequestRefused(Exception):
         self.code = header.get("code")
 
 
-UPLOAD_WINDOW = 4  # chunks in flight at once (each at most the server's chunk_bytes)
+UPLOAD_WINDOW = 8  # chunks in flight at once (each at most the server's chunk_bytes: 32 MiB held at most)
 
 
 _HASH_BLOCK = 4 * 2**20

@@ -365,6 +365,8 @@ class Handlers:
         a result swapped for a symlink is refused, never followed (``result`` returns the job's own bytes
         or nothing)."""
         try:
+            if not Path(path).parent == self.jobs_dir / job_id:  # its own folder, nobody else's
+                raise PathNotAllowed(f"{path!r} is not in the job's folder")
             return open_inside(self.jobs_dir, Path(path), what)
         except (PathNotAllowed, FileNotFoundError) as e:
             raise ProtocolError("not_found", f"the {what} of job {job_id} is gone or was replaced: {e}") from None

@@ -33,7 +33,7 @@ from server.jobs import JobStore
 log = logging.getLogger("m2ugen.transport")
 _ids = itertools.count()
 INTAKE_THREADS = 2
-MAX_WAITING_PER_CLIENT = 16  # a client's submits and upload chunks waiting for the pool
+MAX_WAITING_PER_CLIENT = 16  # a client's submits and upload chunks waiting for the pool (Client: 8 chunks in flight)
 MAX_WAITING = 256
 
 
