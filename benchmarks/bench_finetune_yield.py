@@ -48,7 +48,7 @@ def main() -> None:
         clips.append({"path": str(tmp / f"c{i}.wav"), "caption": synthetic.caption(i)})
     model = M2UGen.from_config(M2UGenConfig.preset("tiny"))
     app = ServerApp(model, model_info(model, preset="tiny"),
-                    ServerSettings(port=0, data_dir=tmp / "data", allowed_roots=[str(tmp)], write_discovery=False))
+                    ServerSettings(port=0, data_dir=tmp / "data", write_discovery=False))
     app.start()
     quick = {"prompt": "a warm piano tune", "duration": 0.5, "max_new_tokens": 4, "seed": 1}
     train = {"adapter_name": "bench", "steps": args.steps, "clip_s": args.clip_s, "save_every": 10 ** 4, "seed": 0}
@@ -67,7 +67,7 @@ def main() -> None:
 
     def finetune(c, name, during: bool) -> tuple[float, list[float]]:
         job = c.call("submit", kind="finetune", params={**train, "adapter_name": name},
-                     inputs={"audio_set": clips}).job
+                     inputs={"audio_set": [{**c.upload(x["path"]), "caption": x["caption"]} for x in clips]}).job
         t0, first, latencies, pending = time.perf_counter(), None, [], None
         while True:
             m = c.recv(timeout_s=600)

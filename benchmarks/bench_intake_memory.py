@@ -68,14 +68,15 @@ def main() -> None:
           f"(written in {time.perf_counter() - t0:.1f} s)")
     model = HeldModel()
     app = ServerApp(model, model_info(model, preset="held"),
-                    ServerSettings(port=0, data_dir=tmp / "data", write_discovery=False, allowed_roots=[str(tmp)],
+                    ServerSettings(port=0, data_dir=tmp / "data", write_discovery=False,
                                    limits=Limits(queue_size=args.jobs + 1)))
     app.start()
     naive = args.seconds * 48000 * 8 * 4 / 2**20
     rss0 = rss_mb()
     t0 = time.perf_counter()
     with Client(app.endpoint, timeout_s=600) as c:
-        replies = [c.call("submit", kind="ask", params={"prompt": "x"}, inputs={"audio": {"path": str(bomb)}})
+        ref = c.upload(bomb)  # sent once; every job names the same upload
+        replies = [c.call("submit", kind="ask", params={"prompt": "x"}, inputs={"audio": ref})
                    for _ in range(args.jobs)]
         took = time.perf_counter() - t0
         held = app.handlers.held_audio_bytes() / 2**20

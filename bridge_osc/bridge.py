@@ -67,7 +67,6 @@ class Bridge:
         progress_repeat_s: float = 0.25,
         results_dir: str | Path | None = None,
         capture_dir: str | Path | None = None,
-        upload_inputs: bool | None = None,
         client_factory: Callable[[str | None], Client] | None = None,
     ):
         if not is_loopback(host) and not allow_remote:
@@ -111,11 +110,8 @@ class Bridge:
         self.client: Client | None = None
         self.server_up: bool | None = None  # None until the first ping is answered or times out
         self.welcome: dict[str, Any] = {}
-        if upload_inputs is None:  # a server elsewhere cannot read this machine's files
-            upload_inputs = server_endpoint is not None and not is_loopback(endpoint_host(server_endpoint))
         self.router = Router(self, default_reply_port=reply_port, progress_repeat_s=progress_repeat_s,
-                             default_results_dir=Path(results_dir) if results_dir else default_results_folder(),
-                             upload_inputs=upload_inputs)
+                             default_results_dir=Path(results_dir) if results_dir else default_results_folder())
         self._resubscribe = False  # set by adopt(): the jobs of a failed bridge, subscribed again when up
         self._ping_req: str | None = None
         self._ping_sent = 0.0
@@ -125,6 +121,11 @@ class Bridge:
     # the router's view of the bridge (router.Link)
     def server_send(self, op: str, frames: tuple = (), **fields: Any) -> str:
         return self.client.send(op, frames, **fields)
+
+    def server_upload(self, path: str) -> dict[str, Any]:
+        """A local file's bytes to the server (unless it holds them), in this thread; its replies and any
+        event that came meanwhile are handled by the loop's next drain."""
+        return self.client.upload(path, timeout_s=self.request_timeout_s)
 
     def server_endpoint_text(self) -> str:
         return self.client.endpoint if self.client is not None else str(self.server_endpoint)
@@ -145,7 +146,7 @@ class Bridge:
                 events = dict(self._poller.poll(timeout_ms))
                 if self.sock.fileno() in events:
                     self._drain_udp()
-                if self.client is not None and self.client.socket in events:
+                if self.client is not None and (self.client.socket in events or self.client.has_pending()):
                     self._drain_server()
                 try:
                     self._tick(time.monotonic())

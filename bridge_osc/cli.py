@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", metavar="DIR", default=None,
                         help="folder for results of requests with `results_dir user` (default: <Music>/M2UGen)")
     parser.add_argument("--upload", action="store_true", default=None,
-                        help="send input files to the server as bytes (default: only when --server is not loopback)")
+                        help=argparse.SUPPRESS)  # input files are always sent as bytes now (kept for old scripts)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every event (debug level)")
 
 
@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         bridge = Bridge(args.server, args.host, args.port, reply_port=args.reply_port,
                         allow_remote=args.allow_remote, ping_interval_s=args.ping_interval,
-                        ping_timeout_s=args.ping_timeout, results_dir=getattr(args, "results_dir", None),
-                        upload_inputs=getattr(args, "upload", None))
+                        ping_timeout_s=args.ping_timeout, results_dir=getattr(args, "results_dir", None))
     except ValueError as e:
         print(f"m2ugen bridge: {e}", file=sys.stderr)
         return 2

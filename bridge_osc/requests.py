@@ -8,6 +8,10 @@ message that names the argument and the expected type tags.
 
 `/m2u/submit` is different: name/value pairs from the one option table `OPTIONS` (text values are one
 atom each), so a request carries all its options and the order does not matter.
+
+Input files named by path (a device's sample, a clip, a MIDI file, an image) are read HERE, by the
+bridge, which runs as the user, and sent to the server as bytes (`upload_inputs`): the server never
+opens a client path, so a sample on a second drive works as one in the home folder.
 """
 
 from __future__ import annotations
@@ -573,3 +577,41 @@ def server_params(request: Request, sticky_params: dict[str, Any], sticky_contex
     if context:
         params["context"] = context
     return params
+
+
+class InputUnreadable(ValueError):
+    """An input file the bridge cannot read or send; `code` as the server would answer."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def upload_inputs(inputs: dict[str, Any], upload) -> dict[str, Any]:
+    """The submit's inputs with each local `path` replaced by its upload reference: `upload(path) ->
+    {"blob", "proof", "name"}` (server.client.Client.upload: sent only if the server lacks those bytes)."""
+    from server.client import RequestRefused, ServerUnavailable
+
+    out: dict[str, Any] = {}
+    for name, ref in inputs.items():
+        if isinstance(ref, list):  # audio_set: each clip as an audio input
+            out[name] = [upload_inputs({"audio": one}, upload)["audio"] for one in ref]
+            continue
+        ref = dict(ref)
+        path = ref.pop("path", None)
+        if path is not None:
+            what = "audio" if name == "audio_set" else name
+            local = os.path.expanduser(path)
+            if not os.path.isabs(local):
+                raise InputUnreadable(f"bad_{what}", f"{what} path {path!r} must be absolute")
+            try:
+                ref = {**upload(local), **ref}
+            except OSError as e:
+                raise InputUnreadable(f"bad_{what}", f"cannot read the {what} file {path!r} to send it to the "
+                                                     f"server: {e.strerror or e}") from None
+            except RequestRefused as e:
+                raise InputUnreadable(str(e.code or "internal"), f"{what} file {path!r}: {e.header.get('message')}") from None
+            except ServerUnavailable as e:
+                raise InputUnreadable("server_unavailable", f"{what} file {path!r} could not be sent: {e}") from None
+        out[name] = ref
+    return out

@@ -2,14 +2,18 @@
 `--keep-days` prunes and which does not exist on this machine for a remote server), written here
 from the bytes the server sends (`result` with `want: bytes`).
 
-The bridge writes only inside that folder and only files it names itself:
+The bridge writes only inside that folder and only files it names itself: WAV and MIDI files whose
+bytes are a WAV or a MIDI file, never through a symbolic link and never over another file (a name
+that is taken by different bytes gets ` (2)`, ` (3)`... instead):
 
     folder = results_folder("/Users/me/Music/Set Project/Samples/M2UGen")   # ResultsRefused if unsafe
     path = write_result(folder, file_name("lofi piano", "f7c22b835872", take=0), wav_bytes)
 
-Refused (`ResultsRefused`, OSC code `bad_results_dir`): a relative folder, a folder with `..` in it,
-a file name with a path separator, and a target that is a symbolic link or resolves outside the
-folder. Writes go to a temporary name in the folder and are renamed (a reader never sees half a file).
+The folder must exist, or at least the folder two levels up (a saved Live Set's folder, for its
+`Samples/M2UGen`: at most those two are made, never a longer chain). Refused (`ResultsRefused`, OSC code `bad_results_dir`): a relative folder, a
+folder with `..` in it, a missing parent, a file name with a path separator or another extension, bytes
+that are not what the name says, a target that is a symbolic link. Writes go to a temporary name in
+the folder and are renamed (a reader never sees half a file).
 
 Recordings a device makes for a request go to `capture_folder()` (in the system temp folder, told
 to the device in `/m2u/welcome`), where files older than `CAPTURE_MAX_AGE_S` are deleted.
@@ -25,11 +29,13 @@ from pathlib import Path
 
 import platformdirs
 
+from server.outputs import is_midi, is_wav
 from server.security import PathNotAllowed, write_atomic_confined
 
 CAPTURE_PREFIX = "m2ugen-capture-"
 CAPTURE_MAX_AGE_S = 24 * 3600.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9]+")
+MAX_NEW_FOLDERS = 2  # a Live Set's Samples/M2UGen
 
 
 class ResultsRefused(ValueError):
@@ -42,7 +48,8 @@ def default_results_folder() -> Path:
 
 
 def results_folder(path: str) -> Path:
-    """The real (symlinks resolved) folder for `path`, created if needed; raises ResultsRefused."""
+    """The real (symlinks resolved) folder for `path`; at most its last `MAX_NEW_FOLDERS` folders are
+    created, under an existing one; raises ResultsRefused."""
     if not path or not path.strip():
         raise ResultsRefused("the results folder is empty")
     path = os.path.expanduser(path.strip())
@@ -51,8 +58,14 @@ def results_folder(path: str) -> Path:
     if ".." in re.split(r"[\\/]+", path):
         raise ResultsRefused(f"the results folder {path!r} contains '..'; give the folder itself")
     real = Path(os.path.realpath(path))
+    missing = [q for q in [real, *real.parents] if not q.exists()]
+    if len(missing) > MAX_NEW_FOLDERS:
+        raise ResultsRefused(f"the results folder {path!r} does not exist, nor {str(missing[-1].parent)!r}'s "
+                             f"{missing[-1].name!r}; the bridge creates at most the last {MAX_NEW_FOLDERS} folders "
+                             f"of a results folder")
     try:
-        real.mkdir(parents=True, exist_ok=True)
+        for folder in reversed(missing):
+            folder.mkdir()
     except OSError as e:
         raise ResultsRefused(f"cannot create the results folder {path!r}: {e.strerror or e}") from None
     if not real.is_dir():
@@ -68,22 +81,37 @@ def file_name(prompt: str, job: str, take: int = 0, ext: str = ".wav") -> str:
     return f"M2UGen-{words}-{job}" + (f"-take{take + 1}" if take else "") + ext
 
 
+RESULT_KINDS = {".wav": (is_wav, "a WAV"), ".mid": (is_midi, "a MIDI file")}
+
+
 def write_result(folder: Path, name: str, data: bytes) -> Path:
-    """Write `data` as `folder/name` (folder from results_folder()); returns the path."""
+    """Write `data` as `folder/name` (folder from results_folder()), or as `name (2)`... when that name
+    holds other bytes; the same bytes there already (a re-fetch) are kept as they are (Live may have the
+    file open). Returns the path."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise ResultsRefused(f"result file name {name!r} is not a plain file name")
-    target = folder / name
-    if target.is_symlink():
-        raise ResultsRefused(f"{target} is a symbolic link; the bridge does not write through links")
-    if Path(os.path.realpath(target)).parent != folder:
-        raise ResultsRefused(f"{target} resolves outside the results folder {folder}")
-    if target.is_file() and target.stat().st_size == len(data):
-        return target  # the same result fetched again (re-insert): keep the file Live may have open
-    try:  # the project's one confined atomic write (no symlink followed at any step, checked again)
-        write_atomic_confined(Path(folder) / name, data, "result", lambda head: True)
-    except PathNotAllowed as err:
-        raise ResultsRefused(str(err)) from None
-    return target
+    stem, ext = os.path.splitext(name)
+    if ext.lower() not in RESULT_KINDS:
+        raise ResultsRefused(f"result file name {name!r}: the bridge writes only .wav and .mid files")
+    is_kind, what = RESULT_KINDS[ext.lower()]
+    if not is_kind(data[:65536]):
+        raise ResultsRefused(f"the bytes for {name!r} are not {what}; nothing was written")
+    for n in range(1, 100):
+        target = folder / (name if n == 1 else f"{stem} ({n}){ext}")
+        if target.is_symlink():
+            continue  # never written through, never replaced
+        if target.exists():
+            if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
+                return target  # the same result fetched again (re-insert)
+            continue
+        try:  # the project's one confined atomic write: no link followed, nothing replaced
+            write_atomic_confined(Path(folder) / target.name, data, "result", None)
+        except PathNotAllowed as err:  # appeared meanwhile: the next name
+            if target.exists() or target.is_symlink():
+                continue
+            raise ResultsRefused(str(err)) from None
+        return target
+    raise ResultsRefused(f"{folder} holds 99 other files named like {name!r}; nothing was written")
 
 
 def capture_folder(base: Path | None = None) -> Path:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Callable, Protocol
 from bridge_osc import replies
 from server.jobview import JobView
 from bridge_osc.replies import Reply
-from bridge_osc.requests import SETTINGS, ArgError, Request, apply_upload, server_params
+from bridge_osc.requests import SETTINGS, ArgError, InputUnreadable, Request, apply_upload, server_params, upload_inputs
 from bridge_osc.uploads import UploadError, Uploads
 from bridge_osc.results import ResultsRefused, file_name, results_folder, write_result
 from server.client import Message
@@ -52,6 +51,8 @@ class Link(Protocol):
     def is_own(self, address: Address) -> bool: ...
 
     def server_send(self, op: str, frames: tuple = (), **fields: Any) -> str: ...
+
+    def server_upload(self, path: str) -> dict[str, Any]: ...
 
     def server_endpoint_text(self) -> str: ...
 
@@ -98,9 +99,8 @@ class Pending:
 
 class Router:
     def __init__(self, link: Link, *, default_reply_port: int, progress_repeat_s: float,
-                 default_results_dir: Path | None = None, upload_inputs: bool = False):
+                 default_results_dir: Path | None = None):
         self.link = link
-        self.upload_inputs = upload_inputs  # send input files as frames (the server is on another machine)
         self.default_reply_port = default_reply_port
         self.progress_repeat_s = progress_repeat_s
         self.default_results_dir = default_results_dir
@@ -289,12 +289,11 @@ class Router:
             return
         known = self.jobs.get(audio)
         if known is not None and known.view.final:
-            path = known.view.audio_path
-            if not path:
+            if not known.view.audio_path:
                 self.error(target, "", "not_ready", f"job {audio} ended {known.view.state} without an audio result")
                 return
-            # the server's own result file: it reads it itself, also when it runs elsewhere
-            self._submit(target, client, request, {"audio": audio_input(request, path)}, folder, upload=False)
+            # the server's own result: named by its job, the server reads it itself (also when elsewhere)
+            self._submit(target, client, request, {"audio": audio_input(request, job=audio)}, folder)
             return
         if known is not None:
             self.error(target, "", "not_ready", f"job {audio} has not finished yet ({known.view.state})")
@@ -304,21 +303,19 @@ class Router:
                         fields={"job": audio})
 
     def _submit(self, target: Address, client: ClientState, request: Request, inputs: dict[str, Any],
-                folder: Path | None, upload: bool | None = None) -> None:
-        """Submit; local input files go as frames when the server is not on this machine."""
+                folder: Path | None) -> None:
+        """Submit; local input files are read here and uploaded (requests.upload_inputs)."""
         if request.midi:  # a MIDI sketch: the melody/harmony the generation follows (mode melody)
             inputs = {**inputs, "midi": {"path": request.midi}}
         elif request.midi_notes:  # the notes of a MIDI clip, read by the device
             inputs = {**inputs, "midi": {"notes": request.midi_notes}}
         params = server_params(request, client.params, client.context)
-        frames: list[bytes] = []
-        if self.upload_inputs if upload is None else upload:
-            try:
-                inputs = upload_files(inputs, frames)
-            except InputUnreadable as e:
-                self.error(target, "", e.code, str(e))
-                return
-        req = self.link.server_send("submit", tuple(frames), kind=request.kind, params=params, inputs=inputs)
+        try:
+            inputs = upload_inputs(inputs, self.link.server_upload)
+        except InputUnreadable as e:
+            self.error(target, "", e.code, str(e))
+            return
+        req = self.link.server_send("submit", kind=request.kind, params=params, inputs=inputs)
         self.pending[req] = Pending("submit", target, time.monotonic(), request, results_dir=folder)
 
     # ------------------------------------------------------------------ server replies
@@ -400,7 +397,7 @@ class Router:
         if state == "done" and path:
             request = pending.request
             self._submit(pending.target, self.client_state(pending.target), request,
-                         {"audio": audio_input(request, str(path))}, pending.results_dir, upload=False)
+                         {"audio": audio_input(request, job=pending.job)}, pending.results_dir)
         else:
             self.error(pending.target, "", "not_ready", f"job {pending.job} is {state} and has no audio result yet")
 
@@ -419,9 +416,7 @@ class Router:
         paths = tracked.local_paths if tracked.local_paths is not None else []
         data = _frame_bytes(message)
         if take > 0 and header.get("take") != take + 1:  # the protocol counts takes from 1
-            # a server that does not know `take` sends take 0 again: never file it as another take;
-            # a server on this machine: its file can be read directly
-            data = _same_machine_bytes(takes[take]) if take < len(takes) else None
+            data = None  # a server that does not know `take` sends take 0 again: never file it as another take
         if data is None:
             if take == 0:
                 tracked.fetching = False
@@ -631,8 +626,9 @@ REPLIES = {what: handler for what, (_, handler) in _REPLY_TABLE.items()}
 EXPECTED_REPLY = {what: op for what, (op, _) in _REPLY_TABLE.items()}
 
 
-def audio_input(request: Request, path: str) -> dict[str, Any]:
-    audio: dict[str, Any] = {"path": path}
+def audio_input(request: Request, path: str | None = None, job: str | None = None) -> dict[str, Any]:
+    """``inputs.audio``: a local file (uploaded by `_submit`) or a finished job's result on the server."""
+    audio: dict[str, Any] = {"path": path} if job is None else {"job": job}
     if request.start is not None:
         audio["start"] = request.start
     if request.end is not None:
@@ -659,57 +655,9 @@ def describe(request: Request) -> str:
     return " ".join(parts)
 
 
-MAX_UPLOAD_BYTES = 256 * 2**20  # the server's default --max-audio-mb
-
-
-class InputUnreadable(ValueError):
-    """An input file the bridge cannot read to upload; `code` as the server would answer."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-def upload_files(inputs: dict[str, Any], frames: list[bytes]) -> dict[str, Any]:
-    """inputs with `path` -> the same inputs with `frame` (the bytes appended to `frames`)."""
-    out: dict[str, Any] = {}
-    for name, ref in inputs.items():
-        if isinstance(ref, list):  # audio_set: each clip as an audio input
-            out[name] = [upload_files({"audio": one}, frames)["audio"] for one in ref]
-            continue
-        ref = dict(ref)
-        path = ref.pop("path", None)
-        if path is not None:
-            local = os.path.expanduser(path)
-            try:
-                size = os.path.getsize(local)
-                if size > MAX_UPLOAD_BYTES:
-                    raise InputUnreadable(f"bad_{name}", f"{name} file {path!r} is {size} bytes; the limit is "
-                                                         f"{MAX_UPLOAD_BYTES}")
-                with open(local, "rb") as f:
-                    frames.append(f.read())
-            except OSError as e:
-                raise InputUnreadable(f"bad_{name}", f"cannot read the {name} file {path!r} to send it to the "
-                                                     f"server: {e.strerror or e}") from None
-            ref = {"frame": len(frames), "name": os.path.basename(local), **ref}
-        out[name] = ref
-    return out
-
-
 def _frame_bytes(message: Message, what: str = "audio") -> bytes | None:
     ref = message.header.get(what)
     if isinstance(ref, dict) and ref.get("frame") == 1 and message.frames:
         frame = message.frames[0]
         return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
-    return None
-
-
-def _same_machine_bytes(take: dict[str, Any]) -> bytes | None:
-    """A take's file read straight from the server's path: works only when the server runs here."""
-    path = take.get("audio_path")
-    if isinstance(path, str) and os.path.isabs(path) and os.path.isfile(path):
-        try:
-            return Path(path).read_bytes()
-        except OSError:
-            return None
     return None

@@ -16,6 +16,7 @@ from m2ugen import paths
 from server import discovery, owners, protocol, security
 from server import inputs as inputs_mod
 from server.adapters import Adapters
+from server.blobs import BlobStore
 from server.handlers import Handlers, Limits
 from server.jobs import Job, JobQueue, JobStore
 from server.journal import Journal
@@ -117,7 +118,6 @@ class ServerSettings:
     host: str = protocol.DEFAULT_HOST
     port: int = protocol.DEFAULT_PORT
     data_dir: Path | None = None  # default: paths.data_dir()
-    allowed_roots: list[str] = field(default_factory=list)  # default: home + temp dir
     limits: Limits = field(default_factory=Limits)
     curve: bool | None = None  # None: on when binding a non-loopback address
     keys_dir: Path | None = None  # default: <config dir>/keys
@@ -159,14 +159,14 @@ class ServerApp:
         keys_dir = s.resolved_keys_dir()
         curve_keys = s.check_security()  # raises SecurityError with the reason
 
-        self.data_dir = Path(s.data_dir or paths.data_dir())
+        self.data_dir = Path(os.path.realpath(s.data_dir or paths.data_dir()))  # resolved once: its files are
+        # then opened from here without following links
         self.jobs_dir = self.data_dir / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        roots = s.allowed_roots or [str(p) for p in security.default_roots()]
-        # the server's own state is never a client's read or write target; results in the jobs dir
-        # may be read (e.g. to edit an earlier result) but never written by a client
-        self.roots = security.AllowedRoots(roots, protected=[self.data_dir, paths.config_dir(), keys_dir],
-                                           readable=[self.jobs_dir])
+        os.chmod(self.data_dir, 0o700)  # the server's own state: jobs, uploads, the journal
+        self.blobs = BlobStore(self.data_dir / "uploads", max_blob_bytes=s.limits.max_upload_mb * 2**20,
+                               max_total_bytes=s.limits.upload_store_mb * 2**20, ttl_s=s.limits.upload_ttl_h * 3600)
+        self.blobs.sweep()
 
         self.journal = Journal(self.data_dir / "jobs.sqlite")
         interrupted = self.journal.recover(resume_kinds=protocol.LONG_KINDS)
@@ -180,7 +180,7 @@ class ServerApp:
         self.queue = JobQueue(s.limits.queue_size)
         self.adapters = Adapters(model, info, self.data_dir)
         self.adapters.load_all(s.adapters)
-        self.handlers = Handlers(store=self.store, queue=self.queue, journal=self.journal, roots=self.roots,
+        self.handlers = Handlers(store=self.store, queue=self.queue, journal=self.journal, blobs=self.blobs,
                                  jobs_dir=self.jobs_dir, model_info=info, limits=s.limits, adapters=self.adapters,
                                  access=owners.Access(s.shared_jobs))
         self.server_public_key = curve_keys[0].decode("ascii") if curve_keys else None
@@ -188,7 +188,7 @@ class ServerApp:
                                    max_message_bytes=s.limits.max_message_mb * 2**20, curve_keys=curve_keys,
                                    authorized_dir=keys_dir / "authorized")
         self.endpoint = self.transport.endpoint
-        self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter, self.roots,
+        self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter,
                              max_batch=s.limits.max_batch)
         self.worker.adapters = self.adapters
         self.worker.stems = _separators(model, s)
@@ -203,7 +203,7 @@ class ServerApp:
             job = Job(id=rec["job"], kind=rec["kind"], params=rec["params"], model=self.model_info,
                       created=rec["created"], inputs_info=rec.get("inputs") or {}, owner=rec.get("owner"))
             job.job_dir = self.jobs_dir / job.id
-            job.output = {"want": "path", "path": None, "overwrite": False}
+            job.output = {"want": "path"}
             clips = job.job_dir / inputs_mod.AUDIO_SET_DIR
             if not clips.is_dir():
                 job.state, job.finished = "failed", time.time()
@@ -218,19 +218,13 @@ class ServerApp:
             log.info("fine-tune job %s queued again: it continues from its saved state", job.id)
 
     def _clean_temp_files(self, interrupted: list[dict[str, Any]]) -> None:
-        """Half-written temp files of a killed server: everywhere in the jobs dir, and beside the client
-        output paths of the jobs it was running."""
+        """Half-written temp files of a killed server (it writes only in its jobs dir)."""
         n = security.clean_temp_files(self.jobs_dir, recursive=True)
-        for rec in interrupted:
-            out = rec.get("output_path")
-            if out:
-                n += security.clean_temp_files(Path(out).parent, Path(out).name)
         if n:
             log.info("removed %d temp file(s) left by an interrupted write", n)
 
     def _prune(self, before: float) -> None:
-        """Forget old finished jobs and delete their folders in the jobs dir. Results a client asked to
-        be written elsewhere (``output.path``) are the client's and are never touched."""
+        """Forget old finished jobs and delete their folders in the jobs dir."""
         ids = self.journal.prune(before)
         for job_id in ids:
             d = self.jobs_dir / job_id

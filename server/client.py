@@ -5,6 +5,14 @@
     req = c.send("submit", kind="generate", params={"prompt": "lofi piano", "duration": 4})
     while (m := c.recv(timeout_s=30)) is not None: ...   # accepted, progress, text, done | error | cancelled
 
+Files cross the wire as bytes (the server opens no client path): ``upload`` sends a file's bytes
+unless the server already holds them and returns the input reference for a submit; ``save_result``
+fetches a finished job's result and writes it where the caller asks (server/outputs.py ``save``):
+
+    ref = c.upload("/Volumes/Samples/take.wav", on_progress=print)   # {"blob", "proof", "name"}
+    c.call("submit", kind="ask", params={"prompt": "what key?"}, inputs={"audio": {**ref, "start": 2.0}})
+    c.save_result(job, "/Volumes/Projects/out.wav", overwrite=True)
+
 ``socket`` is public so callers can put it in their own ``zmq.Poller``; when they do, they must read
 it with ``recv(timeout_s=0)`` (messages kept aside by ``call`` are returned first).
 """
@@ -12,6 +20,7 @@ it with ``recv(timeout_s=0)`` (messages kept aside by ``call`` are returned firs
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import os
 import time
@@ -49,6 +58,52 @@ class ServerUnavailable(Exception):
 
 class ServerRefused(ServerUnavailable):
     """The server is there but refused the connection's security handshake (wrong or unknown key)."""
+
+
+class RequestRefused(Exception):
+    """The server answered an upload or a result fetch with an error (``header``: its error reply)."""
+
+    def __init__(self, header: dict[str, Any]):
+        super().__init__(f"{header.get('code')}: {header.get('message')}")
+        self.header = header
+        self.code = header.get("code")
+
+
+UPLOAD_WINDOW = 8  # chunks in flight at once (each at most the server's chunk_bytes: 32 MiB held at most)
+
+
+_HASH_BLOCK = 4 * 2**20
+
+
+def _hash_file(f, challenge: str | None, content: bool = True) -> tuple[str | None, str | None, int]:
+    """One read of ``f``: (its sha256, sha256(challenge + its bytes), its size), the two hashes side by
+    side on two threads (hashlib lets go of the GIL for large blocks)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    digest = hashlib.sha256() if content else None
+    proof = hashlib.sha256(challenge.encode("ascii")) if challenge else None
+    size = 0
+    with ThreadPoolExecutor(1) as side:
+        while block := f.read(_HASH_BLOCK):
+            size += len(block)
+            other = side.submit(proof.update, block) if proof is not None and digest is not None else None
+            if digest is not None:
+                digest.update(block)
+            if other is not None:
+                other.result()
+            elif proof is not None:
+                proof.update(block)
+    return (digest.hexdigest() if digest else None, proof.hexdigest() if proof else None, size)
+
+
+def _open_source(source) -> tuple[Any, str]:
+    """A path (str / PathLike) or bytes -> (a binary file object, a display name)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        import io
+
+        return io.BytesIO(bytes(source)), ""
+    p = Path(source).expanduser()
+    return open(p, "rb"), p.name
 
 
 _HANDSHAKE_FAILED = (getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", 0) | getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", 0)
@@ -89,6 +144,7 @@ class Client:
         self._pending: collections.deque[Message] = collections.deque()
         self._counter = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:8]
+        self._challenge: str | None = None  # for upload proofs (server/blobs.py)
 
         if server_public_key is None:  # None: as the discovery file says; False: plain (no CURVE)
             server_public_key = self._discovered_server_key()
@@ -156,10 +212,18 @@ class Client:
             return self._pending.popleft()
         return self._recv_socket(self.timeout_s if timeout_s is None else timeout_s)
 
+    def has_pending(self) -> bool:
+        """Messages kept aside by ``call`` (the socket's poll no longer shows them)."""
+        return bool(self._pending)
+
     def call(self, op: str, frames=(), timeout_s: float | None = None, **fields) -> Message:
         """Send and wait for the direct reply (same ``req``); other messages are kept for ``recv``."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         req = self.send(op, frames, **fields)
+        return self._wait_reply({req}, op, timeout)
+
+    def _wait_reply(self, reqs: set[str], op: str, timeout: float) -> Message:
+        """The first reply to one of ``reqs`` (removed from the set); other messages are kept for ``recv``."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -170,9 +234,121 @@ class Client:
             msg = self._recv_socket(left)
             if msg is None:
                 continue
-            if msg.header.get("req") == req:
+            if msg.header.get("req") in reqs:
+                reqs.discard(msg.header["req"])
                 return msg
             self._pending.append(msg)
+
+    # -----------------------------------------------------------------------------------------
+    # files as bytes
+
+    def upload(self, source, *, name: str | None = None, on_progress=None, timeout_s: float | None = None) -> dict:
+        """Send a file's bytes (a path or bytes) to the server, unless it already holds them (offered by
+        sha256 first: a regenerate sends nothing again), in chunks (``on_progress(sent, total)`` after
+        each); -> the input reference ``{"blob", "proof", "name"}`` for a submit's inputs. The file is
+        read here, by this process: once to hash it (its sha256 and the proof for this connection's
+        challenge, side by side), once more to send it if the server lacks it. Raises RequestRefused
+        (e.g. too large) or ServerUnavailable."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        if self._challenge is None:  # this connection's challenge, asked once
+            welcome = self.call("hello", timeout_s=timeout, client="server.client")
+            self._challenge = welcome.header.get("upload_challenge")
+        f, shown = _open_source(source)
+        with f:
+            sha, proof, size = _hash_file(f, self._challenge)
+            offer = self.call("upload", timeout_s=timeout, sha256=sha, size=size)
+            if offer.op == "error":
+                raise RequestRefused(offer.header)
+            if offer.header.get("challenge") != self._challenge:  # a new connection meanwhile: prove again
+                self._challenge = offer.header.get("challenge")
+                f.seek(0)
+                _, proof, _ = _hash_file(f, self._challenge, content=False)
+            if not offer.header.get("have"):
+                f.seek(int(offer.header.get("offset") or 0))
+                self._send_chunks(f, sha, size, f.tell(), int(offer.header.get("chunk_bytes") or 2**20),
+                                  on_progress, timeout)
+        if on_progress is not None:
+            on_progress(size, size)
+        return {"blob": sha, "proof": proof, "name": name if name is not None else shown}
+
+    def _send_chunks(self, f, sha: str, size: int, offset: int, chunk: int, on_progress, timeout: float) -> None:
+        """Chunks from ``offset``, ``UPLOAD_WINDOW`` of them in flight; the last reply says ``have``."""
+        in_flight: set[str] = set()
+        error: Message | None = None
+        last: Message | None = None
+        sent = offset
+        while True:
+            block = f.read(chunk) if error is None else b""
+            if block:
+                in_flight.add(self.send("upload", [block], sha256=sha, size=size, offset=sent))
+                sent += len(block)
+            if in_flight and (len(in_flight) >= UPLOAD_WINDOW or not block):
+                reply = self._wait_reply(in_flight, "upload", timeout)
+                if reply.op == "error":
+                    error = error or reply  # the chunks behind it are refused too: collect their replies
+                else:
+                    last = reply
+                    if on_progress is not None:
+                        on_progress(int(reply.header.get("offset") or 0), size)
+            elif not block:
+                break
+        if error is not None:
+            raise RequestRefused(error.header)
+        if last is None or not last.header.get("have"):
+            raise RequestRefused({"code": "bad_upload", "message": f"the server did not confirm the upload of {sha}"})
+
+    def save_result(self, job: str, out, *, overwrite: bool = False, timeout_s: float | None = None) -> dict:
+        """Fetch a finished job's result as bytes and write it to ``out`` (its takes beside it as
+        ``<stem>-take<k>.wav``, a ``stems`` job's stems as ``<stem>-<drums|bass|...>.wav``, its sidecar as
+        ``<stem>.json``), atomically, replacing files only with ``overwrite`` and only of their kind (server/outputs.py ``save``). -> the ``result`` reply's
+        header with the paths written here (``audio_path`` or ``midi_path``, ``takes``, ``sidecar_path``)."""
+        from server import outputs
+
+        out = Path(out).expanduser().absolute()
+        first = self.call("result", timeout_s=timeout_s, job=job, want="bytes")
+        if first.op == "error":
+            raise RequestRefused(first.header)
+        h = dict(first.header)
+        if h.get("state") != "done" or not first.frames:
+            return h
+        ref = "midi" if h.get("midi") else "audio"
+        wanted = (".mid", ".midi") if ref == "midi" else (".wav",)
+        if out.suffix.lower() not in wanted:
+            from server.security import PathNotAllowed
+
+            raise PathNotAllowed(f"{out}: the result of job {job} is {'a MIDI file' if ref == 'midi' else 'a WAV'}; "
+                                 f"name it {wanted[0]}")
+
+        def file_of(t: dict) -> Path:  # a stems job's takes are its stems: <stem>-<name of the stem>.wav
+            return outputs.stem_path(out, t["stem"]) if t.get("stem") else outputs.take_path(out, int(t.get("take", 1)))
+
+        listed = h.get("takes") or []
+        first_path = file_of(listed[0]) if listed else out
+        for path in [first_path, *[file_of(t) for t in listed[1:]], outputs.sidecar_of(out)]:
+            outputs.check_target(path, overwrite)
+        outputs.save(first_path, bytes(first.frames[0]), overwrite=overwrite)
+        takes = []
+        for t in listed:
+            k = int(t.get("take", 1))
+            if k > 1:
+                reply = self.call("result", timeout_s=timeout_s, job=job, want="bytes", take=k)
+                if reply.op == "error" or not reply.frames:
+                    raise RequestRefused(reply.header if reply.op == "error" else
+                                         {"code": "not_found", "message": f"take {k} of job {job} sent no bytes"})
+                outputs.save(file_of(t), bytes(reply.frames[0]), overwrite=overwrite)
+            takes.append({**t, "audio_path": str(file_of(t))})
+        h[f"{ref}_path"] = str(first_path)
+        if takes:
+            h["takes"] = takes
+        if isinstance(h.get("sidecar"), dict):
+            import json
+
+            side = outputs.sidecar_of(out)
+            outputs.save(side, json.dumps({**h["sidecar"], f"{ref}_path": str(first_path), **({"takes": takes} if takes else {})},
+                                          indent=1).encode("utf-8"), overwrite=overwrite)
+            h["sidecar_path"] = str(side)
+        h.pop(ref, None)
+        return h
 
     def _raise_if_refused(self) -> None:
         """ServerRefused when the monitor saw the server reject our handshake."""

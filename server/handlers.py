@@ -1,4 +1,5 @@
-"""Request handlers: one method per op (docs/protocol.md §2). Runs on the transport thread.
+"""Request handlers: one method per op (docs/protocol.md §2). Quick ops run on the transport thread;
+``submit`` (reading and decoding the inputs) and ``upload`` (writing a chunk) run on the intake pool.
 
 ``handle`` never raises: every failure becomes an ``error`` reply, and the server keeps serving.
 It returns the direct reply plus events for the subscribers of a job (e.g. ``cancelled``).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -16,11 +18,12 @@ from typing import Any
 
 from m2ugen import media
 from server import inputs as inputs_mod
-from server import kinds, outputs, owners, protocol
+from server import kinds, owners, protocol
 from server.jobs import Job, JobQueue, JobStore, QueueFull, new_job_id
 from server.journal import Journal
+from server.blobs import BlobStore
 from server.protocol import ProtocolError, req_int, req_str
-from server.security import AllowedRoots
+from server.security import PathNotAllowed, open_inside
 
 log = logging.getLogger("m2ugen.server")
 
@@ -33,11 +36,15 @@ class Limits:
     max_audio_mb: int = 256
     max_queued_audio_mb: int = 1024  # decoded input audio held by queued and running jobs together
     max_batch: int = 4  # rows run together by the worker (a job counts its takes); 1 = one job at a time
+    max_upload_mb: int = 512  # one uploaded input file
+    upload_store_mb: int = 4096  # uploads kept for reuse, in all
+    upload_ttl_h: float = 24.0  # uploads unused this long are deleted
 
     def to_dict(self) -> dict[str, Any]:
         return {"queue_size": self.queue_size, "max_message_mb": self.max_message_mb,
                 "max_audio_s": self.max_audio_s, "max_audio_mb": self.max_audio_mb,
                 "max_queued_audio_mb": self.max_queued_audio_mb, "max_batch": self.max_batch,
+                "max_upload_mb": self.max_upload_mb,
                 "max_header_kb": protocol.MAX_HEADER_BYTES // 1024}
 
     def intake(self) -> inputs_mod.AudioIntake:
@@ -46,11 +53,13 @@ class Limits:
 
 @dataclass
 class PendingSubmit:
-    """A parsed ``submit`` whose inputs still have to be read and decoded (the slow part)."""
+    """A parsed ``submit`` whose inputs still have to be read and decoded (the slow part), or an
+    ``upload`` chunk to write: work for the intake pool."""
     identity: bytes
     req: Any
     header: dict[str, Any]
     frames: list
+    op: str = "submit"
 
 
 @dataclass
@@ -70,13 +79,14 @@ class Outcome:
 
 
 class Handlers:
-    def __init__(self, *, store: JobStore, queue: JobQueue, journal: Journal, roots: AllowedRoots, jobs_dir: Path,
-                 model_info: dict[str, Any], limits: Limits, adapters=None, access: owners.Access | None = None):
+    def __init__(self, *, store: JobStore, queue: JobQueue, journal: Journal, jobs_dir: Path,
+                 model_info: dict[str, Any], limits: Limits, adapters=None, blobs: BlobStore | None = None,
+                 access: owners.Access | None = None):
         self.store = store
         self.queue = queue
         self.journal = journal
-        self.roots = roots
-        self.jobs_dir = Path(jobs_dir)
+        self.blobs = blobs  # uploaded input files (None: a server that takes inputs as frames only)
+        self.jobs_dir = Path(os.path.realpath(jobs_dir))
         self.model_info = model_info
         self.limits = limits
         self.adapters = adapters  # server.adapters.Adapters (None: a server without adapters)
@@ -84,24 +94,26 @@ class Handlers:
 
     # -----------------------------------------------------------------------------------------
     def handle(self, identity: bytes, frames: list, defer_submit: bool = False) -> Outcome | PendingSubmit:
-        """Answer one request. With ``defer_submit`` a valid-looking submit comes back as a
-        PendingSubmit, for ``prepare`` on another thread and ``commit`` back on this one."""
+        """Answer one request. With ``defer_submit`` a valid-looking submit or upload comes back as a
+        PendingSubmit, for ``prepare`` on another thread (and a submit's ``commit`` back on this one)."""
         req = None
         try:
             header, rest = protocol.decode(frames)
             req = header.get("req") if isinstance(header.get("req"), (str, int)) else None
             op = protocol.check_envelope(header)
             header[owners.OWNER_FIELD] = owners.owner_of(identity, header, frames[0])
-            if op == "submit" and defer_submit:
-                return PendingSubmit(identity, req, header, rest)
+            if op in ("submit", "upload") and defer_submit:
+                return PendingSubmit(identity, req, header, rest, op)
             out = getattr(self, "op_" + op)(identity, header, rest)
         except Exception as e:
             return self._error(e, req)
         return self._finish(out, req)
 
     def prepare(self, pending: PendingSubmit) -> PreparedJob | Outcome:
-        """The slow half of submit: validate, read and decode the inputs (any thread)."""
+        """The slow half of submit: validate, read and decode the inputs; or an upload (any thread)."""
         try:
+            if pending.op == "upload":
+                return self._finish(self.op_upload(pending.identity, pending.header, pending.frames), pending.req)
             job = self._prepare_job(pending.identity, pending.header, pending.frames)
         except Exception as e:
             return self._error(e, pending.req)
@@ -154,12 +166,26 @@ class Handlers:
         return Outcome({"op": "welcome", "server_version": protocol.SERVER_VERSION,
                         "protocol": protocol.PROTOCOL_VERSION, "model": self.model_info,
                         "limits": self.limits.to_dict(), "jobs_dir": str(self.jobs_dir),
-                        "allowed_roots": [str(r) for r in self.roots.roots],
-                        "client": self.access.welcome(header[owners.OWNER_FIELD])})
+                        "client": self.access.welcome(header[owners.OWNER_FIELD]),
+                        "uploads": self.blobs is not None,
+                        **({"upload_challenge": self.blobs.challenge(identity)} if self.blobs is not None else {})})
 
     def op_ping(self, identity, header, frames) -> Outcome:
         return Outcome({"op": "pong", "server_version": protocol.SERVER_VERSION, "time": time.time(),
                         "model": self.model_info})
+
+    def op_upload(self, identity, header, frames) -> Outcome:
+        """An offer (does the server hold these bytes?) or one chunk of an upload (server/blobs.py)."""
+        if self.blobs is None:
+            raise ProtocolError("bad_request", "this server keeps no uploads; send inputs as frames", "op")
+        up = protocol.check_upload(header, len(frames))
+        if up["offset"] is None:
+            state = self.blobs.offer(identity, up["sha256"], up["size"])
+        else:
+            data = frames[0].buffer if hasattr(frames[0], "buffer") else frames[0]
+            state = self.blobs.put_chunk(identity, up["sha256"], up["size"], up["offset"], data)
+            state["challenge"] = self.blobs.challenge(identity)
+        return Outcome({"op": "uploaded", **state})
 
     def op_submit(self, identity, header, frames) -> Outcome:
         job = self._prepare_job(identity, header, frames)
@@ -175,16 +201,14 @@ class Handlers:
         self._check_adapters(spec["kind"], spec["params"])
         if len(self.queue) >= self.queue.maxsize:
             raise ProtocolError("busy", f"the queue is full ({self.queue.maxsize} jobs waiting); try again later")
-        output = outputs.check(self.roots, spec["output"], takes=spec["params"].get("takes") or 1,
-                               kind_ok=outputs.content_check(protocol.KIND_SPECS[spec["kind"]].output_ext),
-                               stems=protocol.stems_of(spec["kind"], spec["params"]))
-        if output["path"] is not None:
-            self.access.check_targets(header[owners.OWNER_FIELD], self.journal, outputs.targets(
-                output["path"], spec["params"].get("takes") or 1, protocol.stems_of(spec["kind"], spec["params"])))
+        output = spec["output"]
         job_id = new_job_id()
         job_dir = self.jobs_dir / job_id
-        model_inputs, info = inputs_mod.resolve(spec["inputs"], frames, self.roots, job_dir,
-                                                intake=self.limits.intake(),
+        sources = inputs_mod.Sources(
+            frames,
+            open_blob=None if self.blobs is None else (lambda sha, proof, f: self.blobs.open(identity, sha, proof, f)),
+            open_result=self._open_job_result)
+        model_inputs, info = inputs_mod.resolve(spec["inputs"], sources, job_dir, intake=self.limits.intake(),
                                                 max_file_bytes=self.limits.max_message_mb * 2**20,
                                                 max_set_bytes=self.limits.max_queued_audio_mb * 2**20)
         kinds.check_inputs(spec["kind"], model_inputs)
@@ -324,24 +348,52 @@ class Handlers:
         if rec["state"] == "done":
             if rec.get("sidecar_path"):
                 try:
-                    reply["sidecar"] = json.loads(Path(rec["sidecar_path"]).read_text(encoding="utf-8"))
-                except (OSError, ValueError):
+                    with self._open_own(job_id, rec["sidecar_path"], "sidecar") as f:
+                        reply["sidecar"] = json.loads(f.read(16 * 2**20).decode("utf-8"))
+                except (OSError, ValueError, ProtocolError):
                     reply["sidecar"] = None
             is_midi = not rec.get("audio_path") and bool(rec.get("midi_path"))  # transcribe: the .mid
             path = rec.get("midi_path") if is_midi else rec.get("audio_path")
             if take is not None:
-                takes = rec.get("takes") or []
-                if take > len(takes):
-                    raise ProtocolError("not_found", f"job {job_id} has {len(takes)} take(s), not {take}", "take")
-                path = takes[take - 1]["audio_path"]
+                path = self._take_path(rec, take)
                 reply["take"] = take
             if want == "bytes" and path:
-                try:
-                    out_frames = [Path(path).read_bytes()]
-                except OSError as e:
-                    raise ProtocolError("not_found", f"the result file of job {job_id} is gone: {e}") from None
+                with self._open_own(job_id, path, "result file") as f:
+                    out_frames = [f.read()]
                 reply["midi" if is_midi else "audio"] = {"frame": 1}
         return Outcome(reply, out_frames)
+
+    def _take_path(self, rec: dict[str, Any], take: int) -> str:
+        takes = rec.get("takes") or []
+        if take > len(takes):
+            raise ProtocolError("not_found", f"job {rec['job']} has {len(takes)} take(s), not {take}", "take")
+        return takes[take - 1]["audio_path"]
+
+    def _open_own(self, job_id: str, path: str, what: str):
+        """A file of a job's own folder in the jobs dir, opened without following a link at any step:
+        a result swapped for a symlink is refused, never followed (``result`` returns the job's own bytes
+        or nothing)."""
+        try:
+            if not Path(path).parent == self.jobs_dir / job_id:  # its own folder, nobody else's
+                raise PathNotAllowed(f"{path!r} is not in the job's folder")
+            return open_inside(self.jobs_dir, Path(path), what)
+        except (PathNotAllowed, FileNotFoundError) as e:
+            raise ProtocolError("not_found", f"the {what} of job {job_id} is gone or was replaced: {e}") from None
+        except OSError as e:
+            raise ProtocolError("not_found", f"the {what} of job {job_id} cannot be read: {e.strerror}") from None
+
+    def _open_job_result(self, job_id: str, take: int, field: str):
+        """``inputs.audio = {"job": id, "take": k}``: a finished job's audio, read from its own folder."""
+        try:
+            rec = self._record(job_id)
+        except ProtocolError:
+            raise ProtocolError("not_found", f"'{field}.job': no job {job_id!r} on this server", field + ".job") from None
+        if rec["state"] != "done" or not rec.get("audio_path"):
+            raise ProtocolError("not_ready" if rec["state"] not in protocol.FINAL_STATES else "not_found",
+                                f"'{field}.job': job {job_id} is {rec['state']} and has no audio result",
+                                field + ".job")
+        path = self._take_path(rec, take) if take > 1 else rec["audio_path"]
+        return self._open_own(job_id, path, "result audio")
 
     def op_jobs(self, identity, header, frames) -> Outcome:
         limit = req_int(header, "limit", lo=1, hi=1000, default=50)

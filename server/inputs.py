@@ -7,8 +7,11 @@ answered right away, and a file is read once, where it was checked).
 - a fine-tune's ``audio_set``: each clip decoded as audio is, then written into the job's directory;
 - MIDI: read and parsed, or notes sent inline (``{"notes": [...]}``) taken as they are (the notes
   become the melody decoder's chroma in the worker);
-- images and videos: copied into the job's directory (from a path: through a file opened without
-  following symlinks; from a frame: its bytes) and checked there; the model reads that copy.
+- images and videos: copied into the job's directory and checked there; the model reads that copy.
+
+Every input is bytes the client sent: an upload (``{"blob", "proof"}``, server/blobs.py: opened in the
+store, never through a link, once the proof shows the client holds those bytes), a frame of the submit,
+or (audio) a finished job's own result on this server (``{"job", "take"}``). No client path is opened.
 
 Media errors become protocol errors (``bad_audio`` / ``bad_image`` / ``bad_video``).
 """
@@ -19,11 +22,10 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from m2ugen import media
 from server.protocol import MAX_NOTES, ProtocolError
-from server.security import AllowedRoots, PathNotAllowed
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _CODES = {"audio": "bad_audio", "image": "bad_image", "video": "bad_video", "midi": "bad_midi"}
@@ -51,16 +53,32 @@ def _bytes_of(frame) -> bytes:
     return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
 
 
-def _open_path(ref: dict, roots: AllowedRoots, what: str):
-    try:
-        return roots.open_read(ref["path"], what)
-    except PathNotAllowed as e:
-        raise ProtocolError("path_not_allowed", str(e), f"inputs.{what}.path") from None
-    except (FileNotFoundError, NotADirectoryError) as e:
-        raise ProtocolError(_CODES[what], str(e), f"inputs.{what}.path") from None
-    except OSError as e:
-        raise ProtocolError(_CODES[what], f"{what} path {ref['path']!r} cannot be read: {e.strerror}",
-                            f"inputs.{what}.path") from None
+@dataclass
+class Sources:
+    """Where a submit's input bytes come from: its frames, the upload store, this server's results."""
+    frames: list
+    open_blob: Callable[[str, str, str], BinaryIO] | None = None  # (sha256, proof, field) -> file
+    open_result: Callable[[str, int, str], BinaryIO] | None = None  # (job, take, field) -> file
+
+    def open(self, ref: dict, field: str) -> tuple[bytes | BinaryIO, dict[str, Any]]:
+        """-> (the bytes or an open file, what is recorded of the source)."""
+        if "blob" in ref:
+            if self.open_blob is None:
+                raise ProtocolError("blob_unknown", f"'{field}.blob': this server keeps no uploads", field + ".blob")
+            return self.open_blob(ref["blob"], ref["proof"], field), {"name": ref.get("name") or "",
+                                                                       "sha256": ref["blob"]}
+        if "job" in ref:
+            if self.open_result is None:
+                raise ProtocolError("not_found", f"'{field}.job': no job results here", field + ".job")
+            return self.open_result(ref["job"], ref.get("take") or 1, field), {"job": ref["job"],
+                                                                               "take": ref.get("take") or 1}
+        data = _bytes_of(self.frames[ref["frame"] - 1])
+        return data, {"name": ref.get("name") or "", "bytes": len(data)}
+
+
+def _close(source) -> None:
+    if hasattr(source, "close"):
+        source.close()
 
 
 def _copy_limited(src, dst: Path, limit: int, what: str) -> int:
@@ -74,45 +92,38 @@ def _copy_limited(src, dst: Path, limit: int, what: str) -> int:
     return n
 
 
-def _decode_audio(ref: dict, frames: list, roots: AllowedRoots, intake: AudioIntake) -> tuple[tuple, dict]:
-    if "path" in ref:
-        source: Any = _open_path(ref, roots, "audio")
-        label = f"audio {ref['path']!r}"
-        info: dict[str, Any] = {"path": ref["path"]}
-    else:
-        source = _bytes_of(frames[ref["frame"] - 1])
-        label = f"audio frame {ref['frame']}" + (f" ({ref['name']})" if ref.get("name") else "")
-        info = {"name": ref.get("name") or "", "bytes": len(source)}
+def _decode_audio(ref: dict, sources: Sources, intake: AudioIntake, field: str = "inputs.audio") -> tuple[tuple, dict]:
+    source, info = sources.open(ref, field)
+    label = "audio " + (info.get("name") or (f"of job {info['job']}" if "job" in info else field))
     try:
         wave, sr = media.decode_audio(source, name=label, start=ref.get("start"), end=ref.get("end"),
                                       max_seconds=intake.max_seconds, max_bytes=intake.max_bytes,
                                       sample_rate=intake.sample_rate, max_channels=intake.max_channels,
                                       dtype=intake.dtype)
     except ValueError as e:
-        raise ProtocolError("bad_audio", str(e), "inputs.audio") from None
+        raise ProtocolError("bad_audio", str(e), field) from None
     finally:
-        if hasattr(source, "close"):
-            source.close()
+        _close(source)
     info.update(start=ref.get("start"), end=ref.get("end"), seconds=wave.shape[1] / sr, sample_rate=sr,
                 channels=wave.shape[0])
     return (wave, sr), info
 
 
-def _copy_into_job(what: str, ref: dict, frames: list, roots: AllowedRoots, job_dir: Path, limit: int) -> tuple[Path, dict]:
+def _copy_into_job(what: str, ref: dict, sources: Sources, job_dir: Path, limit: int) -> tuple[Path, dict]:
     job_dir.mkdir(parents=True, exist_ok=True)
-    name = ref.get("path") or ref.get("name") or ""
-    suffix = Path(_SAFE_NAME.sub("_", name)).suffix[:16] or (".png" if what == "image" else ".mp4")
+    suffix = Path(_SAFE_NAME.sub("_", ref.get("name") or "")).suffix[:16] or (".png" if what == "image" else ".mp4")
     path = job_dir / f"input_{what}{suffix}"
-    if "path" in ref:
-        with _open_path(ref, roots, what) as src:
-            size = _copy_limited(src, path, limit, what)
-        info: dict[str, Any] = {"path": ref["path"]}
-    else:
-        data = _bytes_of(frames[ref["frame"] - 1])
-        path.write_bytes(data)
-        size = len(data)
-        info = {"name": ref.get("name") or ""}
-    info["bytes"] = size
+    source, info = sources.open(ref, f"inputs.{what}")
+    try:
+        if isinstance(source, bytes):
+            if len(source) > limit:
+                raise ProtocolError(_CODES[what], f"{what} is larger than {limit / 2**20:.0f} MiB", f"inputs.{what}")
+            path.write_bytes(source)
+            info["bytes"] = len(source)
+        else:
+            info["bytes"] = _copy_limited(source, path, limit, what)
+    finally:
+        _close(source)
     try:
         if what == "image":
             info["width"], info["height"] = media.check_image(path)
@@ -123,7 +134,7 @@ def _copy_into_job(what: str, ref: dict, frames: list, roots: AllowedRoots, job_
     return path, info
 
 
-def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[list, dict]:
+def _read_midi(ref: dict, sources: Sources) -> tuple[list, dict]:
     """A MIDI sketch -> its ``m2ugen.midi.Note`` list and what it holds: parsed once, here (a bad file, or one
     past the notes or chroma budget, is answered at submit; the worker never parses it again). Notes sent
     inline (``{"notes": [...]}``, checked by the protocol) get the same budget."""
@@ -133,13 +144,11 @@ def _read_midi(ref: dict, frames: list, roots: AllowedRoots) -> tuple[list, dict
         notes = midi.parse_notes(ref["notes"])
         _check_chroma_budget(notes)
         return notes, {"notes": len(notes), "seconds": round(max(n.end for n in notes), 3), "inline": True}
-    if "path" in ref:
-        with _open_path(ref, roots, "midi") as f:
-            data = f.read(MAX_MIDI_BYTES + 1)
-        info: dict[str, Any] = {"path": ref["path"]}
-    else:
-        data = _bytes_of(frames[ref["frame"] - 1])
-        info = {"name": ref.get("name") or ""}
+    source, info = sources.open(ref, "inputs.midi")
+    try:
+        data = source if isinstance(source, bytes) else source.read(MAX_MIDI_BYTES + 1)
+    finally:
+        _close(source)
     if len(data) > MAX_MIDI_BYTES:
         raise ProtocolError("bad_midi", f"MIDI input is larger than {MAX_MIDI_BYTES // 2**20} MiB", "inputs.midi")
     try:
@@ -166,7 +175,7 @@ def _check_chroma_budget(notes: list) -> None:
 AUDIO_SET_DIR = "audio_set"  # in the job's directory: NN.wav (+ NN.txt, the caption)
 
 
-def _decode_audio_set(refs: list[dict], frames: list, roots: AllowedRoots, job_dir: Path, intake: AudioIntake,
+def _decode_audio_set(refs: list[dict], sources: Sources, job_dir: Path, intake: AudioIntake,
                       max_bytes: int) -> tuple[str, list[dict]]:
     """A fine-tune's clips, each decoded as ``inputs.audio`` is and written as a 16-bit WAV (with its
     caption beside it) into the job's directory: the job holds no audio in memory and finds its clips
@@ -177,11 +186,12 @@ def _decode_audio_set(refs: list[dict], frames: list, roots: AllowedRoots, job_d
     d.mkdir(parents=True, exist_ok=True)
     infos, total = [], 0
     for i, ref in enumerate(refs):
+        field = f"inputs.audio_set[{i}]"
         try:
-            (wave, sr), info = _decode_audio(ref, frames, roots, intake)
+            (wave, sr), info = _decode_audio(ref, sources, intake, field)
         except ProtocolError as e:
-            field = f"inputs.audio_set[{i}]" + (e.field or "")[len("inputs.audio"):]
-            raise ProtocolError(e.code, f"inputs.audio_set[{i}]: {e.message}", field) from None
+            message = e.message if e.message.startswith(("'" + field, field)) else f"{field}: {e.message}"
+            raise ProtocolError(e.code, message, e.field) from None
         total += wave.nbytes
         if total > max_bytes:
             raise ProtocolError("bad_audio", f"inputs.audio_set holds more than {max_bytes / 2**20:.0f} MiB of "
@@ -195,24 +205,24 @@ def _decode_audio_set(refs: list[dict], frames: list, roots: AllowedRoots, job_d
     return str(d), infos
 
 
-def resolve(spec: dict[str, Any], frames: list, roots: AllowedRoots, job_dir: Path, *, intake: AudioIntake,
+def resolve(spec: dict[str, Any], sources: Sources, job_dir: Path, *, intake: AudioIntake,
             max_file_bytes: int, max_set_bytes: int = 1024 * 2**20) -> tuple[dict[str, Any], dict[str, Any]]:
     """-> (model inputs {"audio": (wave int16 [C, S], sr) | None, "image": str | None, "video": str | None,
     "midi": [Note] (parsed once, at submit) | None, "audio_set": the clips' directory | None},
-    recorded info {name: {"path"|"name", ...}}). On error the job directory is removed."""
+    recorded info {name: {"name", "sha256"|"bytes"|"job", ...}}). On error the job directory is removed."""
     out: dict[str, Any] = {"audio": None, "image": None, "video": None, "midi": None, "audio_set": None}
     info: dict[str, Any] = {}
     try:
         if spec.get("audio") is not None:
-            out["audio"], info["audio"] = _decode_audio(spec["audio"], frames, roots, intake)
+            out["audio"], info["audio"] = _decode_audio(spec["audio"], sources, intake)
         if spec.get("midi") is not None:
-            out["midi"], info["midi"] = _read_midi(spec["midi"], frames, roots)
+            out["midi"], info["midi"] = _read_midi(spec["midi"], sources)
         if spec.get("audio_set") is not None:
-            out["audio_set"], info["audio_set"] = _decode_audio_set(spec["audio_set"], frames, roots, job_dir,
-                                                                    intake, max_set_bytes)
+            out["audio_set"], info["audio_set"] = _decode_audio_set(spec["audio_set"], sources, job_dir, intake,
+                                                                    max_set_bytes)
         for what in ("image", "video"):
             if spec.get(what) is not None:
-                path, info[what] = _copy_into_job(what, spec[what], frames, roots, job_dir, max_file_bytes)
+                path, info[what] = _copy_into_job(what, spec[what], sources, job_dir, max_file_bytes)
                 out[what] = str(path)
     except BaseException:
         shutil.rmtree(job_dir, ignore_errors=True)

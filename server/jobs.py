@@ -49,7 +49,7 @@ class Job:
 
     # --- runtime only (never serialised) ---
     inputs: dict[str, Any] = field(default_factory=dict, repr=False)  # decoded audio, image/video paths
-    output: dict[str, Any] = field(default_factory=dict, repr=False)  # {"path": Path | None, "want": ...}
+    output: dict[str, Any] = field(default_factory=dict, repr=False)  # {"want": "path" | "bytes"}
     job_dir: Any = None
     subscribers: set[bytes] = field(default_factory=set, repr=False)  # ROUTER identities
     cancel_requested: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -65,7 +65,6 @@ class Job:
             "sample_rate": self.sample_rate, "channels": self.channels, "error": self.error, "params": self.params, "model": self.model,
             "seed": self.seed, "inputs": self.inputs_info, "analysis": self.analysis,
             "result_analysis": self.result_analysis, "takes": self.takes,
-            "output_path": str(self.output["path"]) if self.output.get("path") else None,
             "owner": self.owner,
         }
 

@@ -106,15 +106,6 @@ class Journal:
             rows = self._db.execute(sql + " ORDER BY created DESC LIMIT ?", (*args, limit)).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def owners_naming(self, path: str) -> set[str | None]:
-        """The owners of the jobs whose record names the file ``path`` (as its output, a take, a sidecar or an
-        input): a client may never have the server write over another client's file."""
-        needle = json.dumps(str(path))  # as the record holds it: a JSON string, quotes included
-        with self._lock:
-            rows = self._db.execute("SELECT json_extract(record, '$.owner') FROM jobs WHERE instr(record, ?) > 0",
-                                    (needle,)).fetchall()
-        return {r[0] for r in rows}
-
     def close(self) -> None:
         with self._lock:
             self._db.close()

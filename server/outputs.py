@@ -1,12 +1,12 @@
-"""Where a job's result files may go, checked twice: at submit (a clear error at once) and again when
-they are written (through a directory fd, so a symlink swapped in meanwhile cannot redirect them).
+"""Result files: the server writes only into its own jobs folder; a CLIENT writes the bytes it fetched
+where its user asked (``save``).
 
-A client may name an output path (``output.path``, a ``.wav``, or a ``.mid`` for ``transcribe``: the
-kind's ``output_ext``; its sidecar is the same name with ``.json``): it must lie inside the allowed
-roots and outside the server's own files, and an existing file there is replaced only when the client
-asked (``output.overwrite``) and only by one of its kind: a WAV over a WAV, a MIDI file over a MIDI
-file, a sidecar over a sidecar this server wrote. Without a path, results go to the job's
-own folder in the jobs dir.
+``save`` is the one client-side write (the m2ugen CLI's ``--out``, the OSC bridge's results folder, the
+Python API): the bytes go to a temp file in the target folder and are renamed over the target, walking
+the folder with directory fds so that no symlink is followed at any step; an existing target is
+replaced only when the user asked (``overwrite``) and only by one of its kind — a WAV over a WAV, a MIDI
+file over a MIDI file, a sidecar over a sidecar an m2ugen server wrote — never a link, never a folder.
+A result's takes go beside it as ``<stem>-take<k>.wav``, its sidecar as ``<stem>.json``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from server.protocol import ProtocolError
-from server.security import AllowedRoots, OutputExists, PathNotAllowed, write_atomic_confined
+from server.security import OutputExists, PathNotAllowed, write_atomic_confined
 
 
 def is_wav(head: bytes) -> bool:
@@ -31,7 +30,7 @@ def is_midi(head: bytes) -> bool:
 
 
 def is_sidecar(head: bytes) -> bool:
-    """A result sidecar this server wrote (a JSON object with its ``job`` and ``server_version``)."""
+    """A result sidecar an m2ugen server wrote (a JSON object with its ``job`` and ``server_version``)."""
     try:
         data = json.loads(head.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -39,13 +38,14 @@ def is_sidecar(head: bytes) -> bool:
     return isinstance(data, dict) and "job" in data and "server_version" in data
 
 
-CONTENT_CHECKS: dict[str, Callable[[bytes], bool]] = {".wav": is_wav, ".mid": is_midi}
-_CONTENT_NAMES = {is_wav: "a WAV", is_midi: "a MIDI file", is_sidecar: "a result sidecar of this server"}
+CONTENT_CHECKS: dict[str, Callable[[bytes], bool]] = {".wav": is_wav, ".mid": is_midi, ".midi": is_midi,
+                                                      ".json": is_sidecar}
+CONTENT_NAMES = {".wav": "a WAV", ".mid": "a MIDI file", ".midi": "a MIDI file", ".json": "a result sidecar"}
 
 
-def content_check(output_ext: str | None) -> Callable[[bytes], bool]:
-    """What an existing file at a kind's output path must be for ``overwrite`` to replace it."""
-    return CONTENT_CHECKS.get((output_ext or ".wav").lower(), is_wav)
+def content_check(ext: str | None) -> Callable[[bytes], bool]:
+    """What an existing file must be for ``overwrite`` to replace it with a result ending in ``ext``."""
+    return CONTENT_CHECKS.get((ext or ".wav").lower(), is_wav)
 
 
 def sidecar_of(out_path: Path) -> Path:
@@ -62,56 +62,40 @@ def stem_path(first: Path, stem: str) -> Path:
     return first.with_name(f"{first.stem}-{stem}{first.suffix}")
 
 
-def targets(path: Path, takes: int = 1, stems=()) -> list[Path]:
-    """Every file a job with output ``path`` writes: its stems or takes, then the sidecar."""
-    files = [stem_path(path, s) for s in stems] or [take_path(path, k) for k in range(1, takes + 1)]
-    return files + [sidecar_of(path)]
+def check_target(path: Path, overwrite: bool) -> None:
+    """Before a job is submitted: would ``save(path, ..., overwrite)`` be refused? (OutputExists)."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise OutputExists(f"{path} exists and is not a regular file; it is never replaced")
+    if not overwrite:
+        raise OutputExists(f"{path} exists; pass --overwrite to replace it")
+    with open(path, "rb") as f:
+        if not content_check(path.suffix)(f.read(65536)):
+            raise OutputExists(f"{path} exists and is not {CONTENT_NAMES.get(path.suffix.lower(), 'a result')}; "
+                               f"it is never replaced")
 
 
-def check(roots: AllowedRoots, out: dict[str, Any], takes: int = 1,
-          kind_ok: Callable[[bytes], bool] = is_wav, stems: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Submit time: the validated ``output`` object -> the job's output {want, path (resolved), overwrite}
-    (with ``takes`` > 1 the other takes' paths are checked too, with ``stems`` the stems' paths instead;
-    ``kind_ok``: what an existing result file must be to be replaced, ``content_check(kind.output_ext)``)."""
-    output: dict[str, Any] = {"want": out["want"], "path": None, "overwrite": out["overwrite"]}
-    if out["path"] is None:
-        return output
+def save(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write fetched result bytes to the client's ``path`` atomically (see the module doc); the kind
+    of file that may be replaced follows the name's extension. Raises OutputExists / PathNotAllowed."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    if path.name in ("", ".", ".."):
+        raise PathNotAllowed(f"{path} is not a file name")
+    real = Path(os.path.realpath(path.parent)) / path.name  # the folder the user named, links and all
     try:
-        path = roots.check_write(out["path"], "output")
-        files = targets(path, takes, stems)
-        for target, ok in zip(files, [kind_ok] * (len(files) - 1) + [is_sidecar]):
-            if not (target.exists() or target.is_symlink()):
-                continue
-            if target.is_symlink() or not target.is_file():
-                raise OutputExists(f"output path {str(target)!r} exists and is not a regular file")
-            if not out["overwrite"]:
-                raise OutputExists(f"output path {str(target)!r} exists; pass overwrite (`--overwrite`) "
-                                   f"to replace it")
-            with open(target, "rb") as f:
-                if not ok(f.read(65536)):
-                    kind = _CONTENT_NAMES.get(ok, "a result file of its kind")
-                    raise OutputExists(f"output path {str(target)!r} exists and is not {kind}; it is never "
-                                       f"replaced")
+        return write_atomic_confined(real, data, "output", content_check(path.suffix) if overwrite else None)
     except OutputExists as e:
-        raise ProtocolError("output_exists", str(e), "output.path") from None
-    except PathNotAllowed as e:
-        raise ProtocolError("path_not_allowed", str(e), "output.path") from None
-    output["path"] = path
-    return output
+        raise OutputExists(f"{e}; pass --overwrite to replace it" if not overwrite else
+                           f"{path} exists and is not {CONTENT_NAMES.get(path.suffix.lower(), 'a result')}; "
+                           f"it is never replaced") from None
 
 
-def refusal(e: PathNotAllowed) -> dict[str, str]:
-    """The job's error when its output changed between submit and write (a symlink swapped in, a file
-    created): ``output_exists`` or ``path_not_allowed``."""
-    return {"code": "output_exists" if isinstance(e, OutputExists) else "path_not_allowed", "message": str(e)}
+def write_own(path: Path, data: bytes) -> None:
+    """The server's write of a result into its own job folder (never replacing anything)."""
+    write_atomic_confined(Path(os.path.realpath(path.parent)) / path.name, data, "result")
 
 
-def write(roots: AllowedRoots, output: dict[str, Any], path: Path, data: bytes,
-          kind_ok: Callable[[bytes], bool]) -> None:
-    """Write time. A client's path: the roots checked again and the file written through a directory
-    fd, an existing file replaced only when asked and of the right kind (raises PathNotAllowed /
-    OutputExists); the job's own folder: written the same way, never replacing anything."""
-    if output.get("path") is not None:
-        roots.write_atomic(path, data, "output", kind_ok if output.get("overwrite") else None)
-    else:  # the server's own folder: resolve it here (no client controls it), then write the same way
-        write_atomic_confined(Path(os.path.realpath(path.parent)) / path.name, data, "result")
+def write_error(e: PathNotAllowed) -> dict[str, str]:
+    """A job's error when its result could not be written into its own folder (a link or a file planted there)."""
+    return {"code": "job_failed", "message": f"the result could not be written: {e}"}

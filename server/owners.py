@@ -105,15 +105,6 @@ class Access:
         """The owner ``jobs`` lists for the caller (None: everyone's)."""
         return None if self.shared else caller
 
-    def check_targets(self, caller: str, journal, targets) -> None:
-        """Submit time: none of the files the job would write belongs to another client's job."""
-        if self.shared:
-            return
-        for target in targets:
-            if journal.owners_naming(str(target)) - {caller}:
-                raise ProtocolError("output_exists", f"output path {str(target)!r} is a file of another client's "
-                                                     f"job; it is never replaced", "output.path")
-
     def welcome(self, caller: str) -> dict[str, Any]:
         """``welcome.client``: who the server takes the caller to be, and a token for one that has none."""
         issued = new_token() if caller.startswith("conn:") else None

@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: files cross the wire as bytes (op upload); no client path is ever opened
 try:
     from importlib.metadata import version as _pkg_version
 
@@ -28,7 +28,7 @@ DEFAULT_ENDPOINT = f"tcp://{DEFAULT_HOST}:{DEFAULT_PORT}"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32  # objects/arrays nested deeper than this are refused (no request needs more than 4)
 
-REQUEST_OPS = ("hello", "ping", "submit", "status", "cancel", "result", "jobs", "subscribe")
+REQUEST_OPS = ("hello", "ping", "upload", "submit", "status", "cancel", "result", "jobs", "subscribe")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
 CONDITIONING = ("text", "embedding")
@@ -54,9 +54,8 @@ ERROR_CODES = {
     "bad_image": "the image input cannot be used",
     "bad_video": "the video input cannot be used",
     "bad_midi": "the MIDI input cannot be used",
-    "path_not_allowed": "a path outside the allowed roots, or inside the server's own files",
-    "output_exists": "the output file exists and the request did not ask to overwrite it (or it is not of the "
-                     "kind's type: a WAV, a MIDI file)",
+    "bad_upload": "an upload's chunk or bytes do not fit its offer (offset, size or sha256)",
+    "blob_unknown": "an input names an upload this server does not hold (expired or never finished): upload again",
     "missing_frame": "a frame reference with no such frame",
     "busy": "the queue is full",
     "not_found": "unknown job id",
@@ -289,8 +288,10 @@ def check_envelope(header: dict[str, Any]) -> str:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ProtocolError("bad_request", f"field 'v' must be an integer, got {_type_name(v)}", "v")
     if v != PROTOCOL_VERSION:
+        hint = (" (since version 2 the server opens no client path: a client reads its files and uploads their "
+                "bytes; update the m2ugen package on this machine, see docs/protocol.md)" if v < PROTOCOL_VERSION else "")
         raise ProtocolError("bad_version", f"protocol version {v} is not supported; this server speaks "
-                                           f"{PROTOCOL_VERSION}")
+                                           f"{PROTOCOL_VERSION}{hint}")
     req = header.get("req")
     if req is not None and not isinstance(req, (str, int)):
         raise ProtocolError("bad_request", f"field 'req' must be a string, got {_type_name(req)}", "req")
@@ -559,29 +560,54 @@ def check_stem_edit(p: dict[str, Any]) -> None:
         p["takes"] = 1  # a remix: every take would be the same
 
 
-def check_input_ref(inputs: dict[str, Any], name: str, n_frames: int, w: str | None = None) -> dict[str, Any] | None:
-    """One of ``inputs.audio|image|video``: ``{"path"}`` or ``{"frame", "name"}`` (+ audio start/end);
-    ``w``: the field's name in messages (default ``inputs.<name>``)."""
+_PATH_GONE = ("the server opens no client path (protocol 2): read the file and upload its bytes (op 'upload'), "
+              "then name it as {\"blob\": sha256, \"proof\": ...}; the m2ugen CLI, the OSC bridge and "
+              "server.client.Client.upload do this")
+_REF_KEYS = {"audio": ("start", "end"), "image": (), "video": (), "midi": ()}
+
+
+def check_input_ref(inputs: dict[str, Any], name: str, n_frames: int, w: str | None = None,
+                    extra_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """One of ``inputs.audio|image|video|midi``: exactly one source — ``{"blob", "proof"}`` (an upload),
+    ``{"frame"}`` (bytes in this message), ``{"job", "take"?}`` (audio: a finished job's result on this
+    server) or ``{"notes"}`` (midi) — plus ``name`` and, for audio, ``start``/``end``. Unknown fields are
+    refused by name (a typo must not silently use the whole file); ``w``: the field's name in messages."""
     w = w or f"inputs.{name}"
     ref = req_obj(inputs, name, where="inputs.", default=None)
     if ref is None:
         return None
+    if "path" in ref:
+        raise ProtocolError("bad_request", f"field '{w}.path': {_PATH_GONE}", w + ".path")
     if name == "midi" and ref.get("notes") is not None:
         return check_notes(ref, w)
-    has_path, has_frame = ref.get("path") is not None, ref.get("frame") is not None
-    if has_path == has_frame:
-        raise ProtocolError("bad_request", f"field '{w}' needs exactly one of 'path' or 'frame'"
-                                           + (" (or 'notes')" if name == "midi" else ""), w)
+    sources = [k for k in ("blob", "frame", "job") if ref.get(k) is not None]
+    allowed = {"blob", "proof", "frame", "name", *_REF_KEYS[name], *extra_keys} | ({"job", "take"} if name == "audio" else set())
+    unknown = sorted(set(ref) - allowed)
+    if unknown:
+        raise ProtocolError("bad_request", f"unknown field(s) in {w}: {', '.join(unknown)}; it takes "
+                                           f"{', '.join(sorted(allowed))}", f"{w}.{unknown[0]}")
+    if len(sources) != 1:
+        what = "'blob', 'frame' or 'job'" if name == "audio" else "'blob' or 'frame'" + (" (or 'notes')" if name == "midi" else "")
+        raise ProtocolError("bad_request", f"field '{w}' needs exactly one of {what}", w)
     out: dict[str, Any] = {}
-    if has_path:
-        out["path"] = req_str(ref, "path", where=w + ".", min_len=1, max_len=4096)
-    else:
+    if "blob" in sources:
+        out["blob"] = req_str(ref, "blob", where=w + ".", min_len=64, max_len=64)
+        out["proof"] = req_str(ref, "proof", where=w + ".", min_len=64, max_len=64)
+        out["name"] = req_str(ref, "name", where=w + ".", max_len=255, default="")
+    elif "frame" in sources:
         idx = req_int(ref, "frame", where=w + ".", lo=1)
         if idx > n_frames:
             raise ProtocolError("missing_frame", f"'{w}.frame' refers to frame {idx} but the message has "
                                                  f"{n_frames} binary frame(s)", w + ".frame")
         out["frame"] = idx
         out["name"] = req_str(ref, "name", where=w + ".", max_len=255, default="")
+    else:
+        out["job"] = req_str(ref, "job", where=w + ".", min_len=1, max_len=64)
+        out["take"] = req_int(ref, "take", where=w + ".", lo=1, hi=MAX_TAKES, default=1)
+    for key in ("proof", "take"):
+        if key in ref and key not in out:
+            raise ProtocolError("bad_request", f"field '{w}.{key}' goes with '{'blob' if key == 'proof' else 'job'}'",
+                                f"{w}.{key}")
     if name == "audio":
         start = req_float(ref, "start", where=w + ".", lo=0.0, default=None)
         end = req_float(ref, "end", where=w + ".", lo=0.0, default=None)
@@ -589,10 +615,6 @@ def check_input_ref(inputs: dict[str, Any], name: str, n_frames: int, w: str | N
             raise ProtocolError("bad_request", f"field '{w}.end' ({end}) must be greater than start ({start})",
                                 w + ".end")
         out["start"], out["end"] = start, end
-    else:
-        extra = sorted(set(ref) - {"path", "frame", "name"})
-        if extra:
-            raise ProtocolError("bad_request", f"unknown field(s) in {w}: {', '.join(extra)}", f"{w}.{extra[0]}")
     return out
 
 
@@ -649,6 +671,9 @@ def check_audio_set(inputs: dict[str, Any], n_frames: int) -> list[dict[str, Any
         caption = req_str(ref, "caption", where=f"{w}[{i}].", max_len=2000, default=None)
         one = check_input_ref({"audio": {k: v for k, v in ref.items() if k != "caption"}}, "audio", n_frames,
                               f"{w}[{i}]")
+        if one.get("job") is not None:
+            raise ProtocolError("bad_request", f"field '{w}[{i}].job': a fine-tune's clips are uploads "
+                                               f"('blob') or frames", f"{w}[{i}].job")
         out.append({**one, "caption": caption.strip() if caption else None})
     return out
 
@@ -690,18 +715,30 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
             raise ProtocolError("bad_request", f"field 'params.{name}' must be 1 to 64 letters, digits, '_' or "
                                                f"'-', got {params[name]!r}", "params." + name)
     output_raw = req_obj(header, "output", default={})
-    unknown = sorted(set(output_raw) - {"path", "want", "overwrite"})
+    for gone in ("path", "overwrite"):
+        if gone in output_raw:
+            raise ProtocolError("bad_request", f"field 'output.{gone}': the server writes results only into its own "
+                                               f"folder (protocol 2); fetch them as bytes (want 'bytes', or op "
+                                               f"'result') and write them where the user asked (the m2ugen CLI's "
+                                               f"--out does)", "output." + gone)
+    unknown = sorted(set(output_raw) - {"want"})
     if unknown:
         raise ProtocolError("bad_request", f"unknown field(s) in output: {', '.join(unknown)}", "output." + unknown[0])
-    output = {
-        "path": req_str(output_raw, "path", where="output.", min_len=1, max_len=4096, default=None),
-        "want": req_str(output_raw, "want", where="output.", choices=("path", "bytes"), default="path"),
-        "overwrite": req_bool(output_raw, "overwrite", where="output.", default=False),
-    }
-    if output["path"] is not None and spec.output_ext is None:
-        raise ProtocolError("bad_request", f"kind '{kind}' writes no client file; leave out 'output.path'",
-                            "output.path")
-    if output["path"] is not None and not output["path"].lower().endswith(spec.output_ext):
-        raise ProtocolError("bad_request", f"field 'output.path' must name a {spec.output_ext} file (its sidecar "
-                                           f"is the same name with .json), got {output['path']!r}", "output.path")
+    output = {"want": req_str(output_raw, "want", where="output.", choices=("path", "bytes"), default="path")}
     return {"kind": kind, "params": params, "inputs": inputs, "output": output}
+
+
+def check_upload(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
+    """Validates an ``upload`` header: an offer (no frame) or one chunk (``offset`` and one frame)."""
+    unknown = sorted(set(header) - {"v", "op", "req", "sha256", "size", "offset"})
+    if unknown:
+        raise ProtocolError("bad_request", f"unknown field(s) in upload: {', '.join(unknown)}", unknown[0])
+    sha = req_str(header, "sha256", min_len=64, max_len=64)
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ProtocolError("bad_request", "field 'sha256' must be 64 lower-case hex digits", "sha256")
+    size = req_int(header, "size", lo=1, hi=2**50)
+    offset = req_int(header, "offset", lo=0, hi=2**50, default=None)
+    if (offset is None) != (n_frames == 0) or n_frames > 1:
+        raise ProtocolError("bad_request", "an upload is an offer (no 'offset', no frame) or one chunk ('offset' "
+                                           "and exactly one frame)", "offset")
+    return {"sha256": sha, "size": size, "offset": offset}

@@ -1,4 +1,6 @@
-"""Allowed roots for client paths, CURVE keys, and the loopback-only bind rule.
+"""The server's own files (opened and written without following links), CURVE keys, and the
+loopback-only bind rule. No client path is ever opened by the server (docs/protocol.md: inputs are
+uploaded bytes, results go back as bytes); what is left here protects the server's own data dir.
 
 Keys layout (``m2ugen keys`` creates it; default ``<config dir>/keys``)::
 
@@ -30,117 +32,55 @@ class SecurityError(Exception):
 
 
 class PathNotAllowed(Exception):
-    pass
+    """A file that must not be opened or written (it is a link, not a regular file, or outside its folder)."""
 
 
 class OutputExists(PathNotAllowed):
-    """The output file exists and the request may not replace it."""
-
-
-# ---------------------------------------------------------------------------------------------
-# allowed roots
-
-
-def default_roots() -> list[Path]:
-    return [Path.home(), Path(tempfile.gettempdir())]
+    """The output file exists and may not be replaced."""
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _DIR_FD = os.open in os.supports_dir_fd and bool(_NOFOLLOW)  # POSIX: walk with dir fds; else plain paths
-MAX_PATH_CHARS = 4096
-MAX_NAME_CHARS = 255
 
 
-def check_path_text(path: str, what: str) -> None:
-    """A path a client sent: no NUL byte, no over-long name or path (PathNotAllowed otherwise)."""
-    if "\x00" in path:
-        raise PathNotAllowed(f"{what} path contains a NUL byte")
-    if len(path) > MAX_PATH_CHARS:
-        raise PathNotAllowed(f"{what} path is {len(path)} characters; the limit is {MAX_PATH_CHARS}")
-    long = [part for part in Path(path).parts if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_CHARS]
-    if long:
-        raise PathNotAllowed(f"{what} path has a name of {len(long[0])} characters; the limit is {MAX_NAME_CHARS}")
-
-
-class AllowedRoots:
-    """Client paths are read and written only inside these directories (symlinks resolved), never in
-    the server's own state (``protected``: data dir, config dir, keys), and never through a symlink
-    swapped in after the check: files are opened by walking directory fds with O_NOFOLLOW from the
-    resolved path, so the check and the use are the same step."""
-
-    def __init__(self, roots: list[str | Path], protected: list[str | Path] = (), readable: list[str | Path] = ()):
-        if not roots:
-            raise ValueError("at least one allowed root is needed")
-        real = lambda r: Path(os.path.realpath(Path(r).expanduser()))  # noqa: E731
-        self.roots = [real(r) for r in roots]
-        self.protected = [real(r) for r in protected]
-        self.readable = [real(r) for r in readable]  # inside a protected dir, but readable (the jobs dir)
-
-    @staticmethod
-    def _inside(p: Path, dirs: list[Path]) -> bool:
-        return any(p == d or p.is_relative_to(d) for d in dirs)
-
-    def _resolve(self, path: str, what: str, writing: bool) -> Path:
-        """The real path (symlinks resolved) of an absolute client path inside the roots."""
-        check_path_text(path, what)
-        p = Path(path)
-        if not p.is_absolute():
-            raise PathNotAllowed(f"{what} path {path!r} must be absolute")
-        real = Path(os.path.realpath(p))
-        if not self._inside(real, self.roots + ([] if writing else self.readable)):
-            raise PathNotAllowed(f"{what} path {path!r} is outside the allowed roots "
-                                 f"({', '.join(map(str, self.roots))})")
-        if self._inside(real, self.protected) and (writing or not self._inside(real, self.readable)):
-            raise PathNotAllowed(f"{what} path {path!r} is inside the server's own files "
-                                 f"({', '.join(map(str, self.protected))}); choose another place")
-        return real
-
-    def check_read(self, path: str, what: str) -> Path:
-        """Resolved path of an existing file inside the roots, else PathNotAllowed / FileNotFoundError."""
-        real = self._resolve(path, what, writing=False)
-        if not real.is_file():
-            raise FileNotFoundError(f"{what} path {path!r} does not exist or is not a file")
-        return real
-
-    def check_write(self, path: str, what: str) -> Path:
-        """Resolved target path inside the roots and outside the server's own files."""
-        real = self._resolve(path, what, writing=True)
-        if real.is_dir():
-            raise PathNotAllowed(f"{what} path {path!r} is a directory; give a file name")
-        parent = next((q for q in [real.parent, *real.parent.parents] if q.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise PathNotAllowed(f"{what} path {path!r}: {str(parent)!r} is a file, not a directory")
-        return real
-
-    # -----------------------------------------------------------------------------------------
-    # use: open / write where the check was made
-
-    def open_read(self, path: str, what: str):
-        """A binary file object of an existing regular file inside the roots, opened without
-        following a symlink at any step (the resolved path is walked component by component)."""
-        real = self.check_read(path, what)
-        if not _DIR_FD:
-            return open(real, "rb")
-        dir_fd = _walk(real.parent, create=False, what=what)
-        try:
-            fd = os.open(real.name, os.O_RDONLY | _NOFOLLOW, dir_fd=dir_fd)
-        except OSError as e:
-            raise PathNotAllowed(f"{what} path {path!r} changed while it was opened ({e.strerror})") from None
-        finally:
-            os.close(dir_fd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+def open_inside(root: Path, path: str | Path, what: str):
+    """A binary file object of the regular file ``path`` inside the directory ``root`` (the server's
+    own, resolved once at start), opened one component at a time from ``root`` without following a
+    link: a file swapped for a symlink is refused, never followed (PathNotAllowed / FileNotFoundError)."""
+    root = Path(root)
+    try:
+        rel = Path(os.path.normpath(path)).relative_to(root)
+    except ValueError:
+        raise PathNotAllowed(f"{what} {str(path)!r} is not inside {root}") from None
+    if not rel.parts or ".." in rel.parts:
+        raise PathNotAllowed(f"{what} {str(path)!r} is not a file inside {root}")
+    if not _DIR_FD:
+        real = Path(os.path.realpath(root / rel))
+        if real != root / rel or not real.is_file():
+            raise PathNotAllowed(f"{what} {str(path)!r} is a link or not a regular file")
+        return open(real, "rb")
+    fd = os.open(root, os.O_RDONLY | _DIRECTORY)
+    try:
+        for part in rel.parts[:-1]:
+            try:
+                nfd = os.open(part, os.O_RDONLY | _DIRECTORY | _NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                raise PathNotAllowed(f"{what} {str(path)!r}: {part!r} is not a plain folder ({e.strerror})") from None
             os.close(fd)
-            raise FileNotFoundError(f"{what} path {path!r} is not a regular file")
-        return os.fdopen(fd, "rb")
-
-    def write_atomic(self, path: str | Path, data: bytes, what: str,
-                     may_replace: Callable[[bytes], bool] | None = None) -> Path:
-        """Write ``data`` to a temp file beside ``path`` and rename it over ``path``, with the checks
-        made again now, on the directory actually written to. An existing target is replaced only when
-        ``may_replace(its first 64 KiB)`` is true (None: never)."""
-        real = self.check_write(str(path), what)
-        return write_atomic_confined(real, data, what, may_replace)
+            fd = nfd
+        try:
+            ffd = os.open(rel.parts[-1], os.O_RDONLY | _NOFOLLOW, dir_fd=fd)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise PathNotAllowed(f"{what} {str(path)!r} is not a plain file ({e.strerror})") from None
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(ffd).st_mode):
+        os.close(ffd)
+        raise PathNotAllowed(f"{what} {str(path)!r} is not a regular file")
+    return os.fdopen(ffd, "rb")
 
 
 def _walk(real_dir: Path, *, create: bool, what: str) -> int:

@@ -2,8 +2,11 @@
 threads hand messages to this thread, which alone touches the ROUTER:
 
     transport thread   requests -> handlers (quick ops answered at once)
-    intake thread      submit: read + decode the inputs (slow), then wake the transport thread,
-                       which queues the job and answers 'accepted' (so it precedes the job's events)
+    intake pool        submit: read + decode the inputs (slow), then wake the transport thread,
+                       which queues the job and answers 'accepted' (so it precedes the job's events);
+                       upload: write one chunk. Work is queued per client, a client has at most one
+                       item running, and clients take turns (IntakePool): one client's big upload or
+                       slow decode never holds up another client's submit.
     worker thread      progress / text / done events -> routed to the job's subscribers
 
 Socket options: ROUTER_MANDATORY (a send to a vanished client errors instead of vanishing silently;
@@ -17,7 +20,6 @@ import collections
 import itertools
 import json
 import logging
-import queue
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,89 @@ from server.jobs import JobStore
 
 log = logging.getLogger("m2ugen.transport")
 _ids = itertools.count()
+INTAKE_THREADS = 2
+MAX_WAITING_PER_CLIENT = 16  # a client's submits and upload chunks waiting for the pool (Client: 8 chunks in flight)
+MAX_WAITING = 256
+
+
+class IntakePool:
+    """``threads`` threads run ``run(item)`` and hand the result to ``done(identity, result)``. Items
+    wait in one queue per client; a thread takes the next item of the first client in turn that has
+    none running, and that client goes to the back of the turn. So a client's items run one at a
+    time, in the order sent (an upload's chunks stay in order), and no client waits behind another's."""
+
+    def __init__(self, run, done, threads: int = INTAKE_THREADS, max_waiting: int = MAX_WAITING,
+                 max_waiting_per_client: int = MAX_WAITING_PER_CLIENT, max_waiting_bytes: int | None = None):
+        self._run, self._done = run, done
+        self.max_waiting_bytes = max_waiting_bytes  # the frames waiting hold memory: bounded in bytes too
+        self._bytes = 0
+        self._cv = threading.Condition()
+        self._waiting: collections.OrderedDict[bytes, collections.deque] = collections.OrderedDict()
+        self._busy: set[bytes] = set()
+        self._count = 0
+        self._stopping = False
+        self.max_waiting, self.max_waiting_per_client = max_waiting, max_waiting_per_client
+        self._threads = [threading.Thread(target=self._loop, name=f"m2ugen-intake-{i}", daemon=True)
+                         for i in range(threads)]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def put(self, identity: bytes, item, size: int = 0) -> bool:
+        """Queue ``item`` (holding ``size`` bytes) for ``identity``; False when too much waits already
+        (the caller answers busy)."""
+        with self._cv:
+            mine = self._waiting.get(identity)
+            if self._count >= self.max_waiting or (mine is not None and len(mine) >= self.max_waiting_per_client):
+                return False
+            if self.max_waiting_bytes is not None and self._bytes + size > self.max_waiting_bytes:
+                return False
+            if mine is None:
+                mine = self._waiting[identity] = collections.deque()
+            mine.append((item, size))
+            self._count += 1
+            self._bytes += size
+            self._cv.notify()
+        return True
+
+    def _next(self):
+        for identity, items in self._waiting.items():
+            if identity not in self._busy:
+                item, size = items.popleft()
+                self._bytes -= size
+                del self._waiting[identity]
+                if items:  # to the back of the turn
+                    self._waiting[identity] = items
+                self._busy.add(identity)
+                self._count -= 1
+                return identity, item
+        return None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopping and (picked := self._next()) is None:
+                    self._cv.wait()
+                if self._stopping:
+                    return
+            identity, item = picked
+            try:
+                self._done(identity, self._run(item))  # before the client's next item may start: in order
+            except Exception:
+                log.exception("intake work failed")
+            finally:
+                with self._cv:
+                    self._busy.discard(identity)
+                    self._cv.notify_all()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        for t in self._threads:
+            if t.is_alive():
+                t.join(timeout_s)
 
 
 class Transport:
@@ -78,10 +163,10 @@ class Transport:
         self.events.setsockopt(zmq.LINGER, 0)
         self.events.bind(self._events_addr)
 
-        # submits are read and decoded on the intake thread, so a big upload never stalls the others
-        self._intake_in: queue.Queue[PendingSubmit | None] = queue.Queue()
+        # submits are read and decoded, and uploads written, on the intake pool (fair between clients)
         self._intake_out: collections.deque = collections.deque()
-        self._intake = threading.Thread(target=self._intake_loop, name="m2ugen-intake", daemon=True)
+        self._wake_local = threading.local()
+        self.intake = IntakePool(self.handlers.prepare, self._intake_done, max_waiting_bytes=2 * max_message_bytes)
 
     # -----------------------------------------------------------------------------------------
     def emitter(self):
@@ -130,21 +215,20 @@ class Transport:
         identity = msg[0].bytes
         out = self.handlers.handle(identity, msg[1:], defer_submit=True)
         if isinstance(out, PendingSubmit):
-            if self._intake_in.qsize() >= self.handlers.queue.maxsize:  # uploads waiting to be decoded hold memory
-                self._reply(identity, self.handlers.refuse_busy(out, "too many submits are being read"))
-                return
-            self._intake_in.put(out)
+            size = sum(len(f.buffer) if hasattr(f, "buffer") else len(f) for f in out.frames)
+            if not self.intake.put(identity, out, size):  # what waits for the pool holds memory: bounded
+                self._reply(identity, self.handlers.refuse_busy(out, "too many submits and uploads are waiting "
+                                                                     "to be read"))
         else:
             self._reply(identity, out)
 
-    def _intake_loop(self) -> None:
-        emit = self.emitter()
-        while True:
-            pending = self._intake_in.get()
-            if pending is None:
-                return
-            self._intake_out.append((pending.identity, self.handlers.prepare(pending)))
-            emit({"op": "_intake"})  # wake the transport thread, which queues the job and answers
+    def _intake_done(self, identity: bytes, result) -> None:
+        """On a pool thread: hand the result to the transport thread, which queues the job and answers."""
+        emit = getattr(self._wake_local, "emit", None)
+        if emit is None:
+            emit = self._wake_local.emit = self.emitter()
+        self._intake_out.append((identity, result))
+        emit({"op": "_intake"})
 
     def _on_intake_done(self) -> None:
         while self._intake_out:
@@ -166,7 +250,7 @@ class Transport:
     # -----------------------------------------------------------------------------------------
     def run(self) -> None:
         """The loop: requests and events until ``stop``."""
-        self._intake.start()
+        self.intake.start()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.events, zmq.POLLIN)
@@ -192,11 +276,9 @@ class Transport:
 
     def stop(self) -> None:
         self._stop.set()
-        self._intake_in.put(None)
 
     def _close(self) -> None:
-        if self._intake.is_alive():
-            self._intake.join(10)
+        self.intake.stop()
         self.router.close(0)
         self.events.close(0)
         with self._push_lock:

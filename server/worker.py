@@ -18,7 +18,6 @@ from typing import Any, Callable
 from server import kinds, protocol
 from server.jobs import Job, JobCancelled, JobQueue, JobStore
 from server.journal import Journal
-from server.security import AllowedRoots
 
 log = logging.getLogger("m2ugen.worker")
 
@@ -28,10 +27,9 @@ DEFAULT_MAX_BATCH = 4  # rows (a job counts its takes) run together; 1 = one job
 
 class Worker(threading.Thread):
     def __init__(self, model, model_info: dict[str, Any], queue: JobQueue, store: JobStore, journal: Journal,
-                 emit_factory: Callable[[], Emit], roots: AllowedRoots, max_batch: int = DEFAULT_MAX_BATCH):
+                 emit_factory: Callable[[], Emit], max_batch: int = DEFAULT_MAX_BATCH):
         super().__init__(name="m2ugen-worker", daemon=True)
         self.model = model
-        self.roots = roots
         self.model_info = model_info
         self.queue = queue
         self.store = store

@@ -92,7 +92,7 @@ def test_bad_input_exits_4(server, tmp_path):
     status = tmp_path / "s.json"
     p = run(["ask", "--server", server, "--audio", str(bad), "--prompt", "key?", "--status-file", str(status)])
     assert p.returncode == 4
-    err = lines(p.stdout)[0]
+    err = next(e for e in lines(p.stdout) if e["op"] != "upload")  # the file went up, then was refused
     assert err["op"] == "error" and err["code"] == "bad_audio"
     assert "bad_audio" in p.stderr
     st = json.loads(status.read_text())

@@ -65,24 +65,49 @@ def wav_bytes(seconds=0.5, sr=16000, channels=1) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. the server's own state is never a write target; existing files only replaced when asked
+# 1. no client path reaches the server's filesystem calls; results are written by the client
 
 
-def test_out_into_the_journal_is_refused_and_the_server_restarts(server_info, tiny_model, make_server):
+def test_no_client_path_reaches_the_servers_file_calls(server_info, tiny_model, make_server, monkeypatch, tmp_path):
+    """Every path field a client could send is refused before anything is opened, and the server's
+    threads open nothing of the client's (they read uploads from their own store)."""
+    import builtins
+
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    clip = client_dir / "clip.wav"
+    clip.write_bytes(wav_bytes())
     journal = server_info.data_dir / "jobs.sqlite"
     before = journal.read_bytes()
+    opened: list[tuple[str, str]] = []
+    server_threads = ("m2ugen-transport", "m2ugen-intake", "m2ugen-worker")
+
+    def spy(real):
+        def wrapper(path, *args, **kw):
+            name = threading.current_thread().name
+            if name.startswith(server_threads) and isinstance(path, (str, bytes, os.PathLike)):
+                opened.append((name, os.fsdecode(path)))
+            return real(path, *args, **kw)
+        return wrapper
+
+    for module, attr in ((os, "open"), (builtins, "open"), (os, "stat"), (os, "lstat")):
+        monkeypatch.setattr(module, attr, spy(getattr(module, attr)))
     with Client(server_info.endpoint) as c:
-        for target in (journal.with_suffix(".wav"), server_info.config_dir / "server.wav",
-                       server_info.data_dir / "keys" / "x.wav"):
-            r = submit(c, output={"path": str(target)})
-            assert r.op == "error" and r.header["code"] == "path_not_allowed", (target, r.header)
-            assert "server's own files" in r.header["message"]
-        r = submit(c, output={"path": str(journal)})  # not even named .wav
-        assert r.op == "error" and r.header["code"] == "bad_request" and ".wav" in r.header["message"]
+        for fields in ({"output": {"path": str(journal)}}, {"output": {"path": str(client_dir / "o.wav")}},
+                       {"kind": "edit", "inputs": {"audio": {"path": str(clip)}}},
+                       {"inputs": {"image": {"path": str(client_dir / "x.png")}}},
+                       {"inputs": {"midi": {"path": str(client_dir / "x.mid")}}},
+                       {"kind": "finetune", "params": {"adapter_name": "a"},
+                        "inputs": {"audio_set": [{"path": str(clip)}]}}):
+            r = submit(c, **fields)
+            assert r.op == "error" and r.header["code"] == "bad_request" and r.header["field"].endswith(".path")
+        ref = c.upload(clip)  # the client reads its file (this thread), the server gets bytes
+        done = wait_final(c, submit(c, kind="edit", inputs={"audio": ref}).job)
+        assert done.op == "done"
+    monkeypatch.undo()
+    assert opened and not [p for _, p in opened if p.startswith(str(client_dir))], opened
     assert journal.read_bytes()[:16] == before[:16] == b"SQLite format 3\x00"
-    assert not (server_info.config_dir / "server.wav").exists()
-    assert json.loads((server_info.config_dir / "server.json").read_text())["endpoint"] == server_info.endpoint
-    # the data dir still opens as a server's (what 'jobs.sqlite' overwritten used to break)
+    # the data dir still opens as a server's
     server_info.app.stop()
     from server.app import ServerApp, ServerSettings, model_info
 
@@ -100,120 +125,85 @@ def test_no_client_writes_into_another_jobs_folder(server_info):
         victim = Path(done.header["audio_path"])
         data = victim.read_bytes()
         r = submit(c, output={"path": str(victim), "overwrite": True})
-    assert r.op == "error" and r.header["code"] == "path_not_allowed"
+    assert r.op == "error" and r.header["code"] == "bad_request" and r.header["field"] == "output.path"
     assert victim.read_bytes() == data
 
 
 def test_existing_files_are_replaced_only_when_asked_and_only_by_their_kind(server, tmp_path):
+    from server.security import OutputExists
+
     out = tmp_path / "take.wav"
     with Client(server) as c:
-        first = wait_final(c, submit(c, output={"path": str(out)}).job)
-        assert first.op == "done" and out.is_file()
+        first = wait_final(c, submit(c).job)
+        assert c.save_result(first.job, out)["audio_path"] == str(out) and out.is_file()
         wav_before = out.read_bytes()
-        r = submit(c, output={"path": str(out)})  # exists, not asked to overwrite
-        assert r.op == "error" and r.header["code"] == "output_exists" and "--overwrite" in r.header["message"]
-        again = wait_final(c, submit(c, params={"seed": 7}, output={"path": str(out), "overwrite": True}).job)
-        assert again.op == "done" and out.read_bytes() != wav_before
+        with pytest.raises(OutputExists, match="--overwrite"):  # exists, not asked to overwrite
+            c.save_result(first.job, out)
+        again = wait_final(c, submit(c, params={"seed": 7}).job)
+        c.save_result(again.job, out, overwrite=True)
+        assert out.read_bytes() != wav_before
         assert json.loads(out.with_suffix(".json").read_text())["job"] == again.job
 
         notes = tmp_path / "notes.wav"  # named .wav but is the user's text: never replaced
         notes.write_text("my lyrics")
-        r = submit(c, output={"path": str(notes), "overwrite": True})
-        assert r.op == "error" and r.header["code"] == "output_exists" and "not a WAV" in r.header["message"]
+        with pytest.raises(OutputExists, match="not a WAV"):
+            c.save_result(again.job, notes, overwrite=True)
         assert notes.read_text() == "my lyrics"
 
         mix = tmp_path / "mix.wav"  # a WAV whose sidecar name holds the user's own JSON
         mix.write_bytes(wav_bytes())
         (tmp_path / "mix.json").write_text('{"my": "settings"}')
-        r = submit(c, output={"path": str(mix), "overwrite": True})
-        assert r.op == "error" and r.header["code"] == "output_exists" and "sidecar" in r.header["message"]
+        with pytest.raises(OutputExists, match="sidecar"):
+            c.save_result(again.job, mix, overwrite=True)
         assert json.loads((tmp_path / "mix.json").read_text()) == {"my": "settings"}
-
-        r = submit(c, output={"path": str(tmp_path / "take.json")})  # the old 'sidecar over the WAV'
-        assert r.op == "error" and r.header["code"] == "bad_request"
+        assert mix.read_bytes() == wav_bytes()  # nothing of the result was written either
 
 
-def test_a_file_created_at_the_output_path_while_queued_is_not_replaced(make_server, tiny_model, tmp_path):
-    slow = SlowModel(tiny_model, step_s=0.05)
-    srv = make_server(slow)
+def test_a_file_created_at_the_output_path_while_queued_is_not_replaced(server, tmp_path):
+    from server.security import OutputExists
+
     out = tmp_path / "late.wav"
-    with Client(srv.endpoint) as c:
-        r = submit(c, output={"path": str(out)})
+    with Client(server) as c:
+        r = submit(c)
         assert r.op == "accepted"
-        out.write_bytes(wav_bytes())  # another client's take lands there first
+        out.write_bytes(wav_bytes())  # another take lands there first
         theirs = out.read_bytes()
-        final = wait_final(c, r.job)
-    assert final.op == "error" and final.header["code"] == "output_exists"
+        assert wait_final(c, r.job).op == "done"
+        with pytest.raises(OutputExists):
+            c.save_result(r.job, out)
     assert out.read_bytes() == theirs
 
 
-def test_output_parent_that_is_a_file_and_bad_names_are_refused_at_submit(server, tmp_path):
-    (tmp_path / "afile").write_text("x")
-    with Client(server) as c:
-        cases = {
-            str(tmp_path / "afile" / "out.wav"): ("path_not_allowed", "is a file, not a directory"),
-            str(tmp_path / "a\x00b.wav"): ("path_not_allowed", "NUL"),
-            str(tmp_path / ("n" * 300 + ".wav")): ("path_not_allowed", "limit is 255"),
-        }
-        for path, (code, text) in cases.items():
-            r = submit(c, output={"path": path})
-            assert r.op == "error" and r.header["code"] == code and text in r.header["message"], r.header
-        r = submit(c, kind="edit", inputs={"audio": {"path": str(tmp_path / "in\x00.wav")}})
-        assert r.header["code"] == "path_not_allowed" and "NUL" in r.header["message"]
-
-
 # ---------------------------------------------------------------------------------------------
-# 2. checked at submit, used later: a symlink swapped in cannot redirect a write or a read
-
-
-def test_symlink_swapped_in_after_submit_cannot_send_the_result_outside(make_server, tiny_model, tmp_path):
-    root, outside = tmp_path / "root", tmp_path / "outside"
-    (root / "takes").mkdir(parents=True)
-    outside.mkdir()
-    slow = SlowModel(tiny_model, step_s=0.05)
-    srv = make_server(slow, allowed_roots=[str(root)])
-    with Client(srv.endpoint) as c:
-        r = submit(c, output={"path": str(root / "takes" / "out.wav")})
-        assert r.op == "accepted"
-        (root / "takes").rename(root / "takes.real")
-        (root / "takes").symlink_to(outside, target_is_directory=True)  # the swap
-        final = wait_final(c, r.job)
-    assert final.op == "error" and final.header["code"] == "path_not_allowed"
-    assert list(outside.iterdir()) == []  # neither the WAV nor its sidecar went outside
+# 2. a symlink swapped in cannot redirect a write or a read
 
 
 def test_the_directory_walk_refuses_a_component_swapped_for_a_symlink(tmp_path):
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "d").mkdir(parents=True)
     outside.mkdir()
-    roots = security.AllowedRoots([root])
-    real = roots.check_write(str(root / "d" / "x.wav"), "output")  # the check ...
+    real = (root / "d" / "x.wav").resolve()  # resolved when the user named it ...
     (root / "d").rename(root / "d.real")
     (root / "d").symlink_to(outside, target_is_directory=True)  # ... the swap ...
     with pytest.raises(security.PathNotAllowed, match="changed while in use"):
-        security.write_atomic_confined(real.parent.parent / "d" / "x.wav", b"RIFF", "output")  # ... the use
+        security.write_atomic_confined(real, b"RIFF", "output")  # ... the write
     assert list(outside.iterdir()) == []
 
 
-def test_input_read_through_a_symlink_to_outside_is_refused_and_read_once(server_info, tmp_path, make_server,
-                                                                          tiny_model):
-    root, outside = tmp_path / "root", tmp_path / "outside"
-    root.mkdir()
+def test_an_input_swapped_for_a_symlink_after_submit_changes_nothing(server_info, tmp_path, make_server, tiny_model):
+    outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.wav").write_bytes(wav_bytes())
-    (root / "link.wav").symlink_to(outside / "secret.wav")
-    srv = make_server(SlowModel(tiny_model, 0.05), allowed_roots=[str(root)])
+    srv = make_server(SlowModel(tiny_model, 0.05))
     with Client(srv.endpoint) as c:
-        r = submit(c, kind="ask", inputs={"audio": {"path": str(root / "link.wav")}})
-        assert r.op == "error" and r.header["code"] == "path_not_allowed"
-        img = root / "pic.png"
+        img = tmp_path / "pic.png"
         from PIL import Image
 
         Image.new("RGB", (8, 8), "red").save(img)
-        r = submit(c, inputs={"image": {"path": str(img)}})
+        r = submit(c, inputs={"image": c.upload(img)})
         assert r.op == "accepted"
         img.unlink()
-        img.symlink_to(outside / "secret.wav")  # swapped after submit: the job uses the copy made then
+        img.symlink_to(outside / "secret.wav")  # swapped after submit: the job uses the bytes sent then
         final = wait_final(c, r.job)
     assert final.op == "done"
     copy = srv.jobs_dir / r.job / "input_image.png"
@@ -270,7 +260,7 @@ def test_audio_bomb_is_decoded_into_the_intake_format_and_the_queue_budget_holds
     accepted, busy = [], []
     with Client(srv.endpoint, timeout_s=60) as c:
         for _ in range(6):
-            r = submit(c, kind="ask", inputs={"audio": {"path": str(bomb)}})
+            r = submit(c, kind="ask", inputs={"audio": c.upload(bomb)})
             (accepted if r.op == "accepted" else busy).append(r)
         held = srv.app.handlers.held_audio_bytes()
         rss1 = rss_bytes()
@@ -289,13 +279,13 @@ def test_audio_budget_refuses_with_busy(make_server, tiny_model, tmp_path):
     sf.write(clip, tone(10.0, 32000, 2).T, 32000)  # 10 s stereo at 32 kHz, 16 bit: 1.28 MB held
     srv = make_server(SlowModel(tiny_model, step_s=0.5), limits=Limits(max_queued_audio_mb=2))
     with Client(srv.endpoint, timeout_s=60) as c:
-        first = submit(c, kind="ask", inputs={"audio": {"path": str(clip)}})
-        second = submit(c, kind="ask", inputs={"audio": {"path": str(clip)}})
+        first = submit(c, kind="ask", inputs={"audio": c.upload(clip)})
+        second = submit(c, kind="ask", inputs={"audio": c.upload(clip)})
         assert first.op == "accepted"
         assert second.op == "error" and second.header["code"] == "busy" and "MiB of decoded audio" in second.header["message"]
         c.call("cancel", job=first.job)
         wait_final(c, first.job)
-        third = submit(c, kind="ask", inputs={"audio": {"path": str(clip)}})  # released again
+        third = submit(c, kind="ask", inputs={"audio": c.upload(clip)})  # released again
         assert third.op == "accepted"
         c.call("cancel", job=third.job)
 
@@ -324,7 +314,7 @@ def test_image_bomb_is_a_clear_bad_image(server, tmp_path):
     big = tmp_path / "big.png"
     Image.new("1", (20000, 20000)).save(big)  # 400 Mpixels, a few hundred KB
     with Client(server) as c:
-        r = submit(c, inputs={"image": {"path": str(big)}})
+        r = submit(c, inputs={"image": c.upload(big)})
     assert r.op == "error" and r.header["code"] == "bad_image"
     assert "too large" in r.header["message"] and "400000000 pixels" in r.header["message"]
 
@@ -347,7 +337,8 @@ def test_unusable_video_is_refused_at_submit(server, tmp_path, content):
     else:
         path.write_bytes(content)
     with Client(server) as c:
-        r = submit(c, inputs={"video": {"path": str(path)}})
+        r = submit(c, inputs={"video": c.upload(path) if content != b"" else {"frame": 1, "name": "clip.mp4"}},
+                   frames=[b""] if content == b"" else [])
     assert r.op == "error" and r.header["code"] == "bad_video", r.header
 
 
@@ -479,25 +470,22 @@ def test_curve_refusal_says_refused_not_unreachable(make_server, tmp_path):
 
 def test_temp_files_of_an_interrupted_write_are_removed_at_start(tmp_path, tiny_model):
     from server.app import ServerApp, ServerSettings, model_info
-    from server.journal import Journal
 
     data, outdir = tmp_path / "data", tmp_path / "mine"
     job_dir = data / "jobs" / "abc123"
     job_dir.mkdir(parents=True)
     outdir.mkdir()
-    left = [job_dir / ".result.wav.k3j4h5g6.tmp", outdir / ".take.wav.0123456789ab.tmp"]
-    keep = [outdir / ".other.wav.0123456789ab.tmp", outdir / "take.wav.tmp", job_dir / "input_image.png"]
+    (data / "uploads" / "partial").mkdir(parents=True)
+    left = [job_dir / ".result.wav.k3j4h5g6.tmp", data / "uploads" / "partial" / "ab-cd.part"]
+    keep = [outdir / ".take.wav.0123456789ab.tmp", job_dir / "result.wav.tmp", job_dir / "input_image.png"]
     for p in left + keep:
         p.write_bytes(b"x" * 1000)
-    j = Journal(data / "jobs.sqlite")
-    j.save({"job": "abc123", "created": time.time(), "state": "running", "output_path": str(outdir / "take.wav")})
-    j.close()
     app = ServerApp(tiny_model, model_info(tiny_model, "tiny"),
                     ServerSettings(port=0, data_dir=data, write_discovery=False, keep_days=0))
     app.start()
     app.stop()
     assert [p.exists() for p in left] == [False, False]
-    assert all(p.exists() for p in keep)  # only our own temp names, only beside the interrupted job's target
+    assert all(p.exists() for p in keep)  # only its own temp names, only in its own data dir
 
 
 # ---------------------------------------------------------------------------------------------

@@ -372,6 +372,7 @@ def test_end_to_end_with_real_bridge_and_server(lom_names, bridge, server, serve
 
     clip = wav_file(seconds=2.0, sr=22050, channels=1, name="clip.wav")
     set_dir = tmp_path / "Live Set Project"
+    set_dir.mkdir()  # a saved Set's folder exists; the bridge makes its Samples/M2UGen
     r = run_node(TESTS_MAX / "e2e_bridge.js", {
         "M2U_LOM_NAMES": str(lom_names),
         "M2U_BRIDGE_PORT": str(bridge),

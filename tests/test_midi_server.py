@@ -35,7 +35,7 @@ def melody_model():
 
 def generate(c: Client, midi: Path, **params):
     return run_job(c, "generate", {"prompt": "strings", "seed": 2, "max_new_tokens": 4, **params},
-                   {"midi": {"path": str(midi)}})
+                   {"midi": c.upload(midi)})
 
 
 def test_a_midi_sketch_is_the_melody_and_changes_the_music(make_server, melody_model, tmp_path):
@@ -51,14 +51,14 @@ def test_a_midi_sketch_is_the_melody_and_changes_the_music(make_server, melody_m
     bad = tmp_path / "bad.mid"
     bad.write_bytes(b"MThd not really")
     with Client(srv.endpoint) as c:
-        r = c.call("submit", kind="generate", params={"prompt": "x"}, inputs={"midi": {"path": str(bad)}})
+        r = c.call("submit", kind="generate", params={"prompt": "x"}, inputs={"midi": c.upload(bad)})
     assert r.op == "error" and r.header["code"] == "bad_midi"
 
 
 def test_midi_needs_a_melody_decoder(server, tmp_path):
     good = write_mid(tmp_path / "ok.mid", [60, 64, 67])
     with Client(server) as c:  # refused before the file is even read
-        r = c.call("submit", kind="generate", params={"prompt": "x"}, inputs={"midi": {"path": str(good)}})
+        r = c.call("submit", kind="generate", params={"prompt": "x"}, inputs={"midi": c.upload(good)})
     assert r.op == "error" and r.header["field"] == "params.mode" and "MusicGen" in r.header["message"]
 
 
@@ -69,8 +69,8 @@ def test_midi_from_the_cli_and_osc(tmp_path):
 
     sketch = write_mid(tmp_path / "s.mid", [60])
     args = build_parser().parse_args(["generate", "--prompt", "x", "--midi", str(sketch)])
-    fields, _, _ = build_submit(args, "generate", {}, local=True)
-    assert fields["inputs"]["midi"] == {"path": str(sketch)}
+    fields, files, _, _ = build_submit(args, "generate", {})
+    assert files == {"midi": sketch} and fields["inputs"]["midi"]["name"] == "s.mid"  # read and uploaded here
     assert osc_requests.OPTIONS["midi"] == ("request", "s")
 
 

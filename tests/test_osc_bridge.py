@@ -288,7 +288,8 @@ def test_audio_by_job_id_of_another_client(server, peer):
     assert job != other_job
     record = server_record(server, job)
     assert record["params"]["prompt"] == "brighter"
-    assert record["kind"] == "edit" and other_path in str(record["inputs"]["audio"])
+    assert record["kind"] == "edit" and record["inputs"]["audio"]["job"] == other_job  # named by its job, no path
+    assert other_path not in str(record["inputs"]["audio"])
     peer.send("/m2u/edit", ("s", "brighter"), ("s", "nonexistent42"))
     error = peer.expect("/m2u/error")[-1]
     assert error.args[1] == "not_found" and "nonexistent42" in error.args[2]
@@ -299,6 +300,7 @@ def test_submit_with_options_writes_the_result_into_the_results_folder(server, s
     """The real server: the request's own options reach the job, and the WAV the client is told about is
     a copy the bridge wrote from the server's bytes into the client's folder (not the jobs folder)."""
     folder = tmp_path / "Set Project" / "Samples" / "M2UGen"
+    folder.parent.parent.mkdir()  # a saved Set's folder
     peer.send("/m2u/submit", ("s", "generate"), ("s", "prompt"), ("s", "warm pads"), ("s", "duration"), ("f", 1.0),
               ("s", "seed"), ("i", 3), ("s", "sample_rate"), ("i", 44100), ("s", "takes"), ("i", 1),
               ("s", "bpm"), ("f", 90.0), ("s", "results_dir"), ("s", str(folder)), ("s", "reply_port"), ("i", peer.port))

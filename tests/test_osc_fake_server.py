@@ -5,9 +5,11 @@ demand: a long multi-byte text answer (chunking), streamed `text` events (thinki
 that fails, a job the server forgets across a restart, and exact control of when the server dies.
 """
 
+import hashlib
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import zmq
@@ -26,7 +28,14 @@ ANALYSIS = {"duration_s": 8.0, "channels": 2, "sample_rate": 44100, "bpm": 92.0,
 
 def wav_bytes(job: str, take: int) -> bytes:
     """What the fake server sends as a take's WAV: recognisable per job and take."""
-    return b"RIFF" + f"{job}:take{take}".encode() + b"\x00" * 64
+    return b"RIFF\x00\x00\x00\x00WAVE" + f"{job}:take{take}".encode() + b"\x00" * 64
+
+
+def uploaded(path, **extra) -> dict:
+    """The input reference the bridge sends for a local file it uploaded to the fake (challenge c…c)."""
+    data = Path(path).read_bytes()
+    return {"blob": hashlib.sha256(data).hexdigest(), "proof": hashlib.sha256(b"c" * 32 + data).hexdigest(),
+            "name": Path(path).name, **extra}
 
 
 class FakeServer:
@@ -55,6 +64,8 @@ class FakeServer:
         self.requests: list[dict] = []
         self.frames: list[list[bytes]] = []  # the binary frames of each request, index-aligned
         self.held: dict[str, bytes] = {}  # job -> identity of jobs waiting for a cancel
+        self.uploads: dict[str, bytes] = {}  # sha256 -> the bytes uploaded (op upload, as the server keeps them)
+        self._partial: dict[str, bytes] = {}
         self._count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -85,6 +96,18 @@ class FakeServer:
         elif op == "hello":
             self._send(identity, {"op": "welcome", "req": req, "server_version": "fake-1", "protocol": 1,
                                   "model": {"name": "fake", "preset": "tiny", "tiny": True, "sample_rate": 32000}})
+        elif op == "upload":  # as server/blobs.py: an offer, then chunks in order
+            sha, size, reply = h["sha256"], h["size"], {"op": "uploaded", "req": req, "challenge": "c" * 32,
+                                                         "chunk_bytes": 1 << 20}
+            if "offset" in h:
+                data = self._partial.get(sha, b"") + self.frames[-1][0]
+                self._partial[sha] = data
+                if len(data) == size:
+                    self.uploads[sha] = self._partial.pop(sha)
+                reply.update(offset=len(data))
+            else:
+                reply.update(offset=size if sha in self.uploads else 0)
+            self._send(identity, {**reply, "sha256": sha, "size": size, "have": sha in self.uploads})
         elif op == "submit":
             self._count += 1
             job = f"job{self._count}"
@@ -237,9 +260,16 @@ def peer(bridge):
     p.close()
 
 
+@pytest.fixture
+def in_wav(tmp_path):
+    path = tmp_path / "in.wav"
+    path.write_bytes(wav_bytes("input", 0))
+    return path
+
+
 @pytest.mark.timeout(30)
-def test_long_text_is_chunked_and_thinking_streams_as_progress(peer, fake):
-    peer.send("/m2u/ask", ("s", "what"), ("s", "is"), ("s", "this"), ("s", "/tmp/in.wav"), ("f", 1.0), ("f", 2.0))
+def test_long_text_is_chunked_and_thinking_streams_as_progress(peer, fake, in_wav):
+    peer.send("/m2u/ask", ("s", "what"), ("s", "is"), ("s", "this"), ("s", str(in_wav)), ("f", 1.0), ("f", 2.0))
     got = peer.expect("/m2u/done")
     addresses = [m.address for m in got]
     assert addresses[0] == "/m2u/accepted"
@@ -257,7 +287,8 @@ def test_long_text_is_chunked_and_thinking_streams_as_progress(peer, fake):
     submit = [h for h in fake.requests if h["op"] == "submit"][-1]
     assert submit["kind"] == "ask"
     assert submit["params"]["prompt"] == "what is this"
-    assert submit["inputs"] == {"audio": {"path": "/tmp/in.wav", "start": 1.0, "end": 2.0}}
+    assert submit["inputs"] == {"audio": uploaded(in_wav, start=1.0, end=2.0)}  # read by the bridge, sent as bytes
+    assert fake.uploads[submit["inputs"]["audio"]["blob"]] == in_wav.read_bytes()
 
 
 @pytest.mark.timeout(30)
@@ -292,7 +323,7 @@ def test_settings_last_and_failures(peer, fake):
     peer.send("/m2u/edit", ("s", "more drums"), ("s", "last"), ("f", 3.0))
     peer.expect("/m2u/done")
     submit = [h for h in fake.requests if h["op"] == "submit"][-1]
-    assert submit["inputs"] == {"audio": {"path": "/tmp/fake/job1/result.wav"}}
+    assert submit["inputs"] == {"audio": {"job": "job1"}}  # the server's own result, named by its job
     assert submit["params"]["duration"] == 3.0
 
     peer.send("/m2u/generate", ("s", "fail"))

@@ -10,7 +10,7 @@ import pytest
 from bridge_osc import osc
 from bridge_osc.bridge import Bridge, start_in_thread
 from bridge_osc.results import CAPTURE_PREFIX, capture_folder, purge_captures
-from test_osc_fake_server import FakeServer, OscPeer, wav_bytes
+from test_osc_fake_server import FakeServer, OscPeer, in_wav, uploaded, wav_bytes  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -75,13 +75,15 @@ def test_submit_carries_its_own_options(peer, fake):
 
 
 @pytest.mark.timeout(30)
-def test_submit_edit_with_audio_region_and_generate_with_image(peer, fake):
-    submit(peer, "edit", audio="/tmp/in.wav", prompt="more drums", start=1.0, end=3.5)
+def test_submit_edit_with_audio_region_and_generate_with_image(peer, fake, in_wav, tmp_path):
+    submit(peer, "edit", audio=str(in_wav), prompt="more drums", start=1.0, end=3.5)
     peer.expect("/m2u/done")
-    assert last_submit(fake)["inputs"] == {"audio": {"path": "/tmp/in.wav", "start": 1.0, "end": 3.5}}
-    submit(peer, "generate", prompt="a cat", image="/tmp/cat.png")
+    assert last_submit(fake)["inputs"] == {"audio": uploaded(in_wav, start=1.0, end=3.5)}
+    cat = tmp_path / "cat.png"
+    cat.write_bytes(b"PNG-cat")
+    submit(peer, "generate", prompt="a cat", image=str(cat))
     peer.expect("/m2u/done")
-    assert last_submit(fake)["inputs"] == {"image": {"path": "/tmp/cat.png"}}
+    assert last_submit(fake)["inputs"] == {"image": uploaded(cat)}
 
 
 @pytest.mark.parametrize("options, message", [
@@ -112,6 +114,7 @@ def test_edit_needs_audio_and_kind_must_be_known(peer):
 @pytest.mark.timeout(30)
 def test_result_is_written_into_the_results_folder_from_fetched_bytes(peer, fake, tmp_path):
     folder = tmp_path / "My Set Project" / "Samples" / "M2UGen"
+    folder.parent.parent.mkdir()  # a saved Set's folder: the bridge makes Samples/M2UGen in it
     submit(peer, "generate", prompt="lofi piano", results_dir=str(folder))
     got = peer.expect("/m2u/done")
     job, path, seconds, rate = got[-1].args
@@ -120,7 +123,7 @@ def test_result_is_written_into_the_results_folder_from_fetched_bytes(peer, fake
     assert (seconds, rate) == (4.0, 32000)
     assert not any("/tmp/fake" in str(a) for m in got for a in m.args)  # the jobs folder is never named
     fetches = [{k: v for k, v in h.items() if k != "token"} for h in fake.requests if h["op"] == "result"]
-    assert fetches == [{"v": 1, "op": "result", "req": fetches[0]["req"], "job": job, "want": "bytes"}]
+    assert fetches == [{"v": 2, "op": "result", "req": fetches[0]["req"], "job": job, "want": "bytes"}]
 
     # a lost /m2u/done: status re-sends the local file (no second download)
     peer.send("/m2u/status", ("s", job))
@@ -164,8 +167,8 @@ def test_a_server_without_take_support_never_gets_take_one_filed_as_take_two(tmp
 
 
 @pytest.mark.timeout(30)
-def test_analysis_of_input_and_result_reach_the_client(peer):
-    submit(peer, "edit", prompt="continue it", audio="/tmp/in.wav", mode="continue")
+def test_analysis_of_input_and_result_reach_the_client(peer, in_wav):
+    submit(peer, "edit", prompt="continue it", audio=str(in_wav), mode="continue")
     got = peer.expect("/m2u/done")
     analyses = {m.args[1]: m.args for m in got if m.address == "/m2u/analysis"}
     assert set(analyses) == {"input", "result"}
@@ -192,18 +195,43 @@ def test_results_folder_refusals(peer, fake, folder, message):
 
 
 @pytest.mark.timeout(30)
-def test_a_symlink_in_the_results_folder_is_never_written_through(peer, fake, tmp_path):
+def test_a_symlink_or_another_file_in_the_results_folder_is_never_written_through_or_over(peer, fake, tmp_path):
     folder, outside = tmp_path / "r", tmp_path / "outside.txt"
     folder.mkdir()
     outside.write_text("keep me")
     submit(peer, "generate", prompt="hold")  # learn the next job id: job1 is held
     held = peer.expect("/m2u/accepted")[-1].args[0]
-    next_job = f"job{int(held[3:]) + 1}"
-    os.symlink(outside, folder / f"M2UGen-evil-{next_job}.wav")
+    evil, mine = f"job{int(held[3:]) + 1}", f"job{int(held[3:]) + 2}"
+    os.symlink(outside, folder / f"M2UGen-evil-{evil}.wav")
+    (folder / f"M2UGen-mine-{mine}.wav").write_bytes(b"RIFF\0\0\0\0WAVE the user's own edit")
     submit(peer, "generate", prompt="evil", results_dir=str(folder))
+    path = peer.expect("/m2u/done")[-1].args[1]
+    assert path == str(folder / f"M2UGen-evil-{evil} (2).wav") and open(path, "rb").read() == wav_bytes(evil, 0)
+    assert outside.read_text() == "keep me" and (folder / f"M2UGen-evil-{evil}.wav").is_symlink()
+    submit(peer, "generate", prompt="mine", results_dir=str(folder))
+    path = peer.expect("/m2u/done")[-1].args[1]
+    assert path.endswith(f"M2UGen-mine-{mine} (2).wav")
+    assert (folder / f"M2UGen-mine-{mine}.wav").read_bytes().endswith(b"the user's own edit")
+    submit(peer, "generate", prompt="far", results_dir=str(tmp_path / "a" / "b" / "c"))  # 3 missing folders
     error = peer.expect("/m2u/error")[-1]
-    assert error.args[:2] == [next_job, "bad_results_dir"] and "symbolic link" in error.args[2]
-    assert outside.read_text() == "keep me"
+    assert error.args[1] == "bad_results_dir" and "at most the last 2 folders" in error.args[2]
+    assert not (tmp_path / "a").exists()
+
+
+def test_write_result_writes_only_wav_and_midi_of_their_kind(tmp_path):
+    from bridge_osc.results import ResultsRefused, results_folder, write_result
+
+    (tmp_path / "Set").mkdir()
+    folder = results_folder(str(tmp_path / "Set" / "Samples" / "M2UGen"))  # two new folders at most
+    wav = b"RIFF\0\0\0\0WAVE" + b"\0" * 32
+    assert write_result(folder, "a.wav", wav).read_bytes() == wav
+    assert write_result(folder, "a.wav", wav) == folder / "a.wav"  # the same bytes again: kept
+    for name, data, why in (("a.txt", wav, "only .wav and .mid"), ("b.wav", b"#!/bin/sh\n", "not a WAV"),
+                            ("c.mid", wav, "not a MIDI file"), ("../d.wav", wav, "plain file name")):
+        with pytest.raises(ResultsRefused, match=why):
+            write_result(folder, name, data)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.wav"]
+    assert write_result(folder, "s.mid", b"MThd\0\0\0\x06\0\x01\0\x01\x01\xe0").name == "s.mid"
 
 
 @pytest.mark.timeout(30)
@@ -270,34 +298,36 @@ def test_bad_requests_still_answered_after_new_addresses(peer):
 
 
 @pytest.mark.timeout(30)
-def test_inputs_are_uploaded_when_the_server_cannot_read_this_machine(fake, tmp_path):
-    """A server on another machine gets the input files as frames (here forced on, with a loopback fake)."""
+def test_inputs_are_read_by_the_bridge_and_uploaded_once(fake, tmp_path):
+    """The server opens no client path: the bridge reads the files (it runs as the user) and sends their
+    bytes, offered by hash first, so the same clip again is not sent twice."""
     clip, image = tmp_path / "clip.wav", tmp_path / "cat.png"
-    clip.write_bytes(b"RIFF-clip")
+    clip.write_bytes(wav_bytes("clip", 0))
     image.write_bytes(b"PNG-cat")
-    handle = start_in_thread(fake.endpoint, port=0, ping_interval_s=0.1, upload_inputs=True)
+    handle = start_in_thread(fake.endpoint, port=0, ping_interval_s=0.1)
     peer = OscPeer(handle.port)
+
+    def chunks():
+        return [h for h in fake.requests if h["op"] == "upload" and "offset" in h]
+
     try:
         submit(peer, "edit", prompt="x", audio=str(clip), start=0.5, end=1.0, reply_port=peer.port)
         peer.expect("/m2u/done")
-        index = max(i for i, h in enumerate(fake.requests) if h["op"] == "submit")
-        assert fake.requests[index]["inputs"] == {"audio": {"frame": 1, "name": "clip.wav", "start": 0.5, "end": 1.0}}
-        assert fake.frames[index] == [b"RIFF-clip"]
+        assert last_submit(fake)["inputs"] == {"audio": uploaded(clip, start=0.5, end=1.0)}
+        assert len(chunks()) == 1 and fake.uploads[uploaded(clip)["blob"]] == clip.read_bytes()
+        submit(peer, "edit", prompt="again", audio=str(clip), reply_port=peer.port)  # a regenerate
+        peer.expect("/m2u/done")
+        assert last_submit(fake)["inputs"] == {"audio": uploaded(clip)} and len(chunks()) == 1  # not sent again
         submit(peer, "generate", prompt="x", image=str(image), reply_port=peer.port)
         peer.expect("/m2u/done")
-        index = max(i for i, h in enumerate(fake.requests) if h["op"] == "submit")
-        assert fake.requests[index]["inputs"] == {"image": {"frame": 1, "name": "cat.png"}}
-        assert fake.frames[index] == [b"PNG-cat"]
+        assert last_submit(fake)["inputs"] == {"image": uploaded(image)}
         submit(peer, "edit", prompt="x", audio=str(tmp_path / "gone.wav"), reply_port=peer.port)
         error = peer.expect("/m2u/error")[-1]
         assert error.args[1] == "bad_audio" and "cannot read the audio file" in error.args[2]
+        peer.send("/m2u/learn", ("s", "mine"), ("s", str(clip)), ("s", "relative.wav"), ("i", peer.port))
+        error = peer.expect("/m2u/error")[-1]
+        assert error.args[1] == "bad_audio" and "must be absolute" in error.args[2]
+        assert all(f == [] for h, f in zip(fake.requests, fake.frames) if h["op"] == "submit")  # no bytes in submits
     finally:
         peer.close()
         handle.stop()
-    remote = Bridge("tcp://10.0.0.7:5557", "127.0.0.1", 0)
-    local = Bridge(fake.endpoint, "127.0.0.1", 0)
-    try:
-        assert remote.router.upload_inputs and not local.router.upload_inputs  # by default: only to a remote server
-    finally:
-        remote.close()
-        local.close()

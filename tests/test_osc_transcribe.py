@@ -44,6 +44,7 @@ def test_transcribe_through_the_bridge(server, peer, tmp_path):  # noqa: F811
     wav = tmp_path / "line.wav"
     sf.write(wav, synth(MELODY, 3.6, sr=22050, harmonics=(1.0, 0.5, 0.3)), 22050)
     folder = tmp_path / "Set" / "Samples" / "M2UGen"
+    folder.parent.parent.mkdir()  # a saved Set's folder
     peer.send("/m2u/submit", ("s", "transcribe"), ("s", "audio"), ("s", str(wav)), ("s", "bpm"), ("f", 90.0),
               ("s", "chords"), ("i", 0), ("s", "results_dir"), ("s", str(folder)))
     got = peer.expect("/m2u/done", timeout=120)

@@ -163,12 +163,12 @@ def test_the_kind_table_decides_the_inputs_a_submit_takes(kind):
     spec = protocol.KIND_SPECS[kind]
     required = {p.name: "x" for p in protocol.PARAMS if p.default is ... and kind in p.kinds}  # prompt, adapter_name
     base = {"op": "submit", "kind": kind, "params": {"prompt": "x", **required}}
-    present = {name: [{"path": "/tmp/x.wav"}] if name == "audio_set" else {"path": f"/tmp/x.{name}"}
-               for name in spec.requires}
+    ref = {"blob": "a" * 64, "proof": "b" * 64}
+    present = {name: [ref] if name == "audio_set" else ref for name in spec.requires}
     protocol.check_submit({**base, "inputs": present}, 0)  # what it requires is enough
     for name in spec.requires:
         with pytest.raises(protocol.ProtocolError, match=f"requires 'inputs.{name}'"):
             protocol.check_submit({**base, "inputs": {k: v for k, v in present.items() if k != name}}, 0)
     for name in set(protocol.INPUTS) - set(spec.accepts):
         with pytest.raises(protocol.ProtocolError, match=f"takes no 'inputs.{name}'"):
-            protocol.check_submit({**base, "inputs": {**present, name: {"path": "/tmp/x"}}}, 0)
+            protocol.check_submit({**base, "inputs": {**present, name: ref}}, 0)

@@ -43,9 +43,9 @@ def clicks(tmp_path_factory):
 def test_two_regions_give_two_analyses_and_two_results(server, clicks):
     with Client(server, timeout_s=30) as c:
         a = run_job(c, "edit", {"prompt": "same groove, brighter", "seed": 3, "duration": 1.0},
-                    {"audio": {"path": str(clicks[0])}})
+                    {"audio": c.upload(clicks[0])})
         b = run_job(c, "edit", {"prompt": "same groove, brighter", "seed": 3, "duration": 1.0},
-                    {"audio": {"path": str(clicks[1])}})
+                    {"audio": c.upload(clicks[1])})
     assert abs(a["analysis"]["bpm"] - 90) <= 2 and abs(b["analysis"]["bpm"] - 140) <= 2
     side = json.loads(Path(a["sidecar_path"]).read_text())
     assert side["analysis"]["bpm"] == a["analysis"]["bpm"] and "BPM" in a["analysis"]["summary"]
@@ -61,7 +61,7 @@ def test_the_model_itself_hears_the_region(server, clicks):
     params = {"prompt": "same groove, brighter", "seed": 3, "duration": 1.0, "reference_prompt": True,
               "normalize": False, "temperature": 0.0, "mode": "continue"}
     with Client(server, timeout_s=30) as c:
-        a, b = (run_job(c, "edit", params, {"audio": {"path": str(p)}}) for p in clicks)
+        a, b = (run_job(c, "edit", params, {"audio": c.upload(p)}) for p in clicks)
     assert json.loads(Path(a["sidecar_path"]).read_text())["prompt_sent"] == params["prompt"]
     assert a["params"]["mode"] == "continue"
     assert not np.array_equal(sf.read(a["audio_path"])[0], sf.read(b["audio_path"])[0])
@@ -70,7 +70,7 @@ def test_the_model_itself_hears_the_region(server, clicks):
 def test_reference_prompt_is_the_official_prompt(server, clicks):
     with Client(server, timeout_s=30) as c:
         rec = run_job(c, "ask", {"prompt": "what tempo is this?", "reference_prompt": True, "seed": 1,
-                                 "context": {"bpm": 120}}, {"audio": {"path": str(clicks[0])}})
+                                 "context": {"bpm": 120}}, {"audio": c.upload(clicks[0])})
     side = json.loads(Path(rec["sidecar_path"]).read_text())
     assert side["prompt_sent"] == "what tempo is this?"
     assert abs(rec["analysis"]["bpm"] - 90) <= 2  # still measured and returned, only not told to the LLM
@@ -80,13 +80,14 @@ def test_bars_loop_loudness_and_takes(server, tmp_path):
     out = tmp_path / "loop.wav"
     with Client(server, timeout_s=30) as c:
         rec = run_job(c, "generate", {"prompt": "a drum loop", "seed": 9, "bars": 2, "loop": True, "takes": 2,
-                                      "context": {"bpm": 120, "time_signature": [4, 4]}},
-                      output={"path": str(out)})
+                                      "context": {"bpm": 120, "time_signature": [4, 4]}})
         take2 = c.call("result", job=rec["job"], want="bytes", take=2)
+        saved = c.save_result(rec["job"], out)
     wave, sr = sf.read(out, always_2d=True)
     assert wave.shape[0] == 4 * sr  # 2 bars of 4/4 at 120 BPM: exactly 4.0 s
     assert [t["seed"] for t in rec["takes"]] == [9, 10]
-    assert Path(rec["takes"][1]["audio_path"]) == tmp_path / "loop-take2.wav"
+    assert Path(saved["takes"][1]["audio_path"]) == tmp_path / "loop-take2.wav"
+    assert (tmp_path / "loop-take2.wav").read_bytes() == take2.frames[0]
     assert take2.op == "result" and take2.header["take"] == 2 and take2.frames[0][:4] == b"RIFF"
     assert rec["takes"][0]["loop"] == {"bars": 2, "bpm": 120.0}
     step = np.abs(np.diff(wave[:, 0]))

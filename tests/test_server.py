@@ -48,7 +48,7 @@ def assert_alive(endpoint: str) -> None:
 def test_hello_and_ping_say_tiny(server):
     with Client(server) as c:
         w = c.call("hello", client="pytest")
-        assert w.op == "welcome" and w.header["protocol"] == 1
+        assert w.op == "welcome" and w.header["protocol"] == 2
         assert w.header["model"]["tiny"] is True
         assert w.header["limits"]["queue_size"] == 16
         p = c.call("ping")
@@ -58,7 +58,7 @@ def test_hello_and_ping_say_tiny(server):
 def test_generate_streams_events_and_writes_requested_wav(server, tmp_path):
     out = tmp_path / "take.wav"
     with Client(server) as c:
-        acc = c.call("submit", kind="generate", output={"path": str(out)},
+        acc = c.call("submit", kind="generate",
                      params={"prompt": "calm piano", "duration": 1.25, "sample_rate": 44100, "channels": 2, "seed": 7,
                              "max_new_tokens": 6,
                              "context": {"bpm": 90, "key": "A minor"}})
@@ -70,7 +70,9 @@ def test_generate_streams_events_and_writes_requested_wav(server, tmp_path):
     assert stages[0] == "encoding" and "generating" in stages and stages[-1] == "writing"
     fractions = [e.header["fraction"] for e in events if e.op == "progress"]
     assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] <= 1.0
-    assert done.header["audio_path"] == str(out) and done.header["model"]["tiny"] is True
+    assert done.header["model"]["tiny"] is True
+    with Client(server) as c:  # the client writes the result where it wants it
+        assert c.save_result(acc.job, out)["audio_path"] == str(out)
     info = sf.info(out)
     assert (info.samplerate, info.channels, info.frames) == (44100, 2, int(1.25 * 44100))
     sidecar = json.loads(open(done.header["sidecar_path"]).read())
@@ -190,20 +192,21 @@ def nan_wav() -> bytes:
 
 
 def _submit(**kw):
-    h = {"v": 1, "op": "submit", "kind": "ask", "params": {"prompt": "hi"}, "inputs": {"audio": {"frame": 1}}}
+    h = {"v": 2, "op": "submit", "kind": "ask", "params": {"prompt": "hi"}, "inputs": {"audio": {"frame": 1}}}
     h.update(kw)
     return h
 
 
 BAD = [
     ("non-utf8 garbage", [b"\xff\xfe\x00garbage"], "bad_json", None),
-    ("malformed json", [b'{"v": 1, "op": "ping",'], "bad_json", None),
+    ("malformed json", [b'{"v": 2, "op": "ping",'], "bad_json", None),
     ("json array", [b"[1, 2]"], "bad_json", None),
     ("empty frame 0", [b""], "bad_json", None),
-    ("wrong version", [{"v": 2, "op": "ping"}], "bad_version", None),
+    ("wrong version", [{"v": 3, "op": "ping"}], "bad_version", None),
+    ("protocol 1 client", [{"v": 1, "op": "ping"}], "bad_version", None),
     ("version as string", [{"v": "1", "op": "ping"}], "bad_request", "v"),
-    ("missing op", [{"v": 1}], "bad_request", "op"),
-    ("unknown op", [{"v": 1, "op": "explode"}], "unknown_op", None),
+    ("missing op", [{"v": 2}], "bad_request", "op"),
+    ("unknown op", [{"v": 2, "op": "explode"}], "unknown_op", None),
     ("unknown kind", [_submit(kind="remix"), b""], "unknown_kind", None),
     ("prompt not a string", [_submit(params={"prompt": 5}), wav_bytes()], "bad_request", "params.prompt"),
     ("duration not a number", [_submit(kind="edit", params={"prompt": "x", "duration": "long"}), wav_bytes()],
@@ -223,19 +226,25 @@ BAD = [
      "inputs.audio"),
     ("end before start", [_submit(inputs={"audio": {"frame": 1, "start": 0.5, "end": 0.2}}), wav_bytes()],
      "bad_request", "inputs.audio.end"),
-    ("path outside roots", [_submit(inputs={"audio": {"path": "/etc/hostname"}})], "path_not_allowed",
+    ("a client path", [_submit(inputs={"audio": {"path": "/etc/hostname"}})], "bad_request",
      "inputs.audio.path"),
-    ("relative path", [_submit(inputs={"audio": {"path": "in.wav"}})], "path_not_allowed", "inputs.audio.path"),
-    ("output outside roots", [_submit(kind="generate", inputs={}, output={"path": "/etc/m2ugen.wav"})],
-     "path_not_allowed", "output.path"),
+    ("unknown audio field", [_submit(inputs={"audio": {"frame": 1, "strat": 1.0}}), wav_bytes()], "bad_request",
+     "inputs.audio.strat"),
+    ("output path", [_submit(kind="generate", inputs={}, output={"path": "/etc/m2ugen.wav"})],
+     "bad_request", "output.path"),
+    ("blob without proof", [_submit(inputs={"audio": {"blob": "a" * 64}})], "bad_request", "inputs.audio.proof"),
+    ("unknown blob", [_submit(inputs={"audio": {"blob": "a" * 64, "proof": "b" * 64}})], "blob_unknown",
+     "inputs.audio.blob"),
+    ("upload chunk without offer", [{"v": 2, "op": "upload", "sha256": "a" * 64, "size": 3, "offset": 0}, b"abc"],
+     "bad_upload", "sha256"),
     ("corrupt image", [_submit(kind="generate", inputs={"image": {"frame": 1, "name": "x.png"}}), b"not a png"],
      "bad_image", "inputs.image"),
     ("image and video", [_submit(kind="generate", inputs={"image": {"frame": 1}, "video": {"frame": 1}}), b"x"],
      "bad_request", "inputs.video"),
-    ("unknown job", [{"v": 1, "op": "status", "job": "nope"}], "not_found", "job"),
-    ("job id wrong type", [{"v": 1, "op": "result", "job": 42}], "bad_request", "job"),
-    ("jobs limit wrong type", [{"v": 1, "op": "jobs", "limit": "many"}], "bad_request", "limit"),
-    ("header too big", [{"v": 1, "op": "ping", "pad": "x" * 70000}], "bad_request", "header"),
+    ("unknown job", [{"v": 2, "op": "status", "job": "nope"}], "not_found", "job"),
+    ("job id wrong type", [{"v": 2, "op": "result", "job": 42}], "bad_request", "job"),
+    ("jobs limit wrong type", [{"v": 2, "op": "jobs", "limit": "many"}], "bad_request", "limit"),
+    ("header too big", [{"v": 2, "op": "ping", "pad": "x" * 70000}], "bad_request", "header"),
 ]
 
 

@@ -125,5 +125,5 @@ def test_m4a_decodes_through_the_one_decoder_the_server_uses(server, tmp_path):
     assert got_sr == 32000 and wave.shape[0] == 2 and abs(wave.shape[1] / 32000 - 1.0) < 0.1
     with Client(server) as c:
         r = c.call("submit", kind="ask", params={"prompt": "what is this?", "max_new_tokens": 2},
-                   inputs={"audio": {"path": str(path)}})
+                   inputs={"audio": c.upload(path)})
     assert r.op == "accepted", r.header

@@ -54,8 +54,7 @@ def start(tmp_path, monkeypatch, base_model):
     def make(data: str, model=None, **settings) -> RunningServer:
         model = model or copy.deepcopy(base_model)
         app = ServerApp(model, model_info(model, preset="tiny"),
-                        ServerSettings(host="127.0.0.1", port=0, data_dir=tmp_path / data,
-                                       allowed_roots=[str(tmp_path)], **settings))
+                        ServerSettings(host="127.0.0.1", port=0, data_dir=tmp_path / data, **settings))
         app.start()
         apps.append(app)
         return RunningServer(app.endpoint, app, tmp_path / "config", tmp_path / data)
@@ -65,9 +64,14 @@ def start(tmp_path, monkeypatch, base_model):
         app.stop()
 
 
+def uploaded_set(c: Client, clips) -> list[dict]:
+    """The clips as a fine-tune's audio_set: each file uploaded (sent once), its caption kept."""
+    return [{**c.upload(x["path"]), **{k: v for k, v in x.items() if k != "path"}} for x in clips]
+
+
 def _learn(c: Client, clips, name="mine", **params):
     return c.call("submit", kind="finetune", params={"adapter_name": name, **TRAIN, **params},
-                  inputs={"audio_set": clips})
+                  inputs={"audio_set": uploaded_set(c, clips)})
 
 
 def _wait(c: Client, job: str, until, timeout_s=300.0) -> list[dict]:
@@ -230,7 +234,7 @@ def test_bad_finetune_requests_are_refused_at_submit(start, clips, tmp_path):
     with Client(srv.endpoint, timeout_s=30) as c:
         def refused(params=None, inputs=None, **fields):
             r = c.call("submit", kind="finetune", params={"adapter_name": "mine", **TRAIN, **(params or {})},
-                       inputs={"audio_set": clips} if inputs is None else inputs, **fields)
+                       inputs={"audio_set": uploaded_set(c, clips)} if inputs is None else inputs, **fields)
             assert r.op == "error", r.header
             return r.header
 
@@ -240,12 +244,12 @@ def test_bad_finetune_requests_are_refused_at_submit(start, clips, tmp_path):
         assert refused({"adapter_name": None})["field"] == "params.adapter_name"
         assert "requires 'inputs.audio_set'" in refused(inputs={})["message"]
         assert refused(inputs={"audio_set": []})["field"] == "inputs.audio_set"
-        h = refused(inputs={"audio_set": [{"path": str(tmp_path / "missing.wav")}]})
+        h = refused(inputs={"audio_set": [c.upload(b"not audio at all")]})
         assert h["code"] == "bad_audio" and h["field"].startswith("inputs.audio_set[0]"), h
-        h = refused(inputs={"audio_set": [clips[0], {"path": str(outside)}]})
-        assert h["code"] == "path_not_allowed" and "audio_set[1]" in h["field"], h
-        h = refused(inputs={"audio_set": [{"path": str(srv.data_dir / "jobs.sqlite")}]})
-        assert h["code"] == "path_not_allowed", h
+        h = refused(inputs={"audio_set": [*uploaded_set(c, clips[:1]), {"path": str(outside)}]})
+        assert h["code"] == "bad_request" and h["field"] == "inputs.audio_set[1].path", h
+        h = refused(inputs={"audio_set": [{**uploaded_set(c, clips[:1])[0], "strat": 1.0}]})
+        assert h["field"] == "inputs.audio_set[0].strat", h
         assert refused(output={"path": str(tmp_path / "a.wav")})["field"] == "output.path"
         assert refused({"steps": 0})["field"] == "params.steps"
         assert refused({"learning_rate": 0})["field"] == "params.learning_rate"

@@ -102,19 +102,20 @@ def test_old_finished_jobs_are_forgotten_at_start_but_client_files_stay(tmp_path
         app.start()
         return app
 
-    def run(c, **output):
-        job = c.call("submit", kind="generate", output=output or None,
-                     params={"prompt": "old", "duration": 0.5, "max_new_tokens": 4}).job
+    def run(c, out=None):
+        job = c.call("submit", kind="generate", params={"prompt": "old", "duration": 0.5, "max_new_tokens": 4}).job
         while (m := c.recv(timeout_s=120)) is not None and not (m.job == job and m.op in ("done", "error")):
             pass
         assert m is not None and m.op == "done", m and m.header
+        if out is not None:
+            c.save_result(job, out)  # the client's own copy
         return job
 
     app = start(keep_days=30)
     try:
         with Client(app.endpoint) as c:
             old_default = run(c)
-            old_client = run(c, path=str(client_out))
+            old_client = run(c, client_out)
             recent = run(c)
     finally:
         app.stop()

@@ -1,4 +1,4 @@
-"""Loopback-only binding, CURVE authentication, allowed roots, the discovery file."""
+"""Loopback-only binding, CURVE authentication, the server's own files, the discovery file."""
 
 from __future__ import annotations
 
@@ -59,36 +59,42 @@ def test_curve_handshake_with_keys_and_refusal_without(make_server, tmp_path):
     plain = zmq.Context.instance().socket(zmq.DEALER)  # no CURVE at all
     plain.linger = 0
     plain.connect(srv.endpoint)
-    plain.send_multipart([b'{"v":1,"op":"ping"}'])
+    plain.send_multipart([b'{"v":2,"op":"ping"}'])
     assert plain.poll(1000) == 0
     plain.close()
     info = discovery.read()
     assert info["curve"] is True and info["server_public_key"] == server_pub.decode()
 
 
-def test_allowed_roots(tmp_path):
-    inside = tmp_path / "in"
-    inside.mkdir()
-    f = inside / "a.wav"
-    f.write_bytes(b"x")
-    roots = security.AllowedRoots([inside])
-    assert roots.check_read(str(f), "audio") == f.resolve()
-    link = inside / "escape"
-    link.symlink_to("/etc")
-    with pytest.raises(security.PathNotAllowed, match="outside the allowed roots"):
-        roots.check_read(str(link / "hostname"), "audio")
-    with pytest.raises(security.PathNotAllowed, match="outside"):
-        roots.check_read(str(inside / ".." / "x.wav"), "audio")
-    with pytest.raises(security.PathNotAllowed, match="absolute"):
-        roots.check_write("out.wav", "output")
-    with pytest.raises(FileNotFoundError):
-        roots.check_read(str(inside / "missing.wav"), "audio")
-    assert roots.check_write(str(inside / "new" / "o.wav"), "output") == (inside / "new" / "o.wav").resolve()
+def test_the_server_opens_its_own_files_without_following_links(tmp_path):
+    root = tmp_path / "jobs"
+    (root / "j1").mkdir(parents=True)
+    (root / "j1" / "result.wav").write_bytes(b"RIFF own")
+    with security.open_inside(root, root / "j1" / "result.wav", "result") as f:
+        assert f.read() == b"RIFF own"
+    (tmp_path / "secret").write_bytes(b"key")
+    (root / "j1" / "swapped.wav").symlink_to(tmp_path / "secret")
+    with pytest.raises(security.PathNotAllowed, match="not a plain file"):
+        security.open_inside(root, root / "j1" / "swapped.wav", "result")
+    (root / "j2").symlink_to(tmp_path, target_is_directory=True)  # a job folder swapped for a link
+    with pytest.raises(security.PathNotAllowed, match="not a plain folder"):
+        security.open_inside(root, root / "j2" / "secret", "result")
+    for outside in (tmp_path / "secret", root / ".." / "secret", "/etc/hostname"):
+        with pytest.raises(security.PathNotAllowed):
+            security.open_inside(root, outside, "result")
+
+
+def test_serve_has_no_allowed_roots_any_more():
+    from server.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--allow-root", "/srv"])
+    assert not hasattr(security, "AllowedRoots")
 
 
 def test_discovery_file_written_and_where(server_info):
     info = discovery.read()
-    assert info["endpoint"] == server_info.endpoint and info["protocol"] == 1 and info["running"] is True
+    assert info["endpoint"] == server_info.endpoint and info["protocol"] == 2 and info["running"] is True
     assert os.path.isabs(info["cli"]) and info["pid"] == os.getpid()
     assert info["jobs_dir"] == str(server_info.jobs_dir)
     p = subprocess.run([sys.executable, "-m", "server.cli", "where"], capture_output=True, text=True, timeout=30,

@@ -28,14 +28,14 @@ def melody_wav(tmp_path_factory):
 
 def transcribe(c: Client, wav, params=None, **fields) -> dict:
     return run_job(c, "transcribe", {"context": {"bpm": 90.0}, "chords": False, **(params or {})},
-                   {"audio": {"path": str(wav)}}, **fields)
+                   {"audio": c.upload(wav)}, **fields)
 
 
 @pytest.mark.timeout(300)
 def test_a_transcribe_job_writes_the_melody_as_a_mid(server, server_info, melody_wav):
     with Client(server, timeout_s=30) as c:
         r = c.call("submit", kind="transcribe", params={"context": {"bpm": 90.0}, "chords": False},
-                   inputs={"audio": {"path": str(melody_wav)}})
+                   inputs={"audio": c.upload(melody_wav)})
         assert r.op == "accepted", r.header
         stages, done = set(), None
         while done is None:
@@ -61,41 +61,41 @@ def test_a_transcribe_job_writes_the_melody_as_a_mid(server, server_info, melody
 
 @pytest.mark.timeout(300)
 def test_transcribe_output_rules(server, melody_wav, tmp_path):
+    from server.security import OutputExists
+
     out = tmp_path / "take.mid"
     with Client(server, timeout_s=30) as c:
-        r = c.call("submit", kind="transcribe", params={}, inputs={"audio": {"path": str(melody_wav)}},
+        ref = c.upload(melody_wav)
+        r = c.call("submit", kind="transcribe", params={}, inputs={"audio": ref},
                    output={"path": str(tmp_path / "take.wav")})
-        assert r.op == "error" and r.header["field"] == "output.path" and ".mid" in r.header["message"]
+        assert r.op == "error" and r.header["field"] == "output.path"  # the client writes its results
         r = c.call("submit", kind="transcribe", params={}, inputs={})
         assert r.op == "error" and r.header["field"] == "inputs.audio"
-        r = c.call("submit", kind="transcribe", params={}, inputs={"audio": {"path": str(melody_wav)},
-                                                                   "midi": {"notes": [[0, 1, 60]]}})
+        r = c.call("submit", kind="transcribe", params={}, inputs={"audio": ref, "midi": {"notes": [[0, 1, 60]]}})
         assert r.op == "error" and r.header["field"] == "inputs.midi"
+        first = transcribe(c, melody_wav, output={"want": "bytes"})
         out.write_bytes(b"not a MIDI file at all")  # never replaced, even with overwrite
         for overwrite in (False, True):
-            r = c.call("submit", kind="transcribe", params={}, inputs={"audio": {"path": str(melody_wav)}},
-                       output={"path": str(out), "overwrite": overwrite})
-            assert r.op == "error" and r.header["code"] == "output_exists", r.header
-        assert "not a MIDI file" in r.header["message"]
+            with pytest.raises(OutputExists):
+                c.save_result(first["job"], out, overwrite=overwrite)
+        assert out.read_bytes() == b"not a MIDI file at all"
         out.unlink()
-        first = transcribe(c, melody_wav, output={"path": str(out), "want": "bytes"})
-        assert first["midi_path"] == str(out) and (tmp_path / "take.json").is_file()
-        r = c.call("submit", kind="transcribe", params={}, inputs={"audio": {"path": str(melody_wav)}},
-                   output={"path": str(out)})
-        assert r.op == "error" and r.header["code"] == "output_exists"  # an existing .mid: only with overwrite
-        again = transcribe(c, melody_wav, {"context": {"bpm": 120.0}}, output={"path": str(out), "overwrite": True})
-    assert again["midi_path"] == str(out)
+        assert c.save_result(first["job"], out)["midi_path"] == str(out) and (tmp_path / "take.json").is_file()
+        again = transcribe(c, melody_wav, {"context": {"bpm": 120.0}})
+        with pytest.raises(OutputExists):  # an existing .mid: only with overwrite
+            c.save_result(again["job"], out)
+        assert c.save_result(again["job"], out, overwrite=True)["midi_path"] == str(out)
     assert json.loads((tmp_path / "take.json").read_text())["bpm"] == 120.0  # replaced by the new job
     assert [n.pitch for n in M.read_notes(out)] == PITCHES
 
 
 @pytest.mark.timeout(300)
 def test_a_previous_result_can_be_transcribed(server, tiny_model, tmp_path):
-    """inputs.audio may be an earlier job's result in the jobs dir (readable, not writable)."""
+    """inputs.audio may be an earlier job's result, named by its job (the server reads its own file)."""
     with Client(server, timeout_s=30) as c:
         gen = run_job(c, "generate", {"prompt": "x", "duration": 1.0, "max_new_tokens": 4, "seed": 1})
-        done = run_job(c, "transcribe", {}, {"audio": {"path": gen["audio_path"]}})
-    assert done["midi_path"].endswith(".mid") and done["inputs"]["audio"]["path"] == gen["audio_path"]
+        done = run_job(c, "transcribe", {}, {"audio": {"job": gen["job"]}})
+    assert done["midi_path"].endswith(".mid") and done["inputs"]["audio"]["job"] == gen["job"]
     sidecar = json.loads(open(done["sidecar_path"]).read())
     assert sidecar["bpm_source"] in ("measured", "default")  # no project tempo: measured, else 120
 
@@ -155,7 +155,7 @@ def test_notes_are_normalised_and_take_no_other_field():
     assert spec["inputs"]["midi"] == {"notes": [[0.0, 1.0, 60, 100], [1.0, 2.5, 64, 90]]}
     assert spec["params"]["mode"] == "melody"
     with pytest.raises(protocol.ProtocolError, match="takes no other field"):
-        protocol.check_submit(notes_submit([[0, 1, 60]]) | {"inputs": {"midi": {"notes": [[0, 1, 60]], "path": "/x"}}}, 0)
+        protocol.check_submit(notes_submit([[0, 1, 60]]) | {"inputs": {"midi": {"notes": [[0, 1, 60]], "frame": 1}}}, 1)
 
 
 def test_a_note_list_is_the_same_chroma_as_its_file(tmp_path):
@@ -176,7 +176,7 @@ def test_nan_in_the_header_is_refused_by_the_server(server):
     sock = ctx.socket(zmq.DEALER)
     sock.connect(server)
     try:
-        header = ('{"v": 1, "op": "submit", "req": "n", "kind": "generate", "params": {"prompt": "x"}, '
+        header = ('{"v": 2, "op": "submit", "req": "n", "kind": "generate", "params": {"prompt": "x"}, '
                   '"inputs": {"midi": {"notes": [[0, NaN, 60]]}}}')
         sock.send_multipart([header.encode()])
         assert sock.poll(10000)

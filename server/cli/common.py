@@ -238,13 +238,6 @@ def call(client, op: str, frames=(), timeout_s: float | None = None, **fields):
         raise Unreachable(str(e)) from None
 
 
-def is_local(endpoint: str) -> bool:
-    from server.client import endpoint_host
-    from server.protocol import is_loopback
-
-    return is_loopback(endpoint_host(endpoint))
-
-
 def client_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection")
     g.add_argument("--server", metavar="tcp://HOST:PORT", help="server endpoint (default: the discovery file's, "

@@ -3,6 +3,12 @@ status, jobs, cancel, result (docs/protocol.md §7).
 
 A request is checked here with the server's own validator (``protocol.check_submit``) before it is
 sent, so a bad value is a usage error at once rather than a refusal (or a timeout) later.
+
+Files cross the wire as bytes, to a local server as to a remote one: this process reads the input
+files and uploads them (``Client.upload``: offered by sha256 first, so a regenerate or the same clip
+again sends nothing), and writes the result it fetches to ``--out`` (``Client.save_result``: atomic,
+takes beside it, the sidecar as FILE.json, replacing only a file of its kind and only with
+``--overwrite``). Without ``--out`` the result stays on the server (``m2ugen result JOB --out FILE``).
 """
 
 from __future__ import annotations
@@ -17,8 +23,7 @@ from server import protocol
 from server.cli import devices
 from server.cli.common import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Reporter,
                                Unreachable,
-                               UsageError, call, client_options, connect, die, finite_float, is_local,
-                               run_command)
+                               UsageError, call, client_options, connect, die, finite_float, run_command)
 
 REQUEST_KEYS = ("kind", *protocol.PARAM_NAMES, "audio", "start", "end", "image", "video", "midi", "midi_notes",
                 "context", "out",
@@ -30,9 +35,10 @@ REQUEST_KEYS = ("kind", *protocol.PARAM_NAMES, "audio", "start", "end", "image",
 
 
 def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: float = 5.0,
-           exit_map: dict[int, int] | None = None, on_done=None) -> int:
-    """Print the job's events until it ends; returns the exit code (``exit_map`` renames codes;
-    ``on_done(header) -> header``: what the caller does with the result before ``done`` is printed)."""
+           exit_map: dict[int, int] | None = None, overwrite: bool = False, on_done=None) -> int:
+    """Print the job's events until it ends; returns the exit code (``exit_map`` renames codes). With
+    ``out`` a finished job's result is fetched and written there (``save_output``); ``on_done(header) ->
+    header``: what the caller does with the result before ``done`` is printed."""
     from server.client import ServerUnavailable
 
     def finish(code: int) -> int:
@@ -56,13 +62,11 @@ def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: fl
             continue
         op = h.get("op")
         if op == "done" or (op in ("job", "result") and h.get("state") == "done"):
-            if msg.frames and out is not None:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(msg.frames[0])
-                if h.get("midi_path"):  # transcribe: the .mid came back
-                    h = {**h, "midi_path": str(out)}
-                else:
-                    h = {**h, "audio_path": str(out), "takes": _fetch_takes(client, job, out, h.get("takes") or [])}
+            if out is not None:
+                saved = save_output(client, reporter, job, out, overwrite)
+                if saved is None:
+                    return finish(EXIT_FAILED)
+                h = {**h, **{k: saved[k] for k in ("audio_path", "midi_path", "takes", "sidecar_path") if k in saved}}
             h = on_done(h) if on_done is not None else h
             reporter.event({**h, "op": "done"} if op != "done" else h)
             return finish(EXIT_OK)
@@ -75,22 +79,58 @@ def follow(client, reporter: Reporter, job: str, out: Path | None, *, poll_s: fl
         reporter.event(h)
 
 
-def _fetch_takes(client, job: str, out: Path, takes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """From a remote server: takes 2..N as bytes (``result`` with ``take``) beside ``out``, as
-    ``<stem>-take<k>.wav``; take 1 came with the ``done`` event."""
-    from server.outputs import take_path
+def save_output(client, reporter: Reporter, job: str, out: Path, overwrite: bool) -> dict | None:
+    """Fetch the result of ``job`` as bytes and write it to ``out`` here (Client.save_result); None when
+    it could not be fetched or written (the reason is reported)."""
+    from server.client import RequestRefused, ServerUnavailable
+    from server.security import PathNotAllowed
 
-    fetched = []
-    for t in takes:
-        k = int(t.get("take", 1))
-        path = take_path(out, k)
-        if k > 1:
-            reply = call(client, "result", job=job, want="bytes", take=k)
-            if reply.op == "error" or not reply.frames:
-                raise Unreachable(f"take {k} of job {job} could not be fetched: {reply.header.get('message')}")
-            path.write_bytes(reply.frames[0])
-        fetched.append({**t, "audio_path": str(path)})
-    return fetched
+    try:
+        return client.save_result(job, out, overwrite=overwrite)
+    except ServerUnavailable as e:
+        raise Unreachable(f"{e}; fetch the result later with `m2ugen result {job} --out FILE`") from None
+    except RequestRefused as e:
+        reporter.event({**e.header, "job": job})
+    except (PathNotAllowed, OSError) as e:
+        message = f"the result of job {job} could not be written to {out}: {e}; it stays on the server " \
+                  f"(`m2ugen result {job} --out FILE`)"
+        print(f"m2ugen: {message}", file=sys.stderr)
+        reporter.event(protocol.error_header("output_not_written", message, job=job))
+    return None
+
+
+def upload_inputs(client, reporter: Reporter, fields: dict[str, Any], files: dict[str, Path]) -> None:
+    """Upload each input file (``files``: a key of ``fields["inputs"]``, or ``audio_set[i]``, -> its
+    path) and put its reference into the submit; one JSON line per file (``op`` upload), a progress
+    bar on a terminal."""
+    from server.client import RequestRefused, ServerUnavailable
+
+    for key, path in files.items():
+        state = {"last": -1.0}
+
+        def progress(sent: int, total: int, path=path, state=state) -> None:
+            fraction = sent / total if total else 1.0
+            if reporter.bar is not None:
+                reporter.bar.set_description_str(f"uploading {path.name}")
+                reporter.bar.n = round(100 * fraction)
+                reporter.bar.refresh()
+            if fraction >= state["last"] + 0.25 or (sent == total and state["last"] < 1.0):  # a few lines, not one per chunk
+                state["last"] = fraction
+                reporter.line({"op": "upload", "name": path.name, "sent": sent, "size": total})
+
+        try:
+            ref = client.upload(path, on_progress=progress, timeout_s=client.timeout_s + 60)
+        except OSError as e:
+            raise UsageError(f"{path}: cannot be read: {e.strerror or e}") from None
+        except ServerUnavailable as e:
+            raise Unreachable(str(e)) from None
+        except RequestRefused as e:
+            raise UsageError(f"{path}: the server refused the upload: {e}") from None
+        if key.startswith("audio_set["):
+            target = fields["inputs"]["audio_set"][int(key[len("audio_set["):-1])]
+        else:
+            target = fields["inputs"][key]
+        target.update(ref)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,8 +174,17 @@ def _context(args, req: dict) -> dict[str, Any]:
     return context
 
 
-def build_submit(args, kind: str, req: dict, local: bool) -> tuple[dict[str, Any], list[bytes], Path | None]:
-    """-> (submit fields, frames, local output path), already checked by the server's validator."""
+PLACEHOLDER = "0" * 64  # a blob reference's shape, for checking a submit before its files are uploaded
+
+
+def file_ref(path: Path) -> dict[str, Any]:
+    """A placeholder upload reference for ``path`` (``upload_inputs`` fills it in once connected)."""
+    return {"blob": PLACEHOLDER, "proof": PLACEHOLDER, "name": path.name}
+
+
+def build_submit(args, kind: str, req: dict) -> tuple[dict[str, Any], dict[str, Path], Path | None, bool]:
+    """-> (submit fields, the files to upload by input, the local output path, overwrite), already checked
+    by the server's validator; nothing is read or sent yet."""
     spec = protocol.KIND_SPECS[kind]
     prompt = _opt(args, req, "prompt")
     if not prompt and spec.needs_prompt:
@@ -149,20 +198,17 @@ def build_submit(args, kind: str, req: dict, local: bool) -> tuple[dict[str, Any
     if context:
         params["context"] = context
 
-    frames: list[bytes] = []
+    files: dict[str, Path] = {}
     inputs: dict[str, Any] = {}
     for name in ("audio", "image", "video", "midi"):
         v = _opt(args, req, name)
         if v is None:
             continue
-        p = Path(v).expanduser()
+        p = Path(v).expanduser().absolute()
         if not p.is_file():
             raise UsageError(f"--{name} {v}: no such file")
-        if local:
-            inputs[name] = {"path": str(p.absolute())}
-        else:
-            frames.append(p.read_bytes())
-            inputs[name] = {"frame": len(frames), "name": p.name}
+        files[name] = p
+        inputs[name] = file_ref(p)
     notes = req.get("midi_notes")  # a request file only: notes a DAW read from its MIDI item
     if notes is not None:
         if "midi" in inputs:
@@ -179,26 +225,31 @@ def build_submit(args, kind: str, req: dict, local: bool) -> tuple[dict[str, Any
 
     out = _opt(args, req, "out")
     out_path = Path(out).expanduser().absolute() if out else None
-    output: dict[str, Any] = {}
-    if spec.output_ext is not None:
-        if local and out_path is not None:
-            output["path"] = str(out_path)
-            if _opt(args, req, "overwrite"):
-                output["overwrite"] = True
-        elif not local:
-            output["want"] = "bytes"
-            if out_path is None:
-                out_path = Path.cwd() / f"m2ugen-result{spec.output_ext}"
+    overwrite = bool(_opt(args, req, "overwrite"))
+    if out_path is not None and spec.output_ext is None:
+        raise UsageError(f"{kind} writes no result file; leave out --out")
+    if out_path is not None and out_path.suffix.lower() != spec.output_ext:
+        raise UsageError(f"--out must name a {spec.output_ext} file (its sidecar is the same name with .json), "
+                         f"got {str(out_path)!r}")
     fields = {"kind": kind, "params": params, "inputs": inputs}
-    if output:
-        fields["output"] = output
     try:  # the server's own checks, before anything is sent
-        protocol.check_submit({**fields}, len(frames))
+        protocol.check_submit({**fields}, 0)
     except protocol.ProtocolError as e:
         raise UsageError(_as_option(e)) from None
-    if not local and out_path is not None and out_path.exists() and not _opt(args, req, "overwrite"):
-        raise UsageError(f"--out {out_path} exists; pass --overwrite to replace it")
-    return fields, frames, (None if local else out_path)
+    if out_path is not None:
+        check_outputs(out_path, int(params.get("takes") or 1), overwrite)
+    return fields, files, out_path, overwrite
+
+
+def check_outputs(out: Path, takes: int, overwrite: bool) -> None:
+    """--out, its takes and its sidecar can be written (before the job is submitted)."""
+    from server import outputs
+
+    try:
+        for path in [outputs.take_path(out, k) for k in range(1, takes + 1)] + [outputs.sidecar_of(out)]:
+            outputs.check_target(path, overwrite)
+    except outputs.OutputExists as e:
+        raise UsageError(f"--out: {e}") from None
 
 
 def _as_option(e: protocol.ProtocolError) -> str:
@@ -229,23 +280,22 @@ def cmd_job(args) -> int:
             raise UsageError(f"the request file says kind {req['kind']!r} but the command is {kind!r}")
         if args.server is None and req.get("server"):
             args.server = req["server"]
-        from server.client import resolve_endpoint
-
-        local = is_local(resolve_endpoint(args.server)) and not args.upload
         try:
             devices.record_audio(args)  # --record S: a temporary WAV becomes --audio
         except devices.DeviceError as e:
             raise UsageError(str(e)) from None
-        fields, frames, out_path = build_submit(args, kind, req, local)  # usage errors before connecting
+        fields, files, out_path, overwrite = build_submit(args, kind, req)  # usage errors before connecting
         client = connect(args)
         job = None
         try:
-            accepted = submit(client, reporter, fields, frames, args.timeout)
+            upload_inputs(client, reporter, fields, files)
+            accepted = submit(client, reporter, fields, [], args.timeout, sum(p.stat().st_size for p in files.values()))
             if accepted is None:
                 return reporter.finish(EXIT_FAILED)
             job = accepted["job"]
             reporter.event(accepted)
-            return devices.play_result(args, reporter.state, follow(client, reporter, job, out_path))
+            return devices.play_result(args, reporter.state, follow(client, reporter, job, out_path,
+                                                                    overwrite=overwrite))
         except KeyboardInterrupt:
             if job is None:
                 raise
@@ -259,11 +309,11 @@ def cmd_job(args) -> int:
         devices.cleanup(args)
 
 
-def submit(client, reporter: Reporter, fields: dict, frames: list, timeout_s: float) -> dict | None:
+def submit(client, reporter: Reporter, fields: dict, frames: list, timeout_s: float, input_bytes: int = 0) -> dict | None:
     """Send a built submit; -> the ``accepted`` header, or None when refused (reported, the reason printed).
     The caller keeps the job id *before* it reports ``accepted`` (a DAW may interrupt as soon as it reads
     that line, and the interrupt must then name the job)."""
-    upload_s = sum(len(f) for f in frames) / 5e6  # generous: 5 MB/s
+    upload_s = (sum(len(f) for f in frames) + input_bytes) / 5e6  # reading/decoding the inputs: generous, 5 MB/s
     reply = call(client, "submit", frames, timeout_s=timeout_s + upload_s, **fields)
     if reply.op == "error":
         reporter.event(reply.header)
@@ -342,15 +392,17 @@ def cmd_result(args) -> int:
                     if code != EXIT_OK or out is None:
                         return code
                     reporter.state["exit_code"] = None
-            reply = call(client, "result", job=args.job, want="bytes" if out else "path")
-            h = reply.header
-            if reply.op == "error":
-                reporter.event(h)
-                return reporter.finish(EXIT_FAILED)
-            if reply.frames and out is not None:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(reply.frames[0])
-                h = {**h, ("midi_path" if h.get("midi") else "audio_path"): str(out)}
+            if out is not None:
+                saved = save_output(client, reporter, args.job, out, args.overwrite)
+                if saved is None:
+                    return reporter.finish(EXIT_FAILED)
+                h = saved
+            else:
+                reply = call(client, "result", job=args.job)
+                h = reply.header
+                if reply.op == "error":
+                    reporter.event(h)
+                    return reporter.finish(EXIT_FAILED)
             reporter.event(h)
             return reporter.finish({"done": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(h.get("state"), EXIT_FAILED))
 
@@ -398,14 +450,14 @@ def job_options(p: argparse.ArgumentParser, kind: str | None) -> None:
     c.add_argument("--time-signature", metavar="N/D", help="e.g. 4/4")
     ext = protocol.KIND_SPECS[kind].output_ext if kind in protocol.KIND_SPECS else ".wav"
     what = "MIDI file" if ext == ".mid" else "WAV"
-    g.add_argument("--out", metavar=f"FILE{ext}", help=f"where the {what} goes (default: the server's jobs dir); "
-                                                      f"its sidecar is FILE.json")
+    g.add_argument("--out", metavar=f"FILE{ext}", help=f"where the {what} is written, here (fetched as bytes; "
+                                                      f"default: it stays on the server); its sidecar is FILE.json")
     g.add_argument("--overwrite", action="store_true", default=None,
                    help=f"replace --out (and its sidecar) if it exists; only a {what} (and a sidecar) is ever replaced")
     g.add_argument("--request", metavar="FILE", help="read these options from a JSON file (keys: "
                                                      + ", ".join(REQUEST_KEYS) + ")")
     g.add_argument("--status-file", metavar="PATH", help="keep the current state in this JSON file (atomic)")
-    g.add_argument("--upload", action="store_true", help="send input files as bytes even to a local server")
+    g.add_argument("--upload", action="store_true", help=argparse.SUPPRESS)  # always so now (kept for old scripts)
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     devices.add_job_options(g, kind)
 
@@ -432,7 +484,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("result", help="a finished job's result (--out FILE downloads the WAV)")
     p.add_argument("job")
-    p.add_argument("--out", metavar="FILE", help="write the WAV here (downloaded as bytes)")
+    p.add_argument("--out", metavar="FILE", help="write the result here (fetched as bytes; a transcription: a .mid; "
+                                                 "takes beside it, the sidecar as FILE.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it is a file of its kind")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish first")
     p.add_argument("--status-file", metavar="PATH")
     p.add_argument("--no-progress", action="store_true")

@@ -1,7 +1,7 @@
 """``m2ugen learn FILE|DIR ... --adapter-name NAME``: a personal fine-tune as a job on the running server
 (kind ``finetune``, docs/training.md), followed to its end like ask/edit/generate.
 
-The clips are sent as paths to a local server and as bytes to a remote one; a ``.txt`` beside a clip
+The clips are read here and uploaded as bytes (a clip the server already holds is not sent again); a ``.txt`` beside a clip
 is its caption (else the server's model describes it). Its options come from the protocol table (the
 ``finetune`` rows). Ctrl-C asks the server to cancel the fine-tune and waits for it to stop (the other
 client commands leave their short jobs running). ``m2ugen finetune --audio-dir`` is the same training
@@ -10,14 +10,15 @@ without a server, in this process.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 from server import protocol
 from server.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Reporter, UsageError, call, client_options,
-                               connect, die, is_local, run_command)
-from server.cli.jobs import _add_param, _as_option, follow, load_request, submit
+                               connect, die, run_command)
+from server.cli.jobs import _add_param, _as_option, file_ref, follow, load_request, submit, upload_inputs
 
 KIND = "finetune"
 COMMAND = "learn"
@@ -48,7 +49,11 @@ def _expand(items: list) -> list[dict[str, Any]]:
     return clips
 
 
-def build_submit(args, req: dict, local: bool) -> tuple[dict[str, Any], list[bytes]]:
+CLIP_KEYS = ("path", "caption", "start", "end")
+
+
+def build_submit(args, req: dict) -> tuple[dict[str, Any], dict[str, Path]]:
+    """-> (submit fields with placeholder upload references, the clip files to upload by input)."""
     params: dict[str, Any] = {}
     for spec in protocol.PARAMS:
         if KIND in spec.kinds:
@@ -56,26 +61,28 @@ def build_submit(args, req: dict, local: bool) -> tuple[dict[str, Any], list[byt
             v = v if v is not None else req.get(spec.name)
             if v is not None:
                 params[spec.name] = v
+    for item in req.get("files") or []:  # a request file's clip: a typo must not pass unnoticed
+        unknown = sorted(set(item) - set(CLIP_KEYS)) if isinstance(item, dict) else []
+        if unknown:
+            raise UsageError(f"--request: unknown key(s) in a clip: {', '.join(unknown)} (a clip takes "
+                             f"{', '.join(CLIP_KEYS)})")
     clips = _expand(list(args.files or []) + list(req.get("files") or []))
     if not clips:
         raise UsageError("give the clips to learn from: FILE or DIR arguments (or 'files' in --request)")
-    frames: list[bytes] = []
+    files: dict[str, Path] = {}
     audio_set = []
-    for c in clips:
+    for i, c in enumerate(clips):
         p = Path(c["path"]).absolute()
         ref: dict[str, Any] = {k: c[k] for k in ("caption", "start", "end") if c.get(k) is not None}
-        if local and not args.upload:
-            ref["path"] = str(p)
-        else:
-            frames.append(p.read_bytes())
-            ref.update(frame=len(frames), name=p.name)
+        ref.update(file_ref(p))
+        files[f"audio_set[{i}]"] = p
         audio_set.append(ref)
     fields = {"kind": KIND, "params": params, "inputs": {"audio_set": audio_set}}
     try:
-        protocol.check_submit(fields, len(frames))
+        protocol.check_submit(fields, 0)
     except protocol.ProtocolError as e:
         raise UsageError(_as_option(e)) from None
-    return fields, frames
+    return fields, files
 
 
 def cmd_learn(args) -> int:
@@ -91,13 +98,12 @@ def cmd_learn(args) -> int:
             raise UsageError(f"the request file says kind {req['kind']!r}; learn sends {KIND!r}")
         if args.server is None and req.get("server"):
             args.server = req["server"]
-        from server.client import resolve_endpoint
-
-        fields, frames = build_submit(args, req, is_local(resolve_endpoint(args.server)))
+        fields, files = build_submit(args, req)
         client = connect(args)
         job = None
         try:
-            accepted = submit(client, reporter, fields, frames, args.timeout)
+            upload_inputs(client, reporter, fields, files)
+            accepted = submit(client, reporter, fields, [], args.timeout, sum(p.stat().st_size for p in files.values()))
             if accepted is None:
                 return reporter.finish(EXIT_FAILED)
             job = accepted["job"]
@@ -134,7 +140,7 @@ def register(sub) -> None:
     g.add_argument("--request", metavar="FILE", help="read these options from a JSON file (keys: "
                                                      + ", ".join(LEARN_REQUEST_KEYS) + ")")
     g.add_argument("--status-file", metavar="PATH", help="keep the current state in this JSON file (atomic)")
-    g.add_argument("--upload", action="store_true", help="send the clips as bytes even to a local server")
+    g.add_argument("--upload", action="store_true", help=argparse.SUPPRESS)  # always so now (kept for old scripts)
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     client_options(p)
     p.set_defaults(func=cmd_learn)

@@ -146,10 +146,10 @@ def cmd_serve(args) -> int:
 
     settings = ServerSettings(
         host=args.host, port=args.port, data_dir=Path(args.data_dir).expanduser() if args.data_dir else None,
-        allowed_roots=args.allow_root or [],
         limits=Limits(queue_size=args.queue_size, max_message_mb=args.max_message_mb, max_audio_s=args.max_audio_s,
                       max_audio_mb=args.max_audio_mb, max_queued_audio_mb=args.max_queued_audio_mb,
-                      max_batch=args.max_batch),
+                      max_batch=args.max_batch, max_upload_mb=args.max_upload_mb,
+                      upload_store_mb=args.upload_store_mb, upload_ttl_h=args.upload_ttl_h),
         curve=True if args.curve else None, keys_dir=Path(args.keys_dir).expanduser() if args.keys_dir else None,
         keep_days=args.keep_days, stems_dir=args.stems_dir, shared_jobs=args.shared_jobs,
     )
@@ -247,10 +247,13 @@ def register(sub) -> None:
                         "with their own identities); default: a client sees only its own jobs")
     p.add_argument("--keep-days", type=finite_float, default=30.0,
                    help="at start, forget finished jobs older than this and delete their folders in the jobs dir "
-                        "(default 30; 0 = keep forever; results written to a client's --out are never deleted)")
-    p.add_argument("--allow-root", action="append", metavar="DIR",
-                   help="directory clients may read from / write to (repeatable; default: home and temp dir); "
-                        "the server's data, config and keys dirs are never client targets")
+                        "(default 30; 0 = keep forever; results a client saved with --out are its own and never touched)")
+    p.add_argument("--max-upload-mb", type=int, default=512, help="largest uploaded input file (default 512 MiB)")
+    p.add_argument("--upload-store-mb", type=int, default=4096,
+                   help="uploads kept for reuse (a regenerate sends nothing again), in all (default 4096 MiB); the "
+                        "least recently used go first")
+    p.add_argument("--upload-ttl-h", type=finite_float, default=24.0,
+                   help="uploads unused this long are deleted (default 24 h)")
     p.add_argument("--data-dir", metavar="DIR", help="jobs and journal (default: M2UGEN_DATA_DIR or the user "
                                                      "data dir)")
     p.add_argument("--stems-dir", metavar="DIR",

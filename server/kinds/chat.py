@@ -184,8 +184,8 @@ def finish(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
     worker.progress(job, "writing", 0.0, plan.takes - 1)
     try:
         write(worker, job, plan, replies, chat_s)
-    except PathNotAllowed as e:  # the output changed since submit (a symlink swapped in, a file created)
-        worker.finish(job, "failed", error=outputs.refusal(e))
+    except PathNotAllowed as e:  # the job's own folder changed under it (a link or a file planted there)
+        worker.finish(job, "failed", error=outputs.write_error(e))
 
 
 def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
@@ -199,7 +199,7 @@ def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
             worker.finish(job, "failed", error={"code": "job_failed", "message": "the model returned no audio"})
             return
         sr = plan.stem.sr if plan.stem is not None else p["sample_rate"] or int(replies[0].sample_rate)
-        first = job.output.get("path") or (job.job_dir / "result.wav")
+        first = job.job_dir / "result.wav"
         with_source = p.get("continuation") == "with_source"  # the source's tail + the new part: all of it
         for i, reply in enumerate(replies):
             if plan.stem is not None:  # remix / the new part over the kept stems, at the source's rate
@@ -210,7 +210,7 @@ def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
                                                  source=plan.source if job.kind == "edit" else None)
             path = outputs.take_path(first, i + 1)
             data = audio_io.wav_bytes(wave, sr)
-            outputs.write(worker.roots, job.output, path, data, outputs.is_wav)
+            outputs.write_own(path, data)
             if i == 0:
                 out_path, first_wave = path, wave
                 if job.output.get("want") == "bytes":
@@ -224,12 +224,11 @@ def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
             result_analysis = None
         worker.update(job, audio_path=str(out_path), sample_rate=sr, channels=first_wave.shape[0],
                       duration=first_wave.shape[1] / sr, takes=takes, result_analysis=result_analysis)
-    sidecar = (outputs.sidecar_of(out_path) if out_path is not None and job.output.get("path")
-               else job.job_dir / "result.json")
+    sidecar = job.job_dir / "result.json"
     timings = {k: float(v) for k, v in (getattr(replies[0], "timings", None) or {}).items()}
     timings.update(queue_wait=(job.started or 0) - job.created, chat=chat_s, write=time.perf_counter() - t1)
     seed = int(replies[0].seed if replies[0].seed is not None else job.seed)
-    outputs.write(worker.roots, job.output, sidecar, audio_io.sidecar_bytes({
+    outputs.write_own(sidecar, audio_io.sidecar_bytes({
         "job": job.id, "kind": job.kind, "prompt": p["prompt"],
         "prompt_sent": plan.prompt, "seed": seed,
         "model": worker.model_info, "conditioning": p["conditioning"], "params": p, "inputs": job.inputs_info,
@@ -238,6 +237,6 @@ def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
         "channels": job.channels, "duration": job.duration, "analysis": job.analysis,
         "result_analysis": job.result_analysis, "takes": job.takes, "timings": timings,
         "created": job.created, "started": job.started, "server_version": protocol.SERVER_VERSION,
-    }), outputs.is_sidecar)
+    }))
     worker.update(job, sidecar_path=str(sidecar), seed=seed)
     worker.finish(job, "done", frames=frames)

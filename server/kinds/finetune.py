@@ -109,13 +109,13 @@ def install(worker, job: Job, built: Path, info: dict, train_s: float) -> None:
     text = (f"adapter {name!r} learnt from {len(info['clips'])} clip(s): {info['steps']} steps, loss "
             f"{info['first_loss']:.3f} -> {info['last_loss']:.3f}")
     sidecar = job.job_dir / "result.json"
-    outputs.write(worker.roots, job.output, sidecar, audio_io.sidecar_bytes({
+    outputs.write_own(sidecar, audio_io.sidecar_bytes({
         "job": job.id, "kind": job.kind, "adapter": name, "adapter_dir": str(dest), "seed": job.seed,
         "model": worker.model_info, "params": p, "inputs": job.inputs_info, "text": text,
         "steps": info["steps"], "first_loss": info["first_loss"], "last_loss": info["last_loss"],
         "clips": info["clips"], "timings": {"queue_wait": (job.started or 0) - job.created, "train": train_s},
         "created": job.created, "started": job.started, "server_version": protocol.SERVER_VERSION,
-    }), outputs.is_sidecar)
+    }))
     worker.update(job, text=text, sidecar_path=str(sidecar))
     log.info("job %s: adapter %r installed in %s", job.id, name, dest)
     worker.finish(job, "done")

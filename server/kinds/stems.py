@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -59,27 +58,27 @@ def separate(worker, job: Job, source: tuple[np.ndarray, int], model: str, stage
 
 def write(worker, job: Job, stems: dict[str, np.ndarray], sr: int, model: str, separate_s: float) -> None:
     t0 = time.perf_counter()
-    first = Path(job.output.get("path") or (job.job_dir / "result.wav"))
+    first = job.job_dir / "result.wav"
     takes, frames = [], []
     for i, (name, wave) in enumerate(stems.items()):
         path = outputs.stem_path(first, name)
         data = audio_io.wav_bytes(np.clip(wave, -1.0, 1.0), sr)
-        outputs.write(worker.roots, job.output, path, data, outputs.is_wav)
+        outputs.write_own(path, data)
         takes.append({"take": i + 1, "stem": name, "audio_path": str(path)})
         if i == 0 and job.output.get("want") == "bytes":
             frames = [data]
     some = next(iter(stems.values()))
-    sidecar = outputs.sidecar_of(first) if job.output.get("path") else job.job_dir / "result.json"
+    sidecar = job.job_dir / "result.json"
     worker.update(job, audio_path=takes[0]["audio_path"], sample_rate=sr, channels=some.shape[0],
                   duration=some.shape[-1] / sr, takes=takes, text=f"{len(stems)} stems: {', '.join(stems)}")
-    outputs.write(worker.roots, job.output, sidecar, audio_io.sidecar_bytes({
+    outputs.write_own(sidecar, audio_io.sidecar_bytes({
         "job": job.id, "kind": job.kind, "params": job.params, "inputs": job.inputs_info, "model": model,
         "stems": {t["stem"]: t["audio_path"] for t in takes}, "takes": takes, "sample_rate": sr,
         "channels": job.channels, "duration": job.duration,
         "timings": {"separate": separate_s, "queue_wait": (job.started or 0) - job.created,
                     "write": time.perf_counter() - t0},
         "created": job.created, "started": job.started, "server_version": protocol.SERVER_VERSION,
-    }), outputs.is_sidecar)
+    }))
     worker.update(job, sidecar_path=str(sidecar))
     worker.finish(job, "done", frames=frames)
 
@@ -103,5 +102,5 @@ def run(worker, job: Job) -> None:
     worker.progress(job, "writing", 0.0)
     try:
         write(worker, job, stems, sr, model, time.perf_counter() - t0)
-    except PathNotAllowed as e:  # the output changed since submit (a symlink swapped in, a file created)
-        worker.finish(job, "failed", error=outputs.refusal(e))
+    except PathNotAllowed as e:  # the job's own folder changed under it (a link or a file planted there)
+        worker.finish(job, "failed", error=outputs.write_error(e))

@@ -88,13 +88,13 @@ def midi_bytes(result) -> bytes:
 
 def write(worker, job: Job, result, bpm: float, bpm_source: str, transcribe_s: float) -> None:
     t0 = time.perf_counter()
-    path = Path(job.output.get("path") or (job.job_dir / "result.mid"))
+    path = job.job_dir / "result.mid"
     data = midi_bytes(result)
-    outputs.write(worker.roots, job.output, path, data, outputs.is_midi)
-    sidecar = outputs.sidecar_of(path) if job.output.get("path") else job.job_dir / "result.json"
+    outputs.write_own(path, data)
+    sidecar = job.job_dir / "result.json"
     chord_notes = [n for c in result.chords for n in c.notes()]
     notes = sorted(result.melody + chord_notes, key=lambda n: (n.start, n.channel, n.pitch))
-    outputs.write(worker.roots, job.output, sidecar, audio_io.sidecar_bytes({
+    outputs.write_own(sidecar, audio_io.sidecar_bytes({
         "job": job.id, "kind": job.kind, "params": job.params, "inputs": job.inputs_info,
         "midi_path": str(path), "bpm": bpm, "bpm_source": bpm_source,
         "time_signature": list(result.time_signature), "duration": job.duration,
@@ -105,7 +105,7 @@ def write(worker, job: Job, result, bpm: float, bpm_source: str, transcribe_s: f
         "timings": {**{k: float(v) for k, v in result.timings.items()}, "transcribe": transcribe_s,
                     "queue_wait": (job.started or 0) - job.created, "write": time.perf_counter() - t0},
         "created": job.created, "started": job.started, "server_version": protocol.SERVER_VERSION,
-    }), outputs.is_sidecar)
+    }))
     worker.update(job, midi_path=str(path), sidecar_path=str(sidecar),
                   text=f"{len(result.melody)} melody notes, {len(result.chords)} chords at {bpm:g} bpm")
     worker.finish(job, "done", frames=[data] if job.output.get("want") == "bytes" else [])
@@ -127,5 +127,5 @@ def run(worker, job: Job) -> None:
     worker.progress(job, "writing", 0.0)
     try:
         write(worker, job, result, bpm, bpm_source, time.perf_counter() - t0)
-    except PathNotAllowed as e:  # the output changed since submit (a symlink swapped in, a file created)
-        worker.finish(job, "failed", error=outputs.refusal(e))
+    except PathNotAllowed as e:  # the job's own folder changed under it (a link or a file planted there)
+        worker.finish(job, "failed", error=outputs.write_error(e))

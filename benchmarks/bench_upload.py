@@ -1,0 +1,133 @@
+"""Upload throughput on loopback beside a plain file copy, and the server's memory during an upload (issue 20).
+
+The server runs in its own process (a stand-in model: the figures are the upload path's, not a
+model's), so its RSS is measured apart from the client's. For each size a 32-bit float stereo 48 kHz WAV is
+written, copied once with ``shutil.copyfile`` (the plain copy, same disk, same page cache), and uploaded
+with ``Client.upload`` (hash, offer, chunks, the server's hash check and store) into a fresh server; the
+upload's rate is printed as a fraction of the copy's (target >= 0.5). The server's peak RSS during the
+largest upload is read from ``VmHWM`` after resetting it (``/proc/PID/clear_refs``) and compared with its
+idle RSS (target: at most 1.5 x the file size above idle). Then the same file is submitted (decoded to
+the intake format) and the peak is printed again, for the whole path.
+
+    nice python benchmarks/bench_upload.py [--sizes 20 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from server.client import Client  # noqa: E402
+
+
+def serve(data_dir: str) -> None:
+    """The server process: a stand-in model, prints its endpoint, runs until stdin closes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_server import InstantModel
+
+    from server.app import ServerApp, ServerSettings, model_info
+    from server.handlers import Limits
+
+    model = InstantModel()
+    app = ServerApp(model, model_info(model, preset="instant-noop"),
+                    ServerSettings(port=0, data_dir=Path(data_dir), write_discovery=False,
+                                   limits=Limits(max_upload_mb=1024, max_audio_mb=1024)))
+    print(app.start(), flush=True)
+    sys.stdin.read()
+    app.stop()
+
+
+def rss(pid: int, field: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(field)
+
+
+def write_wav(path: Path, mb: int) -> None:
+    """A 32-bit float stereo 48 kHz WAV of about ``mb`` MiB (a 10-minute take is ~230 MB; noise: nothing
+    compresses or dedups it)."""
+    import soundfile as sf
+
+    frames = mb * 2**20 // 8
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", samplerate=48000, channels=2, subtype="FLOAT") as f:
+        for start in range(0, frames, 48000 * 10):
+            n = min(48000 * 10, frames - start)
+            f.write((rng.standard_normal((n, 2)) * 0.1).astype(np.float32))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[20, 200], metavar="MB")
+    ap.add_argument("--serve", metavar="DATA_DIR", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.serve)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="m2ugen-bench-upload-"))
+    os.environ["M2UGEN_CONFIG_DIR"] = str(tmp / "cfg")
+    print(f"upload benchmark on loopback ({os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f})")
+    try:
+        for mb in args.sizes:
+            src = tmp / f"take{mb}.wav"
+            write_wav(src, mb)
+            size = src.stat().st_size
+            src.read_bytes()  # in the page cache for both, as a DAW's recent take is
+            t = time.perf_counter()
+            shutil.copyfile(src, tmp / "copy.wav")
+            copy_s = time.perf_counter() - t
+            os.unlink(tmp / "copy.wav")
+            server = subprocess.Popen([sys.executable, __file__, "--serve", str(tmp / f"data{mb}")],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                endpoint = server.stdout.readline().strip()
+                with Client(endpoint, timeout_s=120) as c:
+                    c.upload(b"warm up the path")
+                    time.sleep(0.5)
+                    idle = rss(server.pid)
+                    with open(f"/proc/{server.pid}/clear_refs", "w") as f:
+                        f.write("5")  # VmHWM := VmRSS: the peak from here on
+                    t = time.perf_counter()
+                    ref = c.upload(src)
+                    up_s = time.perf_counter() - t
+                    peak = rss(server.pid, "VmHWM")
+                    t = time.perf_counter()
+                    again = c.upload(src)  # offered, held: only the hash and the proof are computed
+                    again_s = time.perf_counter() - t
+                    with open(f"/proc/{server.pid}/clear_refs", "w") as f:
+                        f.write("5")
+                    t = time.perf_counter()
+                    r = c.call("submit", kind="ask", params={"prompt": "noop", "max_new_tokens": 1},
+                               inputs={"audio": again}, timeout_s=300)
+                    submit_s = time.perf_counter() - t
+                    peak_submit = rss(server.pid, "VmHWM")
+                    assert ref["blob"] == again["blob"] and r.op in ("accepted", "error"), r.header
+            finally:
+                server.stdin.close()
+                server.wait(60)
+            copy_rate, up_rate = size / copy_s / 2**20, size / up_s / 2**20
+            print(f"{size / 2**20:6.1f} MiB  plain copy {copy_rate:7.0f} MiB/s   upload {up_rate:7.0f} MiB/s "
+                  f"= {up_rate / copy_rate:.2f} of the copy (target >= 0.5)   again (held: hash + proof only) "
+                  f"{again_s * 1000:.0f} ms")
+            print(f"{'':10s}server RSS idle {idle / 2**20:.0f} MiB, peak during the upload +{(peak - idle) / 2**20:.1f} "
+                  f"MiB = {(peak - idle) / size:.2f} x the file (target <= 1.5); submit of it ({r.op}, decoded "
+                  f"to 32 kHz int16 in {submit_s:.1f} s): peak +{(peak_submit - idle) / 2**20:.0f} MiB "
+                  f"= {(peak_submit - idle) / size:.2f} x")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,454 @@
+"""Files cross the wire as bytes (issue 20): uploads offered by sha256 then sent in chunks, proofs of
+possession, results fetched as bytes and written by the client, strict input schemas, and the intake
+pool that keeps one client's heavy submit from holding up another's (issue 21.5)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import run_job, tone
+from server import blobs, outputs, protocol
+from server.client import Client, RequestRefused
+from server.security import OutputExists, PathNotAllowed
+
+FAST = {"duration": 0.5, "max_new_tokens": 4}
+
+
+@pytest.fixture
+def outside_dir():
+    """A fresh folder outside home and the temp dir (tests run as root here and in CI)."""
+    for base in ("/srv", "/opt"):
+        if os.access(base, os.W_OK):
+            d = Path(tempfile.mkdtemp(prefix="m2ugen-test-", dir=base))
+            break
+    else:
+        pytest.fail("no writable folder outside home and temp (/srv or /opt): run the tests as root, as CI does")
+    home, tmp = Path.home().resolve(), Path(tempfile.gettempdir()).resolve()
+    assert not d.resolve().is_relative_to(home) and not d.resolve().is_relative_to(tmp)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def write_wav(path: Path, seconds: float = 1.0, sr: int = 22050, freq: float = 440.0) -> Path:
+    sf.write(path, tone(seconds, sr, 2, freq).T, sr)
+    return path
+
+
+def blob_count(srv) -> int:
+    return len(srv.app.blobs.stored())
+
+
+# ---------------------------------------------------------------------------------------------
+# uploads
+
+
+def test_identical_file_is_uploaded_once_and_reused_by_later_jobs(server_info, outside_dir):
+    src = write_wav(outside_dir / "loop.wav", seconds=2.0)
+    size = src.stat().st_size
+    store = server_info.app.blobs
+    with Client(server_info.endpoint, timeout_s=30) as c:
+        seen = []
+        ref = c.upload(src, on_progress=lambda sent, total: seen.append((sent, total)))
+        assert store.received_bytes == size and seen[-1] == (size, size)
+        assert ref["blob"] == hashlib.sha256(src.read_bytes()).hexdigest() and ref["name"] == "loop.wav"
+        first = run_job(c, "ask", {"prompt": "what is it?", "max_new_tokens": 4}, {"audio": ref})
+        again = c.upload(src)  # a regenerate: offered, held, nothing sent
+        assert store.received_bytes == size
+        run_job(c, "edit", {"prompt": "more", **FAST}, {"audio": {**again, "start": 0.5}})
+    with Client(server_info.endpoint, timeout_s=30) as other:  # another connection (another CLI run)
+        third = other.upload(src)
+        assert store.received_bytes == size  # still not sent again
+        assert third["proof"] != ref["proof"]  # its own proof, for its own challenge
+        run_job(other, "ask", {"prompt": "again?", "max_new_tokens": 4}, {"audio": third})
+    assert first["inputs"]["audio"]["sha256"] == ref["blob"]
+
+
+def test_chunks_go_in_order_and_bytes_must_match_their_hash(server_info):
+    data = os.urandom(3 * 2**20 + 17)
+    sha = hashlib.sha256(data).hexdigest()
+    with Client(server_info.endpoint, timeout_s=30) as c:
+        offer = c.call("upload", sha256=sha, size=len(data)).header
+        assert offer["op"] == "uploaded" and offer["have"] is False and offer["offset"] == 0
+        r = c.call("upload", [data[:100]], sha256=sha, size=len(data), offset=5).header  # not where it stands
+        assert r["op"] == "error" and r["code"] == "bad_upload" and "stands at 0" in r["message"]
+        r = c.call("upload", [data[:2**20]], sha256=sha, size=len(data), offset=0).header
+        assert r["op"] == "uploaded" and r["offset"] == 2**20 and r["have"] is False
+        assert c.call("upload", sha256=sha, size=len(data)).header["offset"] == 2**20  # resumes where it stood
+        r = c.call("upload", [b"x" * (len(data) - 2**20)], sha256=sha, size=len(data), offset=2**20).header
+        assert r["op"] == "error" and r["code"] == "bad_upload" and "do not have sha256" in r["message"]
+        assert not server_info.app.blobs.has(sha)  # wrong bytes are never stored
+        big = c.call("upload", sha256=sha, size=10 * 2**30).header
+        assert big["code"] == "bad_upload" and "at most" in big["message"]
+        assert c.call("upload", [data[:10]], sha256=sha, size=len(data)).header["field"] == "offset"  # a frame needs it
+        assert c.upload(data)["blob"] == sha and server_info.app.blobs.has(sha)
+
+
+def test_a_hash_alone_gives_no_access_to_someone_elses_upload(server_info, outside_dir):
+    secret = write_wav(outside_dir / "private.wav", seconds=1.0, freq=660.0)
+    with Client(server_info.endpoint, timeout_s=30) as owner:
+        ref = owner.upload(secret)
+    sha = ref["blob"]
+    with Client(server_info.endpoint, timeout_s=30) as thief:
+        offer = thief.call("upload", sha256=sha, size=secret.stat().st_size).header
+        assert offer["have"] is True  # it learns the server holds it, nothing more
+        for proof, why in ((ref["proof"], "another connection's proof"), ("0" * 64, "a made-up proof"),
+                           (hashlib.sha256(offer["challenge"].encode() + sha.encode()).hexdigest(), "the hash")):
+            r = thief.call("submit", kind="ask", params={"prompt": "what?"},
+                           inputs={"audio": {"blob": sha, "proof": proof}}).header
+            assert r["op"] == "error" and r["field"] == "inputs.audio.proof", why
+        r = thief.call("submit", kind="ask", params={"prompt": "what?"},
+                       inputs={"audio": {"blob": "f" * 64, "proof": "0" * 64}}).header
+        assert r["code"] == "blob_unknown" and "upload the file again" in r["message"]
+
+
+def test_deleting_or_replacing_the_clients_file_after_accepted_changes_nothing(server_info, outside_dir):
+    src = write_wav(outside_dir / "take.wav", seconds=1.0)
+    with Client(server_info.endpoint, timeout_s=30) as c:
+        ref = c.upload(src)
+        r = c.call("submit", kind="ask", params={"prompt": "what?", "max_new_tokens": 4}, inputs={"audio": ref})
+        assert r.op == "accepted"
+        write_wav(src, seconds=3.0, freq=110.0)  # replaced right after accepted
+        os.unlink(src)  # then deleted
+        while (m := c.recv(timeout_s=60)) is not None and m.op not in ("done", "error"):
+            pass
+    assert m is not None and m.op == "done" and m.header["inputs"]["audio"]["seconds"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_store_expires_unused_uploads_and_evicts_the_least_recently_used(tmp_path):
+    store = blobs.BlobStore(tmp_path / "up", max_blob_bytes=2**20, max_total_bytes=3000, ttl_s=100.0,
+                            partial_ttl_s=10.0)
+    owner = b"client-a"
+
+    def put(data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        store.offer(owner, sha, len(data))
+        assert store.put_chunk(owner, sha, len(data), 0, data)["have"] is True
+        return sha
+
+    a, b = put(b"a" * 1000), put(b"b" * 1000)
+    os.utime(store.root / a, (1, 1))  # a: used long ago
+    c = put(b"c" * 1500)  # does not fit with both: the least recently used goes
+    assert not store.has(a) and store.has(b) and store.has(c)
+    half = hashlib.sha256(b"d" * 100).hexdigest()
+    store.offer(owner, half, 100)
+    store.put_chunk(owner, half, 100, 0, b"d" * 50)
+    import time
+
+    assert store.sweep(now=time.time() + 50) == 1  # the idle unfinished upload
+    assert not list((store.root / "partial").iterdir())
+    assert store.sweep(now=time.time() + 1000) == 2 and store.stored() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# strict schemas, old clients
+
+
+def test_paths_old_clients_and_unknown_fields_are_refused_naming_the_field(server_info, outside_dir):
+    src = write_wav(outside_dir / "a.wav")
+    with Client(server_info.endpoint, timeout_s=30) as c:
+        ref = c.upload(src)
+
+        def refused(**fields):
+            h = c.call("submit", **{"kind": "ask", "params": {"prompt": "x"}, **fields}).header
+            assert h["op"] == "error", h
+            return h
+
+        h = refused(inputs={"audio": {"path": str(src)}})
+        assert h["field"] == "inputs.audio.path" and "upload its bytes" in h["message"]
+        h = refused(inputs={"audio": {**ref, "strat": 1.0}})  # a typo must not use the whole file
+        assert h["code"] == "bad_request" and h["field"] == "inputs.audio.strat" and "strat" in h["message"]
+        h = refused(kind="generate", inputs={"image": {**ref, "start": 1.0}})
+        assert h["field"] == "inputs.image.start"
+        h = refused(kind="finetune", params={"adapter_name": "x"},
+                    inputs={"audio_set": [{**ref, "caption": "ok"}, {**ref, "strat": 2.0}]})
+        assert h["field"] == "inputs.audio_set[1].strat"
+        h = refused(kind="generate", inputs={}, output={"path": str(outside_dir / "o.wav")})
+        assert h["field"] == "output.path" and "write them where the user asked" in h["message"]
+        h = refused(inputs={"audio": {**ref, "take": 2}})
+        assert h["field"] == "inputs.audio.take"
+        old = c.socket  # a protocol 1 client
+        old.send_multipart([json.dumps({"v": 1, "op": "ping", "req": "old"}).encode()])
+        m = c.recv(timeout_s=10)
+        assert m.header["code"] == "bad_version" and "uploads their bytes" in m.header["message"]
+        assert "update the m2ugen package" in m.header["message"]
+
+
+def test_an_earlier_result_is_an_input_by_job_id(server_info):
+    with Client(server_info.endpoint, timeout_s=30) as c:
+        gen = run_job(c, "generate", {"prompt": "drums", **FAST, "takes": 2})
+        edit = run_job(c, "edit", {"prompt": "more", **FAST}, {"audio": {"job": gen["job"], "take": 2}})
+        assert edit["inputs"]["audio"]["job"] == gen["job"] and edit["inputs"]["audio"]["take"] == 2
+        r = c.call("submit", kind="edit", params={"prompt": "x"}, inputs={"audio": {"job": "nope"}}).header
+        assert r["code"] == "not_found" and r["field"] == "inputs.audio.job"
+
+
+# ---------------------------------------------------------------------------------------------
+# results: the job's own bytes, written by the client
+
+
+def test_result_returns_the_jobs_own_bytes_and_never_follows_a_swapped_symlink(server_info, tmp_path):
+    secret = server_info.data_dir / "secret.key_secret"
+    secret.write_bytes(b"CURVE SECRET " * 10)
+    with Client(server_info.endpoint, timeout_s=30) as c:
+        done = run_job(c, "generate", {"prompt": "pads", **FAST})
+        path = Path(done["audio_path"])
+        assert path.parent == server_info.jobs_dir / done["job"]
+        own = c.call("result", job=done["job"], want="bytes")
+        assert own.frames[0] == path.read_bytes() and own.header["sidecar"]["job"] == done["job"]
+        path.unlink()
+        path.symlink_to(secret)  # the finished result swapped for a link to the server's key
+        r = c.call("result", job=done["job"], want="bytes")
+        assert r.op == "error" and r.header["code"] == "not_found" and not r.frames
+        assert b"CURVE SECRET" not in b"".join(bytes(f) for f in r.frames)
+        sidecar = path.parent / "result.json"
+        sidecar.unlink()
+        sidecar.symlink_to(secret)
+        r = c.call("result", job=done["job"])
+        assert r.header.get("sidecar") is None and "CURVE" not in json.dumps(r.header)
+
+
+def test_client_writes_results_atomically_only_over_files_of_their_kind(tmp_path, outside_dir):
+    wav = outside_dir / "out.wav"
+    data = (tmp_path / "x.wav")
+    write_wav(data)
+    payload = data.read_bytes()
+    assert outputs.save(wav, payload) == wav and wav.read_bytes() == payload
+    with pytest.raises(OutputExists, match="--overwrite"):
+        outputs.save(wav, payload)
+    outputs.save(wav, payload[:100] + payload[100:], overwrite=True)  # a WAV over a WAV
+    notes = outside_dir / "notes.wav"
+    notes.write_text("my notes")
+    with pytest.raises(OutputExists, match="not a WAV"):
+        outputs.save(notes, payload, overwrite=True)
+    assert notes.read_text() == "my notes"
+    mid = outside_dir / "song.mid"
+    mid.write_bytes(payload)  # a WAV where a .mid goes is not a MIDI file: kept
+    with pytest.raises(OutputExists, match="not a MIDI file"):
+        outputs.save(mid, b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0", overwrite=True)
+    victim = outside_dir / "victim.wav"
+    victim.write_bytes(payload)
+    link = outside_dir / "link.wav"
+    link.symlink_to(victim)
+    with pytest.raises(PathNotAllowed, match="not a regular file"):
+        outputs.save(link, b"RIFF....WAVEjunk", overwrite=True)
+    assert victim.read_bytes() == payload and link.is_symlink()
+    assert not [p for p in outside_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------------------------
+# the intake pool: one client's heavy submit never holds up another's
+
+
+def test_a_heavy_submit_never_delays_another_clients_submit(server_info, monkeypatch, outside_dir):
+    from server import inputs as inputs_mod
+
+    inside, release = threading.Event(), threading.Event()
+    entered = []
+    real = inputs_mod.resolve
+
+    def slow_resolve(spec, sources, job_dir, **kw):
+        if (spec.get("audio") or {}).get("name") == "heavy.wav":  # this client's decode is stuck
+            entered.append(1)
+            inside.set()
+            assert release.wait(120)
+        return real(spec, sources, job_dir, **kw)
+
+    monkeypatch.setattr(inputs_mod, "resolve", slow_resolve)
+    heavy = write_wav(outside_dir / "heavy.wav")
+    try:
+        with Client(server_info.endpoint, timeout_s=60) as a, Client(server_info.endpoint, timeout_s=60) as b:
+            ref = a.upload(heavy)
+            reqs = [a.send("submit", kind="ask", params={"prompt": f"q{i}"}, inputs={"audio": ref}) for i in range(3)]
+            assert inside.wait(60)
+            # client a has three submits stuck or waiting; b's submits and uploads still go through
+            light = b.upload(write_wav(outside_dir / "light.wav"))
+            for _ in range(3):
+                r = b.call("submit", kind="ask", params={"prompt": "quick", "max_new_tokens": 4},
+                           inputs={"audio": light})
+                assert r.op == "accepted", r.header
+            assert not release.is_set() and len(entered) == 1  # a's work runs one item at a time
+            assert a.recv(timeout_s=0) is None  # and none of a's submits was answered yet
+            release.set()
+            answered = set()
+            while len(answered) < 3:
+                m = a.recv(timeout_s=60)
+                assert m is not None
+                if m.header.get("req") in reqs:
+                    assert m.op == "accepted", m.header
+                    answered.add(m.header["req"])
+    finally:
+        release.set()
+
+
+def test_pool_takes_clients_in_turn():
+    from server.transport import IntakePool
+
+    order, gate, done = [], threading.Event(), threading.Event()
+
+    def run(item):
+        if item == "a0":
+            assert gate.wait(30)
+        return item
+
+    def finished(identity, item):
+        order.append(item)
+        if len(order) == 6:
+            done.set()
+
+    pool = IntakePool(run, finished, threads=1)
+    for item in ("a0", "a1", "a2"):
+        assert pool.put(b"a", item)
+    for item in ("b0", "b1", "c0"):
+        assert pool.put(b"b" if item[0] == "b" else b"c", item)
+    pool.start()
+    gate.set()
+    assert done.wait(30)
+    pool.stop()
+    assert order == ["a0", "b0", "c0", "a1", "b1", "a2"]
+    small = IntakePool(run, finished, threads=1, max_waiting_per_client=2, max_waiting_bytes=100)
+    assert small.put(b"x", 1) and small.put(b"x", 2) and not small.put(b"x", 3) and small.put(b"y", 1)
+    assert small.put(b"z", 1, size=101) is False and small.put(b"z", 1, size=100)  # the frames waiting, in bytes
+    assert small.put(b"w", 1, size=1) is False
+
+
+def test_protocol_table_has_the_upload_op():
+    assert "upload" in protocol.REQUEST_OPS and protocol.PROTOCOL_VERSION == 2
+    with pytest.raises(protocol.ProtocolError, match="exactly one frame"):
+        protocol.check_upload({"sha256": "a" * 64, "size": 3, "offset": 0}, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# every client, with files outside home and temp (issue 20's everyday case: a sample drive)
+
+
+def write_mid(path: Path, pitches) -> Path:
+    import mido
+
+    mid = mido.MidiFile()
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    for p in pitches:
+        track.append(mido.Message("note_on", note=p, velocity=90, time=0))
+        track.append(mido.Message("note_off", note=p, velocity=0, time=mid.ticks_per_beat // 2))
+    mid.save(path)
+    return path
+
+
+def cli_lines(capsys) -> list[dict]:
+    return [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+
+
+@pytest.mark.timeout(600)
+def test_the_cli_reads_and_writes_outside_home_and_temp_for_every_kind(server_info, outside_dir, capsys):
+    from PIL import Image
+
+    from server.cli import main
+
+    srv = server_info.endpoint
+    src = write_wav(outside_dir / "sample drive take.wav", seconds=1.5)
+    pic = outside_dir / "cover.png"
+    Image.new("RGB", (16, 16), "blue").save(pic)
+    clips = outside_dir / "clips"
+    clips.mkdir()
+    for i in range(2):
+        write_wav(clips / f"c{i}.wav", seconds=0.8, freq=220.0 * (i + 1))
+    res = outside_dir / "results"
+    common = ["--server", srv, "--max-new-tokens", "4", "--no-progress"]
+
+    assert main(["ask", "--audio", str(src), "--prompt", "what key?", *common]) == 0
+    ask = cli_lines(capsys)
+    assert ask[0] == {"op": "upload", "name": src.name, "sent": src.stat().st_size, "size": src.stat().st_size}
+    assert ask[-2]["op"] == "done" and ask[-2]["inputs"]["audio"]["name"] == src.name
+    assert main(["edit", "--audio", str(src), "--prompt", "more", "--duration", "0.5", "--out",
+                 str(res / "edit.wav"), *common]) == 0
+    done = next(x for x in cli_lines(capsys) if x["op"] == "done")
+    assert done["audio_path"] == str(res / "edit.wav") and sf.info(res / "edit.wav").frames > 0
+    assert json.loads((res / "edit.json").read_text())["job"] == done["job"]  # the sidecar beside it
+    assert main(["generate", "--image", str(pic), "--prompt", "like this", "--duration", "0.5", "--takes", "2",
+                 "--out", str(res / "gen.wav"), *common]) == 0
+    done = next(x for x in cli_lines(capsys) if x["op"] == "done")
+    assert [t["audio_path"] for t in done["takes"]] == [str(res / "gen.wav"), str(res / "gen-take2.wav")]
+    assert (res / "gen-take2.wav").is_file()
+    assert main(["transcribe", "--audio", str(src), "--bpm", "100", "--out", str(res / "notes.mid"),
+                 "--server", srv, "--no-progress"]) == 0
+    assert (res / "notes.mid").read_bytes()[:4] == b"MThd"
+    capsys.readouterr()
+    assert main(["learn", str(clips), "--adapter-name", "drive", "--steps", "1", "--clip-s", "0.5",
+                 "--server", srv, "--no-progress"]) == 0
+    learnt = cli_lines(capsys)
+    assert sum(1 for x in learnt if x["op"] == "upload" and x["sent"] == x["size"]) == 2
+    assert learnt[-2]["op"] == "done"
+    # an --out that exists is refused before anything is sent; --overwrite replaces a WAV with a WAV
+    sent = server_info.app.blobs.received_bytes
+    assert main(["edit", "--audio", str(src), "--prompt", "x", "--out", str(res / "edit.wav"), *common]) == 2
+    assert main(["edit", "--audio", str(src), "--prompt", "x", "--duration", "0.5", "--out", str(res / "edit.wav"),
+                 "--overwrite", *common]) == 0
+    assert server_info.app.blobs.received_bytes == sent  # the same take: not uploaded again
+
+
+@pytest.fixture(scope="module")
+def melody_model():
+    from m2ugen import M2UGen, M2UGenConfig
+
+    return M2UGen.from_config(M2UGenConfig.preset("tiny-melody"))
+
+
+@pytest.mark.timeout(300)
+def test_a_midi_sketch_outside_home_and_temp_from_the_cli_and_the_api(make_server, melody_model, outside_dir,
+                                                                      capsys):
+    from server.cli import main
+
+    srv = make_server(melody_model, preset="tiny-melody")
+    sketch = write_mid(outside_dir / "sketch.mid", [60, 64, 67, 72])
+    out = outside_dir / "melody.wav"
+    assert main(["generate", "--midi", str(sketch), "--prompt", "strings", "--max-new-tokens", "4", "--out", str(out),
+                 "--server", srv.endpoint, "--no-progress"]) == 0
+    done = next(x for x in cli_lines(capsys) if x["op"] == "done")
+    assert done["inputs"]["midi"]["notes"] == 4 and done["params"]["mode"] == "melody" and out.is_file()
+    with Client(srv.endpoint, timeout_s=30) as c:
+        rec = run_job(c, "generate", {"prompt": "strings", "max_new_tokens": 4}, {"midi": c.upload(sketch)})
+        saved = c.save_result(rec["job"], outside_dir / "api.wav")
+    assert Path(saved["audio_path"]).parent == outside_dir and (outside_dir / "api.json").is_file()
+
+
+@pytest.mark.timeout(300)
+def test_the_osc_bridge_reads_and_writes_outside_home_and_temp(server_info, outside_dir):
+    from bridge_osc.bridge import start_in_thread
+    from test_osc_fake_server import OscPeer
+
+    src = write_wav(outside_dir / "clip.wav", seconds=1.0)
+    res = outside_dir / "Set" / "Samples" / "M2UGen"
+    (outside_dir / "Set").mkdir()
+    bridge = start_in_thread(server_info.endpoint, port=0, ping_interval_s=0.2, ping_timeout_s=5.0)
+    p = OscPeer(bridge.port)
+    try:
+        p.send("/m2u/hello", ("i", p.port))
+        p.expect("/m2u/welcome")
+        p.send("/m2u/submit", ("s", "edit"), ("s", "prompt"), ("s", "brighter"), ("s", "audio"), ("s", str(src)),
+               ("s", "duration"), ("f", 0.5), ("s", "max_new_tokens"), ("i", 4), ("s", "results_dir"), ("s", str(res)))
+        done = p.expect("/m2u/done", timeout=120)[-1]
+        assert Path(done.args[1]).parent == res and Path(done.args[1]).read_bytes()[:4] == b"RIFF"
+        p.send("/m2u/submit", ("s", "transcribe"), ("s", "audio"), ("s", str(src)), ("s", "bpm"), ("f", 100.0),
+               ("s", "results_dir"), ("s", str(res)))
+        midi = p.expect("/m2u/done", timeout=120)[-1]
+        assert midi.args[1].endswith(".mid") and Path(midi.args[1]).parent == res
+        assert Path(midi.args[1]).read_bytes()[:4] == b"MThd"
+        p.send("/m2u/ask", ("s", "what"), ("s", "key?"), ("s", str(src)))
+        assert p.expect("/m2u/done", timeout=120)[-1].args[0]
+        p.send("/m2u/submit", ("s", "finetune"), ("s", "adapter_name"), ("s", "osc_drive"), ("s", "steps"), ("i", 1),
+               ("s", "clip_s"), ("f", 0.5), ("s", "clip"), ("s", str(src)))
+        assert not [m for m in p.expect("/m2u/done", timeout=200) if m.address == "/m2u/error"]
+    finally:
+        p.close()
+        bridge.stop()
+    assert server_info.app.blobs.received_bytes == src.stat().st_size  # one upload, four jobs
