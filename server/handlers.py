@@ -207,7 +207,7 @@ class Handlers:
         sources = inputs_mod.Sources(
             frames,
             open_blob=None if self.blobs is None else (lambda sha, proof, f: self.blobs.open(identity, sha, proof, f)),
-            open_result=self._open_job_result)
+            open_result=lambda job_id, take, field: self._open_job_result(job_id, take, field, header))
         model_inputs, info = inputs_mod.resolve(spec["inputs"], sources, job_dir, intake=self.limits.intake(),
                                                 max_file_bytes=self.limits.max_message_mb * 2**20,
                                                 max_set_bytes=self.limits.max_queued_audio_mb * 2**20)
@@ -382,10 +382,11 @@ class Handlers:
         except OSError as e:
             raise ProtocolError("not_found", f"the {what} of job {job_id} cannot be read: {e.strerror}") from None
 
-    def _open_job_result(self, job_id: str, take: int, field: str):
-        """``inputs.audio = {"job": id, "take": k}``: a finished job's audio, read from its own folder."""
+    def _open_job_result(self, job_id: str, take: int, field: str, header: dict[str, Any]):
+        """``inputs.audio = {"job": id, "take": k}``: a finished job's audio (one of the caller's jobs), read
+        from its own folder."""
         try:
-            rec = self._record(job_id)
+            rec = self._record(job_id, header)
         except ProtocolError:
             raise ProtocolError("not_found", f"'{field}.job': no job {job_id!r} on this server", field + ".job") from None
         if rec["state"] != "done" or not rec.get("audio_path"):
