@@ -71,15 +71,23 @@ LOG_GAIN = 1000.0            # log(1 + gain * |X| / max) for the constant-Q flux
 LOUDNESS_BLOCK_S = 0.400     # BS.1770 gating block
 SILENCE_DBFS = -90.0         # below this peak the mono analysis signal counts as silence
 MIN_BEATS = 4
-PULSE_CLARITY_MIN = 0.1      # onset autocorrelation at the beat period / at lag 0
+PULSE_PEAKINESS_MIN = 1.38   # onset envelope 95th percentile / median: noise 1.2-1.3, music 1.45 and up
+PULSE_RATIO_MIN = 1.6        # or: autocorrelation at 1-4 beats / its spread over 0.25-4 s lags (noise < 1.3)
 TEMPO_MIN, TEMPO_MAX = 40.0, 220.0
-TEMPO_PRIOR_BPM = 105.0      # log-normal tempo prior: centre and width (octaves)
-TEMPO_PRIOR_OCTAVES = 1.0
+TEMPO_PRIOR_BPM = 135.0      # log-normal tempo prior: centre and width (octaves), chosen on the dev set
+TEMPO_PRIOR_OCTAVES = 1.4
 TEMPO_MULTIPLES = ((1, 1.0), (2, 0.5), (3, 0.25), (4, 0.25))  # (beats, weight) summed per tempo candidate
 BEAT_TIGHTNESS = 100.0       # librosa's DP: how strictly beats keep the whole clip's tempo
-METER_T_MIN = 3.0            # evidence (weighted Welch t) a bar length and phase must reach
-METER_W_ACCENT, METER_W_HARMONY, METER_W_BASS = 1.0, 1.0, 1.0
+METER_T_MIN = 0.5            # evidence a bar length must reach (weighted Welch t; chosen on the dev set)
+# weights of (accent, harmonic change, bass change, bass onsets) for the bar length and for the phase
+METER_WEIGHTS = np.array([1.0, 0.5, 0.5, 1.0])
+METER_ACCENT_T = 3.0         # an accent t statistic under this (music without drums: chance) counts 0
+METER_PHASE_WEIGHTS = np.array([1.0, 1.0, 0.0, 0.0])
+METER_W_SIMILARITY = 5.0     # weight of "beat chroma repeats at 1 and 2 bars"
+ONSET_SPREAD_MIN = 0.1       # bass onsets per beat vary less than this (relative): no evidence
 CHANGE_SD_MIN = 0.02         # beat-to-beat chroma change varies less than this: no harmony to use
+BASS_SHARE_MIN = 0.05        # the bass features need at least this share of the spectrum under C3
+BASS_PEAKINESS_MIN = 2.0     # mean over beats of the bass pitch classes' max / mean (flat noise ~1.2)
 BASS_SEMITONES = 24          # C1..B2: the bass line for meter
 CHROMA_SPREAD_MIN = 0.5      # (max - min) / mean of the clip's chroma: noise 0.05-0.15, chords about 3
 KEY_CONFIDENCE_MIN = 0.5     # below this best profile correlation (a single pitch: 0.3) there is no key
@@ -444,13 +452,10 @@ class Beats:
 def tempo_salience(oenv: np.ndarray, sr: int = ANALYSIS_SR) -> tuple[np.ndarray, np.ndarray]:
     """(bpm grid, salience): the whole clip's onset autocorrelation summed over each period's multiples
     (a beat period also repeats at 2, 3 and 4 beats), weighted by a broad log-normal tempo prior."""
-    x = oenv - oenv.mean()
-    n = x.size
-    spec = np.fft.rfft(x, 2 * n)
-    acf = np.fft.irfft(np.abs(spec) ** 2)[:n]
+    acf = _autocorrelation(oenv)
+    n = acf.size
     if acf[0] <= 0:
         return np.zeros(0), np.zeros(0)
-    acf = acf / acf[0] * n / np.maximum(n - np.arange(n), 1)   # unbiased, 1 at lag 0
     fps = sr / HOP
     bpms = TEMPO_MIN * 2.0 ** (np.arange(int(np.log2(TEMPO_MAX / TEMPO_MIN) * 240) + 1) / 240)  # 0.3 % steps
     lags = 60.0 * fps / bpms
@@ -480,7 +485,7 @@ def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None =
     if oenv.size < 8 or not np.any(oenv > 0):
         return none
     tempo = estimate_tempo(oenv, sr)
-    if tempo is None or _pulse_clarity(oenv, 60.0 / tempo * sr / HOP) < PULSE_CLARITY_MIN:
+    if tempo is None or not has_pulse(oenv, tempo, sr):
         return none
     _, frames = librosa.beat.beat_track(onset_envelope=oenv, sr=sr, hop_length=HOP, bpm=tempo,
                                         tightness=BEAT_TIGHTNESS)
@@ -525,16 +530,33 @@ def refine_period(times: np.ndarray) -> float:
     return float(slope)
 
 
-def _pulse_clarity(oenv: np.ndarray, lag_frames: float) -> float:
-    """Normalised autocorrelation of the onset envelope at the beat period (1 = perfectly periodic)."""
+def has_pulse(oenv: np.ndarray, bpm: float, sr: int = ANALYSIS_SR) -> bool:
+    """Whether the onset envelope holds events at all (its 95th percentile stands out of its median)
+    or repeats at the beat period (its autocorrelation at 1-4 beats stands out of the autocorrelation's
+    spread over lags of 0.25-4 s). Noise fails both; music with a steady pulse passes one."""
+    peakiness = float(np.percentile(oenv, 95)) / max(float(np.median(oenv)), 1e-9)
+    if peakiness >= PULSE_PEAKINESS_MIN:
+        return True
+    acf = _autocorrelation(oenv)
+    fps = sr / HOP
+    lag = 60.0 / bpm * fps
+    multiples = [int(round(k * lag)) for k in range(1, 5) if k * lag < acf.size / 2]
+    if len(multiples) < 3:   # too short to tell a repeating envelope from chance
+        return False
+    at_beats = float(np.mean(acf[multiples]))
+    lo, hi = int(0.25 * fps), int(min(acf.size / 2, 4 * fps))
+    spread = float(acf[lo:hi].std()) if hi > lo + 2 else 0.0
+    return spread > 0 and at_beats / spread >= PULSE_RATIO_MIN
+
+
+def _autocorrelation(oenv: np.ndarray) -> np.ndarray:
+    """Unbiased autocorrelation of the mean-removed envelope, 1 at lag 0 (zeros for a flat one)."""
     x = oenv - oenv.mean()
-    denom = float(np.dot(x, x))
-    centre = int(round(lag_frames))
-    lags = [lag for lag in (centre - 1, centre, centre + 1) if 0 < lag < x.size]
-    if denom <= 0 or not lags:
-        return 0.0
-    # unbiased: scale by the number of overlapping frames, so a long lag is not penalised
-    return max(float(np.dot(x[:-lag], x[lag:])) / denom * x.size / (x.size - lag) for lag in lags)
+    n = x.size
+    acf = np.fft.irfft(np.abs(np.fft.rfft(x, 2 * n)) ** 2)[:n]
+    if acf[0] <= 0:
+        return np.zeros(n)
+    return acf / acf[0] * n / np.maximum(n - np.arange(n), 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -543,32 +565,50 @@ def _pulse_clarity(oenv: np.ndarray, lag_frames: float) -> float:
 
 def estimate_meter(mono: np.ndarray, beats: Beats, sr: int = ANALYSIS_SR,
                    spec: Spectrum | None = None) -> tuple[int | None, np.ndarray | None]:
-    """(beats per bar 3 or 4, downbeat times) from beat-synchronous accents and harmony, or (None, None).
+    """(beats per bar 3 or 4, downbeat times) from beat-synchronous accents, harmony and bass, or (None, None).
 
     Per beat: accent (onset strength and energy), harmonic change (chroma distance to the previous
-    beat), bass change (the same for the pitch classes under C3). For a bar of m beats and each phase,
-    each feature's beats at that phase are compared with the others by a Welch t statistic; the
-    weighted sum is the evidence for (m, phase), and the best one wins if its evidence reaches
-    METER_T_MIN.
+    beat), bass change (the same for the pitch classes under C3) and bass onsets (semitone flux under
+    C3). For a bar of m beats and each phase, each feature's beats at that phase are compared with the
+    others by a Welch t statistic (the accent's only where it reaches METER_ACCENT_T). The bar length is the one whose best phase has the most weighted
+    evidence (METER_WEIGHTS), plus how much more alike the beat chroma is at 1 and 2 bars of m beats
+    than of the other length (bars repeat); below METER_T_MIN there is no answer. The downbeat phase
+    is the one where accents and harmonic changes stand out most (METER_PHASE_WEIGHTS).
     """
     n = beats.frames.size
     if beats.bpm is None or n < 8:
         return None, None
-    feats, audible = _beat_features(mono, beats, sr, spec)
-    best = (None, 0, METER_T_MIN)   # (meter, phase, evidence)
+    feats, audible, chroma = _beat_features(mono, beats, sr, spec)
+    t = {}
     for meter in (3, 4):
-        if n < 2 * meter:
-            continue
         for phase in range(meter):
             on = np.zeros(n, dtype=bool)
             on[phase::meter] = True
-            t = sum(w * _welch_t(f[on & audible], f[~on & audible]) for f, w in feats)
-            if t > best[2]:
-                best = (meter, phase, t)
-    meter, phase, _ = best
-    if meter is None:
+            t[meter, phase] = np.array([_welch_t(f[on & audible], f[~on & audible]) for f in feats])
+            if abs(t[meter, phase][0]) < METER_ACCENT_T:  # accents count where they are clear (drums)
+                t[meter, phase][0] = 0.0
+    sims = {lag: _lag_similarity(chroma, lag) for lag in (3, 4, 6, 8)}
+    best_meter, best = None, METER_T_MIN
+    for meter in (3, 4):
+        if n < 2 * meter:
+            continue
+        other = 7 - meter
+        evidence = max(float(METER_WEIGHTS @ t[meter, ph]) for ph in range(meter))
+        evidence += METER_W_SIMILARITY * (sims[meter] + sims[2 * meter] - sims[other] - sims[2 * other])
+        if evidence > best:
+            best_meter, best = meter, evidence
+    if best_meter is None:
         return None, None
-    return meter, beats.times[phase::meter]
+    phase = max(range(best_meter), key=lambda ph: float(METER_PHASE_WEIGHTS @ t[best_meter, ph]))
+    return best_meter, beats.times[phase::best_meter]
+
+
+def _lag_similarity(chroma: np.ndarray | None, lag: int) -> float:
+    """Mean cosine similarity of beat chroma ``lag`` beats apart (0 without chroma)."""
+    if chroma is None or chroma.shape[1] <= lag:
+        return 0.0
+    unit = chroma / np.maximum(np.linalg.norm(chroma, axis=0), 1e-12)
+    return float(np.mean(np.sum(unit[:, lag:] * unit[:, :-lag], axis=0)))
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -578,8 +618,9 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 
 def _beat_features(mono, beats: Beats, sr, spec: Spectrum | None):
-    """([(per-beat feature, weight)], audible beats mask): beats 30 dB under the median beat (past the
-    clip's end, in a pause) are left out of the comparison."""
+    """([accent, harmonic change, bass change, bass onsets] per beat, audible beats mask, beat chroma
+    [12, beats] or None). Beats 30 dB under the median beat (past the clip's end, in a pause) are
+    left out of the comparison; a feature that cannot be measured is zeros."""
     librosa = _librosa()
     n = beats.frames.size
     rms = librosa.feature.rms(y=mono, frame_length=2 * HOP, hop_length=HOP)[0]
@@ -588,14 +629,15 @@ def _beat_features(mono, beats: Beats, sr, spec: Spectrum | None):
     raw = []
     for feature in (oenv, energy):
         idx = np.minimum(beats.frames, feature.size - 1)
-        raw.append(np.array([feature[max(f - 1, 0): f + 2].max() for f in idx]))
+        raw.append(np.array([feature[max(f - 2, 0): f + 3].max() for f in idx]))
     audible = raw[1] > np.median(raw[1]) - 30.0
     at = [_zscore(np.where(audible, r, np.median(r))) for r in raw]
-    accent = (at[0] + at[1]) / 2.0
-    out = [(accent, METER_W_ACCENT)]
+    zeros = np.zeros(n)
+    feats = [(at[0] + at[1]) / 2.0, zeros, zeros, zeros]
     if spec is None or spec.frames < 2:
-        return out, audible
-    bounds = np.concatenate([np.minimum(beats.frames, spec.frames - 1), [spec.frames]])
+        return feats, audible, None
+    frames = np.minimum(beats.frames, spec.frames - 1)
+    bounds = np.concatenate([frames, [spec.frames]])
     semis = _semitones(spec)                          # [84, frames]
     chroma = np.zeros((12, n))
     bass = np.zeros((12, n))
@@ -603,11 +645,23 @@ def _beat_features(mono, beats: Beats, sr, spec: Spectrum | None):
         seg = semis[:, bounds[i]: max(bounds[i + 1], bounds[i] + 1)].mean(axis=1)
         chroma[:, i] = seg.reshape(7, 12).sum(axis=0)
         bass[:, i] = seg[:BASS_SEMITONES].reshape(-1, 12).sum(axis=0)
-    for c, w in ((chroma, METER_W_HARMONY), (bass, METER_W_BASS)):
+    # a bass line: a share of the spectrum under C3, and pitched (its pitch classes uneven; clicks are flat)
+    peaky = float(np.mean(bass.max(axis=0) / np.maximum(bass.mean(axis=0), 1e-12)))
+    has_bass = (float(semis[:BASS_SEMITONES].sum()) >= BASS_SHARE_MIN * float(semis.sum())
+                and peaky >= BASS_PEAKINESS_MIN)
+    for j, c in ((1, chroma), (2, bass)) if has_bass else ((1, chroma),):
         change = _change(c)
         if change.std() > CHANGE_SD_MIN:  # a steady sound's tiny changes are no evidence
-            out.append((_zscore(change), w))
-    return out, audible
+            feats[j] = _zscore(change)
+    if not has_bass:
+        return feats, audible, chroma
+    low = np.log1p(LOG_GAIN * semis[:BASS_SEMITONES] / max(float(semis.max()), 1e-12))
+    flux = np.concatenate([[0.0], np.maximum(np.diff(low, axis=1), 0.0).sum(axis=0)])
+    onsets = np.where(audible, np.array([flux[max(f - 2, 0): f + 3].max() for f in frames]), 0.0)
+    onsets = np.where(audible, onsets, np.median(onsets[audible]) if audible.any() else 0.0)
+    if onsets.std() > ONSET_SPREAD_MIN * max(float(onsets.mean()), 1e-12):  # equal onsets are no evidence
+        feats[3] = _zscore(onsets)
+    return feats, audible, chroma
 
 
 def _change(c: np.ndarray) -> np.ndarray:
