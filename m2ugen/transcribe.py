@@ -45,7 +45,9 @@ PARTIAL_WEIGHTS = (1.0, 0.8, 0.6, 0.5, 0.4)
 FUNDAMENTAL_DROP = 2.5  # log1p units (about 20 dB) a fundamental may lie under the frame's strongest bin
 VOICED_DB = 40.0  # frames this far under the loudest frame are unvoiced
 ONSET_DELTA = 0.2  # librosa's peak-picking threshold over the local mean
+ATTACK_RATIO = 1.1  # an onset counts where the level 0-50 ms later exceeds the level just before by this
 REATTACK_RATIO = 1.5  # a same-pitch onset is a new note where the level then climbs this much
+PRE_ECHO_S = 0.12  # voiced frames out of silence this soon before an onset belong to no note
 NEAR_S = 0.07  # a pitch change this close to an onset is moved onto it
 RISE_MAX_S = 0.15  # an onset is moved back at most this far, to where its level began to rise
 # chord qualities: intervals above the root; the template is the set of pitch classes
@@ -198,8 +200,19 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
     rms = np.pad(rms, (0, max(0, n - rms.size)))[:n]
     short = librosa.feature.rms(y=y, frame_length=512, hop_length=HOP)[0]
     short = np.pad(short, (0, max(0, n - short.size)))[:n]
-    onset_frames = np.array([_rise_start(short, int(f)) for f in onset_frames if f < n], dtype=int)
+    # an onset is an attack only where the level then climbs (a note's release also makes flux)
+    onset_frames = np.array([_rise_start(short, int(f)) for f in onset_frames
+                             if f < n and short[f:f + 5].max() >= ATTACK_RATIO * short[max(f - 2, 0)]], dtype=int)
 
+    # pre-echo: the tracker's long low-pitch windows hear a note up to ~100 ms before its attack; voiced
+    # frames that rise out of silence shortly before an onset are not a note of their own
+    pre = round(PRE_ECHO_S * ANALYSIS_SR / HOP)
+    for f in onset_frames:
+        i = f
+        while i > 0 and labels[i - 1] >= 0 and f - i < pre:
+            i -= 1
+        if i < f and (i == 0 or labels[i - 1] < 0) and f - i < pre:
+            labels[i:f] = -1
     change = np.concatenate([[True], labels[1:] != labels[:-1]])
     reattack = np.zeros(n, dtype=bool)
     near = round(NEAR_S * ANALYSIS_SR / HOP)
@@ -230,7 +243,9 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
         if voiced.size < min_frames:
             continue
         pitch = int(np.round(np.median(voiced)))
-        found.append((first * HOP / ANALYSIS_SR, last * HOP / ANALYSIS_SR, pitch, float(rms[first:last].max())))
+        # the level over 23 ms windows, after the first frame (the previous note's release overlaps it)
+        peak = float(short[min(first + 1, last - 1):last].max())
+        found.append((first * HOP / ANALYSIS_SR, last * HOP / ANALYSIS_SR, pitch, peak))
     if not found:
         return []
     loudest = max(r for *_, r in found)
