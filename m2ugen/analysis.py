@@ -78,12 +78,12 @@ TEMPO_PRIOR_BPM = 135.0      # log-normal tempo prior: centre and width (octaves
 TEMPO_PRIOR_OCTAVES = 1.4
 TEMPO_MULTIPLES = ((1, 1.0), (2, 0.5), (3, 0.25), (4, 0.25))  # (beats, weight) summed per tempo candidate
 BEAT_TIGHTNESS = 100.0       # librosa's DP: how strictly beats keep the whole clip's tempo
-METER_T_MIN = 0.5            # evidence a bar length must reach (weighted Welch t; chosen on the dev set)
+METER_EVIDENCE_MIN = 0.02    # weighted explained variance a bar length must reach (chosen on the dev set)
 # weights of (accent, harmonic change, bass change, bass onsets) for the bar length and for the phase
-METER_WEIGHTS = np.array([1.0, 0.5, 0.5, 1.0])
+METER_WEIGHTS = np.array([1.0, 1.0, 0.0, 1.0])
+METER_PHASE_WEIGHTS = np.array([1.0, 1.0, 0.5, 1.0])
 METER_ACCENT_T = 3.0         # an accent t statistic under this (music without drums: chance) counts 0
-METER_PHASE_WEIGHTS = np.array([1.0, 1.0, 0.0, 0.0])
-METER_W_SIMILARITY = 5.0     # weight of "beat chroma repeats at 1 and 2 bars"
+METER_W_SIMILARITY = 0.5     # weight of "beat chroma repeats at 1 and 2 bars"
 ONSET_SPREAD_MIN = 0.1       # bass onsets per beat vary less than this (relative): no evidence
 CHANGE_SD_MIN = 0.02         # beat-to-beat chroma change varies less than this: no harmony to use
 BASS_SHARE_MIN = 0.05        # the bass features need at least this share of the spectrum under C3
@@ -569,38 +569,75 @@ def estimate_meter(mono: np.ndarray, beats: Beats, sr: int = ANALYSIS_SR,
 
     Per beat: accent (onset strength and energy), harmonic change (chroma distance to the previous
     beat), bass change (the same for the pitch classes under C3) and bass onsets (semitone flux under
-    C3). For a bar of m beats and each phase, each feature's beats at that phase are compared with the
-    others by a Welch t statistic (the accent's only where it reaches METER_ACCENT_T). The bar length is the one whose best phase has the most weighted
-    evidence (METER_WEIGHTS), plus how much more alike the beat chroma is at 1 and 2 bars of m beats
-    than of the other length (bars repeat); below METER_T_MIN there is no answer. The downbeat phase
-    is the one where accents and harmonic changes stand out most (METER_PHASE_WEIGHTS).
+    C3). The bar length: for m in (3, 4), how much of each feature's variance the beat's position in
+    an m-beat bar explains (eta squared, less its chance level (m-1)/(beats-1)), weighted
+    (METER_WEIGHTS), plus how much more alike the beat chroma is 1 and 2 bars apart than at the other
+    length (bars repeat). A pattern counts whether the downbeat is louder or softer (a waltz's bass
+    note alone is softer than its chords). Under METER_EVIDENCE_MIN there is no answer. The downbeat
+    phase is the one where accents (only where their Welch t reaches METER_ACCENT_T: drums), harmonic
+    changes and bass onsets stand out most (METER_PHASE_WEIGHTS). Without harmony or bass (clicks,
+    percussion alone) only a clear accent (t >= METER_ACCENT_T) gives a meter.
     """
     n = beats.frames.size
     if beats.bpm is None or n < 8:
         return None, None
     feats, audible, chroma = _beat_features(mono, beats, sr, spec)
-    t = {}
-    for meter in (3, 4):
-        for phase in range(meter):
-            on = np.zeros(n, dtype=bool)
-            on[phase::meter] = True
-            t[meter, phase] = np.array([_welch_t(f[on & audible], f[~on & audible]) for f in feats])
-            if abs(t[meter, phase][0]) < METER_ACCENT_T:  # accents count where they are clear (drums)
-                t[meter, phase][0] = 0.0
+    if not any(np.any(f) for f in feats[1:]):
+        return _meter_from_accents(beats, feats[0], audible)
     sims = {lag: _lag_similarity(chroma, lag) for lag in (3, 4, 6, 8)}
-    best_meter, best = None, METER_T_MIN
+    score = {}
+    for meter in (3, 4):
+        other = 7 - meter
+        explained = np.array([_explained(f, audible, meter) for f in feats])
+        score[meter] = float(METER_WEIGHTS @ explained) + METER_W_SIMILARITY * (
+            sims[meter] + sims[2 * meter] - sims[other] - sims[2 * other])
+    meter = max(score, key=score.get)
+    if score[meter] < METER_EVIDENCE_MIN:
+        return None, None
+
+    def phase_evidence(phase: int) -> float:
+        on = np.zeros(n, dtype=bool)
+        on[phase::meter] = True
+        t = np.array([_welch_t(f[on & audible], f[~on & audible]) for f in feats])
+        if abs(t[0]) < METER_ACCENT_T:
+            t[0] = 0.0
+        return float(METER_PHASE_WEIGHTS @ t)
+
+    phase = max(range(meter), key=phase_evidence)
+    return meter, beats.times[phase::meter]
+
+
+def _meter_from_accents(beats: Beats, accent: np.ndarray, audible: np.ndarray):
+    """Without harmony or bass (percussion, clicks): the bar length and phase whose beats' accent
+    stands out by a Welch t of at least METER_ACCENT_T, or (None, None)."""
+    n = accent.size
+    best = (None, 0, METER_ACCENT_T)
     for meter in (3, 4):
         if n < 2 * meter:
             continue
-        other = 7 - meter
-        evidence = max(float(METER_WEIGHTS @ t[meter, ph]) for ph in range(meter))
-        evidence += METER_W_SIMILARITY * (sims[meter] + sims[2 * meter] - sims[other] - sims[2 * other])
-        if evidence > best:
-            best_meter, best = meter, evidence
-    if best_meter is None:
-        return None, None
-    phase = max(range(best_meter), key=lambda ph: float(METER_PHASE_WEIGHTS @ t[best_meter, ph]))
-    return best_meter, beats.times[phase::best_meter]
+        for phase in range(meter):
+            on = np.zeros(n, dtype=bool)
+            on[phase::meter] = True
+            t = _welch_t(accent[on & audible], accent[~on & audible])
+            if t > best[2]:
+                best = (meter, phase, t)
+    meter, phase, _ = best
+    return (None, None) if meter is None else (meter, beats.times[phase::meter])
+
+
+def _explained(feature: np.ndarray, audible: np.ndarray, meter: int) -> float:
+    """Eta squared of ``feature`` grouped by beat position in a bar of ``meter`` beats, less chance."""
+    index = np.flatnonzero(audible)
+    f = feature[index]
+    if f.size <= meter:
+        return 0.0
+    total = float(((f - f.mean()) ** 2).sum())
+    if total <= 0:
+        return 0.0
+    groups = index % meter
+    between = sum(float((groups == g).sum()) * (float(f[groups == g].mean()) - float(f.mean())) ** 2
+                  for g in range(meter) if np.any(groups == g))
+    return between / total - (meter - 1) / (f.size - 1)
 
 
 def _lag_similarity(chroma: np.ndarray | None, lag: int) -> float:

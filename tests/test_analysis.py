@@ -256,3 +256,60 @@ def test_numba_cache_goes_to_a_writable_dir_when_librosa_is_read_only(monkeypatc
     assert chosen is not None and env["NUMBA_CACHE_DIR"] == chosen
     assert Path(chosen).is_dir() and Path(chosen) != librosa_cache
     assert analysis.configure_numba_cache({"NUMBA_CACHE_DIR": "/somewhere"}) is None  # the user's choice wins
+
+
+# ----------------------------------------------------------------------------------------------
+# real-music regressions (issue 23): harmonic-rich tones, no drums, harmony-only bars
+
+
+def tones(events, seconds, sr=SR, partials=12, attack=0.01, release=0.03):
+    """[(start_s, end_s, midi, amplitude)] as sawtooth-like tones (partial k at 1/k: a strong fifth at
+    the third partial), each with a linear attack and release; mono float64."""
+    y = np.zeros(int(seconds * sr))
+    for start, end, midi, amp in events:
+        i0, i1 = int(start * sr), min(int(end * sr), y.size)
+        t = np.arange(i1 - i0) / sr
+        f = 440.0 * 2 ** ((midi - 69) / 12)
+        wave = sum(np.sin(2 * np.pi * f * k * t) / k for k in range(1, partials + 1) if f * k < sr / 2)
+        env = np.minimum(1.0, np.minimum(t / attack, (t[-1] - t) / release))
+        y[i0:i1] += amp * env * wave
+    return y
+
+
+def test_harmonic_rich_d_major_reads_d_not_a():
+    """Sawtooth chords I-IV-V-I-vi-ii-V-I in D: the third partials (a fifth up) must not pull the key to A."""
+    chords = [(50, 62, 66, 69), (43, 62, 67, 71), (45, 61, 64, 69), (50, 62, 66, 69),
+              (47, 59, 62, 66), (40, 59, 62, 67), (45, 61, 64, 67), (50, 62, 66, 69)]
+    y = tones([(1.0 * i, 1.0 * i + 1.0, m, 0.2) for i, c in enumerate(chords) for m in c], len(chords))
+    a = analyze((0.5 * y / np.abs(y).max()).astype(np.float32)[None], SR)
+    assert a.key_name == "D major"
+    assert 0.0 < a.key_confidence <= 1.0
+
+
+def test_sustained_chords_without_drums_give_the_beat():
+    """A chord change on every beat at 90 BPM, legato (30 ms crossfades), no percussion at all."""
+    beat = 60.0 / 90
+    prog = [(48, 64, 67, 72), (45, 64, 69, 72), (41, 65, 69, 72), (43, 62, 67, 71)]
+    events = [(beat * i, beat * (i + 1) + 0.03, m, 0.2) for i in range(16) for m in prog[i % 4]]
+    y = tones(events, 16 * beat + 0.1, attack=0.03, release=0.03)
+    a = analyze((0.5 * y / np.abs(y).max()).astype(np.float32)[None], SR)
+    assert a.bpm == pytest.approx(90, rel=0.04)
+
+
+def test_waltz_without_drums_is_in_three():
+    """Bass note on 1, the chord on 2 and 3, every beat equally loud: the bar is in the harmony and bass."""
+    beat = 60.0 / 120
+    harmony = [(43, (59, 62, 67)), (43, (59, 62, 67)), (38, (57, 60, 66)), (38, (57, 60, 66)),
+               (48, (60, 64, 67)), (48, (60, 64, 67)), (50, (57, 62, 66)), (43, (59, 62, 67))] * 2
+    events = []
+    for bar, (bass, chord) in enumerate(harmony):
+        t0 = 3 * beat * bar
+        events.append((t0, t0 + 0.9 * beat, bass, 0.3))
+        events += [(t0 + k * beat, t0 + (k + 0.9) * beat, m, 0.1) for k in (1, 2) for m in chord]
+    y = tones(events, 3 * beat * len(harmony) + 0.2)
+    a = analyze((0.5 * y / np.abs(y).max()).astype(np.float32)[None], SR)
+    assert a.bpm == pytest.approx(120, rel=0.04)
+    assert a.meter == 3
+    downbeats = np.array(a.downbeats)
+    bar = 3 * beat
+    assert np.all(np.abs((downbeats + 0.035) % bar - 0.035) < 0.07)  # on the bass notes
