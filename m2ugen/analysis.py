@@ -3,7 +3,7 @@
     from m2ugen.analysis import analyze, measured_line
     a = analyze(wave, sr)          # wave: float [channels, samples] (or [samples]), any rate, any channels
     a.to_dict()                    # JSON-safe, keys in ANALYSIS_KEYS; None where a value is not measurable
-    measured_line(a)               # "Measured: 92 BPM, F# minor, -14 LUFS, 8.0 s." (a factual prompt line)
+    measured_line(a)               # "Measured: 92 BPM in 4/4, F# minor, -14 LUFS, 8.0 s." (a factual prompt line)
 
 Methods (each step is a public function, so benchmarks and tests can time or call it alone):
 
@@ -95,6 +95,7 @@ KEY_SEGMENT_S = 0.5          # spectra are summarised per segment (median) befor
 KEY_WINDOW_S = 16.0          # local keys for sections
 KEY_SECTION_MIN_S = 12.0     # a key section lasts at least this long
 KEY_SOFTMAX_GAIN = 20.0
+KEY_UNSURE = 0.5             # under this confidence the prompt line says "(unsure)"
 NNLS_DECAY = 0.7             # note dictionary: partial h has amplitude NNLS_DECAY ** (h - 1)
 NNLS_PARTIALS = 12
 MIN_BEAT_SECONDS = 1.0       # shorter clips are not beat-tracked
@@ -136,7 +137,8 @@ class Analysis:
     @property
     def summary(self) -> str:
         """A short human line, e.g. "92 BPM, F# minor, -14.0 LUFS, 8.0 s"."""
-        parts = _measured_parts(self.bpm, self.key_name, self.lufs, self.duration_s, self.peak_dbfs, lufs_fmt=".1f")
+        parts = _measured_parts(self.bpm, self.key_name, self.lufs, self.duration_s, self.peak_dbfs, lufs_fmt=".1f",
+                                meter=self.meter, key_confidence=self.key_confidence)
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,14 +175,16 @@ def _fmt_bpm(bpm: float) -> str:
     return f"{round(bpm):d}" if abs(bpm - round(bpm)) < 0.05 else f"{bpm:.1f}"
 
 
-def _measured_parts(bpm, key_name, lufs, duration_s, peak_dbfs, lufs_fmt: str) -> list[str]:
+def _measured_parts(bpm, key_name, lufs, duration_s, peak_dbfs, lufs_fmt: str, meter=None,
+                    key_confidence=None) -> list[str]:
     parts = []
     if peak_dbfs is None:
         parts.append("silence")
     if bpm is not None:
-        parts.append(f"{_fmt_bpm(bpm)} BPM")
+        parts.append(f"{_fmt_bpm(bpm)} BPM" + (f" in {int(meter)}/4" if meter else ""))
     if key_name:
-        parts.append(key_name)
+        unsure = key_confidence is not None and key_confidence < KEY_UNSURE
+        parts.append(key_name + (" (unsure)" if unsure else ""))
     if lufs is not None:
         parts.append(f"{lufs:{lufs_fmt}} LUFS")
     parts.append(f"{duration_s:.1f} s" if duration_s >= 0.1 else f"{duration_s * 1e3:.0f} ms")
@@ -196,7 +200,8 @@ def measured_line(analysis: Analysis | Mapping[str, Any]) -> str:
     missing = [k for k in ("bpm", "key_name", "lufs", "duration_s", "peak_dbfs") if k not in d]
     if missing:
         raise ValueError(f"analysis: missing key(s) {missing}; pass an Analysis or its to_dict()")
-    parts = _measured_parts(d["bpm"], d["key_name"], d["lufs"], d["duration_s"], d["peak_dbfs"], lufs_fmt=".0f")
+    parts = _measured_parts(d["bpm"], d["key_name"], d["lufs"], d["duration_s"], d["peak_dbfs"], lufs_fmt=".0f",
+                            meter=d.get("meter"), key_confidence=d.get("key_confidence"))
     return "Measured: " + ", ".join(parts) + "."
 
 

@@ -209,6 +209,10 @@ def test_summary_and_measured_line():
     assert measured_line(b) == "Measured: 117.5 BPM, -21 LUFS, 2.5 s."
     with pytest.raises(ValueError, match="missing"):
         measured_line({"bpm": 120})
+    c = Analysis(duration_s=8.0, channels=2, sample_rate=44100, bpm=92.01, meter=3, key="D", mode="major",
+                 key_confidence=0.3, lufs=-14.04, true_peak_dbtp=-1.2, peak_dbfs=-1.5)
+    assert measured_line(c) == "Measured: 92 BPM in 3/4, D major (unsure), -14 LUFS, 8.0 s."
+    assert c.summary == "92 BPM in 3/4, D major (unsure), -14.0 LUFS, 8.0 s"
 
 
 @pytest.mark.parametrize(
