@@ -41,6 +41,8 @@ def _args():
     ap.add_argument("--items", type=int, default=36, help="mixed items (half with drums)")
     ap.add_argument("--melodies", type=int, default=12, help="top lines rendered alone, for transcription")
     ap.add_argument("--threads", type=int, default=2, help="BLAS/numba threads (the target machine has 2 cores)")
+    ap.add_argument("--manifest-version", type=int, default=None,
+                    help="read an older cached manifest of the split (see mir_set.load_set)")
     ap.add_argument("--rebuild", action="store_true", help="parse the corpus again (renders stay cached)")
     ap.add_argument("--no-baseline", action="store_true", help="only this project's column (faster tuning)")
     ap.add_argument("--verbose", action="store_true", help="one line per item")
@@ -225,7 +227,8 @@ def main() -> None:
 
     import mir_set
 
-    items, wavs = mir_set.load_set(args.split, args.items, args.melodies, rebuild=args.rebuild)
+    items, wavs = mir_set.load_set(args.split, args.items, args.melodies, rebuild=args.rebuild,
+                                   version=args.manifest_version or mir_set.MANIFEST_VERSION)
     waves = []
     for w in wavs:
         y, sr = sf.read(str(w), dtype="float32", always_2d=True)

@@ -366,10 +366,12 @@ def render(item: Item, directory: Path) -> Path:
     return wav
 
 
-def load_set(split: str, n_items: int, n_melody: int, rebuild: bool = False) -> tuple[list[Item], list[Path]]:
-    """The split's items (manifest cached as JSON) and their rendered WAVs."""
+def load_set(split: str, n_items: int, n_melody: int, rebuild: bool = False,
+             version: int = MANIFEST_VERSION) -> tuple[list[Item], list[Path]]:
+    """The split's items (manifest cached as JSON) and their rendered WAVs. ``version`` reads an older
+    cached manifest (4: excerpts from anywhere in a piece, 2 per piece) instead of building one."""
     directory = cache_dir() / split
-    manifest = directory / f"manifest-v{MANIFEST_VERSION}-{n_items}-{n_melody}.json"
+    manifest = directory / f"manifest-v{version}-{n_items}-{n_melody}.json"
     if manifest.exists() and not rebuild:
         items = [Item(**d) for d in json.loads(manifest.read_text())]
     else:

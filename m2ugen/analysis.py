@@ -15,25 +15,34 @@ Methods (each step is a public function, so benchmarks and tests can time or cal
 - ``measure_true_peak``: BS.1770-4 Annex 2: oversample 4x (2x at 88.2/96 kHz, none from 176.4 kHz),
   take the largest absolute value, in dBTP. soxr's linear-phase "HQ" filter does the oversampling.
 - Beats, meter and key use a mono analysis signal: channels averaged, DC removed, resampled to 22050 Hz
-  and peak-normalised (so the level does not matter). Silence has no beats and no key.
-- ``track_beats``: librosa's onset strength and dynamic-programming beat tracker. librosa's own tempo
-  is quantised to its tempogram bins (a clean 120 BPM click reads 117.45), so the BPM is refined from the
-  beat times: beats are numbered by the median inter-beat interval and a least-squares line through
-  (beat number, time) gives the period, which averages out the 23 ms frame grid (a clean click reads within
-  0.1 BPM). Fewer than 4 beats, or an onset envelope without periodicity at the beat period (noise), give
-  no tempo.
-- ``estimate_meter``: beats per bar (3 or 4) from beat-synchronous accents: each beat's onset strength
-  and short-time energy (z-scored, averaged). For a bar length m in {3, 4} and each phase, the accent of
-  the beats at that phase is compared with the others by a Welch t statistic; the larger significant one
-  wins and its phase gives the downbeats. Limits: it needs accented downbeats (louder or denser onsets
-  on beat 1) and at least 2 bars; music with even accents, syncopation that accents off-beats, or
-  harmony-only downbeats gives ``None``; 2/4 and 6/8 read as 4 (duple); 6/4 or 12/8 may read as 3.
-- ``estimate_key``: chroma from librosa's constant-Q transform at 11025 Hz (C1 to C8), energy-weighted
-  over the whole clip (quiet frames weigh little), correlated (Pearson) with the 24 rotations of the
-  Krumhansl-Kessler major and minor key profiles. The best correlation is ``key_confidence``
-  ([-1, 1]; tonal music typically above 0.6). A flat chroma (noise) or a best correlation under 0.5
-  (e.g. a single repeated pitch) gives no key. Key names use the usual
-  spelling (Bb major, F# minor, C# minor, Eb minor ...).
+  and peak-normalised (so the level does not matter). Silence has no beats and no key. One constant-Q
+  spectrum (``constant_q``: 11025 Hz, 3 bins per semitone, C1..B7, 23.2 ms frames, with the clip's
+  tuning) serves the onsets, the meter and the key.
+- ``track_beats``: the onset envelope (``novelty``) adds librosa's mel spectral flux (attacks, drums)
+  and a semitone-resolution log flux of the constant-Q spectrum (a new pitch or chord without an
+  attack: organ, strings, choir). The tempo is decided once for the whole clip (``tempo_salience``:
+  the envelope's autocorrelation summed at 1, 2, 3 and 4 beats, under a broad log-normal prior), then
+  librosa's dynamic-programming tracker places the beats at that tempo, each moved to the strongest
+  onset within 46 ms. The BPM is refined from the beat times (a least-squares line through beat number
+  and time; a clean click reads within 0.1 BPM). No tempo when the envelope has no events and does not
+  repeat (``has_pulse``: noise).
+- ``estimate_meter``: 3 or 4 beats per bar from beat-synchronous features: accent (onset strength and
+  energy), harmonic change (chroma distance to the previous beat), bass onsets (flux under C3) and bar
+  repetition (beat chroma alike 1 and 2 bars apart). See the function for the rule. Limits: 2/4 and 6/8
+  read as duple or triple at the beat level (4 or 3 here); a piece that changes harmony every beat with
+  no bass line and no accents has little to go on; clicks or drums alone need clear accents.
+- ``key_analysis``: a harmonic-suppressed pitch-class profile: per 0.5 s segment the median constant-Q
+  spectrum (drum hits drop out) is explained as a non-negative sum of note spectra with harmonic
+  partials (NNLS over 84 notes), so a note's third partial no longer counts as its fifth; the square
+  roots of the note activations are summed into 12 pitch classes and correlated (Pearson) with the 24
+  rotations of Temperley's major and minor profiles. ``key_confidence`` (0..1) is the best key's share
+  of a softmax over the 24 correlations: near 1 when one key stands out, near 0.5 when two (usually
+  relative or fifth-related) keys are about equal. ``key_sections``: where a clip of at least 24 s
+  holds more than one key for at least 12 s each (16 s windows), the sections in order; otherwise
+  empty. A flat profile (noise) or a best correlation under 0.5 (a single repeated pitch) gives no key.
+  Key names use the usual spelling (Bb major, F# minor, C# minor, Eb minor ...).
+- Measured on rendered real music (music21 corpus through FluidSynth, ``benchmarks/bench_mir.py``;
+  figures in docs/analysis.md).
 
 librosa is imported on first use, never at import time (the CLI imports m2ugen). Its first call in a
 process is slow (loading numba-compiled code; ``preload()`` does it ahead of time). When the directory

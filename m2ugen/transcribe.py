@@ -1,24 +1,26 @@
-"""Audio -> MIDI: a MONOPHONIC melody (librosa's pYIN pitch tracker) plus a chord track (chroma templates).
+"""Audio -> MIDI: a MONOPHONIC melody (a constant-Q harmonic-sum pitch tracker) plus a chord track (chroma templates).
 
     t = transcribe(wave, sr, bpm=120)           # wave float [C, S] or [S]
     t.melody                                    # [midi.Note]: one note at a time, never two at once
     t.chords                                    # [Chord(start, end, root, quality)], e.g. label "Am"
     t.write("take.mid")                         # type-1 file: conductor, "melody", "chords" tracks
 
-The melody is monophonic: pYIN follows ONE fundamental frequency, so in polyphonic audio it gives
-the most salient line (usually the top voice or the loudest instrument), never the chords; the
-harmony is only in the chord track.
+The melody is monophonic: the tracker follows ONE fundamental, so in polyphonic audio it gives the
+most salient line (usually the top voice or the loudest instrument), never the chords; the harmony is
+only in the chord track.
 
-Steps (all from librosa, at 22050 Hz mono):
-1. pYIN f0 and voicing per 256-sample frame (11.6 ms), ``fmin``..``fmax`` (default C2..C7),
-   quarter-semitone pitch bins.
-2. Note segmentation: runs of voiced frames whose rounded MIDI pitch (median-filtered over about
-   60 ms) stays the same; a detected onset (spectral flux) where the RMS rises by half again
-   splits repeated notes of the same pitch (not within 80 ms of the run's start: pYIN's 93 ms
-   window turns voiced before the attack); runs shorter than ``min_note_s`` are dropped. A note's
-   pitch is the median of its frames' f0; its start is the nearest onset from 50 ms before to
-   80 ms after its first voiced frame.
-3. Velocities from RMS: the note's peak RMS in dB below the loudest note, 60 dB mapped onto 1..127.
+Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
+1. Pitch (``pitch_track``): a constant-Q spectrum (3 bins per semitone, 11.6 ms frames) on a log
+   scale; each candidate fundamental from ``fmin`` to ``fmax`` (default C2..C7) scores the weighted
+   sum of its first 5 partials and must have energy at its own frequency; frames 40 dB under the
+   loudest are unvoiced. Rounded to semitones and median-filtered over about 60 ms.
+2. Notes: librosa's spectral-flux onsets where the level then climbs (a release is not an attack),
+   each moved back to where its level began to rise (a slow swell starts at the swell, not at its
+   steepest point). A pitch change within 70 ms of an onset is moved onto it; an onset inside one
+   pitch where the level climbs by half again is a re-struck note; voiced frames rising out of
+   silence less than 120 ms before an onset are the tracker's pre-echo, not a note. Runs shorter
+   than ``min_note_s`` are dropped; a note's pitch is the median of its frames.
+3. Velocities from the level: the note's peak 23 ms RMS in dB below the loudest note, 60 dB mapped onto 1..127.
 4. Chords: CQT chroma averaged over fixed windows, one beat of the given ``bpm`` (default 120) from
    0 s, matched by cosine similarity against major and minor triad templates (more qualities with
    ``qualities=``); quiet windows are no-chord; equal neighbours merge. The file is written at ``bpm``.
