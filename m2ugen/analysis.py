@@ -92,6 +92,7 @@ METER_EVIDENCE_MIN = 0.02    # weighted explained variance a bar length must rea
 METER_WEIGHTS = np.array([1.0, 1.0, 0.0, 1.0])
 METER_PHASE_WEIGHTS = np.array([1.0, 1.0, 0.5, 1.0])
 METER_ACCENT_T = 3.0         # an accent t statistic under this (music without drums: chance) counts 0
+METER_MIN_BARS = 4           # accents alone decide a bar length only over this many bars of beats
 METER_W_SIMILARITY = 0.5     # weight of "beat chroma repeats at 1 and 2 bars"
 ONSET_SPREAD_MIN = 0.1       # bass onsets per beat vary less than this (relative): no evidence
 CHANGE_SD_MIN = 0.02         # beat-to-beat chroma change varies less than this: no harmony to use
@@ -627,7 +628,7 @@ def _meter_from_accents(beats: Beats, accent: np.ndarray, audible: np.ndarray):
     n = accent.size
     best = (None, 0, METER_ACCENT_T)
     for meter in (3, 4):
-        if n < 2 * meter:
+        if int(audible.sum()) < METER_MIN_BARS * meter:  # a t statistic over 2 or 3 bars is chance
             continue
         for phase in range(meter):
             on = np.zeros(n, dtype=bool)
@@ -670,8 +671,9 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 def _beat_features(mono, beats: Beats, sr, spec: Spectrum | None):
     """([accent, harmonic change, bass change, bass onsets] per beat, audible beats mask, beat chroma
-    [12, beats] or None). Beats 30 dB under the median beat (past the clip's end, in a pause) are
-    left out of the comparison; a feature that cannot be measured is zeros."""
+    [12, beats] or None). Beats 30 dB under the median beat (past the clip's end, in a pause) and the
+    clip's first and last beats are left out of the comparison; a feature that cannot be measured is
+    zeros."""
     librosa = _librosa()
     n = beats.frames.size
     rms = librosa.feature.rms(y=mono, frame_length=2 * HOP, hop_length=HOP)[0]
@@ -682,6 +684,7 @@ def _beat_features(mono, beats: Beats, sr, spec: Spectrum | None):
         idx = np.minimum(beats.frames, feature.size - 1)
         raw.append(np.array([feature[max(f - 2, 0): f + 3].max() for f in idx]))
     audible = raw[1] > np.median(raw[1]) - 30.0
+    audible[[0, -1]] = False  # the clip's first and last beats are cut by its edges
     at = [_zscore(np.where(audible, r, np.median(r))) for r in raw]
     zeros = np.zeros(n)
     feats = [(at[0] + at[1]) / 2.0, zeros, zeros, zeros]
