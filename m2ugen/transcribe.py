@@ -1,24 +1,26 @@
-"""Audio -> MIDI: a MONOPHONIC melody (librosa's pYIN pitch tracker) plus a chord track (chroma templates).
+"""Audio -> MIDI: a MONOPHONIC melody (a constant-Q harmonic-sum pitch tracker) plus a chord track (chroma templates).
 
     t = transcribe(wave, sr, bpm=120)           # wave float [C, S] or [S]
     t.melody                                    # [midi.Note]: one note at a time, never two at once
     t.chords                                    # [Chord(start, end, root, quality)], e.g. label "Am"
     t.write("take.mid")                         # type-1 file: conductor, "melody", "chords" tracks
 
-The melody is monophonic: pYIN follows ONE fundamental frequency, so in polyphonic audio it gives
-the most salient line (usually the top voice or the loudest instrument), never the chords; the
-harmony is only in the chord track.
+The melody is monophonic: the tracker follows ONE fundamental, so in polyphonic audio it gives the
+most salient line (usually the top voice or the loudest instrument), never the chords; the harmony is
+only in the chord track.
 
-Steps (all from librosa, at 22050 Hz mono):
-1. pYIN f0 and voicing per 256-sample frame (11.6 ms), ``fmin``..``fmax`` (default C2..C7),
-   quarter-semitone pitch bins.
-2. Note segmentation: runs of voiced frames whose rounded MIDI pitch (median-filtered over about
-   60 ms) stays the same; a detected onset (spectral flux) where the RMS rises by half again
-   splits repeated notes of the same pitch (not within 80 ms of the run's start: pYIN's 93 ms
-   window turns voiced before the attack); runs shorter than ``min_note_s`` are dropped. A note's
-   pitch is the median of its frames' f0; its start is the nearest onset from 50 ms before to
-   80 ms after its first voiced frame.
-3. Velocities from RMS: the note's peak RMS in dB below the loudest note, 60 dB mapped onto 1..127.
+Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
+1. Pitch (``pitch_track``): a constant-Q spectrum (3 bins per semitone, 11.6 ms frames) on a log
+   scale; each candidate fundamental from ``fmin`` to ``fmax`` (default C2..C7) scores the weighted
+   sum of its first 5 partials and must have energy at its own frequency; frames 40 dB under the
+   loudest are unvoiced. Rounded to semitones and median-filtered over about 60 ms.
+2. Notes: librosa's spectral-flux onsets where the level then climbs (a release is not an attack),
+   each moved back to where its level began to rise (a slow swell starts at the swell, not at its
+   steepest point). A pitch change within 70 ms of an onset is moved onto it; an onset inside one
+   pitch where the level climbs by half again is a re-struck note; voiced frames rising out of
+   silence less than 120 ms before an onset are the tracker's pre-echo, not a note. Runs shorter
+   than ``min_note_s`` are dropped; a note's pitch is the median of its frames.
+3. Velocities from the level: the note's peak 23 ms RMS in dB below the loudest note, 60 dB mapped onto 1..127.
 4. Chords: CQT chroma averaged over fixed windows, one beat of the given ``bpm`` (default 120) from
    0 s, matched by cosine similarity against major and minor triad templates (more qualities with
    ``qualities=``); quiet windows are no-chord; equal neighbours merge. The file is written at ``bpm``.
@@ -39,9 +41,18 @@ ANALYSIS_SR = 22050
 MIN_SECONDS = 0.1  # shorter audio cannot be transcribed (refused at submit by the server)
 HOP = 256
 FRAME_LENGTH = 2048
-PYIN_RESOLUTION = 0.25  # semitones per pitch bin (librosa's 0.1 is 6x slower; notes are rounded to 1)
-LEAD_IN_S = 0.08  # onsets this soon after a pitch run begins belong to it (its start is moved there)
-REATTACK_RATIO = 1.5  # an onset splits a held pitch only where the RMS rises at least this much
+PITCH_SR = 11025  # the constant-Q pitch tracker's rate (C1..C8 fits under its Nyquist)
+PITCH_BINS = 7 * 36  # C1..B7, 3 bins per semitone
+PARTIALS = 5
+PARTIAL_WEIGHTS = (1.0, 0.8, 0.6, 0.5, 0.4)
+FUNDAMENTAL_DROP = 2.5  # log1p units (about 20 dB) a fundamental may lie under the frame's strongest bin
+VOICED_DB = 40.0  # frames this far under the loudest frame are unvoiced
+ONSET_DELTA = 0.2  # librosa's peak-picking threshold over the local mean
+ATTACK_RATIO = 1.1  # an onset counts where the level 0-50 ms later exceeds the level just before by this
+REATTACK_RATIO = 1.5  # a same-pitch onset is a new note where the level then climbs this much
+PRE_ECHO_S = 0.12  # voiced frames out of silence this soon before an onset belong to no note
+NEAR_S = 0.07  # a pitch change this close to an onset is moved onto it
+RISE_MAX_S = 0.15  # an onset is moved back at most this far, to where its level began to rise
 # chord qualities: intervals above the root; the template is the set of pitch classes
 QUALITIES = {"": (0, 4, 7), "m": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8), "7": (0, 4, 7, 10),
              "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10)}
@@ -125,6 +136,52 @@ def _runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(labels[s]), int(s), int(e)) for s, e in zip(starts, ends)]
 
 
+def pitch_track(y: np.ndarray, fmin_hz: float, fmax_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """(MIDI pitch per frame, NaN where unvoiced; frame level in dB re the loudest frame) at HOP.
+
+    Constant-Q magnitudes at 11025 Hz (3 bins per semitone from C1) on a log scale; each candidate
+    fundamental scores the sum of its first PARTIALS partials (weights falling with the partial
+    number), and the best candidate between ``fmin_hz`` and ``fmax_hz`` is the frame's pitch
+    (parabolic refinement between bins, read at the clip's tuning); a candidate whose own bin is
+    weak (FUNDAMENTAL_DROP under the frame's strongest) cannot win. Frames more than VOICED_DB under
+    the loudest are unvoiced."""
+    import librosa
+    import soxr
+
+    from m2ugen.analysis import _tuning
+
+    y11 = soxr.resample(y, ANALYSIS_SR, PITCH_SR).astype(np.float32)
+    fmin_c = librosa.note_to_hz("C1")
+    mag = np.abs(librosa.cqt(y11, sr=PITCH_SR, hop_length=HOP // 2, fmin=fmin_c, n_bins=PITCH_BINS,
+                             bins_per_octave=36))
+    tuning = _tuning(mag)
+    level = 20 * np.log10(np.maximum(mag.sum(axis=0), 1e-12))
+    level -= level.max()
+    log_mag = np.log1p(1000.0 * mag / max(float(mag.max()), 1e-12))
+    lo = max(0, int(np.floor(36 * np.log2(fmin_hz / fmin_c))))
+    hi = min(PITCH_BINS, int(np.ceil(36 * np.log2(fmax_hz / fmin_c))) + 1)
+    sal = np.zeros((hi - lo, mag.shape[1]))
+    for h, w in zip(range(1, PARTIALS + 1), PARTIAL_WEIGHTS):
+        off = int(round(36 * np.log2(h)))
+        top = min(hi + off, PITCH_BINS)
+        sal[: top - lo - off] += w * log_mag[lo + off: top]
+    # a candidate needs its own fundamental: within FUNDAMENTAL_DROP (log units) of the frame's
+    # strongest bin (a subharmonic gathers partials but has nothing at its own frequency)
+    strongest = log_mag.max(axis=0, keepdims=True)
+    sal = np.where(log_mag[lo:hi] >= strongest - FUNDAMENTAL_DROP, sal, 0.0)
+    best = np.argmax(sal, axis=0)
+    a = sal[np.maximum(best - 1, 0), np.arange(sal.shape[1])]
+    b = sal[best, np.arange(sal.shape[1])]
+    c = sal[np.minimum(best + 1, sal.shape[0] - 1), np.arange(sal.shape[1])]
+    denom = a - 2 * b + c
+    frac = np.where(denom < 0, 0.5 * (a - c) / np.where(denom < 0, denom, -1.0), 0.0)
+    bins = lo + best + frac - tuning * 3
+    midi = 24.0 + bins / 3.0  # C1 = MIDI 24
+    midi = np.where(level > -VOICED_DB, midi, np.nan)
+    n = min(midi.size, int(np.ceil(y.size / HOP)) + 1)
+    return midi[:n], level[:n]
+
+
 def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7", min_note_s: float = 0.06,
                  velocity_range_db: float = 60.0) -> list[Note]:
     """The monophonic melody of mono ``y`` at ANALYSIS_SR (see the module docstring, steps 1-3)."""
@@ -133,43 +190,66 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
 
     fmin_hz = librosa.note_to_hz(fmin) if isinstance(fmin, str) else float(fmin)
     fmax_hz = librosa.note_to_hz(fmax) if isinstance(fmax, str) else float(fmax)
-    f0, voiced, _ = librosa.pyin(y, fmin=fmin_hz, fmax=fmax_hz, sr=ANALYSIS_SR, frame_length=FRAME_LENGTH,
-                                 hop_length=HOP, resolution=PYIN_RESOLUTION)
-    n = f0.shape[0]
-    midi_f = np.where(voiced, librosa.hz_to_midi(np.where(voiced, f0, 1.0)), np.nan)
-    labels = np.where(voiced, np.round(np.nan_to_num(midi_f, nan=-1.0)), -1).astype(np.int64)
+    midi_f, level = pitch_track(y, fmin_hz, fmax_hz)
+    n = midi_f.size
+    labels = np.where(np.isfinite(midi_f), np.round(np.nan_to_num(midi_f, nan=-1.0)), -1).astype(np.int64)
     labels = scipy.signal.medfilt(labels, kernel_size=5).astype(np.int64)  # removes blips under ~35 ms
 
-    onset_frames = librosa.onset.onset_detect(y=y, sr=ANALYSIS_SR, hop_length=HOP, backtrack=False, units="frames")
-    onset_times = librosa.frames_to_time(onset_frames, sr=ANALYSIS_SR, hop_length=HOP)
+    # onsets: spectral flux peaks, each moved back to the start of its rise in level (a slow attack's
+    # flux peaks late; the note began where the level started to climb)
+    oenv = librosa.onset.onset_strength(y=y, sr=ANALYSIS_SR, hop_length=HOP)
+    onset_frames = librosa.onset.onset_detect(onset_envelope=oenv, sr=ANALYSIS_SR, hop_length=HOP,
+                                              backtrack=False, units="frames", delta=ONSET_DELTA)
     rms = librosa.feature.rms(y=y, frame_length=FRAME_LENGTH, hop_length=HOP)[0]
     rms = np.pad(rms, (0, max(0, n - rms.size)))[:n]
-
-    # split voiced runs at onsets that re-attack (repeated notes of one pitch): the level, measured
-    # over 23 ms windows, jumps up. pYIN's 93 ms window turns voiced up to ~half a window before the
-    # attack: an onset that close after the pitch run began is that run's own start, not a new note
     short = librosa.feature.rms(y=y, frame_length=512, hop_length=HOP)[0]
+    short = np.pad(short, (0, max(0, n - short.size)))[:n]
+    # an onset is an attack only where the level then climbs (a note's release also makes flux)
+    onset_frames = np.array([_rise_start(short, int(f)) for f in onset_frames
+                             if f < n and short[f:f + 5].max() >= ATTACK_RATIO * short[max(f - 2, 0)]], dtype=int)
+
+    # pre-echo: the tracker's long low-pitch windows hear a note up to ~100 ms before its attack; voiced
+    # frames that rise out of silence shortly before an onset are not a note of their own
+    pre = round(PRE_ECHO_S * ANALYSIS_SR / HOP)
+    for f in onset_frames:
+        i = f
+        while i > 0 and labels[i - 1] >= 0 and f - i < pre:
+            i -= 1
+        if i < f and (i == 0 or labels[i - 1] < 0) and f - i < pre:
+            labels[i:f] = -1
     change = np.concatenate([[True], labels[1:] != labels[:-1]])
-    run_start = np.maximum.accumulate(np.where(change, np.arange(n), 0))
-    lead_in = round(LEAD_IN_S * ANALYSIS_SR / HOP)
-    split = np.zeros(n, dtype=bool)
-    for i in onset_frames[(onset_frames > 2) & (onset_frames < min(n, short.size) - 2)]:
-        split[i] = (i - run_start[i] >= lead_in
-                    and short[i:i + 4].max() > REATTACK_RATIO * max(float(short[i - 3:i + 1].min()), 1e-6))
-    segment_id = np.cumsum(split | change)
+    reattack = np.zeros(n, dtype=bool)
+    near = round(NEAR_S * ANALYSIS_SR / HOP)
+    for f in onset_frames:
+        # a pitch change within reach of an onset happens at the onset (the tracker's long low-pitch
+        # windows see a new note before or after its attack)
+        lo, hi = max(1, f - near), min(n, f + near + 1)
+        changes = np.flatnonzero(change[lo:hi]) + lo
+        changes = changes[labels[changes] >= 0]
+        if changes.size:
+            c = int(changes[np.argmin(np.abs(changes - f))])
+            if f < c:
+                labels[f:c] = labels[c]
+            elif f > c:
+                labels[c:f] = labels[c - 1]
+        elif (0 < f < n and labels[f] >= 0 and labels[f - 1] == labels[f]
+              and short[f:f + 5].max() >= REATTACK_RATIO * max(float(short[f]), 1e-9)):
+            reattack[f] = True  # the same pitch struck again (its level climbs): a new note
+    boundary = reattack | np.concatenate([[True], labels[1:] != labels[:-1]])
+    segment_id = np.cumsum(boundary)
     min_frames = max(1, round(min_note_s * ANALYSIS_SR / HOP))
     found = []  # (start_s, end_s, pitch, peak_rms)
     for _, first, last in _runs(segment_id):
-        pitch = labels[first]
-        if pitch < 0 or last - first < min_frames:
+        seg = labels[first:last]
+        if seg.size == 0 or np.mean(seg >= 0) < 0.5:
             continue
-        f = midi_f[first:last]
-        pitch = int(np.round(np.nanmedian(f))) if np.isfinite(f).any() else int(pitch)
-        start = first * HOP / ANALYSIS_SR
-        near = onset_times[(onset_times >= start - 0.05) & (onset_times <= start + LEAD_IN_S)]
-        if near.size:
-            start = float(near[np.argmin(np.abs(near - start))])
-        found.append((start, last * HOP / ANALYSIS_SR, pitch, float(rms[first:last].max())))
+        voiced = midi_f[first:last][np.isfinite(midi_f[first:last])]
+        if voiced.size < min_frames:
+            continue
+        pitch = int(np.round(np.median(voiced)))
+        # the level over 23 ms windows, after the first frame (the previous note's release overlaps it)
+        peak = float(short[min(first + 1, last - 1):last].max())
+        found.append((first * HOP / ANALYSIS_SR, last * HOP / ANALYSIS_SR, pitch, peak))
     if not found:
         return []
     loudest = max(r for *_, r in found)
@@ -183,6 +263,16 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
             notes.append(Note(round(start, 6), round(end, 6), int(np.clip(pitch, 0, 127)), max(1, velocity),
                               MELODY_CHANNEL))
     return notes
+
+
+def _rise_start(level: np.ndarray, frame: int) -> int:
+    """The frame where the level's climb into ``frame`` began: back while it keeps falling, at most
+    RISE_MAX_S, stopping where it is within 10 % of the local minimum reached."""
+    limit = max(0, frame - round(RISE_MAX_S * ANALYSIS_SR / HOP))
+    i = frame
+    while i > limit and level[i - 1] < level[i]:
+        i -= 1
+    return i
 
 
 def chord_windows(length_s: float, bpm: float, beats_per_window: int = 1) -> np.ndarray:

@@ -209,6 +209,10 @@ def test_summary_and_measured_line():
     assert measured_line(b) == "Measured: 117.5 BPM, -21 LUFS, 2.5 s."
     with pytest.raises(ValueError, match="missing"):
         measured_line({"bpm": 120})
+    c = Analysis(duration_s=8.0, channels=2, sample_rate=44100, bpm=92.01, meter=3, key="D", mode="major",
+                 key_confidence=0.3, lufs=-14.04, true_peak_dbtp=-1.2, peak_dbfs=-1.5)
+    assert measured_line(c) == "Measured: 92 BPM in 3/4, D major (unsure), -14 LUFS, 8.0 s."
+    assert c.summary == "92 BPM in 3/4, D major (unsure), -14.0 LUFS, 8.0 s"
 
 
 @pytest.mark.parametrize(
@@ -256,3 +260,68 @@ def test_numba_cache_goes_to_a_writable_dir_when_librosa_is_read_only(monkeypatc
     assert chosen is not None and env["NUMBA_CACHE_DIR"] == chosen
     assert Path(chosen).is_dir() and Path(chosen) != librosa_cache
     assert analysis.configure_numba_cache({"NUMBA_CACHE_DIR": "/somewhere"}) is None  # the user's choice wins
+
+
+# ----------------------------------------------------------------------------------------------
+# real-music regressions (issue 23): harmonic-rich tones, no drums, harmony-only bars
+
+
+def tones(events, seconds, sr=SR, partials=12, attack=0.01, release=0.03):
+    """[(start_s, end_s, midi, amplitude)] as sawtooth-like tones (partial k at 1/k: a strong fifth at
+    the third partial), each with a linear attack and release; mono float64."""
+    y = np.zeros(int(seconds * sr))
+    for start, end, midi, amp in events:
+        i0, i1 = int(start * sr), min(int(end * sr), y.size)
+        t = np.arange(i1 - i0) / sr
+        f = 440.0 * 2 ** ((midi - 69) / 12)
+        wave = sum(np.sin(2 * np.pi * f * k * t) / k for k in range(1, partials + 1) if f * k < sr / 2)
+        env = np.minimum(1.0, np.minimum(t / attack, (t[-1] - t) / release))
+        y[i0:i1] += amp * env * wave
+    return y
+
+
+def test_harmonic_rich_d_major_reads_d_not_a():
+    """Low sawtooth triads I V vi V V IV IV V I in D: their third partials (a fifth up) pulled the
+    plain chroma to A major; the harmonic-suppressed profile reads D major."""
+    triads = {"I": (50, 54, 57), "IV": (43, 47, 50), "V": (45, 49, 52), "vi": (47, 50, 54)}
+    seq = ["I", "V", "vi", "V", "V", "IV", "IV", "V", "I"]
+    y = tones([(0.8 * i, 0.8 * i + 0.8, m, 0.2) for i, c in enumerate(seq) for m in triads[c]], 0.8 * len(seq),
+              sr=22050, partials=20)
+    a = analyze((0.5 * y / np.abs(y).max()).astype(np.float32)[None], 22050)
+    assert a.key_name == "D major"
+    assert 0.0 < a.key_confidence <= 1.0
+
+
+def test_drumless_pulse_is_the_chord_rate_not_the_eighths():
+    """Chords change every beat at 60 BPM, a top voice moves in eighths, no percussion: the beat is
+    the harmonic rhythm (60), not the eighth notes (120)."""
+    beat = 1.0
+    prog = [(48, 60, 64), (45, 60, 64), (41, 60, 65), (43, 59, 62)]
+    events = []
+    for i in range(12):
+        events += [(beat * i, beat * (i + 1) + 0.05, m, 0.2) for m in prog[i % 4]]
+        top = (72, 72, 72, 71)[i % 4]
+        events += [(beat * i, beat * (i + 0.5) + 0.03, top, 0.12), (beat * (i + 0.5), beat * (i + 1) + 0.03, top + 2, 0.12)]
+    y = tones(events, 12 * beat + 0.1, sr=22050, attack=0.05, release=0.05)
+    a = analyze((0.5 * y / np.abs(y).max()).astype(np.float32)[None], 22050)
+    assert a.bpm == pytest.approx(60, rel=0.04)
+
+
+def test_waltz_without_drums_is_in_three():
+    """Bass note on 1, the chord on 2 and 3, every beat equally loud (equal RMS): the bar and its
+    downbeats are in the harmony and the bass, not in accents."""
+    beat = 60.0 / 120
+    harmony = [(43, (59, 62, 67)), (43, (59, 62, 67)), (38, (57, 60, 66)), (38, (57, 60, 66)),
+               (48, (60, 64, 67)), (48, (60, 64, 67)), (50, (57, 62, 66)), (43, (59, 62, 67))] * 2
+    events = []
+    for bar, (bass, chord) in enumerate(harmony):
+        t0 = 3 * beat * bar
+        events.append((t0, t0 + 0.9 * beat, bass, 0.1 * np.sqrt(3)))
+        events += [(t0 + k * beat, t0 + (k + 0.9) * beat, m, 0.1) for k in (1, 2) for m in chord]
+    y = tones(events, 3 * beat * len(harmony) + 0.2)
+    a = analyze((0.5 * y / np.abs(y).max()).astype(np.float32)[None], SR)
+    assert a.bpm == pytest.approx(120, rel=0.04)
+    assert a.meter == 3
+    downbeats = np.array(a.downbeats)
+    bar = 3 * beat
+    assert np.all(np.abs((downbeats + 0.035) % bar - 0.035) < 0.07)  # on the bass notes

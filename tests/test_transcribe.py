@@ -1,6 +1,6 @@
 """Audio -> MIDI (m2ugen.transcribe) on melodies and chords synthesized here: notes, onsets, velocities,
 the chord track, and the written .mid read back with mido. Each signal is transcribed once (module
-fixtures): librosa's pYIN is the slow part (its numba code compiles on the first call of a run)."""
+fixtures): librosa's first call of a run is the slow part (its numba code compiles)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,381 @@
+"""The rendered MIR benchmark set of ``bench_mir.py``: music21 corpus scores -> MIDI -> FluidSynth -> WAV.
+
+Each item is an excerpt (about 25 s) of a corpus score, played at a tempo chosen here (one steady tempo,
+no ritardandi or fermatas), transposed by a few semitones, on a General MIDI instrument set, with or
+without a simple GM drum track (channel 10), and rendered by FluidSynth with the FluidR3 GM soundfont
+(Debian ``fluidsynth`` and ``fluid-soundfont-gm``; ``./dev bench-setup`` installs them).
+Melody items play the top line (soprano / first violin) alone, on one melodic instrument.
+
+Ground truth comes from the score, never from audio:
+- tempo: the one set here (quarter notes per minute; only 3/4 and 4/4 excerpts are used, so the beat is
+  the quarter note); beats: every quarter note from the first bar line's phase; downbeats: the bar lines
+  (a pickup bar is skipped; excerpts stop at the first bar that breaks the regular grid).
+- meter: the time signature's numerator (3 or 4).
+- key: the score's declared key signature. A signature names two keys (relative major and minor), and
+  the mode is the one of the two that music21's key analysis of the excerpt (its default key-profile
+  correlation) ranks higher; where a minor ``Key`` is declared, that one (music21 reads a MusicXML key
+  without a <mode> as major, so a declared major is treated as a bare signature). Where music21's best key
+  is not one of the two and its correlation beats both by more than 0.1 (modal signatures such as Bach's
+  "Dorian" G minor written with one flat), its key is used instead and the item records
+  ``key_source: "analysed"``. Then transposed by the item's semitones.
+- notes (melody items): the top line's notes (highest note of a chord), ties merged, in seconds.
+
+Dev and held-out splits use different composers AND different instruments, so a method tuned on dev is
+measured on music and timbres it has not seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SR = 44100
+EXCERPT_S = 25.0
+SOUNDFONT_CANDIDATES = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
+MANIFEST_VERSION = 5
+
+# (composer corpus names, ensembles, melody instruments) per split; GM programs (0-based)
+SPLITS = {
+    "dev": {
+        "composers": ["bach", "mozart", "monteverdi", "ryansMammoth"],
+        "ensembles": {"organ": [19, 19, 19, 19], "string quartet": [40, 40, 41, 42],
+                      "choir": [52, 52, 52, 52], "string ensemble": [48, 48, 48, 48]},
+        "melody": {"flute": 73, "violin": 40, "voice": 53},
+    },
+    "heldout": {
+        "composers": ["haydn", "beethoven", "schumann_robert", "schumann_clara", "schubert", "handel",
+                      "corelli", "cpebach", "chopin", "beach", "verdi", "weber", "joplin", "essenFolksong",
+                      "oneills1850"],
+        "ensembles": {"piano": [0, 0, 0, 0], "guitar": [24, 24, 24, 24], "woodwinds": [73, 68, 71, 70],
+                      "brass": [56, 60, 57, 58], "harpsichord": [6, 6, 6, 6]},
+        "melody": {"clarinet": 71, "oboe": 68, "trumpet": 56, "piano": 0},
+    },
+}
+
+
+@dataclass
+class Item:
+    name: str
+    source: str
+    start_measure: int
+    composer: str
+    ensemble: str
+    programs: list[int]
+    bpm: float
+    transpose: int
+    drums: bool
+    meter: int
+    key: str               # "D major"
+    key_source: str        # "signature" | "declared" | "analysed"
+    beats: list[float]
+    downbeats: list[float]
+    duration_s: float
+    melody: bool = False
+    notes: list[list[float]] = field(default_factory=list)   # [onset_s, offset_s, midi]
+    parts: list[list[list[float]]] = field(default_factory=list)  # per part [[onset_s, offset_s, midi], ...]
+
+
+def soundfont() -> str:
+    for p in SOUNDFONT_CANDIDATES:
+        if Path(p).exists():
+            return p
+    raise SystemExit("no GM soundfont: run `./dev bench-setup` (Debian fluid-soundfont-gm)")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("M2UGEN_BENCH_CACHE")
+    if root:
+        return Path(root)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("m2ugen")) / "bench_mir"
+
+
+# ---------------------------------------------------------------------------------------------- scores
+
+
+NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+MINOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+
+
+def key_name(tonic_pc: int, mode: str) -> str:
+    return f"{(MINOR_NAMES if mode == 'minor' else NAMES)[tonic_pc % 12]} {mode}"
+
+
+def _key_truth(excerpt) -> tuple[int, str, str] | None:
+    """(tonic pitch class, mode, source) of an excerpt (see the module docstring)."""
+    from music21 import key as m21key
+
+    flat = excerpt.flatten()
+    declared = list(flat.getElementsByClass(m21key.KeySignature))
+    analysed = excerpt.analyze("key")
+    ranked = [analysed] + list(analysed.alternateInterpretations)
+    if not declared:
+        return None
+    first = declared[0]
+    if isinstance(first, m21key.Key) and first.mode == "minor":  # MusicXML files without <mode> read as major
+        return first.tonic.pitchClass, first.mode, "declared"
+    sharps = first.sharps
+    cands = [k for k in ranked if k.sharps == sharps and k.mode in ("major", "minor")]
+    if not cands:
+        return None
+    best_sig = cands[0]
+    if analysed.sharps != sharps and analysed.correlationCoefficient > best_sig.correlationCoefficient + 0.1:
+        return analysed.tonic.pitchClass, analysed.mode, "analysed"
+    return best_sig.tonic.pitchClass, best_sig.mode, "signature"
+
+
+def _notes_of_part(part) -> list[tuple[float, float, list[int]]]:
+    """(offset_ql, end_ql, midi pitches) of every note/chord of a part, ties merged, grace notes dropped."""
+    out = []
+    for n in part.stripTies().flatten().notes:
+        ql = float(n.quarterLength)
+        if ql <= 0:
+            continue
+        off = float(n.offset)
+        out.append((off, off + ql, [int(p.midi) for p in n.pitches]))
+    return out
+
+
+def excerpts_of(path: str, rng: np.random.Generator, max_excerpts: int):
+    """Yield (start_measure, meter, bar_offsets_ql, end_ql, key_truth, parts_notes) for 3/4 or 4/4 excerpts."""
+    from music21 import corpus
+
+    parsed = corpus.parse(path)
+    for score in (list(parsed.scores)[:max_excerpts] if hasattr(parsed, "scores") else [parsed]):  # an Opus: tunes
+        found = _excerpt_of(score)
+        if found is not None:
+            yield found
+
+
+def _excerpt_of(score):
+    """The excerpt from the first full bar while the bar grid stays regular (pieces start in their key)."""
+    from music21 import meter as m21meter
+
+    parts = list(score.parts)
+    if not parts:
+        return None
+    measures = list(parts[0].getElementsByClass("Measure"))
+    if len(measures) < 8:
+        return None
+    tss = list(parts[0].flatten().getElementsByClass(m21meter.TimeSignature))
+    if not tss or tss[0].denominator != 4 or tss[0].numerator not in (3, 4):
+        return None
+    if any(ts.ratioString != tss[0].ratioString for ts in tss):
+        return None
+    beats_per_bar = tss[0].numerator
+    all_notes = [_notes_of_part(p) for p in parts]
+    # the regular bar grid: from the first full bar, measure offsets every beats_per_bar quarters
+    offsets = [float(m.offset) for m in measures]
+    first_full = 1 if measures[0].duration.quarterLength < beats_per_bar - 1e-6 else 0
+    s = first_full
+    grid = [offsets[s]]
+    for j in range(s + 1, len(measures)):
+        if abs(offsets[j] - grid[-1] - beats_per_bar) > 1e-6:
+            break
+        grid.append(offsets[j])
+    if len(grid) < 6:
+        return None
+    end = grid[-1] + beats_per_bar if len(grid) == len(measures) - s else grid[-1]
+    # the key over the first ~12 bars (what a 25 s excerpt holds at most tempos)
+    m_first, m_last = measures[s].number, measures[min(s + 11, s + len(grid) - 1)].number
+    try:
+        truth = _key_truth(score.measures(m_first, m_last))
+    except Exception:  # noqa: BLE001 - music21 cannot cut some scores; skip them
+        truth = None
+    if truth is None:
+        return None
+    return s, beats_per_bar, grid, end, truth, all_notes
+
+
+def build_manifest(split: str, n_items: int, n_melody: int, seed: int = 0) -> list[Item]:
+    from music21 import corpus
+
+    cfg = SPLITS[split]
+    rng = np.random.default_rng(seed + (0 if split == "dev" else 1000))
+    paths = []
+    for comp in cfg["composers"]:
+        ps = [str(p) for p in corpus.getComposer(comp) if str(p).endswith((".mxl", ".xml", ".krn", ".musicxml", ".abc"))]
+        ps = [p for p in ps if "opus132" not in p and "opus133" not in p]
+        if comp in ("bach", "ryansMammoth"):
+            ps = ps[::7]  # a spread, not all 400 or 1000
+        rng.shuffle(ps)
+        paths.append(ps)
+    # round-robin over composers so no one composer dominates
+    order = []
+    for i in range(max(len(p) for p in paths)):
+        order += [p[i] for p in paths if i < len(p)]
+    items: list[Item] = []
+    ensembles = list(cfg["ensembles"].items())
+    per_meter = {3: 0, 4: 0}
+    for path in order:
+        if len(items) >= n_items:
+            break
+        try:
+            found = list(excerpts_of(path, rng, max_excerpts=2))
+        except Exception:  # noqa: BLE001 - an unparsable corpus file is skipped
+            continue
+        for s, bpb, grid, end, (tonic, mode, source), parts in found:
+            if per_meter[bpb] >= (n_items + 1) // 2 or len(items) >= n_items:
+                continue
+            per_meter[bpb] += 1
+            k = len(items)
+            ens_name, programs = ensembles[k % len(ensembles)]
+            bpm = float(np.round(rng.uniform(60, 160)))
+            transpose = int(rng.integers(-5, 7))
+            drums = bool(k % 2 == 0)
+            q = 60.0 / bpm
+            t0 = grid[0]
+            # start the audio half a beat before the first bar line so the first downbeat is heard
+            lead = 0.5
+            end_ql = min(end, t0 + (EXCERPT_S / q))
+            part_notes = []
+            for pn in parts:
+                seq = []
+                for a, b, pitches in pn:
+                    if b <= t0 or a >= end_ql:
+                        continue
+                    a2, b2 = max(a, t0), min(b, end_ql)
+                    for p in pitches:
+                        seq.append([round((a2 - t0 + lead) * q, 4), round((b2 - t0 + lead) * q, 4), p + transpose])
+                part_notes.append(seq)
+            if sum(len(s_) for s_ in part_notes) < 20 or (end_ql - t0) * q < 15.0:
+                per_meter[bpb] -= 1
+                continue
+            nbeats = int(round(end_ql - t0))
+            beats = [round((lead + j) * q, 4) for j in range(nbeats)]
+            downbeats = [round((g - t0 + lead) * q, 4) for g in grid if g < end_ql - 1e-6]
+            name = f"{split}-{k:02d}"
+            items.append(Item(name=name, source=path.split("/corpus/")[-1], start_measure=int(s),
+                              composer=path.split("/corpus/")[-1].split("/")[0], ensemble=ens_name,
+                              programs=list(programs), bpm=bpm, transpose=transpose, drums=drums, meter=bpb,
+                              key=key_name(tonic + transpose, mode), key_source=source, beats=beats,
+                              downbeats=downbeats, duration_s=round((end_ql - t0 + lead) * q + 1.0, 3),
+                              parts=part_notes))
+    # melody items: the top line of the first n_melody items, alone
+    mel_instruments = list(cfg["melody"].items())
+    for j, base in enumerate(items[:n_melody]):
+        top = _top_line(base.parts[0])
+        if len(top) < 10:
+            continue
+        inst, prog = mel_instruments[j % len(mel_instruments)]
+        items.append(Item(name=base.name + "-melody", source=base.source, start_measure=base.start_measure,
+                          composer=base.composer, ensemble=inst, programs=[prog], bpm=base.bpm,
+                          transpose=base.transpose, drums=False, meter=base.meter, key=base.key,
+                          key_source=base.key_source, beats=base.beats, downbeats=base.downbeats,
+                          duration_s=base.duration_s, melody=True, notes=top, parts=[top]))
+    return items
+
+
+def _top_line(notes: list[list[float]]) -> list[list[float]]:
+    """Highest note at each onset; a note is cut where the next onset starts (a monophonic line)."""
+    by_onset: dict[float, list[float]] = {}
+    for a, b, p in notes:
+        if a not in by_onset or p > by_onset[a][2]:
+            by_onset[a] = [a, b, p]
+    line = [by_onset[a] for a in sorted(by_onset)]
+    for i in range(len(line) - 1):
+        line[i][1] = min(line[i][1], line[i + 1][0])
+    return [n for n in line if n[1] - n[0] > 0.03]
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def write_midi(item: Item, path: Path) -> None:
+    import mido
+
+    tpq = 480
+    q = 60.0 / item.bpm
+    mid = mido.MidiFile(type=1, ticks_per_beat=tpq)
+    conductor = mido.MidiTrack()
+    conductor.append(mido.MetaMessage("set_tempo", tempo=int(round(q * 1e6)), time=0))
+    conductor.append(mido.MetaMessage("time_signature", numerator=item.meter, denominator=4, time=0))
+    mid.tracks.append(conductor)
+
+    def track(events):
+        tr = mido.MidiTrack()
+        now = 0
+        # note-offs before note-ons at the same tick (a re-struck note is re-attacked)
+        for tick, order, msg in sorted(events, key=lambda e: (e[0], e[1])):
+            tr.append(msg.copy(time=tick - now))
+            now = tick
+        return tr
+
+    def tick(seconds):
+        return int(round(seconds / q * tpq))
+
+    for i, notes in enumerate(item.parts):
+        ch = i if i < 9 else i + 1
+        prog = item.programs[i % len(item.programs)]
+        ev = [(0, -1, mido.Message("program_change", channel=ch, program=prog, time=0))]
+        for a, b, p in notes:
+            if not 0 <= p <= 127:
+                continue
+            ev.append((tick(a), 1, mido.Message("note_on", channel=ch, note=int(p), velocity=80)))
+            ev.append((tick(b), 0, mido.Message("note_off", channel=ch, note=int(p), velocity=0)))
+        mid.tracks.append(track(ev))
+    if item.drums:
+        ev = []
+        first_down = item.downbeats[0]
+        for t in item.beats:
+            k = int(round((t - first_down) / q)) % item.meter
+            hits = [(42, 70)]
+            if k == 0:
+                hits.append((36, 100))
+            elif item.meter == 4 and k == 2:
+                hits.append((36, 85))
+            elif item.meter == 4 or k == 2:
+                hits.append((38, 85) if item.meter == 4 else (38, 60))
+            for note, vel in hits:
+                ev.append((tick(t), 1, mido.Message("note_on", channel=9, note=note, velocity=vel)))
+                ev.append((tick(t + 0.1), 0, mido.Message("note_off", channel=9, note=note, velocity=0)))
+        mid.tracks.append(track(ev))
+    mid.save(str(path))
+
+
+def render(item: Item, directory: Path) -> Path:
+    """The item's WAV (44.1 kHz stereo), rendered once and cached by the item's content hash."""
+    spec = json.dumps({k: v for k, v in asdict(item).items() if k != "name"}, sort_keys=True)
+    digest = hashlib.sha1(spec.encode()).hexdigest()[:12]
+    wav = directory / f"{item.name}-{digest}.wav"
+    if wav.exists():
+        return wav
+    if shutil.which("fluidsynth") is None:
+        raise SystemExit("fluidsynth not found: run `./dev bench-setup`")
+    directory.mkdir(parents=True, exist_ok=True)
+    mid = wav.with_suffix(".mid")
+    write_midi(item, mid)
+    tmp = wav.with_suffix(".tmp.wav")
+    subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(SR), "-F", str(tmp), soundfont(), str(mid)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import soundfile as sf
+
+    y, sr = sf.read(str(tmp), dtype="float32", always_2d=True)
+    n = int(item.duration_s * sr)
+    sf.write(str(wav), y[:n], sr, subtype="PCM_16")
+    tmp.unlink()
+    mid.unlink()
+    return wav
+
+
+def load_set(split: str, n_items: int, n_melody: int, rebuild: bool = False,
+             version: int = MANIFEST_VERSION) -> tuple[list[Item], list[Path]]:
+    """The split's items (manifest cached as JSON) and their rendered WAVs. ``version`` reads an older
+    cached manifest (4: excerpts from anywhere in a piece, 2 per piece) instead of building one."""
+    directory = cache_dir() / split
+    manifest = directory / f"manifest-v{version}-{n_items}-{n_melody}.json"
+    if manifest.exists() and not rebuild:
+        items = [Item(**d) for d in json.loads(manifest.read_text())]
+    else:
+        items = build_manifest(split, n_items, n_melody)
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps([asdict(i) for i in items]))
+    return items, [render(i, directory) for i in items]
