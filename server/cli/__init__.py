@@ -8,7 +8,7 @@ on a terminal, and exit with: 0 ok, 2 usage, 3 server not reachable, 4 job faile
 The commands live by what they need: ``jobs`` (client commands), ``serve`` (the server and its OSC
 bridge), ``local`` (no server: where, keys, chat, convert), ``midi`` (a MIDI controller as a client),
 ``devices`` (audio devices; ``--record`` / ``--play``), ``transcribe`` (audio to MIDI, locally),
-``train`` (the paper's three stages, personal fine-tunes);
+``train`` (the paper's three stages, personal fine-tunes), ``doctor`` (checks weights before a load);
 ``common`` holds what they share.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from server.cli import devices, jobs, learn, local, midi, serve, train, transcribe
+from server.cli import devices, doctor, jobs, learn, local, midi, serve, train, transcribe
 from server.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, die
 
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(sub)
     local.register(sub)
     _register_bridge(sub)
-    for extra in (midi, devices, transcribe, train, learn):
+    for extra in (midi, devices, transcribe, train, learn, doctor):
         extra.register(sub)
     return parser
 
