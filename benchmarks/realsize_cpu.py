@@ -56,6 +56,10 @@ def child(variant: str, preset: str, llama_layers: int | None) -> dict:
     from m2ugen.quant import weight_bytes
 
     logging.getLogger("m2ugen").setLevel(logging.ERROR)  # the tiny-tokenizer warning: only shapes matter here
+    if variant != "int8":
+        from m2ugen.quant import defer_torchao
+
+        defer_torchao()
     torch.manual_seed(0)
     cfg = _config(preset, llama_layers)
     rows = []
@@ -65,6 +69,8 @@ def child(variant: str, preset: str, llama_layers: int | None) -> dict:
         out = fn()
         rows.append({"stage": name, "seconds": time.perf_counter() - t0, "rss": rss_bytes(),
                      "peak": peak_rss_bytes(), "note": out if isinstance(out, str) else ""})
+        print(f"[{variant}] {name}: {rows[-1]['seconds']:.1f} s, peak RSS {rows[-1]['peak'] / GB:.2f} GB",
+              file=sys.stderr, flush=True)
         return out
 
     rows.append({"stage": "python + torch + transformers imported", "seconds": 0.0, "rss": rss_bytes(),
@@ -133,6 +139,17 @@ def shape_checks(preset_medium: str = "musicgen-medium") -> list[str]:
     return out
 
 
+def _available_gb() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 / GB
+    except OSError:
+        pass
+    return float("inf")
+
+
 def _gb(x: float) -> str:
     return f"{x / GB:6.2f} GB"
 
@@ -142,11 +159,19 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="musicgen-small")
     ap.add_argument("--variants", default="bf16,int8", help="comma-separated: bf16, int8")
     ap.add_argument("--llama-layers", type=int, default=None, help="fewer LLaMA layers (a scaled-down dry run)")
+    ap.add_argument("--need-gb", type=float, default=None,
+                    help="start only when this much memory is available (MemAvailable; default 19.5 at full size)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.need_gb is None and not args.llama_layers:
+        args.need_gb = 19.5
     if args.child:
         print(json.dumps(child(args.child, args.preset, args.llama_layers)))
         return 0
+    if args.need_gb and _available_gb() < args.need_gb:
+        print(f"realsize_cpu: only {_available_gb():.1f} GB of memory available, {args.need_gb:g} GB needed "
+              "(--need-gb): not started, so that nothing else is killed for memory")
+        return 3
 
     ok = True
     print(f"realsize_cpu: {args.preset} at real dimensions on CPU, random weights"
@@ -158,10 +183,10 @@ def main(argv=None) -> int:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", variant, "--preset", args.preset]
         if args.llama_layers:
             cmd += ["--llama-layers", str(args.llama_layers)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # progress lines go to stderr
         if proc.returncode != 0:
             ok = False
-            print(f"\n[{variant}] FAILED (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            print(f"\n[{variant}] FAILED (exit {proc.returncode}; -9: killed, e.g. out of memory)")
             continue
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"\n[{variant}] weights {_gb(res['weights']).strip()}: "
