@@ -327,8 +327,7 @@ class MusicGenDecoder(LazySubmodel):
         elif self._pretrained_dir() is not None:
             model = self._hf_classes()[1].from_pretrained(self._pretrained_dir(), dtype=self.dtype)
         else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
+            with self.random_build():
                 model = self._new_model(config)
                 _responsive_random_init(model)
             self._fix_generation_config(model)

@@ -297,6 +297,34 @@ class Transformer(nn.Module):
         self._kv_store: list[KVCache] | None = None  # the kept cache (plain list: not submodules)
         self._decode_compiled = None
 
+    # -- materialising a model built on the meta device ---------------------------------------
+    def blocks(self) -> list[nn.Module]:
+        """The parts that hold the weights, in order: embeddings, each layer, the final norm, the output head."""
+        return [self.tok_embeddings, *self.layers, self.norm, self.output]
+
+    @torch.no_grad()
+    def materialize_(self, device, on_block=None) -> "Transformer":
+        """Give a meta-built stack real tensors one block at a time (each in the dtype it was built in),
+        with the official init (linears/embeddings as PyTorch's defaults, RMSNorm 1, gates 0, biases and
+        LoRA l2 0); ``on_block(block)`` runs on each block before the next is made (e.g. to quantize it)."""
+        for block in self.blocks():
+            if not any(t.is_meta for t in block.parameters()):
+                continue
+            block.to_empty(device=device)
+            for m in reversed(list(block.modules())):  # every module after its children
+                if isinstance(m, (nn.Linear, nn.Embedding)):
+                    m.reset_parameters()
+                elif isinstance(m, RMSNorm):
+                    m.weight.fill_(1.0)
+                elif isinstance(m, Attention):
+                    m.gate.zero_()
+                    m.reset_parameters()
+                elif isinstance(m, FeedForward):
+                    m.reset_parameters()
+            if on_block is not None:
+                on_block(block)
+        return self
+
     # -- RoPE and caches ---------------------------------------------------------------------
     def freqs_cis(self, device) -> torch.Tensor:
         """[2 * max_seq_len, head_dim / 2] complex64 on ``device`` (computed lazily, as official)."""

@@ -16,6 +16,7 @@ import numbers
 import os
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,6 +27,7 @@ from torch import nn
 from m2ugen.bridges import UnderstandingBridge
 from m2ugen.config import GATE_INITS, PROMPT_TEMPLATE, M2UGenConfig
 from m2ugen.generate import Generation, generate, teacher_force_hidden
+from m2ugen.lean import default_dtype
 from m2ugen.llama import Transformer, build_adapters
 from m2ugen.projector import OutputProjector
 from m2ugen.tokenizer import audio_token_ids, load_tokenizer
@@ -128,13 +130,22 @@ def _stack_adapters(per_row: list[list[torch.Tensor | None]]) -> list[torch.Tens
     return out
 
 
+def _llama_dtype(cfg: M2UGenConfig) -> torch.dtype:
+    dtype = getattr(torch, cfg.dtype, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"cfg.dtype {cfg.dtype!r} is not a torch floating dtype")
+    return dtype
+
+
 def _set_plain(obj: nn.Module, name: str, value: Any):
     """Keep a holder as a plain attribute (never a registered submodule, never in the state dict)."""
     object.__setattr__(obj, name, value)
 
 
 class M2UGen(nn.Module):
-    def __init__(self, cfg: M2UGenConfig, tokenizer=None):
+    def __init__(self, cfg: M2UGenConfig, tokenizer=None, *, llama_device: str | torch.device | None = None):
+        """The model with random weights; the LLaMA's made directly in ``cfg.dtype`` (no fp32 copy to cast),
+        on ``llama_device`` when given (``"meta"``: to be materialised block by block, see ``from_config``)."""
         super().__init__()
         if tokenizer is None:
             if cfg.tokenizer_path is None and not cfg.is_tiny:
@@ -149,7 +160,8 @@ class M2UGen(nn.Module):
         _set_plain(self, "tokenizer", tokenizer)
         self.audio_token_ids = audio_token_ids(tokenizer)
 
-        self.llama = Transformer(cfg)
+        with default_dtype(_llama_dtype(cfg)), (torch.device(llama_device) if llama_device else nullcontext()):
+            self.llama = Transformer(cfg)
         self.mu_mert = UnderstandingBridge(cfg.mert_layers, cfg.mert_dim, cfg.dim, cfg.feature_scaler,
                                            cfg.bridge_norm_eps)
         self.iu_vit = UnderstandingBridge(cfg.vit_tokens, cfg.vit_dim, cfg.dim, cfg.feature_scaler,
@@ -173,12 +185,27 @@ class M2UGen(nn.Module):
     # construction and loading
 
     @classmethod
-    def from_config(cls, cfg: M2UGenConfig, device: str | torch.device | None = None, tokenizer=None) -> "M2UGen":
+    def from_config(cls, cfg: M2UGenConfig, device: str | torch.device | None = None, tokenizer=None,
+                    int8: bool = False) -> "M2UGen":
         """Random weights (official init: [AUD] input-embedding rows 1.0, LoRA l2 zero; gates per
-        ``cfg.gate_init``: zero as official, or seeded random so that every input reaches the text). No downloads."""
+        ``cfg.gate_init``: zero as official, or seeded random so that every input reaches the text). No downloads.
+
+        Every LLaMA tensor is made once, in ``cfg.dtype``. ``int8``: the LLaMA is built on the meta device and
+        materialised one block at a time, each block's projections quantized (``m2ugen.quant``) before the
+        next is made, so the bf16/fp32 LLaMA never exists whole."""
         if cfg.gate_init not in GATE_INITS:
             raise ValueError(f"cfg.gate_init must be one of {', '.join(map(repr, GATE_INITS))}, got {cfg.gate_init!r}")
-        model = cls(cfg, tokenizer=tokenizer)
+        if int8:
+            from m2ugen.quant import quantize_llama_int8
+
+            target = torch.device(device) if device is not None else torch.get_default_device()
+            if target.type == "meta":
+                raise ValueError("from_config(int8=True) needs a real device, not meta")
+            model = cls(cfg, tokenizer=tokenizer, llama_device="meta")
+            with torch.no_grad():
+                model.llama.materialize_(target, on_block=lambda block: quantize_llama_int8(model.llama, only=block))
+        else:
+            model = cls(cfg, tokenizer=tokenizer)
         with torch.no_grad():
             model.llama.tok_embeddings.weight[model.audio_token_ids] = 1.0
             if cfg.gate_init == "random":
@@ -207,10 +234,10 @@ class M2UGen(nn.Module):
     def place(self, device: str | torch.device | None = None) -> "M2UGen":
         """Cast the LLaMA to ``cfg.dtype`` (bridges/projector/prefix_query stay fp32, as official) and
         move everything to ``device`` (None: stay where built, e.g. on the meta device)."""
-        dtype = getattr(torch, self.cfg.dtype, None)
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ValueError(f"cfg.dtype {self.cfg.dtype!r} is not a torch floating dtype")
-        self.llama.to(dtype)
+        from m2ugen.quant import llama_is_int8
+
+        if not llama_is_int8(self.llama):  # an int8 LLaMA keeps its quantized projections as they are
+            self.llama.to(_llama_dtype(self.cfg))
         if device is not None:
             self.to(device)
         return self

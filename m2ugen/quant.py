@@ -22,6 +22,30 @@ from torch import nn
 QUANTIZED_NAMES = ("wq", "wk", "wv", "wo", "w1", "w2", "w3", "output")
 
 
+def defer_torchao() -> None:
+    """Keep torchao out of this process until ``quantize_llama_int8`` needs it.
+
+    transformers imports torchao whenever it is installed (``quantizers.auto`` -> ``quantizer_torchao``,
+    at the first model build), which costs a second and prints its missing-kernel warnings on a CPU-only
+    machine. Call this before transformers' models are imported, in a process that will not load a
+    torchao-quantized Hugging Face checkpoint (we never do: our int8 path quantizes our own LLaMA).
+    """
+    import sys
+
+    if "torchao" in sys.modules or "transformers.quantizers.auto" in sys.modules:
+        return
+    try:
+        import transformers.utils as tu
+        import transformers.utils.import_utils as iu
+    except ImportError:
+        return
+
+    def unavailable(*args, **kwargs) -> bool:
+        return False
+
+    iu.is_torchao_available = tu.is_torchao_available = unavailable
+
+
 def _is_llama_projection(module: nn.Module, name: str) -> bool:
     return isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in QUANTIZED_NAMES
 
@@ -41,16 +65,24 @@ def _torchao():
 
 
 @torch.no_grad()
-def quantize_llama_int8(llama: nn.Module) -> nn.Module:
+def quantize_llama_int8(llama: nn.Module, only: nn.Module | None = None) -> nn.Module:
     """Quantize ``llama``'s projections to int8 weight-only in place (see the module docstring); returns it.
 
     Call it after loading the weights (LoRA/bias merges and state-dict loading expect plain tensors)
-    and after moving the model to its device and dtype.
+    and after moving the model to its device and dtype. ``only``: just the projections inside this
+    block of ``llama`` (a layer, or the output head), e.g. while the rest is still on the meta device.
     """
     if llama_is_int8(llama):
         return llama
     tq = _torchao()
-    tq.quantize_(llama, tq.Int8WeightOnlyConfig(), filter_fn=_is_llama_projection)
+    if only is None:
+        keep = _is_llama_projection
+    else:
+        inside = {id(m) for m in only.modules()}
+
+        def keep(module: nn.Module, name: str) -> bool:
+            return id(module) in inside and _is_llama_projection(module, name)
+    tq.quantize_(llama, tq.Int8WeightOnlyConfig(), filter_fn=keep)
     return llama
 
 

@@ -12,6 +12,7 @@ offline, building a model into the tensors of a state dict, and the legacy weigh
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from m2ugen.config import M2UGenConfig
+from m2ugen.lean import default_dtype
 
 
 def resolve_pretrained_dir(path_or_repo: str, what: str) -> Path:
@@ -155,6 +157,14 @@ class LazySubmodel:
         return legacy_weight_norm_name(key)
 
     # --- shared -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def random_build(self):
+        """Where a random sub-model is built: seeded, on ``self.device`` and in ``self.dtype`` directly
+        (each parameter made once, in its final dtype: no fp32 copy to cast)."""
+        with torch.random.fork_rng(devices=[]), default_dtype(self.dtype), torch.device(self.device):
+            torch.manual_seed(self._seed)
+            yield
+
     def _pretrained_dir(self) -> Path | None:
         if self._path() is None:
             return None
@@ -202,8 +212,7 @@ class LazySubmodel:
         elif self._pretrained_dir() is not None:
             model = self._from_pretrained(self._pretrained_dir(), config)
         else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._seed)
+            with self.random_build():
                 model = self._new_model(config)
         model.eval().requires_grad_(False)
         return model.to(device=self.device, dtype=self.dtype)

@@ -61,6 +61,10 @@ def load_model(preset: str | None = None, weights: str | None = None, device: st
 
     from m2ugen.config import M2UGenConfig  # submodules: also work when the editable install is stale
     from m2ugen.model import M2UGen
+    from m2ugen.quant import defer_torchao
+
+    if not int8:
+        defer_torchao()  # transformers would import it (and print its kernel warnings) at the first build
 
     if weights is not None and preset is not None:
         raise ValueError("give either --preset or --weights, not both")

@@ -161,12 +161,27 @@ def fit_take(wave: np.ndarray, sr: int, params: dict[str, Any], *, out_sr: int, 
             if source is not None:
                 w = np.asarray(fit.match_loudness(w, out_sr, source[0], source[1], TRUE_PEAK_CEILING_DBTP),
                                np.float32)
-                notes["loudness"] = "matched to the source"
+                notes["loudness"] = achieved_loudness(w, out_sr, fit.measure_loudness(source[0], source[1]),
+                                                      "the source's")
             else:
                 w = np.asarray(fit.normalize_loudness(w, out_sr, params["target_lufs"], TRUE_PEAK_CEILING_DBTP),
                                np.float32)
-                notes["loudness"] = f"normalised to {params['target_lufs']:g} LUFS"
+                notes["loudness"] = achieved_loudness(w, out_sr, float(params["target_lufs"]), "the target")
         except ValueError as e:  # too short to measure (under 400 ms) or a silent source: the peak is still held
             w = np.asarray(fit.limit_true_peak(w, out_sr, TRUE_PEAK_CEILING_DBTP), np.float32)
             notes["loudness"] = f"not normalised ({e}); true peak held under {TRUE_PEAK_CEILING_DBTP:g} dBTP"
     return np.clip(w, -1.0, 1.0), notes
+
+
+def achieved_loudness(w: np.ndarray, sr: int, target: float | None, whose: str) -> str:
+    """What the loudness step achieved, measured on the result: "-14.0 LUFS (the target)", or, when the
+    true-peak ceiling held it lower, "-16.2 LUFS: the -1 dBTP ceiling stopped at that (the target: -14)"."""
+    from m2ugen import fit
+
+    got = fit.measure_loudness(w, sr)
+    if got is None or target is None:
+        return f"loudness not measurable; true peak held under {TRUE_PEAK_CEILING_DBTP:g} dBTP"
+    if got < target - 0.5:
+        return (f"{got:.1f} LUFS: the {TRUE_PEAK_CEILING_DBTP:g} dBTP ceiling stopped at that "
+                f"({whose}: {target:.1f} LUFS)")
+    return f"{got:.1f} LUFS ({whose})"

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from server import protocol
+
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
@@ -62,7 +64,8 @@ class Job:
             "started": self.started, "finished": self.finished, "queue_position": self.queue_position,
             "stage": self.stage, "fraction": self.fraction, "text": self.text, "audio_path": self.audio_path,
             "sidecar_path": self.sidecar_path, "midi_path": self.midi_path, "duration": self.duration,
-            "sample_rate": self.sample_rate, "channels": self.channels, "error": self.error, "params": self.params, "model": self.model,
+            "sample_rate": self.sample_rate, "channels": self.channels, "error": self.error,
+            "params": protocol.params_of_kind(self.kind, self.params), "model": self.model,
             "seed": self.seed, "inputs": self.inputs_info, "analysis": self.analysis,
             "result_analysis": self.result_analysis, "takes": self.takes,
             "owner": self.owner,

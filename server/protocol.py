@@ -477,6 +477,16 @@ def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
+def params_of_kind(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The normalised ``params`` a job of ``kind`` shows in its record and events: only the parameters of
+    its own kind (a generate's record does not echo the fine-tune defaults), and its context if any."""
+    own = {spec.name for spec in PARAMS if kind in spec.kinds}
+    out = {k: v for k, v in params.items() if k in own}
+    if params.get("context"):
+        out["context"] = params["context"]
+    return out
+
+
 def check_context(ctx: dict[str, Any]) -> dict[str, Any]:
     w = "params.context."
     unknown = sorted(set(ctx) - set(CONTEXT_NAMES))

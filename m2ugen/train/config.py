@@ -77,7 +77,9 @@ class TrainConfig:
 
     # --- data ---
     num_workers: int = 0
-    validate: str = "header"  # "header": open every media file's header up front; "exists": existence only
+    # "header": open every media file's header up front (audio: its length too); "decode": also decode
+    # every audio file (its decoded length must agree with the header); "exists": existence only
+    validate: str = "header"
     feature_cache: str | None = None  # directory for precomputed MERT/ViT/ViViT features (None: off)
 
     # --- scale ---
@@ -110,7 +112,7 @@ class TrainConfig:
             errors.append(f"stage must be 1, 2 or 3, got {self.stage!r}")
         choices = dict(aud_search=("per_row", "reference"), bad_samples=("fatal", "skip", "reference"),
                        weight_decay_on=("matrices", "reference"), loss_norm=("global", "reference"),
-                       mixed_precision=("no", "bf16", "fp16"), validate=("header", "exists"),
+                       mixed_precision=("no", "bf16", "fp16"), validate=("header", "decode", "exists"),
                        log_with=("auto", "tensorboard", "jsonl", "none"))
         for k, allowed in choices.items():
             if getattr(self, k) not in allowed:

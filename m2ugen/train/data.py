@@ -207,17 +207,68 @@ def check_media(path: str, modality: str, mode: str = "header") -> str | None:
             with Image.open(p) as im:
                 im.verify()
         elif modality == "audio":
-            import soundfile as sf
-
-            try:
-                sf.info(str(p))
-            except Exception:
-                _probe_av(p, "audio")
+            return _check_audio_length(p, mode)
         elif modality == "video":
             _probe_av(p, "video")
     except Exception as e:  # any decoder complaint is a bad file: say which decoder said what
         return f"not a readable {modality} file ({type(e).__name__}: {e})"
     return None
+
+
+MIN_AUDIO_S = 0.25  # a training clip shorter than this is a cut or broken file, not music
+
+
+def _check_audio_length(p: Path, mode: str) -> str | None:
+    """Header mode: the duration the header gives must reach ``MIN_AUDIO_S`` (libsndfile counts the frames
+    actually present: a WAV cut after its header says so). Decode mode: decode it all, and the decoded
+    length must reach the minimum and agree with the header (an mp3 whose header promises more)."""
+    frames, sr = _audio_header(p)
+    if mode == "decode":
+        decoded = _decoded_frames(p)
+        if frames and decoded < 0.9 * frames:
+            return f"decodes to {decoded} samples although its header says {frames}: a cut or broken file"
+        frames = decoded
+    if sr and frames / sr < MIN_AUDIO_S:
+        return (f"too short: {frames} samples ({1e3 * frames / sr:.0f} ms at {sr} Hz, under the {MIN_AUDIO_S:g} s "
+                "minimum): a cut or broken file")
+    return None
+
+
+def _audio_header(p: Path) -> tuple[int, int]:
+    """(frames, sample rate) from the file's header (soundfile, else PyAV's stream duration)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(p))
+        return int(info.frames), int(info.samplerate)
+    except Exception:
+        import av
+
+        with av.open(str(p)) as c:
+            if not c.streams.audio:
+                raise ValueError("no audio stream") from None
+            st = c.streams.audio[0]
+            sr = int(st.rate or st.codec_context.sample_rate or 0)
+            seconds = float(st.duration * st.time_base) if st.duration else (c.duration or 0) / 1e6
+            return int(round(seconds * sr)), sr
+
+
+def _decoded_frames(p: Path) -> int:
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(p)) as f:
+            n = 0
+            while True:
+                block = f.read(1 << 16, dtype="float32")
+                if len(block) == 0:
+                    return n
+                n += len(block)
+    except sf.LibsndfileError:
+        import av
+
+        with av.open(str(p)) as c:
+            return sum(fr.samples for fr in c.decode(audio=0))
 
 
 def _probe_av(p: Path, kind: str) -> None:

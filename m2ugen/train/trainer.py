@@ -102,7 +102,9 @@ def train(
     True the state is saved and the run returns with ``status='stopped'`` (resume continues it).
     """
     tcfg = tcfg.check()
-    out = Path(out_dir)
+    # absolute: the weights.json written here names paths inside it (the base LLaMA) that must still
+    # resolve when the spec is read from another working directory (read_spec: relative to the file)
+    out = Path(out_dir).expanduser().absolute()
     out.mkdir(parents=True, exist_ok=True)
     acc = _accelerator(tcfg, cpu)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process

@@ -9,7 +9,7 @@ The commands live by what they need: ``jobs`` (client commands), ``serve`` (the 
 bridge), ``local`` (no server: where, keys, chat, convert), ``midi`` (a MIDI controller as a client),
 ``devices`` (audio devices; ``--record`` / ``--play``), ``transcribe`` (audio to MIDI, locally), ``stems``
 (audio to one WAV per stem),
-``train`` (the paper's three stages, personal fine-tunes);
+``train`` (the paper's three stages, personal fine-tunes), ``doctor`` (checks weights before a load);
 ``common`` holds what they share.
 """
 
@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from server.cli import devices, jobs, learn, local, midi, serve, stems, train, transcribe
+from server.cli import devices, doctor, jobs, learn, local, midi, serve, stems, train, transcribe
 from server.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, check_server_side, die,
                                missing_extra)
 
 # The commands that run the model in this process: on a client-only install (no `server` extra) they say
 # what to install instead of failing on an import (common.missing_extra). `transcribe --local` too.
-SERVER_SIDE = {"serve", "chat", "convert", "train", "finetune"}
+SERVER_SIDE = {"serve", "chat", "convert", "train", "finetune", "doctor"}
 
 
 def _register_bridge(sub) -> None:
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.register(sub)
     local.register(sub)
     _register_bridge(sub)
-    for extra in (midi, devices, transcribe, stems, train, learn):
+    for extra in (midi, devices, transcribe, stems, train, learn, doctor):
         extra.register(sub)
     return parser
 

@@ -62,7 +62,13 @@ def print_line(obj: dict[str, Any], stream=None) -> None:
 class Reporter:
     """Prints events as JSON lines, mirrors the state into the status file, drives the progress bar."""
 
-    def __init__(self, status_file: str | None, progress: bool):
+    def __init__(self, status_file: str | None, progress: bool, human: bool = False):
+        """``human``: lines and a summary for a person (``server.cli.human``) instead of JSON lines."""
+        self.human = None
+        if human:
+            from server.cli.human import HumanOutput
+
+            self.human = HumanOutput()
         self.status_path = Path(status_file).expanduser().absolute() if status_file else None
         self.view = JobView()
         self.state: dict[str, Any] = {"state": "starting", "job": None, "queue_position": None, "stage": None,
@@ -78,7 +84,8 @@ class Reporter:
         self._write_status()
 
     def line(self, obj: dict[str, Any]) -> None:
-        print_line(obj)
+        if self.human is None:
+            print_line(obj)
 
     # Windows refuses to replace a file another process holds open (REAPER reads the status file 4x/s):
     # os.replace raises PermissionError. Try again after these pauses (seconds); then skip this update
@@ -112,6 +119,8 @@ class Reporter:
     def event(self, header: dict[str, Any]) -> None:
         """One server message: print it and fold it into the status."""
         self.line(header)
+        if self.human is not None:
+            self.human.event(header)
         if self.view.apply(header):
             self._fold_view()
         s = self.state
@@ -142,6 +151,8 @@ class Reporter:
             self.bar.close()
         self.state["exit_code"] = code
         self._write_status(final=True)
+        if self.human is not None:
+            self.human.summary(self.state, code)
         self.line({"op": "exit", "code": code})
         return code
 

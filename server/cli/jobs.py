@@ -24,6 +24,7 @@ from server.cli import devices
 from server.cli.common import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Reporter,
                                Unreachable,
                                UsageError, call, client_options, connect, die, finite_float, run_command)
+from server.cli.human import wants_json
 
 REQUEST_KEYS = ("kind", *protocol.PARAM_NAMES, "audio", "start", "end", "image", "video", "midi", "midi_notes",
                 "context", "out",
@@ -271,7 +272,8 @@ def cmd_job(args) -> int:
         return die(Reporter(args.status_file, progress=False), EXIT_USAGE, str(e), "usage")
     kind = args.command if args.command != "submit" else req.get("kind")
     reporter = Reporter(_opt(args, req, "status_file"),
-                        progress=sys.stderr.isatty() and not args.no_progress and kind in protocol.KINDS)
+                        progress=sys.stderr.isatty() and not args.no_progress and kind in protocol.KINDS,
+                        human=not wants_json(args))
 
     def body() -> int:
         if kind not in protocol.KINDS:
@@ -377,7 +379,8 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_result(args) -> int:
-    reporter = Reporter(args.status_file, progress=sys.stderr.isatty() and not args.no_progress)
+    reporter = Reporter(args.status_file, progress=sys.stderr.isatty() and not args.no_progress,
+                        human=not wants_json(args))
     out = Path(args.out).expanduser().absolute() if args.out else None
 
     def body() -> int:
@@ -459,6 +462,8 @@ def job_options(p: argparse.ArgumentParser, kind: str | None) -> None:
     g.add_argument("--status-file", metavar="PATH", help="keep the current state in this JSON file (atomic)")
     g.add_argument("--upload", action="store_true", help=argparse.SUPPRESS)  # always so now (kept for old scripts)
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g.add_argument("--json", action="store_true", help="JSON lines on stdout even on a terminal (the default "
+                                                       "when stdout is not one)")
     devices.add_job_options(g, kind)
 
 
@@ -490,6 +495,7 @@ def register(sub) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the job to finish first")
     p.add_argument("--status-file", metavar="PATH")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout even on a terminal")
     client_options(p)
     p.set_defaults(func=cmd_result)
 

@@ -161,8 +161,17 @@ def cmd_serve(args) -> int:
         log.error("%s", why)
         print(f"m2ugen serve: {why}", file=sys.stderr)
         return EXIT_USAGE
+    device, dtype = resolve_device(args.device, args.dtype)
+    if not args.skip_doctor and (args.weights or args.preset is None):
+        from m2ugen.checkpoint import find_weights
+        from server.cli.doctor import quiet_check
+
+        weights = args.weights or find_weights()
+        if weights is not None and not quiet_check(weights, device, dtype, log):
+            print(f"m2ugen serve: the weights would not load (above; `m2ugen doctor --weights {weights}` lists "
+                  "every check); --skip-doctor starts anyway", file=sys.stderr)
+            return EXIT_FAILED
     try:
-        device, dtype = resolve_device(args.device, args.dtype)
         model, info = load_model(args.preset, args.weights, device=device, dtype=dtype, compile=args.compile,
                                  int8=args.int8)
         from m2ugen.checkpoint import pretrained
@@ -227,6 +236,8 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the LLaMA's and MusicGen's decode steps (torch.compile; CUDA graphs on GPU): "
                         "slower start, faster steps")
+    p.add_argument("--skip-doctor", action="store_true",
+                   help="do not check the weights before loading them (`m2ugen doctor`; problems are logged)")
     p.add_argument("--int8", action="store_true",
                    help="int8 weight-only LLaMA projections (torchao): about half the LLaMA's bf16 memory")
     p.add_argument("--host", default=protocol.DEFAULT_HOST, help="bind address (default 127.0.0.1; any other "

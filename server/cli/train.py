@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
+from typing import Any
 
-from server.cli.common import EXIT_FAILED, EXIT_OK
+from server.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 _TRAIN_EPILOG = """\
 Datasets are read from DATA_ROOT in their published layouts (DATA_ROOT/MUCaps/MUCapsCaptions.json +
@@ -72,7 +75,9 @@ def register(subparsers) -> None:
                    help="precompute MERT/ViT/ViViT features once into DIR (keyed by file hash + encoder)")
     g.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"))
     g.add_argument("--grad-checkpointing", action="store_true", help="recompute LLaMA activations in backward")
-    g.add_argument("--validate", choices=("header", "exists"), help="media check before step 1 (default: header)")
+    g.add_argument("--validate", choices=("header", "decode", "exists"),
+                   help="media check before step 1: header (default; audio length from the header), decode "
+                        "(also decode every audio file), exists")
     g.add_argument("--log-with", choices=("auto", "tensorboard", "jsonl", "none"))
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -139,13 +144,48 @@ def cmd_train(args) -> int:
         tcfg = train_config_from_args(args)
         model, base = load_model(args.weights, preset=args.preset, seed=tcfg.seed, dtype=args.dtype,
                                  zero_gates=args.zero_gates)
-        summary = train(model, tcfg, args.data, args.out, base_spec=base, resume=args.resume)
+        with StopOnInterrupt() as stop:
+            summary = train(model, tcfg, args.data, args.out, base_spec=base, resume=args.resume,
+                            should_stop=stop.requested)
     except DatasetError as e:
         return _fail(f"train: {e}")
     except (ValueError, OSError, ImportError, FloatingPointError) as e:
         return _fail(f"train failed: {type(e).__name__}: {e}")
     print(json.dumps(summary))
+    if stop.requested():
+        print(f"m2ugen: train interrupted at step {summary.get('step')}; the state is saved in "
+              f"{summary.get('out')}/state: continue with the same command and --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+class StopOnInterrupt:
+    """Ctrl-C (SIGINT) or SIGTERM during training asks the trainer to stop after the current step, save
+    its state and weights, and return (``should_stop``); a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.flag = threading.Event()
+        self.previous: dict[int, Any] = {}
+
+    def requested(self) -> bool:
+        return self.flag.is_set()
+
+    def _handle(self, signum, frame) -> None:
+        if self.flag.is_set():
+            raise KeyboardInterrupt
+        self.flag.set()
+        print("\nm2ugen: stopping after this step and saving the state (Ctrl-C again to quit without saving)",
+              file=sys.stderr)
+
+    def __enter__(self) -> "StopOnInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_finetune(args) -> int:
