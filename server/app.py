@@ -113,6 +113,7 @@ class ServerSettings:
     write_discovery: bool = True
     keep_days: float = 30.0  # finished jobs older than this are forgotten at start (0 = keep forever)
     adapters: list[tuple[str | None, str]] = field(default_factory=list)  # serve --adapter [NAME=]DIR (+ weights.json)
+    batching: str = "continuous"  # chat jobs: "continuous" (join the running decode) or "static" (docs/protocol.md §6)
 
     def uses_curve(self) -> bool:
         """CURVE is on when asked, and always for a non-loopback bind."""
@@ -174,7 +175,7 @@ class ServerApp:
                                    authorized_dir=keys_dir / "authorized")
         self.endpoint = self.transport.endpoint
         self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter, self.roots,
-                             max_batch=s.limits.max_batch)
+                             max_batch=s.limits.max_batch, batching=s.batching)
         self.worker.adapters = self.adapters
         self._requeue_resumable()
         self._transport_thread = threading.Thread(target=self.transport.run, name="m2ugen-transport", daemon=True)
