@@ -249,6 +249,7 @@ class TextStage:
             r.logits, r.h_last = logits[r.slot:r.slot + 1], h[r.slot:r.slot + 1]
         self.steps += 1
 
+    @torch.no_grad()
     def warm_up(self, adapters: list[torch.Tensor | None] | None = None) -> None:
         """Run the decode step once at every fixed size (compiles each once when the step is compiled);
         ``adapters``: a row's adapters (the per-slot store's shapes, so the warmed step is the one used)."""
