@@ -3,8 +3,8 @@
 The same decoding as ``MusicGenLoop.run`` (delay pattern, per-row guidance, length, generator, audio
 prompt, chroma prefix, transformers' warpers), scheduled per step instead of per batch:
 
-- a slot pool of ``slots`` cache rows (``MusicGenStep``'s buffers), set up when the stage is idle for the
-  rows then waiting: cache length rounded up to ``POOL_MULTIPLE`` positions (so later, longer rows fit),
+- a slot pool of ``slots`` cache rows (``MusicGenStep``'s buffers, shared with ``MusicGenLoop.run``), set
+  up whenever the stage starts from idle, for the rows then waiting: cache length rounded up to ``POOL_MULTIPLE`` positions (so later, longer rows fit),
   cross-attention length at least the T5 prompt's 128 tokens. A guided row takes two adjacent slots
   (conditional, null branch), an unguided one one slot. A row that does not fit the pool waits until the
   stage drains (and the rows behind it wait with it: first come, first served);
@@ -177,7 +177,7 @@ class MusicGenStage:
         left: list[StageRow] = []
         if self.idle:
             return left
-        if all(s is None for s in self.slots) and (self.pool is None or not self._fits(self.waiting[0])):
+        if all(s is None for s in self.slots):  # idle until now: the decoder's cache may have served others
             self._setup_pool()
         while self.waiting and self._fits(self.waiting[0]):
             sr = self.waiting[0]
