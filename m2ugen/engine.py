@@ -149,9 +149,10 @@ class Engine:
         self._music = None
         return out
 
-    def warm_up(self, music_s: float = 10.0) -> None:
+    def warm_up(self, music_s: float = 30.0) -> None:
         """Run each stage's decode step once at every fixed batch size (compiled steps compile now, once per
-        size, instead of at the first jobs); ``music_s``: the music pool's length to warm up for."""
+        size, instead of at the first jobs); ``music_s``: the music pool's length (rows of up to that many
+        seconds then run the warmed shapes)."""
         self.text.warm_up(self.model.adapters())
         music = self._music_stage()
         if music is not None:

@@ -80,6 +80,7 @@ class MusicGenStage:
         self.slots: list[StageRow | None] = [None] * slots
         self.waiting: deque[StageRow] = deque()
         self.pool: tuple[int, int] | None = None  # (cache length, cross length) of the set-up cache
+        self.min_length = 0  # the pool's least length (``warm_up``'s: the compiled steps' shape)
         self.table: torch.Tensor | None = None
         self.steps = 0
 
@@ -125,7 +126,7 @@ class MusicGenStage:
         """Size the cache for the rows waiting now (the stage is idle: nothing running is touched)."""
         cross = self.step_module.cross
         need = [sr.needs(cross) for sr in self.waiting]
-        length = _round_up(max(n for n, _ in need), max(POOL_MULTIPLE, self.loop.length_multiple))
+        length = _round_up(max([n for n, _ in need] + [self.min_length]), max(POOL_MULTIPLE, self.loop.length_multiple))
         lc = max([MIN_CROSS] + [c for _, c in need]) if cross else 0
         model = self.loop.model
         ref = next(model.decoder.parameters())
@@ -269,7 +270,8 @@ class MusicGenStage:
 
     def warm_up(self, length: int, cross_len: int = MIN_CROSS) -> None:
         """Set up a pool of ``length`` positions and run the decode step at every fixed size once (each
-        compiled once when the loop compiles its step)."""
+        compiled once when the loop compiles its step); later pools are at least this long, so rows up to
+        ``length`` positions run the warmed shapes."""
         step = self.step_module
         ref = next(self.loop.model.decoder.parameters())
         length = _round_up(length, max(POOL_MULTIPLE, self.loop.length_multiple))
@@ -288,3 +290,4 @@ class MusicGenStage:
                 pos = torch.zeros(S, 1, dtype=torch.long, device=ref.device)
                 self.loop._step_fn()(step.embed(fed) + table[pos], pos)
         self.pool = None  # the next rows set the pool up again
+        self.min_length = length

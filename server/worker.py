@@ -142,7 +142,8 @@ class Worker(threading.Thread):
                 and callable(getattr(type(self.model), "engine", None)):
             t0 = time.perf_counter()
             try:
-                self.model.engine(max_rows=self.max_batch).warm_up()
+                self._engine = self.model.engine(max_rows=self.max_batch)
+                self._engine.warm_up()
                 log.info("compiled the decode steps for batches of up to %d rows in %.1f s", self.max_batch,
                          time.perf_counter() - t0)
             except Exception:  # the first jobs compile instead

@@ -266,11 +266,12 @@ def test_compiled_warm_up_compiles_each_size_once(model, solo):
 
     llama = model.llama
     llama.compile_decode(mode=None, backend=backend)
+    model.decoder.compile = backend  # the MusicGen stage's decode step through the same counting backend
     try:
         engine = model.engine(max_rows=4)
-        engine.text.warm_up(model.adapters())
+        engine.warm_up(music_s=1.0)
         sizes = len(compiled)
-        assert sizes == len(BUCKETS[:3])  # batches of 1, 2, 4
+        assert sizes == 3 + 4  # LLaMA batches of 1, 2, 4; MusicGen slots 1, 2, 4, 8
         reqs = requests()
         h = [engine.admit(reqs[0])]
         for r in (reqs[2], reqs[4]):
@@ -280,6 +281,7 @@ def test_compiled_warm_up_compiles_each_size_once(model, solo):
         out = run_to_end(engine)
         assert len(compiled) == sizes  # nothing compiled while rows joined and left
         for handle, i in zip(h, (0, 2, 4)):
-            assert out[handle].raw_text == solo[i].raw_text
+            assert_same(out[handle], solo[i])
     finally:
         llama.eager_decode()
+        model.decoder.compile = False
