@@ -187,6 +187,7 @@ class Worker(threading.Thread):
                     if over:
                         for h in r.handles:
                             live.pop(h, None)
+                            engine.cancel(h)  # takes still running after a failure: not worth their steps
                         if r.job in self.running:
                             self.running.remove(r.job)
         finally:
