@@ -15,7 +15,8 @@ A row goes through the stages of ``M2UGen.chat_batch`` (the same steps of the mo
 
 1. encoding: its audio / image / video inputs through the encoders (one row per step);
 2. thinking: the LLaMA stage (``m2ugen.text_stage``): a slot of the KV cache pool, its prompt prefilled
-   alone in chunks of ``prefill_chunk`` tokens (one chunk per step), then one decode step per engine step
+   alone in chunks of ``prefill_chunk`` tokens (one chunk per step; 8 on a CPU, 32 on a GPU: about one
+   decode step's time), then one decode step per engine step
    together with every other running row; it leaves the step it stops;
 3. generating: the music decoder. MusicGen(-Melody): the MusicGen stage (``m2ugen.musicgen_stage``),
    the same slot / chunk / step scheme over the decoder's cache; the finished codes become audio
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 from m2ugen.musicgen_stage import MusicGenStage
-from m2ugen.text_stage import PREFILL_CHUNK, TextRow, TextStage
+from m2ugen.text_stage import TextRow, TextStage, prefill_chunk as default_chunk
 
 
 class RowCancelled(Exception):
@@ -59,12 +60,12 @@ class _EngineRow:
 
 
 class Engine:
-    def __init__(self, model, max_rows: int = 4, prefill_chunk: int = PREFILL_CHUNK):
+    def __init__(self, model, max_rows: int = 4, prefill_chunk: int | None = None):
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         self.model = model
         self.max_rows = max_rows
-        self.prefill_chunk = prefill_chunk
+        self.prefill_chunk = prefill_chunk or default_chunk(model.device)  # text_stage.PREFILL_CHUNK
         self.text = TextStage(model.llama, model.tokenizer, max_rows, prefill_chunk)
         self._music: MusicGenStage | None = None
         self._rows: dict[int, _EngineRow] = {}

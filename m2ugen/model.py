@@ -515,9 +515,8 @@ class M2UGen(nn.Module):
         """A continuous-batching engine over this model (``m2ugen.engine.Engine``): requests join and leave
         the running LLaMA and music decodes at every step; each row's result equals ``chat`` alone."""
         from m2ugen.engine import Engine
-        from m2ugen.text_stage import PREFILL_CHUNK
 
-        return Engine(self, max_rows=max_rows, prefill_chunk=prefill_chunk or PREFILL_CHUNK)
+        return Engine(self, max_rows=max_rows, prefill_chunk=prefill_chunk)
 
     # -- the steps of chat_batch (the engine runs the same steps row by row) -----------------------------
     def _plan_row(self, req: "ChatRequest") -> "_Row":

@@ -2,8 +2,8 @@
 
 A slot pool: the model's kept KV cache has ``slots`` rows; a joining row takes a free slot and is
 prefilled into it alone (``Transformer.bind_cache(slot)``: a one-row view, the other slots untouched), in
-chunks of at most ``prefill_chunk`` tokens, one chunk per ``step``, so a long prompt never stalls the
-running rows for more than one chunk. Each running row sits at its own cache column (no left padding:
+chunks of at most ``prefill_chunk`` tokens (default ``PREFILL_CHUNK``: about one decode step's time), one
+chunk per ``step``, so a long prompt never stalls the running rows for more than one chunk. Each running row sits at its own cache column (no left padding:
 ``decode_step`` with a per-row ``cache_pos``), so a row computes what it computes alone. Every step runs
 one ``decode_step`` over slots ``[0, S)`` with S the smallest of ``BUCKETS`` that covers the highest
 slot in use: a compiled step (``llama.compile_decode()``) sees a handful of shapes, each compiled once
@@ -27,7 +27,14 @@ from m2ugen.generate import AudGather, Generation, generation, sample_next, stop
 from m2ugen.llama import Transformer
 
 BUCKETS = (1, 2, 4, 8)  # decode batch sizes (a larger pool adds its own size)
-PREFILL_CHUNK = 32  # tokens of a joining row's prompt prefilled per step
+PREFILL_CHUNK = {"cuda": 32, "cpu": 8}  # prompt tokens of a joining row prefilled per step, per device type:
+# about one decode step's time. Measured (mid LLaMA 8 x 1024, fp32, 1 CPU thread, benchmarks/bench_serving.py's
+# config): a decode step of 4 rows 394 ms, prefill chunks of 8 / 16 / 32 tokens 403 / 531 / 738 ms. On a GPU
+# both are bound by reading the weights, so 32 tokens cost about one step.
+
+
+def prefill_chunk(device: torch.device | str) -> int:
+    return PREFILL_CHUNK.get(torch.device(device).type, PREFILL_CHUNK["cuda"])
 
 
 def bucket(n: int, slots: int) -> int:
@@ -65,8 +72,10 @@ class TextRow:
 
 
 class TextStage:
-    def __init__(self, llama: Transformer, tokenizer, slots: int, prefill_chunk: int = PREFILL_CHUNK,
+    def __init__(self, llama: Transformer, tokenizer, slots: int, prefill_chunk: int | None = None,
                  stop_text: str | None = None):
+        if prefill_chunk is None:
+            prefill_chunk = globals()["prefill_chunk"](llama.tok_embeddings.weight.device)
         if slots < 1 or prefill_chunk < 1:
             raise ValueError(f"need slots >= 1 and prefill_chunk >= 1, got {slots}, {prefill_chunk}")
         self.llama, self.tokenizer = llama, tokenizer
