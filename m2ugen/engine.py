@@ -13,7 +13,7 @@
 
 A row goes through the stages of ``M2UGen.chat_batch`` (the same steps of the model, shared code):
 
-1. encoding: its audio / image / video inputs through the encoders (one row per step);
+1. encoding: its audio / image / video inputs through the encoders (at most one row with inputs per step);
 2. thinking: the LLaMA stage (``m2ugen.text_stage``): a slot of the KV cache pool, its prompt prefilled
    alone in chunks of ``prefill_chunk`` tokens (one chunk per step; 8 on a CPU, 32 on a GPU: about one
    decode step's time), then one decode step per engine step
@@ -171,9 +171,15 @@ class Engine:
         return self._music
 
     def _encode_one(self) -> None:
-        er = next((er for er in self._rows.values() if er.stage == "encoding"), None)
-        if er is None:
-            return
+        """Encode the waiting rows without inputs (no encoder runs) and at most one with inputs."""
+        for er in [er for er in self._rows.values() if er.stage == "encoding"]:
+            req = er.row.req
+            heavy = any(x is not None for x in (req.audio, req.image, req.video))
+            self._encode(er)
+            if heavy:
+                return
+
+    def _encode(self, er: "_EngineRow") -> None:
         row, model = er.row, self.model
         if not model._guard(row, model._encode_row, row):
             er.stage = "done"

@@ -205,10 +205,11 @@ class MusicGenStep(nn.Module):
         bias[:, :lc].masked_fill_(keep, 0.0)
         self.cross_bias[first:first + n] = bias[:, None, None, :]
 
-    def forward(self, hidden: torch.Tensor, pos: torch.Tensor, first: int = 0) -> torch.Tensor:
-        """``first``: the cache slot of ``hidden``'s first row (slots [first, first + S) are read and written)."""
+    def forward(self, hidden: torch.Tensor, pos: torch.Tensor, first: int = 0, upto: int | None = None) -> torch.Tensor:
+        """``first``: the cache slot of ``hidden``'s first row (slots [first, first + S) are read and written);
+        ``upto`` (eager callers): attend to cache positions < upto only (every position read is < upto)."""
         s, t, _ = hidden.shape
-        length = self.cache_shape[2]
+        length = self.cache_shape[2] if upto is None else upto
         slots = torch.arange(s, device=pos.device)[:, None].expand(s, t)
         visible = (torch.arange(length, device=pos.device)[None, None, :] <= pos[:, :, None])[:, None]  # [S,1,T,L]
         whole = first == 0 and s == self.cache_shape[0]
@@ -221,6 +222,8 @@ class MusicGenStep(nn.Module):
             q = self._heads(attn.q_proj(h))
             keys[slots, :, pos] = attn.k_proj(h).view(s, t, self.heads, self.head_dim)
             values[slots, :, pos] = attn.v_proj(h).view(s, t, self.heads, self.head_dim)
+            if upto is not None:
+                keys, values = keys[:, :, :upto], values[:, :, :upto]
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=self.scaling)
             hidden = hidden + attn.out_proj(self._merge(out))
             if self.cross:

@@ -9,7 +9,8 @@ prompt, chroma prefix, transformers' warpers), scheduled per step instead of per
   (conditional, null branch), an unguided one one slot. A row that does not fit the pool waits until the
   stage drains (and the rows behind it wait with it: first come, first served);
 - a joining row is prefilled into its own slots alone (``MusicGenStep.forward(first=...)``, a view of the
-  cache; the running rows' slots are not touched), ``prefill_chunk`` positions per step;
+  cache; the running rows' slots are not touched): ``prefill_chunk`` positions per step in all while rows
+  are decoding, whole while none is;
 - every step samples each row that has its next logits and runs one decode step over slots [0, S), S the
   smallest fixed size (1, 2, 4, 8, 16, ...) covering the highest slot in use: a compiled step sees a few
   shapes, compiled once each (``warm_up``). Free and prefilling slots in that range are fed a dummy at a
@@ -191,9 +192,15 @@ class MusicGenStage:
                 self.slots[s] = sr
             self._guarded(sr, self._join, left)
         rows = list(dict.fromkeys(s for s in self.slots if s is not None))
-        joining = next((sr for sr in rows if sr.prefilled < sr.width), None)
-        if joining is not None:
-            self._guarded(joining, self._prefill_chunk, left)
+        # prefill: ``chunk`` positions a step in all while rows are decoding, else no limit
+        budget = self.chunk if any(sr.prefilled >= sr.width for sr in rows) else None
+        for sr in [sr for sr in rows if sr.prefilled < sr.width]:
+            if budget is not None and budget <= 0:
+                break
+            n = sr.width - sr.prefilled if budget is None else min(budget, sr.width - sr.prefilled)
+            self._guarded(sr, lambda sr, n=n: self._prefill_chunk(sr, n), left)
+            if budget is not None:
+                budget -= n
         for sr in [sr for sr in rows if sr.logits is not None and sr.slot is not None]:
             self._guarded(sr, self._sample, left)
         running = [sr for sr in rows if sr.slot is not None and sr.prefilled >= sr.width and sr.logits is None]
@@ -210,11 +217,11 @@ class MusicGenStage:
             self._leave(sr)
             left.append(sr)
 
-    def _prefill_chunk(self, sr: StageRow) -> None:
+    def _prefill_chunk(self, sr: StageRow, n: int) -> None:
         a = sr.prefilled
-        b = min(sr.width, a + self.chunk)
+        b = min(sr.width, a + n)
         pos = torch.arange(a, b, device=sr.hidden.device)[None].expand(sr.n, b - a)
-        out = self.step_module(sr.hidden[:, a:b], pos, first=sr.slot)  # [n, K, b - a, V]
+        out = self.step_module(sr.hidden[:, a:b], pos, first=sr.slot, upto=b)  # [n, K, b - a, V]
         for j, last in enumerate(sr.last):  # each slot's last prompt position, as it comes
             if a <= last < b:
                 sr.got[j] = out[j, :, last - a]
@@ -261,7 +268,10 @@ class MusicGenStage:
                 fed[sr.slot + j] = sr.tokens[:, p]
                 pos[sr.slot + j, 0] = sr.prefix[j] + p
         hidden = step.embed(fed[:, :, None]) + table[pos]
-        logits = self.loop._step_fn()(hidden, pos)[:, :, 0]
+        if self.loop.compile:  # one shape for the whole pool: the whole cache length
+            logits = self.loop._step_fn()(hidden, pos)[:, :, 0]
+        else:  # eager: attend only as far as the furthest slot has written
+            logits = step(hidden, pos, upto=int(pos.max()) + 1)[:, :, 0]
         if step.keys_0.device.type == "cuda" and self.loop.compile:  # CUDA graphs reuse the output buffer
             logits = logits.clone()
         for sr in running:

@@ -2,8 +2,9 @@
 
 A slot pool: the model's kept KV cache has ``slots`` rows; a joining row takes a free slot and is
 prefilled into it alone (``Transformer.bind_cache(slot)``: a one-row view, the other slots untouched), in
-chunks of at most ``prefill_chunk`` tokens (default ``PREFILL_CHUNK``: about one decode step's time), one
-chunk per ``step``, so a long prompt never stalls the running rows for more than one chunk. Each running row sits at its own cache column (no left padding:
+chunks: while rows are decoding, at most ``prefill_chunk`` prompt tokens per ``step`` in all (default
+``PREFILL_CHUNK``: about one decode step's time), so joining never stalls the running rows for more than
+that; while none decodes (nothing to stall), every joining row is prefilled whole at once. Each running row sits at its own cache column (no left padding:
 ``decode_step`` with a per-row ``cache_pos``), so a row computes what it computes alone. Every step runs
 one ``decode_step`` over slots ``[0, S)`` with S the smallest of ``BUCKETS`` that covers the highest
 slot in use: a compiled step (``llama.compile_decode()``) sees a handful of shapes, each compiled once
@@ -185,9 +186,16 @@ class TextStage:
                 row.error = e
                 self._leave(row)
                 left.append(row)
-        joining = next((r for r in self.slots if r is not None and r.prefilled < len(r.ids)), None)
-        if joining is not None:
-            self._guarded(joining, self._prefill_chunk, joining, left)
+        # prefill: ``chunk`` tokens a step in all while rows are decoding (they wait for it), else no limit
+        decoding = any(r is not None and r.prefilled == len(r.ids) for r in self.slots)
+        budget = self.chunk if decoding else None
+        for row in [r for r in self.slots if r is not None and r.prefilled < len(r.ids)]:
+            if budget is not None and budget <= 0:
+                break
+            n = len(row.ids) - row.prefilled if budget is None else min(budget, len(row.ids) - row.prefilled)
+            self._guarded(row, self._prefill_chunk, row, n, left)
+            if budget is not None:
+                budget -= n
         for row in [r for r in self.slots if r is not None and r.logits is not None]:
             self._guarded(row, self._sample, row, left)
         running = [r for r in self.slots if r is not None and r.prefilled == len(r.ids) and r.logits is None
@@ -208,9 +216,9 @@ class TextStage:
             self._leave(row)
             left.append(row)
 
-    def _prefill_chunk(self, row: TextRow) -> None:
+    def _prefill_chunk(self, row: TextRow, n: int) -> None:
         a = row.prefilled
-        b = min(len(row.ids), a + self.chunk)
+        b = min(len(row.ids), a + n)
         device = self.llama.tok_embeddings.weight.device
         x = torch.tensor([row.ids[a:b]], dtype=torch.long, device=device)
         self.llama.bind_cache(row.slot)
