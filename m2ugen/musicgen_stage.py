@@ -174,8 +174,8 @@ class MusicGenStage:
     # --- one step -------------------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self) -> list[StageRow]:
-        """Admit waiting rows that fit, prefill one chunk of one joining row, sample, decode one token for
-        every running row. -> the rows that left this step (``result.tokens`` or ``result.error``)."""
+        """Admit waiting rows that fit, prefill joining rows (``chunk`` positions in all while rows decode,
+        else whole), sample, decode one token for every running row. -> the rows that left this step (``result.tokens`` or ``result.error``)."""
         left: list[StageRow] = []
         if self.idle:
             return left

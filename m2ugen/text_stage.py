@@ -168,8 +168,9 @@ class TextStage:
     # --- one step ------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self) -> list[TextRow]:
-        """Admit waiting rows into free slots, prefill one chunk of one joining row, sample every row that
-        has its next logits, decode one token for every running row. -> the rows that left this step
+        """Admit waiting rows into free slots, prefill joining rows (``chunk`` tokens in all while rows
+        decode, else whole), sample every row that has its next logits, decode one token for every running
+        row. -> the rows that left this step
         (``result`` or ``error`` set)."""
         if self.idle:
             self.release()
