@@ -171,16 +171,16 @@ def test_decode_batches_have_fixed_sizes(model, monkeypatch):
         return step(tokens, *a, **k)
 
     monkeypatch.setattr(model.llama, "decode_step", counting)
-    engine = model.engine(max_rows=4, prefill_chunk=8)
+    engine = model.engine(max_rows=4, prefill_chunk=64)  # a joining prompt in one step: the rows overlap
     model.decoder.load()
     music = engine._music_stage()
     module = music.step_module
     original = module.forward
 
-    def forward(hidden, pos, first=0):
+    def forward(hidden, pos, first=0, upto=None):
         if hidden.shape[1] == 1:
             music_seen.add(hidden.shape[0])
-        return original(hidden, pos, first)
+        return original(hidden, pos, first, upto)
 
     monkeypatch.setattr(module, "forward", forward)
     reqs = requests()
