@@ -1,17 +1,21 @@
 """Serving throughput: N concurrent generate jobs through the real job server, batched vs serial, side by
 side in one run; then each decode loop's step time as a fraction of its memory-bandwidth floor.
 
-Part 1 (issue 15 item 3): one in-process server per setting (``--max-batch N`` and ``--max-batch 1``) on a
-mid-size random model (LLaMA 8 x 1024, MusicGen 12 x 512 with the real 32 kHz EnCodec). For N in 1, 2, 4,
-8 the same N jobs (different prompts and seeds, 1 s of music, 16 reply tokens) are submitted at once; the
-two servers take turns round by round so they see the same machine load. Printed per N: jobs/s of each,
-the ratio (target >= 2.5 at N = 4), p50/p99 job latency (submit -> done).
+Part 1 (issues 15 and 25): one in-process server per setting on a mid-size random model (LLaMA 8 x 1024,
+MusicGen 12 x 512 with the real 32 kHz EnCodec): ``continuous`` (jobs join the running decode at its next
+step, ``--max-batch N``), ``static`` (a batch is formed once and runs to its end, ``--batching static``)
+and ``serial`` (``--max-batch 1``). For N in 1, 2, 4, 8 the same N jobs (different prompts and seeds, 1 s
+of music, 16 reply tokens) arrive at once (``burst``) or one every ``--every-ms`` (``staggered``, like
+producers clicking); the servers take turns round by round so they see the same machine load. Printed per
+N and setting: jobs/s, its ratio to serial (target >= 2.5 at N = 4 staggered, continuous), time to first
+progress (p50) and job latency p50 / p99 (submit -> done; target: continuous p99 <= serial's).
 
 Part 2: the LLaMA decode step (``benchmarks/roofline.py``, dim 1024 x 8 layers) and the MusicGen guided step
 (``benchmarks/bench_musicgen_loop.py``'s mid decoder, through our loop), fp32 and bf16, each beside its floor
 (weight bytes read per step / a GEMV's bandwidth measured in the same run; target >= 0.8).
 
     .venv/bin/python benchmarks/bench_serving.py [--jobs 1,2,4,8 --rounds 2 --threads 2 --no-steps]
+        [--arrival burst,staggered --every-ms 500 --settings continuous,static,serial]
 """
 
 from __future__ import annotations
@@ -46,36 +50,61 @@ def mid_config() -> M2UGenConfig:
     return cfg.replace(name="mid-serving", dim=1024, n_layers=8, n_heads=8, multiple_of=256)
 
 
-def start(model, max_batch: int, data: Path) -> ServerApp:
+SETTINGS = {  # name -> (max_batch, batching); max_batch None: the run's largest N
+    "continuous": (None, "continuous"),
+    "static": (None, "static"),
+    "serial": (1, "static"),
+}
+
+
+def start(model, max_batch: int, batching: str, data: Path) -> ServerApp:
     s = ServerSettings(host="127.0.0.1", port=0, data_dir=data, write_discovery=False,
-                       limits=Limits(queue_size=64, max_batch=max_batch))
+                       limits=Limits(queue_size=64, max_batch=max_batch), batching=batching)
     app = ServerApp(model, model_info(model, preset="mid-serving"), s)
     app.start()
     return app
 
 
-def run_concurrent(endpoint: str, n: int, duration: float, tokens: int, round_: int) -> tuple[float, list[float]]:
-    """Submit n jobs at once; -> (wall seconds until all are done, each job's latency)."""
+def run_jobs(endpoint: str, n: int, duration: float, tokens: int, round_: int, every_s: float = 0.0) -> dict:
+    """Submit n jobs, all at once (``every_s`` 0) or one every ``every_s`` seconds (producers clicking);
+    -> wall seconds from the first submit to the last done, each job's latency (submit -> done) and its
+    time to first progress (submit -> its first progress event)."""
     with Client(endpoint, timeout_s=60) as c:
         t0 = time.perf_counter()
         submitted: dict[str, float] = {}
+        first: dict[str, float] = {}
+        latency: dict[str, float] = {}
+
+        def take(m) -> None:
+            if m.job not in submitted:
+                return
+            if m.op == "progress" and m.job not in first:
+                first[m.job] = time.perf_counter() - submitted[m.job]
+            if m.op in ("done", "error", "cancelled"):
+                if m.op != "done":
+                    raise RuntimeError(f"job {m.job} ended {m.op}: {m.header}")
+                latency[m.job] = time.perf_counter() - submitted[m.job]
+
         for i in range(n):
+            due = t0 + i * every_s
+            while time.perf_counter() < due:  # events of the jobs already in, until the next one is due
+                m = c.recv(timeout_s=max(0.001, due - time.perf_counter()))
+                if m is not None:
+                    take(m)
             params = {"prompt": PROMPTS[i % len(PROMPTS)], "seed": 100 * round_ + i, "duration": duration,
                       "max_new_tokens": tokens, "temperature": 0.6}
+            at = time.perf_counter()
             r = c.call("submit", kind="generate", params=params)
             if r.op != "accepted":
                 raise RuntimeError(f"refused: {r.header}")
-            submitted[r.job] = time.perf_counter()
-        latency: dict[str, float] = {}
+            submitted[r.job] = at
         while len(latency) < n:
             m = c.recv(timeout_s=600)
             if m is None:
                 raise RuntimeError("no event within 600 s")
-            if m.job in submitted and m.op in ("done", "error", "cancelled"):
-                if m.op != "done":
-                    raise RuntimeError(f"job {m.job} ended {m.op}: {m.header}")
-                latency[m.job] = time.perf_counter() - submitted[m.job]
-        return time.perf_counter() - t0, list(latency.values())
+            take(m)
+        return {"wall": time.perf_counter() - t0, "latency": list(latency.values()),
+                "first": [first.get(j, latency[j]) for j in latency]}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -83,32 +112,36 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
-def bench_jobs(ns: list[int], rounds: int, duration: float, tokens: int) -> None:
+def bench_jobs(ns: list[int], rounds: int, duration: float, tokens: int, arrivals: list[str], every_ms: float,
+               settings: list[str]) -> None:
     model = M2UGen.from_config(mid_config())
     model.preload("decoder")
     with tempfile.TemporaryDirectory() as tmp:
-        apps = {"batched": start(model, max(ns), Path(tmp) / "b"), "serial": start(model, 1, Path(tmp) / "s")}
+        apps = {name: start(model, SETTINGS[name][0] or max(ns), SETTINGS[name][1], Path(tmp) / name)
+                for name in settings}
         try:
             for name, app in apps.items():  # warm-up: first-call costs (allocations, librosa) out of the figures
-                run_concurrent(app.endpoint, 2, duration, tokens, 99)
-            print(f"\n## {rounds} round(s) per N; 1 job = {duration:g} s of music, {tokens} reply tokens "
-                  f"({torch.get_num_threads()} threads)")
-            print(f"{'jobs':>4} | {'batched jobs/s':>14} | {'serial jobs/s':>13} | {'ratio':>5} | "
-                  f"{'batched p50/p99 s':>17} | {'serial p50/p99 s':>16}")
-            for n in ns:
-                walls = {k: [] for k in apps}
-                lats = {k: [] for k in apps}
-                for r in range(rounds):
-                    order = list(apps) if r % 2 == 0 else list(apps)[::-1]
-                    for k in order:
-                        wall, lat = run_concurrent(apps[k].endpoint, n, duration, tokens, r)
-                        walls[k].append(wall)
-                        lats[k] += lat
-                thr = {k: n / statistics.median(walls[k]) for k in apps}
-                print(f"{n:>4} | {thr['batched']:>14.3f} | {thr['serial']:>13.3f} | "
-                      f"{thr['batched'] / thr['serial']:>5.2f} | "
-                      f"{pct(lats['batched'], 50):>7.2f} / {pct(lats['batched'], 99):>7.2f} | "
-                      f"{pct(lats['serial'], 50):>6.2f} / {pct(lats['serial'], 99):>7.2f}", flush=True)
+                run_jobs(app.endpoint, 2, duration, tokens, 99)
+            print(f"\n## {rounds} round(s) per N, settings taking turns; 1 job = {duration:g} s of music, "
+                  f"{tokens} reply tokens ({torch.get_num_threads()} threads); ratio = jobs/s / serial's")
+            print(f"{'arrival':>16} | {'jobs':>4} | {'setting':>10} | {'jobs/s':>6} | {'ratio':>5} | "
+                  f"{'first progress p50 s':>20} | {'latency p50 / p99 s':>19}")
+            for arrival in arrivals:
+                every = every_ms / 1000 if arrival == "staggered" else 0.0
+                label = f"every {every_ms:g} ms" if every else "burst"
+                for n in ns:
+                    runs = {k: [] for k in apps}
+                    for r in range(rounds):
+                        order = list(apps) if r % 2 == 0 else list(apps)[::-1]
+                        for k in order:
+                            runs[k].append(run_jobs(apps[k].endpoint, n, duration, tokens, r, every))
+                    thr = {k: n / statistics.median(x["wall"] for x in runs[k]) for k in apps}
+                    for k in apps:
+                        lat = [v for x in runs[k] for v in x["latency"]]
+                        first = [v for x in runs[k] for v in x["first"]]
+                        ratio = f"{thr[k] / thr['serial']:>5.2f}" if "serial" in thr else "  -  "
+                        print(f"{label:>16} | {n:>4} | {k:>10} | {thr[k]:>6.3f} | {ratio} | {pct(first, 50):>20.2f} | "
+                              f"{pct(lat, 50):>8.2f} / {pct(lat, 99):>8.2f}", flush=True)
         finally:
             for app in apps.values():
                 app.stop()
@@ -166,6 +199,12 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=1.0, help="seconds of music per job")
     ap.add_argument("--tokens", type=int, default=16, help="reply tokens per job")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--arrival", default="burst,staggered",
+                    help="burst (all N jobs at once) and/or staggered (one every --every-ms), comma-separated")
+    ap.add_argument("--every-ms", type=float, default=500.0, help="staggered arrivals: ms between two jobs")
+    ap.add_argument("--settings", default="continuous,static,serial",
+                    help="servers compared (continuous: jobs join the running decode; static: batches formed "
+                         "once, today's; serial: --max-batch 1)")
     ap.add_argument("--no-steps", action="store_true", help="skip part 2 (the per-step roofline tables)")
     ap.add_argument("--no-jobs", action="store_true", help="skip part 1 (the job throughput table)")
     ap.add_argument("--compile", action="store_true", help="part 2 also compiled LLaMA steps (minutes on a CPU)")
@@ -173,7 +212,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.no_jobs:
-        bench_jobs([int(x) for x in args.jobs.split(",")], args.rounds, args.duration, args.tokens)
+        bench_jobs([int(x) for x in args.jobs.split(",")], args.rounds, args.duration, args.tokens,
+                   args.arrival.split(","), args.every_ms, args.settings.split(","))
     if not args.no_steps:
         bench_steps(args.compile)
 

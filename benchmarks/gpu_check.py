@@ -13,7 +13,8 @@ in its row and the table survives.
     python benchmarks/gpu_check.py --preset tiny --device cpu --no-compile   # seconds (tests run this)
 
 Rows: weight bytes per part; peak memory of a 10 s generate job (bf16, then int8 LLaMA) against the
-targets (20 GB / 12 GB); LLaMA ``decode_step`` tokens/s at batch 1 and 4, eager and compiled (target
+targets (20 GB / 12 GB); 4 staggered generate jobs under continuous batching (``model.engine``) vs serial
+vs static batches (jobs/s ratio, target >= 2.5; latency p50 / p99, target p99 <= serial's); LLaMA ``decode_step`` tokens/s at batch 1 and 4, eager and compiled (target
 >= 0.7 of the floor; int8 at batch 1); MusicGen guided decode steps/s through
 ``MusicGenDecoder.generate``; the extra seconds of ``vocoder="mbd"``; seconds of one 10 s
 ``M2UGen.chat`` generate job end to end. Rows that would start after ``--budget-s`` (270 s) are listed
@@ -127,6 +128,82 @@ def _reset_peak(device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def schedules(model, n: int = 4, duration_s: float = 2.0, max_new_tokens: int = 32,
+              every_s: float | None = None, sync: Callable[[], None] = lambda: None) -> dict[str, dict]:
+    """The same ``n`` generate requests arriving one every ``every_s`` (default: a quarter of one job's
+    time, measured by the first serial job) under three schedules of the worker, on this model:
+    serial (one job at a time), static (the jobs that have arrived when the model is free run as one
+    ``chat_batch``) and continuous (``model.engine``: a job joins at the first step boundary after it
+    arrives). -> {schedule: {"jobs_per_s", "p50", "p99" (latency: arrival -> done), "first" (arrival ->
+    its first event)}}."""
+    from m2ugen.model import ChatRequest
+
+    prompts = ["soft strings", "loud drums", "a jazz trio", "ambient pads", "funky bass", "a folk guitar",
+               "an organ chorale", "synth arpeggios"]
+
+    def requests(arrived: list[float], first: dict[int, float], t0: list[float]):
+        def on_event(i):
+            return lambda ev: first.setdefault(i, time.perf_counter() - t0[0] - arrived[i])
+        return [ChatRequest(f"Generate {prompts[i % len(prompts)]}.", want_audio=True, duration_s=duration_s,
+                            max_new_tokens=max_new_tokens, temperature=0.6, seed=i, on_event=on_event(i))
+                for i in range(n)]
+
+    def summary(done: list[float], arrived: list[float], first: dict[int, float]) -> dict:
+        lat = sorted(d - a for d, a in zip(done, arrived))
+        return {"jobs_per_s": n / max(done), "p50": lat[len(lat) // 2], "p99": lat[-1],
+                "first": sorted(first.values())[len(first) // 2]}
+
+    out: dict[str, dict] = {}
+    arrived = [i * (every_s or 0.0) for i in range(n)]
+    # serial: in arrival order, one at a time
+    first: dict[int, float] = {}
+    t0 = [time.perf_counter()]
+    reqs = requests(arrived, first, t0)
+    done = []
+    for i in range(n):
+        time.sleep(max(0.0, t0[0] + arrived[i] - time.perf_counter()))
+        model.chat_batch([reqs[i]])
+        sync()
+        done.append(time.perf_counter() - t0[0])
+        if i == 0 and every_s is None:  # the stagger: a quarter of one job
+            every_s = done[0] / 4
+            arrived[:] = [j * every_s for j in range(n)]
+    out["serial"] = summary(done, arrived, first)
+    arrived = [i * every_s for i in range(n)]
+    # static: whatever has arrived when the model is free runs as one batch, to its end
+    first, t0 = {}, [time.perf_counter()]
+    reqs, done, nxt = requests(arrived, first, t0), [0.0] * n, 0
+    while nxt < n:
+        time.sleep(max(0.0, t0[0] + arrived[nxt] - time.perf_counter()))
+        now = time.perf_counter() - t0[0]
+        batch = [i for i in range(nxt, n) if arrived[i] <= now]
+        model.chat_batch([reqs[i] for i in batch])
+        sync()
+        for i in batch:
+            done[i] = time.perf_counter() - t0[0]
+        nxt = batch[-1] + 1
+    out["static"] = summary(done, arrived, first)
+    # continuous: an arrived request joins at the next step boundary
+    first, t0 = {}, [time.perf_counter()]
+    reqs, done, nxt = requests(arrived, first, t0), [0.0] * n, 0
+    engine = model.engine(max_rows=n)
+    handles: dict[int, int] = {}
+    while nxt < n or not engine.idle:
+        if engine.idle:
+            time.sleep(max(0.0, t0[0] + arrived[nxt] - time.perf_counter()))
+        while nxt < n and arrived[nxt] <= time.perf_counter() - t0[0]:
+            handles[engine.admit(reqs[nxt])] = nxt
+            nxt += 1
+        for h, reply in engine.step().items():
+            if isinstance(reply, BaseException):
+                raise reply
+            sync()
+            done[handles[h]] = time.perf_counter() - t0[0]
+    out["continuous"] = summary(done, arrived, first)
+    out["every_s"] = every_s
+    return out
+
+
 def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | None = None,
         submodels_dtype: str | None = None, compile: bool = True,
         int8: bool = True, mbd: bool = True, chat_seconds: float = 10.0, musicgen_seconds: float = 2.0,
@@ -210,6 +287,18 @@ def run(preset: str = "musicgen-medium", device: str = "cuda", *, dtype: str | N
             t.row(f"LLaMA decode_step {label}, batch {batch}, {'compiled' if compiled else 'eager'}",
                   llama_row(batch, compiled))
 
+    def schedules_row():
+        r = schedules(model, n=4, duration_s=musicgen_seconds, max_new_tokens=max_new_tokens,
+                      sync=lambda: _sync(device))
+        ratio = r["continuous"]["jobs_per_s"] / r["serial"]["jobs_per_s"]
+        note = "; ".join(f"{k} {v['jobs_per_s']:.2f} jobs/s, latency p50 {v['p50']:.1f} / p99 {v['p99']:.1f} s, "
+                         f"first event {v['first']:.2f} s" for k, v in r.items() if k != "every_s")
+        ok = "p99 <= serial's" if r["continuous"]["p99"] <= r["serial"]["p99"] else "p99 ABOVE serial's"
+        return (f"x{ratio:.2f} jobs/s", ">= x2.5 serial, p99 <= serial", None,
+                f"{ok}; one job every {r['every_s']:.1f} s; {note}")
+
+    t.row(f"continuous batching vs serial vs static, 4 staggered {musicgen_seconds:g} s generate jobs",
+          schedules_row)
     llama_rows(dtype)
     if compile:
         llama_rows(dtype, compiled=True)

@@ -66,7 +66,7 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generato
     return sample_top_p(probs, top_p, generator).squeeze(-1)
 
 
-class _AudGather:
+class AudGather:
     """Official [AUD] gathering: keep h when the sampled token is the next expected [AUDk]."""
 
     def __init__(self, audio_ids: list[int]):
@@ -179,7 +179,6 @@ def generate(
     device = llama.tok_embeddings.weight.device
     pad_id = 0
     eos_id = tokenizer.eos_token_id
-    newline_id = tokenizer.convert_tokens_to_ids("<0x0A>")
     if compile is True:
         llama.compile_decode()
 
@@ -191,7 +190,7 @@ def generate(
     prompt_len = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
 
     generated: list[list[int]] = [[] for _ in range(B)]
-    gathers = [_AudGather(list(audio_token_ids or [])) for _ in range(B)]
+    gathers = [AudGather(list(audio_token_ids or [])) for _ in range(B)]
     stop_reason = ["length"] * B
     done = [False] * B
     active = list(range(B))  # original rows of the running batch, in order
@@ -222,12 +221,9 @@ def generate(
                 t = nxt[j]
                 gathers[b].step(t, h_last[j], len(generated[b]))
                 generated[b].append(t)
-                if stop_on_eos and t == eos_id:
-                    done[b], stop_reason[b] = True, "eos"
-                elif _ends_with_stop(tokenizer, generated[b], stop_text):
-                    done[b], stop_reason[b] = True, "stop_text"
-                elif len(generated[b]) >= limits[b]:
-                    done[b] = True  # "length"
+                reason = stop_after(tokenizer, generated[b], limits[b], eos_id if stop_on_eos else None, stop_text)
+                if reason is not None:
+                    done[b], stop_reason[b] = True, reason
             tokens[rows, cur] = torch.tensor(nxt, dtype=torch.long, device=device)
             cur += 1
             if on_step is not None:
@@ -264,22 +260,30 @@ def generate(
         if not recompute:
             llama.clear_cache()
 
-    results = []
-    for b in range(B):
-        gen = generated[b]
-        reply = gen[: gen.index(newline_id)] if newline_id in gen else list(gen)
-        if stop_reason[b] == "eos" and reply and reply[-1] == eos_id:
-            reply = reply[:-1]
-        results.append(Generation(
-            prompt_tokens=list(prompts[b]),
-            tokens=gen,
-            reply_tokens=reply,
-            text=tokenizer.decode(reply, skip_special_tokens=False),
-            aud_hidden=gathers[b].result(),
-            stop_reason=stop_reason[b],
-            aud_positions=list(gathers[b].positions) if gathers[b].result() is not None else [],
-        ))
-    return results
+    return [generation(tokenizer, prompts[b], generated[b], stop_reason[b], gathers[b]) for b in range(B)]
+
+
+def stop_after(tokenizer, generated: list[int], limit: int, eos_id: int | None, stop_text: str = STOP_TEXT) -> str | None:
+    """Why a row stops after its latest token ("eos", "stop_text", "length"), or None: it goes on."""
+    if eos_id is not None and generated[-1] == eos_id:
+        return "eos"
+    if _ends_with_stop(tokenizer, generated, stop_text):
+        return "stop_text"
+    if len(generated) >= limit:
+        return "length"
+    return None
+
+
+def generation(tokenizer, prompt: list[int], gen: list[int], stop_reason: str, gather: "AudGather") -> Generation:
+    """One row's ``Generation``: the reply cut at the first newline (official), EOS removed."""
+    newline_id = tokenizer.convert_tokens_to_ids("<0x0A>")
+    reply = gen[: gen.index(newline_id)] if newline_id in gen else list(gen)
+    if stop_reason == "eos" and reply and reply[-1] == tokenizer.eos_token_id:
+        reply = reply[:-1]
+    hidden = gather.result()
+    return Generation(prompt_tokens=list(prompt), tokens=gen, reply_tokens=reply,
+                      text=tokenizer.decode(reply, skip_special_tokens=False), aud_hidden=hidden,
+                      stop_reason=stop_reason, aud_positions=list(gather.positions) if hidden is not None else [])
 
 
 def reference_generate(llama: Transformer, tokenizer, prompts: list[list[int]], **kwargs) -> list[Generation]:

@@ -110,8 +110,13 @@ class KVCache(nn.Module):
     def update(self, start_pos: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         B = k.shape[0]
         if isinstance(start_pos, torch.Tensor):
-            self.k[:B].index_copy_(1, start_pos, k)
-            self.v[:B].index_copy_(1, start_pos, v)
+            if start_pos.numel() == 1:  # one column for every row (left-padded batch)
+                self.k[:B].index_copy_(1, start_pos, k)
+                self.v[:B].index_copy_(1, start_pos, v)
+            else:  # a column per row (continuous batching: each slot at its own position)
+                rows = torch.arange(B, device=k.device)
+                self.k[rows, start_pos] = k[:, 0]
+                self.v[rows, start_pos] = v[:, 0]
             return self.k[:B], self.v[:B]
         end = start_pos + k.shape[1]
         if end > self.k.shape[1]:
@@ -119,6 +124,14 @@ class KVCache(nn.Module):
         self.k[:B, start_pos:end] = k
         self.v[:B, start_pos:end] = v
         return self.k[:B, :end], self.v[:B, :end]
+
+    def rows(self, start: int, n: int) -> "KVCache":
+        """A view of rows [start, start + n) sharing this cache's storage (a slot's prefill writes there)."""
+        view = KVCache.__new__(KVCache)
+        nn.Module.__init__(view)
+        view.register_buffer("k", self.k[start:start + n], persistent=False)
+        view.register_buffer("v", self.v[start:start + n], persistent=False)
+        return view
 
     @torch.no_grad()
     def keep_rows(self, rows: torch.Tensor):
@@ -353,8 +366,13 @@ class Transformer(nn.Module):
             raise RuntimeError("a KV cache is already set up: another generation is running on this model "
                                "(one generation at a time per model instance)")
         self.reserve_cache(batch, max_len)
+        self.bind_cache()
+
+    def bind_cache(self, slot: int | None = None):
+        """Point every layer at the kept cache: all of it, or (``slot``) a one-row view of row ``slot``
+        (a continuous batch prefills one joining row into its own slot; the others are not touched)."""
         for layer, cache in zip(self.layers, self._kv_store):
-            layer.attention.cache = cache
+            layer.attention.cache = cache if slot is None else cache.rows(slot, 1)
 
     def reserve_cache(self, max_batch: int, max_len: int | None = None):
         """Make sure the kept cache holds ``max_batch`` rows and ``max(max_len, max_seq_len)`` positions."""
@@ -408,7 +426,7 @@ class Transformer(nn.Module):
     def decode_step(
         self,
         tokens: torch.Tensor,  # [B, 1] long
-        cache_pos: torch.Tensor,  # [1] long: the cache column this token is written to
+        cache_pos: torch.Tensor,  # [1] or [B] long: the cache column this token is written to (per row)
         rope_pos: torch.Tensor,  # [B] long: its RoPE position (real tokens before it)
         key_valid: torch.Tensor,  # [B, cache_len] bool: False = left padding (later columns: any)
         adapter_kv: list[tuple | None] | None = None,  # from adapter_kv(adapters)
@@ -417,7 +435,8 @@ class Transformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One token per row through the cache with static shapes -> (fp32 logits [B, V], h [B, dim]).
 
-        Attends to the cache columns <= cache_pos that ``key_valid`` marks; computes what
+        Attends to the cache columns <= cache_pos that ``key_valid`` marks (``cache_pos`` [B]: each row at its
+        own column, as the slots of a continuous batch are); computes what
         ``forward(tokens, start_pos=cache_pos, key_valid=key_valid[:, :cache_pos + 1])`` computes.
         Runs the compiled step after ``compile_decode()`` (unless ``eager``). Compiled outputs may be overwritten by the
         next call (CUDA graphs): use or copy them before the next step.
@@ -434,7 +453,7 @@ class Transformer(nn.Module):
     def _decode_impl(self, tokens, cache_pos, rope, key_valid, adapter_kv):
         h = self.tok_embeddings(tokens)  # [B, 1, dim]
         k_pos = torch.arange(key_valid.shape[1], device=h.device)
-        attend = (key_valid & (k_pos <= cache_pos)[None])[:, None, None, :]  # [B, 1, 1, S]
+        attend = (key_valid & (k_pos[None, :] <= cache_pos[:, None]))[:, None, None, :]  # [B, 1, 1, S]
         # additive form, built once per step (CPU attention is several times slower with a bool mask at L = 1)
         mask = torch.zeros(attend.shape, dtype=h.dtype, device=h.device).masked_fill(~attend, float("-inf"))
         for i, layer in enumerate(self.layers):
@@ -446,7 +465,8 @@ class Transformer(nn.Module):
         """Compile ``decode_step`` with ``torch.compile`` (once; later calls are no-ops).
 
         mode "auto": "reduce-overhead" (CUDA graphs) on CUDA, the default mode elsewhere. Shapes are
-        static: one compilation per batch size (rows dropped from a batch give a new size).
+        static: one compilation per batch size (rows dropped from a batch give a new size; the continuous
+        engine, m2ugen/engine.py, pads its batches to a few fixed sizes instead).
         """
         if self._decode_compiled is None:
             if mode == "auto":

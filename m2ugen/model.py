@@ -538,7 +538,14 @@ class M2UGen(nn.Module):
             self._generate_music(music)
         return [r if isinstance(r, BaseException) else r.result() for r in rows]
 
-    # -- the steps of chat_batch ------------------------------------------------------------------
+    def engine(self, max_rows: int = 4, prefill_chunk: int | None = None):
+        """A continuous-batching engine over this model (``m2ugen.engine.Engine``): requests join and leave
+        the running LLaMA and music decodes at every step; each row's result equals ``chat`` alone."""
+        from m2ugen.engine import Engine
+
+        return Engine(self, max_rows=max_rows, prefill_chunk=prefill_chunk)
+
+    # -- the steps of chat_batch (the engine runs the same steps row by row) -----------------------------
     def _plan_row(self, req: "ChatRequest") -> "_Row":
         cfg = self.cfg
         max_new_tokens = cfg.max_new_tokens if req.max_new_tokens is None else req.max_new_tokens

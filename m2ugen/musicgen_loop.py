@@ -189,27 +189,51 @@ class MusicGenStep(nn.Module):
         s, _, t, _ = x.shape
         return x.transpose(1, 2).reshape(s, t, self.heads * self.head_dim)
 
-    def forward(self, hidden: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def set_cross(self, first: int, states: torch.Tensor, keep: torch.Tensor) -> None:
+        """The cross-attention keys / values of slots [first, first + n) := those of ``states`` [n, Lc, D]
+        (``keep`` [n, Lc]), in place (the other slots are not touched; Lc at most the cache's)."""
+        n, lc = keep.shape
+        ref = next(self.parameters())
+        for i, layer in enumerate(self.layers):
+            xattn = layer.encoder_attn
+            for name, proj in ((f"cross_keys_{i}", xattn.k_proj), (f"cross_values_{i}", xattn.v_proj)):
+                buf = getattr(self, name)
+                buf[first:first + n].zero_()
+                buf[first:first + n, :, :lc] = self._heads(proj(states))
+        bias = torch.full((n, self.cross_bias.shape[-1]), torch.finfo(ref.dtype).min, device=ref.device,
+                          dtype=ref.dtype)
+        bias[:, :lc].masked_fill_(keep, 0.0)
+        self.cross_bias[first:first + n] = bias[:, None, None, :]
+
+    def forward(self, hidden: torch.Tensor, pos: torch.Tensor, first: int = 0, upto: int | None = None) -> torch.Tensor:
+        """``first``: the cache slot of ``hidden``'s first row (slots [first, first + S) are read and written);
+        ``upto`` (eager callers): attend to cache positions < upto only (every position read is < upto)."""
         s, t, _ = hidden.shape
-        length = self.cache_shape[2]
+        length = self.cache_shape[2] if upto is None else upto
         slots = torch.arange(s, device=pos.device)[:, None].expand(s, t)
         visible = (torch.arange(length, device=pos.device)[None, None, :] <= pos[:, :, None])[:, None]  # [S,1,T,L]
+        whole = first == 0 and s == self.cache_shape[0]
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             keys, values = getattr(self, f"keys_{i}"), getattr(self, f"values_{i}")
+            if not whole:
+                keys, values = keys[first:first + s], values[first:first + s]
             h = layer.self_attn_layer_norm(hidden)
             q = self._heads(attn.q_proj(h))
             keys[slots, :, pos] = attn.k_proj(h).view(s, t, self.heads, self.head_dim)
             values[slots, :, pos] = attn.v_proj(h).view(s, t, self.heads, self.head_dim)
+            if upto is not None:
+                keys, values = keys[:, :, :upto], values[:, :, :upto]
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, scale=self.scaling)
             hidden = hidden + attn.out_proj(self._merge(out))
             if self.cross:
                 xattn = layer.encoder_attn
                 h = layer.encoder_attn_layer_norm(hidden)
                 q = self._heads(xattn.q_proj(h))
-                out = F.scaled_dot_product_attention(q, getattr(self, f"cross_keys_{i}"),
-                                                     getattr(self, f"cross_values_{i}"),
-                                                     attn_mask=self.cross_bias, scale=self.scaling)
+                ck, cv, cb = getattr(self, f"cross_keys_{i}"), getattr(self, f"cross_values_{i}"), self.cross_bias
+                if not whole:
+                    ck, cv, cb = ck[first:first + s], cv[first:first + s], cb[first:first + s]
+                out = F.scaled_dot_product_attention(q, ck, cv, attn_mask=cb, scale=self.scaling)
                 hidden = hidden + xattn.out_proj(self._merge(out))
             h = layer.final_layer_norm(hidden)
             hidden = hidden + layer.fc2(layer.activation_fn(layer.fc1(h)))

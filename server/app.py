@@ -131,6 +131,7 @@ class ServerSettings:
     stems_dir: str | None = None  # serve --stems-dir: Demucs weights (default: the torch hub cache)
     separators: Any = None  # {model name: separator} used as they are (tests inject exact ones)
     shared_jobs: bool = False  # every client sees every job (serve --shared-jobs); else only its own
+    batching: str = "continuous"  # chat jobs: "continuous" (join the running decode) or "static" (docs/protocol.md §6)
 
     def uses_curve(self) -> bool:
         """CURVE is on when asked, and always for a non-loopback bind."""
@@ -193,7 +194,7 @@ class ServerApp:
                                    authorized_dir=keys_dir / "authorized")
         self.endpoint = self.transport.endpoint
         self.worker = Worker(model, info, self.queue, self.store, self.journal, self.transport.emitter,
-                             max_batch=s.limits.max_batch)
+                             max_batch=s.limits.max_batch, batching=s.batching)
         self.worker.adapters = self.adapters
         self.worker.stems = _separators(model, s)
         self._requeue_resumable()

@@ -1,7 +1,10 @@
 """The single model worker thread (the model is not thread-safe).
 
 Takes jobs from the queue, starts them (state, seed) and hands each to its kind's module in
-``server/kinds/`` (``chat`` for ask/edit/generate), which does the work through this class's
+``server/kinds/`` (``chat`` for ask/edit/generate). Chat jobs run continuously batched (the default,
+docs/protocol.md §6): the worker steps an ``m2ugen.engine.Engine`` and, at every step boundary, admits the
+queued jobs that may join it (``_serve``); ``--batching static`` runs them in static batches instead.
+The kind module does the work through this class's
 ``finish`` / ``progress`` / ``update`` / ``emit`` and ``model_events`` (the model's ``on_event``
 callbacks turned into ``progress`` / ``text`` events). The worker owns job states and events; a
 running job is cancelled by raising ``JobCancelled`` from that callback at the model's next step.
@@ -23,11 +26,13 @@ log = logging.getLogger("m2ugen.worker")
 
 Emit = Callable[..., None]  # emit(header: dict, frames: list[bytes] = ()) -> None, thread-safe
 DEFAULT_MAX_BATCH = 4  # rows (a job counts its takes) run together; 1 = one job at a time
+BATCHING = ("continuous", "static")  # docs/protocol.md §6
 
 
 class Worker(threading.Thread):
     def __init__(self, model, model_info: dict[str, Any], queue: JobQueue, store: JobStore, journal: Journal,
-                 emit_factory: Callable[[], Emit], max_batch: int = DEFAULT_MAX_BATCH):
+                 emit_factory: Callable[[], Emit], max_batch: int = DEFAULT_MAX_BATCH,
+                 batching: str = "continuous"):
         super().__init__(name="m2ugen-worker", daemon=True)
         self.model = model
         self.model_info = model_info
@@ -39,6 +44,10 @@ class Worker(threading.Thread):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
+        self.batching = batching
+        self._engine = None  # m2ugen.engine.Engine, made at the first continuous job
         self.running: list[Job] = []  # the job(s) of the batch being run
         self.stopping = False  # set by the app on shutdown: a job cancelled then is 'interrupted'
         self.adapters = None  # server.adapters.Adapters, set by the app (fine-tunes, params.adapter)
@@ -54,6 +63,7 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         self.emit = self._emit_factory()  # the event socket belongs to this thread
+        self.warm_up()
         while True:
             job = self.queue.get()
             if job is None:
@@ -61,7 +71,11 @@ class Worker(threading.Thread):
             self.run_job(job)
 
     def run_job(self, job: Job) -> None:
-        """Run ``job`` with the queued jobs that may share its batch."""
+        """Run ``job`` with the queued jobs that may share its batch (continuous: that join it as it runs)."""
+        engine = self._engine_for(job)
+        if engine is not None:
+            self._serve(engine, job)
+            return
         batch = [job] + self._batch_mates(job)
         self._announce_positions()
         parked, self.running = self.running, batch  # parked: a long job that lent the model (run_waiting)
@@ -105,6 +119,124 @@ class Worker(threading.Thread):
             log.exception("jobs %s: unexpected worker error", ", ".join(j.id for j in started))
             for job in started:  # finish() leaves a job that already ended as it is
                 self.finish(job, "failed", error={"code": "internal", "message": "internal error in the worker"})
+
+    # --- continuous batching: an m2ugen.engine.Engine, stepped here; jobs join at its step boundaries
+    def _engine_for(self, job: Job):
+        """The engine for ``job``, or None: static batching, a kind without rows (transcribe, finetune), or a
+        model class without ``engine`` (a test double wrapping the model runs static)."""
+        runner = kinds.runner(job.kind)
+        if self.batching != "continuous" or not hasattr(runner, "start_rows") \
+                or not callable(getattr(type(self.model), "engine", None)):
+            return None
+        if self._engine is None:
+            self._engine = self.model.engine(max_rows=self.max_batch)
+        return self._engine
+
+    def warm_up(self) -> None:
+        """With compiled decode steps (serve --compile), compile the engine's fixed batch sizes now, before
+        the first job, once each."""
+        llama = getattr(self.model, "llama", None)
+        if self.batching == "continuous" and getattr(llama, "decode_compiled", False) \
+                and callable(getattr(type(self.model), "engine", None)):
+            t0 = time.perf_counter()
+            try:
+                self._engine = self.model.engine(max_rows=self.max_batch)
+                self._engine.warm_up()
+                log.info("compiled the decode steps for batches of up to %d rows in %.1f s", self.max_batch,
+                         time.perf_counter() - t0)
+            except Exception:  # the first jobs compile instead
+                log.exception("warming up the compiled decode steps failed")
+
+    def _serve(self, engine, head: Job) -> None:
+        """Run ``head`` on the engine, and every queued job that may join it (same kind module and
+        ``batch_key``, in queue order) at each step boundary while it has room, until the engine is empty."""
+        runner = kinds.runner(head.kind)
+        key = runner.batch_key(head)
+        parked, self.running = self.running, []
+        live: dict[int, Any] = {}  # engine handle -> the job's kind state (runner.Running)
+        try:
+            self._admit(engine, runner, [head], live)
+            while live:
+                for r in {id(r): r for r in live.values()}.values():
+                    if r.job.cancel_requested.is_set():  # rows waiting in a stage end now, not when they run
+                        for h in r.handles:
+                            engine.cancel(h, JobCancelled())
+                if not self.stopping:
+                    self._admit(engine, runner, self._joiners(engine, runner, key), live)
+                try:
+                    ended = engine.step()
+                except Exception:  # an error of the engine itself: every job in it fails, the worker goes on
+                    log.exception("jobs %s: unexpected engine error", ", ".join(self._ids(live)))
+                    ended = engine.abort(RuntimeError("internal error in the worker"))
+                    for r in {id(r): r for r in live.values()}.values():
+                        self.finish(r.job, "failed", error={"code": "internal",
+                                                            "message": "internal error in the worker"})
+                for handle, out in ended.items():
+                    r = live.pop(handle, None)
+                    if r is None:
+                        continue
+                    try:
+                        over = runner.row_ended(self, engine, r, handle, out)
+                    except Exception:
+                        log.exception("job %s: unexpected worker error", r.job.id)
+                        self.finish(r.job, "failed", error={"code": "internal",
+                                                            "message": "internal error in the worker"})
+                        over = True
+                    if over:
+                        for h in r.handles:
+                            live.pop(h, None)
+                            engine.cancel(h)  # takes still running after a failure: not worth their steps
+                        if r.job in self.running:
+                            self.running.remove(r.job)
+        finally:
+            if not engine.idle:
+                engine.abort(RuntimeError("the worker stopped"))
+            self.running = parked
+
+    @staticmethod
+    def _ids(live: dict) -> list[str]:
+        return list(dict.fromkeys(r.job.id for r in live.values()))
+
+    def _admit(self, engine, runner, jobs: list[Job], live: dict) -> None:
+        for job in jobs:
+            if not self.begin(job):
+                continue
+            self.running.append(job)
+            try:
+                r = runner.start_rows(self, engine, job)
+            except Exception:
+                log.exception("job %s: unexpected worker error", job.id)
+                self.finish(job, "failed", error={"code": "internal", "message": "internal error in the worker"})
+                r = None
+            if r is None:
+                self.running.remove(job)
+                continue
+            for h in r.handles:
+                live[h] = r
+        if jobs:
+            self._announce_positions()
+
+    def _joiners(self, engine, runner, key) -> list[Job]:
+        """Queued jobs from the head of the queue, in order, that may join now: the same kind module and
+        batch key, rows within the engine's room. The first that may not ends the run (first come, first
+        served: a fine-tune or a job for other weights at the head waits for the engine to drain)."""
+        room = engine.room()
+        if room <= 0:
+            return []
+        stop = False
+
+        def fits(job: Job) -> bool:
+            nonlocal room, stop
+            if stop:
+                return False
+            other = kinds.runner(job.kind)
+            if other is not runner or other.batch_key(job) != key or other.rows(job) > room:
+                stop = True
+                return False
+            room -= other.rows(job)
+            return True
+
+        return self.queue.take_if(fits)
 
     # --- park / resume: a long job (protocol.LONG_KINDS: finetune) lends the model between its steps
     def interactive_waiting(self) -> bool:

@@ -197,3 +197,93 @@ def test_a_job_that_cannot_be_planned_fails_alone_in_its_batch(make_server, mode
     assert batches[1] == ["soft strings", "jazz trio"]  # the failed job's rows never reached the model
     assert ends[jobs[1]]["op"] == "error" and "cannot be served" in ends[jobs[1]]["message"]
     assert ends[jobs[0]]["op"] == ends[jobs[2]]["op"] == "done"
+
+
+# --- issue 25: continuous batching (the default): queued jobs join the running engine at a step boundary
+class GatedEngine:
+    """The real engine; its first ``gates`` steps each wait for the test (``release[i]``), after telling it
+    (``entered[i]``), so the test can queue or cancel jobs at a known step boundary without timing."""
+
+    def __init__(self, engine, gates: int):
+        self._engine = engine
+        self.entered = [threading.Event() for _ in range(gates)]
+        self.release = [threading.Event() for _ in range(gates)]
+        self.calls = 0
+        self.most_rows = 0
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def step(self):
+        i, self.calls = self.calls, self.calls + 1
+        self.most_rows = max(self.most_rows, self._engine.rows)
+        if i < len(self.entered):
+            self.entered[i].set()
+            assert self.release[i].wait(120)
+        return self._engine.step()
+
+
+class Made(list):
+    """The engines the worker made; ``first()`` waits for the first."""
+
+    def __init__(self):
+        super().__init__()
+        self.event = threading.Event()
+
+    def first(self) -> GatedEngine:
+        assert self.event.wait(120)
+        return self[0]
+
+
+@pytest.fixture
+def gated(monkeypatch):
+    made = Made()
+    original = M2UGen.engine
+
+    def engine(self, *args, **kwargs):
+        made.append(GatedEngine(original(self, *args, **kwargs), gates=2))
+        made.event.set()
+        return made[-1]
+
+    monkeypatch.setattr(M2UGen, "engine", engine)
+    return made
+
+
+def test_continuous_jobs_join_the_running_engine_and_match_serial_jobs(make_server, model, gated):
+    srv = make_server(model, limits=Limits(max_batch=4))
+    with Client(srv.endpoint, timeout_s=30) as c:
+        first = submit(c, "warm up", 9)
+        assert gated.first().entered[0].wait(120)  # the first job is in the engine, its first step held
+        jobs = [submit(c, "soft strings", 5), submit(c, "loud drums", 6, takes=2)]
+        gated[0].release[0].set()
+        gated[0].release[1].set()
+        ends = wait_all(c, [first] + jobs)
+    assert gated[0].most_rows == 4  # the queued jobs joined the running one: 1 + 1 + 2 rows at once
+    serial = make_server(model, limits=Limits(max_batch=1), batching="static")
+    with Client(serial.endpoint, timeout_s=30) as c:
+        serial_jobs = [submit(c, "warm up", 9), submit(c, "soft strings", 5), submit(c, "loud drums", 6, takes=2)]
+        serial_ends = wait_all(c, serial_jobs)
+    for a, b in zip([first] + jobs, serial_jobs):
+        x, y = ends[a], serial_ends[b]
+        assert x["op"] == y["op"] == "done"
+        assert x["text"] == y["text"] and len(x["takes"]) == len(y["takes"])
+        for tx, ty in zip(x["takes"], y["takes"]):
+            np.testing.assert_array_equal(sf.read(tx["audio_path"])[0], sf.read(ty["audio_path"])[0])
+    timings = __import__("json").loads(open(ends[jobs[0]]["sidecar_path"]).read())["timings"]
+    assert timings.keys() >= {"queue_wait", "analysis", "plan", "encoding", "thinking", "generating", "vocoder",
+                              "chat", "write", "result_analysis", "total"}
+
+
+def test_cancelling_one_running_job_leaves_the_others_in_the_engine(make_server, model, gated):
+    srv = make_server(model, limits=Limits(max_batch=4))
+    with Client(srv.endpoint, timeout_s=30) as c:
+        first = submit(c, "warm up", 9)
+        assert gated.first().entered[0].wait(120)
+        jobs = [submit(c, "soft strings", 5), submit(c, "loud drums", 6, takes=2)]
+        gated[0].release[0].set()
+        assert gated[0].entered[1].wait(120)  # both joined (admitted before step 2), step 2 held
+        assert c.call("cancel", job=jobs[1]).op == "cancelling"
+        gated[0].release[1].set()
+        ends = wait_all(c, [first] + jobs)
+    assert ends[jobs[1]]["op"] == "cancelled"
+    assert ends[first]["op"] == ends[jobs[0]]["op"] == "done"

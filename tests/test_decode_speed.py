@@ -273,7 +273,7 @@ def test_gpu_check_runs_tiny_on_cpu(setup, capsys):
     out = capsys.readouterr().out
     assert "ERROR" not in out and "skipped" not in out, out
     for row in ("copy bandwidth", "weights, tiny", "generate job, M2UGen.chat", "LLaMA decode_step float32, batch 4",
-                "MusicGen decode", "vocoder='mbd'", "int8 weight-only", "LLaMA decode_step int8, batch 1"):
+                "MusicGen decode", "vocoder='mbd'", "continuous batching vs serial vs static", "int8 weight-only", "LLaMA decode_step int8, batch 1"):
         assert row in out, (row, out)
 
 

@@ -151,7 +151,7 @@ def cmd_serve(args) -> int:
                       max_batch=args.max_batch, max_upload_mb=args.max_upload_mb,
                       upload_store_mb=args.upload_store_mb, upload_ttl_h=args.upload_ttl_h),
         curve=True if args.curve else None, keys_dir=Path(args.keys_dir).expanduser() if args.keys_dir else None,
-        keep_days=args.keep_days, stems_dir=args.stems_dir, shared_jobs=args.shared_jobs,
+        keep_days=args.keep_days, stems_dir=args.stems_dir, shared_jobs=args.shared_jobs, batching=args.batching,
     )
     from server.adapters import parse_adapter_arg
 
@@ -247,6 +247,9 @@ def register(sub) -> None:
     p.add_argument("--max-batch", type=int, default=4, metavar="ROWS",
                    help="queued ask/edit/generate jobs run together, in rows (a job counts its takes; default 4, "
                         "1 = one job at a time); see docs/protocol.md 'Batching'")
+    p.add_argument("--batching", default="continuous", choices=("continuous", "static"),
+                   help="continuous (default): queued jobs join the running decode at its next step and leave it "
+                        "the step they finish; static: a batch is formed once and runs to its end")
     p.add_argument("--max-message-mb", type=int, default=256, help="largest accepted message (default 256 MiB)")
     p.add_argument("--max-audio-s", type=finite_float, default=600.0, help="longest input audio (default 600 s)")
     p.add_argument("--max-audio-mb", type=int, default=256, help="largest input audio file (default 256 MiB)")

@@ -5,10 +5,13 @@ options: server/finishing.py), ``infer`` (every take of every job in the batch a
 ``model.chat_batch``), ``write`` (fit each take to the project, write the WAVs and the sidecar). The
 worker owns the job's states and events.
 
-Batching (docs/protocol.md §5): the worker hands ``run_batch`` the job at the head of the queue plus the
-queued chat jobs behind it with the same ``batch_key``, up to ``--max-batch`` rows (a job counts its
-takes). Each row gets its own seed, sampling settings, length and mode, so a job's result does not depend
-on its neighbours; a cancel or a failure ends that job's rows only.
+Batching (docs/protocol.md §6): continuous (the default) — the worker drives an ``m2ugen.engine.Engine``:
+``start_rows`` admits a job's takes as rows that join the running decode at the next step, ``row_ended``
+collects them as they leave and ``conclude``s the job when its last take is back. Static
+(``--batching static``) — the worker hands ``run_batch`` the job at the head of the queue plus the queued
+chat jobs behind it with the same ``batch_key``, up to ``--max-batch`` rows (a job counts its takes), as
+one ``model.chat_batch``. Either way each row gets its own seed, sampling settings, length and mode, so a
+job's result does not depend on its neighbours; a cancel or a failure ends that job's rows only.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Plan:
     source: tuple | None  # (float audio, sample rate) of the edit's source
     options: dict[str, Any] = field(default_factory=dict)  # model.chat's mode / chroma / vocoder / music_hint
     stem: Any = None  # a stem edit's stem_edit.StemPlan (params.op), else None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: the source's analysis, the rest of planning
 
 
 def analyse_source(job: Job) -> tuple[tuple | None, dict | None]:
@@ -73,7 +77,9 @@ def cancel_point(job: Job):
 
 def plan(worker, job: Job) -> Plan:
     p = job.params
+    t0 = time.perf_counter()
     source, analysis = analyse_source(job)
+    t1 = time.perf_counter()
     worker.update(job, analysis=analysis)
     tempo = finishing.target_tempo(p, analysis)
     want_audio = protocol.KIND_SPECS[job.kind].makes_audio
@@ -83,9 +89,11 @@ def plan(worker, job: Job) -> Plan:
                                       check=cancel_point(job)) if want_audio else {}
     takes = max(1, int(p.get("takes") or 1)) if want_audio else 1
     the_plan = Plan(prompt=finishing.prompt_for_model(p, analysis), want_audio=want_audio, duration=duration,
-                    decode_s=decode_s, takes=takes, tempo=tempo, source=source, options=options)
+                    decode_s=decode_s, takes=takes, tempo=tempo, source=source, options=options,
+                    timings={"analysis": t1 - t0})
     if job.kind == "edit" and p.get("op"):
         stem_edit.plan(worker, job, the_plan, analysis)
+    the_plan.timings["plan"] = time.perf_counter() - t1
     return the_plan
 
 
@@ -161,15 +169,65 @@ def run_batch(worker, jobs: list[Job]) -> None:
     results = infer(worker, planned)
     chat_s = time.perf_counter() - t0
     for job, the_plan in planned:
-        replies = results[job.id]
-        error = next((r for r in replies if isinstance(r, BaseException)), None)
-        if isinstance(error, JobCancelled) or job.cancel_requested.is_set():
-            worker.finish(job, "cancelled")
-        elif error is not None:
-            log.warning("job %s: model raised %s: %s", job.id, type(error).__name__, error)
-            worker.finish(job, "failed", error={"code": "job_failed", "message": f"{type(error).__name__}: {error}"})
-        else:
-            finish(worker, job, the_plan, replies, chat_s)
+        conclude(worker, job, the_plan, results[job.id], chat_s)
+
+
+def conclude(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
+    """The job's end once the model returned every take: cancelled, failed (the first error), or its
+    results written."""
+    error = next((r for r in replies if isinstance(r, BaseException)), None)
+    if isinstance(error, JobCancelled) or job.cancel_requested.is_set():
+        worker.finish(job, "cancelled")
+    elif error is not None:
+        log.warning("job %s: model raised %s: %s", job.id, type(error).__name__, error)
+        worker.finish(job, "failed", error={"code": "job_failed", "message": f"{type(error).__name__}: {error}"})
+    else:
+        finish(worker, job, plan, replies, chat_s)
+
+
+# --- continuous batching (docs/protocol.md §6): the worker drives an m2ugen.engine.Engine ---------------
+@dataclass
+class Running:
+    """A job whose takes are rows of the running engine."""
+    job: Job
+    plan: Plan
+    handles: list[int]
+    replies: dict[int, Any] = field(default_factory=dict)
+    t0: float = field(default_factory=time.perf_counter)
+
+
+def start_rows(worker, engine, job: Job) -> Running | None:
+    """Plan the job and admit one engine row per take (they join the running batch at the next step);
+    None when the job cannot be planned (it failed alone)."""
+    worker.progress(job, "encoding", 0.0)
+    try:
+        the_plan = plan(worker, job)
+    except Exception as e:  # this job's options cannot be served: it fails alone
+        log.warning("job %s: %s: %s", job.id, type(e).__name__, e)
+        worker.finish(job, "failed", error={"code": "job_failed", "message": f"{type(e).__name__}: {e}"})
+        return None
+    from m2ugen.model import ChatRequest
+
+    adapters.select_for(worker, job)  # params.adapter: every job of one engine run has the same (batch_key)
+    t0 = time.perf_counter()
+    handles = [engine.admit(ChatRequest(the_plan.prompt, **chat_kwargs(worker, job, the_plan, take)))
+               for take in range(the_plan.takes)]
+    return Running(job=job, plan=the_plan, handles=handles, t0=t0)
+
+
+def row_ended(worker, engine, running: Running, handle: int, out) -> bool:
+    """One of the job's rows left the engine (a reply or an exception); a failed or cancelled take ends
+    the job's other takes at once. -> True when the job is over (concluded)."""
+    running.replies[handle] = out
+    if isinstance(out, BaseException):
+        for h in running.handles:
+            if h not in running.replies:
+                engine.cancel(h, out)
+    if len(running.replies) < len(running.handles):
+        return False
+    replies = [running.replies[h] for h in running.handles]
+    conclude(worker, running.job, running.plan, replies, time.perf_counter() - running.t0)
+    return True
 
 
 def finish(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
@@ -191,6 +249,7 @@ def finish(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
 def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
     p = job.params
     t1 = time.perf_counter()
+    result_analysis_s = 0.0
     frames: list[bytes] = []
     takes: list[dict[str, Any]] = []
     out_path: Path | None = None
@@ -217,16 +276,21 @@ def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
                     frames = [data]
             takes.append({"take": i + 1, "audio_path": str(path), "seed": int(reply.seed), "text": reply.text,
                           **notes})
+        t2 = time.perf_counter()
         try:
             result_analysis = finishing.analyse(first_wave, sr)
         except Exception as e:
             log.warning("job %s: the result could not be analysed: %s: %s", job.id, type(e).__name__, e)
             result_analysis = None
+        result_analysis_s = time.perf_counter() - t2
         worker.update(job, audio_path=str(out_path), sample_rate=sr, channels=first_wave.shape[0],
                       duration=first_wave.shape[1] / sr, takes=takes, result_analysis=result_analysis)
     sidecar = job.job_dir / "result.json"
-    timings = {k: float(v) for k, v in (getattr(replies[0], "timings", None) or {}).items()}
-    timings.update(queue_wait=(job.started or 0) - job.created, chat=chat_s, write=time.perf_counter() - t1)
+    timings = {"queue_wait": (job.started or 0) - job.created, **plan.timings}
+    timings.update({k: float(v) for k, v in (getattr(replies[0], "timings", None) or {}).items()})
+    timings.update(chat=chat_s, write=time.perf_counter() - t1 - result_analysis_s,
+                   result_analysis=result_analysis_s)
+    timings["total"] = time.time() - job.created  # to the sidecar's write; docs/protocol.md §6 names each
     seed = int(replies[0].seed if replies[0].seed is not None else job.seed)
     outputs.write_own(sidecar, audio_io.sidecar_bytes({
         "job": job.id, "kind": job.kind, "prompt": p["prompt"],

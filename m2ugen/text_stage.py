@@ -1,0 +1,289 @@
+"""The LLaMA stage of continuous batching: rows join and leave the running decode at every step.
+
+A slot pool: the model's kept KV cache has ``slots`` rows; a joining row takes a free slot and is
+prefilled into it alone (``Transformer.bind_cache(slot)``: a one-row view, the other slots untouched), in
+chunks: while rows are decoding, at most ``prefill_chunk`` prompt tokens per ``step`` in all (default
+``PREFILL_CHUNK``: about one decode step's time), so joining never stalls the running rows for more than
+that; while none decodes (nothing to stall), every joining row is prefilled whole at once. Each running row sits at its own cache column (no left padding:
+``decode_step`` with a per-row ``cache_pos``), so a row computes what it computes alone. Every step runs
+one ``decode_step`` over slots ``[0, S)`` with S the smallest of ``BUCKETS`` that covers the highest
+slot in use: a compiled step (``llama.compile_decode()``) sees a handful of shapes, each compiled once
+(``warm_up``). Slots in the range that are free, or still prefilling, are fed a dummy token at a column
+their owner overwrites before it reads it. A finished row leaves at once; its slot is free the same step.
+
+Per-row adapters (the row's own audio / image / video prefix) are computed once when the row joins and
+kept per slot (``adapter_kv``), so the decode step reads them as views, never copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from m2ugen.generate import AudGather, Generation, generation, sample_next, stop_after
+from m2ugen.llama import Transformer
+
+BUCKETS = (1, 2, 4, 8)  # decode batch sizes (a larger pool adds its own size)
+PREFILL_CHUNK = {"cuda": 32, "cpu": 8}  # prompt tokens of a joining row prefilled per step, per device type:
+# about one decode step's time. Measured (mid LLaMA 8 x 1024, fp32, 1 CPU thread, benchmarks/bench_serving.py's
+# config): a decode step of 4 rows 394 ms, prefill chunks of 8 / 16 / 32 tokens 403 / 531 / 738 ms. On a GPU
+# both are bound by reading the weights, so 32 tokens cost about one step.
+
+
+def prefill_chunk(device: torch.device | str) -> int:
+    return PREFILL_CHUNK.get(torch.device(device).type, PREFILL_CHUNK["cuda"])
+
+
+def bucket(n: int, slots: int) -> int:
+    """The smallest fixed decode size >= n (the pool's size when none is)."""
+    return next((b for b in BUCKETS if b >= n and b <= slots), slots)
+
+
+@dataclass(eq=False)
+class TextRow:
+    """One row of the LLaMA stage: its prompt, sampling settings, adapters, and what it made so far."""
+
+    ids: list[int]
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    generator: torch.Generator | None
+    adapters: list[torch.Tensor | None] | None = None  # per layer, [1, La, dim] or None
+    on_step: Callable[[list[int]], None] | None = None  # after every token; raising ends this row alone
+    audio_token_ids: list[int] = field(default_factory=list)
+    # state
+    slot: int | None = None
+    prefilled: int = 0  # prompt tokens in the cache
+    generated: list[int] = field(default_factory=list)
+    logits: torch.Tensor | None = None  # [1, V] of the next token, pending its sample
+    h_last: torch.Tensor | None = None  # [1, dim]: the state that predicts it
+    gather: AudGather | None = None
+    limit: int = 0
+    result: Generation | None = None
+    error: BaseException | None = None
+
+    @property
+    def column(self) -> int:
+        """The cache column of the latest token (the one the next decode feeds)."""
+        return len(self.ids) + len(self.generated) - 1
+
+
+class TextStage:
+    def __init__(self, llama: Transformer, tokenizer, slots: int, prefill_chunk: int | None = None,
+                 stop_text: str | None = None):
+        if prefill_chunk is None:
+            prefill_chunk = globals()["prefill_chunk"](llama.tok_embeddings.weight.device)
+        if slots < 1 or prefill_chunk < 1:
+            raise ValueError(f"need slots >= 1 and prefill_chunk >= 1, got {slots}, {prefill_chunk}")
+        self.llama, self.tokenizer = llama, tokenizer
+        self.n_slots, self.chunk = slots, prefill_chunk
+        self.stop_text = stop_text
+        self.slots: list[TextRow | None] = [None] * slots
+        self.waiting: deque[TextRow] = deque()  # no slot yet, in arrival order
+        self._adapter_store: list[tuple | None] | None = None
+        self._bound = False
+        self.steps = 0  # decode steps run (for tests and benchmarks)
+
+    # --- rows --------------------------------------------------------------------------------------
+    def admit(self, row: TextRow) -> None:
+        """Queue a row; it takes a slot at the next step with one free."""
+        P = len(row.ids)
+        if P == 0 or P >= self.llama.cfg.max_seq_len:
+            raise ValueError(f"a prompt of {P} tokens does not fit the context of {self.llama.cfg.max_seq_len}")
+        row.limit = min(row.max_new_tokens, self.llama.cfg.max_seq_len - P)
+        row.gather = AudGather(list(row.audio_token_ids))
+        self.waiting.append(row)
+
+    def cancel(self, row: TextRow, error: BaseException) -> None:
+        """End a row now (its slot is free at once)."""
+        row.error = row.error or error
+        self._leave(row)
+
+    @property
+    def idle(self) -> bool:
+        return not self.waiting and all(r is None for r in self.slots)
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots.count(None) - len(self.waiting)
+
+    def _leave(self, row: TextRow) -> None:
+        if row in self.waiting:
+            self.waiting.remove(row)
+        if row.slot is not None and self.slots[row.slot] is row:
+            self.slots[row.slot] = None
+        row.slot = None
+
+    # --- the cache -----------------------------------------------------------------------------------
+    def _bind(self) -> None:
+        if not self._bound:
+            if self.llama.has_cache:
+                raise RuntimeError("the LLaMA's KV cache is in use by another generation")
+            self.llama.reserve_cache(self.n_slots)
+            self.llama.bind_cache()
+            self._bound = True
+
+    @contextlib.contextmanager
+    def unbound(self):
+        """The model's cache unbound for a while (a cacheless forward, e.g. teacher forcing), slots kept."""
+        bound = self._bound
+        if bound:
+            self.llama.clear_cache()
+        try:
+            yield
+        finally:
+            if bound:
+                self.llama.bind_cache()
+
+    def release(self) -> None:
+        """Unbind the model's cache (the allocation is kept); call when idle or to let the model be used."""
+        if self._bound:
+            self.llama.clear_cache()
+            self._bound = False
+            self._adapter_store = None
+
+    def _store_adapters(self, row: TextRow) -> None:
+        """The row's adapter keys / values into its slot of the per-slot store."""
+        kv = self.llama.adapter_kv(row.adapters)
+        if kv is None:
+            return
+        if self._adapter_store is None:
+            self._adapter_store = [None if x is None else tuple(
+                None if t is None else t.new_zeros((self.n_slots, *t.shape[1:])) for t in x) for x in kv]
+        for store, x in zip(self._adapter_store, kv):
+            if (store is None) != (x is None):
+                raise ValueError("every row of a continuous batch needs adapters on the same layers")
+            if x is None:
+                continue
+            for dst, src in zip(store, x):
+                if (dst is None) != (src is None) or (src is not None and dst.shape[1:] != src.shape[1:]):
+                    raise ValueError("every row of a continuous batch needs adapters of the same shape")
+                if src is not None:
+                    dst[row.slot] = src[0]
+
+    # --- one step ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self) -> list[TextRow]:
+        """Admit waiting rows into free slots, prefill joining rows (``chunk`` tokens in all while rows
+        decode, else whole), sample every row that has its next logits, decode one token for every running
+        row. -> the rows that left this step
+        (``result`` or ``error`` set)."""
+        if self.idle:
+            self.release()
+            return []
+        self._bind()
+        left: list[TextRow] = []
+        while self.waiting and None in self.slots:
+            row = self.waiting.popleft()
+            row.slot = self.slots.index(None)
+            self.slots[row.slot] = row
+            try:
+                self._store_adapters(row)
+            except Exception as e:
+                row.error = e
+                self._leave(row)
+                left.append(row)
+        # prefill: ``chunk`` tokens a step in all while rows are decoding (they wait for it), else no limit
+        decoding = any(r is not None and r.prefilled == len(r.ids) for r in self.slots)
+        budget = self.chunk if decoding else None
+        for row in [r for r in self.slots if r is not None and r.prefilled < len(r.ids)]:
+            if budget is not None and budget <= 0:
+                break
+            n = len(row.ids) - row.prefilled if budget is None else min(budget, len(row.ids) - row.prefilled)
+            self._guarded(row, self._prefill_chunk, row, n, left)
+            if budget is not None:
+                budget -= n
+        for row in [r for r in self.slots if r is not None and r.logits is not None]:
+            self._guarded(row, self._sample, row, left)
+        running = [r for r in self.slots if r is not None and r.prefilled == len(r.ids) and r.logits is None
+                   and r.result is None]
+        if running:
+            self._decode(running)
+        if self.idle:
+            self.release()
+        return left
+
+    def _guarded(self, row: TextRow, fn, *args) -> None:
+        left = args[-1]
+        try:
+            fn(*args[:-1])
+        except Exception as e:  # a cancel from on_step, a bad input: this row ends alone
+            row.error = e
+        if row.error is not None or row.result is not None:
+            self._leave(row)
+            left.append(row)
+
+    def _prefill_chunk(self, row: TextRow, n: int) -> None:
+        a = row.prefilled
+        b = min(len(row.ids), a + n)
+        device = self.llama.tok_embeddings.weight.device
+        x = torch.tensor([row.ids[a:b]], dtype=torch.long, device=device)
+        self.llama.bind_cache(row.slot)
+        try:
+            logits, h = self.llama(x, start_pos=a, adapters=row.adapters,
+                                   key_valid=torch.ones(1, b, dtype=torch.bool, device=device))
+        finally:
+            self.llama.bind_cache()
+        row.prefilled = b
+        if b == len(row.ids):
+            row.logits, row.h_last = logits, h[:, -1]
+
+    def _sample(self, row: TextRow) -> None:
+        logits, h, row.logits = row.logits, row.h_last, None
+        t = int(sample_next(logits, row.temperature, row.top_p, row.generator)[0])
+        row.gather.step(t, h[0], len(row.generated))
+        row.generated.append(t)
+        reason = stop_after(self.tokenizer, row.generated, row.limit, self.tokenizer.eos_token_id,
+                            *(() if self.stop_text is None else (self.stop_text,)))
+        if row.on_step is not None:
+            row.on_step(row.generated)
+        if reason is not None:
+            row.result = generation(self.tokenizer, row.ids, row.generated, reason, row.gather)
+
+    def _decode(self, running: list[TextRow]) -> None:
+        llama = self.llama
+        device = llama.tok_embeddings.weight.device
+        S = bucket(max(r.slot for r in running) + 1, self.n_slots)
+        tokens = torch.zeros(S, 1, dtype=torch.long, device=device)
+        pos = torch.zeros(S, dtype=torch.long, device=device)
+        for s in range(S):  # free or prefilling slots: a dummy at a column their owner writes before reading
+            r = self.slots[s]
+            if r is not None and r.prefilled < len(r.ids):
+                pos[s] = r.prefilled
+        for r in running:
+            tokens[r.slot, 0] = r.generated[-1]
+            pos[r.slot] = r.column
+        valid = torch.ones(S, llama.cache_len, dtype=torch.bool, device=device)
+        kv = None if self._adapter_store is None else [
+            None if x is None else tuple(None if t is None else t[:S] for t in x) for x in self._adapter_store]
+        logits, h = llama.decode_step(tokens, pos, pos, valid, kv)
+        if llama.decode_compiled:  # CUDA graphs reuse their output buffers at the next step
+            logits, h = logits.clone(), h.clone()
+        for r in running:
+            r.logits, r.h_last = logits[r.slot:r.slot + 1], h[r.slot:r.slot + 1]
+        self.steps += 1
+
+    @torch.no_grad()
+    def warm_up(self, adapters: list[torch.Tensor | None] | None = None) -> None:
+        """Run the decode step once at every fixed size (compiles each once when the step is compiled);
+        ``adapters``: a row's adapters (the per-slot store's shapes, so the warmed step is the one used)."""
+        self._bind()
+        try:
+            if adapters is not None:
+                self._store_adapters(TextRow(ids=[0], max_new_tokens=1, temperature=0.0, top_p=1.0,
+                                             generator=None, adapters=adapters, slot=0))
+            device = self.llama.tok_embeddings.weight.device
+            for S in sorted({bucket(n, self.n_slots) for n in range(1, self.n_slots + 1)}):
+                z = torch.zeros(S, dtype=torch.long, device=device)
+                kv = None
+                if self._adapter_store is not None:
+                    kv = [None if x is None else tuple(None if t is None else t[:S] for t in x)
+                          for x in self._adapter_store]
+                self.llama.decode_step(z[:, None], z, z, torch.ones(S, self.llama.cache_len, dtype=torch.bool,
+                                                                      device=device), kv)
+        finally:
+            self.release()
