@@ -1,6 +1,7 @@
 """Jobs belong to the client that submitted them (server/owners.py): another client's job is not found by
-status, subscribe, result or cancel, is not listed, and its files are never written over; the owner
-survives a restart; ``--shared-jobs`` opens every job to every client."""
+status, subscribe, result or cancel, is not listed, and cannot be taken as an input (``{"job": id}``); the
+owner survives a restart; ``--shared-jobs`` opens every job to every client. (Output files are no concern
+between clients: under protocol 2 the server writes only into its own jobs folder.)"""
 
 from __future__ import annotations
 
@@ -22,8 +23,7 @@ def test_a_client_sees_only_its_own_jobs(make_server, tmp_path):
     srv = make_server()
     a, b = _clients(srv.endpoint)
     with a, b:
-        out = tmp_path / "a.wav"
-        done = run_job(a, "generate", QUICK, output={"path": str(out)})
+        done = run_job(a, "generate", QUICK)
         job = done["job"]
         assert done["owner"].startswith("token:") and a.token not in json.dumps(done)  # a hash, never the token
         for op, fields in (("status", {}), ("subscribe", {}), ("result", {"want": "bytes"}), ("cancel", {})):
@@ -32,11 +32,14 @@ def test_a_client_sees_only_its_own_jobs(make_server, tmp_path):
             assert a.call(op, job=job, **fields).op != "error", op
         assert [j["job"] for j in a.call("jobs").header["jobs"]] == [job]
         assert b.call("jobs").header["jobs"] == []
-        # b cannot have the server write over a's result (nor its sidecar); a may replace its own
-        r = b.call("submit", kind="generate", params=QUICK, output={"path": str(out), "overwrite": True})
-        assert r.op == "error" and r.header["code"] == "output_exists" and "another client" in r.header["message"]
-        assert run_job(a, "generate", {**QUICK, "seed": 2}, output={"path": str(out), "overwrite": True})
-        r = b.call("submit", kind="generate", params=QUICK, output={"path": str(tmp_path / "b.wav")})
+        # a's finished result is an input for a, never for b (not even its existence is told)
+        edit = {"prompt": "brighter", "duration": 0.5, "max_new_tokens": 4}
+        r = b.call("submit", kind="edit", params=edit, inputs={"audio": {"job": job}})
+        assert r.op == "error" and r.header["code"] == "not_found" and r.header["field"] == "inputs.audio.job", r.header
+        assert run_job(a, "edit", edit, {"audio": {"job": job}})["state"] == "done"
+        out = tmp_path / "a.wav"  # the owner fetches its bytes and writes them itself
+        assert a.save_result(job, out)["audio_path"] == str(out) and out.stat().st_size > 44
+        r = b.call("submit", kind="generate", params=QUICK)
         assert r.op == "accepted"
         assert b.call("cancel", job=r.job).op == "cancelling"
 

@@ -6,6 +6,7 @@ HTDemucs built through demucs' own classes."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,10 +17,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import decoder_calls, run_job
+from conftest import run_job
 from m2ugen import stem_ops, stems
 from server import audio_io, protocol
 from server.client import Client
+from server.security import OutputExists
 
 SR = 22050
 BPM = 120.0
@@ -158,7 +160,7 @@ def test_what_the_grammar_refuses_and_what_an_ordinary_edit_stays():
 
 def test_submit_resolves_the_operation_or_refuses_with_the_reason():
     def submit(**params):
-        return protocol.check_submit({"kind": "edit", "params": params, "inputs": {"audio": {"path": "/x.wav"}}}, 0)
+        return protocol.check_submit({"kind": "edit", "params": params, "inputs": {"audio": {"job": "earlier"}}}, 0)
 
     p = submit(prompt="Remove the drums")["params"]
     assert (p["op"], p["stem"], p["stem_model"], p["takes"]) == ("remove", "drums", "htdemucs", 1)
@@ -267,8 +269,38 @@ def test_the_safetensors_export_loads_too(tmp_path, tiny_demucs):
 
 
 def edit(c: Client, wav: Path, prompt: str, **params) -> dict:
-    return run_job(c, "edit", {"prompt": prompt, "max_new_tokens": 4, "seed": 3, **params},
-                   {"audio": {"path": str(wav)}})
+    return run_job(c, "edit", {"prompt": prompt, "max_new_tokens": 4, "seed": 3, **params}, {"audio": c.upload(wav)})
+
+
+@contextlib.contextmanager
+def music_rows(decoder, silent: bool = False):
+    """The rows the server's worker asks MusicGen to decode (their fields, as conftest.decoder_calls gives
+    them), in either batching mode: continuous batching (the default) hands each row to the step loop through
+    ``_loop_row`` (m2ugen/engine.py), static batching's ``generate_batch`` calls it too. ``silent``: every
+    row's audio is zeros (1 s), whatever its tokens."""
+    calls: list[dict] = []
+    loop_row = decoder._loop_row
+
+    def spy(row):
+        calls.append(vars(row).copy())
+        return loop_row(row)
+
+    decoder._loop_row = spy
+    if silent:
+        decoder._finish_row = lambda row, tokens, info: np.zeros((1, 32000), np.float32)
+    try:
+        yield calls
+    finally:
+        del decoder._loop_row
+        if silent:
+            del decoder._finish_row
+
+
+def fetched(c: Client, done: dict, take: int = 1) -> np.ndarray:
+    """The samples of a finished job's take as the client receives them (protocol 2: bytes, not a path)."""
+    r = c.call("result", job=done["job"], want="bytes", take=take)
+    assert r.op == "result" and r.frames, r.header
+    return wav_samples(bytes(r.frames[0]))
 
 
 def test_remove_and_keep_return_the_kept_stems_sample_exactly(make_server, tmp_path):
@@ -278,13 +310,13 @@ def test_remove_and_keep_return_the_kept_stems_sample_exactly(make_server, tmp_p
     wav = write_mix(tmp_path / "mix.wav", parts)
     with Client(running.endpoint, timeout_s=30) as c:
         done = edit(c, wav, "remove the drums")
-        result = wav_samples(done["audio_path"])
+        result = fetched(c, done)
         assert np.array_equal(result, as_written(parts["bass"] + parts["other"]))  # sample-exact, same length
         assert done["sample_rate"] == SR and result.shape == (2, parts["drums"].shape[1])
         assert done["takes"][0]["stem_edit"]["kept"] == ["bass", "other", "vocals"]
         assert done["text"] is not None and done["result_analysis"]["duration_s"] == pytest.approx(2.0, abs=1e-3)
         done = edit(c, wav, "the pad, please", op="keep", stem="other")
-        assert np.array_equal(wav_samples(done["audio_path"]), as_written(parts["other"]))
+        assert np.array_equal(fetched(c, done), as_written(parts["other"]))
     assert oracle.calls == 2
 
 
@@ -303,25 +335,21 @@ def test_replace_generates_only_the_replaced_stem_from_its_melody(make_server, t
         for name, parts, oracle in (("a", a, oracle_a), ("b", b, oracle_b)):
             running.app.worker.stems._loaded["htdemucs_6s"] = oracle
             wav = write_mix(tmp_path / f"{name}.wav", parts)
-            with decoder_calls(model.decoder) as calls:
+            with music_rows(model.decoder) as calls:
                 done = edit(c, wav, "replace the piano with strings")
             assert len(calls) == 1  # one decode: the replaced stem, nothing else
             melody = C.chroma_from_audio(media.load_audio((parts["piano"], SR), C.SAMPLE_RATE), C.SAMPLE_RATE)
             np.testing.assert_allclose(calls[0]["chroma"], C.check_chroma(melody), atol=1e-5)
             assert "strings only" in calls[0]["text"]
             assert done["takes"][0]["stem_edit"]["mode"] == "melody"
-            results[name] = wav_samples(done["audio_path"])
+            results[name] = fetched(c, done)
         assert not np.array_equal(results["a"], results["b"])  # the piano's melody changed what was generated
         # a decoder that makes silence: the result is exactly the kept stems (bit-identical in the mix)
-        original = model.decoder.generate_batch
-        model.decoder.generate_batch = lambda rows: [np.zeros((1, 32000), np.float32) for _ in rows]
-        try:
-            running.app.worker.stems._loaded["htdemucs_6s"] = oracle_a
+        running.app.worker.stems._loaded["htdemucs_6s"] = oracle_a
+        with music_rows(model.decoder, silent=True):
             done = edit(c, tmp_path / "a.wav", "replace the piano with strings")
-        finally:
-            model.decoder.generate_batch = original
         kept = stem_ops.remix(a, ["drums", "bass", "other", "vocals", "guitar"])
-        assert np.array_equal(wav_samples(done["audio_path"]), as_written(kept))
+        assert np.array_equal(fetched(c, done), as_written(kept))
 
 
 def test_the_tiny_demucs_runs_end_to_end_stems_then_a_stem_edit(make_server, tmp_path, monkeypatch, tiny_demucs):
@@ -335,29 +363,30 @@ def test_the_tiny_demucs_runs_end_to_end_stems_then_a_stem_edit(make_server, tmp
     out = tmp_path / "out" / "song.wav"
     out.parent.mkdir()
     with Client(running.endpoint, timeout_s=30) as c:
-        done = run_job(c, "stems", {}, {"audio": {"path": str(wav)}}, output={"path": str(out)})
+        done = run_job(c, "stems", {}, {"audio": c.upload(wav)})
         assert [t["stem"] for t in done["takes"]] == list(stem_ops.STEMS_4)
-        files = {t["stem"]: Path(t["audio_path"]) for t in done["takes"]}
-        assert files["bass"] == out.parent / "song-bass.wav" and (out.parent / "song.json").is_file()
+        saved = c.save_result(done["job"], out)  # the client writes <out stem>-<stem>.wav and the sidecar
+        files = {t["stem"]: Path(t["audio_path"]) for t in saved["takes"]}
+        assert files == {k: out.parent / f"song-{k}.wav" for k in stem_ops.STEMS_4}
+        assert saved["sidecar_path"] == str(out.parent / "song.json") and (out.parent / "song.json").is_file()
         written = {k: wav_samples(p) for k, p in files.items()}
         assert all(w.shape == (2, SR) for w in written.values())
         r = c.call("result", job=done["job"], want="bytes", take=2)
         assert r.frames[0] == files["bass"].read_bytes()
-        r = c.call("submit", kind="stems", params={}, inputs={"audio": {"path": str(wav)}},
-                   output={"path": str(out)})
-        assert r.op == "error" and r.header["code"] == "output_exists" and "song-drums.wav" in r.header["message"]
+        with pytest.raises(OutputExists, match="song-drums.wav"):  # saved stems are never replaced unasked
+            c.save_result(done["job"], out)
         done = edit(c, wav, "x", op="remove", stem="drums")
         separator = running.app.worker.stems.get("htdemucs")
         assert separator.separations == 1  # the edit of the same region reused the separation
         expected = sum(written[k].astype(np.int64) for k in ("bass", "other", "vocals"))
-        assert np.abs(wav_samples(done["audio_path"]) - expected).max() <= 3 * 256  # 24-bit rounding of 3 stems (int32 units)
+        assert np.abs(fetched(c, done) - expected).max() <= 3 * 256  # 24-bit rounding of 3 stems (int32 units)
 
 
 def test_without_weights_the_job_fails_naming_the_file(make_server, tmp_path):
     running = make_server(stems_dir=str(tmp_path / "nothing"))
     wav = write_mix(tmp_path / "mix.wav", known_stems(0.5))
     with Client(running.endpoint, timeout_s=30) as c:
-        r = c.call("submit", kind="stems", params={}, inputs={"audio": {"path": str(wav)}})
+        r = c.call("submit", kind="stems", params={}, inputs={"audio": c.upload(wav)})
         assert r.op == "accepted"
         while True:
             m = c.recv(timeout_s=30)
@@ -374,32 +403,30 @@ def test_add_generates_the_new_part_in_the_region_over_the_unchanged_source(make
     wav = write_mix(tmp_path / "mix.wav", parts)
     source = sum(parts.values())
     with Client(running.endpoint, timeout_s=30) as c:
-        with decoder_calls(tiny_model.decoder) as calls:
+        with music_rows(tiny_model.decoder) as calls:
             done = edit(c, wav, "add a shaker loop", op="add", context={"bpm": 120})
         assert len(calls) == 1 and "shaker loop only, 120 bpm" in calls[0]["text"]  # the project's tempo
-        result = wav_samples(done["audio_path"]) / 2.0**31
+        result = fetched(c, done) / 2.0**31
         assert result.shape == source.shape and not np.allclose(result, source, atol=1e-3)  # something was added
         assert done["takes"][0]["stem_edit"]["op"] == "add" and done["result_analysis"] is not None
-        original = tiny_model.decoder.generate_batch
-        tiny_model.decoder.generate_batch = lambda rows: [np.zeros((1, 32000), np.float32) for _ in rows]
-        try:
+        with music_rows(tiny_model.decoder, silent=True):
             done = edit(c, wav, "add a shaker loop", op="add")
-        finally:
-            tiny_model.decoder.generate_batch = original
         # a silent addition: the source itself (as the intake read it, 16-bit), untouched
-        assert np.abs(wav_samples(done["audio_path"]) / 2.0**31 - source).max() <= 1.0 / 32768
+        assert np.abs(fetched(c, done) / 2.0**31 - source).max() <= 1.0 / 32768
 
 
-def test_replace_with_a_plain_musicgen_continues_the_kept_stems(make_server, tmp_path, tiny_model):
+@pytest.mark.parametrize("batching", ["continuous", "static"])
+def test_replace_with_a_plain_musicgen_continues_the_kept_stems(make_server, tmp_path, tiny_model, batching):
     from m2ugen import media
 
     parts = known_stems(piano=[72, 76, 79, 76])
-    running = make_server(separators={"htdemucs_6s": OracleSeparator(parts)})
+    running = make_server(separators={"htdemucs_6s": OracleSeparator(parts)}, batching=batching)
     wav = write_mix(tmp_path / "mix.wav", parts)
     kept = stem_ops.remix(parts, ["drums", "bass", "other", "vocals", "guitar"])
-    with Client(running.endpoint, timeout_s=30) as c, decoder_calls(tiny_model.decoder) as calls:
-        done = edit(c, wav, "replace the piano with strings")
+    with Client(running.endpoint, timeout_s=30) as c:
+        with music_rows(tiny_model.decoder) as calls:
+            done = edit(c, wav, "replace the piano with strings")
+        assert fetched(c, done).shape == kept.shape
     assert done["takes"][0]["stem_edit"]["mode"] == "continue" and len(calls) == 1
     heard = media.load_audio((kept, SR), tiny_model.sample_rate, channels=tiny_model.decoder.channels)
     np.testing.assert_allclose(np.asarray(calls[0]["prompt"]), heard, atol=1e-6)  # the rest, not the mix
-    assert wav_samples(done["audio_path"]).shape == kept.shape

@@ -1,7 +1,7 @@
-"""Issue 26 in the clients: ``m2ugen stems FILE --out DIR`` and ``m2ugen edit --op/--stem`` (a local
-server writing the files itself, and the files fetched as bytes with --upload), and the OSC bridge's
-``/m2u/submit stems ...`` / ``/m2u/submit edit ... op remove stem drums``, against a real server
-whose separator is exact for the test's mix."""
+"""Issue 26 in the clients: ``m2ugen stems FILE --out DIR`` and ``m2ugen edit --op/--stem`` (the mix
+uploaded, the results fetched as bytes and written by the CLI; ``--upload``, always so under protocol 2, is
+still accepted from old scripts), and the OSC bridge's ``/m2u/submit stems ...`` / ``/m2u/submit edit ...
+op remove stem drums``, against a real server whose separator is exact for the test's mix."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def test_m2ugen_edit_with_a_stem_and_an_op(server, tmp_path, capsys):
 def test_stems_and_a_stem_edit_through_the_osc_bridge(peer, tmp_path):  # noqa: F811
     wav = write_mix(tmp_path / "mix.wav", PARTS)
     folder = tmp_path / "Set" / "Samples" / "M2UGen"
+    folder.parent.parent.mkdir()  # a saved Set's folder (the bridge makes at most its Samples/M2UGen)
     peer.send("/m2u/submit", ("s", "stems"), ("s", "audio"), ("s", str(wav)), ("s", "results_dir"), ("s", str(folder)))
     got = peer.expect("/m2u/done", timeout=60)
     takes = [m.args for m in got if m.address == "/m2u/take"]
