@@ -114,6 +114,7 @@ class Engine:
         waiting = sum(1 for er in self._rows.values() if er.stage == "encoding")
         return max(0, self.text.free_slots - waiting)
 
+    @torch.no_grad()  # as chat_batch: the encoders' inference tensors go through the bridges untracked
     def step(self) -> dict[int, Any]:
         """One step of every stage; -> {handle: Reply or exception} of the rows that ended in it."""
         ended = self._ended

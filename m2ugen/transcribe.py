@@ -215,7 +215,7 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
         i = f
         while i > 0 and labels[i - 1] >= 0 and f - i < pre:
             i -= 1
-        if i < f and (i == 0 or labels[i - 1] < 0) and f - i < pre:
+        if i < f and (i == 0 or labels[i - 1] < 0):  # a run of at most `pre` frames out of silence
             labels[i:f] = -1
     change = np.concatenate([[True], labels[1:] != labels[:-1]])
     reattack = np.zeros(n, dtype=bool)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -71,7 +72,8 @@ def test_ask_records_from_an_input(jack, server, tmp_path):
     audio = done["inputs"]["audio"]
     # recorded at the device rate, then kept by the server in its intake format (at most 32 kHz, stereo)
     assert audio["sample_rate"] == min(RATE, 32000) and audio["channels"] == 2 and abs(audio["seconds"] - 1.0) < 1e-3, audio
-    assert "m2ugen-record-" in audio["path"] and not Path(audio["path"]).exists()  # the temporary WAV is gone
+    # uploaded under the temporary WAV's name (protocol 2: the server never sees the path), then removed here
+    assert audio["name"].startswith("m2ugen-record-") and not (Path(tempfile.gettempdir()) / audio["name"]).exists()
 
 
 def test_missing_portaudio_is_named(tmp_path):

@@ -97,7 +97,7 @@ def test_midi_past_the_budgets_is_refused_at_submit(make_server, melody_model, t
     srv = make_server(melody_model, preset="tiny-melody")
     costly = _long_chords(tmp_path / "costly.mid", 96 * 11, 330.0)  # ~2.7 M note-frames of chroma
     with Client(srv.endpoint) as c:
-        r = c.call("submit", kind="generate", params={"prompt": "x"}, inputs={"midi": {"path": str(costly)}})
+        r = c.call("submit", kind="generate", params={"prompt": "x"}, inputs={"midi": c.upload(costly)})
     assert r.op == "error" and r.header["code"] == "bad_midi" and "note-frames" in r.header["message"], r.header
     with pytest.raises(ValueError, match="more than 10 notes"):  # the notes budget stops the parse itself
         midi.read_notes(write_mid(tmp_path / "many.mid", list(range(40, 60))), max_notes=10)

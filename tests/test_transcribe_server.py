@@ -56,12 +56,16 @@ def test_a_transcribe_job_writes_the_melody_as_a_mid(server, server_info, melody
     sidecar = result.header["sidecar"]
     assert sidecar["bpm"] == 90.0 and sidecar["bpm_source"] == "context" and sidecar["midi_path"] == path
     assert [n[2] for n in sidecar["notes"]] == PITCHES
-    assert done["kind"] == "transcribe" and done["params"]["prompt"] == ""
+    assert done["kind"] == "transcribe" and "prompt" not in done["params"]  # the record: transcribe's params only
+    assert done["params"]["chords"] is False and done["params"]["context"] == {"bpm": 90.0}
 
 
 @pytest.mark.timeout(300)
 def test_transcribe_output_rules(server, melody_wav, tmp_path):
-    from server.security import OutputExists
+    """Where a transcription is written is the client's business (protocol 2): the server refuses an output
+    path, and ``Client.save_result`` keeps the rules — a ``.mid`` name, an existing file replaced only with
+    overwrite and only when it is a MIDI file."""
+    from server.security import OutputExists, PathNotAllowed
 
     out = tmp_path / "take.mid"
     with Client(server, timeout_s=30) as c:
@@ -74,11 +78,14 @@ def test_transcribe_output_rules(server, melody_wav, tmp_path):
         r = c.call("submit", kind="transcribe", params={}, inputs={"audio": ref, "midi": {"notes": [[0, 1, 60]]}})
         assert r.op == "error" and r.header["field"] == "inputs.midi"
         first = transcribe(c, melody_wav, output={"want": "bytes"})
+        with pytest.raises(PathNotAllowed, match=r"is a MIDI file; name it \.mid"):  # not as a .wav
+            c.save_result(first["job"], tmp_path / "take.wav")
+        assert not (tmp_path / "take.wav").exists() and not (tmp_path / "take.json").exists()  # nothing written
         out.write_bytes(b"not a MIDI file at all")  # never replaced, even with overwrite
-        for overwrite in (False, True):
-            with pytest.raises(OutputExists):
+        for overwrite, why in ((False, "--overwrite"), (True, "is not a MIDI file")):
+            with pytest.raises(OutputExists, match=why):
                 c.save_result(first["job"], out, overwrite=overwrite)
-        assert out.read_bytes() == b"not a MIDI file at all"
+        assert out.read_bytes() == b"not a MIDI file at all" and not (tmp_path / "take.json").exists()
         out.unlink()
         assert c.save_result(first["job"], out)["midi_path"] == str(out) and (tmp_path / "take.json").is_file()
         again = transcribe(c, melody_wav, {"context": {"bpm": 120.0}})
@@ -210,29 +217,32 @@ def test_audio_too_short_to_transcribe_is_refused_at_submit(server, tmp_path):
     one = tmp_path / "one.wav"
     sf.write(one, np.zeros((1, 2), np.float32), 22050)  # one sample
     with Client(server) as c:
-        r = c.call("submit", kind="transcribe", params={}, inputs={"audio": {"path": str(one)}})
+        r = c.call("submit", kind="transcribe", params={}, inputs={"audio": c.upload(one)})
         assert r.op == "error" and r.header["code"] == "bad_audio" and r.header["field"] == "inputs.audio", r.header
         assert "1 sample" in r.header["message"] and "100 ms" in r.header["message"]
         assert c.call("jobs").header["jobs"] == []  # nothing was accepted
 
 
+CLIP = {"frame": 1, "name": "a.wav"}  # inputs are sent again as bytes (or an upload); the params as recorded
+
+
 @pytest.mark.parametrize("kind, params, inputs", [
     ("generate", {"prompt": "x"}, {}),
-    ("ask", {"prompt": "x"}, {"audio": {"path": "/a.wav"}}),
-    ("edit", {"prompt": "x", "mode": "continue"}, {"audio": {"path": "/a.wav"}}),
-    ("transcribe", {}, {"audio": {"path": "/a.wav"}}),
-    ("finetune", {"adapter_name": "mine"}, {"audio_set": [{"path": "/a.wav"}]}),
+    ("ask", {"prompt": "x"}, {"audio": CLIP}),
+    ("edit", {"prompt": "x", "mode": "continue"}, {"audio": CLIP}),
+    ("transcribe", {}, {"audio": CLIP}),
+    ("finetune", {"adapter_name": "mine"}, {"audio_set": [CLIP]}),
 ])
 def test_recorded_params_resubmit_as_they_are(kind, params, inputs):
-    recorded = protocol.check_submit({"kind": kind, "params": params, "inputs": inputs}, 0)["params"]
-    again = protocol.check_submit({"kind": kind, "params": json.loads(json.dumps(recorded)), "inputs": inputs}, 0)
+    recorded = protocol.check_submit({"kind": kind, "params": params, "inputs": inputs}, 1)["params"]
+    again = protocol.check_submit({"kind": kind, "params": json.loads(json.dumps(recorded)), "inputs": inputs}, 1)
     assert again["params"] == recorded
 
 
 def test_a_finished_jobs_params_resubmit_as_they_are(server, melody_wav):
     with Client(server) as c:
         first = transcribe(c, melody_wav)
-        again = c.call("submit", kind="transcribe", params=first["params"], inputs={"audio": {"path": str(melody_wav)}})
+        again = c.call("submit", kind="transcribe", params=first["params"], inputs={"audio": c.upload(melody_wav)})
         assert again.op == "accepted", again.header
         done = run_job(c, "generate", {"prompt": "x", "duration": 0.5, "max_new_tokens": 4})
         sidecar = json.loads(open(done["sidecar_path"]).read())

@@ -32,6 +32,6 @@ def test_vocoder_from_the_cli_and_osc_names():
     from server.cli.jobs import build_submit
 
     args = build_parser().parse_args(["generate", "--prompt", "x", "--vocoder", "mbd"])
-    fields, _, _ = build_submit(args, "generate", {}, local=True)
+    fields, _, _, _ = build_submit(args, "generate", {})
     assert fields["params"]["vocoder"] == "mbd"
     assert OPTIONS["vocoder"] == ("params", "s")

@@ -202,6 +202,9 @@ def start_rows(worker, engine, job: Job) -> Running | None:
     worker.progress(job, "encoding", 0.0)
     try:
         the_plan = plan(worker, job)
+    except JobCancelled:  # cancelled while it was planned (the MIDI chroma, a stem separation)
+        worker.finish(job, "cancelled")
+        return None
     except Exception as e:  # this job's options cannot be served: it fails alone
         log.warning("job %s: %s: %s", job.id, type(e).__name__, e)
         worker.finish(job, "failed", error={"code": "job_failed", "message": f"{type(e).__name__}: {e}"})
