@@ -168,7 +168,10 @@ def test_ctrl_c_exits_6_and_the_job_keeps_running(make_server, tiny_model, tmp_p
     status = tmp_path / "s.json"
     proc = subprocess.Popen([*CLI, "generate", "--server", srv.endpoint, "--prompt", "keep going", "--duration", "0.5",
                              "--max-new-tokens", "4", "--status-file", str(status)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+                            # Ctrl-C reaches the CLI also when this test runs where SIGINT is ignored (a
+                            # background job of a shell without job control passes SIG_IGN on)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         job = json.loads(proc.stdout.readline())["job"]
         proc.send_signal(signal.SIGINT)
