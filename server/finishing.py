@@ -185,3 +185,19 @@ def achieved_loudness(w: np.ndarray, sr: int, target: float | None, whose: str) 
         return (f"{got:.1f} LUFS: the {TRUE_PEAK_CEILING_DBTP:g} dBTP ceiling stopped at that "
                 f"({whose}: {target:.1f} LUFS)")
     return f"{got:.1f} LUFS ({whose})"
+
+
+def write_when_not_cancelled(worker, job, write) -> None:
+    """A job's last step: cancelled if it was asked to be, else ``write()`` its results into its own folder
+    (``failed`` when that folder changed under it: a link or a file planted there)."""
+    from server import outputs
+    from server.security import PathNotAllowed
+
+    if job.cancel_requested.is_set():
+        worker.finish(job, "cancelled")
+        return
+    worker.progress(job, "writing", 0.0)
+    try:
+        write()
+    except PathNotAllowed as e:
+        worker.finish(job, "failed", error=outputs.write_error(e))

@@ -20,7 +20,6 @@ import numpy as np
 
 from server import audio_io, finishing, outputs, protocol
 from server.jobs import Job, JobCancelled
-from server.security import PathNotAllowed
 
 log = logging.getLogger("m2ugen.worker")
 
@@ -96,11 +95,4 @@ def run(worker, job: Job) -> None:
     except SeparationUnavailable as e:
         worker.finish(job, "failed", error={"code": "job_failed", "message": str(e)})
         return
-    if job.cancel_requested.is_set():
-        worker.finish(job, "cancelled")
-        return
-    worker.progress(job, "writing", 0.0)
-    try:
-        write(worker, job, stems, sr, model, time.perf_counter() - t0)
-    except PathNotAllowed as e:  # the job's own folder changed under it (a link or a file planted there)
-        worker.finish(job, "failed", error=outputs.write_error(e))
+    finishing.write_when_not_cancelled(worker, job, lambda: write(worker, job, stems, sr, model, time.perf_counter() - t0))

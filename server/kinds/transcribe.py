@@ -23,7 +23,6 @@ from server import audio_io, finishing, outputs, protocol
 from server.jobs import Job, JobCancelled
 from server.protocol import ProtocolError
 from server.kinds.chat import analyse_source
-from server.security import PathNotAllowed
 
 log = logging.getLogger("m2ugen.worker")
 
@@ -121,11 +120,4 @@ def run(worker, job: Job) -> None:
     except ValueError as e:  # audio the transcriber cannot use (too short, silent...): named
         worker.finish(job, "failed", error={"code": "job_failed", "message": str(e)})
         return
-    if job.cancel_requested.is_set():
-        worker.finish(job, "cancelled")
-        return
-    worker.progress(job, "writing", 0.0)
-    try:
-        write(worker, job, result, bpm, bpm_source, time.perf_counter() - t0)
-    except PathNotAllowed as e:  # the job's own folder changed under it (a link or a file planted there)
-        worker.finish(job, "failed", error=outputs.write_error(e))
+    finishing.write_when_not_cancelled(worker, job, lambda: write(worker, job, result, bpm, bpm_source, time.perf_counter() - t0))
