@@ -6,7 +6,7 @@
 //               port, reply_port, go, cancel, accept, regenerate, discard, play, rec, media, media_clear,
 //               refresh_jobs, pick_job, reinsert, sample_rate, ping, init, bars, loop, fit_tempo, vocoder,
 //               melody_clip, transcribe, adapter, learn, learn_file, learn_clear, learn_name, learn_cancel,
-//               learn_steps) and OSC events from
+//               learn_steps, stems, stems6, stem_op, stem, stem_with) and OSC events from
 //               [udpreceive 0 @defer 1] ("/m2u/done job path seconds sr" ...)
 //   outlet 0 -> [udpsend]     OSC requests ("/m2u/submit generate prompt ...") and "host h" / "port p"
 //   outlet 1 -> [udpreceive]  "port p" (the reply port this device listens on)
@@ -18,7 +18,7 @@
 // The code is split along its seams into files this one include()s (see the end): m2ugen_pure.js (pure
 // functions), m2ugen_set.js (reading the Set), m2ugen_requests.js (what Go / Transcribe / Learn ask for),
 // m2ugen_jobs.js (sending requests, following their jobs, bridge events), m2ugen_results.js (preview and
-// placing). Every Max global (LiveAPI, Task, Global, outlet, post,
+// placing), m2ugen_stems.js (Stems and the stem options of Edit). Every Max global (LiveAPI, Task, Global, outlet, post,
 // messnamed, max, this.patcher) is reached through `env`; tests run the files under node's vm with a
 // LOM stub (tests/max/harness.js), as Max's [js] runs them.
 
@@ -114,7 +114,11 @@ function resetState() {
         adapter: "",            // the server's adapter ask/edit/generate use; "" = the base model
         learnName: "mine",      // the name "learn" gives the adapter it trains
         learnSteps: 0,          // optimizer steps of a learn; 0 = the server's default
-        learnFiles: []          // audio files dropped on the learn area
+        learnFiles: [],         // audio files dropped on the learn area
+        stemOp: "auto",         // edit: auto (the prompt says) | remove | keep | replace | add (m2ugen_stems.js)
+        stem: "drums",          // the stem remove / keep / replace act on
+        stemWith: "",           // what replace / add make ("strings"); "" = read from the prompt
+        stems6: 0               // 1 = the 6-stem model (htdemucs_6s: + guitar, piano)
     };
     state = {
         ready: false,           // live.thisdevice has banged: the LOM may be used
@@ -500,6 +504,7 @@ include("m2ugen_set.js");
 include("m2ugen_requests.js");
 include("m2ugen_jobs.js");
 include("m2ugen_results.js");
+include("m2ugen_stems.js");
 
 env = maxEnv();
 resetState();

@@ -453,6 +453,18 @@ function onDone(job, path, seconds, sampleRate) {
         paths.push(path);
         seeds.push(request && request.seed >= 0 ? request.seed : -1);
     }
+    if (job.kind === "stems") {
+        // every stem, also one the bridge could not fetch (""), in the model's order: no preview
+        paths = [];
+        for (var s = 0; s < job.takes.length; s++) paths.push(job.takes[s] ? job.takes[s].path : "");
+        if (!paths.length) paths.push(path);
+        ui("progress", [1]);
+        defer(function () {
+            placeStems(paths, seconds, request);
+        }, 0);
+        setStatus("Separated into " + paths.length + " stems, placing them...");
+        return;
+    }
     if (request && !request.reinsert) state.lastRequest = request;
     ui("progress", [1]);
     if (!paths.length) {

@@ -13,6 +13,9 @@ function submitArgs(request, job) {
         args = [request.kind, "audio", request.input.path, "start", request.input.start, "end", request.input.end,
             "bpm", request.tempo, "time_signature", request.numerator, request.denominator,
             "results_dir", request.resultsDir];
+    } else if (request.kind === "stems") {
+        args = [request.kind, "audio", request.input.path, "start", request.input.start, "end", request.input.end,
+            "stem_model", request.stemModel, "results_dir", request.resultsDir];
     } else if (request.kind === "finetune") {
         args = [request.kind, "adapter_name", request.adapterName];
         if (request.steps) args.push("steps", request.steps);
@@ -33,6 +36,7 @@ function submitArgs(request, job) {
             args.push("channels", RESULT_CHANNELS, "vocoder", request.vocoder, "bars", request.bars,
                 "loop", request.loop, "fit_tempo", request.fitTempo);
             if (request.midiFile && !request.melody) args.push("midi", request.midiFile);
+            if (request.stemEdit) args = args.concat(stemEditArgs(request.stemEdit));
         }
         if (request.adapter) args.push("adapter", request.adapter);
     }
@@ -69,7 +73,13 @@ function go() {
         return;
     }
     if (slotTaken("fg")) return;
-    if (!settings.prompt) {
+    var stemEdit = settings.mode === "edit" ? stemEditFromSettings(settings.prompt) : null;
+    if (typeof stemEdit === "string") {
+        setStatus(stemEdit);
+        return;
+    }
+    var promptText = stemEdit ? stemEdit.prompt : settings.prompt;
+    if (!promptText) {
         setStatus("Type a prompt first");
         return;
     }
@@ -109,7 +119,7 @@ function go() {
     if (settings.bars > 0) dur = 0;   // the length in bars (the server refuses both)
     send({
         kind: settings.mode,
-        prompt: settings.prompt,
+        prompt: promptText,
         duration: dur,
         seed: settings.seed,
         takes: settings.mode === "ask" ? 1 : settings.takes,
@@ -129,6 +139,7 @@ function go() {
         melody: melody ? melody.notes : null,
         midiFile: settings.mode !== "ask" && !melody ? settings.midiFile : "",
         adapter: settings.adapter,
+        stemEdit: stemEdit,
         positionBeats: Math.max(0, Math.min(ARRANGEMENT_MAX_BEATS, position))
     });
 }

@@ -253,8 +253,13 @@ function placeTakes(song, paths, seconds, request, seeds) {
 // placement's undo step, so one Ctrl+Z brings the source back and removes the result.
 function muteSource(request) {
     if (!request || request.kind !== "edit" || !request.input || !request.input.clipId) return false;
+    return muteClip(request.input.clipId);
+}
+
+// Clip.muted on (the clip's activator off); false when the clip is gone or Live refuses.
+function muteClip(clipId) {
     try {
-        var source = live("id " + request.input.clipId);
+        var source = live("id " + clipId);
         if (num(source.id) === 0) return false;
         source.set("muted", 1);
         return true;

@@ -16,6 +16,16 @@
 // - Track.create_midi_clip (arrangement MIDI clips) reaches Max for Live from 12.1.10 (release notes,
 //   shared/docs/daw-bridges.md §3.3).
 // - undo steps: Song.begin_undo_step / end_undo_step group the changes made between them.
+// - clip markers (cycling74 LOM Clip, docs.cycling74.com/apiref/lom/clip): start_marker "cannot be set
+//   behind the end marker", end_marker "cannot be set before the start marker"; loop_start / loop_end
+//   are "for looped clips: loop start / end; for unlooped clips: clip start / end" (the stub mirrors the
+//   markers there) and a loop start at or after the loop end is refused; looping: "unwarped audio cannot
+//   be looped" (Clip.looping stub docstring: "Only Warped Audio Clips or MIDI Clip can be looped"). The
+//   unit is beats when warped, seconds when not (stub docstrings "unit depends on warping"): switching
+//   warping converts them through the clip's warp markers, as Live keeps where they sit in the file.
+// - Track.create_audio_clip / ClipSlot.create_audio_clip exist from Live 11.3.25 and 12.0.5
+//   (shared/docs/daw-bridges.md §3.3): calling them before throws, as calling a missing function does.
+// - Track.color / Clip.color: RGB ints (stub docstrings "color of the Track / Clip (RGB)").
 "use strict";
 
 const fs = require("fs");
@@ -91,7 +101,7 @@ class World {
     addTrack(index, name, midi) {
         const track = this.make("Track", {
             name, clip_slots: [], arrangement_clips: [], devices: [], has_audio_input: midi ? 0 : 1,
-            has_midi_input: midi ? 1 : 0, canonical_parent: this.song,
+            has_midi_input: midi ? 1 : 0, canonical_parent: this.song, color: 0x8a8a8a,
         });
         for (let s = 0; s < this.song.values.scenes.length; s++) {
             track.values.clip_slots.push(this.make("ClipSlot", { has_clip: 0, clip: null, canonical_parent: track }));
@@ -103,7 +113,7 @@ class World {
     // An audio clip with a file, put in the detail view (the "selected clip").
     selectAudioClip(values, where) {
         const v = Object.assign({ is_audio_clip: 1, is_midi_clip: 0, is_arrangement_clip: 0, warping: 0, name: "",
-            start_time: 0, muted: 0 }, values);
+            start_time: 0, muted: 0, looping: 0, color: 0xff3636 }, values);
         let clip;
         if (where && where.track !== undefined && where.slot !== undefined) {
             const slot = this.song.values.tracks[where.track].values.clip_slots[where.slot];
@@ -262,6 +272,9 @@ class World {
             this.maxConsole.push(`get: Song has no property 'file_path' in Live ${this.version.join(".")}`);
             return [];
         }
+        if (obj.cls === "Clip" && (name === "loop_start" || name === "loop_end") && !obj.values.looping) {
+            return [obj.values[name === "loop_start" ? "start_marker" : "end_marker"]];   // unlooped: the clip's start / end
+        }
         if (obj.cls === "Clip") {
             const computed = clipComputed(this, obj, name);
             if (computed !== undefined) return [computed];
@@ -286,6 +299,7 @@ class World {
             const seconds = this.fileSeconds(obj.values.file_path);
             obj.markers = [{ beat_time: 0, sample_time: 0 }, { beat_time: seconds * this.song.values.tempo / 60, sample_time: seconds }];
         }
+        if (obj.cls === "Clip" && setClipTiming(this, obj, name, value)) return;
         obj.values[name] = typeof value === "boolean" ? Number(value) : value;
     }
 
@@ -295,6 +309,40 @@ class World {
         if (!impl) throw new Error(`LOM stub: ${obj.cls}.${name} exists in Live but the stub does not implement it`);
         return impl(this, obj, args);
     }
+}
+
+const MARKERS = ["start_marker", "end_marker", "loop_start", "loop_end"];
+
+// Clip markers and looping as Live sets them (rules in the header); true when handled here.
+function setClipTiming(world, clip, name, value) {
+    const v = Number(value);
+    const vals = clip.values;
+    if (name === "warping" && vals.is_audio_clip && !!v !== !!vals.warping && vals.start_marker !== undefined &&
+        clip.markers && clip.markers.length >= 2) {
+        // the markers stay where they sit in the file: beats <-> seconds through the warp markers
+        for (const m of MARKERS) {
+            if (vals[m] !== undefined) vals[m] = v ? markerBeats(clip.markers, vals[m]) : markerSeconds(clip.markers, vals[m]);
+        }
+        vals.warping = v ? 1 : 0;
+        if (!v) vals.looping = 0;   // unwarped audio cannot be looped
+        return true;
+    }
+    if (name === "looping") {
+        if (v && vals.is_audio_clip && !vals.warping) throw new Error("looping: unwarped audio cannot be looped");
+        vals.looping = v ? 1 : 0;
+        return true;
+    }
+    if (MARKERS.indexOf(name) < 0) return false;
+    if (!Number.isFinite(v)) throw new Error(`${name}: not a number: ${value}`);
+    let which = name;
+    if (!vals.looping && (name === "loop_start" || name === "loop_end")) which = name === "loop_start" ? "start_marker" : "end_marker";
+    if (which === "start_marker" && !(v < vals.end_marker)) throw new Error(`start_marker ${v} cannot be set behind the end marker ${vals.end_marker}`);
+    if (which === "end_marker" && !(v > vals.start_marker)) throw new Error(`end_marker ${v} cannot be set before the start marker ${vals.start_marker}`);
+    if (which === "loop_start" && !(v < vals.loop_end)) throw new Error(`loop_start ${v} is not before the loop end ${vals.loop_end}`);
+    if (which === "loop_end" && !(v > vals.loop_start)) throw new Error(`loop_end ${v} is not after the loop start ${vals.loop_start}`);
+    vals[which] = v;
+    clip.markersSet = true;
+    return true;
 }
 
 // Clip warp markers given as M4L returns them (JSON text {"warp_markers": [...]}) -> clip.markers.
@@ -336,7 +384,12 @@ function clipComputed(world, clip, name) {
     if (name !== "length" && name !== "end_time") return undefined;
     let length;
     if (clip.values.is_midi_clip) length = clip.values.length || (clip.values.end_marker - clip.values.start_marker);
-    else if (clip.values.from_file) length = fileClipBeats(world, clip);
+    else if (clip.values.from_file && !clip.markersSet) length = fileClipBeats(world, clip);
+    else if (clip.values.from_file && clip.values.warping) {
+        length = clip.values.end_marker - clip.values.start_marker;
+    } else if (clip.values.from_file) {
+        length = (clip.values.end_marker - clip.values.start_marker) * world.song.values.tempo / 60;
+    }
     else {
         const span = clip.values.end_marker - clip.values.start_marker;   // beats if warped, seconds if not
         length = clip.values.warping ? span : span * world.song.values.tempo / 60;
@@ -361,11 +414,21 @@ const GUESSED_BPM = 120;
 function makeClip(world, parent, path, extra) {
     const clip = world.make("Clip", Object.assign({
         file_path: path, is_audio_clip: 1, is_midi_clip: 0, is_arrangement_clip: 0, warping: 1, name: "", start_time: 0,
-        canonical_parent: parent, muted: 0, from_file: 1,
+        canonical_parent: parent, muted: 0, from_file: 1, color: 0x8a8a8a,
     }, extra));
     const seconds = world.fileSeconds(path);
     clip.markers = [{ beat_time: 0, sample_time: 0 }, { beat_time: seconds * GUESSED_BPM / 60, sample_time: seconds }];
+    // the whole file, unlooped (an arrangement clip of a file plays it once)
+    Object.assign(clip.values, { start_marker: 0, end_marker: seconds * GUESSED_BPM / 60, loop_start: 0,
+        loop_end: seconds * GUESSED_BPM / 60, looping: 0 });
     return clip;
+}
+
+// Track / ClipSlot.create_audio_clip: Live 11.3.25+ and 12.0.5+ (shared/docs/daw-bridges.md §3.3).
+function needAudioClipImport(world, what) {
+    const [a] = world.version;
+    const ok = a > 12 || (a === 12 && world.versionAtLeast(12, 0, 5)) || (a === 11 && world.versionAtLeast(11, 3, 25));
+    if (!ok) throw new Error(`${what} does not exist in Live ${world.version.join(".")}`);
 }
 
 // Behaviour of the functions the device calls (names must also exist in the stubs).
@@ -501,6 +564,7 @@ const FUNCTIONS = {
     "Track.create_audio_clip": (w, track, args) => {
         w.guardChange("create_audio_clip");
         if (args.length !== 2) throw new Error(`Track.create_audio_clip takes (file_path, position), got ${args.length} args`);
+        needAudioClipImport(w, "Track.create_audio_clip");
         const [path, position] = args;
         if (w.failImport === "throw") throw new Error("create_audio_clip: Live could not import the file");
         if (w.failImport === "silent") return undefined;
@@ -514,6 +578,7 @@ const FUNCTIONS = {
     },
     "ClipSlot.create_audio_clip": (w, slot, args) => {
         w.guardChange("create_audio_clip");
+        needAudioClipImport(w, "ClipSlot.create_audio_clip");
         if (args.length !== 1) throw new Error(`ClipSlot.create_audio_clip takes (file_path), got ${args.length} args`);
         if (slot.values.has_clip) throw new Error("create_audio_clip: the clip slot is not empty");
         if (w.failImport === "throw") throw new Error("create_audio_clip: Live could not import the file");
