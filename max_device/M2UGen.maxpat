@@ -31,7 +31,7 @@
 		"boxanimatetime": 200,
 		"enablehscroll": 1,
 		"enablevscroll": 1,
-		"devicewidth": 944.0,
+		"devicewidth": 1104.0,
 		"description": "M2UGen: ask about, edit or generate music with a local M2UGen server (OSC bridge).",
 		"digest": "M2UGen music assistant",
 		"tags": "",
@@ -2981,6 +2981,412 @@
 						22
 					]
 				}
+			},
+			{
+				"box": {
+					"id": "obj-204",
+					"maxclass": "live.comment",
+					"text": "Stems",
+					"fontsize": 10.0,
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						2100,
+						20,
+						60,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						944,
+						8,
+						40,
+						16
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-205",
+					"maxclass": "live.text",
+					"mode": 0,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 0,
+					"patching_rect": [
+						2100,
+						40,
+						60,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						988,
+						8,
+						56,
+						16
+					],
+					"text": "Stems"
+				}
+			},
+			{
+				"box": {
+					"id": "obj-206",
+					"maxclass": "message",
+					"text": "stems",
+					"numinlets": 2,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						2100,
+						60,
+						50,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-207",
+					"maxclass": "live.text",
+					"mode": 1,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						2220,
+						40,
+						50,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						1048,
+						8,
+						50,
+						16
+					],
+					"text": "6 stems",
+					"texton": "6 stems",
+					"varname": "Six Stems",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"off",
+								"on"
+							],
+							"parameter_initial": [
+								0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Six Stems",
+							"parameter_mmax": 1,
+							"parameter_shortname": "6 stems",
+							"parameter_type": 2
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-208",
+					"maxclass": "newobj",
+					"text": "prepend stems6",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						2100,
+						90,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-209",
+					"maxclass": "live.comment",
+					"text": "Edit op",
+					"fontsize": 10.0,
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						2100,
+						130,
+						60,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						944,
+						30,
+						44,
+						16
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-210",
+					"maxclass": "live.menu",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						2100,
+						150,
+						90,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						988,
+						31,
+						110,
+						15
+					],
+					"varname": "Stem Op",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"auto",
+								"remove",
+								"keep",
+								"replace",
+								"add"
+							],
+							"parameter_initial": [
+								0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Stem Op",
+							"parameter_mmax": 4,
+							"parameter_shortname": "Op",
+							"parameter_type": 2,
+							"parameter_unitstyle": 9
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-211",
+					"maxclass": "newobj",
+					"text": "prepend stem_op",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						2100,
+						170,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-212",
+					"maxclass": "live.comment",
+					"text": "Stem",
+					"fontsize": 10.0,
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						2100,
+						200,
+						60,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						944,
+						50,
+						44,
+						16
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-213",
+					"maxclass": "live.menu",
+					"numinlets": 1,
+					"numoutlets": 3,
+					"outlettype": [
+						"",
+						"",
+						"float"
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						2100,
+						220,
+						90,
+						15
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						988,
+						51,
+						110,
+						15
+					],
+					"varname": "Stem",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"drums",
+								"bass",
+								"other",
+								"vocals",
+								"guitar",
+								"piano"
+							],
+							"parameter_initial": [
+								0
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Stem",
+							"parameter_mmax": 5,
+							"parameter_shortname": "Stem",
+							"parameter_type": 2,
+							"parameter_unitstyle": 9
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-214",
+					"maxclass": "newobj",
+					"text": "prepend stem",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						2100,
+						240,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-215",
+					"maxclass": "live.comment",
+					"text": "With",
+					"fontsize": 10.0,
+					"numinlets": 1,
+					"numoutlets": 0,
+					"patching_rect": [
+						2100,
+						270,
+						60,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						944,
+						72,
+						44,
+						16
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-216",
+					"maxclass": "textedit",
+					"bangmode": 0,
+					"fontsize": 10.0,
+					"lines": 1,
+					"numinlets": 1,
+					"numoutlets": 4,
+					"outlettype": [
+						"",
+						"int",
+						"",
+						""
+					],
+					"patching_rect": [
+						2100,
+						290,
+						100,
+						18
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						988,
+						72,
+						110,
+						16
+					],
+					"text": ""
+				}
+			},
+			{
+				"box": {
+					"id": "obj-217",
+					"maxclass": "newobj",
+					"text": "route text",
+					"numinlets": 2,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"patching_rect": [
+						2100,
+						320,
+						65,
+						22
+					]
+				}
+			},
+			{
+				"box": {
+					"id": "obj-218",
+					"maxclass": "newobj",
+					"text": "prepend stem_with",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						2100,
+						350,
+						100,
+						22
+					]
+				}
 			}
 		],
 		"lines": [
@@ -4435,6 +4841,138 @@
 						0
 					]
 				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-206",
+						0
+					],
+					"source": [
+						"obj-205",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-206",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-208",
+						0
+					],
+					"source": [
+						"obj-207",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-208",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-211",
+						0
+					],
+					"source": [
+						"obj-210",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-211",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-214",
+						0
+					],
+					"source": [
+						"obj-213",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-214",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-217",
+						0
+					],
+					"source": [
+						"obj-216",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-218",
+						0
+					],
+					"source": [
+						"obj-217",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-218",
+						0
+					]
+				}
 			}
 		],
 		"parameters": {
@@ -4538,6 +5076,21 @@
 			"obj-167": [
 				"Adapter",
 				"Adapter",
+				0
+			],
+			"obj-207": [
+				"Six Stems",
+				"6 stems",
+				0
+			],
+			"obj-210": [
+				"Stem Op",
+				"Op",
+				0
+			],
+			"obj-213": [
+				"Stem",
+				"Stem",
 				0
 			]
 		},

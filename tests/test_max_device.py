@@ -151,6 +151,17 @@ def test_device_behaves_like_live(lom_names):
     assert passed >= 19, out
 
 
+def test_device_stems(lom_names):
+    """Issue 26: Stems puts each stem on its own track next to its source, in time with it (warped clips,
+    start-marker offsets, loops, Session and Arrangement, failed / cancelled jobs, 6 stems, old Lives), and
+    Edit's stem options reach the submit (tests/max/stems.test.js)."""
+    r = run_node(TESTS_MAX / "stems.test.js", {"M2U_LOM_NAMES": str(lom_names)}, timeout=120)
+    out = r.stdout + r.stderr
+    passed, failed = tap_counts(out)
+    assert r.returncode == 0 and failed == 0, out
+    assert passed >= 14, out
+
+
 # ---------------------------------------------------------------------------------------------
 # the built .amxd
 
@@ -288,7 +299,8 @@ def test_patch_wiring_is_consistent():
                     "cancel", "rec", "seed", "takes", "preview", "gen_mode", "media", "media_clear", "play",
                     "accept", "regenerate", "discard", "refresh_jobs", "pick_job", "reinsert", "sample_rate",
                     "bars", "loop", "fit_tempo", "vocoder", "melody_clip", "transcribe",
-                    "adapter", "learn", "learn_file", "learn_clear", "learn_name", "learn_cancel"):
+                    "adapter", "learn", "learn_file", "learn_clear", "learn_name", "learn_cancel",
+                    "stems", "stems6", "stem_op", "stem", "stem_with"):
         assert handler in senders, handler
         assert re.search(rf"^function {handler}\(", DEVICE_JS_TEXT, re.M), f"the [js] has no handler {handler}"
     receivers = [boxes[i] for i in into_js if boxes[i].get("text", "").startswith("udpreceive")]
