@@ -6,13 +6,15 @@ op remove stem drums``, against a real server whose separator is exact for the t
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from server.cli import main
+from test_max_device import ROOT, lom_names, run_node, tap_counts  # noqa: F401 (lom_names: a fixture)
 from test_osc_bridge import bridge, peer  # noqa: F401 (fixtures; their `server` is this module's)
-from test_stems import OracleSeparator, as_written, known_stems, wav_samples, write_mix
+from test_stems import SR, OracleSeparator, as_written, known_stems, wav_samples, write_mix
 
 PARTS = known_stems(1.0)
 
@@ -85,3 +87,26 @@ def test_stems_and_a_stem_edit_through_the_osc_bridge(peer, tmp_path):  # noqa: 
               ("s", "op"), ("s", "remove"), ("s", "stem"), ("s", "cowbell"))
     err = peer.expect("/m2u/error")[-1]
     assert "stem" in err.args[2] and "drums" in err.args[2]
+
+
+@pytest.mark.timeout(300)
+def test_live_device_stems_and_stem_edit_end_to_end(bridge, server, lom_names, tmp_path):  # noqa: F811
+    """The Live device's JS (tests/max/e2e_stems.js, under node with the LOM stub) over UDP to the real
+    bridge and server: Stems puts the exact stems on four tracks, and Edit with op remove / stem drums
+    (no prompt typed) returns the rest of the mix sample-exactly."""
+    wav = write_mix(tmp_path / "mix.wav", PARTS)
+    set_dir = tmp_path / "Live Set Project"
+    set_dir.mkdir()
+    seconds = next(iter(PARTS.values())).shape[1] / SR
+    r = run_node(ROOT / "tests" / "max" / "e2e_stems.js", {
+        "M2U_LOM_NAMES": str(lom_names), "M2U_BRIDGE_PORT": str(bridge.port), "M2U_MIX": str(wav),
+        "M2U_MIX_SECONDS": repr(seconds), "M2U_SET_DIR": str(set_dir)}, timeout=280)
+    out = r.stdout + r.stderr
+    passed, failed = tap_counts(out)
+    assert r.returncode == 0 and failed == 0 and passed == 2, out
+    stems = dict(re.findall(r"M2U_STEM (\w+) (.+)$", out, re.M))
+    assert list(stems) == list(PARTS)
+    for stem, wave in PARTS.items():
+        assert np.array_equal(wav_samples(stems[stem]), as_written(wave)), stem
+    (edited,) = re.findall(r"M2U_EDIT (.+)$", out, re.M)
+    assert np.array_equal(wav_samples(edited), as_written(PARTS["bass"] + PARTS["other"] + PARTS["vocals"]))
