@@ -173,10 +173,9 @@ function setResultTiming(clip, warp, seconds) {
     }
 }
 
-function placeResult(paths, seconds, request, seeds) {
-    if (typeof paths === "string") paths = [paths];
-    seeds = seeds || [];
-    var path = paths[0];
+// Whether this Live can import audio from a device (Track / ClipSlot.create_audio_clip); when not, the
+// status says so (and `more`) and the folder of `path` is revealed.
+function canImportAudio(path, more) {
     var v;
     try {
         v = liveVersion();
@@ -186,9 +185,16 @@ function placeResult(paths, seconds, request, seeds) {
     }
     if (!supportsAudioClipImport(v.major, v.minor, v.bugfix)) {
         revealFile(path, "Live " + v.major + "." + v.minor + "." + v.bugfix +
-            " cannot import audio from a device (needs 11.3.25+ or 12.0.5+).");
+            " cannot import audio from a device (needs 11.3.25+ or 12.0.5+)." + (more || ""));
         return false;
     }
+    return true;
+}
+
+function placeResult(paths, seconds, request, seeds) {
+    if (typeof paths === "string") paths = [paths];
+    seeds = seeds || [];
+    if (!canImportAudio(paths[0])) return false;
     var song = live("live_set");
     return undoable(song, function () { return placeTakes(song, paths, seconds, request, seeds); });
 }

@@ -29,16 +29,7 @@ function selectedClipRegion(ctx) {
     var path = str(clip.get("file_path"));
     if (!path) return null;
     var warping = num(clip.get("warping")) === 1;
-    var markers = [];
-    if (warping) {
-        // M4L returns warp_markers as a JSON dict: {"warp_markers": [{"sample_time", "beat_time"}, ...]}
-        try {
-            var parsed = JSON.parse(str(clip.get("warp_markers")));
-            markers = parsed.warp_markers || [];
-        } catch (e) {
-            markers = [];
-        }
-    }
+    var markers = warping ? clipWarpMarkers(clip) : [];
     var startBeat = num(clip.get("start_marker")), endBeat = num(clip.get("end_marker"));
     var start = beatsToFileSeconds(startBeat, warping, markers, ctx.tempo);
     var end = beatsToFileSeconds(endBeat, warping, markers, ctx.tempo);
@@ -56,6 +47,16 @@ function selectedClipRegion(ctx) {
     if (region.arrangement) region.positionBeats = num(clip.get("start_time"));
     if (!(region.end > region.start)) throw new Error("the selected clip's end marker is not after its start marker");
     return region;
+}
+
+// A warped clip's warp markers: M4L returns them as a JSON dict {"warp_markers": [{"sample_time",
+// "beat_time"}, ...]}; [] when Live gives nothing readable.
+function clipWarpMarkers(clip) {
+    try {
+        return JSON.parse(str(clip.get("warp_markers"))).warp_markers || [];
+    } catch (e) {
+        return [];
+    }
 }
 
 // A get_notes_extended answer (a JSON text, or a list holding one) -> its notes list.

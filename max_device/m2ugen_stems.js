@@ -77,14 +77,7 @@ function stemSource(ctx) {
     var path = str(clip.get("file_path"));
     if (!path) return null;
     var warping = num(clip.get("warping")) === 1;
-    var markers = [];
-    if (warping) {
-        try {
-            markers = JSON.parse(str(clip.get("warp_markers"))).warp_markers || [];
-        } catch (e) {
-            markers = [];
-        }
-    }
+    var markers = warping ? clipWarpMarkers(clip) : [];
     var m = { start: num(clip.get("start_marker")), end: num(clip.get("end_marker")),
         loopStart: num(clip.get("loop_start")), loopEnd: num(clip.get("loop_end")), looping: num(clip.get("looping")) === 1 };
     var lo = m.start, hi = m.end;
@@ -211,18 +204,7 @@ function placeStems(paths, seconds, request) {
         setStatus("No stem could be fetched: Jobs lists the job for re-insert");
         return false;
     }
-    var v;
-    try {
-        v = liveVersion();
-    } catch (e) {
-        revealFile(first, "Could not read Live's version (" + e.message + ").");
-        return false;
-    }
-    if (!supportsAudioClipImport(v.major, v.minor, v.bugfix)) {
-        revealFile(first, "Live " + v.major + "." + v.minor + "." + v.bugfix +
-            " cannot import audio from a device (needs 11.3.25+ or 12.0.5+): the stems are in that folder.");
-        return false;
-    }
+    if (!canImportAudio(first, " The stems are in that folder.")) return false;
     var song = live("live_set");
     return undoable(song, function () { return placeStemTracks(song, paths, seconds, request); });
 }

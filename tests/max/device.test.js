@@ -8,7 +8,7 @@ const os = require("os");
 const path = require("path");
 const dgram = require("dgram");
 const { World, makeLiveAPI, loadNames } = require("./lom_stub");
-const { Device, DEVICE_JS, deviceFiles, parseSubmit, ready, calls, sleep } = require("./harness");
+const { Device, DEVICE_JS, deviceFiles, parseSubmit, ready, calls, sleep, freePort } = require("./harness");
 const osc = require("./osc");
 // the device's global scope, as Max's [js] holds it: its pure functions are tested from there
 const pure = new Device(new World()).sandbox;
@@ -17,14 +17,6 @@ const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "m2u-max-"));
 const RESULT = path.join(TMP, "result.wav");
 fs.writeFileSync(RESULT, "RIFF"); // the stub only checks that the file exists
 
-
-async function freePort() {
-    const s = dgram.createSocket("udp4");
-    await new Promise((r) => s.bind(0, "127.0.0.1", r));
-    const p = s.address().port;
-    await new Promise((r) => s.close(r));
-    return p;
-}
 
 async function runJob(dev, job, donePath) {
     dev.receive("/m2u/accepted", [job, 0]);

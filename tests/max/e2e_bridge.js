@@ -9,29 +9,14 @@ const { after } = require("node:test");
 const assert = require("node:assert/strict");
 const fs = require("fs");
 const path = require("path");
-const dgram = require("dgram");
-const { World } = require("./lom_stub");
-const { Device } = require("./harness");
+const harness = require("./harness");
 
-function requiredEnv(name) {
-    const v = process.env[name];
-    if (!v) throw new Error(`${name} is not set: run this through tests/test_max_device.py`);
-    return v;
-}
-
+const requiredEnv = (name) => harness.requiredEnv(name, "tests/test_max_device.py");
 const BRIDGE_PORT = Number(requiredEnv("M2U_BRIDGE_PORT"));
 const CLIP = requiredEnv("M2U_CLIP");
 const SET_DIR = requiredEnv("M2U_SET_DIR");
 const RESULTS_DIR = path.join(SET_DIR, "Samples", "M2UGen");
 const JOB_TIMEOUT_MS = 180000;
-
-async function freePort() {
-    const s = dgram.createSocket("udp4");
-    await new Promise((r) => s.bind(0, "127.0.0.1", r));
-    const p = s.address().port;
-    await new Promise((r) => s.close(r));
-    return p;
-}
 
 // every device is closed at the end, also after a failed test (its sockets would keep node running)
 const devices = [];
@@ -39,17 +24,8 @@ after(async () => {
     for (const d of devices) await d.close();
 });
 
-async function startDevice(worldOptions, previewOn) {
-    const world = new World(Object.assign({ setPath: path.join(SET_DIR, "Song.als") }, worldOptions));
-    const dev = new Device(world);
-    devices.push(dev);
-    const udp = await dev.connectUdp();
-    dev.send("port", BRIDGE_PORT);
-    dev.send("reply_port", await freePort());
-    dev.send("preview", previewOn ? 1 : 0);
-    dev.send("init");
-    await udp.waitFor(() => udp.received.some((m) => m.address === "/m2u/welcome"), 10000, "/m2u/welcome");
-    return { world, dev, udp };
+function startDevice(worldOptions, previewOn) {
+    return harness.startUdpDevice(devices, BRIDGE_PORT, SET_DIR, worldOptions, previewOn);
 }
 
 function calls(world, name) {

@@ -9,16 +9,9 @@ const { after } = require("node:test");
 const assert = require("node:assert/strict");
 const fs = require("fs");
 const path = require("path");
-const dgram = require("dgram");
-const { World } = require("./lom_stub");
-const { Device } = require("./harness");
+const harness = require("./harness");
 
-function requiredEnv(name) {
-    const v = process.env[name];
-    if (!v) throw new Error(`${name} is not set: run this through tests/test_stems_clients.py`);
-    return v;
-}
-
+const requiredEnv = (name) => harness.requiredEnv(name, "tests/test_stems_clients.py");
 const BRIDGE_PORT = Number(requiredEnv("M2U_BRIDGE_PORT"));
 const MIX = requiredEnv("M2U_MIX");
 const MIX_SECONDS = Number(requiredEnv("M2U_MIX_SECONDS"));
@@ -26,30 +19,13 @@ const SET_DIR = requiredEnv("M2U_SET_DIR");
 const RESULTS_DIR = path.join(SET_DIR, "Samples", "M2UGen");
 const JOB_TIMEOUT_MS = 90000;
 
-async function freePort() {
-    const s = dgram.createSocket("udp4");
-    await new Promise((r) => s.bind(0, "127.0.0.1", r));
-    const p = s.address().port;
-    await new Promise((r) => s.close(r));
-    return p;
-}
-
 const devices = [];
 after(async () => {
     for (const d of devices) await d.close();
 });
 
-async function startDevice(worldOptions) {
-    const world = new World(Object.assign({ setPath: path.join(SET_DIR, "Song.als") }, worldOptions));
-    const dev = new Device(world);
-    devices.push(dev);
-    const udp = await dev.connectUdp();
-    dev.send("port", BRIDGE_PORT);
-    dev.send("reply_port", await freePort());
-    dev.send("preview", 0);
-    dev.send("init");
-    await udp.waitFor(() => udp.received.some((m) => m.address === "/m2u/welcome"), 10000, "/m2u/welcome");
-    return { world, dev, udp };
+function startDevice(worldOptions) {
+    return harness.startUdpDevice(devices, BRIDGE_PORT, SET_DIR, worldOptions, false);
 }
 
 test("Stems through the real bridge: four stem tracks next to the clip, their files in the Set's folder", async () => {

@@ -309,4 +309,50 @@ function sleep(ms) {
     return new Promise((r) => setTimeout(r, ms));
 }
 
-module.exports = { ready, calls, sleep, Device, DEVICE_JS, MAX_DIR, MAX_DATAGRAM, deviceFiles, parseSubmit };
+// A UDP port nothing listens on now (bound, read, released).
+async function freePort() {
+    const s = dgram.createSocket("udp4");
+    await new Promise((r) => s.bind(0, "127.0.0.1", r));
+    const p = s.address().port;
+    await new Promise((r) => s.close(r));
+    return p;
+}
+
+// A real WAV (16-bit stereo silence) of `seconds` at `dir/name`: the LOM stub reads its length as Live does.
+function writeWav(dir, name, seconds, sampleRate) {
+    const sr = sampleRate || 8000;
+    const data = Buffer.alloc(Math.round(seconds * sr) * 4);
+    const h = Buffer.alloc(44);
+    h.write("RIFF", 0); h.writeUInt32LE(36 + data.length, 4); h.write("WAVE", 8);
+    h.write("fmt ", 12); h.writeUInt32LE(16, 16); h.writeUInt16LE(1, 20); h.writeUInt16LE(2, 22);
+    h.writeUInt32LE(sr, 24); h.writeUInt32LE(sr * 4, 28); h.writeUInt16LE(4, 32); h.writeUInt16LE(16, 34);
+    h.write("data", 36); h.writeUInt32LE(data.length, 40);
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, Buffer.concat([h, data]));
+    return p;
+}
+
+// An environment variable an end-to-end script needs (its Python test sets it).
+function requiredEnv(name, runner) {
+    const v = process.env[name];
+    if (!v) throw new Error(`${name} is not set: run this through ${runner}`);
+    return v;
+}
+
+// A device on UDP talking to the bridge on `bridgePort`, in a Live whose Set is saved in `setDir`;
+// resolves once the bridge has welcomed it. `devices` collects it for closing.
+async function startUdpDevice(devices, bridgePort, setDir, worldOptions, previewOn) {
+    const world = new World(Object.assign({ setPath: path.join(setDir, "Song.als") }, worldOptions));
+    const dev = new Device(world);
+    devices.push(dev);
+    const udp = await dev.connectUdp();
+    dev.send("port", bridgePort);
+    dev.send("reply_port", await freePort());
+    dev.send("preview", previewOn ? 1 : 0);
+    dev.send("init");
+    await udp.waitFor(() => udp.received.some((m) => m.address === "/m2u/welcome"), 10000, "/m2u/welcome");
+    return { world, dev, udp };
+}
+
+module.exports = { ready, calls, sleep, freePort, writeWav, requiredEnv, startUdpDevice, Device, DEVICE_JS, MAX_DIR,
+    MAX_DATAGRAM, deviceFiles, parseSubmit };

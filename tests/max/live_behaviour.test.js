@@ -8,25 +8,13 @@ const fs = require("fs");
 const os = require("os");
 const path = require("path");
 const { World } = require("./lom_stub");
-const { Device, MAX_DATAGRAM, ready, calls, sleep } = require("./harness");
+const { Device, MAX_DATAGRAM, ready, calls, sleep, writeWav } = require("./harness");
 const osc = require("./osc");
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "m2u-live-"));
 
-// A real WAV header + silence: the stub reads its length like Live does.
-function wav(name, seconds, sampleRate) {
-    const sr = sampleRate || 8000;
-    const frames = Math.round(seconds * sr);
-    const data = Buffer.alloc(frames * 4);
-    const h = Buffer.alloc(44);
-    h.write("RIFF", 0); h.writeUInt32LE(36 + data.length, 4); h.write("WAVE", 8);
-    h.write("fmt ", 12); h.writeUInt32LE(16, 16); h.writeUInt16LE(1, 20); h.writeUInt16LE(2, 22);
-    h.writeUInt32LE(sr, 24); h.writeUInt32LE(sr * 4, 28); h.writeUInt16LE(4, 32); h.writeUInt16LE(16, 34);
-    h.write("data", 36); h.writeUInt32LE(data.length, 40);
-    const p = path.join(TMP, name);
-    fs.writeFileSync(p, Buffer.concat([h, data]));
-    return p;
-}
+// A real WAV the stub reads the length of.
+const wav = (name, seconds, sampleRate) => writeWav(TMP, name, seconds, sampleRate);
 
 const RESULT = wav("result.wav", 2.0);
 

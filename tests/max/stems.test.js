@@ -9,25 +9,14 @@ const assert = require("node:assert/strict");
 const fs = require("fs");
 const os = require("os");
 const path = require("path");
-const { ready, calls, sleep } = require("./harness");
+const { ready, calls, sleep, writeWav } = require("./harness");
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "m2u-stems-"));
 const STEMS4 = ["drums", "bass", "other", "vocals"];
 const STEMS6 = STEMS4.concat(["guitar", "piano"]);
 
-// A real WAV (silence) the stub reads the length of, named as the bridge names stems.
-function wav(name, seconds) {
-    const sr = 8000;
-    const data = Buffer.alloc(Math.round(seconds * sr) * 4);
-    const h = Buffer.alloc(44);
-    h.write("RIFF", 0); h.writeUInt32LE(36 + data.length, 4); h.write("WAVE", 8);
-    h.write("fmt ", 12); h.writeUInt32LE(16, 16); h.writeUInt16LE(1, 20); h.writeUInt16LE(2, 22);
-    h.writeUInt32LE(sr, 24); h.writeUInt32LE(sr * 4, 28); h.writeUInt16LE(4, 32); h.writeUInt16LE(16, 34);
-    h.write("data", 36); h.writeUInt32LE(data.length, 40);
-    const p = path.join(TMP, name);
-    fs.writeFileSync(p, Buffer.concat([h, data]));
-    return p;
-}
+// A real WAV the stub reads the length of (stems: named as the bridge names them).
+const wav = (name, seconds, sampleRate) => writeWav(TMP, name, seconds, sampleRate);
 
 function stemFiles(job, seconds, names) {
     return (names || STEMS4).map((s) => wav(`M2UGen-${s}-${job}.wav`, seconds));
@@ -223,7 +212,7 @@ test("Live before 11.3.25 has no create_audio_clip: no track is made, the stems'
     const files = stemFiles("st7", 2.0);
     await finishStems(dev, "st7", files, 2.0);
     assert.equal(calls(world, "create_audio_track").length, 0);
-    assert.match(dev.lastStatus(), /Live 11\.3\.20 cannot import audio.*stems are in that folder/);
+    assert.match(dev.lastStatus(), /Live 11\.3\.20 cannot import audio.*The stems are in that folder/);
     assert.deepEqual(dev.messnamed.pop().slice(0, 2), ["max", "launchbrowser"]);
     await dev.close();
 });
