@@ -18,8 +18,8 @@
 // The code is split along its seams into files this one include()s (see the end): m2ugen_pure.js (pure
 // functions), m2ugen_set.js (reading the Set), m2ugen_requests.js (what Go / Transcribe / Learn ask for),
 // m2ugen_jobs.js (sending requests, following their jobs, bridge events), m2ugen_results.js (preview and
-// placing), m2ugen_stems.js (Stems and the stem options of Edit). Every Max global (LiveAPI, Task, Global, outlet, post,
-// messnamed, max, this.patcher) is reached through `env`; tests run the files under node's vm with a
+// placing), m2ugen_stems.js (Stems and the stem options of Edit). Every Max global (LiveAPI, Task,
+// Global, outlet, post, messnamed, max, this.patcher) is reached through `env`; tests run the files under node's vm with a
 // LOM stub (tests/max/harness.js), as Max's [js] runs them.
 
 inlets = 1;

@@ -206,13 +206,13 @@ function placeStems(paths, seconds, request) {
     }
     if (!canImportAudio(first, " The stems are in that folder.")) return false;
     var song = live("live_set");
-    return undoable(song, function () { return placeStemTracks(song, paths, seconds, request); });
+    return undoable(song, function () { return placeStemTracks(song, paths, seconds, request, first); });
 }
 
 // One new audio track per stem, in the model's order, right after the source's track: named
 // "<clip> - <stem>", colored like the source clip (the LOM cannot make group tracks), each clip where
 // the source is. All in one undo step; a stem whose clip cannot be made leaves no empty track.
-function placeStemTracks(song, paths, seconds, request) {
+function placeStemTracks(song, paths, seconds, request, first) {
     var src = request && request.input ? request.input : null;
     var target = stemTarget(song, request || {});
     var names = stemNames(paths, request ? request.stemModel : "");
@@ -255,7 +255,7 @@ function placeStemTracks(song, paths, seconds, request) {
         files.push(paths[k]);
     }
     if (!placed.length) {
-        setStatus("Live could not import the stems (" + (failure || "none arrived") + "). Files: " + dirname(paths[0] || ""));
+        setStatus("Live could not import the stems (" + (failure || "none arrived") + "). Files in: " + dirname(first));
         return false;
     }
     // the stems together are the source: it is muted in the same undo step (not heard twice), only when

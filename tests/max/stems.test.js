@@ -294,3 +294,33 @@ test("a stem edit's result is placed like any edit (one track, source muted)", a
     assert.equal(source.values.muted, 1);
     await dev.close();
 });
+
+test("the first stem cannot be imported: no track is left, the status names the folder", async () => {
+    const { world, dev } = ready({ deviceTrack: 1 });
+    const source = world.selectAudioClip({ file_path: "/Users/me/a.wav", warping: 0, start_marker: 0, end_marker: 2 }, { track: 0, slot: 0 });
+    const before = world.song.values.tracks.length;
+    dev.send("stems");
+    accept(dev, "st9");
+    await finishStems(dev, "st9", STEMS4.map((s) => path.join(TMP, `M2UGen-${s}-st9-gone.wav`)), 2.0);
+    assert.equal(world.song.values.tracks.length, before);
+    assert.equal(source.values.muted, 0);
+    assert.match(dev.lastStatus(), new RegExp(`Live could not import the stems \\(the drums: file not found.*Files in: ${TMP}`));
+    await dev.close();
+});
+
+test("the source clip deleted while the job ran: the stems go after the device's track, at their own speed", async () => {
+    const { world, dev } = ready({ deviceTrack: 2, view: "Session", selectedScene: 1 });
+    world.selectAudioClip({ file_path: "/Users/me/a.wav", name: "A", warping: 1, start_marker: 0, end_marker: 4,
+        warp_markers: JSON.stringify({ warp_markers: [{ beat_time: 0, sample_time: 0 }, { beat_time: 8, sample_time: 4 }] }) },
+    { track: 0, slot: 0 });
+    dev.send("stems");
+    accept(dev, "st10");
+    world.song.values.tracks[0].values.clip_slots[0].values.clip = null;   // the user deletes the clip
+    world.song.values.tracks[0].values.clip_slots[0].values.has_clip = 0;
+    await finishStems(dev, "st10", stemFiles("st10", 2.0), 2.0);
+    assert.deepEqual(calls(world, "create_audio_track").map((c) => c.args), [[3], [4], [5], [6]]);
+    const clip = world.song.values.tracks[3].values.clip_slots[1].values.clip;
+    assert.equal(clip.values.warping, 0);
+    assert.equal(world.song.values.tracks[3].values.name, "A - drums");
+    await dev.close();
+});
