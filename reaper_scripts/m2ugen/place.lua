@@ -207,6 +207,79 @@ function place.insert_audio(proj, opts)
   return result
 end
 
+-- ---------------------------------------------------------------------------------------------
+-- stems under a folder track
+-- REAPER keeps the folder tree in one value per track, I_FOLDERDEPTH: "folder depth change, 0=normal,
+-- 1=track is a folder parent, -1=track is the last in the innermost folder, -2=track is the last in
+-- the innermost and next-innermost folders, etc" (reaper-api.lua, GetMediaTrackInfo_Value). A track's
+-- level is the sum of the changes of the tracks above it.
+
+-- The index (0-based) where a new top-level block goes below `track`: after the last track of the
+-- top-level folder that holds it (right below it when it is a top-level track that is no folder), at
+-- the end when it is gone or the tree never closes. Returns index, the level there (0 unless the
+-- project's tree is left open at its end).
+function place.top_level_index(proj, track)
+  local n = reaper.CountTracks(proj)
+  local from = nil
+  if track and reaper.ValidatePtr2(proj, track, "MediaTrack*") then
+    local number = reaper.GetMediaTrackInfo_Value(track, "IP_TRACKNUMBER")
+    if number and number >= 1 then from = math.floor(number) - 1 end
+  end
+  local level = 0
+  for i = 0, n - 1 do
+    level = math.max(0, level + math.floor(reaper.GetMediaTrackInfo_Value(reaper.GetTrack(proj, i), "I_FOLDERDEPTH")))
+    if from and i >= from and level == 0 then return i + 1, 0 end
+  end
+  return n, level
+end
+
+-- Puts each stem on its own new track under a new folder track (one undo point): the folder named
+-- `opts.name` at the top level below the source's block (place.top_level_index), the stems inside it in
+-- the given order, the last one closing it; each stem one item at opts.position as long as its file,
+-- playing it from its start at rate 1 (the file is the selection as rendered: the take offset, rate
+-- and fades of the source are in it already). opts.mute: items to mute (the source), put back on
+-- failure. Nothing is left when a step fails (no empty folder, no stray item).
+-- opts: stems = {{path, stem, ext}, ...}, position, name, track (the source track), notes, mute, label
+-- Returns {folder, tracks = {stem = track}, items = {stem = item}, index, muted}.
+function place.insert_stems(proj, opts)
+  local takes = {}
+  for i, s in ipairs(opts.stems) do takes[i] = { path = s.path, name = s.stem, ext = s.ext } end
+  local _, close_all = open_sources(proj, takes, opts.position)
+  local created, undo_mute = {}, nil
+  local ok, result = pcall(undo_block, proj, opts.label or opts.name, function()
+    local index = place.top_level_index(proj, opts.track)
+    local folder = new_track(proj, index, opts.name)
+    created[1] = folder
+    reaper.SetMediaTrackInfo_Value(folder, "I_FOLDERDEPTH", 1)
+    local r = { folder = folder, tracks = {}, items = {}, index = index }
+    for i, t in ipairs(takes) do
+      local track = new_track(proj, index + i, t.name)
+      created[#created + 1] = track
+      reaper.SetMediaTrackInfo_Value(track, "I_FOLDERDEPTH", i == #takes and -1 or 0)
+      local item = reaper.AddMediaItemToTrack(track)
+      fill_takes(item, { t })
+      reaper.SetMediaItemInfo_Value(item, "D_POSITION", opts.position)
+      reaper.SetMediaItemInfo_Value(item, "D_LENGTH", t.length)
+      if opts.notes then reaper.GetSetMediaItemInfo_String(item, "P_NOTES", opts.notes, true) end
+      r.tracks[t.name], r.items[t.name] = track, item
+    end
+    if opts.mute and #opts.mute > 0 then
+      undo_mute = mute_items(opts.mute)
+      r.muted = opts.mute
+    end
+    reaper.Main_OnCommandEx(place.ACTION_PEAKS, 0, proj)
+    return r
+  end, function()
+    if undo_mute then undo_mute() end
+    for i = #created, 1, -1 do reaper.DeleteTrack(created[i]) end -- the stems first, then their folder
+  end)
+  if not ok then
+    close_all()
+    error(result, 0)
+  end
+  return result
+end
+
 -- Inserts a transcription on a NEW track below opts.track (one undo point), as a MIDI item at
 -- opts.position: with opts.notes ({start_s, end_s, pitch, velocity, channel} from the job's sidecar,
 -- seconds from the start of the transcribed audio) the notes are written with the MIDI API at their

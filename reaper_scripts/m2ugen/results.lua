@@ -71,12 +71,12 @@ end
 
 results.COPY_PER_TICK = 4 << 20 -- bytes copied per defer tick: REAPER keeps drawing during a long copy
 
--- Copies every take next to the project (<project>/M2UGen/<name>[-takeN].wav, plus the server's
--- sidecar), a few MiB per defer tick, then calls done(takes) with .path (the kept file) set. A file
+-- Copies every take next to the project (<project>/M2UGen/<name>[-takeN].wav, or <name><t.suffix>.wav,
+-- plus the server's sidecar), a few MiB per defer tick, then calls done(takes) with .path (the kept file) set. A file
 -- that cannot be copied (full disk...) stays where it is and is used from there; nothing is deleted
 -- before its complete copy exists (project.copier). Errors end the run (runner.abort; the job is
 -- completed, so no result file is removed).
-local function keep_files(run, takes, done)
+function results.keep_files(run, takes, done)
   local dir = run.result_dir
   local out_dir = project.temp_dir("out")
   out_dir = out_dir:sub(-1):match("[/\\]") and out_dir or (out_dir .. settings.path_sep())
@@ -110,7 +110,7 @@ local function keep_files(run, takes, done)
     local budget = results.COPY_PER_TICK
     while i <= #takes do
       local t = takes[i]
-      local suffix = i == 1 and "" or ("-take" .. i)
+      local suffix = t.suffix or (i == 1 and "" or ("-take" .. i))
       if not copier then
         t.to = dir and settings.join(dir, run.name .. suffix .. ".wav") or nil
         local ok, c = false, nil
@@ -324,7 +324,8 @@ function results.finish(run, st)
   if (run.fetch and run.fetch.kind or run.kind) == "ask" then return finish_text(run, st) end
   if run.kind == "learn" then return results.finish_learn(run, st) end
   if (run.fetch and run.fetch.kind or run.kind) == "transcribe" then return results.finish_midi(run, st) end
-  keep_files(run, produced_takes(run, st), function(takes) results.finish_audio(run, st, takes) end)
+  if (run.fetch and run.fetch.kind or run.kind) == "stems" then return import("stems").finish(run, st) end
+  results.keep_files(run, produced_takes(run, st), function(takes) results.finish_audio(run, st, takes) end)
 end
 
 -- A finished audio job whose files are kept: recorded in the history, then previewed or inserted.
