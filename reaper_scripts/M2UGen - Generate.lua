@@ -1,6 +1,6 @@
 -- @description M2UGen: generate, edit and ask about music from REAPER
 -- @author M2UGen project
--- @version 0.4.0
+-- @version 0.5.0
 -- @license MIT
 -- @about
 --   # M2UGen for REAPER
@@ -23,6 +23,9 @@
 --   [main] M2UGen - Transcribe selection.lua
 --   [nomain] m2ugen/*.lua
 -- @changelog
+--   0.5.0: M2UGen - Split into stems (4 or 6 stems, each on its own track under a folder track named
+--   after the item, aligned to it, the source muted, one undo point); Edit selection has stem fields
+--   (remove / keep / replace one stem, or add a part; auto reads the instruction).
 --   0.4.0: a Learn runs in the background (Ask / Edit / Generate / Transcribe keep working; Cancel asks
 --   which job); several selected tracks are heard together; every FX and fader applies once (Ask hears
 --   the mix, an edit hears its source up to where the result sits); an edit over a time selection
