@@ -100,6 +100,7 @@ local function start(run)
   run.name = project.stamp()
   run.folder = stems.folder_name(sel)
   run.request = { prompt = run.folder .. " (" .. m.model .. ")" } -- what the job history shows
+  run.record_extra = { folder = run.folder }
   run.input = project.render(proj, sel, project.temp_dir("in"), run.name, "pre_master")
   run.out_dir = project.temp_dir("out")
   run.job = job.start_stems({ cli = cli, input = run.input, out_dir = run.out_dir,
@@ -108,8 +109,12 @@ local function start(run)
   runner.begin_loop(run)
 end
 
--- Entry point of "M2UGen - Split into stems".
+-- Entry point of "M2UGen - Split into stems". A job of an earlier session that is still running is
+-- offered first, as every action does (app.pickup).
 function stems.run()
+  local ok, picked = pcall(import("app").pickup, project.current())
+  if not ok then common.message(message_of(picked), common.TITLES.stems) return { kind = "stems", finished = true } end
+  if picked ~= nil then return picked or { kind = "stems", finished = true } end
   local run = { kind = "stems" }
   local ok, err = xpcall(start, traceback, run)
   if not ok then runner.abort(run, err) end
@@ -148,8 +153,6 @@ function stems.finish_kept(run, kept)
   if run.fetch then
     rec.kind, rec.prompt, rec.position = "stems", run.fetch.prompt, run.fetch.position
     rec.stamp, rec.folder, rec.length = run.fetch.stamp or run.name, run.fetch.folder, run.fetch.length
-  else
-    rec.folder = run.folder
   end
   runner.remember(run, rec) -- recorded before the insert: a failed insert loses nothing
   runner.remove_temp(run)

@@ -239,6 +239,39 @@ describe("M2UGen - Split into stems", function()
     assert.are.equal(0, item.mute)
   end)
 
+  it("REAPER quits mid-split: the next Split into stems fetches the stems and puts them under the folder", function()
+    local item = source_item(fake, fake.tracks[2], ctx.project_dir)
+    fake.scenario = "long"
+    fake.inputs_answers = { "4" }
+    fake:run_script(env.SCRIPTS .. "M2UGen - Split into stems.lua")
+    fake:run_defer({ on_tick = function(_, tick) if tick == 20 then return "stop" end end })
+    local rec = Fake.json.decode(fake.proj_ext.M2UGen["job:job-1"])
+    assert.are.same({ "running", "stems", "Keys take stems", 3.3 }, { rec.state, rec.kind, rec.folder, rec.position })
+    assert.are.same({}, env.created(fake.main))
+    -- REAPER starts again: the action offers the job of the earlier session first
+    item.selected = false
+    fake.result_scenario = function(req)
+      return { { state = "running", job = req.job }, { state = "done", job = req.job, stems = true, exit_code = 0 } }
+    end
+    fake.mb_answers = { 6 } -- yes, fetch it
+    env.run_action(ctx, "Split into stems")
+    check_invariants(fake)
+    local last = fake.exec_log[#fake.exec_log].argv
+    assert.are.same({ ctx.cli, "result", "job-1", "--wait", "--out" }, { table.unpack(last, 1, 5) })
+    local _, index = track_named(fake.main, "Keys take stems")
+    assert.are.equal(3, index) -- no track is selected now: at the end, at the top level
+    for _, stem in ipairs(STEMS4) do
+      local t = track_named(fake.main, stem)
+      assert.are.equal(3.3, t.items[1].position)
+      assert.are.equal(2.0, t.items[1].length) -- the fetched files' length
+      assert.are.equal(ctx.project_dir .. "/M2UGen", t.items[1].active.source.path:match("^(.*)/[^/]+$"))
+    end
+    rec = Fake.json.decode(fake.proj_ext.M2UGen["job:job-1"])
+    assert.are.same({ "done", 4 }, { rec.state, #rec.files })
+    assert.are.same({}, env.list_files(ctx.tmp_dir .. "/m2ugen-reaper/out"))
+    assert.are.equal(1, #fake.inputs_asked, "the fetch asks for nothing")
+  end)
+
   it("Cancel in the stems dialog starts nothing; a bad choice is named", function()
     source_item(fake, fake.tracks[2], ctx.project_dir)
     fake.inputs_answers = { false }

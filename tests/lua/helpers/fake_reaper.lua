@@ -709,16 +709,22 @@ function Fake:sim_write(sim, st)
   if st.stems then
     -- one WAV per stem, <out>/<input name>-<stem>.wav, the input's rate, channels and frames (the server
     -- keeps the source's rate and length, docs/protocol.md §2.6); stem i at level Fake.STEM_GAINS[i]
-    local info = sim.input_info
-    local base = sim.request.audio:match("([^/]+)%.wav$")
+    -- (`m2ugen result JOB --out OUT` of a stems job: <OUT name>-<stem>.wav, 2 s at 48 kHz, server/client.py)
+    local info, base
+    if sim.request.kind == "result" then
+      info, base = { rate = 48000, channels = 2, frames = 96000 }, sim.request.out:gsub("%.wav$", "")
+    else
+      info = sim.input_info
+      base = sim.request.out_dir .. "/" .. sim.request.audio:match("([^/]+)%.wav$")
+    end
     s.takes = {}
     for i, stem in ipairs(Fake.STEMS[sim.request.stem_model or "htdemucs"]) do
-      local p = sim.request.out_dir .. "/" .. base .. "-" .. stem .. ".wav"
+      local p = base .. "-" .. stem .. ".wav"
       wav.write(p, info.frames / info.rate, info.rate, info.channels, Fake.STEM_GAINS[i])
       s.takes[i] = { take = i, stem = stem, audio_path = p }
     end
     s.audio_path, s.sample_rate, s.duration = s.takes[1].audio_path, info.rate, info.frames / info.rate
-    write_atomic(sim.request.out_dir .. "/" .. base .. ".json", json.encode({ job = st.job, stems = #s.takes }))
+    write_atomic(base .. ".json", json.encode({ job = st.job, stems = #s.takes }))
   end
   if st.audio then
     local out = sim.request.out
