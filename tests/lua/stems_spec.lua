@@ -10,15 +10,7 @@ local wav = Fake.wav
 
 local STEMS4 = { "drums", "bass", "other", "vocals" }
 
-local function check_invariants(fake)
-  assert.are.same({}, fake.violations)
-  assert.are.equal(fake.undo.begin, fake.undo["end"], "Undo_BeginBlock2/EndBlock2 unbalanced")
-  assert.are.equal(0, fake.undo.depth)
-  assert.are.equal(0, fake.refresh, "PreventUIRefresh unbalanced")
-  assert.are.same(Fake.DEFAULT_RENDER.numbers, fake.render.numbers, "render settings not restored")
-  assert.are.same(Fake.DEFAULT_RENDER.strings, fake.render.strings, "render settings not restored")
-  assert.is_nil(fake.ext.M2UGen and fake.ext.M2UGen.active, "the active-job ExtState was left behind")
-end
+local check_invariants = env.check_invariants
 
 local function track_named(p, name)
   for i, t in ipairs(p.tracks) do if t.name == name then return t, i - 1 end end
