@@ -1056,8 +1056,9 @@ function Fake:implementations()
     local a = table.remove(fake.inputs_answers, 1)
     if a == nil then return false, defaults end
     if a == false then return false, "" end
-    -- REAPER returns every field; a field the user did not touch keeps its default: an answer with
-    -- fewer fields than n gets the dialog's defaults for the rest (separator from ",separator=X")
+    -- "Values are returned as a comma-separated string ... separator=X to use a different separator for
+    -- returned fields" (reaper-api.lua, GetUserInputs): every field comes back, and a field the user did
+    -- not touch keeps its default; a spec's answer with fewer than n fields gets the defaults for the rest
     local sep = captions:match(",separator=(.)") or ","
     local function fields(text)
       local out = {}
@@ -1365,6 +1366,8 @@ function Fake:implementations()
   I.UpdateArrange = function() end
 
   -- tracks / items / takes / sources / markers
+  -- "inserts a track in project proj at idx, this will be clamped to 0..CountTracks(proj)"
+  -- (reaper-api.lua, InsertTrackInProject): the tracks from idx on move down by one
   local function insert_track(p, idx)
     idx = math.max(0, math.min(idx, #p.tracks))
     -- a new track changes no other track's I_FOLDERDEPTH: it lands at the folder level of the gap it is
