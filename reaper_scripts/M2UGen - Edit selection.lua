@@ -1,7 +1,7 @@
 -- Installed together with "M2UGen - Generate" (see its @provides).
 -- @description Edit the selected audio with M2UGen (new take, or the source muted)
 -- @author M2UGen project
--- @version 0.2.0
+-- @version 0.3.0
 -- @license MIT
 -- @noindex
 -- @about
@@ -11,6 +11,9 @@
 --   inside a time selection) and the edit on a new track below (M2UGen - Settings), at the selection
 --   start, as one undo point. The model hears the source up to where the result sits, so every FX
 --   and fader applies once.
+--   Stem-aware: remove, keep or replace one stem (drums, bass, other, vocals; guitar, piano) or add a
+--   part, chosen in the dialog or read from the instruction ("remove the drums"); the rest of the mix
+--   stays as it was.
 
 -- The library lives in m2ugen/ next to this script (installed together by ReaPack).
 local script_dir = debug.getinfo(1, "S").source:match("^@?(.*[/\\])") or "./"

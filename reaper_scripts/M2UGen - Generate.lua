@@ -1,13 +1,14 @@
 -- @description M2UGen: generate, edit and ask about music from REAPER
 -- @author M2UGen project
--- @version 0.4.0
+-- @version 0.5.0
 -- @license MIT
 -- @about
 --   # M2UGen for REAPER
---   Eight actions that talk to a local M2UGen server through the `m2ugen` command-line client:
---   Generate (text, optionally an image, a video or a selected MIDI item as the melody), Edit selection,
---   Ask about selection, Transcribe selection (to MIDI), Learn from selected items (a personal
---   fine-tune that runs in the background while the others keep working), Jobs (re-insert / fetch),
+--   Nine actions that talk to a local M2UGen server through the `m2ugen` command-line client:
+--   Generate (text, optionally an image, a video or a selected MIDI item as the melody), Edit selection
+--   (also stem-aware: remove, keep or replace one stem, or add a part), Ask about selection, Split into
+--   stems (each stem on its own track under a folder track), Transcribe selection (to MIDI), Learn from
+--   selected items (a personal fine-tune that runs in the background while the others keep working), Jobs (re-insert / fetch),
 --   Cancel and Settings. The server (m2ugen serve) must be running;
 --   its discovery file tells these scripts where the CLI is. Results are previewed (Accept /
 --   Regenerate / Discard), can come as several takes, and land in the project the job started in.
@@ -18,9 +19,13 @@
 --   [main] M2UGen - Jobs.lua
 --   [main] M2UGen - Learn from selected items.lua
 --   [main] M2UGen - Settings.lua
+--   [main] M2UGen - Split into stems.lua
 --   [main] M2UGen - Transcribe selection.lua
 --   [nomain] m2ugen/*.lua
 -- @changelog
+--   0.5.0: M2UGen - Split into stems (4 or 6 stems, each on its own track under a folder track named
+--   after the item, aligned to it, the source muted, one undo point); Edit selection has stem fields
+--   (remove / keep / replace one stem, or add a part; auto reads the instruction).
 --   0.4.0: a Learn runs in the background (Ask / Edit / Generate / Transcribe keep working; Cancel asks
 --   which job); several selected tracks are heard together; every FX and fader applies once (Ask hears
 --   the mix, an edit hears its source up to where the result sits); an edit over a time selection

@@ -208,7 +208,8 @@ class Handlers:
             frames,
             open_blob=None if self.blobs is None else (lambda sha, proof, f: self.blobs.open(identity, sha, proof, f)),
             open_result=lambda job_id, take, field: self._open_job_result(job_id, take, field, header))
-        model_inputs, info = inputs_mod.resolve(spec["inputs"], sources, job_dir, intake=self.limits.intake(),
+        intake = inputs_mod.intake_for(spec["kind"], spec["params"], self.limits.intake())  # stems: the source's rate
+        model_inputs, info = inputs_mod.resolve(spec["inputs"], sources, job_dir, intake=intake,
                                                 max_file_bytes=self.limits.max_message_mb * 2**20,
                                                 max_set_bytes=self.limits.max_queued_audio_mb * 2**20)
         kinds.check_inputs(spec["kind"], model_inputs)

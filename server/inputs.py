@@ -3,7 +3,9 @@ answered right away, and a file is read once, where it was checked).
 
 - audio: decoded by ``m2ugen.media.decode_audio`` (the project's one decoder) straight into the
   intake format (``AudioIntake``: at most 2 channels, at most the model's rate, 16-bit), so what a
-  queued job holds is bounded by that format and not by what the file declares;
+  queued job holds is bounded by that format and not by what the file declares; stems and a stem
+  edit keep the source's own rate (``intake_for``: up to ``SOURCE_RATE_MAX``), since their results are
+  the source's samples remixed and must line up with it sample for sample;
 - a fine-tune's ``audio_set``: each clip decoded as audio is, then written into the job's directory;
 - MIDI: read and parsed, or notes sent inline (``{"notes": [...]}``) taken as they are (the notes
   become the melody decoder's chroma in the worker);
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -47,6 +49,23 @@ class AudioIntake:
     def worst_case_bytes(self) -> int:
         """What one queued job's audio can hold at most."""
         return int(self.max_seconds * self.sample_rate) * self.max_channels * 2
+
+
+SOURCE_RATE_MAX = 192_000  # stems and stem edits: the source's own rate, up to this
+
+
+def keeps_source_rate(kind: str, params: dict[str, Any]) -> bool:
+    """A ``stems`` job, or an edit whose stem operation was resolved at submit (``params.op``): results
+    made of the source's own samples (separated, remixed), at the source's rate and length."""
+    return kind == "stems" or (kind == "edit" and bool(params.get("op")))
+
+
+def intake_for(kind: str, params: dict[str, Any], intake: AudioIntake) -> AudioIntake:
+    """The intake of one submit: ``intake``, or for stems / a stem edit the same limits at the source's
+    rate (Demucs resamples to its 44.1 kHz and back itself, m2ugen/stems.py)."""
+    if not keeps_source_rate(kind, params):
+        return intake
+    return replace(intake, sample_rate=max(intake.sample_rate, SOURCE_RATE_MAX))
 
 
 def _bytes_of(frame) -> bytes:

@@ -353,7 +353,8 @@ def test_every_action_has_reapack_headers():
     assert [a.name for a in actions] == ["M2UGen - Ask about selection.lua", "M2UGen - Cancel.lua",
                                          "M2UGen - Edit selection.lua", "M2UGen - Generate.lua",
                                          "M2UGen - Jobs.lua", "M2UGen - Learn from selected items.lua",
-                                         "M2UGen - Settings.lua", "M2UGen - Transcribe selection.lua"]
+                                         "M2UGen - Settings.lua", "M2UGen - Split into stems.lua",
+                                         "M2UGen - Transcribe selection.lua"]
     for a in actions:
         head = a.read_text(encoding="utf-8")[:2000]
         assert re.search(r"^-- @description \S", head, re.M), a.name

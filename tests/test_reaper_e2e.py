@@ -150,6 +150,51 @@ def test_transcribe_puts_the_real_transcription_on_a_midi_track(server_info, tmp
     assert job_record(server_info, job)["kind"] == "transcribe"
 
 
+class FractionSeparator:
+    """A separator whose stems are fixed fractions of the mix (drums 1/2, bass 1/4, ...): which file lands
+    on which track shows in its level."""
+    sources = ("drums", "bass", "other", "vocals")
+    FRACTIONS = (0.5, 0.25, 0.125, 0.125)
+
+    def separate(self, wave, sr, on_progress=None):
+        if on_progress is not None:
+            on_progress(1.0)
+        return {s: (wave * f).astype("float32") for s, f in zip(self.sources, self.FRACTIONS)}
+
+
+@pytest.mark.timeout(240)
+def test_split_into_stems_puts_the_real_stems_under_a_folder(make_server, monkeypatch, tmp_path):
+    """The Keys item rendered -> the real `m2ugen stems` -> a stems job on a real server -> four stem files
+    kept with the project, each on its own track under a folder track named after the item, aligned to
+    it; the item muted; one undo point."""
+    import numpy as np
+
+    server_info = make_server(separators={"htdemucs": FractionSeparator()})
+    monkeypatch.setenv("M2UGEN_DATA_DIR", str(server_info.data_dir))
+    out = run_action("stems", server_info, tmp_path, "")
+    assert out["renders"] == 1
+    created = [t for t in out["tracks"] if t["created"]]
+    assert [t["name"] for t in created] == ["keys source stems", *FractionSeparator.sources]
+    assert [t["index"] for t in created] == [2, 3, 4, 5, 6]  # below Keys, a top-level track
+    assert [t["depth"] for t in created] == [1, 0, 0, 0, -1]  # the folder, closed by its last stem
+    keys = out["tracks"][1]
+    assert keys["name"] == "Keys" and keys["items"][0]["mute"] == 1
+    job = out["proj_ext"]["last_job"]
+    assert job_record(server_info, job)["kind"] == "stems"
+    waves = {}
+    for t in created[1:]:
+        item = t["items"][0]
+        assert item["position"] == keys["items"][0]["position"]
+        src = Path(item["source"])
+        assert src.parent == out["project"] / "M2UGen" and src.name.endswith(f"-{t['name']}.wav")
+        data, sr = sf.read(src, always_2d=True)
+        assert abs(item["length"] - len(data) / sr) < 1e-9 and abs(item["length"] - 3.0) < 1e-3
+        waves[t["name"]] = data
+    assert np.abs(waves["drums"]).max() > 0.01
+    np.testing.assert_allclose(waves["drums"], 2 * waves["bass"], atol=2e-4)  # the right file on each track
+    np.testing.assert_allclose(waves["other"], waves["vocals"], atol=1e-6)
+
+
 @pytest.mark.timeout(240)
 def test_cancel_action_cancels_the_real_job(make_server, tiny_model, monkeypatch, tmp_path):
     from conftest import SlowModel

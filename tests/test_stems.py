@@ -23,7 +23,7 @@ from server import audio_io, protocol
 from server.client import Client
 from server.security import OutputExists
 
-SR = 22050
+SR = 48000  # a producer's mix: above the 32 kHz intake of other jobs; stems come back at this rate
 BPM = 120.0
 
 
@@ -180,6 +180,24 @@ def test_submit_resolves_the_operation_or_refuses_with_the_reason():
         assert e.value.field == field
 
 
+def test_stems_and_stem_edits_read_the_source_at_its_own_rate_other_jobs_at_the_intake_rate(tmp_path):
+    from server import inputs
+
+    wav = write_mix(tmp_path / "mix.wav", known_stems(0.5))
+    data = wav.read_bytes()
+    rates = {}
+    for name, kind, params in [("stems", "stems", {}), ("remove", "edit", {"prompt": "remove the drums"}),
+                               ("ordinary edit", "edit", {"prompt": "make it jazzier"}),
+                               ("ask", "ask", {"prompt": "what is this?"})]:
+        spec = protocol.check_submit({"kind": kind, "params": params, "inputs": {"audio": {"frame": 1}}}, 1)
+        intake = inputs.intake_for(kind, spec["params"], inputs.AudioIntake())
+        audio, info = inputs.resolve(spec["inputs"], inputs.Sources([data]), tmp_path / name, intake=intake,
+                                     max_file_bytes=2**20)
+        rates[name] = (audio["audio"][1], audio["audio"][0].shape[1])
+    assert rates["stems"] == rates["remove"] == (SR, SR // 2)  # the source's rate and every sample
+    assert rates["ordinary edit"] == rates["ask"] == (32000, 16000)  # what the model hears
+
+
 # ---------------------------------------------------------------------------------------------
 # demucs from local files, never unpickled
 
@@ -312,7 +330,7 @@ def test_remove_and_keep_return_the_kept_stems_sample_exactly(make_server, tmp_p
         done = edit(c, wav, "remove the drums")
         result = fetched(c, done)
         assert np.array_equal(result, as_written(parts["bass"] + parts["other"]))  # sample-exact, same length
-        assert done["sample_rate"] == SR and result.shape == (2, parts["drums"].shape[1])
+        assert done["sample_rate"] == SR and result.shape == (2, parts["drums"].shape[1])  # the source's rate, length
         assert done["takes"][0]["stem_edit"]["kept"] == ["bass", "other", "vocals"]
         assert done["text"] is not None and done["result_analysis"]["duration_s"] == pytest.approx(2.0, abs=1e-3)
         done = edit(c, wav, "the pad, please", op="keep", stem="other")
@@ -359,7 +377,8 @@ def test_the_tiny_demucs_runs_end_to_end_stems_then_a_stem_edit(make_server, tmp
     monkeypatch.setitem(stems.MODELS, "htdemucs", stems.StemModel("htdemucs", "955717e8", "tiny-htdemucs.th",
                                                                   stem_ops.STEMS_4))
     running = make_server(stems_dir=str(weights))
-    wav = write_mix(tmp_path / "mix.wav", {k: v[:, :SR] for k, v in known_stems(1.0).items()})
+    n = SR + 7  # an odd length: 48 kHz in, the model's 44.1 kHz inside, 48 kHz out, not one sample lost or added
+    wav = write_mix(tmp_path / "mix.wav", {k: v[:, :n] for k, v in known_stems(1.1).items()})
     out = tmp_path / "out" / "song.wav"
     out.parent.mkdir()
     with Client(running.endpoint, timeout_s=30) as c:
@@ -370,7 +389,9 @@ def test_the_tiny_demucs_runs_end_to_end_stems_then_a_stem_edit(make_server, tmp
         assert files == {k: out.parent / f"song-{k}.wav" for k in stem_ops.STEMS_4}
         assert saved["sidecar_path"] == str(out.parent / "song.json") and (out.parent / "song.json").is_file()
         written = {k: wav_samples(p) for k, p in files.items()}
-        assert all(w.shape == (2, SR) for w in written.values())
+        assert all(w.shape == (2, n) for w in written.values())
+        assert {sf.info(str(p)).samplerate for p in files.values()} == {SR}  # the source's rate, not the intake's
+        assert done["sample_rate"] == SR and done["duration"] == n / SR
         r = c.call("result", job=done["job"], want="bytes", take=2)
         assert r.frames[0] == files["bass"].read_bytes()
         with pytest.raises(OutputExists, match="song-drums.wav"):  # saved stems are never replaced unasked
@@ -379,7 +400,9 @@ def test_the_tiny_demucs_runs_end_to_end_stems_then_a_stem_edit(make_server, tmp
         separator = running.app.worker.stems.get("htdemucs")
         assert separator.separations == 1  # the edit of the same region reused the separation
         expected = sum(written[k].astype(np.int64) for k in ("bass", "other", "vocals"))
-        assert np.abs(fetched(c, done) - expected).max() <= 3 * 256  # 24-bit rounding of 3 stems (int32 units)
+        result = fetched(c, done)
+        assert done["sample_rate"] == SR and result.shape == (2, n)
+        assert np.abs(result - expected).max() <= 3 * 256  # 24-bit rounding of 3 stems (int32 units)
 
 
 def test_without_weights_the_job_fails_naming_the_file(make_server, tmp_path):

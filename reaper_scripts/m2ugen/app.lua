@@ -63,8 +63,9 @@ function app.ask_inputs(kind, s, sel)
     captions = { "Question about the selection" }
     defaults = { last ~= "" and last or "Describe this music: genre, instruments, mood, tempo." }
   elseif kind == "edit" then
-    captions = { "Edit instruction", "Seed (empty = random)" }
-    defaults = { last, s.seed }
+    captions = { "Edit instruction", "Seed (empty = random)", "Stem op (auto/remove/keep/replace/add)",
+                 "Stem (drums/bass/other/vocals/guitar/piano)", "Replace with / add (e.g. strings)" }
+    defaults = { last, s.seed, "auto", "", "" }
   else
     local d = sel and string.format("%.3f", sel["end"] - sel.start) or s.duration
     captions = { "Describe the music", "Duration in seconds", "Seed (empty = random)" }
@@ -79,6 +80,7 @@ function app.ask_inputs(kind, s, sel)
   if #out.prompt > 4000 then fail("The " .. captions[1]:lower() .. " is longer than 4000 characters.") end
   if kind == "edit" then
     out.seed = parse_seed(f[2])
+    out.op, out.stem, out.instrument = app.stem_choice(f[3], f[4], f[5])
   elseif kind == "generate" then
     local d = tonumber(trim(f[2]))
     if not d or d < 0.5 or d > 300 then
@@ -89,6 +91,38 @@ function app.ask_inputs(kind, s, sel)
   end
   reaper.SetExtState(settings.SECTION, "last_prompt_" .. kind, out.prompt, true)
   return out
+end
+
+-- The Edit dialog's stem fields -> the request's op / stem / instrument (docs/protocol.md §2.6), or
+-- nothing for "auto": the server reads a stem edit from the instruction when it clearly names one
+-- ("remove the drums", "replace the piano with strings") and else makes an ordinary edit. An explicit
+-- op without a stem (or without "replace with") takes it from the instruction.
+app.STEM_OPS = { remove = true, keep = true, replace = true, add = true }
+app.STEMS = { drums = true, bass = true, other = true, vocals = true, guitar = true, piano = true }
+function app.stem_choice(op_text, stem_text, with_text)
+  local op = trim(op_text or ""):lower()
+  local stem = trim(stem_text or ""):lower()
+  local with = trim((with_text or ""):gsub("%c+", " "))
+  if op == "" then op = "auto" end
+  if op ~= "auto" and not app.STEM_OPS[op] then
+    fail("Stem op: expected auto, remove, keep, replace or add, got '" .. op .. "'.")
+  end
+  if stem ~= "" and not app.STEMS[stem] then
+    fail("Stem: expected drums, bass, other, vocals, guitar or piano (or empty), got '" .. stem .. "'.")
+  end
+  if #with > 200 then fail("Replace with / add: at most 200 characters.") end
+  if op == "auto" then
+    if stem ~= "" or with ~= "" then
+      fail("Stem op: choose remove, keep, replace or add for " .. (stem ~= "" and ("the " .. stem) or ("'" .. with .. "'")) ..
+        ".\n(auto reads the operation from the instruction, e.g. 'remove the drums'.)")
+    end
+    return nil
+  end
+  if op == "add" and stem ~= "" then fail("Stem: add makes a new part; it takes no stem (say what to add).") end
+  if (op == "remove" or op == "keep") and with ~= "" then
+    fail("Replace with / add: only for replace and add (" .. op .. " needs just the stem).")
+  end
+  return op, stem ~= "" and stem or nil, with ~= "" and with or nil
 end
 
 -- Optional image or video for generate. Returns "image"|"video", path; nil when none;
@@ -176,7 +210,8 @@ local function start(run, preset)
     extra = job.extra_args({ takes = tonumber(run.settings.takes), fit_tempo = run.settings.fit_tempo == "on" })
     -- the protocol's defaults are left out of the request (an older server keeps working)
     if kind == "edit" and (run.settings.mode or "text") ~= "text" then req.mode = run.settings.mode end
-    if run.settings.loop == "on" then req.loop = true end
+    if kind == "edit" and inputs.op then req.op, req.stem, req.instrument = inputs.op, inputs.stem, inputs.instrument end
+    if run.settings.loop == "on" and not inputs.op then req.loop = true end -- a stem edit keeps the source's length
     if (run.settings.vocoder or "encodec") ~= "encodec" then req.vocoder = run.settings.vocoder end
   end
   if media_kind then req[media_kind] = media_path end
@@ -255,7 +290,7 @@ end
 
 -- Entry point of "M2UGen - Ask about selection", "- Edit selection" and "- Generate".
 function app.run(kind, preset)
-  if not app.TITLES[kind] or kind == "result" or kind == "learn" then error("unknown M2UGen action kind " .. tostring(kind)) end
+  if not app.TITLES[kind] or kind == "result" or kind == "learn" or kind == "stems" then error("unknown M2UGen action kind " .. tostring(kind)) end
   if not preset then
     local ok, picked = pcall(app.pickup, project.current())
     if not ok then app.message(message_of(picked), app.TITLES[kind]) return { kind = kind, finished = true } end
@@ -406,8 +441,12 @@ function app.reinsert(proj, rec)
       run.finished = true
       return
     end
+    if rec.kind == "stems" and import("stems").reinsert(run, rec) then
+      run.finished = true
+      return
+    end
     local takes = {}
-    if type(rec.files) == "table" then
+    if type(rec.files) == "table" and rec.kind ~= "stems" then
       for i, f in ipairs(rec.files) do
         if type(f) == "table" and type(f.path) == "string" and settings.file_exists(f.path) then
           takes[#takes + 1] = { path = f.path, seed = math.tointeger(f.seed) }

@@ -11,6 +11,7 @@ common.TITLES = {
   transcribe = "M2UGen - Transcribe selection",
   result = "M2UGen - Jobs",
   learn = "M2UGen - Learn from selected items",
+  stems = "M2UGen - Split into stems",
 }
 
 -- reaper.set_action_options flags (REAPER 7.03+): while a job runs a relaunch of the same action

@@ -161,6 +161,28 @@ function job.start_result(opts)
   return j
 end
 
+-- `<cli> stems INPUT --out DIR [--stem-model M]`: one WAV per stem, <DIR>/<input name>-<stem>.wav
+-- (docs/protocol.md §2.6). The paths are this script's own temp files; the model name is checked.
+-- opts: cli, input, out_dir, stem_model (nil = the server's default, htdemucs), dir, name, server
+job.STEM_MODELS = { htdemucs = true, htdemucs_6s = true }
+function job.start_stems(opts)
+  if opts.stem_model ~= nil and not job.STEM_MODELS[opts.stem_model] then
+    error("Unknown stem model " .. tostring(opts.stem_model), 0)
+  end
+  local j = start({ cli = opts.cli, dir = opts.dir, name = opts.name, server = opts.server,
+    args = function()
+      local a = { { "stems", "command" }, { opts.input, "rendered audio path" }, { "--out", "option" },
+                  { opts.out_dir, "output folder" } }
+      if opts.stem_model then
+        a[#a + 1] = { "--stem-model", "option" }
+        a[#a + 1] = { opts.stem_model, "stem model" }
+      end
+      return a
+    end })
+  j.kind = "stems"
+  return j
+end
+
 -- The command a user can type to fetch a job's result by hand (shown when the script gives up).
 function job.fetch_command(cli, job_id, out, server)
   local argv = job.cli_argv(cli)

@@ -5,6 +5,7 @@
 local import = ...
 local json = import("json")
 local project = import("project")
+local place = import("place")
 local ui = import("ui")
 local common = import("common")
 local runner = import("runner")
@@ -125,7 +126,7 @@ function preview.start(run, st)
       return
     end
     if not audition and pv.inserted then
-      project.remove_result(run.proj, pv.inserted, pv.before or {})
+      place.remove_result(run.proj, pv.inserted, pv.before or {})
     end
     mark(run, "discarded")
     if action == "regenerate" then

@@ -9,6 +9,7 @@ local import = ...
 local json = import("json")
 local settings = import("settings")
 local project = import("project")
+local place = import("place")
 local job = import("job")
 local common = import("common")
 local runner = import("runner")
@@ -70,12 +71,12 @@ end
 
 results.COPY_PER_TICK = 4 << 20 -- bytes copied per defer tick: REAPER keeps drawing during a long copy
 
--- Copies every take next to the project (<project>/M2UGen/<name>[-takeN].wav, plus the server's
--- sidecar), a few MiB per defer tick, then calls done(takes) with .path (the kept file) set. A file
+-- Copies every take next to the project (<project>/M2UGen/<name>[-takeN].wav, or <name><t.suffix>.wav,
+-- plus the server's sidecar), a few MiB per defer tick, then calls done(takes) with .path (the kept file) set. A file
 -- that cannot be copied (full disk...) stays where it is and is used from there; nothing is deleted
 -- before its complete copy exists (project.copier). Errors end the run (runner.abort; the job is
 -- completed, so no result file is removed).
-local function keep_files(run, takes, done)
+function results.keep_files(run, takes, done)
   local dir = run.result_dir
   local out_dir = project.temp_dir("out")
   out_dir = out_dir:sub(-1):match("[/\\]") and out_dir or (out_dir .. settings.path_sep())
@@ -109,7 +110,7 @@ local function keep_files(run, takes, done)
     local budget = results.COPY_PER_TICK
     while i <= #takes do
       local t = takes[i]
-      local suffix = i == 1 and "" or ("-take" .. i)
+      local suffix = t.suffix or (i == 1 and "" or ("-take" .. i))
       if not copier then
         t.to = dir and settings.join(dir, run.name .. suffix .. ".wav") or nil
         local ok, c = false, nil
@@ -177,7 +178,7 @@ function results.kept_list(takes)
   return table.concat(out, "\n")
 end
 
--- The items to mute / the item to take over for an edit (project.insert_audio's mode).
+-- The items to mute / the item to take over for an edit (place.insert_audio's mode).
 local function edit_target(run)
   local sel = run.sel
   if sel.source == "items" then
@@ -188,8 +189,8 @@ local function edit_target(run)
     end
     return alive, alive
   end
-  if sel.source == "tracks" then return {}, project.items_in_range(run.proj, sel.tracks, sel.start, sel["end"]) end
-  return {}, project.items_in_range(run.proj, nil, sel.start, sel["end"])
+  if sel.source == "tracks" then return {}, place.items_in_range(run.proj, sel.tracks, sel.start, sel["end"]) end
+  return {}, place.items_in_range(run.proj, nil, sel.start, sel["end"])
 end
 
 -- Inserts the kept takes into the job's project (one undo point). Raises a user error that says
@@ -201,7 +202,7 @@ function results.insert_result(run)
     fail("The project this job started in " .. gone .. ", so the result was not inserted.\nIt is kept at:\n" ..
       results.kept_list(r.takes) .. "\nOpen that project and re-insert it with M2UGen - Jobs.")
   end
-  local opts = { takes = {}, position = run.position, name = project.track_name(r.kind, r.prompt), notes = r.notes,
+  local opts = { takes = {}, position = run.position, name = place.track_name(r.kind, r.prompt), notes = r.notes,
                  track = run.track, mode = "track", active = r.active_take }
   for i, t in ipairs(r.takes) do
     local rec = { job = r.job, kind = r.kind, prompt = r.prompt, seed = t.seed, take = i, path = t.path }
@@ -214,7 +215,7 @@ function results.insert_result(run)
     opts.source_items, opts.mute_items = edit_target(run)
     if run.sel.source ~= "items" then opts.mute_range = { run.sel.start, run.sel["end"] } end
   end
-  local ok, inserted = pcall(project.insert_audio, run.proj, opts)
+  local ok, inserted = pcall(place.insert_audio, run.proj, opts)
   if not ok then
     fail("Could not insert the result into the project: " .. message_of(inserted) .. "\nThe result is kept at:\n" ..
       results.kept_list(r.takes) .. "\nRe-insert it with M2UGen - Jobs.")
@@ -241,12 +242,12 @@ local function finish_text(run, st)
   if gone then
     extra = "\n\n(The project this question was asked in " .. gone .. ": the answer is shown here only.)"
   else
-    local ok, err = pcall(project.insert_note, run.proj, {
+    local ok, err = pcall(place.insert_note, run.proj, {
       position = run.sel.start, length = run.sel["end"] - run.sel.start, notes = notes, ext = json.encode(rec),
       label = "M2UGen: " .. label, marker = run.settings.answer_markers,
-      name = project.track_name("ask", run.request.prompt) })
+      name = place.track_name("ask", run.request.prompt) })
     if not ok then
-      extra = "\n\n(The answer could not be added to the \"" .. project.ANSWERS_TRACK .. "\" track: " ..
+      extra = "\n\n(The answer could not be added to the \"" .. place.ANSWERS_TRACK .. "\" track: " ..
         message_of(err) .. (kept and ". It is kept in the project's M2UGen job history (M2UGen - Jobs).)" or ".)")
     else
       extra = results.tab_note(run)
@@ -296,10 +297,10 @@ function results.finish_midi(run, st)
   if meta and meta.bpm then lines[#lines + 1] = string.format("Tempo: %g bpm (%s)", meta.bpm, tostring(meta.bpm_source)) end
   if meta and type(meta.chords) == "table" then lines[#lines + 1] = "Chords: " .. #meta.chords end
   if run.sel then lines[#lines + 1] = "Source: " .. project.describe_selection(run.sel) end
-  local ok, err = pcall(project.insert_midi, run.proj, {
+  local ok, err = pcall(place.insert_midi, run.proj, {
     path = kept, notes = notes, position = run.position, track = run.track,
     length = run.sel and (run.sel["end"] - run.sel.start) or nil,
-    name = project.track_name("transcribe", "job " .. id), take_name = id,
+    name = place.track_name("transcribe", "job " .. id), take_name = id,
     item_notes = table.concat(lines, "\n"), ext = json.encode(rec) })
   if not ok then
     fail("Could not insert the transcription into the project: " .. message_of(err) .. "\nIt is kept at:\n  " ..
@@ -323,7 +324,8 @@ function results.finish(run, st)
   if (run.fetch and run.fetch.kind or run.kind) == "ask" then return finish_text(run, st) end
   if run.kind == "learn" then return results.finish_learn(run, st) end
   if (run.fetch and run.fetch.kind or run.kind) == "transcribe" then return results.finish_midi(run, st) end
-  keep_files(run, produced_takes(run, st), function(takes) results.finish_audio(run, st, takes) end)
+  if (run.fetch and run.fetch.kind or run.kind) == "stems" then return import("stems").finish(run, st) end
+  results.keep_files(run, produced_takes(run, st), function(takes) results.finish_audio(run, st, takes) end)
 end
 
 -- A finished audio job whose files are kept: recorded in the history, then previewed or inserted.

@@ -124,6 +124,7 @@ function runner.record_of(run, extra)
               seed = run.request and run.request.seed or nil, position = run.position, stamp = run.name,
               length = run.sel and (run.sel["end"] - run.sel.start) or nil,
               source = run.sel and run.sel.source or nil }
+  for k, v in pairs(run.record_extra or {}) do r[k] = v end -- what a kind keeps besides (a stems folder's name)
   for k, v in pairs(extra or {}) do r[k] = v end
   return r
 end

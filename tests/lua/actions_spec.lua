@@ -6,16 +6,7 @@ local Fake = env.Fake
 local json = Fake.json
 
 -- Invariants that hold after every run, whatever happened.
-local function check_invariants(fake)
-  assert.are.same({}, fake.violations)
-  assert.are.equal(fake.undo.begin, fake.undo["end"], "Undo_BeginBlock2/EndBlock2 unbalanced")
-  assert.are.equal(0, fake.undo.depth)
-  assert.are.equal(0, fake.refresh, "PreventUIRefresh unbalanced")
-  assert.are.same(Fake.DEFAULT_RENDER.numbers, fake.render.numbers, "render settings not restored")
-  assert.are.same(Fake.DEFAULT_RENDER.strings, fake.render.strings, "render settings not restored")
-  local active = fake.ext.M2UGen and fake.ext.M2UGen.active
-  assert.is_nil(active, "the active-job ExtState was left behind")
-end
+local check_invariants = env.check_invariants
 
 local function last_message(fake)
   local m = fake.messages[#fake.messages]

@@ -1,7 +1,7 @@
 -- End to end (run by tests/test_reaper_e2e.py, not by busted): one M2UGen action under lua5.4 with
 -- the fake reaper in "background" mode, so ExecProcess really starts the CLI named by the server's
 -- discovery file (M2UGEN_CONFIG_DIR) and the defer loop polls its real status file in real time.
--- Environment: E2E_KIND (generate | edit | ask | transcribe), E2E_PROJECT (project folder), E2E_PROMPT,
+-- Environment: E2E_KIND (generate | edit | ask | transcribe | stems), E2E_PROJECT (project folder), E2E_PROMPT,
 -- E2E_TIMEOUT (seconds), E2E_ACCEPT=1 (preview on, Accept pressed), E2E_KILL=1 (the CLI is killed with
 -- SIGKILL once its job has an id), E2E_TRACKS=2 (Keys and Bass selected: two files per render),
 -- E2E_DISK_FULL=N (the project's disk takes N more bytes), E2E_KIND=learn_ask (a Learn trains; an Ask
@@ -52,6 +52,10 @@ if kind == "generate" then
 elseif kind == "edit" then
   fake.inputs_answers = { prompt .. "\n7" }
   script = "M2UGen - Edit selection.lua"
+elseif kind == "stems" then
+  keys_item.selected = true -- the Keys item is split; the stems dialog: 4 stems
+  fake.inputs_answers = { "4" }
+  script = "M2UGen - Split into stems.lua"
 elseif kind == "transcribe" then
   script = "M2UGen - Transcribe selection.lua" -- no dialog
 elseif kind == "learn_ask" then
@@ -139,12 +143,13 @@ for i, t in ipairs(fake.tracks) do
     local take = it.takes[1]
     local pitches = {}
     for i, n in ipairs(take and take.midi or {}) do pitches[i] = n.pitch end
-    items[#items + 1] = { position = it.position, length = it.length, notes = it.notes, takes = #it.takes,
+    items[#items + 1] = { position = it.position, length = it.length, notes = it.notes, takes = #it.takes, mute = it.mute,
                           midi_pitches = json.array(pitches),
                           source = take and take.source and take.source.path or json.null,
                           take_name = take and take.name or json.null }
   end
-  tracks[#tracks + 1] = { index = i - 1, name = t.name, created = t.created or false, items = json.array(items) }
+  tracks[#tracks + 1] = { index = i - 1, name = t.name, created = t.created or false, items = json.array(items),
+                         depth = t.depth }
 end
 local messages = {}
 for _, m in ipairs(fake.messages) do messages[#messages + 1] = m.msg end

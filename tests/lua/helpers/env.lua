@@ -107,6 +107,19 @@ function env.set(fake, key, value)
   fake.ext.M2UGen[key] = { value = value, persist = true }
 end
 
+-- What every action leaves behind, whatever happened: no API violation, balanced undo blocks and UI
+-- refresh, the user's render settings, no active-job ExtState.
+function env.check_invariants(fake)
+  local assert = require("luassert") -- busted's assert (this file is loaded outside the spec's sandbox)
+  assert.are.same({}, fake.violations)
+  assert.are.equal(fake.undo.begin, fake.undo["end"], "Undo_BeginBlock2/EndBlock2 unbalanced")
+  assert.are.equal(0, fake.undo.depth)
+  assert.are.equal(0, fake.refresh, "PreventUIRefresh unbalanced")
+  assert.are.same(Fake.DEFAULT_RENDER.numbers, fake.render.numbers, "render settings not restored")
+  assert.are.same(Fake.DEFAULT_RENDER.strings, fake.render.strings, "render settings not restored")
+  assert.is_nil(fake.ext.M2UGen and fake.ext.M2UGen.active, "the active-job ExtState was left behind")
+end
+
 function env.last_message(fake)
   local m = fake.messages[#fake.messages]
   return m and m.msg or ""

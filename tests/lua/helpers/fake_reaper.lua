@@ -415,7 +415,7 @@ end
 function Fake:add_track(name, p)
   p = p or self.main
   local t = { kind = "track", project = p, name = name or "", items = {}, selected = false, mute = 0,
-              fx_gain = 1, fxen = 1, vol = 1 }
+              fx_gain = 1, fxen = 1, vol = 1, depth = 0 }
   p.tracks[#p.tracks + 1] = t
   return t
 end
@@ -485,6 +485,23 @@ function Fake:track_index(track)
   return nil
 end
 
+-- The folder tree as REAPER builds it from I_FOLDERDEPTH (see GetMediaTrackInfo_Value): for each
+-- track (in order) {track, level, parent}; `open` = the folders still open after the last track (0 in a
+-- well-formed project). A depth that closes more folders than are open closes them all.
+function Fake.folder_tree(p)
+  local out, stack = {}, {}
+  for i, t in ipairs(p.tracks) do
+    out[i] = { track = t, level = #stack, parent = stack[#stack] }
+    if t.depth > 0 then
+      for _ = 1, t.depth do stack[#stack + 1] = t end
+    elseif t.depth < 0 then
+      for _ = 1, math.min(-t.depth, #stack) do stack[#stack] = nil end
+    end
+  end
+  out.open = #stack
+  return out
+end
+
 function Fake:selected_items(p)
   p = p or self.current
   local out = {}
@@ -531,6 +548,8 @@ function Fake.SCENARIOS.done(req)
   }
   if req.kind == "ask" then
     steps[#steps + 1] = { state = "done", job = "job-1", text = "A calm piano piece in 3/4.", exit_code = 0 }
+  elseif req.kind == "stems" then
+    steps[#steps + 1] = { state = "done", job = "job-1", stems = true, text = "4 stems", exit_code = 0 }
   else
     steps[#steps + 1] = { state = "done", job = "job-1", audio = true, audio_path = req.out,
                           duration = req.duration, sample_rate = req.sample_rate, text = "ok", exit_code = 0 }
@@ -609,6 +628,10 @@ end
 
 function Fake.SCENARIOS.silent() return {} end
 
+Fake.STEMS = { htdemucs = { "drums", "bass", "other", "vocals" },
+               htdemucs_6s = { "drums", "bass", "other", "vocals", "guitar", "piano" } }
+Fake.STEM_GAINS = { 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625 }
+
 local function opt_value(argv, name)
   for i = 1, #argv do if argv[i] == name then return argv[i + 1] end end
   return nil
@@ -640,6 +663,20 @@ function Fake:sim_read_request(sim)
     sim.steps = scenario(sim.request)
     return
   end
+  if sim.kind == "stems" then
+    -- `m2ugen stems FILE --out DIR [--stem-model M]` (server/cli/stems.py): no request file
+    sim.request = { kind = "stems", audio = sim.argv[3], out_dir = opt_value(sim.argv, "--out"),
+                    stem_model = opt_value(sim.argv, "--stem-model") }
+    if not file_exists(sim.request.audio or "") then
+      sim.steps = { { state = "failed", error = { code = "usage", message = "no such file" }, exit_code = 2 } }
+      return
+    end
+    sim.input_info = wav.info(sim.request.audio)
+    sim.submitted = true
+    local scenario = self.scenario or "done"
+    sim.steps = type(scenario) == "function" and scenario(sim.request) or Fake.SCENARIOS[scenario](sim.request)
+    return
+  end
   local text = sim.request_path and read_file(sim.request_path)
   if not text then
     sim.steps = { { state = "failed", error = { code = "usage", message = "--request: no such file" }, exit_code = 2 } }
@@ -665,10 +702,30 @@ end
 
 function Fake:sim_write(sim, st)
   local s = {}
-  for k, v in pairs(st) do if k ~= "audio" and k ~= "gain" then s[k] = v end end
+  for k, v in pairs(st) do if k ~= "audio" and k ~= "gain" and k ~= "stems" then s[k] = v end end
   local gain = st.gain == "input" and sim.input_gain or 1
   if s.exit_code == nil then s.exit_code = json.null end
   s.updated = 1.7e9 + self.clock -- time.time() in the real CLI
+  if st.stems then
+    -- one WAV per stem, <out>/<input name>-<stem>.wav, the input's rate, channels and frames (the server
+    -- keeps the source's rate and length, docs/protocol.md §2.6); stem i at level Fake.STEM_GAINS[i]
+    -- (`m2ugen result JOB --out OUT` of a stems job: <OUT name>-<stem>.wav, 2 s at 48 kHz, server/client.py)
+    local info, base
+    if sim.request.kind == "result" then
+      info, base = { rate = 48000, channels = 2, frames = 96000 }, sim.request.out:gsub("%.wav$", "")
+    else
+      info = sim.input_info
+      base = sim.request.out_dir .. "/" .. sim.request.audio:match("([^/]+)%.wav$")
+    end
+    s.takes = {}
+    for i, stem in ipairs(Fake.STEMS[sim.request.stem_model or "htdemucs"]) do
+      local p = base .. "-" .. stem .. ".wav"
+      wav.write(p, info.frames / info.rate, info.rate, info.channels, Fake.STEM_GAINS[i])
+      s.takes[i] = { take = i, stem = stem, audio_path = p }
+    end
+    s.audio_path, s.sample_rate, s.duration = s.takes[1].audio_path, info.rate, info.frames / info.rate
+    write_atomic(base .. ".json", json.encode({ job = st.job, stems = #s.takes }))
+  end
   if st.audio then
     local out = sim.request.out
     local duration = sim.request.duration or 2
@@ -999,6 +1056,20 @@ function Fake:implementations()
     local a = table.remove(fake.inputs_answers, 1)
     if a == nil then return false, defaults end
     if a == false then return false, "" end
+    -- "Values are returned as a comma-separated string ... separator=X to use a different separator for
+    -- returned fields" (reaper-api.lua, GetUserInputs): every field comes back, and a field the user did
+    -- not touch keeps its default; a spec's answer with fewer than n fields gets the defaults for the rest
+    local sep = captions:match(",separator=(.)") or ","
+    local function fields(text)
+      local out = {}
+      for f in (text .. sep):gmatch("(.-)" .. sep:gsub("%p", "%%%0")) do out[#out + 1] = f end
+      return out
+    end
+    local given, dflt = fields(a), fields(defaults)
+    if #given < n then
+      for i = #given + 1, n do given[i] = dflt[i] or "" end
+      a = table.concat(given, sep)
+    end
     return true, a
   end
   I.GetUserFileNameForRead = function(_, _, _)
@@ -1295,10 +1366,14 @@ function Fake:implementations()
   I.UpdateArrange = function() end
 
   -- tracks / items / takes / sources / markers
+  -- "inserts a track in project proj at idx, this will be clamped to 0..CountTracks(proj)"
+  -- (reaper-api.lua, InsertTrackInProject): the tracks from idx on move down by one
   local function insert_track(p, idx)
     idx = math.max(0, math.min(idx, #p.tracks))
+    -- a new track changes no other track's I_FOLDERDEPTH: it lands at the folder level of the gap it is
+    -- inserted into (the level after the track above it), as a normal track (0)
     table.insert(p.tracks, idx + 1, { kind = "track", project = p, name = "", items = {}, selected = false,
-                                      mute = 0, created = true })
+                                      mute = 0, created = true, depth = 0 })
   end
   I.InsertTrackAtIndex = function(idx, _) insert_track(fake.current, idx) end
   I.InsertTrackInProject = function(proj, idx, _) insert_track(P(proj), idx) end
@@ -1307,7 +1382,10 @@ function Fake:implementations()
     if i then table.remove(tr.project.tracks, i + 1) end
   end
   -- IP_TRACKNUMBER: "track number 1-based, 0=not found, -1=master track"; I_FXEN: "fx enabled,
-  -- 0=bypassed"; D_VOL: volume (reaper-api.lua, GetMediaTrackInfo_Value)
+  -- 0=bypassed"; D_VOL: volume; I_FOLDERDEPTH: "folder depth change, 0=normal, 1=track is a folder
+  -- parent, -1=track is the last in the innermost folder, -2=track is the last in the innermost and
+  -- next-innermost folders, etc" (reaper-api.lua, GetMediaTrackInfo_Value). The tree is that one value
+  -- per track: Fake.folder_tree reads it as REAPER draws it.
   I.GetMasterTrack = function(proj) return P(proj).master end
   I.GetMediaTrackInfo_Value = function(tr, key)
     if key == "IP_TRACKNUMBER" then
@@ -1317,12 +1395,18 @@ function Fake:implementations()
     if key == "B_MUTE" then return tr.mute end
     if key == "I_FXEN" then return tr.fxen end
     if key == "D_VOL" then return tr.vol end
+    if key == "I_FOLDERDEPTH" then return tr.master and 0 or tr.depth end
     fake:violation("fake has no track value " .. key)
   end
   I.SetMediaTrackInfo_Value = function(tr, key, v)
     if key == "B_MUTE" then tr.mute = v return true end
     if key == "I_FXEN" then tr.fxen = v return true end
     if key == "D_VOL" then tr.vol = v return true end
+    if key == "I_FOLDERDEPTH" then
+      if math.type(v) ~= "integer" and v ~= math.floor(v) then fake:violation("I_FOLDERDEPTH " .. tostring(v)) end
+      tr.depth = math.floor(v)
+      return true
+    end
     fake:violation("fake has no track value " .. key)
   end
   I.GetSetMediaTrackInfo_String = function(tr, key, value, set)
