@@ -175,16 +175,18 @@ class Handlers:
                         "model": self.model_info})
 
     def op_upload(self, identity, header, frames) -> Outcome:
-        """An offer (does the server hold these bytes?) or one chunk of an upload (server/blobs.py)."""
+        """An offer (does the server hold these bytes?), a begin, or one chunk of an upload (server/blobs.py)."""
         if self.blobs is None:
             raise ProtocolError("bad_request", "this server keeps no uploads; send inputs as frames", "op")
         up = protocol.check_upload(header, len(frames))
-        if up["offset"] is None:
-            state = self.blobs.offer(identity, up["sha256"], up["size"])
+        owner = header[owners.OWNER_FIELD]
+        if up["form"] == "offer":
+            state = self.blobs.offer(identity, owner, up["sha256"], up["size"])
+        elif up["form"] == "begin":
+            state = self.blobs.begin(identity, owner, up["size"])
         else:
             data = frames[0].buffer if hasattr(frames[0], "buffer") else frames[0]
-            state = self.blobs.put_chunk(identity, up["sha256"], up["size"], up["offset"], data)
-            state["challenge"] = self.blobs.challenge(identity)
+            state = self.blobs.put_chunk(identity, up["upload"], up["offset"], data)
         return Outcome({"op": "uploaded", **state})
 
     def op_submit(self, identity, header, frames) -> Outcome:
@@ -204,9 +206,10 @@ class Handlers:
         output = spec["output"]
         job_id = new_job_id()
         job_dir = self.jobs_dir / job_id
+        owner = header[owners.OWNER_FIELD]
         sources = inputs_mod.Sources(
             frames,
-            open_blob=None if self.blobs is None else (lambda sha, proof, f: self.blobs.open(identity, sha, proof, f)),
+            open_blob=None if self.blobs is None else (lambda sha, proof, f: self.blobs.open(identity, owner, sha, proof, f)),
             open_result=lambda job_id, take, field: self._open_job_result(job_id, take, field, header))
         model_inputs, info = inputs_mod.resolve(spec["inputs"], sources, job_dir, intake=self.limits.intake(),
                                                 max_file_bytes=self.limits.max_message_mb * 2**20,
