@@ -328,7 +328,7 @@ class Client:
         from server import outputs
 
         out = Path(out).expanduser().absolute()
-        first = self.call("result", timeout_s=timeout_s, job=job, want="bytes")
+        first = self.call("result", timeout_s=timeout_s, job=job, want="bytes", offset=0)
         if first.op == "error":
             raise RequestRefused(first.header)
         h = dict(first.header)
@@ -349,16 +349,12 @@ class Client:
         first_path = file_of(listed[0]) if listed else out
         for path in [first_path, *[file_of(t) for t in listed[1:]], outputs.sidecar_of(out)]:
             outputs.check_target(path, overwrite)
-        outputs.save(first_path, bytes(first.frames[0]), overwrite=overwrite)
+        outputs.save(first_path, self._result_chunks(job, None, first, timeout_s), overwrite=overwrite)
         takes = []
         for t in listed:
             k = int(t.get("take", 1))
             if k > 1:
-                reply = self.call("result", timeout_s=timeout_s, job=job, want="bytes", take=k)
-                if reply.op == "error" or not reply.frames:
-                    raise RequestRefused(reply.header if reply.op == "error" else
-                                         {"code": "not_found", "message": f"take {k} of job {job} sent no bytes"})
-                outputs.save(file_of(t), bytes(reply.frames[0]), overwrite=overwrite)
+                outputs.save(file_of(t), self._result_chunks(job, k, None, timeout_s), overwrite=overwrite)
             takes.append({**t, "audio_path": str(file_of(t))})
         h[f"{ref}_path"] = str(first_path)
         if takes:
@@ -372,6 +368,29 @@ class Client:
             h["sidecar_path"] = str(side)
         h.pop(ref, None)
         return h
+
+    def _result_chunks(self, job: str, take: int | None, first: Message | None, timeout_s: float | None):
+        """A finished job's result file (``take``: that take), chunk by chunk (``result`` with ``offset``,
+        docs/protocol.md §2.3): neither side holds the whole file twice; ``first``: the reply at offset 0."""
+        offset, msg = 0, first
+        while True:
+            if msg is None:
+                msg = self.call("result", timeout_s=timeout_s, job=job, want="bytes", offset=offset,
+                                **({"take": take} if take is not None else {}))
+                if msg.op == "error":
+                    raise RequestRefused(msg.header)
+            where = msg.header.get("midi") or msg.header.get("audio") or {}
+            size = where.get("size") if isinstance(where, dict) else None
+            if not msg.frames or not isinstance(size, int) or (not msg.frames[0] and offset < size):
+                raise RequestRefused({"code": "not_found", "message": f"the result of job {job}"
+                                                                      f"{f' (take {take})' if take else ''} sent no "
+                                                                      f"bytes at offset {offset}"})
+            data = msg.frames[0]
+            yield data
+            offset += len(data)
+            if offset >= size:
+                return
+            msg = None
 
     def _raise_if_refused(self) -> None:
         """ServerRefused when the monitor saw the server reject our handshake."""

@@ -343,13 +343,16 @@ class Handlers:
         job_id = req_str(header, "job", min_len=1, max_len=64)
         want = req_str(header, "want", choices=("path", "bytes"), default="path")
         take = req_int(header, "take", lo=1, hi=protocol.MAX_TAKES, default=None)
+        offset = req_int(header, "offset", lo=0, hi=2**50, default=None)  # bytes: one chunk from here
+        if offset is not None and want != "bytes":
+            raise ProtocolError("bad_request", "field 'offset' goes with want=bytes", "offset")
         rec = self._record(job_id, header)
         if rec["state"] not in protocol.FINAL_STATES:
             raise ProtocolError("not_ready", f"job {job_id} is {rec['state']}; wait for its 'done' event")
         reply = {"op": "result", **rec}
         out_frames: list = []
         if rec["state"] == "done":
-            if rec.get("sidecar_path"):
+            if rec.get("sidecar_path") and not offset:
                 try:
                     with self._open_own(job_id, rec["sidecar_path"], "sidecar") as f:
                         reply["sidecar"] = json.loads(f.read(16 * 2**20).decode("utf-8"))
@@ -362,8 +365,14 @@ class Handlers:
                 reply["take"] = take
             if want == "bytes" and path:
                 with self._open_own(job_id, path, "result file") as f:
-                    out_frames = [f.read()]
-                reply["midi" if is_midi else "audio"] = {"frame": 1}
+                    size = os.fstat(f.fileno()).st_size
+                    if offset is None:  # the whole file in one frame
+                        out_frames = [f.read()]
+                    else:
+                        f.seek(min(offset, size))
+                        out_frames = [f.read(protocol.RESULT_CHUNK_BYTES)]
+                reply["midi" if is_midi else "audio"] = {"frame": 1, "size": size,
+                                                         **({"offset": offset} if offset is not None else {})}
         return Outcome(reply, out_frames)
 
     def _take_path(self, rec: dict[str, Any], take: int) -> str:

@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+RESULT_CHUNK_BYTES = 8 * 2**20  # a result fetched with `offset` comes back in chunks of at most this
 PROTOCOL_VERSION = 2  # 2: files cross the wire as bytes (op upload); no client path is ever opened
 try:
     from importlib.metadata import version as _pkg_version

@@ -277,6 +277,41 @@ def test_result_returns_the_jobs_own_bytes_and_never_follows_a_swapped_symlink(s
         assert r.header.get("sidecar") is None and "CURVE" not in json.dumps(r.header)
 
 
+def test_results_come_back_in_chunks_written_as_they_come(server_info, outside_dir, monkeypatch):
+    monkeypatch.setattr(protocol, "RESULT_CHUNK_BYTES", 4096)
+    with Client(server_info.endpoint, timeout_s=30) as c:
+        done = run_job(c, "generate", {"prompt": "pads", **FAST, "takes": 2})
+        chunks = []
+        real_save = outputs.save
+
+        def spy(path, data, **kw):  # what the client hands the writer: chunks as they come, never the file
+            if isinstance(data, bytes):  # the sidecar
+                return real_save(path, data, **kw)
+
+            def counted():
+                for chunk in data:
+                    chunks.append(len(chunk))
+                    yield chunk
+            return real_save(path, counted(), **kw)
+
+        monkeypatch.setattr(outputs, "save", spy)
+        saved = c.save_result(done["job"], outside_dir / "pads.wav")
+        take1, take2 = (Path(t["audio_path"]).read_bytes() for t in done["takes"])
+        assert (outside_dir / "pads.wav").read_bytes() == take1 and saved["audio_path"] == str(outside_dir / "pads.wav")
+        assert (outside_dir / "pads-take2.wav").read_bytes() == take2
+        assert max(chunks) == 4096 and sum(chunks) == len(take1) + len(take2) and len(chunks) > 4
+        whole = c.call("result", job=done["job"], want="bytes")  # one frame, as before
+        assert whole.frames[0] == take1 and whole.header["audio"] == {"frame": 1, "size": len(take1)}
+        part = c.call("result", job=done["job"], want="bytes", offset=100, take=2)
+        assert part.frames[0] == take2[100:4196] and part.header["audio"]["offset"] == 100
+        assert "sidecar" not in part.header  # sent with the first chunk only
+        end = c.call("result", job=done["job"], want="bytes", offset=len(take1) + 5)
+        assert end.frames[0] == b"" and end.header["audio"]["size"] == len(take1)
+        bad = c.call("result", job=done["job"], offset=0).header
+        assert bad["code"] == "bad_request" and bad["field"] == "offset"
+    assert not [p for p in outside_dir.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_client_writes_results_atomically_only_over_files_of_their_kind(tmp_path, outside_dir):
     wav = outside_dir / "out.wav"
     data = (tmp_path / "x.wav")
