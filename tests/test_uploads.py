@@ -115,6 +115,46 @@ def test_a_changed_file_is_sent_again_and_a_remote_server_gets_an_offer_first(se
         assert store.received_bytes == 2 * sent + len(data)
 
 
+def test_remembered_hashes_are_trusted_only_for_a_file_that_had_settled(tmp_path, monkeypatch):
+    from server import hashcache
+
+    f = tmp_path / "a.wav"
+    f.write_bytes(b"one")
+    st = f.stat()
+    cache = hashcache.HashCache(tmp_path / "h.json")
+    settled_at = max(st.st_mtime_ns, st.st_ctime_ns) + int(hashcache.RACY_S * 1e9)
+    cache.remember(st, st, "a" * 64, settled_at - 1)  # read just before the file had been still for RACY_S
+    assert cache.lookup(st) == (None, True)  # sent before, but its hash is not taken as it is
+    cache.remember(st, st, "a" * 64, settled_at)
+    assert cache.lookup(st) == ("a" * 64, True)
+    f.write_bytes(b"two")  # same size, other bytes: another key
+    assert cache.lookup(f.stat()) == (None, False)
+    cache.remember(f.stat(), st, "b" * 64, settled_at)  # changed while it was read: nothing remembered
+    assert cache.lookup(f.stat()) == (None, False)
+    monkeypatch.setattr(hashcache, "MAX_ENTRIES", 1)
+    g = tmp_path / "b.wav"
+    g.write_bytes(b"other")
+    cache.remember(g.stat(), g.stat(), "c" * 64, settled_at + 10**10)
+    assert cache.lookup(st) == (None, False) and cache.lookup(g.stat()) == ("c" * 64, True)  # the oldest went
+    (tmp_path / "h.json").write_text("[not a cache")
+    assert hashcache.HashCache(tmp_path / "h.json").lookup(g.stat()) == (None, False)  # unreadable: empty
+
+
+@pytest.mark.parametrize("splice", [True, False])
+def test_chunks_are_written_where_they_belong_with_or_without_splice(tmp_path, monkeypatch, splice):
+    if splice and not blobs._SPLICE:
+        pytest.skip("no splice(2) on this system")  # the pwrite case runs everywhere
+    monkeypatch.setattr(blobs, "_SPLICE", splice)
+    data = os.urandom(3 * 2**20 + 5)
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        blobs.write_at(fd, data[2**20:], 2**20)
+        blobs.write_at(fd, memoryview(data)[:2**20], 0)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == data
+
+
 def test_chunks_go_in_order_and_bytes_must_match_their_hash(server_info):
     data = os.urandom(3 * 2**20 + 17)
     sha = hashlib.sha256(data).hexdigest()
