@@ -6,7 +6,9 @@ float stereo 48 kHz WAVs are written; each round copies one with ``shutil.copyfi
 same disk, same page cache) and right after uploads it with ``Client.upload`` (a new file: its chunks,
 the server's hash and store) into the same server, so each ratio compares two runs under the same load
 (the copies are kept, as the uploads are: each writes a new file into memory no deleted file just gave
-back, which costs several times more on this VM);
+back, which costs several times more on this VM); also printed: the best time of each, and the CPU
+seconds each spends per GiB (the upload's: the client's and the server's), which a loaded box disturbs
+least;
 the median ratio is the figure (target >= 0.5). The server's peak RSS during each upload is read from
 ``VmHWM`` after resetting it (``/proc/PID/clear_refs``) and compared with its idle RSS (target: at most
 1.5 x the file size above idle). Then the file is uploaded again (held: nothing is sent), a client that
@@ -72,6 +74,15 @@ def write_wav(path: Path, mb: int, seed: int = 0) -> None:
             f.write((rng.standard_normal((n, 2)) * 0.1).astype(np.float32))
 
 
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by this process (``pid`` None) or another one."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak(pid: int) -> None:
     with open(f"/proc/{pid}/clear_refs", "w") as f:
         f.write("5")  # VmHWM := VmRSS: the peak from here on
@@ -85,7 +96,7 @@ def bench_size(tmp: Path, mb: int, rounds: int) -> None:
     size = srcs[0].stat().st_size
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(tmp / f"data{mb}")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    ratios, peaks = [], []
+    ratios, peaks, copy_times, up_times, copy_cpu, up_cpu = [], [], [], [], [], []
     try:
         endpoint = server.stdout.readline().strip()
         with Client(endpoint, timeout_s=120, hash_cache=False) as c:
@@ -94,13 +105,17 @@ def bench_size(tmp: Path, mb: int, rounds: int) -> None:
             idle = rss(server.pid)
             for src in srcs:
                 src.read_bytes()  # in the page cache for both, as a DAW's recent take is
-                t = time.perf_counter()
+                c0, t = cpu_s(), time.perf_counter()
                 shutil.copyfile(src, tmp / f"copy-{src.name}")
                 copy_s = time.perf_counter() - t
+                copy_cpu.append(cpu_s() - c0)
                 reset_peak(server.pid)
-                t = time.perf_counter()
+                c0, s0, t = cpu_s(), cpu_s(server.pid), time.perf_counter()
                 ref = c.upload(src)
                 up_s = time.perf_counter() - t
+                up_cpu.append(cpu_s() - c0 + cpu_s(server.pid) - s0)  # the client's and the server's
+                copy_times.append(copy_s)
+                up_times.append(up_s)
                 peaks.append(rss(server.pid, "VmHWM") - idle)
                 copy_rate, up_rate = size / copy_s / 2**20, size / up_s / 2**20
                 ratios.append(up_rate / copy_rate)
@@ -125,6 +140,10 @@ def bench_size(tmp: Path, mb: int, rounds: int) -> None:
         server.stdin.close()
         server.wait(60)
     ratios.sort()
+    print(f"{size / 2**20:6.1f} MiB  best of each: copy {size / min(copy_times) / 2**20:.0f} MiB/s, upload "
+          f"{size / min(up_times) / 2**20:.0f} MiB/s = {min(copy_times) / min(up_times):.2f}; CPU seconds per GiB: "
+          f"copy {sum(copy_cpu) / len(copy_cpu) * 2**30 / size:.2f}, upload (client + server) "
+          f"{sum(up_cpu) / len(up_cpu) * 2**30 / size:.2f}")
     print(f"{size / 2**20:6.1f} MiB  median upload/copy {ratios[len(ratios) // 2]:.2f} (target >= 0.5); server "
           f"RSS idle {idle / 2**20:.0f} MiB, peak +{max(peaks) / 2**20:.1f} MiB = {max(peaks) / size:.2f} x the "
           f"file (target <= 1.5); held again {again_s * 1000:.0f} ms; another owner's proof "
