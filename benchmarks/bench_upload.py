@@ -11,8 +11,8 @@ seconds each spends per GiB (the upload's: the client's and the server's), which
 least;
 the median ratio is the figure (target >= 0.5). The server's peak RSS during each upload is read from
 ``VmHWM`` after resetting it (``/proc/PID/clear_refs``) and compared with its idle RSS (target: at most
-1.5 x the file size above idle). Then the file is uploaded again (held: nothing is sent), a client that
-did not send it proves it has the bytes, and it is submitted (decoded to the intake format), with the
+1.5 x the file size above idle). Then the file is uploaded again (held: nothing is sent), a client of
+another owner that remembers no hash sends it (on loopback: stored once) and submits it (decoded to the intake format), with the
 peak printed again for the whole path.
 
     nice python benchmarks/bench_upload.py [--sizes 20 200] [--rounds 3]
@@ -127,7 +127,8 @@ def bench_size(tmp: Path, mb: int, rounds: int) -> None:
             again_s = time.perf_counter() - t
         with Client(endpoint, timeout_s=120, token=False, hash_cache=False) as other:
             t = time.perf_counter()
-            proved = other.upload(src)  # another owner: hash, offer, then the proof (two reads, nothing sent)
+            proved = other.upload(src)  # another owner that remembers no hash: on loopback it sends the file
+            # (stored once); a client that remembers it offers it and proves it has the bytes instead
             proof_s = time.perf_counter() - t
             reset_peak(server.pid)
             t = time.perf_counter()
@@ -146,7 +147,7 @@ def bench_size(tmp: Path, mb: int, rounds: int) -> None:
           f"{sum(up_cpu) / len(up_cpu) * 2**30 / size:.2f}")
     print(f"{size / 2**20:6.1f} MiB  median upload/copy {ratios[len(ratios) // 2]:.2f} (target >= 0.5); server "
           f"RSS idle {idle / 2**20:.0f} MiB, peak +{max(peaks) / 2**20:.1f} MiB = {max(peaks) / size:.2f} x the "
-          f"file (target <= 1.5); held again {again_s * 1000:.0f} ms; another owner's proof "
+          f"file (target <= 1.5); held again {again_s * 1000:.0f} ms; another owner without the hash "
           f"{proof_s * 1000:.0f} ms; its submit ({r.op}, decoded to 32 kHz int16 in {submit_s:.1f} s, the proof "
           f"checked): peak +{peak_submit / 2**20:.0f} MiB = {peak_submit / size:.2f} x", flush=True)
 
