@@ -12,8 +12,8 @@ least;
 the median ratio is the figure (target >= 0.5). The server's peak RSS during each upload is read from
 ``VmHWM`` after resetting it (``/proc/PID/clear_refs``) and compared with its idle RSS (target: at most
 1.5 x the file size above idle). Then the file is uploaded again (held: nothing is sent), a client of
-another owner that remembers no hash sends it (on loopback: stored once) and submits it (decoded to the intake format), with the
-peak printed again for the whole path.
+another owner that remembers no hash sends it (on loopback: stored once) and submits it (decoded to
+the intake format), with the peak printed again for the whole path.
 
     nice python benchmarks/bench_upload.py [--sizes 20 200] [--rounds 3]
 """
@@ -148,8 +148,8 @@ def bench_size(tmp: Path, mb: int, rounds: int) -> None:
     print(f"{size / 2**20:6.1f} MiB  median upload/copy {ratios[len(ratios) // 2]:.2f} (target >= 0.5); server "
           f"RSS idle {idle / 2**20:.0f} MiB, peak +{max(peaks) / 2**20:.1f} MiB = {max(peaks) / size:.2f} x the "
           f"file (target <= 1.5); held again {again_s * 1000:.0f} ms; another owner without the hash "
-          f"{proof_s * 1000:.0f} ms; its submit ({r.op}, decoded to 32 kHz int16 in {submit_s:.1f} s, the proof "
-          f"checked): peak +{peak_submit / 2**20:.0f} MiB = {peak_submit / size:.2f} x", flush=True)
+          f"{proof_s * 1000:.0f} ms; its submit ({r.op}, decoded to 32 kHz int16 in {submit_s:.1f} s): "
+          f"peak +{peak_submit / 2**20:.0f} MiB = {peak_submit / size:.2f} x", flush=True)
 
 
 def main() -> None:
