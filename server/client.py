@@ -247,9 +247,10 @@ class Client:
         (``on_progress(sent, total)`` after each); -> the input reference ``{"blob", "name"}`` for a
         submit's inputs (plus ``proof`` when this client did not upload those bytes itself). The file is
         read here, by this process, at most once (docs/protocol.md §2.1): a file sent before is offered by
-        its hash (remembered, else hashed), held bytes are not sent again; a new one is sent at once and
-        the server names it (on a remote server it is hashed and offered first: there the network is the
-        cost). Raises RequestRefused (e.g. too large) or ServerUnavailable."""
+        its hash (remembered, else hashed), and so is a new file that looks like one sent before (same size,
+        head and tail: a selection rendered again); held bytes are not sent again; any other file is sent at
+        once and the server names it (on a remote server it is hashed and offered first: there the network
+        is the cost). Raises RequestRefused (e.g. too large) or ServerUnavailable."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         f, shown = _open_source(source)
         with f:
@@ -257,8 +258,10 @@ class Client:
             read_at = time.time_ns()
             size = before.st_size if before is not None else len(f.getbuffer())
             sha, sent_before = self.hashes.lookup(before) if before is not None else (None, False)
-            if sha is None and (sent_before or not protocol.is_loopback(endpoint_host(self.endpoint))):
-                sha = _digest(f)
+            loopback = protocol.is_loopback(endpoint_host(self.endpoint))
+            hint = hashcache.hint_of(f, size) if before is not None else None
+            if sha is None and (sent_before or not loopback or self.hashes.seen_like(hint)):
+                sha = _digest(f)  # likely held: hash and offer rather than send
                 f.seek(0)
             proof = None
             if sha is not None:
@@ -277,7 +280,7 @@ class Client:
                                                                            f", not the offered {sha}"})
                 sha = final["sha256"]
             if before is not None:
-                self.hashes.remember(before, _fstat(f), sha, read_at)
+                self.hashes.remember(before, _fstat(f), sha, read_at, hint)
         if on_progress is not None:
             on_progress(size, size)
         return {"blob": sha, **({"proof": proof} if proof is not None else {}),

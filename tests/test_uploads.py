@@ -115,6 +115,27 @@ def test_a_changed_file_is_sent_again_and_a_remote_server_gets_an_offer_first(se
         assert store.received_bytes == 2 * sent + len(data)
 
 
+def test_a_selection_rendered_again_into_a_new_file_is_offered_not_sent(server_info, outside_dir, monkeypatch):
+    from server import client as client_mod
+
+    store = server_info.app.blobs
+    hashed = []
+    real_digest = client_mod._digest
+    monkeypatch.setattr(client_mod, "_digest", lambda f, prefix=b"": hashed.append(prefix) or real_digest(f, prefix))
+    first = write_wav(outside_dir / "render-1.wav", seconds=3.0)
+    with Client(server_info.endpoint, timeout_s=30, hash_cache=False) as c:
+        ref = c.upload(first)
+        sent = store.received_bytes
+        assert hashed == []  # new: sent at once
+        again = outside_dir / "render-2.wav"
+        shutil.copyfile(first, again)  # the same selection rendered again: a new file, the same bytes
+        assert c.upload(again)["blob"] == ref["blob"] and store.received_bytes == sent and hashed == [b""]
+        other = write_wav(outside_dir / "render-3.wav", seconds=3.0, freq=330.0)  # same size, other sound
+        assert other.stat().st_size == first.stat().st_size
+        assert c.upload(other)["blob"] != ref["blob"] and store.received_bytes == 2 * sent
+        assert hashed == [b""]  # not like anything sent before: sent at once, not hashed here
+
+
 def test_remembered_hashes_are_trusted_only_for_a_file_that_had_settled(tmp_path, monkeypatch):
     from server import hashcache
 
