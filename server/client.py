@@ -31,7 +31,7 @@ from typing import Any
 
 import zmq
 
-from server import discovery, owners, protocol, security
+from server import discovery, hashcache, owners, protocol, security
 
 
 @dataclass
@@ -70,30 +70,22 @@ class RequestRefused(Exception):
 
 
 UPLOAD_WINDOW = 8  # chunks in flight at once (each at most the server's chunk_bytes: 32 MiB held at most)
-
-
 _HASH_BLOCK = 4 * 2**20
 
 
-def _hash_file(f, challenge: str | None, content: bool = True) -> tuple[str | None, str | None, int]:
-    """One read of ``f``: (its sha256, sha256(challenge + its bytes), its size), the two hashes side by
-    side on two threads (hashlib lets go of the GIL for large blocks)."""
-    from concurrent.futures import ThreadPoolExecutor
+def _digest(f, prefix: bytes = b"") -> str:
+    """sha256(prefix + the rest of ``f``), hex: one read."""
+    h = hashlib.sha256(prefix)
+    while block := f.read(_HASH_BLOCK):
+        h.update(block)
+    return h.hexdigest()
 
-    digest = hashlib.sha256() if content else None
-    proof = hashlib.sha256(challenge.encode("ascii")) if challenge else None
-    size = 0
-    with ThreadPoolExecutor(1) as side:
-        while block := f.read(_HASH_BLOCK):
-            size += len(block)
-            other = side.submit(proof.update, block) if proof is not None and digest is not None else None
-            if digest is not None:
-                digest.update(block)
-            if other is not None:
-                other.result()
-            elif proof is not None:
-                proof.update(block)
-    return (digest.hexdigest() if digest else None, proof.hexdigest() if proof else None, size)
+
+def _fstat(f) -> os.stat_result | None:
+    try:
+        return os.fstat(f.fileno())
+    except (AttributeError, OSError, ValueError):  # bytes in memory
+        return None
 
 
 def _open_source(source) -> tuple[Any, str]:
@@ -130,7 +122,8 @@ def endpoint_host(endpoint: str) -> str:
 
 class Client:
     def __init__(self, endpoint: str | None = None, *, timeout_s: float = 10.0, server_public_key=None,
-                 client_keys=None, context: zmq.Context | None = None, token: str | bool | None = None):
+                 client_keys=None, context: zmq.Context | None = None, token: str | bool | None = None,
+                 hash_cache: "hashcache.HashCache | bool | None" = None):
         self.endpoint = resolve_endpoint(endpoint)
         # whose jobs these are (server/owners.py): None = this user's token from the config dir, False = none
         if token is None:
@@ -144,7 +137,14 @@ class Client:
         self._pending: collections.deque[Message] = collections.deque()
         self._counter = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:8]
-        self._challenge: str | None = None  # for upload proofs (server/blobs.py)
+        # the sha256 of files uploaded before, by their stat (server/hashcache.py): None = this user's file in
+        # the config dir, False = this client only
+        if hash_cache is None:
+            try:
+                hash_cache = hashcache.HashCache(hashcache.default_path())
+            except OSError:
+                hash_cache = hashcache.HashCache()
+        self.hashes = hash_cache or hashcache.HashCache()
 
         if server_public_key is None:  # None: as the discovery file says; False: plain (no CURVE)
             server_public_key = self._discovered_server_key()
@@ -243,44 +243,66 @@ class Client:
     # files as bytes
 
     def upload(self, source, *, name: str | None = None, on_progress=None, timeout_s: float | None = None) -> dict:
-        """Send a file's bytes (a path or bytes) to the server, unless it already holds them (offered by
-        sha256 first: a regenerate sends nothing again), in chunks (``on_progress(sent, total)`` after
-        each); -> the input reference ``{"blob", "proof", "name"}`` for a submit's inputs. The file is
-        read here, by this process: once to hash it (its sha256 and the proof for this connection's
-        challenge, side by side), once more to send it if the server lacks it. Raises RequestRefused
-        (e.g. too large) or ServerUnavailable."""
+        """Send a file's bytes (a path or bytes) to the server unless it holds them already, in chunks
+        (``on_progress(sent, total)`` after each); -> the input reference ``{"blob", "name"}`` for a
+        submit's inputs (plus ``proof`` when this client did not upload those bytes itself). The file is
+        read here, by this process, at most once (docs/protocol.md §2.1): a file sent before is offered by
+        its hash (remembered, else hashed), and so is a new file that looks like one sent before (same size,
+        head and tail: a selection rendered again); held bytes are not sent again; any other file is sent at
+        once and the server names it (on a remote server it is hashed and offered first: there the network
+        is the cost). Raises RequestRefused (e.g. too large) or ServerUnavailable."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        if self._challenge is None:  # this connection's challenge, asked once
-            welcome = self.call("hello", timeout_s=timeout, client="server.client")
-            self._challenge = welcome.header.get("upload_challenge")
         f, shown = _open_source(source)
         with f:
-            sha, proof, size = _hash_file(f, self._challenge)
-            offer = self.call("upload", timeout_s=timeout, sha256=sha, size=size)
-            if offer.op == "error":
-                raise RequestRefused(offer.header)
-            if offer.header.get("challenge") != self._challenge:  # a new connection meanwhile: prove again
-                self._challenge = offer.header.get("challenge")
+            before = _fstat(f)
+            read_at = time.time_ns()
+            size = before.st_size if before is not None else len(f.getbuffer())
+            sha, sent_before = self.hashes.lookup(before) if before is not None else (None, False)
+            loopback = protocol.is_loopback(endpoint_host(self.endpoint))
+            hint = hashcache.hint_of(f, size) if before is not None else None
+            if sha is None and (sent_before or not loopback or self.hashes.seen_like(hint)):
+                sha = _digest(f)  # likely held: hash and offer rather than send
                 f.seek(0)
-                _, proof, _ = _hash_file(f, self._challenge, content=False)
-            if not offer.header.get("have"):
-                f.seek(int(offer.header.get("offset") or 0))
-                self._send_chunks(f, sha, size, f.tell(), int(offer.header.get("chunk_bytes") or 2**20),
-                                  on_progress, timeout)
+            proof = None
+            if sha is not None:
+                state = self._upload_call(timeout, sha256=sha, size=size)
+                if state.get("have") and not state.get("granted"):  # held, sent by someone else: prove it
+                    proof = _digest(f, str(state.get("challenge") or "").encode("ascii"))
+            else:
+                state = self._upload_call(timeout, size=size)
+            if not state.get("have"):
+                offset = int(state.get("offset") or 0)
+                f.seek(offset)
+                final = self._send_chunks(f, str(state.get("upload")), size, offset,
+                                          int(state.get("chunk_bytes") or 2**20), on_progress, timeout)
+                if sha is not None and final.get("sha256") != sha:
+                    raise RequestRefused({"code": "bad_upload", "message": f"the server stored {final.get('sha256')}"
+                                                                           f", not the offered {sha}"})
+                sha = final["sha256"]
+            if before is not None:
+                self.hashes.remember(before, _fstat(f), sha, read_at, hint)
         if on_progress is not None:
             on_progress(size, size)
-        return {"blob": sha, "proof": proof, "name": name if name is not None else shown}
+        return {"blob": sha, **({"proof": proof} if proof is not None else {}),
+                "name": name if name is not None else shown}
 
-    def _send_chunks(self, f, sha: str, size: int, offset: int, chunk: int, on_progress, timeout: float) -> None:
-        """Chunks from ``offset``, ``UPLOAD_WINDOW`` of them in flight; the last reply says ``have``."""
+    def _upload_call(self, timeout: float, **fields) -> dict:
+        reply = self.call("upload", timeout_s=timeout, **fields)
+        if reply.op == "error":
+            raise RequestRefused(reply.header)
+        return reply.header
+
+    def _send_chunks(self, f, upload: str, size: int, offset: int, chunk: int, on_progress, timeout: float) -> dict:
+        """The file's bytes from ``offset`` to ``size``, ``UPLOAD_WINDOW`` chunks in flight (sent without a
+        copy); -> the last reply, which says ``have`` and names the bytes (``sha256``)."""
         in_flight: set[str] = set()
         error: Message | None = None
         last: Message | None = None
         sent = offset
         while True:
-            block = f.read(chunk) if error is None else b""
+            block = f.read(min(chunk, size - sent)) if error is None and sent < size else b""
             if block:
-                in_flight.add(self.send("upload", [block], sha256=sha, size=size, offset=sent))
+                in_flight.add(self.send("upload", [block], upload=upload, offset=sent))
                 sent += len(block)
             if in_flight and (len(in_flight) >= UPLOAD_WINDOW or not block):
                 reply = self._wait_reply(in_flight, "upload", timeout)
@@ -294,8 +316,12 @@ class Client:
                 break
         if error is not None:
             raise RequestRefused(error.header)
-        if last is None or not last.header.get("have"):
-            raise RequestRefused({"code": "bad_upload", "message": f"the server did not confirm the upload of {sha}"})
+        if sent < size:
+            raise RequestRefused({"code": "bad_upload", "message": f"the file shrank to {sent} bytes while it was "
+                                                                   f"read (it was {size}); send it again"})
+        if last is None or not last.header.get("have") or not isinstance(last.header.get("sha256"), str):
+            raise RequestRefused({"code": "bad_upload", "message": f"the server did not confirm upload {upload}"})
+        return last.header
 
     def save_result(self, job: str, out, *, overwrite: bool = False, timeout_s: float | None = None) -> dict:
         """Fetch a finished job's result as bytes and write it to ``out`` (its takes beside it as
@@ -305,7 +331,7 @@ class Client:
         from server import outputs
 
         out = Path(out).expanduser().absolute()
-        first = self.call("result", timeout_s=timeout_s, job=job, want="bytes")
+        first = self.call("result", timeout_s=timeout_s, job=job, want="bytes", offset=0)
         if first.op == "error":
             raise RequestRefused(first.header)
         h = dict(first.header)
@@ -326,16 +352,12 @@ class Client:
         first_path = file_of(listed[0]) if listed else out
         for path in [first_path, *[file_of(t) for t in listed[1:]], outputs.sidecar_of(out)]:
             outputs.check_target(path, overwrite)
-        outputs.save(first_path, bytes(first.frames[0]), overwrite=overwrite)
+        outputs.save(first_path, self._result_chunks(job, None, first, timeout_s), overwrite=overwrite)
         takes = []
         for t in listed:
             k = int(t.get("take", 1))
             if k > 1:
-                reply = self.call("result", timeout_s=timeout_s, job=job, want="bytes", take=k)
-                if reply.op == "error" or not reply.frames:
-                    raise RequestRefused(reply.header if reply.op == "error" else
-                                         {"code": "not_found", "message": f"take {k} of job {job} sent no bytes"})
-                outputs.save(file_of(t), bytes(reply.frames[0]), overwrite=overwrite)
+                outputs.save(file_of(t), self._result_chunks(job, k, None, timeout_s), overwrite=overwrite)
             takes.append({**t, "audio_path": str(file_of(t))})
         h[f"{ref}_path"] = str(first_path)
         if takes:
@@ -349,6 +371,29 @@ class Client:
             h["sidecar_path"] = str(side)
         h.pop(ref, None)
         return h
+
+    def _result_chunks(self, job: str, take: int | None, first: Message | None, timeout_s: float | None):
+        """A finished job's result file (``take``: that take), chunk by chunk (``result`` with ``offset``,
+        docs/protocol.md §2.3): neither side holds the whole file twice; ``first``: the reply at offset 0."""
+        offset, msg = 0, first
+        while True:
+            if msg is None:
+                msg = self.call("result", timeout_s=timeout_s, job=job, want="bytes", offset=offset,
+                                **({"take": take} if take is not None else {}))
+                if msg.op == "error":
+                    raise RequestRefused(msg.header)
+            where = msg.header.get("midi") or msg.header.get("audio") or {}
+            size = where.get("size") if isinstance(where, dict) else None
+            if not msg.frames or not isinstance(size, int) or (not msg.frames[0] and offset < size):
+                raise RequestRefused({"code": "not_found", "message": f"the result of job {job}"
+                                                                      f"{f' (take {take})' if take else ''} sent no "
+                                                                      f"bytes at offset {offset}"})
+            data = msg.frames[0]
+            yield data
+            offset += len(data)
+            if offset >= size:
+                return
+            msg = None
 
     def _raise_if_refused(self) -> None:
         """ServerRefused when the monitor saw the server reject our handshake."""

@@ -175,16 +175,18 @@ class Handlers:
                         "model": self.model_info})
 
     def op_upload(self, identity, header, frames) -> Outcome:
-        """An offer (does the server hold these bytes?) or one chunk of an upload (server/blobs.py)."""
+        """An offer (does the server hold these bytes?), a begin, or one chunk of an upload (server/blobs.py)."""
         if self.blobs is None:
             raise ProtocolError("bad_request", "this server keeps no uploads; send inputs as frames", "op")
         up = protocol.check_upload(header, len(frames))
-        if up["offset"] is None:
-            state = self.blobs.offer(identity, up["sha256"], up["size"])
+        owner = header[owners.OWNER_FIELD]
+        if up["form"] == "offer":
+            state = self.blobs.offer(identity, owner, up["sha256"], up["size"])
+        elif up["form"] == "begin":
+            state = self.blobs.begin(identity, owner, up["size"])
         else:
             data = frames[0].buffer if hasattr(frames[0], "buffer") else frames[0]
-            state = self.blobs.put_chunk(identity, up["sha256"], up["size"], up["offset"], data)
-            state["challenge"] = self.blobs.challenge(identity)
+            state = self.blobs.put_chunk(identity, up["upload"], up["offset"], data)
         return Outcome({"op": "uploaded", **state})
 
     def op_submit(self, identity, header, frames) -> Outcome:
@@ -204,9 +206,10 @@ class Handlers:
         output = spec["output"]
         job_id = new_job_id()
         job_dir = self.jobs_dir / job_id
+        owner = header[owners.OWNER_FIELD]
         sources = inputs_mod.Sources(
             frames,
-            open_blob=None if self.blobs is None else (lambda sha, proof, f: self.blobs.open(identity, sha, proof, f)),
+            open_blob=None if self.blobs is None else (lambda sha, proof, f: self.blobs.open(identity, owner, sha, proof, f)),
             open_result=lambda job_id, take, field: self._open_job_result(job_id, take, field, header))
         intake = inputs_mod.intake_for(spec["kind"], spec["params"], self.limits.intake())  # stems: the source's rate
         model_inputs, info = inputs_mod.resolve(spec["inputs"], sources, job_dir, intake=intake,
@@ -341,13 +344,16 @@ class Handlers:
         job_id = req_str(header, "job", min_len=1, max_len=64)
         want = req_str(header, "want", choices=("path", "bytes"), default="path")
         take = req_int(header, "take", lo=1, hi=protocol.MAX_TAKES, default=None)
+        offset = req_int(header, "offset", lo=0, hi=2**50, default=None)  # bytes: one chunk from here
+        if offset is not None and want != "bytes":
+            raise ProtocolError("bad_request", "field 'offset' goes with want=bytes", "offset")
         rec = self._record(job_id, header)
         if rec["state"] not in protocol.FINAL_STATES:
             raise ProtocolError("not_ready", f"job {job_id} is {rec['state']}; wait for its 'done' event")
         reply = {"op": "result", **rec}
         out_frames: list = []
         if rec["state"] == "done":
-            if rec.get("sidecar_path"):
+            if rec.get("sidecar_path") and not offset:
                 try:
                     with self._open_own(job_id, rec["sidecar_path"], "sidecar") as f:
                         reply["sidecar"] = json.loads(f.read(16 * 2**20).decode("utf-8"))
@@ -360,8 +366,14 @@ class Handlers:
                 reply["take"] = take
             if want == "bytes" and path:
                 with self._open_own(job_id, path, "result file") as f:
-                    out_frames = [f.read()]
-                reply["midi" if is_midi else "audio"] = {"frame": 1}
+                    size = os.fstat(f.fileno()).st_size
+                    if offset is None:  # the whole file in one frame
+                        out_frames = [f.read()]
+                    else:
+                        f.seek(min(offset, size))
+                        out_frames = [f.read(protocol.RESULT_CHUNK_BYTES)]
+                reply["midi" if is_midi else "audio"] = {"frame": 1, "size": size,
+                                                         **({"offset": offset} if offset is not None else {})}
         return Outcome(reply, out_frames)
 
     def _take_path(self, rec: dict[str, Any], take: int) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from server.security import OutputExists, PathNotAllowed, write_atomic_confined
 
@@ -76,9 +76,10 @@ def check_target(path: Path, overwrite: bool) -> None:
                                f"it is never replaced")
 
 
-def save(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
-    """Write fetched result bytes to the client's ``path`` atomically (see the module doc); the kind
-    of file that may be replaced follows the name's extension. Raises OutputExists / PathNotAllowed."""
+def save(path: str | Path, data: bytes | Iterable[bytes], *, overwrite: bool = False) -> Path:
+    """Write fetched result bytes (or its chunks as they come) to the client's ``path`` atomically (see
+    the module doc); the kind of file that may be replaced follows the name's extension. Raises
+    OutputExists / PathNotAllowed."""
     path = Path(os.path.abspath(Path(path).expanduser()))
     if path.name in ("", ".", ".."):
         raise PathNotAllowed(f"{path} is not a file name")

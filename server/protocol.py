@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+RESULT_CHUNK_BYTES = 8 * 2**20  # a result fetched with `offset` comes back in chunks of at most this
 PROTOCOL_VERSION = 2  # 2: files cross the wire as bytes (op upload); no client path is ever opened
 try:
     from importlib.metadata import version as _pkg_version
@@ -602,7 +603,7 @@ def check_input_ref(inputs: dict[str, Any], name: str, n_frames: int, w: str | N
     out: dict[str, Any] = {}
     if "blob" in sources:
         out["blob"] = req_str(ref, "blob", where=w + ".", min_len=64, max_len=64)
-        out["proof"] = req_str(ref, "proof", where=w + ".", min_len=64, max_len=64)
+        out["proof"] = req_str(ref, "proof", where=w + ".", min_len=64, max_len=64, default=None)
         out["name"] = req_str(ref, "name", where=w + ".", max_len=255, default="")
     elif "frame" in sources:
         idx = req_int(ref, "frame", where=w + ".", lo=1)
@@ -739,17 +740,28 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
 
 
 def check_upload(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
-    """Validates an ``upload`` header: an offer (no frame) or one chunk (``offset`` and one frame)."""
-    unknown = sorted(k for k in set(header) - {"v", "op", "req", "token", "sha256", "size", "offset"}
+    """Validates an ``upload`` header (§2.1): an offer (``sha256`` and ``size``), a begin (``size`` only)
+    or one chunk (``upload``, ``offset`` and one frame); -> {form, sha256, size, upload, offset}."""
+    unknown = sorted(k for k in set(header) - {"v", "op", "req", "token", "sha256", "size", "upload", "offset"}
                      if not k.startswith("\x00"))  # "\x00...": the server's own marks (server/owners.py)
     if unknown:
         raise ProtocolError("bad_request", f"unknown field(s) in upload: {', '.join(unknown)}", unknown[0])
-    sha = req_str(header, "sha256", min_len=64, max_len=64)
-    if not re.fullmatch(r"[0-9a-f]{64}", sha):
-        raise ProtocolError("bad_request", "field 'sha256' must be 64 lower-case hex digits", "sha256")
-    size = req_int(header, "size", lo=1, hi=2**50)
-    offset = req_int(header, "offset", lo=0, hi=2**50, default=None)
-    if (offset is None) != (n_frames == 0) or n_frames > 1:
-        raise ProtocolError("bad_request", "an upload is an offer (no 'offset', no frame) or one chunk ('offset' "
-                                           "and exactly one frame)", "offset")
-    return {"sha256": sha, "size": size, "offset": offset}
+    if n_frames == 0:
+        if header.get("offset") is not None or header.get("upload") is not None:
+            raise ProtocolError("bad_request", "a chunk of an upload ('upload' and 'offset') needs exactly one "
+                                               "frame", "offset")
+        sha = req_str(header, "sha256", min_len=64, max_len=64, default=None)
+        if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise ProtocolError("bad_request", "field 'sha256' must be 64 lower-case hex digits", "sha256")
+        size = req_int(header, "size", lo=1, hi=2**50)
+        return {"form": "offer" if sha is not None else "begin", "sha256": sha, "size": size, "upload": None,
+                "offset": None}
+    if n_frames > 1 or header.get("offset") is None or header.get("upload") is None:
+        raise ProtocolError("bad_request", "an upload is an offer ('sha256', 'size'), a begin ('size') or one chunk "
+                                           "('upload', 'offset' and exactly one frame)", "offset")
+    extra = [k for k in ("sha256", "size") if k in header]
+    if extra:
+        raise ProtocolError("bad_request", f"a chunk names its upload, not '{extra[0]}'", extra[0])
+    upload = req_str(header, "upload", min_len=1, max_len=64)
+    offset = req_int(header, "offset", lo=0, hi=2**50)
+    return {"form": "chunk", "sha256": None, "size": None, "upload": upload, "offset": offset}

@@ -111,9 +111,19 @@ def _walk(real_dir: Path, *, create: bool, what: str) -> int:
     return fd
 
 
-def write_atomic_confined(real: Path, data: bytes, what: str,
+def _write_all(f, data) -> None:
+    """``data``: bytes, or an iterable of chunks written as they come (a result fetched in chunks)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        f.write(data)
+        return
+    for chunk in data:
+        f.write(chunk)
+
+
+def write_atomic_confined(real: Path, data, what: str,
                           may_replace: Callable[[bytes], bool] | None = None) -> Path:
-    """Atomic write of ``data`` to the resolved path ``real``, through a directory fd (see _walk).
+    """Atomic write of ``data`` (bytes, or an iterable of chunks) to the resolved path ``real``, through
+    a directory fd (see _walk).
     ``real`` must already be resolved (it is not resolved again: that is the point). Temp files are
     named ``.<name>.<random>.tmp`` (``clean_temp_files`` removes leftovers)."""
     if not _DIR_FD:
@@ -122,7 +132,7 @@ def write_atomic_confined(real: Path, data: bytes, what: str,
         fd, tmp = tempfile.mkstemp(prefix="." + real.name + ".", suffix=".tmp", dir=real.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                _write_all(f, data)
             os.replace(tmp, real)
         except BaseException:
             if os.path.exists(tmp):
@@ -136,7 +146,7 @@ def write_atomic_confined(real: Path, data: bytes, what: str,
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644, dir_fd=dir_fd)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                _write_all(f, data)
             _check_existing(real, dir_fd, what, may_replace)  # again, just before the rename
             os.replace(tmp, real.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:

@@ -32,10 +32,10 @@ def wav_bytes(job: str, take: int) -> bytes:
 
 
 def uploaded(path, **extra) -> dict:
-    """The input reference the bridge sends for a local file it uploaded to the fake (challenge c…c)."""
+    """The input reference the bridge sends for a local file it uploaded to the fake (it sent the bytes: no
+    proof needed)."""
     data = Path(path).read_bytes()
-    return {"blob": hashlib.sha256(data).hexdigest(), "proof": hashlib.sha256(b"c" * 32 + data).hexdigest(),
-            "name": Path(path).name, **extra}
+    return {"blob": hashlib.sha256(data).hexdigest(), "name": Path(path).name, **extra}
 
 
 class FakeServer:
@@ -65,7 +65,7 @@ class FakeServer:
         self.frames: list[list[bytes]] = []  # the binary frames of each request, index-aligned
         self.held: dict[str, bytes] = {}  # job -> identity of jobs waiting for a cancel
         self.uploads: dict[str, bytes] = {}  # sha256 -> the bytes uploaded (op upload, as the server keeps them)
-        self._partial: dict[str, bytes] = {}
+        self._partial: dict[str, dict] = {}  # upload id -> its size, offered sha256 and bytes so far
         self._count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -96,18 +96,24 @@ class FakeServer:
         elif op == "hello":
             self._send(identity, {"op": "welcome", "req": req, "server_version": "fake-1", "protocol": 1,
                                   "model": {"name": "fake", "preset": "tiny", "tiny": True, "sample_rate": 32000}})
-        elif op == "upload":  # as server/blobs.py: an offer, then chunks in order
-            sha, size, reply = h["sha256"], h["size"], {"op": "uploaded", "req": req, "challenge": "c" * 32,
-                                                         "chunk_bytes": 1 << 20}
+        elif op == "upload":  # as server/blobs.py: an offer or a begin, then chunks in order; the uploader is granted
+            reply = {"op": "uploaded", "req": req, "challenge": "c" * 32, "chunk_bytes": 1 << 20}
             if "offset" in h:
-                data = self._partial.get(sha, b"") + self.frames[-1][0]
-                self._partial[sha] = data
-                if len(data) == size:
-                    self.uploads[sha] = self._partial.pop(sha)
-                reply.update(offset=len(data))
+                up = self._partial[h["upload"]]
+                up["data"] += self.frames[-1][0]
+                reply.update(upload=h["upload"], size=up["size"], offset=len(up["data"]), have=False)
+                if len(up["data"]) == up["size"]:
+                    sha = hashlib.sha256(up["data"]).hexdigest()
+                    assert up["sha"] in (None, sha)
+                    self.uploads[sha] = self._partial.pop(h["upload"])["data"]
+                    reply.update(sha256=sha, have=True, granted=True)
+            elif h.get("sha256") in self.uploads:
+                reply.update(sha256=h["sha256"], size=h["size"], offset=h["size"], have=True, granted=True)
             else:
-                reply.update(offset=size if sha in self.uploads else 0)
-            self._send(identity, {**reply, "sha256": sha, "size": size, "have": sha in self.uploads})
+                upload = f"up{len(self._partial) + len(self.uploads)}"
+                self._partial[upload] = {"size": h["size"], "sha": h.get("sha256"), "data": b""}
+                reply.update(upload=upload, size=h["size"], offset=0, have=False, granted=False)
+            self._send(identity, reply)
         elif op == "submit":
             self._count += 1
             job = f"job{self._count}"

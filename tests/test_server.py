@@ -130,7 +130,7 @@ def test_disconnect_then_refetch_by_job_id(server):
             assert time.monotonic() < end
             time.sleep(0.1)
         r = c2.call("result", job=job, want="bytes")
-        assert r.op == "result" and r.header["audio"] == {"frame": 1}
+        assert r.op == "result" and r.header["audio"] == {"frame": 1, "size": len(r.frames[0])}
         wave, sr = sf.read(io.BytesIO(r.frames[0]))
         assert sr == r.header["sample_rate"] and len(wave) == int(0.5 * sr)
         assert r.header["sidecar"]["prompt"] == "gone"
@@ -232,11 +232,11 @@ BAD = [
      "inputs.audio.strat"),
     ("output path", [_submit(kind="generate", inputs={}, output={"path": "/etc/m2ugen.wav"})],
      "bad_request", "output.path"),
-    ("blob without proof", [_submit(inputs={"audio": {"blob": "a" * 64}})], "bad_request", "inputs.audio.proof"),
+    ("unknown blob without proof", [_submit(inputs={"audio": {"blob": "a" * 64}})], "blob_unknown", "inputs.audio.blob"),
     ("unknown blob", [_submit(inputs={"audio": {"blob": "a" * 64, "proof": "b" * 64}})], "blob_unknown",
      "inputs.audio.blob"),
-    ("upload chunk without offer", [{"v": 2, "op": "upload", "sha256": "a" * 64, "size": 3, "offset": 0}, b"abc"],
-     "bad_upload", "sha256"),
+    ("upload chunk without offer", [{"v": 2, "op": "upload", "upload": "0" * 24, "offset": 0}, b"abc"],
+     "bad_upload", "upload"),
     ("corrupt image", [_submit(kind="generate", inputs={"image": {"frame": 1, "name": "x.png"}}), b"not a png"],
      "bad_image", "inputs.image"),
     ("image and video", [_submit(kind="generate", inputs={"image": {"frame": 1}, "video": {"frame": 1}}), b"x"],

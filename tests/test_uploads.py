@@ -52,25 +52,128 @@ def blob_count(srv) -> int:
 # uploads
 
 
-def test_identical_file_is_uploaded_once_and_reused_by_later_jobs(server_info, outside_dir):
+def test_identical_file_is_uploaded_once_and_reused_by_later_jobs(server_info, outside_dir, monkeypatch):
+    from server import client as client_mod, hashcache
+
     src = write_wav(outside_dir / "loop.wav", seconds=2.0)
     size = src.stat().st_size
     store = server_info.app.blobs
+    monkeypatch.setattr(hashcache, "RACY_S", 1e9)  # every read is as if the file had just been written
+    hashed = []  # the client's own reads of the file to hash it
+    real_digest = client_mod._digest
+    monkeypatch.setattr(client_mod, "_digest", lambda f, prefix=b"": hashed.append(prefix) or real_digest(f, prefix))
     with Client(server_info.endpoint, timeout_s=30) as c:
         seen = []
         ref = c.upload(src, on_progress=lambda sent, total: seen.append((sent, total)))
         assert store.received_bytes == size and seen[-1] == (size, size)
         assert ref["blob"] == hashlib.sha256(src.read_bytes()).hexdigest() and ref["name"] == "loop.wav"
+        assert hashed == [] and "proof" not in ref  # a new file on loopback: sent at once, named by the server
         first = run_job(c, "ask", {"prompt": "what is it?", "max_new_tokens": 4}, {"audio": ref})
         again = c.upload(src)  # a regenerate: offered, held, nothing sent
-        assert store.received_bytes == size
+        assert store.received_bytes == size and again == ref
+        assert hashed == [b""]  # just written (racy): hashed once to offer it, the remembered hash not trusted
         run_job(c, "edit", {"prompt": "more", **FAST}, {"audio": {**again, "start": 0.5}})
-    with Client(server_info.endpoint, timeout_s=30) as other:  # another connection (another CLI run)
+    monkeypatch.setattr(hashcache, "RACY_S", 0.0)  # as if the file had been still for a while when read
+    with Client(server_info.endpoint, timeout_s=30) as other:  # another connection of this user (a CLI run)
+        assert other.upload(src) == ref and hashed == [b"", b""]  # hashed, and now remembered as settled
         third = other.upload(src)
+        assert third == ref and hashed == [b"", b""]  # the remembered hash: the file is not read at all
         assert store.received_bytes == size  # still not sent again
-        assert third["proof"] != ref["proof"]  # its own proof, for its own challenge
         run_job(other, "ask", {"prompt": "again?", "max_new_tokens": 4}, {"audio": third})
+    with Client(server_info.endpoint, timeout_s=30, token=False) as stranger:  # another owner, same machine
+        theirs = stranger.upload(src)  # held, not sent by it: it proves it has the bytes (one read)
+        assert store.received_bytes == size and len(hashed) == 3 and hashed[-1] != b""
+        assert theirs["blob"] == ref["blob"] and len(theirs["proof"]) == 64
+        run_job(stranger, "ask", {"prompt": "mine too?", "max_new_tokens": 4}, {"audio": theirs})
     assert first["inputs"]["audio"]["sha256"] == ref["blob"]
+
+
+def test_a_changed_file_is_sent_again_and_a_remote_server_gets_an_offer_first(server_info, outside_dir, monkeypatch):
+    from server import client as client_mod, hashcache
+
+    monkeypatch.setattr(hashcache, "RACY_S", 0.0)
+    src = write_wav(outside_dir / "take.wav", seconds=1.0)
+    store = server_info.app.blobs
+    with Client(server_info.endpoint, timeout_s=30, hash_cache=hashcache.HashCache(outside_dir / "h.json")) as c:
+        first = c.upload(src)
+        sent = store.received_bytes
+        write_wav(src, seconds=1.0, freq=220.0)  # the same size, other bytes: its stat changed
+        second = c.upload(src)
+        assert second["blob"] == hashlib.sha256(src.read_bytes()).hexdigest() != first["blob"]
+        assert store.received_bytes == 2 * sent
+    remembered = hashcache.HashCache(outside_dir / "h.json")  # the next CLI run reads what this one learnt
+    assert remembered.lookup(src.stat()) == (second["blob"], True)
+    monkeypatch.setattr(client_mod.protocol, "is_loopback", lambda host: False)  # as over the network
+    data = os.urandom(100_000)
+    with Client(server_info.endpoint, timeout_s=30) as c:
+        ref = c.upload(data)
+        assert store.received_bytes == 2 * sent + len(data) and ref["blob"] == hashlib.sha256(data).hexdigest()
+        calls = []
+        real = c.call
+        monkeypatch.setattr(c, "call", lambda op, *a, **kw: calls.append((op, kw.get("sha256"))) or real(op, *a, **kw))
+        assert c.upload(data) == ref and calls == [("upload", ref["blob"])]  # offered first: nothing sent again
+        assert store.received_bytes == 2 * sent + len(data)
+
+
+def test_a_selection_rendered_again_into_a_new_file_is_offered_not_sent(server_info, outside_dir, monkeypatch):
+    from server import client as client_mod
+
+    store = server_info.app.blobs
+    hashed = []
+    real_digest = client_mod._digest
+    monkeypatch.setattr(client_mod, "_digest", lambda f, prefix=b"": hashed.append(prefix) or real_digest(f, prefix))
+    first = write_wav(outside_dir / "render-1.wav", seconds=3.0)
+    with Client(server_info.endpoint, timeout_s=30, hash_cache=False) as c:
+        ref = c.upload(first)
+        sent = store.received_bytes
+        assert hashed == []  # new: sent at once
+        again = outside_dir / "render-2.wav"
+        shutil.copyfile(first, again)  # the same selection rendered again: a new file, the same bytes
+        assert c.upload(again)["blob"] == ref["blob"] and store.received_bytes == sent and hashed == [b""]
+        other = write_wav(outside_dir / "render-3.wav", seconds=3.0, freq=330.0)  # same size, other sound
+        assert other.stat().st_size == first.stat().st_size
+        assert c.upload(other)["blob"] != ref["blob"] and store.received_bytes == 2 * sent
+        assert hashed == [b""]  # not like anything sent before: sent at once, not hashed here
+
+
+def test_remembered_hashes_are_trusted_only_for_a_file_that_had_settled(tmp_path, monkeypatch):
+    from server import hashcache
+
+    f = tmp_path / "a.wav"
+    f.write_bytes(b"one")
+    st = f.stat()
+    cache = hashcache.HashCache(tmp_path / "h.json")
+    settled_at = max(st.st_mtime_ns, st.st_ctime_ns) + int(hashcache.RACY_S * 1e9)
+    cache.remember(st, st, "a" * 64, settled_at - 1)  # read just before the file had been still for RACY_S
+    assert cache.lookup(st) == (None, True)  # sent before, but its hash is not taken as it is
+    cache.remember(st, st, "a" * 64, settled_at)
+    assert cache.lookup(st) == ("a" * 64, True)
+    f.write_bytes(b"two")  # same size, other bytes: another key
+    assert cache.lookup(f.stat()) == (None, False)
+    cache.remember(f.stat(), st, "b" * 64, settled_at)  # changed while it was read: nothing remembered
+    assert cache.lookup(f.stat()) == (None, False)
+    monkeypatch.setattr(hashcache, "MAX_ENTRIES", 1)
+    g = tmp_path / "b.wav"
+    g.write_bytes(b"other")
+    cache.remember(g.stat(), g.stat(), "c" * 64, settled_at + 10**10)
+    assert cache.lookup(st) == (None, False) and cache.lookup(g.stat()) == ("c" * 64, True)  # the oldest went
+    (tmp_path / "h.json").write_text("[not a cache")
+    assert hashcache.HashCache(tmp_path / "h.json").lookup(g.stat()) == (None, False)  # unreadable: empty
+
+
+@pytest.mark.parametrize("splice", [True, False])
+def test_chunks_are_written_where_they_belong_with_or_without_splice(tmp_path, monkeypatch, splice):
+    if splice and not blobs._SPLICE:
+        pytest.skip("no splice(2) on this system")  # the pwrite case runs everywhere
+    monkeypatch.setattr(blobs, "_SPLICE", splice)
+    data = os.urandom(3 * 2**20 + 5)
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        blobs.write_at(fd, data[2**20:], 2**20)
+        blobs.write_at(fd, memoryview(data)[:2**20], 0)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").read_bytes() == data
 
 
 def test_chunks_go_in_order_and_bytes_must_match_their_hash(server_info):
@@ -79,32 +182,48 @@ def test_chunks_go_in_order_and_bytes_must_match_their_hash(server_info):
     with Client(server_info.endpoint, timeout_s=30) as c:
         offer = c.call("upload", sha256=sha, size=len(data)).header
         assert offer["op"] == "uploaded" and offer["have"] is False and offer["offset"] == 0
-        r = c.call("upload", [data[:100]], sha256=sha, size=len(data), offset=5).header  # not where it stands
+        up = offer["upload"]
+        r = c.call("upload", [data[:100]], upload=up, offset=5).header  # not where it stands
         assert r["op"] == "error" and r["code"] == "bad_upload" and "stands at 0" in r["message"]
-        r = c.call("upload", [data[:2**20]], sha256=sha, size=len(data), offset=0).header
+        r = c.call("upload", [data[:2**20]], upload=up, offset=0).header
         assert r["op"] == "uploaded" and r["offset"] == 2**20 and r["have"] is False
-        assert c.call("upload", sha256=sha, size=len(data)).header["offset"] == 2**20  # resumes where it stood
-        r = c.call("upload", [b"x" * (len(data) - 2**20)], sha256=sha, size=len(data), offset=2**20).header
+        again = c.call("upload", sha256=sha, size=len(data)).header  # resumes where it stood
+        assert again["upload"] == up and again["offset"] == 2**20
+        with Client(server_info.endpoint, timeout_s=30) as other:  # an upload belongs to its connection
+            r = other.call("upload", [data[2**20:2**21]], upload=up, offset=2**20).header
+            assert r["code"] == "bad_upload" and r["field"] == "upload"
+        r = c.call("upload", [b"x" * (len(data) - 2**20)], upload=up, offset=2**20).header
         assert r["op"] == "error" and r["code"] == "bad_upload" and "do not have sha256" in r["message"]
         assert not server_info.app.blobs.has(sha)  # wrong bytes are never stored
         big = c.call("upload", sha256=sha, size=10 * 2**30).header
         assert big["code"] == "bad_upload" and "at most" in big["message"]
-        assert c.call("upload", [data[:10]], sha256=sha, size=len(data)).header["field"] == "offset"  # a frame needs it
-        assert c.upload(data)["blob"] == sha and server_info.app.blobs.has(sha)
+        assert c.call("upload", [data[:10]], upload=up).header["field"] == "offset"  # a frame needs it
+        assert c.call("upload", [data[:10]], sha256=sha, size=len(data), offset=0).header["field"] == "offset"
+        begun = c.call("upload", size=len(data)).header  # no hash: the server names the bytes
+        assert begun["have"] is False and begun["offset"] == 0 and "sha256" not in begun
+        for k in range(0, len(data), 2**20):
+            r = c.call("upload", [data[k:k + 2**20]], upload=begun["upload"], offset=k).header
+        assert r["have"] is True and r["granted"] is True and r["sha256"] == sha and server_info.app.blobs.has(sha)
+        assert c.upload(data)["blob"] == sha
 
 
 def test_a_hash_alone_gives_no_access_to_someone_elses_upload(server_info, outside_dir):
     secret = write_wav(outside_dir / "private.wav", seconds=1.0, freq=660.0)
     with Client(server_info.endpoint, timeout_s=30) as owner:
         ref = owner.upload(secret)
+        mine = owner.call("upload", sha256=ref["blob"], size=secret.stat().st_size).header
+        assert mine["have"] is True and mine["granted"] is True  # it sent the bytes: it may use them
     sha = ref["blob"]
-    with Client(server_info.endpoint, timeout_s=30) as thief:
+    with Client(server_info.endpoint, timeout_s=30, token=False) as thief:  # another client (its own owner)
         offer = thief.call("upload", sha256=sha, size=secret.stat().st_size).header
-        assert offer["have"] is True  # it learns the server holds it, nothing more
-        for proof, why in ((ref["proof"], "another connection's proof"), ("0" * 64, "a made-up proof"),
-                           (hashlib.sha256(offer["challenge"].encode() + sha.encode()).hexdigest(), "the hash")):
+        assert offer["have"] is True and offer["granted"] is False  # it learns the server holds it, nothing more
+        with Client(server_info.endpoint, timeout_s=30, token=False) as friend:  # the proof of another connection
+            friend_proof = friend.upload(secret)["proof"]
+        for proof, why in ((friend_proof, "another connection's proof"), ("0" * 64, "a made-up proof"),
+                           (hashlib.sha256(offer["challenge"].encode() + sha.encode()).hexdigest(), "the hash"),
+                           (None, "no proof")):
             r = thief.call("submit", kind="ask", params={"prompt": "what?"},
-                           inputs={"audio": {"blob": sha, "proof": proof}}).header
+                           inputs={"audio": {"blob": sha, **({"proof": proof} if proof else {})}}).header
             assert r["op"] == "error" and r["field"] == "inputs.audio.proof", why
         r = thief.call("submit", kind="ask", params={"prompt": "what?"},
                        inputs={"audio": {"blob": "f" * 64, "proof": "0" * 64}}).header
@@ -131,17 +250,19 @@ def test_store_expires_unused_uploads_and_evicts_the_least_recently_used(tmp_pat
 
     def put(data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
-        store.offer(owner, sha, len(data))
-        assert store.put_chunk(owner, sha, len(data), 0, data)["have"] is True
+        up = store.offer(owner, "token:a", sha, len(data))["upload"]
+        assert store.put_chunk(owner, up, 0, data)["have"] is True
         return sha
 
     a, b = put(b"a" * 1000), put(b"b" * 1000)
     os.utime(store.root / a, (1, 1))  # a: used long ago
     c = put(b"c" * 1500)  # does not fit with both: the least recently used goes
     assert not store.has(a) and store.has(b) and store.has(c)
+    assert store.granted("token:a", b) and not store.granted("token:a", a)  # a blob's grants go with it
+    assert not store.granted("token:b", b)
     half = hashlib.sha256(b"d" * 100).hexdigest()
-    store.offer(owner, half, 100)
-    store.put_chunk(owner, half, 100, 0, b"d" * 50)
+    up = store.offer(owner, "token:a", half, 100)["upload"]
+    store.put_chunk(owner, up, 0, b"d" * 50)
     import time
 
     assert store.sweep(now=time.time() + 50) == 1  # the idle unfinished upload
@@ -215,6 +336,41 @@ def test_result_returns_the_jobs_own_bytes_and_never_follows_a_swapped_symlink(s
         sidecar.symlink_to(secret)
         r = c.call("result", job=done["job"])
         assert r.header.get("sidecar") is None and "CURVE" not in json.dumps(r.header)
+
+
+def test_results_come_back_in_chunks_written_as_they_come(server_info, outside_dir, monkeypatch):
+    monkeypatch.setattr(protocol, "RESULT_CHUNK_BYTES", 4096)
+    with Client(server_info.endpoint, timeout_s=30) as c:
+        done = run_job(c, "generate", {"prompt": "pads", **FAST, "takes": 2})
+        chunks = []
+        real_save = outputs.save
+
+        def spy(path, data, **kw):  # what the client hands the writer: chunks as they come, never the file
+            if isinstance(data, bytes):  # the sidecar
+                return real_save(path, data, **kw)
+
+            def counted():
+                for chunk in data:
+                    chunks.append(len(chunk))
+                    yield chunk
+            return real_save(path, counted(), **kw)
+
+        monkeypatch.setattr(outputs, "save", spy)
+        saved = c.save_result(done["job"], outside_dir / "pads.wav")
+        take1, take2 = (Path(t["audio_path"]).read_bytes() for t in done["takes"])
+        assert (outside_dir / "pads.wav").read_bytes() == take1 and saved["audio_path"] == str(outside_dir / "pads.wav")
+        assert (outside_dir / "pads-take2.wav").read_bytes() == take2
+        assert max(chunks) == 4096 and sum(chunks) == len(take1) + len(take2) and len(chunks) > 4
+        whole = c.call("result", job=done["job"], want="bytes")  # one frame, as before
+        assert whole.frames[0] == take1 and whole.header["audio"] == {"frame": 1, "size": len(take1)}
+        part = c.call("result", job=done["job"], want="bytes", offset=100, take=2)
+        assert part.frames[0] == take2[100:4196] and part.header["audio"]["offset"] == 100
+        assert "sidecar" not in part.header  # sent with the first chunk only
+        end = c.call("result", job=done["job"], want="bytes", offset=len(take1) + 5)
+        assert end.frames[0] == b"" and end.header["audio"]["size"] == len(take1)
+        bad = c.call("result", job=done["job"], offset=0).header
+        assert bad["code"] == "bad_request" and bad["field"] == "offset"
+    assert not [p for p in outside_dir.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_client_writes_results_atomically_only_over_files_of_their_kind(tmp_path, outside_dir):
