@@ -44,6 +44,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _own_config_dir(tmp_path, monkeypatch):
+    """Every test gets its own client config dir (the token, remembered upload hashes): nothing a test
+    does writes into the user's real ``~/.config/m2ugen``. ``make_server`` points at the same folder."""
+    monkeypatch.setenv("M2UGEN_CONFIG_DIR", str(tmp_path / "config"))
+
+
 @dataclass
 class RunningServer:
     endpoint: str
