@@ -48,6 +48,7 @@ class Worker(threading.Thread):
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
         self.batching = batching
         self._engine = None  # m2ugen.engine.Engine, made at the first continuous job
+        self._finisher = None  # its executor: finished rows' codes -> audio beside the running decode
         self.running: list[Job] = []  # the job(s) of the batch being run
         self.stopping = False  # set by the app on shutdown: a job cancelled then is 'interrupted'
         self.adapters = None  # server.adapters.Adapters, set by the app (fine-tunes, params.adapter)
@@ -64,11 +65,15 @@ class Worker(threading.Thread):
     def run(self) -> None:
         self.emit = self._emit_factory()  # the event socket belongs to this thread
         self.warm_up()
-        while True:
-            job = self.queue.get()
-            if job is None:
-                return
-            self.run_job(job)
+        try:
+            while True:
+                job = self.queue.get()
+                if job is None:
+                    return
+                self.run_job(job)
+        finally:
+            if self._finisher is not None:
+                self._finisher.shutdown(wait=False)
 
     def run_job(self, job: Job) -> None:
         """Run ``job`` with the queued jobs that may share its batch (continuous: that join it as it runs)."""
@@ -129,8 +134,15 @@ class Worker(threading.Thread):
                 or not callable(getattr(type(self.model), "engine", None)):
             return None
         if self._engine is None:
-            self._engine = self.model.engine(max_rows=self.max_batch)
+            self._engine = self._make_engine()
         return self._engine
+
+    def _make_engine(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._finisher is None:
+            self._finisher = ThreadPoolExecutor(1, thread_name_prefix="m2ugen-finish")
+        return self.model.engine(max_rows=self.max_batch, finisher=self._finisher)
 
     def warm_up(self) -> None:
         """With compiled decode steps (serve --compile), compile the engine's fixed batch sizes now, before
@@ -140,7 +152,7 @@ class Worker(threading.Thread):
                 and callable(getattr(type(self.model), "engine", None)):
             t0 = time.perf_counter()
             try:
-                self._engine = self.model.engine(max_rows=self.max_batch)
+                self._engine = self._make_engine()
                 self._engine.warm_up()
                 log.info("compiled the decode steps for batches of up to %d rows in %.1f s", self.max_batch,
                          time.perf_counter() - t0)

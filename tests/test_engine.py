@@ -4,6 +4,8 @@ running LLaMA and MusicGen decodes and leave them the step they finish, and each
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -317,6 +319,93 @@ def test_cancelling_one_row_mid_way_leaves_the_others(model, solo):
     assert isinstance(out[h[2]], RowCancelled)
     for i in (0, 3):
         assert_same(out[h[i]], solo[i])
+
+
+class HeldFinisher(Executor):
+    """An executor that runs nothing until ``run_all``: a row's audio is pending for as many steps as the
+    test wants, without threads."""
+
+    def __init__(self):
+        self.tasks: list = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut = Future()
+        self.tasks.append((fut, fn, args, kwargs))
+        return fut
+
+    def run_all(self) -> int:
+        ran, self.tasks = self.tasks, []
+        for fut, fn, args, kwargs in ran:
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(*args, **kwargs))
+                except Exception as e:
+                    fut.set_exception(e)
+        return len(ran)
+
+
+def test_finished_rows_become_audio_on_the_finisher_while_the_others_decode(model, solo):
+    held = HeldFinisher()
+    engine = model.engine(max_rows=4, prefill_chunk=8, finisher=held)
+    reqs = requests()[1:4]  # music of 0.3 s, 0.5 s, a 0.2 s continuation
+    h = [engine.admit(r) for r in reqs]
+    out = {}
+    while not held.tasks:  # until the first row's codes are done
+        out.update(engine.step())
+    first = next(x for x in h if engine._rows[x].stage == "finishing")
+    steps = engine._music.steps
+    out.update(engine.step())
+    assert engine._music.steps == steps + 1 and first not in out  # the others decode on, its audio pending
+    events: list[Event] = []
+    engine._rows[first].row.emit = events.append  # its last event comes from the stepping thread, when reaped
+    while not engine.idle:
+        held.run_all()
+        out.update(engine.step())
+    assert [e.stage for e in events] == ["generating"] and events[0].fraction == 1.0
+    for handle, s in zip(h, solo[1:4]):
+        assert_same(out[handle], s)
+        assert out[handle].timings["vocoder"] > 0
+    with ThreadPoolExecutor(1) as pool:  # a real thread gives the same bits
+        engine = model.engine(max_rows=4, prefill_chunk=8, finisher=pool)
+        h = [engine.admit(r) for r in requests()[1:4]]
+        out = run_to_end(engine)
+    for handle, s in zip(h, solo[1:4]):
+        assert_same(out[handle], s)
+
+
+def test_a_row_cancelled_or_failing_on_the_finisher_ends_alone(model, solo, monkeypatch):
+    held = HeldFinisher()
+    engine = model.engine(max_rows=4, prefill_chunk=8, finisher=held)
+    h = [engine.admit(r) for r in requests()[1:3]]
+    out = {}
+    while not held.tasks:
+        out.update(engine.step())
+    pending = next(x for x in h if engine._rows[x].stage == "finishing")
+    fut = held.tasks[0][0]
+    engine.cancel(pending)
+    out.update(engine.step())
+    assert isinstance(out[pending], RowCancelled) and fut.cancelled()  # its audio is never made
+    while not engine.idle:
+        held.run_all()
+        out.update(engine.step())
+    other = next(x for x in h if x != pending)
+    assert_same(out[other], solo[1 + h.index(other)])
+    original = model.decoder._finish_row
+
+    def finish_row(row, tokens, info):
+        if row.duration_s < 0.4:
+            raise RuntimeError("codec failed")
+        return original(row, tokens, info)
+
+    monkeypatch.setattr(model.decoder, "_finish_row", finish_row)
+    engine = model.engine(max_rows=4, prefill_chunk=8, finisher=held)
+    h = [engine.admit(r) for r in requests()[1:3]]
+    out = {}
+    while not engine.idle:
+        held.run_all()
+        out.update(engine.step())
+    assert isinstance(out[h[0]], RuntimeError) and "codec failed" in str(out[h[0]])
+    assert_same(out[h[1]], solo[2])
 
 
 def test_a_failing_row_ends_alone(model, solo, monkeypatch):
