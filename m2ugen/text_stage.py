@@ -31,12 +31,14 @@ from m2ugen.generate import AudGather, Generation, generation, sample_next, stop
 from m2ugen.llama import Transformer
 
 BUCKETS = (1, 2, 4, 8)  # decode batch sizes (a larger pool adds its own size)
-PREFILL_CHUNK = {"cuda": 32, "cpu": 8}  # prompt tokens of a joining row prefilled per step, per device type:
-# about one decode step's time. Measured (mid LLaMA 8 x 1024, fp32, 1 CPU thread, benchmarks/bench_serving.py's
-# config): a decode step of 4 rows 394 ms, prefill chunks of 8 / 16 / 32 tokens 403 / 531 / 738 ms; folded into
-# the decode step (``fused_step``), 8 tokens add about half a step (loaded box, medians: S = 1: decode 111 ms,
-# decode then chunk 282 ms, fused 229 ms; S = 4: 220 / 458 / 295 ms). On a GPU both are bound by reading the
-# weights, so 32 tokens cost about one step.
+PREFILL_CHUNK = {"cuda": 32, "cpu": 32}  # prompt tokens of a joining row prefilled per step, per device type:
+# about one engine step's time. Measured (mid LLaMA 8 x 1024 and MusicGen 12 x 512, fp32, 1 CPU thread,
+# benchmarks/bench_serving.py's config, a loaded box, medians of 6 interleaved): an engine step of 4 rows is a
+# LLaMA step of 4 (198 ms) and a MusicGen step of 8 slots (121 ms); folded into the LLaMA step (``fused_step``)
+# 8 / 16 / 32 prompt tokens add 65 / 133 / 231 ms, so 32 stall the running rows for less than one step.
+# Run apart (a compiled step cannot fold) a chunk costs a weight read more: 8 / 16 / 32 tokens 403 / 531 /
+# 738 ms beside a 394 ms LLaMA step of 4. On a GPU both are bound by reading the weights: 32 tokens cost
+# about one step.
 
 
 def prefill_chunk(device: torch.device | str) -> int:
