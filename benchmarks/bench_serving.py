@@ -17,6 +17,12 @@ MusicGen steps of a guided row) per job; alone, 1 CPU thread, the MusicGen steps
 LLaMA prefill and steps ~1/6, EnCodec ~1/10, fitting, analysing and writing the rest. With 1 s of music the
 fixed costs are twice the share and no scheduler can batch them: ``--duration 1`` shows it.
 
+Measured (issue 25, a 2-core box loaded by other work, 1 thread, N = 4, ratio to serial in the same run;
+four runs): continuous burst 1.96 / 2.97 / 2.41 / 2.05, staggered (500 ms) 1.61 / 2.12 / 1.97 / 1.88; static
+burst 1.19 / 2.00 / 1.48 / 1.67, staggered 1.29 / 1.81 / 1.60 / 1.38; continuous p99 latency 0.46-0.62 of
+serial's. Before the folded prefill and the finisher thread, run beside the last: continuous burst 1.52,
+staggered 1.09 (static 1.49 / 1.30).
+
 Part 2: the LLaMA decode step (``benchmarks/roofline.py``, dim 1024 x 8 layers) and the MusicGen guided step
 (``benchmarks/bench_musicgen_loop.py``'s mid decoder, through our loop), fp32 and bf16, each beside its floor
 (weight bytes read per step / a GEMV's bandwidth measured in the same run; target >= 0.8).
