@@ -19,7 +19,7 @@ fixed costs are twice the share and no scheduler can batch them: ``--duration 1`
 
 Measured (issue 25, a 2-core box loaded by other work, 1 thread, N = 4, ratio to serial in the same run;
 four runs): continuous burst 1.96 / 2.97 / 2.41 / 2.05, staggered (500 ms) 1.61 / 2.12 / 1.97 / 1.88; static
-burst 1.19 / 2.00 / 1.48 / 1.67, staggered 1.29 / 1.81 / 1.60 / 1.38; continuous p99 latency 0.46-0.62 of
+burst 1.19 / 2.00 / 1.48 / 1.67, staggered 1.29 / 1.81 / 1.60 / 1.38; continuous p99 latency 0.34-0.62 of
 serial's. Before the folded prefill and the finisher thread, run beside the last: continuous burst 1.52,
 staggered 1.09 (static 1.49 / 1.30).
 
