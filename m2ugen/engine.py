@@ -20,7 +20,10 @@ A row goes through the stages of ``M2UGen.chat_batch`` (the same steps of the mo
    together with every other running row; it leaves the step it stops;
 3. generating: the music decoder. MusicGen(-Melody): the MusicGen stage (``m2ugen.musicgen_stage``),
    the same slot / chunk / step scheme over the decoder's cache; the finished codes become audio
-   (EnCodec or MBD) when the row leaves. AudioLDM2 (no step loop): the row is decoded whole, one per step.
+   (EnCodec or MBD) when the row leaves: on the ``finisher`` executor when one is given (EnCodec only; MBD
+   reports progress), so the other rows' steps go on meanwhile, the row's last event then sent from the
+   stepping thread at the first step after its audio is ready (callbacks never leave that thread).
+   AudioLDM2 (no step loop): the row is decoded whole, one per step.
 
 Each row keeps its own seed (its own ``torch.Generator`` per stage), sampling settings, length, guidance,
 mode (continue prompt, melody chroma) and adapters, and is prefilled alone, so its result is the one it
@@ -57,10 +60,11 @@ class _EngineRow:
     decode: Any = None  # the decoder's DecodeRow
     info: dict | None = None  # what the decoder needs to finish the row's audio
     t0: float = 0.0
+    finishing: Any = None  # concurrent.futures.Future of its audio (codes -> EnCodec) on the finisher
 
 
 class Engine:
-    def __init__(self, model, max_rows: int = 4, prefill_chunk: int | None = None):
+    def __init__(self, model, max_rows: int = 4, prefill_chunk: int | None = None, finisher=None):
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         self.model = model
@@ -71,6 +75,7 @@ class Engine:
         self._rows: dict[int, _EngineRow] = {}
         self._ended: list[int] = []  # ended outside a step (cancel, a bad request): reported by the next step
         self._next = 0
+        self.finisher = finisher  # a concurrent.futures.Executor for the rows' audio (None: on this thread)
 
     # --- the caller's face -----------------------------------------------------------------------------
     def admit(self, request) -> int:
@@ -97,6 +102,8 @@ class Engine:
             self.text.cancel(er.text, err)
         if er.music is not None and self._music is not None:
             self._music.cancel(er.music, err)
+        if er.finishing is not None:
+            er.finishing.cancel()  # not started: never runs; running: its audio is dropped
         er.stage = "done"
         self._ended.append(handle)
 
@@ -119,6 +126,7 @@ class Engine:
         """One step of every stage; -> {handle: Reply or exception} of the rows that ended in it."""
         ended = self._ended
         self._ended = []
+        self._reap_finished()
         self._encode_one()
         for tr in self.text.step():
             self._after_thinking(self._owner("text", tr), tr)
@@ -136,6 +144,8 @@ class Engine:
                 out[h] = er.row if isinstance(er.row, BaseException) else er.row.result()
         if self.idle:
             self.text.release()
+        elif not out and all(er.stage == "finishing" for er in self._rows.values()):
+            self._wait_finishing()  # nothing to step: wait (a little) for the finisher instead of spinning
         return out
 
     def abort(self, error: BaseException) -> dict[int, Any]:
@@ -231,22 +241,49 @@ class Engine:
             row.error, er.stage = e, "done"
 
     def _after_music(self, handle: int, sr) -> None:
-        er, model = self._rows[handle], self.model
+        er = self._rows[handle]
         row = er.row
         er.music, er.stage = None, "done"
         row.timings["generating"] = time.perf_counter() - er.t0
         if sr.result.error is not None:
             row.error = row.error or sr.result.error
             return
-        t0 = time.perf_counter()
+        if self.finisher is not None and er.decode.vocoder != "mbd":  # MBD reports progress: on this thread
+            er.stage = "finishing"
+            er.finishing = self.finisher.submit(self._audio_of, er.decode, sr.result.tokens, er.info)
+            return
         try:
-            with torch.inference_mode():  # as generate_batch runs it (EnCodec's kernels: the same bits)
-                audio = model.decoder._finish_row(er.decode, sr.result.tokens, er.info)
+            audio, row.timings["vocoder"] = self._audio_of(er.decode, sr.result.tokens, er.info)
         except Exception as e:  # e.g. MBD's progress cancelling this row
             row.error = e
             return
-        row.timings["vocoder"] = time.perf_counter() - t0
         self._finish_audio(row, audio)
+
+    def _audio_of(self, decode, tokens, info) -> tuple[Any, float]:
+        """The row's codes -> audio (EnCodec or MBD), and the seconds it took (on any thread)."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():  # as generate_batch runs it (EnCodec's kernels: the same bits)
+            audio = self.model.decoder._finish_row(decode, tokens, info)
+        return audio, time.perf_counter() - t0
+
+    def _reap_finished(self) -> None:
+        """Rows whose audio the finisher made: their last event, here (callbacks stay on this thread)."""
+        for er in self._rows.values():
+            if er.stage != "finishing" or not er.finishing.done():
+                continue
+            fut, er.finishing, er.stage = er.finishing, None, "done"
+            try:
+                audio, er.row.timings["vocoder"] = fut.result()
+            except Exception as e:
+                er.row.error = er.row.error or e
+                continue
+            self._finish_audio(er.row, audio)
+
+    def _wait_finishing(self, timeout_s: float = 0.05) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        wait([er.finishing for er in self._rows.values() if er.finishing is not None], timeout=timeout_s,
+             return_when=FIRST_COMPLETED)
 
     def _finish_audio(self, row, audio) -> None:
         from m2ugen.model import Event

@@ -193,6 +193,11 @@ class Attention(nn.Module):
         start_pos: int | torch.Tensor,  # int: dynamic write; tensor [1]: one cache column (decode_step)
         adapter: torch.Tensor | tuple | None = None,  # [B or 1, La, dim], or its adapter_kv(...)
     ) -> torch.Tensor:
+        xq, xk, xv = self.project(x, freqs_cis)
+        return self.project_out(self.attend(xq, xk, xv, mask, start_pos, adapter))
+
+    def project(self, x: torch.Tensor, freqs_cis: torch.Tensor):
+        """x [B, L, dim] -> (q, k, v) [B, L, H, hd], q and k rotated."""
         B, L, _ = x.shape
         H, hd = self.n_heads, self.head_dim
         xq, xk, xv = self.wq(x), self.wk(x), self.wv(x)
@@ -202,10 +207,14 @@ class Attention(nn.Module):
             xv = xv + self._lora("v", x)
         xq = apply_rotary_emb(xq.view(B, L, H, hd), freqs_cis)
         xk = apply_rotary_emb(xk.view(B, L, H, hd), freqs_cis)
-        xv = xv.view(B, L, H, hd)
+        return xq, xk, xv.view(B, L, H, hd)
 
-        if self.cache is not None:
-            keys, values = self.cache.update(start_pos, xk, xv)  # [B, S, H, hd]
+    def attend(self, xq, xk, xv, mask, start_pos, adapter=None, cache: "KVCache | None" = None) -> torch.Tensor:
+        """Write (k, v) to the cache (``cache``, else the layer's), attend -> [B, L, H * hd] (before wo)."""
+        B, L, H, hd = xq.shape
+        cache = cache if cache is not None else self.cache
+        if cache is not None:
+            keys, values = cache.update(start_pos, xk, xv)  # [B, S, H, hd]
         else:
             if isinstance(start_pos, torch.Tensor) or start_pos != 0:
                 raise ValueError("start_pos > 0 needs a KV cache (call setup_cache first)")
@@ -227,8 +236,9 @@ class Attention(nn.Module):
                 a_scores = torch.matmul(q, adapter_k.transpose(2, 3)) / math.sqrt(hd)  # [B, H, L, La]
                 a_probs = F.softmax(a_scores.float(), dim=-1).type_as(q)
                 out = out + torch.matmul(gate * a_probs, adapter_v)
+        return out.transpose(1, 2).reshape(B, L, H * hd)
 
-        out = out.transpose(1, 2).reshape(B, L, H * hd)
+    def project_out(self, out: torch.Tensor) -> torch.Tensor:
         o = self.wo(out)
         if self.w_lora:
             o = o + self._lora("o", out)

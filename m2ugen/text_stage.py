@@ -4,7 +4,10 @@ A slot pool: the model's kept KV cache has ``slots`` rows; a joining row takes a
 prefilled into it alone (``Transformer.bind_cache(slot)``: a one-row view, the other slots untouched), in
 chunks: while rows are decoding, at most ``prefill_chunk`` prompt tokens per ``step`` in all (default
 ``PREFILL_CHUNK``: about one decode step's time), so joining never stalls the running rows for more than
-that; while none decodes (nothing to stall), every joining row is prefilled whole at once. Each running row sits at its own cache column (no left padding:
+that; while none decodes (nothing to stall), every joining row is prefilled whole at once. Eager (not
+compiled), the joining chunk rides in the decode step's own forward (``fused_step``: the decode rows and
+the chunk's tokens go through each linear layer as one matrix, so the weights are read once per step
+instead of twice; each part attends as it does alone). Each running row sits at its own cache column (no left padding:
 ``decode_step`` with a per-row ``cache_pos``), so a row computes what it computes alone. Every step runs
 one ``decode_step`` over slots ``[0, S)`` with S the smallest of ``BUCKETS`` that covers the highest
 slot in use: a compiled step (``llama.compile_decode()``) sees a handful of shapes, each compiled once
@@ -28,10 +31,14 @@ from m2ugen.generate import AudGather, Generation, generation, sample_next, stop
 from m2ugen.llama import Transformer
 
 BUCKETS = (1, 2, 4, 8)  # decode batch sizes (a larger pool adds its own size)
-PREFILL_CHUNK = {"cuda": 32, "cpu": 8}  # prompt tokens of a joining row prefilled per step, per device type:
-# about one decode step's time. Measured (mid LLaMA 8 x 1024, fp32, 1 CPU thread, benchmarks/bench_serving.py's
-# config): a decode step of 4 rows 394 ms, prefill chunks of 8 / 16 / 32 tokens 403 / 531 / 738 ms. On a GPU
-# both are bound by reading the weights, so 32 tokens cost about one step.
+PREFILL_CHUNK = {"cuda": 32, "cpu": 32}  # prompt tokens of a joining row prefilled per step, per device type:
+# about one engine step's time. Measured (mid LLaMA 8 x 1024 and MusicGen 12 x 512, fp32, 1 CPU thread,
+# benchmarks/bench_serving.py's config, a loaded box, medians of 6 interleaved): an engine step of 4 rows is a
+# LLaMA step of 4 (198 ms) and a MusicGen step of 8 slots (121 ms); folded into the LLaMA step (``fused_step``)
+# 8 / 16 / 32 prompt tokens add 65 / 133 / 231 ms, so 32 stall the running rows for less than one step.
+# Run apart (a compiled step cannot fold) a chunk costs a weight read more: 8 / 16 / 32 tokens 403 / 531 /
+# 738 ms beside a 394 ms LLaMA step of 4. On a GPU both are bound by reading the weights: 32 tokens cost
+# about one step.
 
 
 def prefill_chunk(device: torch.device | str) -> int:
@@ -187,10 +194,13 @@ class TextStage:
                 row.error = e
                 self._leave(row)
                 left.append(row)
-        # prefill: ``chunk`` tokens a step in all while rows are decoding (they wait for it), else no limit
+        # prefill: ``chunk`` tokens a step in all while rows are decoding (they wait for it), else no limit.
+        # Eager, the chunk of the first joining row rides in the decode step's forward (``fused_step``).
         decoding = any(r is not None and r.prefilled == len(r.ids) for r in self.slots)
+        joining = [r for r in self.slots if r is not None and r.prefilled < len(r.ids)]
+        fold = joining[0] if decoding and joining and not self.llama.decode_compiled else None
         budget = self.chunk if decoding else None
-        for row in [r for r in self.slots if r is not None and r.prefilled < len(r.ids)]:
+        for row in [] if fold is not None else joining:
             if budget is not None and budget <= 0:
                 break
             n = len(row.ids) - row.prefilled if budget is None else min(budget, len(row.ids) - row.prefilled)
@@ -201,8 +211,17 @@ class TextStage:
             self._guarded(row, self._sample, row, left)
         running = [r for r in self.slots if r is not None and r.prefilled == len(r.ids) and r.logits is None
                    and r.result is None]
-        if running:
+        n = 0 if fold is None else min(self.chunk, len(fold.ids) - fold.prefilled)
+        if running and fold is not None:
+            try:
+                self._decode(running, fold, n)
+            except Exception:  # the fused forward failed: the decode alone (its errors are the stage's), then
+                self._decode(running)  # the chunk alone, so that a failing joining row ends alone
+                self._guarded(fold, self._prefill_chunk, fold, n, left)
+        elif running:
             self._decode(running)
+        elif fold is not None:  # every decoding row left at its sample: the chunk alone
+            self._guarded(fold, self._prefill_chunk, fold, n, left)
         if self.idle:
             self.release()
         return left
@@ -228,9 +247,7 @@ class TextStage:
                                    key_valid=torch.ones(1, b, dtype=torch.bool, device=device))
         finally:
             self.llama.bind_cache()
-        row.prefilled = b
-        if b == len(row.ids):
-            row.logits, row.h_last = logits, h[:, -1]
+        self._joined(row, logits, h[:, -1], b - a)
 
     def _sample(self, row: TextRow) -> None:
         logits, h, row.logits = row.logits, row.h_last, None
@@ -244,7 +261,9 @@ class TextStage:
         if reason is not None:
             row.result = generation(self.tokenizer, row.ids, row.generated, reason, row.gather)
 
-    def _decode(self, running: list[TextRow]) -> None:
+    def _decode(self, running: list[TextRow], join: TextRow | None = None, n: int = 0) -> None:
+        """One decode step of ``running``; with ``join``, ``n`` more prompt tokens of that joining row ride
+        in the same forward (``fused_step``: the weights are read once for both)."""
         llama = self.llama
         device = llama.tok_embeddings.weight.device
         S = bucket(max(r.slot for r in running) + 1, self.n_slots)
@@ -260,12 +279,22 @@ class TextStage:
         valid = torch.ones(S, llama.cache_len, dtype=torch.bool, device=device)
         kv = None if self._adapter_store is None else [
             None if x is None else tuple(None if t is None else t[:S] for t in x) for x in self._adapter_store]
-        logits, h = llama.decode_step(tokens, pos, pos, valid, kv)
+        if join is not None:
+            logits, h, jl, jh = fused_step(llama, tokens, pos, valid, kv, join, n)
+            self._joined(join, jl, jh, n)
+        else:
+            logits, h = llama.decode_step(tokens, pos, pos, valid, kv)
         if llama.decode_compiled:  # CUDA graphs reuse their output buffers at the next step
             logits, h = logits.clone(), h.clone()
         for r in running:
             r.logits, r.h_last = logits[r.slot:r.slot + 1], h[r.slot:r.slot + 1]
         self.steps += 1
+
+    def _joined(self, row: TextRow, logits: torch.Tensor, h: torch.Tensor, n: int) -> None:
+        """``n`` more prompt tokens of ``row`` are in its slot; its first logits when that was the last."""
+        row.prefilled = min(len(row.ids), row.prefilled + n)
+        if row.prefilled == len(row.ids):
+            row.logits, row.h_last = logits, h
 
     @torch.no_grad()
     def warm_up(self, adapters: list[torch.Tensor | None] | None = None) -> None:
@@ -287,3 +316,38 @@ class TextStage:
                                                                       device=device), kv)
         finally:
             self.release()
+
+
+def fused_step(llama: Transformer, tokens: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor,
+               adapter_kv: list[tuple | None] | None, row: TextRow, n: int):
+    """One eager forward of a decode step (``tokens`` [S, 1] at cache columns ``pos``, as ``decode_step``)
+    and the next ``n`` prompt tokens of the joining ``row`` into its slot (as ``llama(ids, start_pos=...)``
+    on a one-row view of the cache): the linear layers see both as one [S + n] matrix, so the weights are
+    read once, while each part attends exactly as it does alone (the decode rows to their cache columns,
+    the chunk causally to its slot's). The decode part writes first, so a dummy the step feeds the joining
+    slot lands where the chunk then writes.
+    -> (logits [S, V], h [S, dim], the chunk's last logits [1, V], its h [1, dim])."""
+    S = tokens.shape[0]
+    a = row.prefilled
+    b = min(len(row.ids), a + n)
+    device = tokens.device
+    ids = torch.tensor(row.ids[a:b], dtype=torch.long, device=device)
+    cols = torch.arange(a, b, device=device)
+    x = llama.tok_embeddings(torch.cat([tokens[:, 0], ids]))[None]  # [1, S + C, dim]
+    rope = llama.rope(device)[torch.cat([pos, cols])][None]  # [1, S + C, hd/2, 2]
+    k_pos = torch.arange(valid.shape[1], device=device)
+    attend = (valid & (k_pos[None, :] <= pos[:, None]))[:, None, None, :]  # as decode_step
+    d_mask = torch.zeros(attend.shape, dtype=x.dtype, device=device).masked_fill(~attend, float("-inf"))
+    c_mask = (torch.arange(b, device=device)[None, :] <= cols[:, None])[None, None]  # as forward: causal
+    for i, layer in enumerate(llama.layers):
+        att = layer.attention
+        q, k, v = att.project(layer.attention_norm(x), rope)
+        d = att.attend(q[0, :S, None], k[0, :S, None], v[0, :S, None], d_mask, pos,
+                       adapter_kv[i] if adapter_kv is not None else None)  # [S, 1, dim]
+        c = att.attend(q[:, S:], k[:, S:], v[:, S:], c_mask, a,
+                       row.adapters[i] if row.adapters is not None else None, cache=att.cache.rows(row.slot, 1))
+        h = x + att.project_out(torch.cat([d.view(1, S, -1), c], dim=1))
+        x = h + layer.feed_forward(layer.ffn_norm(h))
+    last = torch.cat([x[0, :S], x[0, -1:]])  # the decode rows' states, the chunk's last
+    logits = llama.output(llama.norm(last)).float()
+    return logits[:S], last[:S], logits[S:], last[S:]

@@ -48,6 +48,8 @@ class Worker(threading.Thread):
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
         self.batching = batching
         self._engine = None  # m2ugen.engine.Engine, made at the first continuous job
+        self._finisher = None  # its executor: finished rows' codes -> audio, jobs' results written (``later``)
+        self._pending: list[tuple[Job, Any, "_Deferred"]] = []  # (job, future, its deferred worker)
         self.running: list[Job] = []  # the job(s) of the batch being run
         self.stopping = False  # set by the app on shutdown: a job cancelled then is 'interrupted'
         self.adapters = None  # server.adapters.Adapters, set by the app (fine-tunes, params.adapter)
@@ -64,11 +66,15 @@ class Worker(threading.Thread):
     def run(self) -> None:
         self.emit = self._emit_factory()  # the event socket belongs to this thread
         self.warm_up()
-        while True:
-            job = self.queue.get()
-            if job is None:
-                return
-            self.run_job(job)
+        try:
+            while True:
+                job = self.queue.get()
+                if job is None:
+                    return
+                self.run_job(job)
+        finally:
+            if self._finisher is not None:
+                self._finisher.shutdown(wait=False)
 
     def run_job(self, job: Job) -> None:
         """Run ``job`` with the queued jobs that may share its batch (continuous: that join it as it runs)."""
@@ -129,8 +135,15 @@ class Worker(threading.Thread):
                 or not callable(getattr(type(self.model), "engine", None)):
             return None
         if self._engine is None:
-            self._engine = self.model.engine(max_rows=self.max_batch)
+            self._engine = self._make_engine()
         return self._engine
+
+    def _make_engine(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._finisher is None:
+            self._finisher = ThreadPoolExecutor(1, thread_name_prefix="m2ugen-finish")
+        return self.model.engine(max_rows=self.max_batch, finisher=self._finisher)
 
     def warm_up(self) -> None:
         """With compiled decode steps (serve --compile), compile the engine's fixed batch sizes now, before
@@ -140,7 +153,7 @@ class Worker(threading.Thread):
                 and callable(getattr(type(self.model), "engine", None)):
             t0 = time.perf_counter()
             try:
-                self._engine = self.model.engine(max_rows=self.max_batch)
+                self._engine = self._make_engine()
                 self._engine.warm_up()
                 log.info("compiled the decode steps for batches of up to %d rows in %.1f s", self.max_batch,
                          time.perf_counter() - t0)
@@ -156,13 +169,16 @@ class Worker(threading.Thread):
         live: dict[int, Any] = {}  # engine handle -> the job's kind state (runner.Running)
         try:
             self._admit(engine, runner, [head], live)
-            while live:
+            while live or self._pending:
                 for r in {id(r): r for r in live.values()}.values():
                     if r.job.cancel_requested.is_set():  # rows waiting in a stage end now, not when they run
                         for h in r.handles:
                             engine.cancel(h, JobCancelled())
                 if not self.stopping:
                     self._admit(engine, runner, self._joiners(engine, runner, key), live)
+                if not live:  # only results being written: wait for one (a little: new jobs join meanwhile)
+                    self._replay(wait_s=0.05)
+                    continue
                 try:
                     ended = engine.step()
                 except Exception:  # an error of the engine itself: every job in it fails, the worker goes on
@@ -188,10 +204,38 @@ class Worker(threading.Thread):
                             engine.cancel(h)  # takes still running after a failure: not worth their steps
                         if r.job in self.running:
                             self.running.remove(r.job)
+                self._replay()
         finally:
             if not engine.idle:
                 engine.abort(RuntimeError("the worker stopped"))
+            while self._pending:
+                self._replay(wait_s=1.0)
             self.running = parked
+
+    # --- a job's last step beside the running decode (continuous batching)
+    def later(self, job: Job, fn: Callable[[Any], None]) -> None:
+        """Run ``fn(worker)`` (a job's last step: its results written) on the finisher thread while the
+        engine steps on; the events and the job's end it makes reach clients from this thread, at the next
+        step boundary (``_replay``). Without a finisher (static batching), now."""
+        if self._finisher is None:
+            fn(self)
+            return
+        deferred = _Deferred(self)
+        self._pending.append((job, self._finisher.submit(fn, deferred), deferred))
+
+    def _replay(self, wait_s: float = 0.0) -> None:
+        """Send what the finished ``later`` steps emitted (waiting up to ``wait_s`` for the first)."""
+        if wait_s and self._pending:
+            from concurrent.futures import FIRST_COMPLETED, wait
+
+            wait([f for _, f, _ in self._pending], timeout=wait_s, return_when=FIRST_COMPLETED)
+        for item in [x for x in self._pending if x[1].done()]:
+            self._pending.remove(item)
+            job, fut, deferred = item
+            deferred.replay()
+            if fut.exception() is not None:
+                log.error("job %s: unexpected worker error", job.id, exc_info=fut.exception())
+                self.finish(job, "failed", error={"code": "internal", "message": "internal error in the worker"})
 
     @staticmethod
     def _ids(live: dict) -> list[str]:
@@ -342,3 +386,30 @@ class Worker(threading.Thread):
 
         return on_event
 
+
+
+class _Deferred:
+    """The worker as a job's ``later`` step sees it on the finisher thread: job state changes apply at
+    once (``update``: under the store's lock); events, progress and the job's end are kept and replayed on
+    the worker thread, whose event socket they need."""
+
+    def __init__(self, worker: Worker):
+        self._worker = worker
+        self._calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._worker, name)
+
+    def emit(self, header: dict, frames=()) -> None:
+        self._calls.append(("emit", (header, frames), {}))
+
+    def progress(self, *args: Any, **kwargs: Any) -> None:
+        self._calls.append(("progress", args, kwargs))
+
+    def finish(self, *args: Any, **kwargs: Any) -> None:
+        self._calls.append(("finish", args, kwargs))
+
+    def replay(self) -> None:
+        for name, args, kwargs in self._calls:
+            getattr(self._worker, name)(*args, **kwargs)
+        self._calls = []

@@ -287,3 +287,28 @@ def test_cancelling_one_running_job_leaves_the_others_in_the_engine(make_server,
         ends = wait_all(c, [first] + jobs)
     assert ends[jobs[1]]["op"] == "cancelled"
     assert ends[first]["op"] == ends[jobs[0]]["op"] == "done"
+
+
+def test_results_are_written_beside_the_running_decode_and_a_failing_write_ends_its_job_alone(
+        make_server, model, monkeypatch):
+    """Continuous: a job's last step (fit, analyse, write) runs on the finisher thread while the engine
+    steps on; its events still reach the client, and a write that raises fails that job only."""
+    from server.kinds import chat
+
+    threads: dict[str, str] = {}
+    original = chat.write
+
+    def write(worker, job, plan, replies, chat_s):
+        threads[job.params["prompt"]] = threading.current_thread().name
+        if job.params["prompt"] == "loud drums":
+            raise RuntimeError("disk on fire")
+        return original(worker, job, plan, replies, chat_s)
+
+    monkeypatch.setattr(chat, "write", write)
+    srv = make_server(model, limits=Limits(max_batch=4))
+    with Client(srv.endpoint, timeout_s=30) as c:
+        jobs = [submit(c, "soft strings", 5), submit(c, "loud drums", 6)]
+        ends = wait_all(c, jobs)
+    assert all(name.startswith("m2ugen-finish") for name in threads.values()) and len(threads) == 2
+    assert ends[jobs[0]]["op"] == "done" and sf.read(ends[jobs[0]]["takes"][0]["audio_path"])[0].size > 0
+    assert ends[jobs[1]]["op"] == "error" and ends[jobs[1]]["code"] == "internal"

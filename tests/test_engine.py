@@ -4,6 +4,8 @@ running LLaMA and MusicGen decodes and leave them the step they finish, and each
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -141,6 +143,108 @@ def test_a_joining_prompt_is_prefilled_in_chunks_while_the_running_rows_go_on(mo
                                                        temperature=0.9)).raw_text
 
 
+def test_a_joining_chunk_rides_in_the_decode_forward_and_computes_what_it_computes_alone(model):
+    """fused_step: one forward for a decode step and a joining row's chunk gives each part what its own
+    forward gives (decode_step; the prompt forward on the slot's view), and writes the same cache."""
+    from m2ugen.text_stage import TextRow, fused_step
+
+    llama = model.llama
+    llama.setup_cache(4)
+    try:
+        with torch.no_grad():
+            ids = list(range(5, 29))
+            llama.bind_cache(0)
+            llama(torch.tensor([ids[:7]]), start_pos=0)  # slot 0: 7 columns of a running row
+            llama.bind_cache()
+            tokens, pos = torch.tensor([[ids[7]], [3]]), torch.tensor([7, 4])  # slot 1: prefilling, a dummy at 4
+            valid = torch.ones(2, llama.cache_len, dtype=torch.bool)
+            row = TextRow(ids=list(range(30, 42)), max_new_tokens=1, temperature=0.0, top_p=1.0, generator=None,
+                          slot=1, prefilled=4)
+            llama.bind_cache(1)
+            llama(torch.tensor([row.ids[:4]]), start_pos=0)
+            llama.bind_cache()
+            store = llama._kv_store
+            before = [(c.k.clone(), c.v.clone()) for c in store]
+            logits, h = llama.decode_step(tokens, pos, pos, valid)
+            llama.bind_cache(1)
+            c_logits, c_h = llama(torch.tensor([row.ids[4:10]]), start_pos=4)
+            llama.bind_cache()
+            alone = [(c.k.clone(), c.v.clone()) for c in store]
+            for c, (k, v) in zip(store, before):
+                c.k.copy_(k)
+                c.v.copy_(v)
+            f_logits, f_h, fc_logits, fc_h = fused_step(llama, tokens, pos, valid, None, row, 6)
+        torch.testing.assert_close(f_logits, logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(f_h, h, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fc_logits, c_logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fc_h, c_h[:, -1], rtol=1e-5, atol=1e-5)
+        for c, (k, v) in zip(store, alone):
+            torch.testing.assert_close(c.k[:2, :11], k[:2, :11], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(c.v[:2, :11], v[:2, :11], rtol=1e-5, atol=1e-5)
+    finally:
+        llama.clear_cache()
+
+
+def test_joining_chunks_go_through_the_fused_step_while_rows_decode(model, monkeypatch):
+    from m2ugen import text_stage
+
+    fused, separate = [], []
+    original_fused, original_chunk = text_stage.fused_step, text_stage.TextStage._prefill_chunk
+    monkeypatch.setattr(text_stage, "fused_step", lambda *a, **k: fused.append(a[-1]) or original_fused(*a, **k))
+    monkeypatch.setattr(text_stage.TextStage, "_prefill_chunk",
+                        lambda self, row, n: separate.append(n) or original_chunk(self, row, n))
+    engine = model.engine(max_rows=2, prefill_chunk=8)
+    a = engine.admit(ChatRequest("go", want_audio=False, max_new_tokens=30, seed=1, temperature=0.9))
+    engine.step()
+    assert len(separate) == 1 and not fused  # alone: the whole prompt at once, nothing to fold into
+    b_req = requests()[4]
+    b_req.want_audio = False
+    b = engine.admit(b_req)
+    out = run_to_end(engine)
+    assert len(separate) == 1 and len(fused) == -(-len(model.prompt_ids(b_req.prompt)) // 8)
+    b_alone = requests()[4]
+    b_alone.want_audio = False
+    assert_same(out[b], alone(model, b_alone))
+    assert out[a].raw_text == alone(model, ChatRequest("go", want_audio=False, max_new_tokens=30, seed=1,
+                                                       temperature=0.9)).raw_text
+
+
+def test_a_joining_row_whose_prefill_fails_or_is_cancelled_ends_alone(model, monkeypatch):
+    from m2ugen import text_stage
+
+    def broken(*a, **k):
+        raise RuntimeError("chunk failed")
+
+    running = ChatRequest("go on", want_audio=False, max_new_tokens=25, seed=4, temperature=0.8)
+    solo_running = alone(model, running).raw_text
+    for how in ("fails", "cancelled"):
+        engine = model.engine(max_rows=3, prefill_chunk=8)
+        a = engine.admit(running)
+        engine.step()  # a prefilled whole, decoding
+        joiner = requests()[4]
+        joiner.want_audio = False
+        b = engine.admit(joiner)
+        c = engine.admit(ChatRequest("more please", want_audio=False, max_new_tokens=3, seed=3))
+        engine.step()  # b and c take slots; b's first chunk rides in the decode step
+        row_b = engine.text.slots[1]
+        assert 0 < row_b.prefilled < len(row_b.ids)
+        if how == "fails":
+            with monkeypatch.context() as m:
+                m.setattr(text_stage, "fused_step", broken)
+                m.setattr(text_stage.TextStage, "_prefill_chunk",
+                          lambda self, row, n: broken() if row is row_b else None)
+                out = engine.step()
+            assert isinstance(out[b], RuntimeError) and "chunk failed" in str(out[b])
+        else:
+            engine.cancel(b)
+            out = engine.step()
+            assert isinstance(out[b], RowCancelled)
+        assert engine.text.slots[1] is None  # its slot is free at once
+        out.update(run_to_end(engine))
+        assert out[a].raw_text == solo_running
+        assert_same(out[c], alone(model, ChatRequest("more please", want_audio=False, max_new_tokens=3, seed=3)))
+
+
 def test_joining_never_moves_the_running_rows_cache(model):
     engine = model.engine(max_rows=4, prefill_chunk=8)
     engine.admit(ChatRequest("first row", want_audio=False, max_new_tokens=20, seed=1))
@@ -215,6 +319,93 @@ def test_cancelling_one_row_mid_way_leaves_the_others(model, solo):
     assert isinstance(out[h[2]], RowCancelled)
     for i in (0, 3):
         assert_same(out[h[i]], solo[i])
+
+
+class HeldFinisher(Executor):
+    """An executor that runs nothing until ``run_all``: a row's audio is pending for as many steps as the
+    test wants, without threads."""
+
+    def __init__(self):
+        self.tasks: list = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut = Future()
+        self.tasks.append((fut, fn, args, kwargs))
+        return fut
+
+    def run_all(self) -> int:
+        ran, self.tasks = self.tasks, []
+        for fut, fn, args, kwargs in ran:
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(*args, **kwargs))
+                except Exception as e:
+                    fut.set_exception(e)
+        return len(ran)
+
+
+def test_finished_rows_become_audio_on_the_finisher_while_the_others_decode(model, solo):
+    held = HeldFinisher()
+    engine = model.engine(max_rows=4, prefill_chunk=8, finisher=held)
+    reqs = requests()[1:4]  # music of 0.3 s, 0.5 s, a 0.2 s continuation
+    h = [engine.admit(r) for r in reqs]
+    out = {}
+    while not held.tasks:  # until the first row's codes are done
+        out.update(engine.step())
+    first = next(x for x in h if engine._rows[x].stage == "finishing")
+    steps = engine._music.steps
+    out.update(engine.step())
+    assert engine._music.steps == steps + 1 and first not in out  # the others decode on, its audio pending
+    events: list[Event] = []
+    engine._rows[first].row.emit = events.append  # its last event comes from the stepping thread, when reaped
+    while not engine.idle:
+        held.run_all()
+        out.update(engine.step())
+    assert [e.stage for e in events] == ["generating"] and events[0].fraction == 1.0
+    for handle, s in zip(h, solo[1:4]):
+        assert_same(out[handle], s)
+        assert out[handle].timings["vocoder"] > 0
+    with ThreadPoolExecutor(1) as pool:  # a real thread gives the same bits
+        engine = model.engine(max_rows=4, prefill_chunk=8, finisher=pool)
+        h = [engine.admit(r) for r in requests()[1:4]]
+        out = run_to_end(engine)
+    for handle, s in zip(h, solo[1:4]):
+        assert_same(out[handle], s)
+
+
+def test_a_row_cancelled_or_failing_on_the_finisher_ends_alone(model, solo, monkeypatch):
+    held = HeldFinisher()
+    engine = model.engine(max_rows=4, prefill_chunk=8, finisher=held)
+    h = [engine.admit(r) for r in requests()[1:3]]
+    out = {}
+    while not held.tasks:
+        out.update(engine.step())
+    pending = next(x for x in h if engine._rows[x].stage == "finishing")
+    fut = held.tasks[0][0]
+    engine.cancel(pending)
+    out.update(engine.step())
+    assert isinstance(out[pending], RowCancelled) and fut.cancelled()  # its audio is never made
+    while not engine.idle:
+        held.run_all()
+        out.update(engine.step())
+    other = next(x for x in h if x != pending)
+    assert_same(out[other], solo[1 + h.index(other)])
+    original = model.decoder._finish_row
+
+    def finish_row(row, tokens, info):
+        if row.duration_s < 0.4:
+            raise RuntimeError("codec failed")
+        return original(row, tokens, info)
+
+    monkeypatch.setattr(model.decoder, "_finish_row", finish_row)
+    engine = model.engine(max_rows=4, prefill_chunk=8, finisher=held)
+    h = [engine.admit(r) for r in requests()[1:3]]
+    out = {}
+    while not engine.idle:
+        held.run_all()
+        out.update(engine.step())
+    assert isinstance(out[h[0]], RuntimeError) and "codec failed" in str(out[h[0]])
+    assert_same(out[h[1]], solo[2])
 
 
 def test_a_failing_row_ends_alone(model, solo, monkeypatch):

@@ -229,7 +229,9 @@ def row_ended(worker, engine, running: Running, handle: int, out) -> bool:
     if len(running.replies) < len(running.handles):
         return False
     replies = [running.replies[h] for h in running.handles]
-    conclude(worker, running.job, running.plan, replies, time.perf_counter() - running.t0)
+    chat_s = time.perf_counter() - running.t0
+    # its results are fitted, analysed and written beside the running decode (worker.later)
+    worker.later(running.job, lambda w: conclude(w, running.job, running.plan, replies, chat_s))
     return True
 
 
