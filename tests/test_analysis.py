@@ -250,16 +250,18 @@ def test_numba_cache_goes_to_a_writable_dir_when_librosa_is_read_only(monkeypatc
     import importlib.util
     from pathlib import Path
 
+    from m2ugen import spectrum
+
     librosa_cache = Path(importlib.util.find_spec("librosa").origin).parent / "__pycache__"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     env: dict[str, str] = {}
-    assert analysis.configure_numba_cache(env) is None and env == {}  # writable here: numba's default
-    real = analysis._writable_dir
-    monkeypatch.setattr(analysis, "_writable_dir", lambda p: p != librosa_cache and real(p))
-    chosen = analysis.configure_numba_cache(env)
+    assert spectrum.configure_numba_cache(env) is None and env == {}  # writable here: numba's default
+    real = spectrum._writable_dir
+    monkeypatch.setattr(spectrum, "_writable_dir", lambda p: p != librosa_cache and real(p))
+    chosen = spectrum.configure_numba_cache(env)
     assert chosen is not None and env["NUMBA_CACHE_DIR"] == chosen
     assert Path(chosen).is_dir() and Path(chosen) != librosa_cache
-    assert analysis.configure_numba_cache({"NUMBA_CACHE_DIR": "/somewhere"}) is None  # the user's choice wins
+    assert spectrum.configure_numba_cache({"NUMBA_CACHE_DIR": "/somewhere"}) is None  # the user's choice wins
 
 
 # ----------------------------------------------------------------------------------------------
