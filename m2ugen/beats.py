@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from dataclasses import dataclass
 
-from m2ugen.spectrum import ANALYSIS_SR, HOP, LOG_GAIN, Spectrum, _librosa
+from m2ugen.spectrum import ANALYSIS_SR, HOP, LOG_GAIN, Spectrum, _librosa, _semitones
 
 MIN_BEATS = 4
 PULSE_PEAKINESS_MIN = 1.38   # onset envelope 95th percentile / median: noise 1.2-1.3, music 1.45 and up
@@ -24,6 +24,8 @@ TEMPO_MIN, TEMPO_MAX = 40.0, 220.0
 TEMPO_PRIOR_BPM = 135.0      # log-normal tempo prior: centre and width (octaves), chosen on the dev set
 TEMPO_PRIOR_OCTAVES = 1.4
 TEMPO_MULTIPLES = ((1, 1.0), (2, 0.5), (3, 0.25), (4, 0.25))  # (beats, weight) summed per tempo candidate
+HARMONIC_LAG = 3             # frames (70 ms): chroma compared with the chroma this long before
+HARMONIC_SMOOTH = 3          # frames of moving average before (vibrato and bowing wobble are not changes)
 BEAT_TIGHTNESS = 100.0       # librosa's DP: how strictly beats keep the whole clip's tempo
 MIN_BEAT_SECONDS = 1.0       # shorter clips are not beat-tracked
 
@@ -48,6 +50,22 @@ def novelty(mono: np.ndarray, spec: Spectrum | None, sr: int = ANALYSIS_SR) -> t
         if sd > 0:
             out[:n] += f / sd
     return out, mel
+
+
+def harmonic_change(spec: Spectrum | None) -> np.ndarray:
+    """Chroma flux at the constant-Q frame rate: how much new pitch-class content each frame has that
+    the frame HARMONIC_LAG before lacked (log-compressed semitone chroma, smoothed, unit length). A
+    chord change in a legato choir or organ shows here even where no note has an attack."""
+    if spec is None or spec.frames <= HARMONIC_LAG + 1:
+        return np.zeros(0)
+    semis = _semitones(spec)
+    c = np.log1p(100.0 * semis / max(float(semis.max()), 1e-12)).reshape(7, 12, -1).sum(axis=0)
+    kernel = np.ones(HARMONIC_SMOOTH) / HARMONIC_SMOOTH
+    c = np.stack([np.convolve(row, kernel, "same") for row in c])
+    c = c / np.maximum(np.linalg.norm(c, axis=0), 1e-9)
+    flux = np.zeros(c.shape[1])
+    flux[HARMONIC_LAG:] = np.maximum(c[:, HARMONIC_LAG:] - c[:, :-HARMONIC_LAG], 0.0).sum(axis=0)
+    return flux
 
 
 @dataclass
@@ -95,8 +113,13 @@ def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None =
     if oenv.size < 8 or not np.any(oenv > 0):
         return none
     tempo = estimate_tempo(oenv, sr)
-    if tempo is None or not has_pulse(oenv, tempo, sr):
+    if tempo is None:
         return none
+    if not has_pulse(oenv, tempo, sr):
+        # legato music without attacks: a pulse where its chord changes repeat at the beat period
+        harmonic = harmonic_change(spec)
+        if harmonic.size < 8 or not _repeats_at(harmonic, tempo, sr):
+            return none
     _, frames = librosa.beat.beat_track(onset_envelope=oenv, sr=sr, hop_length=HOP, bpm=tempo,
                                         tightness=BEAT_TIGHTNESS)
     frames = _snap(np.asarray(frames, dtype=int), oenv)
@@ -147,6 +170,11 @@ def has_pulse(oenv: np.ndarray, bpm: float, sr: int = ANALYSIS_SR) -> bool:
     peakiness = float(np.percentile(oenv, 95)) / max(float(np.median(oenv)), 1e-9)
     if peakiness >= PULSE_PEAKINESS_MIN:
         return True
+    return _repeats_at(oenv, bpm, sr)
+
+
+def _repeats_at(oenv: np.ndarray, bpm: float, sr: int = ANALYSIS_SR) -> bool:
+    """Whether the envelope's autocorrelation at 1-4 beats stands out of its spread over 0.25-4 s lags."""
     acf = _autocorrelation(oenv)
     fps = sr / HOP
     lag = 60.0 / bpm * fps

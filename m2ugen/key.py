@@ -28,7 +28,8 @@ KEY_WINDOW_S = 16.0          # local keys for sections
 KEY_SECTION_MIN_S = 12.0     # a key section lasts at least this long
 KEY_SOFTMAX_GAIN = 20.0
 KEY_UNSURE = 0.5             # under this confidence the prompt line says "(unsure)"
-NNLS_DECAY = 0.7             # note dictionary: partial h has amplitude NNLS_DECAY ** (h - 1)
+NNLS_DECAY = 0.6             # note dictionary: partial h has amplitude NNLS_DECAY ** (h - 1) (dev set)
+KEY_LOWEST_NOTE = 12         # C2: notes under it are fitted (they absorb kick drums and rumble) but not counted
 NNLS_PARTIALS = 12
 MAJOR_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MINOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
@@ -109,7 +110,7 @@ def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
     if spec is None:
         return None
     acts, seg_s = note_activations(spec)
-    weighted = np.sqrt(acts)
+    weighted = _counted(acts)
     chroma = clip_chroma_from(weighted)
     if chroma is None:
         return None
@@ -118,6 +119,14 @@ def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
         return None
     key, mode = _key_of(r)
     return key, mode, _confidence(r), _key_sections(weighted, seg_s)
+
+
+def _counted(acts: np.ndarray) -> np.ndarray:
+    """Square roots of the note activations (a loud note does not swamp the rest), the lowest octave
+    (C1..B1, where kick drums and rumble sit, under almost every bass line) set to 0."""
+    weighted = np.sqrt(acts)
+    weighted[:KEY_LOWEST_NOTE] = 0.0
+    return weighted
 
 
 def clip_chroma_from(weighted: np.ndarray) -> np.ndarray | None:
@@ -136,7 +145,7 @@ def clip_chroma(mono: np.ndarray, sr: int = ANALYSIS_SR) -> np.ndarray | None:
     spec = constant_q(mono, sr)
     if spec is None:
         return None
-    return clip_chroma_from(np.sqrt(note_activations(spec)[0]))
+    return clip_chroma_from(_counted(note_activations(spec)[0]))
 
 
 def _key_sections(weighted: np.ndarray, seg_s: float) -> list[tuple[float, float, str]]:

@@ -16,9 +16,8 @@ import numpy as np
 from m2ugen.beats import Beats
 from m2ugen.spectrum import ANALYSIS_SR, HOP, LOG_GAIN, Spectrum, _librosa, _semitones
 
-METER_EVIDENCE_MIN = 0.02    # weighted explained variance a bar length must reach (chosen on the dev set)
 # weights of (accent, harmonic change, bass change, bass onsets) for the bar length and for the phase
-METER_WEIGHTS = np.array([1.0, 1.0, 0.0, 1.0])
+METER_WEIGHTS = np.array([1.0, 1.0, 1.0, 1.0])
 METER_PHASE_WEIGHTS = np.array([1.0, 1.0, 0.5, 1.0])
 METER_ACCENT_T = 3.0         # an accent t statistic under this (music without drums: chance) counts 0
 METER_MIN_BARS = 4           # accents alone decide a bar length only over this many bars of beats
@@ -40,7 +39,8 @@ def estimate_meter(mono: np.ndarray, beats: Beats, sr: int = ANALYSIS_SR,
     an m-beat bar explains (eta squared, less its chance level (m-1)/(beats-1)), weighted
     (METER_WEIGHTS), plus how much more alike the beat chroma is 1 and 2 bars apart than at the other
     length (bars repeat). A pattern counts whether the downbeat is louder or softer (a waltz's bass
-    note alone is softer than its chords). Under METER_EVIDENCE_MIN there is no answer. The downbeat
+    note alone is softer than its chords). The larger score is the answer: with harmony or bass to go on
+    there is always one (a weak call was right more often than not on the dev set). The downbeat
     phase is the one where accents (only where their Welch t reaches METER_ACCENT_T: drums), harmonic
     changes and bass onsets stand out most (METER_PHASE_WEIGHTS). Without harmony or bass (clicks,
     percussion alone) only a clear accent (t >= METER_ACCENT_T) gives a meter.
@@ -59,8 +59,6 @@ def estimate_meter(mono: np.ndarray, beats: Beats, sr: int = ANALYSIS_SR,
         score[meter] = float(METER_WEIGHTS @ explained) + METER_W_SIMILARITY * (
             sims[meter] + sims[2 * meter] - sims[other] - sims[2 * other])
     meter = max(score, key=score.get)
-    if score[meter] < METER_EVIDENCE_MIN:
-        return None, None
 
     def phase_evidence(phase: int) -> float:
         on = np.zeros(n, dtype=bool)
