@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from dataclasses import dataclass
 
-from m2ugen.spectrum import ANALYSIS_SR, HOP, LOG_GAIN, Spectrum, _librosa, _semitones
+from m2ugen.spectrum import ANALYSIS_SR, HOP, LOG_GAIN, Spectrum, _librosa, _semitones, tonality
 
 MIN_BEATS = 4
 PULSE_PEAKINESS_MIN = 1.38   # onset envelope 95th percentile / median: noise 1.2-1.3, music 1.45 and up
@@ -24,6 +24,8 @@ TEMPO_MIN, TEMPO_MAX = 40.0, 220.0
 TEMPO_PRIOR_BPM = 135.0      # log-normal tempo prior: centre and width (octaves), chosen on the dev set
 TEMPO_PRIOR_OCTAVES = 1.4
 TEMPO_MULTIPLES = ((1, 1.0), (2, 0.5), (3, 0.25), (4, 0.25))  # (beats, weight) summed per tempo candidate
+HARMONIC_PULSE_RATIO_MIN = 1.2  # the same test on onsets + harmonic change (noise < 0.8, dev legato choir 2.0)
+TONALITY_MIN = 0.5           # harmonic change counts only in pitched sound (``tonality``: noise 0.38)
 HARMONIC_LAG = 3             # frames (70 ms): chroma compared with the chroma this long before
 HARMONIC_SMOOTH = 3          # frames of moving average before (vibrato and bowing wobble are not changes)
 BEAT_TIGHTNESS = 100.0       # librosa's DP: how strictly beats keep the whole clip's tempo
@@ -55,8 +57,9 @@ def novelty(mono: np.ndarray, spec: Spectrum | None, sr: int = ANALYSIS_SR) -> t
 def harmonic_change(spec: Spectrum | None) -> np.ndarray:
     """Chroma flux at the constant-Q frame rate: how much new pitch-class content each frame has that
     the frame HARMONIC_LAG before lacked (log-compressed semitone chroma, smoothed, unit length). A
-    chord change in a legato choir or organ shows here even where no note has an attack."""
-    if spec is None or spec.frames <= HARMONIC_LAG + 1:
+    chord change in a legato choir or organ shows here even where no note has an attack. Empty for
+    unpitched sound (``tonality`` under TONALITY_MIN), whose chroma wanders at random."""
+    if spec is None or spec.frames <= HARMONIC_LAG + 1 or tonality(spec) < TONALITY_MIN:
         return np.zeros(0)
     semis = _semitones(spec)
     c = np.log1p(100.0 * semis / max(float(semis.max()), 1e-12)).reshape(7, 12, -1).sum(axis=0)
@@ -66,6 +69,17 @@ def harmonic_change(spec: Spectrum | None) -> np.ndarray:
     flux = np.zeros(c.shape[1])
     flux[HARMONIC_LAG:] = np.maximum(c[:, HARMONIC_LAG:] - c[:, :-HARMONIC_LAG], 0.0).sum(axis=0)
     return flux
+
+
+def _with_harmonic_change(oenv: np.ndarray, harmonic: np.ndarray) -> np.ndarray | None:
+    """The onset envelope plus the harmonic change (same 23.2 ms frames), each at unit deviation, or
+    None when there is no harmonic change to add."""
+    n = min(oenv.size, harmonic.size)
+    if n < 8 or float(harmonic[:n].std()) <= 0 or float(oenv.std()) <= 0:
+        return None
+    out = oenv / float(oenv.std())
+    out[:n] += harmonic[:n] / float(harmonic[:n].std())
+    return out
 
 
 @dataclass
@@ -113,12 +127,12 @@ def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None =
     if oenv.size < 8 or not np.any(oenv > 0):
         return none
     tempo = estimate_tempo(oenv, sr)
-    if tempo is None:
-        return none
-    if not has_pulse(oenv, tempo, sr):
-        # legato music without attacks: a pulse where its chord changes repeat at the beat period
+    if tempo is None or not has_pulse(oenv, tempo, sr):
+        # legato music without attacks (choir, organ, strings): the pulse is where its chords change
         harmonic = harmonic_change(spec)
-        if harmonic.size < 8 or not _repeats_at(harmonic, tempo, sr):
+        oenv = _with_harmonic_change(oenv, harmonic)
+        tempo = estimate_tempo(oenv, sr) if oenv is not None else None
+        if tempo is None or not _repeats_at(harmonic, tempo, sr, HARMONIC_PULSE_RATIO_MIN):
             return none
     _, frames = librosa.beat.beat_track(onset_envelope=oenv, sr=sr, hop_length=HOP, bpm=tempo,
                                         tightness=BEAT_TIGHTNESS)
@@ -173,7 +187,7 @@ def has_pulse(oenv: np.ndarray, bpm: float, sr: int = ANALYSIS_SR) -> bool:
     return _repeats_at(oenv, bpm, sr)
 
 
-def _repeats_at(oenv: np.ndarray, bpm: float, sr: int = ANALYSIS_SR) -> bool:
+def _repeats_at(oenv: np.ndarray, bpm: float, sr: int = ANALYSIS_SR, ratio_min: float = PULSE_RATIO_MIN) -> bool:
     """Whether the envelope's autocorrelation at 1-4 beats stands out of its spread over 0.25-4 s lags."""
     acf = _autocorrelation(oenv)
     fps = sr / HOP
@@ -184,7 +198,7 @@ def _repeats_at(oenv: np.ndarray, bpm: float, sr: int = ANALYSIS_SR) -> bool:
     at_beats = float(np.mean(acf[multiples]))
     lo, hi = int(0.25 * fps), int(min(acf.size / 2, 4 * fps))
     spread = float(acf[lo:hi].std()) if hi > lo + 2 else 0.0
-    return spread > 0 and at_beats / spread >= PULSE_RATIO_MIN
+    return spread > 0 and at_beats / spread >= ratio_min
 
 
 def _autocorrelation(oenv: np.ndarray) -> np.ndarray:

@@ -18,8 +18,8 @@ from m2ugen.spectrum import ANALYSIS_SR, HOP, LOG_GAIN, Spectrum, _librosa, _sem
 
 # weights of (accent, harmonic change, bass change, bass onsets) for the bar length and for the phase
 METER_WEIGHTS = np.array([1.0, 1.0, 1.0, 1.0])
-METER_PHASE_WEIGHTS = np.array([1.0, 1.0, 0.5, 1.0])
-METER_ACCENT_T = 3.0         # an accent t statistic under this (music without drums: chance) counts 0
+METER_PHASE_WEIGHTS = np.array([1.0, 1.0, 0.0, 1.0])  # bass change did not place downbeats on dev
+METER_ACCENT_T = 3.0         # accents alone (clicks, drums) give a meter only from this Welch t up
 METER_MIN_BARS = 4           # accents alone decide a bar length only over this many bars of beats
 METER_W_SIMILARITY = 0.5     # weight of "beat chroma repeats at 1 and 2 bars"
 ONSET_SPREAD_MIN = 0.1       # bass onsets per beat vary less than this (relative): no evidence
@@ -41,8 +41,8 @@ def estimate_meter(mono: np.ndarray, beats: Beats, sr: int = ANALYSIS_SR,
     length (bars repeat). A pattern counts whether the downbeat is louder or softer (a waltz's bass
     note alone is softer than its chords). The larger score is the answer: with harmony or bass to go on
     there is always one (a weak call was right more often than not on the dev set). The downbeat
-    phase is the one where accents (only where their Welch t reaches METER_ACCENT_T: drums), harmonic
-    changes and bass onsets stand out most (METER_PHASE_WEIGHTS). Without harmony or bass (clicks,
+    phase is the one where accents, harmonic changes and bass onsets stand out most (the sum of their
+    Welch t statistics, METER_PHASE_WEIGHTS). Without harmony or bass (clicks,
     percussion alone) only a clear accent (t >= METER_ACCENT_T) gives a meter.
     """
     n = beats.frames.size
@@ -64,9 +64,7 @@ def estimate_meter(mono: np.ndarray, beats: Beats, sr: int = ANALYSIS_SR,
         on = np.zeros(n, dtype=bool)
         on[phase::meter] = True
         t = np.array([_welch_t(f[on & audible], f[~on & audible]) for f in feats])
-        if abs(t[0]) < METER_ACCENT_T:
-            t[0] = 0.0
-        return float(METER_PHASE_WEIGHTS @ t)
+        return float(METER_PHASE_WEIGHTS @ np.clip(t, -10.0, 10.0))  # a perfect split is t = inf
 
     phase = max(range(meter), key=phase_evidence)
     return meter, beats.times[phase::meter]
