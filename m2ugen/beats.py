@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from dataclasses import dataclass
 
-from m2ugen.spectrum import ANALYSIS_SR, HOP, LOG_GAIN, Spectrum, _librosa, _semitones, tonality
+from m2ugen.spectrum import ANALYSIS_SR, HOP, LOG_GAIN, TONALITY_MIN, Spectrum, _librosa, _semitones, tonality
 
 MIN_BEATS = 4
 PULSE_PEAKINESS_MIN = 1.38   # onset envelope 95th percentile / median: noise 1.2-1.3, music 1.45 and up
@@ -25,7 +25,6 @@ TEMPO_PRIOR_BPM = 135.0      # log-normal tempo prior: centre and width (octaves
 TEMPO_PRIOR_OCTAVES = 1.4
 TEMPO_MULTIPLES = ((1, 1.0), (2, 0.5), (3, 0.25), (4, 0.25))  # (beats, weight) summed per tempo candidate
 HARMONIC_PULSE_RATIO_MIN = 1.2  # the same test on onsets + harmonic change (noise < 0.8, dev legato choir 2.0)
-TONALITY_MIN = 0.5           # harmonic change counts only in pitched sound (``tonality``: noise 0.38)
 HARMONIC_LAG = 3             # frames (70 ms): chroma compared with the chroma this long before
 HARMONIC_SMOOTH = 3          # frames of moving average before (vibrato and bowing wobble are not changes)
 BEAT_TIGHTNESS = 100.0       # librosa's DP: how strictly beats keep the whole clip's tempo

@@ -19,7 +19,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from m2ugen.spectrum import ANALYSIS_SR, CQT_BINS, CQT_BPO, CQT_HOP, KEY_SR, SEMITONE_BINS, Spectrum, constant_q
+from m2ugen.spectrum import (
+    ANALYSIS_SR, CQT_BINS, CQT_BPO, CQT_HOP, KEY_SR, SEMITONE_BINS, TONALITY_MIN, Spectrum, constant_q, tonality,
+)
 
 CHROMA_SPREAD_MIN = 0.5      # (max - min) / mean of the clip's chroma: noise 0.05-0.15, chords about 3
 KEY_CONFIDENCE_MIN = 0.5     # below this best profile correlation (a single pitch: 0.3) there is no key
@@ -107,7 +109,7 @@ def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
     """(key, mode, confidence, sections) or None; sections: [(start_s, end_s, "G major")] when the clip
     modulates (more than one key, each held for at least KEY_SECTION_MIN_S), else []."""
     spec = spec if spec is not None else constant_q(mono, sr)
-    if spec is None:
+    if spec is None or tonality(spec) < TONALITY_MIN:  # noise has no key
         return None
     acts, seg_s = note_activations(spec)
     weighted = _counted(acts)

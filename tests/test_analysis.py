@@ -327,3 +327,52 @@ def test_waltz_without_drums_is_in_three():
     downbeats = np.array(a.downbeats)
     bar = 3 * beat
     assert np.all(np.abs((downbeats + 0.035) % bar - 0.035) < 0.07)  # on the bass notes
+
+
+def legato_choir(bpm=80.0, beats=24, sr=22050, overlap=0.5, seed=0):
+    """Chords that change on every beat through long crossfades (no attack anywhere), every voice
+    with a 5.5 Hz vibrato, a little noise: the case of a choir or string pad without percussion."""
+    beat = 60.0 / bpm
+    prog = [(48, 55, 64), (45, 57, 64), (41, 57, 65), (43, 55, 62), (48, 55, 64), (40, 55, 64), (41, 57, 69),
+            (43, 59, 62)]
+    n = int((beats * beat + overlap) * sr)
+    y = np.zeros(n)
+    rng = np.random.default_rng(seed)
+    for i in range(beats):
+        s0, s1 = i * beat - overlap / 2, (i + 1) * beat + overlap / 2
+        i0, i1 = max(int(s0 * sr), 0), min(int(s1 * sr), n)
+        t = np.arange(i0, i1) / sr
+        env = np.sin(0.5 * np.pi * np.clip(np.minimum(t - s0, s1 - t) / overlap, 0.0, 1.0)) ** 2
+        for m in prog[i % len(prog)]:
+            f = 440.0 * 2 ** ((m - 69) / 12)
+            vibrato = 2 ** (0.3 / 12 * np.sin(2 * np.pi * 5.5 * t + rng.uniform(0, 2 * np.pi)))
+            phase = 2 * np.pi * np.cumsum(f * vibrato) / sr
+            y[i0:i1] += 0.2 * env * sum(np.sin(k * phase) / k**1.5 for k in range(1, 6))
+    y += 0.02 * rng.standard_normal(n)
+    return (0.5 * y / np.abs(y).max()).astype(np.float32)[None]
+
+
+def test_legato_chord_changes_without_attacks_have_a_pulse(monkeypatch):
+    """No attacks: the onset envelope alone shows no pulse, the chord changes (chroma flux) repeat at
+    the beat. Without the harmonic-change envelope this clip had no tempo at all."""
+    from m2ugen import beats
+
+    y = legato_choir()
+    a = analyze(y, 22050)
+    assert a.bpm == pytest.approx(80, rel=0.04)
+    assert a.meter == 4  # the progression repeats every 2 bars of 4
+    monkeypatch.setattr(beats, "harmonic_change", lambda spec: np.zeros(0))
+    assert analyze(y, 22050).bpm is None  # the onsets alone: silent (what this test guards against)
+
+
+def test_unpitched_noise_has_no_harmonic_pulse():
+    """Brown noise's chroma wanders at random; ``tonality`` keeps its chroma flux out of the pulse."""
+    from m2ugen import beats, spectrum
+
+    rng = np.random.default_rng(1)
+    brown = np.cumsum(rng.standard_normal(15 * 22050)).astype(np.float32)[None]
+    chords = legato_choir()
+    for y, pitched in ((brown, False), (chords, True)):
+        spec = spectrum.constant_q(spectrum.analysis_signal(y, 22050))
+        assert (spectrum.tonality(spec) >= beats.TONALITY_MIN) == pitched
+    assert analyze(0.1 * brown, 22050).bpm is None
