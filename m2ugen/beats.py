@@ -6,14 +6,18 @@
   the envelope's autocorrelation summed at 1, 2, 3 and 4 beats, under a broad log-normal prior), then
   librosa's dynamic-programming tracker places the beats at that tempo, each moved to the strongest
   onset within 46 ms. The BPM is refined from the beat times (a least-squares line through beat number
-  and time; a clean click reads within 0.1 BPM). No tempo when the envelope has no events and does not
-  repeat (``has_pulse``: noise).
+  and time; a clean click reads within 0.1 BPM). Where the envelope has no clear events and does not
+  repeat (``has_pulse``), legato music still has its chord changes: the chroma flux
+  (``harmonic_change``) is added to the envelope, the tempo is decided again, and it is kept when the
+  chord changes repeat at that beat (a legato choir was silent before). Unpitched sound (``tonality``)
+  has no harmonic change, so noise still has no tempo.
 """
 
 from __future__ import annotations
 
-import numpy as np
 from dataclasses import dataclass
+
+import numpy as np
 
 from m2ugen.spectrum import ANALYSIS_SR, HOP, LOG_GAIN, TONALITY_MIN, Spectrum, _librosa, _semitones, tonality
 
@@ -24,7 +28,7 @@ TEMPO_MIN, TEMPO_MAX = 40.0, 220.0
 TEMPO_PRIOR_BPM = 135.0      # log-normal tempo prior: centre and width (octaves), chosen on the dev set
 TEMPO_PRIOR_OCTAVES = 1.4
 TEMPO_MULTIPLES = ((1, 1.0), (2, 0.5), (3, 0.25), (4, 0.25))  # (beats, weight) summed per tempo candidate
-HARMONIC_PULSE_RATIO_MIN = 1.2  # the same test on onsets + harmonic change (noise < 0.8, dev legato choir 2.0)
+HARMONIC_PULSE_RATIO_MIN = 1.2  # that test on the harmonic change alone (noise < 0.8, dev legato choir 2.0)
 HARMONIC_LAG = 3             # frames (70 ms): chroma compared with the chroma this long before
 HARMONIC_SMOOTH = 3          # frames of moving average before (vibrato and bowing wobble are not changes)
 BEAT_TIGHTNESS = 100.0       # librosa's DP: how strictly beats keep the whole clip's tempo
