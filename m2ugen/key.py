@@ -5,9 +5,9 @@
   partials (NNLS over 84 notes), so a note's third partial no longer counts as its fifth; the square
   roots of the note activations from C2 up (C1..B1 is fitted, so kick drums and rumble are explained
   there, but not counted: with drums the key was lost) are summed into 12 pitch classes and
-  correlated (Pearson) with the 24 rotations of Temperley's major and minor profiles. ``key_confidence`` (0..1) is the best key's share
-  of a softmax over the 24 correlations: near 1 when one key stands out, near 0.5 when two (usually
-  relative or fifth-related) keys are about equal. ``key_sections``: where a clip of at least 24 s
+  correlated (Pearson) with the 24 rotations of Temperley's major and minor profiles.
+  ``key_confidence`` (0..1) is the best key's share of a softmax over the 24 correlations: near 1
+  when one key stands out, near 0.5 when two (usually relative or fifth-related) keys are about equal. ``key_sections``: where a clip of at least 24 s
   holds more than one key for at least 12 s each (16 s windows), the sections in order; otherwise
   empty. Unpitched sound (``tonality`` under TONALITY_MIN: noise), a flat profile or a best correlation
   under 0.5 (a single repeated pitch) gives no key. Limits: relative major/minor, the dominant and the
