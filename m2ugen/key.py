@@ -8,8 +8,8 @@
   correlated (Pearson) with the 24 rotations of Temperley's major and minor profiles.
   ``key_confidence`` (0..1) is the best key's share of a softmax over the 24 correlations: near 1
   when one key stands out, near 0.5 when two (usually relative or fifth-related) keys are about equal.
-  ``key_sections``: where a clip of at least 24 s holds more than one key for at least 12 s each (16 s windows), the sections in order; otherwise
-  empty. Unpitched sound (``tonality`` under TONALITY_MIN: noise), a flat profile or a best correlation
+  ``key_sections``: where a clip of at least 24 s holds more than one key for at least 12 s each
+  (16 s windows), the sections in order; otherwise empty. Unpitched sound (``tonality`` under TONALITY_MIN: noise), a flat profile or a best correlation
   under 0.5 (a single repeated pitch) gives no key. Limits: relative major/minor, the dominant and the
   subdominant are the usual misses (the note fit still leaves some ghost notes a fifth under real ones).
   Key names use the usual spelling (Bb major, F# minor, C# minor, Eb minor ...).
