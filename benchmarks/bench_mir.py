@@ -2,15 +2,17 @@
 
 The set (``benchmarks/mir_set.py``): music21 corpus excerpts (about 25 s) rendered through FluidSynth
 with the FluidR3 GM soundfont, 60-160 BPM, 3/4 and 4/4, half with a GM drum track, plus the top line
-of some of them alone for transcription. ``--split dev`` (Bach, Mozart, Monteverdi on organ, strings,
-choir; flute, violin, voice) is for tuning; ``--split heldout`` (Haydn, Beethoven, the Schumanns,
+of some of them alone for transcription. ``--split dev --items 72`` (53 excerpts: Bach, Mozart,
+Monteverdi, Scottish airs on organ, strings, choir, electric piano, harp, pizzicato strings, mallets;
+flute, violin, voice) is for tuning; ``--split heldout`` (Haydn, Beethoven, the Schumanns,
 Schubert, Handel, Corelli, C.P.E. Bach, Chopin, ... on piano, guitar, woodwinds, brass, harpsichord;
 clarinet, oboe, trumpet, piano) is what is reported. Renders are cached (``M2UGEN_BENCH_CACHE`` or the
 user cache dir); the first run parses and renders for a few minutes.
 
 Metrics (mir_eval 0.8): key ``mir_eval.key.weighted_score`` (MIREX: 1 exact, 0.5 fifth, 0.3 relative,
 0.2 parallel) and exact; tempo Acc1 (within 4 % of the set tempo) and Acc2 (also at 2x, 3x, 1/2, 1/3),
-computed here; beat and downbeat F-measure ``mir_eval.beat.f_measure`` (70 ms, first 5 s trimmed as
+computed here; key "called sure" (confidence at least ``KEY_UNSURE``: the prompt line has no
+"(unsure)") and exact among those; beat and downbeat F-measure ``mir_eval.beat.f_measure`` (70 ms, first 5 s trimmed as
 mir_eval.beat.evaluate does); meter right (beats per bar = the time signature's numerator) and
 answering; notes ``mir_eval.transcription.precision_recall_f1_overlap`` at 50 ms onset tolerance,
 without offsets and with offsets (20 % or 50 ms). No answer scores 0. Speed: wall-clock seconds per
@@ -89,12 +91,12 @@ def librosa_notes(y: np.ndarray, sr: int) -> np.ndarray:
 
 
 def project_analysis(y: np.ndarray, sr: int) -> dict:
-    from m2ugen.analysis import analyze
+    from m2ugen.analysis import KEY_UNSURE, analyze
 
     a = analyze(y, sr)
     return {"bpm": a.bpm, "beats": np.asarray(a.beats, float), "meter": a.meter,
             "downbeats": None if a.downbeats is None else np.asarray(a.downbeats, float),
-            "key": a.key_name}
+            "key": a.key_name, "key_sure": a.key_confidence is not None and a.key_confidence >= KEY_UNSURE}
 
 
 def project_notes(y: np.ndarray, sr: int) -> np.ndarray:
@@ -116,6 +118,10 @@ def score_analysis(item, est: dict) -> dict:
     else:
         out["key_w"] = float(mir_eval.key.weighted_score(item.key, est["key"]))
         out["key_exact"] = float(est["key"] == item.key or out["key_w"] == 1.0)
+    if "key_sure" in est:  # this project's confidence: is a key it calls sure right more often?
+        out["key_sure"] = float(est["key_sure"])
+        if est["key_sure"]:
+            out["key_exact_sure"] = out["key_exact"]
     bpm = est["bpm"]
     out["tempo_answer"] = float(bpm is not None)
     out["acc1"] = float(bpm is not None and abs(bpm - item.bpm) <= 0.04 * item.bpm)
@@ -193,6 +199,7 @@ def summarise(rows, note_rows, t_an, t_tr) -> dict:
 
     s = {
         "key exact": mean("key_exact"), "key MIREX weighted": mean("key_w"),
+        "key called sure": mean("key_sure"), "key exact where sure": mean("key_exact_sure"),
         "tempo Acc1 all": mean("acc1"), "tempo Acc1 with drums": mean("acc1", lambda r: r["drums"]),
         "tempo Acc1 without drums": mean("acc1", lambda r: not r["drums"]), "tempo Acc2": mean("acc2"),
         "tempo answered": mean("tempo_answer"),

@@ -44,10 +44,17 @@ MANIFEST_VERSION = 5
 # (composer corpus names, ensembles, melody instruments) per split; GM programs (0-based)
 SPLITS = {
     "dev": {
-        "composers": ["bach", "mozart", "monteverdi", "ryansMammoth"],
+        "composers": ["bach", "mozart", "monteverdi", "airdsAirs", "ryansMammoth"],
         "ensembles": {"organ": [19, 19, 19, 19], "string quartet": [40, 40, 41, 42],
-                      "choir": [52, 52, 52, 52], "string ensemble": [48, 48, 48, 48]},
+                      "choir": [52, 52, 52, 52], "string ensemble": [48, 48, 48, 48],
+                      "electric piano": [4, 4, 4, 4], "harp": [46, 46, 46, 46],
+                      "pizzicato strings": [45, 45, 45, 45], "mallets": [12, 12, 11, 11]},
         "melody": {"flute": 73, "violin": 40, "voice": 53},
+        # tunes tried per book of tunes (an Opus: airdsAirs); plucked and struck timbres, folk tunes
+        # and drum tracks on every ensemble, so dev sees what held-out has without its instruments
+        "tunes_per_book": 40,
+        "every_nth": 3,
+        "rotate_drums": True,
     },
     "heldout": {
         "composers": ["haydn", "beethoven", "schumann_robert", "schumann_clara", "schubert", "handel",
@@ -144,14 +151,19 @@ def _notes_of_part(part) -> list[tuple[float, float, list[int]]]:
     return out
 
 
-def excerpts_of(path: str, rng: np.random.Generator, max_excerpts: int):
-    """Yield (start_measure, meter, bar_offsets_ql, end_ql, key_truth, parts_notes) for 3/4 or 4/4 excerpts."""
+def excerpts_of(path: str, rng: np.random.Generator, max_excerpts: int, tunes_tried: int | None = None):
+    """Yield (start_measure, meter, bar_offsets_ql, end_ql, key_truth, parts_notes) for 3/4 or 4/4 excerpts:
+    of a book of tunes (an Opus), at most ``max_excerpts`` from its first ``tunes_tried`` tunes (default
+    ``max_excerpts``)."""
     from music21 import corpus
 
     parsed = corpus.parse(path)
-    for score in (list(parsed.scores)[:max_excerpts] if hasattr(parsed, "scores") else [parsed]):  # an Opus: tunes
+    scores = list(parsed.scores)[: tunes_tried or max_excerpts] if hasattr(parsed, "scores") else [parsed]
+    found_count = 0
+    for score in scores:
         found = _excerpt_of(score)
-        if found is not None:
+        if found is not None and found_count < max_excerpts:
+            found_count += 1
             yield found
 
 
@@ -205,7 +217,7 @@ def build_manifest(split: str, n_items: int, n_melody: int, seed: int = 0) -> li
         ps = [str(p) for p in corpus.getComposer(comp) if str(p).endswith((".mxl", ".xml", ".krn", ".musicxml", ".abc"))]
         ps = [p for p in ps if "opus132" not in p and "opus133" not in p]
         if comp in ("bach", "ryansMammoth"):
-            ps = ps[::7]  # a spread, not all 400 or 1000
+            ps = ps[::cfg.get("every_nth", 7)]  # a spread, not all 400 or 1000
         rng.shuffle(ps)
         paths.append(ps)
     # round-robin over composers so no one composer dominates
@@ -219,7 +231,7 @@ def build_manifest(split: str, n_items: int, n_melody: int, seed: int = 0) -> li
         if len(items) >= n_items:
             break
         try:
-            found = list(excerpts_of(path, rng, max_excerpts=2))
+            found = list(excerpts_of(path, rng, max_excerpts=2, tunes_tried=cfg.get("tunes_per_book")))
         except Exception:  # noqa: BLE001 - an unparsable corpus file is skipped
             continue
         for s, bpb, grid, end, (tonic, mode, source), parts in found:
@@ -230,7 +242,9 @@ def build_manifest(split: str, n_items: int, n_melody: int, seed: int = 0) -> li
             ens_name, programs = ensembles[k % len(ensembles)]
             bpm = float(np.round(rng.uniform(60, 160)))
             transpose = int(rng.integers(-5, 7))
-            drums = bool(k % 2 == 0)
+            # with an even number of ensembles, alternate which half of them gets drums each round
+            shift = k // len(ensembles) if cfg.get("rotate_drums") else 0
+            drums = bool((k + shift) % 2 == 0)
             q = 60.0 / bpm
             t0 = grid[0]
             # start the audio half a beat before the first bar line so the first downbeat is heard

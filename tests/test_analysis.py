@@ -250,16 +250,18 @@ def test_numba_cache_goes_to_a_writable_dir_when_librosa_is_read_only(monkeypatc
     import importlib.util
     from pathlib import Path
 
+    from m2ugen import spectrum
+
     librosa_cache = Path(importlib.util.find_spec("librosa").origin).parent / "__pycache__"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     env: dict[str, str] = {}
-    assert analysis.configure_numba_cache(env) is None and env == {}  # writable here: numba's default
-    real = analysis._writable_dir
-    monkeypatch.setattr(analysis, "_writable_dir", lambda p: p != librosa_cache and real(p))
-    chosen = analysis.configure_numba_cache(env)
+    assert spectrum.configure_numba_cache(env) is None and env == {}  # writable here: numba's default
+    real = spectrum._writable_dir
+    monkeypatch.setattr(spectrum, "_writable_dir", lambda p: p != librosa_cache and real(p))
+    chosen = spectrum.configure_numba_cache(env)
     assert chosen is not None and env["NUMBA_CACHE_DIR"] == chosen
     assert Path(chosen).is_dir() and Path(chosen) != librosa_cache
-    assert analysis.configure_numba_cache({"NUMBA_CACHE_DIR": "/somewhere"}) is None  # the user's choice wins
+    assert spectrum.configure_numba_cache({"NUMBA_CACHE_DIR": "/somewhere"}) is None  # the user's choice wins
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,3 +327,71 @@ def test_waltz_without_drums_is_in_three():
     downbeats = np.array(a.downbeats)
     bar = 3 * beat
     assert np.all(np.abs((downbeats + 0.035) % bar - 0.035) < 0.07)  # on the bass notes
+
+
+def legato_choir(bpm=80.0, beats=24, sr=22050, overlap=0.5, seed=0):
+    """Chords that change on every beat through long crossfades (no attack anywhere), every voice
+    with a 5.5 Hz vibrato, a little noise: the case of a choir or string pad without percussion."""
+    beat = 60.0 / bpm
+    prog = [(48, 55, 64), (45, 57, 64), (41, 57, 65), (43, 55, 62), (48, 55, 64), (40, 55, 64), (41, 57, 69),
+            (43, 59, 62)]
+    n = int((beats * beat + overlap) * sr)
+    y = np.zeros(n)
+    rng = np.random.default_rng(seed)
+    for i in range(beats):
+        s0, s1 = i * beat - overlap / 2, (i + 1) * beat + overlap / 2
+        i0, i1 = max(int(s0 * sr), 0), min(int(s1 * sr), n)
+        t = np.arange(i0, i1) / sr
+        env = np.sin(0.5 * np.pi * np.clip(np.minimum(t - s0, s1 - t) / overlap, 0.0, 1.0)) ** 2
+        for m in prog[i % len(prog)]:
+            f = 440.0 * 2 ** ((m - 69) / 12)
+            vibrato = 2 ** (0.3 / 12 * np.sin(2 * np.pi * 5.5 * t + rng.uniform(0, 2 * np.pi)))
+            phase = 2 * np.pi * np.cumsum(f * vibrato) / sr
+            y[i0:i1] += 0.2 * env * sum(np.sin(k * phase) / k**1.5 for k in range(1, 6))
+    y += 0.02 * rng.standard_normal(n)
+    return (0.5 * y / np.abs(y).max()).astype(np.float32)[None]
+
+
+def test_legato_chord_changes_without_attacks_have_a_pulse(monkeypatch):
+    """No attacks: the onset envelope alone shows no pulse, the chord changes (chroma flux) repeat at
+    the beat. Without the harmonic-change envelope this clip had no tempo at all."""
+    from m2ugen import beats
+
+    y = legato_choir()
+    a = analyze(y, 22050)
+    assert a.bpm == pytest.approx(80, rel=0.04)
+    assert a.meter == 4  # the progression repeats every 2 bars of 4
+    monkeypatch.setattr(beats, "harmonic_change", lambda spec: np.zeros(0))
+    assert analyze(y, 22050).bpm is None  # the onsets alone: silent (what this test guards against)
+
+
+def test_unpitched_noise_has_no_harmonic_pulse():
+    """Brown noise's chroma wanders at random; ``tonality`` keeps its chroma flux out of the pulse."""
+    from m2ugen import beats, spectrum
+
+    rng = np.random.default_rng(1)
+    brown = np.cumsum(rng.standard_normal(15 * 22050)).astype(np.float32)[None]
+    chords = legato_choir()
+    for y, pitched in ((brown, False), (chords, True)):
+        spec = spectrum.constant_q(spectrum.analysis_signal(y, 22050))
+        assert (spectrum.tonality(spec) >= beats.TONALITY_MIN) == pitched
+    assert analyze(0.1 * brown, 22050).bpm is None
+
+
+def test_slow_tune_in_running_eighths_reads_its_quarter_tempo():
+    """A single line at 70 BPM: two beats of eighth notes, then two quarters, in every bar, no
+    accompaniment. The eighths repeat at 140 a minute; the tempo prior (centred at 115 BPM, chosen on
+    folk tunes of the dev set) keeps the quarter note (a prior at 135 read 140)."""
+    q = 60.0 / 70
+    scale = [62, 64, 66, 67, 69, 71, 73, 74]
+    events, t = [], 0.0
+    for bar in range(8):
+        for j in range(4):
+            events.append((t, t + q / 2, scale[(bar * 3 + j) % 8], 0.3))
+            t += q / 2
+        for step in (2, 5):
+            events.append((t, t + q, scale[((bar + 1) * step) % 8], 0.3))
+            t += q
+    y = tones(events, t + 0.3, sr=22050, attack=0.005, release=0.05)
+    a = analyze((0.5 * y / np.abs(y).max()).astype(np.float32)[None], 22050)
+    assert a.bpm == pytest.approx(70, rel=0.04)

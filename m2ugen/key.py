@@ -1,0 +1,188 @@
+"""Key, mode, confidence and key sections of the measured analysis.
+
+- ``key_analysis``: a harmonic-suppressed pitch-class profile: per 0.5 s segment the median constant-Q
+  spectrum (drum hits drop out) is explained as a non-negative sum of note spectra with harmonic
+  partials (NNLS over 84 notes), so a note's third partial no longer counts as its fifth; the square
+  roots of the note activations from C2 up (C1..B1 is fitted, so kick drums and rumble are explained
+  there, but not counted: with drums the key was lost) are summed into 12 pitch classes and
+  correlated (Pearson) with the 24 rotations of Temperley's major and minor profiles.
+  ``key_confidence`` (0..1) is the best key's share of a softmax over the 24 correlations: near 1
+  when one key stands out, near 0.5 when two (usually relative or fifth-related) keys are about equal.
+  ``key_sections``: where a clip of at least 24 s holds more than one key for at least 12 s each
+  (16 s windows), the sections in order; otherwise empty. Unpitched sound (``tonality`` under TONALITY_MIN: noise), a flat profile or a best correlation
+  under 0.5 (a single repeated pitch) gives no key. Limits: relative major/minor, the dominant and the
+  subdominant are the usual misses (the note fit still leaves some ghost notes a fifth under real ones).
+  Key names use the usual spelling (Bb major, F# minor, C# minor, Eb minor ...).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from m2ugen.spectrum import (
+    ANALYSIS_SR, CQT_BINS, CQT_BPO, CQT_HOP, KEY_SR, SEMITONE_BINS, TONALITY_MIN, Spectrum, constant_q, tonality,
+)
+
+CHROMA_SPREAD_MIN = 0.5      # (max - min) / mean of the clip's chroma: noise 0.05-0.15, chords about 3
+KEY_CONFIDENCE_MIN = 0.5     # below this best profile correlation (a single pitch: 0.3) there is no key
+KEY_SEGMENT_S = 0.5          # spectra are summarised per segment (median) before the note fit
+KEY_WINDOW_S = 16.0          # local keys for sections
+KEY_SECTION_MIN_S = 12.0     # a key section lasts at least this long
+KEY_SOFTMAX_GAIN = 20.0
+KEY_UNSURE = 0.5             # under this confidence the prompt line says "(unsure)"
+NNLS_DECAY = 0.7             # note dictionary: partial h has amplitude NNLS_DECAY ** (h - 1)
+KEY_LOWEST_NOTE = 12         # C2: notes under it are fitted (they absorb kick drums and rumble) but not counted
+NNLS_PARTIALS = 12
+MAJOR_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+MINOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+# Temperley (2007) major and minor key profiles (Kostka-Payne corpus), tonic first
+KEY_MAJOR = np.array([0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715, 0.104, 0.366, 0.057, 0.400])
+KEY_MINOR = np.array([0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330])
+
+
+def key_profiles() -> np.ndarray:
+    """[24, 12]: rows 0..11 major keys on C..B, 12..23 minor keys on C..B (KEY_MAJOR / KEY_MINOR)."""
+    return np.stack([np.roll(KEY_MAJOR, k) for k in range(12)] + [np.roll(KEY_MINOR, k) for k in range(12)])
+
+
+@lru_cache(maxsize=8)
+def _note_dictionary(tuning_bins: float) -> np.ndarray:
+    """[CQT_BINS, 84]: each note's harmonic spectrum (partial h at amplitude NNLS_DECAY**(h-1)) on the
+    constant-Q bins, partials between two bins shared linearly."""
+    d = np.zeros((CQT_BINS, 84))
+    for note in range(84):
+        for h in range(1, NNLS_PARTIALS + 1):
+            pos = note * SEMITONE_BINS + CQT_BPO * math.log2(h) + tuning_bins
+            i = int(math.floor(pos))
+            if i + 1 >= CQT_BINS:
+                break
+            if i < 0:
+                continue
+            frac = pos - i
+            d[i, note] += (1 - frac) * NNLS_DECAY ** (h - 1)
+            d[i + 1, note] += frac * NNLS_DECAY ** (h - 1)
+    return d / np.linalg.norm(d, axis=0, keepdims=True)
+
+
+def note_activations(spec: Spectrum) -> tuple[np.ndarray, float]:
+    """([84, segments] note activations, seconds per segment): NNLS of each segment's spectrum (the
+    median over KEY_SEGMENT_S, which drops drum hits) on the harmonic note dictionary, so a note's
+    harmonics are explained by that note instead of adding their own pitch classes."""
+    import scipy.optimize
+
+    seg = max(1, int(round(KEY_SEGMENT_S * KEY_SR / CQT_HOP)))
+    count = max(1, spec.frames // seg)
+    usable = spec.mag[:, : count * seg] if spec.frames >= seg else spec.mag
+    x = np.median(usable.reshape(CQT_BINS, count, -1), axis=2)
+    d = _note_dictionary(round(spec.tuning * SEMITONE_BINS, 2))
+    acts = np.zeros((84, count))
+    for t in range(count):
+        if x[:, t].max() > 0:
+            acts[:, t] = scipy.optimize.nnls(d, x[:, t].astype(np.float64), maxiter=200)[0]
+    return acts, seg * CQT_HOP / KEY_SR
+
+
+def _key_scores(chroma: np.ndarray) -> np.ndarray:
+    return np.array([np.corrcoef(chroma, p)[0, 1] for p in key_profiles()])
+
+
+def _key_of(r: np.ndarray) -> tuple[str, str]:
+    best = int(np.argmax(r))
+    tonic, minor = best % 12, best >= 12
+    return (MINOR_NAMES if minor else MAJOR_NAMES)[tonic], "minor" if minor else "major"
+
+
+def _confidence(r: np.ndarray) -> float:
+    """Softmax weight of the best key among the 24 (KEY_SOFTMAX_GAIN on the correlations)."""
+    z = np.exp(KEY_SOFTMAX_GAIN * (r - r.max()))
+    return float(1.0 / z.sum())
+
+
+def estimate_key(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None
+                 ) -> tuple[str | None, str | None, float | None]:
+    """(key, "major"/"minor", confidence 0..1) from the clip's pitch-class profile, or (None, None, None)."""
+    found = key_analysis(mono, sr, spec)
+    return (found[0], found[1], found[2]) if found else (None, None, None)
+
+
+def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None):
+    """(key, mode, confidence, sections) or None; sections: [(start_s, end_s, "G major")] when the clip
+    modulates (more than one key, each held for at least KEY_SECTION_MIN_S), else []."""
+    spec = spec if spec is not None else constant_q(mono, sr)
+    if spec is None or tonality(spec) < TONALITY_MIN:  # noise has no key
+        return None
+    acts, seg_s = note_activations(spec)
+    weighted = _counted(acts)
+    chroma = clip_chroma_from(weighted)
+    if chroma is None:
+        return None
+    r = _key_scores(chroma)
+    if r.max() < KEY_CONFIDENCE_MIN:
+        return None
+    key, mode = _key_of(r)
+    return key, mode, _confidence(r), _key_sections(weighted, seg_s)
+
+
+def _counted(acts: np.ndarray) -> np.ndarray:
+    """Square roots of the note activations (a loud note does not swamp the rest), the lowest octave
+    (C1..B1, where kick drums and rumble sit, under almost every bass line) set to 0."""
+    weighted = np.sqrt(acts)
+    weighted[:KEY_LOWEST_NOTE] = 0.0
+    return weighted
+
+
+def clip_chroma_from(weighted: np.ndarray) -> np.ndarray | None:
+    """Pitch-class profile [12] (sums to 1) of [84, segments] activations, or None if flat or silent."""
+    total = weighted.sum(axis=1).reshape(7, 12).sum(axis=0)
+    if not np.all(np.isfinite(total)) or total.sum() <= 0:
+        return None
+    total = total / total.sum()
+    if (total.max() - total.min()) / total.mean() < CHROMA_SPREAD_MIN:
+        return None
+    return total
+
+
+def clip_chroma(mono: np.ndarray, sr: int = ANALYSIS_SR) -> np.ndarray | None:
+    """The clip's harmonic-suppressed pitch-class profile [12] (C..B, sums to 1), or None."""
+    spec = constant_q(mono, sr)
+    if spec is None:
+        return None
+    return clip_chroma_from(_counted(note_activations(spec)[0]))
+
+
+def _key_sections(weighted: np.ndarray, seg_s: float) -> list[tuple[float, float, str]]:
+    win = max(1, int(round(KEY_WINDOW_S / seg_s)))
+    count = weighted.shape[1]
+    if count * seg_s < 2 * KEY_SECTION_MIN_S:
+        return []
+    labels = []
+    for c in range(count):
+        prof = clip_chroma_from(weighted[:, max(0, c - win // 2): c + win // 2 + 1])
+        labels.append(None if prof is None else " ".join(_key_of(_key_scores(prof))))
+    # runs of one label, short runs merged into their neighbour
+    runs: list[list] = []
+    for c, lab in enumerate(labels):
+        if runs and runs[-1][2] == lab:
+            runs[-1][1] = c + 1
+        else:
+            runs.append([c, c + 1, lab])
+    min_len = int(math.ceil(KEY_SECTION_MIN_S / seg_s))
+    merged: list[list] = []
+    for run in runs:
+        if run[2] is None or run[1] - run[0] < min_len:
+            if merged:
+                merged[-1][1] = run[1]
+            continue
+        if merged and merged[-1][2] == run[2]:
+            merged[-1][1] = run[1]
+        else:
+            if merged:
+                merged[-1][1] = run[0]
+            merged.append(list(run) if merged else [0, run[1], run[2]])
+    if len(merged) < 2:
+        return []
+    merged[-1][1] = count
+    return [(round(a * seg_s, 2), round(b * seg_s, 2), lab) for a, b, lab in merged]
