@@ -15,11 +15,15 @@ Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
    sum of its first 5 partials and must have energy at its own frequency; frames 40 dB under the
    loudest are unvoiced. Rounded to semitones and median-filtered over about 60 ms.
 2. Notes: librosa's spectral-flux onsets where the level then climbs (a release is not an attack),
-   each moved back to where its level began to rise (a slow swell starts at the swell, not at its
-   steepest point). A pitch change within 70 ms of an onset is moved onto it; an onset inside one
-   pitch where the level climbs by half again is a re-struck note; voiced frames rising out of
-   silence less than 120 ms before an onset are the tracker's pre-echo, not a note. Runs shorter
-   than ``min_note_s`` are dropped; a note's pitch is the median of its frames.
+   each moved back to where its level began to rise. A pitch change within 70 ms of an onset is moved
+   onto it; voiced frames rising out of silence less than 120 ms before an onset are the tracker's
+   pre-echo, not a note. Then two small onset models (``onset_probability``: MLPs over the energy at
+   the note's own partials and the whole spectrum's, 46 ms STFT frames around the frame; fitted by
+   benchmarks/fit_onsets.py on corpus melodies rendered on 14 GM instruments): ``restrike`` splits a
+   tracked pitch where the same pitch is struck again (a bow change dips and swells, a struck note
+   climbs) and the note goes on; ``onset`` places each note's start where its partials begin (from
+   139 ms before to 46 ms after the tracked start: a slow attack's level peaks late). Runs shorter than
+   ``min_note_s`` are dropped; a note's pitch is the median of its frames.
 3. Velocities from the level: the note's peak 23 ms RMS in dB below the loudest note, 60 dB mapped onto 1..127.
 4. Chords: CQT chroma averaged over fixed windows, one beat of the given ``bpm`` (default 120) from
    0 s, matched by cosine similarity against major and minor triad templates (more qualities with
@@ -54,8 +58,8 @@ NEAR_S = 0.07  # a pitch change this close to an onset is moved onto it
 RISE_MAX_S = 0.15  # an onset is moved back at most this far, to where its level began to rise
 SPLIT_P = 0.85  # the restrike model's probability that splits one tracked pitch into two notes
 RECOVER_FRAMES, RECOVER_DB = 20, 10.0  # ... where the pitch's partials come back within 10 dB in 230 ms
-MOVE_P = 0.3  # ... that moves a note's start (searched MOVE_BACK frames before to MOVE_LATER after)
-MOVE_BACK, MOVE_LATER = 8, 4
+MOVE_P = 0.05  # ... that moves a note's start (searched MOVE_BACK frames before to MOVE_LATER after)
+MOVE_BACK, MOVE_LATER = 12, 4
 # chord qualities: intervals above the root; the template is the set of pitch classes
 QUALITIES = {"": (0, 4, 7), "m": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8), "7": (0, 4, 7, 10),
              "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10)}
