@@ -60,9 +60,8 @@ def training_items(n_items: int, skip: int = 12):
 def features_of(item, wav):
     """{"onset": (x, y), "restrike": (x, y)}: frames of each reference note's pitch. onset: from 12
     frames before the onset to 3 before the end, positive within one hop of the onset. restrike: the
-    frames inside notes (a shortest note from either end), around the ends of notes not followed
-    at once by the same pitch, and around the onsets of notes that repeat the previous pitch, positive
-    within one hop of those onsets."""
+    frames inside notes (a shortest note from either end) and around the onsets of notes that repeat
+    the previous pitch, positive within one hop of those onsets."""
     import soundfile as sf
 
     from m2ugen import transcribe as T
@@ -76,7 +75,6 @@ def features_of(item, wav):
     energies = {}
     edge = round(0.06 * T.ANALYSIS_SR / T.HOP)
     prev = None
-    next_pitch = {a: nb[2] for (a, b, p), nb in zip(item.notes, item.notes[1:]) if abs(nb[0] - b) < 0.01}
     for a, b, p in item.notes:
         if p not in energies:
             energies[p] = T.pitch_energy(mag, p)
@@ -88,8 +86,6 @@ def features_of(item, wav):
         inner = np.arange(on + edge, off - edge)
         if repeat:
             inner = np.union1d(inner, np.arange(max(on - 3, 0), on + 4))
-        if next_pitch.get(a) != p:  # the note's end (the tracker may hold its pitch a little longer)
-            inner = np.union1d(inner, np.arange(off - edge, off + edge))
         inner = inner[(inner >= 0) & (inner < n)]
         if inner.size:
             out["restrike"][0].append(T.onset_features(energies[p], total, inner))
