@@ -44,7 +44,6 @@ from m2ugen.midi import PITCH_CLASSES, Note, write_midi
 ANALYSIS_SR = 22050
 MIN_SECONDS = 0.1  # shorter audio cannot be transcribed (refused at submit by the server)
 HOP = 256
-FRAME_LENGTH = 2048
 PITCH_SR = 11025  # the constant-Q pitch tracker's rate (C1..C8 fits under its Nyquist)
 PITCH_BINS = 7 * 36  # C1..B7, 3 bins per semitone
 PARTIALS = 5
@@ -208,8 +207,6 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
     oenv = librosa.onset.onset_strength(y=y, sr=ANALYSIS_SR, hop_length=HOP)
     onset_frames = librosa.onset.onset_detect(onset_envelope=oenv, sr=ANALYSIS_SR, hop_length=HOP,
                                               backtrack=False, units="frames", delta=ONSET_DELTA)
-    rms = librosa.feature.rms(y=y, frame_length=FRAME_LENGTH, hop_length=HOP)[0]
-    rms = np.pad(rms, (0, max(0, n - rms.size)))[:n]
     short = librosa.feature.rms(y=y, frame_length=512, hop_length=HOP)[0]
     short = np.pad(short, (0, max(0, n - short.size)))[:n]
     # an onset is an attack only where the level then climbs (a note's release also makes flux)
