@@ -48,6 +48,7 @@ def _args():
     ap.add_argument("--rebuild", action="store_true", help="parse the corpus again (renders stay cached)")
     ap.add_argument("--no-baseline", action="store_true", help="only this project's column (faster tuning)")
     ap.add_argument("--verbose", action="store_true", help="one line per item")
+    ap.add_argument("--notes-only", action="store_true", help="only the melodies (transcription)")
     return ap.parse_args()
 
 
@@ -236,6 +237,8 @@ def main() -> None:
 
     items, wavs = mir_set.load_set(args.split, args.items, args.melodies, rebuild=args.rebuild,
                                    version=args.manifest_version or mir_set.MANIFEST_VERSION)
+    if args.notes_only:
+        items, wavs = zip(*[(i, w) for i, w in zip(items, wavs) if i.melody])
     waves = []
     for w in wavs:
         y, sr = sf.read(str(w), dtype="float32", always_2d=True)
@@ -252,12 +255,14 @@ def main() -> None:
 
     preload()
     y0, sr0 = waves[0]
-    project_analysis(y0[:, : 5 * sr0], sr0)
+    if not args.notes_only:
+        project_analysis(y0[:, : 5 * sr0], sr0)
     project_notes(y0[:, : 3 * sr0], sr0)
     results = {"this project": summarise(*run_method(items, waves, project_analysis, project_notes, args.verbose,
                                                       "project"))}
     if not args.no_baseline:
-        librosa_analysis(y0[:, : 5 * sr0], sr0)
+        if not args.notes_only:
+            librosa_analysis(y0[:, : 5 * sr0], sr0)
         librosa_notes(y0[:, : 3 * sr0], sr0)
         results["librosa defaults"] = summarise(*run_method(items, waves, librosa_analysis, librosa_notes,
                                                             args.verbose, "librosa"))

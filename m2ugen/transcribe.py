@@ -15,11 +15,15 @@ Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
    sum of its first 5 partials and must have energy at its own frequency; frames 40 dB under the
    loudest are unvoiced. Rounded to semitones and median-filtered over about 60 ms.
 2. Notes: librosa's spectral-flux onsets where the level then climbs (a release is not an attack),
-   each moved back to where its level began to rise (a slow swell starts at the swell, not at its
-   steepest point). A pitch change within 70 ms of an onset is moved onto it; an onset inside one
-   pitch where the level climbs by half again is a re-struck note; voiced frames rising out of
-   silence less than 120 ms before an onset are the tracker's pre-echo, not a note. Runs shorter
-   than ``min_note_s`` are dropped; a note's pitch is the median of its frames.
+   each moved back to where its level began to rise. A pitch change within 70 ms of an onset is moved
+   onto it; voiced frames rising out of silence less than 120 ms before an onset are the tracker's
+   pre-echo, not a note. Then two small onset models (``onset_probability``: MLPs over the energy at
+   the note's own partials and the whole spectrum's, 46 ms STFT frames around the frame; fitted by
+   benchmarks/fit_onsets.py on corpus melodies rendered on 14 GM instruments): ``restrike`` splits a
+   tracked pitch where the same pitch is struck again (a bow change dips and swells, a struck note
+   climbs) and the note goes on; ``onset`` places each note's start where its partials begin (from
+   139 ms before to 46 ms after the tracked start: a slow attack's level peaks late). Runs shorter than
+   ``min_note_s`` are dropped; a note's pitch is the median of its frames.
 3. Velocities from the level: the note's peak 23 ms RMS in dB below the loudest note, 60 dB mapped onto 1..127.
 4. Chords: CQT chroma averaged over fixed windows, one beat of the given ``bpm`` (default 120) from
    0 s, matched by cosine similarity against major and minor triad templates (more qualities with
@@ -40,7 +44,6 @@ from m2ugen.midi import PITCH_CLASSES, Note, write_midi
 ANALYSIS_SR = 22050
 MIN_SECONDS = 0.1  # shorter audio cannot be transcribed (refused at submit by the server)
 HOP = 256
-FRAME_LENGTH = 2048
 PITCH_SR = 11025  # the constant-Q pitch tracker's rate (C1..C8 fits under its Nyquist)
 PITCH_BINS = 7 * 36  # C1..B7, 3 bins per semitone
 PARTIALS = 5
@@ -49,10 +52,13 @@ FUNDAMENTAL_DROP = 2.5  # log1p units (about 20 dB) a fundamental may lie under 
 VOICED_DB = 40.0  # frames this far under the loudest frame are unvoiced
 ONSET_DELTA = 0.2  # librosa's peak-picking threshold over the local mean
 ATTACK_RATIO = 1.1  # an onset counts where the level 0-50 ms later exceeds the level just before by this
-REATTACK_RATIO = 1.5  # a same-pitch onset is a new note where the level then climbs this much
 PRE_ECHO_S = 0.12  # voiced frames out of silence this soon before an onset belong to no note
 NEAR_S = 0.07  # a pitch change this close to an onset is moved onto it
 RISE_MAX_S = 0.15  # an onset is moved back at most this far, to where its level began to rise
+SPLIT_P = 0.85  # the restrike model's probability that splits one tracked pitch into two notes
+RECOVER_FRAMES, RECOVER_DB = 20, 10.0  # ... where the pitch's partials come back within 10 dB in 230 ms
+MOVE_P = 0.05  # ... that moves a note's start (searched MOVE_BACK frames before to MOVE_LATER after)
+MOVE_BACK, MOVE_LATER = 12, 4
 # chord qualities: intervals above the root; the template is the set of pitch classes
 QUALITIES = {"": (0, 4, 7), "m": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8), "7": (0, 4, 7, 10),
              "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10)}
@@ -136,8 +142,9 @@ def _runs(labels: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(labels[s]), int(s), int(e)) for s, e in zip(starts, ends)]
 
 
-def pitch_track(y: np.ndarray, fmin_hz: float, fmax_hz: float) -> tuple[np.ndarray, np.ndarray]:
-    """(MIDI pitch per frame, NaN where unvoiced; frame level in dB re the loudest frame) at HOP.
+def pitch_track(y: np.ndarray, fmin_hz: float, fmax_hz: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """(MIDI pitch per frame, NaN where unvoiced; frame level in dB re the loudest frame; the clip's
+    tuning in semitones off A440, which the pitches are already corrected for) at HOP.
 
     Constant-Q magnitudes at 11025 Hz (3 bins per semitone from C1) on a log scale; each candidate
     fundamental scores the sum of its first PARTIALS partials (weights falling with the partial
@@ -179,7 +186,7 @@ def pitch_track(y: np.ndarray, fmin_hz: float, fmax_hz: float) -> tuple[np.ndarr
     midi = 24.0 + bins / 3.0  # C1 = MIDI 24
     midi = np.where(level > -VOICED_DB, midi, np.nan)
     n = min(midi.size, int(np.ceil(y.size / HOP)) + 1)
-    return midi[:n], level[:n]
+    return midi[:n], level[:n], tuning
 
 
 def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7", min_note_s: float = 0.06,
@@ -190,7 +197,7 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
 
     fmin_hz = librosa.note_to_hz(fmin) if isinstance(fmin, str) else float(fmin)
     fmax_hz = librosa.note_to_hz(fmax) if isinstance(fmax, str) else float(fmax)
-    midi_f, level = pitch_track(y, fmin_hz, fmax_hz)
+    midi_f, level, tuning = pitch_track(y, fmin_hz, fmax_hz)
     n = midi_f.size
     labels = np.where(np.isfinite(midi_f), np.round(np.nan_to_num(midi_f, nan=-1.0)), -1).astype(np.int64)
     labels = scipy.signal.medfilt(labels, kernel_size=5).astype(np.int64)  # removes blips under ~35 ms
@@ -200,8 +207,6 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
     oenv = librosa.onset.onset_strength(y=y, sr=ANALYSIS_SR, hop_length=HOP)
     onset_frames = librosa.onset.onset_detect(onset_envelope=oenv, sr=ANALYSIS_SR, hop_length=HOP,
                                               backtrack=False, units="frames", delta=ONSET_DELTA)
-    rms = librosa.feature.rms(y=y, frame_length=FRAME_LENGTH, hop_length=HOP)[0]
-    rms = np.pad(rms, (0, max(0, n - rms.size)))[:n]
     short = librosa.feature.rms(y=y, frame_length=512, hop_length=HOP)[0]
     short = np.pad(short, (0, max(0, n - short.size)))[:n]
     # an onset is an attack only where the level then climbs (a note's release also makes flux)
@@ -218,7 +223,6 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
         if i < f and (i == 0 or labels[i - 1] < 0):  # a run of at most `pre` frames out of silence
             labels[i:f] = -1
     change = np.concatenate([[True], labels[1:] != labels[:-1]])
-    reattack = np.zeros(n, dtype=bool)
     near = round(NEAR_S * ANALYSIS_SR / HOP)
     for f in onset_frames:
         # a pitch change within reach of an onset happens at the onset (the tracker's long low-pitch
@@ -232,13 +236,40 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
                 labels[f:c] = labels[c]
             elif f > c:
                 labels[c:f] = labels[c - 1]
-        elif (0 < f < n and labels[f] >= 0 and labels[f - 1] == labels[f]
-              and short[f:f + 5].max() >= REATTACK_RATIO * max(float(short[f]), 1e-9)):
-            reattack[f] = True  # the same pitch struck again (its level climbs): a new note
+    min_frames = max(1, round(min_note_s * ANALYSIS_SR / HOP))
+    mag = spectrum(y)
+    total = np.pad(total_energy(mag), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
+    energies: dict[int, np.ndarray] = {}
+
+    def energy(p: int) -> np.ndarray:  # the pitch's partials, at the clip's tuning
+        if p not in energies:
+            energies[p] = np.pad(pitch_energy(mag, p + tuning), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
+        return energies[p]
+
+    # re-struck notes (a bowed or blown note dips and swells again, a struck one climbs): the restrike
+    # model's peaks inside one pitch, at least a shortest note from either end and from each other
+    reattack = np.zeros(n, dtype=bool)
+    boundary = np.concatenate([[True], labels[1:] != labels[:-1]])
+    for _, first, last in _runs(np.cumsum(boundary)):
+        pitch = labels[first]
+        if pitch < 0 or last - first < 2 * min_frames:
+            continue
+        frames = np.arange(first + min_frames, last - min_frames + 1)
+        prob = onset_probability(onset_features(energy(int(pitch)), total, frames), "restrike")
+        for i in np.argsort(-prob):
+            if prob[i] < SPLIT_P:
+                break
+            f = int(frames[i])
+            e = energy(int(pitch))
+            # a note that goes on: its partials come back near their level before the dip (a note's
+            # end, where the tracker holds the pitch a little longer, dies away)
+            goes_on = e[f + 3:f + RECOVER_FRAMES].max() >= e[max(f - RECOVER_FRAMES, 0):f + 1].max() - RECOVER_DB
+            if goes_on and not reattack[max(f - min_frames, 0): f + min_frames + 1].any():
+                reattack[f] = True
     boundary = reattack | np.concatenate([[True], labels[1:] != labels[:-1]])
     segment_id = np.cumsum(boundary)
-    min_frames = max(1, round(min_note_s * ANALYSIS_SR / HOP))
     found = []  # (start_s, end_s, pitch, peak_rms)
+    prev_first = -min_frames
     for _, first, last in _runs(segment_id):
         seg = labels[first:last]
         if seg.size == 0 or np.mean(seg >= 0) < 0.5:
@@ -247,8 +278,16 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
         if voiced.size < min_frames:
             continue
         pitch = int(np.round(np.median(voiced)))
-        # the level over 23 ms windows, after the first frame (the previous note's release overlaps it)
+        # the level over 23 ms windows, after the tracked start (the previous note's release overlaps it)
         peak = float(short[min(first + 1, last - 1):last].max())
+        # the onset where the model finds the note's own partials starting, near the tracked start
+        frames = np.arange(max(first - MOVE_BACK, prev_first + min_frames, 0),
+                           min(first + MOVE_LATER, last - min_frames) + 1)
+        if frames.size:
+            prob = onset_probability(onset_features(energy(pitch), total, frames))
+            if prob.max() >= MOVE_P:
+                first = int(frames[int(np.argmax(prob))])
+        prev_first = first
         found.append((first * HOP / ANALYSIS_SR, last * HOP / ANALYSIS_SR, pitch, peak))
     if not found:
         return []
@@ -263,6 +302,83 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
             notes.append(Note(round(start, 6), round(end, 6), int(np.clip(pitch, 0, 127)), max(1, velocity),
                               MELODY_CHANNEL))
     return notes
+
+
+# ---------------------------------------------------------------------------------------------- onset model
+
+ONSET_NFFT = 1024  # the STFT of the per-pitch energies (46 ms at 22050 Hz; frames on the HOP grid)
+ONSET_PARTIALS = 5
+E_LAGS = (-24, -16, -8, -5, -3, -2, -1, 1, 2, 3, 5, 8, 12, 18, 24, 32)  # frames: the pitch's energy trajectory around a frame
+T_LAGS = (-3, -1, 1, 3, 6)  # frames: the whole spectrum's energy trajectory
+ONSET_MODEL = Path(__file__).with_name("assets") / "onset_model.json"
+
+
+def spectrum(y: np.ndarray) -> np.ndarray:
+    """STFT magnitudes [ONSET_NFFT // 2 + 1, frames] of mono ``y`` at ANALYSIS_SR, frames on the HOP grid."""
+    import librosa
+
+    return np.abs(librosa.stft(y, n_fft=ONSET_NFFT, hop_length=HOP, center=True))
+
+
+def pitch_energy(mag: np.ndarray, pitch: float) -> np.ndarray:
+    """dB per frame of the energy at ``pitch``'s first ONSET_PARTIALS partials (each +-1 bin)."""
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    e = np.zeros(mag.shape[1])
+    for h in range(1, ONSET_PARTIALS + 1):
+        k = int(round(h * f0 * ONSET_NFFT / ANALYSIS_SR))
+        if k + 1 >= mag.shape[0]:
+            break
+        e += mag[max(k - 1, 0): k + 2].sum(axis=0)
+    return 20 * np.log10(np.maximum(e, 1e-6))
+
+
+def total_energy(mag: np.ndarray) -> np.ndarray:
+    return 20 * np.log10(np.maximum(mag.sum(axis=0), 1e-6))
+
+
+def onset_features(e: np.ndarray, total: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """[len(frames), F] features of "a note of this pitch starts at frame t": the pitch's energy ``e``
+    (dB) and the spectrum's ``total`` (dB) around t, relative to their values at t, in 10 dB units,
+    plus the pitch's share of the frame, its level under the clip's loudest frame, the fall into t
+    and the climb after it (a re-struck sustained note dips, then swells; a new pitch climbs)."""
+    top = float(total.max())
+    e = np.maximum(e, top - 80.0)
+    total = np.maximum(total, top - 80.0)
+    n = e.size
+    frames = np.asarray(frames, dtype=np.int64)
+
+    def at(x, lag):
+        return x[np.clip(frames + lag, 0, n - 1)]
+
+    def window(x, a, b, fn):
+        return fn(np.stack([at(x, k) for k in range(a, b + 1)]), axis=0)
+
+    e0, t0 = at(e, 0), at(total, 0)
+    cols = [np.clip(at(e, k) - e0, -30, 30) / 10 for k in E_LAGS]
+    cols += [np.clip(at(total, k) - t0, -30, 30) / 10 for k in T_LAGS]
+    cols += [np.clip(e0 - t0, -40, 5) / 10, (e0 - top) / 40]
+    low = window(e, 0, 6, np.min)
+    cols += [(window(e, -3, 0, np.max) - low) / 10, (window(e, 1, 12, np.max) - low) / 10]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+_MODELS: dict = {}
+
+
+def onset_probability(features: np.ndarray, kind: str = "onset") -> np.ndarray:
+    """P(a note starts) per row of ``features`` from the small MLPs in ``assets/onset_model.json``
+    (fitted by benchmarks/fit_onsets.py on rendered corpus melodies): ``onset`` places a note's start,
+    ``restrike`` finds the same pitch struck again inside a tracked note."""
+    if kind not in _MODELS:
+        import json
+
+        raw = json.loads(ONSET_MODEL.read_text())["models"]
+        for k, weights in raw.items():
+            _MODELS.setdefault(k, {name: np.asarray(v, dtype=np.float32) for name, v in weights.items()})
+    m = _MODELS[kind]
+    h = np.tanh((features - m["mean"]) / m["std"] @ m["w1"] + m["b1"])
+    z = h @ m["w2"] + m["b2"]
+    return 1.0 / (1.0 + np.exp(-z[:, 0]))
 
 
 def _rise_start(level: np.ndarray, frame: int) -> int:

@@ -128,3 +128,69 @@ def test_cli_transcribe(tmp_path, capsys):
     assert cli.main(["transcribe", "--local", "--audio", str(wav), "--out", str(tmp_path / "x.wav")]) == 2
     assert cli.main(["transcribe", "--local", "--audio", str(tmp_path / "nope.wav"), "--out", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- onsets
+# bowed-like tones: every note swells in (an exponential attack) and a released note dies away, so a
+# re-struck note (a bow change) dips and swells again with no sharp attack
+
+
+def bowed(notes, total_s, sr=SR, tau_attack=0.06, tau_release=0.05, seed=0):
+    """notes: [(start_s, end_s, pitch)] -> float32 mono; 5 partials, 5 Hz vibrato, a random phase per note."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(int(total_s * sr))
+    for s, e, p in notes:
+        n_on, n = int((e - s) * sr), min(int((e - s + 6 * tau_release) * sr), y.size - int(s * sr))
+        t = np.arange(n) / sr
+        env = (1 - np.exp(-t / tau_attack)) * np.where(t < e - s, 1.0, np.exp(-(t - (e - s)) / tau_release))
+        f = 440.0 * 2 ** ((p - 69) / 12) * (1 + 0.003 * np.sin(2 * np.pi * 5 * t))
+        phase = 2 * np.pi * np.cumsum(f) / sr + rng.uniform(0, 2 * np.pi)
+        wave = sum(a * np.sin(h * phase) for h, a in zip(range(1, 6), (1.0, 0.5, 0.35, 0.25, 0.15)))
+        y[int(s * sr):int(s * sr) + n] += 0.3 * env[:n] * wave
+    return y.astype(np.float32)
+
+
+REPEATED = [(0.30, 1.10, 69), (1.10, 1.90, 69), (1.90, 2.70, 69), (2.70, 3.50, 72)]
+
+
+def test_repeated_bowed_notes_are_split():
+    got = T.transcribe(bowed(REPEATED, 4.0, tau_attack=0.03, tau_release=0.01), SR, chords=False).melody
+    assert [n.pitch for n in got] == [p for *_, p in REPEATED]
+    for n, (start, _, _) in zip(got, REPEATED):
+        assert abs(n.start - start) <= 0.05, (n, start)
+
+
+def test_repeated_bowed_notes_need_the_onset_model(monkeypatch):
+    monkeypatch.setattr(T, "SPLIT_P", 2.0)  # the tracked pitch alone: one long note
+    got = T.transcribe(bowed(REPEATED, 4.0, tau_attack=0.03, tau_release=0.01), SR, chords=False).melody
+    assert [n.pitch for n in got] != [p for *_, p in REPEATED]
+
+
+SLOW = [(0.40, 1.20, 64), (1.20, 2.00, 67), (2.00, 2.80, 71)]  # legato: each note swells in as the last one fades
+
+
+def test_slow_attack_onsets_within_50_ms():
+    got = T.transcribe(bowed(SLOW, 3.3, tau_attack=0.08), SR, chords=False).melody
+    assert [n.pitch for n in got] == [p for *_, p in SLOW]
+    for n, (start, _, _) in zip(got, SLOW):
+        assert abs(n.start - start) <= 0.05, (n, start)
+
+
+def test_slow_attack_onsets_need_the_onset_model(monkeypatch):
+    monkeypatch.setattr(T, "MOVE_P", 2.0)  # the tracked pitch change and the level's rise alone
+    got = T.transcribe(bowed(SLOW, 3.3, tau_attack=0.08), SR, chords=False).melody
+    assert max(abs(n.start - s) for n, (s, _, _) in zip(got, SLOW)) > 0.05
+
+
+def test_no_pre_echo_note_before_a_note_out_of_silence():
+    # the pitch tracker's long low-pitch windows hear a note before it starts: a low, short run out of
+    # silence just before the attack is no note of its own
+    y = synth([(0.50, 1.40, 60, 0.5)], 1.8, harmonics=(1.0, 0.6, 0.4, 0.25, 0.15))
+    got = T.transcribe(y, SR, chords=False).melody
+    assert [n.pitch for n in got] == [60] and abs(got[0].start - 0.50) <= 0.05
+
+
+def test_pre_echo_rule_matters(monkeypatch):
+    monkeypatch.setattr(T, "PRE_ECHO_S", 0.0)
+    y = synth([(0.50, 1.40, 60, 0.5)], 1.8, harmonics=(1.0, 0.6, 0.4, 0.25, 0.15))
+    assert [n.pitch for n in T.transcribe(y, SR, chords=False).melody] != [60]

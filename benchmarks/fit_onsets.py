@@ -1,0 +1,151 @@
+"""Fit the transcriber's onset model (m2ugen/assets/onset_model.json) on rendered corpus melodies.
+
+The model answers "does a note of pitch p start at this frame?" from the energy at p's partials and the
+whole spectrum's energy around the frame (``m2ugen.transcribe.onset_features``). It splits re-struck
+same-pitch notes (a sustained instrument dips and swells again, a struck one climbs) and places each onset
+where the note's own partials start, whatever the attack.
+
+Training material: the top lines of dev-split excerpts (Bach, Mozart, Monteverdi, Ryan's Mammoth; see
+benchmarks/mir_set.py) that the benchmark's dev melodies do not use, each rendered by FluidSynth on two
+of 14 General MIDI instruments (bowed and plucked strings, organ, choir, voice, flute, recorder, sax,
+accordion, electric piano, vibraphone, synth strings). Never the held-out split's composers or its melody
+instruments (clarinet, oboe, trumpet, piano): ``bench_mir.py --split heldout`` measures how it generalises.
+Frames are sampled on each reference note's pitch from 12 frames before its onset to 3 before its end;
+a frame within one hop (11.6 ms) of the onset is positive.
+
+    .venv/bin/python benchmarks/fit_onsets.py [--items 60] [--steps 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PROGRAMS = {"flute": 73, "violin": 40, "voice": 53, "viola": 41, "cello": 42, "strings": 48, "organ": 19,
+            "choir": 52, "alto sax": 65, "recorder": 74, "accordion": 21, "electric piano": 4, "vibraphone": 11,
+            "synth strings": 50}
+HIDDEN = 16
+
+
+def training_items(n_items: int, skip: int = 12):
+    """(item, wav) pairs: the top lines of dev excerpts ``skip``.. on two instruments each."""
+    import mir_set
+
+    directory = mir_set.cache_dir() / "onset-train"
+    manifest = directory / f"manifest-v{mir_set.MANIFEST_VERSION}-{n_items}.json"
+    if manifest.exists():
+        items = [mir_set.Item(**d) for d in json.loads(manifest.read_text())]
+    else:
+        items = mir_set.build_manifest("dev", n_items, n_items)
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps([asdict(i) for i in items]))
+    melodies = [i for i in items if i.melody][skip:]
+    names = list(PROGRAMS)
+    out = []
+    for j, it in enumerate(melodies):
+        for r in range(2):
+            inst = names[(2 * j + r) % len(names)]
+            new = replace(it, name=f"onset-{j:02d}-{r}", ensemble=inst, programs=[PROGRAMS[inst]])
+            out.append((new, mir_set.render(new, directory)))
+    return out
+
+
+def features_of(item, wav):
+    """{"onset": (x, y), "restrike": (x, y)}: frames of each reference note's pitch. onset: from 12
+    frames before the onset to 3 before the end, positive within one hop of the onset. restrike: the
+    frames inside notes (a shortest note from either end) and around the onsets of notes that repeat
+    the previous pitch, positive within one hop of those onsets."""
+    import soundfile as sf
+
+    from m2ugen import transcribe as T
+
+    y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    mono = T._mono(y.T, sr)
+    mag = T.spectrum(mono)
+    total = T.total_energy(mag)
+    n = mag.shape[1]
+    out = {"onset": ([], []), "restrike": ([], [])}
+    energies = {}
+    edge = round(0.06 * T.ANALYSIS_SR / T.HOP)
+    prev = None
+    for a, b, p in item.notes:
+        if p not in energies:
+            energies[p] = T.pitch_energy(mag, p)
+        on, off = int(round(a * T.ANALYSIS_SR / T.HOP)), int(round(b * T.ANALYSIS_SR / T.HOP))
+        frames = np.arange(max(on - 12, 0), min(max(off - 3, on + 2), n))
+        out["onset"][0].append(T.onset_features(energies[p], total, frames))
+        out["onset"][1].append((np.abs(frames - on) <= 1).astype(np.float32))
+        repeat = prev is not None and prev[2] == p and abs(prev[1] - a) < 0.01
+        inner = np.arange(on + edge, off - edge)
+        if repeat:
+            inner = np.union1d(inner, np.arange(max(on - 3, 0), on + 4))
+        inner = inner[(inner >= 0) & (inner < n)]
+        if inner.size:
+            out["restrike"][0].append(T.onset_features(energies[p], total, inner))
+            out["restrike"][1].append(((np.abs(inner - on) <= 1) & repeat).astype(np.float32))
+        prev = (a, b, p)
+    return {k: (np.concatenate(x), np.concatenate(y)) for k, (x, y) in out.items()}
+
+
+def fit(x: np.ndarray, y: np.ndarray, steps: int, seed: int = 0) -> dict:
+    import torch
+
+    torch.manual_seed(seed)
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-3
+    xt = torch.tensor((x - mean) / std)
+    yt = torch.tensor(y)
+    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], HIDDEN), torch.nn.Tanh(), torch.nn.Linear(HIDDEN, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2, weight_decay=1e-5)
+    for _ in range(steps):  # full batch: a few hundred thousand frames, a few hundred weights
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xt)[:, 0], yt)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w1, b1 = net[0].weight.detach().numpy().T, net[0].bias.detach().numpy()
+    w2, b2 = net[2].weight.detach().numpy().T, net[2].bias.detach().numpy()
+    return {"mean": mean, "std": std, "w1": w1, "b1": b1, "w2": w2, "b2": b2}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--items", type=int, default=60, help="dev excerpts built (the first 12 are the benchmark's)")
+    ap.add_argument("--steps", type=int, default=1500, help="full-batch Adam steps")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "m2ugen" / "assets" / "onset_model.json")
+    args = ap.parse_args()
+    pairs = training_items(args.items)
+    # the last quarter of the excerpts checks the fit on music it has not seen
+    cut = len(pairs) - len(pairs) // 4
+    cut -= cut % 2
+    data = [features_of(it, w) for it, w in pairs]
+    from m2ugen import transcribe as T
+
+    models = {}
+    for kind in ("onset", "restrike"):
+        x_tr, y_tr = (np.concatenate([d[kind][i] for d in data[:cut]]) for i in (0, 1))
+        x_va, y_va = (np.concatenate([d[kind][i] for d in data[cut:]]) for i in (0, 1))
+        print(f"{kind}: {len(pairs)} renders ({cut} train, {len(pairs) - cut} check), {len(x_tr)} / {len(x_va)} "
+              f"frames, {int(y_tr.sum())} / {int(y_va.sum())} positive", flush=True)
+        T._MODELS[kind] = {k: np.asarray(v, np.float32) for k, v in fit(x_tr, y_tr, args.steps).items()}
+        for name, x, y in (("train", x_tr, y_tr), ("check", x_va, y_va)):
+            p = T.onset_probability(x, kind)
+            print(f"  {name}: " + "  ".join(f"p>={th}: recall {(p >= th)[y == 1].mean():.3f} false {(p >= th)[y == 0].mean():.4f}"
+                                            for th in (0.3, 0.5, 0.7)), flush=True)
+        # the final model is fitted on everything
+        models[kind] = fit(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), args.steps)
+    args.out.write_text(json.dumps({
+        "what": "m2ugen.transcribe onset models: P(a note of this pitch starts at this frame | onset_features); "
+                "onset: anywhere, restrike: inside a note of the same pitch",
+        "fitted_by": "benchmarks/fit_onsets.py", "renders": len(pairs),
+        "models": {kind: {k: np.round(v, 5).tolist() for k, v in m.items()} for kind, m in models.items()}}) + "\n")
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
