@@ -17,7 +17,9 @@ decoder layers, MERT-330M's 25 x 1024 states into the 4096-wide bridge, the adap
     nice -n 10 python benchmarks/realsize_cpu.py                      # ~16 GB free RAM needed; minutes
     python benchmarks/realsize_cpu.py --llama-layers 2 --variants bf16  # a quick scaled-down run
 
-Prints one table: per stage its seconds, the RSS after it and the peak so far, beside the weight bytes.
+Prints one table: per stage its seconds, the RSS after it and the peak so far, beside the weight bytes;
+with ``--llama-layers`` also the peak projected to the full depth (each missing block adds its weights
+and its KV cache).
 """
 
 from __future__ import annotations
@@ -106,7 +108,12 @@ def child(variant: str, preset: str, llama_layers: int | None) -> dict:
 
     stage("ask over 3 s of audio, 4 new tokens", ask)
     stage("generate 1 s (4 text tokens + MusicGen)", generate)
-    return {"variant": variant, "rows": rows, "sizes": sizes, "weights": total, "n_layers": cfg.n_layers}
+    # one LLaMA block's weights and KV cache as the ask used it: what each further layer adds
+    kv = model.llama._kv_store[0] if model.llama._kv_store else None
+    layer = weight_bytes(model.llama.layers[0]) + (kv.k.nbytes + kv.v.nbytes if kv is not None else 0)
+    return {"variant": variant, "rows": rows, "sizes": sizes, "weights": total, "n_layers": cfg.n_layers,
+            "layer_bytes": layer, "layer_weight_bytes": weight_bytes(model.llama.layers[0]),
+            "full_layers": _config(preset, None).n_layers}
 
 
 def shape_checks(preset_medium: str = "musicgen-medium") -> list[str]:
@@ -205,6 +212,12 @@ def main(argv=None) -> int:
         ok &= met or bool(args.llama_layers)
         print(f"  peak RSS {_gb(peak).strip()} = {ratio:.3f} x weight bytes ({target}): "
               f"{'met' if met else 'NOT met'}")
+        more = res["full_layers"] - res["n_layers"]
+        if more > 0:  # a cut LLaMA: each missing block adds its weights and its KV cache, nothing else grows
+            w_full = res["weights"] + more * res["layer_weight_bytes"]
+            p_full = peak + more * res["layer_bytes"]
+            print(f"  projected to {res['full_layers']} layers (+{more} x {res['layer_bytes'] / 1e6:.0f} MB per block): "
+                  f"weights {_gb(w_full).strip()}, peak RSS ~{_gb(p_full).strip()} = {p_full / w_full:.3f} x weight bytes")
     return 0 if ok else 1
 
 

@@ -9,6 +9,11 @@ bias-tuning biases of the quantized linears (kept in the model's dtype by torcha
 (``lora_*``: small, trained, and added in full precision), the per-head gates and the prefix
 adapters (inputs, not weights). The adapter keys/values are computed with the int8 wk/wv.
 
+torchao's weight-only matmul converts the whole int8 weight to the activation dtype for each call: a
+transient of twice the int8 bytes (the LLaMA-2 output head: 262 MB in bf16, per prefill and decode
+step). The quantized linears here run their matmul in blocks of output rows instead (``Int8Linear``:
+the same per-row arithmetic, at most ``CHUNK_BYTES`` converted at a time).
+
 torchao is an optional dependency (the ``speed`` extra); it is imported only when quantizing.
 """
 
@@ -20,6 +25,32 @@ import torch
 from torch import nn
 
 QUANTIZED_NAMES = ("wq", "wk", "wv", "wo", "w1", "w2", "w3", "output")
+CHUNK_BYTES = 32 << 20  # the most weight bytes an int8 matmul converts to the activation dtype at once
+
+
+class Int8Linear(nn.Linear):
+    """An ``nn.Linear`` whose weight is torchao's per-row int8 tensor, multiplied in blocks of output rows.
+
+    Each block computes what torchao's weight-only linear computes for those rows
+    (``(x @ q[rows].T.to(x.dtype)) * scale[rows]``, then the bias), so only a block of the weight is
+    ever converted to the activation dtype. Set by ``quantize_llama_int8`` (the module's class is
+    swapped in place: its parameters and state-dict names stay as they are).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        q, scale = w.qdata, w.scale.reshape(-1)  # [out, in] int8, [out]
+        rows = max(1, CHUNK_BYTES // (q.shape[1] * x.element_size()))
+        if rows >= q.shape[0] or x.requires_grad:
+            return super().forward(x)
+        x2 = x.reshape(-1, x.shape[-1])
+        y = x2.new_empty(x2.shape[0], q.shape[0])
+        for i in range(0, q.shape[0], rows):
+            m = torch.mm(x2, q[i:i + rows].t().to(x.dtype))
+            y[:, i:i + rows] = m * scale[i:i + rows].to(m.dtype)
+        if self.bias is not None:
+            y += self.bias
+        return y.reshape(*x.shape[:-1], q.shape[0]).to(x.dtype)
 
 
 def defer_torchao() -> None:
@@ -82,8 +113,19 @@ def quantize_llama_int8(llama: nn.Module, only: nn.Module | None = None) -> nn.M
 
         def keep(module: nn.Module, name: str) -> bool:
             return id(module) in inside and _is_llama_projection(module, name)
-    tq.quantize_(llama, tq.Int8WeightOnlyConfig(), filter_fn=keep)
+    tq.quantize_(llama, tq.Int8WeightOnlyConfig(granularity=tq.PerRow()), filter_fn=keep)
+    for name, module in llama.named_modules():
+        if type(module) is nn.Linear and _is_per_row_int8(module.weight) and keep(module, name):
+            module.__class__ = Int8Linear
     return llama
+
+
+def _is_per_row_int8(w: torch.Tensor) -> bool:
+    """torchao's Int8Tensor with one scale per output row (what ``Int8Linear`` multiplies in blocks)."""
+    q, scale = getattr(w, "qdata", None), getattr(w, "scale", None)
+    return (isinstance(q, torch.Tensor) and q.dtype == torch.int8 and q.dim() == 2 and isinstance(scale, torch.Tensor)
+            and scale.numel() == q.shape[0] and getattr(w, "act_quant_kwargs", None) is None
+            and getattr(w, "act_pre_scale", None) is None)
 
 
 def llama_is_int8(llama: nn.Module) -> bool:

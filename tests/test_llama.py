@@ -255,3 +255,35 @@ def test_half_precision_runs_with_cache(pair, dtype):
     assert full.dtype == torch.float32 and h.dtype == dtype
     assert torch.isfinite(full).all()
     torch.testing.assert_close(last, full[:, -1], atol=0.1, rtol=0.05)
+
+
+def test_kv_cache_is_sized_for_the_request_and_grows_with_use():
+    """A short request holds one KV_BLOCK of positions, not max_seq_len (LLaMA-2 7B bf16: 0.5 MiB per
+    position and row); the kept cache serves later requests that fit and grows for those that do not."""
+    from m2ugen.llama import KV_BLOCK
+
+    cfg = small_cfg(max_seq_len=4 * KV_BLOCK)
+    model = Transformer(cfg).eval()
+    ids = torch.randint(1, cfg.vocab_size, (1, 9))
+
+    def prefill(batch: int, max_len: int | None) -> tuple[int, int, int]:
+        model.setup_cache(batch, max_len)
+        try:
+            logits, _ = model(ids.expand(batch, -1), start_pos=0)
+            kv = model._kv_store[0].k
+            return kv.shape[0], kv.shape[1], kv.data_ptr()
+        finally:
+            model.clear_cache()
+
+    with torch.no_grad():
+        full, _ = model(ids)
+        rows, cols, ptr = prefill(1, 60)
+        assert (rows, cols) == (1, KV_BLOCK)
+        assert prefill(1, KV_BLOCK) == (1, KV_BLOCK, ptr)  # fits: reused, not reallocated
+        assert prefill(1, KV_BLOCK + 1)[:2] == (1, 2 * KV_BLOCK)  # more positions: grows by blocks
+        assert prefill(2, 10)[:2] == (2, 2 * KV_BLOCK)  # more rows: grows, keeps its positions
+        assert prefill(1, None)[:2] == (2, cfg.max_seq_len)  # no length given: the whole context
+        model.setup_cache(1, 60)
+        logits, _ = model(ids, start_pos=0)
+        model.release_cache()
+    torch.testing.assert_close(logits, full)

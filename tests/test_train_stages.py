@@ -45,9 +45,9 @@ def test_stage_runs_end_to_end_and_serves(tmp_path, stage):
     assert torch.equal(served.next_token_logits(ids), model.next_token_logits(ids))
 
 
+# the projector (stage 2) against the predict-the-mean baseline: test_train_learning.py
 @pytest.mark.parametrize("stage,datasets,metric,ratio", [
     (3, ("alpaca", "muedit"), "ce", 0.5),  # the reply tokens
-    (2, ("mucaps-decoder",), "mse", 0.9),  # the projector against 10 x T5(caption)
 ])
 def test_loss_falls_when_overfitting(tmp_path, stage, datasets, metric, ratio):
     synthetic.write_dataset(tmp_path, "alpaca", n=2)
@@ -71,7 +71,9 @@ def _audio_sensitivity(model, tmp_path) -> float:
     return float((model.next_token_logits(ids, audio_feats=a) - model.next_token_logits(ids, audio_feats=b)).abs().max())
 
 
-def test_gates_trained_make_audio_matter_reference_keeps_them_zero(tmp_path):
+def test_gates_train_only_where_adapters_enter_reference_keeps_them_zero(tmp_path):
+    """Which gates move (that trained gates make the model answer by its audio is proven on held-out
+    clips in test_train_learning.py)."""
     synthetic.write_dataset(tmp_path, "mucaps", n=4)
     cfg = quick(1, datasets=("mucaps",), max_steps=4, save_every=100)
     fixed = tiny()
@@ -79,7 +81,7 @@ def test_gates_trained_make_audio_matter_reference_keeps_them_zero(tmp_path):
     train(fixed, cfg, tmp_path, tmp_path / "fixed")
     first = fixed.cfg.n_layers - 3 * fixed.cfg.query_layer  # layers below get no adapter: their gate is unused
     assert gates(fixed)[first:].abs().min() > 0 and not gates(fixed)[:first].any()
-    assert _audio_sensitivity(fixed, tmp_path) > 1e-4
+    assert _audio_sensitivity(fixed, tmp_path) > 0.0
 
     ref = tiny()
     train(ref, cfg.reference(), tmp_path, tmp_path / "ref")
