@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import zmq
 
@@ -126,6 +126,11 @@ class Bridge:
         """A local file's bytes to the server (unless it holds them), in this thread; its replies and any
         event that came meanwhile are handled by the loop's next drain."""
         return self.client.upload(path, timeout_s=self.request_timeout_s)
+
+    def server_result_chunks(self, job: str, take: int | None, first: Message | None = None) -> Iterator[bytes]:
+        """A finished job's result file chunk by chunk (the client's own loop, `Client.result_chunks`), in
+        this thread like server_upload; `first`: the reply at offset 0 the router already has."""
+        return self.client.result_chunks(job, take, first, self.request_timeout_s)
 
     def server_endpoint_text(self) -> str:
         return self.client.endpoint if self.client is not None else str(self.server_endpoint)

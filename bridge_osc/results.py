@@ -8,6 +8,7 @@ that is taken by different bytes gets ` (2)`, ` (3)`... instead):
 
     folder = results_folder("/Users/me/Music/Set Project/Samples/M2UGen")   # ResultsRefused if unsafe
     path = write_result(folder, file_name("lofi piano", "f7c22b835872", take=0), wav_bytes)
+    path = write_result(folder, name, lambda: client.result_chunks(job, None), size)   # chunk by chunk
 
 The folder must exist, or at least the folder two levels up (a saved Live Set's folder, for its
 `Samples/M2UGen`: at most those two are made, never a longer chain). Refused (`ResultsRefused`, OSC code `bad_results_dir`): a relative folder, a
@@ -26,6 +27,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import platformdirs
 
@@ -84,34 +86,60 @@ def file_name(prompt: str, job: str, take: int = 0, ext: str = ".wav") -> str:
 RESULT_KINDS = {".wav": (is_wav, "a WAV"), ".mid": (is_midi, "a MIDI file")}
 
 
-def write_result(folder: Path, name: str, data: bytes) -> Path:
+Chunks = Callable[[], Iterable[bytes]]  # a fresh iterator over a result's bytes each call (a fetch from offset 0)
+
+
+def write_result(folder: Path, name: str, data: bytes | Chunks, size: int | None = None) -> Path:
     """Write `data` as `folder/name` (folder from results_folder()), or as `name (2)`... when that name
     holds other bytes; the same bytes there already (a re-fetch) are kept as they are (Live may have the
-    file open). Returns the path."""
+    file open). `data`: the bytes, or a function returning the result's chunks as they are fetched
+    (`server.client.Client.result_chunks`: neither side holds the whole file) with `size` their total;
+    it is called again only when a file of that size must be compared first. Returns the path."""
+    if isinstance(data, (bytes, bytearray)):
+        whole, size = bytes(data), len(data)
+        data = lambda: (whole,)  # noqa: E731
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise ResultsRefused(f"result file name {name!r} is not a plain file name")
     stem, ext = os.path.splitext(name)
     if ext.lower() not in RESULT_KINDS:
         raise ResultsRefused(f"result file name {name!r}: the bridge writes only .wav and .mid files")
     is_kind, what = RESULT_KINDS[ext.lower()]
-    if not is_kind(data[:65536]):
-        raise ResultsRefused(f"the bytes for {name!r} are not {what}; nothing was written")
+
+    def checked() -> Iterator[bytes]:  # the bytes, refused at the first chunk when they are not their kind
+        first = True
+        for chunk in data():
+            if first and not is_kind(bytes(chunk[:65536])):
+                raise ResultsRefused(f"the bytes for {name!r} are not {what}; nothing was written")
+            first = False
+            yield chunk
+        if first:
+            raise ResultsRefused(f"no bytes came for {name!r}; nothing was written")
+
     for n in range(1, 100):
         target = folder / (name if n == 1 else f"{stem} ({n}){ext}")
         if target.is_symlink():
             continue  # never written through, never replaced
         if target.exists():
-            if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
+            if target.is_file() and target.stat().st_size == size and _holds(target, checked()):
                 return target  # the same result fetched again (re-insert)
             continue
         try:  # the project's one confined atomic write: no link followed, nothing replaced
-            write_atomic_confined(Path(folder) / target.name, data, "result", None)
+            write_atomic_confined(Path(folder) / target.name, checked(), "result", None)
         except PathNotAllowed as err:  # appeared meanwhile: the next name
             if target.exists() or target.is_symlink():
                 continue
             raise ResultsRefused(str(err)) from None
         return target
     raise ResultsRefused(f"{folder} holds 99 other files named like {name!r}; nothing was written")
+
+
+def _holds(path: Path, chunks: Iterable[bytes]) -> bool:
+    """Does the file at `path` hold exactly these chunks (read beside them, never whole)?"""
+    with open(path, "rb") as f:
+        for chunk in chunks:
+            if f.read(len(chunk)) != chunk:
+                return False
+        return not f.read(1)
 
 
 def capture_folder(base: Path | None = None) -> Path:

@@ -7,7 +7,9 @@ by bridge_osc/replies.py. The UDP/ZeroMQ loop, server health and sending live in
 the router reaches them only through the `Link` it is given.
 
 Results for DAWs: a request with `results_dir` has its result fetched as bytes (`result`, `want:
-bytes`; one per take) and written into that folder on this machine (bridge_osc/results.py); the
+bytes`, one file per take, in chunks from `offset` 0: the first chunk comes to the loop, the rest are
+fetched by the client's own chunk loop as they are written, so the bridge never holds a whole file)
+and written into that folder on this machine (bridge_osc/results.py); the
 client's `/m2u/done` and `/m2u/take` then name the local files, never the server's jobs folder.
 """
 
@@ -18,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from bridge_osc import replies
 from server.jobview import JobView
@@ -26,7 +28,7 @@ from bridge_osc.replies import Reply
 from bridge_osc.requests import SETTINGS, ArgError, InputUnreadable, Request, apply_upload, server_params, upload_inputs
 from bridge_osc.uploads import UploadError, Uploads
 from bridge_osc.results import ResultsRefused, file_name, results_folder, write_result
-from server.client import Message
+from server.client import Message, RequestRefused, ServerUnavailable
 
 log = logging.getLogger("m2ugen.bridge_osc")
 
@@ -53,6 +55,8 @@ class Link(Protocol):
     def server_send(self, op: str, frames: tuple = (), **fields: Any) -> str: ...
 
     def server_upload(self, path: str) -> dict[str, Any]: ...
+
+    def server_result_chunks(self, job: str, take: int | None, first: Message | None = None) -> Iterator[bytes]: ...
 
     def server_endpoint_text(self) -> str: ...
 
@@ -341,7 +345,7 @@ class Router:
             text = f"could not fetch the result of job {pending.job}: {text}"
             tracked = self.jobs.get(pending.job)
             if tracked is not None:
-                tracked.fetching = False
+                tracked.fetching, tracked.local_paths = False, None  # fetched again from the first file
         job = str(header.get("job") or (pending.job if pending.job_bound else ""))
         if not job and pending.what == "submit" and pending.request is not None:
             job = pending.request.tag  # a refused request is named by its tag, when it has one
@@ -414,30 +418,29 @@ class Router:
         header, take = message.header, pending.take
         takes = replies.take_list(tracked.view)
         paths = tracked.local_paths if tracked.local_paths is not None else []
-        data = _frame_bytes(message)
+        data = self._result_file(pending.job, take + 1 if take else None, message)
         if take > 0 and header.get("take") != take + 1:  # the protocol counts takes from 1
             data = None  # a server that does not know `take` sends take 0 again: never file it as another take
         if data is None:
             if take == 0:
-                tracked.fetching = False
-                self.error(tracked.target, pending.job, "not_found",
-                           f"the server sent no audio for job {pending.job}")
+                self._fetch_error(tracked, "not_found", f"the server sent no audio for job {pending.job}")
                 return
             paths.append("")
             log.warning("job %s: take %d could not be fetched (the server sent no bytes for it)", pending.job, take)
         else:
             try:
                 words = (takes[take].get("stem") if take < len(takes) else None) or tracked.prompt  # a stems job
-                written = write_result(tracked.results_dir, file_name(str(words), pending.job, take), data)
+                written = write_result(tracked.results_dir, file_name(str(words), pending.job, take), *data)
             except ResultsRefused as e:
-                tracked.fetching = False
-                self.error(tracked.target, pending.job, "bad_results_dir", str(e))
+                self._fetch_error(tracked, "bad_results_dir", str(e))
                 return
             except OSError as e:
-                tracked.fetching = False
-                self.error(tracked.target, pending.job, "write_failed",
-                           f"could not write the result of job {pending.job} into {tracked.results_dir}: "
-                           f"{e.strerror or e}; fetch it again with /m2u/result {pending.job}")
+                self._fetch_error(tracked, "write_failed",
+                                  f"could not write the result of job {pending.job} into {tracked.results_dir}: "
+                                  f"{e.strerror or e}; fetch it again with /m2u/result {pending.job}")
+                return
+            except (RequestRefused, ServerUnavailable) as e:
+                self._fetch_error(tracked, *_fetch_failed(pending.job, e))
                 return
             paths.append(str(written))
         tracked.local_paths = paths
@@ -447,6 +450,11 @@ class Router:
         tracked.fetching = False
         log.info("job %s: %d file(s) written to %s", pending.job, len(paths), tracked.results_dir)
         self.send(tracked.target, *replies.outcome(tracked.view, tracked.local_paths))
+
+    def _fetch_error(self, tracked: Tracked, code: str, text: str) -> None:
+        """A result fetch failed: said to the client; the next /m2u/result fetches every file again."""
+        tracked.fetching, tracked.local_paths = False, None
+        self.error(tracked.target, tracked.view.job, code, text)
 
     # ------------------------------------------------------------------ job events
     def handle_event(self, message: Message) -> None:
@@ -485,8 +493,8 @@ class Router:
         if view.state == "done" and view.midi_path:  # a transcription: its notes (and its .mid) first
             if not tracked.fetching:
                 tracked.fetching = True
-                want = "bytes" if tracked.results_dir is not None else "path"
-                self.ask_server("midi", target, "result", job=view.job, fields={"job": view.job, "want": want})
+                fetch = {"want": "bytes", "offset": 0} if tracked.results_dir is not None else {"want": "path"}
+                self.ask_server("midi", target, "result", job=view.job, fields={"job": view.job, **fetch})
             return
         if view.state == "done" and tracked.results_dir is not None and replies.take_list(view):
             if tracked.local_paths is not None:
@@ -510,17 +518,30 @@ class Router:
         sidecar = header.get("sidecar") if isinstance(header.get("sidecar"), dict) else {}
         notes = [n for n in sidecar.get("notes") or [] if isinstance(n, list)]
         path = str(header.get("midi_path") or "")
-        data = _frame_bytes(message, "midi")
+        data = self._result_file(pending.job, None, message, "midi")
         if tracked.results_dir is not None and data is not None:
             try:
                 path = str(write_result(tracked.results_dir,
-                                        file_name(tracked.prompt or "transcription", pending.job, ext=".mid"), data))
+                                        file_name(tracked.prompt or "transcription", pending.job, ext=".mid"), *data))
             except (ResultsRefused, OSError) as e:
                 self.error(tracked.target, pending.job, "bad_results_dir" if isinstance(e, ResultsRefused)
                            else "write_failed", f"could not write the MIDI file of job {pending.job}: {e}")
                 return
+            except (RequestRefused, ServerUnavailable) as e:
+                self.error(tracked.target, pending.job, *_fetch_failed(pending.job, e))
+                return
         log.info("job %s: %d transcribed notes -> %s", pending.job, len(notes), path)
         self.send(pending.target or tracked.target, *replies.midi_outcome(tracked.view, path, notes))
+
+    def _result_file(self, job: str, take: int | None, message: Message, what: str = "audio"):
+        """(chunks, size) of a result file whose first chunk is in `message` (the reply to `result` with
+        `offset` 0): `chunks()` yields that chunk, then fetches the rest one by one as they are written
+        (`Client.result_chunks`); called again, it fetches from offset 0. None: the server sent no bytes."""
+        ref = message.header.get(what)
+        if not (isinstance(ref, dict) and ref.get("frame") == 1 and message.frames and isinstance(ref.get("size"), int)):
+            return None
+        first = [message]
+        return (lambda: self.link.server_result_chunks(job, take, first.pop() if first else None)), ref["size"]
 
     def _fetch_take(self, tracked: Tracked, take: int) -> None:
         if take == 0:
@@ -529,7 +550,7 @@ class Router:
         else:
             fields = {"take": take + 1}  # index 0.. here, take 1.. in the protocol (docs/protocol.md §2)
         self.ask_server("fetch", tracked.target, "result", job=tracked.view.job, take=take,
-                        fields={"job": tracked.view.job, "want": "bytes", **fields})
+                        fields={"job": tracked.view.job, "want": "bytes", "offset": 0, **fields})
 
     def _outcome_from_record(self, target: Address, job: str, record: dict[str, Any], with_status: bool) -> None:
         tracked = self.jobs.get(job)
@@ -655,9 +676,10 @@ def describe(request: Request) -> str:
     return " ".join(parts)
 
 
-def _frame_bytes(message: Message, what: str = "audio") -> bytes | None:
-    ref = message.header.get(what)
-    if isinstance(ref, dict) and ref.get("frame") == 1 and message.frames:
-        frame = message.frames[0]
-        return frame.bytes if hasattr(frame, "bytes") else bytes(frame)
-    return None
+def _fetch_failed(job: str, e: RequestRefused | ServerUnavailable) -> tuple[str, str]:
+    """(code, text) when fetching the rest of a result failed midway (nothing was written)."""
+    if isinstance(e, RequestRefused):
+        code, why = str(e.header.get("code") or "internal"), str(e.header.get("message") or "")
+    else:
+        code, why = "server_unavailable", str(e)
+    return code, f"could not fetch the result of job {job}: {why}; fetch it again with /m2u/result {job}"

@@ -352,12 +352,12 @@ class Client:
         first_path = file_of(listed[0]) if listed else out
         for path in [first_path, *[file_of(t) for t in listed[1:]], outputs.sidecar_of(out)]:
             outputs.check_target(path, overwrite)
-        outputs.save(first_path, self._result_chunks(job, None, first, timeout_s), overwrite=overwrite)
+        outputs.save(first_path, self.result_chunks(job, None, first, timeout_s), overwrite=overwrite)
         takes = []
         for t in listed:
             k = int(t.get("take", 1))
             if k > 1:
-                outputs.save(file_of(t), self._result_chunks(job, k, None, timeout_s), overwrite=overwrite)
+                outputs.save(file_of(t), self.result_chunks(job, k, None, timeout_s), overwrite=overwrite)
             takes.append({**t, "audio_path": str(file_of(t))})
         h[f"{ref}_path"] = str(first_path)
         if takes:
@@ -372,7 +372,8 @@ class Client:
         h.pop(ref, None)
         return h
 
-    def _result_chunks(self, job: str, take: int | None, first: Message | None, timeout_s: float | None):
+    def result_chunks(self, job: str, take: int | None = None, first: Message | None = None,
+                      timeout_s: float | None = None):
         """A finished job's result file (``take``: that take), chunk by chunk (``result`` with ``offset``,
         docs/protocol.md §2.3): neither side holds the whole file twice; ``first``: the reply at offset 0."""
         offset, msg = 0, first

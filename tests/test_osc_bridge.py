@@ -296,9 +296,21 @@ def test_audio_by_job_id_of_another_client(server, peer):
 
 
 @pytest.mark.timeout(150)
-def test_submit_with_options_writes_the_result_into_the_results_folder(server, server_info, peer, tmp_path):
+def test_submit_with_options_writes_the_result_into_the_results_folder(server, server_info, peer, tmp_path, monkeypatch):
     """The real server: the request's own options reach the job, and the WAV the client is told about is
-    a copy the bridge wrote from the server's bytes into the client's folder (not the jobs folder)."""
+    a copy the bridge wrote from the server's bytes into the client's folder (not the jobs folder),
+    fetched chunk by chunk (`result` with `offset`; the server's chunk made small so a short WAV has several)."""
+    from server import handlers, protocol
+
+    chunk, offsets = 16 * 1024, []
+    monkeypatch.setattr(protocol, "RESULT_CHUNK_BYTES", chunk)
+    op_result = handlers.Handlers.op_result
+
+    def spy(self, identity, header, frames):
+        offsets.append((header.get("take"), header.get("offset")))
+        return op_result(self, identity, header, frames)
+
+    monkeypatch.setattr(handlers.Handlers, "op_result", spy)
     folder = tmp_path / "Set Project" / "Samples" / "M2UGen"
     folder.parent.parent.mkdir()  # a saved Set's folder
     peer.send("/m2u/submit", ("s", "generate"), ("s", "prompt"), ("s", "warm pads"), ("s", "duration"), ("f", 1.0),
@@ -311,6 +323,8 @@ def test_submit_with_options_writes_the_result_into_the_results_folder(server, s
     assert record["params"]["seed"] == 3 and record["params"]["context"]["bpm"] == 90.0
     assert record["params"]["takes"] == 1
     assert open(path, "rb").read() == open(record["audio_path"], "rb").read()
+    size = os.path.getsize(path)
+    assert size > 2 * chunk and offsets == [(None, k) for k in range(0, size, chunk)]
     assert str(server_info.jobs_dir) not in " ".join(str(a) for m in got for a in m.args)
     # takes 2: two takes come back, each fetched as bytes and written into the folder
     peer.send("/m2u/submit", ("s", "generate"), ("s", "prompt"), ("s", "x"), ("s", "duration"), ("f", 0.5),

@@ -60,6 +60,8 @@ class FakeServer:
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.forget_jobs = forget_jobs
         self.knows_take = knows_take  # `result` with `take: n` (1..N) sends take n, as the server does
+        self.make_wav = wav_bytes  # (job, take index from 0) -> the bytes `result` sends
+        self.refuse_offsets: set[int] = set()  # `result` at these offsets: error/not_found (a file gone midway)
         self.records: dict[str, dict] = {}  # job -> its done record
         self.requests: list[dict] = []
         self.frames: list[list[bytes]] = []  # the binary frames of each request, index-aligned
@@ -160,8 +162,16 @@ class FakeServer:
             reply, frames = {"op": "result", "req": req, **record}, []
             take = h.get("take", 1) if self.knows_take else 1  # the protocol counts takes from 1
             if h.get("want") == "bytes" and record["audio_path"]:
-                frames = [wav_bytes(record["job"], take - 1)]  # wav_bytes(job, index from 0)
-                reply["audio"] = {"frame": 1}
+                if h.get("offset") in self.refuse_offsets:
+                    self._send(identity, {"op": "error", "req": req, "code": "not_found",
+                                          "message": f"the result file of job {h['job']} is gone"})
+                    return
+                data = self.make_wav(record["job"], take - 1)
+                reply["audio"] = {"frame": 1, "size": len(data)}
+                if "offset" in h:  # one chunk from there (docs/protocol.md §2, `result`), the server's chunk size
+                    data = data[h["offset"]:h["offset"] + protocol.RESULT_CHUNK_BYTES]
+                    reply["audio"]["offset"] = h["offset"]
+                frames = [data]
                 if self.knows_take and "take" in h:
                     reply["take"] = take
             self.sock.send_multipart([identity, *protocol.encode({"v": 1, **reply}, frames)])

@@ -9,6 +9,7 @@ import pytest
 
 from bridge_osc import osc
 from bridge_osc.bridge import Bridge, start_in_thread
+from server import protocol
 from bridge_osc.results import CAPTURE_PREFIX, capture_folder, purge_captures
 from test_osc_fake_server import FakeServer, OscPeer, in_wav, uploaded, wav_bytes  # noqa: F401 (a fixture)
 
@@ -123,7 +124,8 @@ def test_result_is_written_into_the_results_folder_from_fetched_bytes(peer, fake
     assert (seconds, rate) == (4.0, 32000)
     assert not any("/tmp/fake" in str(a) for m in got for a in m.args)  # the jobs folder is never named
     fetches = [{k: v for k, v in h.items() if k != "token"} for h in fake.requests if h["op"] == "result"]
-    assert fetches == [{"v": 2, "op": "result", "req": fetches[0]["req"], "job": job, "want": "bytes"}]
+    assert fetches == [{"v": 2, "op": "result", "req": fetches[0]["req"], "job": job, "want": "bytes",
+                        "offset": 0}]
 
     # a lost /m2u/done: status re-sends the local file (no second download)
     peer.send("/m2u/status", ("s", job))
@@ -134,6 +136,80 @@ def test_result_is_written_into_the_results_folder_from_fetched_bytes(peer, fake
     submit(peer, "generate", prompt="pad", results_dir="user")
     path = peer.expect("/m2u/done")[-1].args[1]
     assert os.path.dirname(path) == str(tmp_path / "user-results")
+
+
+CHUNK = 64 * 1024
+
+
+def big_wav(job: str, take: int) -> bytes:
+    """A take's WAV of 2.5 chunks whose every chunk differs (a chunk written twice or skipped shows)."""
+    head = wav_bytes(job, take)
+    body = b"".join(f"{job}:{take}:{i:08d};".encode() for i in range(int(2.5 * CHUNK) // 16))
+    return head + body
+
+
+def result_fetches(fake, job):
+    return [(h.get("take"), h.get("offset")) for h in fake.requests if h["op"] == "result" and h["job"] == job]
+
+
+@pytest.mark.timeout(30)
+def test_a_result_larger_than_a_chunk_is_fetched_in_chunks(peer, fake, tmp_path, monkeypatch):
+    """Neither side holds a whole result: the bridge asks for it chunk by chunk (`offset`), every take."""
+    monkeypatch.setattr(protocol, "RESULT_CHUNK_BYTES", CHUNK)
+    fake.make_wav = big_wav
+    folder = tmp_path / "r"
+    submit(peer, "generate", prompt="long pad", takes=2, results_dir=str(folder))
+    got = peer.expect("/m2u/done")
+    job = got[-1].args[0]
+    takes = [m.args[3] for m in got if m.address == "/m2u/take"]
+    assert [open(p, "rb").read() == big_wav(job, i) for i, p in enumerate(takes)] == [True, True]
+    assert len(big_wav(job, 0)) > 2 * CHUNK
+    offsets = [0, CHUNK, 2 * CHUNK]
+    assert result_fetches(fake, job) == [(None, o) for o in offsets] + [(2, o) for o in offsets]
+    assert sorted(os.listdir(folder)) == sorted(os.path.basename(p) for p in takes)  # no temp file left
+
+
+
+def test_write_result_from_chunks_compares_a_file_there_chunk_by_chunk(tmp_path):
+    """A re-fetch into a folder holding the same bytes keeps that file; a file of the same size with other
+    bytes is kept too and the result gets the next name (the chunks fetched again for it)."""
+    from bridge_osc.results import ResultsRefused, write_result
+
+    data = big_wav("job7", 0)
+    calls = []
+
+    def chunks():
+        calls.append(1)
+        return (data[i:i + CHUNK] for i in range(0, len(data), CHUNK))
+
+    first = write_result(tmp_path, "a.wav", chunks, len(data))
+    assert first.read_bytes() == data and len(calls) == 1
+    assert write_result(tmp_path, "a.wav", chunks, len(data)) == first and len(calls) == 2  # compared, kept
+    edited = bytearray(data)
+    edited[-5] ^= 0xFF  # the user's edit, in the last chunk
+    first.write_bytes(edited)
+    second = write_result(tmp_path, "a.wav", chunks, len(data))
+    assert second.name == "a (2).wav" and second.read_bytes() == data and first.read_bytes() == edited
+    assert len(calls) == 4  # compared (until the last chunk differed), then fetched again to write
+    with pytest.raises(ResultsRefused, match="not a MIDI file"):
+        write_result(tmp_path, "b.mid", chunks, len(data))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a (2).wav", "a.wav"]  # no temp file left
+
+
+@pytest.mark.timeout(30)
+def test_a_result_that_fails_midway_writes_nothing(peer, fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(protocol, "RESULT_CHUNK_BYTES", CHUNK)
+    fake.make_wav = big_wav
+    fake.refuse_offsets = {2 * CHUNK}
+    folder = tmp_path / "r"
+    submit(peer, "generate", prompt="gone", results_dir=str(folder))
+    error = peer.expect("/m2u/error")[-1]
+    assert error.args[1] == "not_found" and "is gone" in error.args[2] and "/m2u/result" in error.args[2]
+    assert os.listdir(folder) == []  # neither the file nor its temp file
+    fake.refuse_offsets = set()
+    peer.send("/m2u/result", ("s", error.args[0]), ("s", str(folder)))
+    path = peer.expect("/m2u/done")[-1].args[1]
+    assert open(path, "rb").read() == big_wav(error.args[0], 0)
 
 
 @pytest.mark.timeout(30)
