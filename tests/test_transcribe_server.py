@@ -52,7 +52,8 @@ def test_a_transcribe_job_writes_the_melody_as_a_mid(server, server_info, melody
 
     mid = mido.MidiFile(path)
     assert round(mido.tempo2bpm(next(m.tempo for m in mid.tracks[0] if m.type == "set_tempo"))) == 90
-    assert result.header["midi"] == {"frame": 1} and result.frames[0] == open(path, "rb").read()
+    midi_bytes = open(path, "rb").read()
+    assert result.header["midi"] == {"frame": 1, "size": len(midi_bytes)} and result.frames[0] == midi_bytes
     sidecar = result.header["sidecar"]
     assert sidecar["bpm"] == 90.0 and sidecar["bpm_source"] == "context" and sidecar["midi_path"] == path
     assert [n[2] for n in sidecar["notes"]] == PITCHES
