@@ -11,10 +11,12 @@ prompt, chroma prefix, transformers' warpers), scheduled per step instead of per
 - a joining row is prefilled into its own slots alone (``MusicGenStep.forward(first=...)``, a view of the
   cache; the running rows' slots are not touched): ``prefill_chunk`` positions per step in all while rows
   are decoding, whole while none is;
-- every step samples each row that has its next logits and runs one decode step over slots [0, S), S the
+- every step samples each row that has its next logits (guided per row, then warped and softmaxed for all
+  rows in one call; only the draw is per row, from its own generator) and runs one decode step over slots [0, S), S the
   smallest fixed size (1, 2, 4, 8, 16, ...) covering the highest slot in use: a compiled step sees a few
   shapes, compiled once each (``warm_up``). Free and prefilling slots in that range are fed a dummy at a
-  position their owner writes before it reads it;
+  position their owner writes before it reads it. Eager steps attend only up to the furthest written
+  position and cross-attend only up to the longest kept prompt position (``kept_length``);
 - a row leaves the step it samples its last token (its slots are free at once), or when its ``on_step``
   raises (a cancel: that row alone).
 """
@@ -238,7 +240,8 @@ class MusicGenStage:
         a = sr.prefilled
         b = min(sr.width, a + n)
         pos = torch.arange(a, b, device=sr.hidden.device)[None].expand(sr.n, b - a)
-        out = self.step_module(sr.hidden[:, a:b], pos, first=sr.slot, upto=b, cross_upto=sr.cross_len)  # [n, K, b - a, V]
+        out = self.step_module(sr.hidden[:, a:b], pos, first=sr.slot, upto=b,
+                               cross_upto=sr.cross_len)  # [n, K, b - a, V]
         for j, last in enumerate(sr.last):  # each slot's last prompt position, as it comes
             if a <= last < b:
                 sr.got[j] = out[j, :, last - a]
