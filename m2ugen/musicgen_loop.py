@@ -205,9 +205,13 @@ class MusicGenStep(nn.Module):
         bias[:, :lc].masked_fill_(keep, 0.0)
         self.cross_bias[first:first + n] = bias[:, None, None, :]
 
-    def forward(self, hidden: torch.Tensor, pos: torch.Tensor, first: int = 0, upto: int | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, pos: torch.Tensor, first: int = 0, upto: int | None = None,
+                cross_upto: int | None = None) -> torch.Tensor:
         """``first``: the cache slot of ``hidden``'s first row (slots [first, first + S) are read and written);
-        ``upto`` (eager callers): attend to cache positions < upto only (every position read is < upto)."""
+        ``upto`` (eager callers): attend to cache positions < upto only (every position read is < upto);
+        ``cross_upto`` (eager callers): cross-attend to conditioning positions < cross_upto only (every slot's
+        unmasked positions are below it: the masked ones weigh exactly 0, so the result is the same, and a
+        step no longer reads the whole padded cross cache, e.g. 128 positions for a prompt of 8 tokens)."""
         s, t, _ = hidden.shape
         length = self.cache_shape[2] if upto is None else upto
         slots = torch.arange(s, device=pos.device)[:, None].expand(s, t)
@@ -233,6 +237,8 @@ class MusicGenStep(nn.Module):
                 ck, cv, cb = getattr(self, f"cross_keys_{i}"), getattr(self, f"cross_values_{i}"), self.cross_bias
                 if not whole:
                     ck, cv, cb = ck[first:first + s], cv[first:first + s], cb[first:first + s]
+                if cross_upto is not None:
+                    ck, cv, cb = ck[:, :, :cross_upto], cv[:, :, :cross_upto], cb[..., :cross_upto]
                 out = F.scaled_dot_product_attention(q, ck, cv, attn_mask=cb, scale=self.scaling)
                 hidden = hidden + xattn.out_proj(self._merge(out))
             h = layer.final_layer_norm(hidden)

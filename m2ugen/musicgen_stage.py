@@ -11,10 +11,12 @@ prompt, chroma prefix, transformers' warpers), scheduled per step instead of per
 - a joining row is prefilled into its own slots alone (``MusicGenStep.forward(first=...)``, a view of the
   cache; the running rows' slots are not touched): ``prefill_chunk`` positions per step in all while rows
   are decoding, whole while none is;
-- every step samples each row that has its next logits and runs one decode step over slots [0, S), S the
+- every step samples each row that has its next logits (guided per row, then warped and softmaxed for all
+  rows in one call; only the draw is per row, from its own generator) and runs one decode step over slots [0, S), S the
   smallest fixed size (1, 2, 4, 8, 16, ...) covering the highest slot in use: a compiled step sees a few
   shapes, compiled once each (``warm_up``). Free and prefilling slots in that range are fed a dummy at a
-  position their owner writes before it reads it;
+  position their owner writes before it reads it. Eager steps attend only up to the furthest written
+  position and cross-attend only up to the longest kept prompt position (``kept_length``);
 - a row leaves the step it samples its last token (its slots are free at once), or when its ``on_step``
   raises (a cancel: that row alone).
 """
@@ -40,6 +42,14 @@ def bucket(n: int, slots: int) -> int:
     return min(b, slots)
 
 
+def kept_length(conds: list[torch.Tensor], masks: list[torch.Tensor | None]) -> int:
+    """1 + the last cross-attention position any slot keeps (at least 1; no mask keeps its whole ``cond``):
+    the positions past it weigh exactly 0 (T5 prompts are padded to 128 positions; a short one keeps a few)."""
+    last = [int(c.shape[0]) if m is None else int(m.nonzero().max()) + 1 if m.any() else 1
+            for c, m in zip(conds, masks)]
+    return max(last, default=1)
+
+
 @dataclass(eq=False)
 class StageRow:
     row: LoopRow
@@ -56,6 +66,7 @@ class StageRow:
     last: list[int] = field(default_factory=list)  # per slot: the prefill position whose logits are sampled
     got: dict[int, torch.Tensor] = field(default_factory=dict)  # per slot: those logits, as they come
     prefilled: int = 0
+    cross_len: int | None = None  # its conditioning's cross-attention positions (None: Melody's prefix)
     logits: torch.Tensor | None = None  # [n, K, V] pending sample
     pos: int = 0  # where its next sampled token goes
     done: int = 0
@@ -152,6 +163,7 @@ class MusicGenStage:
         dtype = self.table.dtype
         if step.cross:
             lc = max(int(c.shape[0]) for c in sr.conds)
+            sr.cross_len = kept_length(sr.conds, sr.masks)
             states = sr.conds[0].new_zeros(sr.n, lc, sr.conds[0].shape[-1])
             keep = torch.zeros(sr.n, lc, dtype=torch.bool, device=states.device)
             for j, (c, m) in enumerate(zip(sr.conds, sr.masks)):
@@ -201,8 +213,15 @@ class MusicGenStage:
             self._guarded(sr, lambda sr, n=n: self._prefill_chunk(sr, n), left)
             if budget is not None:
                 budget -= n
-        for sr in [sr for sr in rows if sr.logits is not None and sr.slot is not None]:
-            self._guarded(sr, self._sample, left)
+        sampling = [sr for sr in rows if sr.logits is not None and sr.slot is not None]
+        for sr in sampling:  # progress first (as the loop does); raising ends that row alone
+            self._guarded(sr, self._progress, left)
+        sampling = [sr for sr in sampling if sr.slot is not None]
+        if sampling:
+            probs = self._scores(sampling)
+            k = self.loop.num_codebooks
+            for i, sr in enumerate(sampling):
+                self._guarded(sr, lambda sr, p=probs[i * k:(i + 1) * k]: self._place(sr, p), left)
         running = [sr for sr in rows if sr.slot is not None and sr.prefilled >= sr.width and sr.logits is None]
         if running:
             self._decode(running)
@@ -221,7 +240,8 @@ class MusicGenStage:
         a = sr.prefilled
         b = min(sr.width, a + n)
         pos = torch.arange(a, b, device=sr.hidden.device)[None].expand(sr.n, b - a)
-        out = self.step_module(sr.hidden[:, a:b], pos, first=sr.slot, upto=b)  # [n, K, b - a, V]
+        out = self.step_module(sr.hidden[:, a:b], pos, first=sr.slot, upto=b,
+                               cross_upto=sr.cross_len)  # [n, K, b - a, V]
         for j, last in enumerate(sr.last):  # each slot's last prompt position, as it comes
             if a <= last < b:
                 sr.got[j] = out[j, :, last - a]
@@ -230,17 +250,32 @@ class MusicGenStage:
             sr.logits = torch.stack([sr.got[j] for j in range(sr.n)])
             sr.hidden, sr.got = None, {}  # the prefill input is no longer needed
 
-    def _sample(self, sr: StageRow) -> None:
-        row, logits, sr.logits = sr.row, sr.logits.float(), None
-        if row.on_step is not None:
-            row.on_step(sr.done + 1)  # progress first (as the loop does); raising ends this row
-        scores = logits[0]
-        if row.guided:
-            scores = logits[1] + (logits[0] - logits[1]) * row.guidance_scale
+    @staticmethod
+    def _progress(sr: StageRow) -> None:
+        if sr.row.on_step is not None:
+            sr.row.on_step(sr.done + 1)
+
+    def _scores(self, batch: list[StageRow]) -> torch.Tensor:
+        """[len(batch) * K, V]: every sampling row's guided scores, warped in one call (temperature, top-k and
+        top-p act on each line alone, so each row's lines are what they are alone) and, when sampling, their
+        probabilities; only the draw itself stays per row (its own generator)."""
+        parts = []
+        for sr in batch:
+            logits, sr.logits = sr.logits.float(), None
+            scores = logits[0]
+            if sr.row.guided:
+                scores = logits[1] + (logits[0] - logits[1]) * sr.row.guidance_scale
+            parts.append(scores)
+        scores = torch.cat(parts)
         for warp in self.warpers:
             scores = warp(None, scores)
+        return F.softmax(scores, dim=-1) if self.do_sample else scores
+
+    def _place(self, sr: StageRow, scores: torch.Tensor) -> None:
+        """Draw (or take the best of) ``scores`` [K, V] and put it at the row's next position."""
+        row = sr.row
         if self.do_sample:
-            new = torch.multinomial(F.softmax(scores, dim=-1), 1, generator=row.generator)[:, 0]
+            new = torch.multinomial(scores, 1, generator=row.generator)[:, 0]
         else:
             new = scores.argmax(-1)
         j = sr.pos
@@ -270,8 +305,9 @@ class MusicGenStage:
         hidden = step.embed(fed[:, :, None]) + table[pos]
         if self.loop.compile:  # one shape for the whole pool: the whole cache length
             logits = self.loop._step_fn()(hidden, pos)[:, :, 0]
-        else:  # eager: attend only as far as the furthest slot has written
-            logits = step(hidden, pos, upto=int(pos.max()) + 1)[:, :, 0]
+        else:  # eager: attend only as far as the furthest slot has written, and the longest conditioning
+            cross = max((sr.cross_len for sr in running), default=None) if step.cross else None
+            logits = step(hidden, pos, upto=int(pos.max()) + 1, cross_upto=cross)[:, :, 0]
         if step.keys_0.device.type == "cuda" and self.loop.compile:  # CUDA graphs reuse the output buffer
             logits = logits.clone()
         for sr in running:

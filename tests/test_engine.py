@@ -281,10 +281,10 @@ def test_decode_batches_have_fixed_sizes(model, monkeypatch):
     module = music.step_module
     original = module.forward
 
-    def forward(hidden, pos, first=0, upto=None):
+    def forward(hidden, pos, first=0, upto=None, **kw):
         if hidden.shape[1] == 1:
             music_seen.add(hidden.shape[0])
-        return original(hidden, pos, first, upto)
+        return original(hidden, pos, first, upto, **kw)
 
     monkeypatch.setattr(module, "forward", forward)
     reqs = requests()
@@ -523,3 +523,58 @@ def test_music_stage_rows_that_join_later_equal_each_row_alone(preset):
     for i, row in enumerate(rows):
         np.testing.assert_array_equal(joined[i], d.generate_batch([row])[0])
     assert not np.array_equal(joined[0][:, :1000], joined[2][:, :1000])
+
+
+def test_music_stage_samples_rows_together_and_each_gets_what_it_gets_alone(monkeypatch):
+    """Rows with their own seed, guidance (on, off, two scales), prompt length and conditioning share one
+    step: their scores are guided, warped (temperature, top-k, top-p) and turned into probabilities in one
+    call and only the draw is per row, and cross-attention stops at the longest kept prompt position; each
+    row's audio is bitwise what it gives alone."""
+    from m2ugen.decoders import DecodeRow, build_decoder
+    from m2ugen.musicgen_loop import MusicGenStep
+    from m2ugen.musicgen_stage import kept_length
+
+    d = build_decoder(M2UGenConfig.preset("tiny"))
+    gc = d.model.generation_config
+    monkeypatch.setattr(gc, "temperature", 0.7)
+    monkeypatch.setattr(gc, "top_p", 0.9)
+    rows = [DecodeRow(text="rock", duration_s=0.4, seed=5),
+            DecodeRow(text="rock", duration_s=0.4, seed=6),  # only the seed differs
+            DecodeRow(text="rock", duration_s=0.4, seed=5, guidance_scale=1.0),  # only the guidance differs
+            DecodeRow(text="a long calm piano melody with soft strings", duration_s=0.3, seed=7,
+                      guidance_scale=5.0),
+            DecodeRow(embeds=torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(5)), duration_s=0.2,
+                      seed=1)]
+    seen: list[int | None] = []
+    forward = MusicGenStep.forward
+
+    def spy(self, hidden, pos, first=0, upto=None, cross_upto=None):
+        if hidden.shape[0] > 2:  # a decode step (a joining row's prefill has one or two slots)
+            seen.append(cross_upto)
+        return forward(self, hidden, pos, first=first, upto=upto, cross_upto=cross_upto)
+
+    monkeypatch.setattr(MusicGenStep, "forward", spy)
+    together = stage_run(d, rows, join_at=[0, 0, 0, 0, 2])
+    lc = d._loop().step_module.cross_keys_0.shape[2]
+    monkeypatch.setattr(MusicGenStep, "forward", forward)
+    for i, row in enumerate(rows):
+        np.testing.assert_array_equal(together[i], d.generate_batch([row])[0])
+    assert not np.array_equal(together[0], together[1]) and not np.array_equal(together[0], together[2])
+
+    def kept(row):
+        r = d._loop_row(row)[0]
+        return kept_length([r.cond] + ([r.uncond] if r.guided else []),
+                           [r.cond_mask] + ([r.uncond_mask] if r.guided else []))
+
+    assert seen[0] == max(kept(r) for r in rows[:4]) < lc  # the first decode: the four rows of step 0
+    assert all(c is not None and c < lc for c in seen)  # never the padded tail
+
+
+def test_kept_length_is_one_past_the_last_kept_position():
+    from m2ugen.musicgen_stage import kept_length
+
+    c = torch.zeros(6, 2)
+    keep = torch.tensor([True, True, False, True, False, False])
+    assert kept_length([c, c], [keep, torch.zeros(6, dtype=torch.bool)]) == 4  # the null branch keeps none
+    assert kept_length([c], [torch.zeros(6, dtype=torch.bool)]) == 1
+    assert kept_length([c[:3]], [None]) == 3
