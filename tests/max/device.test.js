@@ -8,7 +8,7 @@ const os = require("os");
 const path = require("path");
 const dgram = require("dgram");
 const { World, makeLiveAPI, loadNames } = require("./lom_stub");
-const { Device, DEVICE_JS, deviceFiles, parseSubmit, ready, calls, sleep, freePort } = require("./harness");
+const { Device, DEVICE_JS, deviceFiles, parseSubmit, ready, calls, sleep, settle, freePort } = require("./harness");
 const osc = require("./osc");
 // the device's global scope, as Max's [js] holds it: its pure functions are tested from there
 const pure = new Device(new World()).sandbox;
@@ -22,7 +22,7 @@ async function runJob(dev, job, donePath) {
     dev.receive("/m2u/accepted", [job, 0]);
     dev.receive("/m2u/progress", [job, 0.5, "generating"]);
     dev.receive("/m2u/done", [job, donePath, 2.0, 32000]);
-    await sleep(20); // placement runs from a Task
+    await settle(dev);
 }
 
 // ---- the file itself ----------------------------------------------------------------------------
@@ -405,7 +405,7 @@ test("cancel sends /m2u/cancel and clears the device at once (no bridge needed t
     assert.equal(dev.sandbox.state.slots.fg, null);
     assert.equal(dev.jobTasks().length, 0, "no poll or watchdog left running");
     dev.receive("/m2u/done", ["j8", RESULT, 1.0, 32000]); // a late outcome of the cancelled job: ignored
-    await sleep(20);
+    await settle(dev);
     assert.equal(calls(world, "create_audio_track").length, 0);
     dev.send("go"); // and the device takes a new request right away
     assert.match(dev.lastStatus(), /Sent generate/);
@@ -611,11 +611,11 @@ test("preview: the device plays the result; nothing is placed until Accept", asy
     dev.receive("/m2u/done", ["p1", RESULT, 2.0, 48000]);
     assert.deepEqual(dev.outlets[3].slice(-2), [["preview", "open", RESULT], ["preview", 1]]);
     assert.match(dev.lastStatus(), /Preview take 1\/1 \(seed 7\): Accept, Regenerate or Discard/);
-    await sleep(20);
+    await settle(dev);
     assert.equal(calls(world, "create_audio_track").length, 0);
     dev.send("accept");
     assert.deepEqual(dev.outlets[3].pop(), ["preview", 0]);
-    await sleep(20);
+    await settle(dev);
     assert.deepEqual(calls(world, "create_audio_clip").map((c) => c.args), [[RESULT, 16]]);
     assert.match(dev.lastStatus(), /Placed on track 2/);
     await dev.close();
@@ -643,7 +643,7 @@ test("preview: Discard places nothing; Regenerate sends the same request with th
     assert.deepEqual(dev.outlets[3].pop(), ["preview", 0]);
     dev.send("accept");
     assert.match(dev.lastStatus(), /Nothing to accept/);
-    await sleep(20);
+    await settle(dev);
     assert.equal(calls(world, "create_audio_track").length, 0);
     dev.send("seed", -1);
     dev.send("go");
@@ -659,7 +659,7 @@ test("takes in the session: consecutive clip slots from the selected scene, scen
     dev.send("prompt", "drums");
     dev.send("go");
     takesDone(dev, "t1", [RESULT, RESULT, RESULT], 2.0);
-    await sleep(20);
+    await settle(dev);
     assert.deepEqual(calls(world, "create_audio_clip").map((c) => c.path),
         ["live_set tracks 1 clip_slots 1", "live_set tracks 1 clip_slots 2", "live_set tracks 1 clip_slots 3"]);
     assert.deepEqual(calls(world, "create_scene").map((c) => c.args), [[-1]]);
@@ -676,7 +676,7 @@ test("takes in the arrangement: alternatives at the position, each on its own tr
     dev.send("prompt", "drums");
     dev.send("go");
     takesDone(dev, "t2", [RESULT, RESULT], 2.0);
-    await sleep(20);
+    await settle(dev);
     assert.deepEqual(calls(world, "create_audio_clip").map((c) => [c.path, c.args[1]]),
         [["live_set tracks 2", 8], ["live_set tracks 3", 8]]);
     assert.match(dev.lastStatus(), /Placed 2 takes on tracks 3-4 at beat 8 \(takes 2-2 muted\)/);
@@ -689,7 +689,7 @@ test("a take that fails to import keeps the takes placed before it and says whic
     dev.send("prompt", "drums");
     dev.send("go");
     takesDone(dev, "t3", [RESULT, path.join(TMP, "missing.wav")], 2.0);
-    await sleep(20);
+    await settle(dev);
     assert.equal(world.song.values.tracks[1].values.arrangement_clips.length, 1);
     assert.match(dev.lastStatus(), /Placed on track 2 .*take 2 failed: file not found/);
     await dev.close();
@@ -732,7 +732,7 @@ test("job list: /m2u/jobs fills the menu; Re-insert fetches the result into the 
     dev.send("reinsert");
     assert.deepEqual(dev.osc().pop(), ["/m2u/result", "jb1", "/Users/me/P/Samples/M2UGen", 9101]);
     dev.receive("/m2u/done", ["jb1", RESULT, 4.0, 32000]);
-    await sleep(20);
+    await settle(dev);
     assert.deepEqual(calls(world, "create_audio_clip").map((c) => c.args), [[RESULT, 16]]);
     assert.match(world.song.values.tracks[1].values.name, /generate: warm pads/);
     await dev.close();
@@ -832,7 +832,7 @@ test("transcribe: the audio clip -> /m2u/submit transcribe -> the notes as a new
     const before = world.song.values.tracks.length;
     dev.receive("/m2u/done", ["t1", "/Users/me/Music/M2UGen/x.mid", 2.0, 0]);
     assert.equal(world.song.values.tracks.length, before, "nothing placed inside the /m2u/done handler");
-    await sleep(20);
+    await settle(dev);
     // melody (channel 0) and chords (channel 1) each on a MIDI track right after the device's track (1)
     assert.deepEqual(calls(world, "create_midi_track").map((c) => c.args), [[2], [3]]);
     const track = world.song.values.tracks[2];
@@ -862,7 +862,7 @@ test("transcribe needs audio, and a clip that cannot be made leaves no empty tra
     dev.receive("/m2u/accepted", ["t2", 0]);
     dev.receive("/m2u/notes", ["t2", 0, 1, JSON.stringify([[0, 1, 200, 100, 0]])]); // a pitch Live refuses
     dev.receive("/m2u/done", ["t2", "/tmp/x.mid", 1.0, 0]);
-    await sleep(20);
+    await settle(dev);
     assert.equal(world.song.values.tracks.length, before);
     assert.match(dev.lastStatus(), /Live could not make the MIDI clip .*x\.mid/);
     return dev.close();
@@ -893,7 +893,7 @@ test("learn sends the dropped audio files to /m2u/learn with the adapter's name 
     dev.receive("/m2u/progress", ["ft1", 0.25, "training"]);
     assert.match(learnStatus(), /training 25%/);
     dev.receive("/m2u/done", ["ft1", "", 0, 0]);
-    await sleep(20);
+    await settle(dev);
     assert.match(learnStatus(), /Adapter my_style learnt/);
     assert.equal(dev.osc().filter((m) => m[0] === "/m2u/submit").length, 1); // nothing was placed or submitted after it
     dev.send("learn_clear");

@@ -33,6 +33,7 @@ function makeTask(pending) {
     Task.prototype.schedule = function (ms) {
         this.cancel();
         const self = this;
+        this.ms = ms || 0;
         pending.add(this);
         this.timer = setTimeout(function () {
             pending.delete(self);
@@ -309,6 +310,17 @@ function sleep(ms) {
     return new Promise((r) => setTimeout(r, ms));
 }
 
+// Until the device has run every Task it deferred to "now" (placement, a reply's next step), chains
+// included; timed Tasks (polls, watchdogs, hello retries) stay pending. Waits on that state, not on a
+// guess of how long a loaded machine takes.
+async function settle(dev) {
+    for (let i = 0; i < 1000; i++) {
+        if (!Array.from(dev.pendingTasks).some((t) => !t.ms)) return;
+        await new Promise((r) => setTimeout(r, 0));
+    }
+    throw new Error("settle: the device kept deferring work");
+}
+
 // A UDP port nothing listens on now (bound, read, released).
 async function freePort() {
     const s = dgram.createSocket("udp4");
@@ -354,5 +366,5 @@ async function startUdpDevice(devices, bridgePort, setDir, worldOptions, preview
     return { world, dev, udp };
 }
 
-module.exports = { ready, calls, sleep, freePort, writeWav, requiredEnv, startUdpDevice, Device, DEVICE_JS, MAX_DIR,
+module.exports = { ready, calls, sleep, settle, freePort, writeWav, requiredEnv, startUdpDevice, Device, DEVICE_JS, MAX_DIR,
     MAX_DATAGRAM, deviceFiles, parseSubmit };

@@ -8,7 +8,7 @@ const fs = require("fs");
 const os = require("os");
 const path = require("path");
 const { World } = require("./lom_stub");
-const { Device, MAX_DATAGRAM, ready, calls, sleep, writeWav } = require("./harness");
+const { Device, MAX_DATAGRAM, ready, calls, settle, writeWav } = require("./harness");
 const osc = require("./osc");
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "m2u-live-"));
@@ -29,7 +29,7 @@ function lastTag(dev) {
 
 async function finish(dev, job, donePath, seconds) {
     dev.receive("/m2u/done", [job, donePath, seconds || 2.0, 32000]);
-    await sleep(20); // placement runs from a Task
+    await settle(dev);
 }
 
 function notes(n) {
@@ -218,7 +218,7 @@ test("13: transcribe an Arrangement clip: melody and chords on their own MIDI tr
     const n = JSON.stringify([[0, 0.5, 60, 100, 0], [0.5, 1, 62, 100, 0], [0, 2, 48, 80, 1], [0, 2, 52, 80, 1]]);
     dev.receive("/m2u/notes", ["t1", 0, 1, n]);
     dev.receive("/m2u/done", ["t1", "/Users/me/song.mid", 4.0, 0]);
-    await sleep(20);
+    await settle(dev);
     const tracks = world.song.values.tracks;
     const melody = tracks[1], chords = tracks[2];
     assert.match(melody.values.name, /melody/);
@@ -240,7 +240,7 @@ test("13: Live before 12.1.10 (no create_midi_clip for devices): the clip reache
     dev.receive("/m2u/accepted", ["t2", 0, lastTag(dev)]);
     dev.receive("/m2u/notes", ["t2", 0, 1, JSON.stringify([[0, 0.5, 60, 100, 0]])]);
     dev.receive("/m2u/done", ["t2", "/Users/me/song.mid", 4.0, 0]);
-    await sleep(20);
+    await settle(dev);
     const melody = world.song.values.tracks[1];
     assert.equal(melody.values.arrangement_clips[0].values.start_time, 12);
     assert.equal(melody.values.clip_slots.filter((s) => s.values.has_clip).length, 0, "the helper slot clip is gone");

@@ -9,7 +9,7 @@ const assert = require("node:assert/strict");
 const fs = require("fs");
 const os = require("os");
 const path = require("path");
-const { ready, calls, sleep, writeWav } = require("./harness");
+const { ready, calls, settle, writeWav } = require("./harness");
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "m2u-stems-"));
 const STEMS4 = ["drums", "bass", "other", "vocals"];
@@ -26,7 +26,7 @@ function stemFiles(job, seconds, names) {
 async function finishStems(dev, job, files, seconds) {
     files.forEach((f, i) => dev.receive("/m2u/take", [job, i, files.length, f, -1]));
     dev.receive("/m2u/done", [job, files[0] || "", seconds, 32000]);
-    await sleep(20);   // placement runs from a Task
+    await settle(dev);
 }
 
 function accept(dev, job) {
@@ -160,7 +160,7 @@ test("a stems job that fails, or is cancelled, creates no tracks", async () => {
     dev.send("stems");
     accept(dev, "f1");
     dev.receive("/m2u/error", ["f1", "job_failed", "demucs weights not found: htdemucs.th"]);
-    await sleep(20);
+    await settle(dev);
     assert.match(dev.lastStatus(), /Error job_failed: demucs weights not found/);
     dev.send("stems");
     accept(dev, "f2");
@@ -288,7 +288,7 @@ test("a stem edit's result is placed like any edit (one track, source muted)", a
     dev.send("go");
     accept(dev, "e1");
     dev.receive("/m2u/done", ["e1", wav("M2UGen-remove-the-vocals-e1.wav", 2.0), 2.0, 32000]);
-    await sleep(20);
+    await settle(dev);
     assert.equal(calls(world, "create_audio_track").length, 1);
     assert.match(world.song.values.tracks[1].values.name, /^M2UGen edit: remove the vocals/);
     assert.equal(source.values.muted, 1);
