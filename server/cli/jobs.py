@@ -290,8 +290,7 @@ def cmd_job(args) -> int:
         client = connect(args)
         job = None
         try:
-            upload_inputs(client, reporter, fields, files)
-            accepted = submit(client, reporter, fields, [], args.timeout, sum(p.stat().st_size for p in files.values()))
+            accepted = submit(client, reporter, fields, files, args.timeout)
             if accepted is None:
                 return reporter.finish(EXIT_FAILED)
             job = accepted["job"]
@@ -311,12 +310,13 @@ def cmd_job(args) -> int:
         devices.cleanup(args)
 
 
-def submit(client, reporter: Reporter, fields: dict, frames: list, timeout_s: float, input_bytes: int = 0) -> dict | None:
-    """Send a built submit; -> the ``accepted`` header, or None when refused (reported, the reason printed).
-    The caller keeps the job id *before* it reports ``accepted`` (a DAW may interrupt as soon as it reads
-    that line, and the interrupt must then name the job)."""
-    upload_s = (sum(len(f) for f in frames) + input_bytes) / 5e6  # reading/decoding the inputs: generous, 5 MB/s
-    reply = call(client, "submit", frames, timeout_s=timeout_s + upload_s, **fields)
+def submit(client, reporter: Reporter, fields: dict, files: dict[str, Path], timeout_s: float) -> dict | None:
+    """Upload ``files`` (upload_inputs) and send the built submit; -> the ``accepted`` header, or None when
+    refused (reported, the reason printed). The caller keeps the job id *before* it reports ``accepted``
+    (a DAW may interrupt as soon as it reads that line, and the interrupt must then name the job)."""
+    upload_inputs(client, reporter, fields, files)
+    upload_s = sum(p.stat().st_size for p in files.values()) / 5e6  # the server reads/decodes the inputs: generous, 5 MB/s
+    reply = call(client, "submit", [], timeout_s=timeout_s + upload_s, **fields)
     if reply.op == "error":
         reporter.event(reply.header)
         print(f"m2ugen: refused: {reply.header.get('code')}: {reply.header.get('message')}", file=sys.stderr)

@@ -18,7 +18,7 @@ from typing import Any
 from server import protocol
 from server.cli.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, Reporter, UsageError, call, client_options,
                                connect, die, run_command)
-from server.cli.jobs import _add_param, _as_option, file_ref, follow, load_request, submit, upload_inputs
+from server.cli.jobs import _add_param, _as_option, file_ref, follow, load_request, submit
 
 KIND = "finetune"
 COMMAND = "learn"
@@ -102,8 +102,7 @@ def cmd_learn(args) -> int:
         client = connect(args)
         job = None
         try:
-            upload_inputs(client, reporter, fields, files)
-            accepted = submit(client, reporter, fields, [], args.timeout, sum(p.stat().st_size for p in files.values()))
+            accepted = submit(client, reporter, fields, files, args.timeout)
             if accepted is None:
                 return reporter.finish(EXIT_FAILED)
             job = accepted["job"]

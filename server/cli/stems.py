@@ -56,8 +56,7 @@ def cmd_stems(args) -> int:
         client = connect(args)
         job = None
         try:
-            jobs.upload_inputs(client, reporter, fields, {"audio": src})
-            accepted = jobs.submit(client, reporter, fields, [], args.timeout, src.stat().st_size)
+            accepted = jobs.submit(client, reporter, fields, {"audio": src}, args.timeout)
             if accepted is None:
                 return reporter.finish(EXIT_FAILED)
             job = accepted["job"]
