@@ -2,15 +2,15 @@
 
 The server opens no client path. A client sends a file's bytes in chunks, appended to a partial file
 and hashed as they come (the server never holds more than the chunks in flight of an upload in memory,
-and hashes each byte once); the finished file is renamed to ``blobs/<sha256>`` of its bytes. A client
-that knows a file's sha256 (it hashed the file, or remembers it: server/hashcache.py) offers it first
+and hashes each byte once); the finished file is renamed to ``blobs/<blake3>`` of its bytes. A client
+that knows a file's blake3 (it hashed the file, or remembers it: server/hashcache.py) offers it first
 and the server answers whether it holds those bytes already (a regenerate, more takes, the same clip in
 several jobs or fine-tunes: nothing is sent again); one that does not know it just sends the bytes
 (``begin``): the server names them, and bytes it holds already are thrown away, not stored twice.
 
 Nobody may use bytes it does not have. Sending the bytes proves it: an owner (server/owners.py: a
 client's token or CURVE key, else its connection) that finished an upload is *granted* that blob. An
-owner that was not must name the blob with a *proof*, the sha256 of its connection's challenge followed
+owner that was not must name the blob with a *proof*, the blake3 of its connection's challenge followed
 by the file's bytes (``proof_of``); a right proof grants it too. The challenge is an HMAC of the
 connection's identity under a key made at start, so offering a hash someone else uploaded gives a
 client nothing: it needs the bytes themselves. Grants live in memory (after a restart, a proof).
@@ -26,22 +26,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import stat
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from server.protocol import ProtocolError
+from server.protocol import CONTENT_HASH, CONTENT_HASH_RE, ProtocolError, content_hasher
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
 
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
 CHUNK_BYTES = 4 * 2**20  # the largest chunk a client may send in one message
 MAX_GRANTS = 256  # owners remembered per blob (the latest)
 SWEEP_EVERY_S = 600.0  # expiry runs at start and at most this often on an offer
@@ -52,8 +50,8 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 def proof_of(challenge: str, f: BinaryIO, block: int = 1 << 20) -> str:
-    """sha256(challenge || the file's bytes), hex; reads ``f`` from where it is to its end."""
-    h = hashlib.sha256(challenge.encode("ascii"))
+    """blake3(challenge || the file's bytes), hex; reads ``f`` from where it is to its end."""
+    h = content_hasher(challenge.encode("ascii"))
     while chunk := f.read(block):
         h.update(chunk)
     return h.hexdigest()
@@ -101,7 +99,7 @@ class _Partial:
     identity: bytes  # the connection that began it (only it may send the chunks)
     owner: str  # who is granted the blob once it is whole
     sha: str | None  # what the client offered; None: named by its bytes when whole
-    hasher: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    hasher: Any = field(default_factory=content_hasher)
     received: int = 0
     touched: float = field(default_factory=time.time)
 
@@ -119,7 +117,7 @@ class BlobStore:
         self._key = os.urandom(32)
         self._lock = threading.Lock()
         self._partials: dict[str, _Partial] = {}  # by upload id
-        self._grants: dict[str, dict[str, None]] = {}  # sha256 -> the owners that hold its bytes (ordered)
+        self._grants: dict[str, dict[str, None]] = {}  # blake3 -> the owners that hold its bytes (ordered)
         self.received_bytes = 0  # chunk bytes accepted since start (tests and benchmarks count uploads)
         self._swept = time.monotonic()
         (self.root / _PARTIAL).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -135,8 +133,8 @@ class BlobStore:
         return self.root / sha
 
     def _check(self, sha: str | None, size: int | None = None) -> None:
-        if sha is not None and (not isinstance(sha, str) or not SHA256_RE.fullmatch(sha)):
-            raise ProtocolError("bad_request", "field 'sha256' must be 64 lower-case hex digits", "sha256")
+        if sha is not None and (not isinstance(sha, str) or not CONTENT_HASH_RE.fullmatch(sha)):
+            raise ProtocolError("bad_request", f"field '{CONTENT_HASH}' must be 64 lower-case hex digits", CONTENT_HASH)
         if size is not None and size > self.max_blob_bytes:
             raise ProtocolError("bad_upload", f"the file is {size} bytes; this server takes uploads of at most "
                                               f"{self.max_blob_bytes // 2**20} MiB", "size")
@@ -169,7 +167,7 @@ class BlobStore:
         with self._lock:
             if self.has(sha) and os.path.getsize(path) == size:
                 _touch(path)
-                return self._reply(identity, sha256=sha, size=size, have=True, offset=size,
+                return self._reply(identity, **{CONTENT_HASH: sha}, size=size, have=True, offset=size,
                                    granted=owner in self._grants.get(sha, ()))
             upload, part = next(((k, p) for k, p in self._partials.items()
                                  if p.identity == identity and p.sha == sha and p.size == size), (None, None))
@@ -177,7 +175,7 @@ class BlobStore:
                 part.touched = time.time()
             else:
                 upload, part = self._begin(identity, owner, size, sha)
-        return self._reply(identity, sha256=sha, size=size, have=False, granted=False, upload=upload,
+        return self._reply(identity, **{CONTENT_HASH: sha}, size=size, have=False, granted=False, upload=upload,
                            offset=part.received)
 
     def begin(self, identity: bytes, owner: str, size: int) -> dict:
@@ -202,7 +200,7 @@ class BlobStore:
 
     def put_chunk(self, identity: bytes, upload: str, offset: int, data) -> dict:
         """One chunk at ``offset`` (exactly where the upload stands). The last one names the blob by the
-        sha256 of the bytes (which must be the offered one), stores it unless it is held already, and
+        blake3 of the bytes (which must be the offered one), stores it unless it is held already, and
         grants the uploader; bytes that do not match the offer are thrown away."""
         if len(data) > CHUNK_BYTES:
             raise ProtocolError("bad_request", f"a chunk is at most {CHUNK_BYTES} bytes, got {len(data)}", "frame")
@@ -230,8 +228,8 @@ class BlobStore:
         sha = part.hasher.hexdigest()
         if part.sha is not None and sha != part.sha:
             _unlink(part.path)
-            raise ProtocolError("bad_upload", f"the {part.size} bytes received do not have sha256 {part.sha}; "
-                                              f"upload the file again", "sha256")
+            raise ProtocolError("bad_upload", f"the {part.size} bytes received do not have {CONTENT_HASH} {part.sha}; "
+                                              f"upload the file again", CONTENT_HASH)
         with self._lock:
             if self.has(sha):  # sent without an offer, and held already: stored once
                 _unlink(part.path)
@@ -239,15 +237,15 @@ class BlobStore:
             else:
                 os.replace(part.path, self._blob_path(sha))
             self._grant(part.owner, sha)
-        return {"upload": upload, "sha256": sha, "size": part.size, "have": True, "granted": True,
+        return {"upload": upload, CONTENT_HASH: sha, "size": part.size, "have": True, "granted": True,
                 "offset": part.size}
 
     def open(self, identity: bytes, owner: str, sha: str, proof: str | None, field_name: str) -> BinaryIO:
         """The blob's file, opened without following a link, for an owner granted it, or once ``proof``
         shows this connection has its bytes (the file is then read once here; the caller reads it from
         the start)."""
-        if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha):
-            raise ProtocolError("bad_request", f"field '{field_name}.blob' must be a sha256 (64 hex digits)",
+        if not isinstance(sha, str) or not CONTENT_HASH_RE.fullmatch(sha):
+            raise ProtocolError("bad_request", f"field '{field_name}.blob' must be a blake3 (64 hex digits)",
                                 field_name + ".blob")
         try:
             fd = os.open(self._blob_path(sha), os.O_RDONLY | _NOFOLLOW)
@@ -265,12 +263,12 @@ class BlobStore:
             if proof is None:
                 raise ProtocolError("bad_request", f"field '{field_name}.proof' is missing: this client did not "
                                                    f"upload {sha[:12]}…, so it must prove it holds the bytes "
-                                                   f"(sha256(challenge + the file), with the challenge of this "
+                                                   f"(blake3(challenge + the file), with the challenge of this "
                                                    f"connection's upload offer)", field_name + ".proof")
             expected = proof_of(self.challenge(identity), f)
             if not isinstance(proof, str) or not hmac.compare_digest(expected, proof):
                 raise ProtocolError("bad_request", f"field '{field_name}.proof' does not prove this connection holds "
-                                                   f"the bytes of {sha[:12]}… (it is sha256(challenge + the file), "
+                                                   f"the bytes of {sha[:12]}… (it is blake3(challenge + the file), "
                                                    f"with the challenge of this connection's upload offer)",
                                     field_name + ".proof")
             with self._lock:
@@ -285,7 +283,7 @@ class BlobStore:
     def stored(self) -> list[tuple[float, int, Path]]:
         out = []
         for entry in os.scandir(self.root):
-            if SHA256_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            if CONTENT_HASH_RE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                 st = entry.stat(follow_symlinks=False)
                 out.append((st.st_mtime, st.st_size, Path(entry.path)))
         return sorted(out)

@@ -20,7 +20,6 @@ it with ``recv(timeout_s=0)`` (messages kept aside by ``call`` are returned firs
 from __future__ import annotations
 
 import collections
-import hashlib
 import itertools
 import os
 import time
@@ -74,8 +73,8 @@ _HASH_BLOCK = 4 * 2**20
 
 
 def _digest(f, prefix: bytes = b"") -> str:
-    """sha256(prefix + the rest of ``f``), hex: one read."""
-    h = hashlib.sha256(prefix)
+    """The content hash (protocol.content_hasher) of prefix + the rest of ``f``, hex: one read."""
+    h = protocol.content_hasher(prefix)
     while block := f.read(_HASH_BLOCK):
         h.update(block)
     return h.hexdigest()
@@ -137,7 +136,7 @@ class Client:
         self._pending: collections.deque[Message] = collections.deque()
         self._counter = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:8]
-        # the sha256 of files uploaded before, by their stat (server/hashcache.py): None = this user's file in
+        # the content hash of files uploaded before, by their stat (server/hashcache.py): None = this user's file in
         # the config dir, False = this client only
         if hash_cache is None:
             try:
@@ -265,7 +264,7 @@ class Client:
                 f.seek(0)
             proof = None
             if sha is not None:
-                state = self._upload_call(timeout, sha256=sha, size=size)
+                state = self._upload_call(timeout, **{protocol.CONTENT_HASH: sha}, size=size)
                 if state.get("have") and not state.get("granted"):  # held, sent by someone else: prove it
                     proof = _digest(f, str(state.get("challenge") or "").encode("ascii"))
             else:
@@ -275,10 +274,10 @@ class Client:
                 f.seek(offset)
                 final = self._send_chunks(f, str(state.get("upload")), size, offset,
                                           int(state.get("chunk_bytes") or 2**20), on_progress, timeout)
-                if sha is not None and final.get("sha256") != sha:
-                    raise RequestRefused({"code": "bad_upload", "message": f"the server stored {final.get('sha256')}"
+                if sha is not None and final.get(protocol.CONTENT_HASH) != sha:
+                    raise RequestRefused({"code": "bad_upload", "message": f"the server stored {final.get(protocol.CONTENT_HASH)}"
                                                                            f", not the offered {sha}"})
-                sha = final["sha256"]
+                sha = final[protocol.CONTENT_HASH]
             if before is not None:
                 self.hashes.remember(before, _fstat(f), sha, read_at, hint)
         if on_progress is not None:
@@ -294,7 +293,7 @@ class Client:
 
     def _send_chunks(self, f, upload: str, size: int, offset: int, chunk: int, on_progress, timeout: float) -> dict:
         """The file's bytes from ``offset`` to ``size``, ``UPLOAD_WINDOW`` chunks in flight (sent without a
-        copy); -> the last reply, which says ``have`` and names the bytes (``sha256``)."""
+        copy); -> the last reply, which says ``have`` and names the bytes (``blake3``)."""
         in_flight: set[str] = set()
         error: Message | None = None
         last: Message | None = None
@@ -319,7 +318,7 @@ class Client:
         if sent < size:
             raise RequestRefused({"code": "bad_upload", "message": f"the file shrank to {sent} bytes while it was "
                                                                    f"read (it was {size}); send it again"})
-        if last is None or not last.header.get("have") or not isinstance(last.header.get("sha256"), str):
+        if last is None or not last.header.get("have") or not isinstance(last.header.get(protocol.CONTENT_HASH), str):
             raise RequestRefused({"code": "bad_upload", "message": f"the server did not confirm upload {upload}"})
         return last.header
 

@@ -181,7 +181,7 @@ class Handlers:
         up = protocol.check_upload(header, len(frames))
         owner = header[owners.OWNER_FIELD]
         if up["form"] == "offer":
-            state = self.blobs.offer(identity, owner, up["sha256"], up["size"])
+            state = self.blobs.offer(identity, owner, up[protocol.CONTENT_HASH], up["size"])
         elif up["form"] == "begin":
             state = self.blobs.begin(identity, owner, up["size"])
         else:
