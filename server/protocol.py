@@ -71,6 +71,7 @@ ERROR_CODES = {
     "blob_unknown": "an input names an upload this server does not hold (expired or never finished): upload again",
     "missing_frame": "a frame reference with no such frame",
     "busy": "the queue is full",
+    "local_refused": "the local upload socket did not take a descriptor (another user, too many at once): send bytes",
     "not_found": "unknown job id",
     "not_ready": "the job has not finished",
     "job_failed": "the model raised",
@@ -755,7 +756,7 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
 def check_upload(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
     """Validates an ``upload`` header (§2.1): an offer (``blake3`` and ``size``), a begin (``size`` only)
     or one chunk (``upload``, ``offset`` and one frame); -> {form, blake3, size, upload, offset}."""
-    unknown = sorted(k for k in set(header) - {"v", "op", "req", "token", "blake3", "size", "upload", "offset"}
+    unknown = sorted(k for k in set(header) - {"v", "op", "req", "token", "blake3", "size", "upload", "offset", "local"}
                      if not k.startswith("\x00"))  # "\x00...": the server's own marks (server/owners.py)
     if unknown:
         raise ProtocolError("bad_request", f"unknown field(s) in upload: {', '.join(unknown)}", unknown[0])
@@ -767,14 +768,17 @@ def check_upload(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
         if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
             raise ProtocolError("bad_request", "field 'blake3' must be 64 lower-case hex digits", "blake3")
         size = req_int(header, "size", lo=1, hi=2**50)
+        local = header.get("local", False)
+        if not isinstance(local, bool):
+            raise ProtocolError("bad_request", f"field 'local' must be a boolean, got {_type_name(local)}", "local")
         return {"form": "offer" if sha is not None else "begin", "blake3": sha, "size": size, "upload": None,
-                "offset": None}
+                "offset": None, "local": local}
     if n_frames > 1 or header.get("offset") is None or header.get("upload") is None:
         raise ProtocolError("bad_request", "an upload is an offer ('blake3', 'size'), a begin ('size') or one chunk "
                                            "('upload', 'offset' and exactly one frame)", "offset")
-    extra = [k for k in ("blake3", "size") if k in header]
+    extra = [k for k in ("blake3", "size", "local") if k in header]
     if extra:
         raise ProtocolError("bad_request", f"a chunk names its upload, not '{extra[0]}'", extra[0])
     upload = req_str(header, "upload", min_len=1, max_len=64)
     offset = req_int(header, "offset", lo=0, hi=2**50)
-    return {"form": "chunk", "blake3": None, "size": None, "upload": upload, "offset": offset}
+    return {"form": "chunk", "blake3": None, "size": None, "upload": upload, "offset": offset, "local": False}
