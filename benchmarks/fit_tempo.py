@@ -41,9 +41,9 @@ def _args():
     ap.add_argument("--dev-melodies", type=int, default=12)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="train renders: 0 is the split as mir_set.load_set builds it; others draw it again")
-    ap.add_argument("--l2-tempo", type=float, default=10.0, help="L2 penalty of the tempo-level model (chosen on dev)")
+    ap.add_argument("--l2-tempo", type=float, default=1.0, help="L2 penalty of the tempo-level model (chosen on dev)")
     ap.add_argument("--l2-meter", type=float, default=3.0, help="L2 penalty of the bar-length model (chosen on dev)")
-    ap.add_argument("--l2-phase", type=float, default=0.3, help="L2 penalty of the downbeat model (chosen on dev)")
+    ap.add_argument("--l2-phase", type=float, default=3.0, help="L2 penalty of the downbeat model (chosen on dev)")
     ap.add_argument("--only", choices=("tempo", "meter"), default=None, help="fit one model, keep the other")
     return ap.parse_args()
 

@@ -2,8 +2,14 @@
 
 - ``track_beats``: the onset envelope (``novelty``) adds librosa's mel spectral flux (attacks, drums)
   and a semitone-resolution log flux of the constant-Q spectrum (a new pitch or chord without an
-  attack: organ, strings, choir). The tempo is decided once for the whole clip (``tempo_salience``:
-  the envelope's autocorrelation summed at 1, 2, 3 and 4 beats, under a broad log-normal prior), then
+  attack: organ, strings, choir). The tempo is found once for the whole clip (``tempo_salience``:
+  the envelope's autocorrelation summed at 1, 2, 3 and 4 beats, under a broad log-normal prior), and
+  its metrical level is chosen among it and its relatives 1/2, 2, 2/3, 3/2, 1/3, 3
+  (``choose_tempo_level``: a conditional logit over ``tempo_level_features``, the autocorrelation of
+  four onset functions (onset envelope, attacks, harmonic change, bass onsets) at fractions and
+  multiples of each candidate's period, how much of each function falls on its beats and between
+  them, and the prior; fitted on rendered corpus music by ``benchmarks/fit_tempo.py``, weights in
+  ``assets/tempo_level_model.json``). Then
   librosa's dynamic-programming tracker places the beats at that tempo, each moved to the strongest
   onset within 46 ms. The BPM is refined from the beat times (a least-squares line through beat number
   and time; a clean click reads within 0.1 BPM). Where the envelope has no clear events and does not

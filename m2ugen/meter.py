@@ -1,11 +1,14 @@
 """Beats per bar and downbeats of the measured analysis.
 
-- ``estimate_meter``: 3 or 4 beats per bar from beat-synchronous features: accent (onset strength and
-  energy), harmonic change (chroma distance to the previous beat), bass onsets (flux under C3) and bar
-  repetition (beat chroma alike 1 and 2 bars apart). See the function for the rule. Limits: 2/4 and 6/8
-  read as duple or triple at the beat level (4 or 3 here); a piece that changes harmony every beat with
-  no bass line and no accents has little to go on; clicks or drums alone need clear accents.
-"""
+- ``estimate_meter``: 3 or 4 beats per bar, and the downbeats, from beat-synchronous features: accent
+  (onset strength and energy), harmonic change (chroma distance to the previous beat), bass change,
+  bass onsets and bass level (under C3), low onsets (the kick where there is no bass line), bar
+  repetition of the beat chroma and bass, and each onset function's autocorrelation at 3 against 4
+  beats. Two small models fitted on rendered corpus music (``benchmarks/fit_tempo.py``,
+  ``assets/meter_model.json``) decide the bar length (logistic) and the downbeat phase (conditional
+  logit). Limits: 2/4 and 6/8 read as duple or triple at the beat level (4 or 3 here); a piece that
+  changes harmony every beat with no bass line and no accents has little to go on; clicks or drums
+  alone need clear accents (a rule: no model)."""
 
 from __future__ import annotations
 
