@@ -224,9 +224,7 @@ def tempo_level_features(candidates: np.ndarray, functions: dict[str, np.ndarray
         acf = _autocorrelation(f) if f is not None and f.size >= 8 else np.zeros(0)
         for i, bpm in enumerate(candidates):
             lag = 60.0 * fps / bpm
-            for k in TEMPO_LAG_BEATS:
-                lo, hi = int(np.floor(0.98 * k * lag)), int(np.ceil(1.02 * k * lag)) + 1
-                rows[i].append(float(acf[lo:hi].max()) if hi <= acf.size // 2 + 1 and acf.size else 0.0)
+            rows[i] += [acf_near(acf, k * lag, acf.size // 2 + 1) for k in TEMPO_LAG_BEATS]
     for name in TEMPO_FUNCTIONS:
         f = functions.get(name)
         for i, bpm in enumerate(candidates):
@@ -239,6 +237,13 @@ def tempo_level_features(candidates: np.ndarray, functions: dict[str, np.ndarray
         octaves = float(np.log2(bpm / TEMPO_PRIOR_BPM))
         rows[i] += [at / best, octaves, octaves**2]
     return np.asarray(rows, dtype=np.float64).reshape(len(candidates), -1)
+
+
+def acf_near(acf: np.ndarray, lag: float, usable: float) -> float:
+    """The autocorrelation's largest value within 2 % of ``lag`` frames (0 where that reaches past
+    ``usable`` frames: too few pairs to count)."""
+    lo, hi = int(np.floor(0.98 * lag)), int(np.ceil(1.02 * lag)) + 1
+    return float(acf[lo:hi].max()) if acf.size and hi <= usable else 0.0
 
 
 def tempo_level_feature_names() -> list[str]:

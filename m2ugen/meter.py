@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m2ugen.beats import BASS_SEMITONES, Beats, _autocorrelation, bass_onsets
+from m2ugen.beats import BASS_SEMITONES, Beats, _autocorrelation, acf_near, bass_onsets
 from m2ugen.spectrum import ANALYSIS_SR, HOP, Spectrum, _librosa, _semitones
 
 BEAT_FEATURES = ("accent", "harmonic change", "bass change", "bass onsets", "bass level", "low onsets")
@@ -42,13 +42,14 @@ def estimate_meter(mono: np.ndarray, beats: Beats, sr: int = ANALYSIS_SR,
 
     Per beat (``_beat_features``): accent (onset strength and energy), harmonic change (chroma
     distance to the previous beat), bass change (the same for the pitch classes under C3), bass
-    onsets (semitone flux under C3) and bass level (its share of the beat's chroma). The bar length
+    onsets (semitone flux under C3), bass level (its share of the beat's chroma) and low onsets (the
+    same flux where there is no bass line: the kick). The bar length
     is a logistic model's call (``meter_features``: how much more of each feature's variance the
     beat's place in a bar of 4 explains than in a bar of 3, how much more alike the beat chroma and
     the bass are 4 and 8 beats apart than 3 and 6, and the same for each feature's and each onset
     function's autocorrelation); with harmony or a bass line there is always an answer. The downbeat
     is the phase a second model scores highest (``phase_features``: how far each feature stands out
-    on that phase's beats). Without harmony or bass (clicks, percussion alone) only a clear accent
+    on that phase's beats and on the beats just before and after them). Without harmony or bass (clicks, percussion alone) only a clear accent
     (Welch t >= METER_ACCENT_T) gives a meter. Both models: ``assets/meter_model.json``, fitted by
     ``benchmarks/fit_tempo.py``.
     """
@@ -87,9 +88,8 @@ def meter_features(per_beat: "BeatFeatures", beats: Beats, sr: int = ANALYSIS_SR
         for name in FRAME_FUNCTIONS:
             f = functions.get(name)
             acf = _autocorrelation(f) if f is not None and f.size >= 8 and f.std() > 0 else np.zeros(0)
-            at = [float(acf[int(np.floor(0.98 * k * period)): int(np.ceil(1.02 * k * period)) + 1].max())
-                  if np.ceil(1.02 * k * period) + 1 < acf.size * 0.75 else 0.0 for k in pair]
-            out.append(at[0] - at[1])
+            usable = 0.75 * acf.size
+            out.append(acf_near(acf, pair[0] * period, usable) - acf_near(acf, pair[1] * period, usable))
     return np.asarray(out, dtype=np.float64)
 
 
