@@ -23,7 +23,10 @@ Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
    tracked pitch where the same pitch is struck again (a bow change dips and swells, a struck note
    climbs) and the note goes on; ``onset`` places each note's start where its partials begin (from
    139 ms before to 46 ms after the tracked start: a slow attack's level peaks late). Runs shorter than
-   ``min_note_s`` are dropped; a note's pitch is the median of its frames.
+   ``min_note_s`` are dropped; a note's pitch is the median of its frames. Last, a third model,
+   ``note`` (an MLP over ``note_features``, fitted on what the tracker finds in renders of melodies,
+   struck and plucked timbres among them), drops tracked notes that were never played: a decaying
+   note's tail tracked again, a subharmonic or the next attack heard early in a quiet tail, noise.
 3. Velocities from the level: the note's peak 23 ms RMS in dB below the loudest note, 60 dB mapped onto 1..127.
 4. Chords: CQT chroma averaged over fixed windows, one beat of the given ``bpm`` (default 120) from
    0 s, matched by cosine similarity against major and minor triad templates (more qualities with
@@ -59,6 +62,7 @@ SPLIT_P = 0.85  # the restrike model's probability that splits one tracked pitch
 RECOVER_FRAMES, RECOVER_DB = 20, 10.0  # ... where the pitch's partials come back within 10 dB in 230 ms
 MOVE_P = 0.05  # ... that moves a note's start (searched MOVE_BACK frames before to MOVE_LATER after)
 MOVE_BACK, MOVE_LATER = 12, 4
+KEEP_P = 0.25  # the keep model's probability under which a tracked note is dropped (no note was played)
 # chord qualities: intervals above the root; the template is the set of pitch classes
 QUALITIES = {"": (0, 4, 7), "m": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8), "7": (0, 4, 7, 10),
              "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10)}
@@ -192,6 +196,38 @@ def pitch_track(y: np.ndarray, fmin_hz: float, fmax_hz: float) -> tuple[np.ndarr
 def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7", min_note_s: float = 0.06,
                  velocity_range_db: float = 60.0) -> list[Note]:
     """The monophonic melody of mono ``y`` at ANALYSIS_SR (see the module docstring, steps 1-3)."""
+    found, features = note_candidates(y, fmin=fmin, fmax=fmax, min_note_s=min_note_s)
+    if found:  # the keep model drops what was tracked but never played (see note_features)
+        found = [c for c, p in zip(found, onset_probability(features, "note")) if p >= KEEP_P]
+    if not found:
+        return []
+    loudest = max(c.peak for c in found)
+    notes = []
+    for i, c in enumerate(found):
+        start, end = c.first * HOP / ANALYSIS_SR, c.last * HOP / ANALYSIS_SR
+        if i + 1 < len(found):
+            end = min(end, found[i + 1].first * HOP / ANALYSIS_SR)  # monophonic: a note ends where the next begins
+        db = 20 * math.log10(max(c.peak, 1e-9) / max(loudest, 1e-9))
+        velocity = int(round(1 + 126 * min(1.0, max(0.0, 1 + db / velocity_range_db))))
+        if end > start:
+            notes.append(Note(round(start, 6), round(end, 6), int(np.clip(c.pitch, 0, 127)), max(1, velocity),
+                              MELODY_CHANNEL))
+    return notes
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A tracked note before the keep model has judged it: frames [first, last) on the HOP grid."""
+    first: int
+    last: int
+    pitch: int
+    peak: float  # the highest 23 ms RMS after the tracked start
+    onset_p: float  # the onset model's best probability near its start (0 where none was searched)
+
+
+def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7",
+                    min_note_s: float = 0.06) -> tuple[list[Candidate], np.ndarray]:
+    """(the tracked notes of mono ``y``, their ``note_features``): steps 1-2 of the module docstring."""
     import librosa
     import scipy.signal
 
@@ -268,7 +304,7 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
                 reattack[f] = True
     boundary = reattack | np.concatenate([[True], labels[1:] != labels[:-1]])
     segment_id = np.cumsum(boundary)
-    found = []  # (start_s, end_s, pitch, peak_rms)
+    found: list[Candidate] = []
     prev_first = -min_frames
     for _, first, last in _runs(segment_id):
         seg = labels[first:last]
@@ -283,25 +319,53 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
         # the onset where the model finds the note's own partials starting, near the tracked start
         frames = np.arange(max(first - MOVE_BACK, prev_first + min_frames, 0),
                            min(first + MOVE_LATER, last - min_frames) + 1)
+        onset_p = 0.0
         if frames.size:
             prob = onset_probability(onset_features(energy(pitch), total, frames))
-            if prob.max() >= MOVE_P:
+            onset_p = float(prob.max())
+            if onset_p >= MOVE_P:
                 first = int(frames[int(np.argmax(prob))])
         prev_first = first
-        found.append((first * HOP / ANALYSIS_SR, last * HOP / ANALYSIS_SR, pitch, peak))
+        found.append(Candidate(first, last, pitch, peak, onset_p))
     if not found:
-        return []
-    loudest = max(r for *_, r in found)
-    notes = []
-    for i, (start, end, pitch, peak) in enumerate(found):
-        if i + 1 < len(found):
-            end = min(end, found[i + 1][0])  # monophonic: a note ends where the next begins
-        db = 20 * math.log10(max(peak, 1e-9) / max(loudest, 1e-9))
-        velocity = int(round(1 + 126 * min(1.0, max(0.0, 1 + db / velocity_range_db))))
-        if end > start:
-            notes.append(Note(round(start, 6), round(end, 6), int(np.clip(pitch, 0, 127)), max(1, velocity),
-                              MELODY_CHANNEL))
-    return notes
+        return [], np.zeros((0, NOTE_FEATURES), dtype=np.float32)
+    return found, note_features(found, energy, total, level)
+
+
+NOTE_FEATURES = 15
+
+
+def note_features(found: list[Candidate], energy: Callable[[int], np.ndarray], total: np.ndarray,
+                  level: np.ndarray) -> np.ndarray:
+    """[len(found), F] features of "this tracked note was played": the onset model's confidence at its
+    start, its length, its loudness (re the clip's loudest note), its own partials' share of the
+    spectrum and their climb into its start, the frame level, its register, and beside the previous and
+    the next note: the gap, its loudness re theirs and how much of their partials sound under it. A
+    decaying note's tail tracked again, a subharmonic under a fading note or noise before an attack:
+    none has partials of its own that climb, and each is quiet beside a note that does."""
+    n = total.size
+    loudest = max(c.peak for c in found)
+    rows = []
+    for i, c in enumerate(found):
+        e = energy(c.pitch)
+        a, b = c.first, max(c.last, c.first + 1)
+        row = [c.onset_p, math.log(max(b - a, 1) * HOP / ANALYSIS_SR),
+               max(-60.0, 20 * math.log10(max(c.peak, 1e-9) / max(loudest, 1e-9))) / 20,
+               float(np.median(np.clip(e[a:b] - total[a:b], -40, 5))) / 10,
+               min(float(e[a:min(a + 6, n)].max()) - float(e[max(a - 8, 0):a + 1].min()), 40.0) / 10,
+               float(np.nanmedian(level[a:b])) / 40 if np.isfinite(level[a:b]).any() else -1.5,
+               (c.pitch - 60) / 12]
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(found):
+                o = found[j]
+                gap = (c.first - o.last) if j < i else (o.first - c.last)
+                row += [1.0, min(max(gap, 0) * HOP / ANALYSIS_SR, 1.0),
+                        max(-60.0, 20 * math.log10(max(c.peak, 1e-9) / max(o.peak, 1e-9))) / 20,
+                        float(np.median(np.clip(energy(o.pitch)[a:b] - e[a:b], -30, 30))) / 10 if o.pitch != c.pitch else 0.0]
+            else:
+                row += [0.0, 1.0, 0.0, 0.0]
+        rows.append(row)
+    return np.asarray(rows, dtype=np.float32).reshape(-1, NOTE_FEATURES)
 
 
 # ---------------------------------------------------------------------------------------------- onset model
@@ -368,7 +432,8 @@ _MODELS: dict = {}
 def onset_probability(features: np.ndarray, kind: str = "onset") -> np.ndarray:
     """P(a note starts) per row of ``features`` from the small MLPs in ``assets/onset_model.json``
     (fitted by benchmarks/fit_onsets.py on rendered corpus melodies): ``onset`` places a note's start,
-    ``restrike`` finds the same pitch struck again inside a tracked note."""
+    ``restrike`` finds the same pitch struck again inside a tracked note; ``note`` (over ``note_features``)
+    judges whether a tracked note was played."""
     if kind not in _MODELS:
         import json
 

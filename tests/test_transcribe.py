@@ -190,7 +190,54 @@ def test_no_pre_echo_note_before_a_note_out_of_silence():
     assert [n.pitch for n in got] == [60] and abs(got[0].start - 0.50) <= 0.05
 
 
-def test_pre_echo_rule_matters(monkeypatch):
-    monkeypatch.setattr(T, "PRE_ECHO_S", 0.0)
+@pytest.mark.parametrize("pre_echo_s, keep_p, clean", [(0.0, 0.0, False), (T.PRE_ECHO_S, 0.0, True),
+                                                       (0.0, T.KEEP_P, True)])
+def test_pre_echo_rule_or_keep_model_drops_it(monkeypatch, pre_echo_s, keep_p, clean):
+    # either the rule or the keep model (its partials never climb) removes the pre-echo; neither: a note
+    monkeypatch.setattr(T, "PRE_ECHO_S", pre_echo_s)
+    monkeypatch.setattr(T, "KEEP_P", keep_p)
     y = synth([(0.50, 1.40, 60, 0.5)], 1.8, harmonics=(1.0, 0.6, 0.4, 0.25, 0.15))
-    assert [n.pitch for n in T.transcribe(y, SR, chords=False).melody] != [60]
+    assert ([n.pitch for n in T.transcribe(y, SR, chords=False).melody] == [60]) == clean
+
+
+# struck strings: a sharp attack, then every partial decays (the higher, the faster) while two detuned
+# strings beat; in the quiet tail the tracker hears low noise, the next note's attack early, and the
+# beating dip as a new note
+
+
+def piano(notes, total_s, sr=SR, tau=0.3, detune_hz=1.0, noise_db=-60.0, seed=0):
+    """notes: [(start_s, end_s, pitch)] -> float32 mono; 8 slightly inharmonic partials per string,
+    two strings per note, damped at the note's end, white noise ``noise_db`` under full scale."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(int(total_s * sr))
+    for s, e, p in notes:
+        n = min(int((e - s + 0.3) * sr), y.size - int(s * sr))
+        t = np.arange(n) / sr
+        f0 = 440.0 * 2 ** ((p - 69) / 12)
+        wave = np.zeros(n)
+        for h in range(1, 9):
+            fh = f0 * h * np.sqrt(1 + 0.0004 * h * h)
+            for detune in (0.0, detune_hz * h):
+                wave += 0.5 * 0.7 ** (h - 1) * np.exp(-t * h / (2 * tau)) * np.sin(2 * np.pi * (fh + detune) * t
+                                                                                    + rng.uniform(0, 2 * np.pi))
+        damp = np.where(t < e - s, 1.0, np.exp(-(t - (e - s)) / 0.05))
+        y[int(s * sr):int(s * sr) + n] += 0.3 * np.minimum(1, t / 0.002) * damp * wave
+    return (y + 10 ** (noise_db / 20) * rng.standard_normal(y.size)).astype(np.float32)
+
+
+STRUCK = [(0.30, 2.30, 64), (2.30, 4.30, 67), (4.30, 6.30, 62)]  # each long enough to die away
+
+
+@pytest.mark.parametrize("tau", [0.2, 0.3])
+def test_decaying_struck_notes_add_no_notes(tau):
+    got = T.transcribe(piano(STRUCK, 6.8, tau=tau), SR, chords=False).melody
+    assert [n.pitch for n in got] == [p for *_, p in STRUCK]
+    for n, (start, _, _) in zip(got, STRUCK):
+        assert abs(n.start - start) <= 0.05, (n, start)
+
+
+@pytest.mark.parametrize("tau", [0.2, 0.3])
+def test_decaying_struck_notes_need_the_keep_model(monkeypatch, tau):
+    monkeypatch.setattr(T, "KEEP_P", 0.0)  # every tracked note kept
+    got = T.transcribe(piano(STRUCK, 6.8, tau=tau), SR, chords=False).melody
+    assert len(got) > len(STRUCK)
