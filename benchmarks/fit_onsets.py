@@ -17,10 +17,10 @@ A third model, ``note`` (``m2ugen.transcribe.note_features``), judges each note 
 (with the two models above in place): played where it matches a reference note of its pitch starting
 within 100 ms. It also sees the train split's melodies (benchmarks/mir_set.py: other composers; recorder,
 viola, whistle, synth lead), each again on one of STRUCK (marimba, harp, celesta, ...; no held-out
-instrument), so it learns what a decaying note's tail looks like. ``--refit-note-only`` keeps the two
-onset models of ``--out`` and fits only this one.
+instrument), so it learns what a decaying note's tail looks like. ``--only note`` keeps the two onset
+models of ``--out`` and fits only this one.
 
-    .venv/bin/python benchmarks/fit_onsets.py [--items 60] [--steps 1500] [--refit-note-only]
+    .venv/bin/python benchmarks/fit_onsets.py [--items 60] [--steps 1500] [--only restrike note]
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def features_of(item, wav):
 
     y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
     mono = T._mono(y.T, sr)
-    mag = T.spectrum(mono)
+    spec = T.stft(mono)
+    mag = np.abs(spec)
     total = T.total_energy(mag)
     n = mag.shape[1]
     out = {"onset": ([], []), "restrike": ([], [])}
@@ -136,7 +137,7 @@ def features_of(item, wav):
             inner = np.union1d(inner, np.arange(max(on - 3, 0), on + 4))
         inner = inner[(inner >= 0) & (inner < n)]
         if inner.size:
-            out["restrike"][0].append(T.onset_features(energies[p], total, inner))
+            out["restrike"][0].append(T.onset_features(energies[p], total, inner, T.pitch_novelty(spec, p)))
             out["restrike"][1].append(((np.abs(inner - on) <= 1) & repeat).astype(np.float32))
         prev = (a, b, p)
     return {k: (np.concatenate(x), np.concatenate(y)) for k, (x, y) in out.items()}
@@ -165,8 +166,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--items", type=int, default=60, help="dev excerpts built (the first 12 are the benchmark's)")
     ap.add_argument("--steps", type=int, default=1500, help="full-batch Adam steps")
-    ap.add_argument("--refit-note-only", action="store_true",
-                    help="keep the onset and restrike models of --out; fit only the keep model (note)")
+    ap.add_argument("--only", nargs="+", choices=("onset", "restrike", "note"), default=("onset", "restrike", "note"),
+                    help="fit only these models, keep the others of --out")
     ap.add_argument("--train-split", type=int, nargs=2, default=(160, 40), metavar=("ITEMS", "MELODIES"),
                     help="the train split's size (mir_set.load_set), whose melodies are added")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "m2ugen" / "assets" / "onset_model.json")
@@ -175,14 +176,15 @@ def main() -> None:
     # the last quarter of the excerpts checks the fit on music it has not seen
     cut = len(pairs) - len(pairs) // 4
     cut -= cut % 2
-    data = [] if args.refit_note_only else [features_of(it, w) for it, w in pairs]
+    fitted = [k for k in ("onset", "restrike") if k in args.only]
+    data = [features_of(it, w) for it, w in pairs] if fitted else []
     from m2ugen import transcribe as T
 
     models = {}
-    if args.refit_note_only:
+    if set(args.only) != {"onset", "restrike", "note"}:
         old = json.loads(args.out.read_text())["models"]
-        models = {kind: {k: np.asarray(v, np.float32) for k, v in old[kind].items()} for kind in ("onset", "restrike")}
-    for kind in () if args.refit_note_only else ("onset", "restrike"):
+        models = {kind: {k: np.asarray(v, np.float32) for k, v in m.items()} for kind, m in old.items()}
+    for kind in fitted:
         x_tr, y_tr = (np.concatenate([d[kind][i] for d in data[:cut]]) for i in (0, 1))
         x_va, y_va = (np.concatenate([d[kind][i] for d in data[cut:]]) for i in (0, 1))
         print(f"{kind}: {len(pairs)} renders ({cut} train, {len(pairs) - cut} check), {len(x_tr)} / {len(x_va)} "
@@ -197,6 +199,8 @@ def main() -> None:
     # the keep model judges the notes the transcriber tracks with the two models above in place
     for kind in ("onset", "restrike"):
         T._MODELS[kind] = {k: np.asarray(v, np.float32) for k, v in models[kind].items()}
+    if "note" not in args.only:
+        return _write(args, len(pairs), json.loads(args.out.read_text()).get("note_renders"), models)
     # ... on those renders and on the train split's melodies (own and struck timbres), the last quarter
     # of each to check
     more = train_split_items(*args.train_split)
@@ -213,11 +217,15 @@ def main() -> None:
     print("  check: " + "  ".join(f"p<{th}: drops {(p < th)[y_va == 0].mean():.3f} of unplayed, {(p < th)[y_va == 1].mean():.4f} "
                                   f"of played" for th in (0.2, 0.3, 0.5)), flush=True)
     models["note"] = fit(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), args.steps)
+    _write(args, len(pairs), len(pairs) + len(more), models)
+
+
+def _write(args, renders: int, note_renders: int | None, models: dict) -> None:
     args.out.write_text(json.dumps({
         "what": "m2ugen.transcribe onset models: P(a note of this pitch starts at this frame | onset_features); "
                 "onset: anywhere, restrike: inside a note of the same pitch; note: P(a tracked note was played | "
                 "note_features)",
-        "fitted_by": "benchmarks/fit_onsets.py", "renders": len(pairs), "note_renders": len(pairs) + len(more),
+        "fitted_by": "benchmarks/fit_onsets.py", "renders": renders, "note_renders": note_renders,
         "models": {kind: {k: np.round(v, 5).tolist() for k, v in m.items()} for kind, m in models.items()}}) + "\n")
     print("wrote", args.out)
 

@@ -21,7 +21,8 @@ Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
    the note's own partials and the whole spectrum's, 46 ms STFT frames around the frame; fitted by
    benchmarks/fit_onsets.py on corpus melodies rendered on 14 GM instruments): ``restrike`` splits a
    tracked pitch where the same pitch is struck again (a bow change dips and swells, a struck note
-   climbs) and the note goes on; ``onset`` places each note's start where its partials begin (from
+   climbs; where the level hides it, the partials' phase starts again: ``pitch_novelty``) and the
+   note goes on; ``onset`` places each note's start where its partials begin (from
    139 ms before to 46 ms after the tracked start: a slow attack's level peaks late). Runs shorter than
    ``min_note_s`` are dropped; a note's pitch is the median of its frames. Last, a third model,
    ``note`` (an MLP over ``note_features``, fitted on what the tracker finds in renders of melodies,
@@ -273,7 +274,8 @@ def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | floa
             elif f > c:
                 labels[c:f] = labels[c - 1]
     min_frames = max(1, round(min_note_s * ANALYSIS_SR / HOP))
-    mag = spectrum(y)
+    spec = stft(y)
+    mag = np.abs(spec)
     total = np.pad(total_energy(mag), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
     energies: dict[int, np.ndarray] = {}
 
@@ -281,6 +283,9 @@ def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | floa
         if p not in energies:
             energies[p] = np.pad(pitch_energy(mag, p + tuning), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
         return energies[p]
+
+    def novelty(p: int) -> np.ndarray:
+        return np.pad(pitch_novelty(spec, p + tuning), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
 
     # re-struck notes (a bowed or blown note dips and swells again, a struck one climbs): the restrike
     # model's peaks inside one pitch, at least a shortest note from either end and from each other
@@ -291,7 +296,7 @@ def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | floa
         if pitch < 0 or last - first < 2 * min_frames:
             continue
         frames = np.arange(first + min_frames, last - min_frames + 1)
-        prob = onset_probability(onset_features(energy(int(pitch)), total, frames), "restrike")
+        prob = onset_probability(onset_features(energy(int(pitch)), total, frames, novelty(int(pitch))), "restrike")
         for i in np.argsort(-prob):
             if prob[i] < SPLIT_P:
                 break
@@ -377,34 +382,63 @@ T_LAGS = (-3, -1, 1, 3, 6)  # frames: the whole spectrum's energy trajectory
 ONSET_MODEL = Path(__file__).with_name("assets") / "onset_model.json"
 
 
-def spectrum(y: np.ndarray) -> np.ndarray:
-    """STFT magnitudes [ONSET_NFFT // 2 + 1, frames] of mono ``y`` at ANALYSIS_SR, frames on the HOP grid."""
+def stft(y: np.ndarray) -> np.ndarray:
+    """The complex STFT [ONSET_NFFT // 2 + 1, frames] of mono ``y`` at ANALYSIS_SR, frames on the HOP grid."""
     import librosa
 
-    return np.abs(librosa.stft(y, n_fft=ONSET_NFFT, hop_length=HOP, center=True))
+    return librosa.stft(y, n_fft=ONSET_NFFT, hop_length=HOP, center=True)
+
+
+def spectrum(y: np.ndarray) -> np.ndarray:
+    """STFT magnitudes (``stft``'s)."""
+    return np.abs(stft(y))
+
+
+def _partial_bins(n_bins: int, pitch: float) -> np.ndarray:
+    """The STFT bins of ``pitch``'s first ONSET_PARTIALS partials, each +-1 bin."""
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    bins = []
+    for h in range(1, ONSET_PARTIALS + 1):
+        k = int(round(h * f0 * ONSET_NFFT / ANALYSIS_SR))
+        if k + 1 >= n_bins:
+            break
+        bins += range(max(k - 1, 0), k + 2)
+    return np.asarray(bins, dtype=np.int64)
 
 
 def pitch_energy(mag: np.ndarray, pitch: float) -> np.ndarray:
     """dB per frame of the energy at ``pitch``'s first ONSET_PARTIALS partials (each +-1 bin)."""
-    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
-    e = np.zeros(mag.shape[1])
-    for h in range(1, ONSET_PARTIALS + 1):
-        k = int(round(h * f0 * ONSET_NFFT / ANALYSIS_SR))
-        if k + 1 >= mag.shape[0]:
-            break
-        e += mag[max(k - 1, 0): k + 2].sum(axis=0)
-    return 20 * np.log10(np.maximum(e, 1e-6))
+    return 20 * np.log10(np.maximum(mag[_partial_bins(mag.shape[0], pitch)].sum(axis=0), 1e-6))
+
+
+def pitch_novelty(spec: np.ndarray, pitch: float) -> np.ndarray:
+    """Per frame, how far ``pitch``'s partials (complex STFT ``spec``) depart from a steady continuation
+    of the two frames before (same magnitude, same phase advance: complex-domain onset detection, Bello
+    et al. 2004), over their magnitude: about 0 for a held tone, up to 2 where a new tone starts with
+    its own phase (a bow change or a tongued repeat that barely dips in level)."""
+    x = spec[_partial_bins(spec.shape[0], pitch)]
+    out = np.zeros(spec.shape[1])
+    if x.shape[0] == 0 or x.shape[1] < 3:
+        return out
+    prev, before = x[:, 1:-1], x[:, :-2]
+    target = np.abs(prev) * np.exp(1j * (2 * np.angle(prev) - np.angle(before)))
+    out[2:] = np.abs(x[:, 2:] - target).sum(axis=0) / (np.abs(x[:, 2:]).sum(axis=0) + np.abs(prev).sum(axis=0) + 1e-9)
+    return out
 
 
 def total_energy(mag: np.ndarray) -> np.ndarray:
     return 20 * np.log10(np.maximum(mag.sum(axis=0), 1e-6))
 
 
-def onset_features(e: np.ndarray, total: np.ndarray, frames: np.ndarray) -> np.ndarray:
+N_LAGS = (-2, -1, 0, 1, 2, 3)  # frames: the pitch's novelty around a frame (the restrike model's)
+
+
+def onset_features(e: np.ndarray, total: np.ndarray, frames: np.ndarray, novelty: np.ndarray | None = None) -> np.ndarray:
     """[len(frames), F] features of "a note of this pitch starts at frame t": the pitch's energy ``e``
     (dB) and the spectrum's ``total`` (dB) around t, relative to their values at t, in 10 dB units,
     plus the pitch's share of the frame, its level under the clip's loudest frame, the fall into t
-    and the climb after it (a re-struck sustained note dips, then swells; a new pitch climbs)."""
+    and the climb after it (a re-struck sustained note dips, then swells; a new pitch climbs); with
+    ``novelty`` (``pitch_novelty``), its values around t and their rise over the 100 ms before."""
     top = float(total.max())
     e = np.maximum(e, top - 80.0)
     total = np.maximum(total, top - 80.0)
@@ -423,6 +457,9 @@ def onset_features(e: np.ndarray, total: np.ndarray, frames: np.ndarray) -> np.n
     cols += [np.clip(e0 - t0, -40, 5) / 10, (e0 - top) / 40]
     low = window(e, 0, 6, np.min)
     cols += [(window(e, -3, 0, np.max) - low) / 10, (window(e, 1, 12, np.max) - low) / 10]
+    if novelty is not None:
+        cols += [at(novelty, k) for k in N_LAGS]
+        cols += [window(novelty, -1, 2, np.max) - window(novelty, -12, -4, np.median)]
     return np.stack(cols, axis=1).astype(np.float32)
 
 

@@ -241,3 +241,34 @@ def test_decaying_struck_notes_need_the_keep_model(monkeypatch, tau):
     monkeypatch.setattr(T, "KEEP_P", 0.0)  # every tracked note kept
     got = T.transcribe(piano(STRUCK, 6.8, tau=tau), SR, chords=False).melody
     assert len(got) > len(STRUCK)
+
+
+def restarted_tone(restart_s: float | None, total_s=2.0, shift=np.pi / 2, fade_s=0.02):
+    """A4 with 5 partials and vibrato; at ``restart_s`` a second voice, its phase ``shift`` on, takes over
+    in an equal-power crossfade of ``fade_s``: every partial keeps its level (a bow change or a tongued
+    repeat that does not dip), only the phase starts again. None: one voice throughout."""
+    t = np.arange(int(total_s * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(440.0 * (1 + 0.003 * np.sin(2 * np.pi * 5 * t))) / SR
+
+    def voice(p):
+        return sum(a * np.sin(h * p) for h, a in zip(range(1, 6), (1.0, 0.5, 0.35, 0.25, 0.15)))
+
+    if restart_s is None:
+        return (0.3 * voice(phase)).astype(np.float32)
+    x = np.clip((t - restart_s) / fade_s, 0, 1) * np.pi / 2
+    return (0.3 * (np.cos(x) * voice(phase) + np.sin(x) * voice(phase + shift))).astype(np.float32)
+
+
+def test_pitch_novelty_sees_a_restart_the_level_hides():
+    peaks = {}
+    for restart in (1.0, None):
+        spec = T.stft(restarted_tone(restart))
+        level, novelty = T.pitch_energy(np.abs(spec), 69), T.pitch_novelty(spec, 69)
+        frames_s = np.arange(novelty.size) * T.HOP / SR
+        inner = (frames_s > 0.2) & (frames_s < 1.8)
+        near = inner & (np.abs(frames_s - 1.0) < 0.06)
+        assert level[inner].max() - level[inner].min() < 2.0  # no dip to find it by
+        peaks[restart] = (novelty[near].max(), novelty[inner & ~near].max())
+    restarted, held = peaks[1.0], peaks[None]
+    assert restarted[0] > 4 * restarted[1]  # the restart stands out of its own note ...
+    assert held[0] < 2 * held[1] and restarted[0] > 4 * held[0]  # ... and a held tone has no such peak
