@@ -364,9 +364,10 @@ def note_features(found: list[Candidate], energy: Callable[[int], np.ndarray], t
             if 0 <= j < len(found):
                 o = found[j]
                 gap = (c.first - o.last) if j < i else (o.first - c.last)
+                under = np.clip(energy(o.pitch)[a:b] - e[a:b], -30, 30) if o.pitch != c.pitch else np.zeros(1)
                 row += [1.0, min(max(gap, 0) * HOP / ANALYSIS_SR, 1.0),
                         max(-60.0, 20 * math.log10(max(c.peak, 1e-9) / max(o.peak, 1e-9))) / 20,
-                        float(np.median(np.clip(energy(o.pitch)[a:b] - e[a:b], -30, 30))) / 10 if o.pitch != c.pitch else 0.0]
+                        float(np.median(under)) / 10]
             else:
                 row += [0.0, 1.0, 0.0, 0.0]
         rows.append(row)
@@ -387,11 +388,6 @@ def stft(y: np.ndarray) -> np.ndarray:
     import librosa
 
     return librosa.stft(y, n_fft=ONSET_NFFT, hop_length=HOP, center=True)
-
-
-def spectrum(y: np.ndarray) -> np.ndarray:
-    """STFT magnitudes (``stft``'s)."""
-    return np.abs(stft(y))
 
 
 def _partial_bins(n_bins: int, pitch: float) -> np.ndarray:
@@ -433,7 +429,8 @@ def total_energy(mag: np.ndarray) -> np.ndarray:
 N_LAGS = (-2, -1, 0, 1, 2, 3)  # frames: the pitch's novelty around a frame (the restrike model's)
 
 
-def onset_features(e: np.ndarray, total: np.ndarray, frames: np.ndarray, novelty: np.ndarray | None = None) -> np.ndarray:
+def onset_features(e: np.ndarray, total: np.ndarray, frames: np.ndarray,
+                   novelty: np.ndarray | None = None) -> np.ndarray:
     """[len(frames), F] features of "a note of this pitch starts at frame t": the pitch's energy ``e``
     (dB) and the spectrum's ``total`` (dB) around t, relative to their values at t, in 10 dB units,
     plus the pitch's share of the frame, its level under the clip's loudest frame, the fall into t
