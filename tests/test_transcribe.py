@@ -272,3 +272,23 @@ def test_pitch_novelty_sees_a_restart_the_level_hides():
     restarted, held = peaks[1.0], peaks[None]
     assert restarted[0] > 4 * restarted[1]  # the restart stands out of its own note ...
     assert held[0] < 2 * held[1] and restarted[0] > 4 * held[0]  # ... and a held tone has no such peak
+
+
+def quiet_repeat(shift):
+    """A4 from 0.3 s, the same pitch started again at 1.0 s with no dip in level (10 ms crossfade)."""
+    y = restarted_tone(1.0, total_s=2.2, shift=shift, fade_s=0.01)
+    y[:int(0.3 * SR)] = 0
+    return y
+
+
+@pytest.mark.parametrize("shift", [np.pi / 2, 2.0])
+def test_quiet_re_articulation_splits(shift):
+    got = T.transcribe(quiet_repeat(shift), SR, chords=False).melody
+    assert [n.pitch for n in got] == [69, 69]
+    assert abs(got[0].start - 0.3) <= 0.05 and abs(got[1].start - 1.0) <= 0.05
+
+
+@pytest.mark.parametrize("shift", [np.pi / 2, 2.0])
+def test_quiet_re_articulation_needs_the_novelty(monkeypatch, shift):
+    monkeypatch.setattr(T, "pitch_novelty", lambda spec, pitch: np.zeros(spec.shape[1]))  # the level alone
+    assert [n.pitch for n in T.transcribe(quiet_repeat(shift), SR, chords=False).melody] == [69]
