@@ -273,17 +273,31 @@ class TextStage:
             r = self.slots[s]
             if r is not None and r.prefilled < len(r.ids):
                 pos[s] = r.prefilled
+        columns = []
         for r in running:
             tokens[r.slot, 0] = r.generated[-1]
             pos[r.slot] = r.column
-        valid = torch.ones(S, llama.cache_len, dtype=torch.bool, device=device)
+            columns.append(r.column)
         kv = None if self._adapter_store is None else [
             None if x is None else tuple(None if t is None else t[:S] for t in x) for x in self._adapter_store]
-        if join is not None:
-            logits, h, jl, jh = fused_step(llama, tokens, pos, valid, kv, join, n)
-            self._joined(join, jl, jh, n)
-        else:
-            logits, h = llama.decode_step(tokens, pos, pos, valid, kv)
+        # eager: the step reads only the columns written so far (the furthest row's, a dummy's, the chunk's)
+        upto = None
+        if not llama.decode_compiled:
+            written = columns + [r.prefilled for r in self.slots[:S] if r is not None and r.prefilled < len(r.ids)]
+            if join is not None:
+                written.append(min(len(join.ids), join.prefilled + n) - 1)
+            upto = max(written) + 1
+            llama.bind_cache(upto=upto)
+        try:
+            valid = torch.ones(S, llama.cache_len, dtype=torch.bool, device=device)
+            if join is not None:
+                logits, h, jl, jh = fused_step(llama, tokens, pos, valid, kv, join, n)
+                self._joined(join, jl, jh, n)
+            else:
+                logits, h = llama.decode_step(tokens, pos, pos, valid, kv)
+        finally:
+            if upto is not None:
+                llama.bind_cache()
         if llama.decode_compiled:  # CUDA graphs reuse their output buffers at the next step
             logits, h = logits.clone(), h.clone()
         for r in running:
