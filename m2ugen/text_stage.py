@@ -7,7 +7,9 @@ chunks: while rows are decoding, at most ``prefill_chunk`` prompt tokens per ``s
 that; while none decodes (nothing to stall), every joining row is prefilled whole at once. Eager (not
 compiled), the joining chunk rides in the decode step's own forward (``fused_step``: the decode rows and
 the chunk's tokens go through each linear layer as one matrix, so the weights are read once per step
-instead of twice; each part attends as it does alone). Each running row sits at its own cache column (no left padding:
+instead of twice; each part attends as it does alone), and the step reads only the cache columns written so
+far (``bind_cache(upto=...)``, a column window of the pool: at 4 rows, reading the whole pool was most of the
+step's attention). Each running row sits at its own cache column (no left padding:
 ``decode_step`` with a per-row ``cache_pos``), so a row computes what it computes alone. Every step runs
 one ``decode_step`` over slots ``[0, S)`` with S the smallest of ``BUCKETS`` that covers the highest
 slot in use: a compiled step (``llama.compile_decode()``) sees a handful of shapes, each compiled once
