@@ -23,6 +23,18 @@ burst 1.19 / 2.00 / 1.48 / 1.67, staggered 1.29 / 1.81 / 1.60 / 1.38; continuous
 serial's. Before the folded prefill and the finisher thread, run beside the last: continuous burst 1.52,
 staggered 1.09 (static 1.49 / 1.30).
 
+Where the rest goes (``benchmarks/bench_step_rows.py``: a stage's step at 1 vs 4 rows, split by
+torch.profiler): on this CPU the matmuls themselves grow with the rows (fp32 GEMM with 2-8 rows is not
+weight-bound at 1 thread: ``F.linear`` of [8, 512] by [512, 2048] costs 4-7x one row's), so a 4-row step
+stays 1.3-1.4x (MusicGen, 8 slots) and 1.6-2x (LLaMA) a 1-row step. Attention was the part the scheduler
+owned: the LLaMA step read the whole pool (now only the columns written, ``bind_cache(upto=...)``) and the
+MusicGen step used a bool mask (now additive): at 4 rows 31-38 -> 9-12 ms (LLaMA) and 18-20 -> 9 ms
+(MusicGen) in profiles on a box loaded ~4x. Rows that end together no longer queue their EnCodec on the
+finisher alone (the idle stepping thread takes one). Measured after, N = 4 (2-core box shared with other
+work), back to back at load ~2, 3 rounds: continuous burst 1.98, staggered 2.17 (0.398 / 0.443 jobs/s);
+main's code just after: 2.03 / 2.00 (0.389 / 0.410 jobs/s); p99 latency 10.1 / 10.2 s vs serial's 20.4 /
+18.2 s. Short of 2.5: on this CPU the batched matmuls are the limit, not the scheduler.
+
 Part 2: the LLaMA decode step (``benchmarks/roofline.py``, dim 1024 x 8 layers) and the MusicGen guided step
 (``benchmarks/bench_musicgen_loop.py``'s mid decoder, through our loop), fp32 and bf16, each beside its floor
 (weight bytes read per step / a GEMV's bandwidth measured in the same run; target >= 0.8).

@@ -22,7 +22,9 @@ A row goes through the stages of ``M2UGen.chat_batch`` (the same steps of the mo
    the same slot / chunk / step scheme over the decoder's cache; the finished codes become audio
    (EnCodec or MBD) when the row leaves: on the ``finisher`` executor when one is given (EnCodec only; MBD
    reports progress), so the other rows' steps go on meanwhile, the row's last event then sent from the
-   stepping thread at the first step after its audio is ready (callbacks never leave that thread).
+   stepping thread at the first step after its audio is ready (callbacks never leave that thread). When no
+   row is left to step, the stepping thread makes the audio of a row the finisher has not started itself
+   (rows that end together share the two threads instead of queueing on one).
    AudioLDM2 (no step loop): the row is decoded whole, one per step.
 
 Each row keeps its own seed (its own ``torch.Generator`` per stage), sampling settings, length, guidance,
@@ -61,6 +63,7 @@ class _EngineRow:
     info: dict | None = None  # what the decoder needs to finish the row's audio
     t0: float = 0.0
     finishing: Any = None  # concurrent.futures.Future of its audio (codes -> EnCodec) on the finisher
+    finish_args: tuple | None = None  # what that audio is made of (``_audio_of``'s arguments)
 
 
 class Engine:
@@ -250,7 +253,8 @@ class Engine:
             return
         if self.finisher is not None and er.decode.vocoder != "mbd":  # MBD reports progress: on this thread
             er.stage = "finishing"
-            er.finishing = self.finisher.submit(self._audio_of, er.decode, sr.result.tokens, er.info)
+            er.finish_args = (er.decode, sr.result.tokens, er.info)
+            er.finishing = self.finisher.submit(self._audio_of, *er.finish_args)
             return
         try:
             audio, row.timings["vocoder"] = self._audio_of(er.decode, sr.result.tokens, er.info)
@@ -280,8 +284,20 @@ class Engine:
             self._finish_audio(er.row, audio)
 
     def _wait_finishing(self, timeout_s: float = 0.05) -> None:
-        from concurrent.futures import FIRST_COMPLETED, wait
+        """Nothing left to step: make a row's audio here when the finisher has not started it (it is busy with
+        another row's, or with a job's results: rows that end together would otherwise queue behind each other
+        while this thread idles), else wait a little for the finisher."""
+        from concurrent.futures import FIRST_COMPLETED, Future, wait
 
+        for er in self._rows.values():
+            if er.stage == "finishing" and er.finishing.cancel():  # still queued: it never runs there now
+                er.finishing = Future()
+                er.finishing.set_running_or_notify_cancel()
+                try:
+                    er.finishing.set_result(self._audio_of(*er.finish_args))
+                except Exception as e:
+                    er.finishing.set_exception(e)
+                return
         wait([er.finishing for er in self._rows.values() if er.finishing is not None], timeout=timeout_s,
              return_when=FIRST_COMPLETED)
 

@@ -131,12 +131,14 @@ class KVCache(nn.Module):
         self.v[:B, start_pos:end] = v
         return self.k[:B, :end], self.v[:B, :end]
 
-    def rows(self, start: int, n: int) -> "KVCache":
-        """A view of rows [start, start + n) sharing this cache's storage (a slot's prefill writes there)."""
+    def rows(self, start: int, n: int, upto: int | None = None) -> "KVCache":
+        """A view of rows [start, start + n) (and columns [0, upto)) sharing this cache's storage: a slot's
+        prefill writes there; a decode step of rows that have written fewer columns than the cache holds
+        attends to the view, not to the columns nobody has written yet."""
         view = KVCache.__new__(KVCache)
         nn.Module.__init__(view)
-        view.register_buffer("k", self.k[start:start + n], persistent=False)
-        view.register_buffer("v", self.v[start:start + n], persistent=False)
+        view.register_buffer("k", self.k[start:start + n, :upto], persistent=False)
+        view.register_buffer("v", self.v[start:start + n, :upto], persistent=False)
         return view
 
     @torch.no_grad()
@@ -384,11 +386,17 @@ class Transformer(nn.Module):
         self.reserve_cache(batch, max_len)
         self.bind_cache()
 
-    def bind_cache(self, slot: int | None = None):
+    def bind_cache(self, slot: int | None = None, upto: int | None = None):
         """Point every layer at the kept cache: all of it, or (``slot``) a one-row view of row ``slot``
-        (a continuous batch prefills one joining row into its own slot; the others are not touched)."""
+        (a continuous batch prefills one joining row into its own slot; the others are not touched);
+        ``upto``: only its columns [0, upto) (an eager decode step whose rows have written fewer: the
+        columns past them are masked anyway, and reading them is most of a many-row step's attention)."""
         for layer, cache in zip(self.layers, self._kv_store):
-            layer.attention.cache = cache if slot is None else cache.rows(slot, 1)
+            if slot is None and upto is None:
+                layer.attention.cache = cache
+            else:
+                layer.attention.cache = cache.rows(0 if slot is None else slot,
+                                                   cache.k.shape[0] if slot is None else 1, upto)
 
     def reserve_cache(self, max_batch: int, max_len: int | None = None):
         """Make sure the kept cache holds ``max_batch`` rows and ``max_len`` positions (rounded up to

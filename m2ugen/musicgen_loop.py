@@ -216,6 +216,9 @@ class MusicGenStep(nn.Module):
         length = self.cache_shape[2] if upto is None else upto
         slots = torch.arange(s, device=pos.device)[:, None].expand(s, t)
         visible = (torch.arange(length, device=pos.device)[None, None, :] <= pos[:, :, None])[:, None]  # [S,1,T,L]
+        # additive, built once per forward (CPU attention is slower with a bool mask, and it is per layer)
+        visible = torch.zeros(visible.shape, dtype=hidden.dtype, device=hidden.device).masked_fill(
+            ~visible, float("-inf"))
         whole = first == 0 and s == self.cache_shape[0]
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn

@@ -95,6 +95,7 @@ class MusicGenStage:
         self.min_length = 0  # the pool's least length (``warm_up``'s: the compiled steps' shape)
         self.table: torch.Tensor | None = None
         self.steps = 0
+        self._pad: torch.Tensor | None = None  # a free slot's input: the pad id in every codebook
 
     # --- rows ----------------------------------------------------------------------------------------
     def admit(self, row: LoopRow) -> StageRow:
@@ -291,17 +292,21 @@ class MusicGenStage:
         device = table.device
         top = max(sr.slot + sr.n for sr in running)
         S = bucket(top, self.n_slots)
-        fed = torch.full((S, self.loop.num_codebooks), self.loop.pad_id, dtype=torch.long, device=device)
-        pos = torch.zeros(S, 1, dtype=torch.long, device=device)
+        # built as lists, one tensor each (not a small tensor write per slot)
+        cols = [self._pad_column(device)] * S
+        where = [0] * S
         for s in range(S):  # a prefilling slot's dummy goes where its next chunk writes
             sr = self.slots[s]
             if sr is not None and sr not in running:
-                pos[s, 0] = sr.prefilled
+                where[s] = sr.prefilled
         for sr in running:
             p = sr.pos - 1  # the token just placed
+            col = sr.tokens[:, p]
             for j in range(sr.n):
-                fed[sr.slot + j] = sr.tokens[:, p]
-                pos[sr.slot + j, 0] = sr.prefix[j] + p
+                cols[sr.slot + j] = col
+                where[sr.slot + j] = sr.prefix[j] + p
+        fed = torch.stack(cols)  # [S, K]
+        pos = torch.tensor(where, dtype=torch.long, device=device)[:, None]
         hidden = step.embed(fed[:, :, None]) + table[pos]
         if self.loop.compile:  # one shape for the whole pool: the whole cache length
             logits = self.loop._step_fn()(hidden, pos)[:, :, 0]
@@ -313,6 +318,12 @@ class MusicGenStage:
         for sr in running:
             sr.logits = logits[sr.slot:sr.slot + sr.n]
         self.steps += 1
+
+    def _pad_column(self, device) -> torch.Tensor:
+        col = self._pad
+        if col is None or col.device != device:
+            col = self._pad = torch.full((self.loop.num_codebooks,), self.loop.pad_id, dtype=torch.long, device=device)
+        return col
 
     def warm_up(self, length: int, cross_len: int = MIN_CROSS) -> None:
         """Set up a pool of ``length`` positions and run the decode step at every fixed size once (each

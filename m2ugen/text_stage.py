@@ -7,7 +7,9 @@ chunks: while rows are decoding, at most ``prefill_chunk`` prompt tokens per ``s
 that; while none decodes (nothing to stall), every joining row is prefilled whole at once. Eager (not
 compiled), the joining chunk rides in the decode step's own forward (``fused_step``: the decode rows and
 the chunk's tokens go through each linear layer as one matrix, so the weights are read once per step
-instead of twice; each part attends as it does alone). Each running row sits at its own cache column (no left padding:
+instead of twice; each part attends as it does alone), and the step reads only the cache columns written so
+far (``bind_cache(upto=...)``, a column window of the pool: at 4 rows, reading the whole pool was most of the
+step's attention). Each running row sits at its own cache column (no left padding:
 ``decode_step`` with a per-row ``cache_pos``), so a row computes what it computes alone. Every step runs
 one ``decode_step`` over slots ``[0, S)`` with S the smallest of ``BUCKETS`` that covers the highest
 slot in use: a compiled step (``llama.compile_decode()``) sees a handful of shapes, each compiled once
@@ -273,17 +275,31 @@ class TextStage:
             r = self.slots[s]
             if r is not None and r.prefilled < len(r.ids):
                 pos[s] = r.prefilled
+        columns = []
         for r in running:
             tokens[r.slot, 0] = r.generated[-1]
             pos[r.slot] = r.column
-        valid = torch.ones(S, llama.cache_len, dtype=torch.bool, device=device)
+            columns.append(r.column)
         kv = None if self._adapter_store is None else [
             None if x is None else tuple(None if t is None else t[:S] for t in x) for x in self._adapter_store]
-        if join is not None:
-            logits, h, jl, jh = fused_step(llama, tokens, pos, valid, kv, join, n)
-            self._joined(join, jl, jh, n)
-        else:
-            logits, h = llama.decode_step(tokens, pos, pos, valid, kv)
+        # eager: the step reads only the columns written so far (the furthest row's, a dummy's, the chunk's)
+        upto = None
+        if not llama.decode_compiled:
+            written = columns + [r.prefilled for r in self.slots[:S] if r is not None and r.prefilled < len(r.ids)]
+            if join is not None:
+                written.append(min(len(join.ids), join.prefilled + n) - 1)
+            upto = max(written) + 1
+            llama.bind_cache(upto=upto)
+        try:
+            valid = torch.ones(S, llama.cache_len, dtype=torch.bool, device=device)
+            if join is not None:
+                logits, h, jl, jh = fused_step(llama, tokens, pos, valid, kv, join, n)
+                self._joined(join, jl, jh, n)
+            else:
+                logits, h = llama.decode_step(tokens, pos, pos, valid, kv)
+        finally:
+            if upto is not None:
+                llama.bind_cache()
         if llama.decode_compiled:  # CUDA graphs reuse their output buffers at the next step
             logits, h = logits.clone(), h.clone()
         for r in running:

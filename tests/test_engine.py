@@ -373,6 +373,22 @@ def test_finished_rows_become_audio_on_the_finisher_while_the_others_decode(mode
         assert_same(out[handle], s)
 
 
+def test_rows_left_only_finishing_get_their_audio_from_the_stepping_thread_too(model, solo):
+    held = HeldFinisher()  # a finisher busy elsewhere: it starts nothing queued
+    engine = model.engine(max_rows=4, prefill_chunk=8, finisher=held)
+    h = [engine.admit(r) for r in requests()[1:4]]
+    out = {}
+    while any(er.stage != "finishing" for er in engine._rows.values()):
+        out.update(engine.step())
+    assert engine._rows and len(held.tasks) == len(engine._rows)  # their audio queued on the finisher
+    for _ in range(2 * len(h)):  # nothing else to step: a queued row's audio made here, reported the next step
+        out.update(engine.step())
+    assert engine.idle and all(fut.cancelled() for fut, *_ in held.tasks)  # the finisher never ran them
+    for handle, s in zip(h, solo[1:4]):
+        assert_same(out[handle], s)
+        assert out[handle].timings["vocoder"] > 0
+
+
 def test_a_row_cancelled_or_failing_on_the_finisher_ends_alone(model, solo, monkeypatch):
     held = HeldFinisher()
     engine = model.engine(max_rows=4, prefill_chunk=8, finisher=held)
