@@ -17,8 +17,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +33,7 @@ KEY_CONFIDENCE_MIN = 0.5     # below this best profile correlation (a single pit
 KEY_SEGMENT_S = 0.5          # spectra are summarised per segment (median) before the note fit
 KEY_WINDOW_S = 16.0          # local keys for sections
 KEY_SECTION_MIN_S = 12.0     # a key section lasts at least this long
-KEY_SOFTMAX_GAIN = 20.0
+KEY_MODEL = Path(__file__).with_name("assets") / "key_model.json"   # the confidence's fitted softmax gain
 KEY_UNSURE = 0.5             # under this confidence the prompt line says "(unsure)"
 NNLS_DECAY = 0.7             # note dictionary: partial h has amplitude NNLS_DECAY ** (h - 1)
 KEY_LOWEST_NOTE = 12         # C2: notes under it are fitted (they absorb kick drums and rumble) but not counted
@@ -95,10 +97,27 @@ def _key_of(r: np.ndarray) -> tuple[str, str]:
     return (MINOR_NAMES if minor else MAJOR_NAMES)[tonic], "minor" if minor else "major"
 
 
+@lru_cache(maxsize=1)
+def softmax_gain() -> float:
+    """The gain on the 24 profile correlations that makes their softmax a calibrated probability of the
+    key: fitted by maximum likelihood on the rendered ``train`` split (``benchmarks/fit_key.py``), stored
+    in ``assets/key_model.json``."""
+    model = json.loads(KEY_MODEL.read_text())
+    gain = model.get("softmax_gain")
+    if not isinstance(gain, (int, float)) or not 0 < gain < 1000:
+        raise ValueError(f"{KEY_MODEL}: softmax_gain must be a number in (0, 1000), not {gain!r}")
+    return float(gain)
+
+
+def key_posterior(r: np.ndarray, gain: float) -> np.ndarray:
+    """[24] softmax of ``gain`` times the profile correlations ``r``: the probability of each key."""
+    z = np.exp(gain * (r - r.max()))
+    return z / z.sum()
+
+
 def _confidence(r: np.ndarray) -> float:
-    """Softmax weight of the best key among the 24 (KEY_SOFTMAX_GAIN on the correlations)."""
-    z = np.exp(KEY_SOFTMAX_GAIN * (r - r.max()))
-    return float(1.0 / z.sum())
+    """The best key's probability among the 24 (``key_posterior`` at the fitted ``softmax_gain``)."""
+    return float(key_posterior(r, softmax_gain()).max())
 
 
 def estimate_key(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None
@@ -111,6 +130,20 @@ def estimate_key(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
 def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None):
     """(key, mode, confidence, sections) or None; sections: [(start_s, end_s, "G major")] when the clip
     modulates (more than one key, each held for at least KEY_SECTION_MIN_S), else []."""
+    found = clip_key_scores(mono, sr, spec)
+    if found is None:
+        return None
+    r, weighted, seg_s = found
+    if r.max() < KEY_CONFIDENCE_MIN:
+        return None
+    key, mode = _key_of(r)
+    return key, mode, _confidence(r), _key_sections(weighted, seg_s)
+
+
+def clip_key_scores(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None):
+    """([24] profile correlations of the clip, [84, segments] counted note activations, seconds per
+    segment), or None for noise, a clip too short for a spectrum, or a flat or silent profile. Rows as
+    ``key_profiles``."""
     spec = spec if spec is not None else constant_q(mono, sr)
     if spec is None or tonality(spec) < TONALITY_MIN:  # noise has no key
         return None
@@ -119,11 +152,7 @@ def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
     chroma = clip_chroma_from(weighted)
     if chroma is None:
         return None
-    r = _key_scores(chroma)
-    if r.max() < KEY_CONFIDENCE_MIN:
-        return None
-    key, mode = _key_of(r)
-    return key, mode, _confidence(r), _key_sections(weighted, seg_s)
+    return _key_scores(chroma), weighted, seg_s
 
 
 def _counted(acts: np.ndarray) -> np.ndarray:
