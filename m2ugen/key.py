@@ -13,8 +13,9 @@
   KEY_UNSURE (two keys, usually relative or fifth-related, about equal) the prompt line says "(unsure)".
   ``key_sections``: where a clip of at least 24 s holds more than one key for at least 12 s each
   (16 s windows), the sections in order; otherwise empty. Unpitched sound (``tonality`` under
-  TONALITY_MIN: noise), a flat profile or a best score under 0.5 (a single repeated pitch) gives no key. Limits: relative major/minor, the dominant and the
-  subdominant are the usual misses (the note fit still leaves some ghost notes a fifth under real ones).
+  TONALITY_MIN: noise), a flat profile or a best score under 0.5 (a single repeated pitch) gives no
+  key. Limits: relative major/minor, the dominant and the subdominant are the usual misses (the note
+  fit still leaves some ghost notes a fifth under real ones).
   Key names use the usual spelling (Bb major, F# minor, C# minor, Eb minor ...).
 """
 

@@ -21,7 +21,7 @@ from m2ugen.spectrum import analysis_signal
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_analysis import chord_progression  # noqa: E402
 
-AM, C, DM, EM, F, G = ("A", "C", "E"), ("C", "E", "G"), ("D", "F", "A"), ("E", "G", "B"), ("F", "A", "C"), ("G", "B", "D")
+AM, C, EM, F, G = ("A", "C", "E"), ("C", "E", "G"), ("E", "G", "B"), ("F", "A", "C"), ("G", "B", "D")
 E, A, B = ("E", "G#", "B"), ("A", "C#", "E"), ("B", "D#", "F#")
 
 
