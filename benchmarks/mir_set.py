@@ -11,13 +11,23 @@ Ground truth comes from the score, never from audio:
   the quarter note); beats: every quarter note from the first bar line's phase; downbeats: the bar lines
   (a pickup bar is skipped; excerpts stop at the first bar that breaks the regular grid).
 - meter: the time signature's numerator (3 or 4).
-- key: the score's declared key signature. A signature names two keys (relative major and minor), and
-  the mode is the one of the two that music21's key analysis of the excerpt (its default key-profile
-  correlation) ranks higher; where a minor ``Key`` is declared, that one (music21 reads a MusicXML key
-  without a <mode> as major, so a declared major is treated as a bare signature). Where music21's best key
-  is not one of the two and its correlation beats both by more than 0.1 (modal signatures such as Bach's
-  "Dorian" G minor written with one flat), its key is used instead and the item records
-  ``key_source: "analysed"``. Then transposed by the item's semitones.
+- key: the piece's home key (every excerpt starts at the piece's beginning), decided by music theory
+  and never by an audio key estimator. A key signature names two keys, a major and its relative minor;
+  the one whose tonic is the pitch class of the piece's final bass note (the lowest note of its closing
+  sonority: the root of a final cadence; a Picardy third still names the minor tonic) is the key
+  (``key_source: "final"``). Modal writing is read as the common-practice key it sounds as: a final a
+  fifth below the signature's minor tonic is a Dorian minor written with one flat too few (Bach's G minor
+  with one flat), a final a fifth above its major tonic a Mixolydian major written with one sharp too few
+  (``"modal"``). A declared minor ``Key`` wins (``"declared"``; music21 reads a MusicXML key without a
+  <mode> as major, so a declared major is treated as a bare signature), except that a Dorian final
+  still names its tonic (Bach's chorales declare their Dorian G minor as "D minor"). Only where none of these applies
+  (the written end is not the piece's end: a da capo, dal segno or Fine; the piece closes under another
+  signature; or its final is none of those four pitch classes) the older rule decides: of the two keys,
+  the one music21's key analysis of the first 12 bars (its default key-profile correlation) ranks higher
+  (``"signature"``), or music21's best key where it is neither and its correlation beats both by more
+  than 0.1 (``"analysed"``). Then transposed by the item's semitones. (Manifest v5 and older used the
+  analysis rule alone; its unison or dominant openings, e.g. Beethoven's op. 18 no. 1 in F major, were
+  labelled the relative minor.)
 - notes (melody items): the top line's notes (highest note of a chord), ties merged, in seconds.
 
 Dev and held-out splits use different composers AND different instruments, so a method tuned on dev is
@@ -39,7 +49,7 @@ import numpy as np
 SR = 44100
 EXCERPT_S = 25.0
 SOUNDFONT_CANDIDATES = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
-MANIFEST_VERSION = 5
+MANIFEST_VERSION = 6
 
 # (composer corpus names, ensembles, melody instruments) per split; GM programs (0-based)
 SPLITS = {
@@ -133,16 +143,85 @@ def key_name(tonic_pc: int, mode: str) -> str:
     return f"{(MINOR_NAMES if mode == 'minor' else NAMES)[tonic_pc % 12]} {mode}"
 
 
-def _key_truth(excerpt) -> tuple[int, str, str] | None:
-    """(tonic pitch class, mode, source) of an excerpt (see the module docstring)."""
+def _key_truth(excerpt, ending: tuple[int, int] | None = None) -> tuple[int, str, str] | None:
+    """(tonic pitch class, mode, source) of an excerpt (see the module docstring). ``ending``: the whole
+    piece's (closing key signature's sharps, pitch class of its last bass note), or None where the written
+    end is not where the piece ends (see ``_piece_ending``)."""
+    from music21 import key as m21key
+
+    old = _key_truth_analysed(excerpt)
+    if old is None:  # the item set stays the one the analysis rule picked
+        return None
+    sharps = excerpt.flatten().getElementsByClass(m21key.KeySignature)[0].sharps
+    found = _key_from_final(sharps, ending)
+    if old[2] == "declared":  # a declared minor stays minor; a Dorian final still names its tonic
+        return found if found is not None and found[1:] == ("minor", "modal") else old
+    return old if found is None else found
+
+
+def _key_from_final(sharps: int, ending: tuple[int, int] | None) -> tuple[int, str, str] | None:
+    """The home key a signature of ``sharps`` names, decided by the piece's final bass note: its major
+    or relative minor, whichever has the final as tonic ("final"); a final a fifth below the minor tonic
+    is a Dorian minor written with one flat too few, a fifth above the major tonic a Mixolydian major
+    written with one sharp too few ("modal"); None where the piece closes under another signature or on
+    none of these."""
+    if ending is None or ending[0] != sharps:
+        return None
+    final = ending[1] % 12
+    major = (7 * sharps) % 12
+    minor = (major + 9) % 12
+    if final == major:
+        return major, "major", "final"
+    if final == minor:
+        return minor, "minor", "final"
+    if final == (minor + 5) % 12:
+        return final, "minor", "modal"
+    if final == (major + 7) % 12:
+        return final, "major", "modal"
+    return None
+
+
+def _piece_ending(score, parts_notes) -> tuple[int, int] | None:
+    """(sharps of the closing key signature, pitch class of the lowest note of the final sonority) of a
+    whole score; None where it has a da capo, dal segno or Fine (the written end is not the piece's end)
+    or no key signature."""
+    from music21 import expressions, key as m21key, repeat
+
+    flat = score.flatten()
+    if flat.getElementsByClass(repeat.RepeatExpression):
+        return None
+    for t in flat.getElementsByClass(expressions.TextExpression):
+        text = (t.content or "").lower().replace(" ", "")
+        if any(m in text for m in ("d.c.", "dacapo", "d.s.", "dalsegno", "fine")):
+            return None
+    sigs = list(flat.getElementsByClass(m21key.KeySignature))
+    bass = final_bass(parts_notes)
+    return None if not sigs or bass is None else (sigs[-1].sharps, bass % 12)
+
+
+def final_bass(parts_notes) -> int | None:
+    """The lowest pitch of the final sonority: of the notes that end a part (``_notes_of_part`` tuples;
+    all voices of a part that end together), in the parts that end within a bar (4 quarters) of the
+    piece's end; None for no notes."""
+    parts = [notes for notes in parts_notes if notes]
+    if not parts:
+        return None
+    ends = [max(b for _, b, _ in notes) for notes in parts]
+    closing = [min(pitches) for notes, part_end in zip(parts, ends) if part_end >= max(ends) - 4.0
+               for _, b, pitches in notes if pitches and b >= part_end - 1e-6]
+    return min(closing) if closing else None
+
+
+def _key_truth_analysed(excerpt) -> tuple[int, str, str] | None:
+    """The fallback: the signature's key music21's analysis of the excerpt ranks higher (module docstring)."""
     from music21 import key as m21key
 
     flat = excerpt.flatten()
     declared = list(flat.getElementsByClass(m21key.KeySignature))
-    analysed = excerpt.analyze("key")
-    ranked = [analysed] + list(analysed.alternateInterpretations)
     if not declared:
         return None
+    analysed = excerpt.analyze("key")
+    ranked = [analysed] + list(analysed.alternateInterpretations)
     first = declared[0]
     if isinstance(first, m21key.Key) and first.mode == "minor":  # MusicXML files without <mode> read as major
         return first.tonic.pitchClass, first.mode, "declared"
@@ -216,7 +295,11 @@ def _excerpt_of(score):
     # the key over the first ~12 bars (what a 25 s excerpt holds at most tempos)
     m_first, m_last = measures[s].number, measures[min(s + 11, s + len(grid) - 1)].number
     try:
-        truth = _key_truth(score.measures(m_first, m_last))
+        ending = _piece_ending(score, all_notes)
+    except Exception:  # noqa: BLE001 - an unreadable ending leaves the analysis rule
+        ending = None
+    try:
+        truth = _key_truth(score.measures(m_first, m_last), ending)
     except Exception:  # noqa: BLE001 - music21 cannot cut some scores; skip them
         truth = None
     if truth is None:
@@ -373,8 +456,10 @@ def write_midi(item: Item, path: Path) -> None:
 
 
 def render(item: Item, directory: Path) -> Path:
-    """The item's WAV (44.1 kHz stereo), rendered once and cached by the item's content hash."""
-    spec = json.dumps({k: v for k, v in asdict(item).items() if k != "name"}, sort_keys=True)
+    """The item's WAV (44.1 kHz stereo), rendered once and cached by the hash of what is played (not its
+    name or key label, so relabelling re-renders nothing)."""
+    spec = json.dumps({k: v for k, v in asdict(item).items() if k not in ("name", "key", "key_source")},
+                      sort_keys=True)
     digest = hashlib.sha1(spec.encode()).hexdigest()[:12]
     wav = directory / f"{item.name}-{digest}.wav"
     if wav.exists():
