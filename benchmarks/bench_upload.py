@@ -3,8 +3,10 @@
 The server runs in its own process (a stand-in model: the figures are the upload path's, not a
 model's), so its RSS is measured apart from the client's. For each size, ``--rounds`` different 32-bit
 float stereo 48 kHz WAVs are written; each round copies one with ``shutil.copyfile`` (the plain copy,
-same disk, same page cache) and right after uploads it with ``Client.upload`` (a new file: its chunks,
-the server's hash and store) into the same server, so each ratio compares two runs under the same load
+same disk, same page cache) and right after uploads it with ``Client.upload`` (a new file: handed over
+by its descriptor, docs/protocol.md §2.2, the server's copy, hash and store), then uploads another new
+file of the same size as bytes through the socket (``local_uploads=False``: what a remote client, another
+user's or a Windows client does: chunks, the server's hash and store) into the same server, so each ratio compares runs under the same load
 (the copies are kept, as the uploads are: each writes a new file into memory no deleted file just gave
 back, which costs several times more on this VM); also printed: the best time of each, and the CPU
 seconds each spends per GiB (the upload's: the client's and the server's), which a loaded box disturbs
@@ -89,22 +91,28 @@ def reset_peak(pid: int) -> None:
 
 
 def bench_size(tmp: Path, mb: int, rounds: int) -> None:
-    srcs = []
+    srcs, byte_srcs = [], []
     for k in range(rounds):
         srcs.append(tmp / f"take{mb}-{k}.wav")
         write_wav(srcs[-1], mb, seed=k)
+        byte_srcs.append(tmp / f"bytes{mb}-{k}.wav")
+        write_wav(byte_srcs[-1], mb, seed=1000 + k)
     size = srcs[0].stat().st_size
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(tmp / f"data{mb}")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     ratios, peaks, copy_times, up_times, copy_cpu, up_cpu = [], [], [], [], [], []
+    b_ratios, b_peaks, b_times, b_cpu = [], [], [], []
     try:
         endpoint = server.stdout.readline().strip()
-        with Client(endpoint, timeout_s=120, hash_cache=False) as c:
+        with Client(endpoint, timeout_s=120, hash_cache=False) as c, \
+                Client(endpoint, timeout_s=120, hash_cache=False, local_uploads=False) as cb:
             c.upload(b"warm up the path")
+            cb.upload(b"warm up the byte path")
             time.sleep(0.5)
             idle = rss(server.pid)
-            for src in srcs:
+            for src, bsrc in zip(srcs, byte_srcs):
                 src.read_bytes()  # in the page cache for both, as a DAW's recent take is
+                bsrc.read_bytes()
                 c0, t = cpu_s(), time.perf_counter()
                 shutil.copyfile(src, tmp / f"copy-{src.name}")
                 copy_s = time.perf_counter() - t
@@ -119,9 +127,19 @@ def bench_size(tmp: Path, mb: int, rounds: int) -> None:
                 peaks.append(rss(server.pid, "VmHWM") - idle)
                 copy_rate, up_rate = size / copy_s / 2**20, size / up_s / 2**20
                 ratios.append(up_rate / copy_rate)
+                reset_peak(server.pid)
+                c0, s0, t = cpu_s(), cpu_s(server.pid), time.perf_counter()
+                cb.upload(bsrc)
+                b_s = time.perf_counter() - t
+                b_cpu.append(cpu_s() - c0 + cpu_s(server.pid) - s0)
+                b_times.append(b_s)
+                b_peaks.append(rss(server.pid, "VmHWM") - idle)
+                b_rate = size / b_s / 2**20
+                b_ratios.append(b_rate / copy_rate)
                 print(f"{size / 2**20:6.1f} MiB  plain copy {copy_rate:7.0f} MiB/s   upload {up_rate:7.0f} MiB/s "
-                      f"= {up_rate / copy_rate:.2f} of the copy   server peak +{peaks[-1] / 2**20:.1f} MiB "
-                      f"= {peaks[-1] / size:.2f} x the file", flush=True)
+                      f"= {up_rate / copy_rate:.2f} of the copy (server peak +{peaks[-1] / 2**20:.1f} MiB "
+                      f"= {peaks[-1] / size:.2f} x the file)   as bytes {b_rate:7.0f} MiB/s = {b_rate / copy_rate:.2f} "
+                      f"(+{b_peaks[-1] / 2**20:.1f} MiB = {b_peaks[-1] / size:.2f} x)", flush=True)
             t = time.perf_counter()
             again = c.upload(src)  # a regenerate: offered by the hash this client remembers, held, not sent
             again_s = time.perf_counter() - t
@@ -141,12 +159,15 @@ def bench_size(tmp: Path, mb: int, rounds: int) -> None:
         server.stdin.close()
         server.wait(60)
     ratios.sort()
+    b_ratios.sort()
     print(f"{size / 2**20:6.1f} MiB  best of each: copy {size / min(copy_times) / 2**20:.0f} MiB/s, upload "
-          f"{size / min(up_times) / 2**20:.0f} MiB/s = {min(copy_times) / min(up_times):.2f}; CPU seconds per GiB: "
+          f"{size / min(up_times) / 2**20:.0f} MiB/s = {min(copy_times) / min(up_times):.2f}, as bytes "
+          f"{size / min(b_times) / 2**20:.0f} MiB/s = {min(copy_times) / min(b_times):.2f}; CPU seconds per GiB: "
           f"copy {sum(copy_cpu) / len(copy_cpu) * 2**30 / size:.2f}, upload (client + server) "
-          f"{sum(up_cpu) / len(up_cpu) * 2**30 / size:.2f}")
-    print(f"{size / 2**20:6.1f} MiB  median upload/copy {ratios[len(ratios) // 2]:.2f} (target >= 0.5); server "
-          f"RSS idle {idle / 2**20:.0f} MiB, peak +{max(peaks) / 2**20:.1f} MiB = {max(peaks) / size:.2f} x the "
+          f"{sum(up_cpu) / len(up_cpu) * 2**30 / size:.2f}, as bytes {sum(b_cpu) / len(b_cpu) * 2**30 / size:.2f}")
+    print(f"{size / 2**20:6.1f} MiB  median upload/copy {ratios[len(ratios) // 2]:.2f} (target >= 0.5), as bytes "
+          f"{b_ratios[len(b_ratios) // 2]:.2f}; server "
+          f"RSS idle {idle / 2**20:.0f} MiB, peak +{max(peaks + b_peaks) / 2**20:.1f} MiB = {max(peaks + b_peaks) / size:.2f} x the "
           f"file (target <= 1.5); held again {again_s * 1000:.0f} ms; another owner without the hash "
           f"{proof_s * 1000:.0f} ms; its submit ({r.op}, decoded to 32 kHz int16 in {submit_s:.1f} s): "
           f"peak +{peak_submit / 2**20:.0f} MiB = {peak_submit / size:.2f} x", flush=True)

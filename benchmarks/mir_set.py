@@ -54,6 +54,7 @@ SR = 44100
 EXCERPT_S = 25.0
 SOUNDFONT_CANDIDATES = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
 MANIFEST_VERSION = 6
+RENDER_TIMEOUT_S = 120
 
 # (composer corpus names, ensembles, melody instruments) per split; GM programs (0-based)
 SPLITS = {
@@ -494,8 +495,13 @@ def render(item: Item, directory: Path) -> Path:
     mid = wav.with_suffix(".mid")
     write_midi(item, mid)
     tmp = wav.with_suffix(".tmp.wav")
-    subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(SR), "-F", str(tmp), soundfont(), str(mid)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # an excerpt renders in seconds; a runaway score (a 14-part cantata once wrote 2.6 GB) is stopped
+        subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.5", "-r", str(SR), "-F", str(tmp), soundfont(), str(mid)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=RENDER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        tmp.unlink(missing_ok=True)
+        mid.unlink(missing_ok=True)
+        raise RuntimeError(f"fluidsynth did not finish {item.name} ({item.source}) in {RENDER_TIMEOUT_S} s") from None
     import soundfile as sf
 
     y, sr = sf.read(str(tmp), dtype="float32", always_2d=True)

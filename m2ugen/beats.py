@@ -2,8 +2,14 @@
 
 - ``track_beats``: the onset envelope (``novelty``) adds librosa's mel spectral flux (attacks, drums)
   and a semitone-resolution log flux of the constant-Q spectrum (a new pitch or chord without an
-  attack: organ, strings, choir). The tempo is decided once for the whole clip (``tempo_salience``:
-  the envelope's autocorrelation summed at 1, 2, 3 and 4 beats, under a broad log-normal prior), then
+  attack: organ, strings, choir). The tempo is found once for the whole clip (``tempo_salience``:
+  the envelope's autocorrelation summed at 1, 2, 3 and 4 beats, under a broad log-normal prior), and
+  its metrical level is chosen among it and its relatives 1/2, 2, 2/3, 3/2, 1/3, 3
+  (``choose_tempo_level``: a conditional logit over ``tempo_level_features``, the autocorrelation of
+  four onset functions (onset envelope, attacks, harmonic change, bass onsets) at fractions and
+  multiples of each candidate's period, how much of each function falls on its beats and between
+  them, and the prior; fitted on rendered corpus music by ``benchmarks/fit_tempo.py``, weights in
+  ``assets/tempo_level_model.json``). Then
   librosa's dynamic-programming tracker places the beats at that tempo, each moved to the strongest
   onset within 46 ms. The BPM is refined from the beat times (a least-squares line through beat number
   and time; a clean click reads within 0.1 BPM). Where the envelope has no clear events and does not
@@ -15,7 +21,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +42,12 @@ HARMONIC_LAG = 3             # frames (70 ms): chroma compared with the chroma t
 HARMONIC_SMOOTH = 3          # frames of moving average before (vibrato and bowing wobble are not changes)
 BEAT_TIGHTNESS = 100.0       # librosa's DP: how strictly beats keep the whole clip's tempo
 MIN_BEAT_SECONDS = 1.0       # shorter clips are not beat-tracked
+BASS_SEMITONES = 24          # C1..B2: the bass line
+TEMPO_RELATIVES = (1.0, 0.5, 2.0, 2.0 / 3.0, 1.5, 1.0 / 3.0, 3.0)   # the tempo levels the model chooses from
+TEMPO_LEVEL_MIN_BEATS = 8    # shorter clips keep the tempo as found
+TEMPO_FUNCTIONS = ("onsets", "attacks", "harmonic", "bass")
+TEMPO_LAG_BEATS = (1.0 / 3.0, 0.5, 1.0, 2.0, 3.0, 4.0)
+TEMPO_LEVEL_MODEL = Path(__file__).with_name("assets") / "tempo_level_model.json"
 
 
 def novelty(mono: np.ndarray, spec: Spectrum | None, sr: int = ANALYSIS_SR) -> tuple[np.ndarray, np.ndarray]:
@@ -92,23 +107,36 @@ class Beats:
     frames: np.ndarray         # onset-envelope frames at HOP
     onset_envelope: np.ndarray
     attack_envelope: np.ndarray | None = None
+    functions: dict[str, np.ndarray] | None = None   # the onset functions of ``pulse`` (meter uses them)
 
 
-def tempo_salience(oenv: np.ndarray, sr: int = ANALYSIS_SR) -> tuple[np.ndarray, np.ndarray]:
-    """(bpm grid, salience): the whole clip's onset autocorrelation summed over each period's multiples
-    (a beat period also repeats at 2, 3 and 4 beats), weighted by a broad log-normal tempo prior."""
-    acf = _autocorrelation(oenv)
+def _bpm_grid() -> np.ndarray:
+    return TEMPO_MIN * 2.0 ** (np.arange(int(np.log2(TEMPO_MAX / TEMPO_MIN) * 240) + 1) / 240)  # 0.3 % steps
+
+
+def _salience(oenv: np.ndarray, sr: int = ANALYSIS_SR) -> np.ndarray:
+    """On ``_bpm_grid``: the envelope's autocorrelation summed at 1-4 beats (TEMPO_MULTIPLES), no prior."""
+    acf = _autocorrelation(oenv) if oenv.size else np.zeros(0)
     n = acf.size
-    if acf[0] <= 0:
-        return np.zeros(0), np.zeros(0)
-    fps = sr / HOP
-    bpms = TEMPO_MIN * 2.0 ** (np.arange(int(np.log2(TEMPO_MAX / TEMPO_MIN) * 240) + 1) / 240)  # 0.3 % steps
-    lags = 60.0 * fps / bpms
+    if n == 0 or acf[0] <= 0:
+        return np.zeros(0)
+    bpms = _bpm_grid()
+    lags = 60.0 * (sr / HOP) / bpms
     sal = np.zeros_like(bpms)
     for k, w in TEMPO_MULTIPLES:
         lk = lags * k
         ok = lk < n - 1
         sal[ok] += w * np.interp(lk[ok], np.arange(n), np.maximum(acf, 0.0))
+    return sal
+
+
+def tempo_salience(oenv: np.ndarray, sr: int = ANALYSIS_SR) -> tuple[np.ndarray, np.ndarray]:
+    """(bpm grid, salience): the whole clip's onset autocorrelation summed over each period's multiples
+    (a beat period also repeats at 2, 3 and 4 beats), weighted by a broad log-normal tempo prior."""
+    sal = _salience(oenv, sr)
+    if sal.size == 0:
+        return np.zeros(0), np.zeros(0)
+    bpms = _bpm_grid()
     prior = np.exp(-0.5 * (np.log2(bpms / TEMPO_PRIOR_BPM) / TEMPO_PRIOR_OCTAVES) ** 2)
     return bpms, sal * prior
 
@@ -121,22 +149,37 @@ def estimate_tempo(oenv: np.ndarray, sr: int = ANALYSIS_SR) -> float | None:
     return float(bpms[int(np.argmax(sal))])
 
 
-def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None) -> Beats:
-    """Beat times: the whole clip's tempo (``estimate_tempo``), then librosa's dynamic-programming beat
-    tracker held to it on the ``novelty`` envelope; the BPM is refined from the beat times."""
-    librosa = _librosa()
+def pulse(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None
+          ) -> tuple[float | None, dict[str, np.ndarray]]:
+    """(the whole clip's tempo before its level is chosen, or None without a pulse; the onset functions
+    at HOP: "onsets" (the envelope the beats are tracked on), "attacks", "harmonic", "bass")."""
     oenv, attacks = novelty(mono, spec, sr)
-    none = Beats(None, np.zeros(0), np.zeros(0, dtype=int), oenv, attacks)
+    harmonic = harmonic_change(spec)
+    functions = {"onsets": oenv, "attacks": attacks, "harmonic": harmonic, "bass": bass_onsets(spec)}
     if oenv.size < 8 or not np.any(oenv > 0):
-        return none
+        return None, functions
     tempo = estimate_tempo(oenv, sr)
     if tempo is None or not has_pulse(oenv, tempo, sr):
         # legato music without attacks (choir, organ, strings): the pulse is where its chords change
-        harmonic = harmonic_change(spec)
-        oenv = _with_harmonic_change(oenv, harmonic)
-        tempo = estimate_tempo(oenv, sr) if oenv is not None else None
+        with_harmonic = _with_harmonic_change(oenv, harmonic)
+        tempo = estimate_tempo(with_harmonic, sr) if with_harmonic is not None else None
         if tempo is None or not _repeats_at(harmonic, tempo, sr, HARMONIC_PULSE_RATIO_MIN):
-            return none
+            return None, functions
+        functions["onsets"] = with_harmonic
+    return tempo, functions
+
+
+def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None) -> Beats:
+    """Beat times: the whole clip's tempo (``pulse``) at the level ``choose_tempo_level`` picks, then
+    librosa's dynamic-programming beat tracker held to it on the onset envelope; the BPM is refined
+    from the beat times."""
+    librosa = _librosa()
+    tempo, functions = pulse(mono, sr, spec)
+    oenv, attacks = functions["onsets"], functions["attacks"]
+    none = Beats(None, np.zeros(0), np.zeros(0, dtype=int), oenv, attacks, functions)
+    if tempo is None:
+        return none
+    tempo = choose_tempo_level(tempo, functions, sr)
     _, frames = librosa.beat.beat_track(onset_envelope=oenv, sr=sr, hop_length=HOP, bpm=tempo,
                                         tightness=BEAT_TIGHTNESS)
     frames = _snap(np.asarray(frames, dtype=int), oenv)
@@ -144,7 +187,111 @@ def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None =
         return none
     times = librosa.frames_to_time(frames, sr=sr, hop_length=HOP)
     period = refine_period(times)
-    return Beats(60.0 / period, times, frames, oenv, attacks)
+    return Beats(60.0 / period, times, frames, oenv, attacks, functions)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tempo level: which of a tempo's relatives (1/2, 2, 2/3, 3/2, 1/3, 3) is the beat
+
+
+def bass_onsets(spec: Spectrum | None) -> np.ndarray:
+    """Semitone log-magnitude flux under C3 (BASS_SEMITONES) at the constant-Q frame rate: where a
+    bass note starts (empty without a spectrum)."""
+    if spec is None or spec.frames < 2:
+        return np.zeros(0)
+    semis = _semitones(spec)
+    low = np.log1p(LOG_GAIN * semis[:BASS_SEMITONES] / max(float(semis.max()), 1e-12))
+    return np.concatenate([[0.0], np.maximum(np.diff(low, axis=1), 0.0).sum(axis=0)])
+
+
+def tempo_candidates(tempo: float) -> np.ndarray:
+    """``tempo`` and its relatives (TEMPO_RELATIVES) within TEMPO_MIN..TEMPO_MAX."""
+    c = tempo * np.asarray(TEMPO_RELATIVES)
+    return c[(c >= TEMPO_MIN) & (c <= TEMPO_MAX)]
+
+
+def tempo_level_features(candidates: np.ndarray, functions: dict[str, np.ndarray],
+                         sr: int = ANALYSIS_SR) -> np.ndarray:
+    """[candidates, features] (names: ``tempo_level_feature_names``): per onset function (the onset
+    envelope, attacks, harmonic change, bass onsets), its autocorrelation at 1/3, 1/2, 1, 2, 3 and 4
+    beat periods of each candidate (the largest within 2 %: a bar of 3 or 4 repeats, a level's
+    subdivisions), the onset envelope's tempo salience relative to its best tempo, and the
+    candidate's octave distance from TEMPO_PRIOR_BPM and its square. A missing function is zeros."""
+    fps = sr / HOP
+    rows = [[] for _ in candidates]
+    for name in TEMPO_FUNCTIONS:
+        f = functions.get(name)
+        acf = _autocorrelation(f) if f is not None and f.size >= 8 else np.zeros(0)
+        for i, bpm in enumerate(candidates):
+            lag = 60.0 * fps / bpm
+            rows[i] += [acf_near(acf, k * lag, acf.size // 2 + 1) for k in TEMPO_LAG_BEATS]
+    for name in TEMPO_FUNCTIONS:
+        f = functions.get(name)
+        for i, bpm in enumerate(candidates):
+            rows[i] += list(_grid_fill(f, 60.0 * fps / bpm)) if f is not None and f.size >= 8 else [0.0, 0.0]
+    sal = _salience(functions["onsets"], sr)
+    grid_bpms = _bpm_grid()
+    best = float(sal.max()) if sal.size and sal.max() > 0 else 1.0
+    for i, bpm in enumerate(candidates):
+        at = float(np.interp(np.log2(bpm), np.log2(grid_bpms), sal)) if sal.size else 0.0
+        octaves = float(np.log2(bpm / TEMPO_PRIOR_BPM))
+        rows[i] += [at / best, octaves, octaves**2]
+    return np.asarray(rows, dtype=np.float64).reshape(len(candidates), -1)
+
+
+def acf_near(acf: np.ndarray, lag: float, usable: float) -> float:
+    """The autocorrelation's largest value within 2 % of ``lag`` frames (0 where that reaches past
+    ``usable`` frames: too few pairs to count)."""
+    lo, hi = int(np.floor(0.98 * lag)), int(np.ceil(1.02 * lag)) + 1
+    return float(acf[lo:hi].max()) if acf.size and hi <= usable else 0.0
+
+
+def tempo_level_feature_names() -> list[str]:
+    return ([f"{name}@{k:.3g}" for name in TEMPO_FUNCTIONS for k in TEMPO_LAG_BEATS]
+            + [f"{name} {where}" for name in TEMPO_FUNCTIONS for where in ("on beats", "between beats")]
+            + ["salience", "octaves", "octaves^2"])
+
+
+def _grid_fill(f: np.ndarray, period: float) -> tuple[float, float]:
+    """(on, between): at the phase where a grid of beats ``period`` frames apart catches most of ``f``,
+    the mean of ``f`` (its largest within +-2 frames) on the beats and half-way between them, each over
+    its mean everywhere. A beat level has events on nearly every beat; a level below it (half the
+    tempo) also has them between its beats."""
+    peak = np.lib.stride_tricks.sliding_window_view(np.pad(f, 2, mode="edge"), 5).max(axis=1)
+    mean = float(peak.mean())
+    count = int((f.size - 1) // period)
+    if mean <= 0 or count < 2:
+        return 0.0, 0.0
+    k = np.arange(count) * period
+    on = np.array([peak[np.round(phase + k).astype(int)].mean() for phase in range(int(period))])
+    best = int(np.argmax(on))
+    between = np.round(best + period / 2 + k[:-1]).astype(int)
+    return float(on[best]) / mean, float(peak[between].mean()) / mean
+
+
+@lru_cache(maxsize=1)
+def _tempo_level_model() -> dict:
+    model = json.loads(TEMPO_LEVEL_MODEL.read_text())
+    if model["features"] != tempo_level_feature_names():
+        raise RuntimeError(f"{TEMPO_LEVEL_MODEL}: fitted on other features; run benchmarks/fit_tempo.py")
+    return {k: np.asarray(model[k], dtype=np.float64) for k in ("mean", "std", "weights")}
+
+
+def tempo_level_scores(candidates: np.ndarray, functions: dict[str, np.ndarray], sr: int = ANALYSIS_SR) -> np.ndarray:
+    """The fitted model's score of each candidate (a conditional logit: the softmax over a clip's
+    candidates is the chance that each one is the beat)."""
+    m = _tempo_level_model()
+    x = (tempo_level_features(candidates, functions, sr) - m["mean"]) / m["std"]
+    return x @ m["weights"]
+
+
+def choose_tempo_level(tempo: float, functions: dict[str, np.ndarray], sr: int = ANALYSIS_SR) -> float:
+    """The candidate among ``tempo``'s relatives that the tempo-level model scores highest; ``tempo``
+    itself in a clip shorter than TEMPO_LEVEL_MIN_BEATS of it (its bars cannot be compared)."""
+    cands = tempo_candidates(tempo)
+    if cands.size < 2 or functions["onsets"].size < TEMPO_LEVEL_MIN_BEATS * 60.0 * sr / HOP / tempo:
+        return tempo
+    return float(cands[int(np.argmax(tempo_level_scores(cands, functions, sr)))])
 
 
 def _snap(frames: np.ndarray, oenv: np.ndarray, reach: int = 2) -> np.ndarray:

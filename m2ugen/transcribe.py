@@ -21,9 +21,13 @@ Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
    the note's own partials and the whole spectrum's, 46 ms STFT frames around the frame; fitted by
    benchmarks/fit_onsets.py on corpus melodies rendered on 14 GM instruments): ``restrike`` splits a
    tracked pitch where the same pitch is struck again (a bow change dips and swells, a struck note
-   climbs) and the note goes on; ``onset`` places each note's start where its partials begin (from
+   climbs; where the level hides it, the partials' phase starts again: ``pitch_novelty``) and the
+   note goes on; ``onset`` places each note's start where its partials begin (from
    139 ms before to 46 ms after the tracked start: a slow attack's level peaks late). Runs shorter than
-   ``min_note_s`` are dropped; a note's pitch is the median of its frames.
+   ``min_note_s`` are dropped; a note's pitch is the median of its frames. Last, a third model,
+   ``note`` (an MLP over ``note_features``, fitted on what the tracker finds in renders of melodies,
+   struck and plucked timbres among them), drops tracked notes that were never played: a decaying
+   note's tail tracked again, a subharmonic or the next attack heard early in a quiet tail, noise.
 3. Velocities from the level: the note's peak 23 ms RMS in dB below the loudest note, 60 dB mapped onto 1..127.
 4. Chords: CQT chroma averaged over fixed windows, one beat of the given ``bpm`` (default 120) from
    0 s, matched by cosine similarity against major and minor triad templates (more qualities with
@@ -59,6 +63,7 @@ SPLIT_P = 0.85  # the restrike model's probability that splits one tracked pitch
 RECOVER_FRAMES, RECOVER_DB = 20, 10.0  # ... where the pitch's partials come back within 10 dB in 230 ms
 MOVE_P = 0.05  # ... that moves a note's start (searched MOVE_BACK frames before to MOVE_LATER after)
 MOVE_BACK, MOVE_LATER = 12, 4
+KEEP_P = 0.25  # the keep model's probability under which a tracked note is dropped (no note was played)
 # chord qualities: intervals above the root; the template is the set of pitch classes
 QUALITIES = {"": (0, 4, 7), "m": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8), "7": (0, 4, 7, 10),
              "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10)}
@@ -192,6 +197,38 @@ def pitch_track(y: np.ndarray, fmin_hz: float, fmax_hz: float) -> tuple[np.ndarr
 def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7", min_note_s: float = 0.06,
                  velocity_range_db: float = 60.0) -> list[Note]:
     """The monophonic melody of mono ``y`` at ANALYSIS_SR (see the module docstring, steps 1-3)."""
+    found, features = note_candidates(y, fmin=fmin, fmax=fmax, min_note_s=min_note_s)
+    if found:  # the keep model drops what was tracked but never played (see note_features)
+        found = [c for c, p in zip(found, onset_probability(features, "note")) if p >= KEEP_P]
+    if not found:
+        return []
+    loudest = max(c.peak for c in found)
+    notes = []
+    for i, c in enumerate(found):
+        start, end = c.first * HOP / ANALYSIS_SR, c.last * HOP / ANALYSIS_SR
+        if i + 1 < len(found):
+            end = min(end, found[i + 1].first * HOP / ANALYSIS_SR)  # monophonic: a note ends where the next begins
+        db = 20 * math.log10(max(c.peak, 1e-9) / max(loudest, 1e-9))
+        velocity = int(round(1 + 126 * min(1.0, max(0.0, 1 + db / velocity_range_db))))
+        if end > start:
+            notes.append(Note(round(start, 6), round(end, 6), int(np.clip(c.pitch, 0, 127)), max(1, velocity),
+                              MELODY_CHANNEL))
+    return notes
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A tracked note before the keep model has judged it: frames [first, last) on the HOP grid."""
+    first: int
+    last: int
+    pitch: int
+    peak: float  # the highest 23 ms RMS after the tracked start
+    onset_p: float  # the onset model's best probability near its start (0 where none was searched)
+
+
+def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7",
+                    min_note_s: float = 0.06) -> tuple[list[Candidate], np.ndarray]:
+    """(the tracked notes of mono ``y``, their ``note_features``): steps 1-2 of the module docstring."""
     import librosa
     import scipy.signal
 
@@ -237,7 +274,8 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
             elif f > c:
                 labels[c:f] = labels[c - 1]
     min_frames = max(1, round(min_note_s * ANALYSIS_SR / HOP))
-    mag = spectrum(y)
+    spec = stft(y)
+    mag = np.abs(spec)
     total = np.pad(total_energy(mag), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
     energies: dict[int, np.ndarray] = {}
 
@@ -245,6 +283,9 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
         if p not in energies:
             energies[p] = np.pad(pitch_energy(mag, p + tuning), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
         return energies[p]
+
+    def novelty(p: int) -> np.ndarray:
+        return np.pad(pitch_novelty(spec, p + tuning), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
 
     # re-struck notes (a bowed or blown note dips and swells again, a struck one climbs): the restrike
     # model's peaks inside one pitch, at least a shortest note from either end and from each other
@@ -255,7 +296,7 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
         if pitch < 0 or last - first < 2 * min_frames:
             continue
         frames = np.arange(first + min_frames, last - min_frames + 1)
-        prob = onset_probability(onset_features(energy(int(pitch)), total, frames), "restrike")
+        prob = onset_probability(onset_features(energy(int(pitch)), total, frames, novelty(int(pitch))), "restrike")
         for i in np.argsort(-prob):
             if prob[i] < SPLIT_P:
                 break
@@ -268,7 +309,7 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
                 reattack[f] = True
     boundary = reattack | np.concatenate([[True], labels[1:] != labels[:-1]])
     segment_id = np.cumsum(boundary)
-    found = []  # (start_s, end_s, pitch, peak_rms)
+    found: list[Candidate] = []
     prev_first = -min_frames
     for _, first, last in _runs(segment_id):
         seg = labels[first:last]
@@ -283,25 +324,54 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
         # the onset where the model finds the note's own partials starting, near the tracked start
         frames = np.arange(max(first - MOVE_BACK, prev_first + min_frames, 0),
                            min(first + MOVE_LATER, last - min_frames) + 1)
+        onset_p = 0.0
         if frames.size:
             prob = onset_probability(onset_features(energy(pitch), total, frames))
-            if prob.max() >= MOVE_P:
+            onset_p = float(prob.max())
+            if onset_p >= MOVE_P:
                 first = int(frames[int(np.argmax(prob))])
         prev_first = first
-        found.append((first * HOP / ANALYSIS_SR, last * HOP / ANALYSIS_SR, pitch, peak))
+        found.append(Candidate(first, last, pitch, peak, onset_p))
     if not found:
-        return []
-    loudest = max(r for *_, r in found)
-    notes = []
-    for i, (start, end, pitch, peak) in enumerate(found):
-        if i + 1 < len(found):
-            end = min(end, found[i + 1][0])  # monophonic: a note ends where the next begins
-        db = 20 * math.log10(max(peak, 1e-9) / max(loudest, 1e-9))
-        velocity = int(round(1 + 126 * min(1.0, max(0.0, 1 + db / velocity_range_db))))
-        if end > start:
-            notes.append(Note(round(start, 6), round(end, 6), int(np.clip(pitch, 0, 127)), max(1, velocity),
-                              MELODY_CHANNEL))
-    return notes
+        return [], np.zeros((0, NOTE_FEATURES), dtype=np.float32)
+    return found, note_features(found, energy, total, level)
+
+
+NOTE_FEATURES = 15
+
+
+def note_features(found: list[Candidate], energy: Callable[[int], np.ndarray], total: np.ndarray,
+                  level: np.ndarray) -> np.ndarray:
+    """[len(found), F] features of "this tracked note was played": the onset model's confidence at its
+    start, its length, its loudness (re the clip's loudest note), its own partials' share of the
+    spectrum and their climb into its start, the frame level, its register, and beside the previous and
+    the next note: the gap, its loudness re theirs and how much of their partials sound under it. A
+    decaying note's tail tracked again, a subharmonic under a fading note or noise before an attack:
+    none has partials of its own that climb, and each is quiet beside a note that does."""
+    n = total.size
+    loudest = max(c.peak for c in found)
+    rows = []
+    for i, c in enumerate(found):
+        e = energy(c.pitch)
+        a, b = c.first, max(c.last, c.first + 1)
+        row = [c.onset_p, math.log(max(b - a, 1) * HOP / ANALYSIS_SR),
+               max(-60.0, 20 * math.log10(max(c.peak, 1e-9) / max(loudest, 1e-9))) / 20,
+               float(np.median(np.clip(e[a:b] - total[a:b], -40, 5))) / 10,
+               min(float(e[a:min(a + 6, n)].max()) - float(e[max(a - 8, 0):a + 1].min()), 40.0) / 10,
+               float(np.nanmedian(level[a:b])) / 40 if np.isfinite(level[a:b]).any() else -1.5,
+               (c.pitch - 60) / 12]
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(found):
+                o = found[j]
+                gap = (c.first - o.last) if j < i else (o.first - c.last)
+                under = np.clip(energy(o.pitch)[a:b] - e[a:b], -30, 30) if o.pitch != c.pitch else np.zeros(1)
+                row += [1.0, min(max(gap, 0) * HOP / ANALYSIS_SR, 1.0),
+                        max(-60.0, 20 * math.log10(max(c.peak, 1e-9) / max(o.peak, 1e-9))) / 20,
+                        float(np.median(under)) / 10]
+            else:
+                row += [0.0, 1.0, 0.0, 0.0]
+        rows.append(row)
+    return np.asarray(rows, dtype=np.float32).reshape(-1, NOTE_FEATURES)
 
 
 # ---------------------------------------------------------------------------------------------- onset model
@@ -313,34 +383,59 @@ T_LAGS = (-3, -1, 1, 3, 6)  # frames: the whole spectrum's energy trajectory
 ONSET_MODEL = Path(__file__).with_name("assets") / "onset_model.json"
 
 
-def spectrum(y: np.ndarray) -> np.ndarray:
-    """STFT magnitudes [ONSET_NFFT // 2 + 1, frames] of mono ``y`` at ANALYSIS_SR, frames on the HOP grid."""
+def stft(y: np.ndarray) -> np.ndarray:
+    """The complex STFT [ONSET_NFFT // 2 + 1, frames] of mono ``y`` at ANALYSIS_SR, frames on the HOP grid."""
     import librosa
 
-    return np.abs(librosa.stft(y, n_fft=ONSET_NFFT, hop_length=HOP, center=True))
+    return librosa.stft(y, n_fft=ONSET_NFFT, hop_length=HOP, center=True)
+
+
+def _partial_bins(n_bins: int, pitch: float) -> np.ndarray:
+    """The STFT bins of ``pitch``'s first ONSET_PARTIALS partials, each +-1 bin."""
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    bins = []
+    for h in range(1, ONSET_PARTIALS + 1):
+        k = int(round(h * f0 * ONSET_NFFT / ANALYSIS_SR))
+        if k + 1 >= n_bins:
+            break
+        bins += range(max(k - 1, 0), k + 2)
+    return np.asarray(bins, dtype=np.int64)
 
 
 def pitch_energy(mag: np.ndarray, pitch: float) -> np.ndarray:
     """dB per frame of the energy at ``pitch``'s first ONSET_PARTIALS partials (each +-1 bin)."""
-    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
-    e = np.zeros(mag.shape[1])
-    for h in range(1, ONSET_PARTIALS + 1):
-        k = int(round(h * f0 * ONSET_NFFT / ANALYSIS_SR))
-        if k + 1 >= mag.shape[0]:
-            break
-        e += mag[max(k - 1, 0): k + 2].sum(axis=0)
-    return 20 * np.log10(np.maximum(e, 1e-6))
+    return 20 * np.log10(np.maximum(mag[_partial_bins(mag.shape[0], pitch)].sum(axis=0), 1e-6))
+
+
+def pitch_novelty(spec: np.ndarray, pitch: float) -> np.ndarray:
+    """Per frame, how far ``pitch``'s partials (complex STFT ``spec``) depart from a steady continuation
+    of the two frames before (same magnitude, same phase advance: complex-domain onset detection, Bello
+    et al. 2004), over their magnitude: about 0 for a held tone, up to 2 where a new tone starts with
+    its own phase (a bow change or a tongued repeat that barely dips in level)."""
+    x = spec[_partial_bins(spec.shape[0], pitch)]
+    out = np.zeros(spec.shape[1])
+    if x.shape[0] == 0 or x.shape[1] < 3:
+        return out
+    prev, before = x[:, 1:-1], x[:, :-2]
+    target = np.abs(prev) * np.exp(1j * (2 * np.angle(prev) - np.angle(before)))
+    out[2:] = np.abs(x[:, 2:] - target).sum(axis=0) / (np.abs(x[:, 2:]).sum(axis=0) + np.abs(prev).sum(axis=0) + 1e-9)
+    return out
 
 
 def total_energy(mag: np.ndarray) -> np.ndarray:
     return 20 * np.log10(np.maximum(mag.sum(axis=0), 1e-6))
 
 
-def onset_features(e: np.ndarray, total: np.ndarray, frames: np.ndarray) -> np.ndarray:
+N_LAGS = (-2, -1, 0, 1, 2, 3)  # frames: the pitch's novelty around a frame (the restrike model's)
+
+
+def onset_features(e: np.ndarray, total: np.ndarray, frames: np.ndarray,
+                   novelty: np.ndarray | None = None) -> np.ndarray:
     """[len(frames), F] features of "a note of this pitch starts at frame t": the pitch's energy ``e``
     (dB) and the spectrum's ``total`` (dB) around t, relative to their values at t, in 10 dB units,
     plus the pitch's share of the frame, its level under the clip's loudest frame, the fall into t
-    and the climb after it (a re-struck sustained note dips, then swells; a new pitch climbs)."""
+    and the climb after it (a re-struck sustained note dips, then swells; a new pitch climbs); with
+    ``novelty`` (``pitch_novelty``), its values around t and their rise over the 100 ms before."""
     top = float(total.max())
     e = np.maximum(e, top - 80.0)
     total = np.maximum(total, top - 80.0)
@@ -359,6 +454,9 @@ def onset_features(e: np.ndarray, total: np.ndarray, frames: np.ndarray) -> np.n
     cols += [np.clip(e0 - t0, -40, 5) / 10, (e0 - top) / 40]
     low = window(e, 0, 6, np.min)
     cols += [(window(e, -3, 0, np.max) - low) / 10, (window(e, 1, 12, np.max) - low) / 10]
+    if novelty is not None:
+        cols += [at(novelty, k) for k in N_LAGS]
+        cols += [window(novelty, -1, 2, np.max) - window(novelty, -12, -4, np.median)]
     return np.stack(cols, axis=1).astype(np.float32)
 
 
@@ -368,7 +466,8 @@ _MODELS: dict = {}
 def onset_probability(features: np.ndarray, kind: str = "onset") -> np.ndarray:
     """P(a note starts) per row of ``features`` from the small MLPs in ``assets/onset_model.json``
     (fitted by benchmarks/fit_onsets.py on rendered corpus melodies): ``onset`` places a note's start,
-    ``restrike`` finds the same pitch struck again inside a tracked note."""
+    ``restrike`` finds the same pitch struck again inside a tracked note; ``note`` (over ``note_features``)
+    judges whether a tracked note was played."""
     if kind not in _MODELS:
         import json
 

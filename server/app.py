@@ -17,6 +17,7 @@ from server import discovery, owners, protocol, security
 from server import inputs as inputs_mod
 from server.adapters import Adapters
 from server.blobs import BlobStore
+from server.localfd import LocalIntake
 from server.handlers import Handlers, Limits
 from server.jobs import Job, JobQueue, JobStore
 from server.journal import Journal
@@ -132,6 +133,7 @@ class ServerSettings:
     separators: Any = None  # {model name: separator} used as they are (tests inject exact ones)
     shared_jobs: bool = False  # every client sees every job (serve --shared-jobs); else only its own
     batching: str = "continuous"  # chat jobs: "continuous" (join the running decode) or "static" (docs/protocol.md §6)
+    local_uploads: bool = True  # local clients of this user may hand file descriptors (server/localfd.py)
 
     def uses_curve(self) -> bool:
         """CURVE is on when asked, and always for a non-loopback bind."""
@@ -172,6 +174,7 @@ class ServerApp:
         self.blobs = BlobStore(self.data_dir / "uploads", max_blob_bytes=s.limits.max_upload_mb * 2**20,
                                max_total_bytes=s.limits.upload_store_mb * 2**20, ttl_s=s.limits.upload_ttl_h * 3600)
         self.blobs.sweep()
+        self.local_uploads = LocalIntake(self.blobs) if s.local_uploads else None
 
         self.journal = Journal(self.data_dir / "jobs.sqlite")
         interrupted = self.journal.recover(resume_kinds=protocol.LONG_KINDS)
@@ -244,6 +247,8 @@ class ServerApp:
         address of an OSC bridge the caller runs beside the server, for DAW devices to find)."""
         self._transport_thread.start()
         self.worker.start()
+        if self.local_uploads is not None:
+            self.local_uploads.start()
         if self.settings.write_discovery:
             path = discovery.write({
                 "version": protocol.SERVER_VERSION, "protocol": protocol.PROTOCOL_VERSION, "endpoint": self.endpoint,
@@ -264,6 +269,8 @@ class ServerApp:
             return
         self.stopped.set()
         self.worker.stop(timeout_s)
+        if self.local_uploads is not None:
+            self.local_uploads.stop()
         self.transport.stop()
         self._transport_thread.join(timeout_s)
         self.journal.close()

@@ -20,9 +20,10 @@ it with ``recv(timeout_s=0)`` (messages kept aside by ``call`` are returned firs
 from __future__ import annotations
 
 import collections
-import hashlib
 import itertools
+import json
 import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from server import discovery, hashcache, owners, protocol, security
+from server import discovery, hashcache, localfd, owners, protocol, security
 
 
 @dataclass
@@ -74,8 +75,8 @@ _HASH_BLOCK = 4 * 2**20
 
 
 def _digest(f, prefix: bytes = b"") -> str:
-    """sha256(prefix + the rest of ``f``), hex: one read."""
-    h = hashlib.sha256(prefix)
+    """The content hash (protocol.content_hasher) of prefix + the rest of ``f``, hex: one read."""
+    h = protocol.content_hasher(prefix)
     while block := f.read(_HASH_BLOCK):
         h.update(block)
     return h.hexdigest()
@@ -123,8 +124,11 @@ def endpoint_host(endpoint: str) -> str:
 class Client:
     def __init__(self, endpoint: str | None = None, *, timeout_s: float = 10.0, server_public_key=None,
                  client_keys=None, context: zmq.Context | None = None, token: str | bool | None = None,
-                 hash_cache: "hashcache.HashCache | bool | None" = None):
+                 hash_cache: "hashcache.HashCache | bool | None" = None, local_uploads: bool = True):
         self.endpoint = resolve_endpoint(endpoint)
+        # a file for a server on this machine is handed over by its descriptor where the server takes it
+        # (server/localfd.py); False: always its bytes through the socket
+        self.local_uploads = local_uploads
         # whose jobs these are (server/owners.py): None = this user's token from the config dir, False = none
         if token is None:
             try:
@@ -137,7 +141,7 @@ class Client:
         self._pending: collections.deque[Message] = collections.deque()
         self._counter = itertools.count(1)
         self._prefix = uuid.uuid4().hex[:8]
-        # the sha256 of files uploaded before, by their stat (server/hashcache.py): None = this user's file in
+        # the content hash of files uploaded before, by their stat (server/hashcache.py): None = this user's file in
         # the config dir, False = this client only
         if hash_cache is None:
             try:
@@ -250,7 +254,9 @@ class Client:
         its hash (remembered, else hashed), and so is a new file that looks like one sent before (same size,
         head and tail: a selection rendered again); held bytes are not sent again; any other file is sent at
         once and the server names it (on a remote server it is hashed and offered first: there the network
-        is the cost). Raises RequestRefused (e.g. too large) or ServerUnavailable."""
+        is the cost). A file for a server on this machine that takes descriptors is handed over open
+        instead of sent (§2.2: the server copies it in the kernel), else its bytes go through the socket.
+        Raises RequestRefused (e.g. too large) or ServerUnavailable."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         f, shown = _open_source(source)
         with f:
@@ -264,27 +270,63 @@ class Client:
                 sha = _digest(f)  # likely held: hash and offer rather than send
                 f.seek(0)
             proof = None
+            local = {"local": True} if loopback and before is not None and self.local_uploads and localfd.SUPPORTED else {}
             if sha is not None:
-                state = self._upload_call(timeout, sha256=sha, size=size)
+                state = self._upload_call(timeout, **{protocol.CONTENT_HASH: sha}, size=size, **local)
                 if state.get("have") and not state.get("granted"):  # held, sent by someone else: prove it
                     proof = _digest(f, str(state.get("challenge") or "").encode("ascii"))
             else:
-                state = self._upload_call(timeout, size=size)
+                state = self._upload_call(timeout, size=size, **local)
             if not state.get("have"):
-                offset = int(state.get("offset") or 0)
-                f.seek(offset)
-                final = self._send_chunks(f, str(state.get("upload")), size, offset,
-                                          int(state.get("chunk_bytes") or 2**20), on_progress, timeout)
-                if sha is not None and final.get("sha256") != sha:
-                    raise RequestRefused({"code": "bad_upload", "message": f"the server stored {final.get('sha256')}"
+                final = self._hand_over(f, state, size, on_progress, timeout) if state.get("ticket") else None
+                if final is None:  # the bytes, through the socket
+                    offset = int(state.get("offset") or 0)
+                    f.seek(offset)
+                    final = self._send_chunks(f, str(state.get("upload")), size, offset,
+                                              int(state.get("chunk_bytes") or 2**20), on_progress, timeout)
+                if sha is not None and final.get(protocol.CONTENT_HASH) != sha:
+                    raise RequestRefused({"code": "bad_upload", "message": f"the server stored {final.get(protocol.CONTENT_HASH)}"
                                                                            f", not the offered {sha}"})
-                sha = final["sha256"]
+                sha = final[protocol.CONTENT_HASH]
             if before is not None:
                 self.hashes.remember(before, _fstat(f), sha, read_at, hint)
         if on_progress is not None:
             on_progress(size, size)
         return {"blob": sha, **({"proof": proof} if proof is not None else {}),
                 "name": name if name is not None else shown}
+
+    def _hand_over(self, f, state: dict, size: int, on_progress, timeout: float) -> dict | None:
+        """Hand the open file to the server's local intake (server/localfd.py, docs/protocol.md §2.2); -> the
+        finished upload, or None where it was not taken (no such socket, another user, too many at once):
+        then the caller sends the bytes to the same upload."""
+        try:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError:
+            return None
+        with conn:
+            conn.settimeout(timeout)
+            try:
+                conn.connect(str(state.get("local_socket")))
+                socket.send_fds(conn, [str(state["ticket"]).encode("ascii")], [f.fileno()])
+            except OSError:
+                return None
+            lines = conn.makefile("rb")
+            while True:
+                try:
+                    line = lines.readline(protocol.MAX_HEADER_BYTES)
+                except OSError as e:  # socket.timeout included: the copy took longer than a whole upload may
+                    raise RequestRefused({"code": "bad_upload", "message": f"the local upload stopped: {e}"}) from None
+                if not line:
+                    raise RequestRefused({"code": "bad_upload", "message": "the server closed the local upload"})
+                reply = json.loads(line)
+                if reply.get("op") == "error":
+                    if reply.get("code") == "local_refused":
+                        return None
+                    raise RequestRefused(reply)
+                if reply.get("op") == "uploaded":
+                    return reply
+                if on_progress is not None and isinstance(reply.get("offset"), int):
+                    on_progress(reply["offset"], size)
 
     def _upload_call(self, timeout: float, **fields) -> dict:
         reply = self.call("upload", timeout_s=timeout, **fields)
@@ -294,7 +336,7 @@ class Client:
 
     def _send_chunks(self, f, upload: str, size: int, offset: int, chunk: int, on_progress, timeout: float) -> dict:
         """The file's bytes from ``offset`` to ``size``, ``UPLOAD_WINDOW`` chunks in flight (sent without a
-        copy); -> the last reply, which says ``have`` and names the bytes (``sha256``)."""
+        copy); -> the last reply, which says ``have`` and names the bytes (``blake3``)."""
         in_flight: set[str] = set()
         error: Message | None = None
         last: Message | None = None
@@ -319,7 +361,7 @@ class Client:
         if sent < size:
             raise RequestRefused({"code": "bad_upload", "message": f"the file shrank to {sent} bytes while it was "
                                                                    f"read (it was {size}); send it again"})
-        if last is None or not last.header.get("have") or not isinstance(last.header.get("sha256"), str):
+        if last is None or not last.header.get("have") or not isinstance(last.header.get(protocol.CONTENT_HASH), str):
             raise RequestRefused({"code": "bad_upload", "message": f"the server did not confirm upload {upload}"})
         return last.header
 

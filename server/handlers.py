@@ -181,9 +181,9 @@ class Handlers:
         up = protocol.check_upload(header, len(frames))
         owner = header[owners.OWNER_FIELD]
         if up["form"] == "offer":
-            state = self.blobs.offer(identity, owner, up["sha256"], up["size"])
+            state = self.blobs.offer(identity, owner, up[protocol.CONTENT_HASH], up["size"], local=up["local"])
         elif up["form"] == "begin":
-            state = self.blobs.begin(identity, owner, up["size"])
+            state = self.blobs.begin(identity, owner, up["size"], local=up["local"])
         else:
             data = frames[0].buffer if hasattr(frames[0], "buffer") else frames[0]
             state = self.blobs.put_chunk(identity, up["upload"], up["offset"], data)

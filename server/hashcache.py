@@ -1,4 +1,4 @@
-"""The sha256 of files a client uploaded, remembered by what ``stat`` says of them, so that a regenerate
+"""The content hash (BLAKE3, protocol.content_hasher) of files a client uploaded, remembered by what ``stat`` says of them, so that a regenerate
 (another CLI run, more takes, the same clip in another job) offers the hash without reading the file
 again (server/client.py ``Client.upload``; docs/protocol.md §2.1).
 
@@ -15,17 +15,16 @@ replaced atomically; a file that cannot be read or written is an empty cache, ne
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import time
 from pathlib import Path
+
+from server.protocol import CONTENT_HASH_RE, content_hasher
 
 RACY_S = 3.0  # longer than the coarsest file-time tick a sample drive has (FAT: 2 s)
 MAX_ENTRIES = 1024
 HINT_BYTES = 65536
-_SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def key_of(st: os.stat_result) -> str:
@@ -33,10 +32,10 @@ def key_of(st: os.stat_result) -> str:
 
 
 def hint_of(f, size: int) -> str:
-    """A cheap sign that a file may hold bytes sent before: its size and the sha256 of its first and last
+    """A cheap sign that a file may hold bytes sent before: its size and the hash of its first and last
     ``HINT_BYTES`` (read here; ``f`` is left where it was). Only ever a reason to hash the file."""
     pos = f.tell()
-    h = hashlib.sha256(str(size).encode("ascii"))
+    h = content_hasher(str(size).encode("ascii"))
     f.seek(0)
     h.update(f.read(HINT_BYTES))
     if size > HINT_BYTES:
@@ -49,24 +48,24 @@ def hint_of(f, size: int) -> str:
 def default_path() -> Path:
     from m2ugen import paths
 
-    return paths.config_dir() / "upload-hashes.json"
+    return paths.config_dir() / "upload-blake3.json"  # protocol 3 (upload-hashes.json held sha256s)
 
 
 class HashCache:
     def __init__(self, path: Path | None = None):
         self.path = path  # None: this process only
-        self._entries: dict[str, list] = {}  # key -> [sha256, trusted], oldest first
+        self._entries: dict[str, list] = {}  # key -> [blake3, trusted], oldest first
         if path is not None:
             try:
                 data = json.loads(Path(path).read_text(encoding="utf-8"))
                 self._entries = {k: [v[0], bool(v[1])] for k, v in data.items()
                                  if isinstance(k, str) and isinstance(v, list) and len(v) == 2
-                                 and isinstance(v[0], str) and _SHA_RE.fullmatch(v[0])}
+                                 and isinstance(v[0], str) and CONTENT_HASH_RE.fullmatch(v[0])}
             except (OSError, ValueError, AttributeError, UnicodeDecodeError):
                 self._entries = {}
 
     def lookup(self, st: os.stat_result) -> tuple[str | None, bool]:
-        """-> (the remembered sha256 if it may be used as it is, whether this file was sent before)."""
+        """-> (the remembered hash if it may be used as it is, whether this file was sent before)."""
         entry = self._entries.get(key_of(st))
         if entry is None:
             return None, False

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from m2ugen import media
+from server import protocol
 from server.protocol import MAX_NOTES, ProtocolError
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -76,7 +77,7 @@ def _bytes_of(frame) -> bytes:
 class Sources:
     """Where a submit's input bytes come from: its frames, the upload store, this server's results."""
     frames: list
-    open_blob: Callable[[str, str, str], BinaryIO] | None = None  # (sha256, proof, field) -> file
+    open_blob: Callable[[str, str, str], BinaryIO] | None = None  # (blake3, proof, field) -> file
     open_result: Callable[[str, int, str], BinaryIO] | None = None  # (job, take, field) -> file
 
     def open(self, ref: dict, field: str) -> tuple[bytes | BinaryIO, dict[str, Any]]:
@@ -85,7 +86,7 @@ class Sources:
             if self.open_blob is None:
                 raise ProtocolError("blob_unknown", f"'{field}.blob': this server keeps no uploads", field + ".blob")
             return self.open_blob(ref["blob"], ref["proof"], field), {"name": ref.get("name") or "",
-                                                                       "sha256": ref["blob"]}
+                                                                       protocol.CONTENT_HASH: ref["blob"]}
         if "job" in ref:
             if self.open_result is None:
                 raise ProtocolError("not_found", f"'{field}.job': no job results here", field + ".job")
@@ -228,7 +229,7 @@ def resolve(spec: dict[str, Any], sources: Sources, job_dir: Path, *, intake: Au
             max_file_bytes: int, max_set_bytes: int = 1024 * 2**20) -> tuple[dict[str, Any], dict[str, Any]]:
     """-> (model inputs {"audio": (wave int16 [C, S], sr) | None, "image": str | None, "video": str | None,
     "midi": [Note] (parsed once, at submit) | None, "audio_set": the clips' directory | None},
-    recorded info {name: {"name", "sha256"|"bytes"|"job", ...}}). On error the job directory is removed."""
+    recorded info {name: {"name", "blake3"|"bytes"|"job", ...}}). On error the job directory is removed."""
     out: dict[str, Any] = {"audio": None, "image": None, "video": None, "midi": None, "audio_set": None}
     info: dict[str, Any] = {}
     try:

@@ -5,7 +5,7 @@ demand: a long multi-byte text answer (chunking), streamed `text` events (thinki
 that fails, a job the server forgets across a restart, and exact control of when the server dies.
 """
 
-import hashlib
+import blake3
 import socket
 import threading
 import time
@@ -35,7 +35,7 @@ def uploaded(path, **extra) -> dict:
     """The input reference the bridge sends for a local file it uploaded to the fake (it sent the bytes: no
     proof needed)."""
     data = Path(path).read_bytes()
-    return {"blob": hashlib.sha256(data).hexdigest(), "name": Path(path).name, **extra}
+    return {"blob": blake3.blake3(data).hexdigest(), "name": Path(path).name, **extra}
 
 
 class FakeServer:
@@ -66,8 +66,8 @@ class FakeServer:
         self.requests: list[dict] = []
         self.frames: list[list[bytes]] = []  # the binary frames of each request, index-aligned
         self.held: dict[str, bytes] = {}  # job -> identity of jobs waiting for a cancel
-        self.uploads: dict[str, bytes] = {}  # sha256 -> the bytes uploaded (op upload, as the server keeps them)
-        self._partial: dict[str, dict] = {}  # upload id -> its size, offered sha256 and bytes so far
+        self.uploads: dict[str, bytes] = {}  # blake3 -> the bytes uploaded (op upload, as the server keeps them)
+        self._partial: dict[str, dict] = {}  # upload id -> its size, offered blake3 and bytes so far
         self._count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -105,15 +105,15 @@ class FakeServer:
                 up["data"] += self.frames[-1][0]
                 reply.update(upload=h["upload"], size=up["size"], offset=len(up["data"]), have=False)
                 if len(up["data"]) == up["size"]:
-                    sha = hashlib.sha256(up["data"]).hexdigest()
+                    sha = blake3.blake3(up["data"]).hexdigest()
                     assert up["sha"] in (None, sha)
                     self.uploads[sha] = self._partial.pop(h["upload"])["data"]
-                    reply.update(sha256=sha, have=True, granted=True)
-            elif h.get("sha256") in self.uploads:
-                reply.update(sha256=h["sha256"], size=h["size"], offset=h["size"], have=True, granted=True)
+                    reply.update(blake3=sha, have=True, granted=True)
+            elif h.get("blake3") in self.uploads:
+                reply.update(blake3=h["blake3"], size=h["size"], offset=h["size"], have=True, granted=True)
             else:
                 upload = f"up{len(self._partial) + len(self.uploads)}"
-                self._partial[upload] = {"size": h["size"], "sha": h.get("sha256"), "data": b""}
+                self._partial[upload] = {"size": h["size"], "sha": h.get("blake3"), "data": b""}
                 reply.update(upload=upload, size=h["size"], offset=0, have=False, granted=False)
             self._send(identity, reply)
         elif op == "submit":

@@ -124,7 +124,7 @@ def test_result_is_written_into_the_results_folder_from_fetched_bytes(peer, fake
     assert (seconds, rate) == (4.0, 32000)
     assert not any("/tmp/fake" in str(a) for m in got for a in m.args)  # the jobs folder is never named
     fetches = [{k: v for k, v in h.items() if k != "token"} for h in fake.requests if h["op"] == "result"]
-    assert fetches == [{"v": 2, "op": "result", "req": fetches[0]["req"], "job": job, "want": "bytes",
+    assert fetches == [{"v": 3, "op": "result", "req": fetches[0]["req"], "job": job, "want": "bytes",
                         "offset": 0}]
 
     # a lost /m2u/done: status re-sends the local file (no second download)

@@ -48,7 +48,7 @@ def assert_alive(endpoint: str) -> None:
 def test_hello_and_ping_say_tiny(server):
     with Client(server) as c:
         w = c.call("hello", client="pytest")
-        assert w.op == "welcome" and w.header["protocol"] == 2
+        assert w.op == "welcome" and w.header["protocol"] == 3
         assert w.header["model"]["tiny"] is True
         assert w.header["limits"]["queue_size"] == 16
         p = c.call("ping")
@@ -192,21 +192,22 @@ def nan_wav() -> bytes:
 
 
 def _submit(**kw):
-    h = {"v": 2, "op": "submit", "kind": "ask", "params": {"prompt": "hi"}, "inputs": {"audio": {"frame": 1}}}
+    h = {"v": 3, "op": "submit", "kind": "ask", "params": {"prompt": "hi"}, "inputs": {"audio": {"frame": 1}}}
     h.update(kw)
     return h
 
 
 BAD = [
     ("non-utf8 garbage", [b"\xff\xfe\x00garbage"], "bad_json", None),
-    ("malformed json", [b'{"v": 2, "op": "ping",'], "bad_json", None),
+    ("malformed json", [b'{"v": 3, "op": "ping",'], "bad_json", None),
     ("json array", [b"[1, 2]"], "bad_json", None),
     ("empty frame 0", [b""], "bad_json", None),
-    ("wrong version", [{"v": 3, "op": "ping"}], "bad_version", None),
+    ("wrong version", [{"v": 4, "op": "ping"}], "bad_version", None),
     ("protocol 1 client", [{"v": 1, "op": "ping"}], "bad_version", None),
+    ("protocol 2 client (sha256 uploads)", [{"v": 2, "op": "ping"}], "bad_version", None),
     ("version as string", [{"v": "1", "op": "ping"}], "bad_request", "v"),
-    ("missing op", [{"v": 2}], "bad_request", "op"),
-    ("unknown op", [{"v": 2, "op": "explode"}], "unknown_op", None),
+    ("missing op", [{"v": 3}], "bad_request", "op"),
+    ("unknown op", [{"v": 3, "op": "explode"}], "unknown_op", None),
     ("unknown kind", [_submit(kind="remix"), b""], "unknown_kind", None),
     ("prompt not a string", [_submit(params={"prompt": 5}), wav_bytes()], "bad_request", "params.prompt"),
     ("duration not a number", [_submit(kind="edit", params={"prompt": "x", "duration": "long"}), wav_bytes()],
@@ -235,16 +236,16 @@ BAD = [
     ("unknown blob without proof", [_submit(inputs={"audio": {"blob": "a" * 64}})], "blob_unknown", "inputs.audio.blob"),
     ("unknown blob", [_submit(inputs={"audio": {"blob": "a" * 64, "proof": "b" * 64}})], "blob_unknown",
      "inputs.audio.blob"),
-    ("upload chunk without offer", [{"v": 2, "op": "upload", "upload": "0" * 24, "offset": 0}, b"abc"],
+    ("upload chunk without offer", [{"v": 3, "op": "upload", "upload": "0" * 24, "offset": 0}, b"abc"],
      "bad_upload", "upload"),
     ("corrupt image", [_submit(kind="generate", inputs={"image": {"frame": 1, "name": "x.png"}}), b"not a png"],
      "bad_image", "inputs.image"),
     ("image and video", [_submit(kind="generate", inputs={"image": {"frame": 1}, "video": {"frame": 1}}), b"x"],
      "bad_request", "inputs.video"),
-    ("unknown job", [{"v": 2, "op": "status", "job": "nope"}], "not_found", "job"),
-    ("job id wrong type", [{"v": 2, "op": "result", "job": 42}], "bad_request", "job"),
-    ("jobs limit wrong type", [{"v": 2, "op": "jobs", "limit": "many"}], "bad_request", "limit"),
-    ("header too big", [{"v": 2, "op": "ping", "pad": "x" * 70000}], "bad_request", "header"),
+    ("unknown job", [{"v": 3, "op": "status", "job": "nope"}], "not_found", "job"),
+    ("job id wrong type", [{"v": 3, "op": "result", "job": 42}], "bad_request", "job"),
+    ("jobs limit wrong type", [{"v": 3, "op": "jobs", "limit": "many"}], "bad_request", "limit"),
+    ("header too big", [{"v": 3, "op": "ping", "pad": "x" * 70000}], "bad_request", "header"),
 ]
 
 

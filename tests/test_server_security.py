@@ -94,7 +94,7 @@ def test_serve_has_no_allowed_roots_any_more():
 
 def test_discovery_file_written_and_where(server_info):
     info = discovery.read()
-    assert info["endpoint"] == server_info.endpoint and info["protocol"] == 2 and info["running"] is True
+    assert info["endpoint"] == server_info.endpoint and info["protocol"] == 3 and info["running"] is True
     assert os.path.isabs(info["cli"]) and info["pid"] == os.getpid()
     assert info["jobs_dir"] == str(server_info.jobs_dir)
     p = subprocess.run([sys.executable, "-m", "server.cli", "where"], capture_output=True, text=True, timeout=30,

@@ -190,7 +190,105 @@ def test_no_pre_echo_note_before_a_note_out_of_silence():
     assert [n.pitch for n in got] == [60] and abs(got[0].start - 0.50) <= 0.05
 
 
-def test_pre_echo_rule_matters(monkeypatch):
-    monkeypatch.setattr(T, "PRE_ECHO_S", 0.0)
+@pytest.mark.parametrize("pre_echo_s, keep_p, clean", [(0.0, 0.0, False), (T.PRE_ECHO_S, 0.0, True),
+                                                       (0.0, T.KEEP_P, True)])
+def test_pre_echo_rule_or_keep_model_drops_it(monkeypatch, pre_echo_s, keep_p, clean):
+    # either the rule or the keep model (its partials never climb) removes the pre-echo; neither: a note
+    monkeypatch.setattr(T, "PRE_ECHO_S", pre_echo_s)
+    monkeypatch.setattr(T, "KEEP_P", keep_p)
     y = synth([(0.50, 1.40, 60, 0.5)], 1.8, harmonics=(1.0, 0.6, 0.4, 0.25, 0.15))
-    assert [n.pitch for n in T.transcribe(y, SR, chords=False).melody] != [60]
+    assert ([n.pitch for n in T.transcribe(y, SR, chords=False).melody] == [60]) == clean
+
+
+# struck strings: a sharp attack, then every partial decays (the higher, the faster) while two detuned
+# strings beat; in the quiet tail the tracker hears low noise, the next note's attack early, and the
+# beating dip as a new note
+
+
+def piano(notes, total_s, sr=SR, tau=0.3, detune_hz=1.0, noise_db=-60.0, seed=0):
+    """notes: [(start_s, end_s, pitch)] -> float32 mono; 8 slightly inharmonic partials per string,
+    two strings per note, damped at the note's end, white noise ``noise_db`` under full scale."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(int(total_s * sr))
+    for s, e, p in notes:
+        n = min(int((e - s + 0.3) * sr), y.size - int(s * sr))
+        t = np.arange(n) / sr
+        f0 = 440.0 * 2 ** ((p - 69) / 12)
+        wave = np.zeros(n)
+        for h in range(1, 9):
+            fh = f0 * h * np.sqrt(1 + 0.0004 * h * h)
+            for detune in (0.0, detune_hz * h):
+                wave += 0.5 * 0.7 ** (h - 1) * np.exp(-t * h / (2 * tau)) * np.sin(2 * np.pi * (fh + detune) * t
+                                                                                    + rng.uniform(0, 2 * np.pi))
+        damp = np.where(t < e - s, 1.0, np.exp(-(t - (e - s)) / 0.05))
+        y[int(s * sr):int(s * sr) + n] += 0.3 * np.minimum(1, t / 0.002) * damp * wave
+    return (y + 10 ** (noise_db / 20) * rng.standard_normal(y.size)).astype(np.float32)
+
+
+STRUCK = [(0.30, 2.30, 64), (2.30, 4.30, 67), (4.30, 6.30, 62)]  # each long enough to die away
+
+
+@pytest.mark.parametrize("tau", [0.2, 0.3])
+def test_decaying_struck_notes_add_no_notes(tau):
+    got = T.transcribe(piano(STRUCK, 6.8, tau=tau), SR, chords=False).melody
+    assert [n.pitch for n in got] == [p for *_, p in STRUCK]
+    for n, (start, _, _) in zip(got, STRUCK):
+        assert abs(n.start - start) <= 0.05, (n, start)
+
+
+@pytest.mark.parametrize("tau", [0.2, 0.3])
+def test_decaying_struck_notes_need_the_keep_model(monkeypatch, tau):
+    monkeypatch.setattr(T, "KEEP_P", 0.0)  # every tracked note kept
+    got = T.transcribe(piano(STRUCK, 6.8, tau=tau), SR, chords=False).melody
+    assert len(got) > len(STRUCK)
+
+
+def restarted_tone(restart_s: float | None, total_s=2.0, shift=np.pi / 2, fade_s=0.02):
+    """A4 with 5 partials and vibrato; at ``restart_s`` a second voice, its phase ``shift`` on, takes over
+    in an equal-power crossfade of ``fade_s``: every partial keeps its level (a bow change or a tongued
+    repeat that does not dip), only the phase starts again. None: one voice throughout."""
+    t = np.arange(int(total_s * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(440.0 * (1 + 0.003 * np.sin(2 * np.pi * 5 * t))) / SR
+
+    def voice(p):
+        return sum(a * np.sin(h * p) for h, a in zip(range(1, 6), (1.0, 0.5, 0.35, 0.25, 0.15)))
+
+    if restart_s is None:
+        return (0.3 * voice(phase)).astype(np.float32)
+    x = np.clip((t - restart_s) / fade_s, 0, 1) * np.pi / 2
+    return (0.3 * (np.cos(x) * voice(phase) + np.sin(x) * voice(phase + shift))).astype(np.float32)
+
+
+def test_pitch_novelty_sees_a_restart_the_level_hides():
+    peaks = {}
+    for restart in (1.0, None):
+        spec = T.stft(restarted_tone(restart))
+        level, novelty = T.pitch_energy(np.abs(spec), 69), T.pitch_novelty(spec, 69)
+        frames_s = np.arange(novelty.size) * T.HOP / SR
+        inner = (frames_s > 0.2) & (frames_s < 1.8)
+        near = inner & (np.abs(frames_s - 1.0) < 0.06)
+        assert level[inner].max() - level[inner].min() < 2.0  # no dip to find it by
+        peaks[restart] = (novelty[near].max(), novelty[inner & ~near].max())
+    restarted, held = peaks[1.0], peaks[None]
+    assert restarted[0] > 4 * restarted[1]  # the restart stands out of its own note ...
+    assert held[0] < 2 * held[1] and restarted[0] > 4 * held[0]  # ... and a held tone has no such peak
+
+
+def quiet_repeat(shift):
+    """A4 from 0.3 s, the same pitch started again at 1.0 s with no dip in level (10 ms crossfade)."""
+    y = restarted_tone(1.0, total_s=2.2, shift=shift, fade_s=0.01)
+    y[:int(0.3 * SR)] = 0
+    return y
+
+
+@pytest.mark.parametrize("shift", [np.pi / 2, 2.0])
+def test_quiet_re_articulation_splits(shift):
+    got = T.transcribe(quiet_repeat(shift), SR, chords=False).melody
+    assert [n.pitch for n in got] == [69, 69]
+    assert abs(got[0].start - 0.3) <= 0.05 and abs(got[1].start - 1.0) <= 0.05
+
+
+@pytest.mark.parametrize("shift", [np.pi / 2, 2.0])
+def test_quiet_re_articulation_needs_the_novelty(monkeypatch, shift):
+    monkeypatch.setattr(T, "pitch_novelty", lambda spec, pitch: np.zeros(spec.shape[1]))  # the level alone
+    assert [n.pitch for n in T.transcribe(quiet_repeat(shift), SR, chords=False).melody] == [69]

@@ -184,7 +184,7 @@ def test_nan_in_the_header_is_refused_by_the_server(server):
     sock = ctx.socket(zmq.DEALER)
     sock.connect(server)
     try:
-        header = ('{"v": 2, "op": "submit", "req": "n", "kind": "generate", "params": {"prompt": "x"}, '
+        header = ('{"v": 3, "op": "submit", "req": "n", "kind": "generate", "params": {"prompt": "x"}, '
                   '"inputs": {"midi": {"notes": [[0, NaN, 60]]}}}')
         sock.send_multipart([header.encode()])
         assert sock.poll(10000)

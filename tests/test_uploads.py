@@ -1,11 +1,11 @@
-"""Files cross the wire as bytes (issue 20): uploads offered by sha256 then sent in chunks, proofs of
+"""Files cross the wire as bytes (issue 20): uploads offered by blake3 then sent in chunks, proofs of
 possession, results fetched as bytes and written by the client, strict input schemas, and the intake
 pool that keeps one client's heavy submit from holding up another's (issue 21.5)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
+import blake3
 import os
 import shutil
 import tempfile
@@ -66,7 +66,7 @@ def test_identical_file_is_uploaded_once_and_reused_by_later_jobs(server_info, o
         seen = []
         ref = c.upload(src, on_progress=lambda sent, total: seen.append((sent, total)))
         assert store.received_bytes == size and seen[-1] == (size, size)
-        assert ref["blob"] == hashlib.sha256(src.read_bytes()).hexdigest() and ref["name"] == "loop.wav"
+        assert ref["blob"] == blake3.blake3(src.read_bytes()).hexdigest() and ref["name"] == "loop.wav"
         assert hashed == [] and "proof" not in ref  # a new file on loopback: sent at once, named by the server
         first = run_job(c, "ask", {"prompt": "what is it?", "max_new_tokens": 4}, {"audio": ref})
         again = c.upload(src)  # a regenerate: offered, held, nothing sent
@@ -85,7 +85,7 @@ def test_identical_file_is_uploaded_once_and_reused_by_later_jobs(server_info, o
         assert store.received_bytes == size and len(hashed) == 3 and hashed[-1] != b""
         assert theirs["blob"] == ref["blob"] and len(theirs["proof"]) == 64
         run_job(stranger, "ask", {"prompt": "mine too?", "max_new_tokens": 4}, {"audio": theirs})
-    assert first["inputs"]["audio"]["sha256"] == ref["blob"]
+    assert first["inputs"]["audio"]["blake3"] == ref["blob"]
 
 
 def test_a_changed_file_is_sent_again_and_a_remote_server_gets_an_offer_first(server_info, outside_dir, monkeypatch):
@@ -99,7 +99,7 @@ def test_a_changed_file_is_sent_again_and_a_remote_server_gets_an_offer_first(se
         sent = store.received_bytes
         write_wav(src, seconds=1.0, freq=220.0)  # the same size, other bytes: its stat changed
         second = c.upload(src)
-        assert second["blob"] == hashlib.sha256(src.read_bytes()).hexdigest() != first["blob"]
+        assert second["blob"] == blake3.blake3(src.read_bytes()).hexdigest() != first["blob"]
         assert store.received_bytes == 2 * sent
     remembered = hashcache.HashCache(outside_dir / "h.json")  # the next CLI run reads what this one learnt
     assert remembered.lookup(src.stat()) == (second["blob"], True)
@@ -107,10 +107,10 @@ def test_a_changed_file_is_sent_again_and_a_remote_server_gets_an_offer_first(se
     data = os.urandom(100_000)
     with Client(server_info.endpoint, timeout_s=30) as c:
         ref = c.upload(data)
-        assert store.received_bytes == 2 * sent + len(data) and ref["blob"] == hashlib.sha256(data).hexdigest()
+        assert store.received_bytes == 2 * sent + len(data) and ref["blob"] == blake3.blake3(data).hexdigest()
         calls = []
         real = c.call
-        monkeypatch.setattr(c, "call", lambda op, *a, **kw: calls.append((op, kw.get("sha256"))) or real(op, *a, **kw))
+        monkeypatch.setattr(c, "call", lambda op, *a, **kw: calls.append((op, kw.get("blake3"))) or real(op, *a, **kw))
         assert c.upload(data) == ref and calls == [("upload", ref["blob"])]  # offered first: nothing sent again
         assert store.received_bytes == 2 * sent + len(data)
 
@@ -178,32 +178,32 @@ def test_chunks_are_written_where_they_belong_with_or_without_splice(tmp_path, m
 
 def test_chunks_go_in_order_and_bytes_must_match_their_hash(server_info):
     data = os.urandom(3 * 2**20 + 17)
-    sha = hashlib.sha256(data).hexdigest()
+    sha = blake3.blake3(data).hexdigest()
     with Client(server_info.endpoint, timeout_s=30) as c:
-        offer = c.call("upload", sha256=sha, size=len(data)).header
+        offer = c.call("upload", blake3=sha, size=len(data)).header
         assert offer["op"] == "uploaded" and offer["have"] is False and offer["offset"] == 0
         up = offer["upload"]
         r = c.call("upload", [data[:100]], upload=up, offset=5).header  # not where it stands
         assert r["op"] == "error" and r["code"] == "bad_upload" and "stands at 0" in r["message"]
         r = c.call("upload", [data[:2**20]], upload=up, offset=0).header
         assert r["op"] == "uploaded" and r["offset"] == 2**20 and r["have"] is False
-        again = c.call("upload", sha256=sha, size=len(data)).header  # resumes where it stood
+        again = c.call("upload", blake3=sha, size=len(data)).header  # resumes where it stood
         assert again["upload"] == up and again["offset"] == 2**20
         with Client(server_info.endpoint, timeout_s=30) as other:  # an upload belongs to its connection
             r = other.call("upload", [data[2**20:2**21]], upload=up, offset=2**20).header
             assert r["code"] == "bad_upload" and r["field"] == "upload"
         r = c.call("upload", [b"x" * (len(data) - 2**20)], upload=up, offset=2**20).header
-        assert r["op"] == "error" and r["code"] == "bad_upload" and "do not have sha256" in r["message"]
+        assert r["op"] == "error" and r["code"] == "bad_upload" and "do not have blake3" in r["message"]
         assert not server_info.app.blobs.has(sha)  # wrong bytes are never stored
-        big = c.call("upload", sha256=sha, size=10 * 2**30).header
+        big = c.call("upload", blake3=sha, size=10 * 2**30).header
         assert big["code"] == "bad_upload" and "at most" in big["message"]
         assert c.call("upload", [data[:10]], upload=up).header["field"] == "offset"  # a frame needs it
-        assert c.call("upload", [data[:10]], sha256=sha, size=len(data), offset=0).header["field"] == "offset"
+        assert c.call("upload", [data[:10]], blake3=sha, size=len(data), offset=0).header["field"] == "offset"
         begun = c.call("upload", size=len(data)).header  # no hash: the server names the bytes
-        assert begun["have"] is False and begun["offset"] == 0 and "sha256" not in begun
+        assert begun["have"] is False and begun["offset"] == 0 and "blake3" not in begun
         for k in range(0, len(data), 2**20):
             r = c.call("upload", [data[k:k + 2**20]], upload=begun["upload"], offset=k).header
-        assert r["have"] is True and r["granted"] is True and r["sha256"] == sha and server_info.app.blobs.has(sha)
+        assert r["have"] is True and r["granted"] is True and r["blake3"] == sha and server_info.app.blobs.has(sha)
         assert c.upload(data)["blob"] == sha
 
 
@@ -211,16 +211,16 @@ def test_a_hash_alone_gives_no_access_to_someone_elses_upload(server_info, outsi
     secret = write_wav(outside_dir / "private.wav", seconds=1.0, freq=660.0)
     with Client(server_info.endpoint, timeout_s=30) as owner:
         ref = owner.upload(secret)
-        mine = owner.call("upload", sha256=ref["blob"], size=secret.stat().st_size).header
+        mine = owner.call("upload", blake3=ref["blob"], size=secret.stat().st_size).header
         assert mine["have"] is True and mine["granted"] is True  # it sent the bytes: it may use them
     sha = ref["blob"]
     with Client(server_info.endpoint, timeout_s=30, token=False) as thief:  # another client (its own owner)
-        offer = thief.call("upload", sha256=sha, size=secret.stat().st_size).header
+        offer = thief.call("upload", blake3=sha, size=secret.stat().st_size).header
         assert offer["have"] is True and offer["granted"] is False  # it learns the server holds it, nothing more
         with Client(server_info.endpoint, timeout_s=30, token=False) as friend:  # the proof of another connection
             friend_proof = friend.upload(secret)["proof"]
         for proof, why in ((friend_proof, "another connection's proof"), ("0" * 64, "a made-up proof"),
-                           (hashlib.sha256(offer["challenge"].encode() + sha.encode()).hexdigest(), "the hash"),
+                           (blake3.blake3(offer["challenge"].encode() + sha.encode()).hexdigest(), "the hash"),
                            (None, "no proof")):
             r = thief.call("submit", kind="ask", params={"prompt": "what?"},
                            inputs={"audio": {"blob": sha, **({"proof": proof} if proof else {})}}).header
@@ -249,7 +249,7 @@ def test_store_expires_unused_uploads_and_evicts_the_least_recently_used(tmp_pat
     owner = b"client-a"
 
     def put(data: bytes) -> str:
-        sha = hashlib.sha256(data).hexdigest()
+        sha = blake3.blake3(data).hexdigest()
         up = store.offer(owner, "token:a", sha, len(data))["upload"]
         assert store.put_chunk(owner, up, 0, data)["have"] is True
         return sha
@@ -260,7 +260,7 @@ def test_store_expires_unused_uploads_and_evicts_the_least_recently_used(tmp_pat
     assert not store.has(a) and store.has(b) and store.has(c)
     assert store.granted("token:a", b) and not store.granted("token:a", a)  # a blob's grants go with it
     assert not store.granted("token:b", b)
-    half = hashlib.sha256(b"d" * 100).hexdigest()
+    half = blake3.blake3(b"d" * 100).hexdigest()
     up = store.offer(owner, "token:a", half, 100)["upload"]
     store.put_chunk(owner, up, 0, b"d" * 50)
     import time
@@ -302,6 +302,9 @@ def test_paths_old_clients_and_unknown_fields_are_refused_naming_the_field(serve
         m = c.recv(timeout_s=10)
         assert m.header["code"] == "bad_version" and "uploads their bytes" in m.header["message"]
         assert "update the m2ugen package" in m.header["message"]
+        old.send_multipart([json.dumps({"v": 2, "op": "ping", "req": "old2"}).encode()])  # sha256 uploads
+        m = c.recv(timeout_s=10)
+        assert m.header["code"] == "bad_version" and "named by BLAKE3" in m.header["message"]
 
 
 def test_an_earlier_result_is_an_input_by_job_id(server_info):
@@ -478,9 +481,9 @@ def test_pool_takes_clients_in_turn():
 
 
 def test_protocol_table_has_the_upload_op():
-    assert "upload" in protocol.REQUEST_OPS and protocol.PROTOCOL_VERSION == 2
+    assert "upload" in protocol.REQUEST_OPS and protocol.PROTOCOL_VERSION == 3
     with pytest.raises(protocol.ProtocolError, match="exactly one frame"):
-        protocol.check_upload({"sha256": "a" * 64, "size": 3, "offset": 0}, 0)
+        protocol.check_upload({"blake3": "a" * 64, "size": 3, "offset": 0}, 0)
 
 
 # ---------------------------------------------------------------------------------------------

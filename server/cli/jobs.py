@@ -5,7 +5,7 @@ A request is checked here with the server's own validator (``protocol.check_subm
 sent, so a bad value is a usage error at once rather than a refusal (or a timeout) later.
 
 Files cross the wire as bytes, to a local server as to a remote one: this process reads the input
-files and uploads them (``Client.upload``: offered by sha256 first, so a regenerate or the same clip
+files and uploads them (``Client.upload``: offered by its BLAKE3 hash first, so a regenerate or the same clip
 again sends nothing), and writes the result it fetches to ``--out`` (``Client.save_result``: atomic,
 takes beside it, the sidecar as FILE.json, replacing only a file of its kind and only with
 ``--overwrite``). Without ``--out`` the result stays on the server (``m2ugen result JOB --out FILE``).

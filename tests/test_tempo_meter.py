@@ -1,0 +1,133 @@
+"""Tempo level, bar length and downbeats without drums: m2ugen.beats.choose_tempo_level and the meter
+models (m2ugen/assets/*_model.json, fitted by benchmarks/fit_tempo.py) on synthetic plucked music.
+
+Each case is paired with the same clip analysed with the model or cue it claims to need taken away,
+which must then give a different (wrong) answer.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from m2ugen import beats, meter
+from m2ugen.analysis import analyze
+
+SR = 22050
+
+
+def plucked(events, seconds, decay=0.6, partials=10):
+    """[(start_s, end_s, midi, amplitude)] as plucked tones: partial k at 1/k^1.5, each decaying
+    k/decay per second (a guitar or harp: every note an attack, then silence); peak 0.5."""
+    y = np.zeros(int(seconds * SR))
+    for start, end, midi, amp in events:
+        i0, i1 = int(start * SR), min(int(end * SR), y.size)
+        t = np.arange(i1 - i0) / SR
+        f = 440.0 * 2 ** ((midi - 69) / 12)
+        wave = sum(np.sin(2 * np.pi * f * k * t) / k**1.5 * np.exp(-t * k / decay)
+                   for k in range(1, partials + 1) if f * k < SR / 2)
+        y[i0:i1] += amp * np.minimum(1.0, np.minimum(t / 0.003, (t[-1] - t) / 0.02)) * wave
+    return (0.5 * y / np.abs(y).max()).astype(np.float32)[None]
+
+
+def waltz(bpm, bars=14):
+    """Bass note on 1, the chord on 2 and 3 (oom-pah-pah), a new harmony every 1 or 2 bars, after a
+    one-beat pickup (the clip's first beat is not a downbeat)."""
+    q = 60.0 / bpm
+    harmony = [(43, (59, 62, 67)), (43, (59, 62, 67)), (38, (57, 60, 66)), (38, (57, 60, 66)),
+               (48, (60, 64, 67)), (48, (60, 64, 67)), (50, (57, 62, 66)), (43, (59, 62, 67))]
+    events = [(0.0, 0.9 * q, m, 0.1) for m in (62, 66, 69)]
+    for bar in range(bars):
+        bass, chord = harmony[bar % len(harmony)]
+        t0 = q + 3 * q * bar
+        events.append((t0, t0 + 0.9 * q, bass, 0.17))
+        events += [(t0 + k * q, t0 + (k + 0.9) * q, m, 0.1) for k in (1, 2) for m in chord]
+    return plucked(events, q + 3 * q * bars + 0.2)
+
+
+def arpeggio_in_four(bpm, bars=10):
+    """A plucked accompaniment in 4/4: a bass note on 1 (its fifth on 3) under a chord arpeggiated in
+    even eighth notes, all about equally loud; one chord per bar."""
+    q = 60.0 / bpm
+    prog = [(48, (60, 64, 67)), (45, (60, 64, 69)), (41, (60, 65, 69)), (43, (59, 62, 67))]
+    events = []
+    for bar in range(bars):
+        bass, ch = prog[bar % len(prog)]
+        t0 = 4 * q * bar
+        events += [(t0, t0 + 4 * q, bass, 0.15), (t0 + 2 * q, t0 + 4 * q, bass + 7, 0.1)]
+        pattern = [ch[0], ch[1], ch[2], ch[1] + 12, ch[2], ch[1], ch[0] + 12, ch[1]]
+        events += [(t0 + j * q / 2, t0 + (j + 1) * q / 2 + 0.2, m, 0.15) for j, m in enumerate(pattern)]
+    return plucked(events, 4 * q * bars + 0.3, decay=0.25)
+
+
+def on_bar_lines(times, bar_s, tolerance=0.07):
+    times = np.asarray(times)
+    return bool(np.all(np.abs((times + tolerance) % bar_s - tolerance) < tolerance))
+
+
+@pytest.mark.parametrize("bpm", [100, 150])
+def test_waltz_without_drums_reads_three_and_its_downbeats(bpm, monkeypatch):
+    """A waltz after a one-beat pickup: three beats a bar, and the downbeats on the bass notes (the
+    downbeat model; with its scores taken away the first beat, the pickup, would be taken for one)."""
+    q = 60.0 / bpm
+    y = waltz(bpm)
+    a = analyze(y, SR)
+    assert a.bpm == pytest.approx(bpm, rel=0.04)
+    assert a.meter == 3
+    assert on_bar_lines(np.asarray(a.downbeats) - q, 3 * q)
+    monkeypatch.setattr(meter, "phase_scores", lambda per_beat, m: np.zeros(m))
+    b = analyze(y, SR)
+    assert b.meter == 3 and not on_bar_lines(np.asarray(b.downbeats) - q, 3 * q)
+
+
+def test_plucked_arpeggio_at_150_is_not_read_at_two_thirds(monkeypatch):
+    """Even plucked eighth notes at 150 BPM, a bass note every two beats, a chord a bar: the tempo as
+    first found is 100 (a 2:3 level: the eighths grouped in threes); the tempo-level model reads 150."""
+    y = arpeggio_in_four(150)
+    a = analyze(y, SR)
+    assert a.bpm == pytest.approx(150, rel=0.04)
+    assert a.meter == 4
+    monkeypatch.setattr(beats, "choose_tempo_level", lambda tempo, functions, sr=SR: tempo)
+    assert analyze(y, SR).bpm == pytest.approx(100, rel=0.04)  # without the model
+
+
+def test_plucked_arpeggio_in_four_reads_four(monkeypatch):
+    """Even plucked eighth notes carry no clear accent; the bar of four is in the harmony (one chord a
+    bar) and the bass (root on 1, fifth on 3). Without the harmony and bass features there is nothing
+    to tell the bar by (no meter). (Its downbeat phase is not asserted: with a bass this soft the
+    downbeat model misses it; see docs/analysis.md.)"""
+    y = arpeggio_in_four(130)
+    a = analyze(y, SR)
+    assert a.bpm == pytest.approx(130, rel=0.04)
+    assert a.meter == 4
+    real = meter._beat_features
+
+    def accents_only(*args):
+        found = real(*args)
+        found.feats = [found.feats[0]] + [np.zeros_like(f) for f in found.feats[1:]]
+        return found
+
+    monkeypatch.setattr(meter, "_beat_features", accents_only)
+    assert analyze(y, SR).meter is None
+
+
+def test_model_files_are_json_for_the_features_computed_here():
+    """The assets name the features the runtime computes, in order (a model fitted on other
+    features is refused), and hold only numbers and names."""
+    level = json.loads(beats.TEMPO_LEVEL_MODEL.read_text())
+    assert level["features"] == beats.tempo_level_feature_names()
+    assert len(level["weights"]) == len(level["mean"]) == len(level["std"]) == len(level["features"])
+    bar = json.loads(meter.METER_MODEL.read_text())
+    assert bar["meter_features"] == meter.meter_feature_names()
+    assert bar["phase_features"] == meter.phase_feature_names()
+    assert len(bar["meter_weights"]) == len(bar["meter_features"])
+    assert len(bar["phase_weights"]) == len(bar["phase_features"])
+    assert all(np.isfinite(level["weights"])) and all(np.isfinite(bar["meter_weights"]))
+
+
+def test_tempo_candidates_are_the_relatives_within_range():
+    c = beats.tempo_candidates(90.0)
+    assert c[0] == 90.0
+    assert sorted(np.round(c, 1)) == [45.0, 60.0, 90.0, 135.0, 180.0]  # 30 and 270 are out of range
