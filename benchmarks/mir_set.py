@@ -11,13 +11,27 @@ Ground truth comes from the score, never from audio:
   the quarter note); beats: every quarter note from the first bar line's phase; downbeats: the bar lines
   (a pickup bar is skipped; excerpts stop at the first bar that breaks the regular grid).
 - meter: the time signature's numerator (3 or 4).
-- key: the score's declared key signature. A signature names two keys (relative major and minor), and
-  the mode is the one of the two that music21's key analysis of the excerpt (its default key-profile
-  correlation) ranks higher; where a minor ``Key`` is declared, that one (music21 reads a MusicXML key
-  without a <mode> as major, so a declared major is treated as a bare signature). Where music21's best key
-  is not one of the two and its correlation beats both by more than 0.1 (modal signatures such as Bach's
-  "Dorian" G minor written with one flat), its key is used instead and the item records
-  ``key_source: "analysed"``. Then transposed by the item's semitones.
+- key: the piece's home key (every excerpt starts at the piece's beginning), decided by music theory
+  and never by an audio key estimator. A piece's tonic is its final: the pitch class of its last bass
+  note (the lowest note of the closing sonority: the root of the final cadence). A key signature names
+  two keys, a major and its relative minor; where the final is the tonic of one of them (``key_source:
+  "final"``), or a fifth below the minor tonic (a Dorian minor written with one flat too few, Bach's G
+  minor with one flat: ``"modal"``; no major or minor piece ends on its ii or iv), that final is the
+  tonic, and the mode is the one its third names: minor where the minor third above the final sounds
+  longer over the whole piece than the major third (a Picardy third is one chord; folk-song collections
+  write a minor tune under its major's signature with the accidentals in the notes), else major (the
+  signature's mode where they tie). A final a fifth above the major tonic decides nothing (a Mixolydian
+  major, or a half close: Mozart's K. 545 exposition ends in the dominant). A declared minor ``Key``
+  wins (``"declared"``; music21 reads a MusicXML key without a <mode> as major, so a declared major is
+  treated as a bare signature), except that a Dorian final still names its tonic (Bach's chorales
+  declare their Dorian G minor as "D minor"). Only where none of these applies (the written end is not
+  the piece's end: a da capo, dal segno or Fine, or the bass part silent for more than its last bar; the
+  piece closes under another signature; or its final is another note) the older rule decides: of the
+  two keys, the one music21's key analysis of the first 12 bars (its default key-profile correlation)
+  ranks higher (``"signature"``), or music21's best key where it is neither and its correlation beats
+  both by more than 0.1 (``"analysed"``). Then transposed by the item's semitones. (Manifest v5 and
+  older used the analysis rule alone; unison or dominant openings, e.g. Beethoven's op. 18 no. 1 in F
+  major, were labelled the relative minor.)
 - notes (melody items): the top line's notes (highest note of a chord), ties merged, in seconds.
 
 Dev and held-out splits use different composers AND different instruments, so a method tuned on dev is
@@ -39,7 +53,7 @@ import numpy as np
 SR = 44100
 EXCERPT_S = 25.0
 SOUNDFONT_CANDIDATES = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
-MANIFEST_VERSION = 5
+MANIFEST_VERSION = 6
 RENDER_TIMEOUT_S = 120
 
 # (composer corpus names, ensembles, melody instruments) per split; GM programs (0-based)
@@ -134,16 +148,105 @@ def key_name(tonic_pc: int, mode: str) -> str:
     return f"{(MINOR_NAMES if mode == 'minor' else NAMES)[tonic_pc % 12]} {mode}"
 
 
-def _key_truth(excerpt) -> tuple[int, str, str] | None:
-    """(tonic pitch class, mode, source) of an excerpt (see the module docstring)."""
+def _key_truth(excerpt, ending: tuple[int, int, str | None] | None = None) -> tuple[int, str, str] | None:
+    """(tonic pitch class, mode, source) of an excerpt (see the module docstring). ``ending``: the whole
+    piece's (closing key signature's sharps, pitch class of its last bass note, the mode its third above
+    that note names), or None where the written end is not where the piece ends (``_piece_ending``)."""
+    from music21 import key as m21key
+
+    old = _key_truth_analysed(excerpt)
+    if old is None:  # the item set stays the one the analysis rule picked
+        return None
+    sharps = excerpt.flatten().getElementsByClass(m21key.KeySignature)[0].sharps
+    found = _key_from_final(sharps, ending)
+    if old[2] == "declared":  # a declared minor stays minor; a Dorian final still names its tonic
+        return found if found is not None and found[1:] == ("minor", "modal") else old
+    return old if found is None else found
+
+
+def _key_from_final(sharps: int, ending: tuple[int, int, str | None] | None) -> tuple[int, str, str] | None:
+    """The home key a signature of ``sharps`` names, decided by the piece's final bass note: its major
+    or relative minor, whichever has the final as tonic ("final"), in the mode of the third that sounds
+    longer above it (``third_mode``; the signature's where they tie); a final a fifth below the minor
+    tonic is a Dorian minor written with one flat too few ("modal": no major or minor piece ends on its
+    ii or iv). None where the piece closes under another signature or on another note: a final a fifth above
+    the major tonic may be a Mixolydian major or a half close (an exposition ending in the dominant), so
+    it decides nothing."""
+    if ending is None or ending[0] != sharps:
+        return None
+    final, third = ending[1] % 12, ending[2]
+    major = (7 * sharps) % 12
+    minor = (major + 9) % 12
+    if final == major:
+        return major, third or "major", "final"
+    if final == minor:
+        return minor, third or "minor", "final"
+    if final == (minor + 5) % 12:
+        return final, third or "minor", "modal"
+    return None
+
+
+def _piece_ending(score, parts_notes) -> tuple[int, int, str | None] | None:
+    """(sharps of the closing key signature, pitch class of the lowest note of the final sonority, the
+    mode of its longer-sounding third) of a whole score; None where it has a da capo, dal segno or Fine
+    (the written end is not the piece's end), no key signature or no final (``final_bass``)."""
+    from music21 import expressions, key as m21key, repeat
+
+    flat = score.flatten()
+    if flat.getElementsByClass(repeat.RepeatExpression):
+        return None
+    for t in flat.getElementsByClass(expressions.TextExpression):
+        text = (t.content or "").lower().replace(" ", "")
+        if any(m in text for m in ("d.c.", "dacapo", "d.s.", "dalsegno", "fine")):
+            return None
+    sigs = list(flat.getElementsByClass(m21key.KeySignature))
+    bass = final_bass(parts_notes)
+    if not sigs or bass is None:
+        return None
+    return sigs[-1].sharps, bass % 12, third_mode(bass % 12, parts_notes)
+
+
+def final_bass(parts_notes) -> int | None:
+    """The lowest pitch of the final sonority: of the notes that end each part (``_notes_of_part``
+    tuples; all voices of a part that end together) in the parts that end within a bar (4 quarters) of
+    the piece's end; None for no notes, or where the bass part (the lowest by median pitch) falls silent
+    more than a bar before the end (an upper line alone at the written end, such as a lead-in to a trio,
+    is no final cadence)."""
+    parts = [notes for notes in parts_notes if notes]
+    if not parts:
+        return None
+    ends = [max(b for _, b, _ in notes) for notes in parts]
+    medians = [float(np.median([min(pitches) for _, _, pitches in notes if pitches] or [128])) for notes in parts]
+    end = max(ends)
+    if ends[int(np.argmin(medians))] < end - 4.0:
+        return None
+    return min(min(pitches) for notes, part_end in zip(parts, ends) if part_end >= end - 4.0
+               for _, b, pitches in notes if pitches and b >= part_end - 1e-6)
+
+
+def third_mode(tonic_pc: int, parts_notes) -> str | None:
+    """The mode ("minor" or "major") whose third above ``tonic_pc`` sounds longer over the whole piece (a
+    mode is named by its third; a signature can be written for the other one, and a Picardy third is one
+    chord); None for a tie."""
+    minor = major = 0.0
+    for notes in parts_notes:
+        for a, b, pitches in notes:
+            for p in pitches:
+                minor += (b - a) * ((p - tonic_pc) % 12 == 3)
+                major += (b - a) * ((p - tonic_pc) % 12 == 4)
+    return "minor" if minor > major else "major" if major > minor else None
+
+
+def _key_truth_analysed(excerpt) -> tuple[int, str, str] | None:
+    """The fallback: the signature's key music21's analysis of the excerpt ranks higher (module docstring)."""
     from music21 import key as m21key
 
     flat = excerpt.flatten()
     declared = list(flat.getElementsByClass(m21key.KeySignature))
-    analysed = excerpt.analyze("key")
-    ranked = [analysed] + list(analysed.alternateInterpretations)
     if not declared:
         return None
+    analysed = excerpt.analyze("key")
+    ranked = [analysed] + list(analysed.alternateInterpretations)
     first = declared[0]
     if isinstance(first, m21key.Key) and first.mode == "minor":  # MusicXML files without <mode> read as major
         return first.tonic.pitchClass, first.mode, "declared"
@@ -217,7 +320,11 @@ def _excerpt_of(score):
     # the key over the first ~12 bars (what a 25 s excerpt holds at most tempos)
     m_first, m_last = measures[s].number, measures[min(s + 11, s + len(grid) - 1)].number
     try:
-        truth = _key_truth(score.measures(m_first, m_last))
+        ending = _piece_ending(score, all_notes)
+    except Exception:  # noqa: BLE001 - an unreadable ending leaves the analysis rule
+        ending = None
+    try:
+        truth = _key_truth(score.measures(m_first, m_last), ending)
     except Exception:  # noqa: BLE001 - music21 cannot cut some scores; skip them
         truth = None
     if truth is None:
@@ -374,8 +481,10 @@ def write_midi(item: Item, path: Path) -> None:
 
 
 def render(item: Item, directory: Path) -> Path:
-    """The item's WAV (44.1 kHz stereo), rendered once and cached by the item's content hash."""
-    spec = json.dumps({k: v for k, v in asdict(item).items() if k != "name"}, sort_keys=True)
+    """The item's WAV (44.1 kHz stereo), rendered once and cached by the hash of what is played (not its
+    name or key label, so relabelling re-renders nothing)."""
+    spec = json.dumps({k: v for k, v in asdict(item).items() if k not in ("name", "key", "key_source")},
+                      sort_keys=True)
     digest = hashlib.sha1(spec.encode()).hexdigest()[:12]
     wav = directory / f"{item.name}-{digest}.wav"
     if wav.exists():

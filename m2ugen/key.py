@@ -5,20 +5,26 @@
   partials (NNLS over 84 notes), so a note's third partial no longer counts as its fifth; the square
   roots of the note activations from C2 up (C1..B1 is fitted, so kick drums and rumble are explained
   there, but not counted: with drums the key was lost) are summed into 12 pitch classes and
-  correlated (Pearson) with the 24 rotations of Temperley's major and minor profiles.
-  ``key_confidence`` (0..1) is the best key's share of a softmax over the 24 correlations: near 1
-  when one key stands out, near 0.5 when two (usually relative or fifth-related) keys are about equal.
+  correlated (Pearson) with the 24 rotations of Temperley's (Kostka-Payne) and of Aarden's (Essen folk
+  songs) major and minor profiles; a key's score is its mean correlation with the two.
+  ``key_confidence`` (0..1) is the best key's probability: a softmax over the 24 scores with a gain
+  fitted by maximum likelihood on rendered corpus music (``benchmarks/fit_key.py``,
+  ``assets/key_model.json``), so that it averages about the share of keys that are right; under
+  KEY_UNSURE (two keys, usually relative or fifth-related, about equal) the prompt line says "(unsure)".
   ``key_sections``: where a clip of at least 24 s holds more than one key for at least 12 s each
-  (16 s windows), the sections in order; otherwise empty. Unpitched sound (``tonality`` under TONALITY_MIN: noise), a flat profile or a best correlation
-  under 0.5 (a single repeated pitch) gives no key. Limits: relative major/minor, the dominant and the
-  subdominant are the usual misses (the note fit still leaves some ghost notes a fifth under real ones).
+  (16 s windows), the sections in order; otherwise empty. Unpitched sound (``tonality`` under
+  TONALITY_MIN: noise), a flat profile or a best score under 0.5 (a single repeated pitch) gives no
+  key. Limits: relative major/minor, the dominant and the subdominant are the usual misses (the note
+  fit still leaves some ghost notes a fifth under real ones).
   Key names use the usual spelling (Bb major, F# minor, C# minor, Eb minor ...).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +37,7 @@ KEY_CONFIDENCE_MIN = 0.5     # below this best profile correlation (a single pit
 KEY_SEGMENT_S = 0.5          # spectra are summarised per segment (median) before the note fit
 KEY_WINDOW_S = 16.0          # local keys for sections
 KEY_SECTION_MIN_S = 12.0     # a key section lasts at least this long
-KEY_SOFTMAX_GAIN = 20.0
+KEY_MODEL = Path(__file__).with_name("assets") / "key_model.json"   # the confidence's fitted softmax gain
 KEY_UNSURE = 0.5             # under this confidence the prompt line says "(unsure)"
 NNLS_DECAY = 0.7             # note dictionary: partial h has amplitude NNLS_DECAY ** (h - 1)
 KEY_LOWEST_NOTE = 12         # C2: notes under it are fitted (they absorb kick drums and rumble) but not counted
@@ -41,11 +47,26 @@ MINOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 # Temperley (2007) major and minor key profiles (Kostka-Payne corpus), tonic first
 KEY_MAJOR = np.array([0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715, 0.104, 0.366, 0.057, 0.400])
 KEY_MINOR = np.array([0.712, 0.084, 0.474, 0.618, 0.049, 0.460, 0.105, 0.747, 0.404, 0.067, 0.133, 0.330])
+# Aarden (2003) major and minor profiles (Essen folk song collection), tonic first
+AARDEN_MAJOR = np.array([17.7661, 0.145624, 14.9265, 0.160186, 19.8049, 11.3587, 0.291248, 22.062, 0.145624,
+                         8.15494, 0.232998, 4.95122])
+AARDEN_MINOR = np.array([18.2648, 0.737619, 14.0499, 16.8599, 0.702494, 14.4362, 0.702494, 18.6161, 4.56621,
+                         1.93186, 7.37619, 1.75623])
+# a key's score is its mean correlation with these (major, minor) profile pairs
+PROFILE_PAIRS = ((KEY_MAJOR, KEY_MINOR), (AARDEN_MAJOR, AARDEN_MINOR))
 
 
-def key_profiles() -> np.ndarray:
-    """[24, 12]: rows 0..11 major keys on C..B, 12..23 minor keys on C..B (KEY_MAJOR / KEY_MINOR)."""
-    return np.stack([np.roll(KEY_MAJOR, k) for k in range(12)] + [np.roll(KEY_MINOR, k) for k in range(12)])
+def key_profiles(major: np.ndarray = KEY_MAJOR, minor: np.ndarray = KEY_MINOR) -> np.ndarray:
+    """[24, 12]: rows 0..11 major keys on C..B, 12..23 minor keys on C..B (``major`` / ``minor`` rotated)."""
+    return np.stack([np.roll(major, k) for k in range(12)] + [np.roll(minor, k) for k in range(12)])
+
+
+@lru_cache(maxsize=1)
+def _centred_profiles() -> np.ndarray:
+    """[pairs, 24, 12] key profiles of PROFILE_PAIRS, each row centred and of unit norm."""
+    p = np.stack([key_profiles(major, minor) for major, minor in PROFILE_PAIRS])
+    p = p - p.mean(axis=2, keepdims=True)
+    return p / np.linalg.norm(p, axis=2, keepdims=True)
 
 
 @lru_cache(maxsize=8)
@@ -86,7 +107,10 @@ def note_activations(spec: Spectrum) -> tuple[np.ndarray, float]:
 
 
 def _key_scores(chroma: np.ndarray) -> np.ndarray:
-    return np.array([np.corrcoef(chroma, p)[0, 1] for p in key_profiles()])
+    """[24] the mean over PROFILE_PAIRS of the Pearson correlations of ``chroma`` with each key's profile."""
+    c = chroma - chroma.mean()
+    norm = np.linalg.norm(c)
+    return (_centred_profiles() @ c).mean(axis=0) / norm if norm > 0 else np.zeros(24)
 
 
 def _key_of(r: np.ndarray) -> tuple[str, str]:
@@ -95,10 +119,27 @@ def _key_of(r: np.ndarray) -> tuple[str, str]:
     return (MINOR_NAMES if minor else MAJOR_NAMES)[tonic], "minor" if minor else "major"
 
 
+@lru_cache(maxsize=1)
+def softmax_gain() -> float:
+    """The gain on the 24 profile correlations that makes their softmax a calibrated probability of the
+    key: fitted by maximum likelihood on the rendered ``train`` split (``benchmarks/fit_key.py``), stored
+    in ``assets/key_model.json``."""
+    model = json.loads(KEY_MODEL.read_text())
+    gain = model.get("softmax_gain")
+    if not isinstance(gain, (int, float)) or not 0 < gain < 1000:
+        raise ValueError(f"{KEY_MODEL}: softmax_gain must be a number in (0, 1000), not {gain!r}")
+    return float(gain)
+
+
+def key_posterior(r: np.ndarray, gain: float) -> np.ndarray:
+    """[24] softmax of ``gain`` times the profile correlations ``r``: the probability of each key."""
+    z = np.exp(gain * (r - r.max()))
+    return z / z.sum()
+
+
 def _confidence(r: np.ndarray) -> float:
-    """Softmax weight of the best key among the 24 (KEY_SOFTMAX_GAIN on the correlations)."""
-    z = np.exp(KEY_SOFTMAX_GAIN * (r - r.max()))
-    return float(1.0 / z.sum())
+    """The best key's probability among the 24 (``key_posterior`` at the fitted ``softmax_gain``)."""
+    return float(key_posterior(r, softmax_gain()).max())
 
 
 def estimate_key(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None
@@ -111,6 +152,20 @@ def estimate_key(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
 def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None):
     """(key, mode, confidence, sections) or None; sections: [(start_s, end_s, "G major")] when the clip
     modulates (more than one key, each held for at least KEY_SECTION_MIN_S), else []."""
+    found = clip_key_scores(mono, sr, spec)
+    if found is None:
+        return None
+    r, weighted, seg_s = found
+    if r.max() < KEY_CONFIDENCE_MIN:
+        return None
+    key, mode = _key_of(r)
+    return key, mode, _confidence(r), _key_sections(weighted, seg_s)
+
+
+def clip_key_scores(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None):
+    """([24] profile correlations of the clip, [84, segments] counted note activations, seconds per
+    segment), or None for noise, a clip too short for a spectrum, or a flat or silent profile. Rows as
+    ``key_profiles``."""
     spec = spec if spec is not None else constant_q(mono, sr)
     if spec is None or tonality(spec) < TONALITY_MIN:  # noise has no key
         return None
@@ -119,11 +174,7 @@ def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
     chroma = clip_chroma_from(weighted)
     if chroma is None:
         return None
-    r = _key_scores(chroma)
-    if r.max() < KEY_CONFIDENCE_MIN:
-        return None
-    key, mode = _key_of(r)
-    return key, mode, _confidence(r), _key_sections(weighted, seg_s)
+    return _key_scores(chroma), weighted, seg_s
 
 
 def _counted(acts: np.ndarray) -> np.ndarray:

@@ -1,0 +1,119 @@
+"""m2ugen.key: the key profiles, the fitted confidence and the key sections, on synthetic chords.
+
+The signals are harmonic tones made here (``tests/test_analysis.py``'s ``chord_progression``); the
+confidence's gain fit is checked on synthetic draws with a known gain.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from m2ugen import key
+from m2ugen.analysis import analyze
+from m2ugen.spectrum import analysis_signal
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_analysis import chord_progression  # noqa: E402
+
+AM, C, EM, F, G = ("A", "C", "E"), ("C", "E", "G"), ("E", "G", "B"), ("F", "A", "C"), ("G", "B", "D")
+E, A, B = ("E", "G#", "B"), ("A", "C#", "E"), ("B", "D#", "F#")
+
+
+def _fit_key_module():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_key.py"
+    spec = importlib.util.spec_from_file_location("fit_key", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def temperley_only(monkeypatch):
+    """The key scores from Temperley's profiles alone (the profile set before Aarden's was added)."""
+    monkeypatch.setattr(key, "PROFILE_PAIRS", key.PROFILE_PAIRS[:1])
+    key._centred_profiles.cache_clear()
+    yield
+    key._centred_profiles.cache_clear()
+
+
+NATURAL_MINOR = [AM, G, AM, EM, AM]  # i VII i v i: A minor without a leading tone (Aeolian)
+
+
+def test_natural_minor_progression_reads_minor():
+    a = analyze(chord_progression(NATURAL_MINOR), 22050)
+    assert a.key_name == "A minor"
+
+
+def test_natural_minor_progression_reads_relative_major_without_aardens_profile(temperley_only):
+    # Temperley's minor profile expects the raised leading tone (G#); without it C major wins
+    a = analyze(chord_progression(NATURAL_MINOR), 22050)
+    assert a.key_name == "C major"
+
+
+def _write_model(tmp_path, monkeypatch, gain):
+    path = tmp_path / f"key_model_{gain}.json"
+    path.write_text(json.dumps({"softmax_gain": gain}))
+    monkeypatch.setattr(key, "KEY_MODEL", path)
+    key.softmax_gain.cache_clear()
+
+
+def test_confidence_is_the_posterior_at_the_fitted_gain(tmp_path, monkeypatch):
+    y = chord_progression([C, AM] * 3)  # relative keys about equal: the gain decides how sure
+    r = key.clip_key_scores(analysis_signal(y, 22050))[0]
+    found = {}
+    try:
+        for gain in (5.0, 30.0):
+            _write_model(tmp_path, monkeypatch, gain)
+            found[gain] = analyze(y, 22050).key_confidence
+            assert found[gain] == pytest.approx(key.key_posterior(r, gain).max())
+    finally:
+        key.softmax_gain.cache_clear()
+    assert found[5.0] < key.KEY_UNSURE < found[30.0]
+
+
+def test_a_bad_key_model_is_named(tmp_path, monkeypatch):
+    try:
+        _write_model(tmp_path, monkeypatch, -1)
+        with pytest.raises(ValueError, match="key_model.*softmax_gain"):
+            key.softmax_gain()
+    finally:
+        key.softmax_gain.cache_clear()
+
+
+def test_shipped_gain_is_a_fitted_number():
+    model = json.loads(key.KEY_MODEL.read_text())
+    assert 1.0 < key.softmax_gain() < 100.0 and model["train"]["items"] > 0
+
+
+@pytest.mark.parametrize("planted", [6.0, 15.0])
+def test_gain_fit_recovers_a_planted_gain(planted):
+    """Keys drawn from softmax(planted * r): the maximum-likelihood fit finds the planted gain."""
+    fit_key = _fit_key_module()
+    rng = np.random.default_rng(0)
+    r = rng.uniform(-0.5, 0.9, size=(3000, 24))
+    p = np.stack([key.key_posterior(row, planted) for row in r])
+    truth = np.array([rng.choice(24, p=row) for row in p])
+    gain = fit_key.fit_gain(r, truth)
+    assert gain == pytest.approx(planted, rel=0.12)
+    assert fit_key.nll(gain, r, truth) < fit_key.nll(2 * planted, r, truth)
+
+
+def test_modulating_clip_reports_its_sections():
+    """16 s in C major, then 16 s in E major: two sections, the change near 16 s."""
+    y = chord_progression([C, F, G, C] * 4 + [E, A, B, E] * 4)
+    a = analyze(y, 22050)
+    names = [s[2] for s in a.key_sections]
+    assert names == ["C major", "E major"]
+    assert a.key_sections[0][0] == 0.0 and a.key_sections[1][1] == pytest.approx(32.0, abs=0.6)
+    assert a.key_sections[0][1] == pytest.approx(16.0, abs=4.0)
+
+
+def test_one_key_clip_has_no_sections():
+    a = analyze(chord_progression([C, F, G, C] * 8), 22050)
+    assert a.key_name == "C major" and a.key_sections == []
