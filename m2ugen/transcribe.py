@@ -64,6 +64,8 @@ RECOVER_FRAMES, RECOVER_DB = 20, 10.0  # ... where the pitch's partials come bac
 MOVE_P = 0.05  # ... that moves a note's start (searched MOVE_BACK frames before to MOVE_LATER after)
 MOVE_BACK, MOVE_LATER = 12, 4
 KEEP_P = 0.25  # the keep model's probability under which a tracked note is dropped (no note was played)
+CLIP_EDGE = 2  # frames: a note tracked from here or before was sounding when the clip began
+EDGE_QUIET_DB = -30.0  # such a note is kept if no quieter than this re the clip's loudest note
 # chord qualities: intervals above the root; the template is the set of pitch classes
 QUALITIES = {"": (0, 4, 7), "m": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8), "7": (0, 4, 7, 10),
              "maj7": (0, 4, 7, 11), "m7": (0, 3, 7, 10)}
@@ -198,8 +200,11 @@ def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float =
                  velocity_range_db: float = 60.0) -> list[Note]:
     """The monophonic melody of mono ``y`` at ANALYSIS_SR (see the module docstring, steps 1-3)."""
     found, features = note_candidates(y, fmin=fmin, fmax=fmax, min_note_s=min_note_s)
-    if found:  # the keep model drops what was tracked but never played (see note_features)
-        found = [c for c, p in zip(found, onset_probability(features, "note")) if p >= KEEP_P]
+    if found:  # the keep model drops what was tracked but never played (see note_features); a note already
+        # sounding when the clip begins shows no attack to judge (none in its training): kept unless quiet
+        floor = max(c.peak for c in found) * 10 ** (EDGE_QUIET_DB / 20)
+        found = [c for c, p in zip(found, onset_probability(features, "note"))
+                 if p >= KEEP_P or (c.first <= CLIP_EDGE and c.peak >= floor)]
     if not found:
         return []
     loudest = max(c.peak for c in found)

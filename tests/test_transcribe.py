@@ -292,3 +292,18 @@ def test_quiet_re_articulation_splits(shift):
 def test_quiet_re_articulation_needs_the_novelty(monkeypatch, shift):
     monkeypatch.setattr(T, "pitch_novelty", lambda spec, pitch: np.zeros(spec.shape[1]))  # the level alone
     assert [n.pitch for n in T.transcribe(quiet_repeat(shift), SR, chords=False).melody] == [69]
+
+
+def test_a_note_sounding_when_the_clip_begins_is_kept_and_leading_silence_gives_none(monkeypatch):
+    """A selection that starts inside a note (or a test tone from its first sample) shows no attack for the
+    keep model to judge: the note is kept; digital silence before a note is no note."""
+    t = np.arange(SR) / SR
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    assert [n.pitch for n in T.melody_notes(tone)] == [69]
+    lead = np.concatenate([np.zeros(int(0.3 * SR), np.float32), tone])
+    assert [n.pitch for n in T.melody_notes(lead)] == [69]
+    monkeypatch.setattr(T, "CLIP_EDGE", -1)  # no edge rule: the keep model alone drops the tone it cannot judge
+    assert T.melody_notes(tone) == []
+    monkeypatch.setattr(T, "CLIP_EDGE", 2)
+    monkeypatch.setattr(T, "EDGE_QUIET_DB", float("-inf"))  # no loudness floor: the silence before the tone is a note
+    assert len(T.melody_notes(lead)) == 2
