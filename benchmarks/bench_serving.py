@@ -21,7 +21,9 @@ Measured (issue 25, a 2-core box loaded by other work, 1 thread, N = 4, ratio to
 four runs): continuous burst 1.96 / 2.97 / 2.41 / 2.05, staggered (500 ms) 1.61 / 2.12 / 1.97 / 1.88; static
 burst 1.19 / 2.00 / 1.48 / 1.67, staggered 1.29 / 1.81 / 1.60 / 1.38; continuous p99 latency 0.34-0.62 of
 serial's. Before the folded prefill and the finisher thread, run beside the last: continuous burst 1.52,
-staggered 1.09 (static 1.49 / 1.30).
+staggered 1.09 (static 1.49 / 1.30). At the end of issue 25's third pass, on an idle box (load under 1),
+``--jobs 4 --threads 1 --no-steps --rounds 3``: continuous burst 2.28 (0.476 jobs/s), staggered 2.04
+(0.374); static 1.46 / 1.52; p99 latency continuous 8.5 / 10.4 s against serial's 22.0 / 21.0 s.
 
 Where the rest goes (``benchmarks/bench_step_rows.py``: a stage's step at 1 vs 4 rows, split by
 torch.profiler): on this CPU the matmuls themselves grow with the rows (fp32 GEMM with 2-8 rows is not
