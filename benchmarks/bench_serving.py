@@ -23,7 +23,10 @@ burst 1.19 / 2.00 / 1.48 / 1.67, staggered 1.29 / 1.81 / 1.60 / 1.38; continuous
 serial's. Before the folded prefill and the finisher thread, run beside the last: continuous burst 1.52,
 staggered 1.09 (static 1.49 / 1.30). At the end of issue 25's third pass, on an idle box (load under 1),
 ``--jobs 4 --threads 1 --no-steps --rounds 3``: continuous burst 2.28 (0.476 jobs/s), staggered 2.04
-(0.374); static 1.46 / 1.52; p99 latency continuous 8.5 / 10.4 s against serial's 22.0 / 21.0 s.
+(0.374); static 1.46 / 1.52; p99 latency continuous 8.5 / 10.4 s against serial's 22.0 / 21.0 s. With
+``--packed-linears`` (an experiment: the linears on prepacked oneDNN weights, 3.8x cheaper at 4 rows),
+2 rounds, continuous and serial only: burst 2.29 (0.532 jobs/s, serial 0.232), staggered 2.18 (0.489,
+serial 0.224): every setting gains about 12 %, the ratio barely moves.
 
 Where the rest goes (``benchmarks/bench_step_rows.py``: a stage's step at 1 vs 4 rows, split by
 torch.profiler): on this CPU the matmuls themselves grow with the rows (fp32 GEMM with 2-8 rows is not
@@ -153,10 +156,38 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
+def pack_linears(model, rows: int = 8) -> int:
+    """EXPERIMENT (``--packed-linears``, this benchmark only): every fp32 ``nn.Linear`` computed by oneDNN
+    from weights reordered once (``torch.ops.mkldnn._reorder_linear_weight`` with a batch hint of ``rows``),
+    instead of ``F.linear``, which packs the weights again at every call: at 1 thread a [4, 1024] x
+    [1024, 4096] product costs 411 us against F.linear's 1552 (one row: 358 vs 449). With a hint of 4 or 8
+    a row's result is bit-identical at any batch size (1-100 rows checked), but not to ``F.linear``'s, so
+    the model's agreement with transformers no longer holds, and the packed copy is not trained; that is
+    why this is not a serving option yet. -> the number of layers packed."""
+    import types
+
+    import torch.nn as nn
+
+    def forward(self, x):
+        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), self._packed, self.bias, "none", [], "")
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu":
+            m._packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), rows)
+            m.forward = types.MethodType(forward, m)
+            n += 1
+    return n
+
+
 def bench_jobs(ns: list[int], rounds: int, duration: float, tokens: int, arrivals: list[str], every_ms: float,
-               settings: list[str]) -> None:
+               settings: list[str], packed: bool = False) -> None:
     model = M2UGen.from_config(mid_config())
     model.preload("decoder")
+    if packed:
+        with torch.no_grad():
+            print(f"EXPERIMENT: {pack_linears(model)} linear layers on prepacked oneDNN weights (--packed-linears)")
     with tempfile.TemporaryDirectory() as tmp:
         apps = {name: start(model, SETTINGS[name][0] or max(ns), SETTINGS[name][1], Path(tmp) / name)
                 for name in settings}
@@ -250,12 +281,14 @@ def main() -> None:
     ap.add_argument("--no-steps", action="store_true", help="skip part 2 (the per-step roofline tables)")
     ap.add_argument("--no-jobs", action="store_true", help="skip part 1 (the job throughput table)")
     ap.add_argument("--compile", action="store_true", help="part 2 also compiled LLaMA steps (minutes on a CPU)")
+    ap.add_argument("--packed-linears", action="store_true",
+                    help="experiment: every setting's model computes its linears from prepacked oneDNN weights")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.no_jobs:
         bench_jobs([int(x) for x in args.jobs.split(",")], args.rounds, args.duration, args.tokens,
-                   args.arrival.split(","), args.every_ms, args.settings.split(","))
+                   args.arrival.split(","), args.every_ms, args.settings.split(","), args.packed_linears)
     if not args.no_steps:
         bench_steps(args.compile)
 
