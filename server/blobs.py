@@ -11,7 +11,7 @@ several jobs or fine-tunes: nothing is sent again); one that does not know it ju
 Nobody may use bytes it does not have. Sending the bytes proves it: an owner (server/owners.py: a
 client's token or CURVE key, else its connection) that finished an upload is *granted* that blob. An
 owner that was not must name the blob with a *proof*, the blake3 of its connection's challenge followed
-by the file's bytes (``proof_of``); a right proof grants it too. The challenge is an HMAC of the
+by the file's bytes (``protocol.content_digest``); a right proof grants it too. The challenge is an HMAC of the
 connection's identity under a key made at start, so offering a hash someone else uploaded gives a
 client nothing: it needs the bytes themselves. Grants live in memory (after a restart, a proof).
 An unfinished upload belongs to the connection that began it.
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from server.protocol import CONTENT_HASH, CONTENT_HASH_RE, ProtocolError, content_hasher
+from server.protocol import CONTENT_HASH, CONTENT_HASH_RE, ProtocolError, content_digest, content_hasher
 
 try:
     import fcntl
@@ -53,14 +53,6 @@ _NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, err
 _PARTIAL = "partial"
 _SPLICE = hasattr(os, "splice") and fcntl is not None
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-
-
-def proof_of(challenge: str, f: BinaryIO, block: int = 1 << 20) -> str:
-    """blake3(challenge || the file's bytes), hex; reads ``f`` from where it is to its end."""
-    h = content_hasher(challenge.encode("ascii"))
-    while chunk := f.read(block):
-        h.update(chunk)
-    return h.hexdigest()
 
 
 def write_at(fd: int, data, offset: int) -> None:
@@ -328,7 +320,7 @@ class BlobStore:
                                                    f"upload {sha[:12]}…, so it must prove it holds the bytes "
                                                    f"(blake3(challenge + the file), with the challenge of this "
                                                    f"connection's upload offer)", field_name + ".proof")
-            expected = proof_of(self.challenge(identity), f)
+            expected = content_digest(f, self.challenge(identity).encode("ascii"))
             if not isinstance(proof, str) or not hmac.compare_digest(expected, proof):
                 raise ProtocolError("bad_request", f"field '{field_name}.proof' does not prove this connection holds "
                                                    f"the bytes of {sha[:12]}… (it is blake3(challenge + the file), "
@@ -422,15 +414,16 @@ def _copy_range(src: int, dst: int, offset: int, n: int) -> None:
     """``n`` bytes at ``offset`` of ``src`` to the same offset of ``dst``: copy_file_range(2) (the kernel's
     own copy, what a plain file copy uses), else (macOS, or files it cannot join) pread + write."""
     done = 0
+    kernel = hasattr(os, "copy_file_range")
     while done < n:
-        try:
-            k = os.copy_file_range(src, dst, n - done, offset + done, offset + done)
-        except AttributeError:
-            k = -1
-        except OSError as e:
-            if e.errno not in _NO_COPY_RANGE:
-                raise
-            k = -1
+        k = -1
+        if kernel:
+            try:
+                k = os.copy_file_range(src, dst, n - done, offset + done, offset + done)
+            except OSError as e:
+                if e.errno not in _NO_COPY_RANGE:
+                    raise
+                kernel = False  # not between these files: the rest of the segment by read + write
         if k < 0:
             data = os.pread(src, min(n - done, CHUNK_BYTES), offset + done)
             if data:

@@ -71,15 +71,7 @@ class RequestRefused(Exception):
 
 
 UPLOAD_WINDOW = 8  # chunks in flight at once (each at most the server's chunk_bytes: 32 MiB held at most)
-_HASH_BLOCK = 4 * 2**20
-
-
-def _digest(f, prefix: bytes = b"") -> str:
-    """The content hash (protocol.content_hasher) of prefix + the rest of ``f``, hex: one read."""
-    h = protocol.content_hasher(prefix)
-    while block := f.read(_HASH_BLOCK):
-        h.update(block)
-    return h.hexdigest()
+_digest = protocol.content_digest  # this client's reads of a file to hash it (tests count them here)
 
 
 def _fstat(f) -> os.stat_result | None:
