@@ -30,6 +30,15 @@ from torch import nn
 KV_BLOCK = 256
 
 
+def decode_mask(key_valid: torch.Tensor, cache_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, 1, S] additive mask of one decode step: row b attends the valid cache columns up to its
+    ``cache_pos[b]`` (additive, built once per step: CPU attention is several times slower with a bool mask
+    at L = 1)."""
+    k_pos = torch.arange(key_valid.shape[1], device=key_valid.device)
+    attend = (key_valid & (k_pos[None, :] <= cache_pos[:, None]))[:, None, None, :]
+    return torch.zeros(attend.shape, dtype=dtype, device=key_valid.device).masked_fill(~attend, float("-inf"))
+
+
 class RMSNorm(nn.Module):
     """x * rsqrt(mean(x^2) + eps) computed in fp32, cast back, times a learned weight."""
 
@@ -478,10 +487,7 @@ class Transformer(nn.Module):
 
     def _decode_impl(self, tokens, cache_pos, rope, key_valid, adapter_kv):
         h = self.tok_embeddings(tokens)  # [B, 1, dim]
-        k_pos = torch.arange(key_valid.shape[1], device=h.device)
-        attend = (key_valid & (k_pos[None, :] <= cache_pos[:, None]))[:, None, None, :]  # [B, 1, 1, S]
-        # additive form, built once per step (CPU attention is several times slower with a bool mask at L = 1)
-        mask = torch.zeros(attend.shape, dtype=h.dtype, device=h.device).masked_fill(~attend, float("-inf"))
+        mask = decode_mask(key_valid, cache_pos, h.dtype)
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, mask, cache_pos, adapter_kv[i] if adapter_kv is not None else None)
         h = h[:, -1]

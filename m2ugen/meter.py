@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from m2ugen.beats import BASS_SEMITONES, Beats, _autocorrelation, acf_near, bass_onsets
+from m2ugen.beats import BASS_SEMITONES, TEMPO_FUNCTIONS, Beats, _autocorrelation, acf_near, bass_onsets
 from m2ugen.spectrum import ANALYSIS_SR, HOP, Spectrum, _librosa, _semitones
 
 BEAT_FEATURES = ("accent", "harmonic change", "bass change", "bass onsets", "bass level", "low onsets")
 HARMONY_FEATURES = slice(1, 5)  # those that need pitched sound: without them only accents decide
 PHASE_OFFSETS = (0, -1, 1)      # a phase's evidence: its beats, the beats before them, the beats after them
-FRAME_FUNCTIONS = ("onsets", "attacks", "harmonic", "bass")   # the onset functions of m2ugen.beats.pulse
+FRAME_FUNCTIONS = TEMPO_FUNCTIONS   # the onset functions of m2ugen.beats.pulse
 METER_MODEL = Path(__file__).with_name("assets") / "meter_model.json"
 METER_ACCENT_T = 3.0         # accents alone (clicks, drums) give a meter only from this Welch t up
 METER_MIN_BARS = 4           # accents alone decide a bar length only over this many bars of beats
@@ -234,7 +234,8 @@ def _beat_features(mono, beats: Beats, sr, spec: Spectrum | None) -> BeatFeature
         change = _change(c)
         if change.std() > CHANGE_SD_MIN:  # a steady sound's tiny changes are no evidence
             feats[j] = _zscore(change)
-    flux = bass_onsets(spec)   # under C3: bass notes, and the kick drum where there is no bass line
+    # under C3: bass notes, and the kick drum where there is no bass line (pulse computed it already)
+    flux = beats.functions["bass"] if beats.functions and "bass" in beats.functions else bass_onsets(spec)
     onsets = np.where(audible, np.array([flux[max(f - 2, 0): f + 3].max() for f in frames]), 0.0)
     onsets = np.where(audible, onsets, np.median(onsets[audible]) if audible.any() else 0.0)
     if onsets.std() > ONSET_SPREAD_MIN * max(float(onsets.mean()), 1e-12):  # equal onsets are no evidence

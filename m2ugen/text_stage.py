@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 from m2ugen.generate import AudGather, Generation, generation, sample_next, stop_after
-from m2ugen.llama import Transformer
+from m2ugen.llama import Transformer, decode_mask
 
 BUCKETS = (1, 2, 4, 8)  # decode batch sizes (a larger pool adds its own size)
 PREFILL_CHUNK = {"cuda": 32, "cpu": 32}  # prompt tokens of a joining row prefilled per step, per device type:
@@ -351,9 +351,7 @@ def fused_step(llama: Transformer, tokens: torch.Tensor, pos: torch.Tensor, vali
     cols = torch.arange(a, b, device=device)
     x = llama.tok_embeddings(torch.cat([tokens[:, 0], ids]))[None]  # [1, S + C, dim]
     rope = llama.rope(device)[torch.cat([pos, cols])][None]  # [1, S + C, hd/2, 2]
-    k_pos = torch.arange(valid.shape[1], device=device)
-    attend = (valid & (k_pos[None, :] <= pos[:, None]))[:, None, None, :]  # as decode_step
-    d_mask = torch.zeros(attend.shape, dtype=x.dtype, device=device).masked_fill(~attend, float("-inf"))
+    d_mask = decode_mask(valid, pos, x.dtype)  # as decode_step
     c_mask = (torch.arange(b, device=device)[None, :] <= cols[:, None])[None, None]  # as forward: causal
     for i, layer in enumerate(llama.layers):
         att = layer.attention
