@@ -192,3 +192,19 @@ def wav_file(tmp_path):
         return path
 
     return make
+
+
+def load_benchmark(name: str, module_name: str | None = None):
+    """A script of benchmarks/ loaded as a module (benchmarks/ is not a package; its scripts import each
+    other by name), registered in sys.modules (dataclasses look their module up)."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location(module_name or name, bench / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -253,16 +253,9 @@ def test_int8_llama_close_to_fp32_and_a_quarter_of_the_bytes(setup):
 
 
 def _benchmark(name):
-    import importlib.util
-    import sys
-    from pathlib import Path
+    from conftest import load_benchmark
 
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))
-    spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name)
 
 
 @pytest.mark.timeout(600)  # a minute alone; more on a loaded machine

@@ -6,13 +6,13 @@ confidence's gain fit is checked on synthetic draws with a known gain.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 from m2ugen import key
 from m2ugen.analysis import analyze
@@ -26,11 +26,7 @@ E, A, B = ("E", "G#", "B"), ("A", "C#", "E"), ("B", "D#", "F#")
 
 
 def _fit_key_module():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_key.py"
-    spec = importlib.util.spec_from_file_location("fit_key", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fit_key")
 
 
 @pytest.fixture

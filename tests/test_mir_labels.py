@@ -3,23 +3,11 @@ note and the third above it, decided by music theory (no music21 needed for thes
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import load_benchmark
 
 
-def _mir_set():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mir_set.py"
-    spec = importlib.util.spec_from_file_location("mir_set_labels", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-mir_set = _mir_set()
+mir_set = load_benchmark("mir_set", "mir_set_labels")
 
 
 @pytest.mark.parametrize("sharps, final, expected", [

@@ -147,8 +147,6 @@ def test_stage2_projector_predicts_held_out_captions_better_than_their_mean(tmp_
     assert before > mean_baseline  # untrained: worse than the mean
     train(model, cfg, tmp_path / "train", tmp_path / "run")
     after, _ = _projector_mse(model, cfg, tmp_path / "held")
+    # the captions matter: an answer that ignores them is a constant, and no constant beats the per-position
+    # mean (mean_baseline), so beating it by 15 % on held-out captions needs the caption
     assert after < 0.85 * mean_baseline, (before, after, mean_baseline)
-    with torch.no_grad():  # the same projector, its caption-dependent input cut: a constant answer
-        model.output_projector.fc.weight.zero_()
-    blind, _ = _projector_mse(model, cfg, tmp_path / "held")
-    assert blind >= mean_baseline, (blind, mean_baseline)
