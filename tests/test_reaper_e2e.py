@@ -154,7 +154,7 @@ class FractionSeparator:
     """A separator whose stems are fixed fractions of the mix (drums 1/2, bass 1/4, ...): which file lands
     on which track shows in its level."""
     sources = ("drums", "bass", "other", "vocals")
-    FRACTIONS = (0.5, 0.25, 0.125, 0.125)
+    FRACTIONS = (0.4, 0.3, 0.2, 0.1)  # each a different level: a swapped pair shows
 
     def separate(self, wave, sr, on_progress=None):
         if on_progress is not None:
@@ -191,8 +191,8 @@ def test_split_into_stems_puts_the_real_stems_under_a_folder(make_server, monkey
         assert abs(item["length"] - len(data) / sr) < 1e-9 and abs(item["length"] - 3.0) < 1e-3
         waves[t["name"]] = data
     assert np.abs(waves["drums"]).max() > 0.01
-    np.testing.assert_allclose(waves["drums"], 2 * waves["bass"], atol=2e-4)  # the right file on each track
-    np.testing.assert_allclose(waves["other"], waves["vocals"], atol=1e-6)
+    for name, frac in zip(FractionSeparator.sources, FractionSeparator.FRACTIONS):  # the right file on each track
+        np.testing.assert_allclose(waves[name] * FractionSeparator.FRACTIONS[0] / frac, waves["drums"], atol=3e-4)
 
 
 @pytest.mark.timeout(240)
