@@ -124,7 +124,7 @@ function stems() {
     send({
         kind: "stems", prompt: "", seed: -1, takes: 1, tempo: ctx.tempo, numerator: ctx.numerator,
         denominator: ctx.denominator, resultsDir: resultsFolder(setFilePath()), input: source, media: "",
-        stemModel: settings.stems6 ? "htdemucs_6s" : "htdemucs",
+        stemModel: stemModelFor(""),
         positionBeats: source.positionBeats !== null ? source.positionBeats : 0
     });
 }
@@ -218,7 +218,7 @@ function placeStemTracks(song, paths, seconds, request, first) {
     var names = stemNames(paths, request ? request.stemModel : "");
     var base = src ? src.name : "Stems";
     var placed = [], files = [], tracks = [], skipped = [], failure = "", timing = "";
-    for (var k = 0; k < paths.length && !failure; k++) {
+    for (var k = 0; k < paths.length; k++) {   // a failure ends the loop (break)
         if (!paths[k]) {
             skipped.push(names[k]);
             continue;
