@@ -418,7 +418,9 @@ function makeClip(world, parent, path, extra) {
     }, extra));
     const seconds = world.fileSeconds(path);
     clip.markers = [{ beat_time: 0, sample_time: 0 }, { beat_time: seconds * GUESSED_BPM / 60, sample_time: seconds }];
-    // the whole file, unlooped (an arrangement clip of a file plays it once)
+    // the whole file, unlooped (an arrangement clip of a file plays it once). ASSUMED: the LOM documents
+    // no starting state for create_audio_clip's clip; the device sets looping, markers and warping itself
+    // (setResultTiming), and max_device/README.md lists this among what a real-Live run must confirm
     Object.assign(clip.values, { start_marker: 0, end_marker: seconds * GUESSED_BPM / 60, loop_start: 0,
         loop_end: seconds * GUESSED_BPM / 60, looping: 0 });
     return clip;

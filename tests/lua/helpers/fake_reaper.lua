@@ -487,7 +487,8 @@ end
 
 -- The folder tree as REAPER builds it from I_FOLDERDEPTH (see GetMediaTrackInfo_Value): for each
 -- track (in order) {track, level, parent}; `open` = the folders still open after the last track (0 in a
--- well-formed project). A depth that closes more folders than are open closes them all.
+-- well-formed project). A depth that closes more folders than are open closes them all (ASSUMED, no
+-- documentation says it; reaper_scripts/README.md lists it among what a real-REAPER run must confirm).
 function Fake.folder_tree(p)
   local out, stack = {}, {}
   for i, t in ipairs(p.tracks) do
@@ -1371,7 +1372,9 @@ function Fake:implementations()
   local function insert_track(p, idx)
     idx = math.max(0, math.min(idx, #p.tracks))
     -- a new track changes no other track's I_FOLDERDEPTH: it lands at the folder level of the gap it is
-    -- inserted into (the level after the track above it), as a normal track (0)
+    -- inserted into (the level after the track above it), as a normal track (0). ASSUMED (the API text
+    -- covers only the index): place.insert_stems relies on it after a folder's last track (-1) and after a
+    -- folder parent (1); reaper_scripts/README.md lists it among what a real-REAPER run must confirm
     table.insert(p.tracks, idx + 1, { kind = "track", project = p, name = "", items = {}, selected = false,
                                       mute = 0, created = true, depth = 0 })
   end
