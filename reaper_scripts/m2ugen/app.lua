@@ -288,18 +288,25 @@ function app.hearing(kind, s, sel)
   return "pre_master"
 end
 
--- Entry point of "M2UGen - Ask about selection", "- Edit selection" and "- Generate".
-function app.run(kind, preset)
-  if not app.TITLES[kind] or kind == "result" or kind == "learn" or kind == "stems" then error("unknown M2UGen action kind " .. tostring(kind)) end
+-- An action's run: a job of an earlier session that is still running is offered first (app.pickup; not
+-- for a preset, which continues this session's run), else `start_fn(run, preset)` starts one; an error
+-- there aborts the run with its message.
+function app.run_with(kind, start_fn, preset)
   if not preset then
     local ok, picked = pcall(app.pickup, project.current())
     if not ok then app.message(message_of(picked), app.TITLES[kind]) return { kind = kind, finished = true } end
     if picked ~= nil then return picked or { kind = kind, finished = true } end
   end
   local run = { kind = kind }
-  local ok, err = xpcall(start, traceback, run, preset)
+  local ok, err = xpcall(start_fn, traceback, run, preset)
   if not ok then runner.abort(run, err) end
   return run
+end
+
+-- Entry point of "M2UGen - Ask about selection", "- Edit selection" and "- Generate".
+function app.run(kind, preset)
+  if not app.TITLES[kind] or kind == "result" or kind == "learn" or kind == "stems" then error("unknown M2UGen action kind " .. tostring(kind)) end
+  return app.run_with(kind, start, preset)
 end
 
 -- ---------------------------------------------------------------------------------------------

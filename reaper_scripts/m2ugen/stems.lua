@@ -17,7 +17,7 @@ local job = import("job")
 local common = import("common")
 local runner = import("runner")
 local results = import("results")
-local fail, message_of, traceback = common.fail, common.message_of, common.traceback
+local fail, message_of = common.fail, common.message_of
 
 local stems = {}
 
@@ -64,7 +64,10 @@ function stems.folder_name(sel)
     if #sel.items > 1 then name = name .. " + " .. (#sel.items - 1) .. " more" end
   elseif sel.source == "tracks" then
     local names = {}
-    for i, tr in ipairs(sel.tracks) do names[i] = track_name(tr) ~= "" and track_name(tr) or "Track" end
+    for i, tr in ipairs(sel.tracks) do
+      local n = track_name(tr)
+      names[i] = n ~= "" and n or "Track"
+    end
     name = table.concat(names, " + ")
   else
     name = "Master mix"
@@ -110,15 +113,9 @@ local function start(run)
 end
 
 -- Entry point of "M2UGen - Split into stems". A job of an earlier session that is still running is
--- offered first, as every action does (app.pickup).
+-- offered first, as every action does (app.run_with).
 function stems.run()
-  local ok, picked = pcall(import("app").pickup, project.current())
-  if not ok then common.message(message_of(picked), common.TITLES.stems) return { kind = "stems", finished = true } end
-  if picked ~= nil then return picked or { kind = "stems", finished = true } end
-  local run = { kind = "stems" }
-  local ok, err = xpcall(start, traceback, run)
-  if not ok then runner.abort(run, err) end
-  return run
+  return import("app").run_with("stems", start)
 end
 
 -- The CLI's sidecar: <out dir>/<input name>.json for `m2ugen stems`, <out>.json for `m2ugen result`.
