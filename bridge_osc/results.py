@@ -89,15 +89,12 @@ RESULT_KINDS = {".wav": (is_wav, "a WAV"), ".mid": (is_midi, "a MIDI file")}
 Chunks = Callable[[], Iterable[bytes]]  # a fresh iterator over a result's bytes each call (a fetch from offset 0)
 
 
-def write_result(folder: Path, name: str, data: bytes | Chunks, size: int | None = None) -> Path:
-    """Write `data` as `folder/name` (folder from results_folder()), or as `name (2)`... when that name
+def write_result(folder: Path, name: str, data: Chunks, size: int) -> Path:
+    """Write a result as `folder/name` (folder from results_folder()), or as `name (2)`... when that name
     holds other bytes; the same bytes there already (a re-fetch) are kept as they are (Live may have the
-    file open). `data`: the bytes, or a function returning the result's chunks as they are fetched
-    (`server.client.Client.result_chunks`: neither side holds the whole file) with `size` their total;
-    it is called again only when a file of that size must be compared first. Returns the path."""
-    if isinstance(data, (bytes, bytearray)):
-        whole, size = bytes(data), len(data)
-        data = lambda: (whole,)  # noqa: E731
+    file open). `data`: a function returning the result's chunks as they are fetched
+    (`server.client.Client.result_chunks`: neither side holds the whole file), `size` their total; it is
+    called again only when a file of that size must be compared first. Returns the path."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise ResultsRefused(f"result file name {name!r} is not a plain file name")
     stem, ext = os.path.splitext(name)

@@ -300,14 +300,18 @@ def test_write_result_writes_only_wav_and_midi_of_their_kind(tmp_path):
     (tmp_path / "Set").mkdir()
     folder = results_folder(str(tmp_path / "Set" / "Samples" / "M2UGen"))  # two new folders at most
     wav = b"RIFF\0\0\0\0WAVE" + b"\0" * 32
-    assert write_result(folder, "a.wav", wav).read_bytes() == wav
-    assert write_result(folder, "a.wav", wav) == folder / "a.wav"  # the same bytes again: kept
+
+    def whole(data: bytes):  # a result fetched in one chunk, as the router passes it
+        return (lambda: (data,)), len(data)
+
+    assert write_result(folder, "a.wav", *whole(wav)).read_bytes() == wav
+    assert write_result(folder, "a.wav", *whole(wav)) == folder / "a.wav"  # the same bytes again: kept
     for name, data, why in (("a.txt", wav, "only .wav and .mid"), ("b.wav", b"#!/bin/sh\n", "not a WAV"),
                             ("c.mid", wav, "not a MIDI file"), ("../d.wav", wav, "plain file name")):
         with pytest.raises(ResultsRefused, match=why):
-            write_result(folder, name, data)
+            write_result(folder, name, *whole(data))
     assert sorted(p.name for p in folder.iterdir()) == ["a.wav"]
-    assert write_result(folder, "s.mid", b"MThd\0\0\0\x06\0\x01\0\x01\x01\xe0").name == "s.mid"
+    assert write_result(folder, "s.mid", *whole(b"MThd\0\0\0\x06\0\x01\0\x01\x01\xe0")).name == "s.mid"
 
 
 @pytest.mark.timeout(30)
