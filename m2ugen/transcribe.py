@@ -289,8 +289,12 @@ def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | floa
             energies[p] = np.pad(pitch_energy(mag, p + tuning), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
         return energies[p]
 
-    def novelty(p: int) -> np.ndarray:
-        return np.pad(pitch_novelty(spec, p + tuning), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
+    novelties: dict[int, np.ndarray] = {}
+
+    def novelty(p: int) -> np.ndarray:  # the phase novelty of the pitch's partials (once per pitch)
+        if p not in novelties:
+            novelties[p] = np.pad(pitch_novelty(spec, p + tuning), (0, max(0, n - mag.shape[1])), mode="edge")[:n]
+        return novelties[p]
 
     # re-struck notes (a bowed or blown note dips and swells again, a struck one climbs): the restrike
     # model's peaks inside one pitch, at least a shortest note from either end and from each other
@@ -312,7 +316,7 @@ def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | floa
             goes_on = e[f + 3:f + RECOVER_FRAMES].max() >= e[max(f - RECOVER_FRAMES, 0):f + 1].max() - RECOVER_DB
             if goes_on and not reattack[max(f - min_frames, 0): f + min_frames + 1].any():
                 reattack[f] = True
-    boundary = reattack | np.concatenate([[True], labels[1:] != labels[:-1]])
+    boundary = reattack | boundary  # the labels have not changed since
     segment_id = np.cumsum(boundary)
     found: list[Candidate] = []
     prev_first = -min_frames
@@ -480,6 +484,9 @@ def onset_probability(features: np.ndarray, kind: str = "onset") -> np.ndarray:
         for k, weights in raw.items():
             _MODELS.setdefault(k, {name: np.asarray(v, dtype=np.float32) for name, v in weights.items()})
     m = _MODELS[kind]
+    if features.shape[1] != m["mean"].shape[0]:  # a stale asset: say so, not a shape error deep in numpy
+        raise ValueError(f"{ONSET_MODEL.name}: the {kind!r} model takes {m['mean'].shape[0]} features, got "
+                         f"{features.shape[1]}; refit it (benchmarks/fit_onsets.py)")
     h = np.tanh((features - m["mean"]) / m["std"] @ m["w1"] + m["b1"])
     z = h @ m["w2"] + m["b2"]
     return 1.0 / (1.0 + np.exp(-z[:, 0]))
