@@ -1,8 +1,9 @@
 """Fit the key confidence (m2ugen/assets/key_model.json) on rendered corpus music, and check it on dev.
 
 ``m2ugen.key`` reads a clip's key from the Pearson correlations of its harmonic-suppressed pitch-class
-profile with the 24 rotations of Temperley's major and minor profiles; its confidence is the best key's
-share of a softmax over those 24 correlations times one gain. That gain is fitted here, by maximum
+profile with the 24 rotations of Temperley's and of Aarden's major and minor profiles (the mean of the
+two correlations per key); its confidence is the best key's share of a softmax over those 24 scores
+times one gain. That gain is fitted here, by maximum
 likelihood of the true key (one number; bounded 1-D search, deterministic), on the ``train`` split of
 ``benchmarks/mir_set.py`` (Bach chorales, folk tunes and exercises on organs, synth strings, voices,
 accordion, marimba, cello section, pad, celesta and bandoneon: no dev or held-out composer or instrument),
@@ -11,7 +12,7 @@ and "sure" keys (confidence at least ``KEY_UNSURE``) are right more often than u
 
 Only the gain is fitted. Learning the profiles themselves (24 weights, or per-register, opening and
 closing profiles, about 150 weights, each rotated to the candidate tonic and shared by the 12 keys of a
-mode) fitted the train split better and read dev worse than Temperley's profiles, so they are not used.
+mode) fitted the train split better and read dev worse than the fixed profiles, so they are not used.
 
     .venv/bin/python benchmarks/fit_key.py [--check]   # --check: report only, do not write the asset
 """
@@ -34,13 +35,11 @@ GAIN_BOUNDS = (1.0, 100.0)
 
 
 def key_index(name: str) -> int:
-    """'F# minor' -> 18: rows as ``m2ugen.key.key_profiles`` (0..11 major on C..B, 12..23 minor)."""
-    from m2ugen.key import MAJOR_NAMES, MINOR_NAMES
+    """'F# minor' -> 18: rows as ``m2ugen.key.key_profiles`` (0..11 major on C..B, 12..23 minor); names
+    parsed as mir_eval scores them."""
+    import mir_eval.key
 
-    tonic, mode = name.split()
-    sharps_flats = {"C#": 1, "Db": 1, "D#": 3, "Eb": 3, "F#": 6, "Gb": 6, "G#": 8, "Ab": 8, "A#": 10, "Bb": 10}
-    pc = MAJOR_NAMES.index(tonic) if tonic in MAJOR_NAMES else (
-        MINOR_NAMES.index(tonic) if tonic in MINOR_NAMES else sharps_flats[tonic])
+    pc, mode = mir_eval.key.split_key_string(name)
     return pc + (12 if mode == "minor" else 0)
 
 
