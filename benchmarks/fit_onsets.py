@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +50,8 @@ def training_items(n_items: int, skip: int = 12):
     import mir_set
 
     directory = mir_set.cache_dir() / "onset-train"
-    manifest = directory / f"manifest-v{mir_set.MANIFEST_VERSION}-{n_items}.json"
-    if manifest.exists():
-        items = [mir_set.Item(**d) for d in json.loads(manifest.read_text())]
-    else:
-        items = mir_set.build_manifest("dev", n_items, n_items)
-        directory.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(json.dumps([asdict(i) for i in items]))
+    items = mir_set.cached_manifest(directory / f"manifest-v{mir_set.MANIFEST_VERSION}-{n_items}.json",
+                                    lambda: mir_set.build_manifest("dev", n_items, n_items))
     melodies = [i for i in items if i.melody][skip:]
     names = list(PROGRAMS)
     out = []

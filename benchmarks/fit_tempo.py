@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -60,14 +59,10 @@ def rendered(split: str, n_items: int, n_melodies: int, seed: int = 0):
     if seed == 0:
         return mir_set.load_set(split, n_items, n_melodies)
     directory = mir_set.cache_dir() / f"{split}-seed{seed}"
-    manifest = directory / f"manifest-v{mir_set.MANIFEST_VERSION}-{n_items}-{n_melodies}.json"
-    if manifest.exists():
-        items = [mir_set.Item(**d) for d in json.loads(manifest.read_text())]
-    else:
-        # scores of more than 9 parts are left out: FluidSynth did not finish one (bwv248.64-6, 14 parts)
-        items = [i for i in mir_set.build_manifest(split, n_items, n_melodies, seed=seed) if len(i.parts) <= 9]
-        directory.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(json.dumps([asdict(i) for i in items]))
+    # scores of more than 9 parts are left out: FluidSynth did not finish one (bwv248.64-6, 14 parts)
+    items = mir_set.cached_manifest(
+        directory / f"manifest-v{mir_set.MANIFEST_VERSION}-{n_items}-{n_melodies}.json",
+        lambda: [i for i in mir_set.build_manifest(split, n_items, n_melodies, seed=seed) if len(i.parts) <= 9])
     return items, [mir_set.render(i, directory) for i in items]
 
 

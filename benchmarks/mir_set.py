@@ -517,11 +517,17 @@ def load_set(split: str, n_items: int, n_melody: int, rebuild: bool = False,
     """The split's items (manifest cached as JSON) and their rendered WAVs. ``version`` reads an older
     cached manifest (4: excerpts from anywhere in a piece, 2 per piece) instead of building one."""
     directory = cache_dir() / split
-    manifest = directory / f"manifest-v{version}-{n_items}-{n_melody}.json"
-    if manifest.exists() and not rebuild:
-        items = [Item(**d) for d in json.loads(manifest.read_text())]
-    else:
-        items = build_manifest(split, n_items, n_melody)
-        directory.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(json.dumps([asdict(i) for i in items]))
+    items = cached_manifest(directory / f"manifest-v{version}-{n_items}-{n_melody}.json",
+                            lambda: build_manifest(split, n_items, n_melody), rebuild)
     return items, [render(i, directory) for i in items]
+
+
+def cached_manifest(manifest: Path, build, rebuild: bool = False) -> list[Item]:
+    """The items cached as JSON in ``manifest``, else ``build()`` and cache them (the fit scripts' own
+    draws use it too)."""
+    if manifest.exists() and not rebuild:
+        return [Item(**d) for d in json.loads(manifest.read_text())]
+    items = build()
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps([asdict(i) for i in items]))
+    return items
