@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def _args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--split", choices=("dev", "heldout", "train"), default="heldout")
+    ap.add_argument("--split", choices=("dev", "heldout", "train", "train2"), default="heldout")
     ap.add_argument("--items", type=int, default=36, help="mixed items (half with drums)")
     ap.add_argument("--melodies", type=int, default=12, help="top lines rendered alone, for transcription")
     ap.add_argument("--threads", type=int, default=2, help="BLAS/numba threads (the target machine has 2 cores)")
