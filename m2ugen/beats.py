@@ -108,6 +108,7 @@ class Beats:
     onset_envelope: np.ndarray
     attack_envelope: np.ndarray | None = None
     functions: dict[str, np.ndarray] | None = None   # the onset functions of ``pulse`` (meter uses them)
+    autocorrelations: dict[str, np.ndarray] | None = None   # theirs (``function_autocorrelations``)
 
 
 def _bpm_grid() -> np.ndarray:
@@ -179,7 +180,8 @@ def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None =
     none = Beats(None, np.zeros(0), np.zeros(0, dtype=int), oenv, attacks, functions)
     if tempo is None:
         return none
-    tempo = choose_tempo_level(tempo, functions, sr)
+    acfs = function_autocorrelations(functions)
+    tempo = choose_tempo_level(tempo, functions, sr, acfs)
     _, frames = librosa.beat.beat_track(onset_envelope=oenv, sr=sr, hop_length=HOP, bpm=tempo,
                                         tightness=BEAT_TIGHTNESS)
     frames = _snap(np.asarray(frames, dtype=int), oenv)
@@ -187,7 +189,7 @@ def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None =
         return none
     times = librosa.frames_to_time(frames, sr=sr, hop_length=HOP)
     period = refine_period(times)
-    return Beats(60.0 / period, times, frames, oenv, attacks, functions)
+    return Beats(60.0 / period, times, frames, oenv, attacks, functions, acfs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,18 +212,25 @@ def tempo_candidates(tempo: float) -> np.ndarray:
     return c[(c >= TEMPO_MIN) & (c <= TEMPO_MAX)]
 
 
+def function_autocorrelations(functions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each onset function's ``_autocorrelation`` (empty for one under 8 frames): computed once, read by
+    the tempo level and by the bar length (``m2ugen.meter``)."""
+    return {name: _autocorrelation(f) if f.size >= 8 else np.zeros(0) for name, f in functions.items()}
+
+
 def tempo_level_features(candidates: np.ndarray, functions: dict[str, np.ndarray],
-                         sr: int = ANALYSIS_SR) -> np.ndarray:
+                         sr: int = ANALYSIS_SR, acfs: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """[candidates, features] (names: ``tempo_level_feature_names``): per onset function (the onset
     envelope, attacks, harmonic change, bass onsets), its autocorrelation at 1/3, 1/2, 1, 2, 3 and 4
     beat periods of each candidate (the largest within 2 %: a bar of 3 or 4 repeats, a level's
     subdivisions), the onset envelope's tempo salience relative to its best tempo, and the
-    candidate's octave distance from TEMPO_PRIOR_BPM and its square. A missing function is zeros."""
+    candidate's octave distance from TEMPO_PRIOR_BPM and its square. A missing function is zeros.
+    ``acfs``: the functions' autocorrelations where already computed (``function_autocorrelations``)."""
     fps = sr / HOP
     rows = [[] for _ in candidates]
+    acfs = function_autocorrelations(functions) if acfs is None else acfs
     for name in TEMPO_FUNCTIONS:
-        f = functions.get(name)
-        acf = _autocorrelation(f) if f is not None and f.size >= 8 else np.zeros(0)
+        acf = acfs.get(name, np.zeros(0))
         for i, bpm in enumerate(candidates):
             lag = 60.0 * fps / bpm
             rows[i] += [acf_near(acf, k * lag, acf.size // 2 + 1) for k in TEMPO_LAG_BEATS]
@@ -277,21 +286,23 @@ def _tempo_level_model() -> dict:
     return {k: np.asarray(model[k], dtype=np.float64) for k in ("mean", "std", "weights")}
 
 
-def tempo_level_scores(candidates: np.ndarray, functions: dict[str, np.ndarray], sr: int = ANALYSIS_SR) -> np.ndarray:
+def tempo_level_scores(candidates: np.ndarray, functions: dict[str, np.ndarray], sr: int = ANALYSIS_SR,
+                       acfs: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """The fitted model's score of each candidate (a conditional logit: the softmax over a clip's
     candidates is the chance that each one is the beat)."""
     m = _tempo_level_model()
-    x = (tempo_level_features(candidates, functions, sr) - m["mean"]) / m["std"]
+    x = (tempo_level_features(candidates, functions, sr, acfs) - m["mean"]) / m["std"]
     return x @ m["weights"]
 
 
-def choose_tempo_level(tempo: float, functions: dict[str, np.ndarray], sr: int = ANALYSIS_SR) -> float:
+def choose_tempo_level(tempo: float, functions: dict[str, np.ndarray], sr: int = ANALYSIS_SR,
+                       acfs: dict[str, np.ndarray] | None = None) -> float:
     """The candidate among ``tempo``'s relatives that the tempo-level model scores highest; ``tempo``
     itself in a clip shorter than TEMPO_LEVEL_MIN_BEATS of it (its bars cannot be compared)."""
     cands = tempo_candidates(tempo)
     if cands.size < 2 or functions["onsets"].size < TEMPO_LEVEL_MIN_BEATS * 60.0 * sr / HOP / tempo:
         return tempo
-    return float(cands[int(np.argmax(tempo_level_scores(cands, functions, sr)))])
+    return float(cands[int(np.argmax(tempo_level_scores(cands, functions, sr, acfs)))])
 
 
 def _snap(frames: np.ndarray, oenv: np.ndarray, reach: int = 2) -> np.ndarray:

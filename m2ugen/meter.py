@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m2ugen.beats import BASS_SEMITONES, TEMPO_FUNCTIONS, Beats, _autocorrelation, acf_near, bass_onsets
+from m2ugen.beats import BASS_SEMITONES, TEMPO_FUNCTIONS, Beats, acf_near, bass_onsets, function_autocorrelations
 from m2ugen.spectrum import ANALYSIS_SR, HOP, Spectrum, _librosa, _semitones
 
 BEAT_FEATURES = ("accent", "harmonic change", "bass change", "bass onsets", "bass level", "low onsets")
@@ -46,8 +46,8 @@ def estimate_meter(mono: np.ndarray, beats: Beats, sr: int = ANALYSIS_SR,
     same flux where there is no bass line: the kick). The bar length
     is a logistic model's call (``meter_features``: how much more of each feature's variance the
     beat's place in a bar of 4 explains than in a bar of 3, how much more alike the beat chroma and
-    the bass are 4 and 8 beats apart than 3 and 6, and the same for each feature's and each onset
-    function's autocorrelation); with harmony or a bass line there is always an answer. The downbeat
+    the bass are 4 and 8 beats apart than 3 and 6, the same for each feature's and each onset
+    function's autocorrelation, and the variance and likeness at 2 beats against 3); with harmony or a bass line there is always an answer. The downbeat
     is the phase a second model scores highest (``phase_features``: how far each feature stands out
     on that phase's beats and on the beats just before and after them). Without harmony or bass (clicks, percussion alone) only a clear accent
     (Welch t >= METER_ACCENT_T) gives a meter. Both models: ``assets/meter_model.json``, fitted by
@@ -70,11 +70,12 @@ def meter_feature_names() -> list[str]:
     return ([f"explained 4-3 {f}" for f in BEAT_FEATURES]
             + [f"{what} alike 4-3" for what in ("chroma", "bass")] + [f"{what} alike 8-6" for what in ("chroma", "bass")]
             + [f"repeats 4-3 {f}" for f in BEAT_FEATURES]
-            + [f"{f} acf 4-3 beats" for f in FRAME_FUNCTIONS] + [f"{f} acf 8-6 beats" for f in FRAME_FUNCTIONS])
+            + [f"{f} acf 4-3 beats" for f in FRAME_FUNCTIONS] + [f"{f} acf 8-6 beats" for f in FRAME_FUNCTIONS]
+            + [f"explained 2-3 {f}" for f in BEAT_FEATURES] + [f"{what} alike 2-3" for what in ("chroma", "bass")])
 
 
 def meter_features(per_beat: "BeatFeatures", beats: Beats, sr: int = ANALYSIS_SR) -> np.ndarray:
-    """The bar-length evidence, 4 beats against 3 (names: ``meter_feature_names``)."""
+    """The bar-length evidence, 4 (and 2) beats against 3 (names: ``meter_feature_names``)."""
     feats, audible = per_beat.feats, per_beat.audible
     out = [_explained(f, audible, 4) - _explained(f, audible, 3) for f in feats]
     for lags in ((4, 3), (8, 6)):
@@ -83,13 +84,17 @@ def meter_features(per_beat: "BeatFeatures", beats: Beats, sr: int = ANALYSIS_SR
     out += [_beat_autocorrelation(f, audible, 4) - _beat_autocorrelation(f, audible, 3) for f in feats]
     fps = sr / HOP
     period = 60.0 / beats.bpm * fps
-    functions = beats.functions or {}
+    acfs = beats.autocorrelations
+    if acfs is None:
+        acfs = function_autocorrelations(beats.functions or {})
     for pair in ((4, 3), (8, 6)):
         for name in FRAME_FUNCTIONS:
-            f = functions.get(name)
-            acf = _autocorrelation(f) if f is not None and f.size >= 8 and f.std() > 0 else np.zeros(0)
+            acf = acfs.get(name, np.zeros(0))
             usable = 0.75 * acf.size
             out.append(acf_near(acf, pair[0] * period, usable) - acf_near(acf, pair[1] * period, usable))
+    # a bar of 4 is two halves alike: a feature grouped in 2s against 3s (a chord every 2 beats, a bass on 1 and 3)
+    out += [_explained(f, audible, 2) - _explained(f, audible, 3) for f in feats]
+    out += [_lag_similarity(c, 2) - _lag_similarity(c, 3) for c in (per_beat.chroma, per_beat.bass)]
     return np.asarray(out, dtype=np.float64)
 
 

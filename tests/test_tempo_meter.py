@@ -89,7 +89,7 @@ def test_plucked_arpeggio_at_150_is_not_read_at_two_thirds(monkeypatch):
     a = analyze(y, SR)
     assert a.bpm == pytest.approx(150, rel=0.04)
     assert a.meter == 4
-    monkeypatch.setattr(beats, "choose_tempo_level", lambda tempo, functions, sr=SR: tempo)
+    monkeypatch.setattr(beats, "choose_tempo_level", lambda tempo, *rest: tempo)
     assert analyze(y, SR).bpm == pytest.approx(100, rel=0.04)  # without the model
 
 
