@@ -62,6 +62,19 @@ def arpeggio_in_four(bpm, bars=10):
     return plucked(events, 4 * q * bars + 0.3, decay=0.25)
 
 
+def hymn_in_halves(bpm, bars=8):
+    """Plucked four-part chords on every beat in 4/4, a new chord every two beats (half-note harmonic
+    rhythm) over a bass note on each beat; a three-chord progression, so the chords themselves do not
+    repeat once a bar."""
+    q = 60.0 / bpm
+    prog = [(48, (60, 64, 67)), (45, (60, 64, 69)), (41, (60, 65, 69))]
+    events = []
+    for j in range(4 * bars):
+        bass, chord = prog[(j // 2) % len(prog)]
+        events += [(j * q, (j + 1) * q, m, 0.1) for m in chord] + [(j * q, (j + 1) * q, bass, 0.15)]
+    return plucked(events, 4 * q * bars + 0.3, decay=0.4)
+
+
 def on_bar_lines(times, bar_s, tolerance=0.07):
     times = np.asarray(times)
     return bool(np.all(np.abs((times + tolerance) % bar_s - tolerance) < tolerance))
@@ -111,6 +124,31 @@ def test_plucked_arpeggio_in_four_reads_four(monkeypatch):
 
     monkeypatch.setattr(meter, "_beat_features", accents_only)
     assert analyze(y, SR).meter is None
+
+
+@pytest.mark.parametrize("clip, bpm, bar", [(hymn_in_halves, 100, 4), (waltz, 100, 3)])
+def test_two_against_three_beat_grouping_votes_for_the_bar(clip, bpm, bar, monkeypatch):
+    """The bar-length model's 2-against-3-beat inputs (each beat feature grouped in 2s against 3s, the
+    beat chroma and bass alike 2 beats apart against 3) on their own vote for 4 in a hymn whose chords
+    change every two beats and for 3 in a waltz; the whole model reads both bars. Inputs that were
+    ignored (the same for every clip) would give both clips the same vote: one of the cases fails."""
+    cap = {}
+    real = meter.meter_features
+
+    def spy(*args):
+        cap["x"] = real(*args)
+        return cap["x"]
+
+    monkeypatch.setattr(meter, "meter_features", spy)
+    assert analyze(clip(bpm), SR).meter == bar
+    model = meter._meter_model()
+    two = [i for i, name in enumerate(meter.meter_feature_names()) if "2-3" in name]
+    assert len(two) == len(meter.BEAT_FEATURES) + 2
+
+    def vote(x):
+        return float((((x - model["meter_mean"]) / model["meter_std"]) * model["meter_weights"])[two].sum())
+
+    assert vote(cap["x"]) > 1.0 if bar == 4 else vote(cap["x"]) < -1.0
 
 
 def test_model_files_are_json_for_the_features_computed_here():
