@@ -46,32 +46,23 @@ def temperley_only(monkeypatch, no_chords):
 
 
 NATURAL_MINOR = [AM, G, AM, EM, AM]  # i VII i v i: A minor without a leading tone (Aeolian)
-
-
-def test_natural_minor_progression_reads_minor():
-    a = analyze(chord_progression(NATURAL_MINOR), 22050)
-    assert a.key_name == "A minor"
-
-
-def test_natural_minor_progression_reads_relative_major_without_aardens_profile(temperley_only):
-    # Temperley's minor profile expects the raised leading tone (G#); without it C major wins
-    a = analyze(chord_progression(NATURAL_MINOR), 22050)
-    assert a.key_name == "C major"
-
-
 # A minor with its major dominant (E: G#) among chords of C major: by pitch classes alone its relative
 # major, C major, by the chords (V and i of A minor; E major is no chord of C major) A minor
 HARMONIC_MINOR = [AM, DM, E, AM, C, G, C, E]
 
 
-def test_chord_degrees_tell_minor_from_its_relative_major():
-    a = analyze(chord_progression(HARMONIC_MINOR), 22050)
-    assert a.key_name == "A minor"
-
-
-def test_without_the_chord_view_the_relative_major_wins(no_chords):
-    a = analyze(chord_progression(HARMONIC_MINOR), 22050)
-    assert a.key_name == "C major"
+@pytest.mark.parametrize("progression, scores, expected", [
+    (NATURAL_MINOR, None, "A minor"),
+    # Temperley's minor profile expects the raised leading tone (G#); without it C major wins
+    (NATURAL_MINOR, "temperley_only", "C major"),
+    (HARMONIC_MINOR, None, "A minor"),
+    # the profiles alone hear the relative major: the chord view is what reads A minor
+    (HARMONIC_MINOR, "no_chords", "C major"),
+], ids=["natural-minor", "natural-minor-temperley-only", "harmonic-minor", "harmonic-minor-no-chords"])
+def test_minor_against_its_relative_major(progression, scores, expected, request):
+    if scores:
+        request.getfixturevalue(scores)
+    assert analyze(chord_progression(progression), 22050).key_name == expected
 
 
 def test_chord_histogram_names_the_sounding_triads():
