@@ -72,15 +72,22 @@ def key_inputs(split: tuple[str, int, int, int]) -> dict:
         y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
         mono = analysis_signal(np.ascontiguousarray(y.T), sr)
         found = None if mono is None else clip_key_inputs(mono)
-        if found is None:
+        if found is None or found[1] is None:  # no key, or no segment with a chord (a silent clip)
             continue
         chroma, hist = found[0], found[1]
         out["r"].append(_profile_scores(chroma))
-        out["hist"].append(np.full(24, 1 / 24) if hist is None else hist)
+        out["hist"].append(hist)
         out["truth"].append(key_index(item.key))
         out["source"].append(item.source)
         out["name"].append(item.name)
     return {k: np.array(v) for k, v in out.items()}
+
+
+def fitted_on(split: tuple[str, int, int, int], version: int) -> str:
+    """How a training split was drawn, for the asset: the call that renders it and the manifest version."""
+    name, items, melodies, seed = split
+    call = f"fit_tempo.rendered{split}" if seed else f"mir_set.load_set{(name, items, melodies)}"
+    return f"{call}, manifest v{version}"
 
 
 def joined(parts: list[dict]) -> dict:
@@ -190,8 +197,7 @@ def main() -> None:
            "chord_degrees": {mode: {d: round(float(p), 5) for d, p in zip(CHORD_DEGREES, row)}
                              for mode, row in zip(("major", "minor"), table / table.sum(axis=1, keepdims=True))},
            "softmax_gain": gain,
-           "fitted_on": [f"{'fit_tempo.rendered' if seed else 'mir_set.load_set'}{(split, n, m) + ((seed,) if seed else ())}, "
-                         f"manifest v{mir_set.MANIFEST_VERSION}" for split, n, m, seed in TRAIN],
+           "fitted_on": [fitted_on(split, mir_set.MANIFEST_VERSION) for split in TRAIN],
            "train_folds": report(gain, oof, train["truth"]),
            "train_folds_profile_only": report(profile_gain, train["r"], train["truth"]),
            "dev": report(gain, dev_scores, dev["truth"]),
