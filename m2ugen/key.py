@@ -6,15 +6,21 @@
   roots of the note activations from C2 up (C1..B1 is fitted, so kick drums and rumble are explained
   there, but not counted: with drums the key was lost) are summed into 12 pitch classes and
   correlated (Pearson) with the 24 rotations of Temperley's (Kostka-Payne) and of Aarden's (Essen folk
-  songs) major and minor profiles; a key's score is its mean correlation with the two.
+  songs) major and minor profiles: the profile score is its mean correlation with the two. A chord view
+  adds to it: each second is labelled with its major or minor triad (soft: a softmax over the 24 triads'
+  cosine with the notes that sound, notes under CHORD_NOTE_FLOOR of the segment's strongest left out),
+  and each key scores the mean log probability of those chords as degrees of that key (I, V, vi, bVII
+  ... ; a table per mode fitted on rendered corpus music), so a minor key's V and raised leading-tone
+  chords tell it from its relative major, and a piece's chords tell a key from its dominant. A key's
+  score is the profile score plus the chord weight (chosen beside the table) times the chord score.
   ``key_confidence`` (0..1) is the best key's probability: a softmax over the 24 scores with a gain
   fitted by maximum likelihood on rendered corpus music (``benchmarks/fit_key.py``,
   ``assets/key_model.json``), so that it averages about the share of keys that are right; under
   KEY_UNSURE (two keys, usually relative or fifth-related, about equal) the prompt line says "(unsure)".
   ``key_sections``: where a clip of at least 24 s holds more than one key for at least 12 s each
   (16 s windows), the sections in order; otherwise empty. Unpitched sound (``tonality`` under
-  TONALITY_MIN: noise), a flat profile or a best score under 0.5 (a single repeated pitch) gives no
-  key. Limits: relative major/minor, the dominant and the subdominant are the usual misses (the note
+  TONALITY_MIN: noise), a flat profile or a best profile score under 0.5 (a single repeated pitch)
+  gives no key. Limits: relative major/minor, the dominant and the subdominant are the usual misses (the note
   fit still leaves some ghost notes a fifth under real ones).
   Key names use the usual spelling (Bb major, F# minor, C# minor, Eb minor ...).
 """
@@ -37,11 +43,18 @@ KEY_CONFIDENCE_MIN = 0.5     # below this best profile correlation (a single pit
 KEY_SEGMENT_S = 0.5          # spectra are summarised per segment (median) before the note fit
 KEY_WINDOW_S = 16.0          # local keys for sections
 KEY_SECTION_MIN_S = 12.0     # a key section lasts at least this long
-KEY_MODEL = Path(__file__).with_name("assets") / "key_model.json"   # the confidence's fitted softmax gain
+KEY_MODEL = Path(__file__).with_name("assets") / "key_model.json"   # chord-degree table, its weight, the gain
 KEY_UNSURE = 0.5             # under this confidence the prompt line says "(unsure)"
 NNLS_DECAY = 0.7             # note dictionary: partial h has amplitude NNLS_DECAY ** (h - 1)
 KEY_LOWEST_NOTE = 12         # C2: notes under it are fitted (they absorb kick drums and rumble) but not counted
 NNLS_PARTIALS = 12
+CHORD_SEGMENTS = 2           # a chord label per this many KEY_SEGMENT_S segments (1 s)
+CHORD_NOTE_FLOOR = 0.2       # notes under this share of the segment's strongest activation are not in its chord
+CHORD_SHARPNESS = 20.0       # softmax gain on the triads' cosine with the segment's notes
+CHORD_QUIET = 0.05           # segments under this share of the clip's loudest one carry no chord
+# scale degrees (semitones above the tonic) as roman numerals: major triads upper case, minor lower case
+DEGREES = ("I", "bII", "II", "bIII", "III", "IV", "#IV", "V", "bVI", "VI", "bVII", "VII")
+CHORD_DEGREES = DEGREES + tuple(d.lower() for d in DEGREES)
 MAJOR_NAMES = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 MINOR_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 # Temperley (2007) major and minor key profiles (Kostka-Payne corpus), tonic first
@@ -59,6 +72,47 @@ PROFILE_PAIRS = ((KEY_MAJOR, KEY_MINOR), (AARDEN_MAJOR, AARDEN_MINOR))
 def key_profiles(major: np.ndarray = KEY_MAJOR, minor: np.ndarray = KEY_MINOR) -> np.ndarray:
     """[24, 12]: rows 0..11 major keys on C..B, 12..23 minor keys on C..B (``major`` / ``minor`` rotated)."""
     return np.stack([np.roll(major, k) for k in range(12)] + [np.roll(minor, k) for k in range(12)])
+
+
+def _triads() -> np.ndarray:
+    """[24, 12] unit-norm triad templates: rows 0..11 major triads on C..B, 12..23 minor triads."""
+    t = np.zeros((24, 12))
+    for root in range(12):
+        t[root, [root, (root + 4) % 12, (root + 7) % 12]] = 1.0
+        t[12 + root, [root, (root + 3) % 12, (root + 7) % 12]] = 1.0
+    return t / math.sqrt(3.0)
+
+
+def chord_histogram(weighted: np.ndarray) -> np.ndarray | None:
+    """[24] the clip's share of time in each major (0..11 on C..B) and minor (12..23) triad, or None
+    without a sounding segment: per CHORD_SEGMENTS segments, the notes at least CHORD_NOTE_FLOOR of the
+    strongest (in activation) folded into pitch classes, each triad's cosine with them, softmax
+    (CHORD_SHARPNESS); segments under CHORD_QUIET of the loudest are left out, the rest count equally."""
+    strongest = (weighted ** 2).max(axis=0, keepdims=True)
+    notes = weighted * (weighted ** 2 >= CHORD_NOTE_FLOOR * strongest)
+    count = notes.shape[1] // CHORD_SEGMENTS
+    if count:
+        notes = notes[:, : count * CHORD_SEGMENTS].reshape(notes.shape[0], count, CHORD_SEGMENTS).sum(axis=2)
+    pcs = notes.reshape(7, 12, -1).sum(axis=0)
+    energy = pcs.sum(axis=0)
+    if energy.size == 0 or energy.max() <= 0:
+        return None
+    pcs = pcs[:, energy >= CHORD_QUIET * energy.max()]
+    cosine = _triads() @ (pcs / np.linalg.norm(pcs, axis=0))
+    p = np.exp(CHORD_SHARPNESS * (cosine - cosine.max(axis=0)))
+    hist = (p / p.sum(axis=0)).sum(axis=1)
+    return hist / hist.sum()
+
+
+def chord_degrees(hist: np.ndarray, tonic: int) -> np.ndarray:
+    """[24] a chord histogram (rows as ``chord_histogram``) as degrees of ``tonic`` (CHORD_DEGREES order)."""
+    return np.concatenate([np.roll(hist[:12], -tonic), np.roll(hist[12:], -tonic)])
+
+
+def chord_scores(hist: np.ndarray, log_p: np.ndarray) -> np.ndarray:
+    """[24] per key (rows as ``key_profiles``): the mean log probability of the clip's chords (``hist``)
+    as degrees of that key, under ``log_p`` [2, 24] (log P(chord degree | major, minor key))."""
+    return np.array([chord_degrees(hist, k % 12) @ log_p[int(k >= 12)] for k in range(24)])
 
 
 @lru_cache(maxsize=1)
@@ -106,7 +160,7 @@ def note_activations(spec: Spectrum) -> tuple[np.ndarray, float]:
     return acts, seg * CQT_HOP / KEY_SR
 
 
-def _key_scores(chroma: np.ndarray) -> np.ndarray:
+def _profile_scores(chroma: np.ndarray) -> np.ndarray:
     """[24] the mean over PROFILE_PAIRS of the Pearson correlations of ``chroma`` with each key's profile."""
     c = chroma - chroma.mean()
     norm = np.linalg.norm(c)
@@ -119,20 +173,48 @@ def _key_of(r: np.ndarray) -> tuple[str, str]:
     return (MINOR_NAMES if minor else MAJOR_NAMES)[tonic], "minor" if minor else "major"
 
 
+def _key_scores(chroma: np.ndarray, hist: np.ndarray | None) -> np.ndarray:
+    """[24] each key's score: its profile score plus the fitted chord weight times its chord score (the
+    profile score alone where no segment sounds a chord)."""
+    r = _profile_scores(chroma)
+    if hist is None:
+        return r
+    weight, log_p = chord_model()
+    return r + weight * chord_scores(hist, log_p)
+
+
+@lru_cache(maxsize=1)
+def chord_model() -> tuple[float, np.ndarray]:
+    """(chord weight, [2, 24] log P(chord degree | major, minor key)) from ``assets/key_model.json``
+    (``benchmarks/fit_key.py``: the table counts the chords of rendered corpus music in its labelled
+    key)."""
+    model = json.loads(KEY_MODEL.read_text())
+    weight, table = model.get("chord_weight"), model.get("chord_degrees")
+    if not isinstance(weight, (int, float)) or not 0 <= weight < 100:
+        raise ValueError(f"{KEY_MODEL}: chord_weight must be a number in [0, 100), not {weight!r}")
+    try:
+        p = np.array([[float(table[mode][d]) for d in CHORD_DEGREES] for mode in ("major", "minor")])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{KEY_MODEL}: chord_degrees must give each of {', '.join(CHORD_DEGREES)} a "
+                         "probability for 'major' and 'minor'; refit it with benchmarks/fit_key.py") from None
+    if not np.all(p > 0) or not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError(f"{KEY_MODEL}: chord_degrees must be positive probabilities summing to 1 per mode")
+    return float(weight), np.log(p)
+
+
 @lru_cache(maxsize=1)
 def softmax_gain() -> float:
-    """The gain on the 24 profile correlations that makes their softmax a calibrated probability of the
-    key: fitted by maximum likelihood on the rendered ``train`` split (``benchmarks/fit_key.py``), stored
-    in ``assets/key_model.json``."""
-    model = json.loads(KEY_MODEL.read_text())
-    gain = model.get("softmax_gain")
+    """The gain on the 24 key scores that makes their softmax a calibrated probability of the key:
+    fitted by maximum likelihood on rendered training music (``benchmarks/fit_key.py``), stored in
+    ``assets/key_model.json``."""
+    gain = json.loads(KEY_MODEL.read_text()).get("softmax_gain")
     if not isinstance(gain, (int, float)) or not 0 < gain < 1000:
         raise ValueError(f"{KEY_MODEL}: softmax_gain must be a number in (0, 1000), not {gain!r}")
     return float(gain)
 
 
 def key_posterior(r: np.ndarray, gain: float) -> np.ndarray:
-    """[24] softmax of ``gain`` times the profile correlations ``r``: the probability of each key."""
+    """[24] softmax of ``gain`` times the key scores ``r``: the probability of each key."""
     z = np.exp(gain * (r - r.max()))
     return z / z.sum()
 
@@ -152,20 +234,32 @@ def estimate_key(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
 def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None):
     """(key, mode, confidence, sections) or None; sections: [(start_s, end_s, "G major")] when the clip
     modulates (more than one key, each held for at least KEY_SECTION_MIN_S), else []."""
-    found = clip_key_scores(mono, sr, spec)
+    found = clip_key_inputs(mono, sr, spec)
     if found is None:
         return None
-    r, weighted, seg_s = found
-    if r.max() < KEY_CONFIDENCE_MIN:
+    chroma, hist, weighted, seg_s = found
+    if _profile_scores(chroma).max() < KEY_CONFIDENCE_MIN:
         return None
-    key, mode = _key_of(r)
-    return key, mode, _confidence(r), _key_sections(weighted, seg_s)
+    scores = _key_scores(chroma, hist)
+    key, mode = _key_of(scores)
+    return key, mode, _confidence(scores), _key_sections(weighted, seg_s)
 
 
 def clip_key_scores(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None):
-    """([24] profile correlations of the clip, [84, segments] counted note activations, seconds per
-    segment), or None for noise, a clip too short for a spectrum, or a flat or silent profile. Rows as
+    """([24] key scores of the clip, [84, segments] counted note activations, seconds per segment), or
+    None for noise, a clip too short for a spectrum, or a flat or silent profile. Rows as
     ``key_profiles``."""
+    found = clip_key_inputs(mono, sr, spec)
+    if found is None:
+        return None
+    chroma, hist, weighted, seg_s = found
+    return _key_scores(chroma, hist), weighted, seg_s
+
+
+def clip_key_inputs(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None):
+    """(pitch-class profile [12], chord histogram [24] or None, counted note activations [84, segments],
+    seconds per segment) of the clip, or None (as ``clip_key_scores``): what the key scores are made of
+    (``benchmarks/fit_key.py`` fits the chord table and the gain on them)."""
     spec = spec if spec is not None else constant_q(mono, sr)
     if spec is None or tonality(spec) < TONALITY_MIN:  # noise has no key
         return None
@@ -174,7 +268,7 @@ def clip_key_scores(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | No
     chroma = clip_chroma_from(weighted)
     if chroma is None:
         return None
-    return _key_scores(chroma), weighted, seg_s
+    return chroma, chord_histogram(weighted), weighted, seg_s
 
 
 def _counted(acts: np.ndarray) -> np.ndarray:
@@ -211,8 +305,9 @@ def _key_sections(weighted: np.ndarray, seg_s: float) -> list[tuple[float, float
         return []
     labels = []
     for c in range(count):
-        prof = clip_chroma_from(weighted[:, max(0, c - win // 2): c + win // 2 + 1])
-        labels.append(None if prof is None else " ".join(_key_of(_key_scores(prof))))
+        window = weighted[:, max(0, c - win // 2): c + win // 2 + 1]
+        prof = clip_chroma_from(window)
+        labels.append(None if prof is None else " ".join(_key_of(_key_scores(prof, chord_histogram(window)))))
     # runs of one label, short runs merged into their neighbour
     runs: list[list] = []
     for c, lab in enumerate(labels):

@@ -21,32 +21,40 @@ function songContext() {
     return ctx;
 }
 
-// The selected clip as an audio region, or null when no audio clip is selected.
-function selectedClipRegion(ctx) {
+// The selected audio clip with its file and warp markers ({clip, path, warping, markers}), or null when
+// no audio clip with a file is selected.
+function selectedAudioClip() {
     var clip = live("live_set view detail_clip");
-    if (!clip || num(clip.id) === 0) return null;
-    if (num(clip.get("is_audio_clip")) !== 1) return null;
+    if (!clip || num(clip.id) === 0 || num(clip.get("is_audio_clip")) !== 1) return null;
     var path = str(clip.get("file_path"));
     if (!path) return null;
     var warping = num(clip.get("warping")) === 1;
-    var markers = warping ? clipWarpMarkers(clip) : [];
-    var startBeat = num(clip.get("start_marker")), endBeat = num(clip.get("end_marker"));
-    var start = beatsToFileSeconds(startBeat, warping, markers, ctx.tempo);
-    var end = beatsToFileSeconds(endBeat, warping, markers, ctx.tempo);
-    var region = {
-        path: path,
-        start: Math.max(0, round3(start)),
-        end: Math.max(0, round3(end)),
-        source: "clip",
-        clipId: num(clip.id),     // an edit's result mutes it (placeResult)
-        arrangement: num(clip.get("is_arrangement_clip")) === 1,
-        positionBeats: null,
-        // a warped clip: how its region's seconds sit on its beats, so the result spans the same beats
-        warp: warping ? regionWarp(markers, startBeat, endBeat, ctx.tempo) : null
+    return { clip: clip, path: path, warping: warping, markers: warping ? clipWarpMarkers(clip) : [] };
+}
+
+// The region of a selectedAudioClip() from clip beat `lo` to `hi`, in file seconds (warped: through its
+// warp markers): {path, start, end, seconds, source, clipId (an edit's result mutes it: placeResult),
+// arrangement, positionBeats (its Arrangement position, null in Session), warp (a warped clip: how the
+// region's seconds sit on its beats, so the result spans the same beats)}.
+function clipRegion(sel, lo, hi, tempo) {
+    var start = beatsToFileSeconds(lo, sel.warping, sel.markers, tempo);
+    var end = beatsToFileSeconds(hi, sel.warping, sel.markers, tempo);
+    if (!(end > start)) throw new Error("the selected clip's end marker is not after its start marker");
+    var arrangement = num(sel.clip.get("is_arrangement_clip")) === 1;
+    return {
+        path: sel.path, start: Math.max(0, round3(start)), end: Math.max(0, round3(end)), seconds: end - start,
+        source: "clip", clipId: num(sel.clip.id), arrangement: arrangement,
+        positionBeats: arrangement ? num(sel.clip.get("start_time")) : null,
+        warp: sel.warping ? regionWarp(sel.markers, lo, hi, tempo) : null
     };
-    if (region.arrangement) region.positionBeats = num(clip.get("start_time"));
-    if (!(region.end > region.start)) throw new Error("the selected clip's end marker is not after its start marker");
-    return region;
+}
+
+// The selected clip's region (start marker to end marker) as an audio input, or null when no audio clip
+// is selected.
+function selectedClipRegion(ctx) {
+    var sel = selectedAudioClip();
+    if (!sel) return null;
+    return clipRegion(sel, num(sel.clip.get("start_marker")), num(sel.clip.get("end_marker")), ctx.tempo);
 }
 
 // A warped clip's warp markers: M4L returns them as a JSON dict {"warp_markers": [{"sample_time",

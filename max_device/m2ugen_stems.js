@@ -72,12 +72,9 @@ function stemEditArgs(edit) {
 // seconds (warped: through its warp markers). Its markers are kept (clip units, from the region's
 // start) so each stem clip gets the same start, end and loop.
 function stemSource(ctx) {
-    var clip = live("live_set view detail_clip");
-    if (!clip || num(clip.id) === 0 || num(clip.get("is_audio_clip")) !== 1) return null;
-    var path = str(clip.get("file_path"));
-    if (!path) return null;
-    var warping = num(clip.get("warping")) === 1;
-    var markers = warping ? clipWarpMarkers(clip) : [];
+    var sel = selectedAudioClip();
+    if (!sel) return null;
+    var clip = sel.clip;
     var m = { start: num(clip.get("start_marker")), end: num(clip.get("end_marker")),
         loopStart: num(clip.get("loop_start")), loopEnd: num(clip.get("loop_end")), looping: num(clip.get("looping")) === 1 };
     var lo = m.start, hi = m.end;
@@ -85,20 +82,17 @@ function stemSource(ctx) {
         lo = Math.min(lo, m.loopStart);
         hi = Math.max(hi, m.loopEnd);
     }
-    var s0 = beatsToFileSeconds(lo, warping, markers, ctx.tempo);
-    var s1 = beatsToFileSeconds(hi, warping, markers, ctx.tempo);
+    var s0 = beatsToFileSeconds(lo, sel.warping, sel.markers, ctx.tempo);
     if (s0 < -1e-6) throw new Error("the clip starts " + round3(-s0) + " s before its sample");
-    if (!(s1 > s0)) throw new Error("the selected clip's end marker is not after its start marker");
+    var region = clipRegion(sel, lo, hi, ctx.tempo);
+    var path = sel.path;
     var name = str(clip.get("name")) || path.substring(Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1);
-    var arrangement = num(clip.get("is_arrangement_clip")) === 1;
-    return {
-        path: path, start: Math.max(0, round3(s0)), end: round3(s1), source: "clip", clipId: num(clip.id),
-        arrangement: arrangement, positionBeats: arrangement ? num(clip.get("start_time")) : null,
-        name: name.replace(/\.[A-Za-z0-9]+$/, ""), color: num(clip.get("color")), warping: warping,
-        warp: warping ? regionWarp(markers, lo, hi, ctx.tempo) : null, seconds: s1 - s0,
-        markers: { start: m.start - lo, end: m.end - lo, loopStart: m.loopStart - lo, loopEnd: m.loopEnd - lo,
-            looping: m.looping && warping }
-    };
+    region.name = name.replace(/\.[A-Za-z0-9]+$/, "");
+    region.color = num(clip.get("color"));
+    region.warping = sel.warping;
+    region.markers = { start: m.start - lo, end: m.end - lo, loopStart: m.loopStart - lo, loopEnd: m.loopEnd - lo,
+        looping: m.looping && sel.warping };
+    return region;
 }
 
 // Stems (button): the selected audio clip's sample (the bridge reads and uploads it) -> /m2u/submit stems.

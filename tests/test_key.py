@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_analysis import chord_progression  # noqa: E402
 
 AM, C, EM, F, G = ("A", "C", "E"), ("C", "E", "G"), ("E", "G", "B"), ("F", "A", "C"), ("G", "B", "D")
+DM = ("D", "F", "A")
 E, A, B = ("E", "G#", "B"), ("A", "C#", "E"), ("B", "D#", "F#")
 
 
@@ -30,7 +31,13 @@ def _fit_key_module():
 
 
 @pytest.fixture
-def temperley_only(monkeypatch):
+def no_chords(monkeypatch):
+    """The key scores from the profiles alone (chord weight 0: the scores before the chord view)."""
+    monkeypatch.setattr(key, "chord_model", lambda: (0.0, np.zeros((2, 24))))
+
+
+@pytest.fixture
+def temperley_only(monkeypatch, no_chords):
     """The key scores from Temperley's profiles alone (the profile set before Aarden's was added)."""
     monkeypatch.setattr(key, "PROFILE_PAIRS", key.PROFILE_PAIRS[:1])
     key._centred_profiles.cache_clear()
@@ -39,38 +46,74 @@ def temperley_only(monkeypatch):
 
 
 NATURAL_MINOR = [AM, G, AM, EM, AM]  # i VII i v i: A minor without a leading tone (Aeolian)
+# A minor with its major dominant (E: G#) among chords of C major: by pitch classes alone its relative
+# major, C major, by the chords (V and i of A minor; E major is no chord of C major) A minor
+HARMONIC_MINOR = [AM, DM, E, AM, C, G, C, E]
 
 
-def test_natural_minor_progression_reads_minor():
-    a = analyze(chord_progression(NATURAL_MINOR), 22050)
-    assert a.key_name == "A minor"
-
-
-def test_natural_minor_progression_reads_relative_major_without_aardens_profile(temperley_only):
+@pytest.mark.parametrize("progression, scores, expected", [
+    (NATURAL_MINOR, None, "A minor"),
     # Temperley's minor profile expects the raised leading tone (G#); without it C major wins
-    a = analyze(chord_progression(NATURAL_MINOR), 22050)
-    assert a.key_name == "C major"
+    (NATURAL_MINOR, "temperley_only", "C major"),
+    (HARMONIC_MINOR, None, "A minor"),
+    # the profiles alone hear the relative major: the chord view is what reads A minor
+    (HARMONIC_MINOR, "no_chords", "C major"),
+], ids=["natural-minor", "natural-minor-temperley-only", "harmonic-minor", "harmonic-minor-no-chords"])
+def test_minor_against_its_relative_major(progression, scores, expected, request):
+    if scores:
+        request.getfixturevalue(scores)
+    assert analyze(chord_progression(progression), 22050).key_name == expected
 
 
-def _write_model(tmp_path, monkeypatch, gain):
+def test_chord_histogram_names_the_sounding_triads():
+    y = analysis_signal(chord_progression([C, C, E, E]), 22050)
+    hist = key.clip_key_inputs(y)[1]
+    assert set(np.argsort(hist)[-2:]) == {0, 4}          # C major and E major triads
+    assert hist[0] + hist[4] > 0.8 and hist[12 + 9] < 0.1  # not A minor (C, E shared)
+
+
+def test_chord_table_fit_counts_degrees_in_the_true_key():
+    """Histograms of I and V (major) or i and V (minor) in random keys: the fitted table puts its weight
+    there, whatever the keys' tonics."""
+    fit_key = _fit_key_module()
+    rng = np.random.default_rng(0)
+    hists, truth = [], []
+    for _ in range(40):
+        tonic, minor = int(rng.integers(12)), bool(rng.integers(2))
+        h = np.zeros(24)
+        h[12 + tonic if minor else tonic] = 0.6
+        h[(tonic + 7) % 12] = 0.4
+        hists.append(h)
+        truth.append(tonic + 12 * minor)
+    table = fit_key.fit_chord_table(np.array(hists), np.array(truth))
+    major, minor = dict(zip(key.CHORD_DEGREES, table[0])), dict(zip(key.CHORD_DEGREES, table[1]))
+    assert major["I"] > 0.5 and major["V"] > 0.3 and minor["i"] > 0.5 and minor["V"] > 0.3
+    assert major["i"] < 0.01 and minor["I"] < 0.01 and np.allclose(table.sum(axis=1), 1.0)
+
+
+def _write_model(tmp_path, monkeypatch, gain, **changes):
+    """The shipped key model with its gain (and ``changes``) replaced, in place of the asset."""
+    model = json.loads(key.KEY_MODEL.read_text()) | {"softmax_gain": gain} | changes
     path = tmp_path / f"key_model_{gain}.json"
-    path.write_text(json.dumps({"softmax_gain": gain}))
+    path.write_text(json.dumps(model))
     monkeypatch.setattr(key, "KEY_MODEL", path)
     key.softmax_gain.cache_clear()
+    key.chord_model.cache_clear()
 
 
 def test_confidence_is_the_posterior_at_the_fitted_gain(tmp_path, monkeypatch):
-    y = chord_progression([C, AM] * 3)  # relative keys about equal: the gain decides how sure
+    y = chord_progression([C, AM] * 3)  # relative keys close: the gain decides how sure
     r = key.clip_key_scores(analysis_signal(y, 22050))[0]
     found = {}
     try:
-        for gain in (5.0, 30.0):
+        for gain in (1.0, 30.0):
             _write_model(tmp_path, monkeypatch, gain)
             found[gain] = analyze(y, 22050).key_confidence
             assert found[gain] == pytest.approx(key.key_posterior(r, gain).max())
     finally:
         key.softmax_gain.cache_clear()
-    assert found[5.0] < key.KEY_UNSURE < found[30.0]
+        key.chord_model.cache_clear()
+    assert found[1.0] < key.KEY_UNSURE < found[30.0]
 
 
 def test_a_bad_key_model_is_named(tmp_path, monkeypatch):
@@ -78,13 +121,19 @@ def test_a_bad_key_model_is_named(tmp_path, monkeypatch):
         _write_model(tmp_path, monkeypatch, -1)
         with pytest.raises(ValueError, match="key_model.*softmax_gain"):
             key.softmax_gain()
+        _write_model(tmp_path, monkeypatch, 5.0, chord_degrees={"major": {"I": 1.0}})
+        with pytest.raises(ValueError, match="key_model.*chord_degrees.*fit_key"):
+            key.chord_model()
     finally:
         key.softmax_gain.cache_clear()
+        key.chord_model.cache_clear()
 
 
 def test_shipped_gain_is_a_fitted_number():
     model = json.loads(key.KEY_MODEL.read_text())
-    assert 1.0 < key.softmax_gain() < 100.0 and model["train"]["items"] > 0
+    assert 1.0 < key.softmax_gain() < 100.0 and model["train_folds"]["items"] > 0
+    weight, log_p = key.chord_model()
+    assert weight > 0 and log_p.shape == (2, 24)
 
 
 @pytest.mark.parametrize("planted", [6.0, 15.0])

@@ -139,6 +139,22 @@ function app.ask_media()
   if app.VIDEO_EXT[ext] then return "video", path end
   fail("Not an image or video file: " .. path .. "\n(expected .png, .jpg, .bmp, .webp, .gif, .mp4, .mov, .mkv, .avi, .webm)")
 end
+-- The error when nothing is selected; `does`: what M2UGen does with the selection ("listens to").
+function app.no_selection(does)
+  fail("Select a time range or one or more media items first:\n" ..
+    "M2UGen " .. does .. " the selected items, else the selected tracks in the time selection (via master),\n" ..
+    "else the master mix of the time selection.")
+end
+
+-- The error when an interactive job (Ask, Edit, Generate, Transcribe, Split) is still running.
+function app.require_idle()
+  local active = runner.read_active(runner.SLOTS.interactive)
+  if active then
+    fail("An M2UGen job (" .. tostring(active.kind) .. ") is still running in this REAPER session.\n" ..
+      "Wait for it or run M2UGen - Cancel. (A Learn runs in the background and does not block this.)")
+  end
+end
+
 -- preset (Regenerate): {proj, inputs, media_kind, media_path} skips the dialogs.
 local function start(run, preset)
   local kind = run.kind
@@ -156,18 +172,9 @@ local function start(run, preset)
   local proj = run.proj
   run.proj_file = project.file_of(proj)
   local sel = project.selection(proj)
-  if not sel and kind ~= "generate" then
-    fail("Select a time range or one or more media items first:\n" ..
-      "M2UGen listens to the selected items, else the selected tracks in the time selection (via master),\n" ..
-      "else the master mix of the time selection.")
-  end
+  if not sel and kind ~= "generate" then app.no_selection("listens to") end
   run.sel = sel
-
-  local active = runner.read_active(runner.SLOTS.interactive)
-  if active then
-    fail("An M2UGen job (" .. tostring(active.kind) .. ") is still running in this REAPER session.\n" ..
-      "Wait for it or run M2UGen - Cancel. (A Learn runs in the background and does not block this.)")
-  end
+  app.require_idle()
 
   local inputs = preset and preset.inputs or (kind == "transcribe" and {}) or app.ask_inputs(kind, run.settings, sel)
   if not inputs then run.finished = true return end

@@ -216,8 +216,8 @@ end
 
 -- The index (0-based) where a new top-level block goes below `track`: after the last track of the
 -- top-level folder that holds it (right below it when it is a top-level track that is no folder), at
--- the end when it is gone or the tree never closes. Returns index, the level there (0 unless the
--- project's tree is left open at its end).
+-- the end when it is gone or the tree never closes (then the block lands inside the folder left open,
+-- where REAPER's own insert at the end puts a track too).
 function place.top_level_index(proj, track)
   local n = reaper.CountTracks(proj)
   local from = nil
@@ -228,9 +228,9 @@ function place.top_level_index(proj, track)
   local level = 0
   for i = 0, n - 1 do
     level = math.max(0, level + math.floor(reaper.GetMediaTrackInfo_Value(reaper.GetTrack(proj, i), "I_FOLDERDEPTH")))
-    if from and i >= from and level == 0 then return i + 1, 0 end
+    if from and i >= from and level == 0 then return i + 1 end
   end
-  return n, level
+  return n
 end
 
 -- Puts each stem on its own new track under a new folder track (one undo point): the folder named

@@ -82,15 +82,10 @@ local function start(run)
   local proj = run.proj
   run.proj_file = project.file_of(proj)
   local sel = project.selection(proj)
-  if not sel then
-    fail("Select one or more media items (or a time range) first:\n" ..
-      "M2UGen splits the selected items, else the selected tracks in the time selection (via master),\n" ..
-      "else the master mix of the time selection.")
-  end
+  local app = import("app")
+  if not sel then app.no_selection("splits") end
   run.sel = sel
-  if runner.read_active(runner.SLOTS.interactive) then
-    fail("An M2UGen job is still running in this REAPER session.\nWait for it or run M2UGen - Cancel.")
-  end
+  app.require_idle()
   local m = stems.ask_model()
   if not m then run.finished = true return end
   run.stem_model = m.model

@@ -168,10 +168,10 @@ describe("M2UGen - Split into stems", function()
     local open = fake:add_track("Open")  -- 5: a folder left open at the end
     local last = fake:add_track("Last")  -- 6: in Open, closes nothing
     f.depth, g.depth, h.depth, i.depth, open.depth = 1, 1, -1, -1, 1
-    assert.are.same({ 1, 0 }, { place.top_level_index(fake.main, a) })
-    for _, t in ipairs({ f, g, h, i }) do assert.are.same({ 5, 0 }, { place.top_level_index(fake.main, t) }) end
-    assert.are.same({ 7, 1 }, { place.top_level_index(fake.main, last) })
-    assert.are.same({ 7, 1 }, { place.top_level_index(fake.main, nil) })
+    assert.are.same({ 1 }, { place.top_level_index(fake.main, a) })
+    for _, t in ipairs({ f, g, h, i }) do assert.are.same({ 5 }, { place.top_level_index(fake.main, t) }) end
+    assert.are.same({ 7 }, { place.top_level_index(fake.main, last) })
+    assert.are.same({ 7 }, { place.top_level_index(fake.main, nil) })
     assert.are.same({}, fake.violations)
   end)
 

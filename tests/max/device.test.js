@@ -331,7 +331,7 @@ test("placement is deferred: nothing changes the Set inside the /m2u/done handle
     world.inNotification = false;
     assert.equal(calls(world, "create_audio_track").length, 0);
     assert.equal(dev.jobTasks().length, 1);
-    return sleep(20).then(() => {
+    return settle(dev).then(() => {
         assert.equal(calls(world, "create_audio_track").length, 1);
         return dev.close();
     });
@@ -381,7 +381,7 @@ test("progress, text chunks, ask answer and errors reach the UI", async () => {
     assert.deepEqual(dev.ui("answer").pop(), ["It is in A minor."]);
     dev.receive("/m2u/done", ["j7", "", 0, 0]);
     assert.match(dev.lastStatus(), /Answer ready/);
-    await sleep(10);
+    await settle(dev);
     assert.equal(calls(world, "create_audio_track").length, 0);
 
     dev.send("go");
@@ -476,20 +476,27 @@ test("talks OSC over UDP to a fake bridge and places the returned file", async (
 
 test("a silent running job is polled with /m2u/status until its outcome arrives", async () => {
     const { dev } = ready();
-    dev.sandbox.STATUS_POLL_MS = 40; // top-level var of the device script
+    // top-level var of the device script: every poll that comes due asks; the test fires the polls
+    // itself (what Max's scheduler does when their time comes), so no clock decides the outcome
+    dev.sandbox.STATUS_POLL_MS = 0;
+    const polls = () => dev.osc().filter((m) => m[0] === "/m2u/status");
+    const firePolls = () => dev.fireTasks((t) => t.what === "poll");
     dev.send("prompt", "x");
     dev.send("go");
+    firePolls();
+    assert.equal(polls().length, 0, "nothing to poll before the job is accepted");
     dev.receive("/m2u/accepted", ["j9", 0]);
-    await sleep(150);
-    const polls = () => dev.osc().filter((m) => m[0] === "/m2u/status");
-    assert.ok(polls().length >= 1, "polled at least once");
-    assert.deepEqual(polls()[0], ["/m2u/status", "j9", 9101]);
+    firePolls();
+    assert.deepEqual(polls(), [["/m2u/status", "j9", 9101]]);
     dev.receive("/m2u/status", ["j9", "running", 0.6, "generating", 0]);
     assert.deepEqual(dev.ui("progress").pop(), [0.6]);
+    firePolls();
+    assert.equal(polls().length, 2, "a job still silent is asked again");
     dev.receive("/m2u/done", ["j9", RESULT, 1.0, 32000]); // the outcome the bridge re-sends
-    const n = polls().length;
-    await sleep(150);
-    assert.equal(polls().length, n, "no polling after the job finished");
+    assert.equal(dev.jobTasks().filter((t) => t.what === "poll").length, 0, "no poll left after the job finished");
+    firePolls();
+    assert.equal(polls().length, 2);
+    await settle(dev);
     assert.match(dev.lastStatus(), /Placed on track/);
     await dev.close();
 });
@@ -563,12 +570,13 @@ test("two devices over UDP: each result reaches the device that asked and lands 
 
 test("polling gives up when the bridge disappears: a clear message and the device is free again", async () => {
     const { dev } = ready();
-    dev.sandbox.STATUS_POLL_MS = 20;
+    dev.sandbox.STATUS_POLL_MS = 0; // the test fires each poll (see the test above)
     dev.send("prompt", "x");
     dev.send("go");
     dev.receive("/m2u/accepted", ["j10", 0]);
-    const t0 = Date.now();
-    while (!/stopped answering/.test(dev.lastStatus()) && Date.now() - t0 < 3000) await sleep(20);
+    for (let i = 0; i < 3; i++) dev.fireTasks((t) => t.what === "poll");
+    assert.doesNotMatch(dev.lastStatus(), /stopped answering/);
+    dev.fireTasks((t) => t.what === "poll");
     assert.match(dev.lastStatus(), /The bridge stopped answering \(3 status requests unanswered\): gave up waiting for job j10/);
     assert.equal(dev.osc().filter((m) => m[0] === "/m2u/status").length, 3);
     assert.deepEqual(dev.ui("busy").pop(), [0]);
@@ -580,14 +588,15 @@ test("polling gives up when the bridge disappears: a clear message and the devic
 
 test("a status reply resets the count: a slow job on a live bridge is not given up", async () => {
     const { dev } = ready();
-    dev.sandbox.STATUS_POLL_MS = 20;
+    dev.sandbox.STATUS_POLL_MS = 0; // the test fires each poll (see above)
     dev.send("prompt", "x");
     dev.send("go");
     dev.receive("/m2u/accepted", ["j11", 0]);
     for (let i = 0; i < 8; i++) {
-        await sleep(25);
+        dev.fireTasks((t) => t.what === "poll");
         dev.receive("/m2u/status", ["j11", "running", 0.1 * i, "generating", 0]);
     }
+    assert.equal(dev.osc().filter((m) => m[0] === "/m2u/status").length, 8);
     assert.doesNotMatch(dev.lastStatus(), /stopped answering/);
     assert.equal(dev.sandbox.state.slots.fg.id, "j11");
     await dev.close();
