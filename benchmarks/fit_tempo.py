@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ASSETS = Path(__file__).resolve().parent.parent / "m2ugen" / "assets"
 TOLERANCE = 0.04   # Acc1: a candidate within 4 % of the set tempo is right
-# the training renders (SPLIT:ITEMS:MELODIES:SEEDS, see --train): train drawn three times, train2 twice
+# the training renders of the bar-length model (SPLIT:ITEMS:MELODIES:SEEDS, see --train): each split drawn three times
 TRAIN_SETS = ("train:160:40:0,1,2", "train2:200:40:0,1,2")
 # the tempo level stays on train alone: with train2 its train-CV rose (91.2 -> 92.6 % on train's clips) but
 # no dev item moved and it read the slow running-eighths tune of tests/test_analysis.py at double
@@ -53,7 +53,7 @@ PHASE_TRAIN_SETS = ("train:160:40:0,1,2",)
 def _args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--train", nargs="+", default=list(TRAIN_SETS), metavar="SPLIT:ITEMS:MELODIES:SEEDS",
-                    help="training renders: a split of mir_set, its load_set sizes, and the draws (0 is the split "
+                    help="the bar-length model's training renders: a split of mir_set, its load_set sizes, and the draws (0 is the split "
                          "as mir_set.load_set builds it; others draw the same scores again), e.g. train2:200:40:0,1")
     ap.add_argument("--dev-items", type=int, default=72)
     ap.add_argument("--dev-melodies", type=int, default=12)
