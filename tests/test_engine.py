@@ -594,3 +594,90 @@ def test_kept_length_is_one_past_the_last_kept_position():
     assert kept_length([c, c], [keep, torch.zeros(6, dtype=torch.bool)]) == 4  # the null branch keeps none
     assert kept_length([c], [torch.zeros(6, dtype=torch.bool)]) == 1
     assert kept_length([c[:3]], [None]) == 3
+
+
+class ThreadNamed:
+    """Records the thread each LLaMA decode forward runs on (TextStage._decode wrapped)."""
+
+    def __init__(self, monkeypatch):
+        import threading
+
+        from m2ugen import text_stage
+
+        self.names: list[str] = []
+        original = text_stage.TextStage._decode
+
+        def decode(stage, *a, **k):
+            self.names.append(threading.current_thread().name)
+            return original(stage, *a, **k)
+
+        monkeypatch.setattr(text_stage.TextStage, "_decode", decode)
+
+
+def test_overlap_runs_the_llama_step_beside_the_music_step_and_rows_get_what_they_get_alone(model, solo, monkeypatch):
+    threads = ThreadNamed(monkeypatch)
+    reqs = requests()
+    with ThreadPoolExecutor(1, thread_name_prefix="overlap") as pool:
+        engine = model.engine(max_rows=4, prefill_chunk=8, overlap=pool)
+        h = [engine.admit(reqs[2]), engine.admit(reqs[1])]  # music rows
+        out = {}
+        while engine._music is None or engine._music.idle:
+            out.update(engine.step())
+        h += [engine.admit(r) for r in (reqs[0], reqs[4], reqs[3])]  # they think while the music decodes
+        cancelled = engine.admit(ChatRequest("cancel me", want_audio=True, duration_s=0.3, max_new_tokens=20,
+                                             seed=9))
+        for _ in range(3):
+            out.update(engine.step())
+        engine.cancel(cancelled)
+        run_to_end(engine, out)
+    beside = [n for n in threads.names if n.startswith("overlap")]
+    assert beside and len(beside) < len(threads.names)  # beside the music steps there; alone, here
+    assert isinstance(out[cancelled], RowCancelled)
+    for handle, s in zip(h, [solo[2], solo[1], solo[0], solo[4], solo[3]]):
+        assert_same(out[handle], s)
+
+
+def test_with_overlap_a_joining_row_whose_prefill_fails_ends_alone(model, solo, monkeypatch):
+    from m2ugen import text_stage
+
+    failing: dict = {}
+    original_chunk, original_fused = text_stage.TextStage._prefill_chunk, text_stage.fused_step
+
+    def is_bad(row) -> bool:
+        er = failing["engine"]._rows.get(failing.get("handle"))
+        return er is not None and row is er.text
+
+    def prefill(stage, row, n):
+        if is_bad(row):
+            raise RuntimeError("chunk failed")
+        return original_chunk(stage, row, n)
+
+    def fused(llama, tokens, pos, valid, kv, join, n):
+        if is_bad(join):
+            raise RuntimeError("chunk failed")
+        return original_fused(llama, tokens, pos, valid, kv, join, n)
+
+    monkeypatch.setattr(text_stage.TextStage, "_prefill_chunk", prefill)
+    monkeypatch.setattr(text_stage, "fused_step", fused)
+    with ThreadPoolExecutor(1) as pool:
+        engine = failing["engine"] = model.engine(max_rows=4, prefill_chunk=8, overlap=pool)
+        music = engine.admit(requests()[2])
+        out = {}
+        while engine._music is None or engine._music.idle:
+            out.update(engine.step())
+        bad = failing["handle"] = engine.admit(requests()[4])
+        good = engine.admit(requests()[0])
+        run_to_end(engine, out)
+    assert isinstance(out[bad], RuntimeError) and "chunk failed" in str(out[bad])
+    assert_same(out[music], solo[2])
+    assert_same(out[good], solo[0])
+
+
+def test_overlap_only_where_a_core_is_free_and_steps_are_eager(model, monkeypatch):
+    from m2ugen.engine import overlap_helps
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert overlap_helps(model)
+    monkeypatch.setattr("os.cpu_count", lambda: 1)  # torch's threads take every core
+    assert not overlap_helps(model)
