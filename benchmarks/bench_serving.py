@@ -84,6 +84,7 @@ SETTINGS = {  # name -> (max_batch, batching); max_batch None: the run's largest
     "continuous": (None, "continuous"),
     "static": (None, "static"),
     "serial": (1, "static"),
+    "serial-engine": (1, "continuous"),  # one row per stage, but the finisher and the stage overlap as continuous
 }
 
 
