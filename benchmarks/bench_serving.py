@@ -3,10 +3,12 @@ side in one run; then each decode loop's step time as a fraction of its memory-b
 
 Part 1 (issues 15 and 25): one in-process server per setting on a mid-size random model (LLaMA 8 x 1024,
 MusicGen 12 x 512 with the real 32 kHz EnCodec): ``continuous`` (jobs join the running decode at its next
-step, ``--max-batch N``), ``static`` (a batch is formed once and runs to its end, ``--batching static``)
-and ``serial`` (``--max-batch 1``). For N in 1, 2, 4, 8 the same N jobs (different prompts and seeds, 2 s
-of music, 16 reply tokens) arrive at once (``burst``) or one every ``--every-ms`` (``staggered``, like
-producers clicking); the servers take turns round by round so they see the same machine load. Printed per
+step, ``--max-batch N``), ``static`` (a batch is formed once and runs to its end, ``--batching static``),
+``serial`` (``--max-batch 1 --batching static``), ``serial-engine`` (``--max-batch 1`` through the engine:
+one row per stage, with continuous's finisher and LLaMA/MusicGen overlap threads) and
+``continuous-no-overlap`` (continuous with every step on the stepping thread). For N in 1, 2, 4, 8 the
+same N jobs (different prompts and seeds, 2 s of music, 16 reply tokens) arrive at once (``burst``) or one
+every ``--every-ms`` (``staggered``, like producers clicking); the servers take turns round by round so they see the same machine load. Printed per
 N and setting: jobs/s, its ratio to serial (target >= 2.5 at N = 4 staggered, continuous), time to first
 progress (p50) and job latency p50 / p99 (submit -> done; target: continuous p99 <= serial's).
 
@@ -28,24 +30,48 @@ staggered 1.09 (static 1.49 / 1.30). At the end of issue 25's third pass, on an 
 2 rounds, continuous and serial only: burst 2.29 (0.532 jobs/s, serial 0.232), staggered 2.18 (0.489,
 serial 0.224): every setting gains about 12 %, the ratio barely moves.
 
-Where the rest goes (``benchmarks/bench_step_rows.py``: a stage's step at 1 vs 4 rows, split by
-torch.profiler): on this CPU the matmuls themselves grow with the rows (fp32 GEMM with 2-8 rows is not
-weight-bound at 1 thread: ``F.linear`` of [8, 512] by [512, 2048] costs 4-7x one row's), so a 4-row step
-stays 1.3-1.4x (MusicGen, 8 slots) and 1.6-2x (LLaMA) a 1-row step. Attention was the part the scheduler
-owned: the LLaMA step read the whole pool (now only the columns written, ``bind_cache(upto=...)``) and the
-MusicGen step used a bool mask (now additive): at 4 rows 31-38 -> 9-12 ms (LLaMA) and 18-20 -> 9 ms
-(MusicGen) in profiles on a box loaded ~4x. Rows that end together no longer queue their EnCodec on the
-finisher alone (the idle stepping thread takes one). Measured after, N = 4 (2-core box shared with other
-work), back to back at load ~2, 3 rounds: continuous burst 1.98, staggered 2.17 (0.398 / 0.443 jobs/s);
-main's code just after: 2.03 / 2.00 (0.389 / 0.410 jobs/s); p99 latency 10.1 / 10.2 s vs serial's 20.4 /
-18.2 s. Short of 2.5: on this CPU the batched matmuls are the limit, not the scheduler.
+Where the time goes (issue 25, fourth pass; ``benchmarks/serving_budget.py``: every part of a job timed where
+it runs, thread CPU seconds per job, N = 4 staggered every 500 ms, 1 thread, 2 rounds, this 2-core box
+shared with other work at load 2-3). Serial, one thread, 4.50 s/job: MusicGen prefill + 103 steps 3.33
+(74 %), LLaMA prefill + 16 steps 0.76 (17 %), EnCodec 0.34 (8 %), result analysis 0.045, music
+conditioning 0.010, fit 0.007; writing, journal, planning, encoders (none here) under 0.002 each; queue
+waits are not work. Continuous (before this pass), stepping thread 2.01 s/job: MusicGen 1.31 (steps at
+2 / 4 / 6 / 8 slots 33 / 38 / 42 / 40 ms CPU: the MusicGen step batches well; 29.5 step calls per job, 8 of
+them with fewer than 8 slots; 118 for the 4 jobs where 103 would do if the rows were aligned: the
+staggered arrivals), LLaMA 0.57 (a step of 1 row 39 ms, 2-4 rows 54 ms, 32 prompt tokens folded in 124-136
+ms; the 77-token prompts ~0.14 s/job of it, unbatchable), EnCodec 0.09 (when nothing is left to step);
+the finisher thread takes the rest of EnCodec, fit, analysis, writing: 0.33 s/job. So 98 % of the
+stepping thread is decode steps; the non-decode costs were already off it. The ceiling (Amdahl: jobs/s
+at most serial's CPU per job / the busiest thread's) was 4.50 / 2.01 = 2.24 with both cores free.
+
+This pass: the LLaMA step's model work (prefill chunks, decode forward) runs on a second thread beside
+the MusicGen step (``m2ugen.engine.overlap_helps``: a CPU with a core torch's threads leave free; results
+unchanged, tested): stepping thread 2.01 -> 1.82 s/job in the same run (the overlap thread 0.22 s/job), a
+ceiling of 4.50 / 1.82 = 2.47. Measured side by side, ratio to serial's jobs/s (``--jobs 4 --threads 1
+--no-steps``): ``--rounds 2``, load 2.9 -> 1.4: continuous burst 2.06 (0.443 jobs/s), staggered 2.07
+(0.467); continuous-no-overlap 1.95 / 1.95; p99 latency continuous 9.7 / 8.0 s, serial's 19.0 / 16.5 s.
+``--arrival staggered --rounds 3``, load 2.1-2.8: continuous 1.83, continuous-no-overlap 1.87,
+serial-engine 0.78 (``--max-batch 1`` through the engine: serial with the same finisher and overlap
+threads, the fair baseline for what batching itself gains; in another run 1.16; its CPU per job 3.74 s
+against serial's 4.50); p99 14.3 s vs serial's 28.1 s. On this shared box the second core is mostly taken
+by other work (the stepping thread got 53-62 % of the wall in CPU), so the overlap's saving shows in wall
+time in one run of two; the target (2.5) was not reached.
+
+What 2.5x at 4 staggered jobs would take on this CPU at 1 thread: the stepping thread at most 4.50 / 2.5 =
+1.80 s/job (now 1.82) and never idle, i.e. both cores free of other work. The MusicGen steps are its floor: 118 steps x ~40 ms = 4.7 s for
+4 jobs (1.18 s/job) + sampling 0.15 s/job, and staggered arrivals (the last job arrives 1.5 s after the
+first, a third of one job's time alone) cost the 15 unaligned steps; the LLaMA's 0.57 s/job must then sit
+wholly on the other core, and the last job's EnCodec + analysis (0.4 s) is a tail nothing overlaps. A
+GPU, where a step's cost is flat in the rows, removes the per-slot growth; batching EnCodec of rows that
+end together does not help the staggered case (rows end apart). ``--duration 1`` or fewer steps per job
+lower every ceiling (the fixed per-job costs grow in share).
 
 Part 2: the LLaMA decode step (``benchmarks/roofline.py``, dim 1024 x 8 layers) and the MusicGen guided step
 (``benchmarks/bench_musicgen_loop.py``'s mid decoder, through our loop), fp32 and bf16, each beside its floor
 (weight bytes read per step / a GEMV's bandwidth measured in the same run; target >= 0.8).
 
     .venv/bin/python benchmarks/bench_serving.py [--jobs 1,2,4,8 --rounds 2 --threads 2 --no-steps]
-        [--arrival burst,staggered --every-ms 500 --settings continuous,static,serial]
+        [--arrival burst,staggered --every-ms 500 --settings continuous,static,serial,serial-engine,...]
 """
 
 from __future__ import annotations
@@ -80,18 +106,29 @@ def mid_config() -> M2UGenConfig:
     return cfg.replace(name="mid-serving", dim=1024, n_layers=8, n_heads=8, multiple_of=256)
 
 
-SETTINGS = {  # name -> (max_batch, batching); max_batch None: the run's largest N
-    "continuous": (None, "continuous"),
-    "static": (None, "static"),
-    "serial": (1, "static"),
-    "serial-engine": (1, "continuous"),  # one row per stage, but the finisher and the stage overlap as continuous
+SETTINGS = {  # name -> (max_batch, batching, overlap); max_batch None: the run's largest N
+    "continuous": (None, "continuous", True),
+    "static": (None, "static", True),
+    "serial": (1, "static", True),
+    # one row per stage through the engine: the finisher and the LLaMA/MusicGen overlap as continuous has them
+    "serial-engine": (1, "continuous", True),
+    "continuous-no-overlap": (None, "continuous", False),  # every step on the stepping thread (before issue 25 #4)
 }
 
 
-def start(model, max_batch: int, batching: str, data: Path) -> ServerApp:
+def start(model, max_batch: int, batching: str, data: Path, overlap: bool = True) -> ServerApp:
     s = ServerSettings(host="127.0.0.1", port=0, data_dir=data, write_discovery=False,
                        limits=Limits(queue_size=64, max_batch=max_batch), batching=batching)
     app = ServerApp(model, model_info(model, preset="mid-serving"), s)
+    if not overlap:  # the engine, made at the first job, steps the LLaMA on the stepping thread
+        make = app.worker._make_engine
+
+        def make_engine():
+            engine = make()
+            engine.overlap = None
+            return engine
+
+        app.worker._make_engine = make_engine
     app.start()
     return app
 
@@ -190,8 +227,8 @@ def bench_jobs(ns: list[int], rounds: int, duration: float, tokens: int, arrival
         with torch.no_grad():
             print(f"EXPERIMENT: {pack_linears(model)} linear layers on prepacked oneDNN weights (--packed-linears)")
     with tempfile.TemporaryDirectory() as tmp:
-        apps = {name: start(model, SETTINGS[name][0] or max(ns), SETTINGS[name][1], Path(tmp) / name)
-                for name in settings}
+        apps = {name: start(model, SETTINGS[name][0] or max(ns), SETTINGS[name][1], Path(tmp) / name,
+                            SETTINGS[name][2]) for name in settings}
         try:
             warm_analysis()
             for name, app in apps.items():  # warm-up: first-call costs (allocations, librosa) out of the figures

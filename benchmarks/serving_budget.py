@@ -5,7 +5,7 @@ The same model, config and job as ``bench_serving.py`` (1 job = 2 s of music, 16
 runs ``--jobs`` jobs (staggered every ``--every-ms`` by default), settings taking turns round by round. Every
 part of a job is timed where it runs (a wrapper around the function that does it: wall and that thread's CPU
 seconds), so the table shows, per job, what each part costs and on which thread (``worker``: the stepping /
-model thread; ``finish``: the continuous server's finisher), and each thread's busy share of the wall time.
+model thread; ``finish``: the engine's finisher; ``overlap``: the engine's LLaMA thread), and each thread's busy share of the wall time.
 
 Ceiling (Amdahl): a setting is bounded by its busiest thread (its per-job seconds x N / wall) and by the
 cores: the CPU seconds of all its threads per job / 2 cores. ``ratio ceiling`` = serial's wall per job /
@@ -69,7 +69,7 @@ class Probe:
                 dw, dc = time.perf_counter() - w0, time.thread_time() - c0
                 inner = stack.pop()
                 name = part(*args, **kwargs) if callable(part) else part
-                key = (name, threading.current_thread().name.split("_")[0])
+                key = (name, threading.current_thread().name.split("_")[0].removeprefix("m2ugen-"))
                 probe.wall[key] += dw - inner[0]
                 probe.cpu[key] += dc - inner[1]
                 probe.calls[key] += 1
@@ -128,7 +128,7 @@ def thread_cpu() -> dict[str, float]:
         try:
             with open(f"/proc/self/task/{t.native_id}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            out[t.name.split("_")[0]] += (int(fields[11]) + int(fields[12])) / tick
+            out[t.name.split("_")[0].removeprefix("m2ugen-")] += (int(fields[11]) + int(fields[12])) / tick
         except OSError:
             pass
     return out
@@ -154,7 +154,7 @@ def main() -> None:
     n = args.jobs
     with tempfile.TemporaryDirectory() as tmp:
         apps = {k: bench_serving.start(model, bench_serving.SETTINGS[k][0] or n, bench_serving.SETTINGS[k][1],
-                                       Path(tmp) / k) for k in settings}
+                                       Path(tmp) / k, bench_serving.SETTINGS[k][2]) for k in settings}
         try:
             bench_serving.warm_analysis()
             for app in apps.values():
@@ -196,7 +196,7 @@ def main() -> None:
             by = [(t, a["parts"][(p, t)], a["cpu"][(p, t)]) for (pp, t) in list(a["parts"]) if pp == p]
             if p.startswith("  "):  # a decode step: calls per job, ms per call
                 by = [(t, a["calls"][(p, t)], w, c) for t, w, c in by]
-                cells.append(", ".join(f"{k_ / jobs_run:.1f}/job {1e3 * w / k_:.1f}|{1e3 * c / k_:.1f} ms"
+                cells.append(", ".join(f"{t} {k_ / jobs_run:.1f}/job {1e3 * w / k_:.0f}|{1e3 * c / k_:.0f} ms"
                                        for t, k_, w, c in by) or "-")
                 continue
             cells.append(", ".join(f"{t} {w / jobs_run:.3f}|{c / jobs_run:.3f}" for t, w, c in by) or "-")

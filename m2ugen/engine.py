@@ -27,6 +27,11 @@ A row goes through the stages of ``M2UGen.chat_batch`` (the same steps of the mo
    (rows that end together share the two threads instead of queueing on one).
    AudioLDM2 (no step loop): the row is decoded whole, one per step.
 
+With an ``overlap`` executor (one thread; ``overlap_helps``: a CPU with a core torch's threads leave free,
+eager steps), while MusicGen rows run, the LLaMA step's model work (prefill chunks, decode forward:
+``TextStage.step(later=...)``) runs there beside the MusicGen step: two models on two cores. Sampling and
+callbacks stay on the stepping thread; a row leaving the LLaMA joins MusicGen at the next step.
+
 Each row keeps its own seed (its own ``torch.Generator`` per stage), sampling settings, length, guidance,
 mode (continue prompt, melody chroma) and adapters, and is prefilled alone, so its result is the one it
 gets alone, whoever joins or leaves around it. A row whose ``on_event`` raises (a cancel), or that fails,
