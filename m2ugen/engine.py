@@ -30,7 +30,8 @@ A row goes through the stages of ``M2UGen.chat_batch`` (the same steps of the mo
 With an ``overlap`` executor (one thread; ``overlap_helps``: a CPU with a core torch's threads leave free,
 eager steps), while MusicGen rows run, the LLaMA step's model work (prefill chunks, decode forward:
 ``TextStage.step(later=...)``) runs there beside the MusicGen step: two models on two cores. Sampling and
-callbacks stay on the stepping thread; a row leaving the LLaMA joins MusicGen at the next step.
+callbacks stay on the stepping thread; while that work lasts longer than a MusicGen step (a joining prompt's
+chunk) the MusicGen stage steps again; a row leaving the LLaMA joins MusicGen at the next step.
 
 Each row keeps its own seed (its own ``torch.Generator`` per stage), sampling settings, length, guidance,
 mode (continue prompt, melody chroma) and adapters, and is prefilled alone, so its result is the one it
@@ -154,8 +155,7 @@ class Engine:
             for tr in self.text.step():
                 self._after_thinking(self._owner("text", tr), tr)
             if self._music is not None:
-                for sr in self._music.step():
-                    self._after_music(self._owner("music", sr), sr)
+                self._music_step()
         self._decode_whole_one()
         for h, er in self._rows.items():
             if er.stage == "done" and h not in ended:
@@ -173,19 +173,25 @@ class Engine:
 
     def _step_overlapped(self) -> None:
         """The LLaMA step's model work on the ``overlap`` thread while this one runs the MusicGen step (two
-        models, two cores); every callback stays here. Rows that leave the LLaMA join the music decoder at
-        the next step (after the LLaMA's work: a reply's teacher forcing runs the LLaMA)."""
+        models, two cores), and more MusicGen steps while that work lasts (a joining prompt's chunk costs a
+        few), so neither waits for the other; every callback stays here. Rows that leave the LLaMA join the
+        music decoder at the next step (after the LLaMA's work: a reply's teacher forcing runs the LLaMA)."""
         later: list = []
         thought = self.text.step(later)
         pending = self.overlap.submit(later[0]) if later else None  # none: the stage was idle
         try:
-            for sr in self._music.step():
-                self._after_music(self._owner("music", sr), sr)
+            self._music_step()
+            while pending is not None and not pending.done() and not self._music.idle:
+                self._music_step()  # a LLaMA step longer than a MusicGen step (a prompt chunk): more of these
         finally:
             if pending is not None:
                 thought += pending.result()  # waited for even when the MusicGen step raised
         for tr in thought:
             self._after_thinking(self._owner("text", tr), tr)
+
+    def _music_step(self) -> None:
+        for sr in self._music.step():
+            self._after_music(self._owner("music", sr), sr)
 
     def abort(self, error: BaseException) -> dict[int, Any]:
         """End every row with ``error`` (after an error of a stage itself, e.g. out of memory); the engine is

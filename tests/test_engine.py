@@ -673,6 +673,58 @@ def test_with_overlap_a_joining_row_whose_prefill_fails_ends_alone(model, solo, 
     assert_same(out[good], solo[0])
 
 
+class SlowLLaMA(Executor):
+    """An overlap executor whose task runs only at the ``n``-th look at its future (``done()``) or when its
+    result is asked for: the LLaMA work lasting ``n`` MusicGen steps, without threads."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def submit(self, fn, /, *args, **kwargs):
+        return _Late(lambda: fn(*args, **kwargs), self.n)
+
+
+class _Late(Future):
+    def __init__(self, fn, n: int):
+        super().__init__()
+        self.fn, self.left = fn, n
+
+    def _run(self) -> None:
+        if not super().done():
+            try:
+                self.set_result(self.fn())
+            except Exception as e:
+                self.set_exception(e)
+
+    def done(self) -> bool:
+        self.left -= 1
+        if self.left <= 0:
+            self._run()
+        return super().done()
+
+    def result(self, timeout=None):
+        self._run()
+        return super().result(timeout)
+
+
+def test_the_music_stage_steps_on_while_the_llama_work_lasts(model, solo):
+    reqs = requests()
+    engine = model.engine(max_rows=4, prefill_chunk=8, overlap=SlowLLaMA(3))
+    h = [engine.admit(reqs[2])]  # a music row
+    out = {}
+    while engine._music is None or engine._music.idle:
+        out.update(engine.step())
+    h += [engine.admit(r) for r in (reqs[0], reqs[4])]  # they think while the music decodes
+    most = 0
+    while not engine.idle:
+        before = engine._music.steps
+        out.update(engine.step())
+        most = max(most, engine._music.steps - before)
+    assert most == 3  # three MusicGen steps in the engine steps whose LLaMA work lasted three looks
+    for handle, s in zip(h, [solo[2], solo[0], solo[4]]):
+        assert_same(out[handle], s)
+
+
 def test_overlap_only_where_a_core_is_free_and_steps_are_eager(model, monkeypatch):
     from m2ugen.engine import overlap_helps
 
