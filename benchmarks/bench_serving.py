@@ -4,13 +4,14 @@ side in one run; then each decode loop's step time as a fraction of its memory-b
 Part 1 (issues 15 and 25): one in-process server per setting on a mid-size random model (LLaMA 8 x 1024,
 MusicGen 12 x 512 with the real 32 kHz EnCodec): ``continuous`` (jobs join the running decode at its next
 step, ``--max-batch N``), ``static`` (a batch is formed once and runs to its end, ``--batching static``),
-``serial`` (``--max-batch 1 --batching static``), ``serial-engine`` (``--max-batch 1`` through the engine:
-one row per stage, with continuous's finisher and LLaMA/MusicGen overlap threads) and
-``continuous-no-overlap`` (continuous with every step on the stepping thread). For N in 1, 2, 4, 8 the
+``serial`` (``--max-batch 1 --batching static``) and ``serial-engine`` (``--max-batch 1`` through the
+engine: one row per stage, EnCodec and the result writing on the same finisher thread as continuous's, so
+both use the second core alike: the fair baseline for what batching itself gains). For N in 1, 2, 4, 8 the
 same N jobs (different prompts and seeds, 2 s of music, 16 reply tokens) arrive at once (``burst``) or one
-every ``--every-ms`` (``staggered``, like producers clicking); the servers take turns round by round so they see the same machine load. Printed per
-N and setting: jobs/s, its ratio to serial (target >= 2.5 at N = 4 staggered, continuous), time to first
-progress (p50) and job latency p50 / p99 (submit -> done; target: continuous p99 <= serial's).
+every ``--every-ms`` (``staggered``, like producers clicking); the servers take turns round by round so
+they see the same machine load. Printed per N and setting: jobs/s, its ratio to serial (target >= 2.5 at
+N = 4 staggered, continuous), time to first progress (p50) and job latency p50 / p99 (submit -> done;
+target: continuous p99 <= serial's).
 
 The config is chosen so that decoding is the main share of a job, as it is at real size (where a reply is
 tens of tokens and the music 10-30 s, i.e. hundreds of MusicGen steps, while the encoders, the codec and
@@ -30,41 +31,46 @@ staggered 1.09 (static 1.49 / 1.30). At the end of issue 25's third pass, on an 
 2 rounds, continuous and serial only: burst 2.29 (0.532 jobs/s, serial 0.232), staggered 2.18 (0.489,
 serial 0.224): every setting gains about 12 %, the ratio barely moves.
 
+The third pass made the scheduler's own part of a step small (``benchmarks/bench_step_rows.py``, profiles):
+the LLaMA step reads only the cache columns written (``bind_cache(upto=...)``) and the MusicGen step
+masks additively: attention at 4 rows 31-38 -> 9-12 ms (LLaMA) and 18-20 -> 9 ms (MusicGen).
+
 Where the time goes (issue 25, fourth pass; ``benchmarks/serving_budget.py``: every part of a job timed where
-it runs, thread CPU seconds per job, N = 4 staggered every 500 ms, 1 thread, 2 rounds, this 2-core box
-shared with other work at load 2-3). Serial, one thread, 4.50 s/job: MusicGen prefill + 103 steps 3.33
-(74 %), LLaMA prefill + 16 steps 0.76 (17 %), EnCodec 0.34 (8 %), result analysis 0.045, music
-conditioning 0.010, fit 0.007; writing, journal, planning, encoders (none here) under 0.002 each; queue
-waits are not work. Continuous (before this pass), stepping thread 2.01 s/job: MusicGen 1.31 (steps at
-2 / 4 / 6 / 8 slots 33 / 38 / 42 / 40 ms CPU: the MusicGen step batches well; 29.5 step calls per job, 8 of
-them with fewer than 8 slots; 118 for the 4 jobs where 103 would do if the rows were aligned: the
-staggered arrivals), LLaMA 0.57 (a step of 1 row 39 ms, 2-4 rows 54 ms, 32 prompt tokens folded in 124-136
-ms; the 77-token prompts ~0.14 s/job of it, unbatchable), EnCodec 0.09 (when nothing is left to step);
-the finisher thread takes the rest of EnCodec, fit, analysis, writing: 0.33 s/job. So 98 % of the
-stepping thread is decode steps; the non-decode costs were already off it. The ceiling (Amdahl: jobs/s
-at most serial's CPU per job / the busiest thread's) was 4.50 / 2.01 = 2.24 with both cores free.
+it runs, thread CPU seconds per job; N = 4 staggered every 500 ms, 1 thread, 2 rounds, load ~1). Serial,
+one thread, 4.52 s/job: MusicGen prefill + 103 steps 3.37 (75 %), LLaMA prefill + 16 steps 0.74 (16 %),
+EnCodec 0.35 (8 %), result analysis 0.045, music conditioning 0.010, fit 0.007; writing, journal,
+planning, encoders (none here) under 0.002 each; queue waits are not work. Continuous, stepping thread
+2.17 s/job: MusicGen 1.44 (steps at 2 / 4 / 6 / 8 slots 38 / 40 / 45 / 43 ms: a step batches well; but
+30.2 step calls per job, 9.4 of them with fewer than 8 slots, 121 for the 4 jobs where 103 would do were
+the rows aligned: the staggered arrivals; sampling 0.16), LLaMA 0.62 (a step of 1 row 34 ms, of 2-3 rows
+59 ms, with 32 prompt tokens folded in 131-135 ms; the 77-token prompts ~0.15 s/job of it, unbatchable),
+EnCodec 0.10 (when nothing is left to step), conditioning 0.01; the finisher thread takes the rest of
+EnCodec, fit, analysis and writing (0.33 s/job). The stepping thread was busy 97 % of the wall, so it is
+the bound: 98 % of it is decode steps, the non-decode costs are already off it. Amdahl ceiling = serial's
+CPU per job / the stepping thread's = 4.52 / 2.17 = 2.08; measured in the same run 2.03.
 
-This pass: the LLaMA step's model work (prefill chunks, decode forward) runs on a second thread beside
-the MusicGen step (``m2ugen.engine.overlap_helps``: a CPU with a core torch's threads leave free; results
-unchanged, tested): stepping thread 2.01 -> 1.82 s/job in the same run (the overlap thread 0.22 s/job), a
-ceiling of 4.50 / 1.82 = 2.47. Measured side by side, ratio to serial's jobs/s (``--jobs 4 --threads 1
---no-steps``): ``--rounds 2``, load 2.9 -> 1.4: continuous burst 2.06 (0.443 jobs/s), staggered 2.07
-(0.467); continuous-no-overlap 1.95 / 1.95; p99 latency continuous 9.7 / 8.0 s, serial's 19.0 / 16.5 s.
-``--arrival staggered --rounds 3``, load 2.1-2.8: continuous 1.83, continuous-no-overlap 1.87,
-serial-engine 0.78 (``--max-batch 1`` through the engine: serial with the same finisher and overlap
-threads, the fair baseline for what batching itself gains; in another run 1.16; its CPU per job 3.74 s
-against serial's 4.50); p99 14.3 s vs serial's 28.1 s. On this shared box the second core is mostly taken
-by other work (the stepping thread got 53-62 % of the wall in CPU), so the overlap's saving shows in wall
-time in one run of two; the target (2.5) was not reached.
+Side by side, ratio to serial's jobs/s (``--jobs 4 --threads 1 --no-steps --rounds 2``, load 1.5-1.9):
+continuous burst 1.79, staggered 1.94 (0.383 jobs/s), p99 latency 10.7 / 10.4 s vs serial's 19.0 / 19.3
+s; serial-engine 1.00 / 0.97 (the second core for serial's EnCodec and writing gains nothing measurable).
 
-What 2.5x at 4 staggered jobs would take on this CPU at 1 thread: the stepping thread at most 4.50 / 2.5 =
-1.80 s/job (now 1.82) and never idle, i.e. both cores free of other work. The MusicGen steps are its floor: 118 steps x ~40 ms = 4.7 s for
-4 jobs (1.18 s/job) + sampling 0.15 s/job, and staggered arrivals (the last job arrives 1.5 s after the
-first, a third of one job's time alone) cost the 15 unaligned steps; the LLaMA's 0.57 s/job must then sit
-wholly on the other core, and the last job's EnCodec + analysis (0.4 s) is a tail nothing overlaps. A
-GPU, where a step's cost is flat in the rows, removes the per-slot growth; batching EnCodec of rows that
-end together does not help the staggered case (rows end apart). ``--duration 1`` or fewer steps per job
-lower every ceiling (the fixed per-job costs grow in share).
+Tried in this pass and not kept: the LLaMA step's model work on a second thread beside the MusicGen step
+(results unchanged, tested). It cut the stepping thread's CPU from 2.01 to 1.82 s/job (one run, load 2-3;
+ceiling 2.47), but the LLaMA step costs more CPU beside the MusicGen one (a 1-row step 55 ms vs 32: both
+read weights through the shared caches and memory), and on this box the second core is taken by other
+work: continuous vs the same without it, same runs, staggered 2.07 / 1.95, 1.83 / 1.87, 1.71 / 1.77;
+stepping MusicGen again while the LLaMA work lasts made more partial MusicGen steps (36.6 per job instead
+of 30.2; 2.09 / 2.03, 1.52 / 1.77). Batching the EnCodec decode of rows that end together: 4 rows at
+once cost 1.48-1.56 s CPU against 1.26-1.42 for one by one, and are not bit-identical; staggered rows end
+apart anyway.
+
+What 2.5x at 4 staggered jobs would take on this CPU at 1 thread: the stepping thread at most 4.52 / 2.5
+= 1.81 s/job (now 2.17) with nothing else on its core. Its MusicGen share alone is 1.44 s/job with 121
+steps; aligned rows (103 steps at 8 slots, 43 ms) would be 1.11 + 0.16 sampling, leaving ~0.5 s for the
+LLaMA's 0.62 and EnCodec; i.e. a MusicGen step that costs less per row (a GPU: flat in the rows; or
+weights prepacked for 4-8 rows, ``--packed-linears``, which gains every setting ~12 % alike) plus the
+LLaMA on a core of its own with no other load. The staggered arrivals alone (the last job arrives 1.5 s
+after the first, a third of one job's time) cost 18 unaligned MusicGen steps. ``--duration 1`` or fewer
+steps per job lower every ceiling (the fixed per-job costs grow in share).
 
 Part 2: the LLaMA decode step (``benchmarks/roofline.py``, dim 1024 x 8 layers) and the MusicGen guided step
 (``benchmarks/bench_musicgen_loop.py``'s mid decoder, through our loop), fp32 and bf16, each beside its floor
@@ -106,29 +112,18 @@ def mid_config() -> M2UGenConfig:
     return cfg.replace(name="mid-serving", dim=1024, n_layers=8, n_heads=8, multiple_of=256)
 
 
-SETTINGS = {  # name -> (max_batch, batching, overlap); max_batch None: the run's largest N
-    "continuous": (None, "continuous", True),
-    "static": (None, "static", True),
-    "serial": (1, "static", True),
-    # one row per stage through the engine: the finisher and the LLaMA/MusicGen overlap as continuous has them
-    "serial-engine": (1, "continuous", True),
-    "continuous-no-overlap": (None, "continuous", False),  # every step on the stepping thread (before issue 25 #4)
+SETTINGS = {  # name -> (max_batch, batching); max_batch None: the run's largest N
+    "continuous": (None, "continuous"),
+    "static": (None, "static"),
+    "serial": (1, "static"),
+    "serial-engine": (1, "continuous"),  # one row per stage through the engine, with its finisher thread
 }
 
 
-def start(model, max_batch: int, batching: str, data: Path, overlap: bool = True) -> ServerApp:
+def start(model, max_batch: int, batching: str, data: Path) -> ServerApp:
     s = ServerSettings(host="127.0.0.1", port=0, data_dir=data, write_discovery=False,
                        limits=Limits(queue_size=64, max_batch=max_batch), batching=batching)
     app = ServerApp(model, model_info(model, preset="mid-serving"), s)
-    if not overlap:  # the engine, made at the first job, steps the LLaMA on the stepping thread
-        make = app.worker._make_engine
-
-        def make_engine():
-            engine = make()
-            engine.overlap = None
-            return engine
-
-        app.worker._make_engine = make_engine
     app.start()
     return app
 
@@ -227,8 +222,8 @@ def bench_jobs(ns: list[int], rounds: int, duration: float, tokens: int, arrival
         with torch.no_grad():
             print(f"EXPERIMENT: {pack_linears(model)} linear layers on prepacked oneDNN weights (--packed-linears)")
     with tempfile.TemporaryDirectory() as tmp:
-        apps = {name: start(model, SETTINGS[name][0] or max(ns), SETTINGS[name][1], Path(tmp) / name,
-                            SETTINGS[name][2]) for name in settings}
+        apps = {name: start(model, SETTINGS[name][0] or max(ns), SETTINGS[name][1], Path(tmp) / name)
+                for name in settings}
         try:
             warm_analysis()
             for name, app in apps.items():  # warm-up: first-call costs (allocations, librosa) out of the figures

@@ -5,7 +5,7 @@ The same model, config and job as ``bench_serving.py`` (1 job = 2 s of music, 16
 runs ``--jobs`` jobs (staggered every ``--every-ms`` by default), settings taking turns round by round. Every
 part of a job is timed where it runs (a wrapper around the function that does it: wall and that thread's CPU
 seconds), so the table shows, per job, what each part costs and on which thread (``worker``: the stepping /
-model thread; ``finish``: the engine's finisher; ``overlap``: the engine's LLaMA thread), and each thread's busy share of the wall time.
+model thread; ``finish``: the engine's finisher), and each thread's busy share of the wall time.
 
 Ceiling (Amdahl): a setting is bounded by its busiest thread (its per-job seconds x N / wall) and by the
 cores: the CPU seconds of all its threads per job / 2 cores. ``ratio ceiling`` = serial's wall per job /
@@ -154,7 +154,7 @@ def main() -> None:
     n = args.jobs
     with tempfile.TemporaryDirectory() as tmp:
         apps = {k: bench_serving.start(model, bench_serving.SETTINGS[k][0] or n, bench_serving.SETTINGS[k][1],
-                                       Path(tmp) / k, bench_serving.SETTINGS[k][2]) for k in settings}
+                                       Path(tmp) / k) for k in settings}
         try:
             bench_serving.warm_analysis()
             for app in apps.values():

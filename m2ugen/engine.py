@@ -27,12 +27,6 @@ A row goes through the stages of ``M2UGen.chat_batch`` (the same steps of the mo
    (rows that end together share the two threads instead of queueing on one).
    AudioLDM2 (no step loop): the row is decoded whole, one per step.
 
-With an ``overlap`` executor (one thread; ``overlap_helps``: a CPU with a core torch's threads leave free,
-eager steps), while MusicGen rows run, the LLaMA step's model work (prefill chunks, decode forward:
-``TextStage.step(later=...)``) runs there beside the MusicGen step: two models on two cores. Sampling and
-callbacks stay on the stepping thread; while that work lasts longer than a MusicGen step (a joining prompt's
-chunk) the MusicGen stage steps again; a row leaving the LLaMA joins MusicGen at the next step.
-
 Each row keeps its own seed (its own ``torch.Generator`` per stage), sampling settings, length, guidance,
 mode (continue prompt, melody chroma) and adapters, and is prefilled alone, so its result is the one it
 gets alone, whoever joins or leaves around it. A row whose ``on_event`` raises (a cancel), or that fails,
@@ -55,17 +49,6 @@ from m2ugen.musicgen_stage import MusicGenStage
 from m2ugen.text_stage import TextRow, TextStage, prefill_chunk as default_chunk
 
 
-def overlap_helps(model) -> bool:
-    """Whether running the LLaMA step beside the MusicGen step (``Engine(overlap=...)``) can gain: on a CPU
-    whose cores torch's intra-op threads leave free, eager steps (a compiled step stays on its thread)."""
-    import os
-
-    decoder = getattr(model, "decoder", None)
-    return (model.device.type == "cpu" and torch.get_num_threads() < (os.cpu_count() or 1)
-            and hasattr(decoder, "_loop_row") and not getattr(decoder, "compile", False)
-            and not model.llama.decode_compiled)
-
-
 class RowCancelled(Exception):
     """The result of a row ended by ``Engine.cancel`` without an exception of the caller's."""
 
@@ -84,7 +67,7 @@ class _EngineRow:
 
 
 class Engine:
-    def __init__(self, model, max_rows: int = 4, prefill_chunk: int | None = None, finisher=None, overlap=None):
+    def __init__(self, model, max_rows: int = 4, prefill_chunk: int | None = None, finisher=None):
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         self.model = model
@@ -96,7 +79,6 @@ class Engine:
         self._ended: list[int] = []  # ended outside a step (cancel, a bad request): reported by the next step
         self._next = 0
         self.finisher = finisher  # a concurrent.futures.Executor for the rows' audio (None: on this thread)
-        self.overlap = overlap  # an Executor (one thread) for the LLaMA step's model work beside the MusicGen step
 
     # --- the caller's face -----------------------------------------------------------------------------
     def admit(self, request) -> int:
@@ -149,13 +131,11 @@ class Engine:
         self._ended = []
         self._reap_finished()
         self._encode_one()
-        if self.overlap is not None and self._music is not None and not self._music.idle:
-            self._step_overlapped()
-        else:
-            for tr in self.text.step():
-                self._after_thinking(self._owner("text", tr), tr)
-            if self._music is not None:
-                self._music_step()
+        for tr in self.text.step():
+            self._after_thinking(self._owner("text", tr), tr)
+        if self._music is not None:
+            for sr in self._music.step():
+                self._after_music(self._owner("music", sr), sr)
         self._decode_whole_one()
         for h, er in self._rows.items():
             if er.stage == "done" and h not in ended:
@@ -170,28 +150,6 @@ class Engine:
         elif not out and all(er.stage == "finishing" for er in self._rows.values()):
             self._wait_finishing()  # nothing to step: wait (a little) for the finisher instead of spinning
         return out
-
-    def _step_overlapped(self) -> None:
-        """The LLaMA step's model work on the ``overlap`` thread while this one runs the MusicGen step (two
-        models, two cores), and more MusicGen steps while that work lasts (a joining prompt's chunk costs a
-        few), so neither waits for the other; every callback stays here. Rows that leave the LLaMA join the
-        music decoder at the next step (after the LLaMA's work: a reply's teacher forcing runs the LLaMA)."""
-        later: list = []
-        thought = self.text.step(later)
-        pending = self.overlap.submit(later[0]) if later else None  # none: the stage was idle
-        try:
-            self._music_step()
-            while pending is not None and not pending.done() and not self._music.idle:
-                self._music_step()  # a LLaMA step longer than a MusicGen step (a prompt chunk): more of these
-        finally:
-            if pending is not None:
-                thought += pending.result()  # waited for even when the MusicGen step raised
-        for tr in thought:
-            self._after_thinking(self._owner("text", tr), tr)
-
-    def _music_step(self) -> None:
-        for sr in self._music.step():
-            self._after_music(self._owner("music", sr), sr)
 
     def abort(self, error: BaseException) -> dict[int, Any]:
         """End every row with ``error`` (after an error of a stage itself, e.g. out of memory); the engine is

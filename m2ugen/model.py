@@ -538,14 +538,13 @@ class M2UGen(nn.Module):
             self._generate_music(music)
         return [r if isinstance(r, BaseException) else r.result() for r in rows]
 
-    def engine(self, max_rows: int = 4, prefill_chunk: int | None = None, finisher=None, overlap=None):
+    def engine(self, max_rows: int = 4, prefill_chunk: int | None = None, finisher=None):
         """A continuous-batching engine over this model (``m2ugen.engine.Engine``): requests join and leave
         the running LLaMA and music decodes at every step; each row's result equals ``chat`` alone.
-        ``finisher``: an executor that turns finished rows' codes into audio off the stepping thread;
-        ``overlap``: a one-thread executor that runs the LLaMA step beside the MusicGen step."""
+        ``finisher``: an executor that turns finished rows' codes into audio off the stepping thread."""
         from m2ugen.engine import Engine
 
-        return Engine(self, max_rows=max_rows, prefill_chunk=prefill_chunk, finisher=finisher, overlap=overlap)
+        return Engine(self, max_rows=max_rows, prefill_chunk=prefill_chunk, finisher=finisher)
 
     # -- the steps of chat_batch (the engine runs the same steps row by row) -----------------------------
     def _plan_row(self, req: "ChatRequest") -> "_Row":

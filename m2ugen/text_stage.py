@@ -176,17 +176,11 @@ class TextStage:
 
     # --- one step ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, later: list | None = None) -> list[TextRow]:
+    def step(self) -> list[TextRow]:
         """Admit waiting rows into free slots, prefill joining rows (``chunk`` tokens in all while rows
         decode, else whole), sample every row that has its next logits, decode one token for every running
         row. -> the rows that left this step
-        (``result`` or ``error`` set).
-
-        ``later``: a list to which the step's model work (the prefill chunks and the decode forward) is
-        appended as a function instead of being run, for the caller to run on another thread while it does
-        other work (``Engine``: the MusicGen step); it returns the rows that leave in it, and must have run
-        before anything touches this stage or the LLaMA again. The callbacks (``on_step``) stay here. A row
-        whose prompt completes in it is sampled at the next step (here: this one), with the same logits."""
+        (``result`` or ``error`` set)."""
         if self.idle:
             self.release()
             return []
@@ -208,53 +202,31 @@ class TextStage:
         joining = [r for r in self.slots if r is not None and r.prefilled < len(r.ids)]
         fold = joining[0] if decoding and joining and not self.llama.decode_compiled else None
         budget = self.chunk if decoding else None
-        chunks = []  # (row, tokens) prefilled apart
         for row in [] if fold is not None else joining:
             if budget is not None and budget <= 0:
                 break
             n = len(row.ids) - row.prefilled if budget is None else min(budget, len(row.ids) - row.prefilled)
-            chunks.append((row, n))
+            self._guarded(row, self._prefill_chunk, row, n, left)
             if budget is not None:
                 budget -= n
-        if later is None:
-            for row, n in chunks:
-                self._guarded(row, self._prefill_chunk, row, n, left)
-            chunks = []
         for row in [r for r in self.slots if r is not None and r.logits is not None]:
             self._guarded(row, self._sample, row, left)
         running = [r for r in self.slots if r is not None and r.prefilled == len(r.ids) and r.logits is None
                    and r.result is None]
         n = 0 if fold is None else min(self.chunk, len(fold.ids) - fold.prefilled)
-        forward = self._forward(chunks, running, fold, n)
-        if later is not None:
-            later.append(forward)
-        else:
-            left += forward()
-        return left
-
-    def _forward(self, chunks: list, running: list[TextRow], fold: TextRow | None, n: int):
-        """The step's model work: prefill ``chunks`` apart, then decode ``running`` (with ``n`` tokens of
-        ``fold`` riding in it); -> a function that runs it and returns the rows that left in it."""
-        @torch.no_grad()  # grad mode is per thread: it may run on another
-        def forward() -> list[TextRow]:
-            left: list[TextRow] = []
-            for row, k in chunks:
-                self._guarded(row, self._prefill_chunk, row, k, left)
-            if running and fold is not None:
-                try:
-                    self._decode(running, fold, n)
-                except Exception:  # the fused forward failed: the decode alone (its errors are the stage's),
-                    self._decode(running)  # then the chunk alone, so that a failing joining row ends alone
-                    self._guarded(fold, self._prefill_chunk, fold, n, left)
-            elif running:
-                self._decode(running)
-            elif fold is not None:  # every decoding row left at its sample: the chunk alone
+        if running and fold is not None:
+            try:
+                self._decode(running, fold, n)
+            except Exception:  # the fused forward failed: the decode alone (its errors are the stage's), then
+                self._decode(running)  # the chunk alone, so that a failing joining row ends alone
                 self._guarded(fold, self._prefill_chunk, fold, n, left)
-            if self.idle:
-                self.release()
-            return left
-
-        return forward
+        elif running:
+            self._decode(running)
+        elif fold is not None:  # every decoding row left at its sample: the chunk alone
+            self._guarded(fold, self._prefill_chunk, fold, n, left)
+        if self.idle:
+            self.release()
+        return left
 
     def _guarded(self, row: TextRow, fn, *args) -> None:
         left = args[-1]

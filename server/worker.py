@@ -49,7 +49,6 @@ class Worker(threading.Thread):
         self.batching = batching
         self._engine = None  # m2ugen.engine.Engine, made at the first continuous job
         self._finisher = None  # its executor: finished rows' codes -> audio, jobs' results written (``later``)
-        self._overlap = None  # its executor for the LLaMA step beside the MusicGen step (engine.overlap_helps)
         self._pending: list[tuple[Job, Any, "_Deferred"]] = []  # (job, future, its deferred worker)
         self.running: list[Job] = []  # the job(s) of the batch being run
         self.stopping = False  # set by the app on shutdown: a job cancelled then is 'interrupted'
@@ -74,9 +73,8 @@ class Worker(threading.Thread):
                     return
                 self.run_job(job)
         finally:
-            for pool in (self._finisher, self._overlap):
-                if pool is not None:
-                    pool.shutdown(wait=False)
+            if self._finisher is not None:
+                self._finisher.shutdown(wait=False)
 
     def run_job(self, job: Job) -> None:
         """Run ``job`` with the queued jobs that may share its batch (continuous: that join it as it runs)."""
@@ -143,13 +141,9 @@ class Worker(threading.Thread):
     def _make_engine(self):
         from concurrent.futures import ThreadPoolExecutor
 
-        from m2ugen.engine import overlap_helps
-
         if self._finisher is None:
             self._finisher = ThreadPoolExecutor(1, thread_name_prefix="m2ugen-finish")
-        if self._overlap is None and overlap_helps(self.model):
-            self._overlap = ThreadPoolExecutor(1, thread_name_prefix="m2ugen-overlap")
-        return self.model.engine(max_rows=self.max_batch, finisher=self._finisher, overlap=self._overlap)
+        return self.model.engine(max_rows=self.max_batch, finisher=self._finisher)
 
     def warm_up(self) -> None:
         """With compiled decode steps (serve --compile), compile the engine's fixed batch sizes now, before
