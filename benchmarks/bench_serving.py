@@ -49,15 +49,18 @@ EnCodec, fit, analysis and writing (0.33 s/job). The stepping thread was busy 97
 the bound: 98 % of it is decode steps, the non-decode costs are already off it. Amdahl ceiling = serial's
 CPU per job / the stepping thread's = 4.52 / 2.17 = 2.08; measured in the same run 2.03.
 
-Side by side, ratio to serial's jobs/s (``--jobs 4 --threads 1 --no-steps --rounds 2``, load 1.5-1.9):
-continuous burst 1.79, staggered 1.94 (0.383 jobs/s), p99 latency 10.7 / 10.4 s vs serial's 19.0 / 19.3
-s; serial-engine 1.00 / 0.97 (the second core for serial's EnCodec and writing gains nothing measurable).
+Side by side, ratio to serial's jobs/s (``--jobs 4 --threads 1 --no-steps --settings
+continuous,serial,serial-engine``): ``--rounds 3``, load 0.7-1.1: continuous burst 2.22 (0.470 jobs/s),
+staggered 2.06 (0.449), p99 latency 9.5 / 8.5 s vs serial's 20.9 / 17.2 s; serial-engine 0.91 / 1.07.
+``--rounds 2``, load 1.5-1.9: continuous 1.79 / 1.94, serial-engine 1.00 / 0.97 (the second core for
+serial's EnCodec and writing gains nothing measurable).
 
 Tried in this pass and not kept: the LLaMA step's model work on a second thread beside the MusicGen step
 (results unchanged, tested). It cut the stepping thread's CPU from 2.01 to 1.82 s/job (one run, load 2-3;
 ceiling 2.47), but the LLaMA step costs more CPU beside the MusicGen one (a 1-row step 55 ms vs 32: both
 read weights through the shared caches and memory), and on this box the second core is taken by other
-work: continuous vs the same without it, same runs, staggered 2.07 / 1.95, 1.83 / 1.87, 1.71 / 1.77;
+work: continuous vs the same without it, same runs, staggered 2.07 / 1.95, 1.83 / 1.87, 1.71 / 1.77, and
+2.05 / 1.98 at load ~1;
 stepping MusicGen again while the LLaMA work lasts made more partial MusicGen steps (36.6 per job instead
 of 30.2; 2.09 / 2.03, 1.52 / 1.77). Batching the EnCodec decode of rows that end together: 4 rows at
 once cost 1.48-1.56 s CPU against 1.26-1.42 for one by one, and are not bit-identical; staggered rows end
