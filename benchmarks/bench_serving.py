@@ -3,12 +3,15 @@ side in one run; then each decode loop's step time as a fraction of its memory-b
 
 Part 1 (issues 15 and 25): one in-process server per setting on a mid-size random model (LLaMA 8 x 1024,
 MusicGen 12 x 512 with the real 32 kHz EnCodec): ``continuous`` (jobs join the running decode at its next
-step, ``--max-batch N``), ``static`` (a batch is formed once and runs to its end, ``--batching static``)
-and ``serial`` (``--max-batch 1``). For N in 1, 2, 4, 8 the same N jobs (different prompts and seeds, 2 s
-of music, 16 reply tokens) arrive at once (``burst``) or one every ``--every-ms`` (``staggered``, like
-producers clicking); the servers take turns round by round so they see the same machine load. Printed per
-N and setting: jobs/s, its ratio to serial (target >= 2.5 at N = 4 staggered, continuous), time to first
-progress (p50) and job latency p50 / p99 (submit -> done; target: continuous p99 <= serial's).
+step, ``--max-batch N``), ``static`` (a batch is formed once and runs to its end, ``--batching static``),
+``serial`` (``--max-batch 1 --batching static``) and ``serial-engine`` (``--max-batch 1`` through the
+engine: one row per stage, EnCodec and the result writing on the same finisher thread as continuous's, so
+both use the second core alike: the fair baseline for what batching itself gains). For N in 1, 2, 4, 8 the
+same N jobs (different prompts and seeds, 2 s of music, 16 reply tokens) arrive at once (``burst``) or one
+every ``--every-ms`` (``staggered``, like producers clicking); the servers take turns round by round so
+they see the same machine load. Printed per N and setting: jobs/s, its ratio to serial (target >= 2.5 at
+N = 4 staggered, continuous), time to first progress (p50) and job latency p50 / p99 (submit -> done;
+target: continuous p99 <= serial's).
 
 The config is chosen so that decoding is the main share of a job, as it is at real size (where a reply is
 tens of tokens and the music 10-30 s, i.e. hundreds of MusicGen steps, while the encoders, the codec and
@@ -28,24 +31,56 @@ staggered 1.09 (static 1.49 / 1.30). At the end of issue 25's third pass, on an 
 2 rounds, continuous and serial only: burst 2.29 (0.532 jobs/s, serial 0.232), staggered 2.18 (0.489,
 serial 0.224): every setting gains about 12 %, the ratio barely moves.
 
-Where the rest goes (``benchmarks/bench_step_rows.py``: a stage's step at 1 vs 4 rows, split by
-torch.profiler): on this CPU the matmuls themselves grow with the rows (fp32 GEMM with 2-8 rows is not
-weight-bound at 1 thread: ``F.linear`` of [8, 512] by [512, 2048] costs 4-7x one row's), so a 4-row step
-stays 1.3-1.4x (MusicGen, 8 slots) and 1.6-2x (LLaMA) a 1-row step. Attention was the part the scheduler
-owned: the LLaMA step read the whole pool (now only the columns written, ``bind_cache(upto=...)``) and the
-MusicGen step used a bool mask (now additive): at 4 rows 31-38 -> 9-12 ms (LLaMA) and 18-20 -> 9 ms
-(MusicGen) in profiles on a box loaded ~4x. Rows that end together no longer queue their EnCodec on the
-finisher alone (the idle stepping thread takes one). Measured after, N = 4 (2-core box shared with other
-work), back to back at load ~2, 3 rounds: continuous burst 1.98, staggered 2.17 (0.398 / 0.443 jobs/s);
-main's code just after: 2.03 / 2.00 (0.389 / 0.410 jobs/s); p99 latency 10.1 / 10.2 s vs serial's 20.4 /
-18.2 s. Short of 2.5: on this CPU the batched matmuls are the limit, not the scheduler.
+The third pass made the scheduler's own part of a step small (``benchmarks/bench_step_rows.py``, profiles):
+the LLaMA step reads only the cache columns written (``bind_cache(upto=...)``) and the MusicGen step
+masks additively: attention at 4 rows 31-38 -> 9-12 ms (LLaMA) and 18-20 -> 9 ms (MusicGen).
+
+Where the time goes (issue 25, fourth pass; ``benchmarks/serving_budget.py``: every part of a job timed where
+it runs, thread CPU seconds per job; N = 4 staggered every 500 ms, 1 thread, 2 rounds, load ~1). Serial,
+one thread, 4.52 s/job: MusicGen prefill + 103 steps 3.37 (75 %), LLaMA prefill + 16 steps 0.74 (16 %),
+EnCodec 0.35 (8 %), result analysis 0.045, music conditioning 0.010, fit 0.007; writing, journal,
+planning, encoders (none here) under 0.002 each; queue waits are not work. Continuous, stepping thread
+2.17 s/job: MusicGen 1.44 (steps at 2 / 4 / 6 / 8 slots 38 / 40 / 45 / 43 ms: a step batches well; but
+30.2 step calls per job, 9.4 of them with fewer than 8 slots, 121 for the 4 jobs where 103 would do were
+the rows aligned: the staggered arrivals; sampling 0.16), LLaMA 0.62 (a step of 1 row 34 ms, of 2-3 rows
+59 ms, with 32 prompt tokens folded in 131-135 ms; the 77-token prompts ~0.15 s/job of it, unbatchable),
+EnCodec 0.10 (when nothing is left to step), conditioning 0.01; the finisher thread takes the rest of
+EnCodec, fit, analysis and writing (0.33 s/job). The stepping thread was busy 97 % of the wall, so it is
+the bound: 98 % of it is decode steps, the non-decode costs are already off it. Amdahl ceiling = serial's
+CPU per job / the stepping thread's = 4.52 / 2.17 = 2.08; measured in the same run 2.03.
+
+Side by side, ratio to serial's jobs/s (``--jobs 4 --threads 1 --no-steps --settings
+continuous,serial,serial-engine``): ``--rounds 3``, load 0.7-1.1: continuous burst 2.22 (0.470 jobs/s),
+staggered 2.06 (0.449), p99 latency 9.5 / 8.5 s vs serial's 20.9 / 17.2 s; serial-engine 0.91 / 1.07.
+``--rounds 2``, load 1.5-1.9: continuous 1.79 / 1.94, serial-engine 1.00 / 0.97 (the second core for
+serial's EnCodec and writing gains nothing measurable).
+
+Tried in this pass and not kept: the LLaMA step's model work on a second thread beside the MusicGen step
+(results unchanged, tested). It cut the stepping thread's CPU from 2.01 to 1.82 s/job (one run, load 2-3;
+ceiling 2.47), but the LLaMA step costs more CPU beside the MusicGen one (a 1-row step 55 ms vs 32: both
+read weights through the shared caches and memory), and on this box the second core is taken by other
+work: continuous vs the same without it, same runs, staggered 2.07 / 1.95, 1.83 / 1.87, 1.71 / 1.77, and
+2.05 / 1.98 at load ~1;
+stepping MusicGen again while the LLaMA work lasts made more partial MusicGen steps (36.6 per job instead
+of 30.2; 2.09 / 2.03, 1.52 / 1.77). Batching the EnCodec decode of rows that end together: 4 rows at
+once cost 1.48-1.56 s CPU against 1.26-1.42 for one by one, and are not bit-identical; staggered rows end
+apart anyway.
+
+What 2.5x at 4 staggered jobs would take on this CPU at 1 thread: the stepping thread at most 4.52 / 2.5
+= 1.81 s/job (now 2.17) with nothing else on its core. Its MusicGen share alone is 1.44 s/job with 121
+steps; aligned rows (103 steps at 8 slots, 43 ms) would be 1.11 + 0.16 sampling, leaving ~0.5 s for the
+LLaMA's 0.62 and EnCodec; i.e. a MusicGen step that costs less per row (a GPU: flat in the rows; or
+weights prepacked for 4-8 rows, ``--packed-linears``, which gains every setting ~12 % alike) plus the
+LLaMA on a core of its own with no other load. The staggered arrivals alone (the last job arrives 1.5 s
+after the first, a third of one job's time) cost 18 unaligned MusicGen steps. ``--duration 1`` or fewer
+steps per job lower every ceiling (the fixed per-job costs grow in share).
 
 Part 2: the LLaMA decode step (``benchmarks/roofline.py``, dim 1024 x 8 layers) and the MusicGen guided step
 (``benchmarks/bench_musicgen_loop.py``'s mid decoder, through our loop), fp32 and bf16, each beside its floor
 (weight bytes read per step / a GEMV's bandwidth measured in the same run; target >= 0.8).
 
     .venv/bin/python benchmarks/bench_serving.py [--jobs 1,2,4,8 --rounds 2 --threads 2 --no-steps]
-        [--arrival burst,staggered --every-ms 500 --settings continuous,static,serial]
+        [--arrival burst,staggered --every-ms 500 --settings continuous,static,serial,serial-engine,...]
 """
 
 from __future__ import annotations
@@ -84,6 +119,7 @@ SETTINGS = {  # name -> (max_batch, batching); max_batch None: the run's largest
     "continuous": (None, "continuous"),
     "static": (None, "static"),
     "serial": (1, "static"),
+    "serial-engine": (1, "continuous"),  # one row per stage through the engine, with its finisher thread
 }
 
 
