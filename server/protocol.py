@@ -31,6 +31,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5557
 DEFAULT_ENDPOINT = f"tcp://{DEFAULT_HOST}:{DEFAULT_PORT}"
 MAX_HEADER_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32  # objects/arrays nested deeper than this are refused (no request needs more than 4)
 CONTENT_HASH_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -48,7 +49,7 @@ def content_digest(f, prefix: bytes = b"", block: int = 4 * 2**20) -> str:
     while chunk := f.read(block):
         h.update(chunk)
     return h.hexdigest()
-MAX_JSON_DEPTH = 32  # objects/arrays nested deeper than this are refused (no request needs more than 4)
+
 
 REQUEST_OPS = ("hello", "ping", "upload", "submit", "status", "cancel", "result", "jobs", "subscribe")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -765,7 +766,7 @@ def check_submit(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
 def check_upload(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
     """Validates an ``upload`` header (§2.1): an offer (``blake3`` and ``size``), a begin (``size`` only)
     or one chunk (``upload``, ``offset`` and one frame); -> {form, blake3, size, upload, offset}."""
-    unknown = sorted(k for k in set(header) - {"v", "op", "req", "token", "blake3", "size", "upload", "offset", "local"}
+    unknown = sorted(k for k in set(header) - {"v", "op", "req", "token", CONTENT_HASH, "size", "upload", "offset", "local"}
                      if not k.startswith("\x00"))  # "\x00...": the server's own marks (server/owners.py)
     if unknown:
         raise ProtocolError("bad_request", f"unknown field(s) in upload: {', '.join(unknown)}", unknown[0])
@@ -773,21 +774,21 @@ def check_upload(header: dict[str, Any], n_frames: int) -> dict[str, Any]:
         if header.get("offset") is not None or header.get("upload") is not None:
             raise ProtocolError("bad_request", "a chunk of an upload ('upload' and 'offset') needs exactly one "
                                                "frame", "offset")
-        sha = req_str(header, "blake3", min_len=64, max_len=64, default=None)
+        sha = req_str(header, CONTENT_HASH, min_len=64, max_len=64, default=None)
         if sha is not None and not CONTENT_HASH_RE.fullmatch(sha):
-            raise ProtocolError("bad_request", "field 'blake3' must be 64 lower-case hex digits", "blake3")
+            raise ProtocolError("bad_request", f"field '{CONTENT_HASH}' must be 64 lower-case hex digits", CONTENT_HASH)
         size = req_int(header, "size", lo=1, hi=2**50)
         local = header.get("local", False)
         if not isinstance(local, bool):
             raise ProtocolError("bad_request", f"field 'local' must be a boolean, got {_type_name(local)}", "local")
-        return {"form": "offer" if sha is not None else "begin", "blake3": sha, "size": size, "upload": None,
+        return {"form": "offer" if sha is not None else "begin", CONTENT_HASH: sha, "size": size, "upload": None,
                 "offset": None, "local": local}
     if n_frames > 1 or header.get("offset") is None or header.get("upload") is None:
-        raise ProtocolError("bad_request", "an upload is an offer ('blake3', 'size'), a begin ('size') or one chunk "
+        raise ProtocolError("bad_request", f"an upload is an offer ('{CONTENT_HASH}', 'size'), a begin ('size') or one chunk "
                                            "('upload', 'offset' and exactly one frame)", "offset")
-    extra = [k for k in ("blake3", "size", "local") if k in header]
+    extra = [k for k in (CONTENT_HASH, "size", "local") if k in header]
     if extra:
         raise ProtocolError("bad_request", f"a chunk names its upload, not '{extra[0]}'", extra[0])
     upload = req_str(header, "upload", min_len=1, max_len=64)
     offset = req_int(header, "offset", lo=0, hi=2**50)
-    return {"form": "chunk", "blake3": None, "size": None, "upload": upload, "offset": offset, "local": False}
+    return {"form": "chunk", CONTENT_HASH: None, "size": None, "upload": upload, "offset": offset, "local": False}
