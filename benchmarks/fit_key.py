@@ -59,19 +59,15 @@ def key_index(name: str) -> int:
 def key_inputs(split: tuple[str, int, int, int]) -> dict:
     """The split's mixed items with a key: "r" [items, 24] profile scores, "hist" [items, 24] chord
     histograms, "truth" [items] true key rows, "source" [items] score paths, "name" [items]."""
-    import soundfile as sf
-
-    from fit_tempo import rendered
+    from fit_tempo import clips
     from m2ugen.key import _profile_scores, clip_key_inputs
-    from m2ugen.spectrum import analysis_signal
 
+    name, items, melodies, seed = split
     out = {"r": [], "hist": [], "truth": [], "source": [], "name": []}
-    for item, wav in zip(*rendered(*split)):
+    for item, mono, spec in clips([(name, items, melodies, (seed,))]):
         if item.melody:
             continue
-        y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-        mono = analysis_signal(np.ascontiguousarray(y.T), sr)
-        found = None if mono is None else clip_key_inputs(mono)
+        found = None if mono is None else clip_key_inputs(mono, spec=spec)
         if found is None or found[1] is None:  # no key, or no segment with a chord (a silent clip)
             continue
         chroma, hist = found[0], found[1]
@@ -149,8 +145,9 @@ def mirex(pred: np.ndarray, truth: np.ndarray) -> float:
     """Mean mir_eval weighted key score (exact 1, fifth 0.5, relative 0.3, parallel 0.2)."""
     import mir_eval.key
 
-    names = [f"{n} {m}" for m in ("major", "minor")
-             for n in ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")]
+    from m2ugen.key import MAJOR_NAMES, MINOR_NAMES
+
+    names = [f"{n} major" for n in MAJOR_NAMES] + [f"{n} minor" for n in MINOR_NAMES]  # rows as key_profiles
     return float(np.mean([mir_eval.key.weighted_score(names[t], names[p]) for p, t in zip(pred, truth)]))
 
 

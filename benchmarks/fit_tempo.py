@@ -96,8 +96,8 @@ def rendered(split: str, n_items: int, n_melodies: int, seed: int = 0):
 
 
 def clips(sets):
-    """(item, mono analysis signal, constant-Q spectrum) of each rendered item of ``sets`` ((split,
-    items, melodies, seeds) each)."""
+    """(item, mono analysis signal, constant-Q spectrum; None, None for a silent render) of each rendered
+    item of ``sets`` ((split, items, melodies, seeds) each)."""
     import soundfile as sf
 
     from m2ugen.spectrum import analysis_signal, constant_q
@@ -107,7 +107,7 @@ def clips(sets):
     for item, wav in pairs:
         y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
         mono = analysis_signal(np.ascontiguousarray(y.T), sr)
-        yield item, mono, constant_q(mono)
+        yield item, mono, None if mono is None else constant_q(mono)  # a silent render: no signal
 
 
 # ---------------------------------------------------------------------------------------------- fitting
