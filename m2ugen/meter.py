@@ -2,7 +2,8 @@
 
 - ``estimate_meter``: 3 or 4 beats per bar, and the downbeats, from beat-synchronous features: accent
   (onset strength and energy), harmonic change (chroma distance to the previous beat), bass change,
-  bass onsets and bass level (under C3), low onsets (the kick where there is no bass line), bar
+  bass onsets and bass level (under C3), low onsets (the same flux with or without a bass line: the
+  kick where there is none), bar
   repetition of the beat chroma and bass, and each onset function's autocorrelation at 3 against 4
   beats. Two small models fitted on rendered corpus music (``benchmarks/fit_tempo.py``,
   ``assets/meter_model.json``) decide the bar length (logistic) and the downbeat phase (conditional
@@ -42,8 +43,9 @@ def estimate_meter(mono: np.ndarray, beats: Beats, sr: int = ANALYSIS_SR,
 
     Per beat (``_beat_features``): accent (onset strength and energy), harmonic change (chroma
     distance to the previous beat), bass change (the same for the pitch classes under C3), bass
-    onsets (semitone flux under C3), bass level (its share of the beat's chroma) and low onsets (the
-    same flux where there is no bass line: the kick). The bar length
+    onsets (semitone flux under C3, where there is a bass line), bass level (its share of the beat's
+    chroma) and low onsets (the same flux, measured with or without a bass line: the kick where there
+    is none). The bar length
     is a logistic model's call (``meter_features``: how much more of each feature's variance the
     beat's place in a bar of 4 explains than in a bar of 3, how much more alike the beat chroma and
     the bass are 4 and 8 beats apart than 3 and 6, the same for each feature's and each onset

@@ -304,6 +304,6 @@ def test_a_note_sounding_when_the_clip_begins_is_kept_and_leading_silence_gives_
     assert [n.pitch for n in T.melody_notes(lead)] == [69]
     monkeypatch.setattr(T, "CLIP_EDGE", -1)  # no edge rule: the keep model alone drops the tone it cannot judge
     assert T.melody_notes(tone) == []
-    monkeypatch.setattr(T, "CLIP_EDGE", 2)
+    monkeypatch.undo()  # the edge rule back
     monkeypatch.setattr(T, "EDGE_QUIET_DB", float("-inf"))  # no loudness floor: the silence before the tone is a note
     assert len(T.melody_notes(lead)) == 2
