@@ -38,7 +38,9 @@ def run_action(kind: str, server_info, tmp_path: Path, prompt: str, clean: bool 
     out["seconds"] = time.monotonic() - t0
     out["project"] = project
     out["tmp"] = work_tmp
-    assert out["ok"], out
+    if not out["ok"]:  # the whole story, untruncated: the Lua error, the message boxes, the timeline
+        pytest.fail(f"{out['error']}\nmessages: {out['messages']}\ntimeline: {out.get('timeline')}\n"
+                    f"commands: {out['commands']}", pytrace=False)
     assert out["violations"] == [], out["violations"]
     if not clean:  # the caller checks the rest
         return out

@@ -92,10 +92,20 @@ end
 -- learn_ask: the Ask starts once the Learn has a job id; when the Ask's answer is in, the Learn must
 -- still be running; then "M2UGen - Cancel" cancels the Learn
 local ask_started, ask_done_while_learning, learn_job, learn_cancelled = false, json.null, json.null, false
+-- what happened when (fake clock seconds), for a failure's message: each change of the Learn's slot and
+-- of the last history record
+local timeline, last_seen = {}, {}
+local function note_change(what, value)
+  if last_seen[what] ~= value then
+    last_seen[what] = value
+    timeline[#timeline + 1] = string.format("%.2f %s %s", fake.clock, what, tostring(value))
+  end
+end
 local function learn_ask(f)
   local ext = f.ext.M2UGen or {}
   local la = ext.active_learn and json.decode(ext.active_learn.value)
   if la and la.job then learn_job = la.job end
+  note_change("learn", la and (la.job or "starting") or "none")
   if not ask_started and la and la.job then
     ask_started = true
     keys_item.selected = false -- the Ask listens to the time selection
@@ -103,6 +113,7 @@ local function learn_ask(f)
   end
   local hist = f.proj_ext.M2UGen or {}
   local last = hist.last_job and hist["job:" .. hist.last_job] and json.decode(hist["job:" .. hist.last_job])
+  note_change("history", last and (tostring(last.kind) .. " " .. tostring(last.state)) or "none")
   if ask_started and ask_done_while_learning == json.null and last and last.kind == "ask" and last.state == "done" then
     ask_done_while_learning = la ~= nil and la.job ~= nil
     if la then
@@ -170,6 +181,7 @@ print(json.encode({
   input_gain = input_gain or json.null, input_seconds = input_seconds or json.null,
   render_files = fake.renders[1] and fake.renders[1].files and #fake.renders[1].files or json.null,
   ask_done_while_learning = ask_done_while_learning, learn_job = learn_job, learn_cancelled = learn_cancelled,
+  timeline = json.array(timeline),
   disk_failures = fake.disk and fake.disk.failures or json.null,
   killed_pid = killed_pid or json.null,
   action_options = json.array(fake.action_options),
