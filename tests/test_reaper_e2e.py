@@ -295,7 +295,7 @@ def test_an_ask_completes_while_a_learn_trains(server_info, tmp_path):
     """A Learn (a 20,000-step fine-tune on the real server) runs in the background; an Ask started beside it
     is answered and kept while the Learn still trains; then M2UGen - Cancel stops the Learn."""
     out = run_action("learn_ask", server_info, tmp_path, "What do you hear?", clean=False, E2E_TIMEOUT="250")
-    assert out["ask_done_while_learning"] is True, out
+    assert out["ask_done_while_learning"] is True, f"messages: {out['messages']}\ntimeline: {out['timeline']}"
     assert out["learn_cancelled"] is True
     answers = [t for t in out["tracks"] if t["name"] == "M2UGen answers"]
     assert len(answers) == 1 and answers[0]["items"][0]["notes"].startswith("Q: What do you hear?")

@@ -94,7 +94,7 @@ end
 local ask_started, ask_done_while_learning, learn_job, learn_cancelled = false, json.null, json.null, false
 -- what happened when (fake clock seconds), for a failure's message: each change of the Learn's slot and
 -- of the last history record
-local timeline, last_seen = {}, {}
+local timeline, last_seen, ask_was_active = {}, {}, false
 local function note_change(what, value)
   if last_seen[what] ~= value then
     last_seen[what] = value
@@ -114,8 +114,13 @@ local function learn_ask(f)
   local hist = f.proj_ext.M2UGen or {}
   local last = hist.last_job and hist["job:" .. hist.last_job] and json.decode(hist["job:" .. hist.last_job])
   note_change("history", last and (tostring(last.kind) .. " " .. tostring(last.state)) or "none")
-  if ask_started and ask_done_while_learning == json.null and last and last.kind == "ask" and last.state == "done" then
-    ask_done_while_learning = la ~= nil and la.job ~= nil
+  -- the Ask's record reached a final state (done, or failed / lost: then the test fails at once instead
+  -- of waiting out the Learn's 20,000 steps)
+  if ext.active then ask_was_active = true end
+  local ask_ended = last and last.kind == "ask" and last.state ~= "running"
+  ask_ended = ask_ended or (ask_was_active and not ext.active) -- the Ask's script stopped without a record
+  if ask_started and ask_done_while_learning == json.null and ask_ended then
+    ask_done_while_learning = last ~= nil and last.kind == "ask" and last.state == "done" and la ~= nil and la.job ~= nil
     if la then
       learn_cancelled = true
       f:run_script(Fake.REPO .. "reaper_scripts/M2UGen - Cancel.lua", { instance = "cancel" })
