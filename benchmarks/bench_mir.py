@@ -22,6 +22,7 @@ brackets). The librosa column: ``librosa.beat.beat_track`` defaults (tempo, beat
 ``librosa.pyin`` defaults with notes as runs of one rounded pitch (no meter, no downbeats).
 
     .venv/bin/python benchmarks/bench_mir.py --split heldout [--items 36 --melodies 12 --threads 2]
+                                             [--room 1.4 -6: every item in a reverberant room first]
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def _args():
     ap.add_argument("--no-baseline", action="store_true", help="only this project's column (faster tuning)")
     ap.add_argument("--verbose", action="store_true", help="one line per item")
     ap.add_argument("--notes-only", action="store_true", help="only the melodies (transcription)")
+    ap.add_argument("--room", type=float, nargs=2, metavar=("RT60_S", "DR_DB"), default=None,
+                    help="play every item in a reverberant room first (mir_set.in_room): reverberation time and "
+                         "direct-to-reverberant ratio, e.g. 1.4 -6 (a hall, mid distance)")
     return ap.parse_args()
 
 
@@ -243,6 +247,9 @@ def main() -> None:
     for w in wavs:
         y, sr = sf.read(str(w), dtype="float32", always_2d=True)
         waves.append((np.ascontiguousarray(y.T), sr))
+    if args.room:
+        waves = [(mir_set.in_room(y, sr, *args.room, seed=k), sr) for k, (y, sr) in enumerate(waves)]
+        print(f"in a room: RT60 {args.room[0]:g} s, direct-to-reverberant {args.room[1]:+g} dB")
     n_mix = sum(not i.melody for i in items)
     n_drums = sum(i.drums for i in items if not i.melody)
     n3 = sum(i.meter == 3 for i in items if not i.melody)

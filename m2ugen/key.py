@@ -19,8 +19,8 @@
   KEY_UNSURE (two keys, usually relative or fifth-related, about equal) the prompt line says "(unsure)".
   ``key_sections``: where a clip of at least 24 s holds more than one key for at least 12 s each
   (16 s windows), the sections in order; otherwise empty. Unpitched sound (``tonality`` under
-  TONALITY_MIN: noise), a flat profile or a best profile score under 0.5 (a single repeated pitch)
-  gives no key. Limits: relative major/minor, the dominant and the subdominant are the usual misses (the note
+  TONALITY_MIN: noise), a flat profile, a best profile score under KEY_CONFIDENCE_MIN (clicks) or one
+  pitch class holding KEY_ONE_PITCH_SHARE of the profile (one note, a drone) gives no key. Limits: relative major/minor, the dominant and the subdominant are the usual misses (the note
   fit still leaves some ghost notes a fifth under real ones).
   Key names use the usual spelling (Bb major, F# minor, C# minor, Eb minor ...).
 """
@@ -39,7 +39,11 @@ from m2ugen.spectrum import (
 )
 
 CHROMA_SPREAD_MIN = 0.5      # (max - min) / mean of the clip's chroma: noise 0.05-0.15, chords about 3
-KEY_CONFIDENCE_MIN = 0.5     # below this best profile correlation (a single pitch: 0.3) there is no key
+KEY_CONFIDENCE_MIN = 0.3     # below this best profile correlation (clicks, unpitched hits: 0.25) there is no key
+# one pitch class holding this share of the profile is one note or a drone, not a key (a sine 0.64, a sawtooth
+# note 0.37; rendered music at most 0.31, also in a reverberant room, where the best profile correlation of
+# mixes with drums falls to 0.40-0.49: the correlation alone, at 0.5, gave those no key)
+KEY_ONE_PITCH_SHARE = 0.35
 KEY_SEGMENT_S = 0.5          # spectra are summarised per segment (median) before the note fit
 KEY_WINDOW_S = 16.0          # local keys for sections
 KEY_SECTION_MIN_S = 12.0     # a key section lasts at least this long
@@ -238,7 +242,7 @@ def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
     if found is None:
         return None
     chroma, hist, weighted, seg_s = found
-    if _profile_scores(chroma).max() < KEY_CONFIDENCE_MIN:
+    if _profile_scores(chroma).max() < KEY_CONFIDENCE_MIN or chroma.max() >= KEY_ONE_PITCH_SHARE:
         return None
     scores = _key_scores(chroma, hist)
     key, mode = _key_of(scores)
