@@ -50,6 +50,9 @@ def _args():
     ap.add_argument("--no-baseline", action="store_true", help="only this project's column (faster tuning)")
     ap.add_argument("--verbose", action="store_true", help="one line per item")
     ap.add_argument("--notes-only", action="store_true", help="only the melodies (transcription)")
+    ap.add_argument("--rubato", type=float, default=0.0, metavar="DEPTH",
+                    help="play every item with a swaying tempo (mir_set.with_rubato: +-DEPTH, e.g. 0.08, over 8 s "
+                         "periods), rendered into the split's cache beside the steady renders")
     ap.add_argument("--room", type=float, nargs=2, metavar=("RT60_S", "DR_DB"), default=None,
                     help="play every item in a reverberant room first (mir_set.in_room): reverberation time and "
                          "direct-to-reverberant ratio, e.g. 1.4 -6 (a hall, mid distance)")
@@ -241,6 +244,10 @@ def main() -> None:
 
     items, wavs = mir_set.load_set(args.split, args.items, args.melodies, rebuild=args.rebuild,
                                    version=args.manifest_version or mir_set.MANIFEST_VERSION)
+    if args.rubato:
+        items = [mir_set.with_rubato(i, args.rubato, seed=k) for k, i in enumerate(items)]
+        wavs = [mir_set.render(i, mir_set.cache_dir() / args.split) for i in items]
+        print(f"with rubato: tempo +-{100 * args.rubato:g} % over 8 s periods")
     if args.notes_only:
         items, wavs = zip(*[(i, w) for i, w in zip(items, wavs) if i.melody])
     waves = []

@@ -23,7 +23,8 @@ all of it; the dev split is the validation set printed beside each (and beside t
 found, "before").
 
     .venv/bin/python benchmarks/fit_tempo.py [--train train:160:40:0,1,2 train2:200:40:0,1,2] [--dry-run]
-        [--level-train ...] [--phase-train ...] [--only tempo|meter]
+        [--level-train ...] [--phase-train ...] [--only tempo|meter] [--dev-rooms dry,1.4/-6]
+    (a set's optional fifth field plays each render in rooms too: train:160:40:0,1,2:dry,1.8/-10)
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def _args():
     ap.add_argument("--dev-items", type=int, default=72)
     ap.add_argument("--dev-melodies", type=int, default=12)
     ap.add_argument("--folds", type=int, default=5, help="cross-validation folds over the training scores")
+    ap.add_argument("--dev-rooms", default="dry", metavar="ROOMS",
+                    help="how the dev split is heard (as ROOMS in --train), e.g. dry,1.4/-6: dev figures for each")
     ap.add_argument("--l2-tempo", type=float, nargs="+", default=[1.0],
                     help="L2 penalties of the tempo-level model: each is cross-validated, the best fitted (1: chosen on dev)")
     ap.add_argument("--l2-meter", type=float, nargs="+", default=[1.0, 3.0, 10.0], help="the same for the bar-length model")
@@ -71,13 +74,28 @@ def _args():
     return ap.parse_args()
 
 
-def train_sets(specs) -> list[tuple[str, int, int, tuple[int, ...]]]:
-    """``SPLIT:ITEMS:MELODIES:SEEDS`` -> (split, items, melodies, seeds)."""
+def train_sets(specs) -> list[tuple]:
+    """``SPLIT:ITEMS:MELODIES:SEEDS[:ROOMS]`` -> (split, items, melodies, seeds[, rooms]); ROOMS lists how each
+    render is heard, comma-separated: ``dry`` or ``RT60/DR`` (``mir_set.in_room``: seconds, dB), e.g.
+    ``dry,1.4/-6`` (each clip twice: as rendered and in a hall)."""
     out = []
     for spec in specs:
-        split, items, melodies, seeds = spec.split(":")
-        out.append((split, int(items), int(melodies), tuple(int(s) for s in seeds.split(","))))
+        split, items, melodies, seeds, *rooms = spec.split(":")
+        row = (split, int(items), int(melodies), tuple(int(s) for s in seeds.split(",")))
+        out.append(row + (parse_rooms(rooms[0]),) if rooms else row)
     return out
+
+
+def parse_rooms(text: str) -> tuple:
+    """``dry,1.4/-6`` -> (None, (1.4, -6.0)): None is the render as it is."""
+    out = []
+    for r in text.split(","):
+        if r == "dry":
+            out.append(None)
+        else:
+            rt60, dr = r.split("/")
+            out.append((float(rt60), float(dr)))
+    return tuple(out)
 
 
 def rendered(split: str, n_items: int, n_melodies: int, seed: int = 0):
@@ -95,19 +113,33 @@ def rendered(split: str, n_items: int, n_melodies: int, seed: int = 0):
     return items, [mir_set.render(i, directory) for i in items]
 
 
+def dev_sets(args, rows_of) -> dict:
+    """{"dev" or "dev in RT60/DR": rows} for each way ``--dev-rooms`` hears the dev split."""
+    out = {}
+    for room in parse_rooms(args.dev_rooms):
+        name = "dev" if room is None else f"dev in {room[0]:g}/{room[1]:g}"
+        out[name] = rows_of([("dev", args.dev_items, args.dev_melodies, (0,), (room,))])
+    return out
+
+
 def clips(sets):
     """(item, mono analysis signal, constant-Q spectrum; None, None for a silent render) of each rendered
-    item of ``sets`` ((split, items, melodies, seeds) each)."""
+    item of ``sets`` ((split, items, melodies, seeds[, rooms]) each; with rooms, each render once per room:
+    None as rendered, (RT60, DR) through ``mir_set.in_room`` with a room drawn per render)."""
     import soundfile as sf
 
+    import mir_set
     from m2ugen.spectrum import analysis_signal, constant_q
 
-    pairs = [p for split, n_items, n_melodies, seeds in sets for seed in seeds
-             for p in zip(*rendered(split, n_items, n_melodies, seed))]
-    for item, wav in pairs:
-        y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-        mono = analysis_signal(np.ascontiguousarray(y.T), sr)
-        yield item, mono, None if mono is None else constant_q(mono)  # a silent render: no signal
+    for split, n_items, n_melodies, seeds, *rooms in sets:
+        for seed in seeds:
+            for k, (item, wav) in enumerate(zip(*rendered(split, n_items, n_melodies, seed))):
+                y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+                y = np.ascontiguousarray(y.T)
+                for room in (rooms[0] if rooms else (None,)):
+                    heard = y if room is None else mir_set.in_room(y, sr, *room, seed=1000 * seed + k)
+                    mono = analysis_signal(heard, sr)
+                    yield item, mono, None if mono is None else constant_q(mono)  # a silent render: no signal
 
 
 # ---------------------------------------------------------------------------------------------- fitting
@@ -235,16 +267,18 @@ def fit_tempo(args) -> None:
     from m2ugen import beats
 
     train = tempo_rows(train_sets(args.level_train))
-    dev = tempo_rows([("dev", args.dev_items, args.dev_melodies, (0,))])
+    dev = dev_sets(args, tempo_rows)
     plain = np.array([not r[0].drums for r in train])
     print(f"tempo level: {len(train)} training clips ({int(plain.sum())} without drums) from "
           f"{len({r[0].source for r in train})} scores", flush=True)
     best = None
     for l2 in args.l2_tempo:
         cv = cross_validated(train, args.folds, lambda rs: _fit_level(rs, l2), level_right)
-        d = tempo_accuracy(dev, _fit_level(train, l2))
-        print(f"  l2 {l2:g}: train {args.folds}-fold CV Acc1 {cv.mean():.3f} (no drums {cv[plain].mean():.3f}); "
-              f"dev Acc1 {d[0]:.3f} (no drums {d[1]:.3f})", flush=True)
+        fitted = _fit_level(train, l2)
+        d = "; ".join(f"{name} Acc1 {a:.3f} (no drums {b:.3f})" for name, rows in dev.items()
+                      for a, b in [tempo_accuracy(rows, fitted)])
+        print(f"  l2 {l2:g}: train {args.folds}-fold CV Acc1 {cv.mean():.3f} (no drums {cv[plain].mean():.3f}); {d}",
+              flush=True)
         if best is None or cv.mean() > best[0]:
             best = (cv.mean(), l2)
     l2 = best[1]
@@ -252,7 +286,7 @@ def fit_tempo(args) -> None:
     mean, std, w = fit_choice([r[2] for r in usable], [r[3] for r in usable], l2)
     model = lambda x: ((x - mean) / std) @ w  # noqa: E731
     first = lambda x: -np.arange(len(x), dtype=float)  # noqa: E731 - the tempo as found (candidate 0)
-    for name, rows in (("train", train), ("dev", dev)):
+    for name, rows in {"train": train, **dev}.items():
         b, m = tempo_accuracy(rows, first), tempo_accuracy(rows, model)
         print(f"tempo level {name} (l2 {l2:g}): {len(rows)} clips, reachable {np.mean([r[3] >= 0 for r in rows]):.3f}; "
               f"Acc1 before {b[0]:.3f} (no drums {b[1]:.3f}) -> model {m[0]:.3f} (no drums {m[1]:.3f})", flush=True)
@@ -336,7 +370,7 @@ def fit_meter(args) -> None:
     per_set = {spec: meter_rows(train_sets([spec])) for spec in dict.fromkeys(args.train + args.phase_train)}
     train = [r for spec in args.train for r in per_set[spec]]
     phase_train = [r for spec in args.phase_train for r in per_set[spec]]
-    dev = meter_rows([("dev", args.dev_items, args.dev_melodies, (0,))])
+    dev = dev_sets(args, meter_rows)
     use = [r for r in train if r[2] is not None and r[1]]
     print(f"meter: {len(use)} training clips with a right tempo and harmony or bass "
           f"({sum(r[0].meter == 3 for r in use)} in 3/4)", flush=True)
@@ -349,9 +383,10 @@ def fit_meter(args) -> None:
         best = None
         for l2 in grid:
             cv = cross_validated(rows, args.folds, lambda rs: fit(rs, l2), right)
-            d = acc(dev, fit(rows, l2))
+            fitted = fit(rows, l2)
+            d = "; ".join(f"{name} {acc(dev_rows, fitted):.3f}" for name, dev_rows in dev.items())
             extra = f" (3/4 {cv[three].mean():.3f})" if rows is use else ""
-            print(f"  {what} l2 {l2:g}: train {args.folds}-fold CV right {cv.mean():.3f}{extra}; dev {d:.3f}", flush=True)
+            print(f"  {what} l2 {l2:g}: train {args.folds}-fold CV right {cv.mean():.3f}{extra}; {d}", flush=True)
             if best is None or cv.mean() > best[0]:
                 best = (cv.mean(), l2)
         choices[what] = best[1]
@@ -361,7 +396,7 @@ def fit_meter(args) -> None:
     def meter_of(r):
         return 4 if float(((r[2] - mean) / std) @ w + b) >= 0 else 3
 
-    for name, rows in (("train", train), ("dev", dev)):  # (the downbeat model: its own training rows)
+    for name, rows in {"train": train, **dev}.items():  # (the downbeat model: its own training rows)
         ok = [r for r in rows if r[2] is not None]
         right = [meter_of(r) == r[0].meter for r in ok]
         plain = [v for v, r in zip(right, ok) if not r[0].drums]

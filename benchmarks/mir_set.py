@@ -526,6 +526,29 @@ def render(item: Item, directory: Path) -> Path:
     return wav
 
 
+def with_rubato(item: Item, depth: float, period_s: float = 8.0, seed: int = 0) -> Item:
+    """The item played with a smoothly swaying tempo, as a player who is not on a click: the tempo at
+    score time t is ``bpm * (1 + depth * sin(2 pi t / period_s + phase))`` (phase drawn by ``seed``), so
+    every note, beat and downbeat time moves through the same warp and the labels stay true; ``bpm``
+    stays the set tempo (the warp's mean tempo is within depth^2 / 2 of it)."""
+    from dataclasses import replace
+
+    phase = float(np.random.default_rng(seed).uniform(0, 2 * np.pi))
+    grid = np.linspace(0.0, item.duration_s + 1.0, int((item.duration_s + 1.0) * 1000) + 1)
+    rate = 1.0 + depth * np.sin(2 * np.pi * grid / period_s + phase)
+    warped = np.concatenate([[0.0], np.cumsum(np.diff(grid) / rate[:-1])])  # performance time of score time
+
+    def at(t):
+        return float(np.interp(t, grid, warped))
+
+    def notes(ns):
+        return [[at(a), at(b), p] for a, b, p in ns]
+
+    return replace(item, beats=[at(t) for t in item.beats], downbeats=[at(t) for t in item.downbeats],
+                   notes=notes(item.notes), parts=[notes(p) for p in item.parts], duration_s=at(item.duration_s),
+                   name=f"{item.name}-rubato{depth:g}")
+
+
 def in_room(y: np.ndarray, sr: int, rt60_s: float, direct_to_reverb_db: float, seed: int = 0) -> np.ndarray:
     """[channels, samples] as heard in a reverberant room: each channel convolved with its own impulse
     response, a direct path then (after 5 ms) an exponentially decaying Gaussian tail that falls 60 dB in
