@@ -20,8 +20,9 @@
   ``key_sections``: where a clip of at least 24 s holds more than one key for at least 12 s each
   (16 s windows), the sections in order; otherwise empty. Unpitched sound (``tonality`` under
   TONALITY_MIN: noise), a flat profile, a best profile score under KEY_CONFIDENCE_MIN (clicks) or one
-  pitch class holding KEY_ONE_PITCH_SHARE of the profile (one note, a drone) gives no key. Limits: relative major/minor, the dominant and the subdominant are the usual misses (the note
-  fit still leaves some ghost notes a fifth under real ones).
+  pitch class holding KEY_ONE_PITCH_SHARE of the profile (one note, a drone) gives no key. Limits:
+  relative major/minor, the dominant and the subdominant are the usual misses (the note fit still
+  leaves some ghost notes a fifth under real ones); a reverberant room costs a few points (docs/analysis.md).
   Key names use the usual spelling (Bb major, F# minor, C# minor, Eb minor ...).
 """
 
