@@ -197,9 +197,9 @@ def pitch_track(y: np.ndarray, fmin_hz: float, fmax_hz: float) -> tuple[np.ndarr
 
 
 def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7", min_note_s: float = 0.06,
-                 velocity_range_db: float = 60.0) -> list[Note]:
-    """The monophonic melody of mono ``y`` at ANALYSIS_SR (see the module docstring, steps 1-3)."""
-    found, features = note_candidates(y, fmin=fmin, fmax=fmax, min_note_s=min_note_s)
+                 velocity_range_db: float = 60.0, dereverb: bool = True) -> list[Note]:
+    """The monophonic melody of mono ``y`` at ANALYSIS_SR (see the module docstring, steps 0-3)."""
+    found, features = note_candidates(y, fmin=fmin, fmax=fmax, min_note_s=min_note_s, dereverb=dereverb)
     if found:  # the keep model drops what was tracked but never played (see note_features); a note already
         # sounding when the clip begins shows no attack to judge (none in its training): kept unless quiet
         floor = max(c.peak for c in found) * 10 ** (EDGE_QUIET_DB / 20)
@@ -232,11 +232,16 @@ class Candidate:
 
 
 def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7",
-                    min_note_s: float = 0.06) -> tuple[list[Candidate], np.ndarray]:
-    """(the tracked notes of mono ``y``, their ``note_features``): steps 1-2 of the module docstring."""
+                    min_note_s: float = 0.06, dereverb: bool = True) -> tuple[list[Candidate], np.ndarray]:
+    """(the tracked notes of mono ``y``, their ``note_features``): steps 0-2 of the module docstring
+    (step 0 only with ``dereverb``)."""
     import librosa
     import scipy.signal
 
+    if dereverb:
+        from m2ugen.dereverb import suppress_late_reverb
+
+        y = suppress_late_reverb(y, ANALYSIS_SR)
     fmin_hz = librosa.note_to_hz(fmin) if isinstance(fmin, str) else float(fmin)
     fmax_hz = librosa.note_to_hz(fmax) if isinstance(fmax, str) else float(fmax)
     midi_f, level, tuning = pitch_track(y, fmin_hz, fmax_hz)
