@@ -70,9 +70,16 @@ def decay_time(power: np.ndarray, sr: int, hop: int = HOP) -> float:
     return float(np.percentile(rt60, FASTEST))
 
 
+def stft_power(y: np.ndarray) -> np.ndarray:
+    """The power spectrogram [N_FFT // 2 + 1, frames] that ``decay_time`` reads, of mono ``y``."""
+    import librosa
+
+    return np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=True)) ** 2
+
+
 def suppress_late_reverb(y: np.ndarray, sr: int, rt60_s: float | None = None) -> np.ndarray:
     """Mono ``y`` with its late reverberation subtracted (module docstring); ``y`` itself where the
-    room's RT60 (``rt60_s``, else ``decay_time``) is under MIN_RT60_S."""
+    room's RT60 (``rt60_s``, else ``decay_time``) is under MIN_RT60_S or over MAX_RT60_S."""
     import librosa
 
     spec = librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=True)
