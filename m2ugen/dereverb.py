@@ -1,8 +1,8 @@
 """Late-reverberation suppression for the transcriber: a blind estimate of the room's decay time, then
 spectral subtraction of the late reverberation predicted from the past spectrum.
 
-    rt60 = decay_time(power, hop_s)            # seconds; 0 where no room decay is heard
-    y2 = suppress_late_reverb(y, sr)           # mono float32, same length
+    rt60 = decay_time(stft_power(y), sr)       # seconds; 0.0 where no free decay is heard
+    y2 = suppress_late_reverb(y, sr)           # mono float32, same length; y itself in a dry recording
 
 Why: in a reverberant room (or a track rendered with its reverb) each note's tail lies under the next
 note's attack, so onsets lose their contrast, repeated notes merge and tracked notes run long.
@@ -17,7 +17,8 @@ direct part of held notes, while tails die at once.
 RT60 is estimated blindly from the music (after Löllmann et al. 2010, who fit free decays): sound in a
 room cannot die away faster than the room lets it, so the fastest clean exponential decays the bands
 show (where a note stops or moves on) are the room's. Where the fastest decays are quicker than
-MIN_RT60_S (a dry recording: a note's own release), nothing is subtracted.
+MIN_RT60_S (a dry recording: a note's own release), nothing is subtracted. A synth's or sampler's own
+reverb counts as a room (FluidSynth's default reverb reads about 0.8 s).
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ most salient line (usually the top voice or the loudest instrument), never the c
 only in the chord track.
 
 Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
+0. Late reverberation suppressed (``m2ugen.dereverb``): the room's decay time estimated from the
+   fastest free decays, and each STFT bin's power heard 100 ms earlier, decayed at that rate,
+   subtracted (a note's tail no longer masks the next attack). Nothing changes in a dry recording.
 1. Pitch (``pitch_track``): a constant-Q spectrum (3 bins per semitone, 11.6 ms frames) on a log
    scale; each candidate fundamental from ``fmin`` to ``fmax`` (default C2..C7) scores the weighted
    sum of its first 5 partials and must have energy at its own frequency; frames 40 dB under the
