@@ -13,6 +13,7 @@ Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
 0. Late reverberation suppressed (``m2ugen.dereverb``): the room's decay time estimated from the
    fastest free decays, and each STFT bin's power heard 100 ms earlier, decayed at that rate,
    subtracted (a note's tail no longer masks the next attack). Nothing changes in a dry recording.
+   Notes are found on the suppressed audio; each then lasts while the unsuppressed track holds its pitch.
 1. Pitch (``pitch_track``): a constant-Q spectrum (3 bins per semitone, 11.6 ms frames) on a log
    scale; each candidate fundamental from ``fmin`` to ``fmax`` (default C2..C7) scores the weighted
    sum of its first 5 partials and must have energy at its own frequency; frames 40 dB under the
@@ -40,7 +41,7 @@ Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -241,6 +242,7 @@ def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | floa
     import librosa
     import scipy.signal
 
+    heard = y
     if dereverb:
         from m2ugen.dereverb import suppress_late_reverb
 
@@ -351,7 +353,21 @@ def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | floa
         found.append(Candidate(first, last, pitch, peak, onset_p))
     if not found:
         return [], np.zeros((0, NOTE_FEATURES), dtype=np.float32)
-    return found, note_features(found, energy, total, level)
+    features = note_features(found, energy, total, level)
+    if heard is not y:
+        # a note lasts while its pitch is heard: the suppression also takes a struck note's own decay
+        # for a room's and would end it early (its features are judged on the suppressed track)
+        held = np.round(pitch_track(heard, fmin_hz, fmax_hz)[0])
+        found = [replace(c, last=_held_until(held, c.pitch, c.last)) for c in found]
+    return found, features
+
+
+def _held_until(held: np.ndarray, pitch: int, last: int) -> int:
+    """The frame after the run of ``pitch`` in the track ``held`` that goes on from frame ``last``."""
+    end = last
+    while end < held.size and held[end] == pitch:
+        end += 1
+    return end
 
 
 NOTE_FEATURES = 15
