@@ -13,7 +13,9 @@ instruments (clarinet, oboe, trumpet, piano): ``bench_mir.py --split heldout`` m
 Frames are sampled on each reference note's pitch from 12 frames before its onset to 3 before its end;
 a frame within one hop (11.6 ms) of the onset is positive. Every render is also heard in one of ROOMS
 (``mir_set.in_room``), and all are read as the transcriber reads them, late reverberation suppressed
-(``m2ugen.dereverb``).
+(``m2ugen.dereverb``). The shipped asset's ``restrike`` is fitted so (``--only restrike``); its ``onset`` and
+``note`` are the earlier fits on dry renders read without the suppression (refitted in rooms they lost
+0.03 dry onset F1 on dev: docs/analysis.md).
 
 A third model, ``note`` (``m2ugen.transcribe.note_features``), judges each note the transcriber tracks
 (with the two models above in place): played where it matches a reference note of its pitch starting
