@@ -11,7 +11,11 @@ of 14 General MIDI instruments (bowed and plucked strings, organ, choir, voice, 
 accordion, electric piano, vibraphone, synth strings). Never the held-out split's composers or its melody
 instruments (clarinet, oboe, trumpet, piano): ``bench_mir.py --split heldout`` measures how it generalises.
 Frames are sampled on each reference note's pitch from 12 frames before its onset to 3 before its end;
-a frame within one hop (11.6 ms) of the onset is positive.
+a frame within one hop (11.6 ms) of the onset is positive. Every render is also heard in one of ROOMS
+(``mir_set.in_room``), and all are read as the transcriber reads them, late reverberation suppressed
+(``m2ugen.dereverb``). The shipped asset's ``restrike`` is fitted so (``--only restrike``); its ``onset`` and
+``note`` are the earlier fits on dry renders read without the suppression (refitted in rooms they lost
+0.03 dry onset F1 on dev: docs/analysis.md).
 
 A third model, ``note`` (``m2ugen.transcribe.note_features``), judges each note the transcriber tracks
 (with the two models above in place): played where it matches a reference note of its pitch starting
@@ -43,6 +47,30 @@ PROGRAMS = {"flute": 73, "violin": 40, "voice": 53, "viola": 41, "cello": 42, "s
 STRUCK = {"marimba": 12, "harp": 46, "celesta": 8, "vibraphone": 11, "electric piano 2": 5, "music box": 10,
           "kalimba": 108, "dulcimer": 15}
 HIDDEN = 16
+# rooms (mir_set.in_room: RT60 s, direct-to-reverberant dB) the training renders are also heard in, one
+# per render in turn: the models learn notes as the transcriber sees them after its late-reverberation
+# suppression (m2ugen.dereverb), dry and reverberant. Seeds apart from the benchmark's (0, 1, ...).
+ROOMS = ((0.6, 3.0), (1.0, -3.0), (1.6, -6.0), (2.2, -12.0))
+ROOM_SEED = 1000
+
+
+def in_rooms(pairs):
+    """(item, wav, room) triples: every (item, wav) pair dry (room None), then each in one of ROOMS in turn."""
+    return [(it, w, None) for it, w in pairs] + [(it, w, ROOMS[j % len(ROOMS)]) for j, (it, w) in enumerate(pairs)]
+
+
+def read_mono(wav, room, seed: int = 0) -> np.ndarray:
+    """The render as the transcriber reads it (m2ugen.transcribe._mono), first heard in ``room`` if any."""
+    import soundfile as sf
+
+    import mir_set
+    from m2ugen import transcribe as T
+
+    y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    y = np.ascontiguousarray(y.T)
+    if room is not None:
+        y = mir_set.in_room(y, sr, *room, seed=ROOM_SEED + seed)
+    return T._mono(y, sr)
 
 
 def training_items(n_items: int, skip: int = 12):
@@ -79,16 +107,15 @@ def train_split_items(n_items: int, n_melody: int):
     return out
 
 
-def note_examples(item, wav):
-    """(note_features, played) of the transcriber's tracked notes of one render: played where the note
-    matches a reference note of its pitch starting within 100 ms (mir_eval's matching, no offsets)."""
+def note_examples(item, wav, room=None, seed: int = 0):
+    """(note_features, played) of the transcriber's tracked notes of one render (in ``room``, if any):
+    played where the note matches a reference note of its pitch starting within 100 ms (mir_eval's
+    matching, no offsets)."""
     import mir_eval
-    import soundfile as sf
 
     from m2ugen import transcribe as T
 
-    y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-    found, x = T.note_candidates(T._mono(y.T, sr))
+    found, x = T.note_candidates(read_mono(wav, room, seed))
     played = np.zeros(len(found), dtype=np.float32)
     if found:
         ref = np.asarray(item.notes, float)
@@ -100,17 +127,16 @@ def note_examples(item, wav):
     return x, played
 
 
-def features_of(item, wav):
-    """{"onset": (x, y), "restrike": (x, y)}: frames of each reference note's pitch. onset: from 12
+def features_of(item, wav, room=None, seed: int = 0):
+    """{"onset": (x, y), "restrike": (x, y)}: frames of each reference note's pitch in the render (in
+    ``room``, if any, then with its late reverberation suppressed, as the transcriber does). onset: from 12
     frames before the onset to 3 before the end, positive within one hop of the onset. restrike: the
     frames inside notes (a shortest note from either end) and around the onsets of notes that repeat
     the previous pitch, positive within one hop of those onsets."""
-    import soundfile as sf
-
     from m2ugen import transcribe as T
+    from m2ugen.dereverb import suppress_late_reverb
 
-    y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-    mono = T._mono(y.T, sr)
+    mono = suppress_late_reverb(read_mono(wav, room, seed), T.ANALYSIS_SR)
     spec = T.stft(mono)
     mag = np.abs(spec)
     total = T.total_energy(mag)
@@ -172,7 +198,9 @@ def main() -> None:
     cut = len(pairs) - len(pairs) // 4
     cut -= cut % 2
     fitted = [k for k in ("onset", "restrike") if k in args.only]
-    data = [features_of(it, w) for it, w in pairs] if fitted else []
+    heard = in_rooms(pairs[:cut]) + in_rooms(pairs[cut:])  # dry and in a room, each side of the cut
+    cut_heard = 2 * cut
+    data = [features_of(it, w, room, j) for j, (it, w, room) in enumerate(heard)] if fitted else []
     from m2ugen import transcribe as T
 
     models = {}
@@ -180,9 +208,9 @@ def main() -> None:
         old = json.loads(args.out.read_text())["models"]
         models = {kind: {k: np.asarray(v, np.float32) for k, v in m.items()} for kind, m in old.items()}
     for kind in fitted:
-        x_tr, y_tr = (np.concatenate([d[kind][i] for d in data[:cut]]) for i in (0, 1))
-        x_va, y_va = (np.concatenate([d[kind][i] for d in data[cut:]]) for i in (0, 1))
-        print(f"{kind}: {len(pairs)} renders ({cut} train, {len(pairs) - cut} check), {len(x_tr)} / {len(x_va)} "
+        x_tr, y_tr = (np.concatenate([d[kind][i] for d in data[:cut_heard]]) for i in (0, 1))
+        x_va, y_va = (np.concatenate([d[kind][i] for d in data[cut_heard:]]) for i in (0, 1))
+        print(f"{kind}: {len(pairs)} renders dry and in a room ({cut} train, {len(pairs) - cut} check), {len(x_tr)} / {len(x_va)} "
               f"frames, {int(y_tr.sum())} / {int(y_va.sum())} positive", flush=True)
         T._MODELS[kind] = {k: np.asarray(v, np.float32) for k, v in fit(x_tr, y_tr, args.steps).items()}
         for name, x, y in (("train", x_tr, y_tr), ("check", x_va, y_va)):
@@ -195,14 +223,15 @@ def main() -> None:
     for kind in ("onset", "restrike"):
         T._MODELS[kind] = {k: np.asarray(v, np.float32) for k, v in models[kind].items()}
     if "note" not in args.only:
-        return _write(args, len(pairs), json.loads(args.out.read_text()).get("note_renders"), models)
+        return _write(args, 2 * len(pairs), json.loads(args.out.read_text()).get("note_renders"), models)
     # ... on those renders and on the train split's melodies (own and struck timbres), the last quarter
     # of each to check
     more = train_split_items(*args.train_split)
     cut_more = len(more) - len(more) // 4
     cut_more -= cut_more % 2
-    notes = [note_examples(it, w) for it, w in pairs[:cut] + more[:cut_more] + pairs[cut:] + more[cut_more:]]
-    cut_notes = cut + cut_more
+    train, check = in_rooms(pairs[:cut] + more[:cut_more]), in_rooms(pairs[cut:] + more[cut_more:])
+    notes = [note_examples(it, w, room, j) for j, (it, w, room) in enumerate(train + check)]
+    cut_notes = len(train)
     x_tr, y_tr = (np.concatenate([d[i] for d in notes[:cut_notes]]) for i in (0, 1))
     x_va, y_va = (np.concatenate([d[i] for d in notes[cut_notes:]]) for i in (0, 1))
     print(f"note: {len(x_tr)} / {len(x_va)} tracked notes, {int(len(y_tr) - y_tr.sum())} / {int(len(y_va) - y_va.sum())} "
@@ -212,7 +241,7 @@ def main() -> None:
     print("  check: " + "  ".join(f"p<{th}: drops {(p < th)[y_va == 0].mean():.3f} of unplayed, {(p < th)[y_va == 1].mean():.4f} "
                                   f"of played" for th in (0.2, 0.3, 0.5)), flush=True)
     models["note"] = fit(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), args.steps)
-    _write(args, len(pairs), len(pairs) + len(more), models)
+    _write(args, 2 * len(pairs), 2 * (len(pairs) + len(more)), models)
 
 
 def _write(args, renders: int, note_renders: int | None, models: dict) -> None:

@@ -10,6 +10,10 @@ most salient line (usually the top voice or the loudest instrument), never the c
 only in the chord track.
 
 Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
+0. Late reverberation suppressed (``m2ugen.dereverb``): the room's decay time estimated from the
+   fastest free decays, and each STFT bin's power heard 100 ms earlier, decayed at that rate,
+   subtracted (a note's tail no longer masks the next attack). Nothing changes in a dry recording.
+   Notes are found on the suppressed audio; each then lasts while the unsuppressed track holds its pitch.
 1. Pitch (``pitch_track``): a constant-Q spectrum (3 bins per semitone, 11.6 ms frames) on a log
    scale; each candidate fundamental from ``fmin`` to ``fmax`` (default C2..C7) scores the weighted
    sum of its first 5 partials and must have energy at its own frequency; frames 40 dB under the
@@ -37,7 +41,7 @@ Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -197,9 +201,9 @@ def pitch_track(y: np.ndarray, fmin_hz: float, fmax_hz: float) -> tuple[np.ndarr
 
 
 def melody_notes(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7", min_note_s: float = 0.06,
-                 velocity_range_db: float = 60.0) -> list[Note]:
-    """The monophonic melody of mono ``y`` at ANALYSIS_SR (see the module docstring, steps 1-3)."""
-    found, features = note_candidates(y, fmin=fmin, fmax=fmax, min_note_s=min_note_s)
+                 velocity_range_db: float = 60.0, dereverb: bool = True) -> list[Note]:
+    """The monophonic melody of mono ``y`` at ANALYSIS_SR (see the module docstring, steps 0-3)."""
+    found, features = note_candidates(y, fmin=fmin, fmax=fmax, min_note_s=min_note_s, dereverb=dereverb)
     if found:  # the keep model drops what was tracked but never played (see note_features); a note already
         # sounding when the clip begins shows no attack to judge (none in its training): kept unless quiet
         floor = max(c.peak for c in found) * 10 ** (EDGE_QUIET_DB / 20)
@@ -232,11 +236,17 @@ class Candidate:
 
 
 def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | float = "C7",
-                    min_note_s: float = 0.06) -> tuple[list[Candidate], np.ndarray]:
-    """(the tracked notes of mono ``y``, their ``note_features``): steps 1-2 of the module docstring."""
+                    min_note_s: float = 0.06, dereverb: bool = True) -> tuple[list[Candidate], np.ndarray]:
+    """(the tracked notes of mono ``y``, their ``note_features``): steps 0-2 of the module docstring
+    (step 0 only with ``dereverb``)."""
     import librosa
     import scipy.signal
 
+    heard = y
+    if dereverb:
+        from m2ugen.dereverb import suppress_late_reverb
+
+        y = suppress_late_reverb(y, ANALYSIS_SR)
     fmin_hz = librosa.note_to_hz(fmin) if isinstance(fmin, str) else float(fmin)
     fmax_hz = librosa.note_to_hz(fmax) if isinstance(fmax, str) else float(fmax)
     midi_f, level, tuning = pitch_track(y, fmin_hz, fmax_hz)
@@ -343,7 +353,21 @@ def note_candidates(y: np.ndarray, *, fmin: str | float = "C2", fmax: str | floa
         found.append(Candidate(first, last, pitch, peak, onset_p))
     if not found:
         return [], np.zeros((0, NOTE_FEATURES), dtype=np.float32)
-    return found, note_features(found, energy, total, level)
+    features = note_features(found, energy, total, level)
+    if heard is not y:
+        # a note lasts while its pitch is heard: the suppression also takes a struck note's own decay
+        # for a room's and would end it early (its features are judged on the suppressed track)
+        held = np.round(pitch_track(heard, fmin_hz, fmax_hz)[0])
+        found = [replace(c, last=_held_until(held, c.pitch, c.last)) for c in found]
+    return found, features
+
+
+def _held_until(held: np.ndarray, pitch: int, last: int) -> int:
+    """The frame after the run of ``pitch`` in the track ``held`` that goes on from frame ``last``."""
+    end = last
+    while end < held.size and held[end] == pitch:
+        end += 1
+    return end
 
 
 NOTE_FEATURES = 15
