@@ -572,10 +572,11 @@ def chord_track(y: np.ndarray, edges: np.ndarray, qualities=DEFAULT_QUALITIES, *
 
 
 def transcribe(wave, sr: int, *, bpm: float = 120.0, chords: bool = True, qualities=DEFAULT_QUALITIES,
-               fmin: str | float = "C2", fmax: str | float = "C7", beats_per_window: int = 1,
+               fmin: str | float = "C2", fmax: str | float = "C7", beats_per_window: int = 1, dereverb: bool = True,
                on_progress: Callable[[str, float], None] | None = None) -> Transcription:
     """Audio ``[C, S]`` (or ``[S]``) at ``sr`` -> Transcription (monophonic melody + chords per
     ``beats_per_window`` beats of ``bpm``, the tempo of the written file; pass the project's).
+    ``dereverb``: the melody's step 0 (the late reverberation subtracted; off for a dry struck instrument).
     ``on_progress(stage, fraction)`` with stages melody, chords, done."""
     import time
 
@@ -586,7 +587,7 @@ def transcribe(wave, sr: int, *, bpm: float = 120.0, chords: bool = True, qualit
     y = _mono(wave, sr)
     report("melody", 0.0)
     t0 = time.perf_counter()
-    melody = melody_notes(y, fmin=fmin, fmax=fmax)
+    melody = melody_notes(y, fmin=fmin, fmax=fmax, dereverb=dereverb)
     timings["melody"] = time.perf_counter() - t0
     report("chords", 0.6)
     t0 = time.perf_counter()

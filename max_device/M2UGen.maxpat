@@ -2374,6 +2374,71 @@
 			},
 			{
 				"box": {
+					"id": "obj-230",
+					"maxclass": "live.text",
+					"mode": 1,
+					"numinlets": 1,
+					"numoutlets": 2,
+					"outlettype": [
+						"",
+						""
+					],
+					"parameter_enable": 1,
+					"patching_rect": [
+						1600,
+						160,
+						50,
+						16
+					],
+					"presentation": 1,
+					"presentation_rect": [
+						944,
+						118,
+						72,
+						16
+					],
+					"text": "Dereverb",
+					"texton": "Dereverb",
+					"varname": "Dereverb",
+					"saved_attribute_attributes": {
+						"valueof": {
+							"parameter_enum": [
+								"off",
+								"on"
+							],
+							"parameter_initial": [
+								1
+							],
+							"parameter_initial_enable": 1,
+							"parameter_invisible": 1,
+							"parameter_longname": "Transcribe Dereverb",
+							"parameter_mmax": 1,
+							"parameter_shortname": "Dereverb",
+							"parameter_type": 2
+						}
+					}
+				}
+			},
+			{
+				"box": {
+					"id": "obj-231",
+					"maxclass": "newobj",
+					"text": "prepend dereverb",
+					"numinlets": 1,
+					"numoutlets": 1,
+					"outlettype": [
+						""
+					],
+					"patching_rect": [
+						1600,
+						180,
+						100,
+						22
+					]
+				}
+			},
+			{
+				"box": {
 					"id": "obj-147",
 					"maxclass": "live.menu",
 					"numinlets": 1,
@@ -4973,6 +5038,30 @@
 						0
 					]
 				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-231",
+						0
+					],
+					"source": [
+						"obj-230",
+						0
+					]
+				}
+			},
+			{
+				"patchline": {
+					"destination": [
+						"obj-20",
+						0
+					],
+					"source": [
+						"obj-231",
+						0
+					]
+				}
 			}
 		],
 		"parameters": {
@@ -5091,6 +5180,11 @@
 			"obj-213": [
 				"Stem",
 				"Stem",
+				0
+			],
+			"obj-230": [
+				"Transcribe Dereverb",
+				"Dereverb",
 				0
 			]
 		},

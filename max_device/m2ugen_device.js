@@ -5,7 +5,7 @@
 //   inlet  0 <- UI messages (mode, prompt, duration, seed, takes, gen_mode, preview, conditioning, host,
 //               port, reply_port, go, cancel, accept, regenerate, discard, play, rec, media, media_clear,
 //               refresh_jobs, pick_job, reinsert, sample_rate, ping, init, bars, loop, fit_tempo, vocoder,
-//               melody_clip, transcribe, adapter, learn, learn_file, learn_clear, learn_name, learn_cancel,
+//               melody_clip, transcribe, dereverb, adapter, learn, learn_file, learn_clear, learn_name, learn_cancel,
 //               learn_steps, stems, stems6, stem_op, stem, stem_with) and OSC events from
 //               [udpreceive 0 @defer 1] ("/m2u/done job path seconds sr" ...)
 //   outlet 0 -> [udpsend]     OSC requests ("/m2u/submit generate prompt ...") and "host h" / "port p"
@@ -109,6 +109,7 @@ function resetState() {
         bars: 0,                // output length in bars; 0 = not set (duration / automatic)
         loop: 0,                // 1 = a seamless loop of exact length
         fitTempo: 0,            // 1 = the result stretched to the Set's tempo
+        dereverb: 1,            // Transcribe: 1 = a room's late reverberation subtracted first (0: a dry DI piano)
         melodyClip: 0,          // 1 = the notes of a MIDI clip (read at Go) are the melody of generate / edit
         midiFile: "",           // a .mid dropped on the device: the melody (generate / edit)
         adapter: "",            // the server's adapter ask/edit/generate use; "" = the base model
@@ -398,6 +399,11 @@ function loop(v) {
 
 function fit_tempo(v) {
     settings.fitTempo = Number(v) ? 1 : 0;
+}
+
+// Transcribe's params.dereverb: off for a dry struck instrument, whose own decay reads as a room.
+function dereverb(v) {
+    settings.dereverb = Number(v) ? 1 : 0;
 }
 
 // learn_steps N: the optimizer steps of the next learns (1..20000; 0 = the server's default).

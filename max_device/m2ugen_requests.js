@@ -12,7 +12,7 @@ function submitArgs(request, job) {
     if (request.kind === "transcribe") {
         args = [request.kind, "audio", request.input.path, "start", request.input.start, "end", request.input.end,
             "bpm", request.tempo, "time_signature", request.numerator, request.denominator,
-            "results_dir", request.resultsDir];
+            "dereverb", request.dereverb, "results_dir", request.resultsDir];
     } else if (request.kind === "stems") {
         args = [request.kind, "audio", request.input.path, "start", request.input.start, "end", request.input.end,
             "stem_model", request.stemModel, "results_dir", request.resultsDir];
@@ -168,7 +168,7 @@ function transcribe() {
     send({
         kind: "transcribe", prompt: "", seed: -1, takes: 1, tempo: ctx.tempo, numerator: ctx.numerator,
         denominator: ctx.denominator, resultsDir: resultsFolder(setFilePath()), input: input, media: "",
-        positionBeats: input.positionBeats !== null ? input.positionBeats : 0
+        dereverb: settings.dereverb, positionBeats: input.positionBeats !== null ? input.positionBeats : 0
     });
 }
 

@@ -438,6 +438,10 @@ PARAMS: tuple[Param, ...] = (
           help="a chord track beside the melody (major/minor triads, at most one per beat)"),
     Param("beats_per_chord", "int", 1, lo=1, hi=16, kinds=("transcribe",),
           help="the chord grid: one chord window every N beats of the tempo"),
+    Param("dereverb", "bool", True, kinds=("transcribe",),
+          help="subtract a room's late reverberation before the melody's notes are found (more notes found in "
+               "a reverberant track; a dry struck instrument such as a DI piano may gain a few extra notes: "
+               "false for those)"),
     Param("op", "str", None, choices=STEM_OPS, kinds=("edit",),
           help="a stem-aware edit: remove / keep / replace one stem or add a part (the other stems stay as they "
                "are); auto = read from the prompt ('remove the drums', 'replace the piano with strings'); "

@@ -298,7 +298,7 @@ def test_patch_wiring_is_consistent():
     for handler in ("init", "mode", "prompt", "duration", "conditioning", "host", "port", "reply_port", "go",
                     "cancel", "rec", "seed", "takes", "preview", "gen_mode", "media", "media_clear", "play",
                     "accept", "regenerate", "discard", "refresh_jobs", "pick_job", "reinsert", "sample_rate",
-                    "bars", "loop", "fit_tempo", "vocoder", "melody_clip", "transcribe",
+                    "bars", "loop", "fit_tempo", "vocoder", "melody_clip", "transcribe", "dereverb",
                     "adapter", "learn", "learn_file", "learn_clear", "learn_name", "learn_cancel",
                     "stems", "stems6", "stem_op", "stem", "stem_with"):
         assert handler in senders, handler

@@ -25,6 +25,8 @@ def test_submit_parses_transcribe_and_midi_notes():
     r = osc_requests.parse(submit(("s", "transcribe"), ("s", "audio"), ("s", "/tmp/a.wav"), ("s", "bpm"), ("f", 90.0),
                                   ("s", "chords"), ("i", 0)))
     assert r.kind == "transcribe" and r.prompt == "" and r.params == {"chords": False} and r.context == {"bpm": 90.0}
+    r = osc_requests.parse(submit(("s", "transcribe"), ("s", "audio"), ("s", "/tmp/a.wav"), ("s", "dereverb"), ("i", 0)))
+    assert r.params == {"dereverb": False}  # a dry DI piano: the room's late reverberation is not subtracted
     with pytest.raises(osc_requests.ArgError, match="needs the option audio"):
         osc_requests.parse(submit(("s", "transcribe"), ("s", "bpm"), ("f", 90.0)))
     r = osc_requests.parse(submit(("s", "generate"), ("s", "prompt"), ("s", "x"),

@@ -206,6 +206,7 @@ local function start(run, preset)
   if kind == "transcribe" then
     run.out = settings.join(project.temp_dir("out"), run.name .. ".mid")
     req.out = run.out
+    if run.settings.dereverb == "off" then req.dereverb = false end -- the protocol's default is left out
   elseif kind ~= "ask" then
     req.conditioning = run.settings.conditioning
     req.sample_rate = context.project_sample_rate
@@ -580,7 +581,8 @@ function app.settings_dialog()
                      "Conditioning (text/embedding)", "Seed (empty = random)", "Takes per request (1-8)",
                      "Edit result (take/mute/track)", "Preview first (on/off)", "Answer markers (off/marker/region)",
                      "Fit tempo (off/on)", "Edit mode (text/continue/melody)", "Loop (off/on)",
-                     "Vocoder (encodec/mbd)", "Adapter (empty = base model)" }
+                     "Vocoder (encodec/mbd)", "Adapter (empty = base model)",
+                     "Transcribe: subtract room reverb (on/off)" }
   local keys = settings.KEYS
   local values = {}
   for n, k in ipairs(keys) do values[n] = s[k] end

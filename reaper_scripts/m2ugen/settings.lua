@@ -19,6 +19,8 @@
 --   vocoder       "encodec" | "mbd" (multi-band diffusion: cleaner, slower)
 --   adapter       the server's LoRA adapter for ask/edit/generate (a personal fine-tune, "M2UGen - Learn
 --                 from selected items"); empty = the base model
+--   dereverb      Transcribe: "on" (a room's late reverberation is subtracted before the notes are found) |
+--                 "off" (for a dry struck instrument, a DI piano, whose own decay reads as a room)
 -- Values never contain newlines (ExtState is an .ini file).
 
 local import = ...
@@ -43,10 +45,11 @@ settings.DEFAULTS = {
   loop = "off",
   vocoder = "encodec",
   adapter = "",
+  dereverb = "on",
 }
 
 settings.KEYS = { "cli_path", "server", "duration", "conditioning", "seed", "takes", "edit_result", "preview",
-                  "answer_markers", "fit_tempo", "mode", "loop", "vocoder", "adapter" }
+                  "answer_markers", "fit_tempo", "mode", "loop", "vocoder", "adapter", "dereverb" }
 
 -- The allowed words of the choice settings (the Settings dialog names them when one is wrong).
 settings.CHOICES = {
@@ -57,9 +60,11 @@ settings.CHOICES = {
   mode = { "text", "continue", "melody" },
   loop = { "off", "on" },
   vocoder = { "encodec", "mbd" },
+  dereverb = { "on", "off" },
 }
 settings.LABELS = { edit_result = "Edit result", preview = "Preview", answer_markers = "Answer markers",
-                    fit_tempo = "Fit tempo", mode = "Edit mode", loop = "Loop", vocoder = "Vocoder" }
+                    fit_tempo = "Fit tempo", mode = "Edit mode", loop = "Loop", vocoder = "Vocoder",
+                    dereverb = "Transcribe dereverb" }
 settings.MAX_TAKES = 8
 
 -- An adapter name as the server takes it ([A-Za-z0-9_-]{1,64}); returns the name or nil.
@@ -145,7 +150,7 @@ function settings.validate(raw)
   end
   out.takes = tostring(math.floor(n))
 
-  for _, k in ipairs({ "edit_result", "preview", "answer_markers", "fit_tempo", "mode", "loop", "vocoder" }) do
+  for _, k in ipairs({ "edit_result", "preview", "answer_markers", "fit_tempo", "mode", "loop", "vocoder", "dereverb" }) do
     local v = (raw[k] or settings.DEFAULTS[k]):match("^%s*(.-)%s*$"):lower()
     local ok = false
     for _, c in ipairs(settings.CHOICES[k]) do if c == v then ok = true end end

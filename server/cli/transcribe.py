@@ -46,7 +46,7 @@ def cmd_local(args) -> int:
         from m2ugen.transcribe import transcribe
 
         result = transcribe(wave, sr, bpm=args.bpm or LOCAL_BPM, chords=args.chords is not False,
-                            beats_per_window=args.beats_per_chord or 1)
+                            beats_per_window=args.beats_per_chord or 1, dereverb=args.dereverb is not False)
         result.write(out)
     except ValueError as e:  # media.MediaError is a ValueError too
         return _finish(EXIT_FAILED, str(e))

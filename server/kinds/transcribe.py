@@ -74,7 +74,8 @@ def transcribe(worker, job: Job, source: tuple, bpm: float):
         worker.progress(job, "transcribing", 0.1 + 0.9 * fraction)
 
     result = run_transcription(*source, bpm=bpm, chords=job.params["chords"],
-                               beats_per_window=job.params["beats_per_chord"], on_progress=on_progress)
+                               beats_per_window=job.params["beats_per_chord"], dereverb=job.params["dereverb"],
+                               on_progress=on_progress)
     result.time_signature = finishing.time_signature(job.params)
     return result
 

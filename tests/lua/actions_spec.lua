@@ -657,7 +657,7 @@ describe("M2UGen - Settings", function()
   after_each(function() env.teardown(ctx) end)
 
   it("saves valid settings persistently", function()
-    fake.inputs_answers = { ctx.cli .. "\ntcp://127.0.0.1:6000\n12\nembedding\n99\n3\nmute\non\nregion\non\ncontinue\non\nmbd\nmy_style-2" }
+    fake.inputs_answers = { ctx.cli .. "\ntcp://127.0.0.1:6000\n12\nembedding\n99\n3\nmute\non\nregion\non\ncontinue\non\nmbd\nmy_style-2\noff" }
     env.run_action(ctx, "Settings")
     assert.are.same({}, fake.violations)
     assert.are.same({}, fake.messages)
@@ -677,6 +677,7 @@ describe("M2UGen - Settings", function()
     assert.are.equal("on", e.loop.value)
     assert.are.equal("mbd", e.vocoder.value)
     assert.are.equal("my_style-2", e.adapter.value)
+    assert.are.equal("off", e.dereverb.value)
   end)
 
   it("Cancel in the dialog saves nothing", function()
@@ -687,8 +688,8 @@ describe("M2UGen - Settings", function()
   end)
 
   it("rejects a bad value, names it, and saves nothing", function()
-    fake.inputs_answers = { "\n\n12\nloud\n\n1\ntake\non\noff\noff\ntext\noff\nencodec\n", "\n\n12\ntext\n\n9\ntake\non\noff\noff\ntext\noff\nencodec\n",
-                            "\n\n12\ntext\n\n2\nreplace\non\noff\noff\ntext\noff\nencodec\n" }
+    fake.inputs_answers = { "\n\n12\nloud\n\n1\ntake\non\noff\noff\ntext\noff\nencodec\n\non", "\n\n12\ntext\n\n9\ntake\non\noff\noff\ntext\noff\nencodec\n\non",
+                            "\n\n12\ntext\n\n2\nreplace\non\noff\noff\ntext\noff\nencodec\n\non" }
     env.run_action(ctx, "Settings")
     assert.truthy(fake.messages[1].msg:find("Conditioning", 1, true))
     assert.truthy(fake.messages[1].msg:find("Nothing was saved", 1, true))
@@ -700,7 +701,7 @@ describe("M2UGen - Settings", function()
   end)
 
   it("the saved settings are used: server on the command line, conditioning and seed in the request", function()
-    fake.inputs_answers = { "\ntcp://127.0.0.1:6000\n8\nembedding\n5\n1\ntake\noff\noff\noff\ntext\noff\nencodec\n" }
+    fake.inputs_answers = { "\ntcp://127.0.0.1:6000\n8\nembedding\n5\n1\ntake\noff\noff\noff\ntext\noff\nencodec\n\non" }
     env.run_action(ctx, "Settings")
     env.standard_project(fake)
     fake.ts, fake.te = 0, 0

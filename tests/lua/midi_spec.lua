@@ -149,6 +149,7 @@ describe("M2UGen - Transcribe selection", function()
     assert.truthy(req.out:match("%.mid$"))
     assert.is_nil(req.prompt)
     assert.are.equal(96, req.context.bpm)
+    assert.is_nil(req.dereverb) -- the protocol's default (on) is left out
     assert.are.equal(1, #fake.renders)
 
     local new = created_tracks(fake)
@@ -178,6 +179,14 @@ describe("M2UGen - Transcribe selection", function()
     assert.are.equal("transcribe", rec.kind)
     assert.are.equal(ctx.project_dir .. "/M2UGen/" .. kept[2], rec.files[1].path)
     assert.are.same({ "M2UGen: M2UGen transcribe: job job-7" }, fake.undo.names)
+  end)
+
+  it("Settings' 'Transcribe: subtract room reverb' off sends dereverb false (a dry DI piano)", function()
+    fake.ext.M2UGen = { dereverb = { value = "off", persist = true } }
+    fake.scenario = transcribed(true)
+    env.run_action(ctx, "Transcribe selection")
+    check_invariants(fake)
+    assert.are.equal(false, fake.sims[1].request.dereverb)
   end)
 
   it("without the sidecar's notes the .mid itself is the item's source on the new track", function()

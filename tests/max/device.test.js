@@ -831,7 +831,7 @@ test("transcribe: the audio clip -> /m2u/submit transcribe -> the notes as a new
     const sent = dev.lastSubmit();
     assert.equal(sent.kind, "transcribe");
     assert.deepEqual(sent.options, { audio: RESULT, start: 0.5, end: 2.5, bpm: 120, time_signature: [4, 4],
-        results_dir: "user", reply_port: 9101, tag: sent.options.tag });
+        dereverb: 1, results_dir: "user", reply_port: 9101, tag: sent.options.tag });
     const notes = [[0, 0.5, 60, 100, 0], [0.5, 1.25, 64, 90, 0], [0, 2, 48, 80, 1]];
     const text = JSON.stringify(notes);
     dev.receive("/m2u/accepted", ["t1", 0]);
@@ -857,6 +857,15 @@ test("transcribe: the audio clip -> /m2u/submit transcribe -> the notes as a new
     assert.deepEqual(chords.values.notes.map((n) => [n.pitch, n.start_time, n.duration, n.velocity]), [[48, 0, 4, 80]]);
     assert.equal(chords.values.name, "M2UGen chords t1");
     assert.match(dev.lastStatus(), /Placed 2 melody notes and 1 chords notes on MIDI tracks 3-4 \(scene 3\)/);
+    return dev.close();
+});
+
+test("the Dereverb toggle off sends transcribe's dereverb 0 (a dry DI piano)", async () => {
+    const { world, dev } = ready({ tempo: 120 });
+    world.selectAudioClip({ file_path: RESULT, start_marker: 0, end_marker: 2, warping: 0 }, { track: 0, slot: 0 });
+    dev.send("dereverb", 0);
+    dev.send("transcribe");
+    assert.equal(dev.lastSubmit().options.dereverb, 0);
     return dev.close();
 });
 
