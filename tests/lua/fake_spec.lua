@@ -53,6 +53,14 @@ describe("fake reaper", function()
     assert.are.equal(2, #fake.violations)
   end)
 
+  it("refuses a GetUserInputs dialog of more than 16 fields, as REAPER does", function()
+    local caps = string.rep("x,", 16) .. "separator=\n"
+    fake.inputs_answers = { "a" }
+    assert.is_true((reaper.GetUserInputs("t", 16, caps, "")))
+    assert.has_error(function() reaper.GetUserInputs("t", 17, caps .. "x,", "") end)
+    assert.truthy(fake.violations[1]:find("17 fields", 1, true))
+  end)
+
   it("splits command lines the way REAPER does on macOS/Linux", function()
     assert.are.same({ "/bin/sh", "/tmp/a b/x.sh" }, Fake.reaper_split("/bin/sh '/tmp/a b/x.sh'"))
     assert.are.same({ "a", 'b "c"', "d'e" }, Fake.reaper_split([[a `b "c"` "d'e"]]))

@@ -1053,6 +1053,8 @@ function Fake:implementations()
   end
   I.MB = I.ShowMessageBox
   I.GetUserInputs = function(title, n, captions, defaults)
+    -- "max 16 fields" (daw-bridges.md, GetUserInputs): a dialog with more is a script bug
+    if n > 16 then fake:violation("GetUserInputs with " .. n .. " fields (REAPER shows at most 16)") end
     fake.inputs_asked[#fake.inputs_asked + 1] = { title = title, n = n, captions = captions, defaults = defaults }
     local a = table.remove(fake.inputs_answers, 1)
     if a == nil then return false, defaults end
