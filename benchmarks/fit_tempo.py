@@ -257,9 +257,19 @@ def cross_validated(rows, k: int, fit, right) -> np.ndarray:
     return out
 
 
+def _level_rows(rows):
+    """The clips the tempo-level model learns from: a right candidate among at least two."""
+    return [r for r in rows if r[3] >= 0 and r[1].size >= 2]
+
+
+def _level_params(rows, l2):
+    """(mean, std, weights) of the tempo-level model fitted on ``rows``."""
+    usable = _level_rows(rows)
+    return fit_choice([r[2] for r in usable], [r[3] for r in usable], l2)
+
+
 def _fit_level(rows, l2):
-    usable = [r for r in rows if r[3] >= 0 and r[1].size >= 2]
-    mean, std, w = fit_choice([r[2] for r in usable], [r[3] for r in usable], l2)
+    mean, std, w = _level_params(rows, l2)
     return lambda x: ((x - mean) / std) @ w  # noqa: E731
 
 
@@ -282,8 +292,8 @@ def fit_tempo(args) -> None:
         if best is None or cv.mean() > best[0]:
             best = (cv.mean(), l2)
     l2 = best[1]
-    usable = [r for r in train if r[3] >= 0 and r[1].size >= 2]
-    mean, std, w = fit_choice([r[2] for r in usable], [r[3] for r in usable], l2)
+    usable = _level_rows(train)
+    mean, std, w = _level_params(train, l2)
     model = lambda x: ((x - mean) / std) @ w  # noqa: E731
     first = lambda x: -np.arange(len(x), dtype=float)  # noqa: E731 - the tempo as found (candidate 0)
     for name, rows in {"train": train, **dev}.items():
@@ -334,10 +344,9 @@ def meter_rows(sets):
 
 
 def _fit_bar(rows, l2):
+    """(mean, std, weights, bias) of the bar-length model fitted on ``rows`` (a right tempo, harmony or bass)."""
     use = [r for r in rows if r[2] is not None and r[1]]
-    x = np.stack([r[2] for r in use])
-    mean, std, w, b = fit_binary(x, np.array([float(r[0].meter == 4) for r in use]), l2)
-    return mean, std, w, b
+    return fit_binary(np.stack([r[2] for r in use]), np.array([float(r[0].meter == 4) for r in use]), l2)
 
 
 def _fit_phase(rows, l2):
@@ -345,9 +354,14 @@ def _fit_phase(rows, l2):
     return fit_choice_raw([r[3][r[0].meter] for r in use], [r[4] for r in use], l2)[2]
 
 
-def bar_right(r, bar) -> bool:
+def bar_length(r, bar) -> int:
+    """The beats per bar the bar-length model ``bar`` (``_fit_bar``) gives the clip of row ``r``."""
     mean, std, w, b = bar
-    return (4 if float(((r[2] - mean) / std) @ w + b) >= 0 else 3) == r[0].meter
+    return 4 if float(((r[2] - mean) / std) @ w + b) >= 0 else 3
+
+
+def bar_right(r, bar) -> bool:
+    return bar_length(r, bar) == r[0].meter
 
 
 def phase_right(r, pw) -> bool:
@@ -390,15 +404,12 @@ def fit_meter(args) -> None:
             if best is None or cv.mean() > best[0]:
                 best = (cv.mean(), l2)
         choices[what] = best[1]
-    mean, std, w, b = _fit_bar(use, choices["bar length"])
+    bar = _fit_bar(use, choices["bar length"])
+    mean, std, w, b = bar
     pw = _fit_phase(phased, choices["downbeat"])
-
-    def meter_of(r):
-        return 4 if float(((r[2] - mean) / std) @ w + b) >= 0 else 3
-
     for name, rows in {"train": train, **dev}.items():  # (the downbeat model: its own training rows)
         ok = [r for r in rows if r[2] is not None]
-        right = [meter_of(r) == r[0].meter for r in ok]
+        right = [bar_right(r, bar) for r in ok]
         plain = [v for v, r in zip(right, ok) if not r[0].drums]
         at_tempo = [v for v, r in zip(right, ok) if r[1]]
         ph = [int(np.argmax(r[3][r[0].meter] @ pw)) == r[4] for r in ok if r[4] >= 0]

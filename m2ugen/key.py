@@ -79,6 +79,7 @@ def key_profiles(major: np.ndarray = KEY_MAJOR, minor: np.ndarray = KEY_MINOR) -
     return np.stack([np.roll(major, k) for k in range(12)] + [np.roll(minor, k) for k in range(12)])
 
 
+@lru_cache(maxsize=1)
 def _triads() -> np.ndarray:
     """[24, 12] unit-norm triad templates: rows 0..11 major triads on C..B, 12..23 minor triads."""
     t = np.zeros((24, 12))
