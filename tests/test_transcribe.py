@@ -4,9 +4,12 @@ fixtures): librosa's first call of a run is the slow part (its numba code compil
 
 from __future__ import annotations
 
+import functools
+
 import mido
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 from m2ugen import midi as M
 from m2ugen import transcribe as T
@@ -314,14 +317,14 @@ def test_a_note_sounding_when_the_clip_begins_is_kept_and_leading_silence_gives_
 
 
 def in_hall(y, rt60_s=2.0, direct_to_reverb_db=-10.0, seed=0):
-    """``y`` convolved with a synthetic room impulse response: a direct path, then (after 5 ms) Gaussian
-    noise decaying 60 dB in ``rt60_s``, its energy ``direct_to_reverb_db`` re the direct path's."""
-    rng = np.random.default_rng(seed)
-    n = int(rt60_s * SR)
-    ir = rng.standard_normal(n) * np.exp(-6.91 * np.arange(n) / n)
-    ir[: int(0.005 * SR)] = 0.0
-    ir[0] = np.sqrt(np.sum(ir ** 2) * 10 ** (direct_to_reverb_db / 10))
-    return np.convolve(y, ir / ir[0])[: y.size].astype(np.float32)
+    """Mono ``y`` in the benchmark's synthetic room (``mir_set.in_room``: a direct path, then Gaussian noise
+    decaying 60 dB in ``rt60_s``, its energy ``direct_to_reverb_db`` re the direct path's; peak kept)."""
+    return _mir_set().in_room(y[None], SR, rt60_s, direct_to_reverb_db, seed=seed)[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _mir_set():
+    return load_benchmark("mir_set", "mir_set_rooms")
 
 
 # bowed lines (tests' ``bowed``: a 30 ms swell, a 10 ms release) of quarter notes: stepwise (with two
