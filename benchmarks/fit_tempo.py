@@ -214,7 +214,7 @@ def tempo_rows(sets):
 
     out = []
     for item, mono, spec in clips(sets):
-        tempo, functions = beats.pulse(mono, spec=spec)
+        tempo, _, functions, _ = beats.steady_pulse(mono, spec=spec)   # what track_beats chooses the level on
         if tempo is None:
             out.append((item, np.zeros(0), np.zeros((0, len(beats.tempo_level_feature_names()))), -1))
             continue

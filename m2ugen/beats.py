@@ -9,11 +9,15 @@
   four onset functions (onset envelope, attacks, harmonic change, bass onsets) at fractions and
   multiples of each candidate's period, how much of each function falls on its beats and between
   them, and the prior; fitted on rendered corpus music by ``benchmarks/fit_tempo.py``, weights in
-  ``assets/tempo_level_model.json``). Then
-  librosa's dynamic-programming tracker places the beats at that tempo, each moved to the strongest
-  onset within 46 ms. The BPM is refined from the beat times (a least-squares line through beat number
-  and time; a clean click reads within 0.1 BPM). Where the envelope has no clear events and does not
-  repeat (``has_pulse``), legato music still has its chord changes: the chroma flux
+  ``assets/tempo_level_model.json``). A player off the click sways, and the sway blurs the envelope's
+  autocorrelation at 2-4 beats more than at half a beat (the level reads double, the one tempo fits
+  badly): ``steady_pulse`` finds the local beat period in 4 s windows, warps the onset functions so
+  that it is steady (``sway_warp``, three passes) and keeps the warp where the pulse is clearer there.
+  The level and the beats are found on the steady functions; then librosa's dynamic-programming
+  tracker places the beats at that tempo (taken back to the clip's time through the warp), each moved
+  to the strongest onset within 46 ms. The BPM is refined from the beat times (a least-squares line
+  through beat number and time: the mean tempo; a clean click reads within 0.1 BPM). Where the
+  envelope has no clear events and does not repeat (``has_pulse``), legato music still has its chord changes: the chroma flux
   (``harmonic_change``) is added to the envelope, the tempo is decided again, and it is kept when the
   chord changes repeat at that beat (a legato choir was silent before). Unpitched sound (``tonality``)
   has no harmonic change, so noise still has no tempo.
@@ -48,6 +52,17 @@ TEMPO_LEVEL_MIN_BEATS = 8    # shorter clips keep the tempo as found
 TEMPO_FUNCTIONS = ("onsets", "attacks", "harmonic", "bass")
 TEMPO_LAG_BEATS = (1.0 / 3.0, 0.5, 1.0, 2.0, 3.0, 4.0)
 TEMPO_LEVEL_MODEL = Path(__file__).with_name("assets") / "tempo_level_model.json"
+# a player off the click: the local beat period, searched within SWAY_SEARCH of the clip's, in windows of
+# SWAY_WINDOW_S (or 4 beats) every SWAY_HOP_S, smoothed over SWAY_SMOOTH_S; a clip whose smoothed
+# period sways by more than SWAY_MIN (standard deviation of its log) is heard on a steady time axis
+SWAY_SEARCH = 0.15
+SWAY_WINDOW_S = 4.0
+SWAY_HOP_S = 0.5
+SWAY_SMOOTH_S = 1.5
+SWAY_MIN = 0.01
+SWAY_PASSES = 3
+SWAY_LEFT_MIN = 0.005
+SWAY_GAIN_MIN = 1.1   # and kept where the steady clip's pulse (tempo salience) is this much clearer
 
 
 def novelty(mono: np.ndarray, spec: Spectrum | None, sr: int = ANALYSIS_SR) -> tuple[np.ndarray, np.ndarray]:
@@ -170,26 +185,136 @@ def pulse(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None
     return tempo, functions
 
 
-def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None) -> Beats:
-    """Beat times: the whole clip's tempo (``pulse``) at the level ``choose_tempo_level`` picks, then
-    librosa's dynamic-programming beat tracker held to it on the onset envelope; the BPM is refined
-    from the beat times."""
-    librosa = _librosa()
+def steady_pulse(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None
+                 ) -> tuple[float | None, dict[str, np.ndarray], dict[str, np.ndarray], "Warp | None"]:
+    """(tempo, the onset functions of ``pulse``, the same heard on a steady beat, the warp between them):
+    where the player sways (``sway_warp``) the functions are resampled so that the beat period is the
+    same throughout and the tempo is found again there; on a steady clip, or where the steady clip's
+    pulse is not clearer by SWAY_GAIN_MIN (dry legato music whose local periods wander), the warp is
+    None and the two are the same functions. The tempo level and the beat tracker work on the steady functions."""
     tempo, functions = pulse(mono, sr, spec)
+    if tempo is None:
+        return None, functions, functions, None
+    warp = sway_warp(functions["onsets"], tempo, sr)
+    if warp is None:
+        return tempo, functions, functions, None
+    steady = {name: warp.to_steady(f) for name, f in functions.items()}
+    if float(_salience(steady["onsets"], sr).max()) < SWAY_GAIN_MIN * float(_salience(functions["onsets"], sr).max()):
+        return tempo, functions, functions, None   # no clearer pulse on the steady beat: the sway was noise
+    return estimate_tempo(steady["onsets"], sr) or tempo, functions, steady, warp
+
+
+def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None) -> Beats:
+    """Beat times: the whole clip's tempo (``steady_pulse``) at the level ``choose_tempo_level`` picks,
+    then librosa's dynamic-programming beat tracker held to it on the onset envelope (heard on a steady
+    beat where the player sways, the beats then taken back to the clip's time); the BPM is refined from
+    the beat times (their mean tempo)."""
+    librosa = _librosa()
+    tempo, functions, steady, warp = steady_pulse(mono, sr, spec)
     oenv, attacks = functions["onsets"], functions["attacks"]
     none = Beats(None, np.zeros(0), np.zeros(0, dtype=int), oenv, attacks, functions)
     if tempo is None:
         return none
-    acfs = function_autocorrelations(functions)
-    tempo = choose_tempo_level(tempo, functions, sr, acfs)
-    _, frames = librosa.beat.beat_track(onset_envelope=oenv, sr=sr, hop_length=HOP, bpm=tempo,
+    acfs = function_autocorrelations(steady)
+    tempo = choose_tempo_level(tempo, steady, sr, acfs)
+    _, frames = librosa.beat.beat_track(onset_envelope=steady["onsets"], sr=sr, hop_length=HOP, bpm=tempo,
                                         tightness=BEAT_TIGHTNESS)
-    frames = _snap(np.asarray(frames, dtype=int), oenv)
+    frames = np.asarray(frames, dtype=int)
+    if warp is not None:
+        frames = np.unique(np.round(warp.to_clip(frames)).astype(int))
+    frames = _snap(frames, oenv)
     if frames.size < MIN_BEATS:
         return none
     times = librosa.frames_to_time(frames, sr=sr, hop_length=HOP)
     period = refine_period(times)
     return Beats(60.0 / period, times, frames, oenv, attacks, functions, acfs)
+
+
+# ----------------------------------------------------------------------------------------------
+# a player off the click: the clip heard on a steady beat
+
+
+@dataclass
+class Warp:
+    """Clip frame ``t`` lies at frame ``steady[t]`` of the steady time (increasing, the same length)."""
+    steady: np.ndarray
+
+    def to_steady(self, f: np.ndarray) -> np.ndarray:
+        """``f`` (clip frames) resampled at every steady frame."""
+        if f.size < 2:
+            return f
+        n = min(f.size, self.steady.size)
+        at = np.interp(np.arange(n, dtype=np.float64), self.steady[:n], np.arange(n, dtype=np.float64))
+        return np.interp(at, np.arange(f.size, dtype=np.float64), f)
+
+    def to_clip(self, frames: np.ndarray) -> np.ndarray:
+        """Steady frames -> clip frames (fractional)."""
+        return np.interp(np.asarray(frames, dtype=np.float64), self.steady, np.arange(self.steady.size, dtype=np.float64))
+
+
+def local_periods(oenv: np.ndarray, tempo: float, sr: int = ANALYSIS_SR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(window centres, beat period in frames, weight) of the onset envelope in windows of SWAY_WINDOW_S
+    (at least 4 beats) every SWAY_HOP_S: the lag within SWAY_SEARCH of the clip's beat period where the
+    window's autocorrelation at one and two periods is highest (weight: that autocorrelation, 0 for a
+    window without events)."""
+    fps = sr / HOP
+    period = 60.0 * fps / tempo
+    width = int(max(SWAY_WINDOW_S * fps, 4.0 * period))
+    hop = max(int(SWAY_HOP_S * fps), 1)
+    lags = np.arange(period * (1.0 - SWAY_SEARCH), period * (1.0 + SWAY_SEARCH), 0.25)
+    starts = np.arange(0, max(oenv.size - width, 0) + 1, hop)
+    centres, periods, weights = [], [], []
+    for a in starts:
+        x = oenv[a: a + width] - oenv[a: a + width].mean()
+        energy = float(np.dot(x, x))
+        centres.append(a + x.size / 2.0)
+        if energy <= 0 or x.size < 2.5 * lags[-1]:
+            periods.append(period)
+            weights.append(0.0)
+            continue
+        acf = np.fft.irfft(np.abs(np.fft.rfft(x, 2 * x.size)) ** 2)[: x.size] / energy
+        grid = np.arange(acf.size, dtype=np.float64)
+        score = np.interp(lags, grid, acf) + np.interp(2.0 * lags, grid, acf)
+        best = int(np.argmax(score))
+        periods.append(float(lags[best]))
+        weights.append(max(float(score[best]), 0.0))
+    return np.asarray(centres), np.asarray(periods), np.asarray(weights)
+
+
+def sway_warp(oenv: np.ndarray, tempo: float, sr: int = ANALYSIS_SR) -> Warp | None:
+    """The warp that makes the beat period steady, or None for a clip on a click (``_one_warp``). Each
+    pass hears only part of the sway (its windows and smoothing average it), so the envelope is heard
+    again through the warp found so far and what sway is left is taken out too (SWAY_PASSES)."""
+    warp = _one_warp(oenv, tempo, sr, SWAY_MIN)
+    if warp is None:
+        return None
+    for _ in range(SWAY_PASSES - 1):
+        more = _one_warp(warp.to_steady(oenv), tempo, sr, SWAY_LEFT_MIN)
+        if more is None:
+            break
+        warp = Warp(np.interp(warp.steady, np.arange(more.steady.size, dtype=np.float64), more.steady))
+    return warp
+
+
+def _one_warp(oenv: np.ndarray, tempo: float, sr: int, sway_min: float) -> Warp | None:
+    """The warp that makes the beat period steady (``local_periods``, smoothed over SWAY_SMOOTH_S by
+    weight), or None where the smoothed period sways by less than ``sway_min`` or the clip holds fewer
+    than three windows."""
+    centres, periods, weights = local_periods(oenv, tempo, sr)
+    if centres.size < 3 or not np.any(weights > 0):
+        return None
+    from scipy.ndimage import gaussian_filter1d
+
+    sigma = SWAY_SMOOTH_S / SWAY_HOP_S
+    weights = weights + 1e-3        # a stretch without events keeps the clip's period
+    smooth = (gaussian_filter1d(weights * np.log(periods), sigma, mode="constant")
+              / gaussian_filter1d(weights, sigma, mode="constant"))
+    if float(smooth.std()) < sway_min:
+        return None
+    frames = np.arange(oenv.size, dtype=np.float64)
+    period = np.exp(np.interp(frames, centres, smooth))      # the local beat period at every frame
+    beats = np.concatenate([[0.0], np.cumsum(1.0 / period[:-1])])   # beats played by each frame
+    return Warp(beats * (frames[-1] / beats[-1]))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -47,19 +47,29 @@ def waltz(bpm, bars=14):
     return plucked(events, q + 3 * q * bars + 0.2)
 
 
-def arpeggio_in_four(bpm, bars=10):
+def swaying_beats(bpm, depth, n_beats, period_s=8.0):
+    """Times of beats 0..n_beats played with the tempo ``bpm * (1 + depth * sin(2 pi t / period_s))``
+    at performance time t (a player off the click; depth 0 is a click)."""
+    t = np.arange(0.0, 4.0 * n_beats * 60.0 / bpm, 1e-4)
+    played = np.concatenate([[0.0], np.cumsum(1e-4 * bpm / 60.0 * (1 + depth * np.sin(2 * np.pi * t / period_s)))[:-1]])
+    return np.interp(np.arange(n_beats + 1), played, t)
+
+
+def arpeggio_in_four(bpm, bars=10, depth=0.0):
     """A plucked accompaniment in 4/4: a bass note on 1 (its fifth on 3) under a chord arpeggiated in
-    even eighth notes, all about equally loud; one chord per bar."""
-    q = 60.0 / bpm
+    even eighth notes, all about equally loud; one chord per bar; played with a swaying tempo
+    (``swaying_beats``) at ``depth`` > 0."""
+    beat = swaying_beats(bpm, depth, 4 * bars)
+    at = lambda b: float(np.interp(b, np.arange(beat.size), beat))  # noqa: E731 - score beats -> seconds
     prog = [(48, (60, 64, 67)), (45, (60, 64, 69)), (41, (60, 65, 69)), (43, (59, 62, 67))]
     events = []
     for bar in range(bars):
         bass, ch = prog[bar % len(prog)]
-        t0 = 4 * q * bar
-        events += [(t0, t0 + 4 * q, bass, 0.15), (t0 + 2 * q, t0 + 4 * q, bass + 7, 0.1)]
+        b0 = 4 * bar
+        events += [(at(b0), at(b0 + 4), bass, 0.15), (at(b0 + 2), at(b0 + 4), bass + 7, 0.1)]
         pattern = [ch[0], ch[1], ch[2], ch[1] + 12, ch[2], ch[1], ch[0] + 12, ch[1]]
-        events += [(t0 + j * q / 2, t0 + (j + 1) * q / 2 + 0.2, m, 0.15) for j, m in enumerate(pattern)]
-    return plucked(events, 4 * q * bars + 0.3, decay=0.25)
+        events += [(at(b0 + j / 2), at(b0 + (j + 1) / 2) + 0.2, m, 0.15) for j, m in enumerate(pattern)]
+    return plucked(events, beat[-1] + 0.3, decay=0.25)
 
 
 def hymn_in_halves(bpm, bars=8):
@@ -169,3 +179,42 @@ def test_tempo_candidates_are_the_relatives_within_range():
     c = beats.tempo_candidates(90.0)
     assert c[0] == 90.0
     assert sorted(np.round(c, 1)) == [45.0, 60.0, 90.0, 135.0, 180.0]  # 30 and 270 are out of range
+
+
+def test_a_player_who_sways_keeps_the_tempo_and_the_beats(monkeypatch):
+    """The plucked arpeggio played off the click (tempo +-8 % over 8 s): its mean tempo and its beats
+    (within 70 ms) are found on the clip heard on a steady beat; heard as played, the sway blurs the
+    beat's autocorrelation at 2-4 beats more than at half a beat and it reads at double."""
+    bpm, depth, bars = 110, 0.08, 10
+    played = swaying_beats(bpm, depth, 4 * bars)[:-1]
+    mean_bpm = 60.0 * (played.size - 1) / (played[-1] - played[0])
+    y = arpeggio_in_four(bpm, bars, depth)
+    a = analyze(y, SR)
+    assert a.bpm == pytest.approx(mean_bpm, rel=0.04)
+    found = np.asarray(a.beats)
+    hit = [np.min(np.abs(found - t)) <= 0.07 for t in played[2:-2]]
+    assert np.mean(hit) >= 0.9
+    monkeypatch.setattr(beats, "sway_warp", lambda *args: None)
+    assert analyze(y, SR).bpm == pytest.approx(2 * mean_bpm, rel=0.04)
+
+
+def test_the_sway_warp_steadies_a_swaying_beat_and_leaves_a_click_alone():
+    """Through the warp the swaying arpeggio's beats are evenly spaced (their spread about a line, over a
+    tenth of a beat as played, falls by more than half: the clip's first and last two seconds, before
+    the first window's centre and after the last, keep some); the same arpeggio on a click gets no warp."""
+    from m2ugen.spectrum import HOP, analysis_signal, constant_q
+
+    def spread(frames):
+        n = np.arange(frames.size)
+        slope, icpt = np.polyfit(n, frames, 1)
+        return float(np.std(frames - (slope * n + icpt)) / slope)
+
+    bpm, bars = 110, 10
+    mono = analysis_signal(arpeggio_in_four(bpm, bars, 0.08), SR)
+    _, _, _, warp = beats.steady_pulse(mono, spec=constant_q(mono))
+    played = swaying_beats(bpm, 0.08, 4 * bars)[:-1] * SR / HOP
+    before = spread(played)
+    assert warp is not None and before > 0.1
+    assert spread(np.interp(played, np.arange(warp.steady.size), warp.steady)) < 0.5 * before
+    steady = analysis_signal(arpeggio_in_four(bpm, bars), SR)
+    assert beats.steady_pulse(steady, spec=constant_q(steady))[3] is None
