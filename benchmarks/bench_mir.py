@@ -56,6 +56,8 @@ def _args():
     ap.add_argument("--room", type=float, nargs=2, metavar=("RT60_S", "DR_DB"), default=None,
                     help="play every item in a reverberant room first (mir_set.in_room): reverberation time and "
                          "direct-to-reverberant ratio, e.g. 1.4 -6 (a hall, mid distance)")
+    ap.add_argument("--noise", type=float, default=None, metavar="SNR_DB",
+                    help="add pink noise this far under each item's power (mir_set.with_noise), after any room, e.g. 20")
     return ap.parse_args()
 
 
@@ -257,6 +259,9 @@ def main() -> None:
     if args.room:
         waves = [(mir_set.in_room(y, sr, *args.room, seed=k), sr) for k, (y, sr) in enumerate(waves)]
         print(f"in a room: RT60 {args.room[0]:g} s, direct-to-reverberant {args.room[1]:+g} dB")
+    if args.noise is not None:
+        waves = [(mir_set.with_noise(y, args.noise, seed=k), sr) for k, (y, sr) in enumerate(waves)]
+        print(f"with pink noise {args.noise:g} dB under the signal")
     n_mix = sum(not i.melody for i in items)
     n_drums = sum(i.drums for i in items if not i.melody)
     n3 = sum(i.meter == 3 for i in items if not i.melody)

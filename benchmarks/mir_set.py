@@ -549,6 +549,19 @@ def with_rubato(item: Item, depth: float, period_s: float = 8.0, seed: int = 0) 
                    name=f"{item.name}-rubato{depth:g}")
 
 
+def with_noise(y: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """[channels, samples] with pink noise (power falling 3 dB an octave: tape hiss, a room's air, an
+    audience) added ``snr_db`` under the signal's mean power, each channel its own noise. The same seed
+    gives the same noise."""
+    rng = np.random.default_rng(seed)
+    n = y.shape[1]
+    k = np.arange(n // 2 + 1, dtype=np.float64)
+    k[0] = 1.0
+    noise = np.stack([np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / np.sqrt(k), n) for _ in y])
+    noise *= np.sqrt(float(np.mean(y.astype(np.float64) ** 2)) / max(float(np.mean(noise ** 2)), 1e-30) / 10 ** (snr_db / 10))
+    return (y + noise).astype(np.float32)
+
+
 def in_room(y: np.ndarray, sr: int, rt60_s: float, direct_to_reverb_db: float, seed: int = 0) -> np.ndarray:
     """[channels, samples] as heard in a reverberant room: each channel convolved with its own impulse
     response, a direct path then (after 5 ms) an exponentially decaying Gaussian tail that falls 60 dB in

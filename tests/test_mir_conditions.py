@@ -1,5 +1,5 @@
-"""The benchmark's playing conditions (benchmarks/mir_set.py): a reverberant room (``in_room``) and a
-swaying tempo (``with_rubato``), with labels that stay true."""
+"""The benchmark's playing conditions (benchmarks/mir_set.py): a reverberant room (``in_room``), a
+swaying tempo (``with_rubato``), with labels that stay true, and pink noise (``with_noise``)."""
 
 from __future__ import annotations
 
@@ -50,3 +50,19 @@ def test_a_room_keeps_the_peak_and_adds_a_tail_of_the_given_length():
     direct = wet[0, 100] ** 2
     assert abs(10 * np.log10(direct / np.sum(tail ** 2)) - (-6.0)) < 1.0
     assert not np.allclose(wet[0], wet[1])  # each channel its own response
+
+
+def test_noise_is_pink_at_the_given_level():
+    sr = 8000
+    t = np.arange(4 * sr) / sr
+    y = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 330 * t)]).astype(np.float32)
+    noisy = mir_set.with_noise(y, 20.0, seed=1)
+    noise = (noisy - y).astype(np.float64)
+    assert abs(10 * np.log10(np.mean(y.astype(np.float64) ** 2) / np.mean(noise ** 2)) - 20.0) < 0.1
+    assert not np.allclose(noise[0], noise[1])  # each channel its own noise
+    # pink: the octave 1-2 kHz holds about as much power as 125-250 Hz (white noise: 8 times as much)
+    power = np.abs(np.fft.rfft(noise[0])) ** 2
+    freqs = np.fft.rfftfreq(noise.shape[1], 1 / sr)
+    band = [power[(freqs >= lo) & (freqs < 2 * lo)].sum() for lo in (125.0, 1000.0)]
+    assert 0.7 < band[1] / band[0] < 1.4
+    assert np.array_equal(mir_set.with_noise(y, 20.0, seed=1), noisy)
