@@ -218,3 +218,21 @@ def test_the_sway_warp_steadies_a_swaying_beat_and_leaves_a_click_alone():
     assert spread(np.interp(played, np.arange(warp.steady.size), warp.steady)) < 0.5 * before
     steady = analysis_signal(arpeggio_in_four(bpm, bars), SR)
     assert beats.steady_pulse(steady, spec=constant_q(steady))[3] is None
+
+
+def test_no_warp_where_the_windows_hold_too_little_pulse(monkeypatch):
+    """An onset envelope (43 frames a second, 25 s) of a pulse swaying +-8 % at 100 BPM under random
+    onsets: where the pulse stands clear of them the windows measure it and the clip is warped; where
+    the random onsets drown it (legato music: the windows' autocorrelation at the period is weak) no
+    period can be measured and nothing is warped, though the wandering estimates would sway a warp
+    (with the weight gate taken away, it warps)."""
+    fps = 22050 / 512
+    t = np.arange(int(25 * fps)) / fps
+    played = np.cumsum(100 / 60 / fps * (1 + 0.08 * np.sin(2 * np.pi * t / 8)))   # beats played by each frame
+    pulse = np.exp(-0.5 * ((played - np.round(played)) * 0.6 * fps) ** 2)        # a one-frame onset per beat
+    noise = np.random.default_rng(0).exponential(1.0, t.size)
+    assert beats.sway_warp(8.0 * pulse + noise, 100.0) is not None
+    drowned = 0.5 * pulse + noise
+    assert beats.sway_warp(drowned, 100.0) is None
+    monkeypatch.setattr(beats, "SWAY_WEIGHT_MIN", 0.0)
+    assert beats.sway_warp(drowned, 100.0) is not None
