@@ -17,7 +17,7 @@ Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
 1. Pitch (``pitch_track``): a constant-Q spectrum (3 bins per semitone, 11.6 ms frames) on a log
    scale; each candidate fundamental from ``fmin`` to ``fmax`` (default C2..C7) scores the weighted
    sum of its first 5 partials and must have energy at its own frequency; frames 40 dB under the
-   loudest are unvoiced. Rounded to semitones and median-filtered over about 60 ms.
+   loudest, or within 3 dB of the clip's noise floor (its quietest 2 % of frames), are unvoiced. Rounded to semitones and median-filtered over about 60 ms.
 2. Notes: librosa's spectral-flux onsets where the level then climbs (a release is not an attack),
    each moved back to where its level began to rise. A pitch change within 70 ms of an onset is moved
    onto it; voiced frames rising out of silence less than 120 ms before an onset are the tracker's
@@ -58,6 +58,8 @@ PARTIALS = 5
 PARTIAL_WEIGHTS = (1.0, 0.8, 0.6, 0.5, 0.4)
 FUNDAMENTAL_DROP = 2.5  # log1p units (about 20 dB) a fundamental may lie under the frame's strongest bin
 VOICED_DB = 40.0  # frames this far under the loudest frame are unvoiced
+NOISE_FLOOR_PERCENTILE = 2.0  # ... and frames under NOISE_MARGIN_DB above this percentile of the clip's
+NOISE_MARGIN_DB = 3.0         # frame levels (a steady noise floor: dev melodies in pink noise 20 dB under)
 ONSET_DELTA = 0.2  # librosa's peak-picking threshold over the local mean
 ATTACK_RATIO = 1.1  # an onset counts where the level 0-50 ms later exceeds the level just before by this
 PRE_ECHO_S = 0.12  # voiced frames out of silence this soon before an onset belong to no note
@@ -162,7 +164,8 @@ def pitch_track(y: np.ndarray, fmin_hz: float, fmax_hz: float) -> tuple[np.ndarr
     number), and the best candidate between ``fmin_hz`` and ``fmax_hz`` is the frame's pitch
     (parabolic refinement between bins, read at the clip's tuning); a candidate whose own bin is
     weak (FUNDAMENTAL_DROP under the frame's strongest) cannot win. Frames more than VOICED_DB under
-    the loudest are unvoiced."""
+    the loudest are unvoiced, and so are frames within NOISE_MARGIN_DB of the clip's noise floor (its
+    NOISE_FLOOR_PERCENTILE quietest frames: in a dry clip with rests far under VOICED_DB)."""
     import librosa
     import soxr
 
@@ -195,7 +198,9 @@ def pitch_track(y: np.ndarray, fmin_hz: float, fmax_hz: float) -> tuple[np.ndarr
     frac = np.where(denom < 0, 0.5 * (a - c) / np.where(denom < 0, denom, -1.0), 0.0)
     bins = lo + best + frac - tuning * 3
     midi = 24.0 + bins / 3.0  # C1 = MIDI 24
-    midi = np.where(level > -VOICED_DB, midi, np.nan)
+    # a steady noise floor (hiss, air, an audience) is no note: the clip's quietest frames show its level
+    floor = float(np.percentile(level, NOISE_FLOOR_PERCENTILE)) + NOISE_MARGIN_DB
+    midi = np.where(level > max(-VOICED_DB, floor), midi, np.nan)
     n = min(midi.size, int(np.ceil(y.size / HOP)) + 1)
     return midi[:n], level[:n], tuning
 

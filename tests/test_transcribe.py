@@ -300,6 +300,7 @@ def test_quiet_re_articulation_needs_the_novelty(monkeypatch, shift):
 def test_a_note_sounding_when_the_clip_begins_is_kept_and_leading_silence_gives_none(monkeypatch):
     """A selection that starts inside a note (or a test tone from its first sample) shows no attack for the
     keep model to judge: the note is kept; digital silence before a note is no note."""
+    EDGE = T.EDGE_QUIET_DB
     t = np.arange(SR) / SR
     tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     assert [n.pitch for n in T.melody_notes(tone)] == [69]
@@ -308,8 +309,26 @@ def test_a_note_sounding_when_the_clip_begins_is_kept_and_leading_silence_gives_
     monkeypatch.setattr(T, "CLIP_EDGE", -1)  # no edge rule: the keep model alone drops the tone it cannot judge
     assert T.melody_notes(tone) == []
     monkeypatch.undo()  # the edge rule back
-    monkeypatch.setattr(T, "EDGE_QUIET_DB", float("-inf"))  # no loudness floor: the silence before the tone is a note
+    # digital silence before the tone is no note by either of two floors: the edge rule's loudness floor
+    # and the pitch tracker's noise floor (the clip's quietest frames); without both it is a note
+    monkeypatch.setattr(T, "EDGE_QUIET_DB", float("-inf"))
+    assert len(T.melody_notes(lead)) == 1
+    monkeypatch.setattr(T, "NOISE_MARGIN_DB", float("-inf"))
     assert len(T.melody_notes(lead)) == 2
+    monkeypatch.setattr(T, "EDGE_QUIET_DB", EDGE)
+    assert len(T.melody_notes(lead)) == 1
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_hiss_in_the_rests_is_no_note(seed, monkeypatch):
+    """A bowed line with rests under pink noise 20 dB below it (tape hiss, a room's air: the benchmark's
+    ``mir_set.with_noise``): its three notes and nothing else. Without the pitch tracker's noise floor
+    the noise in the rests is tracked as low notes."""
+    y = bowed([(0.3, 0.8, 72), (1.6, 2.1, 74), (2.9, 3.4, 76)], 4.0)
+    noisy = _mir_set().with_noise(y[None], 20.0, seed=seed)[0]
+    assert [n.pitch for n in T.melody_notes(noisy)] == [72, 74, 76]
+    monkeypatch.setattr(T, "NOISE_MARGIN_DB", float("-inf"))
+    assert len(T.melody_notes(noisy)) > 3
 
 
 # ---------------------------------------------------------------------------------------------- rooms
