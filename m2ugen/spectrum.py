@@ -83,9 +83,24 @@ def _librosa():
 # the shared front end: a mono signal and one constant-Q spectrum
 
 
-def analysis_signal(wave: np.ndarray, sr: int) -> np.ndarray | None:
-    """Mono, DC removed, resampled to ANALYSIS_SR, peak 1.0; None when silent."""
+CANCELLED_DB = 6.0   # a channel mean this far under the channels' own power has cancelled (out of phase)
+
+
+def downmix(wave: np.ndarray) -> np.ndarray:
+    """float64 mono of ``[channels, samples]``: the channels' mean, or the loudest channel where the mean
+    holds CANCELLED_DB less power than the channels do (one channel out of phase, a widened synth whose
+    sides cancel: the mean would be near silence)."""
     mono = wave.mean(axis=0, dtype=np.float64)
+    if wave.shape[0] > 1:
+        power = np.mean(np.square(wave, dtype=np.float64), axis=1)
+        if float(np.mean(np.square(mono))) < float(power.mean()) * 10 ** (-CANCELLED_DB / 10):
+            return wave[int(np.argmax(power))].astype(np.float64)
+    return mono
+
+
+def analysis_signal(wave: np.ndarray, sr: int) -> np.ndarray | None:
+    """Mono (``downmix``), DC removed, resampled to ANALYSIS_SR, peak 1.0; None when silent."""
+    mono = downmix(wave)
     mono -= mono.mean()
     peak = float(np.abs(mono).max())
     if peak <= 10.0 ** (SILENCE_DBFS / 20.0):

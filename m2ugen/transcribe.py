@@ -125,7 +125,11 @@ class Transcription:
 def _mono(wave, sr) -> np.ndarray:
     """float [C, S] / [S] at ``sr`` -> float32 mono at ANALYSIS_SR; ValueError naming what is wrong."""
     w = np.asarray(wave, dtype=np.float32)
-    if w.ndim == 2:
+    if w.ndim == 2 and w.shape[1] > 0:
+        from m2ugen.spectrum import downmix
+
+        w = downmix(w).astype(np.float32)
+    elif w.ndim == 2:
         w = w.mean(axis=0)
     if w.ndim != 1:
         raise ValueError(f"audio: expected [channels, samples] or [samples], got shape {tuple(np.shape(wave))}")

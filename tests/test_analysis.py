@@ -116,6 +116,24 @@ def test_chord_progressions_give_key_and_mode(chords, key, mode):
     assert a.key_confidence > 0.6
 
 
+def test_a_channel_out_of_phase_is_heard_not_cancelled():
+    """A stereo clip whose right channel is the left inverted (a miswired microphone, a widened synth):
+    the channels' mean is silence, so the analysis hears the louder channel and measures what the
+    mono clip gives (tempo, key); averaged it would measure nothing. Loudness is per channel anyway."""
+    beat = click_track(120, seconds=8.0, channels=1)
+    chords = chord_progression([("A", "C", "E"), ("D", "F", "A"), ("E", "G#", "B"), ("A", "C", "E")] * 2, sr=SR)
+    n = min(beat.shape[1], chords.shape[1])
+    mono = 0.5 * (beat[:, :n] + chords[:, :n])
+    inverted = np.concatenate([mono, -mono])
+    a, ref = analyze(inverted, SR), analyze(mono, SR)
+    assert ref.bpm == pytest.approx(120, rel=0.02) and ref.key_name == "A minor"
+    assert (a.bpm, a.key_name) == (ref.bpm, ref.key_name)
+    assert abs(float(inverted.mean(axis=0).std())) < 1e-6   # what plain averaging would have heard
+    from m2ugen.transcribe import transcribe
+
+    assert len(transcribe(inverted, SR).chords) == len(transcribe(mono, SR).chords) > 0
+
+
 def test_noise_has_no_key_and_no_pulse_and_a_single_pitch_no_key():
     a = analyze(noise_at_lufs(-20), SR)
     assert a.key is None and a.bpm is None and a.beats == []
