@@ -275,9 +275,13 @@ def _level_params(rows, l2):
     return fit_choice([r[2] for r in usable], [r[3] for r in usable], l2)
 
 
-def _fit_level(rows, l2):
-    mean, std, w = _level_params(rows, l2)
+def _scorer(mean, std, w):
+    """The tempo-level model's score of each candidate, from its (mean, std, weights)."""
     return lambda x: ((x - mean) / std) @ w  # noqa: E731
+
+
+def _fit_level(rows, l2):
+    return _scorer(*_level_params(rows, l2))
 
 
 def fit_tempo(args) -> None:
@@ -301,7 +305,7 @@ def fit_tempo(args) -> None:
     l2 = best[1]
     usable = _level_rows(train)
     mean, std, w = _level_params(train, l2)
-    model = lambda x: ((x - mean) / std) @ w  # noqa: E731
+    model = _scorer(mean, std, w)
     first = lambda x: -np.arange(len(x), dtype=float)  # noqa: E731 - the tempo as found (candidate 0)
     for name, rows in {"train": train, **dev}.items():
         b, m = tempo_accuracy(rows, first), tempo_accuracy(rows, model)

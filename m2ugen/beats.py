@@ -268,14 +268,13 @@ def local_periods(oenv: np.ndarray, tempo: float, sr: int = ANALYSIS_SR) -> tupl
     starts = np.arange(0, max(oenv.size - width, 0) + 1, hop)
     centres, periods, weights = [], [], []
     for a in starts:
-        x = oenv[a: a + width] - oenv[a: a + width].mean()
-        energy = float(np.dot(x, x))
-        centres.append(a + x.size / 2.0)
-        if energy <= 0 or x.size < 2.5 * lags[-1]:
+        window = oenv[a: a + width]
+        centres.append(a + window.size / 2.0)
+        acf = _autocorrelation(window, unbiased=False)
+        if acf[0] <= 0 or window.size < 2.5 * lags[-1]:   # no events, or too short for two periods
             periods.append(period)
             weights.append(0.0)
             continue
-        acf = np.fft.irfft(np.abs(np.fft.rfft(x, 2 * x.size)) ** 2)[: x.size] / energy
         grid = np.arange(acf.size, dtype=np.float64)
         score = np.interp(lags, grid, acf) + np.interp(2.0 * lags, grid, acf)
         best = int(np.argmax(score))
@@ -490,11 +489,13 @@ def _repeats_at(oenv: np.ndarray, bpm: float, sr: int = ANALYSIS_SR, ratio_min: 
     return spread > 0 and at_beats / spread >= ratio_min
 
 
-def _autocorrelation(oenv: np.ndarray) -> np.ndarray:
-    """Unbiased autocorrelation of the mean-removed envelope, 1 at lag 0 (zeros for a flat one)."""
+def _autocorrelation(oenv: np.ndarray, unbiased: bool = True) -> np.ndarray:
+    """Autocorrelation of the mean-removed envelope, 1 at lag 0 (zeros for a flat one); ``unbiased``:
+    each lag divided by its number of pairs (else by the envelope's length: a short window's long lags
+    weigh less)."""
     x = oenv - oenv.mean()
     n = x.size
     acf = np.fft.irfft(np.abs(np.fft.rfft(x, 2 * n)) ** 2)[:n]
     if acf[0] <= 0:
         return np.zeros(n)
-    return acf / acf[0] * n / np.maximum(n - np.arange(n), 1)
+    return acf / acf[0] * (n / np.maximum(n - np.arange(n), 1) if unbiased else 1.0)

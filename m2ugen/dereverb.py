@@ -71,11 +71,15 @@ def decay_time(power: np.ndarray, sr: int, hop: int = HOP) -> float:
     return float(np.percentile(rt60, FASTEST))
 
 
-def stft_power(y: np.ndarray) -> np.ndarray:
-    """The power spectrogram [N_FFT // 2 + 1, frames] that ``decay_time`` reads, of mono ``y``."""
+def _stft(y: np.ndarray) -> np.ndarray:
     import librosa
 
-    return np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=True)) ** 2
+    return librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=True)
+
+
+def stft_power(y: np.ndarray) -> np.ndarray:
+    """The power spectrogram [N_FFT // 2 + 1, frames] that ``decay_time`` reads, of mono ``y``."""
+    return np.abs(_stft(y)) ** 2
 
 
 def suppress_late_reverb(y: np.ndarray, sr: int, rt60_s: float | None = None) -> np.ndarray:
@@ -83,7 +87,7 @@ def suppress_late_reverb(y: np.ndarray, sr: int, rt60_s: float | None = None) ->
     room's RT60 (``rt60_s``, else ``decay_time``) is under MIN_RT60_S or over MAX_RT60_S."""
     import librosa
 
-    spec = librosa.stft(y, n_fft=N_FFT, hop_length=HOP, center=True)
+    spec = _stft(y)
     power = np.abs(spec) ** 2
     rt60 = decay_time(power, sr) if rt60_s is None else rt60_s
     if not MIN_RT60_S <= rt60 <= MAX_RT60_S:

@@ -91,7 +91,7 @@ def downmix(wave: np.ndarray) -> np.ndarray:
     holds CANCELLED_DB less power than the channels do (one channel out of phase, a widened synth whose
     sides cancel: the mean would be near silence)."""
     mono = wave.mean(axis=0, dtype=np.float64)
-    if wave.shape[0] > 1:
+    if wave.shape[0] > 1 and wave.shape[1] > 0:
         power = np.mean(np.square(wave, dtype=np.float64), axis=1)
         if float(np.mean(np.square(mono))) < float(power.mean()) * 10 ** (-CANCELLED_DB / 10):
             return wave[int(np.argmax(power))].astype(np.float64)

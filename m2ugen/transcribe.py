@@ -17,7 +17,8 @@ Steps (at 22050 Hz mono; the pitch tracker at 11025 Hz):
 1. Pitch (``pitch_track``): a constant-Q spectrum (3 bins per semitone, 11.6 ms frames) on a log
    scale; each candidate fundamental from ``fmin`` to ``fmax`` (default C2..C7) scores the weighted
    sum of its first 5 partials and must have energy at its own frequency; frames 40 dB under the
-   loudest, or within 3 dB of the clip's noise floor (its quietest 2 % of frames), are unvoiced. Rounded to semitones and median-filtered over about 60 ms.
+   loudest, or within 3 dB of the clip's noise floor (its quietest 2 % of frames), are unvoiced.
+   Rounded to semitones and median-filtered over about 60 ms.
 2. Notes: librosa's spectral-flux onsets where the level then climbs (a release is not an attack),
    each moved back to where its level began to rise. A pitch change within 70 ms of an onset is moved
    onto it; voiced frames rising out of silence less than 120 ms before an onset are the tracker's
@@ -125,12 +126,10 @@ class Transcription:
 def _mono(wave, sr) -> np.ndarray:
     """float [C, S] / [S] at ``sr`` -> float32 mono at ANALYSIS_SR; ValueError naming what is wrong."""
     w = np.asarray(wave, dtype=np.float32)
-    if w.ndim == 2 and w.shape[1] > 0:
+    if w.ndim == 2:
         from m2ugen.spectrum import downmix
 
         w = downmix(w).astype(np.float32)
-    elif w.ndim == 2:
-        w = w.mean(axis=0)
     if w.ndim != 1:
         raise ValueError(f"audio: expected [channels, samples] or [samples], got shape {tuple(np.shape(wave))}")
     if not (isinstance(sr, (int, np.integer)) and sr > 0):

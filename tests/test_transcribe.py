@@ -352,11 +352,16 @@ STEPWISE = [(0.30 + 0.25 * i, 0.55 + 0.25 * i, p) for i, p in enumerate([67, 69,
 REPEATS = [(0.30 + 0.30 * i, 0.60 + 0.30 * i, p) for i, p in enumerate([69, 69, 69, 72, 72, 69, 69, 67])]
 
 
+def found_of(notes, got) -> int:
+    """How many of ``notes`` ((start, end, pitch)) are in ``got`` ((start, pitch)): pitch right, onset
+    within 50 ms."""
+    return sum(any(q == p and abs(t - s) <= 0.05 for t, q in got) for s, _, p in notes)
+
+
 def found_in_hall(notes, dereverb: bool) -> int:
-    """How many of ``notes`` the transcriber finds (pitch right, onset within 50 ms) in the hall."""
+    """How many of ``notes`` the transcriber finds (``found_of``) in the hall."""
     y = in_hall(bowed(notes, notes[-1][1] + 0.8, tau_attack=0.03, tau_release=0.01))
-    got = T.melody_notes(y, dereverb=dereverb)
-    return sum(any(g.pitch == p and abs(g.start - s) <= 0.05 for g in got) for s, _, p in notes)
+    return found_of(notes, [(g.start, g.pitch) for g in T.melody_notes(y, dereverb=dereverb)])
 
 
 def test_the_room_decay_time_is_estimated():

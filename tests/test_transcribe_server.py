@@ -257,7 +257,7 @@ def test_dereverb_reaches_the_transcriber(server, tmp_path):
     """Repeated bowed notes in a synthetic hall, through the server: with ``dereverb`` (the default) more of
     them are found than with ``dereverb: false`` (the room's tails merge them), the same counts as the
     library gives either way."""
-    from test_transcribe import REPEATS, SR, bowed, found_in_hall, in_hall
+    from test_transcribe import REPEATS, SR, bowed, found_in_hall, found_of, in_hall
 
     path = tmp_path / "hall.wav"
     sf.write(path, in_hall(bowed(REPEATS, REPEATS[-1][1] + 0.8, tau_attack=0.03, tau_release=0.01)), SR)
@@ -265,8 +265,7 @@ def test_dereverb_reaches_the_transcriber(server, tmp_path):
     with Client(server, timeout_s=30) as c:
         for flag in (True, False):
             done = transcribe(c, path, {"dereverb": flag})
-            notes = [(n.start, n.pitch) for n in M.read_notes(done["midi_path"])]
-            found[flag] = sum(any(p == q and abs(s - t) <= 0.05 for t, q in notes) for s, _, p in REPEATS)
+            found[flag] = found_of(REPEATS, [(n.start, n.pitch) for n in M.read_notes(done["midi_path"])])
             assert done["params"]["dereverb"] is flag
     assert found[True] == found_in_hall(REPEATS, True) and found[False] == found_in_hall(REPEATS, False)
     assert found[True] > found[False], found
