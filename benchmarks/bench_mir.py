@@ -107,7 +107,8 @@ def project_analysis(y: np.ndarray, sr: int) -> dict:
     a = analyze(y, sr)
     return {"bpm": a.bpm, "beats": np.asarray(a.beats, float), "meter": a.meter,
             "downbeats": None if a.downbeats is None else np.asarray(a.downbeats, float),
-            "key": a.key_name, "key_sure": a.key_confidence is not None and a.key_confidence >= KEY_UNSURE}
+            "key": a.key_name, "key_sure": a.key_confidence is not None and a.key_confidence >= KEY_UNSURE,
+            "bpm_alternative": a.bpm_alternative}
 
 
 def project_notes(y: np.ndarray, sr: int) -> np.ndarray:
@@ -136,6 +137,12 @@ def score_analysis(item, est: dict) -> dict:
     bpm = est["bpm"]
     out["tempo_answer"] = float(bpm is not None)
     out["acc1"] = float(bpm is not None and abs(bpm - item.bpm) <= 0.04 * item.bpm)
+    if "bpm_alternative" in est:  # this project names a second tempo level where it is unsure of the first
+        alt = est["bpm_alternative"]
+        out["tempo_sure"] = float(bpm is not None and alt is None)
+        if out["tempo_sure"]:
+            out["acc1_sure"] = out["acc1"]
+        out["acc1_named"] = max(out["acc1"], float(alt is not None and abs(alt - item.bpm) <= 0.04 * item.bpm))
     out["acc2"] = float(bpm is not None and any(abs(bpm - f * item.bpm) <= 0.04 * f * item.bpm
                                                 for f in (1, 2, 3, 1 / 2, 1 / 3)))
     ref = mir_eval.beat.trim_beats(np.asarray(item.beats))
@@ -197,9 +204,10 @@ def run_method(items, waves, analyse_fn, notes_fn, verbose: bool, label: str):
         rows.append(s)
         if verbose:
             bpm = "None" if est["bpm"] is None else f"{est['bpm']:.1f}"
+            alt = f"(or {est['bpm_alternative']:.1f}) " if est.get("bpm_alternative") else ""
             print(f"  {label:8s} {item.name:10s} {item.ensemble:15s} {'drums' if item.drums else 'plain'} "
                   f"key {item.key:9s} -> {str(est['key']):9s} bpm {item.bpm:5.0f} -> {bpm:6s} beatF {s['beat_f']:.2f} "
-                  f"meter {item.meter} -> {est.get('meter')} dbF {s.get('downbeat_f', float('nan')):.2f}", flush=True)
+                  f"{alt}meter {item.meter} -> {est.get('meter')} dbF {s.get('downbeat_f', float('nan')):.2f}", flush=True)
     return rows, note_rows, t_an, t_tr
 
 
@@ -214,6 +222,8 @@ def summarise(rows, note_rows, t_an, t_tr) -> dict:
         "tempo Acc1 all": mean("acc1"), "tempo Acc1 with drums": mean("acc1", lambda r: r["drums"]),
         "tempo Acc1 without drums": mean("acc1", lambda r: not r["drums"]), "tempo Acc2": mean("acc2"),
         "tempo answered": mean("tempo_answer"),
+        "tempo level called sure": mean("tempo_sure"), "tempo Acc1 where sure": mean("acc1_sure"),
+        "tempo Acc1 of the levels named": mean("acc1_named"),
         "beat F (70 ms)": mean("beat_f"), "beat F without drums": mean("beat_f", lambda r: not r["drums"]),
         "downbeat F": mean("downbeat_f"),
         "meter right all": mean("meter_right"), "meter right without drums": mean("meter_right", lambda r: not r["drums"]),

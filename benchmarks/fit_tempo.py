@@ -1,7 +1,7 @@
 """Fit the tempo-level and meter models of the measured analysis on rendered corpus music.
 
 Writes ``m2ugen/assets/tempo_level_model.json`` (which of a clip's tempo relatives 1, 1/2, 2, 2/3, 3/2,
-1/3, 3 is the beat: ``m2ugen.beats.choose_tempo_level``) and ``m2ugen/assets/meter_model.json`` (3 or
+1/3, 3 is the beat: ``m2ugen.beats.tempo_level``) and ``m2ugen/assets/meter_model.json`` (3 or
 4 beats per bar, and which beat is the downbeat: ``m2ugen.meter``). Both are linear scores over
 standardised features: the tempo level a conditional logit over the clip's candidates, the bar length
 a logistic regression, the downbeat a conditional logit over the bar's phases. Fitted by

@@ -19,7 +19,7 @@ MAX_ERROR_BYTES = 1000
 MAX_PROMPT_BYTES = 200  # in /m2u/job lines of a job listing
 # scalar analysis keys sent by /m2u/analysis, in this order (lists such as beats stay on the server)
 ANALYSIS_KEYS = ("duration_s", "channels", "sample_rate", "bpm", "meter", "key", "mode", "key_name",
-                 "key_confidence", "lufs", "true_peak_dbtp", "peak_dbfs")
+                 "key_confidence", "lufs", "true_peak_dbtp", "peak_dbfs", "bpm_confidence", "bpm_alternative")
 
 Arg = tuple[str, Any]
 Reply = tuple[str, tuple[Arg, ...]]

@@ -29,6 +29,7 @@ import numpy as np
 
 from m2ugen.beats import (  # noqa: F401 - re-exported
     Beats, estimate_tempo, has_pulse, novelty, refine_period, tempo_salience, track_beats, MIN_BEAT_SECONDS,
+    TEMPO_UNSURE,
 )
 from m2ugen.key import (  # noqa: F401 - re-exported
     KEY_UNSURE, clip_chroma, estimate_key, key_analysis, key_profiles, note_activations,
@@ -44,6 +45,7 @@ from m2ugen.spectrum import (  # noqa: F401 - re-exported
 ANALYSIS_KEYS = (
     "duration_s", "channels", "sample_rate", "bpm", "beats", "downbeats", "meter", "key", "mode",
     "key_name", "key_confidence", "lufs", "true_peak_dbtp", "peak_dbfs", "summary", "key_sections",
+    "bpm_confidence", "bpm_alternative",
 )
 
 
@@ -70,6 +72,8 @@ class Analysis:
     true_peak_dbtp: float | None = None
     peak_dbfs: float | None = None
     key_sections: list[tuple[float, float, str]] = field(default_factory=list)
+    bpm_confidence: float | None = None    # the tempo level's probability (m2ugen.beats.tempo_level)
+    bpm_alternative: float | None = None   # the next likely tempo level, where that is under TEMPO_UNSURE
 
     @property
     def key_name(self) -> str | None:
@@ -79,7 +83,8 @@ class Analysis:
     def summary(self) -> str:
         """A short human line, e.g. "92 BPM, F# minor, -14.0 LUFS, 8.0 s"."""
         parts = _measured_parts(self.bpm, self.key_name, self.lufs, self.duration_s, self.peak_dbfs, lufs_fmt=".1f",
-                                meter=self.meter, key_confidence=self.key_confidence)
+                                meter=self.meter, key_confidence=self.key_confidence,
+                                bpm_alternative=self.bpm_alternative)
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +106,8 @@ class Analysis:
             "peak_dbfs": _num(self.peak_dbfs, 2),
             "summary": self.summary,
             "key_sections": [{"start": _num(a, 2), "end": _num(b, 2), "key_name": k} for a, b, k in self.key_sections],
+            "bpm_confidence": _num(self.bpm_confidence, 3),
+            "bpm_alternative": _num(self.bpm_alternative, 2),
         }
         assert tuple(d) == ANALYSIS_KEYS
         return d
@@ -117,12 +124,13 @@ def _fmt_bpm(bpm: float) -> str:
 
 
 def _measured_parts(bpm, key_name, lufs, duration_s, peak_dbfs, lufs_fmt: str, meter=None,
-                    key_confidence=None) -> list[str]:
+                    key_confidence=None, bpm_alternative=None) -> list[str]:
     parts = []
     if peak_dbfs is None:
         parts.append("silence")
     if bpm is not None:
-        parts.append(f"{_fmt_bpm(bpm)} BPM" + (f" in {int(meter)}/4" if meter else ""))
+        other = f" (or {_fmt_bpm(bpm_alternative)})" if bpm_alternative else ""
+        parts.append(f"{_fmt_bpm(bpm)} BPM{other}" + (f" in {int(meter)}/4" if meter else ""))
     if key_name:
         unsure = key_confidence is not None and key_confidence < KEY_UNSURE
         parts.append(key_name + (" (unsure)" if unsure else ""))
@@ -142,7 +150,8 @@ def measured_line(analysis: Analysis | Mapping[str, Any]) -> str:
     if missing:
         raise ValueError(f"analysis: missing key(s) {missing}; pass an Analysis or its to_dict()")
     parts = _measured_parts(d["bpm"], d["key_name"], d["lufs"], d["duration_s"], d["peak_dbfs"], lufs_fmt=".0f",
-                            meter=d.get("meter"), key_confidence=d.get("key_confidence"))
+                            meter=d.get("meter"), key_confidence=d.get("key_confidence"),
+                            bpm_alternative=d.get("bpm_alternative"))
     return "Measured: " + ", ".join(parts) + "."
 
 
@@ -229,6 +238,9 @@ def _analyze_music(mono: np.ndarray, result: Analysis, report: Progress) -> None
         if beats.bpm is not None:
             result.bpm = beats.bpm
             result.beats = [float(t) for t in beats.times]
+            result.bpm_confidence = beats.level_confidence
+            if beats.alternative_ratio is not None:
+                result.bpm_alternative = beats.bpm * beats.alternative_ratio
             meter, downbeats = estimate_meter(mono, beats, spec=spec)
             if meter is not None:
                 result.meter, result.downbeats = meter, [float(t) for t in downbeats]

@@ -234,6 +234,11 @@ def test_summary_and_measured_line():
                  key_confidence=0.3, lufs=-14.04, true_peak_dbtp=-1.2, peak_dbfs=-1.5)
     assert measured_line(c) == "Measured: 92 BPM in 3/4, D major (unsure), -14 LUFS, 8.0 s."
     assert c.summary == "92 BPM in 3/4, D major (unsure), -14.0 LUFS, 8.0 s"
+    d = Analysis(duration_s=8.0, channels=2, sample_rate=44100, bpm=146.2, meter=3, bpm_confidence=0.55,
+                 bpm_alternative=73.1, lufs=-14.04, peak_dbfs=-1.5)
+    assert measured_line(d) == "Measured: 146.2 BPM (or 73.1) in 3/4, -14 LUFS, 8.0 s."
+    assert measured_line(d.to_dict()) == measured_line(d)
+    assert d.to_dict()["bpm_confidence"] == 0.55 and d.to_dict()["bpm_alternative"] == 73.1
 
 
 @pytest.mark.parametrize(

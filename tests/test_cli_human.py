@@ -82,3 +82,4 @@ def test_summary_of_an_answer_and_of_a_failure():
     assert lines == ["measured: 92 BPM, F# minor, -14.2 LUFS", "answer: A calm piano piece."]
     assert h.summary({"state": "failed", "error": {"code": "bad_input", "message": "no audio"}}, 4) == ["failed: no audio"]
     assert measured(None) == ""
+    assert measured({"bpm": 146.2, "bpm_alternative": 73.1, "key_name": "D major"}) == "146 BPM (or 73), D major"

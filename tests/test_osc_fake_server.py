@@ -23,7 +23,8 @@ LONG_TEXT = ("Ceci est une réponse très détaillée 🎵 — " * 80).strip()  
 
 ANALYSIS = {"duration_s": 8.0, "channels": 2, "sample_rate": 44100, "bpm": 92.0, "beats": [0.1, 0.75],
             "downbeats": [0.1], "meter": 4, "key": "F#", "mode": "minor", "key_name": "F# minor",
-            "key_confidence": 0.8, "lufs": -14.0, "true_peak_dbtp": -1.2, "peak_dbfs": -1.5}
+            "key_confidence": 0.8, "lufs": -14.0, "true_peak_dbtp": -1.2, "peak_dbfs": -1.5,
+            "bpm_confidence": 0.97, "bpm_alternative": None}
 
 
 def wav_bytes(job: str, take: int) -> bytes:

@@ -253,6 +253,7 @@ def test_analysis_of_input_and_result_reach_the_client(peer, in_wav):
     pairs = dict(zip(inp[3::2], inp[4::2]))
     assert pairs["bpm"] == 92.0 and pairs["key_name"] == "F# minor" and pairs["meter"] == 4
     assert pairs["lufs"] == -14.0 and "beats" not in pairs  # lists stay on the server
+    assert pairs["bpm_confidence"] == pytest.approx(0.97) and "bpm_alternative" not in pairs  # sure: no other level
     assert "bpm" not in dict(zip(analyses["result"][3::2], analyses["result"][4::2]))  # null left out
     order = [m.address for m in got]
     assert order.index("/m2u/analysis") < order.index("/m2u/done")

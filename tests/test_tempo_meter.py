@@ -1,4 +1,4 @@
-"""Tempo level, bar length and downbeats without drums: m2ugen.beats.choose_tempo_level and the meter
+"""Tempo level, bar length and downbeats without drums: m2ugen.beats.tempo_level and the meter
 models (m2ugen/assets/*_model.json, fitted by benchmarks/fit_tempo.py) on synthetic plucked music.
 
 Each case is paired with the same clip analysed with the model or cue it claims to need taken away,
@@ -112,7 +112,7 @@ def test_plucked_arpeggio_at_150_is_not_read_at_two_thirds(monkeypatch):
     a = analyze(y, SR)
     assert a.bpm == pytest.approx(150, rel=0.04)
     assert a.meter == 4
-    monkeypatch.setattr(beats, "choose_tempo_level", lambda tempo, *rest: tempo)
+    monkeypatch.setattr(beats, "tempo_level_scores", lambda cands, *rest: np.zeros(len(cands)))  # first: as found
     assert analyze(y, SR).bpm == pytest.approx(100, rel=0.04)  # without the model
 
 
@@ -173,6 +173,22 @@ def test_model_files_are_json_for_the_features_computed_here():
     assert len(bar["meter_weights"]) == len(bar["meter_features"])
     assert len(bar["phase_weights"]) == len(bar["phase_features"])
     assert all(np.isfinite(level["weights"])) and all(np.isfinite(bar["meter_weights"]))
+
+
+def test_an_unaccented_stream_names_both_levels_a_clear_waltz_one():
+    """Even plucked notes, two pitches alternating 160 a minute, nothing louder, no harmony or bass
+    line: nothing tells a beat of 80 from one of 160, the level model says so (its chosen level's
+    probability under TEMPO_UNSURE) and the answer names the other level. The waltz's level is clear
+    (no alternative)."""
+    q = 60.0 / 160
+    stream = plucked([(k * q, (k + 0.9) * q, 64 + 3 * (k % 2), 0.2) for k in range(37)], 14.5)
+    a = analyze(stream, SR)
+    assert a.bpm_confidence < beats.TEMPO_UNSURE
+    assert sorted([round(a.bpm), round(a.bpm_alternative)]) == [80, 160]
+    assert f"(or {round(a.bpm_alternative)})" in a.summary
+    w = analyze(waltz(100), SR)
+    assert w.bpm == pytest.approx(100, rel=0.04) and w.bpm_confidence >= beats.TEMPO_UNSURE
+    assert w.bpm_alternative is None and "(or" not in w.summary
 
 
 def test_tempo_candidates_are_the_relatives_within_range():

@@ -27,7 +27,9 @@ function results.describe_analysis(a, label)
   local function num(v, fmt) return type(v) == "number" and string.format(fmt, v) or nil end
   local parts = {}
   local function add(v) if v then parts[#parts + 1] = v end end
-  add(num(a.bpm, "%.1f BPM"))
+  local bpm = num(a.bpm, "%.1f BPM")
+  if bpm and type(a.bpm_alternative) == "number" then bpm = bpm .. string.format(" (or %.1f)", a.bpm_alternative) end
+  add(bpm)
   if type(a.meter) == "string" or type(a.meter) == "number" then add("meter " .. tostring(a.meter)) end
   if type(a.key_name) == "string" then
     add(a.key_name .. (type(a.key_confidence) == "number" and string.format(" (confidence %.2f)", a.key_confidence) or ""))

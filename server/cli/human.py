@@ -30,7 +30,8 @@ def measured(a: dict[str, Any] | None) -> str:
         return ""
     parts = []
     if a.get("bpm"):
-        parts.append(f"{a['bpm']:.0f} BPM")
+        other = f" (or {a['bpm_alternative']:.0f})" if a.get("bpm_alternative") else ""  # the tempo level unsure
+        parts.append(f"{a['bpm']:.0f} BPM{other}")
     if a.get("key_name"):
         parts.append(str(a["key_name"]))
     if a.get("lufs") is not None:

@@ -540,6 +540,16 @@ describe("takes, seeds, analysis", function()
     assert.truthy(drawn:find("92 BPM", 1, true))
   end)
 
+  it("Ask: an unsure tempo level is shown with the other level", function()
+    fake.scenario = "unsure_tempo"
+    fake.inputs_answers = { "What tempo?" }
+    env.run_action(ctx, "Ask about selection")
+    balanced(fake)
+    local notes = created(fake.main)[1].track.items[1].notes
+    assert.truthy(notes:find("Measured: 146 BPM (or 73), F# minor", 1, true))
+    assert.truthy(notes:find("146.0 BPM (or 73.0)", 1, true))
+  end)
+
   it("no analysis, no takes in the record (today's CLI): nothing about them is shown", function()
     fake.inputs_answers = { "What key?" }
     env.run_action(ctx, "Ask about selection")

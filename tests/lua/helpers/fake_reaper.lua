@@ -573,6 +573,18 @@ function Fake.SCENARIOS.analysed(req)
   return steps
 end
 
+-- an answer whose tempo level the server was unsure of (m2ugen.analysis: bpm_confidence under 0.8
+-- names the next likely level, here half the tempo, in bpm_alternative and in the summary)
+function Fake.SCENARIOS.unsure_tempo(req)
+  local steps = Fake.SCENARIOS.done(req)
+  local a = {}
+  for k, v in pairs(Fake.ANALYSIS) do a[k] = v end
+  a.bpm, a.bpm_confidence, a.bpm_alternative = 146.0, 0.55, 73.0
+  a.summary = "146 BPM (or 73), F# minor, -14.0 LUFS, 4.0 s"
+  steps[#steps].analysis = a
+  return steps
+end
+
 -- an edit that changes nothing: the result is exactly as loud as what the model heard (so any gain
 -- between the two comes from the project: an FX applied twice)
 function Fake.SCENARIOS.identity(req)
