@@ -205,8 +205,10 @@ def preload() -> None:
 # the whole analysis
 
 
-def analyze(wave: Any, sr: Any, on_progress: Progress | None = None) -> Analysis:
+def analyze(wave: Any, sr: Any, on_progress: Progress | None = None, project_bpm: float | None = None) -> Analysis:
     """Measure tempo, beats, meter, key, loudness and peaks of ``wave`` (float [channels, samples]).
+    ``project_bpm``: the DAW project's tempo; where the sound leaves the tempo level open (two levels
+    named, ``bpm_alternative``), the one at the project's tempo is reported (``m2ugen.beats.tempo_level``).
 
     Never fails on valid audio (silence, DC, a few samples, any channel count); values that cannot be
     measured are None. Raises ValueError for a bad array or sample rate. ``on_progress(step, fraction)``
@@ -225,15 +227,15 @@ def analyze(wave: Any, sr: Any, on_progress: Progress | None = None) -> Analysis
     if mono is not None:
         with warnings.catch_warnings():  # librosa warns about FFT sizes longer than a very short clip
             warnings.simplefilter("ignore", UserWarning)
-            _analyze_music(mono, result, report)
+            _analyze_music(mono, result, report, project_bpm)
     report("key", 1.0)
     return result
 
 
-def _analyze_music(mono: np.ndarray, result: Analysis, report: Progress) -> None:
+def _analyze_music(mono: np.ndarray, result: Analysis, report: Progress, project_bpm: float | None) -> None:
     spec = constant_q(mono)
     if mono.size >= MIN_BEAT_SECONDS * ANALYSIS_SR:
-        beats = track_beats(mono, spec=spec)
+        beats = track_beats(mono, spec=spec, project_bpm=project_bpm)
         report("beats", 0.6)
         if beats.bpm is not None:
             result.bpm = beats.bpm

@@ -51,6 +51,7 @@ MIN_BEAT_SECONDS = 1.0       # shorter clips are not beat-tracked
 BASS_SEMITONES = 24          # C1..B2: the bass line
 TEMPO_RELATIVES = (1.0, 0.5, 2.0, 2.0 / 3.0, 1.5, 1.0 / 3.0, 3.0)   # the tempo levels the model chooses from
 TEMPO_LEVEL_MIN_BEATS = 8    # shorter clips keep the tempo as found
+PROJECT_TEMPO_TOLERANCE = 0.04  # a level this close to the project's tempo is the project's (Acc1's 4 %)
 TEMPO_UNSURE = 0.8           # under this probability of the chosen level the next one is named too (chosen
 # on train cross-validation: 14 % of clips named two levels there, 94 % of the others right)
 TEMPO_FUNCTIONS = ("onsets", "attacks", "harmonic", "bass")
@@ -213,8 +214,10 @@ def steady_pulse(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
     return estimate_tempo(steady["onsets"], sr) or tempo, functions, steady, warp
 
 
-def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None) -> Beats:
-    """Beat times: the whole clip's tempo (``steady_pulse``) at the level ``tempo_level`` picks,
+def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None = None,
+                project_bpm: float | None = None) -> Beats:
+    """Beat times: the whole clip's tempo (``steady_pulse``) at the level ``tempo_level`` picks (where
+    it is unsure, the one at the project's tempo ``project_bpm``),
     then librosa's dynamic-programming beat tracker held to it on the onset envelope (heard on a steady
     beat where the player sways, the beats then taken back to the clip's time); the BPM is refined from
     the beat times (their mean tempo)."""
@@ -225,7 +228,7 @@ def track_beats(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None =
     if tempo is None:
         return none
     acfs = function_autocorrelations(steady)
-    level = tempo_level(tempo, steady, sr, acfs)
+    level = tempo_level(tempo, steady, sr, acfs, project_bpm)
     tempo = level.bpm
     _, frames = librosa.beat.beat_track(onset_envelope=steady["onsets"], sr=sr, hop_length=HOP, bpm=tempo,
                                         tightness=BEAT_TIGHTNESS)
@@ -434,15 +437,17 @@ def tempo_level_scores(candidates: np.ndarray, functions: dict[str, np.ndarray],
 class TempoLevel:
     bpm: float                  # the chosen candidate
     confidence: float | None    # its probability among the candidates; None where no level was chosen
-    alternative: float | None   # the next most likely candidate where ``confidence`` < TEMPO_UNSURE
+    alternative: float | None   # where the model is unsure (under TEMPO_UNSURE): the other of its two likeliest
 
 
 def tempo_level(tempo: float, functions: dict[str, np.ndarray], sr: int = ANALYSIS_SR,
-                acfs: dict[str, np.ndarray] | None = None) -> TempoLevel:
+                acfs: dict[str, np.ndarray] | None = None, project_bpm: float | None = None) -> TempoLevel:
     """The candidate among ``tempo``'s relatives that the tempo-level model scores highest, its
     probability (the softmax over the candidates) and, under TEMPO_UNSURE, the runner-up; ``tempo``
     itself (no confidence) in a clip shorter than TEMPO_LEVEL_MIN_BEATS of it (its bars cannot be
-    compared) or without relatives in range."""
+    compared) or without relatives in range. ``project_bpm`` (the DAW project's tempo) decides between
+    the two where the model is unsure and only the runner-up lies within PROJECT_TEMPO_TOLERANCE of it
+    (the first choice is then the alternative); a level the model is sure of stands."""
     cands = tempo_candidates(tempo)
     if cands.size < 2 or functions["onsets"].size < TEMPO_LEVEL_MIN_BEATS * 60.0 * sr / HOP / tempo:
         return TempoLevel(float(tempo), None, None)
@@ -450,8 +455,15 @@ def tempo_level(tempo: float, functions: dict[str, np.ndarray], sr: int = ANALYS
     p = np.exp(scores - scores.max())
     p /= p.sum()
     first, second = np.argsort(-p, kind="stable")[:2]
-    sure = p[first] >= TEMPO_UNSURE
-    return TempoLevel(float(cands[first]), float(p[first]), None if sure else float(cands[second]))
+    if p[first] >= TEMPO_UNSURE:
+        return TempoLevel(float(cands[first]), float(p[first]), None)
+    if project_bpm and _near(cands[second], project_bpm) and not _near(cands[first], project_bpm):
+        first, second = second, first
+    return TempoLevel(float(cands[first]), float(p[first]), float(cands[second]))
+
+
+def _near(bpm: float, other: float) -> bool:
+    return abs(bpm / other - 1.0) <= PROJECT_TEMPO_TOLERANCE
 
 
 def _snap(frames: np.ndarray, oenv: np.ndarray, reach: int = 2) -> np.ndarray:

@@ -37,10 +37,11 @@ def as_float(audio: tuple[np.ndarray, int]) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(wave, dtype=np.float32), int(sr)
 
 
-def analyse(wave: np.ndarray, sr: int) -> dict[str, Any]:
+def analyse(wave: np.ndarray, sr: int, project_bpm: float | None = None) -> dict[str, Any]:
+    """The measured analysis; ``project_bpm`` (``context.bpm``) settles a tempo level the sound leaves open."""
     from m2ugen import analysis
 
-    return analysis.analyze(wave, sr).to_dict()
+    return analysis.analyze(wave, sr, project_bpm=project_bpm).to_dict()
 
 
 def measured_line(source_analysis: dict[str, Any] | None) -> str | None:
@@ -140,7 +141,7 @@ def fit_take(wave: np.ndarray, sr: int, params: dict[str, Any], *, out_sr: int, 
     if w.ndim == 1:
         w = w[None, :]
     if params.get("fit_tempo") and tempo:
-        measured = analyse(w, sr).get("bpm")
+        measured = analyse(w, sr, project_bpm=tempo).get("bpm")
         if measured:
             heard = _nearest_tempo(float(measured), tempo)
             notes["measured_bpm"] = round(heard, 2)

@@ -158,3 +158,21 @@ def test_a_peaky_take_says_the_ceiling_stopped_it():
     assert notes["loudness"] == (f"{float(notes['loudness'].split(' LUFS')[0]):.1f} LUFS: the -1 dBTP ceiling "
                                  "stopped at that (the target: -14.0 LUFS)")
     assert float(notes["loudness"].split(" LUFS")[0]) == pytest.approx(measured, abs=0.1)
+
+
+def test_the_project_tempo_reaches_the_measured_level(server, tmp_path):
+    """An even stream of notes 160 a minute (nothing tells a beat of 80 from 160: two levels named) is
+    measured at the level of the project's tempo (context.bpm) in the job's analysis and prompt line."""
+    from test_tempo_meter import SR, plucked
+
+    q = 60.0 / 160
+    path = tmp_path / "stream.wav"
+    sf.write(path, plucked([(k * q, (k + 0.9) * q, 64 + 3 * (k % 2), 0.2) for k in range(37)], 14.5)[0], SR)
+    with Client(server, timeout_s=60) as c:
+        recs = {bpm: run_job(c, "ask", {"prompt": "what tempo is this?", "seed": 1, "context": {"bpm": bpm}},
+                             {"audio": c.upload(path)}) for bpm in (80.0, 160.0)}
+    for bpm, rec in recs.items():
+        assert rec["analysis"]["bpm"] == pytest.approx(bpm, rel=0.04)
+        assert rec["analysis"]["bpm_alternative"] == pytest.approx(240.0 - bpm, rel=0.04)  # the other level
+        sent = json.loads(Path(rec["sidecar_path"]).read_text())["prompt_sent"]
+        assert f"Measured: {round(rec['analysis']['bpm'])} BPM (or " in sent

@@ -191,6 +191,21 @@ def test_an_unaccented_stream_names_both_levels_a_clear_waltz_one():
     assert w.bpm_alternative is None and "(or" not in w.summary
 
 
+def test_the_project_tempo_settles_a_level_the_sound_leaves_open():
+    """The same stream in a project at 80 or at 160 BPM reads at the project's level (the other still
+    named); in a project at 120 (neither level) the model's own choice stands; a level the model is
+    sure of (the waltz) stands whatever the project says."""
+    q = 60.0 / 160
+    stream = plucked([(k * q, (k + 0.9) * q, 64 + 3 * (k % 2), 0.2) for k in range(37)], 14.5)
+    own = analyze(stream, SR)
+    for project in (80.0, 160.0):
+        a = analyze(stream, SR, project_bpm=project)
+        assert a.bpm == pytest.approx(project, rel=0.04)
+        assert a.bpm_alternative == pytest.approx(2 * project if project == 80 else project / 2, rel=0.04)
+    assert analyze(stream, SR, project_bpm=120.0).bpm == pytest.approx(own.bpm, rel=0.01)
+    assert analyze(waltz(100), SR, project_bpm=50.0).bpm == pytest.approx(100, rel=0.04)
+
+
 def test_tempo_candidates_are_the_relatives_within_range():
     c = beats.tempo_candidates(90.0)
     assert c[0] == 90.0

@@ -61,7 +61,7 @@ def analyse_source(job: Job) -> tuple[tuple | None, dict | None]:
         return None, None
     source = finishing.as_float(audio)
     try:
-        return source, finishing.analyse(*source)
+        return source, finishing.analyse(*source, project_bpm=job.params["context"].get("bpm"))
     except Exception as e:  # the analysis informs; it never fails a job
         log.warning("job %s: the source could not be analysed: %s: %s", job.id, type(e).__name__, e)
         return source, None
@@ -283,7 +283,7 @@ def write(worker, job: Job, plan: Plan, replies: list, chat_s: float) -> None:
                           **notes})
         t2 = time.perf_counter()
         try:
-            result_analysis = finishing.analyse(first_wave, sr)
+            result_analysis = finishing.analyse(first_wave, sr, project_bpm=job.params["context"].get("bpm"))
         except Exception as e:
             log.warning("job %s: the result could not be analysed: %s: %s", job.id, type(e).__name__, e)
             result_analysis = None
