@@ -59,6 +59,9 @@ def _args():
                          "direct-to-reverberant ratio, e.g. 1.4 -6 (a hall, mid distance)")
     ap.add_argument("--noise", type=float, default=None, metavar="SNR_DB",
                     help="add pink noise this far under each item's power (mir_set.with_noise), after any room, e.g. 20")
+    ap.add_argument("--project-tempo", action="store_true",
+                    help="this project hears each item's own tempo as the DAW project's (context.bpm: a user whose "
+                         "project is set to the music's tempo); it settles only levels the sound leaves open")
     return ap.parse_args()
 
 
@@ -101,10 +104,10 @@ def librosa_notes(y: np.ndarray, sr: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- this project
 
 
-def project_analysis(y: np.ndarray, sr: int) -> dict:
+def project_analysis(y: np.ndarray, sr: int, project_bpm: float | None = None) -> dict:
     from m2ugen.analysis import KEY_UNSURE, analyze
 
-    a = analyze(y, sr)
+    a = analyze(y, sr, project_bpm=project_bpm)
     return {"bpm": a.bpm, "beats": np.asarray(a.beats, float), "meter": a.meter,
             "downbeats": None if a.downbeats is None else np.asarray(a.downbeats, float),
             "key": a.key_name, "key_sure": a.key_confidence is not None and a.key_confidence >= KEY_UNSURE,
@@ -182,7 +185,7 @@ def _timed(fn, *a):
     return r, time.perf_counter() - w0, time.process_time() - c0
 
 
-def run_method(items, waves, analyse_fn, notes_fn, verbose: bool, label: str):
+def run_method(items, waves, analyse_fn, notes_fn, verbose: bool, label: str, project_tempo: bool = False):
     rows, note_rows = [], []
     t_an = [0.0, 0.0, 0.0]   # wall, cpu, minutes
     t_tr = [0.0, 0.0, 0.0]
@@ -197,7 +200,7 @@ def run_method(items, waves, analyse_fn, notes_fn, verbose: bool, label: str):
                 print(f"  {label:8s} {item.name:18s} {item.ensemble:9s} notes {len(item.notes):3d} est {len(est):3d} "
                       f"onF {s['onset_f']:.2f} onoffF {s['onoff_f']:.2f}", flush=True)
             continue
-        est, wall, cpu = _timed(analyse_fn, y, sr)
+        est, wall, cpu = _timed(analyse_fn, y, sr, *((item.bpm,) if project_tempo else ()))
         t_an[0] += wall; t_an[1] += cpu; t_an[2] += minutes  # noqa: E702
         s = score_analysis(item, est)
         s["drums"] = item.drums
@@ -289,7 +292,7 @@ def main() -> None:
         project_analysis(y0[:, : 5 * sr0], sr0)
     project_notes(y0[:, : 3 * sr0], sr0)
     results = {"this project": summarise(*run_method(items, waves, project_analysis, project_notes, args.verbose,
-                                                      "project"))}
+                                                      "project", args.project_tempo))}
     if not args.no_baseline:
         if not args.notes_only:
             librosa_analysis(y0[:, : 5 * sr0], sr0)
