@@ -73,7 +73,7 @@ class Analysis:
     peak_dbfs: float | None = None
     key_sections: list[tuple[float, float, str]] = field(default_factory=list)
     bpm_confidence: float | None = None    # the tempo level's probability (m2ugen.beats.tempo_level)
-    bpm_alternative: float | None = None   # the next likely tempo level, where that is under TEMPO_UNSURE
+    bpm_alternative: float | None = None   # the other likely tempo level, where bpm_confidence < TEMPO_UNSURE
 
     @property
     def key_name(self) -> str | None:

@@ -11,7 +11,8 @@
   them, and the prior; fitted on rendered corpus music by ``benchmarks/fit_tempo.py``, weights in
   ``assets/tempo_level_model.json``). The model's softmax over the candidates is the chance that each
   is the beat: under TEMPO_UNSURE the next most likely level is kept as the alternative the answer
-  names ("146 BPM (or 73)"; ``tempo_level``). A player off the click sways, and the sway blurs the envelope's
+  names ("146 BPM (or 73)"; ``tempo_level``), and where only it lies at the DAW project's tempo, it is
+  reported first. A player off the click sways, and the sway blurs the envelope's
   autocorrelation at 2-4 beats more than at half a beat (the level reads double, the one tempo fits
   badly): ``steady_pulse`` finds the local beat period in 4 s windows, warps the onset functions so
   that it is steady (``sway_warp``, three passes) and keeps the warp where the pulse is clearer there.
@@ -133,7 +134,7 @@ class Beats:
     functions: dict[str, np.ndarray] | None = None   # the onset functions of ``pulse`` (meter uses them)
     autocorrelations: dict[str, np.ndarray] | None = None   # theirs (``function_autocorrelations``)
     level_confidence: float | None = None   # the chosen tempo level's probability (``tempo_level``)
-    alternative_ratio: float | None = None  # the next likely level's tempo / the chosen one's, where unsure
+    alternative_ratio: float | None = None  # the other likely level's tempo / the chosen one's, where unsure
 
 
 def _bpm_grid() -> np.ndarray:
