@@ -163,11 +163,10 @@ def test_a_peaky_take_says_the_ceiling_stopped_it():
 def test_the_project_tempo_reaches_the_measured_level(server, tmp_path):
     """An even stream of notes 160 a minute (nothing tells a beat of 80 from 160: two levels named) is
     measured at the level of the project's tempo (context.bpm) in the job's analysis and prompt line."""
-    from test_tempo_meter import SR, plucked
+    from test_tempo_meter import SR, even_stream
 
-    q = 60.0 / 160
     path = tmp_path / "stream.wav"
-    sf.write(path, plucked([(k * q, (k + 0.9) * q, 64 + 3 * (k % 2), 0.2) for k in range(37)], 14.5)[0], SR)
+    sf.write(path, even_stream()[0], SR)
     with Client(server, timeout_s=60) as c:
         recs = {bpm: run_job(c, "ask", {"prompt": "what tempo is this?", "seed": 1, "context": {"bpm": bpm}},
                              {"audio": c.upload(path)}) for bpm in (80.0, 160.0)}

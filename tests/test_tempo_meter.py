@@ -85,6 +85,13 @@ def hymn_in_halves(bpm, bars=8):
     return plucked(events, 4 * q * bars + 0.3, decay=0.4)
 
 
+def even_stream(per_minute=160, seconds=14.5):
+    """Even plucked notes, two pitches alternating ``per_minute`` a minute, nothing louder, no harmony or
+    bass line: nothing in the sound tells a beat at that rate from one at half of it."""
+    q = 60.0 / per_minute
+    return plucked([(k * q, (k + 0.9) * q, 64 + 3 * (k % 2), 0.2) for k in range(int(seconds / q) - 1)], seconds)
+
+
 def on_bar_lines(times, bar_s, tolerance=0.07):
     times = np.asarray(times)
     return bool(np.all(np.abs((times + tolerance) % bar_s - tolerance) < tolerance))
@@ -176,13 +183,10 @@ def test_model_files_are_json_for_the_features_computed_here():
 
 
 def test_an_unaccented_stream_names_both_levels_a_clear_waltz_one():
-    """Even plucked notes, two pitches alternating 160 a minute, nothing louder, no harmony or bass
-    line: nothing tells a beat of 80 from one of 160, the level model says so (its chosen level's
-    probability under TEMPO_UNSURE) and the answer names the other level. The waltz's level is clear
-    (no alternative)."""
-    q = 60.0 / 160
-    stream = plucked([(k * q, (k + 0.9) * q, 64 + 3 * (k % 2), 0.2) for k in range(37)], 14.5)
-    a = analyze(stream, SR)
+    """An even stream 160 a minute (``even_stream``): nothing tells a beat of 80 from one of 160, the
+    level model says so (its chosen level's probability under TEMPO_UNSURE) and the answer names the
+    other level. The waltz's level is clear (no alternative)."""
+    a = analyze(even_stream(), SR)
     assert a.bpm_confidence < beats.TEMPO_UNSURE
     assert sorted([round(a.bpm), round(a.bpm_alternative)]) == [80, 160]
     assert f"(or {round(a.bpm_alternative)})" in a.summary
@@ -195,8 +199,7 @@ def test_the_project_tempo_settles_a_level_the_sound_leaves_open():
     """The same stream in a project at 80 or at 160 BPM reads at the project's level (the other still
     named); in a project at 120 (neither level) the model's own choice stands; a level the model is
     sure of (the waltz) stands whatever the project says."""
-    q = 60.0 / 160
-    stream = plucked([(k * q, (k + 0.9) * q, 64 + 3 * (k % 2), 0.2) for k in range(37)], 14.5)
+    stream = even_stream()
     own = analyze(stream, SR)
     for project in (80.0, 160.0):
         a = analyze(stream, SR, project_bpm=project)
