@@ -38,13 +38,15 @@ def run_action(kind: str, server_info, tmp_path: Path, prompt: str, clean: bool 
     out["seconds"] = time.monotonic() - t0
     out["project"] = project
     out["tmp"] = work_tmp
+    story = (f"messages: {out['messages']}\ntimeline: {out.get('timeline')}\ncommands: {out['commands']}\n"
+             f"undo: {out['undo']}")
     if not out["ok"]:  # the whole story, untruncated: the Lua error, the message boxes, the timeline
-        pytest.fail(f"{out['error']}\nmessages: {out['messages']}\ntimeline: {out.get('timeline')}\n"
-                    f"commands: {out['commands']}", pytrace=False)
+        pytest.fail(f"{out['error']}\n{story}", pytrace=False)
     assert out["violations"] == [], out["violations"]
     if not clean:  # the caller checks the rest
         return out
-    assert out["undo"]["begin"] == out["undo"]["end"] == 1, out
+    if not out["undo"]["begin"] == out["undo"]["end"] == 1:  # nothing inserted: the message boxes say why
+        pytest.fail(f"undo blocks {out['undo']} (one expected)\n{story}", pytrace=False)
     assert out["render_restored"], out
     assert out["messages"] == [] or kind == "generate" and out["messages"] == [
         "Condition the music on an image or a video file?"], out["messages"]
