@@ -241,9 +241,12 @@ def key_analysis(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | None 
     """(key, mode, confidence, sections) or None; sections: [(start_s, end_s, "G major")] when the clip
     modulates (more than one key, each held for at least KEY_SECTION_MIN_S), else []."""
     found = clip_key_inputs(mono, sr, spec)
-    if found is None:
-        return None
-    chroma, hist, weighted, seg_s = found
+    return None if found is None else key_of_inputs(*found)
+
+
+def key_of_inputs(chroma: np.ndarray, hist: np.ndarray | None, weighted: np.ndarray, seg_s: float):
+    """``key_analysis`` from what ``clip_key_inputs`` returns: (key, mode, confidence, sections), or None
+    for clicks (best profile score under KEY_CONFIDENCE_MIN) and one note or a drone."""
     if _profile_scores(chroma).max() < KEY_CONFIDENCE_MIN or chroma.max() >= KEY_ONE_PITCH_SHARE:
         return None
     scores = _key_scores(chroma, hist)
@@ -269,7 +272,12 @@ def clip_key_inputs(mono: np.ndarray, sr: int = ANALYSIS_SR, spec: Spectrum | No
     spec = spec if spec is not None else constant_q(mono, sr)
     if spec is None or tonality(spec) < TONALITY_MIN:  # noise has no key
         return None
-    acts, seg_s = note_activations(spec)
+    return key_inputs_of(*note_activations(spec))
+
+
+def key_inputs_of(acts: np.ndarray, seg_s: float):
+    """``clip_key_inputs`` from [84, segments] note activations (C1..B7) and the seconds per segment, or
+    None for a flat or silent profile (``benchmarks/key_bound.py`` feeds the scores' exact notes here)."""
     weighted = _counted(acts)
     chroma = clip_chroma_from(weighted)
     if chroma is None:

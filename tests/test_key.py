@@ -194,3 +194,20 @@ def test_one_note_has_no_key(wave):
     t = np.arange(4 * sr) / sr
     y = np.sin(2 * np.pi * 440 * t) if wave == "sine" else 2 * ((110 * t) % 1.0) - 1
     assert analyze((0.3 * y).astype(np.float32)[None], sr).key_name is None
+
+
+def test_key_bound_reads_a_score_s_exact_notes_through_the_back_end():
+    """benchmarks/key_bound.py: a score's notes (no audio) go through the same back-end as the note fit's
+    activations. I IV V I in G reads G major every way; the same notes three semitones up read Bb major,
+    so the notes, not a default, decide; with no audio the audio's reading is no key."""
+    from types import SimpleNamespace
+
+    bound = load_benchmark("key_bound")
+    roots = [55, 48, 50, 55] * 3                      # G3 C3 D3 G3: a major triad on each, 2 s apiece
+    parts = [[[2.0 * bar, 2.0 * bar + 1.9, root + step] for bar, root in enumerate(roots)] for step in (0, 4, 7)]
+
+    def item(shift):
+        return SimpleNamespace(parts=[[[a, b, m + shift] for a, b, m in p] for p in parts], duration_s=24.5)
+
+    assert bound.readings(item(0), None, None) == [None, "G major", "G major", "G major"]
+    assert bound.readings(item(3), None, None)[1:] == ["Bb major"] * 3
