@@ -9,8 +9,8 @@ Each mixed item of ``bench_mir``'s set (``mir_set``: the piece's home key as the
   parts counts twice), then ``key_inputs_of`` / ``key_of_inputs`` as for the audio (square-root weights
   from C2, the profiles and the chord view, the no-key rules);
 - the same without the chord view (the literature profiles alone);
-- the notes' duration-weighted pitch-class profile through the profiles alone (no weighting, no rules):
-  the plain symbolic reading.
+- the notes' duration-weighted pitch-class profile through the profiles alone (durations as they are:
+  no square root, no no-key rules): the plain symbolic reading.
 
 Where the audio reads as well as the exact notes, a front end nearer the notes has nothing to gain there;
 where no reading of the exact notes reaches a target, the labels (what a 25 s opening tells of the key
@@ -54,7 +54,7 @@ def note_seconds(item, segments: int, seg_s: float) -> np.ndarray:
 def readings(item, mono, spec) -> list[str | None]:
     """The item's key read the four ways of READINGS ("D major", or None for no key)."""
     from m2ugen.key import (
-        MAJOR_NAMES, MINOR_NAMES, KEY_SEGMENT_S, _profile_scores, clip_key_inputs, key_inputs_of, key_of_inputs,
+        MAJOR_NAMES, MINOR_NAMES, _profile_scores, clip_key_inputs, key_inputs_of, key_of_inputs, segment_frames,
     )
     from m2ugen.spectrum import CQT_HOP, KEY_SR
 
@@ -62,8 +62,7 @@ def readings(item, mono, spec) -> list[str | None]:
         return None if found is None else f"{found[0]} {found[1]}"
 
     audio = None if spec is None else clip_key_inputs(mono, spec=spec)
-    seg = max(1, int(round(KEY_SEGMENT_S * KEY_SR / CQT_HOP)))
-    seg_s = seg * CQT_HOP / KEY_SR
+    seg_s = segment_frames() * CQT_HOP / KEY_SR
     segments = audio[2].shape[1] if audio else max(1, int(item.duration_s / seg_s))
     notes = note_seconds(item, segments, seg_s)
     exact = key_inputs_of(notes, seg_s)

@@ -148,13 +148,18 @@ def _note_dictionary(tuning_bins: float) -> np.ndarray:
     return d / np.linalg.norm(d, axis=0, keepdims=True)
 
 
+def segment_frames() -> int:
+    """Constant-Q frames per note-fit segment (KEY_SEGMENT_S, 22 frames: 0.51 s)."""
+    return max(1, int(round(KEY_SEGMENT_S * KEY_SR / CQT_HOP)))
+
+
 def note_activations(spec: Spectrum) -> tuple[np.ndarray, float]:
     """([84, segments] note activations, seconds per segment): NNLS of each segment's spectrum (the
     median over KEY_SEGMENT_S, which drops drum hits) on the harmonic note dictionary, so a note's
     harmonics are explained by that note instead of adding their own pitch classes."""
     import scipy.optimize
 
-    seg = max(1, int(round(KEY_SEGMENT_S * KEY_SR / CQT_HOP)))
+    seg = segment_frames()
     count = max(1, spec.frames // seg)
     usable = spec.mag[:, : count * seg] if spec.frames >= seg else spec.mag
     x = np.median(usable.reshape(CQT_BINS, count, -1), axis=2)
