@@ -53,9 +53,7 @@ def note_seconds(item, segments: int, seg_s: float) -> np.ndarray:
 
 def readings(item, mono, spec) -> list[str | None]:
     """The item's key read the four ways of READINGS ("D major", or None for no key)."""
-    from m2ugen.key import (
-        MAJOR_NAMES, MINOR_NAMES, _profile_scores, clip_key_inputs, key_inputs_of, key_of_inputs, segment_frames,
-    )
+    from m2ugen.key import _key_of, _profile_scores, clip_key_inputs, key_inputs_of, key_of_inputs, segment_frames
     from m2ugen.spectrum import CQT_HOP, KEY_SR
 
     def name(found):
@@ -67,12 +65,10 @@ def readings(item, mono, spec) -> list[str | None]:
     notes = note_seconds(item, segments, seg_s)
     exact = key_inputs_of(notes, seg_s)
     profile = notes.reshape(7, 12, -1).sum(axis=(0, 2))
-    best = int(np.argmax(_profile_scores(profile / profile.sum())))
-    names = [f"{n} major" for n in MAJOR_NAMES] + [f"{n} minor" for n in MINOR_NAMES]
     return [name(None if audio is None else key_of_inputs(*audio)),
             name(None if exact is None else key_of_inputs(*exact)),
             name(None if exact is None else key_of_inputs(exact[0], None, exact[2], exact[3])),
-            names[best]]
+            name(_key_of(_profile_scores(profile / profile.sum())))]
 
 
 def main() -> None:
